@@ -1,0 +1,51 @@
+# Two commands on a fresh Debian machine:
+#   make run   set up a virtual environment and converge examples/hello.yaml
+#   make test  install what the tests need (apt + pip) and run them all
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := graphviz python3-venv
+
+.PHONY: run test lint typecheck unit system-deps clean
+
+run: $(VENV)/.installed
+	$(BIN)/convergent run examples/hello.yaml
+
+test: system-deps $(VENV)/.dev-installed lint typecheck unit
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev-installed
+	$(BIN)/pytest -q
+
+# System packages the tests use (graphviz for `convergent graph --format svg`).
+# Installed only when missing, so a second run does not touch apt.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing system packages:$$missing"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/bin/python pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,176 @@
+"""The dependency graph: pure data, no asyncio, no I/O.
+
+Vertices are identified by their ``kind[name]`` string and carry an opaque payload
+(the engine stores resources there). An edge ``a -> b`` means *a before b*; an edge
+with ``notify`` also carries a refresh from ``a`` to ``b`` when ``a`` changed something.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from convergent.errors import CycleError, MissingVertexError
+
+__all__ = ["Edge", "Graph", "Identified"]
+
+
+class Identified(Protocol):
+    """Anything with a ``kind[name]`` identity can be a vertex payload."""
+
+    @property
+    def id(self) -> str: ...
+
+
+T = TypeVar("T", bound=Identified)
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """``source`` runs before ``target``; ``notify`` sends ``target`` a refresh on change."""
+
+    source: str
+    target: str
+    notify: bool = False
+
+
+def _ref_id(ref: str | Identified) -> str:
+    return ref if isinstance(ref, str) else ref.id
+
+
+class Graph(Generic[T]):
+    """A directed graph of resources keyed by identity.
+
+    Edges may name vertices that are added later; :meth:`validate` reports any edge
+    whose end never arrived, and any cycle.
+    """
+
+    __slots__ = ("_in", "_out", "_vertices")
+
+    def __init__(self) -> None:
+        self._vertices: dict[str, T] = {}
+        self._out: dict[str, dict[str, Edge]] = {}
+        self._in: dict[str, dict[str, Edge]] = {}
+
+    # -- building ---------------------------------------------------------------------
+
+    def add(
+        self,
+        payload: T,
+        *,
+        require: Iterable[str | Identified] = (),
+        before: Iterable[str | Identified] = (),
+        notify: Iterable[str | Identified] = (),
+    ) -> T:
+        """Add a vertex with its edges and return the payload (handy for chaining).
+
+        ``require``: these run first. ``before``: this runs first. ``notify``: this runs
+        first and sends them a refresh when it changed something.
+        """
+        vid = payload.id
+        if vid in self._vertices:
+            raise ValueError(f"{vid} is already in the graph; each kind[name] may appear once")
+        self._vertices[vid] = payload
+        for ref in require:
+            self.add_edge(_ref_id(ref), vid)
+        for ref in before:
+            self.add_edge(vid, _ref_id(ref))
+        for ref in notify:
+            self.add_edge(vid, _ref_id(ref), notify=True)
+        return payload
+
+    def add_edge(self, source: str, target: str, *, notify: bool = False) -> Edge:
+        """Add ``source -> target``; adding it again only ever turns ``notify`` on."""
+        old = self._out.get(source, {}).get(target)
+        edge = Edge(source, target, notify or (old is not None and old.notify))
+        self._out.setdefault(source, {})[target] = edge
+        self._in.setdefault(target, {})[source] = edge
+        return edge
+
+    # -- reading ----------------------------------------------------------------------
+
+    def __contains__(self, vid: object) -> bool:
+        return vid in self._vertices
+
+    def __len__(self) -> int:
+        return len(self._vertices)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._vertices)
+
+    def __getitem__(self, vid: str) -> T:
+        return self._vertices[vid]
+
+    @property
+    def vertices(self) -> dict[str, T]:
+        """Identity -> payload, in insertion order (read only by convention)."""
+        return self._vertices
+
+    def edges(self) -> Iterator[Edge]:
+        for targets in self._out.values():
+            yield from targets.values()
+
+    def edge(self, source: str, target: str) -> Edge | None:
+        return self._out.get(source, {}).get(target)
+
+    def upstream(self, vid: str) -> list[str]:
+        """Vertices with an edge into ``vid``."""
+        return list(self._in.get(vid, ()))
+
+    def downstream(self, vid: str) -> list[str]:
+        """Vertices ``vid`` has an edge to."""
+        return list(self._out.get(vid, ()))
+
+    def out_edges(self, vid: str) -> list[Edge]:
+        return list(self._out.get(vid, {}).values())
+
+    def descendants(self, vid: str) -> set[str]:
+        """Every vertex reachable from ``vid`` (not including ``vid`` itself)."""
+        seen: set[str] = set()
+        todo = deque(self._out.get(vid, ()))
+        while todo:
+            v = todo.popleft()
+            if v not in seen:
+                seen.add(v)
+                todo.extend(self._out.get(v, ()))
+        return seen
+
+    def reachable(self, source: str, target: str) -> bool:
+        """True when a path of one or more edges leads from ``source`` to ``target``."""
+        return target in self.descendants(source)
+
+    # -- checking ---------------------------------------------------------------------
+
+    def dangling(self) -> list[Edge]:
+        """Edges whose source or target was never added."""
+        return [e for e in self.edges() if e.source not in self._vertices or e.target not in self._vertices]
+
+    def find_cycle(self) -> list[str] | None:
+        """One cycle as ``[a, b, ..., a]`` in edge direction, or None."""
+        sorter = graphlib.TopologicalSorter({v: self._in.get(v, {}).keys() for v in self._vertices})
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            # graphlib lists the cycle in edge direction, first vertex repeated at the end.
+            cycle: list[str] = list(exc.args[1])
+            return cycle
+        return None
+
+    def topological_order(self) -> list[str]:
+        """Vertices with every vertex after all of its upstream; raises CycleError."""
+        self.validate()
+        sorter = graphlib.TopologicalSorter({v: self._in.get(v, {}).keys() for v in self._vertices})
+        return list(sorter.static_order())
+
+    def validate(self) -> None:
+        """Raise MissingVertexError for a dangling edge, CycleError for a cycle."""
+        for edge in self.dangling():
+            if edge.target not in self._vertices:
+                raise MissingVertexError(edge.source, edge.target)
+            raise MissingVertexError(edge.target, edge.source)
+        cycle = self.find_cycle()
+        if cycle is not None:
+            raise CycleError(cycle)

@@ -1,0 +1,247 @@
+"""The resource contract, the parameter base types and the kind registry.
+
+A resource is a typed, named unit of desired state, identified as ``kind[name]``.
+Subclassing registers a kind::
+
+    class FileParams(Params):
+        path: str | None = None
+        content: str | None = None
+
+    class File(Resource[FileParams], kind="file"):
+        async def watch(self, ctx: Context) -> None: ...
+        async def check(self, ctx: Context) -> Change | None: ...
+        async def apply(self, ctx: Context, change: Change) -> str | None: ...
+
+The contract (``docs/architecture.md`` has the whole text):
+
+- ``watch`` runs for as long as the resource is in the graph. It calls ``ctx.ready()``
+  once it is watching, then ``ctx.event()`` whenever the real thing may have changed.
+  A spurious event is fine; a missed event is a bug. The engine never calls ``check``
+  before ``ready()``.
+- ``check`` never mutates anything. It returns None when the state is already right,
+  otherwise a :class:`Change` that describes itself.
+- ``apply`` makes that change and is idempotent. It may return a past-tense summary
+  for the report (``"ran (0.01 s)"``); None reports ``change.summary``.
+- noop is the engine's business: under noop only ``check`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+import msgspec
+
+from convergent.errors import ParamError
+from convergent.graph.identity import format_id
+
+__all__ = [
+    "Change",
+    "Context",
+    "Meta",
+    "Params",
+    "Refreshable",
+    "Resource",
+    "get_kind",
+    "kinds",
+]
+
+
+class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every kind's parameters: frozen, unknown fields rejected."""
+
+
+class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Meta parameters the engine applies to every kind (a ``meta:`` block in a policy)."""
+
+    noop: bool = False
+
+
+@dataclass
+class Change:
+    """What ``check`` found different: a one-line summary and, for content, a unified diff."""
+
+    summary: str
+    diff: str | None = None
+
+
+S = TypeVar("S")
+
+
+class Context:
+    """The capabilities a resource gets from the engine; there is no global state.
+
+    ``refresh`` holds the identities of upstream resources whose refresh is pending
+    for this check/apply (empty when there is none).
+    """
+
+    __slots__ = ("_event", "_log", "_ready", "_shared", "id", "refresh")
+
+    def __init__(
+        self,
+        resource_id: str,
+        *,
+        ready: Callable[[], None],
+        event: Callable[[], None],
+        log: Callable[[str], None],
+        shared: Callable[[Callable[[], Any]], Any],
+    ) -> None:
+        self.id = resource_id
+        self.refresh: frozenset[str] = frozenset()
+        self._ready = ready
+        self._event = event
+        self._log = log
+        self._shared = shared
+
+    def ready(self) -> None:
+        """Say that ``watch`` is now watching: from here on no change goes unnoticed."""
+        self._ready()
+
+    def event(self) -> None:
+        """Say that the real thing may have changed: the engine will check again."""
+        self._event()
+
+    def log(self, message: str) -> None:
+        """Log a line under this resource's ``kind[name]``."""
+        self._log(message)
+
+    def shared(self, factory: Callable[[], S]) -> S:
+        """One instance of ``factory()`` per engine run, shared by every resource.
+
+        Used for things like one inotify descriptor for all files. If the instance has a
+        ``close()`` method the engine calls it when the run ends.
+        """
+        result: S = self._shared(factory)
+        return result
+
+
+P = TypeVar("P", bound=Params)
+
+_REGISTRY: dict[str, type[Resource[Any]]] = {}
+# Built-in kinds are imported on first use, so loading a policy of files never imports exec.
+_BUILTIN: dict[str, str] = {
+    "exec": "convergent.resources.exec",
+    "file": "convergent.resources.file",
+    "noop": "convergent.resources.noop",
+}
+
+
+class Resource(Generic[P]):
+    """Base of every kind. ``Resource[FooParams]`` binds the parameter type."""
+
+    kind: ClassVar[str]
+    params_type: ClassVar[type[Params]]
+
+    __slots__ = ("meta", "name", "params")
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if typing.get_origin(base) is Resource:
+                (cls.params_type,) = typing.get_args(base)
+        if kind is not None:
+            if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+                raise TypeError(f"resource kind {kind!r} is already registered by {_REGISTRY[kind]}")
+            cls.kind = kind
+            _REGISTRY[kind] = cls
+
+    def __init__(self, name: str, params: P | None = None, *, meta: Meta | None = None, **fields: Any) -> None:
+        """``File("/etc/motd", content="hi\\n")`` or ``File("/etc/motd", FileParams(...))``.
+
+        Raises ParamError when a field is unknown, has the wrong type or fails
+        :meth:`validate`.
+        """
+        if not name:
+            raise ParamError(None, f"{self.kind}: a resource needs a non-empty name")
+        self.name = name
+        if params is None:
+            params = typing.cast(P, convert_params(self.params_type, fields))
+        elif fields:
+            raise TypeError("pass either a Params object or keyword fields, not both")
+        self.params: P = params
+        self.meta = meta if meta is not None else Meta()
+        self.validate()
+
+    @property
+    def id(self) -> str:
+        return format_id(self.kind, self.name)
+
+    def __repr__(self) -> str:
+        return f"<{self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Resource):
+            return NotImplemented
+        return (self.kind, self.name, self.params, self.meta) == (
+            other.kind,
+            other.name,
+            other.params,
+            other.meta,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.name, self.params, self.meta))
+
+    # -- the contract -----------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Reject parameter values the types alone cannot (raise ParamError naming the field)."""
+
+    async def watch(self, ctx: Context) -> None:
+        """Watch the real thing. The default, for kinds with nothing to watch: ready, then wait."""
+        ctx.ready()
+        await asyncio.Event().wait()
+
+    async def check(self, ctx: Context) -> Change | None:
+        """Read only: None when the state is right, otherwise the Change that apply makes."""
+        raise NotImplementedError
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        """Make ``change``; idempotent. Return a past-tense summary or None for ``change.summary``."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class Refreshable(Protocol):
+    """A kind that acts on a refresh notification (``notify`` edge from a changed upstream).
+
+    The engine calls ``refresh`` after check/apply when a refresh is pending and apply
+    did not already run in that pass. It returns a summary of what it did, or None
+    when it did nothing.
+    """
+
+    async def refresh(self, ctx: Context) -> str | None: ...
+
+
+def convert_params(params_type: type[Params], fields: dict[str, Any]) -> Params:
+    """Build a Params struct from plain data; msgspec's error becomes a ParamError."""
+    try:
+        return msgspec.convert(fields, params_type, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ParamError(None, str(exc)) from exc
+
+
+def get_kind(kind: str) -> type[Resource[Any]] | None:
+    """The class registered for ``kind``, importing a built-in kind on first use."""
+    cls = _REGISTRY.get(kind)
+    if cls is None and kind in _BUILTIN:
+        __import__(_BUILTIN[kind])
+        cls = _REGISTRY.get(kind)
+    return cls
+
+
+def kinds() -> Iterator[str]:
+    """Every known kind name, built-in ones included, sorted."""
+    for kind in _BUILTIN:
+        get_kind(kind)
+    yield from sorted(_REGISTRY)
+
+
+def param_fields(params_type: type[Params]) -> tuple[str, ...]:
+    """The parameter names of a kind (for "did you mean" and the reference docs)."""
+    return params_type.__struct_fields__
+
+

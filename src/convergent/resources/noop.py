@@ -1,0 +1,27 @@
+"""``noop``: does nothing; logs when it receives a refresh notification.
+
+Useful as a synchronisation point (``require: [noop[ready]]``) and to see
+notifications flow.
+"""
+
+from __future__ import annotations
+
+from convergent.resources.base import Change, Context, Params, Resource
+
+__all__ = ["Noop", "NoopParams"]
+
+
+class NoopParams(Params):
+    """No parameters."""
+
+
+class Noop(Resource[NoopParams], kind="noop"):
+    async def check(self, ctx: Context) -> Change | None:
+        return None
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        return None
+
+    async def refresh(self, ctx: Context) -> str | None:
+        ctx.log(f"notified by {', '.join(sorted(ctx.refresh))}")
+        return None
