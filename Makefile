@@ -49,3 +49,33 @@ $(VENV)/.dev-installed: $(VENV)/bin/python pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks against peers (bench/, never part of `make test`).
+#   make bench-peers    install CFEngine and Puppet (apt) and Salt, Ansible, pyinfra
+#                       (pip, into their own venv bench/.peers-venv)
+#   make bench          run every workload against every peer, write bench/results.md
+#   make bench QUICK=1  convergent and CFEngine only
+PEERS_VENV   := bench/.peers-venv
+PEERS_APT    := cfengine3 puppet-agent time
+PEERS_PIP    := salt ansible-core pyinfra py-spy pyinstrument
+
+.PHONY: bench bench-peers
+
+bench: $(VENV)/.installed bench-peers
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(REPEATS),--repeats $(REPEATS))
+
+bench-peers: $(PEERS_VENV)/.installed
+	@missing=""; for p in $(PEERS_APT); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing peers:$$missing"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q $(PEERS_PIP)
+	touch $@

@@ -44,7 +44,9 @@ class Engine:
         self.noop = noop
         self.converged_timeout = converged_timeout
         self.report = reporter
-        self._workers: dict[str, Worker] = {vid: Worker(self, res) for vid, res in graph.vertices.items()}
+        self._workers: dict[str, Worker] = {
+            vid: Worker(self, res) for vid, res in graph.vertices.items()
+        }
         for edge in graph.edges():
             src, dst = self._workers[edge.source], self._workers[edge.target]
             src.downstream.append((dst, edge.notify))

@@ -150,13 +150,17 @@ class Worker:
             if change is not None:
                 engine.report(WouldChange(res.id, change, notifies))
             if refresh and isinstance(res, Refreshable):
-                engine.report(Log(res.id, f"would refresh (notified by {', '.join(sorted(refresh))})"))
+                engine.report(
+                    Log(res.id, f"would refresh (notified by {', '.join(sorted(refresh))})")
+                )
             return
         changed = False
         if change is not None:
             start = time.perf_counter()
             summary = await res.apply(ctx, change)
-            engine.report(Changed(res.id, summary or change.summary, change, time.perf_counter() - start))
+            engine.report(
+                Changed(res.id, summary or change.summary, change, time.perf_counter() - start)
+            )
             changed = True
         elif refresh and isinstance(res, Refreshable):
             start = time.perf_counter()

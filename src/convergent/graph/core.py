@@ -146,7 +146,11 @@ class Graph(Generic[T]):
 
     def dangling(self) -> list[Edge]:
         """Edges whose source or target was never added."""
-        return [e for e in self.edges() if e.source not in self._vertices or e.target not in self._vertices]
+        return [
+            e
+            for e in self.edges()
+            if e.source not in self._vertices or e.target not in self._vertices
+        ]
 
     def find_cycle(self) -> list[str] | None:
         """One cycle as ``[a, b, ..., a]`` in edge direction, or None."""

@@ -15,7 +15,11 @@ def _quote(text: str) -> str:
 
 def to_dot(graph: Graph[Any], name: str = "convergent") -> str:
     """Render ``graph`` as DOT: one node per resource, notify edges dashed and labelled."""
-    lines = [f"digraph {_quote(name)} {{", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
+    lines = [
+        f"digraph {_quote(name)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, fontname="monospace"];',
+    ]
     lines.extend(f"  {_quote(vid)};" for vid in graph)
     for edge in graph.edges():
         attrs = ' [style=dashed, label="notify"]' if edge.notify else ""

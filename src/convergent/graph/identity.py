@@ -21,5 +21,7 @@ def parse_ref(ref: str) -> tuple[str, str]:
     """
     match = _REF.match(ref.strip())
     if match is None:
-        raise ValueError(f"{ref!r} is not a resource reference; write it as kind[name], e.g. file[/etc/motd]")
+        raise ValueError(
+            f"{ref!r} is not a resource reference; write it as kind[name], e.g. file[/etc/motd]"
+        )
     return match.group(1), match.group(2)

@@ -1,5 +1,14 @@
 """Resources: one module per kind; ``base`` holds the contract and the registry."""
 
-from convergent.resources.base import Change, Context, Meta, Params, Refreshable, Resource, get_kind, kinds
+from convergent.resources.base import (
+    Change,
+    Context,
+    Meta,
+    Params,
+    Refreshable,
+    Resource,
+    get_kind,
+    kinds,
+)
 
 __all__ = ["Change", "Context", "Meta", "Params", "Refreshable", "Resource", "get_kind", "kinds"]

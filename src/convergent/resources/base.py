@@ -55,7 +55,10 @@ class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
 
 class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Meta parameters the engine applies to every kind (a ``meta:`` block in a policy)."""
+    """Meta parameters the engine applies to every kind (a ``meta:`` block in a policy).
+
+    noop: check only and report what would change, never apply (the global --noop wins)
+    """
 
     noop: bool = False
 
@@ -144,11 +147,15 @@ class Resource(Generic[P]):
                 (cls.params_type,) = typing.get_args(base)
         if kind is not None:
             if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-                raise TypeError(f"resource kind {kind!r} is already registered by {_REGISTRY[kind]}")
+                raise TypeError(
+                    f"resource kind {kind!r} is already registered by {_REGISTRY[kind]}"
+                )
             cls.kind = kind
             _REGISTRY[kind] = cls
 
-    def __init__(self, name: str, params: P | None = None, *, meta: Meta | None = None, **fields: Any) -> None:
+    def __init__(
+        self, name: str, params: P | None = None, *, meta: Meta | None = None, **fields: Any
+    ) -> None:
         """``File("/etc/motd", content="hi\\n")`` or ``File("/etc/motd", FileParams(...))``.
 
         Raises ParamError when a field is unknown, has the wrong type or fails
@@ -183,7 +190,7 @@ class Resource(Generic[P]):
         )
 
     def __hash__(self) -> int:
-        return hash((self.kind, self.name, self.params, self.meta))
+        return hash((self.kind, self.name))
 
     # -- the contract -----------------------------------------------------------------
 
@@ -200,7 +207,7 @@ class Resource(Generic[P]):
         raise NotImplementedError
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
-        """Make ``change``; idempotent. Return a past-tense summary or None for ``change.summary``."""
+        """Make ``change`` (idempotent); return a past-tense summary, or None for the change's."""
         raise NotImplementedError
 
 
@@ -217,11 +224,56 @@ class Refreshable(Protocol):
 
 
 def convert_params(params_type: type[Params], fields: dict[str, Any]) -> Params:
-    """Build a Params struct from plain data; msgspec's error becomes a ParamError."""
+    """Build a Params struct from plain data; msgspec's error becomes a ParamError.
+
+    The ParamError's ``field`` is the path of the offending value (``mode``, ``cmd[1]``,
+    ``ifnewer.target``; ``[...]`` stands for a mapping key) and its message uses the
+    words a policy author knows: ``expected str or list, got int``, ``must be one of
+    'exists', 'absent', got 'gone'``, ``unknown parameter``, ``required parameter is
+    missing``.
+    """
     try:
         return msgspec.convert(fields, params_type, strict=True)
     except msgspec.ValidationError as exc:
-        raise ParamError(None, str(exc)) from exc
+        import re
+        import types
+
+        text = str(exc)
+        message, sep, where = text.rpartition(" - at `$")
+        if not sep:
+            message, where = text, ""
+        path = where.rstrip("`").removeprefix(".")
+        match = re.fullmatch(r"Object (contains unknown|missing required) field `(.+)`", message)
+        if match:
+            path = f"{path}.{match.group(2)}" if path else match.group(2)
+            if match.group(1) == "contains unknown":
+                message = "unknown parameter"
+            else:
+                message = "required parameter is missing"
+        elif match := re.fullmatch(r"Expected `(.+)`, got `(.+)`", message):
+            words = {"object": "mapping", "array": "list"}
+            expected = " or ".join(words.get(t, t) for t in match.group(1).split(" | "))
+            message = f"expected {expected}, got {words.get(match.group(2), match.group(2))}"
+        elif match := re.fullmatch(r"Invalid enum value (.+)", message):
+            try:
+                hint = typing.get_type_hints(params_type).get(path)
+            except (NameError, TypeError):
+                hint = None
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            allowed = ", ".join(
+                repr(value)
+                for option in (typing.get_args(hint) if union else (hint,))
+                if typing.get_origin(option) is typing.Literal
+                for value in typing.get_args(option)
+            )
+            if allowed:
+                message = f"must be one of {allowed}, got {match.group(1)}"
+            else:
+                message = f"invalid value {match.group(1)}"
+        else:
+            message = message.replace("`", "")
+            message = message[:1].lower() + message[1:]
+        raise ParamError(path or None, message) from exc
 
 
 def get_kind(kind: str) -> type[Resource[Any]] | None:
@@ -243,5 +295,3 @@ def kinds() -> Iterator[str]:
 def param_fields(params_type: type[Params]) -> tuple[str, ...]:
     """The parameter names of a kind (for "did you mean" and the reference docs)."""
     return params_type.__struct_fields__
-
-

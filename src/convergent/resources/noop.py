@@ -11,7 +11,7 @@ from convergent.resources.base import Change, Context, Params, Resource
 __all__ = ["Noop", "NoopParams"]
 
 
-class NoopParams(Params):
+class NoopParams(Params, frozen=True):
     """No parameters."""
 
 

@@ -1,0 +1,19 @@
+"""``convergent check FILE``: validate a policy; never touches the host."""
+
+from __future__ import annotations
+
+import argparse
+
+from convergent.cli.load import load_graph
+
+__all__ = ["check_command"]
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Print ``FILE: ok (N resources, M edges)`` and return 0, or the problems and return 2."""
+    graph = load_graph(args.file)
+    if graph is None:
+        return 2
+    edges = sum(1 for _ in graph.edges())
+    print(f"{args.file}: ok ({len(graph)} resources, {edges} edges)", flush=True)
+    return 0

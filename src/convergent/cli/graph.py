@@ -1,0 +1,69 @@
+"""``convergent graph FILE``: the dependency graph of a policy as Graphviz DOT or SVG."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+
+from convergent.cli.load import load_graph
+
+__all__ = ["graph_command"]
+
+NO_DOT = "graphviz 'dot' not found: install it (apt-get install graphviz) or use --format dot"
+
+
+def graph_command(args: argparse.Namespace) -> int:
+    """Write the graph; 2 for an invalid policy or a missing graphviz, 1 for an output error."""
+    graph = load_graph(args.file)
+    if graph is None:
+        return 2
+    from convergent.graph.dot import to_dot
+
+    name = os.path.splitext(os.path.basename(args.file))[0] or "convergent"
+    text = to_dot(graph, name)
+    if args.format == "svg":
+        dot = shutil.which("dot")
+        if dot is None:
+            print(NO_DOT, file=sys.stderr)
+            return 2
+        done = subprocess.run(
+            [dot, "-Tsvg"], input=text, capture_output=True, text=True, encoding="utf-8"
+        )
+        if done.returncode != 0:
+            print(
+                f"convergent: '{dot} -Tsvg' failed with exit code {done.returncode}:\n"
+                + done.stderr.rstrip(),
+                file=sys.stderr,
+            )
+            return 1
+        text = done.stdout
+    if args.output is None or args.output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    try:
+        write_atomic(args.output, text)
+    except OSError as exc:
+        print(f"convergent: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync and rename: never half written."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,55 @@
+"""Loading a policy for a command: every problem goes to stderr, the caller gets a graph or None."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from convergent.errors import ConvergentError, PolicyError
+
+if TYPE_CHECKING:
+    from convergent.graph.core import Graph
+    from convergent.resources.base import Resource
+
+__all__ = ["load_graph"]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_graph(file: str) -> Graph[Resource[Any]] | None:
+    """Load and validate the policy ``file``.
+
+    Returns None after printing what is wrong (every problem with its ``file:line:col``,
+    or why the file could not be read) to stderr.
+    """
+    from convergent.policy import load_policy
+
+    if not os.path.lexists(file):
+        _say(f"convergent: {file}: no such file; check the path of the policy")
+        return None
+    try:
+        graph = load_policy(file)
+        graph.validate()
+    except PolicyError as exc:
+        for line in [str(problem) for problem in exc.problems] or [str(exc)]:
+            _say(line)
+        return None
+    except ConvergentError as exc:
+        _say(f"{file}: {exc}")
+        return None
+    except FileNotFoundError:
+        _say(f"convergent: {file}: no such file; check the path of the policy")
+        return None
+    except IsADirectoryError:
+        _say(f"convergent: {file}: is a directory; give the path of a policy file")
+        return None
+    except OSError as exc:
+        _say(f"convergent: cannot read {file}: {exc.strerror or exc}")
+        return None
+    except UnicodeDecodeError as exc:
+        _say(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")
+        return None
+    return graph

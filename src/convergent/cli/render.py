@@ -1,0 +1,195 @@
+"""Text output of a run: one line per report, written and flushed as it happens.
+
+::
+
+    file[/tmp/demo/f1]: created
+    exec[build]: ran (0.01 s)
+    noop[done]: notified by exec[build]
+    file[/tmp/demo/f2]: would change: content
+        --- /tmp/demo/f2
+        +++ /tmp/demo/f2
+        ...
+      would refresh exec[build]
+    exec[build]: FAILED: exited with 1                      (stderr)
+    file[/tmp/demo/out]: blocked: exec[build] failed        (stderr)
+
+Diffs are coloured (with rich, imported only then) when the stream is a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+from convergent.engine.report import (
+    Blocked,
+    Changed,
+    Converged,
+    Failed,
+    Log,
+    Report,
+    WouldChange,
+)
+from convergent.errors import CommandError, ResourceError
+
+__all__ = ["TextRenderer", "error_text"]
+
+WATCHING = "converged; watching for changes (Ctrl-C to stop)"
+
+
+def error_text(resource: str, error: BaseException) -> str:
+    """The message of ``error`` without a repeated ``kind[name]:`` prefix."""
+    if isinstance(error, ResourceError) and error.resource == resource:
+        return error.message
+    return str(error) or type(error).__name__
+
+
+def _indent(text: str, prefix: str) -> list[str]:
+    return [prefix + line for line in text.splitlines()]
+
+
+def _prefixed(prefix: str, text: str) -> list[str]:
+    """``prefix`` before the first line of ``text``; later lines indented under it."""
+    first, *rest = text.splitlines() or [""]
+    return [prefix + first, *_indent("\n".join(rest), "    ")]
+
+
+def _diff_style(line: str) -> str | None:
+    if line.startswith(("+++", "---")):
+        return "bold"
+    if line.startswith("+"):
+        return "green"
+    if line.startswith("-"):
+        return "red"
+    if line.startswith("@@"):
+        return "cyan"
+    return None
+
+
+class TextRenderer:
+    """A reporter (see :mod:`convergent.engine.report`) that prints each report as a line.
+
+    ``out`` gets changes and progress, ``err`` failures and blocked resources (default:
+    ``sys.stdout`` and ``sys.stderr``). ``watching``: the run keeps going after it
+    converged, so say so once when it first converges, and say "converged" again only
+    after something happened (a change, a failure), not after every quiet re-check.
+    ``color``: colour diffs; None (the default) colours them when ``out`` is a terminal.
+    """
+
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        *,
+        watching: bool = False,
+        color: bool | None = None,
+    ) -> None:
+        self.out: IO[str] = out if out is not None else sys.stdout
+        self.err: IO[str] = err if err is not None else sys.stderr
+        self.watching = watching
+        self.color = color
+        self.would_change: set[str] = set()  # resources reported by WouldChange (noop)
+        self._converged_once = False
+        self._activity = False  # something was reported since the last "converged" line
+        self._console: Any = None  # rich.console.Console, created on first coloured diff
+
+    def __call__(self, report: Report) -> None:
+        if isinstance(report, Changed):
+            self._activity = True
+            self._line(self.out, f"{report.resource}: {report.summary}")
+        elif isinstance(report, WouldChange):
+            self._activity = True
+            self._would_change(report)
+        elif isinstance(report, Failed):
+            self._activity = True
+            self._failed(report)
+        elif isinstance(report, Blocked):
+            self._activity = True
+            self._line(self.err, f"{report.resource}: blocked: {report.upstream} failed")
+        elif isinstance(report, Log):
+            self._write(self.out, _prefixed(f"{report.resource}: ", report.message))
+        elif isinstance(report, Converged):
+            self._converged(report)
+
+    # -- one method per report ----------------------------------------------------------
+
+    def _would_change(self, report: WouldChange) -> None:
+        self.would_change.add(report.resource)
+        change = report.change
+        if change is not None:
+            summary = change.summary
+            if not summary.startswith("would "):  # exec says "would run: make"
+                summary = f"would change: {summary}"
+            self._line(self.out, f"{report.resource}: {summary}")
+            if change.diff:
+                self._diff(change.diff)
+            prefix = "  "
+        else:
+            prefix = f"{report.resource}: "
+        for target in report.refreshes:
+            self._line(self.out, f"{prefix}would refresh {target}")
+
+    def _failed(self, report: Failed) -> None:
+        text = error_text(report.resource, report.error)
+        out = _prefixed(f"{report.resource}: FAILED: ", text)
+        error = report.error
+        if isinstance(error, CommandError) and error.stderr_tail.strip():
+            tail = error.stderr_tail.strip()
+            if tail not in text:
+                out.extend(_indent(tail, "    "))
+        self._write(self.err, out)
+
+    def _converged(self, report: Converged) -> None:
+        if not self.watching:
+            return
+        if self._converged_once and not self._activity:
+            return
+        self._activity = False
+        if report.failed or report.blocked:
+            state = f"settled with {report.failed} failed, {report.blocked} blocked"
+        else:
+            state = "converged"
+        if not self._converged_once:
+            self._converged_once = True
+            self._line(self.out, WATCHING.replace("converged", state, 1))
+        else:
+            self._line(self.out, state)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _diff(self, diff: str) -> None:
+        if self._use_color():
+            self._color_diff(diff)
+        else:
+            self._write(self.out, _indent(diff, "    "))
+
+    def _use_color(self) -> bool:
+        if self.color is None:
+            isatty = getattr(self.out, "isatty", None)
+            self.color = bool(isatty and isatty())
+        return self.color
+
+    def _color_diff(self, diff: str) -> None:
+        try:
+            from rich.console import Console
+            from rich.text import Text
+        except ImportError:  # rich is optional: plain diff
+            self.color = False
+            self._write(self.out, _indent(diff, "    "))
+            return
+        if self._console is None:
+            self._console = Console(
+                file=self.out, force_terminal=True, highlight=False, soft_wrap=True
+            )
+        for line in diff.splitlines():
+            style = _diff_style(line)
+            self._console.print(Text("    " + line, style=style or ""))
+        self.out.flush()
+
+    def _line(self, stream: IO[str], line: str) -> None:
+        self._write(stream, [line])
+
+    @staticmethod
+    def _write(stream: IO[str], lines: list[str]) -> None:
+        stream.write("".join(line + "\n" for line in lines))
+        stream.flush()

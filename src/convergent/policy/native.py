@@ -1,0 +1,214 @@
+"""Reads convergent's own policy format into entries and links.
+
+::
+
+    resources:
+      - file: /tmp/demo/f1          # first key: the kind; its value: the name
+        content: "i am f1\\n"
+      - exec: build
+        cmd: [touch, /tmp/demo/built]
+        require: [file[/tmp/demo/f1]]
+        notify: noop[done]          # one reference or a list of them
+        meta: {noop: true}
+      - noop: done
+
+``require``: these run first. ``before``: this runs first. ``notify``: this runs first
+and sends them a refresh when it changed something. ``meta``: the engine's meta
+parameters. Every other key is a parameter of the kind.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from convergent.graph.identity import format_id, parse_ref
+from convergent.policy.build import Entry, Link
+from convergent.policy.nodes import (
+    STR,
+    Problems,
+    Values,
+    close_match,
+    describe,
+    is_list,
+    is_mapping,
+    is_null,
+    is_scalar,
+)
+from convergent.resources.base import get_kind
+
+if TYPE_CHECKING:
+    from yaml.nodes import Node
+
+__all__ = ["EDGE_KEYS", "read_native"]
+
+#: The keys every entry may have besides its kind's parameters.
+EDGE_KEYS = ("require", "before", "notify")
+_TOP_KEYS = ("resources",)
+_EXAMPLE = 'e.g.\n  resources:\n    - file: /etc/motd\n      content: "hello\\n"'
+
+
+def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link]]:
+    """Entries and links of a policy whose top level is the mapping ``root``."""
+    problems = values.problems
+    entries: list[Entry] = []
+    links: list[Link] = []
+    resources: Node | None = None
+    for key, key_node, value_node in values.pairs(root):
+        if key == "resources":
+            resources = value_node
+        else:
+            problems.at(
+                key_node,
+                f"unknown top-level key '{key}'{close_match(key, _TOP_KEYS)}; "
+                "a policy has one top-level key, resources:",
+            )
+    if resources is None:
+        problems.at(
+            root, f"the policy has no 'resources:' key; list the resources under it, {_EXAMPLE}"
+        )
+        return entries, links
+    if not is_list(resources):
+        _bad_resources(resources, problems)
+        return entries, links
+    for item in resources.value:
+        if not is_mapping(item):
+            problems.at(
+                item,
+                f"a resource entry is a mapping whose first key is its kind, got {describe(item)}; "
+                "write it as '- file: /etc/motd' with its parameters on the lines below",
+            )
+            continue
+        _read_entry(item, values, entries, links)
+    return entries, links
+
+
+def _bad_resources(node: Node, problems: Problems) -> None:
+    if is_scalar(node) and node.tag != STR:
+        problems.at(
+            node,
+            "'resources:' is empty; write 'resources: []' for an empty policy, "
+            "or list resources under it, one '- kind: name' entry each",
+        )
+    elif is_mapping(node):
+        problems.at(
+            node,
+            "'resources:' must be a list of entries like '- file: /etc/motd', got a mapping; "
+            "if this is an mgmt yamlgraph, add 'graph: NAME' at the top to load it as one",
+        )
+    else:
+        problems.at(
+            node,
+            "'resources:' must be a list of entries like '- file: /etc/motd', "
+            f"got {describe(node)}",
+        )
+
+
+def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Link]) -> None:
+    problems = values.problems
+    pairs = values.pairs(node)
+    if not pairs:
+        problems.at(node, "an empty resource entry; write '- kind: name', e.g. '- file: /etc/motd'")
+        return
+    kind, kind_node, name_node = pairs[0]
+    if get_kind(kind) is None and kind not in EDGE_KEYS and kind != "meta":
+        later = [k for k, _, _ in pairs[1:] if get_kind(k) is not None]
+        if later:
+            problems.at(
+                kind_node,
+                f"the first key of an entry is its kind: move '{later[0]}: ...' to the top "
+                "of this entry",
+            )
+            return
+    name = _name(kind, kind_node, name_node, values)
+    if name is None:
+        return
+    entry = Entry(kind, name, kind_node, name_node)
+    rid = entry.id
+    if kind in EDGE_KEYS or kind == "meta":
+        problems.at(
+            kind_node,
+            f"the first key of an entry is its kind, not '{kind}'; "
+            "start the entry with '- kind: name', e.g. '- file: /etc/motd'",
+        )
+        entry.broken = True
+    for key, key_node, value_node in pairs[1:]:
+        if key in EDGE_KEYS:
+            for ref, ref_node in _refs(key, value_node, values, rid):
+                if key == "require":
+                    links.append(Link(ref, ref_node, rid, name_node, False, key, rid))
+                else:
+                    links.append(Link(rid, name_node, ref, ref_node, key == "notify", key, rid))
+        elif key == "meta":
+            if not is_mapping(value_node):
+                problems.at(
+                    value_node,
+                    "meta: expected a mapping like 'meta: {noop: true}', "
+                    f"got {describe(value_node)}",
+                    rid,
+                )
+                entry.broken = True
+                continue
+            for meta_key, meta_key_node, meta_value in values.pairs(value_node, rid):
+                entry.meta[meta_key] = values.value(meta_value, rid)
+                entry.meta_nodes[meta_key] = (meta_key_node, meta_value)
+        else:
+            entry.params[key] = values.value(value_node, rid)
+            entry.param_nodes[key] = (key_node, value_node)
+    entries.append(entry)
+
+
+def _name(kind: str, kind_node: Node, name_node: Node, values: Values) -> str | None:
+    problems = values.problems
+    if is_mapping(name_node):
+        problems.at(
+            name_node,
+            f"the value of '{kind}:' is the resource's name, not a mapping; write "
+            f"'- {kind}: NAME' and put its parameters on the next lines, aligned with '{kind}:'",
+        )
+        return None
+    if not is_scalar(name_node) or is_null(name_node):
+        problems.at(
+            name_node if not is_scalar(name_node) else kind_node,
+            f"the resource needs a name: write '- {kind}: NAME'",
+        )
+        return None
+    name = values.text(name_node)
+    if not name.strip():
+        problems.at(name_node, f"the resource needs a non-empty name: write '- {kind}: NAME'")
+        return None
+    return name
+
+
+def _refs(key: str, node: Node, values: Values, owner: str) -> list[tuple[str, Node]]:
+    """The ``kind[name]`` identities a require/before/notify value names."""
+    problems = values.problems
+    if is_list(node):
+        items = node.value
+    elif is_scalar(node) and node.tag == STR:
+        items = [node]
+    else:
+        problems.at(
+            node,
+            f"{key}: expected a reference kind[name] or a list of them, got {describe(node)}",
+            owner,
+        )
+        return []
+    out: list[tuple[str, Node]] = []
+    for item in items:
+        if not is_scalar(item) or item.tag != STR:
+            problems.at(
+                item, f"{key}: expected a reference kind[name], got {describe(item)}", owner
+            )
+            continue
+        text = values.text(item)
+        try:
+            kind, name = parse_ref(text)
+        except ValueError:
+            problems.at(
+                item,
+                f"{key}: '{text}' is not a reference; write kind[name], e.g. file[/etc/motd]",
+                owner,
+            )
+            continue
+        out.append((format_id(kind, name), item))
+    return out

@@ -1,0 +1,367 @@
+"""YAML nodes -> Python values, keeping the line and column every value came from.
+
+The policy readers compose YAML into nodes (never into Python objects directly), walk
+them, and build values here. Every problem found on the way is collected, with its
+location, in a :class:`Problems` list; nothing stops at the first one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any, TypeGuard
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from convergent.errors import Problem
+
+try:
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
+
+__all__ = [
+    "MAP",
+    "NULL",
+    "SEQ",
+    "STR",
+    "Problems",
+    "Values",
+    "close_match",
+    "compose",
+    "describe",
+    "find_node",
+    "is_list",
+    "is_mapping",
+    "is_null",
+    "is_scalar",
+    "mask_flow_refs",
+    "unmask",
+]
+
+_TAG = "tag:yaml.org,2002:"
+STR = _TAG + "str"
+SEQ = _TAG + "seq"
+MAP = _TAG + "map"
+NULL = _TAG + "null"
+_BOOL = _TAG + "bool"
+_INT = _TAG + "int"
+_FLOAT = _TAG + "float"
+_TIMESTAMP = _TAG + "timestamp"
+_MERGE = _TAG + "merge"
+
+# `require: [file[/a]]` is what people write, but a plain scalar inside a YAML flow
+# sequence cannot contain brackets. Before parsing, the brackets of such references are
+# swapped for two private-use characters (same length, so every mark stays right) and
+# swapped back in every string value.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_UNMASK = str.maketrans({_OPEN: "[", _CLOSE: "]"})
+_SPECIAL = re.compile(r"[\[\]'\"#]")
+_REF_LIST = re.compile(r"^[ \t]*(?:-[ \t]+)?(?:require|before|notify)[ \t]*:[ \t]*\[", re.MULTILINE)
+
+
+_IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers
+_NUMBERS = yaml.constructor.SafeConstructor()  # YAML 1.1 ints (0755, 0x1f, 1_000) and floats
+
+
+class _Loader(_BaseLoader):
+    """libyaml's safe loader with a leaner tag resolver (same tags as SafeLoader's)."""
+
+    def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if implicit[0]:
+                for tag, regexp in _IMPLICIT.get(value[:1], ()):
+                    if regexp.match(value):
+                        return str(tag)
+            return STR
+        return SEQ if kind is SequenceNode else MAP
+
+
+def compose(text: str) -> Node | None:
+    """The root node of the one YAML document in ``text`` (None when it is empty).
+
+    Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``).
+    """
+    node: Node | None = yaml.compose(text, Loader=_Loader)
+    return node
+
+
+def is_scalar(node: Node) -> TypeGuard[ScalarNode]:
+    return isinstance(node, ScalarNode)
+
+
+def is_list(node: Node) -> TypeGuard[SequenceNode]:
+    return isinstance(node, SequenceNode)
+
+
+def is_mapping(node: Node) -> TypeGuard[MappingNode]:
+    return isinstance(node, MappingNode)
+
+
+def is_null(node: Node) -> bool:
+    """A scalar YAML reads as null: ``~``, ``null`` or nothing at all."""
+    return isinstance(node, ScalarNode) and node.tag == NULL
+
+
+def mask_flow_refs(text: str) -> str | None:
+    """``text`` with the brackets of references inside ``[...]`` masked, or None if unchanged."""
+    if _OPEN in text or _CLOSE in text or "[" not in text:
+        return None
+    marks: list[tuple[int, str]] = []
+    search = _SPECIAL.search
+    for match in _REF_LIST.finditer(text):
+        depth, i = 1, match.end()
+        while depth:
+            found = search(text, i)
+            if found is None:
+                break
+            i = found.start()
+            c = text[i]
+            if c == "[":
+                depth += 1
+                marks.append((i, _OPEN))
+            elif c == "]":
+                depth -= 1
+                if depth:
+                    marks.append((i, _CLOSE))
+            elif c == "#":
+                if text[i - 1] in " \t":
+                    i = text.find("\n", i)
+                    if i < 0:
+                        break
+            elif depth == 1 and _item_start(text, i):
+                i = _quote_end(text, i)
+            i += 1
+    if not marks:
+        return None
+    pieces: list[str] = []
+    last = 0
+    for i, char in marks:
+        pieces += (text[last:i], char)
+        last = i + 1
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def _item_start(text: str, i: int) -> bool:
+    """True when the quote at ``i`` opens a flow item (it follows '[' or ',')."""
+    j = i - 1
+    while text[j] in " \t\n":
+        j -= 1
+    return text[j] in "[,"
+
+
+def _quote_end(text: str, i: int) -> int:
+    """Index of the quote that closes the quoted scalar opening at ``i`` (or the end)."""
+    quote = text[i]
+    j = i + 1
+    while True:
+        end = text.find(quote, j)
+        if end < 0:
+            return len(text)
+        if quote == "'" and text.startswith("''", end):
+            j = end + 2
+            continue
+        if quote == '"':
+            slashes = 0
+            while text[end - 1 - slashes] == "\\":
+                slashes += 1
+            if slashes % 2:
+                j = end + 1
+                continue
+        return end
+
+
+def unmask(text: str) -> str:
+    """Undo :func:`mask_flow_refs` in one string (error messages included)."""
+    return text.translate(_UNMASK)
+
+
+def close_match(word: str, candidates: Iterator[str] | list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    import difflib
+
+    found = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean '{found[0]}'?)" if found else ""
+
+
+def describe(node: Node) -> str:
+    """What a node is, in the words of the error messages: a list, a mapping, 'text'."""
+    if node.tag == SEQ or is_list(node):
+        return "a list"
+    if node.tag == MAP or is_mapping(node):
+        return "a mapping"
+    if node.tag == NULL:
+        return "nothing (null)"
+    value: str = node.value
+    return f"'{unmask(value)}'" if len(value) < 60 else f"'{unmask(value[:57])}...'"
+
+
+class Problems:
+    """Every problem found in one policy file, each located at a node."""
+
+    __slots__ = ("filename", "items")
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.items: list[Problem] = []
+
+    def at(self, node: Node, message: str, resource: str | None = None) -> None:
+        mark = node.start_mark
+        self.add(mark.line + 1, mark.column + 1, message, resource)
+
+    def add(self, line: int, column: int, message: str, resource: str | None = None) -> None:
+        self.items.append(Problem(self.filename, line, column, message, resource))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sorted(self) -> list[Problem]:
+        return sorted(self.items, key=lambda p: (p.line, p.column))
+
+
+class Values:
+    """Builds plain Python values from nodes, reporting what YAML cannot mean here.
+
+    Scalars follow YAML 1.1 as PyYAML's safe loader resolves them, except timestamps,
+    which stay text. Aliases are resolved (each node converted once) and ``<<`` merge
+    keys are honoured; duplicate keys, unknown tags and recursive aliases are problems.
+    """
+
+    __slots__ = ("_done", "_masked", "_open", "problems")
+
+    def __init__(self, problems: Problems, masked: bool) -> None:
+        self.problems = problems
+        self._masked = masked
+        self._done: dict[int, Any] = {}
+        self._open: set[int] = set()
+
+    def text(self, node: Node) -> str:
+        """The scalar's text as written (for names and references)."""
+        value: str = node.value
+        if self._masked and (_OPEN in value or _CLOSE in value):
+            return value.translate(_UNMASK)
+        return value
+
+    def pairs(self, node: Node, resource: str | None = None) -> list[tuple[str, Node, Node]]:
+        """``(key, key node, value node)`` of a mapping node, merges expanded."""
+        out: list[tuple[str, Node, Node]] = []
+        seen: dict[str, Node] = {}
+        merged: list[tuple[str, Node, Node]] = []
+        masked = self._masked
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                merged.extend(self._merge_pairs(value_node, resource))
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self.problems.at(
+                    key_node, "a key must be a plain word, not a list or mapping", resource
+                )
+                continue
+            key: str = key_node.value
+            if masked:
+                key = self.text(key_node)
+            first = seen.get(key)
+            if first is not None:
+                self.problems.at(
+                    key_node,
+                    f"duplicate key '{key}' (first at line {first.start_mark.line + 1}); "
+                    "keep only one of them",
+                    resource,
+                )
+                continue
+            seen[key] = key_node
+            out.append((key, key_node, value_node))
+        for key, key_node, value_node in merged:
+            if key not in seen:
+                seen[key] = key_node
+                out.append((key, key_node, value_node))
+        return out
+
+    def _merge_pairs(self, node: Node, resource: str | None) -> list[tuple[str, Node, Node]]:
+        sources = node.value if is_list(node) else [node]
+        out: list[tuple[str, Node, Node]] = []
+        for source in sources:
+            if not is_mapping(source):
+                self.problems.at(source, "'<<' merges a mapping (or a list of mappings)", resource)
+                continue
+            out.extend(self.pairs(source, resource))
+        return out
+
+    def value(self, node: Node, resource: str | None = None) -> Any:
+        """The Python value of ``node``: str, int, float, bool, None, list or dict."""
+        if is_scalar(node):
+            return self._scalar(node, resource)
+        key = id(node)
+        if key in self._done:
+            return self._done[key]
+        if key in self._open:
+            self.problems.at(node, "an alias refers to the value that contains it", resource)
+            return None
+        self._open.add(key)
+        result: Any
+        if is_list(node):
+            if node.tag != SEQ:
+                self._bad_tag(node, resource)
+            result = [self.value(item, resource) for item in node.value]
+        else:
+            if node.tag != MAP:
+                self._bad_tag(node, resource)
+            result = {k: self.value(v, resource) for k, _, v in self.pairs(node, resource)}
+        self._open.discard(key)
+        self._done[key] = result
+        return result
+
+    def _scalar(self, node: ScalarNode, resource: str | None) -> Any:
+        tag = node.tag
+        if tag in (STR, _TIMESTAMP):
+            return self.text(node)
+        if tag == NULL:
+            return None
+        if tag == _BOOL:
+            return node.value.lower() in ("yes", "true", "on")
+        if tag == _INT:
+            return _NUMBERS.construct_yaml_int(node)
+        if tag == _FLOAT:
+            return _NUMBERS.construct_yaml_float(node)
+        self._bad_tag(node, resource)
+        return self.text(node)
+
+    def _bad_tag(self, node: Node, resource: str | None) -> None:
+        self.problems.at(
+            node,
+            f"unsupported YAML tag {node.tag}; remove the tag and write a plain value",
+            resource,
+        )
+
+
+_PATH_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+|\.\.\.)\]")
+
+
+def find_node(node: Node, path: str) -> Node:
+    """The node at a field path like ``cmd[1]`` or ``ifnewer.target`` below ``node``.
+
+    Walks as far as the YAML goes and returns the deepest node reached, so an error
+    about a value the policy did not write points at its closest written parent.
+    """
+    for match in _PATH_TOKEN.finditer(path):
+        key, index = match.groups()
+        if key is not None and is_mapping(node):
+            for key_node, value_node in node.value:
+                if is_scalar(key_node) and unmask(key_node.value) == key:
+                    node = value_node
+                    break
+            else:
+                return node
+        elif index is not None and index != "..." and is_list(node):
+            items = node.value
+            if int(index) >= len(items):
+                return node
+            node = items[int(index)]
+        else:
+            return node
+    return node

@@ -1,0 +1,189 @@
+"""The policy reference: every key a policy may use, and every kind's parameters.
+
+``python -m convergent.policy.reference`` prints it as markdown. Parameter descriptions
+come from each Params class docstring, where the fields are documented one per line
+after a blank line::
+
+    class FileParams(Params):
+        \"\"\"Parameters of ``file``.
+
+        path: absolute path of the file
+        content: what the file holds
+        \"\"\"
+
+A line indented further continues the description above it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import typing
+from typing import Any
+
+import msgspec
+
+from convergent.resources.base import Meta, get_kind, kinds
+
+__all__ = ["field_docs", "render_reference"]
+
+# Meta's docstring does not document its fields (yet); these are used until it does.
+_META_DOCS = {
+    "noop": "only check and report what would change; never change anything",
+}
+
+_INTRO = """\
+# Policy reference
+
+A policy is a YAML file with one top-level key, `resources:`, a list of entries.
+The first key of an entry is the resource's kind and its value the resource's name;
+together they are its identity, `kind[name]`, used in references, logs and errors.
+`resources: []` is an empty policy.
+
+```yaml
+resources:
+  - file: /tmp/demo/f1
+    content: "i am f1\\n"
+  - exec: build
+    cmd: [touch, /tmp/demo/built]
+    creates: /tmp/demo/built
+    require: [file[/tmp/demo/f1]]
+    notify: noop[done]
+  - noop: done
+```
+
+A file with a top-level `graph:` key is read as an mgmt yamlgraph instead.
+
+## Keys of every entry
+
+| key | value | meaning |
+| --- | --- | --- |
+| *kind* (first key) | the name | the kind and name: `file: /etc/motd` is `file[/etc/motd]` |
+| `require` | `kind[name]` or a list | these resources are converged first |
+| `before` | `kind[name]` or a list | this resource is converged before those |
+| `notify` | `kind[name]` or a list | like `before`; they are refreshed when this one changed |
+| `meta` | a mapping | meta parameters, handled by the engine for every kind (below) |
+
+Every other key is a parameter of the kind.
+"""
+
+
+def field_docs(struct_type: type[Any]) -> dict[str, str]:
+    """Field name -> description, read from ``struct_type``'s docstring."""
+    doc = struct_type.__dict__.get("__doc__") or ""
+    lines = inspect.cleandoc(doc).splitlines()
+    docs: dict[str, str] = {}
+    current: str | None = None
+    started = False
+    for line in lines:
+        if not line.strip():
+            started = True
+            current = None
+            continue
+        if not started:
+            continue
+        if line[0].isspace():
+            if current is not None:
+                docs[current] += " " + line.strip()
+            continue
+        name, sep, text = line.partition(":")
+        if sep and name.isidentifier() and text.strip():
+            current = name
+            docs[name] = text.strip()
+        else:
+            current = None
+    return docs
+
+
+def _markdown(text: str) -> str:
+    return text.replace("``", "`").replace("|", "\\|")
+
+
+def _type_name(hint: Any) -> str:
+    """A field type as policy authors read it: ``list[str] or str``, ``'a' or 'b'``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return " or ".join(
+            f'"{v}"' if isinstance(v, str) else repr(v) for v in typing.get_args(hint)
+        )
+    if hint is type(None):
+        return "null"
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(hint)[0])}]"
+    if origin is dict:
+        key, value = typing.get_args(hint)
+        return f"mapping[{_type_name(key)}: {_type_name(value)}]"
+    if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+        return "mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _default(field: msgspec.structs.FieldInfo) -> str:
+    if field.required:
+        return "required"
+    value = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value!r}`"
+
+
+def _nested(hint: Any) -> type[msgspec.Struct] | None:
+    """The Struct inside ``hint`` (``IfNewer | None`` -> IfNewer), if any."""
+    args = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else (hint,)
+    )
+    for arg in args:
+        if isinstance(arg, type) and issubclass(arg, msgspec.Struct):
+            return arg
+    return None
+
+
+def _rows(struct_type: type[Any], prefix: str, fallback: dict[str, str]) -> list[str]:
+    docs = field_docs(struct_type)
+    rows: list[str] = []
+    for field in msgspec.structs.fields(struct_type):
+        name = prefix + field.encode_name
+        text = docs.get(field.name) or fallback.get(field.name) or "(undocumented)"
+        cells = [f"`{name}`", _markdown(_type_name(field.type)), _default(field), _markdown(text)]
+        rows.append(f"| {' | '.join(cells)} |")
+        inner = _nested(field.type)
+        if inner is not None:
+            rows.extend(_rows(inner, name + ".", {}))
+    return rows
+
+
+def _table(struct_type: type[Any], fallback: dict[str, str]) -> list[str]:
+    rows = _rows(struct_type, "", fallback)
+    if not rows:
+        return ["No parameters."]
+    return ["| name | type | default | description |", "| --- | --- | --- | --- |", *rows]
+
+
+def _summary(cls: type[Any]) -> str:
+    """The first paragraph of the kind's module docstring (one module per kind), or class's."""
+    doc = sys.modules[cls.__module__].__doc__ or cls.__dict__.get("__doc__") or ""
+    return _markdown(" ".join(inspect.cleandoc(doc).split("\n\n")[0].split()))
+
+
+def render_reference() -> str:
+    """The whole reference as markdown."""
+    out = [_INTRO, "## meta", "", *_table(Meta, _META_DOCS), "", "## Kinds", ""]
+    for kind in kinds():
+        cls = get_kind(kind)
+        if cls is None:
+            continue
+        out += [f"### {kind}", "", _summary(cls), "", *_table(cls.params_type, {}), ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_reference())

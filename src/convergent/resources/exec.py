@@ -1,0 +1,385 @@
+"""``exec``: run a command, guarded so that it runs only when it is needed.
+
+Without a guard the command runs every time the resource is checked (once per agent
+start). Guards make it idempotent: ``creates`` (skip when a path exists), ``ifnewer``
+(make-style: skip while a target is newer than its sources), ``onlyif`` and ``unless``
+(skip depending on another command's exit status). ``refresh_only`` runs it only when a
+changed upstream notifies it.
+
+The command runs in its own session (process group). A timeout, or the agent shutting
+down while it runs, kills the whole group: SIGTERM, then SIGKILL after a short grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+
+import msgspec
+
+from convergent.errors import CommandError, ParamError, ResourceError
+from convergent.resources.base import Change, Context, Params, Resource
+
+__all__ = ["Exec", "ExecParams", "IfNewer"]
+
+_TAIL = 10  # stderr lines kept for the error message
+_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a process group
+_DRAIN = 1.0  # seconds to read output left in the pipes after the command exited
+_POLL = 0.02  # seconds between checks that a killed process group is gone
+_SHOWN = 60  # characters of a command shown in summaries
+
+
+class IfNewer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A make-style guard: run only when ``target`` is missing or older than a source.
+
+    target: absolute path of the file the command produces
+    sources: absolute paths of the files it is made from; a missing source is an error
+    """
+
+    target: str
+    sources: list[str]
+
+
+class ExecParams(Params, frozen=True):
+    """Parameters of ``exec``. Guards (creates, ifnewer, onlyif, unless) must be read only.
+
+    cmd: the command: an argv list, or a string run by /bin/sh -c when ``shell`` is true
+    shell: run ``cmd`` (a string) with /bin/sh -c
+    cwd: absolute working directory for the command and its guards
+    env: variables added to the agent's environment for the command and its guards
+    timeout: seconds after which the command's process group is killed (default: none)
+    creates: absolute path; skip the command when it exists
+    unless: a guard command (string: /bin/sh -c; list: argv); skip when it exits 0
+    onlyif: a guard command (string: /bin/sh -c; list: argv); skip when it exits non-zero
+    ifnewer: ``{target, sources}``; run only when target is missing or older than a source
+    refresh_only: run only when notified by a changed upstream (guards still apply)
+    """
+
+    cmd: list[str] | str
+    shell: bool = False
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: float | None = None
+    creates: str | None = None
+    unless: list[str] | str | None = None
+    onlyif: list[str] | str | None = None
+    ifnewer: IfNewer | None = None
+    refresh_only: bool = False
+
+
+class Exec(Resource[ExecParams], kind="exec"):
+    """Runs a command when its guards say it is needed, or when notified."""
+
+    def validate(self) -> None:
+        p = self.params
+        if isinstance(p.cmd, str):
+            if not p.shell:
+                raise ParamError(
+                    "cmd",
+                    "a string command needs `shell: true`; "
+                    "otherwise give an argv list, e.g. [make, -C, /src]",
+                )
+            if not p.cmd.strip():
+                raise ParamError("cmd", "the command is empty")
+        else:
+            if p.shell:
+                raise ParamError(
+                    "cmd", "with `shell: true` give the command as one string, not a list"
+                )
+            if not p.cmd or not p.cmd[0]:
+                raise ParamError("cmd", "the command is empty; give at least the program")
+        _check_absolute("cwd", p.cwd)
+        _check_absolute("creates", p.creates)
+        if p.ifnewer is not None:
+            _check_absolute("ifnewer.target", p.ifnewer.target)
+            for i, source in enumerate(p.ifnewer.sources):
+                _check_absolute(f"ifnewer.sources[{i}]", source)
+        if p.timeout is not None and not p.timeout > 0:
+            raise ParamError("timeout", f"must be a number of seconds > 0, not {p.timeout}")
+        for name in ("unless", "onlyif"):
+            guard = getattr(p, name)
+            if guard is None:
+                continue
+            if not (guard.strip() if isinstance(guard, str) else guard and guard[0]):
+                raise ParamError(name, "the guard command is empty")
+        for key in p.env or {}:
+            if not key or "=" in key or "\0" in key:
+                raise ParamError("env", f"{key!r} is not a valid environment variable name")
+
+    # -- the contract -----------------------------------------------------------------
+
+    async def watch(self, ctx: Context) -> None:
+        """Watch the paths of ``creates`` and ``ifnewer``, so removing them runs the command."""
+        p = self.params
+        paths = [p.creates] if p.creates else []
+        if p.ifnewer is not None:
+            paths += [p.ifnewer.target, *p.ifnewer.sources]
+        if not paths:
+            await super().watch(ctx)
+            return
+        from convergent.resources.fswatch import FsWatcher
+
+        watcher = ctx.shared(FsWatcher)
+        unsubscribe: list[Callable[[], None]] = []
+        try:
+            for path in paths:
+                unsubscribe.append(watcher.watch(path, ctx.event))
+            ctx.ready()
+            await asyncio.Event().wait()
+        finally:
+            for stop in unsubscribe:
+                stop()
+
+    async def check(self, ctx: Context) -> Change | None:
+        """Run the guards (assumed read only: they run under noop too); None when one says skip."""
+        if self.params.refresh_only or await self._skip_reason(ctx) is not None:
+            return None
+        return Change(f"would run: {_describe(self.params.cmd)}")
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        seconds = await self._run(ctx)
+        return f"ran ({seconds:.2f} s)"
+
+    async def refresh(self, ctx: Context) -> str | None:
+        """A changed upstream notified us: run again unless a guard says skip."""
+        reason = await self._skip_reason(ctx)
+        if reason is not None:
+            ctx.log(f"refresh skipped: {reason}")
+            return None
+        seconds = await self._run(ctx)
+        return f"ran ({seconds:.2f} s) on refresh"
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _skip_reason(self, ctx: Context) -> str | None:
+        """Why the guards say not to run (None: run). Guards run in the documented order."""
+        p = self.params
+        if p.creates is not None and _exists(p.creates):
+            return f"creates: {p.creates} exists"
+        if p.ifnewer is not None and _up_to_date(ctx, p.ifnewer):
+            return f"ifnewer: {p.ifnewer.target} is newer than its sources"
+        if p.onlyif is not None:
+            code = await self._guard(ctx, "onlyif", p.onlyif)
+            if code != 0:
+                return f"onlyif: {_describe(p.onlyif)} exited with code {code}"
+        if p.unless is not None and await self._guard(ctx, "unless", p.unless) == 0:
+            return f"unless: {_describe(p.unless)} exited with code 0"
+        return None
+
+    async def _guard(self, ctx: Context, name: str, guard: list[str] | str) -> int:
+        argv = ["/bin/sh", "-c", guard] if isinstance(guard, str) else guard
+        code, _ = await _execute(ctx, argv, self.params, f"{name}: ", stream=False)
+        return code
+
+    async def _run(self, ctx: Context) -> float:
+        """Run the command, streaming its output to ``ctx.log``; raise CommandError on failure."""
+        cmd = self.params.cmd
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
+        start = time.perf_counter()
+        code, tail = await _execute(ctx, argv, self.params, "", stream=True)
+        if code != 0:
+            if code < 0:
+                message = f"was killed by signal {_signal_name(-code)}"
+            else:
+                message = f"exited with code {code}"
+            message += (": " + "\n".join(tail)) if tail else " (nothing on stderr)"
+            raise CommandError(ctx.id, message, code, "\n".join(tail))
+        return time.perf_counter() - start
+
+
+def _check_absolute(field: str, path: str | None) -> None:
+    if path is not None and not path.startswith("/"):
+        raise ParamError(field, f"{path!r} is not an absolute path; write it from /")
+
+
+def _exists(path: str) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _describe(cmd: list[str] | str) -> str:
+    """A short one-line rendering of a command for summaries."""
+    if isinstance(cmd, str):
+        text = " ".join(cmd.split())
+    else:
+        import shlex
+
+        text = shlex.join(cmd)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _up_to_date(ctx: Context, ifnewer: IfNewer) -> bool:
+    """True when the target exists and is at least as new as every source.
+
+    A missing target means "run" before any source is looked at, so a noop preview of a
+    fresh host (where the sources are not made yet) says "would run" instead of failing.
+    """
+    try:
+        target = os.stat(ifnewer.target).st_mtime_ns
+    except FileNotFoundError:
+        return False
+    newest = None
+    for source in ifnewer.sources:
+        try:
+            mtime = os.stat(source).st_mtime_ns
+        except FileNotFoundError:
+            raise ResourceError(
+                ctx.id,
+                f"ifnewer: source {source} does not exist; create it first "
+                "(require the resource that makes it) or remove it from ifnewer.sources",
+            ) from None
+        newest = mtime if newest is None else max(newest, mtime)
+    return newest is None or target >= newest
+
+
+async def _execute(
+    ctx: Context, argv: list[str], p: ExecParams, prefix: str, *, stream: bool
+) -> tuple[int, list[str]]:
+    """Run ``argv`` in a new session; return its exit status and the tail of its stderr.
+
+    With ``stream`` every output line goes to ``ctx.log`` as it arrives; otherwise the
+    output is discarded. A timeout or a cancellation kills the process group.
+    """
+    pipe = asyncio.subprocess.PIPE if stream else asyncio.subprocess.DEVNULL
+    env = {**os.environ, **p.env} if p.env else None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=pipe,
+            stderr=pipe,
+            cwd=p.cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise CommandError(ctx.id, prefix + _spawn_error(exc, argv[0], p.cwd), None) from exc
+    tail: deque[str] = deque(maxlen=_TAIL)
+    pumps: list[asyncio.Task[None]] = []
+    if stream:
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps.append(asyncio.create_task(_pump(proc.stdout, "stdout: ", ctx.log, None)))
+        pumps.append(asyncio.create_task(_pump(proc.stderr, "stderr: ", ctx.log, tail)))
+    try:
+        try:
+            async with asyncio.timeout(p.timeout):
+                code = await proc.wait()
+        except TimeoutError:
+            await _kill_group(proc)
+            raise CommandError(
+                ctx.id,
+                f"{prefix}timed out after {p.timeout:g} s; the process group was killed "
+                "(raise `timeout:` if the command needs longer)",
+                None,
+                "\n".join(tail),
+            ) from None
+        except asyncio.CancelledError:
+            await _kill_group(proc)
+            raise
+        if pumps:
+            # Background processes the command left behind may hold the pipes open.
+            await asyncio.wait(pumps, timeout=_DRAIN)
+    finally:
+        for task in pumps:
+            task.cancel()
+    return code, list(tail)
+
+
+def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
+    if isinstance(exc, FileNotFoundError):
+        if cwd is not None and exc.filename == cwd:
+            return f"cwd {cwd} does not exist (create it first, or require the resource that does)"
+        return f"command not found: {program} (is it installed and on PATH?)"
+    if isinstance(exc, PermissionError):
+        return f"cannot run {program}: permission denied (is it executable?)"
+    return f"cannot run {program}: {exc.strerror or exc}"
+
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    prefix: str,
+    log: Callable[[str], None],
+    tail: deque[str] | None,
+) -> None:
+    """Log every line read from ``reader`` as it arrives; keep the last ones in ``tail``."""
+
+    def emit(raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace")
+        log(prefix + line)
+        if tail is not None:
+            tail.append(line)
+
+    pending = b""
+    while chunk := await reader.read(65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            emit(line)
+        if len(pending) > 65536:  # a very long line: log it in pieces
+            emit(pending)
+            pending = b""
+    if pending:
+        emit(pending)
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group of ``proc``; SIGKILL what is left after the grace."""
+    pgid = proc.pid  # start_new_session: the command leads its own group
+    gone = False
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _GRACE
+        while _group_alive(pgid):
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(_POLL)
+        else:
+            gone = True
+    finally:
+        if not gone:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+    await proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` is running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False

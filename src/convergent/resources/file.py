@@ -1,0 +1,563 @@
+"""``file``: a regular file with given content, mode and owner; a directory; or nothing.
+
+::
+
+    - file: /etc/motd
+      content: "welcome\\n"
+      mode: "0644"
+      owner: root
+
+- ``state: exists`` (the default) means a regular file. A symlink, fifo or other
+  special file at the path is replaced by one; a directory only with ``force: true``.
+- Content is written atomically: a temporary file in the same directory, written,
+  chowned, chmodded, fsynced and renamed over the path, so no reader ever sees a
+  half-written or empty file. Content that is already right is never rewritten.
+- Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
+  existing file keeps its mode (and owner) when its content is rewritten.
+- ``check`` costs one lstat and at most one read of the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import os
+import stat
+from typing import Literal
+
+from convergent.errors import ParamError, ResourceError
+from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.fswatch import FsWatcher
+
+__all__ = ["File", "FileChange", "FileParams"]
+
+DIFF_LIMIT = 1 << 20  # bytes; larger content gets a one-line note instead of a diff
+_OCTAL = frozenset("01234567")
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes after it
+_temp_names = itertools.count()
+_KIND_NAMES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "directory",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+class FileParams(Params, frozen=True):
+    """A regular file with the given content, a directory, or nothing at a path.
+
+    path: absolute path of the file or directory (default: the resource name)
+    content: the file's content, written as UTF-8 (exclusive with source)
+    source: absolute path of a local file whose bytes are copied (exclusive with content)
+    state: exists (a regular file), absent, or directory
+    mode: permission bits as an octal string of 3 or 4 digits, like "0644" or "644"
+    owner: user name or numeric uid (default: left as it is; new files belong to the agent)
+    group: group name or numeric gid (default: left as it is)
+    force: replace a directory by a file (or anything by a directory), remove non-empty dirs
+    """
+
+    path: str | None = None
+    content: str | None = None
+    source: str | None = None
+    state: Literal["exists", "absent", "directory"] = "exists"
+    mode: str | None = None
+    owner: str | None = None
+    group: str | None = None
+    force: bool = False
+
+
+class FileChange(Change):
+    """What ``check`` found, and what ``apply`` needs to make it right.
+
+    ``action``: write (atomic content write), meta (chmod/chown only), mkdir or remove.
+    ``mode``/``uid``/``gid``: what to set (None / -1: leave alone). ``clear``: something of
+    another kind is at the path and goes first (``tree``: a directory with entries).
+    A plain subclass (not a dataclass, which costs import time): equality and repr are
+    Change's, on summary and diff.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        diff: str | None = None,
+        action: Literal["write", "meta", "mkdir", "remove"] = "meta",
+        data: bytes = b"",
+        mode: int | None = None,
+        uid: int = -1,
+        gid: int = -1,
+        clear: bool = False,
+        tree: bool = False,
+    ) -> None:
+        super().__init__(summary, diff)
+        self.action = action
+        self.data = data
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.clear = clear
+        self.tree = tree
+
+
+class File(Resource[FileParams], kind="file"):
+    """See the module docstring; parameters are documented on :class:`FileParams`."""
+
+    __slots__ = ("_base", "_data", "_gid", "_mode", "_parent", "_path", "_source", "_uid")
+
+    _path: str
+    _parent: str
+    _base: str
+    _data: bytes | None
+    _source: str | None
+    _mode: int | None
+    _uid: int | None
+    _gid: int | None
+
+    # -- parameters -------------------------------------------------------------------
+
+    def validate(self) -> None:
+        p = self.params
+        if p.path is None and not self.name.startswith("/"):
+            raise ParamError(
+                "path",
+                f"must be an absolute path, got the resource name {self.name!r}; "
+                "name the resource by its absolute path or give path",
+            )
+        self._path = _absolute("path", p.path if p.path is not None else self.name)
+        if p.state != "directory" and self._path == "/":
+            raise ParamError("path", f"/ cannot be managed with state: {p.state}")
+        head, _, self._base = self._path.rpartition("/")
+        self._parent = head or "/"
+        if p.content is not None and p.source is not None:
+            raise ParamError("source", "content and source are exclusive: give one of them")
+        self._source = _absolute("source", p.source) if p.source is not None else None
+        if self._source == self._path:
+            raise ParamError("source", f"source is the file itself ({self._path})")
+        self._data = p.content.encode() if p.content is not None else None
+        if p.state != "exists":
+            for name in ("content", "source"):
+                if getattr(p, name) is not None:
+                    raise ParamError(name, f"only applies to state: exists, not state: {p.state}")
+        if p.state == "absent":
+            for name in ("mode", "owner", "group"):
+                if getattr(p, name) is not None:
+                    raise ParamError(name, "has no meaning with state: absent; remove it")
+        self._mode = _parse_mode(p.mode) if p.mode is not None else None
+        self._uid = _parse_id("owner", p.owner)
+        self._gid = _parse_id("group", p.group)
+
+    # -- the contract -----------------------------------------------------------------
+
+    async def watch(self, ctx: Context) -> None:
+        watcher = ctx.shared(FsWatcher)
+        stops = [watcher.watch(self._path, ctx.event)]
+        try:
+            if self._source is not None:
+                stops.append(watcher.watch(self._source, ctx.event))
+            ctx.ready()
+            await asyncio.get_running_loop().create_future()
+        finally:
+            for stop in stops:
+                stop()
+
+    async def check(self, ctx: Context) -> FileChange | None:
+        return self.plan()
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        if not isinstance(change, FileChange):
+            planned = self.plan()
+            if planned is None:
+                return None
+            change = planned
+        if change.action == "write":
+            self._write(change)
+        elif change.action == "meta":
+            self._set_meta(self._path, change)
+        elif change.action == "mkdir":
+            self._mkdir(change)
+        else:
+            self._remove(change)
+        return None
+
+    # -- check ------------------------------------------------------------------------
+
+    def plan(self) -> FileChange | None:
+        """Compare the file system with the parameters (read only); None when right."""
+        path = self._path
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        except NotADirectoryError:
+            if self.params.state == "absent":
+                return None
+            raise ResourceError(self.id, self._blocked_message()) from None
+        state = self.params.state
+        if state == "exists":
+            return self._plan_file(st)
+        if state == "directory":
+            return self._plan_directory(st)
+        return self._plan_absent(st)
+
+    def _plan_file(self, st: os.stat_result | None) -> FileChange | None:
+        path = self._path
+        if st is None:
+            data = self._wanted()
+            diff = _diff(path, b"", data, created=True) if data else None
+            uid, gid = self._owner_ids()
+            return FileChange("created", diff, "write", data, self._mode, uid, gid)
+        kind = stat.S_IFMT(st.st_mode)
+        if kind != stat.S_IFREG:
+            if kind == stat.S_IFDIR and not self.params.force:
+                raise ResourceError(
+                    self.id,
+                    f"{path} is a directory; set force: true to replace it (and everything "
+                    "in it) with a file",
+                )
+            data = self._wanted()
+            diff = _diff(path, b"", data, created=True) if data else None
+            uid, gid = self._owner_ids()
+            summary = f"replaced {_KIND_NAMES.get(kind, 'special file')} with file"
+            tree = kind == stat.S_IFDIR
+            return FileChange(summary, diff, "write", data, self._mode, uid, gid, tree, tree)
+        parts: list[str] = []
+        diff = None
+        data = b""
+        write = False
+        wanted = self._wanted() if self._data is not None or self._source is not None else None
+        if wanted is not None:
+            old = _read(path, st.st_size)
+            if old != wanted:
+                write = True
+                data = wanted
+                parts.append("content changed")
+                diff = _diff(path, old, wanted, created=False)
+        old_mode = stat.S_IMODE(st.st_mode)
+        mode = self._mode
+        if mode is not None and mode != old_mode:
+            parts.append(f"mode {old_mode:04o} -> {mode:04o}")
+        else:
+            mode = None
+        uid, gid = self._owner_ids()
+        if uid != -1 and uid != st.st_uid:
+            parts.append(f"owner {self._user(st.st_uid)} -> {self._user(uid)}")
+        else:
+            uid = -1
+        if gid != -1 and gid != st.st_gid:
+            parts.append(f"group {self._group(st.st_gid)} -> {self._group(gid)}")
+        else:
+            gid = -1
+        if not parts:
+            return None
+        summary = ", ".join(parts)
+        if write:
+            # A new inode replaces the file: carry over whatever is not being changed.
+            return FileChange(
+                summary,
+                diff,
+                "write",
+                data,
+                old_mode if mode is None else mode,
+                st.st_uid if uid == -1 else uid,
+                st.st_gid if gid == -1 else gid,
+            )
+        if mode is None and (uid != -1 or gid != -1) and old_mode & _SPECIAL_BITS:
+            mode = old_mode  # chown clears setuid/setgid: put them back
+        return FileChange(summary, None, "meta", b"", mode, uid, gid)
+
+    def _plan_directory(self, st: os.stat_result | None) -> FileChange | None:
+        path = self._path
+        uid, gid = self._owner_ids()
+        if st is None:
+            return FileChange("directory created", None, "mkdir", b"", self._mode, uid, gid)
+        kind = stat.S_IFMT(st.st_mode)
+        if kind != stat.S_IFDIR:
+            what = _KIND_NAMES.get(kind, "special file")
+            if not self.params.force:
+                raise ResourceError(
+                    self.id, f"{path} is a {what}; set force: true to replace it with a directory"
+                )
+            summary = f"replaced {what} with directory"
+            return FileChange(summary, None, "mkdir", b"", self._mode, uid, gid, clear=True)
+        parts: list[str] = []
+        old_mode = stat.S_IMODE(st.st_mode)
+        mode = self._mode
+        if mode is not None and mode != old_mode:
+            parts.append(f"mode {old_mode:04o} -> {mode:04o}")
+        else:
+            mode = None
+        if uid != -1 and uid != st.st_uid:
+            parts.append(f"owner {self._user(st.st_uid)} -> {self._user(uid)}")
+        else:
+            uid = -1
+        if gid != -1 and gid != st.st_gid:
+            parts.append(f"group {self._group(st.st_gid)} -> {self._group(gid)}")
+        else:
+            gid = -1
+        if not parts:
+            return None
+        if mode is None and (uid != -1 or gid != -1) and old_mode & _SPECIAL_BITS:
+            mode = old_mode
+        return FileChange(", ".join(parts), None, "meta", b"", mode, uid, gid)
+
+    def _plan_absent(self, st: os.stat_result | None) -> FileChange | None:
+        if st is None:
+            return None
+        tree = False
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(self._path) as entries:
+                tree = next(entries, None) is not None
+            if tree and not self.params.force:
+                raise ResourceError(
+                    self.id,
+                    f"{self._path} is a directory that is not empty; set force: true to "
+                    "remove it with everything in it",
+                )
+        return FileChange("removed", None, "remove", clear=True, tree=tree)
+
+    def _wanted(self) -> bytes:
+        """The content the file should have (empty when neither content nor source)."""
+        if self._data is not None:
+            return self._data
+        source = self._source
+        if source is None:
+            return b""
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ResourceError(
+                self.id, f"source {source} does not exist; create it or fix source"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ResourceError(self.id, f"source {source} is not a regular file")
+            return _read_fd(fd, st.st_size)
+        finally:
+            os.close(fd)
+
+    def _owner_ids(self) -> tuple[int, int]:
+        """The uid and gid asked for (-1: not asked), resolving names on first use."""
+        p = self.params
+        uid = self._uid
+        if uid is None:
+            if p.owner is None:
+                uid = -1
+            else:
+                import pwd
+
+                try:
+                    uid = self._uid = pwd.getpwnam(p.owner).pw_uid
+                except KeyError:
+                    raise ResourceError(
+                        self.id,
+                        f"owner: there is no user {p.owner!r} on this host; create the user "
+                        "first (and require it) or give a numeric uid",
+                    ) from None
+        gid = self._gid
+        if gid is None:
+            if p.group is None:
+                gid = -1
+            else:
+                import grp
+
+                try:
+                    gid = self._gid = grp.getgrnam(p.group).gr_gid
+                except KeyError:
+                    raise ResourceError(
+                        self.id,
+                        f"group: there is no group {p.group!r} on this host; create the group "
+                        "first (and require it) or give a numeric gid",
+                    ) from None
+        return uid, gid
+
+    def _user(self, uid: int) -> str:
+        """How to show ``uid``: as a name when the owner was given as a name."""
+        owner = self.params.owner
+        if owner is None or owner.isdigit():
+            return str(uid)
+        import pwd
+
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    def _group(self, gid: int) -> str:
+        group = self.params.group
+        if group is None or group.isdigit():
+            return str(gid)
+        import grp
+
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return str(gid)
+
+    def _blocked_message(self) -> str:
+        """Say which ancestor of the path is not a directory."""
+        parts = self._path.split("/")[1:]
+        current = ""
+        for part in parts[:-1]:
+            current += "/" + part
+            if not os.path.isdir(current):
+                return (
+                    f"cannot manage {self._path}: {current} is not a directory; remove it "
+                    "or manage it with state: directory"
+                )
+        return f"cannot manage {self._path}: a parent is not a directory"
+
+    # -- apply ------------------------------------------------------------------------
+
+    def _write(self, change: FileChange) -> None:
+        path, parent = self._path, self._parent
+        prefix = parent if parent != "/" else ""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        made_parents = False
+        fd = -1
+        while fd < 0:
+            temp = f"{prefix}/.{self._base[:40]}.{os.getpid()}.{next(_temp_names)}.tmp"
+            try:
+                fd = os.open(temp, flags, 0o666)
+            except FileExistsError:
+                continue  # left over by a crashed run with the same pid: take the next name
+            except FileNotFoundError:
+                if made_parents:
+                    raise
+                os.makedirs(parent, exist_ok=True)  # 0777 & ~umask, like mkdir -p
+                made_parents = True
+        try:
+            try:
+                view = memoryview(change.data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if change.uid != -1 or change.gid != -1:
+                    os.fchown(fd, change.uid, change.gid)
+                if change.mode is not None:
+                    os.fchmod(fd, change.mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if change.tree:
+                import shutil
+
+                shutil.rmtree(path)
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+    def _set_meta(self, path: str, change: FileChange) -> None:
+        if change.uid != -1 or change.gid != -1:
+            os.chown(path, change.uid, change.gid, follow_symlinks=False)
+        if change.mode is not None:
+            os.chmod(path, change.mode)
+
+    def _mkdir(self, change: FileChange) -> None:
+        path = self._path
+        if change.clear:
+            os.unlink(path)
+        os.makedirs(path, exist_ok=True)
+        self._set_meta(path, change)
+
+    def _remove(self, change: FileChange) -> None:
+        path = self._path
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(path)
+            elif self.params.force:
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                os.rmdir(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY:  # filled since check
+                raise ResourceError(
+                    self.id,
+                    f"{path} is a directory that is not empty; set force: true to remove it "
+                    "with everything in it",
+                ) from exc
+            raise
+
+
+def _absolute(field_name: str, path: str) -> str:
+    """Normalise an absolute path; reject a relative one."""
+    if not path.startswith("/"):
+        raise ParamError(field_name, f"must be an absolute path (starting with /), got {path!r}")
+    if "\0" in path:
+        raise ParamError(field_name, "must not contain a NUL character")
+    normal = os.path.normpath(path)
+    return "/" + normal.lstrip("/")
+
+
+def _parse_mode(mode: str) -> int:
+    if len(mode) not in (3, 4) or not _OCTAL.issuperset(mode):
+        raise ParamError(
+            "mode", f'expected an octal string of 3 or 4 digits like "0644" or "644", got {mode!r}'
+        )
+    return int(mode, 8)
+
+
+def _parse_id(field_name: str, value: str | None) -> int | None:
+    """A numeric uid/gid now; None for a name (resolved by check) or when not given."""
+    if value is None:
+        return None
+    if not value:
+        raise ParamError(field_name, "must be a name or a numeric id, not empty")
+    if value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _read(path: str, size: int) -> bytes:
+    """The bytes of the regular file at ``path`` (expected to be ``size`` long)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        return _read_fd(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    data = os.read(fd, size + 1)  # one read when the size is still right
+    if len(data) <= size:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _diff(path: str, old: bytes, new: bytes, *, created: bool) -> str:
+    """A unified diff of two contents, or a one-line note for binary or large content."""
+    if len(old) > DIFF_LIMIT or len(new) > DIFF_LIMIT:
+        return f"content differs ({len(old)} -> {len(new)} bytes; too large to show a diff)"
+    if b"\0" in old or b"\0" in new:
+        return "binary content differs"
+    try:
+        old_text, new_text = old.decode(), new.decode()
+    except UnicodeDecodeError:
+        return "binary content differs"
+    import difflib
+
+    lines = difflib.unified_diff(
+        old_text.splitlines(keepends=True),
+        new_text.splitlines(keepends=True),
+        "/dev/null" if created else path,
+        path,
+    )
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if not line.endswith("\n"):
+            out.append("\n\\ No newline at end of file\n")
+    return "".join(out)

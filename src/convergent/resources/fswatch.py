@@ -1,0 +1,403 @@
+"""One inotify descriptor per engine run, shared by every resource that watches files.
+
+Resources get it with ``ctx.shared(FsWatcher)`` and subscribe to a path::
+
+    unsubscribe = ctx.shared(FsWatcher).watch("/etc/motd", ctx.event)
+
+How it works:
+
+- A path is watched through its *parent directory*: one inotify watch per directory,
+  shared by every subscriber, and events are dispatched by child name with one dict
+  lookup. 10,000 files in one directory cost one watch.
+- When the parent does not exist yet, the nearest existing ancestor is watched for the
+  next missing component; as directories appear the watch is re-armed deeper. When a
+  watched directory is deleted or moved, the watch is re-armed up. After every re-arm
+  the affected callbacks are called: a spurious event is fine, a missed one is a bug.
+- A queue overflow re-arms everything and calls every callback.
+- No task of its own: the descriptor is registered with ``loop.add_reader`` and events
+  are drained in the reader callback.
+
+The three inotify calls go through ctypes and the event records are parsed with
+``struct``, not through asyncinotify: measured here, importing asyncinotify costs
+~13 ms (it imports ctypes.util and runs ``find_library``, which spawns ldconfig)
+against ~3 ms for ctypes alone, and its reader builds a ``Path``, an ``IntFlag`` and an
+``Event`` per record: 6.5-8 us per event against 0.9 us parsed here. Applying 1,000
+files makes ~6,000 events.
+
+Limitation: only the parent directory is watched, so renaming a grandparent directory
+(``mv /etc /etc.old`` while watching ``/etc/ssh/sshd_config``) goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["FsWatcher"]
+
+Callback = Callable[[], None]
+
+# From <sys/inotify.h>.
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_UNMOUNT = 0x00002000
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_EXCL_UNLINK = 0x04000000
+
+_MASK = (
+    IN_CREATE
+    | IN_DELETE
+    | IN_MODIFY
+    | IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+    | IN_EXCL_UNLINK
+)
+_GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
+# Errors of inotify_add_watch that mean "this directory is not there (yet)": walk up.
+_ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+_READ_SIZE = 65536
+
+
+class _Inotify:
+    """The inotify descriptor: non-blocking, close-on-exec."""
+
+    __slots__ = ("_add", "_errno", "_rm", "fd", "unpack")
+
+    def __init__(self) -> None:
+        import ctypes
+        import struct
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "inotify_init1"):  # a statically linked Python
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.inotify_init1.argtypes = (ctypes.c_int,)
+        libc.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+        libc.inotify_rm_watch.argtypes = (ctypes.c_int, ctypes.c_int)
+        self._add: Any = libc.inotify_add_watch
+        self._rm: Any = libc.inotify_rm_watch
+        # struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len].
+        self.unpack = struct.Struct("iIII").unpack_from
+        fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"inotify_init1: {os.strerror(code)}")
+        self.fd = fd
+        self._errno: Callable[[], int] = ctypes.get_errno
+
+    def add_watch(self, path: str) -> int:
+        wd: int = self._add(self.fd, os.fsencode(path), _MASK)
+        if wd < 0:
+            code = self._errno()
+            if code == errno.ENOSPC:
+                raise OSError(
+                    code,
+                    "inotify watch limit reached; raise it with "
+                    "sysctl fs.inotify.max_user_watches=N",
+                    path,
+                )
+            raise OSError(code, os.strerror(code), path)
+        return wd
+
+    def rm_watch(self, wd: int) -> None:
+        self._rm(self.fd, wd)  # fails only when the kernel already removed it: fine
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class _Dir:
+    """A directory whose entries someone watches, and how it is watched right now.
+
+    ``watch`` is the inotify watch it currently relies on: its own (``via`` is None) or
+    the nearest existing ancestor's, waiting for the child named ``via`` to appear.
+    """
+
+    __slots__ = ("names", "path", "via", "watch")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.names: dict[str, tuple[Callback, ...]] = {}
+        self.watch: _Watch | None = None
+        self.via: str | None = None
+
+
+class _Watch:
+    """One inotify watch (one watch descriptor) and the directories that rely on it."""
+
+    __slots__ = ("alive", "direct", "pending", "wd")
+
+    def __init__(self, wd: int) -> None:
+        self.wd = wd
+        self.alive = True
+        self.direct: tuple[_Dir, ...] = ()  # directories watched by this very watch
+        self.pending: dict[str, tuple[_Dir, ...]] = {}  # child name -> deeper dirs waiting
+
+    def link(self, d: _Dir, via: str | None) -> None:
+        if via is None:
+            self.direct += (d,)
+        else:
+            self.pending[via] = (*self.pending.get(via, ()), d)
+
+    def unlink(self, d: _Dir, via: str | None) -> None:
+        if via is None:
+            self.direct = tuple(x for x in self.direct if x is not d)
+            return
+        rest = tuple(x for x in self.pending.get(via, ()) if x is not d)
+        if rest:
+            self.pending[via] = rest
+        else:
+            self.pending.pop(via, None)
+
+    @property
+    def unused(self) -> bool:
+        return not self.direct and not self.pending
+
+
+class FsWatcher:
+    """Calls back when the directory entry at a path may have changed.
+
+    Create one per event loop (``ctx.shared(FsWatcher)``); :meth:`watch` must be called
+    from that loop. :meth:`close` releases the descriptor and every watch.
+    """
+
+    __slots__ = ("_dirs", "_inotify", "_loop", "_watches")
+
+    def __init__(self) -> None:
+        self._inotify: _Inotify | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dirs: dict[str, _Dir] = {}  # directory path -> its subscribers
+        self._watches: dict[int, _Watch] = {}  # watch descriptor -> live watch
+
+    # -- public -----------------------------------------------------------------------
+
+    def watch(self, path: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback`` whenever the entry at ``path`` may have been created, deleted,
+        modified, chmod/chown'd or renamed to/from. Returns the unsubscribe function.
+
+        ``path`` must be absolute. Raises OSError when the watch cannot be set up (for
+        example when the inotify watch limit is reached).
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"FsWatcher.watch needs an absolute path, got {path!r}")
+        path = os.path.normpath(path)
+        head, _, name = path.rpartition("/")
+        parent = head or "/"
+        d = self._dirs.get(parent)
+        if d is None:
+            self._start()
+            d = _Dir(parent)
+            self._attach(d, strict=True)
+            self._dirs[parent] = d
+        d.names[name] = (*d.names.get(name, ()), callback)
+        done = False
+
+        def unsubscribe() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            callbacks = list(d.names.get(name, ()))
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if callbacks:
+                d.names[name] = tuple(callbacks)
+                return
+            d.names.pop(name, None)
+            if not d.names:
+                self._detach(d)
+                if self._dirs.get(d.path) is d:
+                    del self._dirs[d.path]
+
+        return unsubscribe
+
+    def fileno(self) -> int:
+        """The inotify descriptor (-1 before the first watch and after close)."""
+        return -1 if self._inotify is None else self._inotify.fd
+
+    @property
+    def watch_count(self) -> int:
+        """How many inotify watches are held right now."""
+        return len(self._watches)
+
+    def close(self) -> None:
+        """Stop watching and close the descriptor; safe to call twice."""
+        inotify, self._inotify = self._inotify, None
+        if inotify is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(inotify.fd)
+        inotify.close()
+        for w in self._watches.values():
+            w.alive = False
+        self._watches.clear()
+        for d in self._dirs.values():
+            d.watch = d.via = None
+
+    # -- setting watches up -----------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._inotify is not None:
+            return
+        loop = asyncio.get_running_loop()
+        inotify = _Inotify()
+        loop.add_reader(inotify.fd, self._on_readable)
+        self._inotify, self._loop = inotify, loop
+
+    def _arm(self, path: str, *, strict: bool) -> tuple[_Watch, str | None] | None:
+        """Watch ``path`` or, while it is missing, its nearest existing ancestor.
+
+        Returns the watch and the child name it waits for (None: ``path`` itself is
+        watched). ``strict`` raises unexpected errors instead of walking past them.
+        """
+        inotify = self._inotify
+        if inotify is None:
+            return None
+        via: str | None = None
+        while True:
+            try:
+                wd = inotify.add_watch(path)
+                break
+            except OSError as exc:
+                if path == "/" or (strict and exc.errno not in _ABSENT):
+                    if strict:
+                        raise
+                    assert self._loop is not None
+                    self._loop.call_exception_handler(
+                        {"message": f"cannot watch {path}", "exception": exc}
+                    )
+                    return None
+                head, _, via = path.rpartition("/")
+                path = head or "/"
+        w = self._watches.get(wd)
+        if w is None:
+            w = self._watches[wd] = _Watch(wd)
+        return w, via
+
+    def _attach(self, d: _Dir, *, strict: bool = False) -> None:
+        """Point ``d`` at the right watch now, releasing the one it used before."""
+        armed = self._arm(d.path, strict=strict)
+        old, old_via = d.watch, d.via
+        if armed is not None:
+            w, via = armed
+            if w is old and via == old_via:
+                return
+            w.link(d, via)
+            d.watch, d.via = w, via
+        else:
+            d.watch = d.via = None
+        if old is not None and old.alive:
+            old.unlink(d, old_via)
+            if old.unused:
+                self._release(old)
+
+    def _detach(self, d: _Dir) -> None:
+        w, d.watch = d.watch, None
+        if w is not None and w.alive:
+            w.unlink(d, d.via)
+            if w.unused:
+                self._release(w)
+
+    def _release(self, w: _Watch) -> None:
+        w.alive = False
+        if self._watches.get(w.wd) is w:
+            del self._watches[w.wd]
+        if self._inotify is not None:
+            self._inotify.rm_watch(w.wd)
+
+    def _rearm(self, d: _Dir) -> None:
+        """Re-walk ``d`` after something changed on its way, then call its callbacks."""
+        if self._dirs.get(d.path) is not d:
+            return  # unsubscribed meanwhile
+        self._attach(d)
+        for callbacks in list(d.names.values()):
+            for callback in callbacks:
+                self._call(callback)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        inotify = self._inotify
+        if inotify is None:
+            return
+        fd, unpack, fsdecode = inotify.fd, inotify.unpack, os.fsdecode
+        while self._inotify is inotify:
+            try:
+                buf = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            offset, end = 0, len(buf)
+            while offset < end:
+                wd, mask, _cookie, size = unpack(buf, offset)
+                offset += 16
+                if size:
+                    name = fsdecode(buf[offset : offset + size].rstrip(b"\0"))
+                    offset += size
+                    self._dispatch(wd, mask, name)
+                else:
+                    self._dispatch(wd, mask, None)
+                if self._inotify is not inotify:
+                    return  # closed by a callback
+
+    def _dispatch(self, wd: int, mask: int, name: str | None) -> None:
+        w = self._watches.get(wd)
+        if w is None:
+            if mask & IN_Q_OVERFLOW:
+                for d in list(self._dirs.values()):
+                    self._rearm(d)
+            return
+        if name is None:  # the watched directory itself
+            if mask & _GONE:
+                self._lost(w, released_by_kernel=bool(mask & IN_IGNORED))
+            return
+        for d in w.direct:
+            callbacks = d.names.get(name)
+            if callbacks is not None:
+                for callback in callbacks:
+                    self._call(callback)
+        waiting = w.pending.get(name)
+        if waiting is not None:
+            for d in waiting:
+                self._rearm(d)
+
+    def _lost(self, w: _Watch, *, released_by_kernel: bool) -> None:
+        """The watched directory was deleted, moved or unmounted: re-arm its users."""
+        users = list(w.direct)
+        for waiting in w.pending.values():
+            users.extend(waiting)
+        w.direct, w.pending = (), {}
+        if released_by_kernel:
+            w.alive = False
+            self._watches.pop(w.wd, None)
+        else:
+            self._release(w)
+        for d in users:
+            d.watch = d.via = None
+            self._rearm(d)
+
+    def _call(self, callback: Callback) -> None:
+        try:
+            callback()
+        except Exception as exc:
+            assert self._loop is not None
+            self._loop.call_exception_handler(
+                {"message": f"FsWatcher callback {callback!r} failed", "exception": exc}
+            )

@@ -1,0 +1,272 @@
+"""FsWatcher against the real inotify in tmp_path: every change to a watched entry calls back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convergent.resources.fswatch import FsWatcher
+
+TIMEOUT = 5.0
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 60))
+
+
+class Probe:
+    """A callback that counts calls and lets a test wait for a call made while
+    ``condition`` held (checked at call time, so a call that came before the change
+    does not count)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.condition: Callable[[], bool] = lambda: True
+        self._hit = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.condition():
+            self._hit.set()
+
+    async def called(self, condition: Callable[[], bool] = lambda: True) -> None:
+        self.condition = condition
+        self._hit.clear()
+        await asyncio.wait_for(self._hit.wait(), TIMEOUT)
+
+
+def inotify_watches(watcher: FsWatcher) -> int:
+    """Watches the kernel holds for this descriptor, from /proc/self/fdinfo."""
+    text = Path(f"/proc/self/fdinfo/{watcher.fileno()}").read_text()
+    return sum(1 for line in text.splitlines() if line.startswith("inotify wd:"))
+
+
+def _write(path: Path, text: str = "x") -> None:
+    path.write_text(text)
+
+
+def _append(path: Path) -> None:
+    with path.open("a") as f:
+        f.write("more")
+
+
+OPERATIONS: dict[str, tuple[Callable[[Path], object], Callable[[Path], object]]] = {
+    # name: (set up before watching, the change that must call back)
+    "create": (lambda p: None, _write),
+    "delete": (_write, lambda p: p.unlink()),
+    "modify": (_write, _append),
+    "chmod": (_write, lambda p: p.chmod(0o600)),
+    "chown": (_write, lambda p: os.chown(p, 65534, 65534)),
+    "rename away": (_write, lambda p: p.rename(p.with_name("elsewhere"))),
+    "rename onto": (
+        lambda p: _write(p.with_name("other")),
+        lambda p: p.with_name("other").rename(p),
+    ),
+    "mkdir": (lambda p: None, lambda p: p.mkdir()),
+    "rmdir": (lambda p: p.mkdir(), lambda p: p.rmdir()),
+}
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_each_kind_of_change_calls_back(tmp_path: Path, operation: str) -> None:
+    setup, change = OPERATIONS[operation]
+    target = tmp_path / "target"
+    setup(target)
+
+    async def main() -> None:
+        watcher = FsWatcher()
+        probe = Probe()
+        watcher.watch(str(target), probe)
+        try:
+            change(target)
+            await probe.called()
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_events_reach_only_subscribers_of_that_name(tmp_path: Path) -> None:
+    async def main() -> None:
+        watcher = FsWatcher()
+        a, b, sentinel = Probe(), Probe(), Probe()
+        watcher.watch(str(tmp_path / "a"), a)
+        watcher.watch(str(tmp_path / "b"), b)
+        watcher.watch(str(tmp_path / "sentinel"), sentinel)
+        try:
+            _write(tmp_path / "b")
+            _write(tmp_path / "sentinel")
+            await sentinel.called()  # events arrive in order: b's were dispatched before
+            assert b.calls >= 1
+            assert a.calls == 0
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_ten_thousand_files_in_one_directory_use_one_watch(tmp_path: Path) -> None:
+    async def main() -> None:
+        watcher = FsWatcher()
+        idle, target = Probe(), Probe()
+        try:
+            for i in range(10_000):
+                watcher.watch(str(tmp_path / f"f{i}"), idle)
+            watcher.watch(str(tmp_path / "f1234"), target)
+            assert watcher.watch_count == 1
+            assert inotify_watches(watcher) == 1
+            _write(tmp_path / "f1234")
+            await target.called()
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_file_under_missing_directories_is_noticed_once_they_exist(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "c" / "f"
+
+    async def main() -> None:
+        watcher = FsWatcher()
+        probe = Probe()
+        watcher.watch(str(target), probe)
+        try:
+            target.parent.mkdir(parents=True)
+            await probe.called()  # re-armed deeper as the directories appeared
+            _write(target, "hello")
+            await probe.called(lambda: target.exists())
+            _write(target, "changed")
+            await probe.called(lambda: target.read_text() == "changed")
+            # Only the directory that holds the file is watched in the end.
+            assert watcher.watch_count == 1
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_deleted_and_recreated_parent_is_still_watched(tmp_path: Path) -> None:
+    parent = tmp_path / "d"
+    target = parent / "f"
+    parent.mkdir()
+    _write(target)
+
+    async def main() -> None:
+        watcher = FsWatcher()
+        probe = Probe()
+        watcher.watch(str(target), probe)
+        try:
+            shutil.rmtree(parent)
+            await probe.called(lambda: not target.exists())
+            parent.mkdir()
+            _write(target, "back")
+            await probe.called(lambda: target.exists())
+            target.chmod(0o600)
+            await probe.called(lambda: target.stat().st_mode & 0o777 == 0o600)
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_moved_parent_is_rewatched_at_its_path(tmp_path: Path) -> None:
+    parent = tmp_path / "d"
+    target = parent / "f"
+    parent.mkdir()
+    _write(target)
+
+    async def main() -> None:
+        watcher = FsWatcher()
+        probe = Probe()
+        watcher.watch(str(target), probe)
+        try:
+            parent.rename(tmp_path / "moved")
+            await probe.called(lambda: not target.exists())
+            parent.mkdir()
+            _write(target, "new")
+            await probe.called(lambda: target.exists())
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_unsubscribe_stops_callbacks(tmp_path: Path) -> None:
+    async def main() -> None:
+        watcher = FsWatcher()
+        gone, sentinel = Probe(), Probe()
+        unsubscribe = watcher.watch(str(tmp_path / "gone"), gone)
+        stop_sentinel = watcher.watch(str(tmp_path / "sentinel"), sentinel)
+        try:
+            unsubscribe()
+            unsubscribe()  # twice is harmless
+            _write(tmp_path / "gone")
+            _write(tmp_path / "sentinel")
+            await sentinel.called()
+            assert gone.calls == 0
+            stop_sentinel()
+            assert watcher.watch_count == 0
+            assert inotify_watches(watcher) == 0
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_two_subscribers_of_one_path_are_independent(tmp_path: Path) -> None:
+    async def main() -> None:
+        watcher = FsWatcher()
+        first, second = Probe(), Probe()
+        stop_first = watcher.watch(str(tmp_path / "f"), first)
+        watcher.watch(str(tmp_path / "f"), second)
+        try:
+            stop_first()
+            _write(tmp_path / "f")
+            await second.called()
+            assert first.calls == 0
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_queue_overflow_calls_every_callback(tmp_path: Path) -> None:
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 1_000_000:
+        pytest.skip(f"max_queued_events is {limit}: too many events to overflow the queue")
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    a, b = noise / "a", noise / "b"
+    a.touch()
+    b.touch()
+
+    async def main() -> None:
+        watcher = FsWatcher()
+        noisy, last = Probe(), Probe()
+        watcher.watch(str(a), noisy)
+        watcher.watch(str(tmp_path / "last"), last)
+        try:
+            # Without yielding to the loop, overflow the queue with ATTRIB events
+            # (alternating names, so the kernel cannot merge them); the event for
+            # "last" is then dropped by the kernel.
+            for i in range(limit // 2 + 100):
+                os.chmod(a, 0o600 | (i & 1) << 2)
+                os.chmod(b, 0o600 | (i & 1) << 2)
+            _write(tmp_path / "last")
+            await last.called()
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_relative_path_is_rejected() -> None:
+    watcher = FsWatcher()
+    with pytest.raises(ValueError, match="absolute"):
+        watcher.watch("relative/path", lambda: None)
