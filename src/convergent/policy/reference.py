@@ -20,6 +20,7 @@ import inspect
 import sys
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -174,10 +175,10 @@ def _summary(cls: type[Any]) -> str:
     return _markdown(" ".join(inspect.cleandoc(doc).split("\n\n")[0].split()))
 
 
-def render_reference() -> str:
-    """The whole reference as markdown."""
+def render_reference(only: Iterable[str] | None = None) -> str:
+    """The whole reference as markdown: every registered kind, or just the kinds in ``only``."""
     out = [_INTRO, "## meta", "", *_table(Meta, _META_DOCS), "", "## Kinds", ""]
-    for kind in kinds():
+    for kind in kinds() if only is None else sorted(only):
         cls = get_kind(kind)
         if cls is None:
             continue

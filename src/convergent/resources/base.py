@@ -45,6 +45,7 @@ __all__ = [
     "Params",
     "Refreshable",
     "Resource",
+    "builtin_kinds",
     "get_kind",
     "kinds",
 ]
@@ -283,6 +284,11 @@ def get_kind(kind: str) -> type[Resource[Any]] | None:
         __import__(_BUILTIN[kind])
         cls = _REGISTRY.get(kind)
     return cls
+
+
+def builtin_kinds() -> list[str]:
+    """The kinds that ship with convergent, sorted."""
+    return sorted(_BUILTIN)
 
 
 def kinds() -> Iterator[str]:
