@@ -38,6 +38,9 @@ import msgspec
 from convergent.errors import ParamError
 from convergent.graph.identity import format_id
 
+if typing.TYPE_CHECKING:
+    from convergent.state.db import StateDB
+
 __all__ = [
     "Change",
     "Context",
@@ -66,10 +69,15 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 @dataclass
 class Change:
-    """What ``check`` found different: a one-line summary and, for content, a unified diff."""
+    """What ``check`` found different: a one-line summary and, for content, a unified diff.
+
+    A grouped vertex (several resources merged into one) puts each member's change in
+    ``members``, keyed by the member's ``kind[name]``, so reports keep their identities.
+    """
 
     summary: str
     diff: str | None = None
+    members: dict[str, Change] | None = None
 
 
 S = TypeVar("S")
@@ -79,10 +87,11 @@ class Context:
     """The capabilities a resource gets from the engine; there is no global state.
 
     ``refresh`` holds the identities of upstream resources whose refresh is pending
-    for this check/apply (empty when there is none).
+    for this check/apply (empty when there is none). ``state`` is the host's durable
+    state database (None when the run has none, e.g. under noop on a new host).
     """
 
-    __slots__ = ("_event", "_log", "_ready", "_shared", "id", "refresh")
+    __slots__ = ("_event", "_log", "_ready", "_shared", "id", "refresh", "state")
 
     def __init__(
         self,
@@ -92,9 +101,11 @@ class Context:
         event: Callable[[], None],
         log: Callable[[str], None],
         shared: Callable[[Callable[[], Any]], Any],
+        state: StateDB | None = None,
     ) -> None:
         self.id = resource_id
         self.refresh: frozenset[str] = frozenset()
+        self.state = state
         self._ready = ready
         self._event = event
         self._log = log
