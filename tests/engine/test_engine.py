@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from convergent.engine import (
     Blocked,
@@ -11,7 +10,6 @@ from convergent.engine import (
     Converged,
     Engine,
     Failed,
-    Report,
     RunResult,
     WouldChange,
     run_graph,
@@ -19,41 +17,7 @@ from convergent.engine import (
 from convergent.graph import Graph
 from convergent.resources.base import Resource
 from tests.engine.probe import Box, Probe
-
-BOUND = 5.0  # seconds any single wait in these tests may take
-
-
-class Recorder:
-    """A reporter that keeps every report and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.reports: list[Report] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, report: Report) -> None:
-        self.reports.append(report)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[Report], bool], start: int = 0) -> Report:
-        async with asyncio.timeout(BOUND):
-            while True:
-                for report in self.reports[start:]:
-                    if predicate(report):
-                        return report
-                self._changed.clear()
-                await self._changed.wait()
-
-    def of(self, kind: type) -> list[Report]:
-        return [r for r in self.reports if isinstance(r, kind)]
-
-
-def graph_of(*probes: Probe, edges: tuple[tuple[str, str], ...] = ()) -> Graph[Resource[object]]:
-    g: Graph[Resource[object]] = Graph()
-    for p in probes:
-        g.add(p)  # type: ignore[arg-type]
-    for src, dst in edges:
-        g.add_edge(f"probe[{src}]", f"probe[{dst}]")
-    return g
+from tests.engine.support import BOUND, Recorder, graph_of
 
 
 def run(graph: Graph[Resource[object]], **kwargs: object) -> tuple[RunResult, Recorder]:

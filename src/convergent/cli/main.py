@@ -27,6 +27,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more (1: one at a time)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command line."""
     parser = argparse.ArgumentParser(
@@ -53,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="exit N seconds after everything converged (0: as soon as it converges); "
         "without it, keep running and repairing drift until stopped",
+    )
+    run.add_argument(
+        "--sema",
+        metavar="N",
+        type=_count,
+        default=None,
+        help="check/apply at most N resources at the same time (1: one at a time); "
+        "default: as many as the graph allows",
     )
     run.add_argument(
         "--state-dir",

@@ -13,6 +13,9 @@
     exec[build]: FAILED: exited with 1                      (stderr)
     file[/tmp/demo/out]: blocked: exec[build] failed        (stderr)
 
+A change of a group of resources (autogrouping) is printed as one line per member, under
+the member's own ``kind[name]``.
+
 Diffs are coloured (with rich, imported only then) when the stream is a terminal.
 """
 
@@ -31,6 +34,7 @@ from convergent.engine.report import (
     WouldChange,
 )
 from convergent.errors import CommandError, ResourceError
+from convergent.resources.base import Change
 
 __all__ = ["TextRenderer", "error_text"]
 
@@ -96,7 +100,11 @@ class TextRenderer:
     def __call__(self, report: Report) -> None:
         if isinstance(report, Changed):
             self._activity = True
-            self._line(self.out, f"{report.resource}: {report.summary}")
+            members = report.change.members
+            if members:  # a group: each member under its own name
+                self._write(self.out, [f"{m}: {c.summary}" for m, c in members.items()])
+            else:
+                self._line(self.out, f"{report.resource}: {report.summary}")
         elif isinstance(report, WouldChange):
             self._activity = True
             self._would_change(report)
@@ -114,20 +122,29 @@ class TextRenderer:
     # -- one method per report ----------------------------------------------------------
 
     def _would_change(self, report: WouldChange) -> None:
-        self.would_change.add(report.resource)
         change = report.change
-        if change is not None:
-            summary = change.summary
-            if not summary.startswith("would "):  # exec says "would run: make"
-                summary = f"would change: {summary}"
-            self._line(self.out, f"{report.resource}: {summary}")
-            if change.diff:
-                self._diff(change.diff)
+        if change is not None and change.members:  # a group: each member under its own name
+            for member, member_change in change.members.items():
+                self.would_change.add(member)
+                self._would_change_line(member, member_change)
+            prefix = "  "
+        elif change is not None:
+            self.would_change.add(report.resource)
+            self._would_change_line(report.resource, change)
             prefix = "  "
         else:
+            self.would_change.add(report.resource)
             prefix = f"{report.resource}: "
         for target in report.refreshes:
             self._line(self.out, f"{prefix}would refresh {target}")
+
+    def _would_change_line(self, resource: str, change: Change) -> None:
+        summary = change.summary
+        if not summary.startswith("would "):  # exec says "would run: make"
+            summary = f"would change: {summary}"
+        self._line(self.out, f"{resource}: {summary}")
+        if change.diff:
+            self._diff(change.diff)
 
     def _failed(self, report: Failed) -> None:
         text = error_text(report.resource, report.error)

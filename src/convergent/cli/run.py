@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -11,15 +12,18 @@ from typing import TYPE_CHECKING, Any
 from convergent.cli.load import load_graph
 from convergent.cli.render import TextRenderer
 from convergent.cli.statedir import default_state_dir, ensure_state_dir
+from convergent.errors import ConvergentError
 
 if TYPE_CHECKING:
     from convergent.engine.report import RunResult
     from convergent.graph.core import Graph
     from convergent.resources.base import Resource
+    from convergent.state.db import StateDB
 
-__all__ = ["run_command", "run_with_signals"]
+__all__ = ["STATE_DB", "open_state", "run_command", "run_with_signals"]
 
 NOTHING_CHANGED = "nothing was changed"
+STATE_DB = "state.db"  # the state database's file name in the state directory
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -28,8 +32,8 @@ def run_command(args: argparse.Namespace) -> int:
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
+    state_dir = args.state_dir or default_state_dir()
     if not args.noop:  # noop changes nothing on the host, convergent's own state included
-        state_dir = args.state_dir or default_state_dir()
         try:
             ensure_state_dir(state_dir)
         except OSError as exc:
@@ -40,17 +44,42 @@ def run_command(args: argparse.Namespace) -> int:
             )
             print(NOTHING_CHANGED, file=sys.stderr, flush=True)
             return 2
+    try:
+        state = open_state(state_dir, readonly=args.noop)
+    except ConvergentError as exc:  # StateError: says which file and how to fix it
+        print(f"convergent: {exc}", file=sys.stderr)
+        print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+        return 2
     renderer = TextRenderer(watching=args.converged_timeout is None)
-    result = asyncio.run(
-        run_with_signals(
-            graph, noop=args.noop, converged_timeout=args.converged_timeout, reporter=renderer
+    try:
+        result = asyncio.run(
+            run_with_signals(
+                graph,
+                noop=args.noop,
+                converged_timeout=args.converged_timeout,
+                reporter=renderer,
+                sema=args.sema,
+                state=state,
+            )
         )
-    )
+    finally:
+        if state is not None:
+            state.close()
     print(result.summary(), flush=True)
     if args.noop:
         count = len(renderer.would_change)
         print(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", flush=True)
     return result.exit_code
+
+
+def open_state(state_dir: str, *, readonly: bool) -> StateDB | None:
+    """The state database ``state_dir/state.db``; under noop read only, and only if it exists."""
+    path = os.path.join(state_dir, STATE_DB)
+    if readonly and not os.path.exists(path):
+        return None
+    from convergent.state.db import StateDB
+
+    return StateDB(path, readonly=readonly)
 
 
 async def run_with_signals(
@@ -59,11 +88,20 @@ async def run_with_signals(
     noop: bool,
     converged_timeout: float | None,
     reporter: TextRenderer,
+    sema: int | None = None,
+    state: StateDB | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept)."""
     from convergent.engine.runner import Engine
 
-    engine = Engine(graph, noop=noop, converged_timeout=converged_timeout, reporter=reporter)
+    engine = Engine(
+        graph,
+        noop=noop,
+        converged_timeout=converged_timeout,
+        reporter=reporter,
+        sema=sema,
+        state=state,
+    )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
 

@@ -1,4 +1,9 @@
-"""One worker per vertex: runs the resource's watch, then checks and applies on events."""
+"""One worker per vertex: runs the resource's watch, then checks and applies on events.
+
+The meta parameters are applied here, inside the worker's own task: retries sleep in
+it, the token bucket of ``limit`` is consulted before a run, semaphores are taken around
+check/apply. With the default meta none of that costs a timer or a task.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import enum
 import time
 from typing import TYPE_CHECKING, Any
 
+from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
 from convergent.engine.report import Blocked, Changed, Failed, Log, WouldChange
 from convergent.errors import ResourceError
 from convergent.resources.base import Change, Context, Refreshable, Resource
@@ -20,8 +26,9 @@ __all__ = ["State", "Worker"]
 class State(enum.Enum):
     WAITING = "waiting"  # has work (dirty) but an upstream is not clean yet, or not ready
     RUNNING = "running"  # in check/apply/refresh
+    RETRYING = "retrying"  # a try (or the watch) failed; waiting for the retry delay
     CLEAN = "clean"  # checked, nothing left to do
-    FAILED = "failed"  # last check/apply/watch raised
+    FAILED = "failed"  # failed and out of retries (check/apply/refresh or watch)
     BLOCKED = "blocked"  # has work but an upstream failed
 
     @property
@@ -34,30 +41,45 @@ class Worker:
 
     __slots__ = (
         "blocked_by",
+        "bucket",
         "ctx",
         "dirty",
         "downstream",
         "engine",
+        "meta",
         "ready",
         "refresh_from",
         "resource",
+        "semaphores",
         "state",
+        "tries",
         "upstream",
         "wake",
         "watch_failed",
+        "watch_tries",
     )
 
-    def __init__(self, engine: Engine, resource: Resource[Any]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        resource: Resource[Any],
+        semaphores: tuple[asyncio.Semaphore, ...] = (),
+    ) -> None:
         self.engine = engine
         self.resource = resource
+        self.meta = meta = resource.meta
         self.upstream: list[Worker] = []
         self.downstream: list[tuple[Worker, bool]] = []  # (worker, notify)
         self.state = State.WAITING
         self.dirty = True  # a check is owed
         self.ready = False
-        self.watch_failed = False
+        self.watch_failed = False  # the watch failed and is out of retries
+        self.tries = 0  # failed check/apply tries since the last success
+        self.watch_tries = 0  # failed watches since the watch last proved itself
         self.blocked_by: str | None = None
         self.refresh_from: set[str] = set()
+        self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
+        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
         self.wake = asyncio.Event()
         self.ctx = Context(
             resource.id,
@@ -65,6 +87,7 @@ class Worker:
             event=self.poke,
             log=self._log,
             shared=engine.shared,
+            state=engine.state,
         )
 
     # -- callbacks from the resource and from other workers ---------------------------
@@ -93,15 +116,40 @@ class Worker:
         for child, _ in self.downstream:
             child.wake.set()
 
+    def rewatch(self) -> bool:
+        """Restart a watch that failed for good, if ``meta.rewatch`` says so (mgmt's Rewatch).
+
+        Returns whether it restarted. The retry count of the watch starts again from 0.
+        """
+        if not (self.watch_failed and self.meta.rewatch):
+            return False
+        self.watch_failed = False
+        self.watch_tries = 0
+        self.dirty = True
+        self._set_state(State.WAITING)
+        self._log("restarting the watch that failed (rewatch)")
+        self.engine.spawn(self._watch(), name=f"watch {self.resource.id}")
+        return True
+
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
         rid = self.resource.id
-        self.engine.spawn(self._watch(), name=f"watch {rid}")
+        if self.meta.poll > 0:
+            self.engine.spawn(self._poll(), name=f"poll {rid}")
+        else:
+            self.engine.spawn(self._watch(), name=f"watch {rid}")
         while True:
             await self.wake.wait()
             self.wake.clear()
-            if self.watch_failed or not self.ready or not self.dirty:
+            if self.watch_failed:
+                self._set_state(State.FAILED)  # the watch task reported why
+                continue
+            if not self.ready:
+                if self.watch_tries:  # the watch failed and is about to be restarted
+                    self._set_state(State.RETRYING)
+                continue
+            if not self.dirty:
                 continue
             blocker = self._blocker()
             if blocker is not None:
@@ -115,17 +163,36 @@ class Worker:
                 self._set_state(State.WAITING)
                 continue
             self.blocked_by = None
-            self.dirty = False
+            if self.bucket is not None:
+                wait = self.bucket.take(asyncio.get_running_loop().time())
+                if wait > 0:  # over the limit: events meanwhile coalesce into this one run
+                    self._set_state(State.WAITING)
+                    await asyncio.sleep(wait)
+                    self.wake.set()
+                    continue
             self._set_state(State.RUNNING)
+            if self.semaphores:
+                await self._acquire()
+            self.dirty = False
+            error: ResourceError | None = None
             try:
-                await self._process()
+                await self._attempt()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.engine.report(Failed(rid, _as_resource_error(rid, exc)))
-                self._set_state(State.FAILED)
+                error = _as_resource_error(rid, exc)
+            finally:
+                for semaphore in self.semaphores:
+                    semaphore.release()
+            if error is None:
+                self.tries = 0
+                if self.ready:
+                    self.watch_tries = 0
+                    self._set_state(State.CLEAN)
+                else:
+                    self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
             else:
-                self._set_state(State.CLEAN)
+                await self._failed(error)
             if self.dirty:
                 self.wake.set()
 
@@ -138,13 +205,57 @@ class Worker:
                 return up.blocked_by
         return None
 
+    async def _acquire(self) -> None:
+        """Take every semaphore, in sorted order; on cancellation give back those taken."""
+        taken = 0
+        try:
+            for semaphore in self.semaphores:
+                await semaphore.acquire()
+                taken += 1
+        except BaseException:
+            for semaphore in self.semaphores[:taken]:
+                semaphore.release()
+            raise
+
+    async def _failed(self, error: ResourceError) -> None:
+        """Retry after the delay while retries remain, else fail for good (until an event)."""
+        rid = self.resource.id
+        self.tries += 1
+        retry = self.meta.retry
+        if retry != -1 and self.tries > retry:
+            self.engine.report(Failed(rid, error))
+            self._set_state(State.FAILED)
+            return
+        delay = retry_delay(self.meta, self.tries)
+        self.engine.report(Log(rid, _retry_text("retry", self.tries, retry, delay, error)))
+        self._set_state(State.RETRYING)
+        await asyncio.sleep(delay)
+        self.dirty = True
+
+    async def _attempt(self) -> None:
+        """One check/apply/refresh pass, bounded by ``meta.timeout``."""
+        timeout = self.meta.timeout
+        if timeout is None:
+            await self._process()
+            return
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                await self._process()
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise ResourceError(
+                self.resource.id, f"timed out after {seconds_text(timeout)} s"
+            ) from None
+
     async def _process(self) -> None:
         res, ctx, engine = self.resource, self.ctx, self.engine
         refresh = frozenset(self.refresh_from)
         ctx.refresh = refresh
         noop = engine.noop or res.meta.noop
         change = await res.check(ctx)
-        if noop:
+        if noop:  # read only: the state database is neither written nor cleared
             self.refresh_from.clear()
             notifies = tuple(w.resource.id for w, notify in self.downstream if notify)
             if change is not None:
@@ -168,34 +279,72 @@ class Worker:
             if summary is not None:
                 engine.report(Changed(res.id, summary, _REFRESH, time.perf_counter() - start))
                 changed = True
-        self.refresh_from.difference_update(refresh)
         ctx.refresh = frozenset()
+        state = engine.state
         if changed:
             engine.mark_changed(self)
+            receivers = []
             for child, notify in self.downstream:
                 if notify:
                     child.refresh_from.add(res.id)
+                    receivers.append(child.resource.id)
                 child.poke()
+            if receivers and state is not None:
+                # Durable before this vertex is marked clean: a crash from here on
+                # cannot lose the refresh.
+                state.add_refreshes(res.id, receivers)
+        if refresh:
+            if state is not None:  # handled: only now may it be forgotten
+                state.remove_refreshes(res.id, refresh)
+            self.refresh_from.difference_update(refresh)
 
     async def _watch(self) -> None:
+        """Run the resource's watch; restart it after the retry delay when it fails."""
         rid = self.resource.id
-        try:
-            await self.resource.watch(self.ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.watch_failed = True
-            self.engine.report(Failed(rid, _as_resource_error(rid, exc, "watch failed: ")))
-            self._set_state(State.FAILED)
-            return
-        if not self.ready:
-            self.watch_failed = True
-            error = ResourceError(rid, "watch returned without calling ctx.ready()")
-            self.engine.report(Failed(rid, error))
-            self._set_state(State.FAILED)
+        while True:
+            try:
+                await self.resource.watch(self.ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = _as_resource_error(rid, exc, _WATCH_FAILED)
+            else:
+                if self.ready:
+                    return
+                error = ResourceError(rid, "watch returned without calling ctx.ready()")
+            self.ready = False
+            self.dirty = True  # what happened while nobody watched is unknown: check again
+            self.watch_tries += 1
+            retry = self.meta.retry
+            if retry != -1 and self.watch_tries > retry:
+                self.watch_failed = True
+                self.engine.report(Failed(rid, error))
+                self.wake.set()
+                return
+            delay = retry_delay(self.meta, self.watch_tries)
+            self.engine.report(
+                Log(rid, _retry_text("watch retry", self.watch_tries, retry, delay, error))
+            )
+            self.wake.set()
+            await asyncio.sleep(delay)
+
+    async def _poll(self) -> None:
+        """``meta.poll``: no watch; owe a check every ``poll`` seconds."""
+        self._on_ready()
+        while True:
+            await asyncio.sleep(self.meta.poll)
+            self.poke()
 
 
 _REFRESH = Change("refreshed")
+_WATCH_FAILED = "watch failed: "
+
+
+def _retry_text(what: str, tries: int, retry: int, delay: float, error: ResourceError) -> str:
+    """``retry 2/5 in 0.5 s: exited with 1`` (``2/forever`` with ``retry: -1``)."""
+    limit = "forever" if retry == -1 else str(retry)
+    text = error.message.removeprefix(_WATCH_FAILED)
+    return f"{what} {tries}/{limit} in {seconds_text(delay)} s: {text}"
 
 
 def _as_resource_error(rid: str, exc: Exception, prefix: str = "") -> ResourceError:

@@ -125,6 +125,7 @@ def build(
             resources.append(resource)
     valid = _check_links(links, first, problems)
     _check_cycles(valid, first, problems)
+    _check_semaphores(resources, first, problems)
     if problems:
         return None
     graph: Graph[Resource[Any]] = Graph()
@@ -248,6 +249,30 @@ def _type_problems(
 def _top(path: str) -> str:
     """The parameter a field path starts with: ``ifnewer.target`` -> ``ifnewer``."""
     return path.split(".", 1)[0].split("[", 1)[0]
+
+
+def _check_semaphores(
+    resources: list[Resource[Any]], entries: dict[str, Entry], problems: Problems
+) -> None:
+    """A semaphore id has one size in the whole graph; a second size names both resources."""
+    sizes: dict[str, tuple[int, Node, str]] = {}
+    for resource in resources:
+        if not resource.meta.sema:
+            continue
+        entry = entries[resource.id]
+        written = entry.meta_nodes.get("sema")
+        for i, (sema_id, size) in enumerate(resource.meta.semaphores()):
+            node = find_node(written[1], f"[{i}]") if written else entry.name_node
+            known = sizes.setdefault(sema_id, (size, node, resource.id))
+            if known[0] != size:
+                mark = known[1].start_mark
+                problems.at(
+                    node,
+                    f"meta.sema[{i}]: semaphore '{sema_id}' has size {size} here but "
+                    f"{known[0]} in {known[2]} (line {mark.line + 1}); "
+                    "give it the same size everywhere",
+                    resource.id,
+                )
 
 
 def _check_links(links: list[Link], ids: dict[str, Entry], problems: Problems) -> list[Link]:

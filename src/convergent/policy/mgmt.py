@@ -32,7 +32,12 @@ each mgmt parameter becomes:
   / ``ifshell`` become ``onlyif`` the same way; ``cwd``, ``timeout`` (0: none), ``env``,
   ``creates``.
 - noop: ``comment`` is dropped.
-- meta: ``noop``. Any other mgmt meta parameter is accepted only at mgmt's default.
+- meta: ``noop``, ``retry``, ``delay`` (milliseconds in mgmt, seconds here),
+  ``timeout`` (milliseconds; 0: none), ``poll`` (seconds), ``limit``, ``burst``,
+  ``sema``, ``rewatch``, ``autoedge``, ``autogroup``; ``retryreset`` is accepted at
+  either value (convergent always resets the retry count after a success). Any other
+  mgmt meta parameter is accepted only at mgmt's default. One difference: mgmt keeps
+  ``foo`` and ``foo:2`` as two semaphores, convergent rejects one id with two sizes.
 - other kinds convergent knows take their parameters as they are.
 
 Go's zero value means "not set" in mgmt, so ``watchcmd: ''`` or ``pollint: 0`` (as
@@ -83,14 +88,49 @@ _META_DEFAULTS: dict[str, Any] = {
     "reset": False,
     "sema": [],
     "rewatch": False,
+    "timeout": 0,
     "realize": False,
     "reverse": None,
     "dollar": False,
     "hidden": False,
     "export": [],
 }
-# mgmt meta parameter -> convergent's Meta field of the same meaning.
-_META_MAP = {"noop": "noop"}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _ms(value: Any) -> Any:
+    """mgmt's milliseconds as seconds; anything else is left for Meta to reject."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value / 1000
+    return value
+
+
+def _ms_or_none(value: Any) -> Any:
+    """mgmt's timeout: milliseconds, 0 for none."""
+    return None if value == 0 and not isinstance(value, bool) else _ms(value)
+
+
+# mgmt meta parameter -> convergent's Meta field of the same meaning, and the conversion
+# of its value.
+_META_MAP: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "noop": ("noop", _same),
+    "retry": ("retry", _same),
+    "delay": ("delay", _ms),
+    "timeout": ("timeout", _ms_or_none),
+    "poll": ("poll", _same),
+    "limit": ("limit", _same),
+    "burst": ("burst", _same),
+    "sema": ("sema", _same),
+    "rewatch": ("rewatch", _same),
+    "autoedge": ("autoedge", _same),
+    "autogroup": ("autogroup", _same),
+}
+# mgmt meta parameters accepted at any value because convergent always behaves as one
+# of their values does.
+_META_ANY = ("retryreset",)
 
 _FILE_KEYS = (
     "path",
@@ -260,8 +300,15 @@ def _read_meta(entry: Entry, node: Node, values: Values) -> None:
     for key, key_node, value_node in values.pairs(node, entry.id):
         value = values.value(value_node, entry.id)
         if key in _META_MAP:
-            entry.meta[_META_MAP[key]] = value
-            entry.meta_nodes[_META_MAP[key]] = (key_node, value_node)
+            if value is None:  # written but empty: Go's zero value, "not set"
+                continue
+            field, convert = _META_MAP[key]
+            entry.meta[field] = convert(value)
+            entry.meta_nodes[field] = (key_node, value_node)
+        elif key in _META_ANY:
+            if value is not None and not isinstance(value, bool):
+                problems.at(value_node, f"meta {key}: expected true or false", entry.id)
+                entry.broken = True
         elif key not in _META_DEFAULTS:
             problems.at(
                 key_node,

@@ -61,10 +61,115 @@ class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Meta parameters the engine applies to every kind (a ``meta:`` block in a policy).
 
+    Durations are in seconds. Values no field type can rule out (a negative delay, a
+    finite limit with no burst, a semaphore of size 0) raise ParamError naming the field.
+
     noop: check only and report what would change, never apply (the global --noop wins)
+    retry: how many times a failed check/apply, or a failed watch, is tried again; -1: forever
+    delay: seconds to wait before each retry
+    backoff: "exponential" doubles the delay after each failed try, up to max_delay
+    max_delay: the longest delay exponential backoff grows to, in seconds
+    jitter: random spread of each delay, a fraction from 0 to 1 (0.1: up to 10% either way)
+    poll: 0: watch for changes; more: do not watch, check every that many seconds
+    limit: most check/apply runs per second; events beyond it are coalesced, never lost
+    burst: runs allowed at once before limit applies; a finite limit needs 1 or more
+    sema: semaphores held during check/apply, "id" (one at a time) or "id:N" (N at a time)
+    autoedge: add edges to the managed resources this one needs (a file's directory...)
+    autogroup: let the engine merge this resource with compatible ones into one vertex
+    rewatch: restart a watch that failed for good when a new graph is applied
+    reverse: undo what this resource did when it is removed from the graph
+    timeout: seconds one check/apply may take; longer is a failure that counts as a try
     """
 
     noop: bool = False
+    retry: int = 0
+    delay: float = 0.0
+    backoff: typing.Literal["none", "exponential"] = "none"
+    max_delay: float = 60.0
+    jitter: float = 0.0
+    poll: float = 0.0
+    limit: float = float("inf")
+    burst: int = 0
+    sema: list[str] = []
+    autoedge: bool = True
+    autogroup: bool = True
+    rewatch: bool = False
+    reverse: bool = False
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        # ParamError, not ValueError: msgspec would turn a ValueError into an error
+        # without the field, and the policy loader points at the field's value.
+        inf = float("inf")
+        if self.retry < -1:
+            raise ParamError(
+                "retry", f"give -1 (forever), 0 (no retry) or a number of retries, not {self.retry}"
+            )
+        if not 0 <= self.delay < inf:
+            raise ParamError("delay", f"must be 0 or a number of seconds > 0, not {self.delay}")
+        if not 0 <= self.poll < inf:
+            raise ParamError("poll", f"must be 0 or a number of seconds > 0, not {self.poll}")
+        if not 0 < self.max_delay < inf:
+            raise ParamError("max_delay", f"must be a number of seconds > 0, not {self.max_delay}")
+        if self.backoff == "exponential":
+            if self.delay == 0:
+                raise ParamError(
+                    "backoff", "exponential backoff grows from the delay: set a delay > 0"
+                )
+            if self.max_delay < self.delay:
+                raise ParamError(
+                    "max_delay",
+                    f"{self.max_delay:g} is shorter than the delay ({self.delay:g}); "
+                    "exponential backoff needs max_delay >= delay",
+                )
+        if not 0 <= self.jitter <= 1:
+            raise ParamError("jitter", f"a fraction from 0 to 1 (0.1: 10%), not {self.jitter}")
+        if self.limit != inf or self.burst:
+            if not self.limit > 0:
+                raise ParamError(
+                    "limit",
+                    f"runs per second must be more than 0 (.inf: no limit), not {self.limit}",
+                )
+            if self.burst < 0:
+                raise ParamError("burst", f"must be 0 or more, not {self.burst}")
+            if self.limit != inf and self.burst == 0:
+                raise ParamError(
+                    "limit",
+                    f"a limit of {self.limit:g} per second with burst 0 could never run; "
+                    "add burst: 1 (or more)",
+                )
+        if self.timeout is not None and not 0 < self.timeout < inf:
+            raise ParamError(
+                "timeout",
+                f"must be a number of seconds > 0 (leave it out for none), not {self.timeout}",
+            )
+        if self.sema:
+            self.semaphores()
+
+    def semaphores(self) -> list[tuple[str, int]]:
+        """``sema`` as ``(id, size)`` pairs: ``"db"`` is ``("db", 1)``, ``"db:2"`` ``("db", 2)``.
+
+        Text after the last ``:`` that is not a whole number is part of the id (as in
+        mgmt). Raises ParamError for an empty id, a size below 1 or an id listed twice.
+        """
+        found: list[tuple[str, int]] = []
+        seen: set[str] = set()
+        for i, text in enumerate(self.sema):
+            sema_id, size = text, 1
+            head, sep, tail = text.rpartition(":")
+            if sep and tail.removeprefix("-").isdecimal():
+                sema_id, size = head, int(tail)
+            if not sema_id.strip():
+                raise ParamError(f"sema[{i}]", f"{text!r}: a semaphore needs an id, e.g. 'db:2'")
+            if size < 1:
+                raise ParamError(
+                    f"sema[{i}]", f"{text!r}: a semaphore's size must be 1 or more, not {size}"
+                )
+            if sema_id in seen:
+                raise ParamError(f"sema[{i}]", f"{text!r}: semaphore '{sema_id}' is listed twice")
+            seen.add(sema_id)
+            found.append((sema_id, size))
+        return found
 
 
 @dataclass
@@ -140,7 +245,10 @@ _REGISTRY: dict[str, type[Resource[Any]]] = {}
 _BUILTIN: dict[str, str] = {
     "exec": "convergent.resources.exec",
     "file": "convergent.resources.file",
+    "kv": "convergent.resources.kv",
     "noop": "convergent.resources.noop",
+    "password": "convergent.resources.password",
+    "timer": "convergent.resources.timer",
 }
 
 

@@ -8,6 +8,10 @@ changed upstream notifies it.
 
 The command runs in its own session (process group). A timeout, or the agent shutting
 down while it runs, kills the whole group: SIGTERM, then SIGKILL after a short grace.
+
+It sends ``stdout``, ``stderr`` (the last 64 KiB of each) and ``exit_code`` (negative:
+killed by that signal) of the last run of the command that ended by itself (a timeout
+or a shutdown leaves the previous values); guards' output is not kept.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import msgspec
 
 from convergent.errors import CommandError, ParamError, ResourceError
+from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 
 __all__ = ["Exec", "ExecParams", "IfNewer"]
@@ -32,6 +38,7 @@ _GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a process group
 _DRAIN = 1.0  # seconds to read output left in the pipes after the command exited
 _POLL = 0.02  # seconds between checks that a killed process group is gone
 _SHOWN = 60  # characters of a command shown in summaries
+_CAPTURE = 65536  # bytes of stdout and of stderr kept as outputs
 
 
 class IfNewer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -74,6 +81,14 @@ class ExecParams(Params, frozen=True):
 
 class Exec(Resource[ExecParams], kind="exec"):
     """Runs a command when its guards say it is needed, or when notified."""
+
+    sends: ClassVar[Mapping[str, Output]] = {
+        "stdout": Output(str),
+        "stderr": Output(str),
+        "exit_code": Output(int),
+    }
+
+    _last_run: dict[str, Any] | None = None  # outputs of the last run that ended by itself
 
     def validate(self) -> None:
         p = self.params
@@ -154,6 +169,10 @@ class Exec(Resource[ExecParams], kind="exec"):
         seconds = await self._run(ctx)
         return f"ran ({seconds:.2f} s) on refresh"
 
+    def outputs(self) -> Mapping[str, Any]:
+        """stdout, stderr and exit_code of the last run (nothing before the first one)."""
+        return dict(self._last_run or {})
+
     # -- helpers ----------------------------------------------------------------------
 
     async def _skip_reason(self, ctx: Context) -> str | None:
@@ -181,7 +200,11 @@ class Exec(Resource[ExecParams], kind="exec"):
         cmd = self.params.cmd
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
         start = time.perf_counter()
-        code, tail = await _execute(ctx, argv, self.params, "", stream=True)
+        stdout, stderr = _Capture(), _Capture()
+        code, tail = await _execute(
+            ctx, argv, self.params, "", stream=True, captures=(stdout, stderr)
+        )
+        self._last_run = {"stdout": stdout.text(), "stderr": stderr.text(), "exit_code": code}
         if code != 0:
             if code < 0:
                 message = f"was killed by signal {_signal_name(-code)}"
@@ -190,6 +213,32 @@ class Exec(Resource[ExecParams], kind="exec"):
             message += (": " + "\n".join(tail)) if tail else " (nothing on stderr)"
             raise CommandError(ctx.id, message, code, "\n".join(tail))
         return time.perf_counter() - start
+
+    # -- automatic edges ----------------------------------------------------------------
+
+    def provides(self) -> tuple[str, ...]:
+        """The path of ``creates``, as ``file:<path>``: a file resource managing that path,
+        or anything below it, comes after the command that creates it."""
+        creates = self.params.creates
+        return (f"file:{self._normal(creates)}",) if creates is not None else ()
+
+    def needs(self) -> list[list[str]]:
+        """The nearest managed directory at or above ``cwd``, and the nearest managed one
+        above ``creates`` (the path itself is provided, not needed: see ``provides``)."""
+        from convergent.graph.autoedge import path_uids
+
+        p = self.params
+        groups = []
+        if p.cwd is not None:
+            groups.append(list(path_uids("file:", self._normal(p.cwd), inclusive=True)))
+        if p.creates is not None:
+            groups.append(list(path_uids("file:", self._normal(p.creates))))
+        return groups
+
+    @staticmethod
+    def _normal(path: str) -> str:
+        """An absolute path normalised the way ``file`` does (``/a//b/`` -> ``/a/b``)."""
+        return "/" + os.path.normpath(path).lstrip("/")
 
 
 def _check_absolute(field: str, path: str | None) -> None:
@@ -247,13 +296,42 @@ def _up_to_date(ctx: Context, ifnewer: IfNewer) -> bool:
     return newest is None or target >= newest
 
 
+class _Capture:
+    """The last ``_CAPTURE`` bytes of a stream, decoded on demand."""
+
+    __slots__ = ("cut", "data")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.cut = False
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > _CAPTURE:
+            del self.data[: len(self.data) - _CAPTURE]
+            self.cut = True
+
+    def text(self) -> str:
+        data = bytes(self.data)
+        if self.cut:  # do not start in the middle of a UTF-8 character
+            data = data.lstrip(bytes(range(0x80, 0xC0)))
+        return data.decode("utf-8", "replace")
+
+
 async def _execute(
-    ctx: Context, argv: list[str], p: ExecParams, prefix: str, *, stream: bool
+    ctx: Context,
+    argv: list[str],
+    p: ExecParams,
+    prefix: str,
+    *,
+    stream: bool,
+    captures: tuple[_Capture, _Capture] | None = None,
 ) -> tuple[int, list[str]]:
     """Run ``argv`` in a new session; return its exit status and the tail of its stderr.
 
-    With ``stream`` every output line goes to ``ctx.log`` as it arrives; otherwise the
-    output is discarded. A timeout or a cancellation kills the process group.
+    With ``stream`` every output line goes to ``ctx.log`` as it arrives (and into
+    ``captures``, stdout then stderr, when given); otherwise the output is discarded.
+    A timeout or a cancellation kills the process group.
     """
     pipe = asyncio.subprocess.PIPE if stream else asyncio.subprocess.DEVNULL
     env = {**os.environ, **p.env} if p.env else None
@@ -273,8 +351,9 @@ async def _execute(
     pumps: list[asyncio.Task[None]] = []
     if stream:
         assert proc.stdout is not None and proc.stderr is not None
-        pumps.append(asyncio.create_task(_pump(proc.stdout, "stdout: ", ctx.log, None)))
-        pumps.append(asyncio.create_task(_pump(proc.stderr, "stderr: ", ctx.log, tail)))
+        out, err = captures if captures is not None else (None, None)
+        pumps.append(asyncio.create_task(_pump(proc.stdout, "stdout: ", ctx.log, None, out)))
+        pumps.append(asyncio.create_task(_pump(proc.stderr, "stderr: ", ctx.log, tail, err)))
     try:
         try:
             async with asyncio.timeout(p.timeout):
@@ -315,8 +394,10 @@ async def _pump(
     prefix: str,
     log: Callable[[str], None],
     tail: deque[str] | None,
+    capture: _Capture | None = None,
 ) -> None:
-    """Log every line read from ``reader`` as it arrives; keep the last ones in ``tail``."""
+    """Log every line read from ``reader`` as it arrives; keep the last ones in ``tail``
+    and the last bytes in ``capture``."""
 
     def emit(raw: bytes) -> None:
         line = raw.decode("utf-8", "replace")
@@ -326,6 +407,8 @@ async def _pump(
 
     pending = b""
     while chunk := await reader.read(65536):
+        if capture is not None:
+            capture.add(chunk)
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:

@@ -12,6 +12,10 @@
 - Content is written atomically: a temporary file in the same directory, written,
   chowned, chmodded, fsynced and renamed over the path, so no reader ever sees a
   half-written or empty file. Content that is already right is never rewritten.
+- The fsyncs and renames of the files written in one pass of the event loop are done
+  together (:class:`_Commits`): each file is still fsynced before it is renamed, but the
+  file system writes the shared directory and inode table blocks once per batch instead
+  of once per file.
 - Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
   existing file keeps its mode (and owner) when its content is rewritten.
 - ``check`` costs one lstat and at most one read of the file.
@@ -25,9 +29,11 @@ import errno
 import itertools
 import os
 import stat
+from collections.abc import Sequence
 from typing import Literal
 
 from convergent.errors import ParamError, ResourceError
+from convergent.graph.autoedge import path_uids
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
 
@@ -37,6 +43,7 @@ DIFF_LIMIT = 1 << 20  # bytes; larger content gets a one-line note instead of a 
 _OCTAL = frozenset("01234567")
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes after it
 _temp_names = itertools.count()
+COMMIT_BATCH = 128  # written temp files (and their descriptors) waiting at most per batch
 _KIND_NAMES = {
     stat.S_IFREG: "file",
     stat.S_IFDIR: "directory",
@@ -78,7 +85,9 @@ class FileChange(Change):
     ``mode``/``uid``/``gid``: what to set (None / -1: leave alone). ``clear``: something of
     another kind is at the path and goes first (``tree``: a directory with entries).
     A plain subclass (not a dataclass, which costs import time): equality and repr are
-    Change's, on summary and diff.
+    Change's, on summary and diff. A content diff is made on first use of ``diff``
+    (:meth:`diff_later`): a run that only reports summaries never imports difflib, which
+    alone costs ~14 ms, nor spends ~12 us per created file on it.
     """
 
     def __init__(
@@ -93,6 +102,8 @@ class FileChange(Change):
         clear: bool = False,
         tree: bool = False,
     ) -> None:
+        self._diff: str | None = diff
+        self._diff_of: tuple[str, bytes, bytes, bool] | None = None
         super().__init__(summary, diff)
         self.action = action
         self.data = data
@@ -101,6 +112,27 @@ class FileChange(Change):
         self.gid = gid
         self.clear = clear
         self.tree = tree
+
+    @property
+    def diff(self) -> str | None:
+        later = self._diff_of
+        if later is not None:
+            self._diff_of = None
+            self._diff = _diff(later[0], later[1], later[2], created=later[3])
+        return self._diff
+
+    @diff.setter
+    def diff(self, value: str | None) -> None:
+        self._diff_of = None
+        self._diff = value
+
+    def diff_later(self, path: str, old: bytes, new: bytes, *, created: bool) -> FileChange:
+        """Make ``diff`` from these contents when it is first read; returns self."""
+        if len(old) > DIFF_LIMIT or len(new) > DIFF_LIMIT:  # hold no large content
+            self.diff = _diff(path, old, new, created=created)
+        else:
+            self._diff_of = (path, old, new, created)
+        return self
 
 
 class File(Resource[FileParams], kind="file"):
@@ -174,7 +206,8 @@ class File(Resource[FileParams], kind="file"):
                 return None
             change = planned
         if change.action == "write":
-            self._write(change)
+            fd, temp = self._write_temp(change)
+            await ctx.shared(_Commits).commit(fd, temp, self._path, change.tree)
         elif change.action == "meta":
             self._set_meta(self._path, change)
         elif change.action == "mkdir":
@@ -207,9 +240,9 @@ class File(Resource[FileParams], kind="file"):
         path = self._path
         if st is None:
             data = self._wanted()
-            diff = _diff(path, b"", data, created=True) if data else None
             uid, gid = self._owner_ids()
-            return FileChange("created", diff, "write", data, self._mode, uid, gid)
+            change = FileChange("created", None, "write", data, self._mode, uid, gid)
+            return change.diff_later(path, b"", data, created=True) if data else change
         kind = stat.S_IFMT(st.st_mode)
         if kind != stat.S_IFREG:
             if kind == stat.S_IFDIR and not self.params.force:
@@ -219,14 +252,13 @@ class File(Resource[FileParams], kind="file"):
                     "in it) with a file",
                 )
             data = self._wanted()
-            diff = _diff(path, b"", data, created=True) if data else None
             uid, gid = self._owner_ids()
             summary = f"replaced {_KIND_NAMES.get(kind, 'special file')} with file"
             tree = kind == stat.S_IFDIR
-            return FileChange(summary, diff, "write", data, self._mode, uid, gid, tree, tree)
+            change = FileChange(summary, None, "write", data, self._mode, uid, gid, tree, tree)
+            return change.diff_later(path, b"", data, created=True) if data else change
         parts: list[str] = []
-        diff = None
-        data = b""
+        old = data = b""
         write = False
         wanted = self._wanted() if self._data is not None or self._source is not None else None
         if wanted is not None:
@@ -235,7 +267,6 @@ class File(Resource[FileParams], kind="file"):
                 write = True
                 data = wanted
                 parts.append("content changed")
-                diff = _diff(path, old, wanted, created=False)
         old_mode = stat.S_IMODE(st.st_mode)
         mode = self._mode
         if mode is not None and mode != old_mode:
@@ -258,13 +289,13 @@ class File(Resource[FileParams], kind="file"):
             # A new inode replaces the file: carry over whatever is not being changed.
             return FileChange(
                 summary,
-                diff,
+                None,
                 "write",
                 data,
                 old_mode if mode is None else mode,
                 st.st_uid if uid == -1 else uid,
                 st.st_gid if gid == -1 else gid,
-            )
+            ).diff_later(path, old, data, created=False)
         if mode is None and (uid != -1 or gid != -1) and old_mode & _SPECIAL_BITS:
             mode = old_mode  # chown clears setuid/setgid: put them back
         return FileChange(summary, None, "meta", b"", mode, uid, gid)
@@ -413,8 +444,12 @@ class File(Resource[FileParams], kind="file"):
 
     # -- apply ------------------------------------------------------------------------
 
-    def _write(self, change: FileChange) -> None:
-        path, parent = self._path, self._parent
+    def _write_temp(self, change: FileChange) -> tuple[int, str]:
+        """A new temp file next to the path with the content, owner and mode; still open.
+
+        :meth:`_Commits.commit` fsyncs it, closes it and renames it over the path.
+        """
+        parent = self._parent
         prefix = parent if parent != "/" else ""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         made_parents = False
@@ -431,26 +466,18 @@ class File(Resource[FileParams], kind="file"):
                 os.makedirs(parent, exist_ok=True)  # 0777 & ~umask, like mkdir -p
                 made_parents = True
         try:
-            try:
-                view = memoryview(change.data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if change.uid != -1 or change.gid != -1:
-                    os.fchown(fd, change.uid, change.gid)
-                if change.mode is not None:
-                    os.fchmod(fd, change.mode)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if change.tree:
-                import shutil
-
-                shutil.rmtree(path)
-            os.replace(temp, path)
+            view = memoryview(change.data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if change.uid != -1 or change.gid != -1:
+                os.fchown(fd, change.uid, change.gid)
+            if change.mode is not None:
+                os.fchmod(fd, change.mode)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+            os.close(fd)
+            _discard(temp)
             raise
+        return fd, temp
 
     def _set_meta(self, path: str, change: FileChange) -> None:
         if change.uid != -1 or change.gid != -1:
@@ -487,6 +514,154 @@ class File(Resource[FileParams], kind="file"):
                     "with everything in it",
                 ) from exc
             raise
+
+    # -- automatic edges ----------------------------------------------------------------
+
+    def provides(self) -> tuple[str]:
+        """The path it manages, as ``file:<path>``."""
+        return (f"file:{self._path}",)
+
+    def needs(self) -> tuple[tuple[str], Sequence[str]]:
+        """Whatever else provides its own path (a package shipping it, a command creating
+        it) comes first; then its nearest managed ancestor directory, not every ancestor."""
+        return (f"file:{self._path}",), path_uids("file:", self._path)
+
+
+class _Commits:
+    """Written temp files waiting for their fsync and rename; one instance per engine run.
+
+    :meth:`commit` queues a temp file and returns once it is fsynced and renamed over its
+    path. The queue is flushed by a callback scheduled when its first file arrives, so
+    every file written in the same pass of the event loop goes in one batch (or as soon
+    as :data:`COMMIT_BATCH` are waiting, which bounds the open descriptors): all of them
+    are fsynced, then renamed, in order. Measured on ext4, writing 1,000 new files with
+    fsync takes about half the time this way, because the directory block and the inode
+    table blocks the files share are written once per batch instead of once per file.
+    Each file still has its own fsync before its own rename, so a crash leaves either the
+    old file or the whole new one, never a torn one. A file whose ``commit`` was cancelled
+    before the flush is discarded: its path is left as it was.
+    """
+
+    __slots__ = ("_scheduled", "_waiting")
+
+    def __init__(self) -> None:
+        self._waiting: list[_Temp] = []
+        self._scheduled = False
+
+    async def commit(self, fd: int, temp: str, path: str, tree: bool) -> None:
+        """fsync and close ``fd`` (the written ``temp``), then rename ``temp`` to ``path``.
+
+        ``tree``: ``path`` is a directory, removed with everything in it just before the
+        rename. Raises what the fsync, close, removal or rename raised (``temp`` is gone).
+        """
+        loop = asyncio.get_running_loop()
+        item = _Temp(fd, temp, path, tree, loop.create_future())
+        self._waiting.append(item)
+        if len(self._waiting) >= COMMIT_BATCH:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush_soon)
+        await item.done
+
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """fsync every waiting file, then rename each; each caller gets its own outcome."""
+        waiting, self._waiting = self._waiting, []
+        synced: list[_Temp] = []
+        for n, item in enumerate(waiting):
+            try:
+                if item.sync():
+                    synced.append(item)
+            except BaseException:
+                for rest in waiting[n + 1 :]:
+                    rest.drop(opened=True)
+                for rest in synced:
+                    rest.drop(opened=False)
+                raise
+        for n, item in enumerate(synced):
+            try:
+                item.rename()
+            except BaseException:
+                for rest in synced[n + 1 :]:
+                    rest.drop(opened=False)
+                raise
+
+    def close(self) -> None:
+        """End of the run: discard the files whose commit never ran (cancelled applies)."""
+        waiting, self._waiting = self._waiting, []
+        for item in waiting:
+            item.drop(opened=True)
+
+
+class _Temp:
+    """One written temp file on its way to ``path``; ``done`` tells its ``commit``."""
+
+    __slots__ = ("done", "fd", "path", "temp", "tree")
+
+    def __init__(self, fd: int, temp: str, path: str, tree: bool, done: asyncio.Future[None]):
+        self.fd = fd
+        self.temp = temp
+        self.path = path
+        self.tree = tree
+        self.done = done
+
+    def sync(self) -> bool:
+        """fsync and close; False when it failed or was cancelled (then it is discarded)."""
+        try:
+            try:
+                if self.done.cancelled():
+                    _discard(self.temp)
+                    return False
+                os.fsync(self.fd)
+            finally:
+                os.close(self.fd)
+        except Exception as exc:
+            self._fail(exc)
+            return False
+        except BaseException:
+            self.drop(opened=False)
+            raise
+        return True
+
+    def rename(self) -> None:
+        """Put the synced temp file in place (after removing a directory tree there)."""
+        try:
+            if self.tree:
+                import shutil
+
+                shutil.rmtree(self.path)
+            os.replace(self.temp, self.path)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        except BaseException:
+            self.drop(opened=False)
+            raise
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def drop(self, *, opened: bool) -> None:
+        """Discard the temp file (closing it first when it is still ``opened``)."""
+        if opened:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+        _discard(self.temp)
+        if not self.done.done():
+            self.done.cancel()
+
+    def _fail(self, exc: Exception) -> None:
+        _discard(self.temp)
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+def _discard(temp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(temp)
 
 
 def _absolute(field_name: str, path: str) -> str:

@@ -6,6 +6,8 @@ notifications flow.
 
 from __future__ import annotations
 
+from typing import Any
+
 from convergent.resources.base import Change, Context, Params, Resource
 
 __all__ = ["Noop", "NoopParams"]
@@ -25,3 +27,7 @@ class Noop(Resource[NoopParams], kind="noop"):
     async def refresh(self, ctx: Context) -> str | None:
         ctx.log(f"notified by {', '.join(sorted(ctx.refresh))}")
         return None
+
+    def can_group(self, other: Resource[Any]) -> bool:
+        """Noops group with noops (there is nothing to merge; it makes grouping testable)."""
+        return isinstance(other, Noop)

@@ -1,42 +1,340 @@
-"""``StateDB``: one SQLite database under the state directory (placeholder API)."""
+"""``StateDB``: the host's durable state, one SQLite file under the state directory.
+
+It holds what must outlive the agent process:
+
+- ``refreshes``: pending refresh notifications, ``(receiver, sender)``. A sender writes
+  them before it is marked done; a receiver removes them only after it handled them, so
+  a SIGKILL or a power loss between the two never loses a refresh.
+- ``secrets``: generated secrets (the ``password`` kind), keyed by ``kind[name]``.
+- ``kv``: key/values of the ``kv`` kind on the local world.
+
+Every write is committed (``synchronous=FULL``: the WAL is fsynced) before the call
+returns. The file is created with mode 0600 (an existing file with another mode is fixed
+on open) in a directory created with mode 0700; SQLite gives its ``-wal`` and ``-shm``
+companions the mode of the database file.
+
+``readonly=True`` (used under noop) opens the file with ``mode=ro``: the database is
+never written and every write raises :class:`StateError`. SQLite may still create its
+``-wal``/``-shm`` companions, which it needs to read safely next to a running agent.
+
+The calls are small and local, so they are synchronous; they are made from the event
+loop's thread only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["StateDB"]
+from convergent.errors import ConvergentError
+
+__all__ = ["SCHEMA_VERSION", "StateDB", "StateError"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    "CREATE TABLE schema (version INTEGER NOT NULL)",
+    "CREATE TABLE refreshes (receiver TEXT NOT NULL, sender TEXT NOT NULL,"
+    " PRIMARY KEY (receiver, sender)) WITHOUT ROWID",
+    "CREATE TABLE secrets (resource TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+)
+_TABLES = frozenset({"schema", "refreshes", "secrets", "kv"})
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+_BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write lock
+
+
+class StateError(ConvergentError):
+    """The state database cannot be opened, read or written; the message names the file."""
+
+    def __init__(self, path: str | Path, message: str) -> None:
+        self.path = str(path)
+        self.message = message
+        super().__init__(f"state database {self.path}: {message}")
 
 
 class StateDB:
     """The agent's durable state. Every write is committed before the call returns."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
-        raise NotImplementedError
+        self.path = Path(path).absolute()
+        self.readonly = readonly
+        self._empty = False  # read only, and the file has no convergent tables yet
+        if readonly:
+            self._conn = self._open_readonly()
+        else:
+            self._conn = self._open_writable()
+        try:
+            self._check_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- life cycle -------------------------------------------------------------------
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the database (idempotent). The last writer to close checkpoints the WAL."""
+        self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<StateDB {self.path}{' (read only)' if self.readonly else ''}>"
 
     # -- pending refresh notifications: written before the sender is done -----------
+
     def add_refreshes(self, sender: str, receivers: Iterable[str]) -> None:
-        raise NotImplementedError
+        """Record that ``sender`` owes each receiver a refresh (one transaction)."""
+        rows = [(receiver, sender) for receiver in receivers]
+        if not rows:
+            return
+        with self._write():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO refreshes (receiver, sender) VALUES (?, ?)", rows
+            )
 
     def pending_refreshes(self) -> dict[str, set[str]]:
         """receiver -> senders whose refresh it has not handled yet."""
-        raise NotImplementedError
+        pending: dict[str, set[str]] = {}
+        if self._empty:
+            return pending
+        with self._errors("read pending refreshes"):
+            rows = self._conn.execute("SELECT receiver, sender FROM refreshes").fetchall()
+        for receiver, sender in rows:
+            pending.setdefault(receiver, set()).add(sender)
+        return pending
 
     def remove_refreshes(self, receiver: str, senders: Iterable[str]) -> None:
-        raise NotImplementedError
+        """Forget the refreshes ``receiver`` has handled (one transaction)."""
+        rows = [(receiver, sender) for sender in senders]
+        if not rows:
+            return
+        with self._write():
+            self._conn.executemany("DELETE FROM refreshes WHERE receiver = ? AND sender = ?", rows)
 
-    # -- secrets (password kind) and key-values (kv kind) ------------------------------
+    # -- secrets (password kind) ------------------------------------------------------
+
     def get_secret(self, resource: str) -> str | None:
-        raise NotImplementedError
+        """The secret stored for ``resource`` (``kind[name]``), or None."""
+        return self._get("secrets", "resource", resource)
 
     def set_secret(self, resource: str, value: str) -> None:
-        raise NotImplementedError
+        with self._write():
+            self._conn.execute(
+                "INSERT INTO secrets (resource, value) VALUES (?, ?)"
+                " ON CONFLICT (resource) DO UPDATE SET value = excluded.value",
+                (resource, value),
+            )
+
+    def delete_secret(self, resource: str) -> None:
+        with self._write():
+            self._conn.execute("DELETE FROM secrets WHERE resource = ?", (resource,))
+
+    # -- key/values (kv kind) ---------------------------------------------------------
 
     def get_kv(self, key: str) -> str | None:
-        raise NotImplementedError
+        return self._get("kv", "key", key)
 
     def set_kv(self, key: str, value: str | None) -> None:
-        raise NotImplementedError
+        """Set ``key`` to ``value``; None deletes it."""
+        with self._write():
+            if value is None:
+                self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            else:
+                self._conn.execute(
+                    "INSERT INTO kv (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _get(self, table: str, column: str, key: str) -> str | None:
+        if self._empty:
+            return None
+        with self._errors(f"read {table}"):
+            row = self._conn.execute(
+                f"SELECT value FROM {table} WHERE {column} = ?", (key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One committed transaction; rolled back if the body raises."""
+        if self.readonly:
+            raise StateError(self.path, "opened read only (noop): nothing may be written to it")
+        with self._errors("write"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn an sqlite3 error into a StateError that names the file and a fix."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._explain(action, exc) from exc
+
+    def _explain(self, action: str, exc: sqlite3.Error) -> StateError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "corrupt" in text
+        ):
+            return StateError(
+                self.path,
+                f"is not a valid SQLite database ({text}). Move it away "
+                f"(mv {self.path} {self.path}.broken) and run again: convergent starts a "
+                "new one, forgetting pending refreshes, generated passwords and key/values",
+            )
+        if "locked" in text or "busy" in text:
+            return StateError(
+                self.path,
+                f"cannot {action}: {text} (another convergent holds it; "
+                "stop it or use another --state-dir)",
+            )
+        return StateError(self.path, f"cannot {action}: {text}")
+
+    def _open_writable(self) -> sqlite3.Connection:
+        path = self.path
+        created = _make_dir(path.parent)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+        except OSError as exc:
+            raise StateError(path, f"cannot open: {exc.strerror or exc}") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise StateError(path, "is not a regular file; move it away")
+            if stat.S_IMODE(info.st_mode) != _FILE_MODE:
+                os.fchmod(fd, _FILE_MODE)  # it holds secrets: owner only
+            if info.st_size == 0:
+                os.fsync(fd)
+                created = True
+        except OSError as exc:
+            raise StateError(path, f"cannot secure the file: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm", "-journal"):
+            companion = path.with_name(path.name + suffix)
+            try:
+                mode = companion.lstat().st_mode
+                if stat.S_ISREG(mode) and stat.S_IMODE(mode) != _FILE_MODE:
+                    os.chmod(companion, _FILE_MODE)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StateError(companion, f"cannot secure the file: {exc.strerror}") from exc
+        if created:
+            _fsync_dir(path.parent)
+        try:
+            conn = sqlite3.connect(
+                path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=True
+            )
+        except sqlite3.Error as exc:
+            raise self._explain("open", exc) from exc
+        try:
+            with self._errors("open"):
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StateError(path, f"cannot switch to WAL journal mode (got {mode})")
+                conn.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        path = self.path
+        if not path.is_file():
+            what = "does not exist" if not path.exists() else "is not a regular file"
+            raise StateError(path, f"{what} (nothing to read under noop)")
+        try:
+            return sqlite3.connect(
+                path.as_uri() + "?mode=ro",
+                uri=True,
+                timeout=_BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=True,
+            )
+        except sqlite3.Error as exc:
+            raise self._explain("open", exc) from exc
+
+    def _check_schema(self) -> None:
+        """Create the tables in a new file; refuse a file written by a newer convergent."""
+        with self._errors("read the schema"):
+            names = {
+                row[0]
+                for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        if "schema" not in names:
+            if names - _TABLES:
+                raise StateError(
+                    self.path,
+                    "is an SQLite database, but not convergent's (tables: "
+                    f"{', '.join(sorted(names))}); move it away or use another --state-dir",
+                )
+            if self.readonly:
+                self._empty = True
+                return
+            with self._write():
+                for statement in _SCHEMA:
+                    self._conn.execute(statement)
+                self._conn.execute("INSERT INTO schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            return
+        with self._errors("read the schema"):
+            row = self._conn.execute("SELECT max(version) FROM schema").fetchone()
+        version = row[0] if row else None
+        if not isinstance(version, int):
+            raise StateError(
+                self.path,
+                "has no schema version; move it away (convergent starts a new one)",
+            )
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                self.path,
+                f"was written by a newer convergent (schema {version}; this one knows "
+                f"{SCHEMA_VERSION}); upgrade or use another --state-dir",
+            )
+
+
+def _make_dir(path: Path) -> bool:
+    """Create ``path`` (mode 0700, parents as needed); an existing directory is kept.
+
+    Returns True when it was created.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, _DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise StateError(path, "exists and is not a directory; move it away") from None
+        return False
+    except OSError as exc:
+        raise StateError(path, f"cannot create the directory: {exc.strerror or exc}") from exc
+    os.chmod(path, _DIR_MODE)  # exactly 0700, whatever the umask
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a new directory entry under ``path`` durable."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,266 @@
+"""Automatic edges: resources say which uids they provide and need; edges follow.
+
+A uid names a thing on the host as ``namespace:value`` (``file:/etc/app``). A vertex
+payload takes part when it has the two methods of the ``AutoEdges`` ability:
+
+- ``provides()``: the uids it manages;
+- ``needs()``: groups of candidate uids, nearest first. For each group, the first
+  candidate that some *other* vertex provides wins: one edge from each of its providers
+  to the needer. So a file comes after its nearest managed ancestor directory, not after
+  every ancestor. Groups are read lazily (:func:`path_uids`), so a deep tree costs one
+  dict lookup per level actually walked, never a scan of the graph.
+
+Edges always run provider -> needer. A kind that must come *before* what it provides
+(a package before the files it ships, a command before the path it ``creates``) says so
+by providing the uid, and ``file`` needs its own path's uid first (then its ancestors).
+The graph layer imports no resource: the methods and ``meta.autoedge`` are looked up by
+name.
+
+``meta: {autoedge: false}`` takes a resource out both ways, as in mgmt: it gets no
+automatic edge and gives none (its ``provides()`` are not seen). Its explicit edges stay.
+
+An automatic edge never closes a cycle: one that would is skipped, so explicit edges win,
+and among automatic edges the earlier one (vertex order, then group order) wins. An edge
+that already exists is not added again (an explicit ``notify`` stays as it is).
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar, overload
+
+from convergent.graph.core import Edge, Graph, Identified
+
+__all__ = ["AutoEdgePlan", "autoedges", "copy_graph", "path_uids", "plan_autoedges"]
+
+T = TypeVar("T", bound=Identified)
+
+
+class _PathUids(Sequence[str]):
+    """The uids of a path's ancestors (and the path itself when ``inclusive``), nearest
+    first, computed as they are read."""
+
+    __slots__ = ("_inclusive", "_items", "_path", "_prefix")
+
+    def __init__(self, prefix: str, path: str, inclusive: bool) -> None:
+        self._prefix = prefix
+        self._path = path
+        self._inclusive = inclusive
+        self._items: list[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        path, prefix = self._path, self._prefix
+        if self._inclusive:
+            yield prefix + path
+        while path != "/":
+            path = path.rpartition("/")[0] or "/"
+            yield prefix + path
+
+    def __len__(self) -> int:
+        ancestors = 0 if self._path == "/" else self._path.count("/")
+        return ancestors + self._inclusive
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if self._items is None:
+            self._items = list(self)
+        return self._items[index]
+
+    def __repr__(self) -> str:
+        return f"path_uids({self._prefix!r}, {self._path!r}, inclusive={self._inclusive})"
+
+
+def path_uids(prefix: str, path: str, *, inclusive: bool = False) -> Sequence[str]:
+    """The uids of the ancestors of ``path``, nearest first, lazily.
+
+    ``path_uids("file:", "/a/b")`` reads as ``["file:/a", "file:/"]``; with
+    ``inclusive=True`` it starts with ``"file:/a/b"``. ``path`` must be absolute and
+    normalised.
+    """
+    return _PathUids(prefix, path, inclusive)
+
+
+class AutoEdgePlan:
+    """What :func:`plan_autoedges` found: the edges to add, and those skipped because
+    they would have closed a cycle (explicit edges win)."""
+
+    __slots__ = ("added", "skipped")
+
+    def __init__(self, added: list[Edge], skipped: list[Edge]) -> None:
+        self.added = added
+        self.skipped = skipped
+
+
+def _enabled(payload: object) -> bool:
+    return bool(getattr(getattr(payload, "meta", None), "autoedge", True))
+
+
+def plan_autoedges(graph: Graph[T]) -> AutoEdgePlan:
+    """The automatic edges of ``graph`` (which must be valid: see ``Graph.validate``)."""
+    added, skipped = _plan(graph)
+    return AutoEdgePlan([Edge(s, t) for s, t in added], [Edge(s, t) for s, t in skipped])
+
+
+def autoedges(graph: Graph[T]) -> Graph[T]:
+    """A new graph: ``graph`` with its automatic edges. ``graph`` is not changed."""
+    graph.validate()
+    result = copy_graph(graph)
+    for source, target in _plan(graph)[0]:
+        result.add_edge(source, target)
+    return result
+
+
+def copy_graph(graph: Graph[T]) -> Graph[T]:
+    """A new graph with the same vertices (payloads shared, not copied) and edges."""
+    # Copied from the inside: ``payload.id`` may be costly to rebuild, and edges are frozen.
+    result: Graph[T] = Graph()
+    result._vertices = dict(graph._vertices)
+    result._out = {v: dict(targets) for v, targets in graph._out.items()}
+    result._in = {v: dict(sources) for v, sources in graph._in.items()}
+    return result
+
+
+_Pair = tuple[str, str]
+
+
+def _plan(graph: Graph[T]) -> tuple[list[_Pair], list[_Pair]]:
+    providers: dict[str, list[str]] = {}
+    needers: list[tuple[str, Any]] = []
+    for vid, payload in graph.vertices.items():
+        provides = getattr(payload, "provides", None)
+        needs = getattr(payload, "needs", None)
+        if provides is None or needs is None or not _enabled(payload):
+            continue
+        for uid in provides():
+            providers.setdefault(uid, []).append(vid)
+        needers.append((vid, needs))
+
+    wanted: list[_Pair] = []
+    seen: set[_Pair] = set()
+    for vid, needs in needers:
+        for group in needs():
+            for uid in group:
+                found = providers.get(uid)
+                if found is None or (len(found) == 1 and found[0] == vid):
+                    continue
+                for source in found:
+                    pair = (source, vid)
+                    if source != vid and pair not in seen and graph.edge(source, vid) is None:
+                        seen.add(pair)
+                        wanted.append(pair)
+                break
+    return _without_cycles(graph, wanted)
+
+
+# -- cycle avoidance --------------------------------------------------------------------
+#
+# The common case costs one linear pass: if the explicit edges plus every wanted edge
+# form no cycle, all are added. Otherwise only the wanted edges between vertices of the
+# cyclic core (what is left after peeling off sources and sinks) can be on a cycle; the
+# others are added at once, and those are inserted one by one into an incrementally
+# maintained topological order (Pearce and Kelly), each search bounded by the order.
+
+
+def _without_cycles(graph: Graph[T], wanted: list[_Pair]) -> tuple[list[_Pair], list[_Pair]]:
+    """``wanted`` split into the edges to add and those that would close a cycle."""
+    out: dict[str, list[str]] = {v: graph.downstream(v) for v in graph}
+    for source, target in wanted:
+        out[source].append(target)
+    core = _cyclic_core(out)
+    if not core:
+        return wanted, []
+    suspects = [p for p in wanted if p[0] in core and p[1] in core]
+    added = [p for p in wanted if not (p[0] in core and p[1] in core)]
+    order = _Order(graph, added)
+    skipped: list[_Pair] = []
+    for pair in suspects:
+        if order.try_add(*pair):
+            added.append(pair)
+        else:
+            skipped.append(pair)
+    return added, skipped
+
+
+def _cyclic_core(out: dict[str, list[str]]) -> set[str]:
+    """Vertices left after repeatedly removing sources, then sinks: every vertex on a
+    cycle is among them (empty when the graph is acyclic)."""
+    indegree = dict.fromkeys(out, 0)
+    for targets in out.values():
+        for t in targets:
+            indegree[t] += 1
+    todo = deque(v for v, n in indegree.items() if n == 0)
+    left = set(out)
+    while todo:
+        v = todo.popleft()
+        left.discard(v)
+        for t in out[v]:
+            indegree[t] -= 1
+            if indegree[t] == 0:
+                todo.append(t)
+    if not left:
+        return left
+    outdegree = {v: sum(t in left for t in out[v]) for v in left}
+    into: dict[str, list[str]] = {v: [] for v in left}
+    for v in left:
+        for t in out[v]:
+            if t in left:
+                into[t].append(v)
+    todo = deque(v for v, n in outdegree.items() if n == 0)
+    while todo:
+        v = todo.popleft()
+        left.discard(v)
+        for s in into[v]:
+            outdegree[s] -= 1
+            if outdegree[s] == 0:
+                todo.append(s)
+    return left
+
+
+class _Order:
+    """A topological order kept valid while edges are added (Pearce-Kelly)."""
+
+    __slots__ = ("_in", "_out", "_pos")
+
+    def __init__(self, graph: Graph[T], extra: list[_Pair]) -> None:
+        self._out: dict[str, list[str]] = {v: graph.downstream(v) for v in graph}
+        self._in: dict[str, list[str]] = {v: graph.upstream(v) for v in graph}
+        for source, target in extra:
+            self._out[source].append(target)
+            self._in[target].append(source)
+        sorter = graphlib.TopologicalSorter({v: self._in[v] for v in self._in})
+        self._pos = {v: i for i, v in enumerate(sorter.static_order())}
+
+    def try_add(self, source: str, target: str) -> bool:
+        """Add ``source -> target`` unless it closes a cycle; say whether it was added."""
+        pos = self._pos
+        low, high = pos[target], pos[source]
+        if low < high:
+            forward = self._search(target, self._out, lambda p: p <= high)
+            if source in forward:
+                return False
+            backward = self._search(source, self._in, lambda p: p >= low)
+            moved = sorted(backward, key=pos.__getitem__) + sorted(forward, key=pos.__getitem__)
+            for v, p in zip(moved, sorted(pos[v] for v in moved), strict=True):
+                pos[v] = p
+        self._out[source].append(target)
+        self._in[target].append(source)
+        return True
+
+    def _search(
+        self, start: str, adjacency: dict[str, list[str]], inside: Callable[[int], bool]
+    ) -> set[str]:
+        seen = {start}
+        stack = [start]
+        while stack:
+            for v in adjacency[stack.pop()]:
+                if v not in seen and inside(self._pos[v]):
+                    seen.add(v)
+                    stack.append(v)
+        return seen
