@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convergent.engine.report import Reporter, RunResult
 from convergent.engine.runner import Engine
 from convergent.graph.core import Graph
 from convergent.resources.base import Resource
+
+if TYPE_CHECKING:
+    from convergent.state.db import StateDB
 
 __all__ = ["run"]
 
@@ -19,6 +22,8 @@ def run(
     converged_timeout: float | None = None,
     noop: bool = False,
     reporter: Reporter | None = None,
+    sema: int | None = None,
+    state_dir: str | None = None,
 ) -> RunResult:
     """Converge ``graph`` on this host and return the result.
 
@@ -26,10 +31,37 @@ def run(
     (0: as soon as it converges; None: keep running until interrupted).
     ``reporter`` receives every report (see ``convergent.engine.report``); by default
     changes and failures are printed like ``convergent run`` prints them.
+    ``sema``: check/apply at most that many resources at the same time.
+    ``state_dir``: keep the state database (pending refreshes, secrets, key/values) in
+    this directory, created with mode 0700 if needed, as ``convergent run --state-dir``
+    does; under noop it is only read, and only if it exists. None: no state database
+    (refreshes are then kept in memory only, and ``password`` cannot keep a secret).
+
+    Raises GraphError for a graph the engine cannot run, StateError or OSError when
+    the state directory cannot be used.
     """
     if reporter is None:
         from convergent.cli.render import TextRenderer
 
         reporter = TextRenderer()
-    engine = Engine(graph, noop=noop, converged_timeout=converged_timeout, reporter=reporter)
-    return asyncio.run(engine.run())
+    state: StateDB | None = None
+    if state_dir is not None:
+        from convergent.cli.run import open_state
+        from convergent.cli.statedir import ensure_state_dir
+
+        if not noop:
+            ensure_state_dir(state_dir)
+        state = open_state(state_dir, readonly=noop)
+    try:
+        engine = Engine(
+            graph,
+            noop=noop,
+            converged_timeout=converged_timeout,
+            reporter=reporter,
+            sema=sema,
+            state=state,
+        )
+        return asyncio.run(engine.run())
+    finally:
+        if state is not None:
+            state.close()

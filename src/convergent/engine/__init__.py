@@ -1,5 +1,6 @@
-"""The runtime: workers, scheduling, notifications, convergence."""
+"""The runtime: workers, scheduling, notifications, send/recv, convergence, changeover."""
 
+from convergent.engine.changeover import Swapped
 from convergent.engine.report import (
     Blocked,
     Changed,
@@ -23,6 +24,7 @@ __all__ = [
     "Report",
     "Reporter",
     "RunResult",
+    "Swapped",
     "WouldChange",
     "run_graph",
 ]

@@ -3,6 +3,11 @@
 The meta parameters are applied here, inside the worker's own task: retries sleep in
 it, the token bucket of ``limit`` is consulted before a run, semaphores are taken around
 check/apply. With the default meta none of that costs a timer or a task.
+
+A receiver (``recv``) gets its received values put into its parameters just before each
+check; a sender tells the engine after each pass, which pokes the receivers whose value
+changed. A worker can be stopped (the live graph changeover): its tasks are cancelled
+and it never changes state again.
 """
 
 from __future__ import annotations
@@ -10,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
+from convergent.engine.recv import MISSING, Binding, param_type, type_text
 from convergent.engine.report import Blocked, Changed, Failed, Log, WouldChange
-from convergent.errors import ResourceError
-from convergent.resources.base import Change, Context, Refreshable, Resource
+from convergent.errors import ParamError, ResourceError
+from convergent.resources.base import Change, Context, Params, Refreshable, Resource
+from convergent.resources.group import Group
 
 if TYPE_CHECKING:
     from convergent.engine.runner import Engine
 
-__all__ = ["State", "Worker"]
+__all__ = ["State", "Worker", "as_resource_error"]
 
 
 class State(enum.Enum):
@@ -43,15 +51,24 @@ class Worker:
         "blocked_by",
         "bucket",
         "ctx",
+        "declared",
         "dirty",
         "downstream",
         "engine",
+        "members",
         "meta",
+        "put",
         "ready",
+        "received",
+        "recv",
         "refresh_from",
         "resource",
         "semaphores",
+        "sender",
         "state",
+        "stopped",
+        "tasks",
+        "tried",
         "tries",
         "upstream",
         "wake",
@@ -64,10 +81,23 @@ class Worker:
         engine: Engine,
         resource: Resource[Any],
         semaphores: tuple[asyncio.Semaphore, ...] = (),
+        recv: tuple[Binding, ...] = (),
     ) -> None:
         self.engine = engine
         self.resource = resource
         self.meta = meta = resource.meta
+        # The resources this vertex stands for: itself, or a group's members.
+        self.members: tuple[Resource[Any], ...] = (
+            resource.members if isinstance(resource, Group) else (resource,)
+        )
+        self.declared: Params = resource.params  # as the graph gave them, before recv
+        self.recv = recv  # what it receives, by parameter
+        self.received: dict[str, Any] = {}  # values it received at its last good pass
+        self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
+        self.tried: dict[str, Any] = {}  # values it last tried to receive (some missing)
+        self.sender = any(getattr(type(m), "sends", None) for m in self.members)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False
         self.upstream: list[Worker] = []
         self.downstream: list[tuple[Worker, bool]] = []  # (worker, notify)
         self.state = State.WAITING
@@ -109,7 +139,7 @@ class Worker:
 
     def _set_state(self, state: State) -> None:
         old = self.state
-        if old is state:
+        if old is state or self.stopped:
             return
         self.state = state
         self.engine.state_changed(old, state)
@@ -128,17 +158,44 @@ class Worker:
         self.dirty = True
         self._set_state(State.WAITING)
         self._log("restarting the watch that failed (rewatch)")
-        self.engine.spawn(self._watch(), name=f"watch {self.resource.id}")
+        self._spawn(self._watch(), f"watch {self.resource.id}")
         return True
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker's loop (which starts the watch) in the engine's task group."""
+        self._spawn(self.run(), f"worker {self.resource.id}")
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Cancel the loop and the watch; from now on the state never changes.
+
+        Returns the cancelled tasks (await them to know they are done).
+        """
+        self.stopped = True
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self.stopped:
+            coro.close()
+            return
+        task = self.engine.spawn(coro, name=name)
+        if task is None:  # the run is over
+            return
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
         rid = self.resource.id
         if self.meta.poll > 0:
-            self.engine.spawn(self._poll(), name=f"poll {rid}")
+            self._spawn(self._poll(), f"poll {rid}")
         else:
-            self.engine.spawn(self._watch(), name=f"watch {rid}")
+            self._spawn(self._watch(), f"watch {rid}")
         while True:
             await self.wake.wait()
             self.wake.clear()
@@ -180,7 +237,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = _as_resource_error(rid, exc)
+                error = as_resource_error(rid, exc)
             finally:
                 for semaphore in self.semaphores:
                     semaphore.release()
@@ -251,6 +308,9 @@ class Worker:
 
     async def _process(self) -> None:
         res, ctx, engine = self.resource, self.ctx, self.engine
+        received = self._receive() if self.recv else None
+        if received is MISSING:
+            return
         refresh = frozenset(self.refresh_from)
         ctx.refresh = refresh
         noop = engine.noop or res.meta.noop
@@ -264,9 +324,12 @@ class Worker:
                 engine.report(
                     Log(res.id, f"would refresh (notified by {', '.join(sorted(refresh))})")
                 )
+            self._passed(received)
             return
         changed = False
         if change is not None:
+            if res.meta.reverse:
+                engine.before_apply(res, ctx, change)
             start = time.perf_counter()
             summary = await res.apply(ctx, change)
             engine.report(
@@ -280,23 +343,63 @@ class Worker:
                 engine.report(Changed(res.id, summary, _REFRESH, time.perf_counter() - start))
                 changed = True
         ctx.refresh = frozenset()
-        state = engine.state
         if changed:
             engine.mark_changed(self)
             receivers = []
             for child, notify in self.downstream:
                 if notify:
                     child.refresh_from.add(res.id)
-                    receivers.append(child.resource.id)
+                    receivers.append(child)
                 child.poke()
-            if receivers and state is not None:
+            if receivers:
                 # Durable before this vertex is marked clean: a crash from here on
                 # cannot lose the refresh.
-                state.add_refreshes(res.id, receivers)
+                engine.save_refreshes(self, receivers)
         if refresh:
-            if state is not None:  # handled: only now may it be forgotten
-                state.remove_refreshes(res.id, refresh)
+            engine.forget_refreshes(self, refresh)  # handled: only now may it be forgotten
             self.refresh_from.difference_update(refresh)
+        self._passed(received)
+
+    def _passed(self, received: dict[str, Any] | None) -> None:
+        """A pass succeeded: remember what it received, tell receivers of new outputs."""
+        if received is not None:
+            self.received = received
+        self.ctx.received_changed = frozenset()
+        if self.sender:
+            self.engine.sent(self)
+
+    def _receive(self) -> Any:
+        """Put the received values into the parameters; MISSING when one has none yet.
+
+        Sets ``ctx.received_changed`` and returns the values, by parameter.
+        """
+        res = self.resource
+        raw = {b.param: self.engine.output(b) for b in self.recv}
+        self.tried = {param: value for param, value in raw.items() if value is not MISSING}
+        waiting = [b for b in self.recv if raw[b.param] is MISSING]
+        if waiting:
+            what = ", ".join(f"{b.source} (for {b.param})" for b in waiting)
+            self._log(f"not checked: no value yet from {what}")
+            return MISSING
+        values = {b.param: _convert(res, b, raw[b.param]) for b in self.recv}
+        old = self.received
+        changed = frozenset(p for p, v in values.items() if old.get(p, MISSING) != v)
+        if values != self.put:
+            import msgspec
+
+            self.put = None
+            res.params = msgspec.structs.replace(self.declared, **values)
+            try:
+                res.validate()
+            except ParamError as exc:
+                field = f"{exc.field}: " if exc.field else ""
+                sources = ", ".join(f"{b.param} from {b.source}" for b in self.recv)
+                raise ResourceError(
+                    res.id, f"with the received values ({sources}): {field}{exc.message}"
+                ) from None
+            self.put = values
+        self.ctx.received_changed = changed
+        return values
 
     async def _watch(self) -> None:
         """Run the resource's watch; restart it after the retry delay when it fails."""
@@ -307,7 +410,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = _as_resource_error(rid, exc, _WATCH_FAILED)
+                error = as_resource_error(rid, exc, _WATCH_FAILED)
             else:
                 if self.ready:
                     return
@@ -347,7 +450,23 @@ def _retry_text(what: str, tries: int, retry: int, delay: float, error: Resource
     return f"{what} {tries}/{limit} in {seconds_text(delay)} s: {text}"
 
 
-def _as_resource_error(rid: str, exc: Exception, prefix: str = "") -> ResourceError:
+def _convert(res: Resource[Any], binding: Binding, value: Any) -> Any:
+    """``value`` as the receiving parameter's type (the sender's kind declared its type;
+    this catches a kind that sends something else)."""
+    import msgspec
+
+    hint = param_type(res.params_type, binding.param)
+    try:
+        return msgspec.convert(value, hint, strict=True)
+    except msgspec.ValidationError:
+        raise ResourceError(
+            res.id,
+            f"recv {binding.param}: {binding.source} sent a {type(value).__name__}, "
+            f"{res.id}.{binding.param} takes {type_text(hint)}",
+        ) from None
+
+
+def as_resource_error(rid: str, exc: Exception, prefix: str = "") -> ResourceError:
     if isinstance(exc, ResourceError) and not prefix:
         return exc
     text = str(exc) or type(exc).__name__

@@ -2,20 +2,21 @@
 
 Vertices are identified by their ``kind[name]`` string and carry an opaque payload
 (the engine stores resources there). An edge ``a -> b`` means *a before b*; an edge
-with ``notify`` also carries a refresh from ``a`` to ``b`` when ``a`` changed something.
+with ``notify`` also carries a refresh from ``a`` to ``b`` when ``a`` changed something,
+and an edge with ``recv`` carries values: outputs of ``a`` become parameters of ``b``.
 """
 
 from __future__ import annotations
 
 import graphlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from convergent.errors import CycleError, MissingVertexError
 
-__all__ = ["Edge", "Graph", "Identified"]
+__all__ = ["Edge", "Graph", "Identified", "parse_output_ref"]
 
 
 class Identified(Protocol):
@@ -30,30 +31,52 @@ T = TypeVar("T", bound=Identified)
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """``source`` runs before ``target``; ``notify`` sends ``target`` a refresh on change."""
+    """``source`` runs before ``target``; ``notify`` sends ``target`` a refresh on change.
+
+    ``recv``: ``(parameter, output)`` pairs, sorted: the ``output`` of ``source`` is the
+    value of ``target``'s ``parameter`` (send/recv).
+    """
 
     source: str
     target: str
     notify: bool = False
+    recv: tuple[tuple[str, str], ...] = ()
 
 
 def _ref_id(ref: str | Identified) -> str:
     return ref if isinstance(ref, str) else ref.id
 
 
+def parse_output_ref(ref: str) -> tuple[str, str]:
+    """Split ``kind[name].output`` into ``("kind[name]", "output")``.
+
+    Raises ValueError with the expected spelling when ``ref`` is not one.
+    """
+    head, dot, output = ref.strip().rpartition(".")
+    if not (dot and head.endswith("]") and "[" in head and output.isidentifier()):
+        raise ValueError(
+            f"{ref!r} is not an output reference; write it as kind[name].output, "
+            "e.g. password[db].password"
+        )
+    return head, output
+
+
 class Graph(Generic[T]):
     """A directed graph of resources keyed by identity.
 
     Edges may name vertices that are added later; :meth:`validate` reports any edge
-    whose end never arrived, and any cycle.
+    whose end never arrived, and any cycle. A graph that passed :meth:`validate` is not
+    checked again until a vertex or an edge is added (loading, autoedges, autogrouping
+    and the engine each validate the same graph).
     """
 
-    __slots__ = ("_in", "_out", "_vertices")
+    __slots__ = ("_in", "_out", "_valid", "_vertices")
 
     def __init__(self) -> None:
         self._vertices: dict[str, T] = {}
         self._out: dict[str, dict[str, Edge]] = {}
         self._in: dict[str, dict[str, Edge]] = {}
+        self._valid = False  # validate() passed and nothing was added since
 
     # -- building ---------------------------------------------------------------------
 
@@ -64,15 +87,25 @@ class Graph(Generic[T]):
         require: Iterable[str | Identified] = (),
         before: Iterable[str | Identified] = (),
         notify: Iterable[str | Identified] = (),
+        recv: Mapping[str, str | tuple[str | Identified, str]] | None = None,
     ) -> T:
         """Add a vertex with its edges and return the payload (handy for chaining).
 
         ``require``: these run first. ``before``: this runs first. ``notify``: this runs
-        first and sends them a refresh when it changed something.
+        first and sends them a refresh when it changed something. ``recv``: parameter ->
+        output of another vertex, as ``"kind[name].output"`` or ``(vertex, "output")``;
+        that vertex runs first and its output becomes the parameter's value.
         """
         vid = payload.id
         if vid in self._vertices:
             raise ValueError(f"{vid} is already in the graph; each kind[name] may appear once")
+        received: dict[str, dict[str, str]] = {}
+        for param, given in (recv or {}).items():
+            source, output = (
+                parse_output_ref(given) if isinstance(given, str) else (_ref_id(given[0]), given[1])
+            )
+            received.setdefault(source, {})[param] = output
+        self._valid = False
         self._vertices[vid] = payload
         for ref in require:
             self.add_edge(_ref_id(ref), vid)
@@ -80,12 +113,37 @@ class Graph(Generic[T]):
             self.add_edge(vid, _ref_id(ref))
         for ref in notify:
             self.add_edge(vid, _ref_id(ref), notify=True)
+        for source, outputs in received.items():
+            self.add_edge(source, vid, recv=outputs)
         return payload
 
-    def add_edge(self, source: str, target: str, *, notify: bool = False) -> Edge:
-        """Add ``source -> target``; adding it again only ever turns ``notify`` on."""
+    def add_edge(
+        self,
+        source: str,
+        target: str,
+        *,
+        notify: bool = False,
+        recv: Mapping[str, str] | None = None,
+    ) -> Edge:
+        """Add ``source -> target``; adding it again only ever turns ``notify`` on and adds
+        ``recv`` pairs (parameter of ``target`` -> output of ``source``).
+
+        Raises ValueError when a parameter would receive two outputs of ``source``.
+        """
+        self._valid = False
         old = self._out.get(source, {}).get(target)
-        edge = Edge(source, target, notify or (old is not None and old.notify))
+        pairs = old.recv if old is not None else ()
+        if recv:
+            merged = dict(pairs)
+            for param, output in recv.items():
+                if merged.setdefault(param, output) != output:
+                    raise ValueError(
+                        f"{target}: parameter '{param}' would receive both "
+                        f"{source}.{merged[param]} and {source}.{output}; "
+                        "a parameter receives one output"
+                    )
+            pairs = tuple(sorted(merged.items()))
+        edge = Edge(source, target, notify or (old is not None and old.notify), pairs)
         self._out.setdefault(source, {})[target] = edge
         self._in.setdefault(target, {})[source] = edge
         return edge
@@ -127,6 +185,9 @@ class Graph(Generic[T]):
     def out_edges(self, vid: str) -> list[Edge]:
         return list(self._out.get(vid, {}).values())
 
+    def in_edges(self, vid: str) -> list[Edge]:
+        return list(self._in.get(vid, {}).values())
+
     def descendants(self, vid: str) -> set[str]:
         """Every vertex reachable from ``vid`` (not including ``vid`` itself)."""
         seen: set[str] = set()
@@ -154,6 +215,8 @@ class Graph(Generic[T]):
 
     def find_cycle(self) -> list[str] | None:
         """One cycle as ``[a, b, ..., a]`` in edge direction, or None."""
+        if not self._in:  # no edges, no cycle
+            return None
         sorter = graphlib.TopologicalSorter({v: self._in.get(v, {}).keys() for v in self._vertices})
         try:
             sorter.prepare()
@@ -166,11 +229,15 @@ class Graph(Generic[T]):
     def topological_order(self) -> list[str]:
         """Vertices with every vertex after all of its upstream; raises CycleError."""
         self.validate()
+        if not self._in:  # what graphlib gives without edges: insertion order
+            return list(self._vertices)
         sorter = graphlib.TopologicalSorter({v: self._in.get(v, {}).keys() for v in self._vertices})
         return list(sorter.static_order())
 
     def validate(self) -> None:
         """Raise MissingVertexError for a dangling edge, CycleError for a cycle."""
+        if self._valid:
+            return
         for edge in self.dangling():
             if edge.target not in self._vertices:
                 raise MissingVertexError(edge.source, edge.target)
@@ -178,3 +245,4 @@ class Graph(Generic[T]):
         cycle = self.find_cycle()
         if cycle is not None:
             raise CycleError(cycle)
+        self._valid = True

@@ -30,7 +30,7 @@ from convergent.resources.base import (
 if TYPE_CHECKING:
     from yaml.nodes import Node
 
-__all__ = ["Entry", "Link", "build"]
+__all__ = ["Entry", "Link", "Recv", "build"]
 
 
 @dataclass(slots=True, eq=False)
@@ -61,11 +61,23 @@ class Entry:
 
 
 @dataclass(slots=True, eq=False)
+class Recv:
+    """``recv: {param: kind[name].output}``: ``param`` of the link's target takes
+    ``output`` of its source; each with the node it was written at."""
+
+    param: str
+    output: str
+    param_node: Node
+    output_node: Node
+
+
+@dataclass(slots=True, eq=False)
 class Link:
     """An edge ``source -> target`` as written: each end with the node that names it.
 
     ``label`` says which key wrote it (``require``, ``edge 'e1' from``...) and ``owner`` the
-    resource whose entry holds it, for the problem's ``kind[name]``.
+    resource whose entry holds it, for the problem's ``kind[name]``. ``recv``: the value
+    this edge carries, for a link written by ``recv:``.
     """
 
     source: str
@@ -75,6 +87,7 @@ class Link:
     notify: bool
     label: str
     owner: str | None = None
+    recv: Recv | None = None
 
 
 class _Kinds:
@@ -126,13 +139,16 @@ def build(
     valid = _check_links(links, first, problems)
     _check_cycles(valid, first, problems)
     _check_semaphores(resources, first, problems)
+    if any(link.recv is not None for link in valid):
+        _check_recv(valid, resources, problems)
     if problems:
         return None
     graph: Graph[Resource[Any]] = Graph()
     for resource in resources:
         graph.add(resource)
     for link in valid:
-        graph.add_edge(link.source, link.target, notify=link.notify)
+        recv = {link.recv.param: link.recv.output} if link.recv is not None else None
+        graph.add_edge(link.source, link.target, notify=link.notify, recv=recv)
     return graph
 
 
@@ -273,6 +289,24 @@ def _check_semaphores(
                     "give it the same size everywhere",
                     resource.id,
                 )
+
+
+def _check_recv(links: list[Link], resources: list[Resource[Any]], problems: Problems) -> None:
+    """Each received parameter exists and takes the type of the output it receives, which
+    its sender sends. (A broken entry was reported already: it is skipped.)"""
+    from convergent.engine.recv import recv_problem
+
+    by_id = {resource.id: resource for resource in resources}
+    for link in links:
+        recv = link.recv
+        sender, receiver = by_id.get(link.source), by_id.get(link.target)
+        if recv is None or sender is None or receiver is None:
+            continue
+        found = recv_problem(sender, recv.output, receiver, recv.param)
+        if found is not None:
+            where, message = found
+            node = recv.param_node if where == "param" else recv.output_node
+            problems.at(node, f"recv {recv.param}: {message}", link.owner)
 
 
 def _check_links(links: list[Link], ids: dict[str, Entry], problems: Problems) -> list[Link]:

@@ -4,13 +4,15 @@ Two formats are read: convergent's own (a top-level ``resources:`` list, see
 :mod:`convergent.policy.native`) and mgmt's yamlgraph (a top-level ``graph:`` key, see
 :mod:`convergent.policy.mgmt`). The YAML is composed into nodes with libyaml, so every
 problem is reported at ``file:line:column``; all problems of a file are raised together
-in one :class:`~convergent.errors.PolicyError`. Loading only reads: nothing on the host
-is looked at or changed.
+in one :class:`~convergent.errors.PolicyError`. Plain policies (flat entries, one
+``key: value`` a line) take a fast path first, :mod:`convergent.policy.fast`, which
+gives the same graph without PyYAML and hands anything else over to this path.
+Loading only reads: nothing on the host is looked at or changed.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Any
 
 from convergent.errors import PolicyError
@@ -18,6 +20,8 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Resource
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from yaml.nodes import Node
 
     from convergent.policy.nodes import Problems
@@ -33,8 +37,9 @@ _EMPTY = (
 
 def load_policy(path: str | Path) -> Graph[Resource[Any]]:
     """Load and validate a policy file; raise PolicyError listing every problem."""
-    p = Path(path)
-    data = p.read_bytes()
+    p = _shown(path)
+    with open(p, "rb") as f:
+        data = f.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -44,13 +49,34 @@ def load_policy(path: str | Path) -> Graph[Resource[Any]]:
         from convergent.errors import Problem
 
         raise PolicyError(
-            [Problem(str(p), line, column, "not UTF-8 text; save the policy as UTF-8")]
+            [Problem(p, line, column, "not UTF-8 text; save the policy as UTF-8")]
         ) from None
-    return load_policy_text(text, str(p))
+    return load_policy_text(text, p)
+
+
+def _shown(path: str | Path) -> str:
+    """``str(pathlib.Path(path))``, the name messages use, without importing pathlib.
+
+    (pathlib and the urllib.parse it imports cost ~5 ms of start-up.) Empty, repeated and
+    ``.`` components go; a leading ``//`` stays, as POSIX allows it a meaning.
+    """
+    text = os.fspath(path)
+    body = text.lstrip("/")
+    slashes = len(text) - len(body)
+    root = "" if not slashes else "//" if slashes == 2 else "/"
+    return root + "/".join(part for part in body.split("/") if part and part != ".") or "."
 
 
 def load_policy_text(text: str, filename: str = "<policy>") -> Graph[Resource[Any]]:
     """Load a policy from ``text`` (``filename`` is used in messages only)."""
+    from convergent.policy.fast import load_plain
+
+    graph = load_plain(text)  # the plainest policies, without YAML; None: anything else
+    return graph if graph is not None else _load_yaml(text, filename)
+
+
+def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
+    """The full path: libyaml nodes, every problem located (see the module docstring)."""
     from convergent.policy.build import build
     from convergent.policy.nodes import (
         Problems,

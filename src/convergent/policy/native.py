@@ -11,9 +11,13 @@
         notify: noop[done]          # one reference or a list of them
         meta: {noop: true}
       - noop: done
+      - file: /tmp/demo/out
+        recv:                       # parameter: kind[name].output
+          content: exec[build].stdout
 
 ``require``: these run first. ``before``: this runs first. ``notify``: this runs first
-and sends them a refresh when it changed something. ``meta``: the engine's meta
+and sends them a refresh when it changed something. ``recv``: parameters whose value is
+an output of another resource, which runs first. ``meta``: the engine's meta
 parameters. Every other key is a parameter of the kind.
 """
 
@@ -21,8 +25,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from convergent.graph.core import parse_output_ref
 from convergent.graph.identity import format_id, parse_ref
-from convergent.policy.build import Entry, Link
+from convergent.policy.build import Entry, Link, Recv
 from convergent.policy.nodes import (
     STR,
     Problems,
@@ -43,6 +48,7 @@ __all__ = ["EDGE_KEYS", "read_native"]
 
 #: The keys every entry may have besides its kind's parameters.
 EDGE_KEYS = ("require", "before", "notify")
+_NOT_KINDS = (*EDGE_KEYS, "recv", "meta")
 _TOP_KEYS = ("resources",)
 _EXAMPLE = 'e.g.\n  resources:\n    - file: /etc/motd\n      content: "hello\\n"'
 
@@ -110,7 +116,7 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
         problems.at(node, "an empty resource entry; write '- kind: name', e.g. '- file: /etc/motd'")
         return
     kind, kind_node, name_node = pairs[0]
-    if get_kind(kind) is None and kind not in EDGE_KEYS and kind != "meta":
+    if get_kind(kind) is None and kind not in _NOT_KINDS:
         later = [k for k, _, _ in pairs[1:] if get_kind(k) is not None]
         if later:
             problems.at(
@@ -124,7 +130,7 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
         return
     entry = Entry(kind, name, kind_node, name_node)
     rid = entry.id
-    if kind in EDGE_KEYS or kind == "meta":
+    if kind in _NOT_KINDS:
         problems.at(
             kind_node,
             f"the first key of an entry is its kind, not '{kind}'; "
@@ -138,6 +144,8 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
                     links.append(Link(ref, ref_node, rid, name_node, False, key, rid))
                 else:
                     links.append(Link(rid, name_node, ref, ref_node, key == "notify", key, rid))
+        elif key == "recv":
+            links.extend(_recv(value_node, values, rid, name_node))
         elif key == "meta":
             if not is_mapping(value_node):
                 problems.at(
@@ -177,6 +185,48 @@ def _name(kind: str, kind_node: Node, name_node: Node, values: Values) -> str | 
         problems.at(name_node, f"the resource needs a non-empty name: write '- {kind}: NAME'")
         return None
     return name
+
+
+def _recv(node: Node, values: Values, owner: str, owner_node: Node) -> list[Link]:
+    """One link per received parameter of ``recv: {param: kind[name].output, ...}``."""
+    problems = values.problems
+    if not is_mapping(node):
+        problems.at(
+            node,
+            "recv: expected a mapping of parameters to outputs, like\n"
+            "  recv:\n    content: password[db].password\n"
+            f"got {describe(node)}",
+            owner,
+        )
+        return []
+    links: list[Link] = []
+    for param, param_node, value_node in values.pairs(node, owner):
+        if not is_scalar(value_node) or value_node.tag != STR:
+            problems.at(
+                value_node,
+                f"recv {param}: expected an output reference kind[name].output, "
+                f"got {describe(value_node)}",
+                owner,
+            )
+            continue
+        text = values.text(value_node)
+        try:
+            sender, output = parse_output_ref(text)
+            kind, name = parse_ref(sender)
+        except ValueError:
+            problems.at(
+                value_node,
+                f"recv {param}: '{text}' is not an output reference; write kind[name].output, "
+                "e.g. password[db].password",
+                owner,
+            )
+            continue
+        recv = Recv(param, output, param_node, value_node)
+        source = format_id(kind, name)
+        links.append(
+            Link(source, value_node, owner, owner_node, False, f"recv {param}", owner, recv)
+        )
+    return links
 
 
 def _refs(key: str, node: Node, values: Values, owner: str) -> list[tuple[str, Node]]:

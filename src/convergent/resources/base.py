@@ -192,11 +192,23 @@ class Context:
     """The capabilities a resource gets from the engine; there is no global state.
 
     ``refresh`` holds the identities of upstream resources whose refresh is pending
-    for this check/apply (empty when there is none). ``state`` is the host's durable
-    state database (None when the run has none, e.g. under noop on a new host).
+    for this check/apply (empty when there is none). ``received_changed`` names the
+    parameters received from upstream outputs (``recv``) whose value differs from the
+    one of the last successful check (all of them at the first check). ``state`` is the
+    host's durable state database (None when the run has none, e.g. under noop on a new
+    host).
     """
 
-    __slots__ = ("_event", "_log", "_ready", "_shared", "id", "refresh", "state")
+    __slots__ = (
+        "_event",
+        "_log",
+        "_ready",
+        "_shared",
+        "id",
+        "received_changed",
+        "refresh",
+        "state",
+    )
 
     def __init__(
         self,
@@ -210,6 +222,7 @@ class Context:
     ) -> None:
         self.id = resource_id
         self.refresh: frozenset[str] = frozenset()
+        self.received_changed: frozenset[str] = frozenset()
         self.state = state
         self._ready = ready
         self._event = event

@@ -526,6 +526,84 @@ class File(Resource[FileParams], kind="file"):
         it) comes first; then its nearest managed ancestor directory, not every ancestor."""
         return (f"file:{self._path}",), path_uids("file:", self._path)
 
+    # -- reversal (meta: {reverse: true}) ------------------------------------------------
+    # Before the first change the engine calls record_reverse, which keeps in the state
+    # database (key/value "reverse:file[PATH]") either "created" (nothing was at the path)
+    # or what was there: a regular file's content, mode, owner and group, or a directory's
+    # mode, owner and group. When the resource leaves the graph, reverse() removes what it
+    # created or puts the recorded content and metadata back, then forgets the record. A
+    # symlink or special file it replaced is not recorded, and so not restored.
+
+    def record_reverse(self, ctx: Context, change: Change) -> None:
+        """Keep how to undo the first change (later changes keep the first record)."""
+        state = ctx.state
+        if state is None or state.readonly:
+            return
+        key = f"reverse:{self.id}"
+        if state.get_kv(key) is not None:
+            return
+        try:
+            st = os.lstat(self._path)
+        except (FileNotFoundError, NotADirectoryError):
+            state.set_kv(key, "created")
+            return
+        record: dict[str, object] = {
+            "mode": stat.S_IMODE(st.st_mode),
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+        }
+        if stat.S_ISREG(st.st_mode):
+            import base64
+
+            record["content"] = base64.b64encode(_read(self._path, st.st_size)).decode()
+        elif not stat.S_ISDIR(st.st_mode):
+            return
+        import json
+
+        state.set_kv(key, json.dumps(record))
+
+    def plan_reverse(self, ctx: Context) -> str | None:
+        """What :meth:`reverse` would do (read only), or None."""
+        record = ctx.state.get_kv(f"reverse:{self.id}") if ctx.state is not None else None
+        if record is None:
+            return None
+        if record == "created":
+            return f"remove {self._path}" if os.path.lexists(self._path) else None
+        return f"restore {self._path}"
+
+    async def reverse(self, ctx: Context) -> str | None:
+        """Undo what this resource did (see above); None when there is nothing to undo."""
+        state = ctx.state
+        key = f"reverse:{self.id}"
+        record = state.get_kv(key) if state is not None else None
+        if state is None or record is None:
+            return None
+        summary: str | None
+        if record == "created":
+            summary = None
+            if self.plan_reverse(ctx) is not None:
+                self._remove(FileChange("removed", None, "remove"))
+                summary = "removed"
+        else:
+            import json
+
+            saved = json.loads(record)
+            mode, uid, gid = saved["mode"], saved["uid"], saved["gid"]
+            if "content" in saved:
+                import base64
+
+                data = base64.b64decode(saved["content"])
+                restore = FileChange("restored", None, "write", data, mode, uid, gid)
+                await self.apply(ctx, restore)
+                summary = "restored content, mode and owner"
+            else:
+                self._set_meta(
+                    self._path, FileChange("restored", None, "meta", b"", mode, uid, gid)
+                )
+                summary = "restored mode and owner"
+        state.set_kv(key, None)
+        return summary
+
 
 class _Commits:
     """Written temp files waiting for their fsync and rename; one instance per engine run.

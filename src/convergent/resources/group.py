@@ -233,6 +233,7 @@ class Group(Resource[GroupParams]):
             state=ctx.state,
         )
         mctx.refresh = ctx.refresh & self.senders[member.id]
+        mctx.received_changed = ctx.received_changed
         return mctx
 
     async def _refresh(

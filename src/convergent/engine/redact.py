@@ -1,0 +1,131 @@
+"""Secrets never reach a report: the engine hides them before the reporter sees one.
+
+A kind marks an output secret (``Output(str, secret=True)``, the ``password`` kind's
+``password``). The engine remembers every value such an output had in this run
+(:class:`Secrets`) and, once there is one, passes each report through
+:func:`hide_report`:
+
+- every occurrence of a secret value in a summary, a diff, a log line or an error
+  message becomes ``<secret>``;
+- the diff of a resource that *received* a secret (``recv`` from a secret output) is
+  replaced by a note, ``content changed (secret)``: a diff of its content would show the
+  secret in pieces, or the value it replaced.
+
+The original Change (a file's holds the bytes it writes) is not kept in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from convergent.engine.report import Changed, Failed, Log, Report, WouldChange
+from convergent.errors import CommandError, ResourceError
+from convergent.resources.base import Change
+
+__all__ = ["SECRET", "Secrets", "hide_report"]
+
+SECRET = "<secret>"
+
+
+class Secrets:
+    """The values of secret outputs seen so far in a run, and how to hide them in text."""
+
+    __slots__ = ("_ordered", "values")
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self._ordered: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def add(self, value: object) -> None:
+        text = value if isinstance(value, str) else str(value)
+        if text and text not in self.values:
+            self.values.add(text)
+            self._ordered = sorted(self.values, key=len, reverse=True)
+
+    def hide(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``<secret>`` (longest first)."""
+        for value in self._ordered:
+            if value in text:
+                text = text.replace(value, SECRET)
+        return text
+
+
+class _HiddenChange(Change):
+    """A Change as a report may show it: texts hidden, the diff hidden when first read
+    (a file's diff is only computed when someone reads it, and stays so)."""
+
+    def __init__(
+        self,
+        summary: str,
+        original: Change | None,
+        secrets: Secrets,
+        note: str | None,
+        members: dict[str, Change] | None,
+    ) -> None:
+        self._original = original  # None when ``note`` replaces the diff
+        self._secrets = secrets
+        self._note = note
+        super().__init__(summary, None, members)
+
+    @property
+    def diff(self) -> str | None:
+        if self._original is None:
+            return self._note
+        diff = self._original.diff
+        return None if diff is None else self._secrets.hide(diff)
+
+    @diff.setter
+    def diff(self, value: str | None) -> None:
+        if value is not None:  # set after the report was made: take it as given, hidden
+            self._original = Change("", self._secrets.hide(value))
+
+
+def _hide_change(
+    resource: str, change: Change, secrets: Secrets, held: Mapping[str, tuple[str, ...]]
+) -> Change:
+    members = None
+    if change.members is not None:
+        members = {
+            member: _hide_change(member, c, secrets, held) for member, c in change.members.items()
+        }
+    params = held.get(resource)
+    summary = secrets.hide(change.summary)
+    if params:  # it holds a secret: no diff at all, only a note when there was one
+        note = f"{', '.join(params)} changed (secret)" if change.diff is not None else None
+        return _HiddenChange(summary, None, secrets, note, members)
+    return _HiddenChange(summary, change, secrets, None, members)
+
+
+def _hide_error(resource: str, error: BaseException, secrets: Secrets) -> BaseException:
+    text = str(error)
+    tail = error.stderr_tail if isinstance(error, CommandError) else ""
+    if secrets.hide(text) == text and secrets.hide(tail) == tail:
+        return error
+    if isinstance(error, CommandError):
+        return CommandError(
+            error.resource, secrets.hide(error.message), error.exit_code, secrets.hide(tail)
+        )
+    if isinstance(error, ResourceError):
+        return ResourceError(error.resource, secrets.hide(error.message))
+    return ResourceError(resource, secrets.hide(text))
+
+
+def hide_report(report: Report, secrets: Secrets, held: Mapping[str, tuple[str, ...]]) -> Report:
+    """``report`` with every secret hidden. ``held``: receiver -> its parameters that
+    received a secret output."""
+    if isinstance(report, Changed):
+        change = _hide_change(report.resource, report.change, secrets, held)
+        return Changed(report.resource, secrets.hide(report.summary), change, report.seconds)
+    if isinstance(report, WouldChange):
+        if report.change is None:
+            return report
+        change = _hide_change(report.resource, report.change, secrets, held)
+        return WouldChange(report.resource, change, report.refreshes)
+    if isinstance(report, Log):
+        return Log(report.resource, secrets.hide(report.message))
+    if isinstance(report, Failed):
+        return Failed(report.resource, _hide_error(report.resource, report.error, secrets))
+    return report

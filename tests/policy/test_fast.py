@@ -1,0 +1,178 @@
+"""The loader's fast path gives exactly the full path's graph, or leaves the policy to it."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import pytest
+
+from convergent.errors import PolicyError
+from convergent.graph.core import Graph
+from convergent.policy import load_policy_text
+from convergent.policy.fast import load_plain
+from convergent.policy.loader import _load_yaml
+from convergent.resources.base import Resource
+from tests.policy.support import Widget
+
+assert Widget.kind == "widget"  # registered: the fast path finds custom kinds too
+
+
+def _shape(graph: Graph[Resource[Any]]) -> list[Any]:
+    """Everything a graph says: vertices in order (kind, name, params, meta), edges."""
+    vertices = [(type(r), r.kind, r.name, r.params, r.meta) for r in graph.vertices.values()]
+    return [vertices, sorted((e.source, e.target, e.notify) for e in graph.edges())]
+
+
+def _both(text: str) -> Graph[Resource[Any]]:
+    """The fast path's graph, checked equal to the full path's."""
+    text = textwrap.dedent(text)
+    fast = load_plain(text)
+    assert fast is not None, "expected the fast path to take this policy"
+    assert _shape(fast) == _shape(_load_yaml(text, "p.yaml"))
+    return fast
+
+
+PLAIN = [
+    # the shape the benchmark generates
+    """
+    resources:
+      - file: "/srv/f0000"
+        content: "i am f0000\\n"
+        mode: "0644"
+      - file: "/srv/f0001"
+        content: "i am f0001\\n"
+        mode: "0644"
+    """,
+    # plain words, single quotes with a doubled quote, escapes, comments, blank lines
+    """
+    # a comment before everything
+    resources:
+
+      - file: /srv/a
+        content: 'it''s "quoted"'
+        state: exists
+      # a comment between entries
+      - file: /srv/b
+        content: "tab\\there \\\\ back \\"quote\\" # not a comment [x] {y}: z"
+      - noop: done
+      - widget: w-1.2_x
+        path: /srv/w
+        label: ''
+    """,
+    # entries at column 0 under resources:
+    """
+    resources:
+    - file: /srv/a
+      content: ""
+    - noop: build
+    """,
+    # spaces after values and after the top key
+    "resources:  \n  - file: /srv/a   \n    content: 'x'  \n    mode: \"0644\" \n",
+]
+
+
+@pytest.mark.parametrize("text", PLAIN)
+def test_plain_policies_give_the_full_paths_graph(text: str) -> None:
+    _both(text)
+
+
+def test_the_fast_path_keeps_resource_order_and_values() -> None:
+    graph = _both(
+        """
+        resources:
+          - file: /srv/z
+            content: "line\\n"
+          - file: /srv/a
+            mode: "0600"
+        """
+    )
+    assert list(graph) == ["file[/srv/z]", "file[/srv/a]"]
+    assert graph["file[/srv/z]"].params.content == "line\n"
+    assert graph["file[/srv/a]"].params.mode == "0600"
+
+
+NOT_PLAIN = {
+    "another top-level key": "resources:\n  - noop: a\nother: 1\n",
+    "edges": "resources:\n  - noop: a\n  - noop: b\n    require: noop[a]\n",
+    "meta": "resources:\n  - noop: a\n    meta: {noop: true}\n",
+    "a flow list": "resources:\n  - exec: a\n    cmd: [make]\n",
+    "a number": "resources:\n  - widget: a\n    path: /a\n    count: 3\n",
+    "a bool word": "resources:\n  - widget: a\n    path: /a\n    state: on\n",
+    "a null word": "resources:\n  - file: /a\n    content: null\n",
+    "no value": "resources:\n  - file: /a\n    content:\n",
+    "a comment after a value": "resources:\n  - file: /a # here\n",
+    "a tab": "resources:\n  - file: /a\n    content:\t'x'\n",
+    "non-ASCII text": "resources:\n  - file: /a\n    content: 'caf\u00e9'\n",
+    "an unknown escape": 'resources:\n  - file: /a\n    content: "\\x41"\n',
+    "DEL": "resources:\n  - file: /a\n    content: '\x7f'\n",
+    "CRLF": "resources:\r\n  - noop: a\r\n",
+    "an anchor": "resources:\n  - file: &x /a\n",
+    "a tag": "resources:\n  - file: !!str /a\n",
+    "a duplicate key": "resources:\n  - file: /a\n    mode: '0644'\n    mode: '0600'\n",
+    "the kind twice": "resources:\n  - noop: a\n    noop: b\n",
+    "a duplicate resource": "resources:\n  - noop: a\n  - noop: a\n",
+    "an unknown kind": "resources:\n  - flie: /a\n",
+    "an unknown parameter": "resources:\n  - file: /a\n    contents: 'x'\n",
+    "a rejected value": "resources:\n  - file: /a\n    mode: '999'\n",
+    "a wrong type": "resources:\n  - widget: a\n    path: /a\n    count: '3'\n",
+    "a blank name": "resources:\n  - noop: ' '\n",
+    "odd indentation": "resources:\n  - file: /a\n     mode: '0644'\n",
+    "uneven entries": "resources:\n  - noop: a\n   - noop: b\n",
+    "a key before any entry": "resources:\n    mode: '0644'\n",
+    "no entries": "resources:\n",
+    "an empty list": "resources: []\n",
+    "mgmt's format": "graph: g\nresources:\n  noop:\n    - name: a\n",
+    "a document marker": "---\nresources:\n  - noop: a\n",
+    "a bool word as key": "resources:\n  - noop: a\n    on: 'x'\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(NOT_PLAIN))
+def test_anything_else_is_left_to_the_full_path(why: str) -> None:
+    assert load_plain(NOT_PLAIN[why]) is None
+
+
+@pytest.mark.parametrize("why", ["a rejected value", "a wrong type", "a duplicate resource"])
+def test_problems_are_reported_by_the_full_path_with_their_location(why: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(NOT_PLAIN[why], "p.yaml")
+    assert all(problem.line > 1 for problem in caught.value.problems)
+
+
+def _quoted(value: str, style: int) -> str:
+    if style == 0:
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t") + '"'
+    if style == 1:
+        return "'" + value.replace("'", "''") + "'"
+    return value  # plain: the fast path takes it only when YAML reads it as text
+
+
+def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> None:
+    import random
+
+    rng = random.Random(4)
+    alphabet = "ab/._-09 #:'\"\\[]{},&*!|>%@`\t\n~yesnoNULLtrue"
+    taken = 0
+    for _ in range(1000):
+        lines = ["resources:"]
+        dash = rng.choice((0, 2, 4))
+        for _ in range(rng.randint(1, 4)):
+            name = "/srv/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+            lines.append(" " * dash + f"- file: {_quoted(name, rng.randint(0, 2))}")
+            for key in rng.sample(["content", "mode", "state", "owner"], rng.randint(0, 3)):
+                value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+                if key == "mode":
+                    value = rng.choice(("0644", "644", "0755", "9", value))
+                elif key == "state":
+                    value = rng.choice(("exists", "absent", "directory", value))
+                lines.append(" " * (dash + 2) + f"{key}: {_quoted(value, rng.randint(0, 2))}")
+            lines.append(rng.choice(("", "  # note", "")))
+        text = "\n".join(lines) + "\n"
+        fast = load_plain(text)
+        if fast is None:
+            continue
+        taken += 1
+        assert _shape(fast) == _shape(_load_yaml(text, "p.yaml")), text
+    assert taken > 80  # the comparison really ran on many policies

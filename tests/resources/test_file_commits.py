@@ -1,0 +1,114 @@
+"""Files written together are committed together, each with its own fsync, rename and outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convergent.resources.base import Context
+from convergent.resources.file import File, FileChange, _Commits
+
+TIMEOUT = 5.0
+
+
+def context(resource: File, commits: _Commits) -> Context:
+    return Context(
+        resource.id,
+        ready=lambda: None,
+        event=lambda: None,
+        log=lambda message: None,
+        shared=lambda factory: commits,
+    )
+
+
+async def converge(resource: File, commits: _Commits) -> None:
+    ctx = context(resource, commits)
+    change = await resource.check(ctx)
+    assert change is not None
+    await resource.apply(ctx, change)
+
+
+def test_files_written_together_each_get_their_own_outcome(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    good = File(str(tmp_path / "good"), content="fine\n")
+    # A plan that does not clear the directory first: its rename fails.
+    bad = File(str(tmp_path / "d"), content="x", force=True)
+
+    async def main() -> list[BaseException | None]:
+        commits = _Commits()
+        return await asyncio.wait_for(
+            asyncio.gather(
+                converge(good, commits),
+                bad.apply(context(bad, commits), FileChange("created", None, "write", b"x")),
+                return_exceptions=True,
+            ),
+            TIMEOUT,
+        )
+
+    outcomes = asyncio.run(main())
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], IsADirectoryError)
+    assert (tmp_path / "good").read_text() == "fine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "good"]  # no temp file left
+
+
+def test_a_write_cancelled_before_its_commit_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("old\n")
+    resource = File(str(target), content="new\n")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(converge(resource, _Commits()))
+        await asyncio.sleep(0)  # the task wrote its temp file and waits for the commit
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, TIMEOUT)
+
+    asyncio.run(main())
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_writes_still_waiting_when_the_run_ends_are_discarded(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    resource = File(str(target), content="new\n")
+
+    async def main() -> None:
+        commits = _Commits()
+        task = asyncio.ensure_future(converge(resource, commits))
+        await asyncio.sleep(0)  # the task waits for the commit
+        commits.close()  # what the engine does when the run ends
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, TIMEOUT)
+
+    asyncio.run(main())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_many_files_written_at_once_fit_in_a_small_descriptor_limit(tmp_path: Path) -> None:
+    code = f"""
+import asyncio, resource
+from convergent.resources.file import COMMIT_BATCH, File, _Commits
+from tests.resources.test_file_commits import converge
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (COMMIT_BATCH + 32, hard))
+files = [File({str(tmp_path)!r} + f"/f{{i}}", content=f"{{i}}\\n") for i in range(1000)]
+
+async def main():
+    commits = _Commits()
+    await asyncio.gather(*(converge(f, commits) for f in files))
+
+asyncio.run(main())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"f{i}" for i in range(1000))
+    assert (tmp_path / "f999").read_text() == "999\n"
