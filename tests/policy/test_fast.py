@@ -125,6 +125,8 @@ NOT_PLAIN = {
     "mgmt's format": "graph: g\nresources:\n  noop:\n    - name: a\n",
     "a document marker": "---\nresources:\n  - noop: a\n",
     "a bool word as key": "resources:\n  - noop: a\n    on: 'x'\n",
+    "a control character in a comment": "resources:\n  # a\x01b\n  - noop: a\n",
+    "a tab on a blank line": "resources:\n \t\n  - noop: a\n",
 }
 
 

@@ -41,7 +41,7 @@ _LINE = re.compile(
     r"|'((?:[ -&(-~]|'')*)'"
     r"|([A-Za-z/][A-Za-z0-9_./-]*)) *"
 )
-_SKIP = re.compile(r" *(?:#[ -~]*)?")  # blank or comment-only line
+_COMMENT = re.compile(r" *#[ -~]*")  # a comment-only line (no control character)
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 # Plain words YAML 1.1 reads as bool or null (PyYAML's implicit resolvers): not text.
@@ -64,10 +64,15 @@ def load_plain(text: str) -> Graph[Resource[Any]] | None:
     entries: list[tuple[str, str, dict[str, str]]] = []
     params: dict[str, str] = {}
     top = dash = -1
-    skip = _SKIP.fullmatch
+    comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
     for line in text.split("\n"):
-        if skip(line):
+        start = line.lstrip(" ")[:1]
+        if not start:  # blank
+            continue
+        if start == "#":
+            if comment(line) is None:
+                return None
             continue
         if top < 0:
             if line.rstrip(" ") != "resources:":

@@ -51,14 +51,16 @@ _FLOAT = _TAG + "float"
 _TIMESTAMP = _TAG + "timestamp"
 _MERGE = _TAG + "merge"
 
-# `require: [file[/a]]` is what people write, but a plain scalar inside a YAML flow
-# sequence cannot contain brackets. Before parsing, the brackets of such references are
-# swapped for two private-use characters (same length, so every mark stays right) and
-# swapped back in every string value.
+# `require: [file[/a]]` and `recv: {content: password[db].password}` are what people
+# write, but a plain scalar inside a YAML flow collection cannot contain brackets. Before
+# parsing, the brackets of such references are swapped for two private-use characters
+# (same length, so every mark stays right) and swapped back in every string value.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _UNMASK = str.maketrans({_OPEN: "[", _CLOSE: "]"})
-_SPECIAL = re.compile(r"[\[\]'\"#]")
-_REF_LIST = re.compile(r"^[ \t]*(?:-[ \t]+)?(?:require|before|notify)[ \t]*:[ \t]*\[", re.MULTILINE)
+_SPECIAL = re.compile(r"[\[\]{}'\"#]")
+_REF_LIST = re.compile(
+    r"^[ \t]*(?:-[ \t]+)?(?:require|before|notify|recv)[ \t]*:[ \t]*[\[{]", re.MULTILINE
+)
 
 
 _IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers
@@ -125,6 +127,10 @@ def mask_flow_refs(text: str) -> str | None:
                 depth -= 1
                 if depth:
                     marks.append((i, _CLOSE))
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
             elif c == "#":
                 if text[i - 1] in " \t":
                     i = text.find("\n", i)
@@ -145,11 +151,11 @@ def mask_flow_refs(text: str) -> str | None:
 
 
 def _item_start(text: str, i: int) -> bool:
-    """True when the quote at ``i`` opens a flow item (it follows '[' or ',')."""
+    """True when the quote at ``i`` opens a flow item (it follows '[', '{', ',' or ':')."""
     j = i - 1
     while text[j] in " \t\n":
         j -= 1
-    return text[j] in "[,"
+    return text[j] in "[{,:"
 
 
 def _quote_end(text: str, i: int) -> int:

@@ -65,6 +65,7 @@ A file with a top-level `graph:` key is read as an mgmt yamlgraph instead.
 | `before` | `kind[name]` or a list | this resource is converged before those |
 | `notify` | `kind[name]` or a list | like `before`; they are refreshed when this one changed |
 | `meta` | a mapping | meta parameters, handled by the engine for every kind (below) |
+| `recv` | a mapping | `param: kind[name].output`: take that output (the sender goes first) |
 
 Every other key is a parameter of the kind.
 """
