@@ -17,7 +17,7 @@ when there is one, how to fix it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 __all__ = [
     "CommandError",
@@ -69,8 +69,7 @@ class ParamError(ConvergentError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """One thing wrong in a policy, with its location."""
 
     file: str

@@ -69,6 +69,30 @@ PLAIN = [
     """,
     # spaces after values and after the top key
     "resources:  \n  - file: /srv/a   \n    content: 'x'  \n    mode: \"0644\" \n",
+    # the benchmark's W6: flow lists of double-quoted strings, a chain of requires
+    """
+    resources:
+      - exec: a
+        cmd: ["/bin/sh", "-c", "sleep 1 && echo \\"done\\" > a.done, [x]"]
+        cwd: /srv
+      - exec: b
+        cmd: ["true"]
+        require: ["exec[a]"]
+      - exec: c
+        cmd: ["true"]
+        require: ["exec[b]", "exec[a]"]
+    """,
+    # before and notify, single references, an edge named twice, a reference to a later entry
+    """
+    resources:
+      - file: /srv/a
+        content: "x"
+        before: "exec[b]"
+        notify: ["exec[b]"]
+      - exec: b
+        cmd: ["true"]
+        require: 'file[/srv/a]'
+    """,
 ]
 
 
@@ -95,6 +119,17 @@ def test_the_fast_path_keeps_resource_order_and_values() -> None:
 NOT_PLAIN = {
     "another top-level key": "resources:\n  - noop: a\nother: 1\n",
     "edges": "resources:\n  - noop: a\n  - noop: b\n    require: noop[a]\n",
+    "an edge to no entry": 'resources:\n  - noop: a\n    require: ["noop[b]"]\n',
+    "a self edge": 'resources:\n  - noop: a\n    before: "noop[a]"\n',
+    "a cycle": (
+        'resources:\n  - noop: a\n    require: "noop[b]"\n  - noop: b\n    require: "noop[a]"\n'
+    ),
+    "a malformed reference": 'resources:\n  - noop: a\n  - noop: b\n    require: ["noop a"]\n',
+    "an empty flow list": "resources:\n  - exec: a\n    cmd: []\n",
+    "a flow list without spaces": 'resources:\n  - exec: a\n    cmd: ["a","b"]\n',
+    "a flow list of single quotes": "resources:\n  - exec: a\n    cmd: ['make']\n",
+    "a flow list as a name": 'resources:\n  - noop: ["a"]\n',
+    "a flow list for text": 'resources:\n  - file: /a\n    content: ["x"]\n',
     "meta": "resources:\n  - noop: a\n    meta: {noop: true}\n",
     "a flow list": "resources:\n  - exec: a\n    cmd: [make]\n",
     "a number": "resources:\n  - widget: a\n    path: /a\n    count: 3\n",

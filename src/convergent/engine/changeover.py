@@ -26,8 +26,9 @@ Two optional methods help a kind do that (the engine looks for them by name):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+import msgspec
 
 from convergent.engine.recv import Binding, bindings
 from convergent.errors import GraphError
@@ -53,14 +54,13 @@ class PlansReverse(Protocol):
     def plan_reverse(self, ctx: Context) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Swapped:
+class Swapped(msgspec.Struct, frozen=True):
     """What a swap did, by resource (members, not group vertices)."""
 
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    reversed: list[str] = field(default_factory=list)  # removed ones that were undone
+    added: list[str] = msgspec.field(default_factory=list)
+    removed: list[str] = msgspec.field(default_factory=list)
+    changed: list[str] = msgspec.field(default_factory=list)
+    reversed: list[str] = msgspec.field(default_factory=list)  # removed ones that were undone
 
     def text(self) -> str:
         """``+2 -1 ~1 resources``."""

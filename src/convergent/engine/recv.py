@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from convergent.errors import GraphError
 from convergent.graph.core import Graph
@@ -47,8 +48,7 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(msgspec.Struct, frozen=True):
     """``receiver.param`` takes ``sender.output`` (identities are members' ``kind[name]``)."""
 
     receiver: str

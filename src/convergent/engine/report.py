@@ -7,7 +7,8 @@ collect them in a list.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from convergent.resources.base import Change
 
@@ -24,8 +25,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Changed:
+class Changed(msgspec.Struct, frozen=True):
     """``resource`` changed something: ``summary`` says what (``created``, ``ran (0.01 s)``)."""
 
     resource: str
@@ -34,8 +34,7 @@ class Changed:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class WouldChange:
+class WouldChange(msgspec.Struct, frozen=True):
     """Under noop: ``resource`` would make ``change`` (and refresh ``refreshes``)."""
 
     resource: str
@@ -43,28 +42,24 @@ class WouldChange:
     refreshes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(msgspec.Struct, frozen=True):
     resource: str
     error: BaseException
 
 
-@dataclass(frozen=True, slots=True)
-class Blocked:
+class Blocked(msgspec.Struct, frozen=True):
     """``resource`` is not checked because ``upstream`` failed."""
 
     resource: str
     upstream: str
 
 
-@dataclass(frozen=True, slots=True)
-class Log:
+class Log(msgspec.Struct, frozen=True):
     resource: str
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Converged:
+class Converged(msgspec.Struct, frozen=True):
     """Every resource is settled (clean, failed or blocked) and nothing is running."""
 
     failed: int
@@ -75,8 +70,7 @@ Report = Changed | WouldChange | Failed | Blocked | Log | Converged
 Reporter = Callable[[Report], None]
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(msgspec.Struct, frozen=True):
     """The outcome of one ``run``."""
 
     resources: int

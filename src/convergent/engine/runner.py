@@ -22,7 +22,7 @@ from convergent.engine.report import (
     RunResult,
     WouldChange,
 )
-from convergent.engine.worker import State, Worker, as_resource_error
+from convergent.engine.worker import SETTLED, State, Worker, as_resource_error
 from convergent.graph.core import Graph
 from convergent.resources.abilities import Reversible
 from convergent.resources.base import Change, Context, Resource
@@ -131,9 +131,10 @@ class Engine:
     def state_changed(self, old: State, new: State) -> None:
         self._failed += (new is State.FAILED) - (old is State.FAILED)
         self._blocked += (new is State.BLOCKED) - (old is State.BLOCKED)
-        if old.settled == new.settled:
+        settled = new in SETTLED
+        if (old in SETTLED) == settled:
             return
-        if new.settled:
+        if settled:
             self._unsettled -= 1
             if self._unsettled == 0:
                 self._now_settled(report=True)
@@ -261,6 +262,8 @@ class Engine:
             pass
         finally:
             self._tg = None
+            for worker in self._workers.values():
+                worker.release()
             self._close_services()
         return RunResult(
             resources=len(self._workers),

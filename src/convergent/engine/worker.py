@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
@@ -28,7 +28,7 @@ from convergent.resources.group import Group
 if TYPE_CHECKING:
     from convergent.engine.runner import Engine
 
-__all__ = ["State", "Worker", "as_resource_error"]
+__all__ = ["SETTLED", "State", "Worker", "as_resource_error"]
 
 
 class State(enum.Enum):
@@ -41,7 +41,10 @@ class State(enum.Enum):
 
     @property
     def settled(self) -> bool:
-        return self in (State.CLEAN, State.FAILED, State.BLOCKED)
+        return self in SETTLED
+
+
+SETTLED = (State.CLEAN, State.FAILED, State.BLOCKED)  # a tuple: `in` is by identity
 
 
 class Worker:
@@ -70,6 +73,7 @@ class Worker:
         "tasks",
         "tried",
         "tries",
+        "unsubscribe",
         "upstream",
         "wake",
         "watch_failed",
@@ -97,6 +101,7 @@ class Worker:
         self.tried: dict[str, Any] = {}  # values it last tried to receive (some missing)
         self.sender = any(getattr(type(m), "sends", None) for m in self.members)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.unsubscribe: Callable[[], None] | None = None  # a subscribe-kind's watch
         self.stopped = False
         self.upstream: list[Worker] = []
         self.downstream: list[tuple[Worker, bool]] = []  # (worker, notify)
@@ -161,6 +166,14 @@ class Worker:
         self._spawn(self._watch(), f"watch {self.resource.id}")
         return True
 
+    def release(self) -> None:
+        """Unsubscribe the watch of a kind that subscribes (once); a watch task is
+        cancelled with the others instead."""
+        unsubscribe = self.unsubscribe
+        if unsubscribe is not None:
+            self.unsubscribe = None
+            unsubscribe()
+
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -173,6 +186,7 @@ class Worker:
         Returns the cancelled tasks (await them to know they are done).
         """
         self.stopped = True
+        self.release()
         tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
@@ -195,7 +209,7 @@ class Worker:
         if self.meta.poll > 0:
             self._spawn(self._poll(), f"poll {rid}")
         else:
-            self._spawn(self._watch(), f"watch {rid}")
+            self._start_watch()
         while True:
             await self.wake.wait()
             self.wake.clear()
@@ -401,20 +415,55 @@ class Worker:
         self.ctx.received_changed = changed
         return values
 
-    async def _watch(self) -> None:
-        """Run the resource's watch; restart it after the retry delay when it fails."""
+    def _start_watch(self) -> None:
+        """Start watching: a kind that subscribes or has nothing to watch needs no task;
+        a failed subscribe goes on (retries) in the watch task."""
+        how = _watch_kind(type(self.resource))
+        if how is _NOTHING:
+            self._on_ready()
+            return
+        error = self._subscribe() if how is _SUBSCRIBE else None
+        if how is _SUBSCRIBE and error is None:
+            return
+        self._spawn(self._watch(error), f"watch {self.resource.id}")
+
+    def _subscribe(self) -> ResourceError | None:
+        """The ``Subscribes`` ability: subscribe now; the failure if it failed."""
         rid = self.resource.id
+        try:
+            unsubscribe: Callable[[], None] = self.resource.subscribe(  # type: ignore[attr-defined]
+                self.ctx
+            )
+        except Exception as exc:
+            self.ready = False  # it may have called ready() before it failed
+            return as_resource_error(rid, exc, _WATCH_FAILED)
+        self.unsubscribe = unsubscribe
+        if not self.ready:
+            self.release()
+            return ResourceError(rid, "subscribe returned without calling ctx.ready()")
+        return None
+
+    async def _watch(self, error: ResourceError | None = None) -> None:
+        """Run the resource's watch (or subscribe); restart it after the retry delay when
+        it fails. ``error``: it has just failed (a subscribe), start with the retry."""
+        rid = self.resource.id
+        subscribes = _watch_kind(type(self.resource)) is _SUBSCRIBE
         while True:
-            try:
-                await self.resource.watch(self.ctx)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = as_resource_error(rid, exc, _WATCH_FAILED)
-            else:
-                if self.ready:
+            if error is None and subscribes:
+                error = self._subscribe()
+                if error is None:
                     return
-                error = ResourceError(rid, "watch returned without calling ctx.ready()")
+            elif error is None:
+                try:
+                    await self.resource.watch(self.ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = as_resource_error(rid, exc, _WATCH_FAILED)
+                else:
+                    if self.ready:
+                        return
+                    error = ResourceError(rid, "watch returned without calling ctx.ready()")
             self.ready = False
             self.dirty = True  # what happened while nobody watched is unknown: check again
             self.watch_tries += 1
@@ -430,6 +479,7 @@ class Worker:
             )
             self.wake.set()
             await asyncio.sleep(delay)
+            error = None
 
     async def _poll(self) -> None:
         """``meta.poll``: no watch; owe a check every ``poll`` seconds."""
@@ -441,6 +491,24 @@ class Worker:
 
 _REFRESH = Change("refreshed")
 _WATCH_FAILED = "watch failed: "
+
+# How a kind watches, by class: a ``watch`` task, ``subscribe`` (no task), or nothing to
+# watch (the default watch: ready at once, no task).
+_TASK, _SUBSCRIBE, _NOTHING = "task", "subscribe", "nothing"
+_WATCH_KINDS: dict[type, str] = {}
+
+
+def _watch_kind(kind: type[Resource[Any]]) -> str:
+    how = _WATCH_KINDS.get(kind)
+    if how is None:
+        if callable(getattr(kind, "subscribe", None)):
+            how = _SUBSCRIBE
+        elif kind.watch is Resource.watch:
+            how = _NOTHING
+        else:
+            how = _TASK
+        _WATCH_KINDS[kind] = how
+    return how
 
 
 def _retry_text(what: str, tries: int, retry: int, delay: float, error: ResourceError) -> str:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import graphlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
+
+import msgspec
 
 from convergent.errors import CycleError, MissingVertexError
 
@@ -29,8 +30,7 @@ class Identified(Protocol):
 T = TypeVar("T", bound=Identified)
 
 
-@dataclass(frozen=True, slots=True)
-class Edge:
+class Edge(msgspec.Struct, frozen=True):
     """``source`` runs before ``target``; ``notify`` sends ``target`` a refresh on change.
 
     ``recv``: ``(parameter, output)`` pairs, sorted: the ``output`` of ``source`` is the

@@ -1,21 +1,27 @@
 """The fast path of the loader: the plainest policies, read without YAML machinery.
 
 Most policies, and every generated one, are a ``resources:`` list of flat entries, one
-``key: value`` per line with quoted or plain-word values::
+``key: value`` per line with quoted or plain-word values, or a one-line list of
+double-quoted strings; ``require``/``before``/``notify`` name other entries::
 
     resources:
       - file: "/srv/f0001"
         content: "i am f0001\\n"
         mode: "0644"
+      - exec: reload
+        cmd: ["/bin/sh", "-c", "make reload"]
+        require: ["file[/srv/f0001]"]
 
 :func:`load_plain` reads exactly that shape line by line and builds the graph the way
 :func:`convergent.policy.build.build` does. It returns None, and the loader takes the
 full path (libyaml nodes, every problem at its ``file:line:col``), as soon as anything
 is outside the shape or wrong in any way: another top-level key, a nested value, a flow
-list, an anchor, a tag, a comment after a value, a tab, a non-ASCII character, an escape
-other than ``\\n \\t \\\\ \\"``, a plain word YAML would read as a bool or null, a
-duplicate key or resource, an edge key (``require``, ``recv``...), ``meta``, an unknown kind or
-parameter, a parameter a kind rejects. So the fast path never changes what a policy
+list of anything but double-quoted strings (or an empty one, or one not written
+``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII character,
+an escape other than ``\\n \\t \\\\ \\"``, a plain word YAML would read as a bool or
+null, a duplicate key or resource, ``recv``, ``meta``, an edge to something that is not
+an entry or that closes a cycle, a malformed reference, an unknown kind or parameter, a
+parameter a kind rejects. So the fast path never changes what a policy
 means or how a problem is reported; it only skips importing PyYAML (~14 ms) and building
 a node per scalar. ``tests/policy/test_fast.py`` checks that both paths give equal graphs.
 """
@@ -25,9 +31,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from convergent.errors import ParamError
+from convergent.errors import GraphError, ParamError
 from convergent.graph.core import Graph
-from convergent.graph.identity import format_id
+from convergent.graph.identity import format_id, parse_ref
 from convergent.resources.base import Meta, Resource, convert_params, get_kind, param_fields
 
 __all__ = ["load_plain"]
@@ -35,12 +41,17 @@ __all__ = ["load_plain"]
 # One line of an entry: indentation, "- " on an entry's first line, a key, then a
 # double-quoted, single-quoted or plain value (printable ASCII only: YAML rejects
 # control characters and DEL), then nothing but spaces.
+_CHARS = r'(?:[ !#-\[\]-~]|\\[nt\\"])*'  # inside double quotes
+_DOUBLE = rf'"({_CHARS})"'
+_FLOW = rf'"{_CHARS}"(?:, "{_CHARS}")*'  # the strings of a flow list, "a", "b"
 _LINE = re.compile(
     r"( *)(- )?([a-z_][a-z0-9_]*): "
-    r'(?:"((?:[ !#-\[\]-~]|\\[nt\\"])*)"'
+    rf"(?:{_DOUBLE}"
     r"|'((?:[ -&(-~]|'')*)'"
-    r"|([A-Za-z/][A-Za-z0-9_./-]*)) *"
+    r"|([A-Za-z/][A-Za-z0-9_./-]*)"
+    rf"|\[({_FLOW})\]) *"
 )
+_ITEM = re.compile(_DOUBLE)  # one string of a flow list
 _COMMENT = re.compile(r" *#[ -~]*")  # a comment-only line (no control character)
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
@@ -51,18 +62,24 @@ _NOT_TEXT = frozenset(
     for spelling in (word, word.capitalize(), word.upper())
 )
 _NOT_PARAMS = frozenset(("require", "before", "notify", "recv", "meta"))  # entry keys
+_EDGES = ("require", "before", "notify")
+_EDGES_KEYS = frozenset(_EDGES)
 
 
 def _unescape(match: re.Match[str]) -> str:
     return _ESCAPES[match.group(1)]
 
 
+def _text(double: str) -> str:
+    return _ESCAPE.sub(_unescape, double) if "\\" in double else double
+
+
 def load_plain(text: str) -> Graph[Resource[Any]] | None:
     """The graph of a policy in the plain shape, or None to take the full loader."""
     if not text.isascii() or "\r" in text:
         return None
-    entries: list[tuple[str, str, dict[str, str]]] = []
-    params: dict[str, str] = {}
+    entries: list[tuple[str, str, dict[str, Any]]] = []
+    params: dict[str, Any] = {}
     top = dash = -1
     comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
@@ -82,9 +99,14 @@ def load_plain(text: str) -> Graph[Resource[Any]] | None:
         match = line_match(line)
         if match is None:
             return None
-        indent, item, key, double, single, plain = match.groups()
+        indent, item, key, double, single, plain, flow = match.groups()
+        value: Any
         if double is not None:
-            value = _ESCAPE.sub(_unescape, double) if "\\" in double else double
+            value = _text(double)
+        elif flow is not None:
+            if item:
+                return None  # a list as a resource's name
+            value = [_text(m.group(1)) for m in _ITEM.finditer(flow)]
         elif single is not None:
             value = single.replace("''", "'")
         elif plain in _NOT_TEXT:
@@ -109,11 +131,28 @@ def load_plain(text: str) -> Graph[Resource[Any]] | None:
     return _build(entries)
 
 
-def _build(entries: list[tuple[str, str, dict[str, str]]]) -> Graph[Resource[Any]] | None:
+def _build(entries: list[tuple[str, str, dict[str, Any]]]) -> Graph[Resource[Any]] | None:
     """What ``build`` makes of these entries when none has a problem; else None."""
     graph: Graph[Resource[Any]] = Graph()
     fields: dict[str, frozenset[str]] = {}
+    links: list[tuple[str, str, bool]] = []
     for kind, name, params in entries:
+        if not _EDGES_KEYS.isdisjoint(params):
+            params = dict(params)
+            rid = format_id(kind, name)
+            for key in _EDGES:
+                refs = params.pop(key, None)
+                if refs is None:
+                    continue
+                for ref in [refs] if isinstance(refs, str) else refs:
+                    try:
+                        other = format_id(*parse_ref(ref))
+                    except ValueError:
+                        return None
+                    if key == "require":
+                        links.append((other, rid, False))
+                    else:
+                        links.append((rid, other, key == "notify"))
         cls = get_kind(kind)
         if cls is None or not name.strip() or format_id(kind, name) in graph:
             return None
@@ -127,4 +166,13 @@ def _build(entries: list[tuple[str, str, dict[str, str]]]) -> Graph[Resource[Any
         except ParamError:
             return None
         graph.add(resource)
+    for source, target, notify in links:
+        if source not in graph or target not in graph:
+            return None
+        graph.add_edge(source, target, notify=notify)
+    if links:
+        try:
+            graph.validate()
+        except GraphError:  # a cycle: the full path reports it where it was written
+            return None
     return graph

@@ -12,8 +12,9 @@ A kind opts in by defining the methods; nothing needs registering.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import msgspec
 
 if TYPE_CHECKING:
     from convergent.resources.base import Context, Resource
@@ -21,8 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["AutoEdges", "Groupable", "Output", "Reversible", "Sends"]
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(msgspec.Struct, frozen=True):
     """One output a kind sends: its type, and whether it is a secret (never shown)."""
 
     type: type

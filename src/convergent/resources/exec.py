@@ -128,27 +128,31 @@ class Exec(Resource[ExecParams], kind="exec"):
 
     # -- the contract -----------------------------------------------------------------
 
-    async def watch(self, ctx: Context) -> None:
-        """Watch the paths of ``creates`` and ``ifnewer``, so removing them runs the command."""
+    def subscribe(self, ctx: Context) -> Callable[[], None]:
+        """Watch the paths of ``creates`` and ``ifnewer``, so removing them runs the command
+        (the ``Subscribes`` ability: no task)."""
         p = self.params
         paths = [p.creates] if p.creates else []
         if p.ifnewer is not None:
             paths += [p.ifnewer.target, *p.ifnewer.sources]
-        if not paths:
-            await super().watch(ctx)
-            return
-        from convergent.resources.fswatch import FsWatcher
+        stops: list[Callable[[], None]] = []
 
-        watcher = ctx.shared(FsWatcher)
-        unsubscribe: list[Callable[[], None]] = []
-        try:
-            for path in paths:
-                unsubscribe.append(watcher.watch(path, ctx.event))
-            ctx.ready()
-            await asyncio.Event().wait()
-        finally:
-            for stop in unsubscribe:
+        def unsubscribe() -> None:
+            for stop in stops:
                 stop()
+
+        if paths:
+            from convergent.resources.fswatch import FsWatcher
+
+            watcher = ctx.shared(FsWatcher)
+            try:
+                for path in paths:
+                    stops.append(watcher.watch(path, ctx.event))
+            except BaseException:
+                unsubscribe()
+                raise
+        ctx.ready()
+        return unsubscribe
 
     async def check(self, ctx: Context) -> Change | None:
         """Run the guards (assumed read only: they run under noop too); None when one says skip."""

@@ -29,7 +29,7 @@ import errno
 import itertools
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from convergent.errors import ParamError, ResourceError
@@ -184,17 +184,26 @@ class File(Resource[FileParams], kind="file"):
 
     # -- the contract -----------------------------------------------------------------
 
-    async def watch(self, ctx: Context) -> None:
+    def subscribe(self, ctx: Context) -> Callable[[], None]:
+        """Watch the path (and ``source``) with the run's shared inotify descriptor: no
+        task of its own (the ``Subscribes`` ability)."""
         watcher = ctx.shared(FsWatcher)
-        stops = [watcher.watch(self._path, ctx.event)]
-        try:
-            if self._source is not None:
-                stops.append(watcher.watch(self._source, ctx.event))
+        stop = watcher.watch(self._path, ctx.event)
+        if self._source is None:
             ctx.ready()
-            await asyncio.get_running_loop().create_future()
-        finally:
-            for stop in stops:
-                stop()
+            return stop
+        try:
+            stop_source = watcher.watch(self._source, ctx.event)
+        except BaseException:
+            stop()
+            raise
+        ctx.ready()
+
+        def unsubscribe() -> None:
+            stop()
+            stop_source()
+
+        return unsubscribe
 
     async def check(self, ctx: Context) -> FileChange | None:
         return self.plan()

@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["FsWatcher"]
@@ -73,6 +75,7 @@ _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 # Errors of inotify_add_watch that mean "this directory is not there (yet)": walk up.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _READ_SIZE = 65536
+_CLOSE_DELAY = 0.002  # seconds between removing the last watches and closing (see close)
 
 
 class _Inotify:
@@ -120,8 +123,27 @@ class _Inotify:
     def rm_watch(self, wd: int) -> None:
         self._rm(self.fd, wd)  # fails only when the kernel already removed it: fine
 
-    def close(self) -> None:
-        os.close(self.fd)
+    def close(self, watches: Iterable[int]) -> None:
+        """Remove ``watches`` (those still held), then close the descriptor, without
+        waiting for the kernel to free them.
+
+        Closing an inotify descriptor that holds watches, or whose watches were removed
+        just before, waits for an SRCU grace period while the kernel frees them: 8-16 ms
+        measured here, on the exit path of every run. Removing the watches first and
+        closing ~2 ms later costs ~0.1 ms, so a short-lived thread closes it meanwhile.
+        """
+        for wd in watches:
+            self._rm(self.fd, wd)
+        import threading
+
+        threading.Thread(
+            target=_close_after, args=(self.fd, _CLOSE_DELAY), name="inotify close", daemon=True
+        ).start()
+
+
+def _close_after(fd: int, delay: float) -> None:
+    time.sleep(delay)
+    os.close(fd)
 
 
 class _Dir:
@@ -245,7 +267,7 @@ class FsWatcher:
             return
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(inotify.fd)
-        inotify.close()
+        inotify.close(self._watches)
         for w in self._watches.values():
             w.alive = False
         self._watches.clear()
@@ -338,7 +360,10 @@ class FsWatcher:
         inotify = self._inotify
         if inotify is None:
             return
-        fd, unpack, fsdecode = inotify.fd, inotify.unpack, os.fsdecode
+        fd, unpack = inotify.fd, inotify.unpack
+        # os.fsdecode without its Python layers (~1.5 us a name; applying 1,000 files
+        # makes ~6,000 events)
+        encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
         while self._inotify is inotify:
             try:
                 buf = os.read(fd, _READ_SIZE)
@@ -349,7 +374,7 @@ class FsWatcher:
                 wd, mask, _cookie, size = unpack(buf, offset)
                 offset += 16
                 if size:
-                    name = fsdecode(buf[offset : offset + size].rstrip(b"\0"))
+                    name = buf[offset : offset + size].rstrip(b"\0").decode(encoding, errors)
                     offset += size
                     self._dispatch(wd, mask, name)
                 else:
