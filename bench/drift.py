@@ -4,7 +4,7 @@ The agent (``convergent run`` without ``--converged-timeout``) is started on N f
 harness waits for its first line containing ``converged`` on stdout, then runs trials:
 each picks a different file, deletes it (even trials) or overwrites its content (odd
 trials), and times until the file holds the right content again. Detection uses
-inotify on the target directory (asyncinotify, the same library the agent uses); on
+inotify on the target directory (asyncinotify, independent of the agent's own watcher); on
 every event for that file the harness reads it, so the time recorded is when the
 harness saw the right content, an upper bound on the agent's own repair time.
 """
