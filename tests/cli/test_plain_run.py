@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,12 +72,20 @@ def test_run_options_table_matches_the_parser() -> None:
     assert declared == RUN_OPTIONS  # a new run option must be added to RUN_OPTIONS too
 
 
-def test_a_plain_run_never_imports_argparse() -> None:
+def test_a_plain_run_never_imports_argparse(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f'resources:\n  - file: {made}\n    content: "x\\n"\n', encoding="utf-8")
     code = (
         "import sys\n"
         "from convergent.cli.main import main\n"
-        "main(['run', '/nonexistent/p.yaml', '--converged-timeout', '0'])\n"
+        f"code = main(['run', {str(policy)!r}, '--converged-timeout', '0',"
+        f" '--state-dir', {str(tmp_path / 'state')!r}])\n"
+        "assert code == 0, code\n"
         "assert 'argparse' not in sys.modules, 'argparse was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
+    assert made.read_text() == "x\n"  # the run really converged the policy

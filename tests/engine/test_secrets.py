@@ -98,3 +98,19 @@ def test_a_secret_in_an_error_or_a_log_line_is_shown_as_secret(tmp_path: Path) -
     text = _everything(reports + noop_reports)
     assert secret not in text
     assert "exec[leak]: would run: <secret>" in text
+
+
+def test_a_secret_shortened_in_a_summary_is_still_hidden(tmp_path: Path) -> None:
+    """exec shows at most 60 characters of its command: a 64-character secret in it is cut
+    to a piece, and the piece must not show either."""
+    g: Graph[Resource[Any]] = Graph()
+    g.add(Password("long", length=64))
+    g.add(Exec("shown", cmd="true", shell=True), recv={"cmd": "password[long].password"})
+    with StateDB(str(tmp_path / "state.db")) as state:
+        _run(g, state)  # generate and keep the secret
+        secret = state.get_secret("password[long]")
+        assert secret is not None and len(secret) == 64
+        text = _everything(_run(g, state, noop=True))
+    assert "would run: " in text
+    pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    assert not [p for p in pieces if p in text], "a piece of the secret was shown"

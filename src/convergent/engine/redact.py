@@ -25,6 +25,7 @@ from convergent.resources.base import Change
 __all__ = ["SECRET", "Secrets", "hide_report"]
 
 SECRET = "<secret>"
+_FRAGMENT = 4  # a run this long that occurs in a secret counts as a piece of it
 
 
 class Secrets:
@@ -51,6 +52,30 @@ class Secrets:
             if value in text:
                 text = text.replace(value, SECRET)
         return text
+
+    def hide_fragments(self, text: str) -> str:
+        """``text`` with every run of 4 or more characters found inside a secret hidden too.
+
+        For what a resource holding a secret says about itself: a summary may show its
+        parameter shortened or quoted (``would run: sh -c 'abc...'``), and a piece of a
+        secret is still a leak.
+        """
+        text = self.hide(text)
+        out: list[str] = []
+        i = 0
+        while i < len(text):
+            length = 0
+            while i + length < len(text) and any(
+                text[i : i + length + 1] in value for value in self._ordered
+            ):
+                length += 1
+            if length >= _FRAGMENT:
+                out.append(SECRET)
+                i += length
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
 
 
 class _HiddenChange(Change):
@@ -92,40 +117,61 @@ def _hide_change(
             member: _hide_change(member, c, secrets, held) for member, c in change.members.items()
         }
     params = held.get(resource)
-    summary = secrets.hide(change.summary)
+    summary = (secrets.hide_fragments if params else secrets.hide)(change.summary)
     if params:  # it holds a secret: no diff at all, only a note when there was one
         note = f"{', '.join(params)} changed (secret)" if change.diff is not None else None
         return _HiddenChange(summary, None, secrets, note, members)
     return _HiddenChange(summary, change, secrets, None, members)
 
 
+def _chain_texts(error: BaseException) -> list[str]:
+    """The messages of ``error`` and every exception behind it (cause or context)."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        texts.append(str(current))
+        if isinstance(current, CommandError):
+            texts.append(current.stderr_tail)
+        current = current.__cause__ or current.__context__
+    return texts
+
+
 def _hide_error(resource: str, error: BaseException, secrets: Secrets) -> BaseException:
-    text = str(error)
-    tail = error.stderr_tail if isinstance(error, CommandError) else ""
-    if secrets.hide(text) == text and secrets.hide(tail) == tail:
+    if all(secrets.hide(text) == text for text in _chain_texts(error)):
         return error
+    hidden: ResourceError
     if isinstance(error, CommandError):
-        return CommandError(
-            error.resource, secrets.hide(error.message), error.exit_code, secrets.hide(tail)
+        hidden = CommandError(
+            error.resource,
+            secrets.hide(error.message),
+            error.exit_code,
+            secrets.hide(error.stderr_tail),
         )
-    if isinstance(error, ResourceError):
-        return ResourceError(error.resource, secrets.hide(error.message))
-    return ResourceError(resource, secrets.hide(text))
+    elif isinstance(error, ResourceError):
+        hidden = ResourceError(error.resource, secrets.hide(error.message))
+    else:
+        hidden = ResourceError(resource, secrets.hide(str(error)))
+    hidden.__suppress_context__ = True  # the originals hold the secret: none is passed on
+    return hidden
 
 
 def hide_report(report: Report, secrets: Secrets, held: Mapping[str, tuple[str, ...]]) -> Report:
     """``report`` with every secret hidden. ``held``: receiver -> its parameters that
     received a secret output."""
+    resource = getattr(report, "resource", None)
+    hide = secrets.hide_fragments if resource is not None and held.get(resource) else secrets.hide
     if isinstance(report, Changed):
         change = _hide_change(report.resource, report.change, secrets, held)
-        return Changed(report.resource, secrets.hide(report.summary), change, report.seconds)
+        return Changed(report.resource, hide(report.summary), change, report.seconds)
     if isinstance(report, WouldChange):
         if report.change is None:
             return report
         change = _hide_change(report.resource, report.change, secrets, held)
         return WouldChange(report.resource, change, report.refreshes)
     if isinstance(report, Log):
-        return Log(report.resource, secrets.hide(report.message))
+        return Log(report.resource, hide(report.message))
     if isinstance(report, Failed):
         return Failed(report.resource, _hide_error(report.resource, report.error, secrets))
     return report
