@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,20 @@ def context(resource: File, commits: _Commits) -> Context:
         log=lambda message: None,
         shared=lambda factory: commits,
     )
+
+
+class _Held(_Commits):
+    """Commits that wait for the test: the flush a commit schedules only says it is waiting."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        self.waiting.set()
 
 
 async def converge(resource: File, commits: _Commits) -> None:
@@ -62,11 +77,14 @@ def test_a_write_cancelled_before_its_commit_leaves_the_file_as_it_was(tmp_path:
     resource = File(str(target), content="new\n")
 
     async def main() -> None:
-        task = asyncio.ensure_future(converge(resource, _Commits()))
-        await asyncio.sleep(0)  # the task wrote its temp file and waits for the commit
+        commits = _Held()
+        task = asyncio.ensure_future(converge(resource, commits))
+        await asyncio.wait_for(commits.waiting.wait(), TIMEOUT)  # temp written, not committed
+        assert len(os.listdir(tmp_path)) == 2  # the file and its temp file
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, TIMEOUT)
+        commits.flush()  # the batch's flush comes after the cancel: it discards the file
 
     asyncio.run(main())
     assert target.read_text() == "old\n"
@@ -78,9 +96,10 @@ def test_writes_still_waiting_when_the_run_ends_are_discarded(tmp_path: Path) ->
     resource = File(str(target), content="new\n")
 
     async def main() -> None:
-        commits = _Commits()
+        commits = _Held()
         task = asyncio.ensure_future(converge(resource, commits))
-        await asyncio.sleep(0)  # the task waits for the commit
+        await asyncio.wait_for(commits.waiting.wait(), TIMEOUT)  # temp written, not committed
+        assert len(os.listdir(tmp_path)) == 1  # only the temp file so far
         commits.close()  # what the engine does when the run ends
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, TIMEOUT)
