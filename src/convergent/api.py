@@ -46,8 +46,8 @@ def run(
         reporter = TextRenderer()
     state: StateDB | None = None
     if state_dir is not None:
-        from convergent.cli.run import open_state
         from convergent.cli.statedir import ensure_state_dir
+        from convergent.state.db import open_state
 
         if not noop:
             ensure_state_dir(state_dir)

@@ -521,3 +521,20 @@ def test_noop_reports_would_change_and_never_mutates(tmp_path: Path) -> None:
     assert would[f"file[{tmp_path / 'meta'}]"].summary == f"mode 0600 -> 0644, owner 0 -> {NOBODY}"
     assert would[f"file[{tmp_path / 'newdir'}]"].summary == "directory created"
     assert not any(isinstance(r, Changed) for r in reports.items)
+
+
+@pytest.mark.parametrize(
+    ("field", "what", "number"), [("owner", "user", "uid"), ("group", "group", "gid")]
+)
+def test_unknown_owner_or_group_is_an_error_naming_it_and_changes_nothing(
+    tmp_path: Path, field: str, what: str, number: str
+) -> None:
+    target = tmp_path / "f"
+    resource = File(str(target), content="x\n", **{field: "no-such-name-here"})
+    with pytest.raises(ResourceError) as info:
+        converge(resource)
+    assert str(info.value) == (
+        f"file[{target}]: {field}: there is no {what} 'no-such-name-here' on this host; "
+        f"create the {what} first (and require it) or give a numeric {number}"
+    )
+    assert not target.exists()

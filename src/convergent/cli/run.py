@@ -32,10 +32,9 @@ if TYPE_CHECKING:
     from convergent.resources.base import Resource
     from convergent.state.db import StateDB
 
-__all__ = ["STATE_DB", "open_state", "run_command", "run_with_signals"]
+__all__ = ["run_command", "run_with_signals"]
 
 NOTHING_CHANGED = "nothing was changed"
-STATE_DB = "state.db"  # the state database's file name in the state directory
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -56,6 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
             )
             print(NOTHING_CHANGED, file=sys.stderr, flush=True)
             return 2
+    from convergent.state.db import open_state
+
     try:
         state = open_state(state_dir, readonly=args.noop)
     except ConvergentError as exc:  # StateError: says which file and how to fix it
@@ -87,16 +88,6 @@ def run_command(args: argparse.Namespace) -> int:
         count = len(renderer.would_change)
         print(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", flush=True)
     return result.exit_code
-
-
-def open_state(state_dir: str, *, readonly: bool) -> StateDB | None:
-    """The state database ``state_dir/state.db``; under noop read only, and only if it exists."""
-    path = os.path.join(state_dir, STATE_DB)
-    if readonly and not os.path.exists(path):
-        return None
-    from convergent.state.db import StateDB
-
-    return StateDB(path, readonly=readonly)
 
 
 async def run_with_signals(

@@ -383,37 +383,11 @@ class File(Resource[FileParams], kind="file"):
     def _owner_ids(self) -> tuple[int, int]:
         """The uid and gid asked for (-1: not asked), resolving names on first use."""
         p = self.params
-        uid = self._uid
-        if uid is None:
-            if p.owner is None:
-                uid = -1
-            else:
-                import pwd
-
-                try:
-                    uid = self._uid = pwd.getpwnam(p.owner).pw_uid
-                except KeyError:
-                    raise ResourceError(
-                        self.id,
-                        f"owner: there is no user {p.owner!r} on this host; create the user "
-                        "first (and require it) or give a numeric uid",
-                    ) from None
-        gid = self._gid
-        if gid is None:
-            if p.group is None:
-                gid = -1
-            else:
-                import grp
-
-                try:
-                    gid = self._gid = grp.getgrnam(p.group).gr_gid
-                except KeyError:
-                    raise ResourceError(
-                        self.id,
-                        f"group: there is no group {p.group!r} on this host; create the group "
-                        "first (and require it) or give a numeric gid",
-                    ) from None
-        return uid, gid
+        if self._uid is None:
+            self._uid = -1 if p.owner is None else _lookup_id(self.id, "owner", p.owner)
+        if self._gid is None:
+            self._gid = -1 if p.group is None else _lookup_id(self.id, "group", p.group)
+        return self._uid, self._gid
 
     def _user(self, uid: int) -> str:
         """How to show ``uid``: as a name when the owner was given as a name."""
@@ -778,6 +752,25 @@ def _parse_id(field_name: str, value: str | None) -> int | None:
     if value.isascii() and value.isdigit():
         return int(value)
     return None
+
+
+def _lookup_id(resource: str, field_name: Literal["owner", "group"], name: str) -> int:
+    """The uid (``owner``) or gid (``group``) of ``name`` on this host."""
+    try:
+        if field_name == "owner":
+            import pwd
+
+            return pwd.getpwnam(name).pw_uid
+        import grp
+
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        what, number = ("user", "uid") if field_name == "owner" else ("group", "gid")
+        raise ResourceError(
+            resource,
+            f"{field_name}: there is no {what} {name!r} on this host; create the {what} "
+            f"first (and require it) or give a numeric {number}",
+        ) from None
 
 
 def _read(path: str, size: int) -> bytes:

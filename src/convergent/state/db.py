@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 
 from convergent.errors import ConvergentError
 
-__all__ = ["SCHEMA_VERSION", "StateDB", "StateError"]
+__all__ = ["SCHEMA_VERSION", "STATE_DB", "StateDB", "StateError", "open_state"]
 
 SCHEMA_VERSION = 1
 
@@ -339,3 +339,14 @@ def _fsync_dir(path: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+STATE_DB = "state.db"  # the state database's file name in the state directory
+
+
+def open_state(state_dir: str, *, readonly: bool) -> StateDB | None:
+    """The state database ``state_dir/state.db``; under noop read only, and only if it exists."""
+    path = os.path.join(state_dir, STATE_DB)
+    if readonly and not os.path.exists(path):
+        return None
+    return StateDB(path, readonly=readonly)
