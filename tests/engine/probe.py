@@ -78,6 +78,7 @@ class Probe(Resource[ProbeParams], kind="probe"):
         await asyncio.Event().wait()
 
     async def check(self, ctx: Context) -> Change | None:
+        await asyncio.sleep(0)  # a real check awaits (a read): the loop runs meanwhile
         self.box.note(f"check {self.name}")
         self.box.note(f"saw {self.box.value}")
         if self.box.value == self.params.want:

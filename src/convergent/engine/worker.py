@@ -257,11 +257,14 @@ class Worker:
                     semaphore.release()
             if error is None:
                 self.tries = 0
-                if self.ready:
+                if not self.ready:
+                    self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
+                elif self.dirty:  # an event came during the pass: a check is still owed
+                    self.watch_tries = 0
+                    self._set_state(State.WAITING)
+                else:
                     self.watch_tries = 0
                     self._set_state(State.CLEAN)
-                else:
-                    self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
             else:
                 await self._failed(error)
             if self.dirty:
@@ -295,7 +298,8 @@ class Worker:
         retry = self.meta.retry
         if retry != -1 and self.tries > retry:
             self.engine.report(Failed(rid, error))
-            self._set_state(State.FAILED)
+            # An event during the failed pass owes one more try: not settled yet.
+            self._set_state(State.WAITING if self.dirty else State.FAILED)
             return
         delay = retry_delay(self.meta, self.tries)
         self.engine.report(Log(rid, _retry_text("retry", self.tries, retry, delay, error)))
