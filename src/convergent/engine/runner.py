@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convergent.engine.changeover import Grouper, Plan, PlansReverse, RecordsReverse, Swapped
 from convergent.engine.recv import MISSING, Binding, bindings, sends
 from convergent.engine.redact import Secrets, hide_report
+from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import (
     Changed,
     Converged,
@@ -99,6 +100,7 @@ class Engine:
         self._swap_lock: asyncio.Lock | None = None
         self.graph = plan.graph
         self._plan = plan
+        self._refreshes = Refreshes(state, plan)
         new = self._adopt(plan, {})
         self._load_refreshes(new)
         self._recount(report=False)
@@ -167,32 +169,18 @@ class Engine:
                 if value != receiver.tried.get(binding.param, MISSING):
                     receiver.poke()
 
-    def save_refreshes(self, worker: Worker, receivers: Iterable[Worker]) -> None:
-        """Write the refreshes ``worker`` owes ``receivers``, member by member (a group's
-        identity may not exist after a restart; its members do)."""
-        if self.state is None:
-            return
-        plan = self._plan
-        targets = {r.resource.id for r in receivers}
-        rows: dict[str, list[str]] = {}
-        for member in worker.members:
-            for edge in plan.source.out_edges(member.id):
-                if edge.notify and plan.vertex_of.get(edge.target) in targets:
-                    rows.setdefault(member.id, []).append(edge.target)
-        for sender, members in rows.items():
-            self.state.add_refreshes(sender, members)
+    def intend_refreshes(self, worker: Worker, receivers: Iterable[Worker]) -> Intent:
+        """Write down, before ``worker`` changes anything, the refreshes it will owe."""
+        return self._refreshes.intend(
+            (m.id for m in worker.members), {r.resource.id for r in receivers}
+        )
+
+    def end_refreshes(self, intent: Intent, withdraw: Iterable[str] = ()) -> None:
+        self._refreshes.end(intent, set(withdraw))
 
     def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None:
         """``worker`` handled the refreshes of ``senders`` (vertex identities)."""
-        if self.state is None or self.state.readonly:
-            return
-        plan = self._plan
-        expanded: set[str] = set()
-        for sender in senders:
-            expanded.add(sender)
-            expanded.update(plan.members(sender))
-        for member in worker.members:
-            self.state.remove_refreshes(member.id, expanded)
+        self._refreshes.forget((m.id for m in worker.members), senders)
 
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None:
         """``meta.reverse``: let the kind keep what it needs to undo ``change`` later."""
@@ -420,6 +408,7 @@ class Engine:
                     worker.resource.senders = payload.senders  # notifiers may be new vertices
             workers[vid] = worker
         self._plan = plan
+        self._refreshes.plan = plan
         self._workers = workers
         if keep:  # the engine's graph holds the running resources
             graph: Graph[Resource[Any]] = Graph()
@@ -433,9 +422,11 @@ class Engine:
         for worker in workers.values():
             worker.upstream = []
             worker.downstream = []
+            worker.notifies = False
         for edge in plan.graph.edges():
             src, dst = workers[edge.source], workers[edge.target]
             src.downstream.append((dst, edge.notify))
+            src.notifies = src.notifies or edge.notify
             dst.upstream.append(src)
         self._members = {m.id: m for w in workers.values() for m in w.members}
         self._receivers = {}
@@ -455,15 +446,9 @@ class Engine:
         return new
 
     def _load_refreshes(self, workers: dict[str, Worker]) -> None:
-        """Pending refreshes from the state database for these (new) workers; rows are
-        kept per member and mapped to the vertex each member is in now."""
-        if self.state is None or not workers:
-            return
-        vertex_of = self._plan.vertex_of
-        for receiver, senders in self.state.pending_refreshes().items():
-            worker = workers.get(vertex_of.get(receiver, ""))
-            if worker is not None:
-                worker.refresh_from.update(vertex_of.get(s, s) for s in senders)
+        """Pending refreshes from the state database for these (new) workers."""
+        for vid, senders in self._refreshes.pending(workers).items():
+            workers[vid].refresh_from.update(senders)
 
     def _semaphores_for(self, resource: Resource[Any]) -> tuple[asyncio.Semaphore, ...]:
         """The semaphores of ``resource`` in acquisition order (the global one first, then

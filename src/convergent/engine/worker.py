@@ -60,11 +60,13 @@ class Worker:
         "engine",
         "members",
         "meta",
+        "notifies",
         "put",
         "ready",
         "received",
         "recv",
         "refresh_from",
+        "renotified",
         "resource",
         "semaphores",
         "sender",
@@ -105,6 +107,7 @@ class Worker:
         self.stopped = False
         self.upstream: list[Worker] = []
         self.downstream: list[tuple[Worker, bool]] = []  # (worker, notify)
+        self.notifies = False  # some downstream edge is a notify edge
         self.state = State.WAITING
         self.dirty = True  # a check is owed
         self.ready = False
@@ -112,7 +115,8 @@ class Worker:
         self.tries = 0  # failed check/apply tries since the last success
         self.watch_tries = 0  # failed watches since the watch last proved itself
         self.blocked_by: str | None = None
-        self.refresh_from: set[str] = set()
+        self.refresh_from: set[str] = set()  # senders (vertices) owed a refresh
+        self.renotified: set[str] = set()  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
         self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
         self.wake = asyncio.Event()
@@ -330,6 +334,7 @@ class Worker:
         if received is MISSING:
             return
         refresh = frozenset(self.refresh_from)
+        self.renotified.clear()
         ctx.refresh = refresh
         noop = engine.noop or res.meta.noop
         change = await res.check(ctx)
@@ -344,39 +349,60 @@ class Worker:
                 )
             self._passed(received)
             return
-        changed = False
-        if change is not None:
-            if res.meta.reverse:
-                engine.before_apply(res, ctx, change)
-            start = time.perf_counter()
-            summary = await res.apply(ctx, change)
-            engine.report(
-                Changed(res.id, summary or change.summary, change, time.perf_counter() - start)
-            )
-            changed = True
-        elif refresh and isinstance(res, Refreshable):
-            start = time.perf_counter()
-            summary = await res.refresh(ctx)
-            if summary is not None:
-                engine.report(Changed(res.id, summary, _REFRESH, time.perf_counter() - start))
+        notified = [w for w, notify in self.downstream if notify] if self.notifies else ()
+        intent = None
+        changed = ok = False
+        try:
+            if change is not None:
+                if res.meta.reverse:
+                    engine.before_apply(res, ctx, change)
+                if notified:  # durable before the change: a kill from here on loses nothing
+                    intent = engine.intend_refreshes(self, notified)
+                start = time.perf_counter()
+                summary = await res.apply(ctx, change)
+                engine.report(
+                    Changed(res.id, summary or change.summary, change, time.perf_counter() - start)
+                )
                 changed = True
+            elif refresh and isinstance(res, Refreshable):
+                if notified:  # a refresh may change something and notify onward
+                    intent = engine.intend_refreshes(self, notified)
+                start = time.perf_counter()
+                summary = await res.refresh(ctx)
+                if summary is not None:
+                    engine.report(Changed(res.id, summary, _REFRESH, time.perf_counter() - start))
+                    changed = True
+            ok = True
+        finally:
+            if intent is not None:
+                withdraw = (
+                    ()
+                    if changed or not ok
+                    else [w.resource.id for w in notified if res.id not in w.refresh_from]
+                )
+                engine.end_refreshes(intent, withdraw)
+            if not ok and notified:  # at least once: a failed pass may have changed it
+                for child in notified:
+                    child.notify(res.id)
+                    child.poke()
         ctx.refresh = frozenset()
         if changed:
             engine.mark_changed(self)
-            receivers = []
             for child, notify in self.downstream:
                 if notify:
-                    child.refresh_from.add(res.id)
-                    receivers.append(child)
+                    child.notify(res.id)
                 child.poke()
-            if receivers:
-                # Durable before this vertex is marked clean: a crash from here on
-                # cannot lose the refresh.
-                engine.save_refreshes(self, receivers)
         if refresh:
-            engine.forget_refreshes(self, refresh)  # handled: only now may it be forgotten
-            self.refresh_from.difference_update(refresh)
+            handled = refresh.difference(self.renotified)  # a newer change stays owed
+            if handled:
+                engine.forget_refreshes(self, handled)  # handled: only now may it be forgotten
+                self.refresh_from.difference_update(handled)
         self._passed(received)
+
+    def notify(self, sender: str) -> None:
+        """``sender`` (a vertex) changed something and owes this one a refresh."""
+        self.refresh_from.add(sender)
+        self.renotified.add(sender)
 
     def _passed(self, received: dict[str, Any] | None) -> None:
         """A pass succeeded: remember what it received, tell receivers of new outputs."""
