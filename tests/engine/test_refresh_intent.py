@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from convergent.engine import Blocked, Converged, Engine
 from convergent.graph import Graph
@@ -19,13 +20,13 @@ from tests.engine.support import BOUND, Recorder, graph_of
 UP, MID, DOWN = "probe[up]", "probe[mid]", "probe[down]"
 
 
-def _notify_graph(up_box: Box, down_box: Box, meta: Meta | None = None) -> Graph[Resource[object]]:
+def _notify_graph(up_box: Box, down_box: Box, meta: Meta | None = None) -> Graph[Resource[Any]]:
     g = graph_of(Probe.make("up", up_box, meta=meta), Probe.make("down", down_box))
     g.add_edge(UP, DOWN, notify=True)
     return g
 
 
-def _converge(graph: Graph[Resource[object]], state: StateDB) -> Recorder:
+def _converge(graph: Graph[Resource[Any]], state: StateDB) -> Recorder:
     rec = Recorder()
 
     async def main() -> None:
