@@ -1,9 +1,10 @@
 """Secrets never reach a report: the engine hides them before the reporter sees one.
 
 A kind marks an output secret (``Output(str, secret=True)``, the ``password`` kind's
-``password``). The engine remembers every value such an output had in this run
-(:class:`Secrets`) and, once there is one, passes each report through
-:func:`hide_report`:
+``password``). The engine knows every secret stored in the state database from the start
+of a run (a command may print one before the resource that holds it ran in this run),
+remembers every value such an output had in this run (:class:`Secrets`) and, once there
+is one, passes each report through :func:`hide_report`:
 
 - every occurrence of a secret value in a summary, a diff, a log line or an error
   message becomes ``<secret>``;
@@ -16,7 +17,7 @@ The original Change (a file's holds the bytes it writes) is not kept in the repo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from convergent.engine.report import Changed, Failed, Log, Report, WouldChange
 from convergent.errors import CommandError, ResourceError
@@ -41,9 +42,16 @@ class Secrets:
         return bool(self.values)
 
     def add(self, value: object) -> None:
-        text = value if isinstance(value, str) else str(value)
-        if text and text not in self.values:
-            self.values.add(text)
+        self.update((value,))
+
+    def update(self, values: Iterable[object]) -> None:
+        """Remember each of ``values`` (sorted once, however many)."""
+        before = len(self.values)
+        for value in values:
+            text = value if isinstance(value, str) else str(value)
+            if text:
+                self.values.add(text)
+        if len(self.values) != before:
             self._ordered = sorted(self.values, key=len, reverse=True)
 
     def hide(self, text: str) -> str:

@@ -83,6 +83,8 @@ class Engine:
         self._every = (asyncio.Semaphore(sema),) if sema is not None else ()
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
         self._secrets = Secrets()
+        if state is not None:  # known from the start: an exec may print one at once
+            self._secrets.update(state.secret_values())
         self._held: dict[str, tuple[str, ...]] = {}  # receiver -> params holding a secret
         self._receivers: dict[str, list[tuple[Worker, Binding]]] = {}  # by sender member
         self._members: dict[str, Resource[Any]] = {}  # member id -> running resource
