@@ -185,9 +185,27 @@ class Engine:
         self._refreshes.forget((m.id for m in worker.members), senders)
 
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None:
-        """``meta.reverse``: let the kind keep what it needs to undo ``change`` later."""
-        if isinstance(resource, RecordsReverse) and isinstance(resource, Reversible):
-            resource.record_reverse(ctx, change)
+        """``meta.reverse``: let the kind keep what it needs to undo ``change`` later; a
+        group's members each with their own Context and their own part of the change."""
+        if not isinstance(resource, Group):
+            _record_reverse(resource, ctx, change)
+            return
+        parts = change.members or {}
+        for member in resource.members:
+            part = parts.get(member.id)
+            if part is not None and member.meta.reverse:
+                _record_reverse(member, self._context(member.id), part)
+
+    def _context(self, rid: str) -> Context:
+        """A Context for ``rid`` outside its worker (a member, a resource being undone)."""
+        return Context(
+            rid,
+            ready=_nothing,
+            event=_nothing,
+            log=lambda message: self.report(Log(rid, message)),
+            shared=self.shared,
+            state=self.state,
+        )
 
     # -- convergence --------------------------------------------------------------------
 
@@ -470,14 +488,7 @@ class Engine:
         if not (resource.meta.reverse and isinstance(resource, Reversible)):
             return False
         rid = resource.id
-        ctx = Context(
-            rid,
-            ready=_nothing,
-            event=_nothing,
-            log=lambda message: self.report(Log(rid, message)),
-            shared=self.shared,
-            state=self.state,
-        )
+        ctx = self._context(rid)
         try:
             if self.noop or resource.meta.noop:
                 if isinstance(resource, PlansReverse):
@@ -500,6 +511,11 @@ class Engine:
         self._changed.add(rid)
         self.report(Changed(rid, text, Change(text), time.perf_counter() - start))
         return True
+
+
+def _record_reverse(resource: Resource[Any], ctx: Context, change: Change) -> None:
+    if isinstance(resource, RecordsReverse) and isinstance(resource, Reversible):
+        resource.record_reverse(ctx, change)
 
 
 def _upstream_members(worker: Worker) -> frozenset[str]:
