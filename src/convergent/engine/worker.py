@@ -13,38 +13,62 @@ and it never changes state again.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
+from convergent.engine.convergence import State
 from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
-from convergent.engine.recv import MISSING, Binding, param_type, type_text
-from convergent.engine.report import Blocked, Changed, Failed, Log, WouldChange
-from convergent.errors import ParamError, ResourceError
+from convergent.engine.report import Blocked, Changed, Failed, Log, Report, WouldChange
+from convergent.errors import ParamError, ResourceError, as_resource_error
 from convergent.resources.base import Change, Context, Params, Refreshable, Resource
 from convergent.resources.group import Group
+from convergent.resources.recv import MISSING, Binding, convert
 
 if TYPE_CHECKING:
-    from convergent.engine.runner import Engine
+    from convergent.state.db import StateDB
 
-__all__ = ["SETTLED", "State", "Worker", "as_resource_error"]
-
-
-class State(enum.Enum):
-    WAITING = "waiting"  # has work (dirty) but an upstream is not clean yet, or not ready
-    RUNNING = "running"  # in check/apply/refresh
-    RETRYING = "retrying"  # a try (or the watch) failed; waiting for the retry delay
-    CLEAN = "clean"  # checked, nothing left to do
-    FAILED = "failed"  # failed and out of retries (check/apply/refresh or watch)
-    BLOCKED = "blocked"  # has work but an upstream failed
-
-    @property
-    def settled(self) -> bool:
-        return self in SETTLED
+__all__ = ["Runtime", "Worker"]
 
 
-SETTLED = (State.CLEAN, State.FAILED, State.BLOCKED)  # a tuple: `in` is by identity
+class Runtime(Protocol):
+    """What a worker needs from the engine that runs it (the engine implements it)."""
+
+    noop: bool  # --noop: check only
+    state: StateDB | None
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
+        """Run ``coro`` in the run's task group; None (``coro`` closed) once it is over."""
+
+    def shared(self, factory: Callable[[], Any]) -> Any:
+        """``Context.shared``: one instance of ``factory()`` per run."""
+
+    def report(self, report: Report) -> None:
+        """Pass ``report`` on (secrets hidden)."""
+
+    def state_changed(self, old: State, new: State) -> None:
+        """A vertex's state changed (convergence counting)."""
+
+    def mark_changed(self, worker: Worker) -> None:
+        """``worker`` changed something in this run."""
+
+    def output(self, binding: Binding) -> Any:
+        """The current value of a received output (MISSING when there is none yet)."""
+
+    def sent(self, worker: Worker) -> None:
+        """A pass of a sender ended: its receivers may have a new value."""
+
+    def intend_refreshes(self, worker: Worker, receivers: Collection[Worker]) -> Any:
+        """Write down, before a change, the refreshes ``worker`` will owe ``receivers``."""
+
+    def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None:
+        """The pass of an intent is over (``withdraw``: receivers it owes nothing after all)."""
+
+    def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None:
+        """``worker`` handled the refreshes of ``senders``."""
+
+    def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None:
+        """``meta.reverse``: let the kind record how to undo ``change``."""
 
 
 class Worker:
@@ -57,7 +81,6 @@ class Worker:
         "declared",
         "dirty",
         "downstream",
-        "engine",
         "members",
         "meta",
         "notifies",
@@ -68,6 +91,7 @@ class Worker:
         "refresh_from",
         "renotified",
         "resource",
+        "runtime",
         "semaphores",
         "sender",
         "state",
@@ -84,12 +108,12 @@ class Worker:
 
     def __init__(
         self,
-        engine: Engine,
+        runtime: Runtime,
         resource: Resource[Any],
         semaphores: tuple[asyncio.Semaphore, ...] = (),
         recv: tuple[Binding, ...] = (),
     ) -> None:
-        self.engine = engine
+        self.runtime = runtime
         self.resource = resource
         self.meta = meta = resource.meta
         # The resources this vertex stands for: itself, or a group's members.
@@ -125,8 +149,8 @@ class Worker:
             ready=self._on_ready,
             event=self.poke,
             log=self._log,
-            shared=engine.shared,
-            state=engine.state,
+            shared=runtime.shared,
+            state=runtime.state,
         )
 
     # -- callbacks from the resource and from other workers ---------------------------
@@ -144,14 +168,14 @@ class Worker:
         self.wake.set()
 
     def _log(self, message: str) -> None:
-        self.engine.report(Log(self.resource.id, message))
+        self.runtime.report(Log(self.resource.id, message))
 
     def _set_state(self, state: State) -> None:
         old = self.state
         if old is state or self.stopped:
             return
         self.state = state
-        self.engine.state_changed(old, state)
+        self.runtime.state_changed(old, state)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -178,6 +202,26 @@ class Worker:
             self.unsubscribe = None
             unsubscribe()
 
+    # -- wiring (by the engine, when a plan is adopted) -------------------------------
+
+    def link(self, upstream: list[Worker], downstream: list[tuple[Worker, bool]]) -> None:
+        """Its neighbours in the running plan: ``downstream`` as (worker, notify) pairs."""
+        self.upstream = upstream
+        self.downstream = downstream
+        self.notifies = any(notify for _, notify in downstream)
+
+    def bind(self, recv: tuple[Binding, ...]) -> None:
+        """What it receives, by parameter (the bindings of the running plan)."""
+        self.recv = recv
+
+    def owe(self, senders: Iterable[str]) -> None:
+        """Refreshes found pending in the state database (sender vertices)."""
+        self.refresh_from.update(senders)
+
+    def nudge(self) -> None:
+        """Look again at its upstream (one it waited for may be gone); owes nothing."""
+        self.wake.set()
+
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -200,7 +244,7 @@ class Worker:
         if self.stopped:
             coro.close()
             return
-        task = self.engine.spawn(coro, name=name)
+        task = self.runtime.spawn(coro, name=name)
         if task is None:  # the run is over
             return
         self.tasks.add(task)
@@ -231,7 +275,7 @@ class Worker:
                 if self.state is not State.BLOCKED or self.blocked_by != blocker:
                     self.blocked_by = blocker
                     self._set_state(State.BLOCKED)
-                    self.engine.report(Blocked(rid, blocker))
+                    self.runtime.report(Blocked(rid, blocker))
                 continue
             if any(up.state is not State.CLEAN for up in self.upstream):
                 self.blocked_by = None
@@ -301,12 +345,12 @@ class Worker:
         self.tries += 1
         retry = self.meta.retry
         if retry != -1 and self.tries > retry:
-            self.engine.report(Failed(rid, error))
+            self.runtime.report(Failed(rid, error))
             # An event during the failed pass owes one more try: not settled yet.
             self._set_state(State.WAITING if self.dirty else State.FAILED)
             return
         delay = retry_delay(self.meta, self.tries)
-        self.engine.report(Log(rid, _retry_text("retry", self.tries, retry, delay, error)))
+        self.runtime.report(Log(rid, _retry_text("retry", self.tries, retry, delay, error)))
         self._set_state(State.RETRYING)
         await asyncio.sleep(delay)
         self.dirty = True
@@ -329,7 +373,7 @@ class Worker:
             ) from None
 
     async def _process(self) -> None:
-        res, ctx, engine = self.resource, self.ctx, self.engine
+        res, ctx, engine = self.resource, self.ctx, self.runtime
         received = self._receive() if self.recv else None
         if received is MISSING:
             return
@@ -410,7 +454,7 @@ class Worker:
             self.received = received
         self.ctx.received_changed = frozenset()
         if self.sender:
-            self.engine.sent(self)
+            self.runtime.sent(self)
 
     def _receive(self) -> Any:
         """Put the received values into the parameters; MISSING when one has none yet.
@@ -418,14 +462,14 @@ class Worker:
         Sets ``ctx.received_changed`` and returns the values, by parameter.
         """
         res = self.resource
-        raw = {b.param: self.engine.output(b) for b in self.recv}
+        raw = {b.param: self.runtime.output(b) for b in self.recv}
         self.tried = {param: value for param, value in raw.items() if value is not MISSING}
         waiting = [b for b in self.recv if raw[b.param] is MISSING]
         if waiting:
             what = ", ".join(f"{b.source} (for {b.param})" for b in waiting)
             self._log(f"not checked: no value yet from {what}")
             return MISSING
-        values = {b.param: _convert(res, b, raw[b.param]) for b in self.recv}
+        values = {b.param: convert(res, b, raw[b.param]) for b in self.recv}
         old = self.received
         changed = frozenset(p for p, v in values.items() if old.get(p, MISSING) != v)
         if values != self.put:
@@ -500,11 +544,11 @@ class Worker:
             retry = self.meta.retry
             if retry != -1 and self.watch_tries > retry:
                 self.watch_failed = True
-                self.engine.report(Failed(rid, error))
+                self.runtime.report(Failed(rid, error))
                 self.wake.set()
                 return
             delay = retry_delay(self.meta, self.watch_tries)
-            self.engine.report(
+            self.runtime.report(
                 Log(rid, _retry_text("watch retry", self.watch_tries, retry, delay, error))
             )
             self.wake.set()
@@ -546,32 +590,3 @@ def _retry_text(what: str, tries: int, retry: int, delay: float, error: Resource
     limit = "forever" if retry == -1 else str(retry)
     text = error.message.removeprefix(_WATCH_FAILED)
     return f"{what} {tries}/{limit} in {seconds_text(delay)} s: {text}"
-
-
-def _convert(res: Resource[Any], binding: Binding, value: Any) -> Any:
-    """``value`` as the receiving parameter's type (the sender's kind declared its type;
-    this catches a kind that sends something else)."""
-    import msgspec
-
-    hint = param_type(res.params_type, binding.param)
-    try:
-        return msgspec.convert(value, hint, strict=True)
-    except msgspec.ValidationError:
-        raise ResourceError(
-            res.id,
-            f"recv {binding.param}: {binding.source} sent a {type(value).__name__}, "
-            f"{res.id}.{binding.param} takes {type_text(hint)}",
-        ) from None
-
-
-def as_resource_error(rid: str, exc: Exception, prefix: str = "") -> ResourceError:
-    if isinstance(exc, ResourceError) and not prefix:
-        return exc
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, ResourceError):
-        text = exc.message
-    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}"
-    error = ResourceError(rid, prefix + text)
-    error.__cause__ = exc
-    return error
