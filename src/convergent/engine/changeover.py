@@ -15,7 +15,9 @@ in the new graph the whole graph is grouped afresh, and the regrouped members re
 
 Reversal: a resource with ``meta: {reverse: true}`` whose kind is
 :class:`~convergent.resources.abilities.Reversible` is undone when it leaves the graph.
-Two optional methods help a kind do that (the engine looks for them by name):
+Two optional methods help a kind do that (the protocols
+:class:`~convergent.resources.abilities.RecordsReverse` and
+:class:`~convergent.resources.abilities.PlansReverse`):
 
 - ``record_reverse(ctx, change)``: called before each ``apply`` of such a resource (never
   under noop), so the kind can keep what it needs to undo the change (``file`` keeps,
@@ -26,7 +28,7 @@ Two optional methods help a kind do that (the engine looks for them by name):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import msgspec
 
@@ -34,24 +36,10 @@ from convergent.engine.recv import Binding, bindings
 from convergent.errors import GraphError
 from convergent.graph.autogroup import GreedyGrouper
 from convergent.graph.core import Graph
-from convergent.resources.base import Change, Context, Resource
+from convergent.resources.base import Resource
 from convergent.resources.group import Group, prepare
 
-__all__ = ["Grouper", "Plan", "PlansReverse", "RecordsReverse", "Swapped"]
-
-
-@runtime_checkable
-class RecordsReverse(Protocol):
-    """A reversible kind that keeps, before an apply, what it needs to undo it."""
-
-    def record_reverse(self, ctx: Context, change: Change) -> None: ...
-
-
-@runtime_checkable
-class PlansReverse(Protocol):
-    """A reversible kind that can say, read only, what ``reverse`` would do."""
-
-    def plan_reverse(self, ctx: Context) -> str | None: ...
+__all__ = ["Grouper", "Plan", "Swapped"]
 
 
 class Swapped(msgspec.Struct, frozen=True):

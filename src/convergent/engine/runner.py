@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from convergent.engine.changeover import Grouper, Plan, PlansReverse, RecordsReverse, Swapped
+from convergent.engine.changeover import Grouper, Plan, Swapped
 from convergent.engine.recv import MISSING, Binding, bindings, sends
 from convergent.engine.redact import Secrets, hide_report
 from convergent.engine.report import (
@@ -24,7 +24,7 @@ from convergent.engine.report import (
 )
 from convergent.engine.worker import SETTLED, State, Worker, as_resource_error
 from convergent.graph.core import Graph
-from convergent.resources.abilities import Reversible
+from convergent.resources.abilities import PlansReverse, RecordsReverse, Reversible
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
 

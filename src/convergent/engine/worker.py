@@ -22,7 +22,8 @@ from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
 from convergent.engine.recv import MISSING, Binding, param_type, type_text
 from convergent.engine.report import Blocked, Changed, Failed, Log, WouldChange
 from convergent.errors import ParamError, ResourceError
-from convergent.resources.base import Change, Context, Params, Refreshable, Resource
+from convergent.resources.abilities import Refreshable
+from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
 
 if TYPE_CHECKING:

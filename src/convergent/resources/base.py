@@ -18,12 +18,16 @@ The contract (``docs/architecture.md`` has the whole text):
   once it is watching, then ``ctx.event()`` whenever the real thing may have changed.
   A spurious event is fine; a missed event is a bug. The engine never calls ``check``
   before ``ready()``. A kind whose watching is only callbacks may instead define a
-  synchronous ``subscribe(ctx) -> unsubscribe`` (see :class:`Subscribes`): no task.
+  synchronous ``subscribe(ctx) -> unsubscribe`` (see
+  :class:`~convergent.resources.abilities.Subscribes`): no task.
 - ``check`` never mutates anything. It returns None when the state is already right,
   otherwise a :class:`Change` that describes itself.
 - ``apply`` makes that change and is idempotent. It may return a past-tense summary
   for the report (``"ran (0.01 s)"``); None reports ``change.summary``.
 - noop is the engine's business: under noop only ``check`` runs.
+
+What a kind may add (refresh, outputs, grouping, reversal...) is in
+:mod:`convergent.resources.abilities`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
@@ -45,9 +49,7 @@ __all__ = [
     "Context",
     "Meta",
     "Params",
-    "Refreshable",
     "Resource",
-    "Subscribes",
     "builtin_kinds",
     "get_kind",
     "kinds",
@@ -376,34 +378,6 @@ class Resource(Generic[P]):
     async def apply(self, ctx: Context, change: Change) -> str | None:
         """Make ``change`` (idempotent); return a past-tense summary, or None for the change's."""
         raise NotImplementedError
-
-
-class Subscribes(Protocol):
-    """Optional, instead of a ``watch`` coroutine: watching that is only callbacks.
-
-    ``subscribe(ctx)`` subscribes to the events of the real thing (``ctx.event`` as the
-    callback), calls ``ctx.ready()`` and returns the function that unsubscribes. The
-    engine calls it from the worker instead of running ``watch`` as a task (one task and
-    one cancellation less per resource) and calls the unsubscribe exactly once when the
-    resource stops (end of run, removal, changeover). It must not block. Raising, or
-    returning without calling ``ctx.ready()``, is a watch failure (retried like one). Once
-    subscribed it cannot fail: a watch that can fail later is a ``watch`` coroutine. The
-    default ``watch`` of such a kind subscribes and waits (what a group runs).
-    """
-
-    def subscribe(self, ctx: Context) -> Callable[[], None]: ...
-
-
-@runtime_checkable
-class Refreshable(Protocol):
-    """A kind that acts on a refresh notification (``notify`` edge from a changed upstream).
-
-    The engine calls ``refresh`` after check/apply when a refresh is pending and apply
-    did not already run in that pass. It returns a summary of what it did, or None
-    when it did nothing.
-    """
-
-    async def refresh(self, ctx: Context) -> str | None: ...
 
 
 def convert_params(params_type: type[Params], fields: dict[str, Any]) -> Params:
