@@ -25,6 +25,7 @@ from convergent.resources.base import (
     get_kind,
     kinds,
     param_fields,
+    unknown_kind,
 )
 
 if TYPE_CHECKING:
@@ -157,10 +158,12 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
     cls = known.get(entry.kind)
     if cls is None:
         names = list(kinds())
+        close = close_match(entry.kind, names)
+        hint = unknown_kind(entry.kind, typo=bool(close))
         problems.at(
             entry.kind_node,
-            f"unknown resource kind '{entry.kind}'{close_match(entry.kind, names)}; "
-            f"known kinds: {', '.join(names)}",
+            f"unknown resource kind '{entry.kind}'{close}; known kinds: {', '.join(names)}"
+            + (f"; {hint}" if hint else ""),
             rid,
         )
         return None
