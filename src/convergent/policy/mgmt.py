@@ -64,7 +64,7 @@ from convergent.policy.nodes import (
     is_null,
     is_scalar,
 )
-from convergent.resources.base import get_kind, kinds
+from convergent.resources.base import get_kind, kinds, unknown_kind
 
 if TYPE_CHECKING:
     from yaml.nodes import Node
@@ -224,10 +224,12 @@ def _read_resources(node: Node, values: Values, entries: list[Entry]) -> None:
         reader = _READERS.get(kind)
         if reader is None and get_kind(kind) is None:
             names = list(kinds())
+            close = close_match(kind, names)
+            hint = unknown_kind(kind, typo=bool(close))
             problems.at(
                 kind_node,
-                f"mgmt kind '{kind}' is not supported by convergent{close_match(kind, names)}; "
-                f"supported kinds: {', '.join(names)}",
+                f"mgmt kind '{kind}' is not supported by convergent{close}; "
+                f"supported kinds: {', '.join(names)}" + (f"; {hint}" if hint else ""),
             )
             continue
         if is_null(items):

@@ -45,14 +45,17 @@ if typing.TYPE_CHECKING:
     from convergent.state.db import StateDB
 
 __all__ = [
+    "ENTRY_POINTS",
     "Change",
     "Context",
     "Meta",
     "Params",
     "Resource",
+    "builtin_classes",
     "builtin_kinds",
     "get_kind",
     "kinds",
+    "unknown_kind",
 ]
 
 
@@ -281,15 +284,19 @@ class Context:
 P = TypeVar("P", bound=Params)
 
 _REGISTRY: dict[str, type[Resource[Any]]] = {}
-# Built-in kinds are imported on first use, so loading a policy of files never imports exec.
+# The built-in kinds, "kind": "module:Class". Adding a kind is its module, its tests and
+# one line here. They are imported on first use, so a policy of files never imports exec.
 _BUILTIN: dict[str, str] = {
-    "exec": "convergent.resources.exec",
-    "file": "convergent.resources.file",
-    "kv": "convergent.resources.kv",
-    "noop": "convergent.resources.noop",
-    "password": "convergent.resources.password",
-    "timer": "convergent.resources.timer",
+    "exec": "convergent.resources.exec:Exec",
+    "file": "convergent.resources.file:File",
+    "kv": "convergent.resources.kv:Kv",
+    "noop": "convergent.resources.noop:Noop",
+    "password": "convergent.resources.password:Password",
+    "timer": "convergent.resources.timer:Timer",
 }
+ENTRY_POINTS = "convergent.kinds"  # the entry-point group plug-in kinds are found in
+_plugins: dict[str, Any] | None = None  # entry points by kind name, read once when needed
+_broken: dict[str, str] = {}  # why a plug-in kind could not be loaded, by kind name
 
 
 class Resource(Generic[P]):
@@ -434,12 +441,67 @@ def convert_params(params_type: type[Params], fields: dict[str, Any]) -> Params:
 
 
 def get_kind(kind: str) -> type[Resource[Any]] | None:
-    """The class registered for ``kind``, importing a built-in kind on first use."""
+    """The class registered for ``kind``, importing a built-in kind on first use.
+
+    A kind that is neither registered nor built in is looked up in the ``convergent.kinds``
+    entry points (the entry's name is the kind, its value the module that defines it or
+    ``module:Class``). Entry points are read only then: a policy of built-in kinds never
+    pays for ``importlib.metadata``. None when no one provides the kind, or when its
+    plug-in fails to load (:func:`unknown_kind` says why).
+    """
     cls = _REGISTRY.get(kind)
-    if cls is None and kind in _BUILTIN:
-        __import__(_BUILTIN[kind])
-        cls = _REGISTRY.get(kind)
+    if cls is not None:
+        return cls
+    builtin = _BUILTIN.get(kind)
+    if builtin is not None:
+        __import__(builtin.partition(":")[0])
+        return _REGISTRY.get(kind)
+    entry = _entry_points().get(kind)
+    if entry is None or kind in _broken:
+        return None
+    return _load_plugin(kind, entry)
+
+
+def _entry_points() -> dict[str, Any]:
+    global _plugins
+    if _plugins is None:
+        from importlib.metadata import entry_points
+
+        _plugins = {}
+        for entry in entry_points(group=ENTRY_POINTS):
+            _plugins.setdefault(entry.name, entry)  # the first one on sys.path wins
+    return _plugins
+
+
+def _load_plugin(kind: str, entry: Any) -> type[Resource[Any]] | None:
+    where = f"{entry.value} (entry point '{kind}' in group '{ENTRY_POINTS}')"
+    try:
+        loaded = entry.load()
+    except Exception as exc:
+        _broken[kind] = f"importing {where} failed: {type(exc).__name__}: {exc}"
+        return None
+    cls = _REGISTRY.get(kind)
+    if isinstance(loaded, type) and issubclass(loaded, Resource) and cls is not loaded:
+        _broken[kind] = f"{where} is {loaded.__qualname__}, whose kind is not '{kind}'"
+        return None
+    if cls is None:
+        _broken[kind] = f"{where} defines no Resource subclass with kind='{kind}'"
     return cls
+
+
+def unknown_kind(kind: str, *, typo: bool = False) -> str:
+    """What to tell a user about a kind :func:`get_kind` did not find: why its plug-in
+    did not load, or how a plug-in kind is installed ("" when ``typo``: the caller found
+    a close match, and the hint would be noise)."""
+    why = _broken.get(kind)
+    if why is not None:
+        return f"its plug-in did not load: {why}"
+    if typo:
+        return ""
+    return (
+        "a kind from a plug-in needs its Python package installed where convergent runs "
+        f"(it registers the kind in the entry-point group '{ENTRY_POINTS}')"
+    )
 
 
 def builtin_kinds() -> list[str]:
@@ -447,11 +509,20 @@ def builtin_kinds() -> list[str]:
     return sorted(_BUILTIN)
 
 
+def builtin_classes() -> dict[str, str]:
+    """The classes of the built-in kinds: class name -> module (``{"File": "...file"}``)."""
+    found: dict[str, str] = {}
+    for value in _BUILTIN.values():
+        module, _, name = value.partition(":")
+        found[name] = module
+    return found
+
+
 def kinds() -> Iterator[str]:
-    """Every known kind name, built-in ones included, sorted."""
+    """Every known kind name, sorted: built-in, registered and those plug-ins offer."""
     for kind in _BUILTIN:
         get_kind(kind)
-    yield from sorted(_REGISTRY)
+    yield from sorted({*_REGISTRY, *_entry_points()} - _broken.keys())
 
 
 def param_fields(params_type: type[Params]) -> tuple[str, ...]:
