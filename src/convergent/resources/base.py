@@ -43,6 +43,7 @@ from convergent.errors import ParamError
 
 if typing.TYPE_CHECKING:
     from convergent.state.db import StateDB
+    from convergent.world.base import World
 
 __all__ = [
     "ENTRY_POINTS",
@@ -226,7 +227,8 @@ class Context:
     parameters received from upstream outputs (``recv``) whose value differs from the
     one of the last successful check (all of them at the first check). ``state`` is the
     host's durable state database (None when the run has none, e.g. under noop on a new
-    host).
+    host): kinds keep what is theirs alone there (a password's secret). ``world`` is the
+    key/value store the resources of a run share (:class:`~convergent.world.base.World`).
     """
 
     __slots__ = (
@@ -234,6 +236,7 @@ class Context:
         "_log",
         "_ready",
         "_shared",
+        "_world",
         "id",
         "received_changed",
         "refresh",
@@ -249,7 +252,10 @@ class Context:
         log: Callable[[str], None],
         shared: Callable[[Callable[[], Any]], Any],
         state: StateDB | None = None,
+        world: World | None = None,
     ) -> None:
+        """``world``: the run's world; left out, the local world over ``state`` (one per
+        run, made on first use through ``shared``)."""
         self.id = resource_id
         self.refresh: frozenset[str] = frozenset()
         self.received_changed: frozenset[str] = frozenset()
@@ -258,6 +264,7 @@ class Context:
         self._event = event
         self._log = log
         self._shared = shared
+        self._world = world
 
     def ready(self) -> None:
         """Say that ``watch`` is now watching: from here on no change goes unnoticed."""
@@ -274,11 +281,39 @@ class Context:
     def shared(self, factory: Callable[[], S]) -> S:
         """One instance of ``factory()`` per engine run, shared by every resource.
 
-        Used for things like one inotify descriptor for all files. If the instance has a
-        ``close()`` method the engine calls it when the run ends.
+        Used for things like one inotify descriptor for all files. ``factory`` is the
+        key: the same function (or equal callables) gets the same instance. When the run
+        ends, the engine closes each instance: if it has an ``aclose()`` coroutine method
+        it is awaited, else if it has ``close()`` that is called (a D-Bus connection or
+        an etcd client closes asynchronously, an inotify descriptor synchronously).
         """
         result: S = self._shared(factory)
         return result
+
+    @property
+    def world(self) -> World:
+        """The key/values shared by the run's resources (and, with etcd, by its hosts)."""
+        world = self._world
+        if world is None:
+            from convergent.world.local import LocalWorldFactory
+
+            world = self._world = self.shared(LocalWorldFactory(self.state))
+        return world
+
+    def for_member(
+        self, member_id: str, *, ready: Callable[[], None], log: Callable[[str], None]
+    ) -> Context:
+        """A Context for a member of this (group) resource: its own identity, ready and
+        log; the same events, services, state and world; no refresh yet."""
+        return Context(
+            member_id,
+            ready=ready,
+            event=self._event,
+            log=log,
+            shared=self._shared,
+            state=self.state,
+            world=self._world,
+        )
 
 
 P = TypeVar("P", bound=Params)

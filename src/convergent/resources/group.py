@@ -230,13 +230,10 @@ class Group(Resource[GroupParams]):
     ) -> Context:
         """The member's own Context: its identity, its refreshes, the group's engine."""
         prefix = f"{member.id}: "
-        mctx = Context(
+        mctx = ctx.for_member(
             member.id,
             ready=ready if ready is not None else _nothing,
-            event=ctx.event,
             log=lambda message: ctx.log(prefix + message),
-            shared=ctx.shared,
-            state=ctx.state,
         )
         mctx.refresh = ctx.refresh & self.senders[member.id]
         mctx.received_changed = ctx.received_changed
