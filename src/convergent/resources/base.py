@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import msgspec
 
 from convergent.errors import ParamError
+from convergent.resources.params import convert_params, param_fields, reject_nul
 
 if typing.TYPE_CHECKING:
     from convergent.state.db import StateDB
@@ -54,8 +55,11 @@ __all__ = [
     "Resource",
     "builtin_classes",
     "builtin_kinds",
+    "convert_params",
     "get_kind",
     "kinds",
+    "param_fields",
+    "reject_nul",
     "unknown_kind",
 ]
 
@@ -360,16 +364,19 @@ class Resource(Generic[P]):
     ) -> None:
         """``File("/etc/motd", content="hi\\n")`` or ``File("/etc/motd", FileParams(...))``.
 
-        Raises ParamError when a field is unknown, has the wrong type or fails
-        :meth:`validate`.
+        Raises ParamError when a field is unknown, has the wrong type, holds a NUL byte
+        (:func:`reject_nul`) or fails :meth:`validate`.
         """
         if not name:
             raise ParamError(None, f"{self.kind}: a resource needs a non-empty name")
+        if "\0" in name:
+            raise ParamError(None, "the name contains a NUL byte (\\0); remove it")
         self.name = name
         if params is None:
             params = typing.cast(P, convert_params(self.params_type, fields))
         elif fields:
             raise TypeError("pass either a Params object or keyword fields, not both")
+        reject_nul(params)
         self.params: P = params
         self.meta = meta if meta is not None else Meta()
         self.validate()
@@ -420,59 +427,6 @@ class Resource(Generic[P]):
     async def apply(self, ctx: Context, change: Change) -> str | None:
         """Make ``change`` (idempotent); return a past-tense summary, or None for the change's."""
         raise NotImplementedError
-
-
-def convert_params(params_type: type[Params], fields: dict[str, Any]) -> Params:
-    """Build a Params struct from plain data; msgspec's error becomes a ParamError.
-
-    The ParamError's ``field`` is the path of the offending value (``mode``, ``cmd[1]``,
-    ``ifnewer.target``; ``[...]`` stands for a mapping key) and its message uses the
-    words a policy author knows: ``expected str or list, got int``, ``must be one of
-    'exists', 'absent', got 'gone'``, ``unknown parameter``, ``required parameter is
-    missing``.
-    """
-    try:
-        return msgspec.convert(fields, params_type, strict=True)
-    except msgspec.ValidationError as exc:
-        import re
-        import types
-
-        text = str(exc)
-        message, sep, where = text.rpartition(" - at `$")
-        if not sep:
-            message, where = text, ""
-        path = where.rstrip("`").removeprefix(".")
-        match = re.fullmatch(r"Object (contains unknown|missing required) field `(.+)`", message)
-        if match:
-            path = f"{path}.{match.group(2)}" if path else match.group(2)
-            if match.group(1) == "contains unknown":
-                message = "unknown parameter"
-            else:
-                message = "required parameter is missing"
-        elif match := re.fullmatch(r"Expected `(.+)`, got `(.+)`", message):
-            words = {"object": "mapping", "array": "list"}
-            expected = " or ".join(words.get(t, t) for t in match.group(1).split(" | "))
-            message = f"expected {expected}, got {words.get(match.group(2), match.group(2))}"
-        elif match := re.fullmatch(r"Invalid enum value (.+)", message):
-            try:
-                hint = typing.get_type_hints(params_type).get(path)
-            except (NameError, TypeError):
-                hint = None
-            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-            allowed = ", ".join(
-                repr(value)
-                for option in (typing.get_args(hint) if union else (hint,))
-                if typing.get_origin(option) is typing.Literal
-                for value in typing.get_args(option)
-            )
-            if allowed:
-                message = f"must be one of {allowed}, got {match.group(1)}"
-            else:
-                message = f"invalid value {match.group(1)}"
-        else:
-            message = message.replace("`", "")
-            message = message[:1].lower() + message[1:]
-        raise ParamError(path or None, message) from exc
 
 
 def get_kind(kind: str) -> type[Resource[Any]] | None:
@@ -558,8 +512,3 @@ def kinds() -> Iterator[str]:
     for kind in _BUILTIN:
         get_kind(kind)
     yield from sorted({*_REGISTRY, *_entry_points()} - _broken.keys())
-
-
-def param_fields(params_type: type[Params]) -> tuple[str, ...]:
-    """The parameter names of a kind (for "did you mean" and the reference docs)."""
-    return params_type.__struct_fields__
