@@ -88,6 +88,20 @@ def test_a_plugin_that_fails_to_load_is_named_with_its_error(tmp_path: Path) -> 
     )
 
 
+def test_a_plugin_cannot_take_the_name_of_a_builtin_kind(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("resources:\n- impostor: i\n- timer: t\n  interval: 1\n")
+    done = _convergent("check", str(policy), cwd=tmp_path)
+    assert done.returncode != 0
+    (line,) = done.stderr.splitlines()  # timer[t] is the real timer: no problem
+    assert line.startswith(f"{policy}:2:3: impostor[i]: unknown resource kind 'impostor'")
+    assert line.endswith(
+        "failed: TypeError: resource kind 'timer' is built into convergent "
+        "(convergent.resources.timer:Timer); convergent_notes.impostor.FakeTimer cannot "
+        "take its name: choose another"
+    )
+
+
 def test_a_policy_of_builtin_kinds_never_reads_entry_points(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"resources:\n- file: {tmp_path}/f\n  content: x\n- noop: n\n")

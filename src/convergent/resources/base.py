@@ -356,6 +356,12 @@ class Resource(Generic[P]):
                 raise TypeError(
                     f"resource kind {kind!r} is already registered by {_REGISTRY[kind]}"
                 )
+            builtin = _BUILTIN.get(kind)
+            if builtin is not None and builtin != f"{cls.__module__}:{cls.__qualname__}":
+                raise TypeError(
+                    f"resource kind {kind!r} is built into convergent ({builtin}); "
+                    f"{cls.__module__}.{cls.__qualname__} cannot take its name: choose another"
+                )
             cls.kind = kind
             _REGISTRY[kind] = cls
 
