@@ -92,20 +92,25 @@ class StateDamaged(StateError):
     The message ends with the way out: the ``convergent state`` commands for its directory.
     """
 
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
-        super().__init__(path, f"{message}. {way_out(os.path.dirname(os.fspath(path)))}")
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.problem = problem  # what is wrong, without the way out
+        super().__init__(path, f"{problem}. {way_out(os.path.dirname(os.fspath(path)))}")
 
 
-def way_out(state_dir: str) -> str:
+def way_out(state_dir: str, *, check: bool = True) -> str:
     """What to do about a damaged state database in ``state_dir``: the three commands."""
     import shlex
 
     option = f"--state-dir {shlex.quote(os.path.abspath(state_dir))}"
+    fixes = (
+        f"bring back the copy taken at the last start: convergent state restore {option}; "
+        f"or start afresh, losing what it held: convergent state reset --yes {option}"
+    )
+    if not check:
+        return fixes[0].upper() + fixes[1:]
     return (
         "convergent does not replace it by itself (it holds secrets and pending refreshes). "
-        f"See what is wrong: convergent state check {option}; bring back the copy taken at "
-        f"the last start: convergent state restore {option}; or start afresh, losing what "
-        f"it held: convergent state reset --yes {option}"
+        f"See what is wrong: convergent state check {option}; {fixes}"
     )
 
 
@@ -273,6 +278,8 @@ class StateDB:
             copy = sqlite3.connect(target, isolation_level=None)
             try:
                 self._conn.backup(copy)
+                # A file that stands alone: no -wal or -shm beside it when it is read.
+                copy.execute("PRAGMA journal_mode=DELETE").fetchone()
             finally:
                 copy.close()
 
