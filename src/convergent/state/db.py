@@ -48,6 +48,7 @@ __all__ = [
     "StateDB",
     "StateDamaged",
     "StateError",
+    "fs_hint",
     "open_state",
     "way_out",
 ]
@@ -80,10 +81,12 @@ _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write lock
 class StateError(ConvergentError):
     """The state database cannot be opened, read or written; the message names the file."""
 
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], message: str, *, what: str = "state database"
+    ) -> None:
         self.path = os.fspath(path)
         self.message = message
-        super().__init__(f"state database {self.path}: {message}")
+        super().__init__(f"{what} {self.path}: {message}")
 
 
 class StateDamaged(StateError):
@@ -333,7 +336,7 @@ class StateDB:
                 f"cannot {action}: {text} (another convergent holds it; "
                 "stop it or use another --state-dir)",
             )
-        return StateError(self.path, f"cannot {action}: {text}")
+        return StateError(self.path, f"cannot {action}: {text}{fs_hint(self.path)}")
 
     def _open_writable(self) -> sqlite3.Connection:
         path = self.path
@@ -391,9 +394,12 @@ class StateDB:
             raise StateError(path, f"{what} (nothing to read under noop)")
         from urllib.parse import quote
 
+        # On a read-only file system nobody can write it, and SQLite could not create the
+        # -shm a WAL reader needs: read it as immutable.
+        options = "?mode=ro&immutable=1" if _read_only_fs(path) else "?mode=ro"
         try:
             return sqlite3.connect(
-                "file://" + quote(os.fsencode(path)) + "?mode=ro",
+                "file://" + quote(os.fsencode(path)) + options,
                 uri=True,
                 timeout=_BUSY_TIMEOUT,
                 isolation_level=None,
@@ -473,6 +479,27 @@ def _make_dir(path: str) -> bool:
     os.chmod(path, _DIR_MODE)  # exactly 0700, whatever the umask
     _fsync_dir(os.path.dirname(path))
     return True
+
+
+def fs_hint(path: str) -> str:
+    """`` (the file system is full: ...)`` when the file system of ``path`` is full or
+    read-only (SQLite names either "disk I/O error"), else nothing."""
+    try:
+        info = os.statvfs(path if os.path.exists(path) else os.path.dirname(path))
+    except OSError:
+        return ""
+    if info.f_flag & os.ST_RDONLY:
+        return " (the file system is read-only: remount it read-write or use another one)"
+    if info.f_bavail == 0 or info.f_favail == 0:
+        return " (the file system is full: free some space)"
+    return ""
+
+
+def _read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _fsync_dir(path: str) -> None:

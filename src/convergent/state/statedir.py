@@ -47,6 +47,7 @@ from convergent.state.db import (
     StateError,
     _fsync_dir,
     _make_dir,
+    fs_hint,
 )
 
 __all__ = [
@@ -291,13 +292,12 @@ def _regular(fd: int) -> bool:
 
 def _os_error(file: str, action: str, exc: OSError) -> StateError:
     reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
-        reason += " (the file system is full: free some space)"
-    elif exc.errno == errno.EROFS:
-        reason += " (the file system is read-only: remount it read-write or use another one)"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
+    if exc.errno in (errno.EACCES, errno.EPERM):
         reason += " (run as the directory's owner, or use another one)"
-    return StateError(file, f"{action}: {reason}")
+    else:
+        reason += fs_hint(file)
+    what = "state database" if os.path.basename(file).startswith(STATE_DB) else "state file"
+    return StateError(file, f"{action}: {reason}", what=what)
 
 
 # -- the database, its marker and its backup ----------------------------------------------
