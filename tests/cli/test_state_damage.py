@@ -150,7 +150,7 @@ def test_reset_without_yes_refuses_and_with_yes_starts_afresh(host: Host) -> Non
     before = host.db.read_bytes()
     code, out, err = host.state_cmd("reset")
     assert code == 2
-    assert "losing 1 secrets" in err and "--yes" in err and "nothing was changed" in err
+    assert "losing 1 secret" in err and "--yes" in err and "nothing was changed" in err
     assert host.db.read_bytes() == before
     _empty(host.db)
     code, out, err = host.state_cmd("reset")
@@ -174,7 +174,7 @@ def test_restore_and_reset_are_refused_while_an_agent_runs(host: Host) -> None:
             assert f"is in use by another convergent (pid {agent.proc.pid}" in err
         code, out, err = host.state_cmd("check")  # only reads: beside the agent
         assert code == 0, err
-        assert out.startswith(f"{host.db}: ok (schema 2; 1 secrets")
+        assert out.startswith(f"{host.db}: ok (schema 2; 1 secret")
         agent.send(signal.SIGTERM)
         assert agent.wait() == 0, agent.err
     assert host.secret_in(host.db) == host.target.read_text()

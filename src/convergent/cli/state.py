@@ -119,5 +119,7 @@ def _lost(counts: dict[str, int] | None) -> str:
             "whatever its database held (it cannot be read): generated passwords, pending "
             "refreshes, key/values, reversal records"
         )
-    held = [f"{n} {what}" for what, n in counts.items() if n]
+    from convergent.state.upkeep import amount
+
+    held = [amount(n, what) for what, n in counts.items() if n]
     return ", ".join(held) if held else "nothing (the database is empty)"

@@ -37,6 +37,7 @@ from convergent.state.statedir import (
 __all__ = [
     "DAMAGED",
     "Health",
+    "amount",
     "check_state_dir",
     "held",
     "reset_state_dir",
@@ -169,8 +170,21 @@ def _upkeep(path: str) -> Iterator[None]:
             os.close(fd)
 
 
+_ONE = {
+    "secrets": "secret",
+    "pending refreshes": "pending refresh",
+    "key/values": "key/value",
+    "reversal records": "reversal record",
+}
+
+
+def amount(n: int, what: str) -> str:
+    """``1 secret``, ``2 secrets``: ``what`` is a key of ``StateDB.counts()``."""
+    return f"{n} {_ONE.get(what, what) if n == 1 else what}"
+
+
 def _summary(db: StateDB) -> str:
-    counts = ", ".join(f"{n} {what}" for what, n in db.counts().items())
+    counts = ", ".join(amount(n, what) for what, n in db.counts().items())
     return f"schema {db.version}; {counts}"
 
 
