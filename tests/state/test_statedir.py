@@ -106,3 +106,44 @@ def test_a_file_in_place_of_the_directory_is_a_clear_error(tmp_path: Path) -> No
     for access in ("exclusive", "shared"):
         with pytest.raises(StateError, match="not a directory"):
             open_state_dir(str(tmp_path / "state"), mode=access)  # type: ignore[arg-type]
+
+
+def test_a_state_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Another user who may write in it could swap the temp file of the backup for a
+    symlink between two steps of the agent; so the agent does not use such a directory."""
+    path = tmp_path / "state"
+    path.mkdir()
+    for loose in (0o777, 0o770, 0o702):
+        path.chmod(loose)
+        with pytest.raises(StateError, match=rf"mode {loose:04o}.*chmod 0700 {path}"):
+            open_state_dir(str(path), mode="exclusive")
+    assert list(path.iterdir()) == []
+    path.chmod(0o755)  # others may read and enter, not write: allowed
+    with open_state_dir(str(path), mode="exclusive"):
+        pass
+
+
+def test_a_state_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the directory away")
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(StateError, match="belongs to uid 65534, not to this user"):
+        open_state_dir(str(path), mode="exclusive")
+    assert list(path.iterdir()) == []
+
+
+def test_a_fifo_or_symlink_in_place_of_the_lock_is_refused_without_blocking(
+    tmp_path: Path,
+) -> None:
+    decoy = tmp_path / "decoy"
+    decoy.write_text("not to be touched\n")
+    os.mkfifo(tmp_path / LOCK)
+    with pytest.raises(StateError, match=f"state file {tmp_path}/lock: is not a regular file"):
+        open_state_dir(str(tmp_path), mode="exclusive")
+    (tmp_path / LOCK).unlink()
+    (tmp_path / LOCK).symlink_to(decoy)
+    with pytest.raises(StateError, match="cannot open the lock file"):
+        open_state_dir(str(tmp_path), mode="exclusive")
+    assert decoy.read_text() == "not to be touched\n"

@@ -472,10 +472,15 @@ def _make_dir(path: str) -> bool:
         os.mkdir(path, _DIR_MODE)
     except FileExistsError:
         if not os.path.isdir(path):
-            raise StateError(path, "exists and is not a directory; move it away") from None
+            raise StateError(
+                path, "exists and is not a directory; move it away", what="state directory"
+            ) from None
         return False
     except OSError as exc:
-        raise StateError(path, f"cannot create the directory: {exc.strerror or exc}") from exc
+        reason = f"{exc.strerror or exc}{fs_hint(path)}"
+        raise StateError(
+            path, f"cannot create the directory: {reason}", what="state directory"
+        ) from exc
     os.chmod(path, _DIR_MODE)  # exactly 0700, whatever the umask
     _fsync_dir(os.path.dirname(path))
     return True
@@ -516,7 +521,11 @@ STATE_DB = "state.db"  # the state database's file name in the state directory
 
 
 def open_state(state_dir: str, *, readonly: bool) -> StateDB | None:
-    """The state database ``state_dir/state.db``; under noop read only, and only if it exists."""
+    """The state database ``state_dir/state.db``; under noop read only, and only if it exists.
+
+    The database alone: no lock, no damage check, no backup. A run opens its state
+    directory with :func:`convergent.state.statedir.open_state_dir` instead.
+    """
     path = os.path.join(state_dir, STATE_DB)
     if readonly and not os.path.exists(path):
         return None

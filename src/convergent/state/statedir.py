@@ -171,9 +171,12 @@ def open_state_dir(
     path = os.path.abspath(path)
     if mode == "exclusive":
         _make_dir(path)
+        _refuse_others(path)
     elif not os.path.isdir(path):
         if os.path.lexists(path):
-            raise StateError(path, "exists and is not a directory; move it away")
+            raise StateError(
+                path, "exists and is not a directory; move it away", what="state directory"
+            )
         return StateDir(path, mode, None, [])
     locks: list[int] = []
     try:
@@ -201,6 +204,30 @@ def open_state_dir(
     return StateDir(path, mode, db, locks)
 
 
+def _refuse_others(path: str) -> None:
+    """An agent's directory is its own: another user who may write in it could swap its
+    files (the database holds secrets) between two of the agent's steps."""
+    import stat
+
+    info = os.stat(path)
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise StateError(
+            path,
+            f"belongs to uid {info.st_uid}, not to this user (uid {uid}); whoever owns it "
+            f"could swap its files: chown {uid} {path}, or use another state directory",
+            what="state directory",
+        )
+    if info.st_mode & 0o022:
+        mode = f"{stat.S_IMODE(info.st_mode):04o}"
+        raise StateError(
+            path,
+            f"may be written by other users (mode {mode}), who could swap its files: "
+            f"chmod 0700 {path}, or use another state directory",
+            what="state directory",
+        )
+
+
 # -- the locks ---------------------------------------------------------------------------
 
 
@@ -226,7 +253,7 @@ def lock(path: str, name: str, *, exclusive: bool, writer: bool, fix: str) -> in
             raise _os_error(file, "cannot open the lock file", exc) from exc
     try:
         if not os.path.samestat(os.fstat(fd), os.lstat(file)) or not _regular(fd):
-            raise StateError(file, "is not a regular file; move it away")
+            raise StateError(file, "is not a regular file; move it away", what="state file")
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
@@ -240,10 +267,15 @@ def lock(path: str, name: str, *, exclusive: bool, writer: bool, fix: str) -> in
 def holder(path: str) -> int | None:
     """The PID written into ``path/lock`` by the process that holds it, if any."""
     try:
-        with open(os.path.join(path, LOCK), "rb") as f:
-            text = f.read(32).strip()
+        fd = os.open(os.path.join(path, LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    try:
+        text = os.read(fd, 32).strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
 
 

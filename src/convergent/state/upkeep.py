@@ -226,6 +226,9 @@ def _move_aside(path: str) -> bool:
     """Move the database (and its WAL) to ``state.db.damaged``; False: there was none."""
     file = os.path.join(path, STATE_DB)
     try:
+        for suffix in ("-wal", "-journal"):  # of an earlier damaged file: not this one's
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(path, DAMAGED + suffix))
         for suffix in ("-wal", "-journal"):
             if os.path.lexists(file + suffix):
                 os.replace(file + suffix, os.path.join(path, DAMAGED + suffix))
