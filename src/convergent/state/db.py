@@ -276,10 +276,14 @@ class StateDB:
 
     def backup(self, target: str) -> None:
         """Copy the database, as one consistent snapshot, into the existing empty ``target``
-        (SQLite's backup API; readers and this connection may go on meanwhile)."""
+        (SQLite's backup API), which the caller fsyncs: nothing here syncs it."""
         with self._errors(f"back up to {target}"):
             copy = sqlite3.connect(target, isolation_level=None)
             try:
+                # A temp file, fsynced once by the caller: no journal, no syncs of its own
+                # (with them a copy cost ~25 ms of start-up here, without them ~2 ms).
+                copy.execute("PRAGMA synchronous=OFF")
+                copy.execute("PRAGMA journal_mode=OFF").fetchone()
                 self._conn.backup(copy)
                 # A file that stands alone: no -wal or -shm beside it when it is read.
                 copy.execute("PRAGMA journal_mode=DELETE").fetchone()
