@@ -209,7 +209,10 @@ def _refuse_others(path: str) -> None:
     files (the database holds secrets) between two of the agent's steps."""
     import stat
 
-    info = os.stat(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise _os_error(path, "cannot read", exc) from exc
     uid = os.geteuid()
     if info.st_uid != uid:
         raise StateError(
