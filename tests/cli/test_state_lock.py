@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from convergent.cli.render import WATCHING
+from convergent.state import StateDB
 from tests.e2e.agent import Agent, convergent
 
 
@@ -83,3 +84,33 @@ def test_noop_run_beside_an_agent_is_allowed(tmp_path: Path) -> None:
         assert target.read_text() == "agent\n"
         agent.send(signal.SIGTERM)
         assert agent.wait() == 0, agent.err
+
+
+def test_a_second_agent_never_generates_its_own_password(tmp_path: Path) -> None:
+    target = tmp_path / "db.conf"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        textwrap.dedent(
+            f"""\
+            resources:
+              - password: db
+              - file: {target}
+                recv:
+                  content: password[db].password
+            """
+        ),
+        encoding="utf-8",
+    )
+    state = tmp_path / "state"
+    with Agent("run", str(policy), "--state-dir", str(state)) as first:
+        first.wait_for_line(lambda line: line == WATCHING)
+        secret = target.read_text()
+        second = convergent("run", str(policy), "--state-dir", str(state))
+        assert second.returncode == 2, second.stderr
+        assert "is in use by another convergent" in second.stderr
+        assert target.read_text() == secret
+        first.send(signal.SIGTERM)
+        assert first.wait() == 0, first.err
+    assert not any("password" in line for line in first.out[1:]), first.out
+    with StateDB(state / "state.db", readonly=True) as db:
+        assert db.get_secret("password[db]") == secret

@@ -147,3 +147,21 @@ def test_a_fifo_or_symlink_in_place_of_the_lock_is_refused_without_blocking(
     with pytest.raises(StateError, match="cannot open the lock file"):
         open_state_dir(str(tmp_path), mode="exclusive")
     assert decoy.read_text() == "not to be touched\n"
+
+
+def test_after_lock_runs_once_the_lock_is_held_and_before_the_database_opens(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[str, str, bool]] = []
+
+    def after_lock(path: str) -> None:
+        with pytest.raises(StateBusy):
+            open_state_dir(path, mode="exclusive")
+        seen.append((path, (Path(path) / LOCK).read_text(), (Path(path) / MARKER).exists()))
+
+    with open_state_dir(str(tmp_path), mode="exclusive", after_lock=after_lock):
+        pass
+    assert seen == [(str(tmp_path), f"{os.getpid()}\n", False)]
+    with open_state_dir(str(tmp_path), mode="shared", after_lock=after_lock):
+        pass
+    assert len(seen) == 1  # readers never reap
