@@ -11,7 +11,7 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Resource
 
 if TYPE_CHECKING:
-    from convergent.state.db import StateDB
+    from convergent.state.statedir import StateDir
 
 __all__ = ["run"]
 
@@ -44,14 +44,12 @@ def run(
         from convergent.cli.render import TextRenderer
 
         reporter = TextRenderer()
-    state: StateDB | None = None
+    opened: StateDir | None = None
     if state_dir is not None:
-        from convergent.cli.statedir import ensure_state_dir
-        from convergent.state.db import open_state
+        from convergent.state.statedir import open_state_dir
 
-        if not noop:
-            ensure_state_dir(state_dir)
-        state = open_state(state_dir, readonly=noop)
+        opened = open_state_dir(state_dir, mode="shared" if noop else "exclusive")
+    state = None if opened is None else opened.db
     try:
         engine = Engine(
             graph,
@@ -63,5 +61,5 @@ def run(
         )
         return asyncio.run(engine.run())
     finally:
-        if state is not None:
-            state.close()
+        if opened is not None:
+            opened.close()

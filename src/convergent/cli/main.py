@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument(
         "-o", "--output", metavar="OUT", default=None, help="write to OUT instead of stdout"
     )
+    from convergent.cli.state import add_state_parser
+
+    add_state_parser(commands)
     return parser
 
 
@@ -201,6 +204,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from convergent.cli.check import check_command
 
         return check_command(args)
+    if args.command == "state":
+        from convergent.cli.state import state_command
+
+        return state_command(args)
     from convergent.cli.graph import graph_command
 
     return graph_command(args)
