@@ -63,6 +63,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"convergent: {exc}", file=sys.stderr)
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
+    if state is not None and not args.noop:
+        from convergent.host.process import reap_orphans
+
+        reap_orphans(state_dir)  # what commands of a killed agent left running
     renderer = TextRenderer(watching=args.converged_timeout is None)
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
