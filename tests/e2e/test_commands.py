@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -289,3 +290,37 @@ resources:
     assert _running(session=session) == []
     assert log.read_text().split() == ["start"]
     assert os.listdir(os.path.join(state, "children")) == []
+
+
+def test_reap_never_kills_a_reused_pid(tmp_path: Path, leftovers: list[int]) -> None:
+    """A killed agent's record names a session whose leader's PID now belongs to another
+    process (another start time): the next agent removes the record and kills nothing."""
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    leftovers.append(stranger.pid)
+    raw = Path(f"/proc/{stranger.pid}/stat").read_bytes()
+    start = int(raw[raw.rfind(b")") + 2 :].split()[19])
+    state = tmp_path / "s"
+    children = state / "children"
+    children.mkdir(parents=True, mode=0o700)
+    record = children / f"{stranger.pid}-{start - 1}.json"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    record.write_text(
+        json.dumps(
+            {
+                "boot": boot,
+                "agent": 1,  # PID 1 with another start time: that agent is gone
+                "agent_start": -1,
+                "session": stranger.pid,
+                "start": start - 1,  # the recorded command started before this process
+                "token": "0123456789abcdef",
+                "owner": "exec[x]",
+            }
+        )
+    )
+    empty = _write(tmp_path / "empty.yaml", "resources: []\n")
+    done = convergent("run", str(empty), "--state-dir", str(state), "--converged-timeout", "0")
+    assert done.returncode == 0, done.stderr
+    assert _running(session=stranger.pid) == [stranger.pid]
+    assert not record.exists()
+    stranger.kill()
+    stranger.wait(timeout=10)

@@ -184,7 +184,9 @@ def _orphan_session(env: dict[str, str] | None = None) -> tuple[int, int, int]:
     return leader.pid, start, int(out)
 
 
-def test_reap_never_kills_a_reused_pid(tmp_path: Path, kill_at_end: list[int]) -> None:
+def test_reap_spares_a_session_whose_leader_pid_was_reused(
+    tmp_path: Path, kill_at_end: list[int]
+) -> None:
     """A record names a session by the PID of its leader: when that PID now belongs to a
     process started at another time, or a process of that session does not carry the
     command's token, it is not the recorded command's and lives on."""
