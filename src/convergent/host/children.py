@@ -1,7 +1,7 @@
 """Records of the commands an agent runs, and the reaper of what a killed agent left.
 
 ``convergent.host.process.run`` writes a record in ``children_dir(STATE_DIR)`` (a
-directory of mode 0700) right after it starts a command: a file of mode 0600, fsynced,
+directory of mode 0700) right after it starts a command: a file of mode 0600,
 naming the boot, the agent (PID and start time), the command's session (its PID and start
 time), a random token put in the command's environment, and the resource that ran it. The
 record is removed when the run is over. ``reap_orphans`` kills what the records of a dead
@@ -119,11 +119,12 @@ def write_record(path: str, pid: int, token: str, owner: str) -> str:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(name, flags, 0o600, dir_fd=dfd)
         try:
+            # Not fsynced: the record must outlive the agent, not the machine. A killed
+            # agent's writes are in the page cache for the next agent to read, and after
+            # a crash of the machine no command runs any more (and the boot id differs).
             os.write(fd, msgspec.json.encode(record))
-            os.fsync(fd)
         finally:
             os.close(fd)
-        os.fsync(dfd)
     finally:
         os.close(dfd)
     return name

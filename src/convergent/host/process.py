@@ -17,7 +17,7 @@ killed by that signal) and a :class:`Capture` of stdout and of stderr.
   only counted; the lines given to ``log`` are bounded too (the first ``SHOWN`` bytes of
   each stream), followed by one line saying how much was not shown.
 - With ``children`` (``children_dir(STATE_DIR)``) the running command is recorded there
-  durably (a file of mode 0600, fsynced, in a directory of mode 0700) right after the
+  (a file of mode 0600, in a directory of mode 0700; it outlives the agent) right after the
   spawn and the record is removed when the run is over; :func:`reap_orphans`, run by the
   next agent on that state directory, kills whatever a killed agent left running.
 
