@@ -245,3 +245,14 @@ def test_reap_removes_records_of_another_boot_and_unreadable_ones(tmp_path: Path
     assert reap_orphans(str(tmp_path)) == []
     assert not old.exists() and not torn.exists()
     assert _alive(1)
+
+
+def test_a_writer_left_behind_cannot_keep_the_run_going(tmp_path: Path) -> None:
+    """``yes`` in the background writes to the command's stdout for ever: the run still
+    ends after the drain, and the writer ends on the closed pipe (SIGPIPE)."""
+    pidfile = tmp_path / "pid"
+    logs: list[str] = []
+    finished = run(["sh", "-c", f"yes & echo $! > {pidfile}"], log=logs.append)
+    assert finished.code == 0
+    assert finished.stdout.total > 0 and len(finished.stdout.data) <= process.CAPTURE
+    _wait_exit(int(pidfile.read_text()))

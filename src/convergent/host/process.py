@@ -223,7 +223,10 @@ class _Pipe:
         if not self.eof.done():
             self.loop.remove_reader(self.fd)
             with contextlib.suppress(OSError):
-                while chunk := os.read(self.fd, _CHUNK):
+                for _ in range(16):  # bounded: a writer left behind may never stop
+                    chunk = os.read(self.fd, _CHUNK)
+                    if not chunk:
+                        break
                     self.capture.add(chunk)
                     if self.log is not None and self.shown < SHOWN:
                         self._lines(chunk[: SHOWN - self.shown])
