@@ -46,9 +46,12 @@ def run(
         reporter = TextRenderer()
     opened: StateDir | None = None
     if state_dir is not None:
+        from convergent.host.process import reap_orphans
         from convergent.state.statedir import open_state_dir
 
-        opened = open_state_dir(state_dir, mode="shared" if noop else "exclusive")
+        opened = open_state_dir(
+            state_dir, mode="shared" if noop else "exclusive", after_lock=reap_orphans
+        )
     state = None if opened is None else opened.db
     try:
         engine = Engine(

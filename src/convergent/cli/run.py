@@ -42,11 +42,14 @@ def run_command(args: argparse.Namespace) -> int:
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
+    from convergent.host.process import reap_orphans
     from convergent.state.statedir import default_state_dir, open_state_dir
 
     try:  # noop changes nothing on the host, convergent's own state included
         opened = open_state_dir(
-            args.state_dir or default_state_dir(), mode="shared" if args.noop else "exclusive"
+            args.state_dir or default_state_dir(),
+            mode="shared" if args.noop else "exclusive",
+            after_lock=reap_orphans,  # what commands of a killed agent left running
         )
     except ConvergentError as exc:  # StateError: says which file and how to fix it
         print(f"convergent: {exc}", file=sys.stderr)

@@ -479,6 +479,8 @@ def _read_exec(entry: Entry, pairs: _Pairs, m: _Mapper) -> None:
     timeout = m.value(pairs, "timeout", lambda v: isinstance(v, int) and v >= 0, "seconds (>= 0)")
     if timeout:
         m.set("timeout", timeout, pairs, "timeout")
+    else:  # mgmt runs without a time limit unless given one (convergent's exec: 300 s)
+        m.entry.params["timeout"] = None
     if m.text(pairs, "ifcmd"):
         ifcwd = m.text(pairs, "ifcwd")
         if ifcwd and ifcwd != cwd:
