@@ -18,9 +18,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from convergent.cli.load import load_graph
-from convergent.cli.render import TextRenderer
 from convergent.cli.statedir import default_state_dir, ensure_state_dir
 from convergent.errors import ConvergentError
+from convergent.render import TextRenderer
 
 if TYPE_CHECKING:
     import argparse
