@@ -132,13 +132,13 @@ def test_the_command_exits_with_flushed_output_atexit_handlers_and_threads_done(
     )
     try:
         assert proc.stderr is not None
-        err = ""
-        while "invalid choice" not in err:
+        err = b""
+        while b"invalid choice" not in err:  # read unbuffered: select sees what is left
             ready, _, _ = select.select([proc.stderr], [], [], 30)
             assert ready, f"no usage error within 30 s: {err!r}"
-            line = proc.stderr.readline()
-            assert line, f"stderr closed: {err!r}"
-            err += line
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"stderr closed: {err!r}"
+            err += chunk
         out, _ = proc.communicate("go\n", timeout=30)
     finally:
         proc.kill()
