@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from convergent.cli.load import load_graph
 from convergent.cli.statedir import default_state_dir, ensure_state_dir
 from convergent.errors import ConvergentError
-from convergent.render import TextRenderer
+from convergent.render import TextRenderer, say
 
 if TYPE_CHECKING:
     import argparse
@@ -201,4 +201,4 @@ def _content(path: str) -> bytes | None:
 
 
 def _say(reporter: TextRenderer, message: str) -> None:
-    print(message, file=reporter.err, flush=True)
+    say(message, reporter.err)
