@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convergent.cli.render import WATCHING
+from convergent.render import WATCHING
 from convergent.state import StateDB
 from tests.e2e.agent import Agent, convergent
 

@@ -6,7 +6,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from convergent.cli.render import WATCHING
+from convergent.render import WATCHING
 from convergent.state import StateDB
 from tests.e2e.agent import Agent, convergent
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from convergent.cli.render import TextRenderer
 from convergent.engine import Changed, Engine, Failed, Log, Report, RunResult, WouldChange
 from convergent.errors import ResourceError
 from convergent.graph import Graph
+from convergent.render import TextRenderer
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.exec import Exec
 from convergent.resources.group import Group, Member, prepare

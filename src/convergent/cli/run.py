@@ -18,8 +18,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from convergent.cli.load import load_graph
-from convergent.cli.render import TextRenderer
 from convergent.errors import ConvergentError
+from convergent.render import TextRenderer, say
 
 if TYPE_CHECKING:
     import argparse
@@ -52,7 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
             after_lock=reap_orphans,  # what commands of a killed agent left running
         )
     except ConvergentError as exc:  # StateError: says which file and how to fix it
-        print(f"convergent: {exc}", file=sys.stderr)
+        say(f"convergent: {exc}")
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     state = opened.db
@@ -193,4 +193,4 @@ def _content(path: str) -> bytes | None:
 
 
 def _say(reporter: TextRenderer, message: str) -> None:
-    print(message, file=reporter.err, flush=True)
+    say(message, reporter.err)

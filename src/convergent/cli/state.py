@@ -21,42 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["add_state_parser", "state_command"]
-
-
-def add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Declare ``state`` and its sub-commands on the command line's sub-parsers."""
-    state = commands.add_parser(
-        "state",
-        help="check, restore or reset convergent's own state database",
-        description="Check convergent's state database (pending refreshes, secrets, "
-        "key/values), bring back its backup, or start afresh.",
-    )
-    actions = state.add_subparsers(dest="action", metavar="ACTION", required=True)
-    specs = (
-        ("check", "report whether the state database and its backup are sound", None),
-        (
-            "restore",
-            "replace a damaged state database by its backup (taken at the agent's last start)",
-            "also replace a database that is not damaged",
-        ),
-        (
-            "reset",
-            "start afresh with an empty state database (its secrets are lost)",
-            "really do it (without: say what would be lost, change nothing)",
-        ),
-    )
-    for name, text, yes in specs:
-        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        action.add_argument(
-            "--state-dir",
-            metavar="DIR",
-            default=None,
-            help="the state directory (default: /var/lib/convergent for root, "
-            "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
-        )
-        if yes is not None:
-            action.add_argument("--yes", action="store_true", help=yes)
+__all__ = ["state_command"]
 
 
 def state_command(args: argparse.Namespace) -> int:
@@ -72,7 +37,9 @@ def state_command(args: argparse.Namespace) -> int:
             return _restore(path, force=args.yes)
         return _reset(path, yes=args.yes)
     except ConvergentError as exc:  # StateError: names the file and how to fix it
-        print(f"convergent: {exc}", file=sys.stderr, flush=True)
+        from convergent.render import say
+
+        say(f"convergent: {exc}")
         return 2
 
 
