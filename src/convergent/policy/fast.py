@@ -61,6 +61,9 @@ _NOT_TEXT = frozenset(
     for word in ("yes", "no", "true", "false", "on", "off", "null")
     for spelling in (word, word.capitalize(), word.upper())
 )
+# A longer line is left to the full path: the line regex needs memory in proportion to
+# the length of what it matches (the 6.7 GB a 30 MB line once took), libyaml does not.
+_LONGEST = 4096
 _NOT_PARAMS = frozenset(("require", "before", "notify", "recv", "meta"))  # entry keys
 _EDGES = ("require", "before", "notify")
 _EDGES_KEYS = frozenset(_EDGES)
@@ -84,6 +87,8 @@ def load_plain(text: str) -> Graph[Resource[Any]] | None:
     comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
     for line in text.split("\n"):
+        if len(line) > _LONGEST:
+            return None
         start = line.lstrip(" ")[:1]
         if not start:  # blank
             continue
