@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from convergent.errors import ParamError
 from convergent.graph.core import Graph
 from convergent.graph.identity import format_id
-from convergent.policy.nodes import Problems, close_match, find_node, is_scalar
+from convergent.policy.nodes import Problems, find_node, is_scalar
+from convergent.policy.suggest import Suggester, close_match
 from convergent.resources.base import (
     Meta,
     Params,
@@ -311,14 +312,17 @@ def _check_recv(links: list[Link], resources: list[Resource[Any]], problems: Pro
 
 def _check_links(links: list[Link], ids: dict[str, Entry], problems: Problems) -> list[Link]:
     valid: list[Link] = []
+    names: Suggester | None = None
     for link in links:
         ok = True
         for end, node in ((link.source, link.source_node), (link.target, link.target_node)):
             if end not in ids:
                 ok = False
+                if names is None:
+                    names = Suggester(ids)
                 problems.at(
                     node,
-                    f"{link.label}: no resource {end} in this policy{close_match(end, list(ids))}",
+                    f"{link.label}: no resource {end} in this policy{names.hint(end)}",
                     link.owner,
                 )
         if ok:

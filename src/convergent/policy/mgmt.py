@@ -57,13 +57,13 @@ from convergent.policy.build import Entry, Link
 from convergent.policy.nodes import (
     Problems,
     Values,
-    close_match,
     describe,
     is_list,
     is_mapping,
     is_null,
     is_scalar,
 )
+from convergent.policy.suggest import close_match
 from convergent.resources.base import get_kind, kinds
 
 if TYPE_CHECKING:

@@ -32,13 +32,13 @@ from convergent.policy.nodes import (
     STR,
     Problems,
     Values,
-    close_match,
     describe,
     is_list,
     is_mapping,
     is_null,
     is_scalar,
 )
+from convergent.policy.suggest import close_match
 from convergent.resources.base import get_kind
 
 if TYPE_CHECKING:

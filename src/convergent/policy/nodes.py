@@ -8,7 +8,6 @@ location, in a :class:`Problems` list; nothing stops at the first one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any, TypeGuard
 
 import yaml
@@ -28,7 +27,6 @@ __all__ = [
     "STR",
     "Problems",
     "Values",
-    "close_match",
     "compose",
     "describe",
     "find_node",
@@ -182,14 +180,6 @@ def _quote_end(text: str, i: int) -> int:
 def unmask(text: str) -> str:
     """Undo :func:`mask_flow_refs` in one string (error messages included)."""
     return text.translate(_UNMASK)
-
-
-def close_match(word: str, candidates: Iterator[str] | list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
-    import difflib
-
-    found = difflib.get_close_matches(word, list(candidates), n=1)
-    return f" (did you mean '{found[0]}'?)" if found else ""
 
 
 def describe(node: Node) -> str:
