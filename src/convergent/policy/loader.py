@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from yaml.nodes import Node
 
-    from convergent.policy.nodes import Problems
+    from convergent.policy.entries import Problems
 
 __all__ = ["MAX_POLICY_BYTES", "load_policy", "load_policy_text"]
 
@@ -111,15 +111,15 @@ def load_policy_text(
         raise PolicyError([_too_large(filename, len(text), max_bytes, unit="characters")])
     from convergent.policy.fast import load_plain
 
-    graph = load_plain(text)  # the plainest policies, without YAML; None: anything else
+    graph = load_plain(text, filename)  # the plainest policies, without YAML; None: anything else
     return graph if graph is not None else _load_yaml(text, filename)
 
 
 def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
     """The full path: libyaml nodes, every problem located (see the module docstring)."""
     from convergent.policy.build import build
+    from convergent.policy.entries import Problems
     from convergent.policy.nodes import (
-        Problems,
         Values,
         describe,
         is_mapping,

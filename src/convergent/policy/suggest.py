@@ -17,7 +17,6 @@ number of names and of words looked up.
 from __future__ import annotations
 
 import bisect
-import difflib
 from collections.abc import Iterable
 
 __all__ = ["LIMIT", "Suggester", "close_match"]
@@ -52,6 +51,8 @@ class Suggester:
         """`` (did you mean 'x'?)``, or an empty string when nothing is close."""
         if len(word) > _LONGEST:
             return ""
+        import difflib  # only when something is missing: it costs start-up time
+
         found = difflib.get_close_matches(word, self.shortlist(word), n=1)
         return f" (did you mean '{found[0]}'?)" if found else ""
 
