@@ -95,3 +95,15 @@ def test_the_fast_path_runs_no_regex_over_a_long_line() -> None:
     text = 'resources:\n  - file: /srv/a\n    content: "' + "x" * 5000 + '"\n'
     assert load_plain(text) is None  # left to libyaml, whose memory does not grow with it
     assert load_policy_text(text)["file[/srv/a]"].params.content == "x" * 5000
+
+
+def test_problems_about_a_resource_with_a_huge_name_stay_small() -> None:
+    name = "n" * 100_000
+    text = "resources:\n  - noop: " + name + "\n" + "".join(f"    p{i}: 1\n" for i in range(2000))
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(text, "site.yaml")
+    problems = caught.value.problems
+    assert len(problems) == 2000
+    assert max(len(str(problem)) for problem in problems) < 400  # not a copy of the name each
+    assert str(problems[0]).startswith("site.yaml:3:5: noop[nnn")
+    assert str(problems[0]).endswith("...: unknown parameter 'p0'; noop takes: none")

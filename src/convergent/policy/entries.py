@@ -231,6 +231,17 @@ class Link:
         self.recv = recv
 
 
+def _clip(text: str | None, longest: int = 4096) -> Any:
+    """``text`` cut to ``longest`` characters (``...`` marks the cut).
+
+    A long name is written once in a policy but named by every problem of its resource:
+    cut, it cannot make the error text grow with the square of the policy's size.
+    """
+    if text is None or len(text) <= longest:
+        return text
+    return text[: longest - 3] + "..."
+
+
 class Problems:
     """Every problem found in a policy, each at its location (in any of its files).
 
@@ -246,14 +257,17 @@ class Problems:
     def at(self, where: Location | _Marked, message: str, resource: str | None = None) -> None:
         """A problem at a location, or at a YAML node of the file being read."""
         if isinstance(where, Location):
-            self.items.append(Problem(where.file, where.line, where.col, message, resource))
+            self.items.append(
+                Problem(where.file, where.line, where.col, _clip(message), _clip(resource, 256))
+            )
         else:
             mark = where.start_mark
             self.add(mark.line + 1, mark.column + 1, message, resource)
 
     def add(self, line: int, column: int, message: str, resource: str | None = None) -> None:
         """A problem at a line and column of the file being read."""
-        self.items.append(Problem(self.filename, line, column, message, resource))
+        problem = Problem(self.filename, line, column, _clip(message), _clip(resource, 256))
+        self.items.append(problem)
 
     def __bool__(self) -> bool:
         return bool(self.items)
