@@ -5,8 +5,8 @@ Two formats are read: convergent's own (a top-level ``resources:`` list, see
 :mod:`convergent.policy.mgmt`). The YAML is composed into nodes with libyaml, so every
 problem is reported at ``file:line:column``; all problems of a file are raised together
 in one :class:`~convergent.errors.PolicyError`. Plain policies (flat entries, one
-``key: value`` a line) take a fast path first, :mod:`convergent.policy.fast`, which
-gives the same graph without PyYAML and hands anything else over to this path.
+``key: value`` a line) are read by a faster front end first, :mod:`convergent.policy.fast`,
+which feeds the same builder without PyYAML and hands anything else over to this path.
 Loading only reads: nothing on the host is looked at or changed. A policy is at most
 :data:`MAX_POLICY_BYTES` long (checked before it is read), so no input can exhaust memory.
 """
