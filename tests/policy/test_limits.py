@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,20 @@ def test_problems_about_a_resource_with_a_huge_name_stay_small() -> None:
     assert max(len(str(problem)) for problem in problems) < 400  # not a copy of the name each
     assert str(problems[0]).startswith("site.yaml:3:5: noop[nnn")
     assert str(problems[0]).endswith("...: unknown parameter 'p0'; noop takes: none")
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_with_no_writer_as_the_policy_does_not_hang_the_check(tmp_path: Path) -> None:
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    code, err, _ = _check(fifo)
+    assert code == 2
+    assert err.startswith(f"{fifo}:1:1: the policy is empty")
+
+
+def test_a_directory_as_the_policy_is_refused(tmp_path: Path) -> None:
+    code, err, _ = _check(tmp_path)
+    assert (code, err) == (
+        2,
+        f"convergent: {tmp_path}: is a directory; give the path of a policy file\n",
+    )

@@ -47,8 +47,12 @@ def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Graph
     grows while read, as soon as it has gone past the limit).
     """
     p = _shown(path)
-    with open(p, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    # Opened without blocking, so that a FIFO with no writer cannot hang the load (it
+    # reads as empty); reads block again, as a pipe that has a writer needs.
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        os.set_blocking(fd, True)
+        size = os.fstat(fd).st_size
         if size > max_bytes:
             raise PolicyError([_too_large(p, size, max_bytes)])
         data = f.read(max_bytes + 1)
