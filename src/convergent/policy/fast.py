@@ -13,19 +13,22 @@ double-quoted strings; ``require``/``before``/``notify`` name other entries::
         require: ["file[/srv/f0001]"]
 
 :func:`load_plain` is a front end: it reads exactly that shape line by line into the
-entries and links every front end produces (:mod:`convergent.policy.entries`), each
-part at its location, and hands them to the one builder,
+entries and links every front end produces (:mod:`convergent.policy.entries`), with the
+locations of names and references, and hands them to the one builder,
 :func:`convergent.policy.build.build`. It returns None, and the loader takes the full
 path (libyaml nodes, every problem at its ``file:line:col``, its messages), as soon as
-anything is outside the shape or wrong in any way: another top-level key, a nested value, a flow
-list of anything but double-quoted strings (or an empty one, or one not written
-``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII character,
-an escape other than ``\\n \\t \\\\ \\"``, a plain word YAML would read as a bool or
-null, a duplicate key or resource, ``recv``, ``meta``, an edge to something that is not
-an entry or that closes a cycle, a malformed reference, an unknown kind or parameter, a
-parameter a kind rejects. So the fast path never changes what a policy
-means or how a problem is reported; it only skips importing PyYAML (~14 ms) and building
-a node per scalar. ``tests/policy/test_fast.py`` checks that both paths give equal graphs.
+anything is outside the shape or wrong in any way: another top-level key, a nested
+value, a flow list of anything but double-quoted strings (or an empty one, or one not
+written ``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII
+character, a line over 4,096 characters, an escape other than ``\\n \\t \\\\ \\"``, a
+plain word YAML would read as a bool or null, a duplicate key, an entry key (``recv``,
+``meta``, an edge key) where an entry starts, ``recv`` or ``meta``, a malformed
+reference, or any problem the builder finds (a duplicate resource, an unknown kind or
+parameter, a rejected value, an edge to no entry, a cycle). So the fast path never
+changes what a policy means or how a problem is reported; it only skips importing
+PyYAML (~14 ms) and building a node per scalar. ``tests/policy/test_fast.py`` checks
+that both paths give equal graphs, ``tests/policy/test_pipeline.py`` that they give the
+builder equal entries.
 """
 
 from __future__ import annotations
