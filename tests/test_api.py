@@ -3,11 +3,17 @@ options (sema, state directory)."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
-from convergent import File, Graph, Resource, run
+import pytest
+
+from convergent import Converged, Failed, File, Graph, Resource, arun, run
 from convergent.engine import Report
 from convergent.resources.password import Password
 from convergent.state import StateDB
@@ -66,3 +72,75 @@ def test_run_with_sema_1_applies_one_resource_at_a_time() -> None:
     result = run(g, converged_timeout=0, reporter=lambda report: None, sema=1)
     assert result.exit_code == 0 and result.changed == 4
     assert gauge.peak == 1
+
+
+def test_arun_converges_inside_a_running_loop_beside_other_tasks(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+
+    async def main() -> tuple[int, int, str]:
+        g: Graph[Resource[Any]] = Graph()
+        g.add(File(str(target), content="x\n"))
+        other = asyncio.create_task(asyncio.sleep(0, result="other task ran"))
+        result = await arun(g, converged_timeout=0, reporter=lambda report: None)
+        return result.exit_code, result.changed, await other
+
+    assert asyncio.run(main()) == (0, 1, "other task ran")
+    assert target.read_text() == "x\n"
+
+
+def test_cancelling_arun_stops_the_run_and_closes_the_state_database(tmp_path: Path) -> None:
+    """A run without converged_timeout runs until cancelled; the state is closed after."""
+    state_dir = tmp_path / "state"
+
+    async def main() -> None:
+        converged = asyncio.Event()
+
+        def reporter(report: Report) -> None:
+            if isinstance(report, Converged):
+                converged.set()
+
+        g: Graph[Resource[Any]] = Graph()
+        g.add(File(str(tmp_path / "f"), content="x\n"))
+        task = asyncio.create_task(arun(g, reporter=reporter, state_dir=str(state_dir)))
+        async with asyncio.timeout(30):
+            await converged.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    # Closed: another run can open the same state directory and converge at once.
+    again = run(
+        _secret_graph(tmp_path / "secret"),
+        converged_timeout=0,
+        reporter=lambda report: None,
+        state_dir=str(state_dir),
+    )
+    assert again.exit_code == 0
+
+
+def test_the_api_imports_no_module_of_the_command_line(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from convergent import File, Graph, run
+        g = Graph()
+        g.add(File({str(tmp_path / "f")!r}, content="x\\n"))
+        result = run(g, converged_timeout=0)
+        print(sorted(m for m in sys.modules if m.startswith("convergent.cli")))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == [f"file[{tmp_path / 'f'}]: created", "[]"]
+
+
+def test_an_error_met_through_the_api_gives_no_command_line_advice(tmp_path: Path) -> None:
+    reports: list[Report] = []
+    result = run(_secret_graph(tmp_path / "secret"), converged_timeout=0, reporter=reports.append)
+    assert result.exit_code == 1
+    failures = [str(r.error) for r in reports if isinstance(r, Failed)]
+    assert failures and "state directory" in failures[0]
+    for message in failures:
+        assert "--" not in message and "convergent run" not in message, message

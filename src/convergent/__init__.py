@@ -9,6 +9,54 @@ The public namespace. Names are imported on first use, so ``import convergent`` 
     d = g.add(File("/tmp/demo", state="directory"))
     g.add(File("/tmp/demo/f1", content="i am f1\\n"), require=[d])
     result = run(g, converged_timeout=0)
+
+Running a graph:
+
+- ``run``: converge a graph on this host and return its ``RunResult``.
+- ``arun``: the same, awaited in a running event loop.
+- ``load_policy``: the graph of a YAML (or mgmt yamlgraph) policy file.
+- ``Graph``: resources and the edges between them (``require``, ``notify``, ``recv``).
+- ``Engine``: runs a graph; ``run``/``arun`` make one. Keep it to ``stop()`` it or
+  ``swap()`` in a new graph while it runs.
+
+The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
+
+- ``File``: a file, directory or symlink: content, mode, owner, group, absence.
+- ``Exec``: a command, run when it is needed (``creates``, ``onlyif``, ``ifnewer``, refresh).
+- ``Noop``: does nothing; a point to order and notify through.
+- ``Password``: a generated secret kept in the state database; sends it to others.
+- ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
+- ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+
+What a run reports (a reporter is any callable taking one ``Report``):
+
+- ``Changed``: a resource changed something.
+- ``WouldChange``: under noop, what a resource would change.
+- ``Failed``: a resource failed, and its error.
+- ``Blocked``: a resource was not checked because one it depends on failed.
+- ``Log``: a line a resource says while it works (a command's output).
+- ``Converged``: every resource is settled and nothing is running.
+- ``Report``: any of the six above; ``Reporter``: a callable that takes one.
+- ``RunResult``: the outcome of a run: counts, time, ``exit_code``, ``summary()``.
+- ``TextRenderer``: the default reporter, one line per report, control characters
+  escaped.
+
+The errors (every one a ``ConvergentError``):
+
+- ``ConvergentError``: the base of every error convergent raises on purpose.
+- ``PolicyError``: a policy could not be loaded; ``problems`` lists every ``Problem``.
+- ``Problem``: one thing wrong in a policy, with its ``file:line:col``.
+- ``GraphError``: the graph itself is wrong; ``CycleError`` names the whole cycle,
+  ``MissingVertexError`` an edge to a resource that is not in the graph.
+- ``ParamError``: one parameter of one resource is wrong.
+- ``ResourceError``: checking, applying or watching ``kind[name]`` failed on this host;
+  ``CommandError``: a command exited non-zero or timed out.
+
+Writing a kind (the contract is in docs/architecture.md):
+
+- ``Resource``: the base class; ``Params``: its parameters; ``Meta``: the meta parameters
+  the engine applies to every kind; ``Change``: what ``check`` found; ``Context``: what
+  the engine hands to ``watch``, ``check`` and ``apply``.
 """
 
 from __future__ import annotations
@@ -20,50 +68,118 @@ TYPE_CHECKING = False  # typing itself costs ~10 ms of start-up; tools treat thi
 __version__ = "0.1.0"
 
 __all__ = [
+    "Blocked",
     "Change",
+    "Changed",
+    "CommandError",
     "Context",
+    "Converged",
     "ConvergentError",
+    "CycleError",
+    "Engine",
     "Exec",
+    "Failed",
     "File",
     "Graph",
+    "GraphError",
+    "Kv",
+    "Log",
     "Meta",
+    "MissingVertexError",
     "Noop",
+    "ParamError",
     "Params",
+    "Password",
     "PolicyError",
+    "Problem",
+    "Report",
+    "Reporter",
     "Resource",
+    "ResourceError",
     "RunResult",
+    "TextRenderer",
+    "Timer",
+    "WouldChange",
     "__version__",
+    "arun",
     "load_policy",
     "run",
 ]
 
+# name -> the module it is imported from on first use (kept equal to the block below)
 _LAZY = {
+    "arun": "convergent.api",
+    "run": "convergent.api",
+    "Blocked": "convergent.engine.report",
+    "Changed": "convergent.engine.report",
+    "Converged": "convergent.engine.report",
+    "Failed": "convergent.engine.report",
+    "Log": "convergent.engine.report",
+    "Report": "convergent.engine.report",
+    "Reporter": "convergent.engine.report",
+    "RunResult": "convergent.engine.report",
+    "WouldChange": "convergent.engine.report",
+    "Engine": "convergent.engine.runner",
+    "CommandError": "convergent.errors",
+    "ConvergentError": "convergent.errors",
+    "CycleError": "convergent.errors",
+    "GraphError": "convergent.errors",
+    "MissingVertexError": "convergent.errors",
+    "ParamError": "convergent.errors",
+    "PolicyError": "convergent.errors",
+    "Problem": "convergent.errors",
+    "ResourceError": "convergent.errors",
+    "Graph": "convergent.graph.core",
+    "load_policy": "convergent.policy",
+    "TextRenderer": "convergent.render",
     "Change": "convergent.resources.base",
     "Context": "convergent.resources.base",
     "Meta": "convergent.resources.base",
     "Params": "convergent.resources.base",
     "Resource": "convergent.resources.base",
-    "File": "convergent.resources.file",
     "Exec": "convergent.resources.exec",
+    "File": "convergent.resources.file",
+    "Kv": "convergent.resources.kv",
     "Noop": "convergent.resources.noop",
-    "Graph": "convergent.graph.core",
-    "RunResult": "convergent.engine.report",
-    "ConvergentError": "convergent.errors",
-    "PolicyError": "convergent.errors",
-    "load_policy": "convergent.policy",
-    "run": "convergent.api",
+    "Password": "convergent.resources.password",
+    "Timer": "convergent.resources.timer",
 }
 
 if TYPE_CHECKING:
-    from convergent.api import run
-    from convergent.engine.report import RunResult
-    from convergent.errors import ConvergentError, PolicyError
+    from convergent.api import arun, run
+    from convergent.engine.report import (
+        Blocked,
+        Changed,
+        Converged,
+        Failed,
+        Log,
+        Report,
+        Reporter,
+        RunResult,
+        WouldChange,
+    )
+    from convergent.engine.runner import Engine
+    from convergent.errors import (
+        CommandError,
+        ConvergentError,
+        CycleError,
+        GraphError,
+        MissingVertexError,
+        ParamError,
+        PolicyError,
+        Problem,
+        ResourceError,
+    )
     from convergent.graph.core import Graph
     from convergent.policy import load_policy
+    from convergent.render import TextRenderer
     from convergent.resources.base import Change, Context, Meta, Params, Resource
     from convergent.resources.exec import Exec
     from convergent.resources.file import File
+    from convergent.resources.kv import Kv
     from convergent.resources.noop import Noop
+    from convergent.resources.password import Password
+    from convergent.resources.timer import Timer
 
 
 def __getattr__(name: str) -> object:
@@ -73,3 +189,7 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,8 +1,6 @@
 """``python -m convergent``: the same as the ``convergent`` command."""
 
-import sys
-
-from convergent.cli.main import main
+from convergent.cli.main import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -29,8 +29,7 @@ __all__ = [
     "PolicyError",
     "Problem",
     "ResourceError",
-    "as_resource_error",
-]
+]  # and as_resource_error, the engine's helper (not a public name of the package)
 
 
 class ConvergentError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,45 @@ def test_state_dir_that_is_a_file_is_an_error(tmp_path: Path) -> None:
     target.write_text("")
     with pytest.raises(NotADirectoryError):
         ensure_state_dir(str(target))
+
+
+def test_the_command_exits_with_flushed_output_atexit_handlers_and_threads_done() -> None:
+    """``entry`` skips the interpreter's teardown, never what an orderly exit promises.
+
+    The thread is still blocked when the command has finished (its usage error is on
+    stderr); it is released only then, and what it and the atexit handler write after
+    that still arrives, with the command's exit code.
+    """
+    code = (
+        "import atexit, sys, threading\n"
+        "from convergent.cli.main import entry\n"
+        "def late():\n"
+        "    sys.stdin.readline()\n"
+        "    sys.stdout.write('thread finished\\n')\n"
+        "threading.Thread(target=late).start()\n"
+        "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
+        "sys.argv = ['convergent', 'frobnicate']\n"
+        "entry()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        err = b""
+        while b"invalid choice" not in err:  # read unbuffered: select sees what is left
+            ready, _, _ = select.select([proc.stderr], [], [], 30)
+            assert ready, f"no usage error within 30 s: {err!r}"
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"stderr closed: {err!r}"
+            err += chunk
+        out, _ = proc.communicate("go\n", timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 2
+    assert out.splitlines() == ["thread finished", "atexit ran"]

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from convergent.cli.render import WATCHING, TextRenderer
 from convergent.engine.report import Blocked, Changed, Converged, Failed, Log, WouldChange
 from convergent.errors import CommandError, ResourceError
+from convergent.render import WATCHING, TextRenderer
 from convergent.resources.base import Change
 
 DIFF = "--- /x\n+++ /x\n@@ -1 +1 @@\n-old\n+new\n"

@@ -8,10 +8,10 @@ import os
 import signal
 from typing import Any
 
-from convergent.cli.render import WATCHING, TextRenderer
 from convergent.cli.run import run_with_signals
 from convergent.engine.report import Converged, Report
 from convergent.graph.core import Graph
+from convergent.render import WATCHING, TextRenderer
 from convergent.resources.base import Resource
 from convergent.resources.noop import Noop
 

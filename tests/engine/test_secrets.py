@@ -9,10 +9,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from convergent.cli.render import TextRenderer
 from convergent.engine import Changed, Engine, Failed, Report, WouldChange
 from convergent.errors import ResourceError
 from convergent.graph import Graph
+from convergent.render import TextRenderer
 from convergent.resources.base import Resource
 from convergent.resources.exec import Exec
 from convergent.resources.file import File

@@ -327,7 +327,7 @@ def test_timeout_kills_the_whole_process_group(
     assert error.exit_code is None
     assert str(error) == (
         "exec[slow]: timed out after 0.5 s; the process group was killed "
-        "(raise `timeout:` if the command needs longer)"
+        "(raise `timeout:` if the command needs longer; `timeout: null` for none)"
     )
     wait_group_gone(int(pgid_file.read_text()))
     assert not late.exists()

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from convergent.cli.render import TextRenderer
 from convergent.engine import Changed, Engine, Failed, Log, Report, RunResult, WouldChange
 from convergent.errors import ResourceError
 from convergent.graph import Graph
+from convergent.render import TextRenderer
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.exec import Exec
 from convergent.resources.group import Group, Member, prepare
@@ -95,6 +95,53 @@ class BatchMark(Mark, kind="grouptestbatch"):
         for m in members:
             _write(m.resource.params.path, m.resource.params.content)
         return ["wrote in a batch"] * len(members)
+
+
+class PkgParams(Params, frozen=True):
+    """A line in a test "package database" file.
+
+    db: the file that lists the installed packages, one a line
+    """
+
+    db: str
+
+
+class Pkg(Resource[PkgParams], kind="grouptestpkg"):
+    """A package-like kind: checking asks the database, one query for a whole group."""
+
+    queries: list[list[str]]  # per query, the names it answered for
+
+    @classmethod
+    def make(cls, name: str, db: Path, queries: list[list[str]]) -> Pkg:
+        pkg = cls(name, db=str(db))
+        pkg.queries = queries
+        return pkg
+
+    @classmethod
+    def _query(cls, db: str, names: list[str], queries: list[list[str]]) -> set[str]:
+        queries.append(names)
+        return set(_read(db).split())
+
+    async def check(self, ctx: Context) -> Change | None:
+        installed = self._query(self.params.db, [self.name], self.queries)
+        return None if self.name in installed else Change("install")
+
+    @classmethod
+    async def check_group(
+        cls, members: Sequence[tuple[Resource[Any], Context]]
+    ) -> Sequence[Change | None]:
+        first = members[0][0]
+        assert isinstance(first, Pkg)
+        names = [m.name for m, _ in members]
+        installed = cls._query(first.params.db, names, first.queries)
+        return [None if name in installed else Change("install") for name in names]
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        _write(self.params.db, _read(self.params.db) + self.name + "\n")
+        return "installed"
+
+    def can_group(self, other: Resource[Any]) -> bool:
+        return isinstance(other, (Pkg, Mark))
 
 
 def converge(
@@ -225,6 +272,49 @@ def test_a_kind_can_apply_its_members_of_a_group_in_one_call(tmp_path: Path) -> 
         "grouptest[a]: wrote",
         "grouptestbatch[b]: wrote in a batch",
         "grouptestbatch[c]: wrote in a batch",
+    ]
+
+
+def test_a_kind_checks_its_members_of_a_group_in_one_query(tmp_path: Path) -> None:
+    queries: list[list[str]] = []
+    journal: list[str] = []
+    db = tmp_path / "installed"
+    db.write_text("curl\n")
+    g: Graph[Resource[Any]] = Graph()
+    for name in ("vim", "curl", "git"):
+        g.add(Pkg.make(name, db, queries))
+    g.add(Mark.make("m", tmp_path / "m", journal))  # a kind without the hook, same group
+    result, reports, text = converge(g)
+    assert result.exit_code == 0 and result.converged
+    (changed,) = [r for r in reports if isinstance(r, Changed)]
+    assert changed.resource == "autogroup[grouptest:m;grouptestpkg:curl,git,vim]"
+    assert text.splitlines() == [
+        "grouptest[m]: wrote",
+        "grouptestpkg[git]: installed",
+        "grouptestpkg[vim]: installed",
+    ]
+    assert queries and all(q == ["curl", "git", "vim"] for q in queries)
+    assert sorted(db.read_text().split()) == ["curl", "git", "vim"]
+    queries.clear()
+    result, reports, _ = converge(g)  # already right: one check pass, one query
+    assert result.exit_code == 0
+    assert queries == [["curl", "git", "vim"]]
+    assert not [r for r in reports if isinstance(r, Changed)]
+
+
+def test_a_failing_group_check_names_every_member_it_was_for() -> None:
+    async def broken(cls: type[Pkg], members: Sequence[Any]) -> Sequence[Change | None]:
+        raise OSError(2, "No such file or directory", "/var/lib/dpkg")
+
+    Broken = type("BrokenPkg", (Pkg,), {"check_group": classmethod(broken)})
+    group = Group.of([Broken("vim", db="x"), Broken("git", db="x")])
+    ctx = Context(group.id, ready=lambda: None, event=lambda: None, log=print, shared=lambda f: f())
+    with pytest.raises(ResourceError) as caught:
+        asyncio.run(asyncio.wait_for(group.check(ctx), BOUND))
+    assert caught.value.message.splitlines() == [
+        "2 members failed:",
+        "grouptestpkg[git]: No such file or directory: /var/lib/dpkg",
+        "grouptestpkg[vim]: No such file or directory: /var/lib/dpkg",
     ]
 
 

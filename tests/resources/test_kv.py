@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from convergent.engine import Changed, Failed, WouldChange
+from convergent.engine import Changed, WouldChange
 from convergent.errors import ParamError
+from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.kv import Kv
 from convergent.state import StateDB
 from tests.state.support import converge, graph_of
@@ -77,11 +78,53 @@ def test_kv_noop_reports_and_writes_nothing(db_path: Path) -> None:
     assert value(db_path, "greeting") == "hello"
 
 
-def test_kv_without_a_database_fails_saying_a_state_directory_is_needed() -> None:
-    result, reports = converge(graph_of(Kv("greeting", value="hello")), None)
-    assert result.failed == 1
-    (failure,) = [r for r in reports if isinstance(r, Failed)]
-    assert "state directory" in str(failure.error)
+def test_kv_without_a_database_keeps_its_value_for_the_run() -> None:
+    g = graph_of(Kv("greeting", value="hello"), Kv("copy", key="copy"))
+    g.add_edge("kv[greeting]", "kv[copy]", recv={"value": "value"})
+    result, reports = converge(g, None)
+    assert result.exit_code == 0, reports
+    changed = sorted((r.resource, r.summary) for r in reports if isinstance(r, Changed))
+    assert changed == [("kv[copy]", "set"), ("kv[greeting]", "set")]
+
+
+class IntruderParams(Params, frozen=True):
+    """Writes ``value`` under ``key`` in the world once, as another writer would.
+
+    key: the key
+    value: what it writes
+    """
+
+    key: str
+    value: str
+
+
+class Intruder(Resource[IntruderParams], kind="kvtestintruder"):
+    done: bool = False
+
+    async def check(self, ctx: Context) -> Change | None:
+        return None if self.done else Change("overwrite")
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        await ctx.world.set(self.params.key, self.params.value)
+        self.done = True
+        return None
+
+
+def test_kv_puts_its_value_back_when_another_writer_changes_it(db_path: Path) -> None:
+    kv = Kv("greeting", value="hello")
+    intruder = Intruder("i", key="greeting", value="tampered")
+    g = graph_of(kv, intruder)
+    g.add_edge("kv[greeting]", "kvtestintruder[i]")  # after kv has set its value
+    with StateDB(db_path) as db:
+        result, reports = converge(g, db)
+    assert result.exit_code == 0, reports
+    changes = [(r.resource, r.summary) for r in reports if isinstance(r, Changed)]
+    assert changes == [
+        ("kv[greeting]", "set"),
+        ("kvtestintruder[i]", "overwrite"),
+        ("kv[greeting]", "changed"),
+    ]
+    assert value(db_path, "greeting") == "hello"
 
 
 def test_kv_rejects_an_empty_key() -> None:

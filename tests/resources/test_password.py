@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from convergent.cli.render import TextRenderer
 from convergent.engine import Changed, Failed, Log, Report, WouldChange
 from convergent.errors import ParamError, ResourceError
+from convergent.render import TextRenderer
 from convergent.resources.kv import Kv
 from convergent.resources.password import CHARSETS, Password
 from convergent.state import StateDB

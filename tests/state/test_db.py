@@ -244,7 +244,8 @@ def test_corrupt_file_is_refused_naming_the_path_and_the_fix(db_path: Path) -> N
         message = str(info.value)
         assert str(db_path) in message
         assert "not a valid SQLite database" in message
-        assert f"mv {db_path} {db_path}.broken" in message
+        assert f"convergent state restore --state-dir {db_path.parent}" in message
+        assert f"convergent state reset --yes --state-dir {db_path.parent}" in message
     assert db_path.read_bytes() == garbage
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from convergent.cli.load import load_graph
+from convergent.render import say
 
 __all__ = ["check_command"]
 
@@ -15,5 +17,5 @@ def check_command(args: argparse.Namespace) -> int:
     if graph is None:
         return 2
     edges = sum(1 for _ in graph.edges())
-    print(f"{args.file}: ok ({len(graph)} resources, {edges} edges)", flush=True)
+    say(f"{args.file}: ok ({len(graph)} resources, {edges} edges)", sys.stdout)
     return 0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from convergent.cli.load import load_graph
+from convergent.render import say
 
 __all__ = ["graph_command"]
 
@@ -34,10 +35,9 @@ def graph_command(args: argparse.Namespace) -> int:
             [dot, "-Tsvg"], input=text, capture_output=True, text=True, encoding="utf-8"
         )
         if done.returncode != 0:
-            print(
+            say(
                 f"convergent: '{dot} -Tsvg' failed with exit code {done.returncode}:\n"
-                + done.stderr.rstrip(),
-                file=sys.stderr,
+                + done.stderr.rstrip()
             )
             return 1
         text = done.stdout
@@ -48,7 +48,7 @@ def graph_command(args: argparse.Namespace) -> int:
     try:
         write_atomic(args.output, text)
     except OSError as exc:
-        print(f"convergent: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        say(f"convergent: cannot write {args.output}: {exc.strerror or exc}")
         return 1
     return 0
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 from convergent.errors import ConvergentError, PolicyError
+from convergent.render import say
 
 if TYPE_CHECKING:
     from convergent.graph.core import Graph
@@ -16,7 +16,7 @@ __all__ = ["load_graph"]
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    say(message)  # escaped: a policy's names and values cannot forge a line
 
 
 def load_graph(file: str) -> Graph[Resource[Any]] | None:

@@ -18,9 +18,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from convergent.cli.load import load_graph
-from convergent.cli.render import TextRenderer
-from convergent.cli.statedir import default_state_dir, ensure_state_dir
 from convergent.errors import ConvergentError
+from convergent.render import TextRenderer, say
 
 if TYPE_CHECKING:
     import argparse
@@ -43,26 +42,20 @@ def run_command(args: argparse.Namespace) -> int:
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
-    state_dir = args.state_dir or default_state_dir()
-    if not args.noop:  # noop changes nothing on the host, convergent's own state included
-        try:
-            ensure_state_dir(state_dir)
-        except OSError as exc:
-            print(
-                f"convergent: cannot create the state directory {state_dir}: "
-                f"{exc.strerror or exc}; pass --state-dir DIR",
-                file=sys.stderr,
-            )
-            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
-            return 2
-    from convergent.state.db import open_state
+    from convergent.host.process import reap_orphans
+    from convergent.state.statedir import default_state_dir, open_state_dir
 
-    try:
-        state = open_state(state_dir, readonly=args.noop)
+    try:  # noop changes nothing on the host, convergent's own state included
+        opened = open_state_dir(
+            args.state_dir or default_state_dir(),
+            mode="shared" if args.noop else "exclusive",
+            after_lock=reap_orphans,  # what commands of a killed agent left running
+        )
     except ConvergentError as exc:  # StateError: says which file and how to fix it
-        print(f"convergent: {exc}", file=sys.stderr)
+        say(f"convergent: {exc}")
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
+    state = opened.db
     renderer = TextRenderer(watching=args.converged_timeout is None)
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
@@ -81,8 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
             )
         )
     finally:
-        if state is not None:
-            state.close()
+        opened.close()
     print(result.summary(), flush=True)
     if args.noop:
         count = len(renderer.would_change)
@@ -201,4 +193,4 @@ def _content(path: str) -> bytes | None:
 
 
 def _say(reporter: TextRenderer, message: str) -> None:
-    print(message, file=reporter.err, flush=True)
+    say(message, reporter.err)

@@ -15,7 +15,9 @@ in the new graph the whole graph is grouped afresh, and the regrouped members re
 
 Reversal: a resource with ``meta: {reverse: true}`` whose kind is
 :class:`~convergent.resources.abilities.Reversible` is undone when it leaves the graph.
-Two optional methods help a kind do that (the engine looks for them by name):
+Two optional methods help a kind do that (the protocols
+:class:`~convergent.resources.abilities.RecordsReverse` and
+:class:`~convergent.resources.abilities.PlansReverse`):
 
 - ``record_reverse(ctx, change)``: called before each ``apply`` of such a resource (never
   under noop), so the kind can keep what it needs to undo the change (``file`` keeps,
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -36,7 +38,7 @@ from convergent.engine.report import Changed, Failed, Report, WouldChange
 from convergent.errors import GraphError, as_resource_error
 from convergent.graph.autogroup import GreedyGrouper
 from convergent.graph.core import Graph
-from convergent.resources.abilities import Reversible
+from convergent.resources.abilities import PlansReverse, RecordsReverse, Reversible
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group, prepare
 from convergent.resources.recv import Binding, bindings
@@ -47,8 +49,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Grouper",
     "Plan",
-    "PlansReverse",
-    "RecordsReverse",
     "Swapped",
     "check_semaphores",
     "link",
@@ -57,20 +57,6 @@ __all__ = [
     "reverse",
     "upstream_members",
 ]
-
-
-@runtime_checkable
-class RecordsReverse(Protocol):
-    """A reversible kind that keeps, before an apply, what it needs to undo it."""
-
-    def record_reverse(self, ctx: Context, change: Change) -> None: ...
-
-
-@runtime_checkable
-class PlansReverse(Protocol):
-    """A reversible kind that can say, read only, what ``reverse`` would do."""
-
-    def plan_reverse(self, ctx: Context) -> str | None: ...
 
 
 class Swapped(msgspec.Struct, frozen=True):

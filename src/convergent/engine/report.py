@@ -43,6 +43,8 @@ class WouldChange(msgspec.Struct, frozen=True):
 
 
 class Failed(msgspec.Struct, frozen=True):
+    """``resource`` failed with ``error`` (its check, apply or watch raised it)."""
+
     resource: str
     error: BaseException
 
@@ -55,6 +57,8 @@ class Blocked(msgspec.Struct, frozen=True):
 
 
 class Log(msgspec.Struct, frozen=True):
+    """A line ``resource`` says while it works (a command's output line, a refresh)."""
+
     resource: str
     message: str
 

@@ -21,7 +21,8 @@ from convergent.engine.convergence import State
 from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
 from convergent.engine.report import Blocked, Changed, Failed, Log, Report, WouldChange
 from convergent.errors import ParamError, ResourceError, as_resource_error
-from convergent.resources.base import Change, Context, Params, Refreshable, Resource
+from convergent.resources.abilities import Refreshable
+from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import MISSING, Binding, convert
 

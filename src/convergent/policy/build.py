@@ -1,22 +1,21 @@
 """From read entries to a graph: kinds, parameters, meta, identities, references, cycles.
 
-Both policy formats (ours and mgmt's yamlgraph) are read into the same plain shape,
-:class:`Entry` per resource and :class:`Link` per edge, each carrying the YAML nodes it
-came from. :func:`build` checks all of it, reports every problem at its node and returns
-the graph only when there is none.
+Every front end (our YAML format, mgmt's yamlgraph, the fast line reader) reads a policy
+into the same plain shape, :class:`~convergent.policy.entries.Entry` per resource and
+:class:`~convergent.policy.entries.Link` per edge, each part with its
+:class:`~convergent.policy.entries.Location`. :func:`build` checks all of it, reports
+every problem at its location and returns the graph only when there is none.
 """
 
 from __future__ import annotations
 
 import graphlib
 import typing
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from convergent.errors import ParamError
 from convergent.graph.core import Graph
-from convergent.graph.identity import format_id
-from convergent.policy.nodes import Problems, close_match, find_node, is_scalar
+from convergent.policy.entries import Entry, Link, Location, Problems
 from convergent.resources.base import (
     Meta,
     Params,
@@ -25,69 +24,13 @@ from convergent.resources.base import (
     get_kind,
     kinds,
     param_fields,
+    unknown_kind,
 )
 
 if TYPE_CHECKING:
-    from yaml.nodes import Node
+    from convergent.policy.suggest import Suggester
 
-__all__ = ["Entry", "Link", "Recv", "build"]
-
-
-@dataclass(slots=True, eq=False)
-class Entry:
-    """One resource as read from a policy, with the nodes each part came from.
-
-    ``name_node`` locates the resource (its name as written), ``kind_node`` its kind.
-    ``param_nodes`` maps a parameter to ``(key node, value node)``; ``labels`` gives the
-    key as the author wrote it when it differs from our parameter name (mgmt's ``ifcmd``
-    becomes ``onlyif``). ``broken``: a problem was already reported, so only the identity
-    is registered (references to it still resolve).
-    """
-
-    kind: str
-    name: str
-    kind_node: Node
-    name_node: Node
-    params: dict[str, Any] = field(default_factory=dict)
-    param_nodes: dict[str, tuple[Node, Node]] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    meta_nodes: dict[str, tuple[Node, Node]] = field(default_factory=dict)
-    broken: bool = False
-
-    @property
-    def id(self) -> str:
-        return format_id(self.kind, self.name)
-
-
-@dataclass(slots=True, eq=False)
-class Recv:
-    """``recv: {param: kind[name].output}``: ``param`` of the link's target takes
-    ``output`` of its source; each with the node it was written at."""
-
-    param: str
-    output: str
-    param_node: Node
-    output_node: Node
-
-
-@dataclass(slots=True, eq=False)
-class Link:
-    """An edge ``source -> target`` as written: each end with the node that names it.
-
-    ``label`` says which key wrote it (``require``, ``edge 'e1' from``...) and ``owner`` the
-    resource whose entry holds it, for the problem's ``kind[name]``. ``recv``: the value
-    this edge carries, for a link written by ``recv:``.
-    """
-
-    source: str
-    source_node: Node
-    target: str
-    target_node: Node
-    notify: bool
-    label: str
-    owner: str | None = None
-    recv: Recv | None = None
+__all__ = ["build"]
 
 
 class _Kinds:
@@ -122,10 +65,9 @@ def build(
         rid = entry.id
         earlier = first.get(rid)
         if earlier is not None:
-            mark = earlier.name_node.start_mark
             problems.at(
-                entry.name_node,
-                f"already defined at line {mark.line + 1}, column {mark.column + 1}; "
+                entry.name_at,
+                f"already defined at {_place(earlier.name_at, entry.name_at)}; "
                 "each kind[name] may appear once: merge the two entries or rename one",
                 rid,
             )
@@ -152,15 +94,26 @@ def build(
     return graph
 
 
+def _place(at: Location, here: Location, column: bool = True) -> str:
+    """``line 3, column 5`` (``line 3``) in the file of ``here``, else ``other.yaml:3:5``."""
+    if at.file != here.file:
+        return str(at) if column else f"{at.file}:{at.line}"
+    return f"line {at.line}, column {at.col}" if column else f"line {at.line}"
+
+
 def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] | None:
     rid = entry.id
     cls = known.get(entry.kind)
     if cls is None:
+        from convergent.policy.suggest import close_match
+
         names = list(kinds())
+        close = close_match(entry.kind, names)
+        hint = unknown_kind(entry.kind, typo=bool(close))
         problems.at(
-            entry.kind_node,
-            f"unknown resource kind '{entry.kind}'{close_match(entry.kind, names)}; "
-            f"known kinds: {', '.join(names)}",
+            entry.kind_at,
+            f"unknown resource kind '{entry.kind}'{close}; known kinds: {', '.join(names)}"
+            + (f"; {hint}" if hint else ""),
             rid,
         )
         return None
@@ -168,12 +121,16 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
     ok = True
     for key in entry.params:
         if key not in fields:
+            from convergent.policy.suggest import close_match
+
             ok = False
             shown = entry.labels.get(key, key)
             hint = close_match(shown, sorted(fields))
             if not hint:
                 hint = f"; {cls.kind} takes: {', '.join(param_fields(cls.params_type)) or 'none'}"
-            problems.at(entry.param_nodes[key][0], f"unknown parameter '{shown}'{hint}", rid)
+            problems.at(
+                entry.keys.get(key, entry.name_at), f"unknown parameter '{shown}'{hint}", rid
+            )
     meta = _meta(entry, problems)
     if not ok or meta is None:
         _type_problems(entry, cls.params_type, fields, "", problems)
@@ -181,13 +138,13 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
     try:
         params = convert_params(cls.params_type, entry.params)
     except ParamError as exc:
-        _param_problem(entry, exc, problems, entry.param_nodes)
+        _param_problem(entry, exc, problems)
         _type_problems(entry, cls.params_type, fields, _top(exc.field or ""), problems)
         return None
     try:
         return cls(entry.name, params, meta=meta)
     except ParamError as exc:
-        _param_problem(entry, exc, problems, entry.param_nodes)
+        _param_problem(entry, exc, problems)
         return None
 
 
@@ -198,9 +155,11 @@ def _meta(entry: Entry, problems: Problems) -> Meta | None:
     ok = True
     for key in entry.meta:
         if key not in fields:
+            from convergent.policy.suggest import close_match
+
             ok = False
             problems.at(
-                entry.meta_nodes[key][0],
+                entry.meta_keys.get(key, entry.name_at),
                 f"unknown meta parameter '{key}'{close_match(key, fields)}; "
                 f"meta takes: {', '.join(fields)}",
                 entry.id,
@@ -210,39 +169,32 @@ def _meta(entry: Entry, problems: Problems) -> Meta | None:
     try:
         meta = typing.cast(Meta, convert_params(typing.cast(type[Params], Meta), entry.meta))
     except ParamError as exc:
-        _param_problem(entry, exc, problems, entry.meta_nodes, prefix="meta.")
+        _param_problem(entry, exc, problems, meta=True)
         return None
     return meta
 
 
-def _param_problem(
-    entry: Entry,
-    exc: ParamError,
-    problems: Problems,
-    nodes: dict[str, tuple[Node, Node]],
-    prefix: str = "",
-) -> None:
+def _param_problem(entry: Entry, exc: ParamError, problems: Problems, meta: bool = False) -> None:
     """Report a ParamError at the value its ``field`` names (or at the resource)."""
     path = exc.field or ""
     top = _top(path)
-    written = nodes.get(top)
     label = entry.labels.get(top, top)
-    shown = prefix + label + path[len(top) :]
-    if written is None:
-        node = entry.name_node
+    shown = ("meta." if meta else "") + label + path[len(top) :]
+    if top not in (entry.meta_keys if meta else entry.keys):
+        at, written = entry.name_at, None
         if exc.message == "required parameter is missing":
-            problems.at(node, f"missing required parameter '{shown}'", entry.id)
+            problems.at(at, f"missing required parameter '{shown}'", entry.id)
             return
     else:
-        node = find_node(written[1], path[len(top) :])
+        at, written = entry.locate(path, meta)
     message = f"{shown}: {exc.message}" if path else exc.message
     if (
         exc.message.startswith("expected str")
         and exc.message.endswith(("got int", "got float", "got bool"))
-        and is_scalar(node)
+        and written is not None
     ):
-        message += f'; quote it to keep it as text: "{node.value}"'
-    problems.at(node, message, entry.id)
+        message += f'; quote it to keep it as text: "{written}"'
+    problems.at(at, message, entry.id)
 
 
 def _type_problems(
@@ -259,7 +211,7 @@ def _type_problems(
             convert_params(params_type, {key: value})
         except ParamError as exc:
             if exc.field and _top(exc.field) == key:
-                _param_problem(entry, exc, problems, entry.param_nodes)
+                _param_problem(entry, exc, problems)
 
 
 def _top(path: str) -> str:
@@ -271,21 +223,19 @@ def _check_semaphores(
     resources: list[Resource[Any]], entries: dict[str, Entry], problems: Problems
 ) -> None:
     """A semaphore id has one size in the whole graph; a second size names both resources."""
-    sizes: dict[str, tuple[int, Node, str]] = {}
+    sizes: dict[str, tuple[int, Location, str]] = {}
     for resource in resources:
         if not resource.meta.sema:
             continue
         entry = entries[resource.id]
-        written = entry.meta_nodes.get("sema")
         for i, (sema_id, size) in enumerate(resource.meta.semaphores()):
-            node = find_node(written[1], f"[{i}]") if written else entry.name_node
-            known = sizes.setdefault(sema_id, (size, node, resource.id))
+            at = entry.locate(f"sema[{i}]", meta=True)[0]
+            known = sizes.setdefault(sema_id, (size, at, resource.id))
             if known[0] != size:
-                mark = known[1].start_mark
                 problems.at(
-                    node,
+                    at,
                     f"meta.sema[{i}]: semaphore '{sema_id}' has size {size} here but "
-                    f"{known[0]} in {known[2]} (line {mark.line + 1}); "
+                    f"{known[0]} in {known[2]} ({_place(known[1], at, column=False)}); "
                     "give it the same size everywhere",
                     resource.id,
                 )
@@ -305,20 +255,25 @@ def _check_recv(links: list[Link], resources: list[Resource[Any]], problems: Pro
         found = recv_problem(sender, recv.output, receiver, recv.param)
         if found is not None:
             where, message = found
-            node = recv.param_node if where == "param" else recv.output_node
-            problems.at(node, f"recv {recv.param}: {message}", link.owner)
+            at = recv.param_at if where == "param" else recv.output_at
+            problems.at(at, f"recv {recv.param}: {message}", link.owner)
 
 
 def _check_links(links: list[Link], ids: dict[str, Entry], problems: Problems) -> list[Link]:
     valid: list[Link] = []
+    names: Suggester | None = None
     for link in links:
         ok = True
-        for end, node in ((link.source, link.source_node), (link.target, link.target_node)):
+        for end, at in ((link.source, link.source_at), (link.target, link.target_at)):
             if end not in ids:
                 ok = False
+                if names is None:
+                    from convergent.policy.suggest import Suggester
+
+                    names = Suggester(ids)
                 problems.at(
-                    node,
-                    f"{link.label}: no resource {end} in this policy{close_match(end, list(ids))}",
+                    at,
+                    f"{link.label}: no resource {end} in this policy{names.hint(end)}",
                     link.owner,
                 )
         if ok:
@@ -344,7 +299,7 @@ def _check_cycles(links: list[Link], ids: dict[str, Entry], problems: Problems) 
             cycle = cycle[start:] + cycle[:start]
             cycle.append(cycle[0])
             problems.at(
-                ids[cycle[0]].name_node,
+                ids[cycle[0]].name_at,
                 f"dependency cycle: {' -> '.join(cycle)}; "
                 "remove one of these require/before/notify edges",
                 cycle[0],

@@ -12,18 +12,23 @@ double-quoted strings; ``require``/``before``/``notify`` name other entries::
         cmd: ["/bin/sh", "-c", "make reload"]
         require: ["file[/srv/f0001]"]
 
-:func:`load_plain` reads exactly that shape line by line and builds the graph the way
-:func:`convergent.policy.build.build` does. It returns None, and the loader takes the
-full path (libyaml nodes, every problem at its ``file:line:col``), as soon as anything
-is outside the shape or wrong in any way: another top-level key, a nested value, a flow
-list of anything but double-quoted strings (or an empty one, or one not written
-``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII character,
-an escape other than ``\\n \\t \\\\ \\"``, a plain word YAML would read as a bool or
-null, a duplicate key or resource, ``recv``, ``meta``, an edge to something that is not
-an entry or that closes a cycle, a malformed reference, an unknown kind or parameter, a
-parameter a kind rejects. So the fast path never changes what a policy
-means or how a problem is reported; it only skips importing PyYAML (~14 ms) and building
-a node per scalar. ``tests/policy/test_fast.py`` checks that both paths give equal graphs.
+:func:`load_plain` is a front end: it reads exactly that shape line by line into the
+entries and links every front end produces (:mod:`convergent.policy.entries`), with the
+locations of names and references, and hands them to the one builder,
+:func:`convergent.policy.build.build`. It returns None, and the loader takes the full
+path (libyaml nodes, every problem at its ``file:line:col``, its messages), as soon as
+anything is outside the shape or wrong in any way: another top-level key, a nested
+value, a flow list of anything but double-quoted strings (or an empty one, or one not
+written ``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII
+character, a line over 4,096 characters, an escape other than ``\\n \\t \\\\ \\"``, a
+plain word YAML would read as a bool or null, a duplicate key, an entry key (``recv``,
+``meta``, an edge key) where an entry starts, ``recv`` or ``meta``, a malformed
+reference, or any problem the builder finds (a duplicate resource, an unknown kind or
+parameter, a rejected value, an edge to no entry, a cycle). So the fast path never
+changes what a policy means or how a problem is reported; it only skips importing
+PyYAML (~14 ms) and building a node per scalar. ``tests/policy/test_fast.py`` checks
+that both paths give equal graphs, ``tests/policy/test_pipeline.py`` that they give the
+builder equal entries.
 """
 
 from __future__ import annotations
@@ -31,10 +36,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from convergent.errors import GraphError, ParamError
 from convergent.graph.core import Graph
 from convergent.graph.identity import format_id, parse_ref
-from convergent.resources.base import Meta, Resource, convert_params, get_kind, param_fields
+from convergent.policy.build import build
+from convergent.policy.entries import (
+    EDGE_KEYS,
+    ENTRY_KEY_NAMES,
+    Entry,
+    Link,
+    Location,
+    Problems,
+    edge,
+)
+from convergent.resources.base import Resource
 
 __all__ = ["load_plain"]
 
@@ -61,9 +75,12 @@ _NOT_TEXT = frozenset(
     for word in ("yes", "no", "true", "false", "on", "off", "null")
     for spelling in (word, word.capitalize(), word.upper())
 )
-_NOT_PARAMS = frozenset(("require", "before", "notify", "recv", "meta"))  # entry keys
-_EDGES = ("require", "before", "notify")
-_EDGES_KEYS = frozenset(_EDGES)
+# A longer line is left to the full path: the line regex needs memory in proportion to
+# the length of what it matches (the 6.7 GB a 30 MB line once took), libyaml does not.
+_LONGEST = 4096
+_EDGE_KEYS = frozenset(EDGE_KEYS)
+_at = tuple.__new__  # Location(...) without the call through its __new__: half the time
+_NESTED = ENTRY_KEY_NAMES - _EDGE_KEYS  # keys whose values are mappings: the full path's
 
 
 def _unescape(match: re.Match[str]) -> str:
@@ -74,16 +91,20 @@ def _text(double: str) -> str:
     return _ESCAPE.sub(_unescape, double) if "\\" in double else double
 
 
-def load_plain(text: str) -> Graph[Resource[Any]] | None:
+def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | None:
     """The graph of a policy in the plain shape, or None to take the full loader."""
     if not text.isascii() or "\r" in text:
         return None
-    entries: list[tuple[str, str, dict[str, Any]]] = []
-    params: dict[str, Any] = {}
+    entries: list[Entry] = []
+    links: list[Link] = []
+    entry: Entry | None = None
+    keys: set[str] = set()  # the keys the entry has
     top = dash = -1
     comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
-    for line in text.split("\n"):
+    for number, line in enumerate(text.split("\n"), 1):
+        if len(line) > _LONGEST:
+            return None
         start = line.lstrip(" ")[:1]
         if not start:  # blank
             continue
@@ -120,59 +141,40 @@ def load_plain(text: str) -> Graph[Resource[Any]] | None:
                 dash = len(indent)
             elif len(indent) != dash:
                 return None
-            params = {}
-            entries.append((key, value, params))
-        elif not entries or len(indent) != dash + 2 or key in params or key == entries[-1][0]:
+            if key in ENTRY_KEY_NAMES or not value.strip():
+                return None  # the full path explains what an entry starts with
+            kind_at = _at(Location, (filename, number, dash + 3))
+            entry = Entry(key, value, kind_at, _at(Location, (filename, number, match.end(3) + 3)))
+            entries.append(entry)
+            keys = {key}
+        elif entry is None or len(indent) != dash + 2 or key in keys or key in _NESTED:
             return None
+        elif key in _EDGE_KEYS:
+            keys.add(key)
+            rid = entry.id
+            for ref, ref_at in _refs(value, match, filename, number):
+                try:
+                    other = format_id(*parse_ref(ref))
+                except ValueError:
+                    return None
+                source, target, notify = edge(key, (rid, entry.name_at), (other, ref_at))
+                links.append(Link(*source, *target, notify, key, rid))
         else:
-            params[key] = value
+            keys.add(key)
+            entry.params[key] = value
     if not entries:
         return None
-    return _build(entries)
+    return build(entries, links, Problems(filename))  # None: the full path reports it
 
 
-def _build(entries: list[tuple[str, str, dict[str, Any]]]) -> Graph[Resource[Any]] | None:
-    """What ``build`` makes of these entries when none has a problem; else None."""
-    graph: Graph[Resource[Any]] = Graph()
-    fields: dict[str, frozenset[str]] = {}
-    links: list[tuple[str, str, bool]] = []
-    for kind, name, params in entries:
-        if not _EDGES_KEYS.isdisjoint(params):
-            params = dict(params)
-            rid = format_id(kind, name)
-            for key in _EDGES:
-                refs = params.pop(key, None)
-                if refs is None:
-                    continue
-                for ref in [refs] if isinstance(refs, str) else refs:
-                    try:
-                        other = format_id(*parse_ref(ref))
-                    except ValueError:
-                        return None
-                    if key == "require":
-                        links.append((other, rid, False))
-                    else:
-                        links.append((rid, other, key == "notify"))
-        cls = get_kind(kind)
-        if cls is None or not name.strip() or format_id(kind, name) in graph:
-            return None
-        known = fields.get(kind)
-        if known is None:
-            known = fields[kind] = frozenset(param_fields(cls.params_type))
-        if not known.issuperset(params) or not _NOT_PARAMS.isdisjoint(params):
-            return None
-        try:
-            resource = cls(name, convert_params(cls.params_type, params), meta=Meta())
-        except ParamError:
-            return None
-        graph.add(resource)
-    for source, target, notify in links:
-        if source not in graph or target not in graph:
-            return None
-        graph.add_edge(source, target, notify=notify)
-    if links:
-        try:
-            graph.validate()
-        except GraphError:  # a cycle: the full path reports it where it was written
-            return None
-    return graph
+def _refs(
+    value: str | list[str], match: re.Match[str], filename: str, number: int
+) -> list[tuple[str, Location]]:
+    """The references an edge key's value holds, each with where it is written."""
+    if isinstance(value, str):
+        return [(value, Location(filename, number, match.end(3) + 3))]
+    offset = match.start(7) + 1
+    return [
+        (text, Location(filename, number, offset + m.start()))
+        for text, m in zip(value, _ITEM.finditer(match.group(7)), strict=True)
+    ]

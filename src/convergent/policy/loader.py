@@ -5,9 +5,10 @@ Two formats are read: convergent's own (a top-level ``resources:`` list, see
 :mod:`convergent.policy.mgmt`). The YAML is composed into nodes with libyaml, so every
 problem is reported at ``file:line:column``; all problems of a file are raised together
 in one :class:`~convergent.errors.PolicyError`. Plain policies (flat entries, one
-``key: value`` a line) take a fast path first, :mod:`convergent.policy.fast`, which
-gives the same graph without PyYAML and hands anything else over to this path.
-Loading only reads: nothing on the host is looked at or changed.
+``key: value`` a line) are read by a faster front end first, :mod:`convergent.policy.fast`,
+which feeds the same builder without PyYAML and hands anything else over to this path.
+Loading only reads: nothing on the host is looked at or changed. A policy is at most
+:data:`MAX_POLICY_BYTES` long (checked before it is read), so no input can exhaust memory.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from convergent.errors import PolicyError
+from convergent.errors import PolicyError, Problem
 from convergent.graph.core import Graph
 from convergent.resources.base import Resource
 
@@ -24,9 +25,13 @@ if TYPE_CHECKING:
 
     from yaml.nodes import Node
 
-    from convergent.policy.nodes import Problems
+    from convergent.policy.entries import Problems
 
-__all__ = ["load_policy", "load_policy_text"]
+__all__ = ["MAX_POLICY_BYTES", "load_policy", "load_policy_text"]
+
+#: The largest policy file read (16 MiB): a thousand times the size of a large policy,
+#: and small enough that loading it never takes more than a few hundred MiB.
+MAX_POLICY_BYTES = 16 * 1024 * 1024
 
 _EMPTY = (
     "the policy is empty; list resources under 'resources:', e.g.\n"
@@ -35,23 +40,54 @@ _EMPTY = (
 )
 
 
-def load_policy(path: str | Path) -> Graph[Resource[Any]]:
-    """Load and validate a policy file; raise PolicyError listing every problem."""
+def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Graph[Resource[Any]]:
+    """Load and validate a policy file; raise PolicyError listing every problem.
+
+    A file longer than ``max_bytes`` is refused before it is read (a pipe or a file that
+    grows while read, as soon as it has gone past the limit).
+    """
     p = _shown(path)
-    with open(p, "rb") as f:
-        data = f.read()
+    # Opened without blocking, so that a FIFO with no writer cannot hang the load (it
+    # reads as empty); reads block again, as a pipe that has a writer needs.
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        os.set_blocking(fd, True)
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise PolicyError([_too_large(p, size, max_bytes)])
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PolicyError([_too_large(p, len(data), max_bytes, grew=True)])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         head = data[: exc.start]
         line = head.count(b"\n") + 1
         column = len(head[head.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
-        from convergent.errors import Problem
-
         raise PolicyError(
             [Problem(p, line, column, "not UTF-8 text; save the policy as UTF-8")]
         ) from None
     return load_policy_text(text, p)
+
+
+def _too_large(
+    file: str, size: int, limit: int, *, grew: bool = False, unit: str = "bytes"
+) -> Problem:
+    what = f"more than {limit:,} {unit}" if grew else f"{size:,} {unit}"
+    return Problem(
+        file,
+        1,
+        1,
+        f"the policy is {what}, over the limit of {limit:,} {unit}{_mib(limit)}; "
+        "split it into smaller policies, or move large contents into files that "
+        "'source:' copies",
+    )
+
+
+def _mib(size: int) -> str:
+    """`` (16 MiB)`` for a whole number of MiB."""
+    mib, rest = divmod(size, 1024 * 1024)
+    return f" ({mib} MiB)" if mib and not rest else ""
 
 
 def _shown(path: str | Path) -> str:
@@ -67,19 +103,27 @@ def _shown(path: str | Path) -> str:
     return root + "/".join(part for part in body.split("/") if part and part != ".") or "."
 
 
-def load_policy_text(text: str, filename: str = "<policy>") -> Graph[Resource[Any]]:
-    """Load a policy from ``text`` (``filename`` is used in messages only)."""
+def load_policy_text(
+    text: str, filename: str = "<policy>", *, max_bytes: int = MAX_POLICY_BYTES
+) -> Graph[Resource[Any]]:
+    """Load a policy from ``text`` (``filename`` is used in messages only).
+
+    Text longer than ``max_bytes`` characters is refused, as :func:`load_policy` refuses
+    such a file.
+    """
+    if len(text) > max_bytes:
+        raise PolicyError([_too_large(filename, len(text), max_bytes, unit="characters")])
     from convergent.policy.fast import load_plain
 
-    graph = load_plain(text)  # the plainest policies, without YAML; None: anything else
+    graph = load_plain(text, filename)  # the plainest policies, without YAML; None: anything else
     return graph if graph is not None else _load_yaml(text, filename)
 
 
 def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
     """The full path: libyaml nodes, every problem located (see the module docstring)."""
     from convergent.policy.build import build
+    from convergent.policy.entries import Problems
     from convergent.policy.nodes import (
-        Problems,
         Values,
         describe,
         is_mapping,
@@ -151,13 +195,24 @@ def _compose(text: str, problems: Problems) -> Node | None:
     return node
 
 
+def _line(text: str, index: int) -> str:
+    """Line ``index`` (0-based) of ``text``, found without splitting all of it."""
+    start = 0
+    for _ in range(index):
+        start = text.find("\n", start) + 1
+        if not start:
+            return ""
+    end = text.find("\n", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
 def _yaml_hint(exc: Any, text: str) -> str:
     """How to fix the most common YAML mistakes."""
     problem = exc.problem or ""
     context = exc.context or ""
     mark = exc.problem_mark
     if mark is not None:
-        line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+        line = _line(text, mark.line)
         if "\t" in line[: mark.column + 1]:
             return "indent with spaces: YAML does not allow tabs"
     if "single document" in context:

@@ -53,18 +53,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from convergent.graph.identity import format_id
-from convergent.policy.build import Entry, Link
+from convergent.policy.entries import Entry, Link, Location, Problems
 from convergent.policy.nodes import (
-    Problems,
     Values,
-    close_match,
     describe,
     is_list,
     is_mapping,
     is_null,
     is_scalar,
 )
-from convergent.resources.base import get_kind, kinds
+from convergent.policy.suggest import close_match
+from convergent.resources.base import get_kind, kinds, unknown_kind
 
 if TYPE_CHECKING:
     from yaml.nodes import Node
@@ -224,10 +223,12 @@ def _read_resources(node: Node, values: Values, entries: list[Entry]) -> None:
         reader = _READERS.get(kind)
         if reader is None and get_kind(kind) is None:
             names = list(kinds())
+            close = close_match(kind, names)
+            hint = unknown_kind(kind, typo=bool(close))
             problems.at(
                 kind_node,
-                f"mgmt kind '{kind}' is not supported by convergent{close_match(kind, names)}; "
-                f"supported kinds: {', '.join(names)}",
+                f"mgmt kind '{kind}' is not supported by convergent{close}; "
+                f"supported kinds: {', '.join(names)}" + (f"; {hint}" if hint else ""),
             )
             continue
         if is_null(items):
@@ -268,7 +269,7 @@ def _read_item(
     if not name.strip():
         problems.at(name_node, f"an mgmt {kind} resource needs a non-empty name")
         return None
-    entry = Entry(kind, name, kind_node, name_node)
+    entry = Entry(kind, name, values.at(kind_node), values.at(name_node))
     if name.startswith("@@"):
         problems.at(
             name_node,
@@ -283,7 +284,8 @@ def _read_item(
     if reader is None:
         for key, (key_node, value_node) in pairs.items():
             entry.params[key] = values.value(value_node, entry.id)
-            entry.param_nodes[key] = (key_node, value_node)
+            entry.keys[key] = values.at(key_node)
+            values.spots(value_node, key, entry.spots, entry.written, "")
     else:
         reader(entry, pairs, _Mapper(entry, values))
     return entry
@@ -304,7 +306,8 @@ def _read_meta(entry: Entry, node: Node, values: Values) -> None:
                 continue
             field, convert = _META_MAP[key]
             entry.meta[field] = convert(value)
-            entry.meta_nodes[field] = (key_node, value_node)
+            entry.meta_keys[field] = values.at(key_node)
+            values.spots(value_node, field, entry.meta_spots, entry.written, "meta.")
         elif key in _META_ANY:
             if value is not None and not isinstance(value, bool):
                 problems.at(value_node, f"meta {key}: expected true or false", entry.id)
@@ -382,11 +385,12 @@ class _Mapper:
         self.entry.params[param] = value
         found = pairs.get(key)
         if found is not None:
-            self.entry.param_nodes[param] = found
+            self.entry.keys[param] = self.values.at(found[0])
+            self.values.spots(found[1], param, self.entry.spots, self.entry.written, "")
             if key != param:
                 self.entry.labels[param] = key
         else:
-            self.entry.param_nodes[param] = (self.entry.name_node, self.entry.name_node)
+            self.entry.keys[param] = self.entry.spots[param] = self.entry.name_at
             self.entry.labels[param] = f"{param} (from the name)"
 
 
@@ -468,7 +472,7 @@ def _read_exec(entry: Entry, pairs: _Pairs, m: _Mapper) -> None:
             entry.broken = True
         argv = argv + list(args)
     if not argv:
-        m.problems.at(entry.name_node, "cmd: the command is empty", entry.id)
+        m.problems.at(entry.name_at, "cmd: the command is empty", entry.id)
         entry.broken = True
     m.set("cmd", argv, pairs, "cmd")
     cwd = m.text(pairs, "cwd")
@@ -477,6 +481,8 @@ def _read_exec(entry: Entry, pairs: _Pairs, m: _Mapper) -> None:
     timeout = m.value(pairs, "timeout", lambda v: isinstance(v, int) and v >= 0, "seconds (>= 0)")
     if timeout:
         m.set("timeout", timeout, pairs, "timeout")
+    else:  # mgmt runs without a time limit unless given one (convergent's exec: 300 s)
+        m.entry.params["timeout"] = None
     if m.text(pairs, "ifcmd"):
         ifcwd = m.text(pairs, "ifcwd")
         if ifcwd and ifcwd != cwd:
@@ -551,12 +557,12 @@ def _read_edges(node: Node, values: Values, links: list[Link]) -> None:
             notify = bool(notify_value)
         source, target = ends
         if source is not None and target is not None:
-            links.append(Link(source[0], source[1], target[0], target[1], notify, label))
+            links.append(Link(*source, *target, notify, label))
 
 
 def _edge_end(
     found: tuple[Node, Node] | None, key: str, edge: Node, label: str, values: Values
-) -> tuple[str, Node] | None:
+) -> tuple[str, Location] | None:
     problems = values.problems
     if found is None:
         problems.at(edge, f"{label}: missing '{key}: {{kind: KIND, name: NAME}}'")
@@ -572,4 +578,4 @@ def _edge_end(
     if kind is None or name is None or not is_scalar(kind) or not is_scalar(name):
         problems.at(node, f"{label}: {key}: needs both kind: and name:")
         return None
-    return format_id(values.text(kind).lower(), values.text(name)), name
+    return format_id(values.text(kind).lower(), values.text(name)), values.at(name)

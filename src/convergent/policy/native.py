@@ -27,28 +27,33 @@ from typing import TYPE_CHECKING
 
 from convergent.graph.core import parse_output_ref
 from convergent.graph.identity import format_id, parse_ref
-from convergent.policy.build import Entry, Link, Recv
+from convergent.policy.entries import (
+    EDGE_KEYS,
+    ENTRY_KEY_NAMES,
+    Entry,
+    Link,
+    Location,
+    Problems,
+    Recv,
+    edge,
+)
 from convergent.policy.nodes import (
     STR,
-    Problems,
     Values,
-    close_match,
     describe,
     is_list,
     is_mapping,
     is_null,
     is_scalar,
 )
+from convergent.policy.suggest import close_match
 from convergent.resources.base import get_kind
 
 if TYPE_CHECKING:
     from yaml.nodes import Node
 
-__all__ = ["EDGE_KEYS", "read_native"]
+__all__ = ["read_native"]
 
-#: The keys every entry may have besides its kind's parameters.
-EDGE_KEYS = ("require", "before", "notify")
-_NOT_KINDS = (*EDGE_KEYS, "recv", "meta")
 _TOP_KEYS = ("resources",)
 _EXAMPLE = 'e.g.\n  resources:\n    - file: /etc/motd\n      content: "hello\\n"'
 
@@ -116,7 +121,7 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
         problems.at(node, "an empty resource entry; write '- kind: name', e.g. '- file: /etc/motd'")
         return
     kind, kind_node, name_node = pairs[0]
-    if get_kind(kind) is None and kind not in _NOT_KINDS:
+    if get_kind(kind) is None and kind not in ENTRY_KEY_NAMES:
         later = [k for k, _, _ in pairs[1:] if get_kind(k) is not None]
         if later:
             problems.at(
@@ -128,9 +133,10 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
     name = _name(kind, kind_node, name_node, values)
     if name is None:
         return
-    entry = Entry(kind, name, kind_node, name_node)
+    name_at = values.at(name_node)
+    entry = Entry(kind, name, values.at(kind_node), name_at)
     rid = entry.id
-    if kind in _NOT_KINDS:
+    if kind in ENTRY_KEY_NAMES:
         problems.at(
             kind_node,
             f"the first key of an entry is its kind, not '{kind}'; "
@@ -139,13 +145,11 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
         entry.broken = True
     for key, key_node, value_node in pairs[1:]:
         if key in EDGE_KEYS:
-            for ref, ref_node in _refs(key, value_node, values, rid):
-                if key == "require":
-                    links.append(Link(ref, ref_node, rid, name_node, False, key, rid))
-                else:
-                    links.append(Link(rid, name_node, ref, ref_node, key == "notify", key, rid))
+            for ref, ref_at in _refs(key, value_node, values, rid):
+                source, target, notify = edge(key, (rid, name_at), (ref, ref_at))
+                links.append(Link(*source, *target, notify, key, rid))
         elif key == "recv":
-            links.extend(_recv(value_node, values, rid, name_node))
+            links.extend(_recv(value_node, values, rid, name_at))
         elif key == "meta":
             if not is_mapping(value_node):
                 problems.at(
@@ -158,10 +162,12 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
                 continue
             for meta_key, meta_key_node, meta_value in values.pairs(value_node, rid):
                 entry.meta[meta_key] = values.value(meta_value, rid)
-                entry.meta_nodes[meta_key] = (meta_key_node, meta_value)
+                entry.meta_keys[meta_key] = values.at(meta_key_node)
+                values.spots(meta_value, meta_key, entry.meta_spots, entry.written, "meta.")
         else:
             entry.params[key] = values.value(value_node, rid)
-            entry.param_nodes[key] = (key_node, value_node)
+            entry.keys[key] = values.at(key_node)
+            values.spots(value_node, key, entry.spots, entry.written, "")
     entries.append(entry)
 
 
@@ -187,7 +193,7 @@ def _name(kind: str, kind_node: Node, name_node: Node, values: Values) -> str | 
     return name
 
 
-def _recv(node: Node, values: Values, owner: str, owner_node: Node) -> list[Link]:
+def _recv(node: Node, values: Values, owner: str, owner_at: Location) -> list[Link]:
     """One link per received parameter of ``recv: {param: kind[name].output, ...}``."""
     problems = values.problems
     if not is_mapping(node):
@@ -221,15 +227,14 @@ def _recv(node: Node, values: Values, owner: str, owner_node: Node) -> list[Link
                 owner,
             )
             continue
-        recv = Recv(param, output, param_node, value_node)
+        value_at = values.at(value_node)
+        recv = Recv(param, output, values.at(param_node), value_at)
         source = format_id(kind, name)
-        links.append(
-            Link(source, value_node, owner, owner_node, False, f"recv {param}", owner, recv)
-        )
+        links.append(Link(source, value_at, owner, owner_at, False, f"recv {param}", owner, recv))
     return links
 
 
-def _refs(key: str, node: Node, values: Values, owner: str) -> list[tuple[str, Node]]:
+def _refs(key: str, node: Node, values: Values, owner: str) -> list[tuple[str, Location]]:
     """The ``kind[name]`` identities a require/before/notify value names."""
     problems = values.problems
     if is_list(node):
@@ -243,7 +248,7 @@ def _refs(key: str, node: Node, values: Values, owner: str) -> list[tuple[str, N
             owner,
         )
         return []
-    out: list[tuple[str, Node]] = []
+    out: list[tuple[str, Location]] = []
     for item in items:
         if not is_scalar(item) or item.tag != STR:
             problems.at(
@@ -260,5 +265,5 @@ def _refs(key: str, node: Node, values: Values, owner: str) -> list[tuple[str, N
                 owner,
             )
             continue
-        out.append((format_id(kind, name), item))
+        out.append((format_id(kind, name), values.at(item)))
     return out

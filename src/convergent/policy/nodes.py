@@ -8,13 +8,12 @@ location, in a :class:`Problems` list; nothing stops at the first one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any, TypeGuard
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from convergent.errors import Problem
+from convergent.policy.entries import Location, Problems
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -26,12 +25,9 @@ __all__ = [
     "NULL",
     "SEQ",
     "STR",
-    "Problems",
     "Values",
-    "close_match",
     "compose",
     "describe",
-    "find_node",
     "is_list",
     "is_mapping",
     "is_null",
@@ -184,14 +180,6 @@ def unmask(text: str) -> str:
     return text.translate(_UNMASK)
 
 
-def close_match(word: str, candidates: Iterator[str] | list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
-    import difflib
-
-    found = difflib.get_close_matches(word, list(candidates), n=1)
-    return f" (did you mean '{found[0]}'?)" if found else ""
-
-
 def describe(node: Node) -> str:
     """What a node is, in the words of the error messages: a list, a mapping, 'text'."""
     if node.tag == SEQ or is_list(node):
@@ -204,32 +192,6 @@ def describe(node: Node) -> str:
     return f"'{unmask(value)}'" if len(value) < 60 else f"'{unmask(value[:57])}...'"
 
 
-class Problems:
-    """Every problem found in one policy file, each located at a node."""
-
-    __slots__ = ("filename", "items")
-
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.items: list[Problem] = []
-
-    def at(self, node: Node, message: str, resource: str | None = None) -> None:
-        mark = node.start_mark
-        self.add(mark.line + 1, mark.column + 1, message, resource)
-
-    def add(self, line: int, column: int, message: str, resource: str | None = None) -> None:
-        self.items.append(Problem(self.filename, line, column, message, resource))
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def sorted(self) -> list[Problem]:
-        return sorted(self.items, key=lambda p: (p.line, p.column))
-
-
 class Values:
     """Builds plain Python values from nodes, reporting what YAML cannot mean here.
 
@@ -238,13 +200,46 @@ class Values:
     keys are honoured; duplicate keys, unknown tags and recursive aliases are problems.
     """
 
-    __slots__ = ("_done", "_masked", "_open", "problems")
+    __slots__ = ("_done", "_masked", "_open", "_spotted", "problems")
 
     def __init__(self, problems: Problems, masked: bool) -> None:
         self.problems = problems
         self._masked = masked
         self._done: dict[int, Any] = {}
         self._open: set[int] = set()
+        self._spotted: set[int] = set()
+
+    def at(self, node: Node) -> Location:
+        """Where ``node`` is written."""
+        mark = node.start_mark
+        return Location(self.problems.filename, mark.line + 1, mark.column + 1)
+
+    def spots(
+        self, node: Node, path: str, spots: dict[str, Location], written: dict[str, str], shown: str
+    ) -> None:
+        """Record where ``node`` (at field ``path``) and every part of it are written.
+
+        Numbers and bools also leave their text in ``written`` (under ``shown`` + path).
+        A node met again through an alias records only its own place, so no policy makes
+        this walk longer than the policy.
+        """
+        spots.setdefault(path, self.at(node))
+        if is_scalar(node):
+            if node.tag in (_INT, _FLOAT, _BOOL):
+                written.setdefault(shown + path, node.value)
+            return
+        key = id(node)
+        if key in self._spotted:
+            return
+        self._spotted.add(key)
+        if is_list(node):
+            for i, item in enumerate(node.value):
+                self.spots(item, f"{path}[{i}]", spots, written, shown)
+        elif is_mapping(node):
+            for key_node, value_node in node.value:
+                if is_scalar(key_node):
+                    inner = f"{path}.{unmask(key_node.value)}"
+                    self.spots(value_node, inner, spots, written, shown)
 
     def text(self, node: Node) -> str:
         """The scalar's text as written (for names and references)."""
@@ -343,31 +338,3 @@ class Values:
             f"unsupported YAML tag {node.tag}; remove the tag and write a plain value",
             resource,
         )
-
-
-_PATH_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+|\.\.\.)\]")
-
-
-def find_node(node: Node, path: str) -> Node:
-    """The node at a field path like ``cmd[1]`` or ``ifnewer.target`` below ``node``.
-
-    Walks as far as the YAML goes and returns the deepest node reached, so an error
-    about a value the policy did not write points at its closest written parent.
-    """
-    for match in _PATH_TOKEN.finditer(path):
-        key, index = match.groups()
-        if key is not None and is_mapping(node):
-            for key_node, value_node in node.value:
-                if is_scalar(key_node) and unmask(key_node.value) == key:
-                    node = value_node
-                    break
-            else:
-                return node
-        elif index is not None and index != "..." and is_list(node):
-            items = node.value
-            if int(index) >= len(items):
-                return node
-            node = items[int(index)]
-        else:
-            return node
-    return node

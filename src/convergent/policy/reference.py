@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from convergent.policy.entries import ENTRY_KEYS
 from convergent.resources.base import Meta, get_kind, kinds
 
 __all__ = ["field_docs", "render_reference"]
@@ -61,11 +62,7 @@ A file with a top-level `graph:` key is read as an mgmt yamlgraph instead.
 | key | value | meaning |
 | --- | --- | --- |
 | *kind* (first key) | the name | the kind and name: `file: /etc/motd` is `file[/etc/motd]` |
-| `require` | `kind[name]` or a list | these resources are converged first |
-| `before` | `kind[name]` or a list | this resource is converged before those |
-| `notify` | `kind[name]` or a list | like `before`; they are refreshed when this one changed |
-| `meta` | a mapping | meta parameters, handled by the engine for every kind (below) |
-| `recv` | a mapping | `param: kind[name].output`: take that output (the sender goes first) |
+{keys}
 
 Every other key is a parameter of the kind.
 """
@@ -178,7 +175,8 @@ def _summary(cls: type[Any]) -> str:
 
 def render_reference(only: Iterable[str] | None = None) -> str:
     """The whole reference as markdown: every registered kind, or just the kinds in ``only``."""
-    out = [_INTRO, "## meta", "", *_table(Meta, _META_DOCS), "", "## Kinds", ""]
+    keys = "\n".join(f"| `{key.name}` | {key.value} | {key.meaning} |" for key in ENTRY_KEYS)
+    out = [_INTRO.format(keys=keys), "## meta", "", *_table(Meta, _META_DOCS), "", "## Kinds", ""]
     for kind in kinds() if only is None else sorted(only):
         cls = get_kind(kind)
         if cls is None:

@@ -1,25 +1,72 @@
-"""Optional abilities of a kind: small protocols the engine looks for.
+"""Every optional ability of a kind: the small protocols the engine looks for.
 
-A kind opts in by defining the methods; nothing needs registering.
+A kind opts in by defining the methods; nothing needs registering. The contract core
+(``watch``/``check``/``apply``, :class:`~convergent.resources.base.Context`) is in
+``base``; everything a kind *may* add is here:
 
-- :class:`~convergent.resources.base.Refreshable` (in ``base``): acts on a refresh.
+- :class:`Subscribes`: watching that is only callbacks (a synchronous ``subscribe``).
+- :class:`Refreshable`: acts on a refresh notification.
 - :class:`Sends`: typed outputs after check/apply, received downstream along edges.
 - :class:`AutoEdges`: identifiers it provides and needs, so the engine adds edges.
 - :class:`Groupable`: may merge with compatible resources into one vertex.
+- :class:`ChecksGroup`: checks all its members of a group in one call.
+- :class:`AppliesGroup`: applies all its members of a group in one call.
 - :class:`Reversible`: can undo itself when it leaves the graph (``meta: {reverse: true}``).
+- :class:`RecordsReverse`, :class:`PlansReverse`: help a reversible kind do that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
 if TYPE_CHECKING:
-    from convergent.resources.base import Context, Resource
+    from convergent.resources.base import Change, Context, Resource
 
-__all__ = ["AutoEdges", "Groupable", "Output", "Reversible", "Sends"]
+__all__ = [
+    "AppliesGroup",
+    "AutoEdges",
+    "ChecksGroup",
+    "Groupable",
+    "Member",
+    "Output",
+    "PlansReverse",
+    "RecordsReverse",
+    "Refreshable",
+    "Reversible",
+    "Sends",
+    "Subscribes",
+]
+
+
+class Subscribes(Protocol):
+    """Optional, instead of a ``watch`` coroutine: watching that is only callbacks.
+
+    ``subscribe(ctx)`` subscribes to the events of the real thing (``ctx.event`` as the
+    callback), calls ``ctx.ready()`` and returns the function that unsubscribes. The
+    engine calls it from the worker instead of running ``watch`` as a task (one task and
+    one cancellation less per resource) and calls the unsubscribe exactly once when the
+    resource stops (end of run, removal, changeover). It must not block. Raising, or
+    returning without calling ``ctx.ready()``, is a watch failure (retried like one). Once
+    subscribed it cannot fail: a watch that can fail later is a ``watch`` coroutine. The
+    default ``watch`` of such a kind subscribes and waits (what a group runs).
+    """
+
+    def subscribe(self, ctx: Context) -> Callable[[], None]: ...
+
+
+@runtime_checkable
+class Refreshable(Protocol):
+    """A kind that acts on a refresh notification (``notify`` edge from a changed upstream).
+
+    The engine calls ``refresh`` after check/apply when a refresh is pending and apply
+    did not already run in that pass. It returns a summary of what it did, or None
+    when it did nothing.
+    """
+
+    async def refresh(self, ctx: Context) -> str | None: ...
 
 
 class Output(msgspec.Struct, frozen=True):
@@ -61,6 +108,42 @@ class Groupable(Protocol):
     def can_group(self, other: Resource[Any]) -> bool: ...
 
 
+class Member(NamedTuple):
+    """One member's part of a group apply: the resource, its own Context, its Change."""
+
+    resource: Resource[Any]
+    ctx: Context
+    change: Change
+
+
+class ChecksGroup(Protocol):
+    """Optional hook on a Groupable kind: check several of its resources at once.
+
+    When a group holds members of a kind with this classmethod, they are checked in one
+    call (one package query for the whole transaction, not one per member) instead of
+    one ``check`` each. ``members`` pairs each resource with its own Context, in member
+    order; the result has one entry per member, in the same order: None when it is
+    right, else its Change. Read only, like ``check``; raising fails them all.
+    """
+
+    @classmethod
+    async def check_group(
+        cls, members: Sequence[tuple[Resource[Any], Context]]
+    ) -> Sequence[Change | None]: ...
+
+
+class AppliesGroup(Protocol):
+    """Optional hook on a Groupable kind: apply several of its resources at once.
+
+    When a group holds members of a kind with this classmethod, their changes are applied
+    in one call (in member order) instead of one ``apply`` each. It returns one summary
+    (or None for the change's own) per member, in the same order; raising fails them all.
+    """
+
+    @classmethod
+    async def apply_group(cls, members: Sequence[Member]) -> Sequence[str | None]: ...
+
+
 @runtime_checkable
 class Reversible(Protocol):
     """A kind that can undo what it did when it leaves the graph (``meta: {reverse: true}``).
@@ -69,3 +152,21 @@ class Reversible(Protocol):
     """
 
     async def reverse(self, ctx: Context) -> str | None: ...
+
+
+@runtime_checkable
+class RecordsReverse(Protocol):
+    """A reversible kind that keeps, before an apply, what it needs to undo it.
+
+    ``record_reverse(ctx, change)`` is called before each ``apply`` of a resource with
+    ``meta: {reverse: true}`` (never under noop).
+    """
+
+    def record_reverse(self, ctx: Context, change: Change) -> None: ...
+
+
+@runtime_checkable
+class PlansReverse(Protocol):
+    """A reversible kind that can say, read only, what ``reverse`` would do (for noop)."""
+
+    def plan_reverse(self, ctx: Context) -> str | None: ...

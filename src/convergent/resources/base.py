@@ -18,12 +18,16 @@ The contract (``docs/architecture.md`` has the whole text):
   once it is watching, then ``ctx.event()`` whenever the real thing may have changed.
   A spurious event is fine; a missed event is a bug. The engine never calls ``check``
   before ``ready()``. A kind whose watching is only callbacks may instead define a
-  synchronous ``subscribe(ctx) -> unsubscribe`` (see :class:`Subscribes`): no task.
+  synchronous ``subscribe(ctx) -> unsubscribe`` (see
+  :class:`~convergent.resources.abilities.Subscribes`): no task.
 - ``check`` never mutates anything. It returns None when the state is already right,
   otherwise a :class:`Change` that describes itself.
 - ``apply`` makes that change and is idempotent. It may return a past-tense summary
   for the report (``"ran (0.01 s)"``); None reports ``change.summary``.
 - noop is the engine's business: under noop only ``check`` runs.
+
+What a kind may add (refresh, outputs, grouping, reversal...) is in
+:mod:`convergent.resources.abilities`.
 """
 
 from __future__ import annotations
@@ -31,26 +35,32 @@ from __future__ import annotations
 import asyncio
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
 from convergent.errors import ParamError
+from convergent.resources.params import convert_params, param_fields, reject_nul
 
 if typing.TYPE_CHECKING:
     from convergent.state.db import StateDB
+    from convergent.world.base import World
 
 __all__ = [
+    "ENTRY_POINTS",
     "Change",
     "Context",
     "Meta",
     "Params",
-    "Refreshable",
     "Resource",
-    "Subscribes",
+    "builtin_classes",
     "builtin_kinds",
+    "convert_params",
     "get_kind",
     "kinds",
+    "param_fields",
+    "reject_nul",
+    "unknown_kind",
 ]
 
 
@@ -221,7 +231,8 @@ class Context:
     parameters received from upstream outputs (``recv``) whose value differs from the
     one of the last successful check (all of them at the first check). ``state`` is the
     host's durable state database (None when the run has none, e.g. under noop on a new
-    host).
+    host): kinds keep what is theirs alone there (a password's secret). ``world`` is the
+    key/value store the resources of a run share (:class:`~convergent.world.base.World`).
     """
 
     __slots__ = (
@@ -229,6 +240,7 @@ class Context:
         "_log",
         "_ready",
         "_shared",
+        "_world",
         "id",
         "received_changed",
         "refresh",
@@ -244,7 +256,10 @@ class Context:
         log: Callable[[str], None],
         shared: Callable[[Callable[[], Any]], Any],
         state: StateDB | None = None,
+        world: World | None = None,
     ) -> None:
+        """``world``: the run's world; left out, the local world over ``state`` (one per
+        run, made on first use through ``shared``)."""
         self.id = resource_id
         self.refresh: frozenset[str] = frozenset()
         self.received_changed: frozenset[str] = frozenset()
@@ -253,6 +268,7 @@ class Context:
         self._event = event
         self._log = log
         self._shared = shared
+        self._world = world
 
     def ready(self) -> None:
         """Say that ``watch`` is now watching: from here on no change goes unnoticed."""
@@ -269,25 +285,57 @@ class Context:
     def shared(self, factory: Callable[[], S]) -> S:
         """One instance of ``factory()`` per engine run, shared by every resource.
 
-        Used for things like one inotify descriptor for all files. If the instance has a
-        ``close()`` method the engine calls it when the run ends.
+        Used for things like one inotify descriptor for all files. ``factory`` is the
+        key: the same function (or equal callables) gets the same instance. When the run
+        ends, the engine closes each instance: if it has an ``aclose()`` coroutine method
+        it is awaited, else if it has ``close()`` that is called (a D-Bus connection or
+        an etcd client closes asynchronously, an inotify descriptor synchronously).
         """
         result: S = self._shared(factory)
         return result
+
+    @property
+    def world(self) -> World:
+        """The key/values shared by the run's resources (and, with etcd, by its hosts)."""
+        world = self._world
+        if world is None:
+            from convergent.world.local import LocalWorldFactory
+
+            world = self._world = self.shared(LocalWorldFactory(self.state))
+        return world
+
+    def for_member(
+        self, member_id: str, *, ready: Callable[[], None], log: Callable[[str], None]
+    ) -> Context:
+        """A Context for a member of this (group) resource: its own identity, ready and
+        log; the same events, services, state and world; no refresh yet."""
+        return Context(
+            member_id,
+            ready=ready,
+            event=self._event,
+            log=log,
+            shared=self._shared,
+            state=self.state,
+            world=self._world,
+        )
 
 
 P = TypeVar("P", bound=Params)
 
 _REGISTRY: dict[str, type[Resource[Any]]] = {}
-# Built-in kinds are imported on first use, so loading a policy of files never imports exec.
+# The built-in kinds, "kind": "module:Class". Adding a kind is its module, its tests and
+# one line here. They are imported on first use, so a policy of files never imports exec.
 _BUILTIN: dict[str, str] = {
-    "exec": "convergent.resources.exec",
-    "file": "convergent.resources.file",
-    "kv": "convergent.resources.kv",
-    "noop": "convergent.resources.noop",
-    "password": "convergent.resources.password",
-    "timer": "convergent.resources.timer",
+    "exec": "convergent.resources.exec:Exec",
+    "file": "convergent.resources.file:File",
+    "kv": "convergent.resources.kv:Kv",
+    "noop": "convergent.resources.noop:Noop",
+    "password": "convergent.resources.password:Password",
+    "timer": "convergent.resources.timer:Timer",
 }
+ENTRY_POINTS = "convergent.kinds"  # the entry-point group plug-in kinds are found in
+_plugins: dict[str, Any] | None = None  # entry points by kind name, read once when needed
+_broken: dict[str, str] = {}  # why a plug-in kind could not be loaded, by kind name
 
 
 class Resource(Generic[P]):
@@ -308,6 +356,12 @@ class Resource(Generic[P]):
                 raise TypeError(
                     f"resource kind {kind!r} is already registered by {_REGISTRY[kind]}"
                 )
+            builtin = _BUILTIN.get(kind)
+            if builtin is not None and builtin != f"{cls.__module__}:{cls.__qualname__}":
+                raise TypeError(
+                    f"resource kind {kind!r} is built into convergent ({builtin}); "
+                    f"{cls.__module__}.{cls.__qualname__} cannot take its name: choose another"
+                )
             cls.kind = kind
             _REGISTRY[kind] = cls
 
@@ -316,16 +370,19 @@ class Resource(Generic[P]):
     ) -> None:
         """``File("/etc/motd", content="hi\\n")`` or ``File("/etc/motd", FileParams(...))``.
 
-        Raises ParamError when a field is unknown, has the wrong type or fails
-        :meth:`validate`.
+        Raises ParamError when a field is unknown, has the wrong type, holds a NUL byte
+        (:func:`reject_nul`) or fails :meth:`validate`.
         """
         if not name:
             raise ParamError(None, f"{self.kind}: a resource needs a non-empty name")
+        if "\0" in name:
+            raise ParamError(None, "the name contains a NUL byte (\\0); remove it")
         self.name = name
         if params is None:
             params = typing.cast(P, convert_params(self.params_type, fields))
         elif fields:
             raise TypeError("pass either a Params object or keyword fields, not both")
+        reject_nul(params)
         self.params: P = params
         self.meta = meta if meta is not None else Meta()
         self.validate()
@@ -378,94 +435,68 @@ class Resource(Generic[P]):
         raise NotImplementedError
 
 
-class Subscribes(Protocol):
-    """Optional, instead of a ``watch`` coroutine: watching that is only callbacks.
-
-    ``subscribe(ctx)`` subscribes to the events of the real thing (``ctx.event`` as the
-    callback), calls ``ctx.ready()`` and returns the function that unsubscribes. The
-    engine calls it from the worker instead of running ``watch`` as a task (one task and
-    one cancellation less per resource) and calls the unsubscribe exactly once when the
-    resource stops (end of run, removal, changeover). It must not block. Raising, or
-    returning without calling ``ctx.ready()``, is a watch failure (retried like one). Once
-    subscribed it cannot fail: a watch that can fail later is a ``watch`` coroutine. The
-    default ``watch`` of such a kind subscribes and waits (what a group runs).
-    """
-
-    def subscribe(self, ctx: Context) -> Callable[[], None]: ...
-
-
-@runtime_checkable
-class Refreshable(Protocol):
-    """A kind that acts on a refresh notification (``notify`` edge from a changed upstream).
-
-    The engine calls ``refresh`` after check/apply when a refresh is pending and apply
-    did not already run in that pass. It returns a summary of what it did, or None
-    when it did nothing.
-    """
-
-    async def refresh(self, ctx: Context) -> str | None: ...
-
-
-def convert_params(params_type: type[Params], fields: dict[str, Any]) -> Params:
-    """Build a Params struct from plain data; msgspec's error becomes a ParamError.
-
-    The ParamError's ``field`` is the path of the offending value (``mode``, ``cmd[1]``,
-    ``ifnewer.target``; ``[...]`` stands for a mapping key) and its message uses the
-    words a policy author knows: ``expected str or list, got int``, ``must be one of
-    'exists', 'absent', got 'gone'``, ``unknown parameter``, ``required parameter is
-    missing``.
-    """
-    try:
-        return msgspec.convert(fields, params_type, strict=True)
-    except msgspec.ValidationError as exc:
-        import re
-        import types
-
-        text = str(exc)
-        message, sep, where = text.rpartition(" - at `$")
-        if not sep:
-            message, where = text, ""
-        path = where.rstrip("`").removeprefix(".")
-        match = re.fullmatch(r"Object (contains unknown|missing required) field `(.+)`", message)
-        if match:
-            path = f"{path}.{match.group(2)}" if path else match.group(2)
-            if match.group(1) == "contains unknown":
-                message = "unknown parameter"
-            else:
-                message = "required parameter is missing"
-        elif match := re.fullmatch(r"Expected `(.+)`, got `(.+)`", message):
-            words = {"object": "mapping", "array": "list"}
-            expected = " or ".join(words.get(t, t) for t in match.group(1).split(" | "))
-            message = f"expected {expected}, got {words.get(match.group(2), match.group(2))}"
-        elif match := re.fullmatch(r"Invalid enum value (.+)", message):
-            try:
-                hint = typing.get_type_hints(params_type).get(path)
-            except (NameError, TypeError):
-                hint = None
-            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-            allowed = ", ".join(
-                repr(value)
-                for option in (typing.get_args(hint) if union else (hint,))
-                if typing.get_origin(option) is typing.Literal
-                for value in typing.get_args(option)
-            )
-            if allowed:
-                message = f"must be one of {allowed}, got {match.group(1)}"
-            else:
-                message = f"invalid value {match.group(1)}"
-        else:
-            message = message.replace("`", "")
-            message = message[:1].lower() + message[1:]
-        raise ParamError(path or None, message) from exc
-
-
 def get_kind(kind: str) -> type[Resource[Any]] | None:
-    """The class registered for ``kind``, importing a built-in kind on first use."""
+    """The class registered for ``kind``, importing a built-in kind on first use.
+
+    A kind that is neither registered nor built in is looked up in the ``convergent.kinds``
+    entry points (the entry's name is the kind, its value the module that defines it or
+    ``module:Class``). Entry points are read only then: a policy of built-in kinds never
+    pays for ``importlib.metadata``. None when no one provides the kind, or when its
+    plug-in fails to load (:func:`unknown_kind` says why).
+    """
     cls = _REGISTRY.get(kind)
-    if cls is None and kind in _BUILTIN:
-        __import__(_BUILTIN[kind])
-        cls = _REGISTRY.get(kind)
+    if cls is not None:
+        return cls
+    builtin = _BUILTIN.get(kind)
+    if builtin is not None:
+        __import__(builtin.partition(":")[0])
+        return _REGISTRY.get(kind)
+    entry = _entry_points().get(kind)
+    if entry is None or kind in _broken:
+        return None
+    return _load_plugin(kind, entry)
+
+
+def _entry_points() -> dict[str, Any]:
+    global _plugins
+    if _plugins is None:
+        from importlib.metadata import entry_points
+
+        _plugins = {}
+        for entry in entry_points(group=ENTRY_POINTS):
+            _plugins.setdefault(entry.name, entry)  # the first one on sys.path wins
+    return _plugins
+
+
+def _load_plugin(kind: str, entry: Any) -> type[Resource[Any]] | None:
+    where = f"{entry.value} (entry point '{kind}' in group '{ENTRY_POINTS}')"
+    try:
+        loaded = entry.load()
+    except Exception as exc:
+        _broken[kind] = f"importing {where} failed: {type(exc).__name__}: {exc}"
+        return None
+    cls = _REGISTRY.get(kind)
+    if isinstance(loaded, type) and issubclass(loaded, Resource) and cls is not loaded:
+        _broken[kind] = f"{where} is {loaded.__qualname__}, whose kind is not '{kind}'"
+        return None
+    if cls is None:
+        _broken[kind] = f"{where} defines no Resource subclass with kind='{kind}'"
     return cls
+
+
+def unknown_kind(kind: str, *, typo: bool = False) -> str:
+    """What to tell a user about a kind :func:`get_kind` did not find: why its plug-in
+    did not load, or how a plug-in kind is installed ("" when ``typo``: the caller found
+    a close match, and the hint would be noise)."""
+    why = _broken.get(kind)
+    if why is not None:
+        return f"its plug-in did not load: {why}"
+    if typo:
+        return ""
+    return (
+        "a kind from a plug-in needs its Python package installed where convergent runs "
+        f"(it registers the kind in the entry-point group '{ENTRY_POINTS}')"
+    )
 
 
 def builtin_kinds() -> list[str]:
@@ -473,13 +504,17 @@ def builtin_kinds() -> list[str]:
     return sorted(_BUILTIN)
 
 
+def builtin_classes() -> dict[str, str]:
+    """The classes of the built-in kinds: class name -> module (``{"File": "...file"}``)."""
+    found: dict[str, str] = {}
+    for value in _BUILTIN.values():
+        module, _, name = value.partition(":")
+        found[name] = module
+    return found
+
+
 def kinds() -> Iterator[str]:
-    """Every known kind name, built-in ones included, sorted."""
+    """Every known kind name, sorted: built-in, registered and those plug-ins offer."""
     for kind in _BUILTIN:
         get_kind(kind)
-    yield from sorted(_REGISTRY)
-
-
-def param_fields(params_type: type[Params]) -> tuple[str, ...]:
-    """The parameter names of a kind (for "did you mean" and the reference docs)."""
-    return params_type.__struct_fields__
+    yield from sorted({*_REGISTRY, *_entry_points()} - _broken.keys())

@@ -6,39 +6,37 @@ start). Guards make it idempotent: ``creates`` (skip when a path exists), ``ifne
 (skip depending on another command's exit status). ``refresh_only`` runs it only when a
 changed upstream notifies it.
 
-The command runs in its own session (process group). A timeout, or the agent shutting
-down while it runs, kills the whole group: SIGTERM, then SIGKILL after a short grace.
+Commands run through ``convergent.host.process``: in their own session (process group),
+dying with the agent. ``timeout`` (300 s unless set; ``null``: none), or the agent
+shutting down while it runs, kills the whole group: SIGTERM, then SIGKILL after a short
+grace. The command's own exit ends the run: output a process it left in the background
+still holds open is read for at most half a second more, then left alone.
 
-It sends ``stdout``, ``stderr`` (the last 64 KiB of each) and ``exit_code`` (negative:
-killed by that signal) of the last run of the command that ended by itself (a timeout
-or a shutdown leaves the previous values); guards' output is not kept.
+Output is bounded: the first 64 KiB of stdout and of stderr are logged line by line (then
+one line says how much more was not shown); the last 64 KiB of each are kept. It sends
+``stdout``, ``stderr`` (those last 64 KiB) and ``exit_code`` (negative: killed by that
+signal) of the last run of the command that ended by itself (a timeout or a shutdown
+leaves the previous values); guards' output is not kept.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import msgspec
 
 from convergent.errors import CommandError, ParamError, ResourceError
+from convergent.host import process
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 
 __all__ = ["Exec", "ExecParams", "IfNewer"]
 
-_TAIL = 10  # stderr lines kept for the error message
-_GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a process group
-_DRAIN = 1.0  # seconds to read output left in the pipes after the command exited
-_POLL = 0.02  # seconds between checks that a killed process group is gone
 _SHOWN = 60  # characters of a command shown in summaries
-_CAPTURE = 65536  # bytes of stdout and of stderr kept as outputs
 
 
 class IfNewer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,11 +53,12 @@ class IfNewer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ExecParams(Params, frozen=True):
     """Parameters of ``exec``. Guards (creates, ifnewer, onlyif, unless) must be read only.
 
-    cmd: the command: an argv list, or a string run by /bin/sh -c when ``shell`` is true
+    cmd: the command: an argv list, or a string run by /bin/sh -c when ``shell`` is true;
+      of its output, the first 64 KiB of stdout and of stderr are logged, the last 64 KiB kept
     shell: run ``cmd`` (a string) with /bin/sh -c
     cwd: absolute working directory for the command and its guards
     env: variables added to the agent's environment for the command and its guards
-    timeout: seconds after which the command's process group is killed (default: none)
+    timeout: seconds after which the command's (or a guard's) process group is killed; null: never
     creates: absolute path; skip the command when it exists
     unless: a guard command (string: /bin/sh -c; list: argv); skip when it exits 0
     onlyif: a guard command (string: /bin/sh -c; list: argv); skip when it exits non-zero
@@ -71,7 +70,7 @@ class ExecParams(Params, frozen=True):
     shell: bool = False
     cwd: str | None = None
     env: dict[str, str] | None = None
-    timeout: float | None = None
+    timeout: float | None = 300
     creates: str | None = None
     unless: list[str] | str | None = None
     onlyif: list[str] | str | None = None
@@ -196,20 +195,23 @@ class Exec(Resource[ExecParams], kind="exec"):
 
     async def _guard(self, ctx: Context, name: str, guard: list[str] | str) -> int:
         argv = ["/bin/sh", "-c", guard] if isinstance(guard, str) else guard
-        code, _ = await _execute(ctx, argv, self.params, f"{name}: ", stream=False)
-        return code
+        finished = await self._execute(ctx, argv, f"{name}: ", output=False)
+        return finished.code
 
     async def _run(self, ctx: Context) -> float:
         """Run the command, streaming its output to ``ctx.log``; raise CommandError on failure."""
         cmd = self.params.cmd
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
         start = time.perf_counter()
-        stdout, stderr = _Capture(), _Capture()
-        code, tail = await _execute(
-            ctx, argv, self.params, "", stream=True, captures=(stdout, stderr)
-        )
-        self._last_run = {"stdout": stdout.text(), "stderr": stderr.text(), "exit_code": code}
+        finished = await self._execute(ctx, argv, "", output=True)
+        code = finished.code
+        self._last_run = {
+            "stdout": finished.stdout.text(),
+            "stderr": finished.stderr.text(),
+            "exit_code": code,
+        }
         if code != 0:
+            tail = finished.stderr.tail()
             if code < 0:
                 message = f"was killed by signal {_signal_name(-code)}"
             else:
@@ -217,6 +219,40 @@ class Exec(Resource[ExecParams], kind="exec"):
             message += (": " + "\n".join(tail)) if tail else " (nothing on stderr)"
             raise CommandError(ctx.id, message, code, "\n".join(tail))
         return time.perf_counter() - start
+
+    async def _execute(
+        self, ctx: Context, argv: list[str], prefix: str, *, output: bool
+    ) -> process.Finished:
+        """Run ``argv`` (recorded for the reaper when the run has a writable state database);
+        with ``output`` its lines go to ``ctx.log``. Failures to start and timeouts raise
+        CommandError; a cancellation kills the process group."""
+        p = self.params
+        state = ctx.state
+        children = None
+        if state is not None and not state.readonly:
+            children = process.children_dir(os.path.dirname(state.path))
+        try:
+            return await process.run(
+                argv,
+                cwd=p.cwd,
+                env=p.env,
+                time_limit=p.timeout,
+                output=output,
+                log=ctx.log if output else None,
+                children=children,
+                owner=ctx.id,
+            )
+        except TimeoutError:
+            raise CommandError(
+                ctx.id,
+                f"{prefix}timed out after {p.timeout:g} s; the process group was killed "
+                "(raise `timeout:` if the command needs longer; `timeout: null` for none)",
+                None,
+            ) from None
+        except OSError as exc:
+            raise CommandError(ctx.id, prefix + _spawn_error(exc, argv[0], p.cwd), None) from exc
+        except process.RecordError as exc:
+            raise CommandError(ctx.id, prefix + str(exc), None) from exc
 
     # -- automatic edges ----------------------------------------------------------------
 
@@ -300,89 +336,6 @@ def _up_to_date(ctx: Context, ifnewer: IfNewer) -> bool:
     return newest is None or target >= newest
 
 
-class _Capture:
-    """The last ``_CAPTURE`` bytes of a stream, decoded on demand."""
-
-    __slots__ = ("cut", "data")
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.cut = False
-
-    def add(self, chunk: bytes) -> None:
-        self.data += chunk
-        if len(self.data) > _CAPTURE:
-            del self.data[: len(self.data) - _CAPTURE]
-            self.cut = True
-
-    def text(self) -> str:
-        data = bytes(self.data)
-        if self.cut:  # do not start in the middle of a UTF-8 character
-            data = data.lstrip(bytes(range(0x80, 0xC0)))
-        return data.decode("utf-8", "replace")
-
-
-async def _execute(
-    ctx: Context,
-    argv: list[str],
-    p: ExecParams,
-    prefix: str,
-    *,
-    stream: bool,
-    captures: tuple[_Capture, _Capture] | None = None,
-) -> tuple[int, list[str]]:
-    """Run ``argv`` in a new session; return its exit status and the tail of its stderr.
-
-    With ``stream`` every output line goes to ``ctx.log`` as it arrives (and into
-    ``captures``, stdout then stderr, when given); otherwise the output is discarded.
-    A timeout or a cancellation kills the process group.
-    """
-    pipe = asyncio.subprocess.PIPE if stream else asyncio.subprocess.DEVNULL
-    env = {**os.environ, **p.env} if p.env else None
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=pipe,
-            stderr=pipe,
-            cwd=p.cwd,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise CommandError(ctx.id, prefix + _spawn_error(exc, argv[0], p.cwd), None) from exc
-    tail: deque[str] = deque(maxlen=_TAIL)
-    pumps: list[asyncio.Task[None]] = []
-    if stream:
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = captures if captures is not None else (None, None)
-        pumps.append(asyncio.create_task(_pump(proc.stdout, "stdout: ", ctx.log, None, out)))
-        pumps.append(asyncio.create_task(_pump(proc.stderr, "stderr: ", ctx.log, tail, err)))
-    try:
-        try:
-            async with asyncio.timeout(p.timeout):
-                code = await proc.wait()
-        except TimeoutError:
-            await _kill_group(proc)
-            raise CommandError(
-                ctx.id,
-                f"{prefix}timed out after {p.timeout:g} s; the process group was killed "
-                "(raise `timeout:` if the command needs longer)",
-                None,
-                "\n".join(tail),
-            ) from None
-        except asyncio.CancelledError:
-            await _kill_group(proc)
-            raise
-        if pumps:
-            # Background processes the command left behind may hold the pipes open.
-            await asyncio.wait(pumps, timeout=_DRAIN)
-    finally:
-        for task in pumps:
-            task.cancel()
-    return code, list(tail)
-
-
 def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
     if isinstance(exc, FileNotFoundError):
         if cwd is not None and exc.filename == cwd:
@@ -391,82 +344,3 @@ def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
     if isinstance(exc, PermissionError):
         return f"cannot run {program}: permission denied (is it executable?)"
     return f"cannot run {program}: {exc.strerror or exc}"
-
-
-async def _pump(
-    reader: asyncio.StreamReader,
-    prefix: str,
-    log: Callable[[str], None],
-    tail: deque[str] | None,
-    capture: _Capture | None = None,
-) -> None:
-    """Log every line read from ``reader`` as it arrives; keep the last ones in ``tail``
-    and the last bytes in ``capture``."""
-
-    def emit(raw: bytes) -> None:
-        line = raw.decode("utf-8", "replace")
-        log(prefix + line)
-        if tail is not None:
-            tail.append(line)
-
-    pending = b""
-    while chunk := await reader.read(65536):
-        if capture is not None:
-            capture.add(chunk)
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            emit(line)
-        if len(pending) > 65536:  # a very long line: log it in pieces
-            emit(pending)
-            pending = b""
-    if pending:
-        emit(pending)
-
-
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process group of ``proc``; SIGKILL what is left after the grace."""
-    pgid = proc.pid  # start_new_session: the command leads its own group
-    gone = False
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _GRACE
-        while _group_alive(pgid):
-            if loop.time() >= deadline:
-                break
-            await asyncio.sleep(_POLL)
-        else:
-            gone = True
-    finally:
-        if not gone:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-    await proc.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of group ``pgid`` is running (zombies do not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return True
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False

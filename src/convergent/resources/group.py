@@ -24,9 +24,13 @@ A group does the contract member by member, giving each member its own Context
 - ``watch`` runs every member's watch; the group is ready when all of them are, and an
   event from any of them is the group's event.
 - ``check`` returns ``Change(summary, members={member_id: change})`` for the members that
-  differ, or None when none does.
+  differ, or None when none does. A kind may check its members in one call (one package
+  query for the whole transaction) with the classmethod hook of
+  :class:`~convergent.resources.abilities.ChecksGroup`; other kinds are checked member
+  by member.
 - ``apply`` applies each member that differs; a kind may apply its members in one go (one
-  package transaction) with the classmethod hook of :class:`AppliesGroup`. A member that
+  package transaction) with the classmethod hook of
+  :class:`~convergent.resources.abilities.AppliesGroup`. A member that
   was notified and has nothing to apply is refreshed, as the engine would have done for
   it alone. Each entry of ``change.members`` is replaced by what the member did, so the
   report names every member.
@@ -40,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple, Protocol, cast
+from typing import Any, ClassVar, cast
 
 import msgspec
 
@@ -48,32 +52,12 @@ from convergent.errors import ResourceError
 from convergent.graph.autoedge import autoedges
 from convergent.graph.autogroup import Grouper, autogroup
 from convergent.graph.core import Graph
-from convergent.resources.abilities import Groupable
-from convergent.resources.base import Change, Context, Meta, Params, Refreshable, Resource
+from convergent.resources.abilities import Groupable, Member, Refreshable
+from convergent.resources.base import Change, Context, Meta, Params, Resource
 
-__all__ = ["RULES", "AppliesGroup", "Group", "GroupParams", "Member", "prepare"]
+__all__ = ["RULES", "Group", "GroupParams", "Member", "prepare"]
 
 LABEL = "autogroup"
-
-
-class Member(NamedTuple):
-    """One member's part of a group apply: the resource, its own Context, its Change."""
-
-    resource: Resource[Any]
-    ctx: Context
-    change: Change
-
-
-class AppliesGroup(Protocol):
-    """Optional hook on a kind: apply several of its resources at once.
-
-    When a group holds members of a kind with this classmethod, their changes are applied
-    in one call (in member order) instead of one ``apply`` each. It returns one summary
-    (or None for the change's own) per member, in the same order; raising fails them all.
-    """
-
-    @classmethod
-    async def apply_group(cls, members: Sequence[Member]) -> Sequence[str | None]: ...
 
 
 class GroupParams(Params, frozen=True):
@@ -163,15 +147,37 @@ class Group(Resource[GroupParams]):
     async def check(self, ctx: Context) -> Change | None:
         changes: dict[str, Change] = {}
         errors: list[tuple[str, Exception]] = []
+        batches: dict[type[Resource[Any]], list[tuple[Resource[Any], Context]]] = {}
         for member in self.members:
-            try:
-                change = await member.check(self._context(ctx, member))
-            except Exception as exc:
-                errors.append((member.id, exc))
+            batches.setdefault(type(member), []).append((member, self._context(ctx, member)))
+        found: dict[str, Change | None] = {}
+        for kind, items in batches.items():
+            hook = getattr(kind, "check_group", None)
+            if hook is not None:
+                try:
+                    results = list(await hook(items))
+                except Exception as exc:
+                    errors.extend((member.id, exc) for member, _ in items)
+                    continue
+                if len(results) != len(items):
+                    raise ResourceError(
+                        ctx.id,
+                        f"{kind.__name__}.check_group returned {len(results)} results "
+                        f"for {len(items)} members",
+                    )
+                for (member, _), result in zip(items, results, strict=True):
+                    found[member.id] = result
                 continue
+            for member, mctx in items:
+                try:
+                    found[member.id] = await member.check(mctx)
+                except Exception as exc:
+                    errors.append((member.id, exc))
+        _raise(ctx.id, errors)
+        for member in self.members:
+            change = found.get(member.id)
             if change is not None:
                 changes[member.id] = change
-        _raise(ctx.id, errors)
         if not changes:
             return None
         return Change(_summary(changes), members=changes)
@@ -224,13 +230,10 @@ class Group(Resource[GroupParams]):
     ) -> Context:
         """The member's own Context: its identity, its refreshes, the group's engine."""
         prefix = f"{member.id}: "
-        mctx = Context(
+        mctx = ctx.for_member(
             member.id,
             ready=ready if ready is not None else _nothing,
-            event=ctx.event,
             log=lambda message: ctx.log(prefix + message),
-            shared=ctx.shared,
-            state=ctx.state,
         )
         mctx.refresh = ctx.refresh & self.senders[member.id]
         mctx.received_changed = ctx.received_changed

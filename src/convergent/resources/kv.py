@@ -1,11 +1,13 @@
-"""``kv``: a key/value on the local world, kept in this host's state database.
+"""``kv``: a key/value in the world, kept in this host's state database.
 
-``value`` is stored under ``key`` (default: the resource's name); leaving ``value`` out
-deletes the key. The value is sent downstream as ``value``.
+``value`` is stored under ``key`` (default: the resource's name) in the run's world
+(``ctx.world``: the local world keeps it in the state database; a run without one keeps
+it in memory for the run); leaving ``value`` out deletes the key. The value is sent
+downstream as ``value``.
 
-Nothing but convergent writes the state database, and this resource is the only one
-that manages its key, so ``watch`` is the default: ready, then nothing to wait for. (The
-cluster issue moves key/values to etcd, where other hosts write and a watch is needed.)
+``watch`` watches the key: a write by another writer (another resource of the run, and
+with the etcd world another host) that leaves it at something else is an event, and
+the value is put back.
 
 Summaries say what happened to the key, never its value: a value may have been received
 from a secret output (``recv: {value: password[db].password}``).
@@ -13,10 +15,11 @@ from a secret output (``recv: {value: password[db].password}``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from convergent.errors import ParamError, ResourceError
+from convergent.errors import ParamError
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 
@@ -24,7 +27,7 @@ __all__ = ["Kv", "KvParams"]
 
 
 class KvParams(Params, frozen=True):
-    """Parameters of ``kv``: a key/value in this host's state database.
+    """Parameters of ``kv``: a key/value in the world (this host's state database).
 
     key: the key (default: the resource's name)
     value: the value to store; leave it out to delete the key
@@ -35,7 +38,7 @@ class KvParams(Params, frozen=True):
 
 
 class Kv(Resource[KvParams], kind="kv"):
-    """Keeps one key of the local key/value store at a value (or absent)."""
+    """Keeps one key of the world at a value (or absent)."""
 
     sends: ClassVar[Mapping[str, Output]] = {"value": Output(str)}
 
@@ -49,8 +52,22 @@ class Kv(Resource[KvParams], kind="kv"):
     def key(self) -> str:
         return self.params.key if self.params.key is not None else self.name
 
+    async def watch(self, ctx: Context) -> None:
+        want = self.params.value
+
+        def written(key: str, value: str | None) -> None:
+            if value != want:
+                ctx.event()
+
+        unsubscribe = await ctx.world.watch(self.key, written)
+        try:
+            ctx.ready()
+            await asyncio.Event().wait()
+        finally:
+            unsubscribe()
+
     async def check(self, ctx: Context) -> Change | None:
-        current = None if ctx.state is None else ctx.state.get_kv(self.key)
+        current = await ctx.world.get(self.key)
         self._current = current
         want = self.params.value
         if current == want:
@@ -60,14 +77,12 @@ class Kv(Resource[KvParams], kind="kv"):
         return Change("set" if current is None else "changed")
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
-        if ctx.state is None:
-            raise ResourceError(
-                self.id,
-                "kv keeps its value in the state database, and this run has none; "
-                "run it with a state directory (convergent run --state-dir DIR)",
-            )
-        ctx.state.set_kv(self.key, self.params.value)
-        self._current = self.params.value
+        value = self.params.value
+        if value is None:
+            await ctx.world.delete(self.key)
+        else:
+            await ctx.world.set(self.key, value)
+        self._current = value
         return None
 
     def outputs(self) -> Mapping[str, Any]:

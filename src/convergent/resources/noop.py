@@ -18,6 +18,8 @@ class NoopParams(Params, frozen=True):
 
 
 class Noop(Resource[NoopParams], kind="noop"):
+    """Does nothing; a point to order resources by and to send refreshes through."""
+
     async def check(self, ctx: Context) -> Change | None:
         return None
 

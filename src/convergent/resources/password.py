@@ -115,7 +115,7 @@ class Password(Resource[PasswordParams], kind="password"):
             raise ResourceError(
                 self.id,
                 "a password needs the state database to keep its secret, and this run has "
-                "none; run it with a state directory (convergent run --state-dir DIR)",
+                "none; run it with a state directory",
             )
         import secrets
 

@@ -7,6 +7,16 @@ It holds what must outlive the agent process:
   a SIGKILL or a power loss between the two never loses a refresh.
 - ``secrets``: generated secrets (the ``password`` kind), keyed by ``kind[name]``.
 - ``kv``: key/values of the ``kv`` kind on the local world.
+- ``reversals``: what a resource with ``meta: {reverse: true}`` recorded to undo itself,
+  keyed by ``kind[name]``; apart from ``kv`` so that no ``kv`` resource can overwrite it.
+
+Schema versions: 1 kept reversal records in ``kv`` under ``reverse:kind[name]``; 2 moves
+them into ``reversals`` (done once, in one transaction, when a writer opens a version 1
+file; a reader of a version 1 file finds them where they are).
+
+This class is the database alone. An agent opens its state directory with
+:func:`convergent.state.statedir.open_state_dir`, which adds the lock (one agent per
+directory), refuses a damaged or vanished database and keeps the backup.
 
 Every write is committed (``synchronous=FULL``: the WAL is fsynced) before the call
 returns. The file is created with mode 0600 (an existing file with another mode is fixed
@@ -31,18 +41,38 @@ from collections.abc import Iterable, Iterator
 
 from convergent.errors import ConvergentError
 
-__all__ = ["SCHEMA_VERSION", "STATE_DB", "StateDB", "StateError", "open_state"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATE_DB",
+    "StateBusy",
+    "StateDB",
+    "StateDamaged",
+    "StateError",
+    "fs_hint",
+    "open_state",
+    "way_out",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+_REVERSALS = "CREATE TABLE reversals (resource TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
 _SCHEMA = (
     "CREATE TABLE schema (version INTEGER NOT NULL)",
     "CREATE TABLE refreshes (receiver TEXT NOT NULL, sender TEXT NOT NULL,"
     " PRIMARY KEY (receiver, sender)) WITHOUT ROWID",
     "CREATE TABLE secrets (resource TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    _REVERSALS,
 )
-_TABLES = frozenset({"schema", "refreshes", "secrets", "kv"})
+_REVERSE_PREFIX = "reverse:"  # schema 1 kept reversal records in kv under this prefix
+_TABLES = frozenset({"schema", "refreshes", "secrets", "kv", "reversals"})
+_IS_REVERSAL = f"substr(key, 1, {len(_REVERSE_PREFIX)}) = '{_REVERSE_PREFIX}'"
+_COUNTED = {
+    "secrets": "SELECT count(*) FROM secrets",
+    "pending refreshes": "SELECT count(*) FROM refreshes",
+    "key/values": "SELECT count(*) FROM kv",
+    "reversal records": "SELECT count(*) FROM reversals",
+}
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write lock
@@ -51,10 +81,50 @@ _BUSY_TIMEOUT = 10.0  # seconds to wait for another process's write lock
 class StateError(ConvergentError):
     """The state database cannot be opened, read or written; the message names the file."""
 
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], message: str, *, what: str = "state database"
+    ) -> None:
         self.path = os.fspath(path)
         self.message = message
-        super().__init__(f"state database {self.path}: {message}")
+        super().__init__(f"{what} {self.path}: {message}")
+
+
+class StateDamaged(StateError):
+    """The database is damaged, missing or not a database; it is never silently replaced.
+
+    The message ends with the way out: the ``convergent state`` commands for its directory.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.problem = problem  # what is wrong, without the way out
+        super().__init__(path, f"{problem}. {way_out(os.path.dirname(os.fspath(path)))}")
+
+
+def way_out(state_dir: str, *, check: bool = True) -> str:
+    """What to do about a damaged state database in ``state_dir``: the three commands."""
+    import shlex
+
+    option = f"--state-dir {shlex.quote(os.path.abspath(state_dir))}"
+    fixes = (
+        f"bring back the copy taken at the last start: convergent state restore {option}; "
+        f"or start afresh, losing what it held: convergent state reset --yes {option}"
+    )
+    if not check:
+        return fixes[0].upper() + fixes[1:]
+    return (
+        "convergent does not replace it by itself (it holds secrets and pending refreshes). "
+        f"See what is wrong: convergent state check {option}; {fixes}"
+    )
+
+
+class StateBusy(StateError):
+    """Another convergent holds the state directory; ``pid`` is its process id, if known."""
+
+    def __init__(self, path: str | os.PathLike[str], message: str, pid: int | None) -> None:
+        self.path = os.fspath(path)
+        self.message = message
+        self.pid = pid
+        ConvergentError.__init__(self, message)  # the message names the directory itself
 
 
 class StateDB:
@@ -64,6 +134,7 @@ class StateDB:
         self.path = os.path.abspath(path)  # str: pathlib costs ~4 ms of start-up
         self.readonly = readonly
         self._empty = False  # read only, and the file has no convergent tables yet
+        self.version = SCHEMA_VERSION  # the file's schema (a reader leaves a 1 as it is)
         if readonly:
             self._conn = self._open_readonly()
         else:
@@ -163,6 +234,75 @@ class StateDB:
                     (key, value),
                 )
 
+    # -- reversal records (meta: {reverse: true}) --------------------------------------
+
+    def get_reversal(self, resource: str) -> str | None:
+        """What ``resource`` (``kind[name]``) recorded to undo itself, or None."""
+        if self.version < 2:  # a reader of a schema 1 file: they are still in kv
+            return self._get("kv", "key", _REVERSE_PREFIX + resource)
+        return self._get("reversals", "resource", resource)
+
+    def set_reversal(self, resource: str, value: str | None) -> None:
+        """Record how to undo ``resource``; None forgets it."""
+        with self._write():
+            if value is None:
+                self._conn.execute("DELETE FROM reversals WHERE resource = ?", (resource,))
+            else:
+                self._conn.execute(
+                    "INSERT INTO reversals (resource, value) VALUES (?, ?)"
+                    " ON CONFLICT (resource) DO UPDATE SET value = excluded.value",
+                    (resource, value),
+                )
+
+    # -- upkeep (used by the state directory) ------------------------------------------
+
+    def quick_check(self) -> str | None:
+        """None when SQLite's ``PRAGMA quick_check`` finds the file sound, else what it found."""
+        with self._errors("check the database"):
+            rows = self._conn.execute("PRAGMA quick_check(5)").fetchall()
+        found = [str(row[0]) for row in rows]
+        return None if found == ["ok"] else "; ".join(found)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per kind of record: what a reset would lose."""
+        if self._empty:
+            return dict.fromkeys(_COUNTED, 0)
+        counts: dict[str, int] = {}
+        with self._errors("count the records"):
+            for name, query in _COUNTED.items():
+                if self.version < 2 and name == "key/values":
+                    query = f"SELECT count(*) FROM kv WHERE NOT {_IS_REVERSAL}"
+                if self.version < 2 and name == "reversal records":
+                    query = f"SELECT count(*) FROM kv WHERE {_IS_REVERSAL}"
+                counts[name] = int(self._conn.execute(query).fetchone()[0])
+        return counts
+
+    @property
+    def written(self) -> bool:
+        """Whether this connection has changed anything since it was opened."""
+        return self._conn.total_changes > 0
+
+    def backup(self, target: str) -> None:
+        """Copy the database, as one consistent snapshot, into the existing empty ``target``
+        (SQLite's backup API), which the caller fsyncs: nothing here syncs it."""
+        with self._errors(f"back up to {target}"):
+            copy = sqlite3.connect(target, isolation_level=None)
+            try:
+                # A temp file, fsynced once by the caller: no journal, no syncs of its own
+                # (with them a copy cost ~25 ms of start-up here, without them ~2 ms).
+                copy.execute("PRAGMA synchronous=OFF")
+                copy.execute("PRAGMA journal_mode=OFF").fetchone()
+                self._conn.backup(copy)
+                # A file that stands alone: no -wal or -shm beside it when it is read.
+                copy.execute("PRAGMA journal_mode=DELETE").fetchone()
+            finally:
+                copy.close()
+
+    def checkpoint(self) -> None:
+        """Move the WAL's content into the database file, which is then fsynced."""
+        with self._errors("checkpoint"):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
     # -- helpers ----------------------------------------------------------------------
 
     def _get(self, table: str, column: str, key: str) -> str | None:
@@ -201,19 +341,14 @@ class StateDB:
         if isinstance(exc, sqlite3.DatabaseError) and (
             "not a database" in text or "malformed" in text or "corrupt" in text
         ):
-            return StateError(
-                self.path,
-                f"is not a valid SQLite database ({text}). Move it away "
-                f"(mv {self.path} {self.path}.broken) and run again: convergent starts a "
-                "new one, forgetting pending refreshes, generated passwords and key/values",
-            )
+            return StateDamaged(self.path, f"is damaged: not a valid SQLite database ({text})")
         if "locked" in text or "busy" in text:
             return StateError(
                 self.path,
                 f"cannot {action}: {text} (another convergent holds it; "
                 "stop it or use another --state-dir)",
             )
-        return StateError(self.path, f"cannot {action}: {text}")
+        return StateError(self.path, f"cannot {action}: {text}{fs_hint(self.path)}")
 
     def _open_writable(self) -> sqlite3.Connection:
         path = self.path
@@ -271,9 +406,12 @@ class StateDB:
             raise StateError(path, f"{what} (nothing to read under noop)")
         from urllib.parse import quote
 
+        # On a read-only file system nobody can write it, and SQLite could not create the
+        # -shm a WAL reader needs: read it as immutable.
+        options = "?mode=ro&immutable=1" if _read_only_fs(path) else "?mode=ro"
         try:
             return sqlite3.connect(
-                "file://" + quote(os.fsencode(path)) + "?mode=ro",
+                "file://" + quote(os.fsencode(path)) + options,
                 uri=True,
                 timeout=_BUSY_TIMEOUT,
                 isolation_level=None,
@@ -299,6 +437,8 @@ class StateDB:
             if self.readonly:
                 self._empty = True
                 return
+            if names:  # some of our tables, but no version: a creation cannot leave that
+                raise StateDamaged(self.path, "is damaged: its schema table is missing")
             with self._write():
                 for statement in _SCHEMA:
                     self._conn.execute(statement)
@@ -307,17 +447,31 @@ class StateDB:
         with self._errors("read the schema"):
             row = self._conn.execute("SELECT max(version) FROM schema").fetchone()
         version = row[0] if row else None
-        if not isinstance(version, int):
-            raise StateError(
-                self.path,
-                "has no schema version; move it away (convergent starts a new one)",
-            )
+        if not isinstance(version, int) or version < 1:
+            raise StateDamaged(self.path, "is damaged: it has no schema version")
         if version > SCHEMA_VERSION:
             raise StateError(
                 self.path,
                 f"was written by a newer convergent (schema {version}; this one knows "
                 f"{SCHEMA_VERSION}); upgrade or use another --state-dir",
             )
+        self.version = version
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring a file of an older schema up to this one, in one transaction."""
+        with self._write():
+            if version < 2:  # reversal records leave the user's key/values
+                self._conn.execute(_REVERSALS)
+                self._conn.execute(
+                    "INSERT INTO reversals (resource, value) SELECT"
+                    f" substr(key, {len(_REVERSE_PREFIX) + 1}), value FROM kv"
+                    f" WHERE {_IS_REVERSAL}"
+                )
+                self._conn.execute(f"DELETE FROM kv WHERE {_IS_REVERSAL}")
+            self._conn.execute("UPDATE schema SET version = ?", (SCHEMA_VERSION,))
+        self.version = SCHEMA_VERSION
 
 
 def _make_dir(path: str) -> bool:
@@ -330,13 +484,39 @@ def _make_dir(path: str) -> bool:
         os.mkdir(path, _DIR_MODE)
     except FileExistsError:
         if not os.path.isdir(path):
-            raise StateError(path, "exists and is not a directory; move it away") from None
+            raise StateError(
+                path, "exists and is not a directory; move it away", what="state directory"
+            ) from None
         return False
     except OSError as exc:
-        raise StateError(path, f"cannot create the directory: {exc.strerror or exc}") from exc
+        reason = f"{exc.strerror or exc}{fs_hint(path)}"
+        raise StateError(
+            path, f"cannot create the directory: {reason}", what="state directory"
+        ) from exc
     os.chmod(path, _DIR_MODE)  # exactly 0700, whatever the umask
     _fsync_dir(os.path.dirname(path))
     return True
+
+
+def fs_hint(path: str) -> str:
+    """`` (the file system is full: ...)`` when the file system of ``path`` is full or
+    read-only (SQLite names either "disk I/O error"), else nothing."""
+    try:
+        info = os.statvfs(path if os.path.exists(path) else os.path.dirname(path))
+    except OSError:
+        return ""
+    if info.f_flag & os.ST_RDONLY:
+        return " (the file system is read-only: remount it read-write or use another one)"
+    if info.f_bavail == 0 or info.f_favail == 0:
+        return " (the file system is full: free some space)"
+    return ""
+
+
+def _read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _fsync_dir(path: str) -> None:
@@ -353,7 +533,11 @@ STATE_DB = "state.db"  # the state database's file name in the state directory
 
 
 def open_state(state_dir: str, *, readonly: bool) -> StateDB | None:
-    """The state database ``state_dir/state.db``; under noop read only, and only if it exists."""
+    """The state database ``state_dir/state.db``; under noop read only, and only if it exists.
+
+    The database alone: no lock, no damage check, no backup. A run opens its state
+    directory with :func:`convergent.state.statedir.open_state_dir` instead.
+    """
     path = os.path.join(state_dir, STATE_DB)
     if readonly and not os.path.exists(path):
         return None

@@ -17,10 +17,18 @@ A change of a group of resources (autogrouping) is printed as one line per membe
 the member's own ``kind[name]``.
 
 Diffs are coloured (with rich, imported only then) when the stream is a terminal.
+
+Nothing a policy or a command says can forge a line or reach the terminal raw: every
+control character is written escaped (``\\n``, ``\\x1b``, ``\\u202e``; tabs stay), in
+names, summaries, errors, log lines and diffs alike. A text of several lines (an error,
+a diff, a command's output) is split at its newlines and its later lines are indented,
+so a line that starts at the left margin always starts a report. :func:`say` prints a
+message by the same rules (the CLI prints its own errors with it).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import IO, Any
 
@@ -36,9 +44,28 @@ from convergent.engine.report import (
 from convergent.errors import CommandError, ResourceError
 from convergent.resources.base import Change
 
-__all__ = ["TextRenderer", "error_text"]
+__all__ = ["WATCHING", "TextRenderer", "error_text", "escape", "say"]
 
 WATCHING = "converged; watching for changes (Ctrl-C to stop)"
+
+# C0 (but tab), DEL, C1, the line and paragraph separators, the bidirectional controls
+_CONTROL = "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+_control: re.Pattern[str] | None = None  # compiled on first use
+
+
+def escape(text: str) -> str:
+    """``text`` as one line, every control character escaped as Python writes it (tabs stay)."""
+    global _control
+    if text.isprintable():
+        return text
+    if _control is None:
+        _control = re.compile(_CONTROL)
+    return _control.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def say(message: str, file: IO[str] | None = None) -> None:
+    """Print ``message`` (to stderr by default) escaped, later lines indented; flush."""
+    TextRenderer._write(sys.stderr if file is None else file, _prefixed("", message))
 
 
 def error_text(resource: str, error: BaseException) -> str:
@@ -48,14 +75,24 @@ def error_text(resource: str, error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _lines(text: str) -> list[str]:
+    """``text`` split at its newlines only (other separators are escaped, not obeyed)."""
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def _indent(text: str, prefix: str) -> list[str]:
-    return [prefix + line for line in text.splitlines()]
+    return [prefix + line for line in _lines(text)]
 
 
 def _prefixed(prefix: str, text: str) -> list[str]:
     """``prefix`` before the first line of ``text``; later lines indented under it."""
-    first, *rest = text.splitlines() or [""]
-    return [prefix + first, *_indent("\n".join(rest), "    ")]
+    first, *rest = _lines(text) or [""]
+    return [prefix + first, *("    " + line for line in rest)]
 
 
 def _diff_style(line: str) -> str | None:
@@ -198,9 +235,9 @@ class TextRenderer:
             self._console = Console(
                 file=self.out, force_terminal=True, highlight=False, soft_wrap=True
             )
-        for line in diff.splitlines():
+        for line in _lines(diff):
             style = _diff_style(line)
-            self._console.print(Text("    " + line, style=style or ""))
+            self._console.print(Text("    " + escape(line), style=style or ""))
         self.out.flush()
 
     def _line(self, stream: IO[str], line: str) -> None:
@@ -208,5 +245,6 @@ class TextRenderer:
 
     @staticmethod
     def _write(stream: IO[str], lines: list[str]) -> None:
-        stream.write("".join(line + "\n" for line in lines))
+        """Write ``lines``, each escaped (a newline inside one is shown, not obeyed)."""
+        stream.write("".join(escape(line) + "\n" for line in lines))
         stream.flush()

@@ -1,0 +1,452 @@
+"""Running commands for every kind: in their own session, dying with the agent, killed as a
+whole group, their output kept within bounds.
+
+``run(argv, ...)`` starts a command in a new session (its session and process group ids
+are its PID) with ``PR_SET_PDEATHSIG(SIGKILL)`` set in the child before ``exec``, so the
+command dies with the agent, and returns a :class:`Finished`: the exit status (negative:
+killed by that signal) and a :class:`Capture` of stdout and of stderr.
+
+- The command's own exit ends the run. Output still open ``DRAIN`` seconds after it (a
+  process it left in the background holds the pipe) is left to whatever holds it: our ends
+  of the pipes are closed (a later write there gets SIGPIPE) and nothing is waited for,
+  at the end of the run or at interpreter exit.
+- A timeout or a cancellation kills the whole process group (:func:`kill_group`): SIGTERM,
+  ``GRACE`` seconds, SIGKILL, then a wait of at most ``KILL_WAIT`` seconds until no
+  process of the group is left.
+- Capture is bounded: the last ``CAPTURE`` bytes of each stream are kept and the rest is
+  only counted; the lines given to ``log`` are bounded too (the first ``SHOWN`` bytes of
+  each stream), followed by one line saying how much was not shown.
+- With ``children`` (``children_dir(STATE_DIR)``) the running command is recorded there
+  (a file of mode 0600, in a directory of mode 0700; it outlives the agent) right after the
+  spawn and the record is removed when the run is over; :func:`reap_orphans`, run by the
+  next agent on that state directory, kills whatever a killed agent left running.
+
+What is guaranteed and what is not: PR_SET_PDEATHSIG reaches the direct child only (and
+is dropped by the kernel when it executes a set-user-ID program); the processes it started
+outlive a killed agent until the next agent opens the state directory and reaps them
+(under systemd, the unit's cgroup is killed at once). A process that leaves the session
+(``setsid``, a daemon) is no longer the command's and is never killed. The death signal
+follows the thread that spawned the child: call :func:`run` from the event loop's thread,
+which lives as long as the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from convergent.host.children import (
+    DEAD,
+    KILL_WAIT,
+    TOKEN,
+    children_dir,
+    pids,
+    reap_orphans,
+    remove_record,
+    stat,
+    write_record,
+)
+
+if TYPE_CHECKING:
+    import subprocess
+
+__all__ = [
+    "CAPTURE",
+    "DRAIN",
+    "GRACE",
+    "KILL_WAIT",
+    "SHOWN",
+    "Capture",
+    "Finished",
+    "RecordError",
+    "children_dir",
+    "group_alive",
+    "kill_group",
+    "reap_orphans",
+    "run",
+]
+
+CAPTURE = 65536  # bytes kept at the end of stdout and of stderr
+SHOWN = 65536  # bytes of each stream logged line by line
+DRAIN = 0.5  # seconds to read output left in the pipes after the command exited
+GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a process group
+TAIL = 10  # lines of stderr in an error's tail
+TAIL_CHARS = 4096  # at most this many characters of them
+
+_POLL = 0.02  # seconds between checks that a killed group is gone
+_CHUNK = 65536
+_PR_SET_PDEATHSIG = 1
+
+
+class RecordError(Exception):
+    """The running command could not be recorded in the children directory (it was killed)."""
+
+
+class Capture:
+    """The last ``limit`` bytes of a stream; ``total`` counts every byte it had."""
+
+    __slots__ = ("data", "limit", "total")
+
+    def __init__(self, limit: int = CAPTURE) -> None:
+        self.data = bytearray()
+        self.limit = limit
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if len(chunk) >= self.limit:
+            self.data = bytearray(chunk[-self.limit :])
+            return
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+
+    @property
+    def cut(self) -> bool:
+        """True when bytes were dropped from the front."""
+        return self.total > len(self.data)
+
+    def text(self) -> str:
+        data = bytes(self.data)
+        if self.cut:  # do not start in the middle of a UTF-8 character
+            data = data.lstrip(bytes(range(0x80, 0xC0)))
+        return data.decode("utf-8", "replace")
+
+    def tail(self, count: int = TAIL, chars: int = TAIL_CHARS) -> list[str]:
+        """The last ``count`` lines kept (at most ``chars`` characters in all)."""
+        lines = self.text().split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        if self.cut and lines:
+            lines.pop(0)  # begins somewhere inside a line
+        lines = lines[-count:]
+        while lines and sum(len(line) + 1 for line in lines) > chars:
+            if len(lines) == 1:
+                lines[0] = "..." + lines[0][-(chars - 3) :]
+                break
+            lines.pop(0)
+        return lines
+
+
+class Finished:
+    """A command that ended by itself: ``code`` (negative: killed by that signal) and the
+    captured ``stdout`` and ``stderr`` (empty when the output went to /dev/null)."""
+
+    __slots__ = ("code", "stderr", "stdout")
+
+    def __init__(self, code: int, stdout: Capture, stderr: Capture) -> None:
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def size(count: int) -> str:
+    """``count`` bytes, for people: ``512 bytes``, ``64 KiB``, ``190.7 MiB``."""
+    if count < 1024:
+        return f"{count} bytes"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}".replace(".0 ", " ")
+
+
+class _Pipe:
+    """One output pipe, read without blocking: captured, and logged within ``SHOWN`` bytes."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        name: str,
+        capture: Capture,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.prefix = name + ": "
+        self.capture = capture
+        self.log = log
+        self.pending = b""
+        self.shown = 0
+        self.eof: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.loop.remove_reader(self.fd)
+            if not self.eof.done():
+                self.eof.set_result(None)
+            return
+        self.capture.add(chunk)
+        if self.log is not None and self.shown < SHOWN:
+            self._lines(chunk[: SHOWN - self.shown])
+
+    def _lines(self, part: bytes) -> None:
+        self.shown += len(part)
+        *lines, self.pending = (self.pending + part).split(b"\n")
+        for line in lines:
+            self._emit(line)
+        if len(self.pending) > _CHUNK:  # a very long line: log it in pieces
+            self._emit(self.pending)
+            self.pending = b""
+        if self.shown >= SHOWN:
+            if self.pending:
+                self._emit(self.pending)
+                self.pending = b""
+            self._say(f"... (only the first {size(SHOWN)} are shown)")
+
+    def _emit(self, raw: bytes) -> None:
+        assert self.log is not None
+        self.log(self.prefix + raw.decode("utf-8", "replace"))
+
+    def _say(self, text: str) -> None:
+        assert self.log is not None
+        self.log(self.prefix + text)
+
+    def close(self) -> None:
+        """Stop reading (what is in the pipe now is read first) and close our end."""
+        if not self.eof.done():
+            self.loop.remove_reader(self.fd)
+            with contextlib.suppress(OSError):
+                for _ in range(16):  # bounded: a writer left behind may never stop
+                    chunk = os.read(self.fd, _CHUNK)
+                    if not chunk:
+                        break
+                    self.capture.add(chunk)
+                    if self.log is not None and self.shown < SHOWN:
+                        self._lines(chunk[: SHOWN - self.shown])
+            self.eof.cancel()
+        os.close(self.fd)
+        if self.log is None:
+            return
+        if self.pending:
+            self._emit(self.pending)
+            self.pending = b""
+        hidden = self.capture.total - self.shown
+        if hidden > 0:
+            self._say(f"... {size(hidden)} more not shown")
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+    call: Callable[..., int] = prctl
+    return call
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """What the child runs before exec: SIGKILL when the parent dies (already dead: exit)."""
+    prctl = _prctl()
+    kill = int(signal.SIGKILL)
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the agent died before the line above
+            os._exit(1)
+
+    return child
+
+
+def _spawn(
+    argv: Sequence[str], cwd: str | None, env: dict[str, str] | None, output: bool
+) -> tuple[subprocess.Popen[bytes], int | None, int | None]:
+    """Start ``argv`` in a new session; return it and the read ends of its stdout/stderr."""
+    import subprocess
+
+    ends: list[int] = []
+    try:
+        if output:
+            ends += os.pipe2(os.O_CLOEXEC)
+            ends += os.pipe2(os.O_CLOEXEC)
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=ends[1] if output else subprocess.DEVNULL,
+            stderr=ends[3] if output else subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
+        )
+    except BaseException:
+        for fd in ends:
+            os.close(fd)
+        raise
+    if not output:
+        return popen, None, None
+    os.close(ends[1])
+    os.close(ends[3])
+    return popen, ends[0], ends[2]
+
+
+def _exited(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """A future of the exit status of ``popen``, set (and the child reaped) when it exits."""
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError:  # no pidfd (Linux before 5.3): a thread waits
+        return asyncio.ensure_future(loop.run_in_executor(None, popen.wait))
+    done: asyncio.Future[int] = loop.create_future()
+
+    def ready() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        code = popen.wait()
+        if not done.done():
+            done.set_result(code)
+
+    loop.add_reader(pidfd, ready)
+
+    def cancelled(future: asyncio.Future[int]) -> None:
+        if future.cancelled():
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+    done.add_done_callback(cancelled)
+    return done
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    time_limit: float | None = None,
+    output: bool = True,
+    log: Callable[[str], None] | None = None,
+    children: str | None = None,
+    owner: str = "",
+) -> Finished:
+    """Run ``argv`` in a new session until it exits; return its status and output.
+
+    ``env`` is added to the agent's environment. ``output`` False sends stdout and stderr
+    to /dev/null; otherwise both are captured and, with ``log``, logged line by line as
+    they arrive (``stdout: ...``, ``stderr: ...``). ``children``: the directory where the
+    running command is recorded for :func:`reap_orphans` (``owner`` names who ran it).
+
+    Raises OSError when it cannot be started (``filename`` says what was missing),
+    TimeoutError after ``time_limit`` seconds (the group is killed first), RecordError when
+    it cannot be recorded (it is killed first); a cancellation kills the group too.
+    """
+    loop = asyncio.get_running_loop()
+    token = os.urandom(8).hex() if children is not None else None
+    full = None
+    if env or token:
+        full = {**os.environ, **(env or {})}
+        if token is not None:
+            full[TOKEN] = token
+    popen, out_fd, err_fd = _spawn(argv, cwd, full, output)
+    record = None
+    if children is not None and token is not None:
+        try:
+            record = write_record(children, popen.pid, token, owner)
+        except OSError as exc:
+            _kill_now(popen)
+            raise RecordError(
+                f"cannot record the running command in {children}: {exc.strerror or exc}; "
+                "check that the state directory is writable"
+            ) from exc
+    gone = False
+    pipes: list[_Pipe] = []
+    exited = _exited(loop, popen)
+    try:
+        if out_fd is not None and err_fd is not None:
+            stdout, stderr = Capture(), Capture()
+            pipes.append(_Pipe(loop, out_fd, "stdout", stdout, log))
+            pipes.append(_Pipe(loop, err_fd, "stderr", stderr, log))
+            out_fd = err_fd = None
+        else:
+            stdout, stderr = Capture(0), Capture(0)
+        try:
+            async with asyncio.timeout(time_limit):
+                code = await asyncio.shield(exited)
+        except BaseException:  # a timeout or a cancellation (or worse): kill the group
+            gone = await _stop(popen, exited)
+            raise
+        gone = True  # the leader ended by itself: what it left running is its business
+        if pipes:
+            await asyncio.wait([p.eof for p in pipes], timeout=DRAIN)
+    finally:
+        for fd in (out_fd, err_fd):
+            if fd is not None:
+                os.close(fd)
+        for pipe in pipes:
+            pipe.close()
+        if record is not None and gone:
+            remove_record(children, record)
+    return Finished(code, stdout, stderr)
+
+
+async def _stop(popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> bool:
+    """Kill the group of ``popen`` and reap it; True once no process of it is left."""
+    gone = await kill_group(popen.pid)
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        async with asyncio.timeout(KILL_WAIT):
+            await asyncio.shield(exited)
+    return gone and popen.returncode is not None
+
+
+def _kill_now(popen: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the group of ``popen`` at once and reap its leader (bounded)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        popen.wait(timeout=KILL_WAIT)
+
+
+async def kill_group(pgid: int, grace: float = GRACE) -> bool:
+    """SIGTERM process group ``pgid``, SIGKILL what is left after ``grace`` seconds, then
+    wait (at most ``KILL_WAIT`` seconds) until it is gone; True when it is.
+
+    Call it while the group's leader is not reaped yet (a zombie still holds the id), so
+    that the id cannot have been reused by another group.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    if await _until_gone(pgid, grace):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    return await _until_gone(pgid, KILL_WAIT)
+
+
+async def _until_gone(pgid: int, bound: float) -> bool:
+    deadline = time.monotonic() + bound
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_POLL)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` is running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for pid in pids():
+        st = stat(pid)
+        if st is not None and st.pgrp == pgid and st.state not in DEAD:
+            return True
+    return False

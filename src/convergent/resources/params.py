@@ -1,0 +1,120 @@
+"""Parameters from plain data: conversion with the words of a policy, and strings no
+kind may take (a NUL byte). ``base`` re-exports these; kinds need not import this."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, TypeVar
+
+import msgspec
+
+from convergent.errors import ParamError
+
+__all__ = ["convert_params", "param_fields", "reject_nul"]
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def convert_params(params_type: type[S], fields: dict[str, Any]) -> S:
+    """Build a Params struct from plain data; msgspec's error becomes a ParamError.
+
+    The ParamError's ``field`` is the path of the offending value (``mode``, ``cmd[1]``,
+    ``ifnewer.target``; ``[...]`` stands for a mapping key) and its message uses the
+    words a policy author knows: ``expected str or list, got int``, ``must be one of
+    'exists', 'absent', got 'gone'``, ``unknown parameter``, ``required parameter is
+    missing``.
+    """
+    try:
+        return msgspec.convert(fields, params_type, strict=True)
+    except msgspec.ValidationError as exc:
+        import re
+        import types
+
+        text = str(exc)
+        message, sep, where = text.rpartition(" - at `$")
+        if not sep:
+            message, where = text, ""
+        path = where.rstrip("`").removeprefix(".")
+        match = re.fullmatch(r"Object (contains unknown|missing required) field `(.+)`", message)
+        if match:
+            path = f"{path}.{match.group(2)}" if path else match.group(2)
+            if match.group(1) == "contains unknown":
+                message = "unknown parameter"
+            else:
+                message = "required parameter is missing"
+        elif match := re.fullmatch(r"Expected `(.+)`, got `(.+)`", message):
+            words = {"object": "mapping", "array": "list"}
+            expected = " or ".join(words.get(t, t) for t in match.group(1).split(" | "))
+            message = f"expected {expected}, got {words.get(match.group(2), match.group(2))}"
+        elif match := re.fullmatch(r"Invalid enum value (.+)", message):
+            try:
+                hint = typing.get_type_hints(params_type).get(path)
+            except (NameError, TypeError):
+                hint = None
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            allowed = ", ".join(
+                repr(value)
+                for option in (typing.get_args(hint) if union else (hint,))
+                if typing.get_origin(option) is typing.Literal
+                for value in typing.get_args(option)
+            )
+            if allowed:
+                message = f"must be one of {allowed}, got {match.group(1)}"
+            else:
+                message = f"invalid value {match.group(1)}"
+        else:
+            message = message.replace("`", "")
+            message = message[:1].lower() + message[1:]
+        raise ParamError(path or None, message) from exc
+
+
+_NUL = "contains a NUL byte (\\0); remove it"
+
+
+def reject_nul(params: msgspec.Struct) -> None:
+    """Raise ParamError when a string anywhere in ``params`` holds a NUL byte.
+
+    No path, argument, name or environment variable can hold one (the kernel's strings
+    end at it), so it is refused when the resource is built, by ``check`` as by ``run``,
+    instead of failing half way through a run. Every kind gets it: it walks nested
+    structs, lists and mappings (keys and values); the error names the field
+    (``cmd[1]``, ``env.HOME``, ``ifnewer.target``).
+    """
+    try:
+        if b"\\u0000" not in msgspec.json.encode(params):
+            return  # the common case, in C: no NUL anywhere
+    except Exception:  # a type JSON cannot hold: look at every value
+        pass
+    found = _find_nul(params, "")
+    if found is not None:
+        field, message = found
+        raise ParamError(field or None, message)
+
+
+def _find_nul(value: object, path: str) -> tuple[str, str] | None:
+    if isinstance(value, str):
+        return (path, _NUL) if "\0" in value else None
+    if isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            found = _find_nul(getattr(value, name), f"{path}.{name}" if path else name)
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\0" in key:
+                return path, f"a key {_NUL}"
+            plain = isinstance(key, str) and key.isprintable() and not set(key) & set(".[]")
+            found = _find_nul(item, f"{path}.{key}" if plain else f"{path}[...]")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple | set | frozenset):
+        for i, item in enumerate(value):
+            found = _find_nul(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def param_fields(params_type: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The parameter names of a kind (for "did you mean" and the reference docs)."""
+    return params_type.__struct_fields__

@@ -1,0 +1,127 @@
+"""Bad input never exhausts memory: a policy file has a size limit, huge lines are cheap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from convergent.errors import PolicyError
+from convergent.policy import load_policy, load_policy_text
+from convergent.policy.fast import load_plain
+from convergent.policy.loader import MAX_POLICY_BYTES
+
+MIB = 1024 * 1024
+
+
+# The check runs in a grandchild: a child's peak RSS counts the copy of its parent it
+# started as (this test process), a grandchild started by a small Python does not.
+_MEASURE = """
+import resource, subprocess, sys
+done = subprocess.run([sys.executable, "-m", "convergent", "check", sys.argv[1]],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+sys.stderr.buffer.write(done.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
+def _check(policy: Path) -> tuple[int, str, float]:
+    """``convergent check POLICY``: exit code, stderr, the command's peak RSS in MiB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(policy)], capture_output=True, text=True, timeout=120
+    )
+    return done.returncode, done.stderr, int(done.stdout) / 1024  # ru_maxrss is in KiB
+
+
+def test_a_policy_over_the_size_limit_is_refused_with_bounded_memory(tmp_path: Path) -> None:
+    policy = tmp_path / "huge.yaml"
+    policy.write_text('resources:\n  - file: /srv/a\n    content: "' + "x" * (30 * MIB) + '"\n')
+    code, err, peak = _check(policy)
+    assert code == 2
+    assert err == (
+        f"{policy}:1:1: the policy is {policy.stat().st_size:,} bytes, over the limit of "
+        f"{MAX_POLICY_BYTES:,} bytes (16 MiB); split it into smaller policies, or move large "
+        "contents into files that 'source:' copies\n"
+    )
+    assert peak < 60, f"checking a refused policy took {peak:.0f} MiB"
+
+
+def test_a_policy_just_under_the_size_limit_with_huge_lines_loads_with_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    head = 'resources:\n  - file: /srv/a\n    content: "' + "x" * MIB + '"\n'
+    padding = MAX_POLICY_BYTES - len(head) - 100
+    policy = tmp_path / "big.yaml"
+    policy.write_text(head + "# " + "y" * padding + "\n  - noop: done\n")
+    assert policy.stat().st_size < MAX_POLICY_BYTES
+    code, err, peak = _check(policy)
+    assert (code, err) == (0, "")
+    assert peak < 300, f"checking a 16 MiB policy took {peak:.0f} MiB"
+
+
+def test_a_policy_just_under_the_size_limit_with_one_huge_value_loads(tmp_path: Path) -> None:
+    policy = tmp_path / "value.yaml"
+    value = "z" * (MAX_POLICY_BYTES - 60)
+    policy.write_text("resources:\n  - file: /srv/a\n    content: '" + value + "'\n")
+    assert policy.stat().st_size <= MAX_POLICY_BYTES
+    code, err, peak = _check(policy)
+    assert (code, err) == (0, "")
+    assert peak < 300, f"checking a 16 MiB value took {peak:.0f} MiB"
+
+
+def test_the_size_limit_applies_to_a_file_that_grows_while_read(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("resources:\n  - noop: a\n" + "# padding\n" * 10)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy, max_bytes=50)
+    assert "over the limit of 50 bytes" in str(caught.value)
+    assert load_policy(policy, max_bytes=policy.stat().st_size).vertices
+
+
+def test_the_size_limit_applies_to_policy_text() -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text("resources: []\n" + " " * 100, "t.yaml", max_bytes=100)
+    assert str(caught.value) == (
+        "t.yaml:1:1: the policy is 114 characters, over the limit of 100 characters; "
+        "split it into smaller policies, or move large contents into "
+        "files that 'source:' copies"
+    )
+
+
+def test_the_fast_path_runs_no_regex_over_a_long_line() -> None:
+    text = 'resources:\n  - file: /srv/a\n    content: "' + "x" * 5000 + '"\n'
+    assert load_plain(text) is None  # left to libyaml, whose memory does not grow with it
+    assert load_policy_text(text)["file[/srv/a]"].params.content == "x" * 5000
+
+
+def test_problems_about_a_resource_with_a_huge_name_stay_small() -> None:
+    name = "n" * 100_000
+    text = "resources:\n  - noop: " + name + "\n" + "".join(f"    p{i}: 1\n" for i in range(2000))
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(text, "site.yaml")
+    problems = caught.value.problems
+    assert len(problems) == 2000
+    assert max(len(str(problem)) for problem in problems) < 400  # not a copy of the name each
+    assert str(problems[0]).startswith("site.yaml:3:5: noop[nnn")
+    assert str(problems[0]).endswith("...: unknown parameter 'p0'; noop takes: none")
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_with_no_writer_as_the_policy_does_not_hang_the_check(tmp_path: Path) -> None:
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    code, err, _ = _check(fifo)
+    assert code == 2
+    assert err.startswith(f"{fifo}:1:1: the policy is empty")
+
+
+def test_a_directory_as_the_policy_is_refused(tmp_path: Path) -> None:
+    code, err, _ = _check(tmp_path)
+    assert (code, err) == (
+        2,
+        f"convergent: {tmp_path}: is a directory; give the path of a policy file\n",
+    )

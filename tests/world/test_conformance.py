@@ -1,0 +1,208 @@
+"""What every World backend guarantees (``convergent.world.base``), run against each one.
+
+A backend is a :class:`Backend`: how to open its world inside the running loop, and a
+second writer onto the same world. The etcd backend joins by adding one to ``BACKENDS``;
+nothing here assumes that callbacks come before a write returns (the local world's) or
+after (etcd's): every wait is on a queue, with a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convergent.state import StateDB
+from convergent.world.base import World
+from convergent.world.local import LocalWorld
+
+BOUND = 5.0  # seconds any wait for a callback may take
+
+# (world, another writer onto the same world)
+Opener = Callable[[], AbstractAsyncContextManager[tuple[World, World]]]
+
+
+def _local_db(tmp_path: Path) -> Opener:
+    @asynccontextmanager
+    async def open_world() -> AsyncIterator[tuple[World, World]]:
+        with StateDB(tmp_path / "state" / "state.db") as db:
+            world = LocalWorld(db)
+            yield world, world  # the other writers of a local world are in this run
+
+    return open_world
+
+
+def _local_memory(tmp_path: Path) -> Opener:
+    @asynccontextmanager
+    async def open_world() -> AsyncIterator[tuple[World, World]]:
+        world = LocalWorld()
+        yield world, world
+
+    return open_world
+
+
+BACKENDS: dict[str, Callable[[Path], Opener]] = {
+    "local-db": _local_db,
+    "local-memory": _local_memory,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return BACKENDS[request.param](tmp_path)
+
+
+def run(opener: Opener, body: Callable[[World, World], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with opener() as (world, other):
+            await asyncio.wait_for(body(world, other), BOUND * 4)
+
+    asyncio.run(main())
+
+
+class Seen:
+    """A watch callback that queues what it is told."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+
+    def __call__(self, key: str, value: str | None) -> None:
+        self.queue.put_nowait((key, value))
+
+    async def next(self) -> tuple[str, str | None]:
+        return await asyncio.wait_for(self.queue.get(), BOUND)
+
+    async def until(self, wanted: tuple[str, str | None]) -> list[tuple[str, str | None]]:
+        """Everything seen up to and including ``wanted`` (a write may be told twice)."""
+        got = [await self.next()]
+        while got[-1] != wanted:
+            got.append(await self.next())
+        return got
+
+
+def test_a_key_reads_back_what_was_last_written(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        assert await world.get("app/port") is None
+        await world.set("app/port", "8080")
+        assert await world.get("app/port") == "8080"
+        await other.set("app/port", "9090")
+        assert await world.get("app/port") == "9090"
+        await world.set("app/name", "naïve\nline two")
+        assert await world.get("app/name") == "naïve\nline two"
+        assert await world.get("app") is None  # a prefix is not a key
+
+    run(opener, body)
+
+
+def test_delete_removes_the_key_and_deleting_a_missing_key_is_fine(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        await world.set("k", "v")
+        await other.delete("k")
+        assert await world.get("k") is None
+        await world.delete("k")
+        await world.delete("never-written")
+        assert await world.get("never-written") is None
+
+    run(opener, body)
+
+
+def test_a_watch_sees_every_write_of_its_key_by_any_writer_in_order(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        seen = Seen()
+        unsubscribe = await world.watch("db/host", seen)
+        try:
+            await other.set("db/host", "a")
+            await world.set("db/hostname", "not this key")
+            await other.set("db/host", "b")
+            await other.delete("db/host")
+            assert await seen.until(("db/host", None)) == [
+                ("db/host", "a"),
+                ("db/host", "b"),
+                ("db/host", None),
+            ]
+        finally:
+            unsubscribe()
+
+    run(opener, body)
+
+
+def test_a_prefix_watch_sees_every_key_under_it_and_nothing_else(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        seen = Seen()
+        unsubscribe = await world.watch("app/", seen, prefix=True)
+        try:
+            await other.set("application", "outside the prefix")
+            await other.set("app/port", "80")
+            await world.set("app/name", "web")
+            await other.delete("app/port")
+            got = await seen.until(("app/port", None))
+            assert [x for x in got if x[0] != "application"] == got
+            assert got == [("app/port", "80"), ("app/name", "web"), ("app/port", None)]
+        finally:
+            unsubscribe()
+
+    run(opener, body)
+
+
+def test_after_unsubscribe_a_watch_is_never_called_again(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        stopped, still = Seen(), Seen()
+        unsubscribe = await world.watch("k", stopped)
+        keep = await world.watch("k", still)
+        try:
+            await other.set("k", "1")
+            assert await stopped.next() == ("k", "1")
+            unsubscribe()
+            unsubscribe()  # twice: nothing happens
+            await other.set("k", "2")
+            await still.until(("k", "2"))  # the write was told to the watch that stayed
+            assert stopped.queue.empty()
+        finally:
+            keep()
+
+    run(opener, body)
+
+
+def test_a_callback_that_raises_never_fails_the_writer(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+
+        def broken(key: str, value: str | None) -> None:
+            raise RuntimeError("watcher bug")
+
+        seen = Seen()
+        stop_broken = await world.watch("k", broken)
+        stop_seen = await world.watch("k", seen)
+        try:
+            await other.set("k", "v")  # does not raise
+            assert await seen.next() == ("k", "v")  # the other watch is still told
+            assert await world.get("k") == "v"
+        finally:
+            stop_broken()
+            stop_seen()
+        assert [type(c.get("exception")) for c in reported] == [RuntimeError]
+
+    run(opener, body)
+
+
+# -- the local world only -----------------------------------------------------------------
+
+
+def test_the_local_world_keeps_its_values_in_the_state_database(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "state.db"
+
+    async def write() -> None:
+        with StateDB(path) as db:
+            await LocalWorld(db).set("greeting", "hello")
+
+    asyncio.run(write())
+    with StateDB(path, readonly=True) as db:
+        assert db.get_kv("greeting") == "hello"
+        assert LocalWorld(db).durable
+    assert not LocalWorld().durable
