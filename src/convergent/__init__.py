@@ -31,7 +31,8 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 What a run reports (a reporter is any callable taking one ``Report``):
 
 - ``Changed``: a resource changed something.
-- ``WouldChange``: under noop, what a resource would change.
+- ``WouldChange``: under noop, what a resource would change, as a ``ChangeText``
+  (summary, diff, members: a ``Change`` as plain data).
 - ``Failed``: a resource failed, and its error.
 - ``Blocked``: a resource was not checked because one it depends on failed.
 - ``Log``: a line a resource says while it works (a command's output).
@@ -70,6 +71,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Blocked",
     "Change",
+    "ChangeText",
     "Changed",
     "CommandError",
     "Context",
@@ -111,6 +113,7 @@ _LAZY = {
     "arun": "convergent.api",
     "run": "convergent.api",
     "Blocked": "convergent.engine.report",
+    "ChangeText": "convergent.engine.report",
     "Changed": "convergent.engine.report",
     "Converged": "convergent.engine.report",
     "Failed": "convergent.engine.report",
@@ -150,6 +153,7 @@ if TYPE_CHECKING:
     from convergent.engine.report import (
         Blocked,
         Changed,
+        ChangeText,
         Converged,
         Failed,
         Log,
