@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from convergent.engine.report import Changed, Failed, Report, WouldChange
+from convergent.engine.report import Changed, ChangeText, Failed, Report, WouldChange
 from convergent.errors import GraphError, as_resource_error
 from convergent.graph.autogroup import GreedyGrouper
 from convergent.graph.core import Graph
@@ -303,19 +303,19 @@ async def reverse(
             if isinstance(resource, PlansReverse):
                 planned = resource.plan_reverse(ctx)
                 if planned is not None:
-                    report(WouldChange(rid, Change(f"would reverse: {planned}")))
+                    report(WouldChange(rid, ChangeText(f"would reverse: {planned}")))
             else:
-                report(WouldChange(rid, Change("would reverse")))
+                report(WouldChange(rid, ChangeText("would reverse")))
             return False
         start = time.perf_counter()
         summary = await resource.reverse(ctx)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        report(Failed(rid, as_resource_error(rid, exc, "reverse: ")))
+        report(Failed.of(rid, as_resource_error(rid, exc, "reverse: ")))
         return False
     if summary is None:
         return False
     text = f"reversed: {summary}"
-    report(Changed(rid, text, Change(text), time.perf_counter() - start))
+    report(Changed.of(rid, text, Change(text), time.perf_counter() - start))
     return True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from convergent.engine.report import Changed, Failed, Log, Report, WouldChange
+from convergent.engine.report import Changed, ChangeText, Failed, Log, Report, WouldChange
 from convergent.errors import CommandError, ResourceError
 from convergent.resources.base import Change
 
@@ -93,7 +93,7 @@ class _HiddenChange(Change):
     def __init__(
         self,
         summary: str,
-        original: Change | None,
+        original: Change | ChangeText | None,
         secrets: Secrets,
         note: str | None,
         members: dict[str, Change] | None,
@@ -117,7 +117,10 @@ class _HiddenChange(Change):
 
 
 def _hide_change(
-    resource: str, change: Change, secrets: Secrets, held: Mapping[str, tuple[str, ...]]
+    resource: str,
+    change: Change | ChangeText,
+    secrets: Secrets,
+    held: Mapping[str, tuple[str, ...]],
 ) -> Change:
     members = None
     if change.members is not None:
@@ -172,14 +175,14 @@ def hide_report(report: Report, secrets: Secrets, held: Mapping[str, tuple[str, 
     hide = secrets.hide_fragments if resource is not None and held.get(resource) else secrets.hide
     if isinstance(report, Changed):
         change = _hide_change(report.resource, report.change, secrets, held)
-        return Changed(report.resource, hide(report.summary), change, report.seconds)
+        return Changed.of(report.resource, hide(report.summary), change, report.seconds)
     if isinstance(report, WouldChange):
         if report.change is None:
             return report
         change = _hide_change(report.resource, report.change, secrets, held)
-        return WouldChange(report.resource, change, report.refreshes)
+        return WouldChange(report.resource, ChangeText.of(change), report.refreshes)
     if isinstance(report, Log):
         return Log(report.resource, hide(report.message))
     if isinstance(report, Failed):
-        return Failed(report.resource, _hide_error(report.resource, report.error, secrets))
+        return Failed.of(report.resource, _hide_error(report.resource, report.error, secrets))
     return report

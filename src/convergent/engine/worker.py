@@ -18,8 +18,22 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
-from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
-from convergent.engine.report import Blocked, Changed, Failed, Log, Report, WouldChange
+from convergent.engine.meta import (
+    WATCH_FAILED,
+    TokenBucket,
+    retry_delay,
+    retry_text,
+    seconds_text,
+)
+from convergent.engine.report import (
+    Blocked,
+    Changed,
+    ChangeText,
+    Failed,
+    Log,
+    Report,
+    WouldChange,
+)
 from convergent.errors import ParamError, ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
@@ -33,43 +47,31 @@ __all__ = ["Runtime", "Worker"]
 
 
 class Runtime(Protocol):
-    """What a worker needs from the engine that runs it (the engine implements it)."""
+    """What a worker needs from the engine that runs it (the engine implements it):
 
-    noop: bool  # --noop: check only
+    ``spawn`` a task in the run's task group (None once the run is over); ``shared``:
+    ``Context.shared``; ``report`` (secrets hidden); ``state_changed`` (convergence
+    counting); ``mark_changed``: the worker changed something in this run; ``output``
+    of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
+    ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
+    receivers it owes nothing after all), ``forget_refreshes`` once handled;
+    ``before_apply``: ``meta.reverse``'s record.
+    """
+
+    noop: bool
     state: StateDB | None
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
-        """Run ``coro`` in the run's task group; None (``coro`` closed) once it is over."""
-
-    def shared(self, factory: Callable[[], Any]) -> Any:
-        """``Context.shared``: one instance of ``factory()`` per run."""
-
-    def report(self, report: Report) -> None:
-        """Pass ``report`` on (secrets hidden)."""
-
-    def state_changed(self, old: State, new: State) -> None:
-        """A vertex's state changed (convergence counting)."""
-
-    def mark_changed(self, worker: Worker) -> None:
-        """``worker`` changed something in this run."""
-
-    def output(self, binding: Binding) -> Any:
-        """The current value of a received output (MISSING when there is none yet)."""
-
-    def sent(self, worker: Worker) -> None:
-        """A pass of a sender ended: its receivers may have a new value."""
-
-    def intend_refreshes(self, worker: Worker, receivers: Collection[Worker]) -> Any:
-        """Write down, before a change, the refreshes ``worker`` will owe ``receivers``."""
-
-    def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None:
-        """The pass of an intent is over (``withdraw``: receivers it owes nothing after all)."""
-
-    def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None:
-        """``worker`` handled the refreshes of ``senders``."""
-
-    def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None:
-        """``meta.reverse``: let the kind record how to undo ``change``."""
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
+    def shared(self, factory: Callable[[], Any]) -> Any: ...
+    def report(self, report: Report) -> None: ...
+    def state_changed(self, old: State, new: State) -> None: ...
+    def mark_changed(self, worker: Worker) -> None: ...
+    def output(self, binding: Binding) -> Any: ...
+    def sent(self, worker: Worker) -> None: ...
+    def intend_refreshes(self, worker: Worker, receivers: Collection[Worker]) -> Any: ...
+    def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None: ...
+    def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None: ...
+    def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
 
 
 class Worker:
@@ -346,12 +348,12 @@ class Worker:
         self.tries += 1
         retry = self.meta.retry
         if retry != -1 and self.tries > retry:
-            self.runtime.report(Failed(rid, error))
+            self.runtime.report(Failed.of(rid, error))
             # An event during the failed pass owes one more try: not settled yet.
             self._set_state(State.WAITING if self.dirty else State.FAILED)
             return
         delay = retry_delay(self.meta, self.tries)
-        self.runtime.report(Log(rid, _retry_text("retry", self.tries, retry, delay, error)))
+        self.runtime.report(Log(rid, retry_text("retry", self.tries, retry, delay, error.message)))
         self._set_state(State.RETRYING)
         await asyncio.sleep(delay)
         self.dirty = True
@@ -387,7 +389,7 @@ class Worker:
             self.refresh_from.clear()
             notifies = tuple(w.resource.id for w, notify in self.downstream if notify)
             if change is not None:
-                engine.report(WouldChange(res.id, change, notifies))
+                engine.report(WouldChange(res.id, ChangeText.of(change), notifies))
             if refresh and isinstance(res, Refreshable):
                 engine.report(
                     Log(res.id, f"would refresh (notified by {', '.join(sorted(refresh))})")
@@ -406,7 +408,9 @@ class Worker:
                 start = time.perf_counter()
                 summary = await res.apply(ctx, change)
                 engine.report(
-                    Changed(res.id, summary or change.summary, change, time.perf_counter() - start)
+                    Changed.of(
+                        res.id, summary or change.summary, change, time.perf_counter() - start
+                    )
                 )
                 changed = True
             elif refresh and isinstance(res, Refreshable):
@@ -415,7 +419,9 @@ class Worker:
                 start = time.perf_counter()
                 summary = await res.refresh(ctx)
                 if summary is not None:
-                    engine.report(Changed(res.id, summary, _REFRESH, time.perf_counter() - start))
+                    engine.report(
+                        Changed.of(res.id, summary, _REFRESH, time.perf_counter() - start)
+                    )
                     changed = True
             ok = True
         finally:
@@ -511,7 +517,7 @@ class Worker:
             )
         except Exception as exc:
             self.ready = False  # it may have called ready() before it failed
-            return as_resource_error(rid, exc, _WATCH_FAILED)
+            return as_resource_error(rid, exc, WATCH_FAILED)
         self.unsubscribe = unsubscribe
         if not self.ready:
             self.release()
@@ -534,7 +540,7 @@ class Worker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = as_resource_error(rid, exc, _WATCH_FAILED)
+                    error = as_resource_error(rid, exc, WATCH_FAILED)
                 else:
                     if self.ready:
                         return
@@ -545,12 +551,12 @@ class Worker:
             retry = self.meta.retry
             if retry != -1 and self.watch_tries > retry:
                 self.watch_failed = True
-                self.runtime.report(Failed(rid, error))
+                self.runtime.report(Failed.of(rid, error))
                 self.wake.set()
                 return
             delay = retry_delay(self.meta, self.watch_tries)
             self.runtime.report(
-                Log(rid, _retry_text("watch retry", self.watch_tries, retry, delay, error))
+                Log(rid, retry_text("watch retry", self.watch_tries, retry, delay, error.message))
             )
             self.wake.set()
             await asyncio.sleep(delay)
@@ -565,7 +571,6 @@ class Worker:
 
 
 _REFRESH = Change("refreshed")
-_WATCH_FAILED = "watch failed: "
 
 # How a kind watches, by class: a ``watch`` task, ``subscribe`` (no task), or nothing to
 # watch (the default watch: ready at once, no task).
@@ -584,10 +589,3 @@ def _watch_kind(kind: type[Resource[Any]]) -> str:
             how = _TASK
         _WATCH_KINDS[kind] = how
     return how
-
-
-def _retry_text(what: str, tries: int, retry: int, delay: float, error: ResourceError) -> str:
-    """``retry 2/5 in 0.5 s: exited with 1`` (``2/forever`` with ``retry: -1``)."""
-    limit = "forever" if retry == -1 else str(retry)
-    text = error.message.removeprefix(_WATCH_FAILED)
-    return f"{what} {tries}/{limit} in {seconds_text(delay)} s: {text}"
