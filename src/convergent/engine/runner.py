@@ -32,9 +32,10 @@ from convergent.resources.recv import Binding
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
 
-__all__ = ["Engine", "run_graph"]
+__all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
 S = TypeVar("S")
+CLOSE_TIMEOUT = 5.0  # seconds a shared service's aclose() may take at the end of a run
 
 
 def _ignore(report: Report) -> None:
@@ -227,8 +228,9 @@ class Engine:
         )
 
     async def _close_services(self) -> None:
-        """Close every ``ctx.shared`` service: await its ``aclose()`` if it has one, else
-        call its ``close()``. A failure to close is not the run's failure."""
+        """Close every ``ctx.shared`` service, in the order they were made: await its
+        ``aclose()`` if it has one (for at most ``CLOSE_TIMEOUT`` seconds), else call its
+        ``close()``. A failure to close is not the run's failure."""
         services = list(self._services.values())
         self._services.clear()
         for service in services:
@@ -237,7 +239,8 @@ class Engine:
                 if aclose is not None:
                     closing = aclose()
                     if inspect.isawaitable(closing):
-                        await closing
+                        async with asyncio.timeout(CLOSE_TIMEOUT):
+                            await closing
                     continue
                 close = getattr(service, "close", None)
                 if close is not None:
