@@ -432,7 +432,7 @@ class Worker:
                     else [w.resource.id for w in notified if res.id not in w.refresh_from]
                 )
                 engine.end_refreshes(intent, withdraw)
-            if not ok and notified:  # at least once: a failed pass may have changed it
+            if not ok and intent is not None:  # at least once: it may have changed part
                 for child in notified:
                     child.notify(res.id)
                     child.poke()
