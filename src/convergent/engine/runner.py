@@ -1,5 +1,12 @@
-"""The engine: one worker task per vertex under one TaskGroup, convergence, shutdown,
-send/recv between workers and the live graph changeover (:meth:`Engine.swap`)."""
+"""The engine: one worker task per vertex under one TaskGroup, the run and its end, and
+the live graph changeover (:meth:`Engine.swap`).
+
+It implements the :class:`~convergent.engine.worker.Runtime` its workers talk to and
+hands the work to its parts: :mod:`~convergent.engine.convergence` (counting),
+:mod:`~convergent.engine.exchange` (send/recv, secrets), :mod:`~convergent.engine.refreshes`
+(pending refreshes in the state database), :mod:`~convergent.engine.changeover` (plans,
+the diff of a swap, wiring, reversal).
+"""
 
 from __future__ import annotations
 

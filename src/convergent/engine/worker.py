@@ -8,6 +8,10 @@ A receiver (``recv``) gets its received values put into its parameters just befo
 check; a sender tells the engine after each pass, which pokes the receivers whose value
 changed. A worker can be stopped (the live graph changeover): its tasks are cancelled
 and it never changes state again.
+
+The worker knows the engine only as a :class:`Runtime` (the engine implements it; this
+module imports no engine module above it), and the engine changes a worker only through
+its methods (``link``, ``bind``, ``owe``, ``nudge``, ``poke``, ``notify``).
 """
 
 from __future__ import annotations
