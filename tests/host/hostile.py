@@ -127,8 +127,9 @@ class Hostile:
         else:
             os.kill(self.pid, signal.SIGKILL)
         os.close(self._out_r)
-        os.waitpid(self.pid, 0)
-        payload = json.loads(b"".join(chunks) or b'{"error": "the hostile user gave no result"}')
+        _, status = os.waitpid(self.pid, 0)
+        gone = f'{{"error": "the hostile user gave no result (wait status {status})"}}'
+        payload = json.loads(b"".join(chunks) or gone.encode())
         if "error" in payload and raise_error:
             raise AssertionError(f"the hostile user failed:\n{payload['error']}")
         self.result = payload.get("ok")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from convergent.resources.base import Context
 from convergent.host.atomic import Commits as _Commits
+from convergent.resources.base import Context
 from convergent.resources.file import File, FileChange
 
 TIMEOUT = 5.0

@@ -270,9 +270,8 @@ class File(Resource[FileParams], kind="file"):
             if kind == stat.S_IFLNK and wanted is None:
                 raise ResourceError(
                     self.id,
-                    f"{path} is a symlink (to {os.readlink(at.name, dir_fd=at.fd)}); a file "
-                    "without content or source never replaces one: remove the link, or give "
-                    "content or source",
+                    f"{path} is a symlink; a file without content or source never replaces "
+                    "it (nor follows it): remove the link, or give content or source",
                 )
             if kind != stat.S_IFLNK and not self.params.force:
                 raise ResourceError(
