@@ -48,6 +48,7 @@ __all__ = [
     "make_directory",
     "open_node",
     "read_all",
+    "read_if_regular",
     "read_regular",
     "remove",
     "set_meta",
@@ -319,6 +320,10 @@ def lstat(at: At) -> os.stat_result | None:
         return None
 
 
+_ACCEPT = {None: (stat.S_IFREG, stat.S_IFDIR), True: (stat.S_IFDIR,), False: (stat.S_IFREG,)}
+_EXPECT = {None: "a file or directory", True: "a directory", False: "a regular file"}
+
+
 def open_node(at: At, *, directory: bool | None = None) -> tuple[int, os.stat_result]:
     """Open the final component without following or blocking, and ``fstat`` it.
 
@@ -336,16 +341,34 @@ def open_node(at: At, *, directory: bool | None = None) -> tuple[int, os.stat_re
             raise PathRefused(errno.ENXIO, f"{at.path} is a socket; remove it") from None
         raise
     st = os.fstat(fd)
-    kind = stat.S_IFMT(st.st_mode)
-    wanted = {None: (stat.S_IFREG, stat.S_IFDIR), True: (stat.S_IFDIR,), False: (stat.S_IFREG,)}
-    if kind not in wanted[directory]:
+    if stat.S_IFMT(st.st_mode) not in _ACCEPT[directory]:
         os.close(fd)
-        expected = {None: "a file or directory", True: "a directory", False: "a regular file"}
         raise PathRefused(
             errno.EPERM,
-            f"{at.path} is a {kind_name(st.st_mode)}, not {expected[directory]}",
+            f"{at.path} is a {kind_name(st.st_mode)}, not {_EXPECT[directory]}",
         )
     return fd, st
+
+
+def read_if_regular(at: At) -> tuple[bytes | None, os.stat_result | None]:
+    """The bytes and stat of the final component if it is a regular file; otherwise
+    None and its own stat (None when nothing is there). Opened like :func:`open_node`:
+    a FIFO or device is never read, a symlink never followed."""
+    try:
+        fd = os.open(at.name, _OPEN, dir_fd=at.fd)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            return None, lstat(at)
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, st
+        return read_all(fd, st.st_size), st
+    finally:
+        os.close(fd)
 
 
 def read_all(fd: int, size: int) -> bytes:

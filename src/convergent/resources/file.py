@@ -244,11 +244,15 @@ class File(Resource[FileParams], kind="file"):
                 "or manage it with state: directory",
             ) from None
         with at:
-            st = fs.lstat(at)
+            old: bytes | None = None
+            if state == "exists" and (self._data is not None or self._source is not None):
+                old, st = fs.read_if_regular(at)  # one open: a regular file is read at once
+            else:
+                st = fs.lstat(at)
             if st is None:
                 return None if state == "absent" else self._plan_missing()
             if state == "exists":
-                return self._plan_file(at, st)
+                return self._plan_file(st, old)
             if state == "directory":
                 return self._plan_directory(st)
             return self._plan_absent(at, st)
@@ -261,7 +265,7 @@ class File(Resource[FileParams], kind="file"):
         change = FileChange("created", None, "write", data, self._mode, uid, gid)
         return change.diff_later(self._path, b"", data, created=True) if data else change
 
-    def _plan_file(self, at: fs.At, st: os.stat_result) -> FileChange | None:
+    def _plan_file(self, st: os.stat_result, old: bytes | None) -> FileChange | None:
         path = self._path
         kind = stat.S_IFMT(st.st_mode)
         wanted = self._wanted() if self._data is not None or self._source is not None else None
@@ -287,11 +291,8 @@ class File(Resource[FileParams], kind="file"):
             )
             return change.diff_later(path, b"", data, created=True) if data else change
         parts: list[str] = []
-        old = b""
-        if wanted is not None:
-            old, st = fs.read_regular(at)
-            if old != wanted:
-                parts.append("content changed")
+        if wanted is not None and old != wanted:
+            parts.append("content changed")
         mode, uid, gid = self._meta(st, parts)
         if not parts:
             return None
@@ -306,7 +307,7 @@ class File(Resource[FileParams], kind="file"):
                 stat.S_IMODE(st.st_mode) if mode is None else mode,
                 st.st_uid if uid == -1 else uid,
                 st.st_gid if gid == -1 else gid,
-            ).diff_later(path, old, wanted, created=False)
+            ).diff_later(path, old or b"", wanted, created=False)
         return FileChange(summary, None, "meta", b"", mode, uid, gid)
 
     def _plan_directory(self, st: os.stat_result) -> FileChange | None:
