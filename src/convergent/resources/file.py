@@ -55,9 +55,9 @@ class FileParams(Params, frozen=True):
     source: absolute path of a local file whose bytes are copied (exclusive with content)
     state: exists (a regular file), absent, or directory
     mode: permission bits as an octal string of 3 or 4 digits, like "0644" or "644"
-    owner: user name or numeric uid (default: left as it is; new files belong to the agent)
-    group: group name or numeric gid (default: left as it is)
-    force: replace a directory by a file (or anything by a directory), remove non-empty dirs
+    owner: user name or numeric uid, 0-4294967294 (default: left as it is; new files: the agent's)
+    group: group name or numeric gid 0-4294967294 (default: left as it is)
+    force: replace a dir or fifo/socket/device by a file, anything by a dir; remove non-empty dirs
     """
 
     path: str | None = None
