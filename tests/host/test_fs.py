@@ -169,3 +169,14 @@ def test_open_node_accepts_only_the_kind_asked_for(tmp_path: Path) -> None:
         assert stat.S_ISDIR(st.st_mode)
         with pytest.raises(fs.PathRefused, match="is a directory, not a regular file"):
             fs.open_node(at, directory=False)
+
+
+@needs_root
+def test_missing_parents_inside_a_users_directory_are_created_as_theirs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _mine(home)
+    with fs.locate(str(home / ".config" / "app" / "conf"), create=True) as at:
+        assert at.dir == str(home / ".config" / "app")
+    for made in (home / ".config", home / ".config" / "app"):
+        assert (made.stat().st_uid, made.stat().st_gid) == (NOBODY, NOBODY)

@@ -32,7 +32,6 @@ Rules (the security model in the README):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -199,8 +198,7 @@ def _walk(path: str, *, create: bool, follow: bool) -> tuple[int, os.stat_result
                     raise FileNotFoundError(
                         errno.ENOENT, "No such file or directory", here
                     ) from None
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(name, 0o777, dir_fd=fd)
+                _mkdir(fd, name, st)
                 child = os.open(name, _NODE, dir_fd=fd)
             cst = os.fstat(child)
             _check(came_from, came_path, cst, here or "/")
@@ -235,6 +233,23 @@ def _walk(path: str, *, create: bool, follow: bool) -> tuple[int, os.stat_result
     except BaseException:
         os.close(fd)
         raise
+
+
+def _mkdir(fd: int, name: str, parent: os.stat_result) -> None:
+    """A missing directory on the way (0777 & ~umask, like ``mkdir -p``). Inside a
+    user's directory it is given to that user, as they would have made it themselves
+    (and as the walk's owner rule then expects)."""
+    try:
+        os.mkdir(name, 0o777, dir_fd=fd)
+    except FileExistsError:
+        return
+    if parent.st_uid == 0:
+        return
+    made = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    try:
+        os.fchown(made, parent.st_uid, parent.st_gid)
+    finally:
+        os.close(made)
 
 
 def _check(a: os.stat_result, a_path: str, b: os.stat_result, b_path: str) -> None:
