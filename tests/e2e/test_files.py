@@ -81,7 +81,9 @@ def _kill_on(proc: subprocess.Popen[bytes], events: Events, prefix: str, mask: i
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("event", [IN_CREATE, IN_MODIFY, IN_CLOSE_WRITE])
+@pytest.mark.parametrize(
+    "event", [IN_CREATE, IN_MODIFY, IN_CLOSE_WRITE], ids=["create", "modify", "close"]
+)
 def test_kill_during_50mb_write_never_tears_the_target(tmp_path: Path, event: int) -> None:
     work = tmp_path / "work"
     work.mkdir()

@@ -180,3 +180,11 @@ def test_missing_parents_inside_a_users_directory_are_created_as_theirs(tmp_path
         assert at.dir == str(home / ".config" / "app")
     for made in (home / ".config", home / ".config" / "app"):
         assert (made.stat().st_uid, made.stat().st_gid) == (NOBODY, NOBODY)
+
+
+def test_the_root_directory_itself_can_be_located_and_opened() -> None:
+    with fs.locate("/") as at:
+        assert at.path == "/"
+        fd, st = fs.open_node(at, directory=True)
+        os.close(fd)
+        assert st.st_ino == os.stat("/").st_ino

@@ -106,7 +106,7 @@ class At:
 
     @property
     def path(self) -> str:
-        return f"{self.dir.rstrip('/')}/{self.name}"
+        return self.dir if self.name == "." else f"{self.dir.rstrip('/')}/{self.name}"
 
     def take(self) -> At:
         """A new owner of the descriptor; this one no longer closes it."""
@@ -138,6 +138,10 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
     NotADirectoryError naming the component, or :class:`PathRefused`.
     """
     head, _, name = path.rpartition("/")
+    if not name:  # "/" itself: "." in the root directory
+        fd = os.open("/", _DIR)
+        st = os.fstat(fd)
+        return At(fd, ".", "/", (st.st_dev, st.st_ino))
     parent = head or "/"
     known = _known.get(parent)
     if known is not None:

@@ -503,9 +503,13 @@ class File(Resource[FileParams], kind="file"):
         record = self._record(ctx)
         if record is None:
             return None
-        if record == "created":
-            return f"remove {self._path}" if os.path.lexists(self._path) else None
-        return f"restore {self._path}"
+        if record != "created":
+            return f"restore {self._path}"
+        try:
+            with fs.locate(self._path) as at:
+                return f"remove {self._path}" if fs.lstat(at) is not None else None
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     async def reverse(self, ctx: Context) -> str | None:
         """Undo what this resource did (see above); None when there is nothing to undo."""
