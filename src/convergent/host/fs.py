@@ -66,7 +66,8 @@ _KIND_NAMES = {
     stat.S_IFCHR: "character device",
     stat.S_IFBLK: "block device",
 }
-_known: dict[str, tuple[int, int]] = {}  # directory path -> (dev, ino) walked safely
+# directory path -> (dev, ino) walked safely, and the path as bytes for openat2
+_known: dict[str, tuple[tuple[int, int], bytes]] = {}
 _KNOWN_MAX = 4096
 _umask: list[int] = []
 
@@ -145,20 +146,20 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
     parent = head or "/"
     known = _known.get(parent)
     if known is not None:
-        fd = _openat2_dir(parent)
+        fd = _openat2[0](known[1])
         if fd >= 0:
             st = os.fstat(fd)
-            same = (st.st_dev, st.st_ino) == known
-            if same and not (follow and _is_link(fd, name)):
-                return At(fd, name, parent, known)
+            ident = known[0]
+            if (st.st_dev, st.st_ino) == ident and not (follow and _is_link(fd, name)):
+                return At(fd, name, parent, ident)
             os.close(fd)
         _known.pop(parent, None)
     fd, st, final, where, linked = _walk(path, create=create, follow=follow)
     ident = (st.st_dev, st.st_ino)
-    if not linked and where == parent:
+    if not linked and where == parent and _openat2_works():
         if len(_known) >= _KNOWN_MAX:
             _known.clear()
-        _known[parent] = ident
+        _known[parent] = (ident, os.fsencode(parent))
     return At(fd, final, where, ident)
 
 
@@ -306,26 +307,25 @@ class _Openat2:
         self._how = How(_DIR, 0, 0x04 | 0x02)
         self._ref = ctypes.byref(self._how)
         self._size = ctypes.sizeof(How)
-        probe = self("/")
+        probe = self(b"/")
         self.works = probe >= 0  # ENOSYS (old kernel) or a seccomp filter: walk always
         if self.works:
             os.close(probe)
 
-    def __call__(self, path: str) -> int:
+    def __call__(self, path: bytes) -> int:
         """A descriptor of the directory ``path``, or -1 (symlink on the way, missing...)."""
-        fd: int = self._syscall(437, -100, os.fsencode(path), self._ref, self._size)
+        fd: int = self._syscall(437, -100, path, self._ref, self._size)
         return fd if fd >= 0 else -1
 
 
 _openat2: list[_Openat2] = []
 
 
-def _openat2_dir(path: str) -> int:
-    """``openat2(path, O_PATH|O_DIRECTORY, RESOLVE_NO_SYMLINKS)``; -1 on any failure."""
+def _openat2_works() -> bool:
+    """Whether directories can be found again by openat2 (made on first use)."""
     if not _openat2:
         _openat2.append(_Openat2())
-    call = _openat2[0]
-    return call(path) if call.works else -1
+    return _openat2[0].works
 
 
 # -- reading and changing the final component --------------------------------------------
