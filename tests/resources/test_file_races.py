@@ -266,3 +266,18 @@ def test_temp_file_is_never_readable_by_others(tmp_path: Path) -> None:
     assert user.result["seen"] > 0, user.result  # it really watched the temp files appear
     assert user.result["opened"] == 0, user.result
     assert user.result["leaked"] == 0, user.result
+
+
+def test_chmod_never_reaches_a_file_hard_linked_into_a_users_directory(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    secret = tmp_path / "secret"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    # What the user could do where fs.protected_hardlinks is 0 (root makes it here).
+    os.link(secret, home / "managed")
+    with pytest.raises(ResourceError, match="has 2 hard links"):
+        _converge_strict(File(str(home / "managed"), mode="0644", owner=str(NOBODY)))
+    st = secret.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0)

@@ -93,17 +93,20 @@ class At:
     """Where a path lives: an ``O_PATH`` descriptor of its directory and its final name.
 
     Owns ``fd`` (closed by :meth:`close` or on leaving a ``with`` block, unless
-    :meth:`take` handed it on). ``dir`` is the directory's path (for messages) and
-    ``ident`` its ``(st_dev, st_ino)``.
+    :meth:`take` handed it on). ``dir`` is the directory's path (for messages),
+    ``ident`` its ``(st_dev, st_ino)`` and ``owner`` its uid.
     """
 
-    __slots__ = ("dir", "fd", "ident", "name")
+    __slots__ = ("dir", "fd", "ident", "name", "owner")
 
-    def __init__(self, fd: int, name: str, directory: str, ident: tuple[int, int]) -> None:
+    def __init__(
+        self, fd: int, name: str, directory: str, ident: tuple[int, int], owner: int
+    ) -> None:
         self.fd = fd
         self.name = name
         self.dir = directory
         self.ident = ident
+        self.owner = owner
 
     @property
     def path(self) -> str:
@@ -111,7 +114,7 @@ class At:
 
     def take(self) -> At:
         """A new owner of the descriptor; this one no longer closes it."""
-        taken = At(self.fd, self.name, self.dir, self.ident)
+        taken = At(self.fd, self.name, self.dir, self.ident, self.owner)
         self.fd = -1
         return taken
 
@@ -142,7 +145,7 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
     if not name:  # "/" itself: "." in the root directory
         fd = os.open("/", _DIR)
         st = os.fstat(fd)
-        return At(fd, ".", "/", (st.st_dev, st.st_ino))
+        return At(fd, ".", "/", (st.st_dev, st.st_ino), st.st_uid)
     parent = head or "/"
     known = _known.get(parent)
     if known is not None:
@@ -151,7 +154,7 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
             st = os.fstat(fd)
             ident = known[0]
             if (st.st_dev, st.st_ino) == ident and not (follow and _is_link(fd, name)):
-                return At(fd, name, parent, ident)
+                return At(fd, name, parent, ident, st.st_uid)
             os.close(fd)
         _known.pop(parent, None)
     fd, st, final, where, linked = _walk(path, create=create, follow=follow)
@@ -160,7 +163,7 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
         if len(_known) >= _KNOWN_MAX:
             _known.clear()
         _known[parent] = (ident, os.fsencode(parent))
-    return At(fd, final, where, ident)
+    return At(fd, final, where, ident, st.st_uid)
 
 
 def _is_link(fd: int, name: str) -> bool:
@@ -343,11 +346,16 @@ _ACCEPT = {None: (stat.S_IFREG, stat.S_IFDIR), True: (stat.S_IFDIR,), False: (st
 _EXPECT = {None: "a file or directory", True: "a directory", False: "a regular file"}
 
 
-def open_node(at: At, *, directory: bool | None = None) -> tuple[int, os.stat_result]:
+def open_node(
+    at: At, *, directory: bool | None = None, change: bool = False
+) -> tuple[int, os.stat_result]:
     """Open the final component without following or blocking, and ``fstat`` it.
 
     Only a regular file or a directory is accepted (``directory``: only that one);
-    anything else, a symlink included, raises :class:`PathRefused` naming it.
+    anything else, a symlink included, raises :class:`PathRefused` naming it. With
+    ``change`` (the caller will chmod or chown it), a file with several hard links in a
+    directory of a non-root user that is not that user's own is refused too: it may be
+    another file linked in (where ``fs.protected_hardlinks`` is off).
     """
     try:
         fd = os.open(at.name, _OPEN, dir_fd=at.fd)
@@ -365,6 +373,15 @@ def open_node(at: At, *, directory: bool | None = None) -> tuple[int, os.stat_re
         raise PathRefused(
             errno.EPERM,
             f"{at.path} is a {kind_name(st.st_mode)}, not {_EXPECT[directory]}",
+        )
+    if change and st.st_nlink > 1 and at.owner not in (0, st.st_uid) and stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise PathRefused(
+            errno.EPERM,
+            f"{at.path} has {st.st_nlink} hard links, is owned by uid {st.st_uid} and sits "
+            f"in a directory of uid {at.owner}: it may be another file linked in, so its "
+            "mode and owner are left alone; remove the extra links, or give content (the "
+            "file is then replaced, never written through the link)",
         )
     return fd, st
 

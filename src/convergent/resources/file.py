@@ -416,7 +416,7 @@ class File(Resource[FileParams], kind="file"):
     def _set_meta(self, at: fs.At, change: FileChange) -> None:
         """Mode and owner through a descriptor of what is at the path now: a file (or a
         directory for state: directory); a symlink or anything else is refused."""
-        fd, _ = fs.open_node(at, directory=self.params.state == "directory")
+        fd, _ = fs.open_node(at, directory=self.params.state == "directory", change=True)
         try:
             fs.set_meta(fd, change.mode, change.uid, change.gid)
         finally:
