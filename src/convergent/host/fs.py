@@ -253,7 +253,7 @@ def _mkdir(fd: int, name: str, parent: os.stat_result) -> None:
         return
     if parent.st_uid == 0:
         return
-    made = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    made = os.open(name, _OPEN | os.O_DIRECTORY, dir_fd=fd)
     try:
         os.fchown(made, parent.st_uid, parent.st_gid)
     finally:
