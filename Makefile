@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := graphviz python3-venv
+APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd
 
 .PHONY: run test lint typecheck unit system-deps clean
 
@@ -23,7 +23,9 @@ typecheck: $(VENV)/.dev-installed
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest -q
 
-# System packages the tests use (graphviz for `convergent graph --format svg`).
+# System packages the tests use (graphviz for `convergent graph --format svg`; zsh and
+# fish run the completion scripts, groff/man-db render the man page, systemd verifies
+# the unit).
 # Installed only when missing, so a second run does not touch apt.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
