@@ -53,6 +53,12 @@ def _count(text: str) -> int:
     return value
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise _bad_value(f"{text!r}: give text (lines for people) or json (JSON lines)")
+    return text
+
+
 #: The options of ``run``: option -> (attribute, type; None for a flag), as build_parser
 #: declares them (a test checks that the two agree).
 RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
@@ -60,6 +66,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--converged-timeout": ("converged_timeout", _seconds),
     "--sema": ("sema", _count),
     "--state-dir": ("state_dir", str),
+    "--log-format": ("log_format", _log_format),
 }
 
 
@@ -157,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where convergent keeps its own state (default: /var/lib/convergent for root, "
         "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
+    )
+    run.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        type=_log_format,
+        choices=("text", "json"),
+        default=None,
+        help="text (default: lines for people) or json (one JSON object per line, "
+        "for log shippers)",
     )
 
     check = commands.add_parser(
