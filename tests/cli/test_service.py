@@ -48,8 +48,7 @@ def _start(
     if watchdog_usec is not None:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
     return subprocess.Popen(
-        [sys.executable, "-m", "convergent", "run", str(policy)]
-        + ["--state-dir", str(tmp_path / "state")],
+        [sys.executable, "-m", "convergent", "run", str(policy), "--state-dir", f"{tmp_path}/st"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
