@@ -34,7 +34,7 @@ _ENVIRONMENT = (
     (
         "JOURNAL_STREAM",
         "set by systemd when output goes to the journal: each line then starts "
-        "with its syslog priority (<3> errors, <6> the rest)",
+        "with its syslog priority (<3> failures, <4> blocked resources, <6> the rest)",
     ),
     ("XDG_STATE_HOME", "where a user's state directory goes (default ~/.local/state)"),
 )

@@ -206,10 +206,11 @@ async def _follow(
     last = _content(path)
     refused = f"policy not reloaded: fix {policy}; still running the last one"
 
+    said = ["policy reloaded"]
+
     def announce(swapped: Swapped) -> None:  # before the reports the swap causes
-        reporter.note(f"policy reloaded: {swapped.text()}", event="reloaded")
-        if notifier is not None:
-            notifier.reloaded(f"policy reloaded: {swapped.text()}")
+        said[0] = f"policy reloaded: {swapped.text()}"
+        reporter.note(said[0], event="reloaded")
 
     try:
         while True:
@@ -229,6 +230,7 @@ async def _follow(
             if graph is None:
                 _refused(reporter, notifier, refused)
                 continue
+            said[0] = "policy reloaded"
             try:
                 await engine.swap(graph, planned=announce)
             except ConvergentError as exc:
@@ -237,8 +239,8 @@ async def _follow(
                 continue
             except RuntimeError:  # the run ended meanwhile
                 return
-            if notifier is not None:
-                notifier.reloaded("policy reloaded")  # when the swap planned nothing
+            if notifier is not None:  # the new graph is in place
+                notifier.reloaded(said[0])
     finally:
         if unsubscribe is not None:
             unsubscribe()
