@@ -126,3 +126,28 @@ def test_completing_a_word_never_runs_convergent(tmp_path: Path) -> None:
         text = "\n".join(line for line in lines if not line.startswith("#"))
         assert "$(convergent" not in text and "(convergent " not in text
         assert "ARGCOMPLETE" not in text
+
+
+def test_the_new_commands_leave_version_and_a_plain_run_alone(tmp_path: Path) -> None:
+    """`--version` builds no parser (the tool commands made it bigger); a plain run imports
+    none of the tool modules, and neither does `--version`."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("resources:\n  - noop: a\n")
+    runs = (
+        ["--version"],
+        ["run", str(policy), "--converged-timeout", "0", "--state-dir", str(tmp_path / "st")],
+    )
+    for argv in runs:
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "convergent", *argv],
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+            capture_output=True,
+            text=True,
+            timeout=BOUND,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+        tools = {"schema", "doc", "completion", "man", "service", "notify", "files"}
+        assert not modules & {f"convergent.cli.{name}" for name in tools}
+        assert "argparse" not in modules and "json" not in modules

@@ -3,8 +3,9 @@
 Only ``convergent.__version__`` is imported here; each command's module (and with it
 the engine, the policy loader, the resources) is imported when that command runs. A
 plain ``run FILE [options]`` command line is read without argparse (:func:`plain_run`),
-which saves importing it and building the parser (~10 ms of start-up); every other
-command line, help and usage errors included, goes through :func:`build_parser`.
+which saves importing it and building the parser (~10 ms of start-up), and so is a lone
+``--version``; every other command line, help and usage errors included, goes through
+:func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -370,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = plain_run(sys.argv[1:] if argv is None else argv)
+    words = sys.argv[1:] if argv is None else argv
+    if words == ["--version"]:  # what argparse would print, without building the parser
+        print(f"convergent {__version__}", flush=True)
+        return 0
+    args = plain_run(words)
     if args is None:
         parser = build_parser()
         try:
