@@ -129,3 +129,11 @@ def test_no_priority_prefix_when_the_stream_is_not_the_journal(tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 0
     assert done.stdout.startswith("resources: 1")
+
+
+def test_an_unknown_log_format_is_a_usage_error(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("resources:\n  - noop: a\n")
+    done = _run("run", str(policy), "--log-format", "xml", capture_output=True)
+    assert done.returncode == 2
+    assert "'xml': give text" in done.stderr

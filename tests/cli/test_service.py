@@ -192,3 +192,35 @@ def test_service_install_quotes_odd_paths_and_refuses_a_missing_policy(tmp_path:
     assert missing.returncode == 2
     assert "no such policy file" in missing.stderr
     assert not (tmp_path / "convergent.service").exists()
+
+
+def test_a_symlink_where_the_unit_goes_is_replaced_not_followed(
+    tmp_path: Path, policy: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("not a unit\n")
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "convergent.service").symlink_to(victim)
+    done = _unit(tmp_path, "--policy", str(policy), "--unit-dir", str(units))
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "not a unit\n"
+    unit = units / "convergent.service"
+    assert not unit.is_symlink() and "Type=notify" in unit.read_text()
+    assert sorted(p.name for p in units.iterdir()) == ["convergent.service"]  # no temp left
+
+
+def test_a_notify_socket_nobody_listens_on_does_not_stop_the_agent(
+    tmp_path: Path, policy: Path
+) -> None:
+    argv = ["run", str(policy), "--converged-timeout", "0", "--state-dir", f"{tmp_path}/st"]
+    done = subprocess.run(
+        [sys.executable, "-m", "convergent", *argv],
+        env={**os.environ, "PYTHONPATH": str(SRC), "NOTIFY_SOCKET": str(tmp_path / "gone")},
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "env").exists()
