@@ -300,7 +300,8 @@ class JsonRenderer(TextRenderer):
     ``host``, ``resource`` (``kind[name]``, null for the command's own messages),
     ``event`` (``changed``, ``would_change``, ``failed``, ``blocked``, ``log``,
     ``converged``, ``message``, ``summary``) and ``summary`` (the text line the text
-    format prints); some events add fields (``diff``, ``refreshes``, ``seconds``,
+    format prints; ``converged`` once, then again only after something happened); some
+    events add fields (``diff``, ``refreshes``, ``seconds``,
     ``exit_code``, ``stderr_tail``, ``failed``, ``blocked``). Non-ASCII is escaped, so no
     character of a policy or a command reaches the log raw. Never coloured.
     """
@@ -312,6 +313,8 @@ class JsonRenderer(TextRenderer):
         self.host = os.uname().nodename
 
     def __call__(self, report: Report) -> None:
+        if not isinstance(report, Log | Converged):
+            self._activity = True
         if isinstance(report, Changed):
             members = report.change.members
             if members:
@@ -334,6 +337,9 @@ class JsonRenderer(TextRenderer):
         elif isinstance(report, Log):
             self._event("log", report.resource, report.message)
         elif isinstance(report, Converged):
+            if self._converged_once and not self._activity:
+                return  # a quiet re-check: said already
+            self._converged_once, self._activity = True, False
             if report.failed or report.blocked:
                 text = f"settled with {report.failed} failed, {report.blocked} blocked"
             else:
