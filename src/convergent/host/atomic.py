@@ -27,9 +27,17 @@ import contextlib
 import os
 import stat
 
-from convergent.host.fs import At, default_mode
+from convergent.host.fs import At, default_mode, locate
 
-__all__ = ["COMMIT_BATCH", "MARK", "Commits", "Sweeper", "create_temp", "temp_prefix"]
+__all__ = [
+    "COMMIT_BATCH",
+    "MARK",
+    "Commits",
+    "Sweeper",
+    "create_temp",
+    "temp_prefix",
+    "write_file",
+]
 
 COMMIT_BATCH = 128  # written temp files (and their descriptors) waiting at most per batch
 MARK = "trusted.convergent"  # xattr only root can set: "this temp file is the agent's"
@@ -81,6 +89,36 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
             os.unlink(temp, dir_fd=at.fd)
         raise
     return fd, temp
+
+
+def write_file(
+    path: str, data: bytes, *, mode: int | None = None, uid: int = -1, gid: int = -1
+) -> None:
+    """Replace ``path`` by a file holding ``data``, at once and atomically (one file; a
+    kind's writes go through :class:`Commits`, which batches them).
+
+    The directory must exist and is resolved with CHASE_SAFE rules (:func:`fs.locate`);
+    the temp file is private from the start (:func:`create_temp`), fsynced, renamed over
+    ``path`` (a symlink there is replaced, not followed), and the directory fsynced.
+    ``mode`` None: 0666 less the umask. Raises OSError (``fs.PathRefused`` included).
+    """
+    with locate(path) as at:
+        fd, temp = create_temp(at, data, mode, uid, gid)
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, at.name, src_dir_fd=at.fd, dst_dir_fd=at.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=at.fd)
+            raise
+        dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=at.fd)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 class Sweeper:
