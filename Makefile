@@ -1,15 +1,42 @@
 # Two commands on a fresh Debian machine:
-#   make run   set up a virtual environment and converge examples/hello.yaml
-#   make test  install what the tests need (apt + pip) and run them all
+#   make run      set up a virtual environment and converge examples/hello.yaml
+#   make test     install what the tests need (apt + pip) and run them all
+# and one to keep it:
+#   make install  convergent on PATH, its man page, completions, schema and systemd unit
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-APT_PACKAGES := graphviz python3-venv
+PREFIX ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+POLICY ?= /etc/convergent/policy.yaml
+APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd
 
-.PHONY: run test lint typecheck unit system-deps clean
+.PHONY: run test lint typecheck unit system-deps clean install
 
 run: $(VENV)/.installed
+	@echo "convergent is $(abspath $(BIN))/convergent; to type just 'convergent', run"
+	@echo "  export PATH=\"$(abspath $(BIN)):\$$PATH\"   (this shell; or: make install, or: pipx install .)"
 	$(BIN)/convergent run examples/hello.yaml
+
+# The command on PATH (a link into the virtual environment), convergent(1), completions
+# for bash and fish, the policy schema for editors, and the systemd unit that runs
+# `convergent run $(POLICY)` (written, not enabled: systemctl enable --now convergent).
+# DESTDIR stages it all elsewhere; the unit is written when POLICY exists.
+install: $(VENV)/.installed
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/convergent \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	ln -sf $(abspath $(BIN))/convergent $(DESTDIR)$(PREFIX)/bin/convergent
+	$(BIN)/convergent man -o $(DESTDIR)$(PREFIX)/share/man/man1/convergent.1
+	$(BIN)/convergent schema -o $(DESTDIR)$(PREFIX)/share/convergent/convergent.schema.json
+	$(BIN)/convergent completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/convergent
+	$(BIN)/convergent completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/convergent.fish
+	@if [ -f "$(POLICY)" ]; then \
+	  install -d $(DESTDIR)$(UNITDIR) && \
+	  $(BIN)/convergent service install --policy $(POLICY) --unit-dir $(DESTDIR)$(UNITDIR); \
+	else echo "no $(POLICY): no systemd unit written (make install POLICY=FILE, or later:"; \
+	  echo "  convergent service install --policy FILE)"; fi
 
 test: system-deps $(VENV)/.dev-installed lint typecheck unit
 
@@ -23,7 +50,9 @@ typecheck: $(VENV)/.dev-installed
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest -q
 
-# System packages the tests use (graphviz for `convergent graph --format svg`).
+# System packages the tests use (graphviz for `convergent graph --format svg`; zsh and
+# fish run the completion scripts, groff/man-db render the man page, systemd verifies
+# the unit).
 # Installed only when missing, so a second run does not touch apt.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

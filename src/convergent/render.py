@@ -24,6 +24,11 @@ names, summaries, errors, log lines and diffs alike. A text of several lines (an
 a diff, a command's output) is split at its newlines and its later lines are indented,
 so a line that starts at the left margin always starts a report. :func:`say` prints a
 message by the same rules (the CLI prints its own errors with it).
+
+Under systemd, when a stream is the journal (``$JOURNAL_STREAM`` names its device and
+inode), every line starts with its syslog priority, ``<3>`` for failures and errors,
+``<4>`` for blocked resources, ``<6>`` for the rest, so ``journalctl -p err`` finds them.
+:class:`JsonRenderer` (``--log-format json``) writes the same reports as JSON lines.
 """
 
 from __future__ import annotations
@@ -45,7 +50,17 @@ from convergent.engine.report import (
 from convergent.errors import CommandError, ResourceError
 from convergent.resources.base import Change
 
-__all__ = ["WATCHING", "TextRenderer", "error_text", "escape", "say"]
+__all__ = [
+    "WATCHING",
+    "JsonRenderer",
+    "TextRenderer",
+    "error_text",
+    "escape",
+    "journal_stream",
+    "say",
+]
+
+ERR, WARNING, INFO = 3, 4, 6  # syslog priorities
 
 WATCHING = "converged; watching for changes (Ctrl-C to stop)"
 
@@ -74,6 +89,20 @@ def error_text(resource: str, error: BaseException) -> str:
     if isinstance(error, ResourceError) and error.resource == resource:
         return error.message
     return str(error) or type(error).__name__
+
+
+def journal_stream(stream: IO[str]) -> bool:
+    """Whether ``stream`` is the journal: its file is the one ``$JOURNAL_STREAM`` names."""
+    import os
+
+    named = os.environ.get("JOURNAL_STREAM")
+    if not named:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # not a file (a StringIO), or closed
+        return False
+    return named == f"{st.st_dev}:{st.st_ino}"
 
 
 def _lines(text: str) -> list[str]:
@@ -134,13 +163,14 @@ class TextRenderer:
         self._converged_once = False
         self._activity = False  # something was reported since the last "converged" line
         self._console: Any = None  # rich.console.Console, created on first coloured diff
+        self._journal = {id(s): journal_stream(s) for s in (self.out, self.err)}
 
     def __call__(self, report: Report) -> None:
         if isinstance(report, Changed):
             self._activity = True
             members = report.change.members
             if members:  # a group: each member under its own name
-                self._write(self.out, [f"{m}: {c.summary}" for m, c in members.items()])
+                self._emit(self.out, [f"{m}: {c.summary}" for m, c in members.items()])
             else:
                 self._line(self.out, f"{report.resource}: {report.summary}")
         elif isinstance(report, WouldChange):
@@ -151,9 +181,9 @@ class TextRenderer:
             self._failed(report)
         elif isinstance(report, Blocked):
             self._activity = True
-            self._line(self.err, f"{report.resource}: blocked: {report.upstream} failed")
+            self._line(self.err, f"{report.resource}: blocked: {report.upstream} failed", WARNING)
         elif isinstance(report, Log):
-            self._write(self.out, _prefixed(f"{report.resource}: ", report.message))
+            self._emit(self.out, _prefixed(f"{report.resource}: ", report.message))
         elif isinstance(report, Converged):
             self._converged(report)
 
@@ -192,7 +222,7 @@ class TextRenderer:
             tail = error.stderr_tail.strip()
             if tail not in text:
                 out.extend(_indent(tail, "    "))
-        self._write(self.err, out)
+        self._emit(self.err, out, ERR)
 
     def _converged(self, report: Converged) -> None:
         if not self.watching:
@@ -216,7 +246,7 @@ class TextRenderer:
         if self._use_color():
             self._color_diff(diff)
         else:
-            self._write(self.out, _indent(diff, "    "))
+            self._emit(self.out, _indent(diff, "    "))
 
     def _use_color(self) -> bool:
         if self.color is None:
@@ -230,7 +260,7 @@ class TextRenderer:
             from rich.text import Text
         except ImportError:  # rich is optional: plain diff
             self.color = False
-            self._write(self.out, _indent(diff, "    "))
+            self._emit(self.out, _indent(diff, "    "))
             return
         if self._console is None:
             self._console = Console(
@@ -241,11 +271,125 @@ class TextRenderer:
             self._console.print(Text("    " + escape(line), style=style or ""))
         self.out.flush()
 
-    def _line(self, stream: IO[str], line: str) -> None:
-        self._write(stream, [line])
+    def note(self, message: str, *, error: bool = False, event: str = "message") -> None:
+        """A message of the command itself (``policy reloaded: ...``), escaped like the rest:
+        on ``err`` when ``error``. ``event`` names it for a structured log."""
+        stream, priority = (self.err, ERR) if error else (self.out, INFO)
+        self._emit(stream, _prefixed("", message), priority)
+
+    def _line(self, stream: IO[str], line: str, priority: int | None = None) -> None:
+        self._emit(stream, [line], priority)
+
+    def _emit(self, stream: IO[str], lines: list[str], priority: int | None = None) -> None:
+        if self._journal.get(id(stream)):
+            if priority is None:
+                priority = ERR if stream is self.err else INFO
+            lines = [f"<{priority}>{line}" for line in lines]
+        self._write(stream, lines)
 
     @staticmethod
     def _write(stream: IO[str], lines: list[str]) -> None:
         """Write ``lines``, each escaped (a newline inside one is shown, not obeyed)."""
         stream.write("".join(escape(line) + "\n" for line in lines))
         stream.flush()
+
+
+class JsonRenderer(TextRenderer):
+    """A reporter that writes each report as one JSON object per line, all on ``out``.
+
+    Every line has ``time`` (UTC, RFC 3339), ``level`` (``info``, ``warning``, ``error``),
+    ``host``, ``resource`` (``kind[name]``, null for the command's own messages),
+    ``event`` (``changed``, ``would_change``, ``failed``, ``blocked``, ``log``,
+    ``converged``, ``message``, ``summary``) and ``summary`` (the text line the text
+    format prints; ``converged`` once, then again only after something happened); some
+    events add fields (``diff``, ``refreshes``, ``seconds``,
+    ``exit_code``, ``stderr_tail``, ``failed``, ``blocked``). Non-ASCII is escaped, so no
+    character of a policy or a command reaches the log raw. Never coloured.
+    """
+
+    def __init__(self, out: IO[str] | None = None, *, watching: bool = False) -> None:
+        super().__init__(out, out, watching=watching, color=False)
+        import os
+
+        self.host = os.uname().nodename
+
+    def __call__(self, report: Report) -> None:
+        if not isinstance(report, Log | Converged):
+            self._activity = True
+        if isinstance(report, Changed):
+            members = report.change.members
+            if members:
+                for member, change in members.items():
+                    self._event("changed", member, change.summary, seconds=report.seconds)
+            else:
+                self._event("changed", report.resource, report.summary, seconds=report.seconds)
+        elif isinstance(report, WouldChange):
+            self._json_would_change(report)
+        elif isinstance(report, Failed):
+            error = report.error
+            fields: dict[str, Any] = {}
+            if isinstance(error, CommandError):
+                fields = {"exit_code": error.exit_code, "stderr_tail": error.stderr_tail}
+            text = error_text(report.resource, error)
+            self._event("failed", report.resource, text, ERR, **fields)
+        elif isinstance(report, Blocked):
+            text = f"blocked: {report.upstream} failed"
+            self._event("blocked", report.resource, text, WARNING, upstream=report.upstream)
+        elif isinstance(report, Log):
+            self._event("log", report.resource, report.message)
+        elif isinstance(report, Converged):
+            if self._converged_once and not self._activity:
+                return  # a quiet re-check: said already
+            self._converged_once, self._activity = True, False
+            if report.failed or report.blocked:
+                text = f"settled with {report.failed} failed, {report.blocked} blocked"
+            else:
+                text = "converged"
+            level = WARNING if report.failed or report.blocked else INFO
+            self._event(
+                "converged", None, text, level, failed=report.failed, blocked=report.blocked
+            )
+
+    def _json_would_change(self, report: WouldChange) -> None:
+        change = report.change
+        refreshes = list(report.refreshes)
+        if change is not None and change.members:
+            for member, member_change in change.members.items():
+                self.would_change.add(member)
+                self._event("would_change", member, member_change.summary, diff=member_change.diff)
+        else:
+            self.would_change.add(report.resource)
+            summary = change.summary if change is not None else "would change"
+            diff = change.diff if change is not None else None
+            self._event("would_change", report.resource, summary, diff=diff, refreshes=refreshes)
+
+    def note(self, message: str, *, error: bool = False, event: str = "message") -> None:
+        self._event(event, None, message, ERR if error else INFO)
+
+    def _event(
+        self,
+        event: str,
+        resource: str | None,
+        summary: str,
+        priority: int = INFO,
+        **fields: Any,
+    ) -> None:
+        import json
+        import time
+
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        record = {
+            "time": f"{stamp}.{int(now % 1 * 1000):03d}Z",
+            "level": {ERR: "error", WARNING: "warning"}.get(priority, "info"),
+            "host": self.host,
+            "resource": resource,
+            "event": event,
+            "summary": summary,
+            **{k: v for k, v in fields.items() if v is not None and v != []},
+        }
+        line = json.dumps(record, ensure_ascii=True)
+        if self._journal.get(id(self.out)):
+            line = f"<{priority}>{line}"
+        self.out.write(line + "\n")
+        self.out.flush()

@@ -114,3 +114,14 @@ def test_dot_output_has_every_vertex_and_edge_with_notify_marked() -> None:
     assert '"file[/tmp/\\"q\\"]" -> "exec[build]";' in dot
     assert '"exec[build]" -> "noop[done]" [style=dashed, label="notify"];' in dot
     assert '"noop[done]";' in dot
+
+
+def test_dot_export_never_passes_a_control_character_on() -> None:
+    g: Graph[V] = Graph()
+    g.add(V("file", "/a\nfile[/etc/passwd]: removed"))
+    g.add(V("file", "/b\x1b[31m\u202e"), require=["file[/a\nfile[/etc/passwd]: removed]"])
+    dot = to_dot(g)
+    assert all(c.isprintable() for line in dot.splitlines() for c in line)
+    assert len(dot.splitlines()) == 7  # header lines, two vertices, one edge, the end
+    assert '"file[/a\\\\x0afile[/etc/passwd]: removed]"' in dot
+    assert "\\\\x1b[31m\\\\u202e" in dot

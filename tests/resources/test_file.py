@@ -538,3 +538,40 @@ def test_unknown_owner_or_group_is_an_error_naming_it_and_changes_nothing(
         f"create the {what} first (and require it) or give a numeric {number}"
     )
     assert not target.exists()
+
+
+# -- content it was not asked to manage ---------------------------------------------------
+
+
+def test_a_file_with_only_mode_never_replaces_a_symlink_with_an_empty_file(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me\n")
+    target.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(ResourceError, match=f"{link} is a symlink; a file without content"):
+        check(File(str(link), mode="0644"))
+    assert link.is_symlink()
+    assert target.read_text() == "keep me\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_a_file_without_content_or_source_keeps_the_bytes_it_has(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("data\n")
+    target.chmod(0o600)
+    change = converge(File(str(target), mode="0640"))
+    assert change is not None and change.summary == "mode 0600 -> 0640"
+    assert target.read_text() == "data\n"
+
+
+def test_a_fifo_at_the_path_is_replaced_only_with_force(tmp_path: Path) -> None:
+    target = tmp_path / "pipe"
+    os.mkfifo(target)
+    with pytest.raises(ResourceError, match=f"{target} is a fifo; set force: true"):
+        check(File(str(target), content="x\n"))
+    change = converge(File(str(target), content="x\n", force=True))
+    assert change is not None and change.summary == "replaced fifo with file"
+    assert target.read_text() == "x\n"

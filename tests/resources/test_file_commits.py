@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from convergent.host.atomic import Commits as _Commits
 from convergent.resources.base import Context
-from convergent.resources.file import File, FileChange, _Commits
+from convergent.resources.file import File, FileChange
 
 TIMEOUT = 5.0
 
@@ -22,7 +23,7 @@ def context(resource: File, commits: _Commits) -> Context:
         ready=lambda: None,
         event=lambda: None,
         log=lambda message: None,
-        shared=lambda factory: commits,
+        shared=lambda factory: commits if factory is _Commits else factory(),
     )
 
 
@@ -111,7 +112,8 @@ def test_writes_still_waiting_when_the_run_ends_are_discarded(tmp_path: Path) ->
 def test_many_files_written_at_once_fit_in_a_small_descriptor_limit(tmp_path: Path) -> None:
     code = f"""
 import asyncio, resource
-from convergent.resources.file import COMMIT_BATCH, File, _Commits
+from convergent.host.atomic import COMMIT_BATCH, Commits as _Commits
+from convergent.resources.file import File
 from tests.resources.test_file_commits import converge
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

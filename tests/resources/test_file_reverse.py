@@ -66,7 +66,7 @@ def test_a_file_it_created_is_removed_when_it_leaves_the_graph(tmp_path: Path) -
             _graph(File(str(kept), content="k\n")),
             state=state,
         )
-        assert state.get_kv(f"reverse:file[{made}]") is None  # forgotten once undone
+        assert state.get_reversal(f"file[{made}]") is None  # forgotten once undone
     assert not made.exists()
     assert kept.read_text() == "k\n"
     assert f"file[{made}]: reversed: removed" in _lines(reports)
@@ -112,7 +112,7 @@ def test_under_noop_what_would_be_reversed_is_reported_and_nothing_changes(
     assert path.read_text() == "x\n"
     assert _lines(reports) == [f"file[{path}]: would reverse: remove {path}"]
     with StateDB(db) as state:
-        assert state.get_kv(f"reverse:file[{path}]") == "created"
+        assert state.get_reversal(f"file[{path}]") == "created"
 
 
 def test_a_file_that_was_already_right_has_nothing_to_reverse(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Only ``convergent.__version__`` is imported here; each command's module (and with it
 the engine, the policy loader, the resources) is imported when that command runs. A
 plain ``run FILE [options]`` command line is read without argparse (:func:`plain_run`),
-which saves importing it and building the parser (~10 ms of start-up); every other
-command line, help and usage errors included, goes through :func:`build_parser`.
+which saves importing it and building the parser (~10 ms of start-up), and so is a lone
+``--version``; every other command line, help and usage errors included, goes through
+:func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def _count(text: str) -> int:
     return value
 
 
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise _bad_value(f"{text!r}: give text (lines for people) or json (JSON lines)")
+    return text
+
+
 #: The options of ``run``: option -> (attribute, type; None for a flag), as build_parser
 #: declares them (a test checks that the two agree).
 RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
@@ -60,6 +67,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--converged-timeout": ("converged_timeout", _seconds),
     "--sema": ("sema", _count),
     "--state-dir": ("state_dir", str),
+    "--log-format": ("log_format", _log_format),
 }
 
 
@@ -158,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where convergent keeps its own state (default: /var/lib/convergent for root, "
         "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
     )
+    run.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        type=_log_format,
+        choices=("text", "json"),
+        default=None,
+        help="text (default: lines for people) or json (one JSON object per line, "
+        "for log shippers)",
+    )
 
     check = commands.add_parser(
         "check",
@@ -183,7 +200,73 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="OUT", default=None, help="write to OUT instead of stdout"
     )
     _add_state_parser(commands)
+    _add_tool_parsers(commands)
     return parser
+
+
+def _add_tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare the commands that fit convergent into editors, shells and systemd."""
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the policy format (for editors)",
+        description="Print the policy format as a JSON Schema (draft 2020-12): every kind "
+        "installed here, its parameters, types, defaults and descriptions.",
+    )
+    schema.add_argument(
+        "-o", "--output", metavar="OUT", default=None, help="write to OUT instead of stdout"
+    )
+    doc = commands.add_parser(
+        "doc",
+        help="show the reference of a kind (without KIND: list the kinds)",
+        description="Print the reference of KIND: what it does, its parameters, their "
+        "types, defaults and meaning. Without KIND, list every kind installed here.",
+    )
+    doc.add_argument("kind", metavar="KIND", nargs="?", default=None, help="a kind, e.g. file")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Print the completion script of SHELL, e.g. "
+        "'source <(convergent completion bash)' in ~/.bashrc.",
+    )
+    completion.add_argument("shell", metavar="SHELL", choices=("bash", "zsh", "fish"))
+    man = commands.add_parser(
+        "man",
+        help="print the convergent(1) man page (roff)",
+        description="Print the convergent(1) manual page as roff, "
+        "e.g. 'convergent man | man -l -'.",
+    )
+    man.add_argument(
+        "-o", "--output", metavar="OUT", default=None, help="write to OUT instead of stdout"
+    )
+    service = commands.add_parser(
+        "service",
+        help="run convergent as a systemd service",
+        description="Install a systemd unit that keeps this host converged to a policy.",
+    )
+    actions = service.add_subparsers(dest="action", metavar="ACTION", required=True)
+    install = actions.add_parser(
+        "install",
+        help="write the systemd unit convergent.service",
+        description="Write a systemd unit (Type=notify) that runs 'convergent run POLICY' "
+        "and reloads it on 'systemctl reload'; then run 'systemctl daemon-reload' and "
+        "'systemctl enable --now convergent'.",
+    )
+    install.add_argument("--policy", metavar="FILE", required=True, help="the policy (YAML)")
+    install.add_argument(
+        "--state-dir", metavar="DIR", default=None, help="the state directory of the service"
+    )
+    install.add_argument(
+        "--unit-dir",
+        metavar="DIR",
+        default="/etc/systemd/system",
+        help="where the unit goes (default: /etc/systemd/system)",
+    )
+    install.add_argument(
+        "--name", metavar="NAME", default="convergent", help="unit name (default: convergent)"
+    )
+    install.add_argument(
+        "--print", action="store_true", help="print the unit instead of writing it"
+    )
 
 
 def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -221,6 +304,16 @@ def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
             action.add_argument("--yes", action="store_true", help=yes)
 
 
+#: The tool commands: command -> (module, function), imported when the command runs.
+_TOOLS = {
+    "schema": ("convergent.cli.schema", "schema_command"),
+    "doc": ("convergent.cli.doc", "doc_command"),
+    "completion": ("convergent.cli.completion", "completion_command"),
+    "man": ("convergent.cli.man", "man_command"),
+    "service": ("convergent.cli.service", "service_command"),
+}
+
+
 def _exit_code(code: object) -> int:
     if code is None:
         return 0
@@ -240,6 +333,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from convergent.cli.state import state_command
 
         return state_command(args)
+    if args.command in _TOOLS:
+        import importlib
+
+        module, function = _TOOLS[args.command]
+        command: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), function
+        )
+        return command(args)
     from convergent.cli.graph import graph_command
 
     return graph_command(args)
@@ -270,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = plain_run(sys.argv[1:] if argv is None else argv)
+    words = sys.argv[1:] if argv is None else argv
+    if words == ["--version"]:  # what argparse would print, without building the parser
+        print(f"convergent {__version__}", flush=True)
+        return 0
+    args = plain_run(words)
     if args is None:
         parser = build_parser()
         try:

@@ -4,7 +4,11 @@ While it runs (unless ``--converged-timeout 0``) the policy file is watched: whe
 saved, the new policy is loaded and validated; an invalid one is reported (every problem
 with its ``file:line:col``) and the running graph keeps running, a valid one replaces it
 as a diff (``Engine.swap``) and one line says what changed:
-``policy reloaded: +2 -1 ~1 resources``.
+``policy reloaded: +2 -1 ~1 resources``. SIGHUP (``systemctl reload``) reloads it the
+same way, even when it did not change.
+
+Under systemd (``$NOTIFY_SOCKET`` set) the run tells systemd when it is ready, how it is
+doing, that it is alive and when it reloads: :mod:`convergent.cli.notify`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.cli.load import load_graph
 from convergent.errors import ConvergentError
-from convergent.render import TextRenderer, say
+from convergent.render import JsonRenderer, TextRenderer, say
 
 if TYPE_CHECKING:
     import argparse
 
+    from convergent.cli.notify import SystemdNotifier
     from convergent.engine.changeover import Swapped
     from convergent.engine.report import RunResult
     from convergent.engine.runner import Engine
@@ -56,7 +61,17 @@ def run_command(args: argparse.Namespace) -> int:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     state = opened.db
-    renderer = TextRenderer(watching=args.converged_timeout is None)
+    watching = args.converged_timeout is None
+    renderer: TextRenderer
+    if getattr(args, "log_format", None) == "json":
+        renderer = JsonRenderer(watching=watching)
+    else:
+        renderer = TextRenderer(watching=watching)
+    notifier = None
+    if "NOTIFY_SOCKET" in os.environ:  # a Type=notify systemd service
+        from convergent.cli.notify import SystemdNotifier
+
+        notifier = SystemdNotifier.from_environment()
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
     gc.freeze()
@@ -71,14 +86,17 @@ def run_command(args: argparse.Namespace) -> int:
                 sema=args.sema,
                 state=state,
                 policy=args.file,
+                notifier=notifier,
             )
         )
     finally:
         opened.close()
-    print(result.summary(), flush=True)
+        if notifier is not None:
+            notifier.close()
+    renderer.note(result.summary(), event="summary")
     if args.noop:
         count = len(renderer.would_change)
-        print(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", flush=True)
+        renderer.note(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", event="summary")
     return result.exit_code
 
 
@@ -91,11 +109,13 @@ async def run_with_signals(
     sema: int | None = None,
     state: StateDB | None = None,
     policy: str | None = None,
+    notifier: SystemdNotifier | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
 
-    ``policy``: the file ``graph`` was loaded from, reloaded whenever it is saved (not when
-    ``converged_timeout`` is 0: that run is over before anyone could edit it).
+    ``policy``: the file ``graph`` was loaded from, reloaded whenever it is saved or on
+    SIGHUP (not when ``converged_timeout`` is 0: that run is over before anyone could edit
+    it). ``notifier``: systemd's, told about readiness, state, reloads and liveness.
     """
     from convergent.engine.runner import Engine
 
@@ -103,54 +123,94 @@ async def run_with_signals(
         graph,
         noop=noop,
         converged_timeout=converged_timeout,
-        reporter=reporter,
+        reporter=reporter if notifier is None else notifier.reporter(reporter),
         sema=sema,
         state=state,
     )
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    reload = _Reload()
 
     def stop(sig: signal.Signals) -> None:
-        print(f"{sig.name}: stopping", file=reporter.err, flush=True)
+        reporter.note(f"{sig.name}: stopping", error=True, event="stopping")
+        if notifier is not None:
+            notifier.stopping(sig.name)
         engine.stop()
 
+    def hangup(sig: signal.Signals) -> None:
+        if reload.follows:
+            reload.forced = True
+            reload.wake.set()
+        else:
+            reporter.note(f"{sig.name}: this run ends when it converges; nothing to reload")
+
     for sig in signals:
-        loop.add_signal_handler(sig, stop, sig)
-    follow = None
+        loop.add_signal_handler(sig, hangup if sig == signal.SIGHUP else stop, sig)
+    tasks: list[asyncio.Task[None]] = []
     if policy is not None and converged_timeout != 0:
-        follow = asyncio.create_task(_follow(engine, policy, reporter), name="policy reload")
+        reload.follows = True
+        tasks.append(
+            asyncio.create_task(
+                _follow(engine, policy, reporter, reload, notifier), name="policy reload"
+            )
+        )
+    if notifier is not None and notifier.watchdog is not None:
+        tasks.append(asyncio.create_task(notifier.keep_alive(), name="systemd watchdog"))
     try:
         return await engine.run()
     finally:
-        if follow is not None:
-            follow.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await follow
+                await task
         for sig in signals:
             loop.remove_signal_handler(sig)
+
+
+class _Reload:
+    """What asks the policy to be read again: a save (``wake``), SIGHUP (``forced`` too)."""
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+        self.forced = False
+        self.follows = False
 
 
 QUIET = 0.05  # seconds without another event before a saved policy is read: editors
 # write in steps (truncate, write, rename) and the first event may come mid-way
 
 
-async def _follow(engine: Engine, policy: str, reporter: TextRenderer) -> None:
-    """Reload ``policy`` each time it is saved with new content, and swap it in."""
+async def _follow(
+    engine: Engine,
+    policy: str,
+    reporter: TextRenderer,
+    reload: _Reload,
+    notifier: SystemdNotifier | None = None,
+) -> None:
+    """Reload ``policy`` each time it is saved with new content, or on SIGHUP (``reload``),
+    and swap it in."""
     from convergent.resources.fswatch import FsWatcher
 
     path = _absolute(policy)
     watcher = FsWatcher()
-    saved = asyncio.Event()
+    saved = reload.wake
+    unsubscribe = None
     try:
         unsubscribe = watcher.watch(path, saved.set)
     except OSError as exc:
         watcher.close()
-        _say(reporter, f"convergent: cannot watch {policy} ({exc}); edits will not be reloaded")
-        return
+        _say(
+            reporter,
+            f"convergent: cannot watch {policy} ({exc}); edits are reloaded on SIGHUP only",
+        )
     last = _content(path)
+    refused = f"policy not reloaded: fix {policy}; still running the last one"
+
+    said = ["policy reloaded"]
 
     def announce(swapped: Swapped) -> None:  # before the reports the swap causes
-        print(f"policy reloaded: {swapped.text()}", file=reporter.out, flush=True)
+        said[0] = f"policy reloaded: {swapped.text()}"
+        reporter.note(said[0], event="reloaded")
 
     try:
         while True:
@@ -159,25 +219,38 @@ async def _follow(engine: Engine, policy: str, reporter: TextRenderer) -> None:
                 saved.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(saved.wait(), QUIET)
+            forced, reload.forced = reload.forced, False
             data = _content(path)
-            if data is None or data == last:
+            if data is None or (data == last and not forced):
                 continue  # gone (mid-rename) or touched without a change: nothing to do
             last = data
+            if notifier is not None:
+                notifier.reloading("SIGHUP" if forced else "saved")
             graph = await asyncio.to_thread(load_graph, policy)  # problems go to stderr
             if graph is None:
-                _say(reporter, f"policy not reloaded: fix {policy}; still running the last one")
+                _refused(reporter, notifier, refused)
                 continue
+            said[0] = "policy reloaded"
             try:
                 await engine.swap(graph, planned=announce)
             except ConvergentError as exc:
                 _say(reporter, f"{policy}: {exc}")
-                _say(reporter, f"policy not reloaded: fix {policy}; still running the last one")
+                _refused(reporter, notifier, refused)
                 continue
             except RuntimeError:  # the run ended meanwhile
                 return
+            if notifier is not None:  # the new graph is in place
+                notifier.reloaded(said[0])
     finally:
-        unsubscribe()
-        watcher.close()
+        if unsubscribe is not None:
+            unsubscribe()
+            watcher.close()
+
+
+def _refused(reporter: TextRenderer, notifier: SystemdNotifier | None, message: str) -> None:
+    _say(reporter, message)
+    if notifier is not None:
+        notifier.reloaded(message)
 
 
 def _absolute(path: str) -> str:
@@ -193,4 +266,4 @@ def _content(path: str) -> bytes | None:
 
 
 def _say(reporter: TextRenderer, message: str) -> None:
-    say(message, reporter.err)
+    reporter.note(message, error=True)

@@ -9,8 +9,19 @@ from convergent.graph.core import Graph
 __all__ = ["to_dot"]
 
 
+def _visible(char: str) -> str:
+    """A control character as a visible escape (a DOT ``\\\\`` is one backslash)."""
+    code = ord(char)
+    return f"\\\\x{code:02x}" if code < 0x100 else f"\\\\u{code:04x}"
+
+
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string: quotes and backslashes escaped, control characters (a newline, an
+    escape code, a line or bidi separator) made visible, never passed on raw."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _visible(c) for c in text)
+    return '"' + text + '"'
 
 
 def to_dot(graph: Graph[Any], name: str = "convergent") -> str:

@@ -1,7 +1,8 @@
 """The host layer: what every kind needs from the host it runs on, done once and safely.
 
 ``fs``: walking paths a local user can write (chase with CHASE_SAFE rules), opening
-without following or blocking, atomic writes through temp files created private;
+without following or blocking; ``atomic``: writes through temp files created private,
+committed in batches, stale ones of a killed agent swept;
 ``process``: running commands that die with the agent, killing their groups, bounded
 capture; ``children``: records of the commands running for an agent, and the reaper of
 what a killed agent left (``process.reap_orphans``); ``posix``: user and group lookups.

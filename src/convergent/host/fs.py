@@ -1,0 +1,481 @@
+"""Paths a local user can write, walked and changed safely by an agent running as root.
+
+Every kind that touches files goes through here; nothing else walks or writes a path.
+
+::
+
+    with fs.locate("/etc/app/app.conf", create=True) as at:   # parent fd + final name
+        st = fs.lstat(at)                                      # never follows the name
+        fd, temp = atomic.create_temp(at, data, mode=0o640, uid=0, gid=33)
+        await commits.commit(fd, temp, at, tree=False)         # fsync, renameat
+
+Rules (the security model in the README):
+
+- :func:`locate` resolves the *parent* of a path like systemd's ``chase()`` with
+  ``CHASE_SAFE``: from ``/``, one component at a time with
+  ``openat(O_PATH|O_NOFOLLOW)``; symlinks are followed here, never by the kernel, and a
+  transition from something owned by a non-root user into something owned by another
+  (root included) is refused with :class:`PathRefused` naming both and how to fix it. A
+  symlink's own owner counts: a user's symlink into ``/etc`` is refused; root's
+  ``/var/run -> /run`` is fine. The result is a directory descriptor and the final
+  name; every change is an ``*at`` call on it.
+- The final name is never followed: opens use ``O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC`` and are
+  checked with ``fstat``; a FIFO, socket or device is refused, never opened blocking;
+  modes and owners are changed only through such a verified descriptor.
+- Writing content goes through :mod:`convergent.host.atomic` (temp files made private
+  through the directory descriptor, fsync, ``renameat``), built on :class:`At`.
+- Speed: a directory that was walked once is found again with one
+  ``openat2(RESOLVE_NO_SYMLINKS)`` and an ``fstat`` comparing its identity (the path
+  leads to the same directory without any symlink, so through the same ancestors); a
+  miss, or any symlink on the way, takes the full walk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+__all__ = [
+    "At",
+    "PathRefused",
+    "default_mode",
+    "kind_name",
+    "locate",
+    "lstat",
+    "make_directory",
+    "open_node",
+    "read_all",
+    "read_if_regular",
+    "read_regular",
+    "remove",
+    "set_meta",
+]
+
+MAX_HOPS = 32  # symlinks followed in one path, as systemd's CHASE_MAX
+_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_NODE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KIND_NAMES = {
+    stat.S_IFREG: "file",
+    stat.S_IFDIR: "directory",
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+# directory path -> (dev, ino) walked safely, and the path as bytes for openat2
+_known: dict[str, tuple[tuple[int, int], bytes]] = {}
+_KNOWN_MAX = 4096
+_umask: list[int] = []
+
+
+class PathRefused(OSError):
+    """A path convergent will not act on: an unsafe transition, a symlink or special file
+    where none may be. ``str()`` is the whole message (what, where, how to fix)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def kind_name(mode: int) -> str:
+    """``file``, ``directory``, ``symlink``, ``fifo``... for an ``st_mode``."""
+    return _KIND_NAMES.get(stat.S_IFMT(mode), "special file")
+
+
+class At:
+    """Where a path lives: an ``O_PATH`` descriptor of its directory and its final name.
+
+    Owns ``fd`` (closed by :meth:`close` or on leaving a ``with`` block, unless
+    :meth:`take` handed it on). ``dir`` is the directory's path (for messages),
+    ``ident`` its ``(st_dev, st_ino)`` and ``owner`` its uid.
+    """
+
+    __slots__ = ("dir", "fd", "ident", "name", "owner")
+
+    def __init__(
+        self, fd: int, name: str, directory: str, ident: tuple[int, int], owner: int
+    ) -> None:
+        self.fd = fd
+        self.name = name
+        self.dir = directory
+        self.ident = ident
+        self.owner = owner
+
+    @property
+    def path(self) -> str:
+        return self.dir if self.name == "." else f"{self.dir.rstrip('/')}/{self.name}"
+
+    def take(self) -> At:
+        """A new owner of the descriptor; this one no longer closes it."""
+        taken = At(self.fd, self.name, self.dir, self.ident, self.owner)
+        self.fd = -1
+        return taken
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> At:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- resolving --------------------------------------------------------------------------
+
+
+def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
+    """The directory of the absolute, normalised ``path`` and its final name.
+
+    ``create``: make missing directories on the way (mode 0777 & ~umask, like
+    ``mkdir -p``). ``follow``: a symlink as the final component is followed too (by the
+    same rules), for paths that are only read (``source:``). Raises FileNotFoundError or
+    NotADirectoryError naming the component, or :class:`PathRefused`.
+    """
+    head, _, name = path.rpartition("/")
+    if not name:  # "/" itself: "." in the root directory
+        fd = os.open("/", _DIR)
+        st = os.fstat(fd)
+        return At(fd, ".", "/", (st.st_dev, st.st_ino), st.st_uid)
+    parent = head or "/"
+    known = _known.get(parent)
+    if known is not None:
+        fd = _openat2[0](known[1])
+        if fd >= 0:
+            st = os.fstat(fd)
+            ident = known[0]
+            if (st.st_dev, st.st_ino) == ident and not (follow and _is_link(fd, name)):
+                return At(fd, name, parent, ident, st.st_uid)
+            os.close(fd)
+        _known.pop(parent, None)
+    fd, st, final, where, linked = _walk(path, create=create, follow=follow)
+    ident = (st.st_dev, st.st_ino)
+    if not linked and where == parent and _openat2_works():
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[parent] = (ident, os.fsencode(parent))
+    return At(fd, final, where, ident, st.st_uid)
+
+
+def _is_link(fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _walk(path: str, *, create: bool, follow: bool) -> tuple[int, os.stat_result, str, str, bool]:
+    """Walk ``path`` from / (systemd's chase with CHASE_SAFE); see :func:`locate`.
+
+    Returns the directory descriptor, its stat, the final name, the directory's path and
+    whether a symlink was followed.
+    """
+    todo = path.split("/")[::-1]  # a stack: the next component is last
+    fd = os.open("/", _DIR)
+    st = os.fstat(fd)
+    came_from, came_path = st, "/"  # what the next transition is judged from
+    where = ""  # the path of fd ("" is /)
+    hops = 0
+    linked = False
+    try:
+        while True:
+            while todo and todo[-1] in ("", "."):
+                todo.pop()
+            if not todo:
+                raise IsADirectoryError(errno.EISDIR, f"{path} names a directory", path)
+            name = todo.pop()
+            last = not any(part not in ("", ".") for part in todo)
+            if last and name != ".." and not follow:
+                return fd, st, name, where or "/", linked
+            here = f"{where}/{name}" if name != ".." else (where.rpartition("/")[0])
+            try:
+                child = os.open(name, _DIR if name == ".." else _NODE, dir_fd=fd)
+            except FileNotFoundError:
+                if not create or last:
+                    if last:
+                        return fd, st, name, where or "/", linked
+                    raise FileNotFoundError(
+                        errno.ENOENT, "No such file or directory", here
+                    ) from None
+                _mkdir(fd, name, st)
+                child = os.open(name, _NODE, dir_fd=fd)
+            cst = os.fstat(child)
+            _check(came_from, came_path, cst, here or "/")
+            if stat.S_ISLNK(cst.st_mode):
+                hops += 1
+                linked = True
+                try:
+                    if hops > MAX_HOPS:
+                        raise OSError(errno.ELOOP, "Too many levels of symbolic links", path)
+                    target = os.readlink("", dir_fd=child)
+                finally:
+                    os.close(child)
+                if target.startswith("/"):
+                    root = os.open("/", _DIR)
+                    os.close(fd)
+                    fd = root
+                    st = os.fstat(fd)
+                    where = ""
+                    _check(cst, here, st, "/")
+                came_from, came_path = cst, here
+                todo.extend(target.split("/")[::-1])
+                continue
+            if last:
+                os.close(child)
+                return fd, st, name, where or "/", linked
+            if not stat.S_ISDIR(cst.st_mode):
+                os.close(child)
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", here)
+            os.close(fd)
+            fd, st, where = child, cst, here
+            came_from, came_path = cst, here or "/"
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _mkdir(fd: int, name: str, parent: os.stat_result) -> None:
+    """A missing directory on the way (0777 & ~umask, like ``mkdir -p``). Inside a
+    user's directory it is given to that user, as they would have made it themselves
+    (and as the walk's owner rule then expects)."""
+    try:
+        os.mkdir(name, 0o777, dir_fd=fd)
+    except FileExistsError:
+        return
+    if parent.st_uid == 0:
+        return
+    made = os.open(name, _OPEN | os.O_DIRECTORY, dir_fd=fd)
+    try:
+        os.fchown(made, parent.st_uid, parent.st_gid)
+    finally:
+        os.close(made)
+
+
+def _check(a: os.stat_result, a_path: str, b: os.stat_result, b_path: str) -> None:
+    """systemd's unsafe_transition: from a non-root owner only into the same owner."""
+    if a.st_uid == 0 or a.st_uid == b.st_uid:
+        return
+    from convergent.host.posix import user_name
+
+    def owner(uid: int) -> str:
+        name = user_name(uid)
+        return f"uid {uid}" if name == str(uid) else f"{name} (uid {uid})"
+
+    what = "symlink" if stat.S_ISLNK(a.st_mode) else "directory"
+    fix = "root" if b.st_uid == 0 else f"root or {owner(b.st_uid)}"
+    raise PathRefused(
+        errno.EPERM,
+        f"unsafe path: the {what} {a_path} is owned by {owner(a.st_uid)} and leads to "
+        f"{b_path}, owned by {owner(b.st_uid)}; the agent runs as root and never lets "
+        f"one user steer it into what another owns. Fix: make {fix} own {a_path}, "
+        "replace a symlink by a real directory, or name the real path in the policy",
+    )
+
+
+class _Openat2:
+    """The openat2 syscall (437) through ctypes, for one fixed ``struct open_how``:
+    ``O_PATH|O_DIRECTORY|O_CLOEXEC`` with ``RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS``."""
+
+    __slots__ = ("_how", "_ref", "_size", "_syscall", "works")
+
+    def __init__(self) -> None:
+        import ctypes
+
+        class How(ctypes.Structure):
+            _fields_ = (
+                ("flags", ctypes.c_uint64),
+                ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64),
+            )
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall: Any = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        self._syscall.argtypes = (
+            ctypes.c_long,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+        )
+        self._how = How(_DIR, 0, 0x04 | 0x02)
+        self._ref = ctypes.byref(self._how)
+        self._size = ctypes.sizeof(How)
+        probe = self(b"/")
+        self.works = probe >= 0  # ENOSYS (old kernel) or a seccomp filter: walk always
+        if self.works:
+            os.close(probe)
+
+    def __call__(self, path: bytes) -> int:
+        """A descriptor of the directory ``path``, or -1 (symlink on the way, missing...)."""
+        fd: int = self._syscall(437, -100, path, self._ref, self._size)
+        return fd if fd >= 0 else -1
+
+
+_openat2: list[_Openat2] = []
+
+
+def _openat2_works() -> bool:
+    """Whether directories can be found again by openat2 (made on first use)."""
+    if not _openat2:
+        _openat2.append(_Openat2())
+    return _openat2[0].works
+
+
+# -- reading and changing the final component --------------------------------------------
+
+
+def lstat(at: At) -> os.stat_result | None:
+    """The final component's own stat (never followed); None when it does not exist."""
+    try:
+        return os.stat(at.name, dir_fd=at.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+_ACCEPT = {None: (stat.S_IFREG, stat.S_IFDIR), True: (stat.S_IFDIR,), False: (stat.S_IFREG,)}
+_EXPECT = {None: "a file or directory", True: "a directory", False: "a regular file"}
+
+
+def open_node(
+    at: At, *, directory: bool | None = None, change: bool = False
+) -> tuple[int, os.stat_result]:
+    """Open the final component without following or blocking, and ``fstat`` it.
+
+    Only a regular file or a directory is accepted (``directory``: only that one);
+    anything else, a symlink included, raises :class:`PathRefused` naming it. With
+    ``change`` (the caller will chmod or chown it), a file with several hard links in a
+    directory of a non-root user that is not that user's own is refused too: it may be
+    another file linked in (where ``fs.protected_hardlinks`` is off).
+    """
+    try:
+        fd = os.open(at.name, _OPEN, dir_fd=at.fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PathRefused(
+                errno.ELOOP, f"{at.path} is a symlink; convergent does not follow it"
+            ) from None
+        if exc.errno == errno.ENXIO:  # a socket
+            raise PathRefused(errno.ENXIO, f"{at.path} is a socket; remove it") from None
+        raise
+    st = os.fstat(fd)
+    if stat.S_IFMT(st.st_mode) not in _ACCEPT[directory]:
+        os.close(fd)
+        raise PathRefused(
+            errno.EPERM,
+            f"{at.path} is a {kind_name(st.st_mode)}, not {_EXPECT[directory]}",
+        )
+    if change and st.st_nlink > 1 and at.owner not in (0, st.st_uid) and stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise PathRefused(
+            errno.EPERM,
+            f"{at.path} has {st.st_nlink} hard links, is owned by uid {st.st_uid} and sits "
+            f"in a directory of uid {at.owner}: it may be another file linked in, so its "
+            "mode and owner are left alone; remove the extra links, or give content (the "
+            "file is then replaced, never written through the link)",
+        )
+    return fd, st
+
+
+def read_if_regular(at: At) -> tuple[bytes | None, os.stat_result | None]:
+    """The bytes and stat of the final component if it is a regular file; otherwise
+    None and its own stat (None when nothing is there). Opened like :func:`open_node`:
+    a FIFO or device is never read, a symlink never followed."""
+    try:
+        fd = os.open(at.name, _OPEN, dir_fd=at.fd)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            return None, lstat(at)
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, st
+        return read_all(fd, st.st_size), st
+    finally:
+        os.close(fd)
+
+
+def read_all(fd: int, size: int) -> bytes:
+    """Everything from ``fd``, expected to be ``size`` bytes (one read when it is)."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_regular(at: At) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file at ``at`` (anything else is refused, see open_node)."""
+    fd, st = open_node(at, directory=False)
+    try:
+        return read_all(fd, st.st_size), st
+    finally:
+        os.close(fd)
+
+
+def set_meta(fd: int, mode: int | None, uid: int = -1, gid: int = -1) -> None:
+    """chown, then chmod (chown clears setuid bits), through a verified descriptor."""
+    if uid != -1 or gid != -1:
+        os.fchown(fd, uid, gid)
+    if mode is not None:
+        os.fchmod(fd, mode)
+
+
+def default_mode(directory: bool = False) -> int:
+    """0666 & ~umask (0777 for a directory): what a new file gets without a mode."""
+    if not _umask:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _umask.append(mask)
+    return (0o777 if directory else 0o666) & ~_umask[0]
+
+
+def make_directory(at: At, mode: int | None, uid: int, gid: int, *, clear: bool) -> None:
+    """Create the directory ``at`` (after removing the non-directory there: ``clear``),
+    private until its owner and mode are set through its descriptor."""
+    if clear:
+        os.unlink(at.name, dir_fd=at.fd)
+    made = True
+    try:
+        os.mkdir(at.name, 0o700, dir_fd=at.fd)
+    except FileExistsError:
+        made = False  # made meanwhile: set only what was asked
+    fd, _ = open_node(at, directory=True)
+    try:
+        set_meta(fd, default_mode(True) if mode is None and made else mode, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def remove(at: At, *, tree: bool) -> bool:
+    """Remove what is at ``at`` (a directory only when empty, or with ``tree``); False
+    when nothing was there. Raises OSError(ENOTEMPTY) for a directory with entries."""
+    st = lstat(at)
+    if st is None:
+        return False
+    try:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(at.name, dir_fd=at.fd)
+        elif tree:
+            import shutil
+
+            shutil.rmtree(at.name, dir_fd=at.fd)
+        else:
+            os.rmdir(at.name, dir_fd=at.fd)
+    except FileNotFoundError:
+        return False
+    return True

@@ -1,0 +1,159 @@
+"""The real ``convergent`` command writing files while it is killed or fed hostile paths:
+a target is never torn, stale temp files are swept (only the agent's own), a FIFO source
+never hangs a run."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import stat
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.agent import TIMEOUT, convergent
+from tests.host.hostile import NOBODY, lab, needs_root
+
+SIZE = 50 << 20
+IN_MODIFY, IN_CLOSE_WRITE, IN_CREATE = 0x2, 0x8, 0x100
+
+
+class Events:
+    """inotify on one directory, read in this process; every wait is bounded."""
+
+    def __init__(self, directory: Path, mask: int) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0
+        assert self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) >= 0
+
+    def wait(self, prefix: str, mask: int, timeout: float = TIMEOUT) -> str:
+        """The name of the first entry starting with ``prefix`` that has an event in
+        ``mask``."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([self.fd], [], [], left)[0]:
+                break
+            data = os.read(self.fd, 65536)
+            offset = 0
+            while offset < len(data):
+                _, got, _, size = struct.unpack_from("iIII", data, offset)
+                name = data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode()
+                offset += 16 + size
+                if got & mask and name.startswith(prefix):
+                    return name
+        raise AssertionError(f"no event for {prefix}* within {timeout} s")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _policy(tmp_path: Path, body: str) -> list[str]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"resources:\n{body}")
+    return ["run", str(policy), "--state-dir", str(tmp_path / "state"), "--converged-timeout", "0"]
+
+
+def _start(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "convergent", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _temps(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if ".convergent-" in p.name)
+
+
+def _kill_on(proc: subprocess.Popen[bytes], events: Events, prefix: str, mask: int) -> None:
+    try:
+        events.wait(prefix, mask)
+    finally:
+        proc.kill()
+        proc.wait(TIMEOUT)
+        events.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "event", [IN_CREATE, IN_MODIFY, IN_CLOSE_WRITE], ids=["create", "modify", "close"]
+)
+def test_kill_during_50mb_write_never_tears_the_target(tmp_path: Path, event: int) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    old, new = b"A" * SIZE, b"B" * SIZE
+    target = work / "big"
+    target.write_bytes(old)
+    source = tmp_path / "source"
+    source.write_bytes(new)
+    args = _policy(tmp_path, f"  - file: {target}\n    source: {source}\n")
+    events = Events(work, event)
+    _kill_on(_start(args), events, ".big.convergent-", event)
+    data = target.read_bytes()
+    assert data in (old, new), f"torn: {len(data)} bytes"
+    assert convergent(*args, timeout=120).returncode == 0
+    assert target.read_bytes() == new
+    assert _temps(work) == []
+
+
+@needs_root
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("owner", ["root", "nobody"])
+def test_stale_temp_files_of_a_killed_agent_are_removed(tmp_path: Path, owner: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "conf"
+    source = tmp_path / "source"
+    source.write_bytes(b"C" * SIZE)
+    args = _policy(tmp_path, f"  - file: {target}\n    source: {source}\n    owner: {owner}\n")
+    # Killed once the first bytes are in: the temp file has its owner (and mark) by then.
+    _kill_on(_start(args), Events(work, IN_MODIFY), ".conf.convergent-", IN_MODIFY)
+    stale = _temps(work)
+    assert len(stale) == 1  # what the killed agent left
+    st = os.stat(work / stale[0])
+    assert st.st_uid == (0 if owner == "root" else NOBODY)
+    assert stat.S_IMODE(st.st_mode) in (0o600, 0o644)  # private, or final once all is in
+    result = convergent(*args, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _temps(work) == []
+    assert target.read_bytes() == source.read_bytes()
+
+
+@needs_root
+def test_lookalike_temp_of_another_user_is_kept(tmp_path: Path) -> None:
+    shared = lab(tmp_path) / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    target = shared / "conf"
+    lookalike = shared / ".conf.convergent-0123abcd1.tmp"
+    lookalike.write_text("the user's own file\n")
+    os.chown(lookalike, NOBODY, NOBODY)
+    stale = shared / ".conf.convergent-89abcdef1.tmp"  # a killed root agent's
+    stale.write_text("half")
+    (shared / ".conf.convergent-fedcba981.tmp").symlink_to("/etc/passwd")  # not a file
+    args = _policy(tmp_path, f'  - file: {target}\n    content: "x\\n"\n')
+    result = convergent(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert target.read_text() == "x\n"
+    assert lookalike.read_text() == "the user's own file\n"
+    assert not stale.exists()
+    assert (shared / ".conf.convergent-fedcba981.tmp").is_symlink()
+
+
+@pytest.mark.timeout(60)
+def test_fifo_source_does_not_hang_a_one_shot_run(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    os.mkfifo(source)
+    copy, other = tmp_path / "copy", tmp_path / "other"
+    body = f'  - file: {copy}\n    source: {source}\n  - file: {other}\n    content: "ok\\n"\n'
+    result = convergent(*_policy(tmp_path, body))
+    assert result.returncode == 1
+    assert f"source: {source} is a fifo, not a regular file" in result.stdout + result.stderr
+    assert other.read_text() == "ok\n"
+    assert not copy.exists()

@@ -1,0 +1,190 @@
+"""Path resolution by CHASE_SAFE rules and opens that never follow or block (host/fs.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from convergent.host import fs
+from tests.host.hostile import NOBODY, lab, needs_root, run_as_nobody
+
+
+def _mine(path: Path) -> None:
+    """Give ``path`` (a directory or a symlink) to the unprivileged user."""
+    os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+
+
+def test_the_final_component_is_never_followed(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    with fs.locate(str(tmp_path / "link")) as at:
+        assert (at.dir, at.name) == (str(tmp_path), "link")
+        st = fs.lstat(at)
+        assert st is not None and stat.S_ISLNK(st.st_mode)
+        with pytest.raises(fs.PathRefused, match="is a symlink"):
+            fs.open_node(at)
+
+
+def test_a_root_owned_symlink_in_a_parent_keeps_working(tmp_path: Path) -> None:
+    real = tmp_path / "run"
+    real.mkdir()
+    (tmp_path / "var-run").symlink_to(real)  # like /var/run -> /run, owned by root
+    with fs.locate(str(tmp_path / "var-run" / "app.pid")) as at:
+        assert (at.dir, at.name) == (str(real), "app.pid")
+
+
+def test_a_system_symlink_like_var_run_keeps_working() -> None:
+    if not os.path.islink("/var/run"):
+        pytest.skip("/var/run is not a symlink here")
+    with fs.locate("/var/run/x") as at:
+        assert at.dir == os.path.realpath("/var/run")
+
+
+@needs_root
+def test_a_users_symlink_into_a_root_directory_is_refused_naming_link_and_owners(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _mine(home)
+    (home / "sub").symlink_to("/etc")
+    _mine(home / "sub")
+    with pytest.raises(fs.PathRefused) as info:
+        fs.locate(str(home / "sub" / "passwd"))
+    message = str(info.value)
+    assert f"the symlink {home / 'sub'} is owned by nobody (uid {NOBODY})" in message
+    assert "owned by root (uid 0)" in message
+    assert "Fix:" in message
+
+
+@needs_root
+def test_a_users_relative_symlink_out_of_their_directory_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _mine(home)
+    (tmp_path / "root-only").mkdir()
+    (home / "sub").symlink_to("../root-only")
+    _mine(home / "sub")
+    with pytest.raises(fs.PathRefused, match="symlink"):
+        fs.locate(str(home / "sub" / "f"))
+
+
+@needs_root
+def test_a_users_symlink_in_a_root_owned_sticky_directory_is_refused(tmp_path: Path) -> None:
+    shared = lab(tmp_path) / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (tmp_path / "root-only").mkdir()
+    run_as_nobody(lambda: os.symlink("../root-only", shared / "sub"))
+    with pytest.raises(fs.PathRefused, match=f"{shared / 'sub'}"):
+        fs.locate(str(shared / "sub" / "f"))
+
+
+@needs_root
+def test_a_users_symlink_within_their_own_tree_is_followed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "real").mkdir(parents=True)
+    _mine(home)
+    _mine(home / "real")
+    (home / "alias").symlink_to("real")
+    _mine(home / "alias")
+    with fs.locate(str(home / "alias" / "f")) as at:
+        assert at.dir == str(home / "real")
+
+
+@needs_root
+def test_a_users_directory_holding_a_root_directory_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "root-owned").mkdir(parents=True)
+    _mine(home)
+    with pytest.raises(fs.PathRefused, match=rf"the directory {home} is owned by nobody"):
+        fs.locate(str(home / "root-owned" / "f"))
+
+
+@needs_root
+def test_a_parent_swapped_for_a_symlink_after_a_safe_walk_is_refused(tmp_path: Path) -> None:
+    home = lab(tmp_path) / "home"
+    (home / "sub").mkdir(parents=True)
+    _mine(home)
+    _mine(home / "sub")
+    with fs.locate(str(home / "sub" / "f")):
+        pass  # walked once: found again by openat2 from now on
+
+    def swap() -> None:
+        os.rename(home / "sub", home / "old")
+        os.symlink("/etc", home / "sub")
+
+    run_as_nobody(swap)
+    with pytest.raises(fs.PathRefused, match="symlink"):
+        fs.locate(str(home / "sub" / "f"))
+
+
+def test_a_symlink_loop_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(OSError, match="symbolic links"):
+        fs.locate(str(tmp_path / "a" / "f"))
+
+
+def test_a_missing_parent_and_a_file_parent_are_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
+        fs.locate(str(tmp_path / "no" / "such" / "f"))
+    assert missing.value.filename == str(tmp_path / "no")
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(NotADirectoryError) as blocked:
+        fs.locate(str(tmp_path / "plain" / "f"))
+    assert blocked.value.filename == str(tmp_path / "plain")
+
+
+def test_create_makes_the_missing_parents(tmp_path: Path) -> None:
+    with fs.locate(str(tmp_path / "a" / "b" / "f"), create=True) as at:
+        assert at.dir == str(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_follow_reads_through_a_final_root_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real").write_text("data")
+    (tmp_path / "link").symlink_to("real")
+    with fs.locate(str(tmp_path / "link"), follow=True) as at:
+        assert fs.read_regular(at)[0] == b"data"
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with fs.locate(str(tmp_path / "pipe")) as at:
+        with pytest.raises(fs.PathRefused, match="is a fifo, not a regular file"):
+            fs.read_regular(at)
+        with pytest.raises(fs.PathRefused, match="is a fifo"):
+            fs.open_node(at)
+
+
+def test_open_node_accepts_only_the_kind_asked_for(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with fs.locate(str(tmp_path / "d")) as at:
+        fd, st = fs.open_node(at, directory=True)
+        os.close(fd)
+        assert stat.S_ISDIR(st.st_mode)
+        with pytest.raises(fs.PathRefused, match="is a directory, not a regular file"):
+            fs.open_node(at, directory=False)
+
+
+@needs_root
+def test_missing_parents_inside_a_users_directory_are_created_as_theirs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _mine(home)
+    with fs.locate(str(home / ".config" / "app" / "conf"), create=True) as at:
+        assert at.dir == str(home / ".config" / "app")
+    for made in (home / ".config", home / ".config" / "app"):
+        assert (made.stat().st_uid, made.stat().st_gid) == (NOBODY, NOBODY)
+
+
+def test_the_root_directory_itself_can_be_located_and_opened() -> None:
+    with fs.locate("/") as at:
+        assert at.path == "/"
+        fd, st = fs.open_node(at, directory=True)
+        os.close(fd)
+        assert st.st_ino == os.stat("/").st_ino
