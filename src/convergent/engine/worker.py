@@ -42,6 +42,7 @@ from convergent.errors import ParamError, ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
+from convergent.resources.params import reject_nul
 from convergent.resources.recv import MISSING, Binding, convert
 
 if TYPE_CHECKING:
@@ -489,6 +490,7 @@ class Worker:
             self.put = None
             res.params = msgspec.structs.replace(self.declared, **values)
             try:
+                reject_nul(res.params)  # a received value is checked like a written one
                 res.validate()
             except ParamError as exc:
                 field = f"{exc.field}: " if exc.field else ""
