@@ -27,6 +27,7 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``Process``: a command kept running; it outlives the agent, the next one finds it again.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -92,6 +93,7 @@ __all__ = [
     "Password",
     "PolicyError",
     "Problem",
+    "Process",
     "Report",
     "Reporter",
     "Resource",
@@ -142,6 +144,7 @@ _LAZY = {
     "Kv": "convergent.resources.kv",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
+    "Process": "convergent.resources.process",
     "Timer": "convergent.resources.timer",
 }
 
@@ -179,6 +182,7 @@ if TYPE_CHECKING:
     from convergent.resources.kv import Kv
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
+    from convergent.resources.process import Process
     from convergent.resources.timer import Timer
 
 
