@@ -28,6 +28,7 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
 - ``Process``: a command kept running; it outlives the agent, the next one finds it again.
+- ``Svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -99,6 +100,7 @@ __all__ = [
     "Resource",
     "ResourceError",
     "RunResult",
+    "Svc",
     "TextRenderer",
     "Timer",
     "WouldChange",
@@ -145,6 +147,7 @@ _LAZY = {
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
     "Process": "convergent.resources.process",
+    "Svc": "convergent.resources.svc",
     "Timer": "convergent.resources.timer",
 }
 
@@ -183,6 +186,7 @@ if TYPE_CHECKING:
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.process import Process
+    from convergent.resources.svc import Svc
     from convergent.resources.timer import Timer
 
 
