@@ -1,4 +1,5 @@
-"""``process``: keep a command running; it is desired state, not a child of one run.
+"""``process``: keep a command running. It is desired state, not a child of one run: it
+outlives the agent, and the next agent finds it again (the resource's name only names it).
 
 The command is started in a session of its own *without* the death signal that ``exec``
 commands get (``convergent.host.process.spawn_detached``), so it outlives the agent: a

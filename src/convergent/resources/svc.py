@@ -1,4 +1,5 @@
-"""``svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
+"""``svc``: a systemd unit (the resource's name; ``.service`` implied) kept running or
+stopped, enabled or disabled, over systemd's D-Bus API; needs systemd as PID 1.
 
 Everything goes through ``org.freedesktop.systemd1`` on the system bus (the run's one
 connection, ``convergent.host.dbus.SystemBus``), never through ``systemctl``:
