@@ -275,3 +275,38 @@ def test_bad_parameters_are_refused_naming_the_field(fields: dict[str, object], 
     with pytest.raises(ParamError) as caught:
         Process("app", **fields)
     assert caught.value.field == field
+
+
+def test_removed_from_the_policy_with_reverse_it_is_stopped(case: Case) -> None:
+    case.write(SLEEPER, meta={"reverse": True})
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        case.policy.write_text("resources:\n  - noop: left\n")
+        line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: reversed"))
+        assert line == f"{NAME}: reversed: stopped (pid {pid})"
+        assert case.marked() == []
+
+
+def test_noop_starts_nothing(case: Case) -> None:
+    case.write(SLEEPER)
+    done = convergent(*case.args("--noop", "--converged-timeout", "0"))
+    assert "process[app]: would change: start: sleep 300" in done.stdout, done.stdout
+    assert case.marked() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_it_runs_as_the_user_asked_for_and_cannot_touch_its_records(case: Case) -> None:
+    """As nobody (65534) the process runs with that uid and gid; its record and log stay
+    root's, 0600, in a 0700 directory it cannot enter."""
+    case.write(
+        ["sh", "-c", "id -u; id -g; cat ../state/processes/* 2>&1; exec sleep 300"],
+        user="nobody",
+        cwd=str(case.root),
+    )
+    pid = _pid(case.once().stdout)
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == ["65534"] * 4
+    log = Path(case.store.log_path(NAME))
+    assert log.stat().st_uid == 0 and stat.S_IMODE(log.stat().st_mode) == 0o600

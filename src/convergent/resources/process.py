@@ -263,6 +263,27 @@ class Process(Resource[ProcessParams], kind="process"):
         new = self._start(ctx)
         return f"restarted on refresh (pid {new.pid})"
 
+    async def reverse(self, ctx: Context) -> str | None:
+        """Removed from the policy with ``meta: {reverse: true}``: stop it."""
+        live = self._find(ctx)
+        if live is None:
+            return None
+        await self._stop(ctx, live)
+        return f"stopped (pid {live.pid})"
+
+    def plan_reverse(self, ctx: Context) -> str | None:
+        """What ``reverse`` would do (read only, nothing adopted)."""
+        from convergent.resources.procfiles import Store, live
+
+        if self._live is not None:
+            return f"stop pid {self._live.pid}"
+        if ctx.state is None:
+            return None
+        record = Store(os.path.dirname(ctx.state.path)).read(ctx.id)
+        if record is None or live(record.pid, record.start) is None:
+            return None
+        return f"stop pid {record.pid}"
+
     # -- starting and stopping --------------------------------------------------------
 
     def _start(self, ctx: Context) -> _Live:
