@@ -189,6 +189,10 @@ class Systemd(ServiceInterface):
     @dbus_method()
     def Subscribe(self):  # type: ignore[no-untyped-def]
         self.calls.append(("Subscribe",))
+        if self.subscribed:  # systemd refuses a second Subscribe from one connection
+            raise DBusError(
+                "org.freedesktop.systemd1.AlreadySubscribed", "Client is already subscribed."
+            )
         self.subscribed += 1
 
     @dbus_signal()

@@ -152,6 +152,17 @@ def test_a_unit_stopped_by_hand_is_started_again_at_once(bus: PrivateBus) -> Non
     with_standin(bus, ["web.service"], body)
 
 
+def test_several_units_share_one_subscription(bus: PrivateBus) -> None:
+    async def body(systemd: Systemd) -> None:
+        rec = Recorder()
+        result = await converge(graph(Svc("a"), Svc("b"), Svc("c", state="stopped")), rec)
+        assert result.exit_code == 0, [str(getattr(r, "error", r)) for r in rec.reports]
+        assert systemd.count("Subscribe") == 1
+        assert systemd.units["a.service"].active == systemd.units["b.service"].active == "active"
+
+    with_standin(bus, ["a.service", "b.service", "c.service"], body)
+
+
 def test_an_unknown_unit_fails_naming_it(bus: PrivateBus) -> None:
     async def body(systemd: Systemd) -> None:
         rec = Recorder()

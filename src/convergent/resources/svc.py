@@ -4,7 +4,7 @@ stopped, enabled or disabled, over systemd's D-Bus API; needs systemd as PID 1.
 Everything goes through ``org.freedesktop.systemd1`` on the system bus (the run's one
 connection, ``convergent.host.dbus.SystemBus``), never through ``systemctl``:
 
-- ``watch``: ``Manager.Subscribe``, then a match on the unit object's
+- ``watch``: ``Manager.Subscribe`` (once per run), then a match on the unit object's
   ``PropertiesChanged`` (and the manager's ``UnitFilesChanged``) before ``ready()``, so a
   unit stopped by hand (``systemctl stop``, a crash) is an event at once and is started
   again, with no polling.
@@ -177,12 +177,22 @@ class Svc(Resource[SvcParams], kind="svc"):
         return str(value)
 
     async def _jobs(self, ctx: Context) -> _Jobs:
+        """The run's JobRemoved results; the first call also asks systemd for its signals
+        (``Subscribe``, once per connection: systemd refuses a second one)."""
+        from convergent.host.dbus import BusError
+
         jobs: _Jobs = ctx.shared(_Jobs)
         async with jobs.lock:
             if jobs.stop is None:
                 jobs.stop = await self._bus(ctx).subscribe(
                     jobs.on_signal, sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER
                 )
+                try:
+                    await self._bus(ctx).call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
+                except BusError as exc:
+                    if exc.name != "org.freedesktop.systemd1.AlreadySubscribed":
+                        jobs.close()
+                        raise ResourceError(ctx.id, f"{self.unit}: {exc}") from exc
         return jobs
 
     # -- the contract -----------------------------------------------------------------
@@ -197,7 +207,6 @@ class Svc(Resource[SvcParams], kind="svc"):
             )
         bus = self._bus(ctx)
         await self._jobs(ctx)
-        await self._manager(ctx, "Subscribe")
         path = await self._unit_path(ctx)
 
         def changed(sig: Any) -> None:
