@@ -145,7 +145,10 @@ def test_a_stale_pidfile_naming_another_process_is_neither_adopted_nor_killed(
     pid = _pid(case.once().stdout)
     os.kill(pid, signal.SIGKILL)
     _wait_gone(pid)
-    stranger = subprocess.Popen(["sleep", "300"])
+    # A hostile local user's process when we are root: it holds the recorded PID's
+    # number in the record, with another start time.
+    hostile = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}
+    stranger = subprocess.Popen(["sleep", "300"], **hostile)  # type: ignore[call-overload]
     try:
         record = case.store.read(NAME)
         assert record is not None
@@ -310,3 +313,28 @@ def test_it_runs_as_the_user_asked_for_and_cannot_touch_its_records(case: Case) 
     assert uid_line.split()[1:] == ["65534"] * 4
     log = Path(case.store.log_path(NAME))
     assert log.stat().st_uid == 0 and stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_a_killed_agent_leaves_it_running_and_the_next_agent_adopts_it(case: Case) -> None:
+    """SIGKILL of the agent itself: the process is not the agent's child to reap (no death
+    signal, no children record), and the next agent adopts it."""
+    case.write(SLEEPER)
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        agent.send(signal.SIGKILL)
+        agent.wait()
+    assert _alive(pid)
+    assert "changed: 0" in case.once().stdout
+    assert case.marked() == [pid]
+
+
+def test_a_log_growing_past_the_limit_is_rotated_while_it_runs(case: Case) -> None:
+    script = "head -c 1500000 /dev/zero | tr '\\0' y; exec sleep 300"
+    case.write(["sh", "-c", script])
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith(f"{NAME}: log over 1024 KiB: rotated"))
+        old = Path(case.store.log_path(NAME) + ".1")
+        assert old.stat().st_size == LOG_LIMIT and old.read_bytes()[:10] == b"y" * 10
+        assert case.marked() == [pid]  # rotated under it: it runs on
