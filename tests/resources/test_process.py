@@ -198,8 +198,10 @@ def test_stopped_stops_it_and_its_whole_group(case: Case) -> None:
     case.write(cmd, stop_signal="INT", state="stopped", stop_timeout=5)
     done = case.once()
     assert f"{NAME}: stopped (pid {pid})" in done.stdout, done.stdout
-    assert case.marked() == []
+    assert case.marked() == [] and case.store.read(NAME) is None
     assert "changed: 0" in case.once().stdout
+    case.write(cmd, stop_signal="INT")
+    assert f"{NAME}: started (pid" in case.once().stdout  # a fresh start, not a "restart"
 
 
 def test_a_process_deaf_to_its_stop_signal_is_killed_after_stop_timeout(case: Case) -> None:

@@ -363,6 +363,11 @@ class Process(Resource[ProcessParams], kind="process"):
                 "(stuck in the kernel, e.g. on a hung mount?)",
             )
         self._exit = None
+        state = ctx.state
+        if state is not None and not state.readonly:
+            from convergent.resources.procfiles import Store
+
+            Store(os.path.dirname(state.path)).remove(ctx.id)  # stopped on purpose: no record
 
 
 def _reap(live: _Live) -> int | None:
