@@ -27,6 +27,8 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``Process``: a command kept running; it outlives the agent, the next one finds it again.
+- ``Svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -94,11 +96,13 @@ __all__ = [
     "Password",
     "PolicyError",
     "Problem",
+    "Process",
     "Report",
     "Reporter",
     "Resource",
     "ResourceError",
     "RunResult",
+    "Svc",
     "TextRenderer",
     "Timer",
     "WouldChange",
@@ -145,6 +149,8 @@ _LAZY = {
     "Kv": "convergent.resources.kv",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
+    "Process": "convergent.resources.process",
+    "Svc": "convergent.resources.svc",
     "Timer": "convergent.resources.timer",
 }
 
@@ -183,6 +189,8 @@ if TYPE_CHECKING:
     from convergent.resources.kv import Kv
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
+    from convergent.resources.process import Process
+    from convergent.resources.svc import Svc
     from convergent.resources.timer import Timer
 
 
