@@ -20,6 +20,15 @@ killed by that signal) and a :class:`Capture` of stdout and of stderr.
   (a file of mode 0600, in a directory of mode 0700; it outlives the agent) right after the
   spawn and the record is removed when the run is over; :func:`reap_orphans`, run by the
   next agent on that state directory, kills whatever a killed agent left running.
+- ``stdin`` (bytes) is fed to the command through a pipe, written without blocking the
+  loop; a command that exits (or closes its stdin) before reading it all is not an error.
+  Without it the command reads /dev/null.
+- ``user``/``group``/``groups`` (numeric ids) switch the child's credentials before
+  ``exec``: ``setgroups(groups)`` (none when not given: the agent's own supplementary
+  groups, root's, are never inherited), ``setgid(group)``, ``setuid(user)``; a ``group``
+  without ``user`` keeps the uid. Only root may switch (anything else raises
+  PermissionError before the spawn). The death signal is set after the switch (the kernel
+  clears it when credentials change). ``umask`` is the child's umask.
 
 What is guaranteed and what is not: PR_SET_PDEATHSIG reaches the direct child only (and
 is dropped by the kernel when it executes a set-user-ID program); the processes it started
@@ -34,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -63,6 +73,7 @@ __all__ = [
     "KILL_WAIT",
     "SHOWN",
     "Capture",
+    "Credentials",
     "Finished",
     "RecordError",
     "children_dir",
@@ -266,36 +277,130 @@ def _die_with(parent: int) -> Callable[[], None]:
     return child
 
 
+class Credentials:
+    """Who a command runs as: ``user`` (uid), ``group`` (gid), supplementary ``groups``
+    (None: none at all), and its ``umask``; None for a field: the agent's own."""
+
+    __slots__ = ("group", "groups", "umask", "user")
+
+    def __init__(
+        self,
+        user: int | None = None,
+        group: int | None = None,
+        groups: Sequence[int] | None = None,
+        umask: int | None = None,
+    ) -> None:
+        self.user = user
+        self.group = group
+        self.groups = groups
+        self.umask = umask
+
+    @property
+    def switches(self) -> bool:
+        return self.user is not None or self.group is not None
+
+    def popen_args(self) -> dict[str, object]:
+        """The ``subprocess.Popen`` arguments that make the switch in the child (the
+        interpreter's child code calls setgroups, setregid, setreuid, then preexec_fn)."""
+        args: dict[str, object] = {}
+        if self.umask is not None:
+            args["umask"] = self.umask
+        if not self.switches:
+            return args
+        if os.geteuid() != 0:
+            raise PermissionError(
+                errno.EPERM,
+                f"running a command as another user or group needs root "
+                f"(the agent runs as uid {os.geteuid()})",
+            )
+        args["extra_groups"] = list(self.groups or ())
+        if self.group is not None:
+            args["group"] = self.group
+        if self.user is not None:
+            args["user"] = self.user
+        return args
+
+
 def _spawn(
-    argv: Sequence[str], cwd: str | None, env: dict[str, str] | None, output: bool
-) -> tuple[subprocess.Popen[bytes], int | None, int | None]:
-    """Start ``argv`` in a new session; return it and the read ends of its stdout/stderr."""
+    argv: Sequence[str],
+    cwd: str | None,
+    env: dict[str, str] | None,
+    output: bool,
+    feed: bool = False,
+    creds: Credentials | None = None,
+) -> tuple[subprocess.Popen[bytes], int | None, int | None, int | None]:
+    """Start ``argv`` in a new session; return it, the read ends of its stdout/stderr and
+    (with ``feed``) the write end of its stdin."""
     import subprocess
 
+    extra = creds.popen_args() if creds is not None else {}
     ends: list[int] = []
+    stdin_ends: list[int] = []
     try:
         if output:
             ends += os.pipe2(os.O_CLOEXEC)
             ends += os.pipe2(os.O_CLOEXEC)
-        popen = subprocess.Popen(
+        if feed:
+            stdin_ends += os.pipe2(os.O_CLOEXEC)
+        popen = subprocess.Popen(  # type: ignore[call-overload]
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin_ends[0] if feed else subprocess.DEVNULL,
             stdout=ends[1] if output else subprocess.DEVNULL,
             stderr=ends[3] if output else subprocess.DEVNULL,
             cwd=cwd,
             env=env,
             start_new_session=True,
             preexec_fn=_die_with(os.getpid()),
+            **extra,
         )
     except BaseException:
-        for fd in ends:
+        for fd in ends + stdin_ends:
             os.close(fd)
         raise
+    writer = None
+    if feed:
+        os.close(stdin_ends[0])
+        writer = stdin_ends[1]
     if not output:
-        return popen, None, None
+        return popen, None, None, writer
     os.close(ends[1])
     os.close(ends[3])
-    return popen, ends[0], ends[2]
+    return popen, ends[0], ends[2], writer
+
+
+class _Feed:
+    """Writes ``data`` to a command's stdin without blocking the loop, then closes it; a
+    reader that went away (EPIPE) ends the feed quietly."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+        self.loop = loop
+        self.fd: int | None = fd
+        self.data = memoryview(data)
+        os.set_blocking(fd, False)
+        if self.data:
+            loop.add_writer(fd, self._write)
+            self._write()
+        else:
+            self.close()
+
+    def _write(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            written = os.write(self.fd, self.data[:_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the command does not read any more
+            written = len(self.data)
+        self.data = self.data[written:]
+        if not self.data:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_writer(self.fd)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _exited(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:
@@ -334,6 +439,11 @@ async def run(
     log: Callable[[str], None] | None = None,
     children: str | None = None,
     owner: str = "",
+    stdin: bytes | None = None,
+    user: int | None = None,
+    group: int | None = None,
+    groups: Sequence[int] | None = None,
+    umask: int | None = None,
 ) -> Finished:
     """Run ``argv`` in a new session until it exits; return its status and output.
 
@@ -341,6 +451,9 @@ async def run(
     to /dev/null; otherwise both are captured and, with ``log``, logged line by line as
     they arrive (``stdout: ...``, ``stderr: ...``). ``children``: the directory where the
     running command is recorded for :func:`reap_orphans` (``owner`` names who ran it).
+    ``stdin`` is fed to the command (else it reads /dev/null). ``user``, ``group``,
+    ``groups`` (numeric) and ``umask``: who the command runs as (see the module's text);
+    switching needs root (PermissionError otherwise).
 
     Raises OSError when it cannot be started (``filename`` says what was missing),
     TimeoutError after ``time_limit`` seconds (the group is killed first), RecordError when
@@ -353,17 +466,24 @@ async def run(
         full = {**os.environ, **(env or {})}
         if token is not None:
             full[TOKEN] = token
-    popen, out_fd, err_fd = _spawn(argv, cwd, full, output)
+    creds = None
+    if user is not None or group is not None or groups is not None or umask is not None:
+        creds = Credentials(user, group, groups, umask)
+    popen, out_fd, err_fd, in_fd = _spawn(argv, cwd, full, output, stdin is not None, creds)
     record = None
     if children is not None and token is not None:
         try:
             record = write_record(children, popen.pid, token, owner)
         except OSError as exc:
             _kill_now(popen)
+            for fd in (out_fd, err_fd, in_fd):
+                if fd is not None:
+                    os.close(fd)
             raise RecordError(
                 f"cannot record the running command in {children}: {exc.strerror or exc}; "
                 "check that the state directory is writable"
             ) from exc
+    feed = _Feed(loop, in_fd, stdin or b"") if in_fd is not None else None
     gone = False
     pipes: list[_Pipe] = []
     exited = _exited(loop, popen)
@@ -385,6 +505,8 @@ async def run(
         if pipes:
             await asyncio.wait([p.eof for p in pipes], timeout=DRAIN)
     finally:
+        if feed is not None:
+            feed.close()
         for fd in (out_fd, err_fd):
             if fd is not None:
                 os.close(fd)
