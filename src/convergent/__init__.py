@@ -27,6 +27,8 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``User``: a local user account (uid, groups, shell, password hash...), or its absence.
+- ``Group``: a local group (gid), or its absence.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -82,6 +84,7 @@ __all__ = [
     "File",
     "Graph",
     "GraphError",
+    "Group",
     "Kv",
     "Log",
     "Meta",
@@ -99,6 +102,7 @@ __all__ = [
     "RunResult",
     "TextRenderer",
     "Timer",
+    "User",
     "WouldChange",
     "__version__",
     "arun",
@@ -143,6 +147,8 @@ _LAZY = {
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
     "Timer": "convergent.resources.timer",
+    "User": "convergent.resources.user",
+    "Group": "convergent.resources.groupacct",
 }
 
 if TYPE_CHECKING:
@@ -176,10 +182,12 @@ if TYPE_CHECKING:
     from convergent.resources.base import Change, Context, Meta, Params, Resource
     from convergent.resources.exec import Exec
     from convergent.resources.file import File
+    from convergent.resources.groupacct import Group
     from convergent.resources.kv import Kv
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.timer import Timer
+    from convergent.resources.user import User
 
 
 def __getattr__(name: str) -> object:
