@@ -122,10 +122,21 @@ def test_a_command_runs_as_a_managed_user_created_first(tmp_path: Path, accounts
 
 @needs_root
 def test_a_command_runs_with_the_given_group(tmp_path: Path) -> None:
-    body = entry("exec", "as-group", cmd=["sh", "-c", "id -u; id -g; id -G"], group=NOBODY)
+    made = tmp_path / "made"
+    body = entry(
+        "exec",
+        "as-group",
+        cmd=["sh", "-c", f"id -u; id -g; id -G; touch {made}"],
+        group=NOBODY,
+        creates=str(made),
+    )
+    ok(run(tmp_path, body, "--noop"))
+    assert not made.exists()
     out = ok(run(tmp_path, body))
     assert "exec[as-group]: stdout: 0\n" in out
     assert out.count(f"exec[as-group]: stdout: {NOBODY}\n") == 2
+    assert (made.stat().st_uid, made.stat().st_gid) == (0, NOBODY)
+    assert changed(ok(run(tmp_path, body))) == 0
 
 
 @needs_root

@@ -185,11 +185,12 @@ def test_password_hash_is_set_and_never_shown(tmp_path: Path, accounts: Accounts
         done = run(tmp_path, entry("user", name, password_hash=HASH_A), *extra)
         outputs.append(done.stdout + done.stderr)
     assert shadow()[name][1] == HASH_A
-    for args in (("--noop",), (), ("--log-format", "json")):
+    for args, stored in ((("--noop",), HASH_A), ((), HASH_B), (("--log-format", "json"), HASH_B)):
         done = run(tmp_path, entry("user", name, password_hash=HASH_B), *args)
         ok(done)
         outputs.append(done.stdout + done.stderr)
-    assert shadow()[name][1] == HASH_B
+        assert shadow()[name][1] == stored, args
+    assert changed(outputs[-1]) == 0
     assert "password hash changed" in outputs[3]
     for text in outputs:
         for secret in (HASH_A, HASH_B, "A" * 20, "B" * 20):
