@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,69 @@ def test_the_umask_of_the_agent_is_left_alone(value: int | None) -> None:
     after = os.umask(0o022)
     os.umask(after)
     assert after == before
+
+
+def test_a_finish_command_outlives_a_killed_agent(tmp_path: Path) -> None:
+    """No death signal: killed between two writes, a shadow tool would leave the account
+    files inconsistent."""
+    fifo, done = tmp_path / "fifo", tmp_path / "done"
+    os.mkfifo(fifo)
+    agent = textwrap.dedent(
+        f"""
+        import asyncio
+        from convergent.host import process
+        asyncio.run(process.run(
+            ["sh", "-c", "echo $$; cat {fifo} >/dev/null; touch {done}"], finish=True,
+            log=lambda line: print(line, flush=True)))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", agent], stdout=subprocess.PIPE, text=True, env=os.environ
+    )
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], BOUND)[0], "the command did not start"
+        pid = int(proc.stdout.readline().split(": ", 1)[1])
+        pidfd = os.pidfd_open(pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(BOUND)
+        try:
+            writer = _open_writer(fifo)  # fails when nothing reads: the command was killed
+            os.close(writer)
+            assert select.select([pidfd], [], [], BOUND)[0], "the command did not finish"
+        finally:
+            os.close(pidfd)
+        assert done.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(BOUND)
+
+
+def _open_writer(fifo: Path) -> int:
+    """Open ``fifo`` for writing once a reader has it open (bounded)."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            assert time.monotonic() < deadline, f"nothing opened {fifo} for reading"
+            time.sleep(0.01)
+
+
+def test_a_cancelled_finish_command_is_let_end_by_itself(tmp_path: Path) -> None:
+    fifo, done = tmp_path / "fifo", tmp_path / "done"
+    os.mkfifo(fifo)
+
+    async def main() -> None:
+        argv = ["sh", "-c", f"cat {fifo} >/dev/null; touch {done}"]
+        task = asyncio.ensure_future(process.run(argv, finish=True))
+        writer = await asyncio.to_thread(_open_writer, fifo)
+        task.cancel()
+        await asyncio.sleep(0)  # the cancellation lands: run waits for the command
+        os.close(writer)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), BOUND))
+    assert done.exists(), "the command was killed instead of let finish"

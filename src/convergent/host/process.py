@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPTURE",
     "DRAIN",
+    "FINISH",
     "GRACE",
     "KILL_WAIT",
     "SHOWN",
@@ -87,6 +88,7 @@ CAPTURE = 65536  # bytes kept at the end of stdout and of stderr
 SHOWN = 65536  # bytes of each stream logged line by line
 DRAIN = 0.5  # seconds to read output left in the pipes after the command exited
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a process group
+FINISH = 10.0  # seconds a cancelled ``finish`` command is given to end by itself
 TAIL = 10  # lines of stderr in an error's tail
 TAIL_CHARS = 4096  # at most this many characters of them
 
@@ -328,6 +330,7 @@ def _spawn(
     output: bool,
     feed: bool = False,
     creds: Credentials | None = None,
+    finish: bool = False,
 ) -> tuple[subprocess.Popen[bytes], int | None, int | None, int | None]:
     """Start ``argv`` in a new session; return it, the read ends of its stdout/stderr and
     (with ``feed``) the write end of its stdin."""
@@ -350,7 +353,7 @@ def _spawn(
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=None if finish else _die_with(os.getpid()),
             **extra,
         )
     except BaseException:
@@ -444,6 +447,7 @@ async def run(
     group: int | None = None,
     groups: Sequence[int] | None = None,
     umask: int | None = None,
+    finish: bool = False,
 ) -> Finished:
     """Run ``argv`` in a new session until it exits; return its status and output.
 
@@ -453,7 +457,10 @@ async def run(
     running command is recorded for :func:`reap_orphans` (``owner`` names who ran it).
     ``stdin`` is fed to the command (else it reads /dev/null). ``user``, ``group``,
     ``groups`` (numeric) and ``umask``: who the command runs as (see the module's text);
-    switching needs root (PermissionError otherwise).
+    switching needs root (PermissionError otherwise). ``finish``: a short command whose
+    interruption would leave the host inconsistent (a shadow tool between two account
+    files): it gets no death signal, and a cancellation waits up to ``FINISH`` seconds
+    for it to end before killing it (no ``children`` record with it).
 
     Raises OSError when it cannot be started (``filename`` says what was missing),
     TimeoutError after ``time_limit`` seconds (the group is killed first), RecordError when
@@ -469,7 +476,7 @@ async def run(
     creds = None
     if user is not None or group is not None or groups is not None or umask is not None:
         creds = Credentials(user, group, groups, umask)
-    popen, out_fd, err_fd, in_fd = _spawn(argv, cwd, full, output, stdin is not None, creds)
+    popen, out_fd, err_fd, in_fd = _spawn(argv, cwd, full, output, stdin is not None, creds, finish)
     record = None
     if children is not None and token is not None:
         try:
@@ -498,8 +505,12 @@ async def run(
         try:
             async with asyncio.timeout(time_limit):
                 code = await asyncio.shield(exited)
-        except BaseException:  # a timeout or a cancellation (or worse): kill the group
-            gone = await _stop(popen, exited)
+        except BaseException as exc:  # a timeout or a cancellation (or worse): kill the group
+            if finish and isinstance(exc, asyncio.CancelledError):  # unless it may finish
+                await asyncio.wait([exited], timeout=min(time_limit or FINISH, FINISH))
+                gone = popen.returncode is not None or await _stop(popen, exited)
+            else:
+                gone = await _stop(popen, exited)
             raise
         gone = True  # the leader ended by itself: what it left running is its business
         if pipes:
