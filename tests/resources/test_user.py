@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,10 @@ from typing import Any
 
 import pytest
 
+from convergent.resources.base import Context
+from convergent.resources.user import User
 from tests.e2e.agent import Agent
+from tests.e2e.test_files import Events
 from tests.resources.accounts_lab import (
     Accounts,
     accounts,
@@ -31,6 +35,7 @@ from tests.resources.accounts_lab import (
 __all__ = ["accounts"]
 
 pytestmark = needs_shadow
+IN_MOVED_TO = 0x80
 HASH_A = "$6$cvt8salt$" + "A" * 86
 HASH_B = "$6$cvt8salt$" + "B" * 86
 
@@ -292,3 +297,44 @@ def test_bad_values_are_refused_at_load_with_their_place(
     assert f"{path}{where}" in text and words in text, text
     assert "hunter2" not in text
     assert "cvt8bad" not in passwd() and "cvt8bad" not in group_file()
+
+
+def test_the_hash_is_given_on_stdin_never_as_an_argument(
+    tmp_path: Path, accounts: Accounts
+) -> None:
+    """Arguments are readable by every user in /proc/PID/cmdline; stdin is not."""
+    name = accounts.name()
+    ok(run(tmp_path, entry("user", name, create_home=False)))
+    ctx = Context(
+        f"user[{name}]", ready=lambda: None, event=lambda: None, log=print, shared=lambda f: f()
+    )
+    for res in (User(name, password_hash=HASH_A), User(cvt8_new(), password_hash=HASH_A)):
+        parts, commands = res._plan(ctx)
+        assert commands and any(stdin and HASH_A.encode() in stdin for _, stdin in commands)
+        assert not any(HASH_A in arg or "A" * 20 in arg for argv, _ in commands for arg in argv)
+        assert not any("A" * 20 in part for part in parts)
+
+
+def cvt8_new() -> str:
+    """A name that is not created (the plan is only looked at)."""
+    return "cvt8-never-made"
+
+
+def test_a_run_killed_after_creating_the_user_sets_the_hash_next_time(
+    tmp_path: Path, accounts: Accounts
+) -> None:
+    """Killed when /etc/passwd is replaced (useradd done, chpasswd maybe not): the next
+    run reads the files again and sets what is missing."""
+    name = accounts.name()
+    path = policy(tmp_path, entry("user", name, password_hash=HASH_A, create_home=False))
+    events = Events("/etc", IN_MOVED_TO)
+    try:
+        with Agent("run", str(path), "--state-dir", str(tmp_path / "state")) as agent:
+            events.wait("passwd", IN_MOVED_TO)
+            agent.send(signal.SIGKILL)
+            agent.wait()
+    finally:
+        events.close()
+    ok(run(tmp_path, entry("user", name, password_hash=HASH_A, create_home=False)))
+    assert shadow()[name][1] == HASH_A
+    assert changed(ok(run(tmp_path, entry("user", name, password_hash=HASH_A)))) == 0

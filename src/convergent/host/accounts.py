@@ -18,7 +18,8 @@ groupdel, chpasswd) run by :func:`convergent.host.process.run`, one at a time pe
 (``lock``); they take the files' own lock, and a tool that finds it held by another
 program is tried again a few times before its error is reported. A password hash is
 given to ``chpasswd -e`` on its stdin, never as an argument (arguments are visible to
-every user in /proc).
+every user in /proc). A tool is let finish (``process.run(finish=True)``): a killed agent
+does not kill it between two of the files it writes, and a shutdown waits for it.
 """
 
 from __future__ import annotations
@@ -183,7 +184,11 @@ async def run_tool(argv: Sequence[str], lock: asyncio.Lock, stdin: bytes | None 
         async with lock:
             try:
                 done = await process.run(
-                    [program, *argv[1:]], time_limit=_TOOL_LIMIT, stdin=stdin, output=True
+                    [program, *argv[1:]],
+                    time_limit=_TOOL_LIMIT,
+                    stdin=stdin,
+                    output=True,
+                    finish=True,
                 )
             except FileNotFoundError:
                 raise ToolError(
