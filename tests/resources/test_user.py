@@ -7,6 +7,7 @@ Accounts have a test prefix and are removed in finally (``accounts_lab``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -17,10 +18,12 @@ from typing import Any
 
 import pytest
 
+from convergent.host import accounts as accounts_host
 from convergent.resources.base import Context
 from convergent.resources.user import User
 from tests.e2e.agent import Agent
 from tests.e2e.test_files import Events
+from tests.host.hostile import NOBODY, needs_root, run_as_nobody
 from tests.resources.accounts_lab import (
     Accounts,
     accounts,
@@ -338,3 +341,17 @@ def test_a_run_killed_after_creating_the_user_sets_the_hash_next_time(
     ok(run(tmp_path, entry("user", name, password_hash=HASH_A, create_home=False)))
     assert shadow()[name][1] == HASH_A
     assert changed(ok(run(tmp_path, entry("user", name, password_hash=HASH_A)))) == 0
+
+
+@needs_root
+def test_changing_accounts_without_root_is_a_clear_error_before_any_tool_runs() -> None:
+    def attempt() -> str:
+        try:
+            asyncio.run(accounts_host.run_tool(["useradd", "cvt8-never"], asyncio.Lock()))
+        except accounts_host.ToolError as exc:
+            return str(exc)
+        return "ran"
+
+    message = run_as_nobody(attempt)
+    assert "needs root" in message and f"uid {NOBODY}" in message
+    assert "cvt8-never" not in passwd()

@@ -173,9 +173,15 @@ def _tool(name: str) -> str:
 async def run_tool(argv: Sequence[str], lock: asyncio.Lock, stdin: bytes | None = None) -> None:
     """Run the shadow tool ``argv`` (found in /usr/sbin, /sbin...) under ``lock``.
 
-    Raises ToolError with the tool's own message when it fails; one that reports the
-    account files locked by another program is tried again (a bounded number of times).
+    Raises ToolError with the tool's own message when it fails (or, without root, before
+    running it); one that reports the account files locked by another program is tried
+    again (a bounded number of times).
     """
+    if os.geteuid() != 0:
+        raise ToolError(
+            f"{argv[0]}: changing local accounts needs root, and the agent runs as uid "
+            f"{os.geteuid()} (run it as root, or check with --noop)"
+        )
     from convergent.host import process
 
     program = _tool(argv[0])
