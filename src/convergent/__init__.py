@@ -29,6 +29,8 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
 - ``Process``: a command kept running; it outlives the agent, the next one finds it again.
 - ``Svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
+- ``User``: a local user account (uid, groups, shell, password hash...), or its absence.
+- ``Group``: a local group (gid), or its absence.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -86,6 +88,7 @@ __all__ = [
     "File",
     "Graph",
     "GraphError",
+    "Group",
     "Kv",
     "Log",
     "Meta",
@@ -105,6 +108,7 @@ __all__ = [
     "Svc",
     "TextRenderer",
     "Timer",
+    "User",
     "WouldChange",
     "__version__",
     "arun",
@@ -152,6 +156,8 @@ _LAZY = {
     "Process": "convergent.resources.process",
     "Svc": "convergent.resources.svc",
     "Timer": "convergent.resources.timer",
+    "User": "convergent.resources.user",
+    "Group": "convergent.resources.groupacct",
 }
 
 if TYPE_CHECKING:
@@ -186,12 +192,14 @@ if TYPE_CHECKING:
     from convergent.resources.base import Change, Context, Meta, Params, Resource
     from convergent.resources.exec import Exec
     from convergent.resources.file import File
+    from convergent.resources.groupacct import Group
     from convergent.resources.kv import Kv
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.process import Process
     from convergent.resources.svc import Svc
     from convergent.resources.timer import Timer
+    from convergent.resources.user import User
 
 
 def __getattr__(name: str) -> object:

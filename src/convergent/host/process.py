@@ -20,6 +20,15 @@ killed by that signal) and a :class:`Capture` of stdout and of stderr.
   (a file of mode 0600, in a directory of mode 0700; it outlives the agent) right after the
   spawn and the record is removed when the run is over; :func:`reap_orphans`, run by the
   next agent on that state directory, kills whatever a killed agent left running.
+- ``stdin`` (bytes) is fed to the command through a pipe, written without blocking the
+  loop; a command that exits (or closes its stdin) before reading it all is not an error.
+  Without it the command reads /dev/null.
+- ``user``/``group``/``groups`` (numeric ids) switch the child's credentials before
+  ``exec``: ``setgroups(groups)`` (none when not given: the agent's own supplementary
+  groups, root's, are never inherited), ``setgid(group)``, ``setuid(user)``; a ``group``
+  without ``user`` keeps the uid. Only root may switch (anything else raises
+  PermissionError before the spawn). The death signal is set after the switch (the kernel
+  clears it when credentials change). ``umask`` is the child's umask.
 
 What is guaranteed and what is not: PR_SET_PDEATHSIG reaches the direct child only (and
 is dropped by the kernel when it executes a set-user-ID program); the processes it started
@@ -38,24 +47,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import signal
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from convergent.host.children import (
-    DEAD,
     KILL_WAIT,
     TOKEN,
     children_dir,
-    pids,
     reap_orphans,
     remove_record,
-    stat,
     write_record,
 )
+from convergent.host.sessions import GRACE, group_alive, kill_group, spawn_detached
 
 if TYPE_CHECKING:
     import subprocess
@@ -63,10 +70,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPTURE",
     "DRAIN",
+    "FINISH",
     "GRACE",
     "KILL_WAIT",
     "SHOWN",
     "Capture",
+    "Credentials",
     "Finished",
     "RecordError",
     "children_dir",
@@ -80,11 +89,10 @@ __all__ = [
 CAPTURE = 65536  # bytes kept at the end of stdout and of stderr
 SHOWN = 65536  # bytes of each stream logged line by line
 DRAIN = 0.5  # seconds to read output left in the pipes after the command exited
-GRACE = 1.0  # seconds between SIGTERM and SIGKILL when killing a process group
+FINISH = 10.0  # seconds a cancelled ``finish`` command is given to end by itself
 TAIL = 10  # lines of stderr in an error's tail
 TAIL_CHARS = 4096  # at most this many characters of them
 
-_POLL = 0.02  # seconds between checks that a killed group is gone
 _CHUNK = 65536
 _PR_SET_PDEATHSIG = 1
 
@@ -271,36 +279,131 @@ def _die_with(parent: int) -> Callable[[], None]:
     return child
 
 
+class Credentials:
+    """Who a command runs as: ``user`` (uid), ``group`` (gid), supplementary ``groups``
+    (None: none at all), and its ``umask``; None for a field: the agent's own."""
+
+    __slots__ = ("group", "groups", "umask", "user")
+
+    def __init__(
+        self,
+        user: int | None = None,
+        group: int | None = None,
+        groups: Sequence[int] | None = None,
+        umask: int | None = None,
+    ) -> None:
+        self.user = user
+        self.group = group
+        self.groups = groups
+        self.umask = umask
+
+    @property
+    def switches(self) -> bool:
+        return self.user is not None or self.group is not None
+
+    def popen_args(self) -> dict[str, object]:
+        """The ``subprocess.Popen`` arguments that make the switch in the child (the
+        interpreter's child code calls setgroups, setregid, setreuid, then preexec_fn)."""
+        args: dict[str, object] = {}
+        if self.umask is not None:
+            args["umask"] = self.umask
+        if not self.switches:
+            return args
+        if os.geteuid() != 0:
+            raise PermissionError(
+                errno.EPERM,
+                f"running a command as another user or group needs root "
+                f"(the agent runs as uid {os.geteuid()})",
+            )
+        args["extra_groups"] = list(self.groups or ())
+        if self.group is not None:
+            args["group"] = self.group
+        if self.user is not None:
+            args["user"] = self.user
+        return args
+
+
 def _spawn(
-    argv: Sequence[str], cwd: str | None, env: dict[str, str] | None, output: bool
-) -> tuple[subprocess.Popen[bytes], int | None, int | None]:
-    """Start ``argv`` in a new session; return it and the read ends of its stdout/stderr."""
+    argv: Sequence[str],
+    cwd: str | None,
+    env: dict[str, str] | None,
+    output: bool,
+    feed: bool = False,
+    creds: Credentials | None = None,
+    finish: bool = False,
+) -> tuple[subprocess.Popen[bytes], int | None, int | None, int | None]:
+    """Start ``argv`` in a new session; return it, the read ends of its stdout/stderr and
+    (with ``feed``) the write end of its stdin."""
     import subprocess
 
+    extra = creds.popen_args() if creds is not None else {}
     ends: list[int] = []
+    stdin_ends: list[int] = []
     try:
         if output:
             ends += os.pipe2(os.O_CLOEXEC)
             ends += os.pipe2(os.O_CLOEXEC)
-        popen = subprocess.Popen(
+        if feed:
+            stdin_ends += os.pipe2(os.O_CLOEXEC)
+        popen = subprocess.Popen(  # type: ignore[call-overload]
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin_ends[0] if feed else subprocess.DEVNULL,
             stdout=ends[1] if output else subprocess.DEVNULL,
             stderr=ends[3] if output else subprocess.DEVNULL,
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
+            preexec_fn=None if finish else _die_with(os.getpid()),
+            **extra,
         )
     except BaseException:
-        for fd in ends:
+        for fd in ends + stdin_ends:
             os.close(fd)
         raise
+    writer = None
+    if feed:
+        os.close(stdin_ends[0])
+        writer = stdin_ends[1]
     if not output:
-        return popen, None, None
+        return popen, None, None, writer
     os.close(ends[1])
     os.close(ends[3])
-    return popen, ends[0], ends[2]
+    return popen, ends[0], ends[2], writer
+
+
+class _Feed:
+    """Writes ``data`` to a command's stdin without blocking the loop, then closes it; a
+    reader that went away (EPIPE) ends the feed quietly."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
+        self.loop = loop
+        self.fd: int | None = fd
+        self.data = memoryview(data)
+        os.set_blocking(fd, False)
+        if self.data:
+            loop.add_writer(fd, self._write)
+            self._write()
+        else:
+            self.close()
+
+    def _write(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            written = os.write(self.fd, self.data[:_CHUNK])
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the command does not read any more
+            written = len(self.data)
+        self.data = self.data[written:]
+        if not self.data:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_writer(self.fd)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _exited(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:
@@ -339,6 +442,12 @@ async def run(
     log: Callable[[str], None] | None = None,
     children: str | None = None,
     owner: str = "",
+    stdin: bytes | None = None,
+    user: int | None = None,
+    group: int | None = None,
+    groups: Sequence[int] | None = None,
+    umask: int | None = None,
+    finish: bool = False,
 ) -> Finished:
     """Run ``argv`` in a new session until it exits; return its status and output.
 
@@ -346,6 +455,12 @@ async def run(
     to /dev/null; otherwise both are captured and, with ``log``, logged line by line as
     they arrive (``stdout: ...``, ``stderr: ...``). ``children``: the directory where the
     running command is recorded for :func:`reap_orphans` (``owner`` names who ran it).
+    ``stdin`` is fed to the command (else it reads /dev/null). ``user``, ``group``,
+    ``groups`` (numeric) and ``umask``: who the command runs as (see the module's text);
+    switching needs root (PermissionError otherwise). ``finish``: a short command whose
+    interruption would leave the host inconsistent (a shadow tool between two account
+    files): it gets no death signal, and a cancellation waits up to ``FINISH`` seconds
+    for it to end before killing it (no ``children`` record with it).
 
     Raises OSError when it cannot be started (``filename`` says what was missing),
     TimeoutError after ``time_limit`` seconds (the group is killed first), RecordError when
@@ -358,17 +473,24 @@ async def run(
         full = {**os.environ, **(env or {})}
         if token is not None:
             full[TOKEN] = token
-    popen, out_fd, err_fd = _spawn(argv, cwd, full, output)
+    creds = None
+    if user is not None or group is not None or groups is not None or umask is not None:
+        creds = Credentials(user, group, groups, umask)
+    popen, out_fd, err_fd, in_fd = _spawn(argv, cwd, full, output, stdin is not None, creds, finish)
     record = None
     if children is not None and token is not None:
         try:
             record = write_record(children, popen.pid, token, owner)
         except OSError as exc:
             _kill_now(popen)
+            for fd in (out_fd, err_fd, in_fd):
+                if fd is not None:
+                    os.close(fd)
             raise RecordError(
                 f"cannot record the running command in {children}: {exc.strerror or exc}; "
                 "check that the state directory is writable"
             ) from exc
+    feed = _Feed(loop, in_fd, stdin or b"") if in_fd is not None else None
     gone = False
     pipes: list[_Pipe] = []
     exited = _exited(loop, popen)
@@ -383,13 +505,19 @@ async def run(
         try:
             async with asyncio.timeout(time_limit):
                 code = await asyncio.shield(exited)
-        except BaseException:  # a timeout or a cancellation (or worse): kill the group
-            gone = await _stop(popen, exited)
+        except BaseException as exc:  # a timeout or a cancellation (or worse): kill the group
+            if finish and isinstance(exc, asyncio.CancelledError):  # unless it may finish
+                await asyncio.wait([exited], timeout=min(time_limit or FINISH, FINISH))
+                gone = popen.returncode is not None or await _stop(popen, exited)
+            else:
+                gone = await _stop(popen, exited)
             raise
         gone = True  # the leader ended by itself: what it left running is its business
         if pipes:
             await asyncio.wait([p.eof for p in pipes], timeout=DRAIN)
     finally:
+        if feed is not None:
+            feed.close()
         for fd in (out_fd, err_fd):
             if fd is not None:
                 os.close(fd)
@@ -415,81 +543,3 @@ def _kill_now(popen: subprocess.Popen[bytes]) -> None:
         os.killpg(popen.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
         popen.wait(timeout=KILL_WAIT)
-
-
-async def kill_group(pgid: int, grace: float = GRACE, sig: int = signal.SIGTERM) -> bool:
-    """Send ``sig`` (SIGTERM) to process group ``pgid``, SIGKILL what is left after
-    ``grace`` seconds, then wait (at most ``KILL_WAIT`` seconds) until it is gone; True
-    when it is.
-
-    Call it while the group's leader is not reaped yet (a zombie still holds the id), so
-    that the id cannot have been reused by another group.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-    if await _until_gone(pgid, grace):
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    return await _until_gone(pgid, KILL_WAIT)
-
-
-async def _until_gone(pgid: int, bound: float) -> bool:
-    deadline = time.monotonic() + bound
-    while group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(_POLL)
-    return True
-
-
-def spawn_detached(
-    argv: Sequence[str],
-    *,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    output: int | None = None,
-    user: int | None = None,
-    group: int | None = None,
-    groups: Sequence[int] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` in a new session that does not die with the agent; return it.
-
-    Unlike :func:`run` the child gets no death signal and is not recorded for the reaper:
-    it is meant to outlive the agent. stdin is /dev/null; stdout and stderr go to the
-    descriptor ``output`` (/dev/null when None). ``env`` is the whole environment (None:
-    the agent's). ``user``/``group``/``groups``: the uid, gid and supplementary gids to run
-    as (set before exec; needs root). The caller reaps it (``Popen.poll``) once it exits.
-
-    Raises OSError when it cannot be started (``filename`` says what was missing).
-    """
-    import subprocess
-
-    sink = subprocess.DEVNULL if output is None else output
-    return subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=sink,
-        stderr=sink,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        user=user,
-        group=group,
-        extra_groups=list(groups) if groups is not None else None,
-    )
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a process of group ``pgid`` is running (zombies do not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for pid in pids():
-        st = stat(pid)
-        if st is not None and st.pgrp == pgid and st.state not in DEAD:
-            return True
-    return False

@@ -328,12 +328,14 @@ _REGISTRY: dict[str, type[Resource[Any]]] = {}
 _BUILTIN: dict[str, str] = {
     "exec": "convergent.resources.exec:Exec",
     "file": "convergent.resources.file:File",
+    "group": "convergent.resources.groupacct:Group",
     "kv": "convergent.resources.kv:Kv",
     "noop": "convergent.resources.noop:Noop",
     "password": "convergent.resources.password:Password",
     "process": "convergent.resources.process:Process",
     "svc": "convergent.resources.svc:Svc",
     "timer": "convergent.resources.timer:Timer",
+    "user": "convergent.resources.user:User",
 }
 ENTRY_POINTS = "convergent.kinds"  # the entry-point group plug-in kinds are found in
 _plugins: dict[str, Any] | None = None  # entry points by kind name, read once when needed

@@ -1,7 +1,8 @@
 """``exec``: run a command, guarded so that it runs only when it is needed.
 
 Without a guard the command runs every time the resource is checked (once per agent
-start). Guards make it idempotent: ``creates`` (skip when a path exists), ``ifnewer``
+start). Guards make it idempotent: ``creates`` (skip when a path exists), ``removes``
+(skip when a path does not exist), ``ifnewer``
 (make-style: skip while a target is newer than its sources), ``onlyif`` and ``unless``
 (skip depending on another command's exit status). ``refresh_only`` runs it only when a
 changed upstream notifies it.
@@ -17,6 +18,15 @@ one line says how much more was not shown); the last 64 KiB of each are kept. It
 ``stdout``, ``stderr`` (those last 64 KiB) and ``exit_code`` (negative: killed by that
 signal) of the last run of the command that ended by itself (a timeout or a shutdown
 leaves the previous values); guards' output is not kept.
+
+Run controls: ``returns`` lists the exit codes that count as success (``[0]``); ``stdin``
+is fed to the command (guards read nothing); ``umask`` applies to the command and its
+guards. ``user``/``group`` run the command and its guards as that user (its primary
+group unless ``group`` is given, and its supplementary groups, looked up through NSS as
+``su`` does; ``HOME``, ``USER`` and ``LOGNAME`` are set to the user's unless ``env`` sets
+them); switching needs an agent running as root (a clear error otherwise, before anything
+runs). The switch is made in the child before ``exec`` (``host.process.run``): the agent's
+own supplementary groups are never inherited.
 """
 
 from __future__ import annotations
@@ -30,13 +40,15 @@ from typing import Any, ClassVar
 import msgspec
 
 from convergent.errors import CommandError, ParamError, ResourceError
-from convergent.host import process
+from convergent.host import posix, process
+from convergent.resources import runas
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 
 __all__ = ["Exec", "ExecParams", "IfNewer"]
 
 _SHOWN = 60  # characters of a command shown in summaries
+_OCTAL = frozenset("01234567")
 
 
 class IfNewer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -64,6 +76,12 @@ class ExecParams(Params, frozen=True):
     onlyif: a guard command (string: /bin/sh -c; list: argv); skip when it exits non-zero
     ifnewer: ``{target, sources}``; run only when target is missing or older than a source
     refresh_only: run only when notified by a changed upstream (guards still apply)
+    removes: absolute path; run only when it exists
+    stdin: text fed to the command's standard input (default: none, it reads /dev/null)
+    returns: exit codes that count as success, 0-255
+    user: run the command and its guards as this user, a name or a uid (the agent must be root)
+    group: run them with this group, a name or a gid (default with user: the user's primary one)
+    umask: the umask of the command and its guards, an octal string like "022" or "0027"
     """
 
     cmd: list[str] | str
@@ -76,6 +94,12 @@ class ExecParams(Params, frozen=True):
     onlyif: list[str] | str | None = None
     ifnewer: IfNewer | None = None
     refresh_only: bool = False
+    removes: str | None = None
+    stdin: str | None = None
+    returns: list[int] = msgspec.field(default_factory=lambda: [0])
+    user: str | int | None = None
+    group: str | int | None = None
+    umask: str | None = None
 
 
 class Exec(Resource[ExecParams], kind="exec"):
@@ -109,6 +133,24 @@ class Exec(Resource[ExecParams], kind="exec"):
                 raise ParamError("cmd", "the command is empty; give at least the program")
         _check_absolute("cwd", p.cwd)
         _check_absolute("creates", p.creates)
+        _check_absolute("removes", p.removes)
+        if not p.returns:
+            raise ParamError("returns", "give at least one exit code that counts as success")
+        for i, code in enumerate(p.returns):
+            if not 0 <= code <= 255:
+                raise ParamError(f"returns[{i}]", f"an exit code is 0 to 255, not {code}")
+        for name in ("user", "group"):
+            value = getattr(p, name)
+            if isinstance(value, int) and not 0 <= value <= posix.MAX_ID:
+                raise ParamError(name, f"{value} is out of range: an id is 0 to {posix.MAX_ID}")
+            if isinstance(value, str):
+                posix.parse_id(name, value)
+        if p.umask is not None and not (
+            len(p.umask) in (3, 4) and set(p.umask) <= _OCTAL and int(p.umask, 8) <= 0o777
+        ):
+            raise ParamError(
+                "umask", f'{p.umask!r}: give 3 or 4 octal digits up to 0777, like "022" or "0027"'
+            )
         if p.ifnewer is not None:
             _check_absolute("ifnewer.target", p.ifnewer.target)
             for i, source in enumerate(p.ifnewer.sources):
@@ -131,7 +173,7 @@ class Exec(Resource[ExecParams], kind="exec"):
         """Watch the paths of ``creates`` and ``ifnewer``, so removing them runs the command
         (the ``Subscribes`` ability: no task)."""
         p = self.params
-        paths = [p.creates] if p.creates else []
+        paths = [path for path in (p.creates, p.removes) if path]
         if p.ifnewer is not None:
             paths += [p.ifnewer.target, *p.ifnewer.sources]
         stops: list[Callable[[], None]] = []
@@ -183,6 +225,8 @@ class Exec(Resource[ExecParams], kind="exec"):
         p = self.params
         if p.creates is not None and _exists(p.creates):
             return f"creates: {p.creates} exists"
+        if p.removes is not None and not _exists(p.removes):
+            return f"removes: {p.removes} does not exist"
         if p.ifnewer is not None and _up_to_date(ctx, p.ifnewer):
             return f"ifnewer: {p.ifnewer.target} is newer than its sources"
         if p.onlyif is not None:
@@ -203,14 +247,17 @@ class Exec(Resource[ExecParams], kind="exec"):
         cmd = self.params.cmd
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
         start = time.perf_counter()
-        finished = await self._execute(ctx, argv, "", output=True)
+        stdin = self.params.stdin
+        finished = await self._execute(
+            ctx, argv, "", output=True, stdin=None if stdin is None else stdin.encode()
+        )
         code = finished.code
         self._last_run = {
             "stdout": finished.stdout.text(),
             "stderr": finished.stderr.text(),
             "exit_code": code,
         }
-        if code != 0:
+        if code not in self.params.returns:
             tail = finished.stderr.tail()
             if code < 0:
                 message = f"was killed by signal {_signal_name(-code)}"
@@ -221,7 +268,13 @@ class Exec(Resource[ExecParams], kind="exec"):
         return time.perf_counter() - start
 
     async def _execute(
-        self, ctx: Context, argv: list[str], prefix: str, *, output: bool
+        self,
+        ctx: Context,
+        argv: list[str],
+        prefix: str,
+        *,
+        output: bool,
+        stdin: bytes | None = None,
     ) -> process.Finished:
         """Run ``argv`` (recorded for the reaper when the run has a writable state database);
         with ``output`` its lines go to ``ctx.log``. Failures to start and timeouts raise
@@ -231,16 +284,22 @@ class Exec(Resource[ExecParams], kind="exec"):
         children = None
         if state is not None and not state.readonly:
             children = process.children_dir(os.path.dirname(state.path))
+        env, creds = runas.credentials(ctx.id, prefix, p.user, p.group, p.env)
         try:
             return await process.run(
                 argv,
                 cwd=p.cwd,
-                env=p.env,
+                env=env,
                 time_limit=p.timeout,
                 output=output,
                 log=ctx.log if output else None,
                 children=children,
                 owner=ctx.id,
+                stdin=stdin,
+                user=creds.user,
+                group=creds.group,
+                groups=creds.groups,
+                umask=None if p.umask is None else int(p.umask, 8),
             )
         except TimeoutError:
             raise CommandError(
@@ -263,12 +322,16 @@ class Exec(Resource[ExecParams], kind="exec"):
         return (f"file:{self._normal(creates)}",) if creates is not None else ()
 
     def needs(self) -> list[list[str]]:
-        """The nearest managed directory at or above ``cwd``, and the nearest managed one
-        above ``creates`` (the path itself is provided, not needed: see ``provides``)."""
+        """The nearest managed directory at or above ``cwd``, the nearest managed one
+        above ``creates`` (the path itself is provided, not needed: see ``provides``), the
+        path of ``removes`` (or its nearest managed ancestor), and the managed ``user`` and
+        ``group`` it runs as."""
         from convergent.graph.autoedge import path_uids
 
         p = self.params
-        groups = []
+        groups: list[list[str]] = [[uid] for uid in runas.needs(p.user, p.group)]
+        if p.removes is not None:
+            groups.append(list(path_uids("file:", self._normal(p.removes), inclusive=True)))
         if p.cwd is not None:
             groups.append(list(path_uids("file:", self._normal(p.cwd), inclusive=True)))
         if p.creates is not None:

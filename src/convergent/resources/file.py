@@ -445,10 +445,14 @@ class File(Resource[FileParams], kind="file"):
         """The path it manages, as ``file:<path>``."""
         return (f"file:{self._path}",)
 
-    def needs(self) -> tuple[tuple[str], Sequence[str]]:
+    def needs(self) -> tuple[Sequence[str], ...]:
         """Whatever else provides its own path (a package shipping it, a command creating
-        it) comes first; then its nearest managed ancestor directory, not every ancestor."""
-        return (f"file:{self._path}",), path_uids("file:", self._path)
+        it) comes first; then its nearest managed ancestor directory, not every ancestor;
+        then the managed user and group that own it (``user:NAME``, ``gid:N``...)."""
+        from convergent.resources.runas import needs
+
+        owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
+        return ((f"file:{self._path}",), path_uids("file:", self._path), *owners)
 
     # -- reversal (meta: {reverse: true}) ------------------------------------------------
     # Before the first change the engine calls record_reverse, which keeps in the state

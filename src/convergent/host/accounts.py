@@ -1,0 +1,213 @@
+"""Local users and groups: read from the account files, changed through the shadow tools.
+
+::
+
+    users = accounts.read_users()            # {"alice": User(...)}, /etc/passwd parsed
+    groups = accounts.read_groups()          # {"staff": Group(...)}, /etc/group parsed
+    accounts.read_hash("alice")              # the /etc/shadow field (root only)
+    await accounts.run_tool(["useradd", "-m", "alice"], lock)
+
+The files are parsed directly, never through NSS (``pwd``/``grp``): what a ``user`` or
+``group`` resource manages is the local account, so an account that exists only in LDAP
+or sssd neither hides a missing local one nor is ever changed. NIS compat lines (``+``,
+``-``) are skipped. The files are read through :mod:`convergent.host.fs` (a regular
+file, opened without following the final name).
+
+Changes go through the shadow tools (useradd, usermod, userdel, groupadd, groupmod,
+groupdel, chpasswd) run by :func:`convergent.host.process.run`, one at a time per run
+(``lock``); they take the files' own lock, and a tool that finds it held by another
+program is tried again a few times before its error is reported. A password hash is
+given to ``chpasswd -e`` on its stdin, never as an argument (arguments are visible to
+every user in /proc). A tool is let finish (``process.run(finish=True)``): a killed agent
+does not kill it between two of the files it writes, and a shutdown waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "GROUP",
+    "PASSWD",
+    "SHADOW",
+    "Group",
+    "ToolError",
+    "User",
+    "read_groups",
+    "read_hash",
+    "read_users",
+    "run_tool",
+    "tool_lock",
+    "valid_name",
+]
+
+PASSWD = "/etc/passwd"
+GROUP = "/etc/group"
+SHADOW = "/etc/shadow"
+GSHADOW = "/etc/gshadow"
+NAME_MAX = 32  # useradd's limit on Linux
+_LOCK_TRIES = 6  # a tool that finds the files locked by another program is tried again
+_LOCK_DELAY = 0.1  # seconds before the first retry; doubled after each
+_TOOL_LIMIT = 120.0  # seconds a shadow tool may run (copying /etc/skel, chowning a home)
+_SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+class User(NamedTuple):
+    """One line of /etc/passwd."""
+
+    name: str
+    uid: int
+    gid: int
+    comment: str
+    home: str
+    shell: str
+
+
+class Group(NamedTuple):
+    """One line of /etc/group (``members``: the users listed in it, supplementary)."""
+
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+class ToolError(Exception):
+    """A shadow tool failed; the message is its own (the last lines of its stderr)."""
+
+
+def tool_lock() -> asyncio.Lock:
+    """The lock that runs the shadow tools of one engine run one at a time (a
+    ``ctx.shared`` factory: ``ctx.shared(accounts.tool_lock)``)."""
+    return asyncio.Lock()
+
+
+def valid_name(name: str) -> str | None:
+    """Why ``name`` cannot be a user or group name (None: it can).
+
+    Stricter than useradd where it matters for the files: no ``:``, ``,``, ``/``,
+    whitespace or control characters, not starting with ``-`` (it would be an option),
+    not only digits (it would be taken for an id), at most 32 characters.
+    """
+    if not name:
+        return "an account name cannot be empty"
+    if len(name) > NAME_MAX:
+        return f"an account name has at most {NAME_MAX} characters, not {len(name)}"
+    if name.startswith("-"):
+        return "an account name cannot start with '-'"
+    if name.isdigit():
+        return "an account name cannot be only digits (it would be read as an id)"
+    if name in (".", ".."):
+        return f"{name!r} cannot be an account name"
+    bad = sorted({c for c in name if c in ":,/\\" or c.isspace() or not c.isprintable()})
+    if bad:
+        return f"an account name cannot contain {''.join(bad)!r}"
+    return None
+
+
+def _read(path: str) -> str:
+    from convergent.host import fs
+
+    with fs.locate(path) as at:
+        data, _ = fs.read_regular(at)
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _fields(text: str, count: int) -> list[list[str]]:
+    rows = []
+    for line in text.split("\n"):
+        if not line or line[0] in "+-#":
+            continue
+        parts = line.split(":")
+        if len(parts) >= count:
+            rows.append(parts)
+    return rows
+
+
+def read_users(path: str = PASSWD) -> dict[str, User]:
+    """Every user of ``path`` (/etc/passwd) by name; a malformed line is skipped."""
+    found: dict[str, User] = {}
+    for p in _fields(_read(path), 7):
+        if p[2].isdigit() and p[3].isdigit() and p[0] not in found:
+            found[p[0]] = User(p[0], int(p[2]), int(p[3]), p[4], p[5], p[6])
+    return found
+
+
+def read_groups(path: str = GROUP) -> dict[str, Group]:
+    """Every group of ``path`` (/etc/group) by name; a malformed line is skipped."""
+    found: dict[str, Group] = {}
+    for p in _fields(_read(path), 4):
+        if p[2].isdigit() and p[0] not in found:
+            members = tuple(m for m in p[3].split(",") if m)
+            found[p[0]] = Group(p[0], int(p[2]), members)
+    return found
+
+
+def read_hash(name: str, path: str = SHADOW) -> str | None:
+    """The password field of ``name`` in ``path`` (/etc/shadow; None: no such line).
+
+    Raises PermissionError (with the fix) when the agent cannot read it.
+    """
+    try:
+        text = _read(path)
+    except PermissionError:
+        raise PermissionError(
+            f"cannot read {path}: reading password hashes needs root (run the agent as root)"
+        ) from None
+    for p in _fields(text, 2):
+        if p[0] == name:
+            return p[1]
+    return None
+
+
+def _tool(name: str) -> str:
+    for directory in _SBIN:
+        path = os.path.join(directory, name)
+        if os.access(path, os.X_OK):
+            return path
+    return name
+
+
+async def run_tool(argv: Sequence[str], lock: asyncio.Lock, stdin: bytes | None = None) -> None:
+    """Run the shadow tool ``argv`` (found in /usr/sbin, /sbin...) under ``lock``.
+
+    Raises ToolError with the tool's own message when it fails (or, without root, before
+    running it); one that reports the account files locked by another program is tried
+    again (a bounded number of times).
+    """
+    if os.geteuid() != 0:
+        raise ToolError(
+            f"{argv[0]}: changing local accounts needs root, and the agent runs as uid "
+            f"{os.geteuid()} (run it as root, or check with --noop)"
+        )
+    from convergent.host import process
+
+    program = _tool(argv[0])
+    delay = _LOCK_DELAY
+    for attempt in range(_LOCK_TRIES):
+        async with lock:
+            try:
+                done = await process.run(
+                    [program, *argv[1:]],
+                    time_limit=_TOOL_LIMIT,
+                    stdin=stdin,
+                    output=True,
+                    finish=True,
+                )
+            except FileNotFoundError:
+                raise ToolError(
+                    f"{argv[0]} not found: install the shadow tools (Debian: passwd)"
+                ) from None
+            except TimeoutError:
+                raise ToolError(f"{argv[0]} did not finish within {_TOOL_LIMIT:g} s") from None
+        if done.code == 0:
+            return
+        tail = done.stderr.tail() or done.stdout.tail()
+        message = "\n".join(tail) or "(nothing on stderr)"
+        if "cannot lock" in message and attempt + 1 < _LOCK_TRIES:
+            await asyncio.sleep(delay)  # another program holds the files' lock
+            delay *= 2
+            continue
+        raise ToolError(f"{argv[0]} exited with code {done.code}: {message}")

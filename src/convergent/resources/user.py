@@ -1,0 +1,307 @@
+"""``user``: a local user account, kept as described; ``state: absent`` removes it.
+
+::
+
+    user:
+      deploy:
+        uid: 1500
+        group: deploy            # primary group: a name or a gid
+        groups: [www-data, adm]  # supplementary
+        shell: /bin/bash
+        password_hash: "$6$..."  # never shown in reports, diffs or logs
+
+The resource's name is the account's name. State is read from /etc/passwd, /etc/group
+and /etc/shadow parsed directly, never through NSS (an account only in LDAP or sssd is
+not seen, and never changed); changes go through useradd, usermod, userdel and
+``chpasswd -e`` (the hash on its stdin, never in an argument), one tool at a time per
+run. A tool's failure is reported with its own message. The three files are watched
+(they are replaced by rename): a user removed or changed by hand is put back at once by
+a running agent.
+
+What is managed is only what is given: a parameter left out is left as it is. ``system``,
+``create_home`` and a default home or primary group matter only when the user is created.
+A changed ``home`` is written to /etc/passwd; the directory is not moved. ``state:
+absent`` runs ``userdel`` without ``-r``: the home directory and mail spool stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from convergent.errors import ParamError, ResourceError
+from convergent.host import accounts
+from convergent.host.posix import MAX_ID
+from convergent.resources.base import Change, Context, Params, Resource
+
+__all__ = ["User", "UserParams", "group_uid"]
+
+
+class UserParams(Params, frozen=True):
+    """A local user account; the resource's name is the user's name.
+
+    state: present or absent (absent: userdel; the home directory stays)
+    uid: numeric uid, 0-4294967294 (default: the next free one at creation, then left alone)
+    group: primary group, a name or a gid (default at creation: a group named after the user)
+    groups: supplementary groups, names or gids
+    groups_exclusive: true: in exactly ``groups`` (taken out of others); false: at least in them
+    home: absolute path of the home directory (default at creation: useradd's, /home/NAME)
+    create_home: at creation, make the home directory from /etc/skel (default: true, not for system)
+    shell: absolute path of the login shell
+    comment: the GECOS field (a full name), without ':' or newline
+    system: create a system account (uid below UID_MIN); only at creation
+    password_hash: crypt(3) hash for /etc/shadow ($6$..., $y$...), or ! or * to lock; never shown
+    """
+
+    state: Literal["present", "absent"] = "present"
+    uid: int | None = None
+    group: str | int | None = None
+    groups: list[str | int] | None = None
+    groups_exclusive: bool = False
+    home: str | None = None
+    create_home: bool | None = None
+    shell: str | None = None
+    comment: str | None = None
+    system: bool = False
+    password_hash: str | None = None
+
+
+def group_uid(value: str | int) -> str:
+    """The autoedge uid of a group given by name or gid (``group:staff``, ``gid:50``)."""
+    text = str(value)
+    return f"gid:{text}" if text.isdigit() else f"group:{text}"
+
+
+def _check_id(field: str, value: str | int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, int) or value.isdigit():
+        if not 0 <= int(value) <= MAX_ID:
+            raise ParamError(field, f"{value} is out of range: an id is 0 to {MAX_ID}")
+        return
+    why = accounts.valid_name(value)
+    if why is not None:
+        raise ParamError(field, why)
+
+
+def _check_hash(value: str) -> None:
+    """A crypt(3) hash or a lock; the value itself is never put in the message."""
+    why = None
+    if not value:
+        why = "is empty (an empty hash lets anyone log in without a password)"
+    elif ":" in value or not value.isprintable() or " " in value:
+        why = "cannot contain ':', spaces or control characters"
+    elif value.lstrip("!") not in ("", "*") and not value.lstrip("!").startswith("$"):
+        why = "does not look like a crypt(3) hash (old DES hashes are refused)"
+    if why is not None:
+        raise ParamError(
+            "password_hash",
+            f"{why}; give a hash as made by `mkpasswd -m sha-512` or `openssl passwd -6` "
+            "(like $6$salt$...), or ! or * to lock the account (the value is not shown)",
+        )
+
+
+class User(Resource[UserParams], kind="user"):
+    """A local user account, created, changed or removed with the shadow tools."""
+
+    def validate(self) -> None:
+        p = self.params
+        why = accounts.valid_name(self.name)
+        if why is not None:
+            raise ParamError(None, why)
+        if p.state == "absent":
+            for field in UserParams.__struct_fields__:
+                if field != "state" and getattr(p, field) != getattr(_DEFAULTS, field):
+                    raise ParamError(field, "has no meaning with state: absent; remove it")
+            return
+        _check_id("uid", p.uid)
+        _check_id("group", p.group)
+        for i, item in enumerate(p.groups or ()):
+            _check_id(f"groups[{i}]", item)
+        for field in ("home", "shell"):
+            value = getattr(p, field)
+            if value is not None and (not value.startswith("/") or ":" in value):
+                raise ParamError(field, f"{value!r}: give an absolute path without ':'")
+        if p.comment is not None and (":" in p.comment or not p.comment.isprintable()):
+            raise ParamError("comment", "cannot contain ':', a newline or control characters")
+        if p.password_hash is not None:
+            _check_hash(p.password_hash)
+
+    # -- the contract -----------------------------------------------------------------
+
+    def subscribe(self, ctx: Context) -> Callable[[], None]:
+        """Watch /etc/passwd and /etc/group (and /etc/shadow for a password hash)."""
+        from convergent.resources.fswatch import FsWatcher
+
+        watcher = ctx.shared(FsWatcher)
+        paths = [accounts.PASSWD, accounts.GROUP]
+        if self.params.password_hash is not None:
+            paths.append(accounts.SHADOW)
+        stops = [watcher.watch(path, ctx.event) for path in paths]
+
+        def unsubscribe() -> None:
+            for stop in stops:
+                stop()
+
+        ctx.ready()
+        return unsubscribe
+
+    async def check(self, ctx: Context) -> Change | None:
+        parts, _ = self._plan(ctx)
+        return Change(", ".join(parts)) if parts else None
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        parts, commands = self._plan(ctx)
+        lock = ctx.shared(accounts.tool_lock)
+        for argv, stdin in commands:
+            try:
+                await accounts.run_tool(argv, lock, stdin)
+            except accounts.ToolError as exc:
+                raise ResourceError(ctx.id, str(exc)) from None
+        return ", ".join(parts) if parts else None
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _plan(self, ctx: Context) -> tuple[list[str], list[tuple[list[str], bytes | None]]]:
+        """What differs (summary parts, never a hash) and the tool runs that fix it."""
+        p = self.params
+        name = self.name
+        try:
+            users = accounts.read_users()
+            current = users.get(name)
+            if p.state == "absent":
+                if current is None:
+                    return [], []
+                return ["removed"], [(["userdel", "--", name], None)]
+            groups = accounts.read_groups()
+            stored = None
+            if p.password_hash is not None and current is not None:
+                stored = accounts.read_hash(name)
+        except OSError as exc:
+            raise ResourceError(ctx.id, f"cannot read the account files: {_why(exc)}") from None
+        feed = None
+        if p.password_hash is not None and stored != p.password_hash:
+            feed = f"{name}:{p.password_hash}\n".encode()
+        if current is None:
+            return self._create(groups, feed)
+        parts: list[str] = []
+        argv: list[str] = []
+        if p.uid is not None and p.uid != current.uid:
+            parts.append(f"uid {current.uid} -> {p.uid}")
+            argv += ["-u", str(p.uid)]
+        if p.group is not None:
+            gid = _gid(groups, p.group)
+            if gid != current.gid:
+                parts.append(f"group {_group_name(groups, current.gid)} -> {p.group}")
+                argv += ["-g", str(p.group)]
+        for field, flag, have in (
+            ("home", "-d", current.home),
+            ("shell", "-s", current.shell),
+            ("comment", "-c", current.comment),
+        ):
+            want = getattr(p, field)
+            if want is not None and want != have:
+                parts.append(f"{field} {have!r} -> {want!r}")
+                argv += [flag, want]
+        if p.groups is not None:
+            argv += self._supplementary(groups, parts)
+        commands: list[tuple[list[str], bytes | None]] = []
+        if argv:
+            commands.append((["usermod", *argv, "--", name], None))
+        if feed is not None:
+            parts.append("password hash changed")
+            commands.append((["chpasswd", "-e"], feed))
+        return parts, commands
+
+    def _create(
+        self, groups: dict[str, accounts.Group], feed: bytes | None
+    ) -> tuple[list[str], list[tuple[list[str], bytes | None]]]:
+        p = self.params
+        argv = ["useradd"]
+        if p.system:
+            argv.append("-r")
+        if p.uid is not None:
+            argv += ["-u", str(p.uid)]
+        if p.group is not None:
+            argv += ["-g", str(p.group)]
+        elif self.name in groups:  # join the group named after the user, as usual
+            argv += ["-g", self.name]
+        if p.groups:
+            argv += ["-G", ",".join(str(g) for g in p.groups)]
+        if p.home is not None:
+            argv += ["-d", p.home]
+        create_home = p.create_home if p.create_home is not None else not p.system
+        argv.append("-m" if create_home else "-M")
+        if p.shell is not None:
+            argv += ["-s", p.shell]
+        if p.comment is not None:
+            argv += ["-c", p.comment]
+        argv += ["--", self.name]
+        commands: list[tuple[list[str], bytes | None]] = [(argv, None)]
+        summary = "created"
+        if p.uid is not None:
+            summary += f" (uid {p.uid})"
+        if feed is not None:
+            commands.append((["chpasswd", "-e"], feed))
+            summary += " with a password hash"
+        return [summary], commands
+
+    def _supplementary(self, groups: dict[str, accounts.Group], parts: list[str]) -> list[str]:
+        """usermod's arguments for the supplementary groups (and the summary's words)."""
+        p = self.params
+        wanted = {_group_name(groups, g) for g in p.groups or ()}
+        have = {g.name for g in groups.values() if self.name in g.members}
+        missing = sorted(wanted - have)
+        extra = sorted(have - wanted) if p.groups_exclusive else []
+        if not missing and not extra:
+            return []
+        words = [f"+{g}" for g in missing] + [f"-{g}" for g in extra]
+        parts.append("groups " + " ".join(words))
+        if p.groups_exclusive:
+            return ["-G", ",".join(sorted(wanted))]
+        return ["-a", "-G", ",".join(missing)]
+
+    # -- automatic edges ----------------------------------------------------------------
+
+    def provides(self) -> tuple[str, ...]:
+        """``user:NAME`` (and ``uid:N`` with a uid): files it owns, commands run as it."""
+        if self.params.state == "absent":
+            return ()
+        uid = self.params.uid
+        return (f"user:{self.name}",) + ((f"uid:{uid}",) if uid is not None else ())
+
+    def needs(self) -> list[Sequence[str]]:
+        """Its managed groups come first: the primary (or the one named after it, which
+        useradd joins) and each supplementary group."""
+        p = self.params
+        if p.state == "absent":
+            return []
+        primary = p.group if p.group is not None else self.name
+        return [(group_uid(primary),), *((group_uid(g),) for g in p.groups or ())]
+
+
+_DEFAULTS = UserParams()
+
+
+def _gid(groups: dict[str, accounts.Group], value: str | int) -> int | None:
+    text = str(value)
+    if text.isdigit():
+        return int(text)
+    found = groups.get(text)
+    return found.gid if found is not None else None
+
+
+def _group_name(groups: dict[str, accounts.Group], value: str | int) -> str:
+    text = str(value)
+    if not text.isdigit():
+        return text
+    for group in groups.values():
+        if group.gid == int(text):
+            return group.name
+    return text
+
+
+def _why(exc: OSError) -> str:
+    if exc.filename is None and exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
