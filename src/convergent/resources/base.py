@@ -329,6 +329,7 @@ _BUILTIN: dict[str, str] = {
     "exec": "convergent.resources.exec:Exec",
     "file": "convergent.resources.file:File",
     "kv": "convergent.resources.kv:Kv",
+    "line": "convergent.resources.line:Line",
     "noop": "convergent.resources.noop:Noop",
     "password": "convergent.resources.password:Password",
     "timer": "convergent.resources.timer:Timer",
