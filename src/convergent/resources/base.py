@@ -326,6 +326,7 @@ _REGISTRY: dict[str, type[Resource[Any]]] = {}
 # The built-in kinds, "kind": "module:Class". Adding a kind is its module, its tests and
 # one line here. They are imported on first use, so a policy of files never imports exec.
 _BUILTIN: dict[str, str] = {
+    "cron": "convergent.resources.cron:Cron",
     "exec": "convergent.resources.exec:Exec",
     "file": "convergent.resources.file:File",
     "kv": "convergent.resources.kv:Kv",
