@@ -27,10 +27,14 @@ class Shared:
             self.items[factory] = factory()
         return self.items[factory]
 
-    def close(self) -> None:
-        for item in self.items.values():
-            close = getattr(item, "close", None)
-            if close is not None:
+    async def aclose(self) -> None:
+        """As the engine does at the end of a run: ``aclose()`` awaited, else ``close()``."""
+        items, self.items = list(self.items.values()), {}
+        for item in items:
+            aclose = getattr(item, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            elif (close := getattr(item, "close", None)) is not None:
                 close()
 
 
@@ -48,12 +52,25 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
+async def _once(resource: Resource[Any], change: Change | None) -> Any:
+    shared = Shared()
+    try:
+        ctx = context(resource, shared)
+        if change is None:
+            return await resource.check(ctx)
+        return await resource.apply(ctx, change)
+    finally:
+        await shared.aclose()
+
+
 def check(resource: Resource[Any]) -> Change | None:
-    return run(resource.check(context(resource)))  # type: ignore[no-any-return]
+    """``resource.check`` in a run of its own (its shared services closed at the end)."""
+    return run(_once(resource, None))  # type: ignore[no-any-return]
 
 
 def apply(resource: Resource[Any], change: Change) -> str | None:
-    return run(resource.apply(context(resource), change))  # type: ignore[no-any-return]
+    """``resource.apply`` in a run of its own."""
+    return run(_once(resource, change))  # type: ignore[no-any-return]
 
 
 def converge(resource: Resource[Any]) -> Change | None:

@@ -146,10 +146,9 @@ def test_concurrent_line_resources_on_one_file_never_lose_each_others_edits(
             )
         )
 
-    try:
-        run(main())
-    finally:
-        shared.close()
+        await shared.aclose()
+
+    run(main())
     assert target.read_text().splitlines() == ["head"] + [f"line {i}" for i in range(30)]
 
 

@@ -327,6 +327,7 @@ _REGISTRY: dict[str, type[Resource[Any]]] = {}
 # one line here. They are imported on first use, so a policy of files never imports exec.
 _BUILTIN: dict[str, str] = {
     "cron": "convergent.resources.cron:Cron",
+    "download": "convergent.resources.download:Download",
     "exec": "convergent.resources.exec:Exec",
     "file": "convergent.resources.file:File",
     "kv": "convergent.resources.kv:Kv",
