@@ -27,6 +27,9 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``Line``: one line in a text file (replaced, inserted or removed), the rest left as is.
+- ``Cron``: a scheduled command, as a root-owned file in ``/etc/cron.d``.
+- ``Download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -74,8 +77,10 @@ __all__ = [
     "CommandError",
     "Context",
     "Converged",
+    "Cron",
     "ConvergentError",
     "CycleError",
+    "Download",
     "Engine",
     "Exec",
     "Failed",
@@ -83,6 +88,7 @@ __all__ = [
     "Graph",
     "GraphError",
     "Kv",
+    "Line",
     "Log",
     "Meta",
     "MissingVertexError",
@@ -137,9 +143,12 @@ _LAZY = {
     "Meta": "convergent.resources.base",
     "Params": "convergent.resources.base",
     "Resource": "convergent.resources.base",
+    "Cron": "convergent.resources.cron",
+    "Download": "convergent.resources.download",
     "Exec": "convergent.resources.exec",
     "File": "convergent.resources.file",
     "Kv": "convergent.resources.kv",
+    "Line": "convergent.resources.line",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
     "Timer": "convergent.resources.timer",
@@ -174,9 +183,12 @@ if TYPE_CHECKING:
     from convergent.policy import load_policy
     from convergent.render import TextRenderer
     from convergent.resources.base import Change, Context, Meta, Params, Resource
+    from convergent.resources.cron import Cron
+    from convergent.resources.download import Download
     from convergent.resources.exec import Exec
     from convergent.resources.file import File
     from convergent.resources.kv import Kv
+    from convergent.resources.line import Line
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.timer import Timer
