@@ -55,18 +55,20 @@ def test_a_line_already_there_is_left_alone_even_without_match(tmp_path: Path) -
     assert check(Line("c", path=str(target), text="c")) is None
 
 
-def test_after_and_before_anchor_the_new_line_at_the_first_match(tmp_path: Path) -> None:
+def test_insert_after_and_insert_before_anchor_the_new_line_at_the_first_match(
+    tmp_path: Path,
+) -> None:
     target = tmp_path / "f"
     target.write_text("[one]\nx\n[two]\ny\n[two]\n")
-    converge(Line("after", path=str(target), text="a=1", after=r"^\[two\]"))
-    converge(Line("before", path=str(target), text="b=1", before=r"^\[two\]"))
+    converge(Line("after", path=str(target), text="a=1", insert_after=r"^\[two\]"))
+    converge(Line("before", path=str(target), text="b=1", insert_before=r"^\[two\]"))
     assert target.read_text() == "[one]\nx\nb=1\n[two]\na=1\ny\n[two]\n"
 
 
 def test_an_anchor_that_matches_nothing_adds_at_the_end(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("a\n")
-    converge(Line("x", path=str(target), text="x", after="^nothing"))
+    converge(Line("x", path=str(target), text="x", insert_after="^nothing"))
     assert target.read_text() == "a\nx\n"
 
 
@@ -211,13 +213,13 @@ def test_noop_reports_the_edit_and_changes_nothing(tmp_path: Path) -> None:
     ("fields", "field", "hint"),
     [
         ({"text": "x", "match": "("}, "match", "not a valid regular expression"),
-        ({"text": "x", "after": "[a-"}, "after", "not a valid regular expression"),
+        ({"text": "x", "insert_after": "[a-"}, "insert_after", "not a valid regular expression"),
         ({"text": "x", "path": "rel"}, "path", "absolute path"),
         ({"text": "a\nb"}, "text", "one line"),
         ({}, "text", "needs the text"),
         ({"state": "absent"}, "match", "needs match"),
-        ({"text": "x", "after": "a", "before": "b"}, "before", "exclusive"),
-        ({"text": "x", "state": "absent", "after": "a"}, "after", "no meaning"),
+        ({"text": "x", "insert_after": "a", "insert_before": "b"}, "insert_before", "exclusive"),
+        ({"text": "x", "state": "absent", "insert_after": "a"}, "insert_after", "no meaning"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(

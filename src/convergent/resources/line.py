@@ -6,16 +6,18 @@
       path: /etc/ssh/sshd_config
       match: "^#?PermitRootLogin"
       text: PermitRootLogin no
-      after: "^#?Port "
+      insert_after: "^#?Port "
 
 Ansible's ``lineinfile`` and Puppet's ``file_line``:
 
-- ``text`` is the line (Ansible's and Puppet's ``line``: in a policy the first key of an
-  entry is its kind, so the parameter cannot be called ``line`` too).
+- ``text`` is the line, ``insert_after``/``insert_before`` the anchors (Ansible's
+  ``line``, ``insertafter``, ``insertbefore``; Puppet's ``line``, ``after``): in a policy
+  the first key of an entry is its kind and ``before`` is an edge, so the parameters
+  cannot take those names.
 - ``state: present``: with ``match``, the last line matching it is replaced by ``text``;
   when none matches (or without ``match``) and no line is already equal to ``text``, it
-  is inserted after the first line matching ``after``, or before the first line
-  matching ``before``, or at the end (also when the anchor matches nothing).
+  is inserted after the first line matching ``insert_after``, or before the first
+  line matching ``insert_before``, or at the end (also when the anchor matches nothing).
 - ``state: absent``: every line matching ``match`` (without it: every line equal to
   ``text``) is removed.
 - Regular expressions are Python's (``re.search`` on each line without its line end);
@@ -57,8 +59,10 @@ class LineParams(Params, frozen=True):
     match: regular expression searched in each line: with state: present the last matching
       line is replaced by text; with state: absent every matching line is removed
     state: present (the line is in the file) or absent (no line equal to text or matching match)
-    after: regular expression: a new line goes after the first line matching it (none: at the end)
-    before: regular expression: a new line goes before the first line matching it (none: at the end)
+    insert_after: regular expression: a new line goes after the first line matching it (none
+      matching: at the end)
+    insert_before: regular expression: a new line goes before the first line matching it (none
+      matching: at the end)
     create: make a missing file holding the line (default false: a missing file is an error)
     """
 
@@ -66,8 +70,8 @@ class LineParams(Params, frozen=True):
     text: str | None = None
     match: str | None = None
     state: Literal["present", "absent"] = "present"
-    after: str | None = None
-    before: str | None = None
+    insert_after: str | None = None
+    insert_before: str | None = None
     create: bool = False
 
 
@@ -108,15 +112,17 @@ class Line(Resource[LineParams], kind="line"):
             raise ParamError("text", "state: present needs the text of the line to put in")
         if p.state == "absent" and p.text is None and p.match is None:
             raise ParamError("match", "state: absent needs match (a regex) or the text to remove")
-        if p.after is not None and p.before is not None:
-            raise ParamError("before", "after and before are exclusive: give one of them")
+        if p.insert_after is not None and p.insert_before is not None:
+            raise ParamError(
+                "insert_before", "insert_after and insert_before are exclusive: give one of them"
+            )
         if p.state == "absent":
-            for name in ("after", "before", "create"):
+            for name in ("insert_after", "insert_before", "create"):
                 if getattr(p, name) not in (None, False):
                     raise ParamError(name, "has no meaning with state: absent; remove it")
         self._match = _regex("match", p.match)
-        self._after = _regex("after", p.after)
-        self._before = _regex("before", p.before)
+        self._after = _regex("insert_after", p.insert_after)
+        self._before = _regex("insert_before", p.insert_before)
 
     # -- the contract -----------------------------------------------------------------
 
