@@ -67,3 +67,20 @@ def test_no_parameter_takes_the_name_of_an_entry_key_or_the_kind(kind: str) -> N
     assert cls is not None
     names = set(param_fields(cls.params_type))
     assert not names & (ENTRY_KEY_NAMES | {kind})
+
+
+def test_automatic_edges_order_the_file_directory_and_owner_first() -> None:
+    from convergent.resources.cron import Cron
+    from convergent.resources.download import Download
+    from convergent.resources.line import Line
+
+    line = Line("l", path="/etc/ssh/sshd_config", text="x")
+    assert line.needs()[0] == ("file:/etc/ssh/sshd_config",)
+    assert list(line.needs()[1])[:2] == ["file:/etc/ssh", "file:/etc"]
+    cron = Cron("job", cmd="true", user="backup")
+    assert cron.provides() == ("file:/etc/cron.d/job",)
+    assert list(cron.needs()[0])[:1] == ["file:/etc/cron.d"]
+    assert cron.needs()[1] == ("user:backup",)
+    download = Download("/opt/t", url="https://e.org/t", sha256="0" * 64, owner="app", group="33")
+    assert download.provides() == ("file:/opt/t",)
+    assert download.needs()[1:] == (("user:app",), ("gid:33",))

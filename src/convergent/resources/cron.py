@@ -210,9 +210,10 @@ class Cron(Resource[CronParams], kind="cron"):
         """The file it writes, as ``file:<path>``."""
         return (f"file:{self._path}",)
 
-    def needs(self) -> tuple[Sequence[str]]:
-        """Its nearest managed directory (``/etc/cron.d`` managed by a ``file``) first."""
-        return (path_uids("file:", self._path),)
+    def needs(self) -> tuple[Sequence[str], ...]:
+        """Its nearest managed directory (``/etc/cron.d`` managed by a ``file``), and the
+        managed user its command runs as (``user:NAME``)."""
+        return (path_uids("file:", self._path), (f"user:{self.params.user}",))
 
 
 def parse_field(name: str, value: str) -> str:

@@ -422,9 +422,18 @@ class Download(Resource[DownloadParams], kind="download"):
         """The file it writes, as ``file:<path>`` (a ``file`` for the same path comes after)."""
         return (f"file:{self._path}",)
 
-    def needs(self) -> tuple[Sequence[str]]:
-        """Its nearest managed ancestor directory."""
-        return (path_uids("file:", self._path),)
+    def needs(self) -> tuple[Sequence[str], ...]:
+        """Its nearest managed ancestor directory, then the managed user and group that
+        own it (``user:NAME`` or ``uid:N``, ``group:NAME`` or ``gid:N``)."""
+        owners = [
+            (f"{numeric}:{value}" if value.isdigit() else f"{named}:{value}",)
+            for value, named, numeric in (
+                (self.params.owner, "user", "uid"),
+                (self.params.group, "group", "gid"),
+            )
+            if value is not None
+        ]
+        return (path_uids("file:", self._path), *owners)
 
 
 def shown_url(url: str) -> str:
