@@ -84,3 +84,24 @@ def test_automatic_edges_order_the_file_directory_and_owner_first() -> None:
     download = Download("/opt/t", url="https://e.org/t", sha256="0" * 64, owner="app", group="33")
     assert download.provides() == ("file:/opt/t",)
     assert download.needs()[1:] == (("user:app",), ("gid:33",))
+
+
+def test_line_and_download_never_create_a_missing_directory_cron_says_it_does(
+    tmp_path: Path,
+) -> None:
+    from convergent.errors import ResourceError
+    from convergent.resources.cron import Cron
+    from convergent.resources.download import Download
+    from convergent.resources.line import Line
+    from tests.resources.kinds import check
+
+    missing = tmp_path / "missing"
+    for resource in (
+        Line("l", path=str(missing / "f"), text="x", create=True),
+        Download(str(missing / "f"), url="http://127.0.0.1:9/f", sha256="0" * 64),
+    ):
+        with pytest.raises(ResourceError, match=f"the directory of {missing / 'f'} does not"):
+            check(resource)
+    change = check(Cron("job", cmd="true", cron_dir=str(missing)))
+    assert change is not None and change.summary == f"created, with the directory {missing}"
+    assert not missing.exists()

@@ -27,7 +27,7 @@
   input; write ``\\%`` for a literal percent sign (``date +\\%F``).
 - The kind manages the file only: it does not need the cron daemon or its package (cron
   reads the directory when it is installed and running). A missing ``cron_dir`` is
-  created as ``mkdir -p`` would.
+  created as ``mkdir -p`` would, and the change says so.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from convergent.graph.autoedge import path_uids
 from convergent.host import fs
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
-from convergent.resources.textfile import absolute, read, write
+from convergent.resources.textfile import absolute, directory_missing, read, write
 
 __all__ = ["Cron", "CronChange", "CronParams", "parse_field"]
 
@@ -172,7 +172,11 @@ class Cron(Resource[CronParams], kind="cron"):
         if self.params.state == "absent":
             return None if st is None else CronChange("removed", None, "remove")
         if data is None or st is None:
-            return CronChange("created", _diff(self._path, b"", self._content), "write")
+            diff = _diff(self._path, b"", self._content)
+            if directory_missing(self._path):
+                summary = f"created, with the directory {os.path.dirname(self._path)}"
+                return CronChange(summary, diff, "write")
+            return CronChange("created", diff, "write")
         if data != self._content:
             return CronChange("entry changed", _diff(self._path, data, self._content), "write")
         parts = []

@@ -19,16 +19,17 @@
   the path (fsync, rename). A mismatch, an HTTP error, a body over ``max_size`` or a
   fetch longer than ``timeout`` fails the resource, removes the temp file and leaves the
   old file as it was.
-- Without ``mode``/``owner``/``group`` a new file gets 0666 & ~umask and the agent's
-  owner, and a replaced one keeps its own. A symlink or anything but a regular file at
-  the path is refused, never followed. The path is watched: a file removed or changed
-  by hand is fetched again (the server is not watched: use ``meta: {poll: N}`` to check
-  a ``checksum_url`` every N seconds).
+- Its directory must exist (a missing one is an error, never created: manage it with a
+  ``file``, which comes first by itself). Without ``mode``/``owner``/``group`` a new
+  file gets 0666 & ~umask and the agent's owner, and a replaced one keeps its own. A
+  symlink or anything but a regular file at the path is refused, never followed. The
+  path is watched: a file removed or changed by hand is fetched again (the server is not
+  watched: ``meta: {poll: N}`` checks a ``checksum_url`` every N seconds).
 - The HTTP client is httpx, imported only when a download is checked; redirects are
   followed, certificates checked against certifi's CA bundle, proxy variables of the
   environment not read; each request has a client of its own (nothing stays open
-  between checks). Messages show the URL without its user, password and query (which may hold
-  tokens); ``headers`` values are never shown.
+  between checks). Messages show the URL without its user, password and query (which
+  may hold tokens); ``headers`` values are never shown.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from convergent.graph.autoedge import path_uids
 from convergent.host import atomic, fs, posix
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
-from convergent.resources.textfile import absolute
+from convergent.resources.textfile import absolute, directory_missing
 
 if TYPE_CHECKING:
     import ssl
@@ -184,6 +185,12 @@ class Download(Resource[DownloadParams], kind="download"):
         except (fs.PathRefused, posix.NoSuchName) as exc:
             raise self._error(exc) from None
         if found is None:
+            if directory_missing(self._path):
+                raise ResourceError(
+                    self.id,
+                    f"the directory of {self._path} does not exist; create it first (a "
+                    "`file` with state: directory comes first by itself)",
+                )
             return DownloadChange("downloaded", "fetch", expected)
         digest, st = found
         if digest != expected:
@@ -313,7 +320,12 @@ class Download(Resource[DownloadParams], kind="download"):
         p = self.params
         uid, gid = self._owner_ids()
         mode = self._mode
-        at = fs.locate(self._path, create=True)
+        try:
+            at = fs.locate(self._path)
+        except FileNotFoundError:
+            raise ResourceError(
+                self.id, f"the directory of {self._path} does not exist; create it first"
+            ) from None
         try:
             st = fs.lstat(at)
             if st is not None and stat.S_ISREG(st.st_mode):  # keep what is not asked for

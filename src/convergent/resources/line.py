@@ -25,8 +25,9 @@ Ansible's ``lineinfile`` and Puppet's ``file_line``:
   or ``\\r\\n``) is kept as the file has it; a new line gets the file's first line end.
 - The file is replaced atomically (:mod:`convergent.host.atomic`) keeping its owner and
   mode; a symlink, FIFO or directory at the path is refused, never followed. A missing
-  file is an error unless ``create: true`` (then it is made holding the line; its
-  directory must exist). The file is watched: a line removed by hand is put back.
+  file is an error unless ``create: true`` (then it is made holding the line; a missing
+  directory is an error: it is never created). The file is watched: a line removed by
+  hand is put back.
 - Several ``line`` resources on one file never lose each other's edits: each holds the
   file's lock (one per path, shared by the run) from reading the file to renaming the new
   one over it, and computes its edit from what it read under the lock. A ``file``
@@ -46,7 +47,7 @@ from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
-from convergent.resources.textfile import PathLocks, absolute, read, write
+from convergent.resources.textfile import PathLocks, absolute, directory_missing, read, write
 
 __all__ = ["Line", "LineChange", "LineParams", "edit"]
 
@@ -157,6 +158,12 @@ class Line(Resource[LineParams], kind="line"):
                     self.id,
                     f"{self._path} does not exist; set create: true to make it with the "
                     "line, or manage the file with `file`",
+                )
+            if directory_missing(self._path):
+                raise ResourceError(
+                    self.id,
+                    f"the directory of {self._path} does not exist; create it first (a "
+                    "`file` with state: directory comes first by itself)",
                 )
             new = (p.text or "").encode(errors="surrogateescape") + b"\n"
             shown = _diff(self._path, b"", new) if diff else None

@@ -24,7 +24,7 @@ from convergent.errors import ParamError, ResourceError
 from convergent.host import atomic, fs
 from convergent.resources.base import Context
 
-__all__ = ["PathLocks", "absolute", "read", "write"]
+__all__ = ["PathLocks", "absolute", "directory_missing", "read", "write"]
 
 
 def absolute(field_name: str, path: str) -> str:
@@ -65,6 +65,17 @@ def read(resource: str, path: str) -> tuple[bytes | None, os.stat_result | None]
             return None, None
         except fs.PathRefused as exc:
             raise ResourceError(resource, exc.message) from None
+
+
+def directory_missing(path: str) -> bool:
+    """Whether a directory on the way to ``path`` is missing (the file itself may be)."""
+    try:
+        fs.locate(path).close()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except fs.PathRefused:
+        return False  # said by whoever reads or writes it
+    return False
 
 
 async def write(
