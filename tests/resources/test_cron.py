@@ -188,6 +188,11 @@ def test_a_name_cron_would_ignore_is_refused_with_a_valid_one_suggested() -> Non
         Cron("nightly backup.sh", cmd="true")
 
 
+def test_a_name_too_long_for_a_file_is_refused() -> None:
+    with pytest.raises(ParamError, match="200 characters or fewer"):
+        Cron("x" * 201, cmd="true")
+
+
 def test_a_bad_field_is_refused_at_load_with_its_location() -> None:
     text = 'resources:\n  - cron: job\n    cmd: "true"\n    minute: "61"\n'
     with pytest.raises(PolicyError) as caught:

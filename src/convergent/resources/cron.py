@@ -67,7 +67,8 @@ _FIELDS: dict[str, tuple[int, int, tuple[str, ...], str]] = {
 class CronParams(Params, frozen=True):
     """A scheduled command: a file in /etc/cron.d (cron_dir) named after the resource.
 
-    cmd: the command line (run by /bin/sh; an unescaped % starts its input: write \\%)
+    cmd: the command line, run by /bin/sh (cron turns an unescaped percent sign into a newline
+      that starts the command's input: put a backslash before a literal one)
     user: the user the command runs as (default root)
     minute: minute field, 0-59: *, a number, a range a-b, a step */n or a-b/n, or a comma list
     hour: hour field, 0-23, same syntax as minute
@@ -115,6 +116,10 @@ class Cron(Resource[CronParams], kind="cron"):
 
     def validate(self) -> None:
         p = self.params
+        if len(self.name) > 200:
+            raise ParamError(
+                None, "the name is the file's name: give one of 200 characters or fewer"
+            )
         if not _NAME.fullmatch(self.name):
             suggestion = re.sub(r"[^A-Za-z0-9_-]+", "-", self.name).strip("-") or "job"
             raise ParamError(
