@@ -133,7 +133,9 @@ def test_concurrent_line_resources_on_one_file_never_lose_each_others_edits(
 ) -> None:
     target = tmp_path / "f"
     target.write_text("head\n")
-    lines = [Line(f"l{i}", path=str(target), text=f"line {i}") for i in range(30)]
+    (tmp_path / "via").symlink_to(tmp_path)  # one file, two spellings of its path
+    spellings = [target, tmp_path / "via" / "f"]
+    lines = [Line(f"l{i}", path=str(spellings[i % 2]), text=f"line {i}") for i in range(30)]
     shared = Shared()
 
     async def main() -> None:

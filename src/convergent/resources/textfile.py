@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
 from convergent.errors import ParamError, ResourceError
@@ -109,28 +109,42 @@ async def write(
 
 
 class PathLocks:
-    """One :class:`asyncio.Lock` per path, for the run (``ctx.shared(PathLocks)``)."""
+    """One :class:`asyncio.Lock` per file, for the run (``ctx.shared(PathLocks)``).
+
+    A file is known by its directory's ``(st_dev, st_ino)`` and its name, so two
+    spellings of one path (through root's symlink ``/var/run -> /run``) share a lock; a
+    path whose directory is missing, by its text.
+    """
 
     __slots__ = ("_locks", "_users")
 
     def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+        self._users: dict[Hashable, int] = {}
 
     @asynccontextmanager
     async def hold(self, path: str) -> AsyncIterator[None]:
         """Hold ``path``'s lock; the lock is forgotten once nobody holds or waits for it."""
-        lock = self._locks.get(path)
+        key = _identity(path)
+        lock = self._locks.get(key)
         if lock is None:
-            lock = self._locks[path] = asyncio.Lock()
-        self._users[path] = self._users.get(path, 0) + 1
+            lock = self._locks[key] = asyncio.Lock()
+        self._users[key] = self._users.get(key, 0) + 1
         try:
             async with lock:
                 yield
         finally:
-            left = self._users[path] - 1
+            left = self._users[key] - 1
             if left:
-                self._users[path] = left
+                self._users[key] = left
             else:
-                del self._users[path]
-                del self._locks[path]
+                del self._users[key]
+                del self._locks[key]
+
+
+def _identity(path: str) -> Hashable:
+    try:
+        with fs.locate(path) as at:
+            return (at.ident, at.name)
+    except OSError:
+        return path
