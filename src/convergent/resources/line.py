@@ -29,7 +29,7 @@ Ansible's ``lineinfile`` and Puppet's ``file_line``:
   directory is an error: it is never created). The file is watched: a line removed by
   hand is put back.
 - Several ``line`` resources on one file never lose each other's edits: each holds the
-  file's lock (one per path, shared by the run) from reading the file to renaming the new
+  file's lock (one per file, shared by the run) from reading the file to renaming the new
   one over it, and computes its edit from what it read under the lock. A ``file``
   resource with ``content`` for the same path would fight them: manage such a file with
   one or the other.
