@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -49,9 +48,10 @@ __all__ = ["Cron", "CronChange", "CronParams", "parse_field"]
 
 SPECIALS = ("reboot", "yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly")
 MODE = 0o644
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
+# Character sets, not regular expressions: compiling those would cost start-up.
+_WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_NAME = _WORD | {"-"}  # what run-parts accepts in a cron.d file name
+_USER = _WORD | {"-", "."}
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # field: (lowest, highest, names of lowest.., what the range means)
@@ -120,7 +120,9 @@ class Cron(Resource[CronParams], kind="cron"):
             raise ParamError(
                 None, "the name is the file's name: give one of 200 characters or fewer"
             )
-        if not _NAME.fullmatch(self.name):
+        if not _NAME.issuperset(self.name):
+            import re
+
             suggestion = re.sub(r"[^A-Za-z0-9_-]+", "-", self.name).strip("-") or "job"
             raise ParamError(
                 None,
@@ -136,7 +138,8 @@ class Cron(Resource[CronParams], kind="cron"):
             raise ParamError("cmd", "state: present needs the command to run")
         if "\n" in p.cmd or "\r" in p.cmd:
             raise ParamError("cmd", "holds a line end; a cron entry is one line")
-        if not _USER.fullmatch(p.user):
+        user = p.user.removesuffix("$")  # a machine account's name ends with $
+        if not user or user[0] in "-." or not _USER.issuperset(user):
             raise ParamError("user", f"{p.user!r} is not a user name (letters, digits, _ . - only)")
         fields = [getattr(p, name) for name in _FIELDS]
         if p.special is not None:
@@ -153,7 +156,7 @@ class Cron(Resource[CronParams], kind="cron"):
             )
         lines = [f"# convergent: cron[{self.name}]; changes made here are put back\n"]
         for key, value in p.env.items():
-            if not _VAR.fullmatch(key):
+            if not key or key[0].isdigit() or not _WORD.issuperset(key):
                 raise ParamError(
                     f"env.{key}",
                     "a variable name is letters, digits and _, not starting with a digit",

@@ -34,9 +34,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import stat
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -57,8 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["Download", "DownloadChange", "DownloadParams", "shown_url"]
 
 CHUNK = 1 << 16
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110)
+_HEX = frozenset("0123456789abcdefABCDEF")
+# An HTTP header name (RFC 9110's token); sets, not regular expressions: cheaper to load.
+_TOKEN = frozenset("!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _OCTAL = frozenset("01234567")
 _SSL: list[ssl.SSLContext] = []
 
@@ -146,7 +145,7 @@ class Download(Resource[DownloadParams], kind="download"):
                 "sha256",
                 "give sha256 (the content's hash) or checksum_url (where to read it), one of them",
             )
-        if p.sha256 is not None and not _HEX64.fullmatch(p.sha256):
+        if p.sha256 is not None and not _is_sum(p.sha256):
             raise ParamError("sha256", f"{p.sha256!r} is not 64 hex digits (sha256sum's output)")
         if p.checksum_url is not None:
             _check_url("checksum_url", p.checksum_url)
@@ -155,7 +154,7 @@ class Download(Resource[DownloadParams], kind="download"):
         if p.max_size < 1:
             raise ParamError("max_size", f"must be a number of bytes > 0, not {p.max_size}")
         for name, value in p.headers.items():
-            if not _TOKEN.fullmatch(name):
+            if not name or not _TOKEN.issuperset(name):
                 raise ParamError(
                     f"headers.{name}", "is not an HTTP header name (letters, digits, -)"
                 )
@@ -267,6 +266,8 @@ class Download(Resource[DownloadParams], kind="download"):
                 key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 if self._hashed is not None and self._hashed[0] == key:
                     return self._hashed[1], st
+                import hashlib
+
                 digest = hashlib.sha256()
                 while chunk := os.read(fd, CHUNK * 16):
                     digest.update(chunk)
@@ -340,6 +341,8 @@ class Download(Resource[DownloadParams], kind="download"):
             raise
         size = 0
         try:
+            import hashlib
+
             digest = hashlib.sha256()
             async with self._request(p.url, dict(p.headers)) as response:
                 self._expect_ok(p.url, response)
@@ -474,6 +477,10 @@ def _check_url(field: str, url: str) -> None:
         raise ParamError(field, f"{shown_url(url)!r} is not an http:// or https:// URL with a host")
 
 
+def _is_sum(text: str) -> bool:
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
 def _file_name(url: str) -> str:
     from urllib.parse import unquote, urlsplit
 
@@ -486,7 +493,7 @@ def _pick_sum(text: str, url: str) -> str | None:
     found: list[tuple[str, str]] = []
     for line in text.splitlines():
         fields = line.split(None, 1)
-        if not fields or not _HEX64.fullmatch(fields[0]):
+        if not fields or not _is_sum(fields[0]):
             continue
         other = fields[1].strip().lstrip("*") if len(fields) > 1 else ""
         found.append((fields[0].lower(), other))
