@@ -8,8 +8,11 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from convergent.resources.base import Resource
 from convergent.resources.cron import Cron
 from convergent.resources.line import Line
 from tests.e2e.agent import TIMEOUT, convergent
-from tests.host.hostile import NOBODY, Hostile, exchange, lab, needs_root, run_as_nobody
+from tests.host.hostile import NOBODY, Hostile, exchange, needs_root, run_as_nobody
 from tests.resources.httpserver import Server
 from tests.resources.kinds import Shared, context
 
@@ -50,8 +53,21 @@ def _converge_once(resource: Resource[Any]) -> str:
         return "refused"
 
 
-def test_line_never_edits_a_file_behind_a_swapped_in_symlink(tmp_path: Path) -> None:
-    root = lab(tmp_path)
+@pytest.fixture
+def open_lab() -> Iterator[Path]:
+    """A directory the unprivileged user can reach, outside pytest's temp root: another
+    pytest session starting on the machine makes that root 0700 again, which would cut
+    the user off halfway through a race."""
+    root = Path(tempfile.mkdtemp(prefix="convergent-race-", dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_line_never_edits_a_file_behind_a_swapped_in_symlink(open_lab: Path) -> None:
+    root = open_lab
     home = root / "home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
@@ -87,8 +103,8 @@ def test_line_never_edits_a_file_behind_a_swapped_in_symlink(tmp_path: Path) -> 
     assert outcomes.get("changed") and outcomes.get("refused"), outcomes  # a real race
 
 
-def test_line_and_cron_refuse_a_user_symlinked_parent(tmp_path: Path) -> None:
-    root = lab(tmp_path)
+def test_line_and_cron_refuse_a_user_symlinked_parent(open_lab: Path) -> None:
+    root = open_lab
     x = root / "x"
     x.mkdir()
     os.chown(x, NOBODY, NOBODY)
