@@ -29,6 +29,9 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
 - ``Process``: a command kept running; it outlives the agent, the next one finds it again.
 - ``Svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
+- ``Line``: one line in a text file (replaced, inserted or removed), the rest left as is.
+- ``Cron``: a scheduled command, as a root-owned file in ``/etc/cron.d``.
+- ``Download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -79,7 +82,9 @@ __all__ = [
     "Context",
     "Converged",
     "ConvergentError",
+    "Cron",
     "CycleError",
+    "Download",
     "Engine",
     "Exec",
     "Failed",
@@ -87,6 +92,7 @@ __all__ = [
     "Graph",
     "GraphError",
     "Kv",
+    "Line",
     "Log",
     "Meta",
     "MissingVertexError",
@@ -144,9 +150,12 @@ _LAZY = {
     "Meta": "convergent.resources.base",
     "Params": "convergent.resources.base",
     "Resource": "convergent.resources.base",
+    "Cron": "convergent.resources.cron",
+    "Download": "convergent.resources.download",
     "Exec": "convergent.resources.exec",
     "File": "convergent.resources.file",
     "Kv": "convergent.resources.kv",
+    "Line": "convergent.resources.line",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
     "Process": "convergent.resources.process",
@@ -184,9 +193,12 @@ if TYPE_CHECKING:
     from convergent.policy import load_policy
     from convergent.render import TextRenderer
     from convergent.resources.base import Change, Context, Meta, Params, Resource
+    from convergent.resources.cron import Cron
+    from convergent.resources.download import Download
     from convergent.resources.exec import Exec
     from convergent.resources.file import File
     from convergent.resources.kv import Kv
+    from convergent.resources.line import Line
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.process import Process
