@@ -10,6 +10,7 @@ PREFIX ?= /usr/local
 UNITDIR ?= /etc/systemd/system
 POLICY ?= /etc/convergent/policy.yaml
 APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd
+APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/support_dbus.py)
 
 .PHONY: run test lint typecheck unit system-deps clean install
 

@@ -27,6 +27,8 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``Process``: a command kept running; it outlives the agent, the next one finds it again.
+- ``Svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
 - ``Line``: one line in a text file (replaced, inserted or removed), the rest left as is.
 - ``Cron``: a scheduled command, as a root-owned file in ``/etc/cron.d``.
 - ``Download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
@@ -34,7 +36,8 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 What a run reports (a reporter is any callable taking one ``Report``):
 
 - ``Changed``: a resource changed something.
-- ``WouldChange``: under noop, what a resource would change.
+- ``WouldChange``: under noop, what a resource would change, as a ``ChangeText``
+  (summary, diff, members: a ``Change`` as plain data).
 - ``Failed``: a resource failed, and its error.
 - ``Blocked``: a resource was not checked because one it depends on failed.
 - ``Log``: a line a resource says while it works (a command's output).
@@ -73,6 +76,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Blocked",
     "Change",
+    "ChangeText",
     "Changed",
     "CommandError",
     "Context",
@@ -98,11 +102,13 @@ __all__ = [
     "Password",
     "PolicyError",
     "Problem",
+    "Process",
     "Report",
     "Reporter",
     "Resource",
     "ResourceError",
     "RunResult",
+    "Svc",
     "TextRenderer",
     "Timer",
     "WouldChange",
@@ -117,6 +123,7 @@ _LAZY = {
     "arun": "convergent.api",
     "run": "convergent.api",
     "Blocked": "convergent.engine.report",
+    "ChangeText": "convergent.engine.report",
     "Changed": "convergent.engine.report",
     "Converged": "convergent.engine.report",
     "Failed": "convergent.engine.report",
@@ -151,6 +158,8 @@ _LAZY = {
     "Line": "convergent.resources.line",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
+    "Process": "convergent.resources.process",
+    "Svc": "convergent.resources.svc",
     "Timer": "convergent.resources.timer",
 }
 
@@ -159,6 +168,7 @@ if TYPE_CHECKING:
     from convergent.engine.report import (
         Blocked,
         Changed,
+        ChangeText,
         Converged,
         Failed,
         Log,
@@ -191,6 +201,8 @@ if TYPE_CHECKING:
     from convergent.resources.line import Line
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
+    from convergent.resources.process import Process
+    from convergent.resources.svc import Svc
     from convergent.resources.timer import Timer
 
 

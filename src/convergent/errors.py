@@ -29,7 +29,7 @@ __all__ = [
     "PolicyError",
     "Problem",
     "ResourceError",
-]
+]  # and as_resource_error, the engine's helper (not a public name of the package)
 
 
 class ConvergentError(Exception):
@@ -111,3 +111,18 @@ class CommandError(ResourceError):
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
         super().__init__(resource, message)
+
+
+def as_resource_error(rid: str, exc: Exception, prefix: str = "") -> ResourceError:
+    """``exc`` as a ResourceError of ``rid`` (``prefix`` before its text, e.g. ``watch
+    failed: ``); an OSError names its file. The original is kept as ``__cause__``."""
+    if isinstance(exc, ResourceError) and not prefix:
+        return exc
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ResourceError):
+        text = exc.message
+    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}"
+    error = ResourceError(rid, prefix + text)
+    error.__cause__ = exc
+    return error

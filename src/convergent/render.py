@@ -40,6 +40,7 @@ from typing import IO, Any
 from convergent.engine.report import (
     Blocked,
     Changed,
+    ChangeText,
     Converged,
     Failed,
     Log,
@@ -205,7 +206,7 @@ class TextRenderer:
         for target in report.refreshes:
             self._line(self.out, f"{prefix}would refresh {target}")
 
-    def _would_change_line(self, resource: str, change: Change) -> None:
+    def _would_change_line(self, resource: str, change: Change | ChangeText) -> None:
         summary = change.summary
         if not summary.startswith("would "):  # exec says "would run: make"
             summary = f"would change: {summary}"

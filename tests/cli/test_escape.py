@@ -80,9 +80,9 @@ def test_every_report_is_escaped_by_the_default_reporter() -> None:
     out, err = io.StringIO(), io.StringIO()
     render = TextRenderer(out, err)
     evil = "file[/x\nfile[/etc/passwd]: removed\x1b[31m]"
-    render(Changed(evil, "created\r" + FORGED, Change("created"), 0.0))
+    render(Changed.of(evil, "created\r" + FORGED, Change("created"), 0.0))
     render(WouldChange(evil, Change("content", "+a\x1b[2J\n" + FORGED + "\n"), (evil,)))
-    render(Failed(evil, ResourceError(evil, "boom\n" + FORGED + "\x07")))
+    render(Failed.of(evil, ResourceError(evil, "boom\n" + FORGED + "\x07")))
     render(Blocked(evil, evil))
     render(Log(evil, "stdout: \x1b]0;title\x07\u202eevil"))
     for text in (out.getvalue(), err.getvalue()):

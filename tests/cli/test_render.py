@@ -37,8 +37,8 @@ def make(watching: bool = False) -> tuple[TextRenderer, FlushCounter, FlushCount
 
 def test_changed_prints_resource_and_summary_flushed() -> None:
     render, out, err = make()
-    render(Changed("file[/tmp/demo/f1]", "created", Change("created"), 0.001))
-    render(Changed("exec[build]", "ran (0.01 s)", Change("would run"), 0.01))
+    render(Changed.of("file[/tmp/demo/f1]", "created", Change("created"), 0.001))
+    render(Changed.of("exec[build]", "ran (0.01 s)", Change("would run"), 0.01))
     assert out.getvalue() == "file[/tmp/demo/f1]: created\nexec[build]: ran (0.01 s)\n"
     assert out.flushes == 2
     assert err.getvalue() == ""
@@ -97,7 +97,7 @@ def test_diff_is_coloured_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_failed_goes_to_stderr_without_repeating_the_resource() -> None:
     render, out, err = make()
-    render(Failed("exec[build]", ResourceError("exec[build]", "exited with 1")))
+    render(Failed.of("exec[build]", ResourceError("exec[build]", "exited with 1")))
     assert err.getvalue() == "exec[build]: FAILED: exited with 1\n"
     assert out.getvalue() == ""
     assert err.flushes == 1
@@ -106,21 +106,21 @@ def test_failed_goes_to_stderr_without_repeating_the_resource() -> None:
 def test_failed_shows_command_stderr_tail_once() -> None:
     render, _, err = make()
     error = CommandError("exec[build]", "exited with 2", 2, "make: *** no rule\n")
-    render(Failed("exec[build]", error))
+    render(Failed.of("exec[build]", error))
     assert err.getvalue().splitlines() == [
         "exec[build]: FAILED: exited with 2",
         "    make: *** no rule",
     ]
     render, _, err = make()
     error = CommandError("exec[b]", "exited with 2: make: *** no rule", 2, "make: *** no rule\n")
-    render(Failed("exec[b]", error))
+    render(Failed.of("exec[b]", error))
     assert err.getvalue() == "exec[b]: FAILED: exited with 2: make: *** no rule\n"
 
 
 def test_failed_with_a_plain_exception_uses_its_text_or_type() -> None:
     render, _, err = make()
-    render(Failed("file[/x]", RuntimeError("boom\nsecond line")))
-    render(Failed("file[/y]", RuntimeError()))
+    render(Failed.of("file[/x]", RuntimeError("boom\nsecond line")))
+    render(Failed.of("file[/y]", RuntimeError()))
     assert err.getvalue().splitlines() == [
         "file[/x]: FAILED: boom",
         "    second line",
@@ -151,7 +151,7 @@ def test_converged_when_watching_is_announced_once_then_only_after_repairs() -> 
     render, out, _ = make(watching=True)
     render(Converged(0, 0))
     render(Converged(0, 0))  # a spurious re-check settled again: nothing new to say
-    render(Changed("file[/f1]", "created", Change("created"), 0.0))
+    render(Changed.of("file[/f1]", "created", Change("created"), 0.0))
     render(Converged(0, 0))
     render(Converged(0, 0))
     assert out.getvalue().splitlines() == [WATCHING, "file[/f1]: created", "converged"]
@@ -159,7 +159,7 @@ def test_converged_when_watching_is_announced_once_then_only_after_repairs() -> 
 
 def test_converged_with_failures_says_settled_not_converged() -> None:
     render, out, _ = make(watching=True)
-    render(Failed("exec[a]", ResourceError("exec[a]", "exited with 1")))
+    render(Failed.of("exec[a]", ResourceError("exec[a]", "exited with 1")))
     render(Converged(1, 2))
     line = out.getvalue().splitlines()[0]
     assert line.startswith("settled with 1 failed, 2 blocked; watching for changes")

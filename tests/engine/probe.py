@@ -37,6 +37,7 @@ class Box:
     refresh_gate: asyncio.Event | None = None  # when set, refresh waits for it
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     refreshing: asyncio.Event = field(default_factory=asyncio.Event)
+    refreshed: asyncio.Event = field(default_factory=asyncio.Event)  # a refresh returned
     gauges: list[Gauge] = field(default_factory=list)  # each counts this probe's applies
     ctx: Context | None = None
 
@@ -78,6 +79,7 @@ class Probe(Resource[ProbeParams], kind="probe"):
         await asyncio.Event().wait()
 
     async def check(self, ctx: Context) -> Change | None:
+        await asyncio.sleep(0)  # a real check awaits (a read): the loop runs meanwhile
         self.box.note(f"check {self.name}")
         self.box.note(f"saw {self.box.value}")
         if self.box.value == self.params.want:
@@ -114,4 +116,5 @@ class Probe(Resource[ProbeParams], kind="probe"):
             await asyncio.wait_for(box.refresh_gate.wait(), 5)
         if box.fail_refresh:
             raise RuntimeError(f"cannot refresh {self.name}")
+        box.refreshed.set()
         return None

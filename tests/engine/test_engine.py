@@ -76,6 +76,71 @@ def test_event_during_apply_is_not_lost() -> None:
     asyncio.run(main())
 
 
+def test_converged_is_not_reported_while_a_check_is_owed() -> None:
+    """An event during apply (a file's own write makes one every time) owes a check: no
+    Converged may be reported between the apply and that check, not even for a moment."""
+    box = Box()
+    box.gate = asyncio.Event()
+    probe = Probe.make("p", box)
+    seen: list[list[str]] = []  # the journal as it was at each Converged
+
+    async def main() -> None:
+        rec = Recorder()
+
+        def reporter(report: object) -> None:
+            if isinstance(report, Converged):
+                seen.append(list(box.journal))
+            rec(report)  # type: ignore[arg-type]
+
+        engine = Engine(graph_of(probe), reporter=reporter)
+        task = asyncio.create_task(engine.run())
+        await asyncio.wait_for(box.entered.wait(), BOUND)
+        assert box.ctx is not None and box.gate is not None
+        box.ctx.event()
+        box.gate.set()
+        await rec.wait_for(lambda r: isinstance(r, Converged))
+        engine.stop()
+        await asyncio.wait_for(task, BOUND)
+
+    asyncio.run(main())
+    assert seen, "never converged"
+    for journal in seen:
+        assert "applied p" in journal
+        assert journal[journal.index("applied p") :].count("saw ok") >= 1, journal
+
+
+def test_failed_pass_with_an_event_is_tried_again_before_converged() -> None:
+    """Out of retries, but an event came during the failed apply: one more try is owed
+    before the graph may count as converged."""
+    box = Box()
+    box.gate = asyncio.Event()
+    box.fail_times = 1
+    probe = Probe.make("p", box)
+    seen: list[list[str]] = []
+
+    async def main() -> None:
+        rec = Recorder()
+
+        def reporter(report: object) -> None:
+            if isinstance(report, Converged):
+                seen.append(list(box.journal))
+            rec(report)  # type: ignore[arg-type]
+
+        engine = Engine(graph_of(probe), reporter=reporter)
+        task = asyncio.create_task(engine.run())
+        await asyncio.wait_for(box.entered.wait(), BOUND)
+        assert box.ctx is not None and box.gate is not None
+        box.ctx.event()
+        box.gate.set()
+        await rec.wait_for(lambda r: isinstance(r, Converged))
+        engine.stop()
+        await asyncio.wait_for(task, BOUND)
+
+    asyncio.run(main())
+    assert seen and seen[0].count("apply p") == 2, seen
+    assert box.value == "ok"
+
+
 def test_drift_is_repaired_after_an_event() -> None:
     box = Box()
     probe = Probe.make("p", box)

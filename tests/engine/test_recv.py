@@ -286,3 +286,19 @@ def test_a_received_value_the_receiver_rejects_fails_it_until_a_good_one_comes()
     assert str(failed.error) == (  # type: ignore[union-attr]
         "picky[p]: with the received values (want from emitter[e].value): want: must not be 'bad'"
     )
+
+
+def test_a_received_value_with_a_nul_byte_is_refused_like_a_written_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    g: Graph[Resource[Any]] = Graph()
+    g.add(Exec("gen", cmd=["printf", "a\\000b"]))
+    g.add(File(str(out)), recv={"content": "exec[gen].stdout"})
+    rec = Recorder()
+
+    async def main() -> None:
+        await asyncio.wait_for(Engine(g, reporter=rec, converged_timeout=0).run(), BOUND)
+
+    asyncio.run(main())
+    assert not out.exists()
+    (failed,) = rec.of(Failed)
+    assert "content: contains a NUL byte" in str(failed.error)  # type: ignore[union-attr]

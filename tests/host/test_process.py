@@ -14,6 +14,7 @@ import select
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,46 @@ def test_a_writer_left_behind_cannot_keep_the_run_going(tmp_path: Path) -> None:
     assert finished.code == 0
     assert finished.stdout.total > 0 and len(finished.stdout.data) <= process.CAPTURE
     _wait_exit(int(pidfile.read_text()))
+
+
+# -- detached commands ----------------------------------------------------------------------
+
+
+def test_a_detached_command_outlives_the_process_that_started_it(
+    tmp_path: Path, kill_at_end: list[int]
+) -> None:
+    """``spawn_detached`` sets no death signal: the command runs on after its parent exits,
+    in a session of its own, with its output in the given file."""
+    log = tmp_path / "out.log"
+    script = (
+        "import os, sys\n"
+        "from convergent.host.process import spawn_detached\n"
+        f"fd = os.open({str(log)!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)\n"
+        "p = spawn_detached(['sh', '-c', 'echo up; exec sleep 60'], output=fd)\n"
+        "print(p.pid, flush=True)\n"
+    )
+    parent = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=BOUND, check=True
+    )
+    pid = int(parent.stdout)
+    kill_at_end.append(pid)
+    assert _alive(pid)
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+    fd = os.pidfd_open(pid)  # still running: its pidfd is not readable
+    try:
+        assert select.select([fd], [], [], 0)[0] == []
+    finally:
+        os.close(fd)
+    assert log.read_text() == "up\n"
+
+
+def test_kill_group_sends_the_signal_asked_for(kill_at_end: list[int]) -> None:
+    """A group that ignores SIGTERM but not SIGINT ends on ``sig=SIGINT`` before the grace."""
+    child = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 60"], start_new_session=True)
+    kill_at_end.append(child.pid)
+
+    async def stop() -> bool:
+        return await process.kill_group(child.pid, grace=BOUND * 2, sig=signal.SIGINT)
+
+    assert asyncio.run(asyncio.wait_for(stop(), BOUND))
+    assert child.wait(timeout=BOUND) == -signal.SIGINT

@@ -389,7 +389,7 @@ def test_render_prints_a_group_change_as_one_line_per_member() -> None:
     out = io.StringIO()
     render = TextRenderer(out, io.StringIO(), color=False)
     members = {"noop[a]": Change("did a"), "noop[b]": Change("did b")}
-    render(Changed("autogroup[noop:a,b]", "x", Change("x", members=members), 0.1))
+    render(Changed.of("autogroup[noop:a,b]", "x", Change("x", members=members), 0.1))
     render(WouldChange("autogroup[noop:a,b]", Change("x", members=members), ("exec[z]",)))
     assert out.getvalue().splitlines() == [
         "noop[a]: did a",

@@ -40,20 +40,6 @@ def graph_command(args: argparse.Namespace) -> int:
             )
             return 1
         text = done.stdout
-    if args.output is None or args.output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
-    try:
-        write_atomic(args.output, text)
-    except OSError as exc:
-        say(f"convergent: cannot write {args.output}: {exc.strerror or exc}")
-        return 1
-    return 0
+    from convergent.cli.files import emit
 
-
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename): never half written."""
-    from convergent.host.atomic import write_file
-
-    write_file(path, text.encode("utf-8"))
+    return emit(text, args.output, mode=None)  # 0666 less the umask, as a shell redirect

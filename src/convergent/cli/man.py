@@ -10,7 +10,6 @@ policy reference (:func:`convergent.cli.doc.reference_sections`), so the page sa
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["man_command", "man_page", "roff"]
 
@@ -154,11 +153,6 @@ def man_page() -> str:
 def man_command(args: argparse.Namespace) -> int:
     """Print the page, or write it to ``--output``."""
     text = man_page()
-    if args.output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
-    from convergent.cli.files import write_text
+    from convergent.cli.files import emit
 
-    write_text(args.output, text, mode=0o644)
-    return 0
+    return emit(text, args.output)

@@ -173,11 +173,6 @@ def policy_schema() -> dict[str, Any]:
 def schema_command(args: argparse.Namespace) -> int:
     """Print the schema (indented JSON) to stdout, or write it to ``--output``."""
     text = json.dumps(policy_schema(), indent=2, sort_keys=False) + "\n"
-    if args.output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
-    from convergent.cli.files import write_text
+    from convergent.cli.files import emit
 
-    write_text(args.output, text, mode=0o644)
-    return 0
+    return emit(text, args.output)

@@ -4,6 +4,7 @@ from convergent.engine.changeover import Swapped
 from convergent.engine.report import (
     Blocked,
     Changed,
+    ChangeText,
     Converged,
     Failed,
     Log,
@@ -16,6 +17,7 @@ from convergent.engine.runner import Engine, run_graph
 
 __all__ = [
     "Blocked",
+    "ChangeText",
     "Changed",
     "Converged",
     "Engine",

@@ -27,19 +27,36 @@ Two optional methods help a kind do that (the protocols
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from convergent.engine.recv import Binding, bindings
-from convergent.errors import GraphError
+from convergent.engine.report import Changed, ChangeText, Failed, Report, WouldChange
+from convergent.errors import GraphError, as_resource_error
 from convergent.graph.autogroup import GreedyGrouper
 from convergent.graph.core import Graph
-from convergent.resources.base import Resource
+from convergent.resources.abilities import PlansReverse, RecordsReverse, Reversible
+from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group, prepare
+from convergent.resources.recv import Binding, bindings
 
-__all__ = ["Grouper", "Plan", "Swapped"]
+if TYPE_CHECKING:
+    from convergent.engine.worker import Worker
+
+__all__ = [
+    "Grouper",
+    "Plan",
+    "Swapped",
+    "check_semaphores",
+    "link",
+    "plan_swap",
+    "record_reverse",
+    "reverse",
+    "upstream_members",
+]
 
 
 class Swapped(msgspec.Struct, frozen=True):
@@ -161,3 +178,144 @@ def check_semaphores(graph: Graph[Resource[Any]]) -> None:
                     f"semaphore '{sema_id}' has size {size} in {vid} but {known[0]} in "
                     f"{known[1]}; give it the same size everywhere"
                 )
+
+
+def plan_swap(
+    old: Plan,
+    graph: Graph[Resource[Any]],
+    running: Mapping[str, Resource[Any]],
+    workers: Mapping[str, Worker],
+) -> tuple[Swapped, Plan, dict[str, Worker]]:
+    """What replacing ``old`` (run by ``workers``, whose members are ``running``) with
+    ``graph`` takes: the diff, the new plan (sticky grouping) and the workers that stay.
+
+    Raises GraphError for a graph the engine cannot run; nothing has changed then.
+    """
+    graph.validate()
+    received = bindings(graph)  # members are compared before they are grouped
+    changed = [
+        mid
+        for mid, resource in graph.vertices.items()
+        if mid in old.source and not _unchanged(old, running, workers, mid, resource, received)
+    ]
+    done = Swapped(
+        added=[mid for mid in graph.vertices if mid not in old.source],
+        removed=[mid for mid in old.source.vertices if mid not in graph],
+        changed=changed,
+    )
+    restart = set(changed)
+    keep_groups = [g for g in old.groups() if not restart.intersection(g)]
+    alone = {
+        mid
+        for mid, vid in old.vertex_of.items()
+        if vid == mid and mid in graph and mid not in restart
+    }
+    plan = Plan(graph, Grouper(set(received), keep_groups, alone))
+    keep: dict[str, Worker] = {}
+    for vid, payload in plan.graph.vertices.items():
+        worker = workers.get(vid)
+        if worker is not None and _same_vertex(worker, payload, restart):
+            keep[vid] = worker
+    return done, plan, keep
+
+
+def _unchanged(
+    old: Plan,
+    running: Mapping[str, Resource[Any]],
+    workers: Mapping[str, Worker],
+    mid: str,
+    resource: Resource[Any],
+    new_bindings: dict[str, tuple[Binding, ...]],
+) -> bool:
+    """Whether member ``mid`` (in the running graph) is the same as ``resource``."""
+    current = running.get(mid)
+    if current is None or type(current) is not type(resource):
+        return False
+    worker = workers.get(old.vertex_of.get(mid, ""))
+    declared = worker.declared if worker is not None and worker.resource is current else None
+    params = declared if declared is not None else current.params
+    return (
+        params == resource.params
+        and current.meta == resource.meta
+        and old.bindings.get(mid, ()) == new_bindings.get(mid, ())
+    )
+
+
+def _same_vertex(worker: Worker, payload: Resource[Any], restart: set[str]) -> bool:
+    """Whether a running worker can stand for the new vertex ``payload`` (same identity)."""
+    if worker.stopped or isinstance(worker.resource, Group) != isinstance(payload, Group):
+        return False
+    members = payload.members if isinstance(payload, Group) else (payload,)
+    return not any(m.id in restart for m in members) and worker.resource.meta == payload.meta
+
+
+def upstream_members(worker: Worker) -> frozenset[str]:
+    return frozenset(m.id for up in worker.upstream for m in up.members)
+
+
+def link(plan: Plan, workers: Mapping[str, Worker], kept: bool) -> Graph[Resource[Any]]:
+    """Connect ``workers`` along the edges of ``plan``; returns the graph the engine shows
+    (``kept``: some workers kept running, so it holds their resources, not the plan's)."""
+    upstream: dict[str, list[Worker]] = {vid: [] for vid in workers}
+    downstream: dict[str, list[tuple[Worker, bool]]] = {vid: [] for vid in workers}
+    for edge in plan.graph.edges():
+        downstream[edge.source].append((workers[edge.target], edge.notify))
+        upstream[edge.target].append(workers[edge.source])
+    for vid, worker in workers.items():
+        worker.link(upstream[vid], downstream[vid])
+    if not kept:
+        return plan.graph
+    graph: Graph[Resource[Any]] = Graph()
+    for worker in workers.values():
+        graph.add(worker.resource)
+    for edge in plan.graph.edges():
+        graph.add_edge(edge.source, edge.target, notify=edge.notify)
+    return graph
+
+
+def record_reverse(
+    resource: Resource[Any], ctx: Context, change: Change, context: Callable[[str], Context]
+) -> None:
+    """``meta.reverse``, before an apply: let the kind keep what it needs to undo
+    ``change``; a group's members each with their own Context (``context(member_id)``)
+    and their own part of the change."""
+    if not isinstance(resource, Group):
+        if isinstance(resource, RecordsReverse) and isinstance(resource, Reversible):
+            resource.record_reverse(ctx, change)
+        return
+    parts = change.members or {}
+    for member in resource.members:
+        part = parts.get(member.id)
+        if part is not None and member.meta.reverse:
+            record_reverse(member, context(member.id), part, context)
+
+
+async def reverse(
+    resource: Resource[Any], ctx: Context, *, noop: bool, report: Callable[[Report], None]
+) -> bool:
+    """Undo a resource that left the graph, if it asks for it; True when undone. Reports
+    what it did (under noop: what it would do)."""
+    if not (resource.meta.reverse and isinstance(resource, Reversible)):
+        return False
+    rid = resource.id
+    try:
+        if noop or resource.meta.noop:
+            if isinstance(resource, PlansReverse):
+                planned = resource.plan_reverse(ctx)
+                if planned is not None:
+                    report(WouldChange(rid, ChangeText(f"would reverse: {planned}")))
+            else:
+                report(WouldChange(rid, ChangeText("would reverse")))
+            return False
+        start = time.perf_counter()
+        summary = await resource.reverse(ctx)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        report(Failed.of(rid, as_resource_error(rid, exc, "reverse: ")))
+        return False
+    if summary is None:
+        return False
+    text = f"reversed: {summary}"
+    report(Changed.of(rid, text, Change(text), time.perf_counter() - start))
+    return True

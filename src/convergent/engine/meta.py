@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from convergent.resources.base import Meta
 
-__all__ = ["TokenBucket", "retry_delay", "seconds_text"]
+__all__ = ["WATCH_FAILED", "TokenBucket", "retry_delay", "retry_text", "seconds_text"]
+
+WATCH_FAILED = "watch failed: "  # how a failed watch's error starts
 
 _MAX_DOUBLINGS = 64  # 2**64 times any delay is beyond every max_delay
 
@@ -36,6 +38,13 @@ def retry_delay(meta: Meta, tries: int) -> float:
 def seconds_text(seconds: float) -> str:
     """``0.5``, ``2``, ``1.25``: seconds as people write them, at most two decimals."""
     return f"{seconds:.2f}".rstrip("0").rstrip(".")
+
+
+def retry_text(what: str, tries: int, retry: int, delay: float, message: str) -> str:
+    """``retry 2/5 in 0.5 s: exited with 1`` (``2/forever`` with ``retry: -1``)."""
+    limit = "forever" if retry == -1 else str(retry)
+    text = message.removeprefix(WATCH_FAILED)
+    return f"{what} {tries}/{limit} in {seconds_text(delay)} s: {text}"
 
 
 class TokenBucket:

@@ -1,9 +1,10 @@
 """Secrets never reach a report: the engine hides them before the reporter sees one.
 
 A kind marks an output secret (``Output(str, secret=True)``, the ``password`` kind's
-``password``). The engine remembers every value such an output had in this run
-(:class:`Secrets`) and, once there is one, passes each report through
-:func:`hide_report`:
+``password``). The engine knows every secret stored in the state database from the start
+of a run (a command may print one before the resource that holds it ran in this run),
+remembers every value such an output had in this run (:class:`Secrets`) and, once there
+is one, passes each report through :func:`hide_report`:
 
 - every occurrence of a secret value in a summary, a diff, a log line or an error
   message becomes ``<secret>``;
@@ -16,9 +17,9 @@ The original Change (a file's holds the bytes it writes) is not kept in the repo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from convergent.engine.report import Changed, Failed, Log, Report, WouldChange
+from convergent.engine.report import Changed, ChangeText, Failed, Log, Report, WouldChange
 from convergent.errors import CommandError, ResourceError
 from convergent.resources.base import Change
 
@@ -41,9 +42,16 @@ class Secrets:
         return bool(self.values)
 
     def add(self, value: object) -> None:
-        text = value if isinstance(value, str) else str(value)
-        if text and text not in self.values:
-            self.values.add(text)
+        self.update((value,))
+
+    def update(self, values: Iterable[object]) -> None:
+        """Remember each of ``values`` (sorted once, however many)."""
+        before = len(self.values)
+        for value in values:
+            text = value if isinstance(value, str) else str(value)
+            if text:
+                self.values.add(text)
+        if len(self.values) != before:
             self._ordered = sorted(self.values, key=len, reverse=True)
 
     def hide(self, text: str) -> str:
@@ -85,7 +93,7 @@ class _HiddenChange(Change):
     def __init__(
         self,
         summary: str,
-        original: Change | None,
+        original: Change | ChangeText | None,
         secrets: Secrets,
         note: str | None,
         members: dict[str, Change] | None,
@@ -109,7 +117,10 @@ class _HiddenChange(Change):
 
 
 def _hide_change(
-    resource: str, change: Change, secrets: Secrets, held: Mapping[str, tuple[str, ...]]
+    resource: str,
+    change: Change | ChangeText,
+    secrets: Secrets,
+    held: Mapping[str, tuple[str, ...]],
 ) -> Change:
     members = None
     if change.members is not None:
@@ -164,14 +175,14 @@ def hide_report(report: Report, secrets: Secrets, held: Mapping[str, tuple[str, 
     hide = secrets.hide_fragments if resource is not None and held.get(resource) else secrets.hide
     if isinstance(report, Changed):
         change = _hide_change(report.resource, report.change, secrets, held)
-        return Changed(report.resource, hide(report.summary), change, report.seconds)
+        return Changed.of(report.resource, hide(report.summary), change, report.seconds)
     if isinstance(report, WouldChange):
         if report.change is None:
             return report
         change = _hide_change(report.resource, report.change, secrets, held)
-        return WouldChange(report.resource, change, report.refreshes)
+        return WouldChange(report.resource, ChangeText.of(change), report.refreshes)
     if isinstance(report, Log):
         return Log(report.resource, hide(report.message))
     if isinstance(report, Failed):
-        return Failed(report.resource, _hide_error(report.resource, report.error, secrets))
+        return Failed.of(report.resource, _hide_error(report.resource, report.error, secrets))
     return report

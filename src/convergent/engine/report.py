@@ -1,19 +1,40 @@
 """What the engine tells the outside world: a stream of small event records.
 
 A reporter is any callable taking one :data:`Report`; the CLI renders them, tests
-collect them in a list.
+collect them in a list. Every record is plain data: ``msgspec.json.encode(report)``
+takes any of them as it is (no ``enc_hook``), so a remote agent or a web view can
+stream them.
+
+Two records also carry, for a reporter in the same process, the object they were made
+from, which is not part of the encoded form:
+
+- :class:`Changed` keeps the resource's :class:`Change` (``report.change``; a file's
+  computes its diff only when read). The encoded record has the summary and, for a
+  group, each member's summary, but no diff: a run that changes 1,000 files would
+  otherwise compute (and import ``difflib`` for) 1,000 diffs nobody shows.
+  ``Changed.of(resource, summary, change, seconds)`` makes one.
+- :class:`Failed` keeps the exception (``report.error``); the encoded record has its
+  text, and a failed command's exit code and stderr tail. ``Failed.of(resource, error)``
+  makes one.
+
+:class:`WouldChange` (noop) holds the change as data, :class:`ChangeText`, diff
+included: a noop run shows every diff anyway. Built from a :class:`Change`, it converts
+it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
+from convergent.errors import CommandError, ResourceError
 from convergent.resources.base import Change
 
 __all__ = [
     "Blocked",
+    "ChangeText",
     "Changed",
     "Converged",
     "Failed",
@@ -25,28 +46,107 @@ __all__ = [
 ]
 
 
-class Changed(msgspec.Struct, frozen=True):
-    """``resource`` changed something: ``summary`` says what (``created``, ``ran (0.01 s)``)."""
+class ChangeText(msgspec.Struct, frozen=True):
+    """A :class:`Change` as data: its summary, its diff, its members' (for a group)."""
+
+    summary: str
+    diff: str | None = None
+    members: dict[str, ChangeText] | None = None
+
+    @classmethod
+    def of(cls, change: Change) -> ChangeText:
+        """``change`` as data (its diff is read, and so computed, here)."""
+        if isinstance(change, ChangeText):
+            return change
+        members = None
+        if change.members is not None:
+            members = {m: cls.of(c) for m, c in change.members.items()}
+        return cls(change.summary, change.diff, members)
+
+
+class Changed(msgspec.Struct, frozen=True, dict=True):
+    """``resource`` changed something: ``summary`` says what (``created``, ``ran (0.01 s)``).
+
+    ``members``: for a group, each member's summary. ``change`` (not encoded): the Change.
+    """
 
     resource: str
     summary: str
-    change: Change
     seconds: float
+    members: dict[str, str] | None = None
+
+    @classmethod
+    def of(cls, resource: str, summary: str, change: Change, seconds: float) -> Changed:
+        members = None
+        if change.members is not None:
+            members = {m: c.summary for m, c in change.members.items()}
+        report = cls(resource, summary, seconds, members)
+        report.__dict__["_change"] = change
+        return report
+
+    @property
+    def change(self) -> Change:
+        """The Change that was made (in process only; rebuilt from the summaries when the
+        record was decoded)."""
+        change: Change | None = self.__dict__.get("_change")
+        if change is None:
+            members = None
+            if self.members is not None:
+                members = {m: Change(summary) for m, summary in self.members.items()}
+            change = Change(self.summary, None, members)
+        return change
 
 
 class WouldChange(msgspec.Struct, frozen=True):
-    """Under noop: ``resource`` would make ``change`` (and refresh ``refreshes``)."""
+    """Under noop: ``resource`` would make ``change`` (and refresh ``refreshes``).
+
+    Made with a :class:`Change`, it keeps it as :class:`ChangeText`.
+    """
 
     resource: str
-    change: Change | None
+    change: ChangeText | None
     refreshes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        change: Any = self.change
+        if change is not None and not isinstance(change, ChangeText):
+            msgspec.structs.force_setattr(self, "change", ChangeText.of(change))
 
-class Failed(msgspec.Struct, frozen=True):
-    """``resource`` failed with ``error`` (its check, apply or watch raised it)."""
+
+class Failed(msgspec.Struct, frozen=True, dict=True):
+    """``resource`` failed: ``message`` says why (``kind[name]: what``); a command's
+    failure adds its ``exit_code`` (None after a timeout) and ``stderr_tail``.
+
+    ``error`` (not encoded): the exception.
+    """
 
     resource: str
-    error: BaseException
+    message: str
+    exit_code: int | None = None
+    stderr_tail: str = ""
+    command: bool = False  # a command failed (exit_code and stderr_tail are its own)
+
+    @classmethod
+    def of(cls, resource: str, error: BaseException) -> Failed:
+        if isinstance(error, CommandError):
+            report = cls(resource, str(error), error.exit_code, error.stderr_tail, True)
+        else:
+            report = cls(resource, str(error) or type(error).__name__)
+        report.__dict__["_error"] = error
+        return report
+
+    @property
+    def error(self) -> BaseException:
+        """The exception (in process only; rebuilt from the text when decoded)."""
+        error: BaseException | None = self.__dict__.get("_error")
+        if error is None:
+            prefix = f"{self.resource}: "
+            text = self.message.removeprefix(prefix)
+            if self.command:
+                error = CommandError(self.resource, text, self.exit_code, self.stderr_tail)
+            else:
+                error = ResourceError(self.resource, text)
+        return error
 
 
 class Blocked(msgspec.Struct, frozen=True):

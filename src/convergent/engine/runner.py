@@ -1,39 +1,48 @@
-"""The engine: one worker task per vertex under one TaskGroup, convergence, shutdown,
-send/recv between workers and the live graph changeover (:meth:`Engine.swap`)."""
+"""The engine: one worker task per vertex under one TaskGroup, the run and its end, and
+the live graph changeover (:meth:`Engine.swap`).
+
+It implements the :class:`~convergent.engine.worker.Runtime` its workers talk to and
+hands the work to its parts: :mod:`~convergent.engine.convergence` (counting),
+:mod:`~convergent.engine.exchange` (send/recv, secrets), :mod:`~convergent.engine.refreshes`
+(pending refreshes in the state database), :mod:`~convergent.engine.changeover` (plans,
+the diff of a swap, wiring, reversal).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from convergent.engine.changeover import Grouper, Plan, Swapped
-from convergent.engine.recv import MISSING, Binding, bindings, sends
-from convergent.engine.redact import Secrets, hide_report
-from convergent.engine.report import (
-    Changed,
-    Converged,
-    Failed,
-    Log,
-    Report,
-    Reporter,
-    RunResult,
-    WouldChange,
+from convergent.engine.changeover import (
+    Plan,
+    Swapped,
+    link,
+    plan_swap,
+    record_reverse,
+    reverse,
+    upstream_members,
 )
-from convergent.engine.worker import SETTLED, State, Worker, as_resource_error
+from convergent.engine.convergence import Convergence, State
+from convergent.engine.exchange import Exchange
+from convergent.engine.refreshes import Intent, Refreshes
+from convergent.engine.report import Converged, Log, Report, Reporter, RunResult
+from convergent.engine.worker import Worker
 from convergent.graph.core import Graph
-from convergent.resources.abilities import PlansReverse, RecordsReverse, Reversible
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
+from convergent.resources.recv import Binding
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
 
-__all__ = ["Engine", "run_graph"]
+__all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
 S = TypeVar("S")
+CLOSE_TIMEOUT = 5.0  # seconds a shared service's aclose() may take at the end of a run
 
 
 def _ignore(report: Report) -> None:
@@ -81,29 +90,23 @@ class Engine:
         self.state = state
         self._every = (asyncio.Semaphore(sema),) if sema is not None else ()
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
-        self._secrets = Secrets()
-        self._held: dict[str, tuple[str, ...]] = {}  # receiver -> params holding a secret
-        self._receivers: dict[str, list[tuple[Worker, Binding]]] = {}  # by sender member
-        self._members: dict[str, Resource[Any]] = {}  # member id -> running resource
+        # Known secrets from the start: a command may print one before its holder ran.
+        self._exchange = Exchange(state.secret_values() if state is not None else ())
+        self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
-        self._holds = 0  # swaps in progress: the graph is not converged meanwhile
-        self._unsettled = 0
-        self._failed = 0
-        self._blocked = 0
         self._changed: set[str] = set()
-        self._settled_event = asyncio.Event()
-        self._unsettled_event = asyncio.Event()
         self._stop = asyncio.Event()
         self._services: dict[Callable[[], Any], Any] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._swap_lock: asyncio.Lock | None = None
         self.graph = plan.graph
         self._plan = plan
+        self._refreshes = Refreshes(state, plan)
         new = self._adopt(plan, {})
         self._load_refreshes(new)
-        self._recount(report=False)
+        self._convergence.recount(self._states(), report=False)
 
-    # -- called by workers ------------------------------------------------------------
+    # -- the Runtime a worker talks to ---------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         """Run ``coro`` in the run's task group; None (and ``coro`` closed) after the run."""
@@ -121,112 +124,65 @@ class Engine:
 
     def report(self, report: Report) -> None:
         """Pass ``report`` to the reporter, with every known secret hidden."""
-        if self._secrets:
-            report = hide_report(report, self._secrets, self._held)
-        self.reporter(report)
+        self.reporter(self._exchange.hide(report))
 
     def mark_changed(self, worker: Worker) -> None:
         self._changed.add(worker.resource.id)
 
     def state_changed(self, old: State, new: State) -> None:
-        self._failed += (new is State.FAILED) - (old is State.FAILED)
-        self._blocked += (new is State.BLOCKED) - (old is State.BLOCKED)
-        settled = new in SETTLED
-        if (old in SETTLED) == settled:
-            return
-        if settled:
-            self._unsettled -= 1
-            if self._unsettled == 0:
-                self._now_settled(report=True)
-        else:
-            self._unsettled += 1
-            if self._unsettled == 1:
-                self._now_unsettled()
+        self._convergence.changed(old, new)
 
     def output(self, binding: Binding) -> Any:
         """The current value of ``binding``'s output (MISSING when the sender has none)."""
-        sender = self._members.get(binding.sender)
-        if sender is None:
-            return MISSING
-        outputs = sender.outputs() if hasattr(sender, "outputs") else {}
-        return outputs.get(binding.output, MISSING)
+        return self._exchange.output(binding)
 
     def sent(self, worker: Worker) -> None:
         """After a pass of a sender: remember secret values, poke the receivers whose value
-        differs from the one they last tried."""
-        for member in worker.members:
-            declared = sends(member)
-            if not declared:
-                continue
-            outputs = member.outputs()  # type: ignore[attr-defined]
-            for name, output in declared.items():
-                if output.secret and name in outputs:
-                    self._secrets.add(outputs[name])
-            for receiver, binding in self._receivers.get(member.id, ()):
-                value = outputs.get(binding.output, MISSING)
-                if value != receiver.tried.get(binding.param, MISSING):
-                    receiver.poke()
+        changed."""
+        self._exchange.sent(worker)
 
-    def save_refreshes(self, worker: Worker, receivers: Iterable[Worker]) -> None:
-        """Write the refreshes ``worker`` owes ``receivers``, member by member (a group's
-        identity may not exist after a restart; its members do)."""
-        if self.state is None:
-            return
-        plan = self._plan
-        targets = {r.resource.id for r in receivers}
-        rows: dict[str, list[str]] = {}
-        for member in worker.members:
-            for edge in plan.source.out_edges(member.id):
-                if edge.notify and plan.vertex_of.get(edge.target) in targets:
-                    rows.setdefault(member.id, []).append(edge.target)
-        for sender, members in rows.items():
-            self.state.add_refreshes(sender, members)
+    def intend_refreshes(self, worker: Worker, receivers: Collection[Worker]) -> Intent:
+        """Write down, before ``worker`` changes anything, the refreshes it will owe."""
+        return self._refreshes.intend(
+            (m.id for m in worker.members), {r.resource.id for r in receivers}
+        )
+
+    def end_refreshes(self, intent: Intent, withdraw: Collection[str] = ()) -> None:
+        self._refreshes.end(intent, withdraw)
 
     def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None:
         """``worker`` handled the refreshes of ``senders`` (vertex identities)."""
-        if self.state is None or self.state.readonly:
-            return
-        plan = self._plan
-        expanded: set[str] = set()
-        for sender in senders:
-            expanded.add(sender)
-            expanded.update(plan.members(sender))
-        for member in worker.members:
-            self.state.remove_refreshes(member.id, expanded)
+        self._refreshes.forget((m.id for m in worker.members), senders)
 
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None:
         """``meta.reverse``: let the kind keep what it needs to undo ``change`` later."""
-        if isinstance(resource, RecordsReverse) and isinstance(resource, Reversible):
-            resource.record_reverse(ctx, change)
+        record_reverse(resource, ctx, change, self._context)
+
+    def _context(self, rid: str) -> Context:
+        """A Context for ``rid`` outside its worker (a member, a resource being undone)."""
+        return Context(
+            rid,
+            ready=_nothing,
+            event=_nothing,
+            log=lambda message: self.report(Log(rid, message)),
+            shared=self.shared,
+            state=self.state,
+        )
 
     # -- convergence --------------------------------------------------------------------
 
     @property
     def converged(self) -> bool:
-        return self._unsettled == 0
+        return self._convergence.converged
 
-    def _now_settled(self, *, report: bool) -> None:
-        self._unsettled_event.clear()
-        self._settled_event.set()
-        if report:
-            self.report(Converged(self._failed, self._blocked))
+    def _settled(self, failed: int, blocked: int) -> None:
+        self.report(Converged(failed, blocked))
 
-    def _now_unsettled(self) -> None:
-        self._settled_event.clear()
-        self._unsettled_event.set()
+    def _states(self) -> Iterable[State]:
+        return (w.state for w in self._workers.values())
 
-    def _recount(self, *, report: bool = True) -> None:
-        """Count the states of every worker again (after workers came or went)."""
-        workers = self._workers.values()
-        was = self._unsettled
-        self._unsettled = self._holds + sum(not w.state.settled for w in workers)
-        self._failed = sum(w.state is State.FAILED for w in workers)
-        self._blocked = sum(w.state is State.BLOCKED for w in workers)
-        if self._unsettled == 0:
-            if was or not self._settled_event.is_set():
-                self._now_settled(report=report and was > 0)
-        elif was == 0 or not self._unsettled_event.is_set():
-            self._now_unsettled()
+    def _recount(self) -> None:
+        self._convergence.recount(self._states())
 
     # -- control ----------------------------------------------------------------------
 
@@ -245,6 +201,7 @@ class Engine:
     async def run(self) -> RunResult:
         start = time.perf_counter()
         interrupted = False
+        convergence = self._convergence
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -252,9 +209,11 @@ class Engine:
                 for worker in self._workers.values():
                     worker.start()
                 if self.converged:  # an empty graph
-                    self.report(Converged(self._failed, self._blocked))
+                    self.report(Converged(convergence.failed, convergence.blocked))
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
-                until_done = tg.create_task(self._until_converged_long_enough(), name="convergence")
+                until_done = tg.create_task(
+                    convergence.long_enough(self.converged_timeout), name="convergence"
+                )
                 await asyncio.wait({stop_task, until_done}, return_when=asyncio.FIRST_COMPLETED)
                 interrupted = stop_task.done()
                 raise _Done
@@ -264,37 +223,35 @@ class Engine:
             self._tg = None
             for worker in self._workers.values():
                 worker.release()
-            self._close_services()
+            await self._close_services()
         return RunResult(
             resources=len(self._workers),
             changed=len(self._changed),
-            failed=self._failed,
-            blocked=self._blocked,
+            failed=convergence.failed,
+            blocked=convergence.blocked,
             seconds=time.perf_counter() - start,
             converged=self.converged,
             interrupted=interrupted,
         )
 
-    async def _until_converged_long_enough(self) -> None:
-        """Return once the graph has stayed converged for ``converged_timeout`` seconds."""
-        if self.converged_timeout is None:
-            await asyncio.Event().wait()
-        timeout = max(0.0, self.converged_timeout or 0.0)
-        while True:
-            await self._settled_event.wait()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._unsettled_event.wait()
-            except TimeoutError:
-                return
-
-    def _close_services(self) -> None:
-        for service in self._services.values():
-            close = getattr(service, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    close()
+    async def _close_services(self) -> None:
+        """Close every ``ctx.shared`` service, in the order they were made: await its
+        ``aclose()`` if it has one (for at most ``CLOSE_TIMEOUT`` seconds), else call its
+        ``close()``. A failure to close is not the run's failure."""
+        services = list(self._services.values())
         self._services.clear()
+        for service in services:
+            aclose = getattr(service, "aclose", None)
+            with contextlib.suppress(Exception):
+                if aclose is not None:
+                    closing = aclose()
+                    if inspect.isawaitable(closing):
+                        async with asyncio.timeout(CLOSE_TIMEOUT):
+                            await closing
+                    continue
+                close = getattr(service, "close", None)
+                if close is not None:
+                    close()
 
     # -- the live graph changeover ------------------------------------------------------
 
@@ -332,36 +289,12 @@ class Engine:
         self, graph: Graph[Resource[Any]], planned: Callable[[Swapped], None] | None
     ) -> Swapped:
         old = self._plan
-        graph.validate()
-        received = bindings(graph)  # members are compared before they are grouped
-        changed = [
-            mid
-            for mid, resource in graph.vertices.items()
-            if mid in old.source and not self._unchanged(mid, resource, received)
-        ]
-        done = Swapped(
-            added=[mid for mid in graph.vertices if mid not in old.source],
-            removed=[mid for mid in old.source.vertices if mid not in graph],
-            changed=changed,
-        )
-        restart = set(changed)
-        keep_groups = [g for g in old.groups() if not restart.intersection(g)]
-        alone = {
-            mid
-            for mid, vid in old.vertex_of.items()
-            if vid == mid and mid in graph and mid not in restart
-        }
-        plan = Plan(graph, Grouper(set(received), keep_groups, alone))
-        keep: dict[str, Worker] = {}
-        for vid, payload in plan.graph.vertices.items():
-            worker = self._workers.get(vid)
-            if worker is not None and _same_vertex(worker, payload, restart):
-                keep[vid] = worker
+        old_members = dict(self._exchange.members)
+        done, plan, keep = plan_swap(old, graph, old_members, self._workers)
         going = [w for vid, w in self._workers.items() if vid not in keep]
-        old_members = dict(self._members)
         if planned is not None:
             planned(done)
-        self._holds += 1
+        self._convergence.holds += 1
         self._recount()
         try:
             stopped: list[asyncio.Task[None]] = []
@@ -372,9 +305,14 @@ class Engine:
             if stopped:
                 await asyncio.wait(stopped)
             removed = set(done.removed)
-            order = [m for m in reversed(old.source.topological_order()) if m in removed]
-            for mid in order:
-                if await self._reverse(old_members[mid]):
+            noop = self.noop
+            for mid in reversed(old.source.topological_order()):
+                if mid not in removed:
+                    continue
+                if await reverse(
+                    old_members[mid], self._context(mid), noop=noop, report=self.report
+                ):
+                    self._changed.add(mid)
                     done.reversed.append(mid)
             if self._tg is None:
                 raise RuntimeError("the run ended during the swap")
@@ -383,30 +321,14 @@ class Engine:
                 worker.start()
             self.rewatch()
         finally:
-            self._holds -= 1
+            self._convergence.holds -= 1
             self._recount()
         return done
-
-    def _unchanged(
-        self, mid: str, resource: Resource[Any], new_bindings: dict[str, tuple[Binding, ...]]
-    ) -> bool:
-        """Whether member ``mid`` (in the running graph) is the same as ``resource``."""
-        running = self._members.get(mid)
-        if running is None or type(running) is not type(resource):
-            return False
-        worker = self._workers.get(self._plan.vertex_of.get(mid, ""))
-        declared = worker.declared if worker is not None and worker.resource is running else None
-        params = declared if declared is not None else running.params
-        return (
-            params == resource.params
-            and running.meta == resource.meta
-            and self._plan.bindings.get(mid, ()) == new_bindings.get(mid, ())
-        )
 
     def _adopt(self, plan: Plan, keep: dict[str, Worker]) -> dict[str, Worker]:
         """Make ``plan`` the running one: workers for its vertices (``keep``: the running
         ones that stay), wired along its edges. Returns the new workers, not started."""
-        before = {vid: _upstream_members(w) for vid, w in keep.items()}
+        before = {vid: upstream_members(w) for vid, w in keep.items()}
         workers: dict[str, Worker] = {}
         new: dict[str, Worker] = {}
         for vid, payload in plan.graph.vertices.items():
@@ -415,55 +337,26 @@ class Engine:
             if worker is None:
                 worker = new[vid] = Worker(self, payload, self._semaphores_for(payload), recv)
             else:
-                worker.recv = recv
+                worker.bind(recv)
                 if isinstance(payload, Group) and isinstance(worker.resource, Group):
                     worker.resource.senders = payload.senders  # notifiers may be new vertices
             workers[vid] = worker
         self._plan = plan
+        self._refreshes.plan = plan
         self._workers = workers
-        if keep:  # the engine's graph holds the running resources
-            graph: Graph[Resource[Any]] = Graph()
-            for worker in workers.values():
-                graph.add(worker.resource)
-            for edge in plan.graph.edges():
-                graph.add_edge(edge.source, edge.target, notify=edge.notify)
-            self.graph = graph
-        else:
-            self.graph = plan.graph
-        for worker in workers.values():
-            worker.upstream = []
-            worker.downstream = []
-        for edge in plan.graph.edges():
-            src, dst = workers[edge.source], workers[edge.target]
-            src.downstream.append((dst, edge.notify))
-            dst.upstream.append(src)
-        self._members = {m.id: m for w in workers.values() for m in w.members}
-        self._receivers = {}
-        self._held = {}
-        for receiver, pairs in plan.bindings.items():
-            worker = workers[plan.vertex_of[receiver]]
-            for binding in pairs:
-                self._receivers.setdefault(binding.sender, []).append((worker, binding))
-            secret = tuple(b.param for b in pairs if b.secret)
-            if secret:
-                self._held[receiver] = secret
+        self.graph = link(plan, workers, kept=bool(keep))
+        self._exchange.wire(plan, workers)
         for vid, worker in keep.items():
-            if _upstream_members(worker) != before[vid]:
+            if upstream_members(worker) != before[vid]:
                 worker.poke()  # what it depends on changed: check it again
             else:
-                worker.wake.set()  # an upstream it waited for may be gone
+                worker.nudge()  # an upstream it waited for may be gone
         return new
 
     def _load_refreshes(self, workers: dict[str, Worker]) -> None:
-        """Pending refreshes from the state database for these (new) workers; rows are
-        kept per member and mapped to the vertex each member is in now."""
-        if self.state is None or not workers:
-            return
-        vertex_of = self._plan.vertex_of
-        for receiver, senders in self.state.pending_refreshes().items():
-            worker = workers.get(vertex_of.get(receiver, ""))
-            if worker is not None:
-                worker.refresh_from.update(vertex_of.get(s, s) for s in senders)
+        """Pending refreshes from the state database for these (new) workers."""
+        for vid, senders in self._refreshes.pending(workers).items():
+            workers[vid].owe(senders)
 
     def _semaphores_for(self, resource: Resource[Any]) -> tuple[asyncio.Semaphore, ...]:
         """The semaphores of ``resource`` in acquisition order (the global one first, then
@@ -477,54 +370,6 @@ class Engine:
                 known = self._pool[sema_id] = (asyncio.Semaphore(size), size)
             own.append(known[0])
         return self._every + tuple(own)
-
-    async def _reverse(self, resource: Resource[Any]) -> bool:
-        """Undo a resource that left the graph, if it asks for it; True when undone."""
-        if not (resource.meta.reverse and isinstance(resource, Reversible)):
-            return False
-        rid = resource.id
-        ctx = Context(
-            rid,
-            ready=_nothing,
-            event=_nothing,
-            log=lambda message: self.report(Log(rid, message)),
-            shared=self.shared,
-            state=self.state,
-        )
-        try:
-            if self.noop or resource.meta.noop:
-                if isinstance(resource, PlansReverse):
-                    plan = resource.plan_reverse(ctx)
-                    if plan is not None:
-                        self.report(WouldChange(rid, Change(f"would reverse: {plan}")))
-                else:
-                    self.report(WouldChange(rid, Change("would reverse")))
-                return False
-            start = time.perf_counter()
-            summary = await resource.reverse(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.report(Failed(rid, as_resource_error(rid, exc, "reverse: ")))
-            return False
-        if summary is None:
-            return False
-        text = f"reversed: {summary}"
-        self._changed.add(rid)
-        self.report(Changed(rid, text, Change(text), time.perf_counter() - start))
-        return True
-
-
-def _upstream_members(worker: Worker) -> frozenset[str]:
-    return frozenset(m.id for up in worker.upstream for m in up.members)
-
-
-def _same_vertex(worker: Worker, payload: Resource[Any], restart: set[str]) -> bool:
-    """Whether a running worker can stand for the new vertex ``payload`` (same identity)."""
-    if worker.stopped or isinstance(worker.resource, Group) != isinstance(payload, Group):
-        return False
-    members = payload.members if isinstance(payload, Group) else (payload,)
-    return not any(m.id in restart for m in members) and worker.resource.meta == payload.meta
 
 
 class _Done(Exception):

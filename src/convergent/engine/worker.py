@@ -8,44 +8,75 @@ A receiver (``recv``) gets its received values put into its parameters just befo
 check; a sender tells the engine after each pass, which pokes the receivers whose value
 changed. A worker can be stopped (the live graph changeover): its tasks are cancelled
 and it never changes state again.
+
+The worker knows the engine only as a :class:`Runtime` (the engine implements it; this
+module imports no engine module above it), and the engine changes a worker only through
+its methods (``link``, ``bind``, ``owe``, ``nudge``, ``poke``, ``notify``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from convergent.engine.meta import TokenBucket, retry_delay, seconds_text
-from convergent.engine.recv import MISSING, Binding, param_type, type_text
-from convergent.engine.report import Blocked, Changed, Failed, Log, WouldChange
-from convergent.errors import ParamError, ResourceError
+from convergent.engine.convergence import State
+from convergent.engine.meta import (
+    WATCH_FAILED,
+    TokenBucket,
+    retry_delay,
+    retry_text,
+    seconds_text,
+)
+from convergent.engine.report import (
+    Blocked,
+    Changed,
+    ChangeText,
+    Failed,
+    Log,
+    Report,
+    WouldChange,
+)
+from convergent.errors import ParamError, ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
+from convergent.resources.params import reject_nul
+from convergent.resources.recv import MISSING, Binding, convert
 
 if TYPE_CHECKING:
-    from convergent.engine.runner import Engine
+    from convergent.state.db import StateDB
 
-__all__ = ["SETTLED", "State", "Worker", "as_resource_error"]
-
-
-class State(enum.Enum):
-    WAITING = "waiting"  # has work (dirty) but an upstream is not clean yet, or not ready
-    RUNNING = "running"  # in check/apply/refresh
-    RETRYING = "retrying"  # a try (or the watch) failed; waiting for the retry delay
-    CLEAN = "clean"  # checked, nothing left to do
-    FAILED = "failed"  # failed and out of retries (check/apply/refresh or watch)
-    BLOCKED = "blocked"  # has work but an upstream failed
-
-    @property
-    def settled(self) -> bool:
-        return self in SETTLED
+__all__ = ["Runtime", "Worker"]
 
 
-SETTLED = (State.CLEAN, State.FAILED, State.BLOCKED)  # a tuple: `in` is by identity
+class Runtime(Protocol):
+    """What a worker needs from the engine that runs it (the engine implements it):
+
+    ``spawn`` a task in the run's task group (None once the run is over); ``shared``:
+    ``Context.shared``; ``report`` (secrets hidden); ``state_changed`` (convergence
+    counting); ``mark_changed``: the worker changed something in this run; ``output``
+    of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
+    ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
+    receivers it owes nothing after all), ``forget_refreshes`` once handled;
+    ``before_apply``: ``meta.reverse``'s record.
+    """
+
+    noop: bool
+    state: StateDB | None
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
+    def shared(self, factory: Callable[[], Any]) -> Any: ...
+    def report(self, report: Report) -> None: ...
+    def state_changed(self, old: State, new: State) -> None: ...
+    def mark_changed(self, worker: Worker) -> None: ...
+    def output(self, binding: Binding) -> Any: ...
+    def sent(self, worker: Worker) -> None: ...
+    def intend_refreshes(self, worker: Worker, receivers: Collection[Worker]) -> Any: ...
+    def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None: ...
+    def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None: ...
+    def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
 
 
 class Worker:
@@ -58,15 +89,17 @@ class Worker:
         "declared",
         "dirty",
         "downstream",
-        "engine",
         "members",
         "meta",
+        "notifies",
         "put",
         "ready",
         "received",
         "recv",
         "refresh_from",
+        "renotified",
         "resource",
+        "runtime",
         "semaphores",
         "sender",
         "state",
@@ -83,12 +116,12 @@ class Worker:
 
     def __init__(
         self,
-        engine: Engine,
+        runtime: Runtime,
         resource: Resource[Any],
         semaphores: tuple[asyncio.Semaphore, ...] = (),
         recv: tuple[Binding, ...] = (),
     ) -> None:
-        self.engine = engine
+        self.runtime = runtime
         self.resource = resource
         self.meta = meta = resource.meta
         # The resources this vertex stands for: itself, or a group's members.
@@ -106,6 +139,7 @@ class Worker:
         self.stopped = False
         self.upstream: list[Worker] = []
         self.downstream: list[tuple[Worker, bool]] = []  # (worker, notify)
+        self.notifies = False  # some downstream edge is a notify edge
         self.state = State.WAITING
         self.dirty = True  # a check is owed
         self.ready = False
@@ -113,7 +147,8 @@ class Worker:
         self.tries = 0  # failed check/apply tries since the last success
         self.watch_tries = 0  # failed watches since the watch last proved itself
         self.blocked_by: str | None = None
-        self.refresh_from: set[str] = set()
+        self.refresh_from: set[str] = set()  # senders (vertices) owed a refresh
+        self.renotified: set[str] = set()  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
         self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
         self.wake = asyncio.Event()
@@ -122,8 +157,8 @@ class Worker:
             ready=self._on_ready,
             event=self.poke,
             log=self._log,
-            shared=engine.shared,
-            state=engine.state,
+            shared=runtime.shared,
+            state=runtime.state,
         )
 
     # -- callbacks from the resource and from other workers ---------------------------
@@ -141,14 +176,14 @@ class Worker:
         self.wake.set()
 
     def _log(self, message: str) -> None:
-        self.engine.report(Log(self.resource.id, message))
+        self.runtime.report(Log(self.resource.id, message))
 
     def _set_state(self, state: State) -> None:
         old = self.state
         if old is state or self.stopped:
             return
         self.state = state
-        self.engine.state_changed(old, state)
+        self.runtime.state_changed(old, state)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -175,6 +210,26 @@ class Worker:
             self.unsubscribe = None
             unsubscribe()
 
+    # -- wiring (by the engine, when a plan is adopted) -------------------------------
+
+    def link(self, upstream: list[Worker], downstream: list[tuple[Worker, bool]]) -> None:
+        """Its neighbours in the running plan: ``downstream`` as (worker, notify) pairs."""
+        self.upstream = upstream
+        self.downstream = downstream
+        self.notifies = any(notify for _, notify in downstream)
+
+    def bind(self, recv: tuple[Binding, ...]) -> None:
+        """What it receives, by parameter (the bindings of the running plan)."""
+        self.recv = recv
+
+    def owe(self, senders: Iterable[str]) -> None:
+        """Refreshes found pending in the state database (sender vertices)."""
+        self.refresh_from.update(senders)
+
+    def nudge(self) -> None:
+        """Look again at its upstream (one it waited for may be gone); owes nothing."""
+        self.wake.set()
+
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -197,7 +252,7 @@ class Worker:
         if self.stopped:
             coro.close()
             return
-        task = self.engine.spawn(coro, name=name)
+        task = self.runtime.spawn(coro, name=name)
         if task is None:  # the run is over
             return
         self.tasks.add(task)
@@ -228,7 +283,7 @@ class Worker:
                 if self.state is not State.BLOCKED or self.blocked_by != blocker:
                     self.blocked_by = blocker
                     self._set_state(State.BLOCKED)
-                    self.engine.report(Blocked(rid, blocker))
+                    self.runtime.report(Blocked(rid, blocker))
                 continue
             if any(up.state is not State.CLEAN for up in self.upstream):
                 self.blocked_by = None
@@ -258,11 +313,14 @@ class Worker:
                     semaphore.release()
             if error is None:
                 self.tries = 0
-                if self.ready:
+                if not self.ready:
+                    self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
+                elif self.dirty:  # an event came during the pass: a check is still owed
+                    self.watch_tries = 0
+                    self._set_state(State.WAITING)
+                else:
                     self.watch_tries = 0
                     self._set_state(State.CLEAN)
-                else:
-                    self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
             else:
                 await self._failed(error)
             if self.dirty:
@@ -295,11 +353,12 @@ class Worker:
         self.tries += 1
         retry = self.meta.retry
         if retry != -1 and self.tries > retry:
-            self.engine.report(Failed(rid, error))
-            self._set_state(State.FAILED)
+            self.runtime.report(Failed.of(rid, error))
+            # An event during the failed pass owes one more try: not settled yet.
+            self._set_state(State.WAITING if self.dirty else State.FAILED)
             return
         delay = retry_delay(self.meta, self.tries)
-        self.engine.report(Log(rid, _retry_text("retry", self.tries, retry, delay, error)))
+        self.runtime.report(Log(rid, retry_text("retry", self.tries, retry, delay, error.message)))
         self._set_state(State.RETRYING)
         await asyncio.sleep(delay)
         self.dirty = True
@@ -322,11 +381,12 @@ class Worker:
             ) from None
 
     async def _process(self) -> None:
-        res, ctx, engine = self.resource, self.ctx, self.engine
+        res, ctx, engine = self.resource, self.ctx, self.runtime
         received = self._receive() if self.recv else None
         if received is MISSING:
             return
         refresh = frozenset(self.refresh_from)
+        self.renotified.clear()
         ctx.refresh = refresh
         noop = engine.noop or res.meta.noop
         change = await res.check(ctx)
@@ -334,46 +394,71 @@ class Worker:
             self.refresh_from.clear()
             notifies = tuple(w.resource.id for w, notify in self.downstream if notify)
             if change is not None:
-                engine.report(WouldChange(res.id, change, notifies))
+                engine.report(WouldChange(res.id, ChangeText.of(change), notifies))
             if refresh and isinstance(res, Refreshable):
                 engine.report(
                     Log(res.id, f"would refresh (notified by {', '.join(sorted(refresh))})")
                 )
             self._passed(received)
             return
-        changed = False
-        if change is not None:
-            if res.meta.reverse:
-                engine.before_apply(res, ctx, change)
-            start = time.perf_counter()
-            summary = await res.apply(ctx, change)
-            engine.report(
-                Changed(res.id, summary or change.summary, change, time.perf_counter() - start)
-            )
-            changed = True
-        elif refresh and isinstance(res, Refreshable):
-            start = time.perf_counter()
-            summary = await res.refresh(ctx)
-            if summary is not None:
-                engine.report(Changed(res.id, summary, _REFRESH, time.perf_counter() - start))
+        notified = [w for w, notify in self.downstream if notify] if self.notifies else ()
+        intent = None
+        changed = ok = False
+        try:
+            if change is not None:
+                if res.meta.reverse:
+                    engine.before_apply(res, ctx, change)
+                if notified:  # durable before the change: a kill from here on loses nothing
+                    intent = engine.intend_refreshes(self, notified)
+                start = time.perf_counter()
+                summary = await res.apply(ctx, change)
+                engine.report(
+                    Changed.of(
+                        res.id, summary or change.summary, change, time.perf_counter() - start
+                    )
+                )
                 changed = True
+            elif refresh and isinstance(res, Refreshable):
+                if notified:  # a refresh may change something and notify onward
+                    intent = engine.intend_refreshes(self, notified)
+                start = time.perf_counter()
+                summary = await res.refresh(ctx)
+                if summary is not None:
+                    engine.report(
+                        Changed.of(res.id, summary, _REFRESH, time.perf_counter() - start)
+                    )
+                    changed = True
+            ok = True
+        finally:
+            if intent is not None:
+                withdraw = (
+                    ()
+                    if changed or not ok
+                    else [w.resource.id for w in notified if res.id not in w.refresh_from]
+                )
+                engine.end_refreshes(intent, withdraw)
+            if not ok and intent is not None:  # at least once: it may have changed part
+                for child in notified:
+                    child.notify(res.id)
+                    child.poke()
         ctx.refresh = frozenset()
         if changed:
             engine.mark_changed(self)
-            receivers = []
             for child, notify in self.downstream:
                 if notify:
-                    child.refresh_from.add(res.id)
-                    receivers.append(child)
+                    child.notify(res.id)
                 child.poke()
-            if receivers:
-                # Durable before this vertex is marked clean: a crash from here on
-                # cannot lose the refresh.
-                engine.save_refreshes(self, receivers)
         if refresh:
-            engine.forget_refreshes(self, refresh)  # handled: only now may it be forgotten
-            self.refresh_from.difference_update(refresh)
+            handled = refresh.difference(self.renotified)  # a newer change stays owed
+            if handled:
+                engine.forget_refreshes(self, handled)  # handled: only now may it be forgotten
+                self.refresh_from.difference_update(handled)
         self._passed(received)
+
+    def notify(self, sender: str) -> None:
+        """``sender`` (a vertex) changed something and owes this one a refresh."""
+        self.refresh_from.add(sender)
+        self.renotified.add(sender)
 
     def _passed(self, received: dict[str, Any] | None) -> None:
         """A pass succeeded: remember what it received, tell receivers of new outputs."""
@@ -381,7 +466,7 @@ class Worker:
             self.received = received
         self.ctx.received_changed = frozenset()
         if self.sender:
-            self.engine.sent(self)
+            self.runtime.sent(self)
 
     def _receive(self) -> Any:
         """Put the received values into the parameters; MISSING when one has none yet.
@@ -389,14 +474,14 @@ class Worker:
         Sets ``ctx.received_changed`` and returns the values, by parameter.
         """
         res = self.resource
-        raw = {b.param: self.engine.output(b) for b in self.recv}
+        raw = {b.param: self.runtime.output(b) for b in self.recv}
         self.tried = {param: value for param, value in raw.items() if value is not MISSING}
         waiting = [b for b in self.recv if raw[b.param] is MISSING]
         if waiting:
             what = ", ".join(f"{b.source} (for {b.param})" for b in waiting)
             self._log(f"not checked: no value yet from {what}")
             return MISSING
-        values = {b.param: _convert(res, b, raw[b.param]) for b in self.recv}
+        values = {b.param: convert(res, b, raw[b.param]) for b in self.recv}
         old = self.received
         changed = frozenset(p for p, v in values.items() if old.get(p, MISSING) != v)
         if values != self.put:
@@ -405,6 +490,7 @@ class Worker:
             self.put = None
             res.params = msgspec.structs.replace(self.declared, **values)
             try:
+                reject_nul(res.params)  # a received value is checked like a written one
                 res.validate()
             except ParamError as exc:
                 field = f"{exc.field}: " if exc.field else ""
@@ -437,7 +523,7 @@ class Worker:
             )
         except Exception as exc:
             self.ready = False  # it may have called ready() before it failed
-            return as_resource_error(rid, exc, _WATCH_FAILED)
+            return as_resource_error(rid, exc, WATCH_FAILED)
         self.unsubscribe = unsubscribe
         if not self.ready:
             self.release()
@@ -460,7 +546,7 @@ class Worker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    error = as_resource_error(rid, exc, _WATCH_FAILED)
+                    error = as_resource_error(rid, exc, WATCH_FAILED)
                 else:
                     if self.ready:
                         return
@@ -471,12 +557,12 @@ class Worker:
             retry = self.meta.retry
             if retry != -1 and self.watch_tries > retry:
                 self.watch_failed = True
-                self.engine.report(Failed(rid, error))
+                self.runtime.report(Failed.of(rid, error))
                 self.wake.set()
                 return
             delay = retry_delay(self.meta, self.watch_tries)
-            self.engine.report(
-                Log(rid, _retry_text("watch retry", self.watch_tries, retry, delay, error))
+            self.runtime.report(
+                Log(rid, retry_text("watch retry", self.watch_tries, retry, delay, error.message))
             )
             self.wake.set()
             await asyncio.sleep(delay)
@@ -491,7 +577,6 @@ class Worker:
 
 
 _REFRESH = Change("refreshed")
-_WATCH_FAILED = "watch failed: "
 
 # How a kind watches, by class: a ``watch`` task, ``subscribe`` (no task), or nothing to
 # watch (the default watch: ready at once, no task).
@@ -510,39 +595,3 @@ def _watch_kind(kind: type[Resource[Any]]) -> str:
             how = _TASK
         _WATCH_KINDS[kind] = how
     return how
-
-
-def _retry_text(what: str, tries: int, retry: int, delay: float, error: ResourceError) -> str:
-    """``retry 2/5 in 0.5 s: exited with 1`` (``2/forever`` with ``retry: -1``)."""
-    limit = "forever" if retry == -1 else str(retry)
-    text = error.message.removeprefix(_WATCH_FAILED)
-    return f"{what} {tries}/{limit} in {seconds_text(delay)} s: {text}"
-
-
-def _convert(res: Resource[Any], binding: Binding, value: Any) -> Any:
-    """``value`` as the receiving parameter's type (the sender's kind declared its type;
-    this catches a kind that sends something else)."""
-    import msgspec
-
-    hint = param_type(res.params_type, binding.param)
-    try:
-        return msgspec.convert(value, hint, strict=True)
-    except msgspec.ValidationError:
-        raise ResourceError(
-            res.id,
-            f"recv {binding.param}: {binding.source} sent a {type(value).__name__}, "
-            f"{res.id}.{binding.param} takes {type_text(hint)}",
-        ) from None
-
-
-def as_resource_error(rid: str, exc: Exception, prefix: str = "") -> ResourceError:
-    if isinstance(exc, ResourceError) and not prefix:
-        return exc
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, ResourceError):
-        text = exc.message
-    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        text = f"{exc.strerror}: {exc.filename}"
-    error = ResourceError(rid, prefix + text)
-    error.__cause__ = exc
-    return error

@@ -28,6 +28,10 @@ outlive a killed agent until the next agent opens the state directory and reaps 
 (``setsid``, a daemon) is no longer the command's and is never killed. The death signal
 follows the thread that spawned the child: call :func:`run` from the event loop's thread,
 which lives as long as the agent.
+
+``spawn_detached(argv, ...)`` is the other way to start a command: in its own session too,
+but *without* the death signal and unrecorded, so it outlives the agent (the ``process``
+kind keeps such a command running and finds it again through its own pidfile).
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ __all__ = [
     "kill_group",
     "reap_orphans",
     "run",
+    "spawn_detached",
 ]
 
 CAPTURE = 65536  # bytes kept at the end of stdout and of stderr
@@ -412,15 +417,16 @@ def _kill_now(popen: subprocess.Popen[bytes]) -> None:
         popen.wait(timeout=KILL_WAIT)
 
 
-async def kill_group(pgid: int, grace: float = GRACE) -> bool:
-    """SIGTERM process group ``pgid``, SIGKILL what is left after ``grace`` seconds, then
-    wait (at most ``KILL_WAIT`` seconds) until it is gone; True when it is.
+async def kill_group(pgid: int, grace: float = GRACE, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig`` (SIGTERM) to process group ``pgid``, SIGKILL what is left after
+    ``grace`` seconds, then wait (at most ``KILL_WAIT`` seconds) until it is gone; True
+    when it is.
 
     Call it while the group's leader is not reaped yet (a zombie still holds the id), so
     that the id cannot have been reused by another group.
     """
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, sig)
     if await _until_gone(pgid, grace):
         return True
     with contextlib.suppress(ProcessLookupError):
@@ -435,6 +441,43 @@ async def _until_gone(pgid: int, bound: float) -> bool:
             return False
         await asyncio.sleep(_POLL)
     return True
+
+
+def spawn_detached(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    output: int | None = None,
+    user: int | None = None,
+    group: int | None = None,
+    groups: Sequence[int] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session that does not die with the agent; return it.
+
+    Unlike :func:`run` the child gets no death signal and is not recorded for the reaper:
+    it is meant to outlive the agent. stdin is /dev/null; stdout and stderr go to the
+    descriptor ``output`` (/dev/null when None). ``env`` is the whole environment (None:
+    the agent's). ``user``/``group``/``groups``: the uid, gid and supplementary gids to run
+    as (set before exec; needs root). The caller reaps it (``Popen.poll``) once it exits.
+
+    Raises OSError when it cannot be started (``filename`` says what was missing).
+    """
+    import subprocess
+
+    sink = subprocess.DEVNULL if output is None else output
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=sink,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        user=user,
+        group=group,
+        extra_groups=list(groups) if groups is not None else None,
+    )
 
 
 def group_alive(pgid: int) -> bool:

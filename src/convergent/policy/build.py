@@ -244,7 +244,7 @@ def _check_semaphores(
 def _check_recv(links: list[Link], resources: list[Resource[Any]], problems: Problems) -> None:
     """Each received parameter exists and takes the type of the output it receives, which
     its sender sends. (A broken entry was reported already: it is skipped.)"""
-    from convergent.engine.recv import recv_problem
+    from convergent.resources.recv import recv_problem
 
     by_id = {resource.id: resource for resource in resources}
     for link in links:

@@ -334,6 +334,8 @@ _BUILTIN: dict[str, str] = {
     "line": "convergent.resources.line:Line",
     "noop": "convergent.resources.noop:Noop",
     "password": "convergent.resources.password:Password",
+    "process": "convergent.resources.process:Process",
+    "svc": "convergent.resources.svc:Svc",
     "timer": "convergent.resources.timer:Timer",
 }
 ENTRY_POINTS = "convergent.kinds"  # the entry-point group plug-in kinds are found in

@@ -209,6 +209,14 @@ class StateDB:
         with self._write():
             self._conn.execute("DELETE FROM secrets WHERE resource = ?", (resource,))
 
+    def secret_values(self) -> list[str]:
+        """Every stored secret value (the engine hides them in reports from the start)."""
+        if self._empty:
+            return []
+        with self._errors("read secrets"):
+            rows = self._conn.execute("SELECT value FROM secrets").fetchall()
+        return [value for (value,) in rows]
+
     # -- key/values (kv kind) ---------------------------------------------------------
 
     def get_kv(self, key: str) -> str | None:

@@ -7,7 +7,7 @@ with their types (``Sends.sends``); :func:`recv_problem` checks one pair before 
 runs (the policy loader reports it at its ``file:line:col``, the engine raises
 GraphError for a graph built in code).
 
-At run time (``engine/worker.py``) the receiver's parameters are its declared ones with
+At run time (the engine's workers) the receiver's parameters are its declared ones with
 the received values put in (``msgspec.structs.replace``, then ``validate()`` again),
 just before each check. Values of secret outputs never reach a report: see
 ``engine/redact.py``.
@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from convergent.errors import GraphError
+from convergent.errors import GraphError, ResourceError
 from convergent.graph.core import Graph
 from convergent.resources.abilities import Output
 from convergent.resources.base import Params, Resource
@@ -31,6 +31,7 @@ __all__ = [
     "Binding",
     "accepts",
     "bindings",
+    "convert",
     "param_type",
     "recv_problem",
     "sends",
@@ -194,3 +195,20 @@ def bindings(graph: Graph[Resource[Any]]) -> dict[str, tuple[Binding, ...]]:
             secret = sends(sender)[output].secret
             mine[param] = Binding(receiver.id, param, sender.id, output, secret)
     return {rid: tuple(pairs[p] for p in sorted(pairs)) for rid, pairs in found.items()}
+
+
+def convert(receiver: Resource[Any], binding: Binding, value: Any) -> Any:
+    """``value`` as the type of ``receiver``'s parameter ``binding.param`` (the sender's kind
+    declared its type; this catches a kind that sends something else).
+
+    Raises ResourceError naming both sides when it is not of that type.
+    """
+    hint = param_type(receiver.params_type, binding.param)
+    try:
+        return msgspec.convert(value, hint, strict=True)
+    except msgspec.ValidationError:
+        raise ResourceError(
+            receiver.id,
+            f"recv {binding.param}: {binding.source} sent a {type(value).__name__}, "
+            f"{receiver.id}.{binding.param} takes {type_text(hint)}",
+        ) from None

@@ -1,0 +1,254 @@
+"""The files the ``process`` kind keeps under the state directory: pidfiles and logs.
+
+``STATE_DIR/processes/`` (mode 0700, owned by the agent) holds, per ``process``
+resource, a record ``KEY.json`` and its output ``KEY.log`` (with ``KEY.log.1``, the
+part before the last rotation), all mode 0600; ``KEY`` is a hash of the resource's name.
+
+A record names the boot, the process's PID and its start time (clock ticks after boot,
+field 22 of ``/proc/PID/stat``), a random token that is also in the process's
+environment (``CONVERGENT_PROCESS``), and a fingerprint of what it was started with.
+PID and start time together name one process of one boot: a PID reused by another
+process has another start time and is never taken for ours. A record with PID 0 is an
+intent, written before the spawn: if the agent dies before it records the PID, the next
+one finds the process by its token.
+
+Records are written atomically (a private temp file in the same directory, fsync,
+rename); the directory is not fsynced, because a record has to outlive the agent, not
+the machine (after a reboot the boot id differs and no recorded process runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+
+import msgspec
+
+from convergent.host.children import DEAD, Stat, pids, stat
+
+__all__ = [
+    "LOG_LIMIT",
+    "TOKEN",
+    "Record",
+    "Store",
+    "boot_id",
+    "cap_log",
+    "carries",
+    "find_by_token",
+    "live",
+]
+
+TOKEN = "CONVERGENT_PROCESS"  # in the environment of a managed process: its token
+LOG_LIMIT = 1024 * 1024  # bytes a log may hold before it is rotated (one old part kept)
+_READ_MAX = 65536
+
+
+class Record(msgspec.Struct, frozen=True):
+    owner: str  # process[name]
+    boot: str
+    token: str
+    fingerprint: str
+    pid: int = 0  # 0: the spawn is under way (an intent)
+    start: int = 0
+
+
+@functools.cache
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def live(pid: int, start: int) -> Stat | None:
+    """What /proc says of ``pid`` when it is the process that started at ``start``."""
+    if pid <= 0:
+        return None
+    st = stat(pid)
+    if st is None or st.start != start or st.state in DEAD:
+        return None
+    return st
+
+
+def carries(pid: int, token: str) -> bool:
+    """True when the environment of ``pid`` holds ``CONVERGENT_PROCESS=token``."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:
+        return False
+    return f"{TOKEN}={token}".encode() in environ.split(b"\0")
+
+
+def find_by_token(token: str) -> tuple[int, Stat] | None:
+    """The session leader carrying ``token`` (a spawn whose PID was never recorded)."""
+    for pid in pids():
+        st = stat(pid)
+        if st is None or st.session != pid or st.state in DEAD:
+            continue
+        if carries(pid, token):
+            return pid, st
+    return None
+
+
+class Store:
+    """The ``processes`` directory of one state directory."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "processes")
+
+    @staticmethod
+    def key(owner: str) -> str:
+        return hashlib.sha256(owner.encode()).hexdigest()[:32]
+
+    def log_path(self, owner: str) -> str:
+        return os.path.join(self.path, self.key(owner) + ".log")
+
+    def _open_dir(self, create: bool) -> int | None:
+        """The directory, opened without following a symlink (made 0700 when ``create``)."""
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.path, 0o700)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise PermissionError(1, "is owned by another user; remove it", self.path)
+            if create and st.st_mode & 0o7777 != 0o700:
+                os.fchmod(fd, 0o700)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def read(self, owner: str) -> Record | None:
+        """The record of ``owner`` (None: none, unreadable, or another boot's)."""
+        try:
+            dfd = self._open_dir(create=False)
+        except OSError:
+            return None
+        if dfd is None:
+            return None
+        try:
+            fd = os.open(
+                self.key(owner) + ".json",
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                dir_fd=dfd,
+            )
+        except OSError:
+            return None
+        finally:
+            os.close(dfd)
+        try:
+            record = msgspec.json.decode(os.read(fd, _READ_MAX), type=Record)
+        except (OSError, msgspec.DecodeError):
+            return None
+        finally:
+            os.close(fd)
+        if record.boot != boot_id() or record.owner != owner:
+            return None
+        return record
+
+    def write(self, record: Record) -> None:
+        """Replace the record of ``record.owner`` atomically (temp, fsync, rename)."""
+        dfd = self._open_dir(create=True)
+        assert dfd is not None
+        name = self.key(record.owner) + ".json"
+        temp = f".{name}.{os.getpid()}.tmp"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=dfd)  # a stale one of a dead agent with our PID
+            fd = os.open(temp, flags, 0o600, dir_fd=dfd)
+            try:
+                os.write(fd, msgspec.json.encode(record))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dfd)
+            raise
+        finally:
+            os.close(dfd)
+
+    def remove(self, owner: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.path, self.key(owner) + ".json"))
+
+    def open_log(self, owner: str) -> int:
+        """The log of ``owner``, opened for appending (created 0600), capped first."""
+        dfd = self._open_dir(create=True)
+        assert dfd is not None
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.key(owner) + ".log", flags | os.O_NONBLOCK, 0o600, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        try:
+            if not _regular(fd):
+                raise IsADirectoryError(21, "is not a regular file", self.log_path(owner))
+            os.set_blocking(fd, True)
+            cap_log(self.log_path(owner))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _regular(fd: int) -> bool:
+    import stat as stat_module
+
+    return stat_module.S_ISREG(os.fstat(fd).st_mode)
+
+
+def cap_log(path: str, limit: int = LOG_LIMIT) -> bool:
+    """Rotate the log at ``path`` when it holds more than ``limit`` bytes; True if it did.
+
+    The running process keeps its descriptor (opened with O_APPEND), so the log is
+    rotated by copy and truncate: its last ``limit`` bytes go to ``path.1`` (a temp file,
+    fsync, rename), then it is truncated to 0 and the process's next write lands at its
+    start. What the process writes between the copy and the truncation is lost.
+    """
+    # Read only until it must change: closing a descriptor opened for writing is an
+    # inotify event (IN_CLOSE_WRITE) for the watch that called us, which would loop.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_size <= limit or not _regular(fd):
+            return False
+        data = os.pread(fd, limit, st.st_size - limit)
+        temp = f"{path}.1.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.open(temp, flags, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.rename(temp, path + ".1")
+        writer = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if os.fstat(writer).st_ino == st.st_ino:
+                os.ftruncate(writer, 0)
+        finally:
+            os.close(writer)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

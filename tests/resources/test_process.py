@@ -1,0 +1,342 @@
+"""``process``: a command kept running by the real ``convergent`` command, across agents.
+
+Real processes, the real CLI, real pidfiles under a state directory in tmp_path. Every
+wait is bounded and waits on an event (an output line of the agent, a pidfd), never on
+a sleep. Each test marks its processes with a unique environment variable and kills
+what carries it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import stat
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from convergent.errors import ParamError
+from convergent.resources.process import Process
+from convergent.resources.procfiles import LOG_LIMIT, TOKEN, Record, Store, boot_id
+from tests.e2e.agent import Agent, convergent
+
+BOUND = 10.0
+NAME = "process[app]"
+
+
+class Case:
+    """A policy with one ``process`` (plus extra entries), its state dir, and its marker."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.policy = root / "policy.yaml"
+        self.state = root / "state"
+        self.mark = uuid.uuid4().hex
+
+    def write(self, cmd: list[str], extra: str = "", **params: object) -> None:
+        lines = ["resources:", "  - process: app", f"    cmd: {json.dumps(cmd)}"]
+        lines.append(f"    env: {{MARK: {self.mark}}}")
+        lines += [f"    {key}: {json.dumps(value)}" for key, value in params.items()]
+        self.policy.write_text("\n".join(lines) + "\n" + extra)
+
+    def args(self, *extra: str) -> list[str]:
+        return ["run", str(self.policy), "--state-dir", str(self.state), *extra]
+
+    def once(self) -> subprocess.CompletedProcess[str]:
+        done = convergent(*self.args("--converged-timeout", "0"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def marked(self) -> list[int]:
+        """The live processes carrying this test's marker."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+                state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if f"MARK={self.mark}".encode() in environ.split(b"\0") and state not in b"ZX":
+                found.append(int(entry))
+        return sorted(found)
+
+    @property
+    def store(self) -> Store:
+        return Store(str(self.state))
+
+
+@pytest.fixture
+def case(tmp_path: Path) -> Iterator[Case]:
+    made = Case(tmp_path)
+    yield made
+    for pid in made.marked():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pid(line: str) -> int:
+    return int(line.split("(pid ", 1)[1].split(")", 1)[0].split(";", 1)[0])
+
+
+def _wait_gone(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], BOUND)[0], f"pid {pid} is still running"
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return raw.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+
+
+SLEEPER = ["sleep", "300"]
+
+
+def test_a_killed_process_is_back_with_a_new_pid(case: Case) -> None:
+    case.write(SLEEPER)
+    with Agent(*case.args()) as agent:
+        first = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        assert case.marked() == [first]
+        os.kill(first, signal.SIGKILL)
+        line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted"))
+        assert line.endswith(f": pid {first} was killed by SIGKILL")
+        second = _pid(line)
+        assert second != first and case.marked() == [second]
+        record = case.store.read(NAME)
+        assert record is not None and record.pid == second
+
+
+def test_it_outlives_a_run_once_agent_and_the_next_agent_adopts_it(case: Case) -> None:
+    case.write(SLEEPER)
+    first = case.once()
+    pid = _pid(first.stdout)
+    assert "started" in first.stdout and _alive(pid)
+    second = case.once()  # the agent is gone; the next one finds the same process
+    assert "changed: 0" in second.stdout, second.stdout
+    assert case.marked() == [pid]
+    state = case.state / "processes"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for child in state.iterdir():
+        assert stat.S_IMODE(child.stat().st_mode) == 0o600, child
+
+
+def test_a_stale_pidfile_naming_another_process_is_neither_adopted_nor_killed(
+    case: Case,
+) -> None:
+    """The recorded PID now belongs to a stranger (same PID, another start time): ``stopped``
+    does not kill it, and ``running`` starts a process of its own beside it."""
+    case.write(SLEEPER)
+    pid = _pid(case.once().stdout)
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    # A hostile local user's process when we are root: it holds the recorded PID's
+    # number in the record, with another start time.
+    hostile = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}
+    stranger = subprocess.Popen(["sleep", "300"], **hostile)  # type: ignore[call-overload]
+    try:
+        record = case.store.read(NAME)
+        assert record is not None
+        forged = Record(
+            record.owner, record.boot, record.token, record.fingerprint, stranger.pid, record.start
+        )
+        case.store.write(forged)
+        case.write(SLEEPER, state="stopped")
+        stopped = case.once()
+        assert "changed: 0" in stopped.stdout, stopped.stdout
+        assert stranger.poll() is None
+        case.write(SLEEPER)
+        started = case.once()
+        assert "is now another process" in started.stdout, started.stdout
+        assert _pid(started.stdout) != stranger.pid and stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=BOUND)
+
+
+def test_an_agent_killed_before_recording_the_pid_leaves_a_process_the_next_one_finds(
+    case: Case,
+) -> None:
+    """An intent record (PID 0) and a process carrying its token, as an agent killed
+    between the spawn and the second record leaves them: adopted, not started twice."""
+    case.write(SLEEPER)
+    token = uuid.uuid4().hex
+    fingerprint = Process("app", cmd=SLEEPER, env={"MARK": case.mark})._fingerprint()
+    case.state.mkdir(mode=0o700)
+    case.store.write(Record(NAME, boot_id(), token, fingerprint))
+    env = {**os.environ, "MARK": case.mark, TOKEN: token}
+    orphan = subprocess.Popen(SLEEPER, env=env, start_new_session=True)
+    try:
+        done = case.once()
+        assert "changed: 0" in done.stdout, done.stdout
+        assert case.marked() == [orphan.pid]
+    finally:
+        orphan.kill()
+        orphan.wait(timeout=BOUND)
+
+
+def test_stopped_stops_it_and_its_whole_group(case: Case) -> None:
+    cmd = ["sh", "-c", "trap 'exit 0' INT; sleep 300 & wait"]
+    case.write(cmd, stop_signal="INT")
+    pid = _pid(case.once().stdout)
+    assert len(case.marked()) == 2  # the shell and its sleep
+    case.write(cmd, stop_signal="INT", state="stopped", stop_timeout=5)
+    done = case.once()
+    assert f"{NAME}: stopped (pid {pid})" in done.stdout, done.stdout
+    assert case.marked() == [] and case.store.read(NAME) is None
+    assert "changed: 0" in case.once().stdout
+    case.write(cmd, stop_signal="INT")
+    assert f"{NAME}: started (pid" in case.once().stdout  # a fresh start, not a "restart"
+
+
+def test_a_process_deaf_to_its_stop_signal_is_killed_after_stop_timeout(case: Case) -> None:
+    cmd = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 300"]
+    case.write(cmd)
+    pid = _pid(case.once().stdout)
+    case.write(cmd, state="stopped", stop_timeout=0.2)
+    assert f"stopped (pid {pid})" in case.once().stdout
+    assert case.marked() == []
+
+
+def test_a_notification_restarts_it(case: Case) -> None:
+    conf = case.root / "app.conf"
+    extra = (
+        f"    require: [file[{conf}]]\n"
+        f"  - file: {conf}\n"
+        '    content: "port 1\\n"\n'
+        "    notify: [process[app]]\n"
+    )
+    case.write(SLEEPER, extra)
+    with Agent(*case.args()) as agent:
+        first = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        conf.write_text("edited by hand\n")
+        line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted on refresh"))
+        assert _pid(line) != first and case.marked() == [_pid(line)]
+
+
+def test_a_change_of_command_restarts_it(case: Case) -> None:
+    case.write(SLEEPER)
+    first = _pid(case.once().stdout)
+    case.write(["sleep", "301"])
+    done = case.once()
+    assert "its command or settings changed" in done.stdout, done.stdout
+    second = _pid(done.stdout)
+    assert second != first and case.marked() == [second]
+
+
+def test_its_log_is_capped_and_rotated(case: Case) -> None:
+    """The first run writes 3 MB and exits; the restart finds the log rotated."""
+    flag = case.root / "flag"
+    script = (
+        f"if [ ! -e {flag} ]; then touch {flag}; head -c 3000000 /dev/zero | tr '\\0' x; "
+        "exit 3; fi; echo second; exec sleep 300"
+    )
+    case.write(["sh", "-c", script])
+    with Agent(*case.args()) as agent:
+        line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted"))
+        assert line.endswith("exited with code 3")
+    log = Path(case.store.log_path(NAME))
+    old = Path(f"{log}.1")
+    assert log.stat().st_size <= LOG_LIMIT
+    assert old.read_bytes() == b"x" * LOG_LIMIT
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+
+
+def test_a_missing_program_fails_with_its_name(case: Case) -> None:
+    case.write(["/nonexistent/daemon"])
+    done = convergent(*case.args("--converged-timeout", "0"))
+    assert done.returncode != 0
+    assert "command not found: /nonexistent/daemon" in done.stdout + done.stderr
+    assert case.store.read(NAME) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"cmd": []}, "cmd"),
+        ({"cmd": ["x"], "cwd": "relative"}, "cwd"),
+        ({"cmd": ["x"], "stop_signal": "NOPE"}, "stop_signal"),
+        ({"cmd": ["x"], "stop_timeout": 0}, "stop_timeout"),
+        ({"cmd": ["x"], "user": -1}, "user"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field(fields: dict[str, object], field: str) -> None:
+    with pytest.raises(ParamError) as caught:
+        Process("app", **fields)
+    assert caught.value.field == field
+
+
+def test_removed_from_the_policy_with_reverse_it_is_stopped(case: Case) -> None:
+    case.write(SLEEPER, meta={"reverse": True})
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        case.policy.write_text("resources:\n  - noop: left\n")
+        line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: reversed"))
+        assert line == f"{NAME}: reversed: stopped (pid {pid})"
+        assert case.marked() == []
+
+
+def test_noop_starts_nothing(case: Case) -> None:
+    case.write(SLEEPER)
+    done = convergent(*case.args("--noop", "--converged-timeout", "0"))
+    assert "process[app]: would change: start: sleep 300" in done.stdout, done.stdout
+    assert case.marked() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_it_runs_as_the_user_asked_for_and_cannot_touch_its_records(case: Case) -> None:
+    """As nobody (65534) the process runs with that uid and gid; its record and log stay
+    root's, 0600, in a 0700 directory it cannot enter."""
+    case.write(
+        ["sh", "-c", "id -u; id -g; cat ../state/processes/* 2>&1; exec sleep 300"],
+        user="nobody",
+        cwd=str(case.root),
+    )
+    pid = _pid(case.once().stdout)
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == ["65534"] * 4
+    log = Path(case.store.log_path(NAME))
+    assert log.stat().st_uid == 0 and stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_a_killed_agent_leaves_it_running_and_the_next_agent_adopts_it(case: Case) -> None:
+    """SIGKILL of the agent itself: the process is not the agent's child to reap (no death
+    signal, no children record), and the next agent adopts it."""
+    case.write(SLEEPER)
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        agent.send(signal.SIGKILL)
+        agent.wait()
+    assert _alive(pid)
+    assert "changed: 0" in case.once().stdout
+    assert case.marked() == [pid]
+
+
+def test_a_log_growing_past_the_limit_is_rotated_while_it_runs(case: Case) -> None:
+    script = "head -c 1500000 /dev/zero | tr '\\0' y; exec sleep 300"
+    case.write(["sh", "-c", script])
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        agent.wait_for_line(lambda line: line.startswith(f"{NAME}: log over 1024 KiB: rotated"))
+        old = Path(case.store.log_path(NAME) + ".1")
+        assert old.stat().st_size == LOG_LIMIT and old.read_bytes()[:10] == b"y" * 10
+        assert case.marked() == [pid]  # rotated under it: it runs on
