@@ -31,6 +31,9 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Svc``: a systemd unit running or stopped, enabled or disabled, over systemd's D-Bus API.
 - ``User``: a local user account (uid, groups, shell, password hash...), or its absence.
 - ``Group``: a local group (gid), or its absence.
+- ``Line``: one line in a text file (replaced, inserted or removed), the rest left as is.
+- ``Cron``: a scheduled command, as a root-owned file in ``/etc/cron.d``.
+- ``Download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -81,7 +84,9 @@ __all__ = [
     "Context",
     "Converged",
     "ConvergentError",
+    "Cron",
     "CycleError",
+    "Download",
     "Engine",
     "Exec",
     "Failed",
@@ -90,6 +95,7 @@ __all__ = [
     "GraphError",
     "Group",
     "Kv",
+    "Line",
     "Log",
     "Meta",
     "MissingVertexError",
@@ -148,9 +154,12 @@ _LAZY = {
     "Meta": "convergent.resources.base",
     "Params": "convergent.resources.base",
     "Resource": "convergent.resources.base",
+    "Cron": "convergent.resources.cron",
+    "Download": "convergent.resources.download",
     "Exec": "convergent.resources.exec",
     "File": "convergent.resources.file",
     "Kv": "convergent.resources.kv",
+    "Line": "convergent.resources.line",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
     "Process": "convergent.resources.process",
@@ -190,10 +199,13 @@ if TYPE_CHECKING:
     from convergent.policy import load_policy
     from convergent.render import TextRenderer
     from convergent.resources.base import Change, Context, Meta, Params, Resource
+    from convergent.resources.cron import Cron
+    from convergent.resources.download import Download
     from convergent.resources.exec import Exec
     from convergent.resources.file import File
     from convergent.resources.groupacct import Group
     from convergent.resources.kv import Kv
+    from convergent.resources.line import Line
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.process import Process

@@ -326,10 +326,13 @@ _REGISTRY: dict[str, type[Resource[Any]]] = {}
 # The built-in kinds, "kind": "module:Class". Adding a kind is its module, its tests and
 # one line here. They are imported on first use, so a policy of files never imports exec.
 _BUILTIN: dict[str, str] = {
+    "cron": "convergent.resources.cron:Cron",
+    "download": "convergent.resources.download:Download",
     "exec": "convergent.resources.exec:Exec",
     "file": "convergent.resources.file:File",
     "group": "convergent.resources.groupacct:Group",
     "kv": "convergent.resources.kv:Kv",
+    "line": "convergent.resources.line:Line",
     "noop": "convergent.resources.noop:Noop",
     "password": "convergent.resources.password:Password",
     "process": "convergent.resources.process:Process",

@@ -1,0 +1,505 @@
+"""``download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
+
+::
+
+    - download: /usr/local/bin/tool
+      url: https://example.org/tool-1.2
+      sha256: 0f3a...e1
+      mode: "0755"
+
+- ``sha256`` pins the content: a file that already has it is never fetched again (no
+  request at all; its hash is computed once per inode and modification time). Or
+  ``checksum_url`` names a checksum file (``sha256sum`` output: ``HEX  NAME`` lines, the
+  one for the URL's file name is used, or a single bare hash): it is fetched at each
+  check with a conditional request (``If-None-Match``/``If-Modified-Since`` from its last
+  answer, within one agent run), so an unchanged checksum file costs a ``304``.
+- The body goes to a private temp file (mode 0600, created through
+  :mod:`convergent.host.atomic` next to the path, owned as the final file) and is hashed
+  as it arrives; only when the hash matches does the temp file get its mode and replace
+  the path (fsync, rename). A mismatch, an HTTP error, a body over ``max_size`` or a
+  fetch longer than ``timeout`` fails the resource, removes the temp file and leaves the
+  old file as it was.
+- Its directory must exist (a missing one is an error, never created: manage it with a
+  ``file``, which comes first by itself). Without ``mode``/``owner``/``group`` a new
+  file gets 0666 & ~umask and the agent's owner, and a replaced one keeps its own. A
+  symlink or anything but a regular file at the path is refused, never followed. The
+  path is watched: a file removed or changed by hand is fetched again (the server is not
+  watched: ``meta: {poll: N}`` checks a ``checksum_url`` every N seconds).
+- The HTTP client is httpx, imported only when a download is checked; redirects are
+  followed, certificates checked against certifi's CA bundle, proxy variables of the
+  environment not read; each request has a client of its own (nothing stays open
+  between checks). Messages show the URL without its user, password and query (which
+  may hold tokens); ``headers`` values are never shown.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Literal
+
+from convergent.errors import ParamError, ResourceError
+from convergent.graph.autoedge import path_uids
+from convergent.host import atomic, fs, posix
+from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.fswatch import FsWatcher
+from convergent.resources.textfile import absolute, directory_missing
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+__all__ = ["Download", "DownloadChange", "DownloadParams", "shown_url"]
+
+CHUNK = 1 << 16
+_HEX = frozenset("0123456789abcdefABCDEF")
+# An HTTP header name (RFC 9110's token); sets, not regular expressions: cheaper to load.
+_TOKEN = frozenset("!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_OCTAL = frozenset("01234567")
+_SSL: list[ssl.SSLContext] = []
+
+
+class DownloadParams(Params, frozen=True):
+    """A file fetched over HTTP(S) and verified by its SHA-256.
+
+    url: the http:// or https:// URL to fetch
+    path: absolute path of the file (default: the resource name, when it is an absolute path)
+    sha256: the content's SHA-256, 64 hex digits (this or checksum_url is required)
+    checksum_url: URL of a sha256sum-style checksum file naming the URL's file (instead of sha256)
+    mode: permission bits as an octal string of 3 or 4 digits, like "0755"
+    owner: user name or numeric uid (default: a new file's is the agent's, a replaced one's kept)
+    group: group name or numeric gid (default: as owner)
+    timeout: seconds one fetch may take in all (connecting, waiting and reading), default 60
+    headers: HTTP headers sent with each request (an Authorization token...); never shown
+    max_size: the most bytes accepted; a larger body fails the fetch (default 1 GiB)
+    """
+
+    url: str
+    path: str | None = None
+    sha256: str | None = None
+    checksum_url: str | None = None
+    mode: str | None = None
+    owner: str | None = None
+    group: str | None = None
+    timeout: float = 60.0
+    headers: dict[str, str] = {}
+    max_size: int = 1 << 30
+
+
+class DownloadChange(Change):
+    """``action`` fetch (with the ``expected`` hash) or meta (mode/owner only)."""
+
+    def __init__(
+        self,
+        summary: str,
+        action: Literal["fetch", "meta"],
+        expected: str,
+        mode: int | None = None,
+        uid: int = -1,
+        gid: int = -1,
+    ) -> None:
+        super().__init__(summary)
+        self.action = action
+        self.expected = expected
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The TLS settings of every download (httpx's: certifi's CA bundle), made once per
+    process: a client is made per request, and loading the CA bundle is its dear part."""
+    if not _SSL:
+        import ssl
+
+        import certifi
+
+        _SSL.append(ssl.create_default_context(cafile=certifi.where()))
+    return _SSL[0]
+
+
+class Download(Resource[DownloadParams], kind="download"):
+    """See the module docstring; parameters are documented on :class:`DownloadParams`."""
+
+    _path: str
+    _mode: int | None
+    _uid: int | None
+    _gid: int | None
+    _hashed: tuple[tuple[int, int, int, int, int], str] | None = None
+    _remote: tuple[str | None, str | None, str] | None = None  # etag, last-modified, sha256
+
+    def validate(self) -> None:
+        p = self.params
+        if p.path is None and not self.name.startswith("/"):
+            raise ParamError(
+                "path",
+                f"give the file's path (the resource name {self.name!r} is not an absolute path)",
+            )
+        self._path = absolute("path", p.path if p.path is not None else self.name)
+        _check_url("url", p.url)
+        if (p.sha256 is None) == (p.checksum_url is None):
+            raise ParamError(
+                "sha256",
+                "give sha256 (the content's hash) or checksum_url (where to read it), one of them",
+            )
+        if p.sha256 is not None and not _is_sum(p.sha256):
+            raise ParamError("sha256", f"{p.sha256!r} is not 64 hex digits (sha256sum's output)")
+        if p.checksum_url is not None:
+            _check_url("checksum_url", p.checksum_url)
+        if not 0 < p.timeout < float("inf"):
+            raise ParamError("timeout", f"must be a number of seconds > 0, not {p.timeout}")
+        if p.max_size < 1:
+            raise ParamError("max_size", f"must be a number of bytes > 0, not {p.max_size}")
+        for name, value in p.headers.items():
+            if not name or not _TOKEN.issuperset(name):
+                raise ParamError(
+                    f"headers.{name}", "is not an HTTP header name (letters, digits, -)"
+                )
+            if "\n" in value or "\r" in value:
+                raise ParamError(f"headers.{name}", "the value holds a line end; remove it")
+        if p.mode is not None and (len(p.mode) not in (3, 4) or not _OCTAL.issuperset(p.mode)):
+            raise ParamError(
+                "mode", f'expected an octal string like "0755" or "644", got {p.mode!r}'
+            )
+        self._mode = int(p.mode, 8) if p.mode is not None else None
+        self._uid = posix.parse_id("owner", p.owner)
+        self._gid = posix.parse_id("group", p.group)
+
+    # -- the contract -----------------------------------------------------------------
+
+    def subscribe(self, ctx: Context) -> Callable[[], None]:
+        """Watch the path with the run's shared inotify descriptor."""
+        stop = ctx.shared(FsWatcher).watch(self._path, ctx.event)
+        ctx.ready()
+        return stop
+
+    async def check(self, ctx: Context) -> DownloadChange | None:
+        p = self.params
+        expected = p.sha256.lower() if p.sha256 is not None else await self._published(ctx)
+        try:
+            found = self._local()
+        except (fs.PathRefused, posix.NoSuchName) as exc:
+            raise self._error(exc) from None
+        if found is None:
+            if directory_missing(self._path):
+                raise ResourceError(
+                    self.id,
+                    f"the directory of {self._path} does not exist; create it first (a "
+                    "`file` with state: directory comes first by itself)",
+                )
+            return DownloadChange("downloaded", "fetch", expected)
+        digest, st = found
+        if digest != expected:
+            return DownloadChange(
+                f"content changed (sha256 {digest[:12]}... -> {expected[:12]}...)",
+                "fetch",
+                expected,
+            )
+        parts: list[str] = []
+        mode = self._mode
+        if mode is not None and mode != stat.S_IMODE(st.st_mode):
+            parts.append(f"mode {stat.S_IMODE(st.st_mode):04o} -> {mode:04o}")
+        else:
+            mode = None
+        uid, gid = self._owner_ids()
+        if uid not in (-1, st.st_uid):
+            parts.append(f"owner {st.st_uid} -> {uid}")
+        else:
+            uid = -1
+        if gid not in (-1, st.st_gid):
+            parts.append(f"group {st.st_gid} -> {gid}")
+        else:
+            gid = -1
+        if not parts:
+            return None
+        return DownloadChange(", ".join(parts), "meta", expected, mode, uid, gid)
+
+    async def apply(self, ctx: Context, change: Change) -> str | None:
+        if not isinstance(change, DownloadChange):
+            planned = await self.check(ctx)
+            if planned is None:
+                return None
+            change = planned
+        try:
+            if change.action == "meta":
+                with fs.locate(self._path) as at:
+                    fd, _ = fs.open_node(at, directory=False, change=True)
+                    try:
+                        fs.set_meta(fd, change.mode, change.uid, change.gid)
+                    finally:
+                        os.close(fd)
+                return None
+            size = await self._fetch(ctx, change.expected)
+        except (fs.PathRefused, posix.NoSuchName) as exc:
+            raise self._error(exc) from None
+        return f"{change.summary}, {size} bytes"
+
+    def _error(self, exc: fs.PathRefused | posix.NoSuchName) -> ResourceError:
+        if isinstance(exc, posix.NoSuchName):
+            field = "owner" if exc.what == "user" else "group"
+            return ResourceError(self.id, f"{field}: {exc.message}")
+        return ResourceError(self.id, exc.message)
+
+    # -- the local file -----------------------------------------------------------------
+
+    def _local(self) -> tuple[str, os.stat_result] | None:
+        """The SHA-256 and stat of the file at the path; None when there is none."""
+        try:
+            at = fs.locate(self._path)
+        except FileNotFoundError:
+            return None
+        with at:
+            st = fs.lstat(at)
+            if st is None:
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                raise ResourceError(
+                    self.id,
+                    f"{self._path} is a {fs.kind_name(st.st_mode)}, not a regular file; "
+                    "convergent does not follow or replace it: remove it",
+                )
+            fd, st = fs.open_node(at, directory=False)
+            try:
+                key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                if self._hashed is not None and self._hashed[0] == key:
+                    return self._hashed[1], st
+                import hashlib
+
+                digest = hashlib.sha256()
+                while chunk := os.read(fd, CHUNK * 16):
+                    digest.update(chunk)
+            finally:
+                os.close(fd)
+        self._hashed = (key, digest.hexdigest())
+        return self._hashed[1], st
+
+    def _owner_ids(self) -> tuple[int, int]:
+        p = self.params
+        if self._uid is None:
+            self._uid = -1 if p.owner is None else posix.lookup_uid(p.owner)
+        if self._gid is None:
+            self._gid = -1 if p.group is None else posix.lookup_gid(p.group)
+        return self._uid, self._gid
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def _published(self, ctx: Context) -> str:
+        """The SHA-256 the checksum file gives for the URL's file (a conditional request
+        when it was read before in this run)."""
+        url = self.params.checksum_url
+        assert url is not None
+        headers = dict(self.params.headers)
+        remote = self._remote
+        if remote is not None:
+            if remote[0] is not None:
+                headers["If-None-Match"] = remote[0]
+            if remote[1] is not None:
+                headers["If-Modified-Since"] = remote[1]
+        async with self._request(url, headers) as response:
+            if response.status_code == 304 and remote is not None:
+                return remote[2]
+            self._expect_ok(url, response)
+            body = await self._read_capped(url, response, 1 << 20)
+            etag = response.headers.get("ETag")
+            modified = response.headers.get("Last-Modified")
+        digest = _pick_sum(body.decode(errors="replace"), self.params.url)
+        if digest is None:
+            name = _file_name(self.params.url)
+            raise ResourceError(
+                self.id,
+                f"the checksum file {shown_url(url)} has no SHA-256 for {name!r}; it should "
+                f"hold a line 'HEX  {name}' (or one bare hash): fix checksum_url",
+            )
+        self._remote = (etag, modified, digest)
+        return digest
+
+    async def _fetch(self, ctx: Context, expected: str) -> int:
+        """GET the URL into a private temp file, verify it, and rename it into place."""
+        p = self.params
+        uid, gid = self._owner_ids()
+        mode = self._mode
+        try:
+            at = fs.locate(self._path)
+        except FileNotFoundError:
+            raise ResourceError(
+                self.id, f"the directory of {self._path} does not exist; create it first"
+            ) from None
+        try:
+            st = fs.lstat(at)
+            if st is not None and stat.S_ISREG(st.st_mode):  # keep what is not asked for
+                mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+                uid = st.st_uid if uid == -1 else uid
+                gid = st.st_gid if gid == -1 else gid
+            ctx.shared(atomic.Sweeper).sweep(at)
+            final = fs.default_mode() if mode is None else mode
+            fd, temp = atomic.create_temp(at, b"", 0o600, uid, gid)
+        except BaseException:
+            at.close()
+            raise
+        size = 0
+        try:
+            import hashlib
+
+            digest = hashlib.sha256()
+            async with self._request(p.url, dict(p.headers)) as response:
+                self._expect_ok(p.url, response)
+                length = response.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) > p.max_size:
+                    raise self._too_large(p.url, int(length))
+                async for chunk in response.aiter_bytes(CHUNK):
+                    size += len(chunk)
+                    if size > p.max_size:
+                        raise self._too_large(p.url, size)
+                    digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            got = digest.hexdigest()
+            if got != expected:
+                raise ResourceError(
+                    self.id,
+                    f"checksum mismatch for {shown_url(p.url)}: expected sha256 {expected}, "
+                    f"got {got} ({size} bytes); {self._path} is left as it was. Fix sha256 "
+                    "(or checksum_url) if the file changed upstream",
+                )
+            os.fchmod(fd, final)
+        except BaseException:
+            os.close(fd)
+            with suppress(OSError):
+                os.unlink(temp, dir_fd=at.fd)
+            at.close()
+            raise
+        await ctx.shared(atomic.Commits).commit(fd, temp, at, False)
+        return size
+
+    @asynccontextmanager
+    async def _request(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[httpx.Response]:
+        """One streamed GET, bounded in all by ``timeout``; the timeout and httpx's
+        errors (while reading the body too) become ResourceErrors that show the URL
+        without secrets."""
+        import asyncio
+
+        import httpx
+
+        timeout = self.params.timeout
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                httpx.AsyncClient(
+                    follow_redirects=True, trust_env=False, verify=_ssl_context()
+                ) as client,
+                client.stream("GET", url, headers=headers, timeout=timeout) as response,
+            ):
+                yield response
+        except (TimeoutError, httpx.TimeoutException):
+            raise ResourceError(
+                self.id,
+                f"fetching {shown_url(url)} timed out after {timeout:g} s; raise timeout "
+                "or check the server",
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ResourceError(
+                self.id, f"fetching {shown_url(url)} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _expect_ok(self, url: str, response: httpx.Response) -> None:
+        if response.status_code != 200:
+            raise ResourceError(
+                self.id,
+                f"{shown_url(url)} answered HTTP {response.status_code} "
+                f"{response.reason_phrase}; check the URL (and headers, if it needs any)",
+            )
+
+    async def _read_capped(self, url: str, response: httpx.Response, cap: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes(CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(url, size, cap)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, url: str, size: int, cap: int | None = None) -> ResourceError:
+        cap = self.params.max_size if cap is None else cap
+        return ResourceError(
+            self.id,
+            f"{shown_url(url)} sends more than {cap} bytes (at least {size}); nothing was "
+            "written: raise max_size if that is expected",
+        )
+
+    # -- automatic edges ----------------------------------------------------------------
+
+    def provides(self) -> tuple[str]:
+        """The file it writes, as ``file:<path>`` (a ``file`` for the same path comes after)."""
+        return (f"file:{self._path}",)
+
+    def needs(self) -> tuple[Sequence[str], ...]:
+        """Its nearest managed ancestor directory, then the managed user and group that
+        own it (``user:NAME`` or ``uid:N``, ``group:NAME`` or ``gid:N``)."""
+        owners = [
+            (f"{numeric}:{value}" if value.isdigit() else f"{named}:{value}",)
+            for value, named, numeric in (
+                (self.params.owner, "user", "uid"),
+                (self.params.group, "group", "gid"),
+            )
+            if value is not None
+        ]
+        return (path_uids("file:", self._path), *owners)
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its user, password, query and fragment (they may hold tokens)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{'?...' if parts.query else ''}"
+
+
+def _check_url(field: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise ParamError(field, "holds whitespace or a control character; percent-encode it")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a bad port raises here)
+    except ValueError as exc:
+        raise ParamError(field, f"is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ParamError(field, f"{shown_url(url)!r} is not an http:// or https:// URL with a host")
+
+
+def _is_sum(text: str) -> bool:
+    return len(text) == 64 and _HEX.issuperset(text)
+
+
+def _file_name(url: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    return unquote(urlsplit(url).path.rpartition("/")[2])
+
+
+def _pick_sum(text: str, url: str) -> str | None:
+    """The SHA-256 in a checksum file for ``url``'s file name (or its only bare hash)."""
+    name = _file_name(url)
+    found: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        fields = line.split(None, 1)
+        if not fields or not _is_sum(fields[0]):
+            continue
+        other = fields[1].strip().lstrip("*") if len(fields) > 1 else ""
+        found.append((fields[0].lower(), other))
+    for digest, other in found:
+        if other and (other == name or other.rpartition("/")[2] == name):
+            return digest
+    if len(found) == 1 and not found[0][1]:
+        return found[0][0]
+    return None
