@@ -45,6 +45,7 @@ def test_names_and_output_with_newlines_and_escapes_forge_no_line(tmp_path: Path
         "resources:\n"
         f'  - file: "{target}"\n'
         '    content: "x\\n"\n'
+        "    parents: true\n"
         '  - exec: "\\e[31mred\\nfile[/etc/shadow]: removed"\n'
         "    cmd: [sh, -c, \"printf 'out\\\\nfile[/etc/group]: removed\\\\n"
         "\\\\033[31mred\\\\r\\\\n'; exit 3\"]\n"
