@@ -111,7 +111,7 @@ def test_a_hard_link_across_file_systems_fails_clearly_and_makes_nothing(tmp_pat
     target = Path("/dev/shm") / f"convergent-test-{os.getpid()}"
     target.write_text("x")
     try:
-        with pytest.raises(ResourceError, match="different file systems .*use state: link"):
+        with pytest.raises(ResourceError, match=r"different file systems .*use state: link"):
             check(File(str(link), state="hard", target=str(target)))
     finally:
         target.unlink()

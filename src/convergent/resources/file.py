@@ -373,7 +373,9 @@ class File(Resource[FileParams], kind="file"):
         """The mode of something new: the mode applied to the default one (None: default)."""
         if self._mode is None:
             return None
-        return self._mode.apply(fs.default_mode(directory), directory=directory)
+        mode = self._mode.apply(fs.default_mode(directory), directory=directory)
+        tree = directory and self.params.recurse and self._mode.octal is not None
+        return modes.with_search(mode) if tree else mode
 
     def _meta(
         self, st: os.stat_result, parts: list[str], *, directory: bool = False, link: bool = False
@@ -384,6 +386,8 @@ class File(Resource[FileParams], kind="file"):
         mode = None
         if self._mode is not None and not link:
             mode = self._mode.apply(old_mode, directory=directory)
+            if directory and self.params.recurse and self._mode.octal is not None:
+                mode = modes.with_search(mode)  # the top of a tree as the directories below
             if mode != old_mode:
                 parts.append(f"mode {old_mode:04o} -> {mode:04o}")
             else:

@@ -84,7 +84,9 @@ class FileParams(Params, frozen=True):
 def check_states(p: FileParams) -> None:
     """A parameter given with a state it has no meaning for is an error naming both."""
     for name, states in _ONLY.items():
-        if getattr(p, name) not in (None, False, _DEFAULTS.get(name)) and p.state not in states:
+        value = getattr(p, name)
+        unset = value == _DEFAULTS[name] if name in _DEFAULTS else value in (None, False)
+        if not unset and p.state not in states:
             raise ParamError(
                 name, f"has no meaning with state: {p.state} (only with {', '.join(states)})"
             )
