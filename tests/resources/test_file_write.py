@@ -169,3 +169,30 @@ def test_bad_write_parameters_are_rejected_with_a_hint(
     with pytest.raises(ParamError, match=words) as info:
         File("/tmp/convergent-test-never-written", **fields)
     assert info.value.field == field
+
+
+# -- at load, with file:line:col ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "where", "words"),
+    [
+        ('    mode: "u=rwz"\n', "site.yaml:3:11", 'symbolic one like "u=rw,g=r,o="'),
+        ("    state: hard\n    target: data/f\n", "site.yaml:4:13", "needs an absolute target"),
+        ('    validate: "visudo -c"\n', "site.yaml:3:15", "as %s"),
+    ],
+)
+def test_bad_values_are_rejected_at_load_with_their_place_and_a_hint(
+    entry: str, where: str, words: str
+) -> None:
+    from convergent.errors import PolicyError
+    from convergent.policy import load_policy_text
+
+    text = "resources:\n  - file: /srv/app/conf\n" + entry
+    if "validate" in entry:
+        text += '    content: "x"\n'
+    with pytest.raises(PolicyError) as info:
+        load_policy_text(text, "site.yaml")
+    (problem,) = info.value.problems
+    assert str(problem).startswith(f"{where}: file[/srv/app/conf]: ")
+    assert words in problem.message
