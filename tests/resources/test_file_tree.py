@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from convergent.engine import Engine
+from convergent.engine import Changed, Engine
 from convergent.errors import ResourceError
 from convergent.graph import Graph
 from convergent.resources.base import Context, Resource
@@ -140,19 +140,28 @@ def test_without_purge_extra_files_stay(tmp_path: Path) -> None:
     assert (dest / "mine").read_text() == "stay"
 
 
-def test_purge_leaves_what_another_resource_manages(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tree_first", [True, False])
+def test_purge_leaves_what_another_resource_manages(tmp_path: Path, tree_first: bool) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (source / "a").write_text("a")
     dest = tmp_path / "dest"
+    (dest / "local").mkdir(parents=True)
+    (dest / "local" / "extra.conf").write_text("mine\n")
+    (dest / "stray").write_text("x")
+    tree = File(str(dest), state="directory", source=str(source), purge=True)
+    inner = File(str(dest / "local" / "extra.conf"), content="mine\n")
     graph: Graph[Resource[Any]] = Graph()
-    graph.add(File(str(dest), state="directory", source=str(source), purge=True))
-    graph.add(File(str(dest / "local" / "extra.conf"), content="mine\n", parents=True))
-    for _ in range(2):  # the second run finds everything right
-        result = asyncio.run(asyncio.wait_for(Engine(graph, converged_timeout=0).run(), 10))
-        assert result.failed == 0
+    for resource in (tree, inner) if tree_first else (inner, tree):
+        graph.add(resource)
+    reports: list[Any] = []
+    engine = Engine(graph, converged_timeout=0, reporter=reports.append)
+    result = asyncio.run(asyncio.wait_for(engine.run(), 10))
+    assert result.failed == 0
+    changed = {r.resource: r.summary for r in reports if isinstance(r, Changed)}
+    assert changed == {tree.id: "1 file created, 1 removed"}  # a, and stray; not local/
     assert (dest / "local" / "extra.conf").read_text() == "mine\n"
-    assert (dest / "a").read_text() == "a"
+    assert not (dest / "stray").exists()
 
 
 def test_a_file_as_source_of_a_directory_is_a_clear_error(tmp_path: Path) -> None:

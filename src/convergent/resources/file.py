@@ -132,6 +132,12 @@ class File(Resource[FileParams], kind="file"):
         return unsubscribe
 
     async def check(self, ctx: Context) -> FileChange | None:
+        if self.params.purge:
+            # Every worker of a run is started in one pass of the loop and subscribes in
+            # its first step: after one yield, every file of the run is in ManagedPaths.
+            import asyncio
+
+            await asyncio.sleep(0)
         try:
             return self.plan(ctx)
         except (fs.PathRefused, posix.NoSuchName) as exc:
