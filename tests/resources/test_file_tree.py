@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from convergent.engine import Changed, Engine
+from convergent.engine import Changed, Converged, Engine
 from convergent.errors import ResourceError
 from convergent.graph import Graph
 from convergent.resources.base import Context, Resource
 from convergent.resources.file import File
 from tests.host.hostile import NOBODY, Hostile, exchange, lab, needs_root
-from tests.resources.test_file import converge
+from tests.resources.test_file import Reports, converge
 from tests.resources.test_file_links import noop_changes_nothing
 
 
@@ -263,3 +263,58 @@ def test_source_copy_and_purge_never_write_or_delete_through_a_swapped_symlink(
     assert user.result > 0
     _untouched(secret, key)
     assert sorted(os.listdir(secret)) == ["key"]
+
+
+# -- drift below the top is an event ----------------------------------------------------
+
+
+def test_drift_deep_in_a_tree_and_in_its_source_is_repaired_as_it_happens(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    make_tree(source)
+    dest = tmp_path / "dest"
+    graph: Graph[Resource[Any]] = Graph()
+    graph.add(File(str(dest), state="directory", source=str(source)))
+    graph.add(File(str(tmp_path / "perm"), state="directory", mode="0750", recurse=True))
+    (tmp_path / "perm" / "x" / "y").mkdir(parents=True)
+    reports = Reports()
+
+    async def drift(action: Any, resource: str, expect: str) -> None:
+        mark = len(reports.items)
+        action()
+        while True:
+            changed = await reports.next(Changed, mark)
+            mark = reports.items.index(changed) + 1
+            if changed.resource == resource:
+                assert changed.summary == expect
+                return
+
+    async def main() -> None:
+        engine = Engine(graph, reporter=reports)
+        task = asyncio.create_task(engine.run())
+        try:
+            await reports.next(Converged, 0)
+            await drift(
+                lambda: (dest / "sub" / "deep" / "c").write_text("edited\n"),
+                f"file[{dest}]",
+                "1 file updated",
+            )
+            assert (dest / "sub" / "deep" / "c").read_text() == "c\n"
+            await drift(
+                lambda: (source / "sub" / "deep" / "new").write_text("n\n"),
+                f"file[{dest}]",
+                "1 file created",
+            )
+            assert (dest / "sub" / "deep" / "new").read_text() == "n\n"
+            await drift(
+                lambda: (tmp_path / "perm" / "x" / "y").chmod(0o700),
+                f"file[{tmp_path / 'perm'}]",
+                "1 file updated",
+            )
+            assert mode_of(tmp_path / "perm" / "x" / "y") == 0o750
+        finally:
+            engine.stop()
+            result = await asyncio.wait_for(task, 10)
+        assert result.failed == 0
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -55,7 +55,17 @@ _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes 
 class File(Resource[FileParams], kind="file"):
     """See the module docstring; parameters are documented on :class:`FileParams`."""
 
-    __slots__ = ("_check", "_data", "_gid", "_mode", "_path", "_source", "_target", "_uid")
+    __slots__ = (
+        "_check",
+        "_data",
+        "_gid",
+        "_mode",
+        "_path",
+        "_source",
+        "_target",
+        "_trees",
+        "_uid",
+    )
 
     _path: str
     _data: bytes | None
@@ -65,6 +75,7 @@ class File(Resource[FileParams], kind="file"):
     _uid: int | None
     _gid: int | None
     _check: tuple[str, ...] | None
+    _trees: filetree.TreeWatch | None
 
     # -- parameters -------------------------------------------------------------------
 
@@ -90,6 +101,7 @@ class File(Resource[FileParams], kind="file"):
         if p.purge and self._source is None:
             raise ParamError("purge", "needs source (a directory): purge removes what it lacks")
         self._check = None
+        self._trees = None
         if p.validate is not None:
             self._check = fileparams.parse_validate(p.validate)
             if self._data is None and self._source is None:
@@ -122,10 +134,15 @@ class File(Resource[FileParams], kind="file"):
             stops[0]()
             raise
         managed.add(self._path)
+        if self.params.recurse or (self._source is not None and self.params.state != "exists"):
+            self._trees = filetree.TreeWatch()  # filled by each check (tree_watch)
         ctx.ready()
 
         def unsubscribe() -> None:
             managed.discard(self._path)
+            if self._trees is not None:
+                self._trees.close()
+                self._trees = None
             for stop in stops:
                 stop()
 
@@ -217,7 +234,7 @@ class File(Resource[FileParams], kind="file"):
         return self._data is not None or self._source is not None
 
     def _plan_missing(self, missing: str | None) -> FileChange:
-        uid, gid = self._owner_ids()
+        uid, gid = self.owner_ids()
         state = self.params.state
         change: FileChange
         if state == "directory":
@@ -274,7 +291,7 @@ class File(Resource[FileParams], kind="file"):
                     f"{path} is a {what}; set force: true to replace it"
                     f"{' (and everything in it)' if kind == stat.S_IFDIR else ''} with a file",
                 )
-            uid, gid = self._owner_ids()
+            uid, gid = self.owner_ids()
             data = b"" if wanted is None else wanted
             tree = kind == stat.S_IFDIR
             change = FileChange(
@@ -318,7 +335,7 @@ class File(Resource[FileParams], kind="file"):
                     self.id,
                     f"{self._path} is a {what}; set force: true to replace it with a directory",
                 )
-            uid, gid = self._owner_ids()
+            uid, gid = self.owner_ids()
             summary = f"replaced {what} with directory"
             action: Literal["tree", "mkdir"] = "tree" if tree else "mkdir"
             mode = self._new_mode(directory=True)
@@ -328,6 +345,9 @@ class File(Resource[FileParams], kind="file"):
         if tree:
             managed = ctx.shared(filetree.ManagedPaths) if ctx is not None else None
             found = filetree.plan(self, at, managed)
+            if ctx is not None and self._trees is not None:
+                tops = (self._path,) if self._source is None else (self._path, self._source)
+                self._trees.update(ctx.shared(FsWatcher), ctx.event, tops, found.dirs)
             below = filetree.summary(found)
             if below:
                 parts.append(below)
@@ -367,7 +387,7 @@ class File(Resource[FileParams], kind="file"):
         if state == "hard":
             assert self._target is not None
             fileops.same_file_system(self.id, self._path, self._target)
-        uid, gid = self._owner_ids() if state == "link" else (-1, -1)
+        uid, gid = self.owner_ids() if state == "link" else (-1, -1)
         assert self._target is not None
         change = FileChange(
             summary, None, "hard" if state == "hard" else "link", os.fsencode(self._target),
@@ -398,7 +418,7 @@ class File(Resource[FileParams], kind="file"):
                 parts.append(f"mode {old_mode:04o} -> {mode:04o}")
             else:
                 mode = None
-        uid, gid = self._owner_ids()
+        uid, gid = self.owner_ids()
         if uid != -1 and uid != st.st_uid:
             parts.append(f"owner {self._user(st.st_uid)} -> {self._user(uid)}")
         else:
@@ -436,9 +456,6 @@ class File(Resource[FileParams], kind="file"):
 
     def owner_ids(self) -> tuple[int, int]:
         """The uid and gid asked for (-1: not asked), resolving names on first use."""
-        return self._owner_ids()
-
-    def _owner_ids(self) -> tuple[int, int]:
         p = self.params
         if self._uid is None:
             self._uid = -1 if p.owner is None else posix.lookup_uid(p.owner)

@@ -19,11 +19,22 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from typing import Protocol
 
 from convergent.host import atomic, fs, modes
+from convergent.resources.fswatch import FsWatcher
 
-__all__ = ["LINES", "ManagedPaths", "Tally", "TreeOwner", "apply", "plan", "summary"]
+__all__ = [
+    "LINES",
+    "ManagedPaths",
+    "Tally",
+    "TreeOwner",
+    "TreeWatch",
+    "apply",
+    "plan",
+    "summary",
+]
 
 LINES = 200  # entries listed in a tree change's diff at most
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -58,6 +69,39 @@ class ManagedPaths:
         return i < len(self._sorted) and self._sorted[i].startswith(prefix)
 
 
+class TreeWatch:
+    """The inotify subscriptions of a tree's directories (and its source's), kept in step
+    with the directories the last walk found: drift anywhere below is an event."""
+
+    __slots__ = ("_stops",)
+
+    def __init__(self) -> None:
+        self._stops: dict[str, Callable[[], None]] = {}
+
+    def update(
+        self,
+        watcher: FsWatcher,
+        event: Callable[[], None],
+        tops: tuple[str, ...],
+        found: list[str],
+    ) -> None:
+        """Watch exactly the directories ``found`` (relative) below each of ``tops``. Past
+        the inotify watch limit the rest is left unwatched (found at the next check)."""
+        dirs = {os.path.join(top, rel).rstrip("/") or "/" for top in tops for rel in found}
+        for gone in self._stops.keys() - dirs:
+            self._stops.pop(gone)()
+        for path in sorted(dirs - self._stops.keys()):
+            try:
+                self._stops[path] = watcher.watch_entries(path, event)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        stops, self._stops = self._stops, {}
+        for stop in stops.values():
+            stop()
+
+
 class TreeOwner(Protocol):
     """What the walk needs of a ``file`` resource."""
 
@@ -82,11 +126,12 @@ class TreeOwner(Protocol):
 class Tally:
     """What a walk found (or did): counts, and one line per entry (the first LINES)."""
 
-    __slots__ = ("created", "lines", "removed", "updated")
+    __slots__ = ("created", "dirs", "lines", "removed", "updated")
 
     def __init__(self) -> None:
         self.created = self.updated = self.removed = 0
         self.lines: list[str] = []
+        self.dirs: list[str] = []  # the directories walked, relative ("" the top)
 
     def note(self, what: str, entry: str) -> None:
         setattr(self, what, getattr(self, what) + 1)
@@ -203,6 +248,7 @@ class _Walk:
 
     def recurse(self, dfd: int, rel: str) -> None:
         """Owner, group and mode on every file and directory below ``dfd``."""
+        self.tally.dirs.append(rel)
         owner = os.fstat(dfd).st_uid
         for name in sorted(os.listdir(dfd)):
             opened = _open(dfd, name)
@@ -219,6 +265,7 @@ class _Walk:
 
     def copy(self, sfd: int, dfd: int | None, rel: str) -> None:
         """Make the tree below ``dfd`` (None: not made yet) a copy of the one below ``sfd``."""
+        self.tally.dirs.append(rel)
         owner = os.fstat(dfd).st_uid if dfd is not None else 0
         names = sorted(os.listdir(sfd))
         for name in names:
