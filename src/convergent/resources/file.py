@@ -8,19 +8,15 @@
       owner: root
 
 - ``state: exists`` (the default) means a regular file. A symlink at the path is
-  replaced by one when content or source is given, or with ``force``; with
-  ``follow: true`` content, mode and owner apply to what the link leads to (resolved by
-  the same CHASE_SAFE rules). With neither content nor source a symlink is an error
-  naming it: the resource never destroys content it was not asked to manage. A
-  directory, fifo, socket or device is replaced only with ``force: true``; a FIFO is
-  never opened.
+  replaced when content or source is given, or with ``force`` (without either it is an
+  error naming it: never destroy content not asked for); with ``follow: true`` content,
+  mode and owner apply to what it leads to (CHASE_SAFE). A directory, fifo, socket or
+  device is replaced only with ``force: true``; a FIFO is never opened.
 - A missing parent directory is refused (as Puppet and Ansible do) unless
   ``parents: true``; then each directory created is named in the change. Under noop the
   change says the directory is missing: it may be created by a resource upstream.
-- Every path is resolved and changed through :mod:`convergent.host.fs` (parents by
-  systemd's ``CHASE_SAFE`` rules, the final name never followed, modes and owners
-  changed only through a verified descriptor); trees through
-  :mod:`convergent.resources.filetree`, which never follows a symlink below the top.
+- Every path goes through :mod:`convergent.host.fs` (CHASE_SAFE parents, the final name
+  never followed, changes through a verified descriptor); trees through ``filetree``.
 - Content is written atomically (:mod:`convergent.host.atomic`): a private temp file in
   the same directory, chowned before the first byte, written, chmodded, checked by
   ``validate`` when given, fsynced and renamed over the path. Content that is already
@@ -41,7 +37,7 @@ from typing import Literal
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
 from convergent.host import atomic, fs, modes, posix
-from convergent.resources import fileops, fileparams, filereverse, filetree
+from convergent.resources import fileparams, filetree
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
 from convergent.resources.fileparams import FileParams
@@ -169,7 +165,7 @@ class File(Resource[FileParams], kind="file"):
                 change = planned
             action = change.action
             if action == "refuse":
-                raise ResourceError(self.id, self._missing_text(change.parents[0]))
+                raise ResourceError(self.id, fileparams.missing_text(self._path, change.parents[0]))
             create = bool(change.parents)
             if action == "write":
                 return await self.write(ctx, change)
@@ -264,12 +260,6 @@ class File(Resource[FileParams], kind="file"):
             else:
                 change.summary += f" (and directories {', '.join(change.parents)})"
         return change
-
-    def _missing_text(self, missing: str) -> str:
-        return (
-            f"cannot create {self._path}: the directory {missing} does not exist; manage it "
-            "with a file resource (state: directory) or set parents: true"
-        )
 
     def _plan_file(self, st: os.stat_result, old: bytes | None) -> FileChange | None:
         path = self._path
@@ -370,7 +360,9 @@ class File(Resource[FileParams], kind="file"):
                 )
             return self._link_change(f"link target {now} -> {self._target}", clear=True)
         if self.params.state == "hard" and self._target is not None:
-            target = fileops.hard_target(self.id, self._target)
+            from convergent.resources.fileops import hard_target
+
+            target = hard_target(self.id, self._target)
             if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
                 return None
         what = fs.kind_name(st.st_mode)
@@ -386,7 +378,9 @@ class File(Resource[FileParams], kind="file"):
         state = self.params.state
         if state == "hard":
             assert self._target is not None
-            fileops.same_file_system(self.id, self._path, self._target)
+            from convergent.resources.fileops import same_file_system
+
+            same_file_system(self.id, self._path, self._target)
         uid, gid = self.owner_ids() if state == "link" else (-1, -1)
         assert self._target is not None
         change = FileChange(
@@ -452,7 +446,11 @@ class File(Resource[FileParams], kind="file"):
         """The content the file should have (empty when neither content nor source)."""
         if self._data is not None:
             return self._data
-        return b"" if self._source is None else fileops.read_source(self.id, self._source)
+        if self._source is None:
+            return b""
+        from convergent.resources.fileops import read_source
+
+        return read_source(self.id, self._source)
 
     def owner_ids(self) -> tuple[int, int]:
         """The uid and gid asked for (-1: not asked), resolving names on first use."""
@@ -502,19 +500,13 @@ class File(Resource[FileParams], kind="file"):
         except BaseException:
             at.close()
             raise
+        check = self._check if change.validate else None
         summary = None
-        try:
-            if self._check is not None and change.validate:
-                await fileops.validate(self.id, self._check, at, fd, temp)
-            if p.backup and change.replaces:
-                kept = fileops.backup(at)
-                if kept is not None:
-                    summary = f"{change.summary} (previous kept as {kept})"
-        except BaseException:
-            os.close(fd)
-            fileops.discard(at, temp)
-            at.close()
-            raise
+        if check is not None or (p.backup and change.replaces):
+            from convergent.resources import fileops
+
+            backup = p.backup and change.replaces
+            summary = await fileops.before_commit(self.id, check, backup, at, fd, temp, change)
         await ctx.shared(atomic.Commits).commit(fd, temp, at, change.tree)
         return summary
 
@@ -536,6 +528,8 @@ class File(Resource[FileParams], kind="file"):
             self._set_meta(at, change)  # the link is right: only its owner
             return
         assert self._target is not None
+        from convergent.resources import fileops
+
         fileops.put_link(at, self._target, hard=change.action == "hard", tree=change.tree)
         if change.uid != -1 or change.gid != -1:
             os.chown(at.name, change.uid, change.gid, dir_fd=at.fd, follow_symlinks=False)
@@ -586,12 +580,18 @@ class File(Resource[FileParams], kind="file"):
 
     def record_reverse(self, ctx: Context, change: Change) -> None:
         """Keep how to undo the first change (later changes keep the first record)."""
+        from convergent.resources import filereverse
+
         filereverse.record_reverse(self, ctx, change)
 
     def plan_reverse(self, ctx: Context) -> str | None:
         """What :meth:`reverse` would do (read only), or None."""
-        return filereverse.plan_reverse(self, ctx)
+        from convergent.resources.filereverse import plan_reverse
+
+        return plan_reverse(self, ctx)
 
     async def reverse(self, ctx: Context) -> str | None:
         """Undo what this resource did; None when there is nothing to undo."""
-        return await filereverse.reverse(self, ctx)
+        from convergent.resources.filereverse import reverse
+
+        return await reverse(self, ctx)

@@ -7,15 +7,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat
 
 from convergent.errors import ResourceError
 from convergent.host import atomic, fs
+from convergent.resources.filechange import FileChange
 
 __all__ = [
     "BACKUP_TRIES",
     "backup",
+    "before_commit",
     "discard",
     "hard_target",
     "put_link",
@@ -26,6 +27,34 @@ __all__ = [
 
 BACKUP_TRIES = 100  # names tried for a backup when others keep taking them
 VALIDATE_SECONDS = 120.0
+
+
+async def before_commit(
+    rid: str,
+    check: tuple[str, ...] | None,
+    keep: bool,
+    at: fs.At,
+    fd: int,
+    temp: str,
+    change: FileChange,
+) -> str | None:
+    """Run ``validate`` (``check``) on the written temp file, then keep a backup of the
+    file it replaces (``keep``); the summary naming the backup. On failure the temp file
+    is closed and removed, ``at`` closed, and the file left as it was."""
+    summary = None
+    try:
+        if check is not None:
+            await validate(rid, check, at, fd, temp)
+        if keep:
+            kept = backup(at)
+            if kept is not None:
+                summary = f"{change.summary} (previous kept as {kept})"
+    except BaseException:
+        os.close(fd)
+        discard(at, temp)
+        at.close()
+        raise
+    return summary
 
 
 async def validate(rid: str, argv: tuple[str, ...], at: fs.At, fd: int, temp: str) -> None:
@@ -67,6 +96,8 @@ def backup(at: fs.At) -> str | None:
     st = fs.lstat(at)
     if st is None or not stat.S_ISREG(st.st_mode):
         return None
+    import re
+
     pattern = re.compile(re.escape(at.name) + r"\.~([0-9]+)~")
     listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=at.fd)
     try:

@@ -10,7 +10,14 @@ from convergent.errors import ParamError
 from convergent.resources.base import Params
 from convergent.resources.filechange import absolute
 
-__all__ = ["FileParams", "check_states", "missing_dirs", "parse_target", "parse_validate"]
+__all__ = [
+    "FileParams",
+    "check_states",
+    "missing_dirs",
+    "missing_text",
+    "parse_target",
+    "parse_validate",
+]
 
 _ONLY = {
     "content": ("exists",),
@@ -124,6 +131,14 @@ def missing_dirs(missing: str, path: str) -> tuple[str, ...]:
         if part:
             dirs.append(f"{dirs[-1]}/{part}")
     return tuple(dirs)
+
+
+def missing_text(path: str, missing: str) -> str:
+    """The error of a write refused for a missing parent directory."""
+    return (
+        f"cannot create {path}: the directory {missing} does not exist; manage it with a "
+        "file resource (state: directory) or set parents: true"
+    )
 
 
 def parse_validate(command: str) -> tuple[str, ...]:

@@ -14,22 +14,43 @@ target text); its FIFOs, sockets and devices are skipped.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import os
 import stat
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from convergent.host import atomic, fs, modes
 from convergent.resources.fswatch import FsWatcher
+
+if TYPE_CHECKING:
+
+    class TreeOwner(Protocol):
+        """What the walk needs of a ``file`` resource."""
+
+        @property
+        def path(self) -> str: ...
+
+        @property
+        def mode_spec(self) -> modes.Mode | None: ...
+
+        @property
+        def source_path(self) -> str | None: ...
+
+        @property
+        def recursive(self) -> bool: ...
+
+        @property
+        def purging(self) -> bool: ...
+
+        def owner_ids(self) -> tuple[int, int]: ...
+
 
 __all__ = [
     "LINES",
     "ManagedPaths",
     "Tally",
-    "TreeOwner",
     "TreeWatch",
     "apply",
     "plan",
@@ -64,6 +85,8 @@ class ManagedPaths:
             return True
         if self._sorted is None:
             self._sorted = sorted(self._paths)
+        import bisect
+
         prefix = path + "/"
         i = bisect.bisect_left(self._sorted, prefix)
         return i < len(self._sorted) and self._sorted[i].startswith(prefix)
@@ -100,27 +123,6 @@ class TreeWatch:
         stops, self._stops = self._stops, {}
         for stop in stops.values():
             stop()
-
-
-class TreeOwner(Protocol):
-    """What the walk needs of a ``file`` resource."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def mode_spec(self) -> modes.Mode | None: ...
-
-    @property
-    def source_path(self) -> str | None: ...
-
-    @property
-    def recursive(self) -> bool: ...
-
-    @property
-    def purging(self) -> bool: ...
-
-    def owner_ids(self) -> tuple[int, int]: ...
 
 
 class Tally:
