@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from convergent.engine import Engine, WouldChange
+from convergent.engine import Changed, Converged, Engine, WouldChange
 from convergent.errors import ParamError, ResourceError
 from convergent.graph import Graph
 from convergent.resources.base import Resource
 from convergent.resources.file import File
-from tests.resources.test_file import apply, check, converge, snapshot
+from tests.resources.test_file import Reports, apply, check, converge, snapshot
 
 
 def noop_changes_nothing(tmp_path: Path, resource: File) -> str:
@@ -215,3 +215,52 @@ def test_a_managed_parent_directory_comes_first_in_a_real_run(tmp_path: Path) ->
     result = asyncio.run(asyncio.wait_for(engine.run(), 10))
     assert result.failed == 0
     assert (tmp_path / "a" / "f").read_text() == "x"
+
+
+# -- what a link leads to is watched ----------------------------------------------------
+
+
+def test_drift_of_a_followed_target_and_of_a_hard_links_target_is_repaired(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "real"
+    real.write_text("r\n")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    data = tmp_path / "data"
+    data.write_text("d\n")
+    alias = tmp_path / "alias"
+    graph: Graph[Resource[Any]] = Graph()
+    graph.add(File(str(link), mode="0640", follow=True))
+    graph.add(File(str(alias), state="hard", target=str(data), force=True))
+    reports = Reports()
+
+    async def drift(action: Any, resource: str, expect: str) -> None:
+        mark = len(reports.items)
+        action()
+        while True:
+            changed = await reports.next(Changed, mark)
+            mark = reports.items.index(changed) + 1
+            if changed.resource == resource:
+                assert changed.summary == expect
+                return
+
+    def replace_data() -> None:
+        (tmp_path / "data.new").write_text("d2\n")
+        os.rename(tmp_path / "data.new", data)
+
+    async def main() -> None:
+        engine = Engine(graph, reporter=reports)
+        task = asyncio.create_task(engine.run())
+        try:
+            await reports.next(Converged, 0)
+            await drift(lambda: real.chmod(0o600), f"file[{link}]", "mode 0600 -> 0640")
+            assert stat.S_IMODE(real.stat().st_mode) == 0o640 and link.is_symlink()
+            await drift(replace_data, f"file[{alias}]", "replaced file with link")
+            assert alias.stat().st_ino == data.stat().st_ino
+        finally:
+            engine.stop()
+            result = await asyncio.wait_for(task, 10)
+        assert result.failed == 0
+
+    asyncio.run(asyncio.wait_for(main(), 60))

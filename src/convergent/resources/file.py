@@ -130,8 +130,9 @@ class File(Resource[FileParams], kind="file"):
             stops[0]()
             raise
         managed.add(self._path)
-        if self.params.recurse or (self._source is not None and self.params.state != "exists"):
-            self._trees = filetree.TreeWatch()  # filled by each check (tree_watch)
+        p = self.params
+        if p.recurse or p.follow or p.state == "hard" or (p.source and p.state == "directory"):
+            self._trees = filetree.TreeWatch()  # kept in step by each check
         ctx.ready()
 
         def unsubscribe() -> None:
@@ -210,6 +211,9 @@ class File(Resource[FileParams], kind="file"):
                 f"cannot manage {self._path}: {exc.filename} is not a directory; remove it "
                 "or manage it with state: directory",
             ) from None
+        if ctx is not None and self._trees is not None and (p.follow or state == "hard"):
+            paths = (at.path,) if p.follow else (self._target or at.path,)
+            self._trees.update(ctx.shared(FsWatcher), ctx.event, paths=paths)
         with at:
             old: bytes | None = None
             if state == "exists" and self._wants_content():
@@ -237,7 +241,7 @@ class File(Resource[FileParams], kind="file"):
             mode = self._new_mode(directory=True)
             if self.params.recurse or self._source is not None:
                 change = FileChange("directory created", None, "tree", b"", mode, uid, gid)
-                below = filetree.summary(filetree.plan(self, None, None))
+                below = filetree.summary(filetree.plan(self._spec(), None, None))
                 change.summary += f"; {below}" if below else ""
             else:
                 change = FileChange("directory created", None, "mkdir", b"", mode, uid, gid)
@@ -334,7 +338,7 @@ class File(Resource[FileParams], kind="file"):
         mode, uid, gid = self._meta(st, parts, directory=True)
         if tree:
             managed = ctx.shared(filetree.ManagedPaths) if ctx is not None else None
-            found = filetree.plan(self, at, managed)
+            found = filetree.plan(self._spec(), at, managed)
             if ctx is not None and self._trees is not None:
                 tops = (self._path,) if self._source is None else (self._path, self._source)
                 self._trees.update(ctx.shared(FsWatcher), ctx.event, tops, found.dirs)
@@ -470,22 +474,12 @@ class File(Resource[FileParams], kind="file"):
         group = self.params.group
         return str(gid) if group is None or group.isdigit() else posix.group_name(gid)
 
-    @property
-    def mode_spec(self) -> modes.Mode | None:
-        """The parsed ``mode`` (None when not given)."""
-        return self._mode
-
-    @property
-    def source_path(self) -> str | None:
-        return self._source
-
-    @property
-    def recursive(self) -> bool:
-        return self.params.recurse
-
-    @property
-    def purging(self) -> bool:
-        return self.params.purge
+    def _spec(self) -> filetree.Spec:
+        uid, gid = self.owner_ids()
+        p = self.params
+        return filetree.Spec(
+            self._path, self._mode, self._source, recurse=p.recurse, purge=p.purge, uid=uid, gid=gid
+        )
 
     # -- apply ------------------------------------------------------------------------
 
@@ -540,7 +534,7 @@ class File(Resource[FileParams], kind="file"):
             fs.make_directory(at, change.mode, change.uid, change.gid, clear=change.clear)
         elif change.mode is not None or change.uid != -1 or change.gid != -1:
             self._set_meta(at, change)
-        filetree.apply(self, at, ctx.shared(filetree.ManagedPaths))
+        filetree.apply(self._spec(), at, ctx.shared(filetree.ManagedPaths))
         return None
 
     def remove_path(self) -> None:

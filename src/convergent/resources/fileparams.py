@@ -47,7 +47,8 @@ class FileParams(Params, frozen=True):
     state: exists (a regular file), absent, directory, link (a symlink to target) or hard
         (a hard link to target)
     target: what a link points to: for link, written as given (relative or absolute); for
-        hard, an absolute path to a regular file on the same file system
+        hard, an absolute path to a regular file on the same file system (when the target
+        is replaced by a new file, the old link is a file: force: true links it again)
     mode: octal like "0644", or symbolic like "u=rw,g=r,o=", "a+x", "go-w" (as chmod)
     owner: user name or numeric uid, 0-4294967294 (default: left as it is; new files: the
         agent's)

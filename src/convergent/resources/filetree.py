@@ -19,37 +19,14 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
 from convergent.host import atomic, fs, modes
 from convergent.resources.fswatch import FsWatcher
 
-if TYPE_CHECKING:
-
-    class TreeOwner(Protocol):
-        """What the walk needs of a ``file`` resource."""
-
-        @property
-        def path(self) -> str: ...
-
-        @property
-        def mode_spec(self) -> modes.Mode | None: ...
-
-        @property
-        def source_path(self) -> str | None: ...
-
-        @property
-        def recursive(self) -> bool: ...
-
-        @property
-        def purging(self) -> bool: ...
-
-        def owner_ids(self) -> tuple[int, int]: ...
-
-
 __all__ = [
     "LINES",
     "ManagedPaths",
+    "Spec",
     "Tally",
     "TreeWatch",
     "apply",
@@ -93,29 +70,42 @@ class ManagedPaths:
 
 
 class TreeWatch:
-    """The inotify subscriptions of a tree's directories (and its source's), kept in step
-    with the directories the last walk found: drift anywhere below is an event."""
+    """Inotify subscriptions that follow what the last check found: the directories of a
+    tree and of its source (any entry in them), or single paths (what a followed link
+    or a hard link leads to). Past the inotify watch limit the rest is left unwatched
+    (found at the next check)."""
 
     __slots__ = ("_stops",)
 
     def __init__(self) -> None:
-        self._stops: dict[str, Callable[[], None]] = {}
+        self._stops: dict[tuple[bool, str], Callable[[], None]] = {}
 
     def update(
         self,
         watcher: FsWatcher,
         event: Callable[[], None],
-        tops: tuple[str, ...],
-        found: list[str],
+        tops: tuple[str, ...] | None = None,
+        found: list[str] | tuple[str, ...] = (),
+        paths: tuple[str, ...] | None = None,
     ) -> None:
-        """Watch exactly the directories ``found`` (relative) below each of ``tops``. Past
-        the inotify watch limit the rest is left unwatched (found at the next check)."""
-        dirs = {os.path.join(top, rel).rstrip("/") or "/" for top in tops for rel in found}
-        for gone in self._stops.keys() - dirs:
+        """Watch exactly the directories ``found`` (relative) below each of ``tops`` (when
+        given), and exactly the entries ``paths`` (when given); the kind not given is
+        left as it is."""
+        wanted: set[tuple[bool, str]] = set()
+        if tops is not None:
+            wanted.update(
+                (True, os.path.join(t, r).rstrip("/") or "/") for t in tops for r in found
+            )
+        if paths is not None:
+            wanted.update((False, path) for path in paths)
+        kinds = {kind for kind, given in ((True, tops), (False, paths)) if given is not None}
+        for gone in [k for k in self._stops if k[0] in kinds and k not in wanted]:
             self._stops.pop(gone)()
-        for path in sorted(dirs - self._stops.keys()):
+        for key in sorted(wanted - self._stops.keys()):
+            entries, path = key
             try:
-                self._stops[path] = watcher.watch_entries(path, event)
+                watch = watcher.watch_entries if entries else watcher.watch
+                self._stops[key] = watch(path, event)
             except OSError:
                 return
 
@@ -123,6 +113,33 @@ class TreeWatch:
         stops, self._stops = self._stops, {}
         for stop in stops.values():
             stop()
+
+
+class Spec:
+    """What a tree should be: ``path`` (the top), ``mode`` (applied below only with
+    ``recurse``), ``source`` (a directory to copy), ``purge``, and ``uid``/``gid`` (-1:
+    left alone)."""
+
+    __slots__ = ("gid", "mode", "path", "purge", "recurse", "source", "uid")
+
+    def __init__(
+        self,
+        path: str,
+        mode: modes.Mode | None,
+        source: str | None,
+        *,
+        recurse: bool,
+        purge: bool,
+        uid: int,
+        gid: int,
+    ) -> None:
+        self.path = path
+        self.mode = mode
+        self.source = source
+        self.recurse = recurse
+        self.purge = purge
+        self.uid = uid
+        self.gid = gid
 
 
 class Tally:
@@ -152,22 +169,22 @@ def summary(tally: Tally) -> str:
     return ", ".join(parts)
 
 
-def plan(res: TreeOwner, at: fs.At | None, managed: ManagedPaths | None) -> Tally:
+def plan(res: Spec, at: fs.At | None, managed: ManagedPaths | None) -> Tally:
     """What is different below the directory at ``at`` (None: it does not exist yet, so
     all of the source is to be created). Read only."""
     return _run(res, at, managed or ManagedPaths(), act=False)
 
 
-def apply(res: TreeOwner, at: fs.At, managed: ManagedPaths) -> Tally:
+def apply(res: Spec, at: fs.At, managed: ManagedPaths) -> Tally:
     """Make everything below the directory at ``at`` right; what was done."""
     return _run(res, at, managed, act=True)
 
 
-def _run(res: TreeOwner, at: fs.At | None, managed: ManagedPaths, *, act: bool) -> Tally:
+def _run(res: Spec, at: fs.At | None, managed: ManagedPaths, *, act: bool) -> Tally:
     walk = _Walk(res, managed, act)
     top = fs.open_node(at, directory=True)[0] if at is not None else None
     try:
-        source = res.source_path
+        source = res.source
         if source is None:
             if top is not None:
                 walk.recurse(top, "")
@@ -211,10 +228,10 @@ def _lstat(dfd: int | None, name: str) -> os.stat_result | None:
 class _Walk:
     __slots__ = ("act", "gid", "managed", "mode", "purge", "tally", "top", "uid")
 
-    def __init__(self, res: TreeOwner, managed: ManagedPaths, act: bool) -> None:
-        self.mode = res.mode_spec if res.recursive else None
-        self.uid, self.gid = res.owner_ids()
-        self.purge = res.purging
+    def __init__(self, res: Spec, managed: ManagedPaths, act: bool) -> None:
+        self.mode = res.mode if res.recurse else None
+        self.uid, self.gid = res.uid, res.gid
+        self.purge = res.purge
         self.managed = managed
         self.act = act
         self.top = res.path.rstrip("/")
