@@ -43,7 +43,8 @@ class FileParams(Params, frozen=True):
     path: absolute path of the file or directory (default: the resource name)
     content: the file's content, written as UTF-8 (exclusive with source)
     source: absolute path of a local file whose bytes are copied (exclusive with content);
-        with state: directory, a directory whose tree is copied (content and modes)
+        with state: directory, a directory whose tree is copied (content, modes and
+        symlinks; with recurse, mode applies instead of the source's modes)
     state: exists (a regular file), absent, directory, link (a symlink to target) or hard
         (a hard link to target)
     target: what a link points to: for link, written as given (relative or absolute); for

@@ -53,6 +53,8 @@ def record_reverse(res: Reversible, ctx: Context, change: Change) -> None:
     """Keep how to undo the first change (later changes keep the first record)."""
     if ctx.state is None or ctx.state.readonly or _record(res, ctx) is not None:
         return
+    if isinstance(change, FileChange) and change.action == "refuse":
+        return  # apply fails without changing anything: nothing to undo
     try:
         with fs.locate(res.path) as at:
             st = fs.lstat(at)
