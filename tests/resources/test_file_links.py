@@ -16,6 +16,7 @@ from convergent.errors import ParamError, ResourceError
 from convergent.graph import Graph
 from convergent.resources.base import Resource
 from convergent.resources.file import File
+from tests.host.hostile import NOBODY, lab, needs_root, run_as_nobody
 from tests.resources.test_file import Reports, apply, check, converge, snapshot
 
 
@@ -264,3 +265,20 @@ def test_drift_of_a_followed_target_and_of_a_hard_links_target_is_repaired(
         assert result.failed == 0
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@needs_root
+def test_follow_never_follows_a_users_link_into_roots_files(tmp_path: Path) -> None:
+    root = lab(tmp_path)
+    secret = root / "secret"
+    secret.write_text("private\n")
+    secret.chmod(0o600)
+    home = root / "home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    link = home / "notes"
+    run_as_nobody(lambda: os.symlink(str(secret), str(link)))
+    with pytest.raises(ResourceError, match=r"unsafe path: the symlink .*notes is owned by"):
+        converge(File(str(link), mode="0644", owner=str(NOBODY), follow=True))
+    st = secret.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
