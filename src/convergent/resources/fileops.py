@@ -129,11 +129,8 @@ def put_link(at: fs.At, target: str, *, hard: bool, tree: bool) -> None:
     """Make ``at`` a symlink to ``target`` (as given) or a hard link to the file at the
     absolute ``target``: made under a temp name, then renamed over the path, so the path
     is never missing. ``tree``: a directory there is removed first."""
-    counter = 0
-    prefix = f"{atomic.temp_prefix(at.name)}{os.urandom(4).hex()}"
     while True:
-        counter += 1
-        temp = f"{prefix}{counter:x}.tmp"
+        temp = atomic.temp_name(at.name)
         try:
             if hard:
                 with fs.locate(target) as source:
