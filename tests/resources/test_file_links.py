@@ -283,10 +283,3 @@ def test_follow_never_follows_a_users_link_into_roots_files(tmp_path: Path) -> N
     st = secret.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
 
-
-def test_a_link_temp_left_by_a_killed_agent_is_removed_at_the_next_link(tmp_path: Path) -> None:
-    link = tmp_path / "current"
-    stale = tmp_path / ".current.convergent-0badc0de1.tmp"
-    stale.symlink_to("/somewhere")
-    converge(File(str(link), state="link", target="/new"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]

@@ -16,8 +16,7 @@
 - :class:`Sweeper` removes the temp files a killed agent left for a managed name: only
   regular files in that directory, matching that name's pattern, owned by the agent's
   uid (or carrying the ``trusted.convergent`` attribute, which only root can set, put on
-  temp files given to another owner), never one made by this process; symlinks of that
-  name owned by the agent's uid too (links made under a temp name, ``state: link``). A look-alike
+  temp files given to another owner), never one made by this process. A look-alike
   made by another user stays.
 """
 
@@ -153,8 +152,8 @@ class Sweeper:
         for name in names or ():
             try:
                 st = os.stat(name, dir_fd=at.fd, follow_symlinks=False)
-                if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                    continue  # a symlink: a link made to be renamed into place
+                if not stat.S_ISREG(st.st_mode):
+                    continue
                 if st.st_uid != os.geteuid() and not _marked(at, name):
                     continue
                 os.unlink(name, dir_fd=at.fd)

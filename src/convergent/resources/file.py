@@ -179,7 +179,6 @@ class File(Resource[FileParams], kind="file"):
                 elif action == "mkdir":
                     fs.make_directory(at, change.mode, change.uid, change.gid, clear=change.clear)
                 elif action in ("link", "hard"):
-                    ctx.shared(atomic.Sweeper).sweep(at)
                     self._link(at, change)
                 else:
                     return self._apply_tree(ctx, at, change)
