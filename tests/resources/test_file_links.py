@@ -282,4 +282,3 @@ def test_follow_never_follows_a_users_link_into_roots_files(tmp_path: Path) -> N
         converge(File(str(link), mode="0644", owner=str(NOBODY), follow=True))
     st = secret.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o600)
-

@@ -318,3 +318,9 @@ def test_drift_deep_in_a_tree_and_in_its_source_is_repaired_as_it_happens(tmp_pa
         assert result.failed == 0
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_missing_source_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ResourceError, match=r"source .*/nowhere does not exist; create it"):
+        converge(File(str(tmp_path / "d"), state="directory", source=str(tmp_path / "nowhere")))
+    assert not (tmp_path / "d").exists()

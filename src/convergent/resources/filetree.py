@@ -160,8 +160,8 @@ class Tally:
 
 def summary(tally: Tally) -> str:
     """``3 files updated, 1 removed`` (empty when nothing)."""
-    counts = [(n, w) for n, w in ((tally.created, "created"), (tally.updated, "updated"),
-              (tally.removed, "removed")) if n]  # fmt: skip
+    every = ((tally.created, "created"), (tally.updated, "updated"), (tally.removed, "removed"))
+    counts = [(n, w) for n, w in every if n]
     parts = [f"{n} {w}" for n, w in counts]
     if parts:
         n = counts[0][0]
@@ -189,8 +189,13 @@ def _run(res: Spec, at: fs.At | None, managed: ManagedPaths, *, act: bool) -> Ta
             if top is not None:
                 walk.recurse(top, "")
             return walk.tally
-        with fs.locate(source, follow=True) as src_at:
-            src = fs.open_node(src_at, directory=True)[0]
+        try:
+            with fs.locate(source, follow=True) as src_at:
+                src = fs.open_node(src_at, directory=True)[0]
+        except FileNotFoundError:
+            raise fs.PathRefused(
+                errno.ENOENT, f"source {source} does not exist; create it or fix source"
+            ) from None
         try:
             walk.copy(src, top, "")
         finally:
