@@ -55,7 +55,8 @@ class FileParams(Params, frozen=True):
         agent's)
     group: group name or numeric gid 0-4294967294 (default: left as it is)
     force: replace a dir or fifo/socket/device (or, with no content, a symlink) by a file,
-        a file by a link, anything by a dir; remove non-empty dirs
+        a file by a link, anything by a dir; remove non-empty dirs (as Ansible file's force;
+        Ansible copy's force: no is replace: false here)
     parents: create missing parent directories, each named in the change (default false:
         a missing parent is an error, as in Puppet and Ansible)
     follow: true: a symlink at the path is followed (CHASE_SAFE) and content, mode and owner
