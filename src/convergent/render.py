@@ -145,6 +145,8 @@ class TextRenderer:
     converged, so say so once when it first converges, and say "converged" again only
     after something happened (a change, a failure), not after every quiet re-check.
     ``color``: colour diffs; None (the default) colours them when ``out`` is a terminal.
+    ``diff``: print the diff of each change made too (``run --diff``), as noop prints the
+    diff of each change it would make; secrets are hidden before a report gets here.
     """
 
     def __init__(
@@ -154,11 +156,13 @@ class TextRenderer:
         *,
         watching: bool = False,
         color: bool | None = None,
+        diff: bool = False,
     ) -> None:
         self.out: IO[str] = out if out is not None else sys.stdout
         self.err: IO[str] = err if err is not None else sys.stderr
         self.watching = watching
         self.color = color
+        self.show_diff = diff
         self.would_change: set[str] = set()  # resources reported by WouldChange (noop)
         self._converged_once = False
         self._activity = False  # something was reported since the last "converged" line
@@ -170,9 +174,14 @@ class TextRenderer:
             self._activity = True
             members = report.change.members
             if members:  # a group: each member under its own name
-                self._emit(self.out, [f"{m}: {c.summary}" for m, c in members.items()])
+                for member, change in members.items():
+                    self._line(self.out, f"{member}: {change.summary}")
+                    if self.show_diff and change.diff:
+                        self._diff(change.diff)
             else:
                 self._line(self.out, f"{report.resource}: {report.summary}")
+                if self.show_diff and report.change.diff:
+                    self._diff(report.change.diff)
         elif isinstance(report, WouldChange):
             self._activity = True
             self._would_change(report)
@@ -307,8 +316,10 @@ class JsonRenderer(TextRenderer):
     character of a policy or a command reaches the log raw. Never coloured.
     """
 
-    def __init__(self, out: IO[str] | None = None, *, watching: bool = False) -> None:
-        super().__init__(out, out, watching=watching, color=False)
+    def __init__(
+        self, out: IO[str] | None = None, *, watching: bool = False, diff: bool = False
+    ) -> None:
+        super().__init__(out, out, watching=watching, color=False, diff=diff)
         import os
 
         self.host = os.uname().nodename
@@ -320,9 +331,15 @@ class JsonRenderer(TextRenderer):
             members = report.change.members
             if members:
                 for member, change in members.items():
-                    self._event("changed", member, change.summary, seconds=report.seconds)
+                    diff = change.diff if self.show_diff else None
+                    self._event(
+                        "changed", member, change.summary, seconds=report.seconds, diff=diff
+                    )
             else:
-                self._event("changed", report.resource, report.summary, seconds=report.seconds)
+                diff = report.change.diff if self.show_diff else None
+                self._event(
+                    "changed", report.resource, report.summary, seconds=report.seconds, diff=diff
+                )
         elif isinstance(report, WouldChange):
             self._json_would_change(report)
         elif isinstance(report, Failed):

@@ -9,6 +9,7 @@ a line reaches stdout or stderr.
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def _assert_clean(stream: bytes, margin: tuple[str, ...]) -> list[str]:
 
 def test_names_and_output_with_newlines_and_escapes_forge_no_line(tmp_path: Path) -> None:
     target = f"{tmp_path}/a\\nfile[/etc/passwd]: removed"  # YAML's \n: a real newline
+    os.makedirs(f"{tmp_path}/a\nfile[/etc")
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "resources:\n"

@@ -154,6 +154,7 @@ def test_an_invalid_edit_is_reported_with_its_place_and_changes_nothing(tmp_path
 
 def test_converged_timeout_still_ends_the_run_after_a_live_edit(tmp_path: Path) -> None:
     root = tmp_path / "root"
+    root.mkdir()
     policy = tmp_path / "policy.yaml"
     one = """
         resources:

@@ -110,8 +110,8 @@ def test_every_recv_problem_is_reported_at_its_place() -> None:
         "site.yaml:7:13: file[/srv/f]: recv mode: password[db] has no output 'pasword'"
         " (did you mean 'password'?); password sends: password",
         "site.yaml:8:7: file[/srv/f]: recv contnet: file[/srv/f] has no parameter 'contnet'"
-        " (did you mean 'content'?); file takes: path, content, source, state, mode, owner,"
-        " group, force",
+        " (did you mean 'content'?); file takes: path, content, source, state, target, mode,"
+        " owner, group, force, parents, follow, recurse, purge, replace, backup, validate",
         "site.yaml:9:14: file[/srv/f]: recv group: noop[idle] sends nothing (noop has no outputs)",
         "site.yaml:10:14: file[/srv/f]: recv owner: 'password' is not an output reference;"
         " write kind[name].output, e.g. password[db].password",

@@ -84,9 +84,25 @@ def test_file_without_content_is_created_empty(tmp_path: Path) -> None:
     assert target.read_bytes() == b""
 
 
-def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
+def test_missing_parents_are_refused_and_nothing_is_made(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "f"
-    converge(File(str(target), content="deep"))
+    resource = File(str(target), content="deep")
+    change = check(resource)
+    assert change is not None
+    assert change.summary == (
+        f"created, once {tmp_path / 'a'} exists (missing: manage it with state: directory, "
+        "or set parents: true)"
+    )
+    with pytest.raises(ResourceError, match=f"the directory {tmp_path / 'a'} does not exist; "):
+        apply(resource, change)
+    assert not (tmp_path / "a").exists()
+
+
+def test_missing_parents_are_created_and_named_with_parents_true(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "f"
+    change = converge(File(str(target), content="deep", parents=True))
+    assert change is not None
+    assert change.summary == f"created (and directories {tmp_path / 'a'}, {tmp_path / 'a' / 'b'})"
     assert target.read_text() == "deep"
     assert stat.S_IMODE(target.parent.stat().st_mode) == 0o777 & ~_umask()
 
@@ -326,7 +342,7 @@ def test_absent_removes_an_empty_directory(tmp_path: Path) -> None:
 
 
 def test_directory_is_created_with_mode_and_owner(tmp_path: Path) -> None:
-    target = tmp_path / "a" / "d"
+    target = tmp_path / "d"
     change = converge(File(str(target), state="directory", mode="0750", owner=str(NOBODY)))
     assert change is not None and change.summary == "directory created"
     st = target.stat()
@@ -495,7 +511,7 @@ def test_noop_reports_would_change_and_never_mutates(tmp_path: Path) -> None:
     (tmp_path / "meta").chmod(0o600)
     graph: Graph[Resource[Any]] = Graph()
     graph.add(File(str(tmp_path / "wrong"), content="new\n"))
-    graph.add(File(str(tmp_path / "missing" / "f"), content="x"))
+    graph.add(File(str(tmp_path / "missing" / "f"), content="x", parents=True))
     graph.add(File(str(tmp_path / "doomed"), state="absent"))
     graph.add(File(str(tmp_path / "meta"), mode="0644", owner=str(NOBODY)))
     graph.add(File(str(tmp_path / "newdir"), state="directory"))
@@ -516,7 +532,9 @@ def test_noop_reports_would_change_and_never_mutates(tmp_path: Path) -> None:
     }
     assert would[f"file[{tmp_path / 'wrong'}]"].summary == "content changed"
     assert "-old\n+new\n" in (would[f"file[{tmp_path / 'wrong'}]"].diff or "")
-    assert would[f"file[{tmp_path / 'missing' / 'f'}]"].summary == "created"
+    assert would[f"file[{tmp_path / 'missing' / 'f'}]"].summary == (
+        f"created (and directories {tmp_path / 'missing'})"
+    )
     assert would[f"file[{tmp_path / 'doomed'}]"].summary == "removed"
     assert would[f"file[{tmp_path / 'meta'}]"].summary == f"mode 0600 -> 0644, owner 0 -> {NOBODY}"
     assert would[f"file[{tmp_path / 'newdir'}]"].summary == "directory created"

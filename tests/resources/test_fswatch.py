@@ -270,3 +270,24 @@ def test_relative_path_is_rejected() -> None:
     watcher = FsWatcher()
     with pytest.raises(ValueError, match="absolute"):
         watcher.watch("relative/path", lambda: None)
+
+
+def test_watch_entries_calls_back_for_any_entry_and_stops_when_unsubscribed(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        watcher = FsWatcher()
+        probe = Probe()
+        stop = watcher.watch_entries(str(tmp_path), probe)
+        try:
+            new = tmp_path / "never-named-before"
+            _write(new)
+            await probe.called(new.exists)
+            os.chmod(new, 0o600)
+            await probe.called()
+            stop()
+            assert inotify_watches(watcher) == 0
+        finally:
+            watcher.close()
+
+    run(main())

@@ -64,6 +64,7 @@ def _log_format(text: str) -> str:
 #: declares them (a test checks that the two agree).
 RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--noop": ("noop", None),
+    "--diff": ("diff", None),
     "--converged-timeout": ("converged_timeout", _seconds),
     "--sema": ("sema", _count),
     "--state-dir": ("state_dir", str),
@@ -142,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE", help="the policy (YAML)")
     run.add_argument(
         "--noop", action="store_true", help="only report what would change; change nothing"
+    )
+    run.add_argument(
+        "--diff",
+        action="store_true",
+        help="show the content diff of each change made (secrets hidden); --noop always does",
     )
     run.add_argument(
         "--converged-timeout",

@@ -64,9 +64,9 @@ def run_command(args: argparse.Namespace) -> int:
     watching = args.converged_timeout is None
     renderer: TextRenderer
     if getattr(args, "log_format", None) == "json":
-        renderer = JsonRenderer(watching=watching)
+        renderer = JsonRenderer(watching=watching, diff=getattr(args, "diff", False))
     else:
-        renderer = TextRenderer(watching=watching)
+        renderer = TextRenderer(watching=watching, diff=getattr(args, "diff", False))
     notifier = None
     if "NOTIFY_SOCKET" in os.environ:  # a Type=notify systemd service
         from convergent.cli.notify import SystemdNotifier

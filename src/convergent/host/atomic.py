@@ -35,6 +35,7 @@ __all__ = [
     "Commits",
     "Sweeper",
     "create_temp",
+    "temp_name",
     "temp_prefix",
     "write_file",
 ]
@@ -53,6 +54,13 @@ def temp_prefix(name: str) -> str:
     return f".{short}.convergent-"
 
 
+def temp_name(name: str) -> str:
+    """A new temp name for the file ``name`` (this process's token and a counter): what
+    :func:`create_temp` uses, and what a kind making a symlink to rename into place uses."""
+    _counter[0] += 1
+    return f"{temp_prefix(name)}{_run_token()}{_counter[0]:x}.tmp"
+
+
 def _run_token() -> str:
     if not _token:
         _token.append(os.urandom(4).hex())
@@ -64,10 +72,8 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
     still open (:meth:`Commits.commit` fsyncs and renames it). Created ``O_EXCL``, mode
     0600 (or ``mode`` if stricter) and chowned before the first byte is written."""
     final = default_mode() if mode is None else mode
-    prefix = f"{temp_prefix(at.name)}{_run_token()}"
     while True:
-        _counter[0] += 1
-        temp = f"{prefix}{_counter[0]:x}.tmp"
+        temp = temp_name(at.name)
         try:
             fd = os.open(temp, _CREATE, 0o600 & final, dir_fd=at.fd)
             break

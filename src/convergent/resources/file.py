@@ -1,26 +1,26 @@
-"""``file``: a regular file with given content, mode and owner; a directory; or nothing.
+"""``file``: a regular file, a directory (or a tree), a symlink, a hard link, or nothing.
 
 ::
 
     - file: /etc/motd
       content: "welcome\\n"
-      mode: "0644"
+      mode: "u=rw,go=r"
       owner: root
 
 - ``state: exists`` (the default) means a regular file. A symlink at the path is
-  replaced by one when content or source is given (with neither, a symlink is an error
-  naming it: the resource never destroys content it was not asked to manage); a
-  directory, fifo, socket or device only with ``force: true``. A FIFO is never opened.
-- Every path is resolved and changed through :mod:`convergent.host.fs`: parents by
-  systemd's ``CHASE_SAFE`` rules (a user's symlink never steers the agent into another
-  owner's directory), the final name never followed, modes and owners changed only
-  through a verified descriptor.
+  replaced when content or source is given, or with ``force`` (without either it is an
+  error naming it: never destroy content not asked for); with ``follow: true`` content,
+  mode and owner apply to what it leads to (CHASE_SAFE). A directory, fifo, socket or
+  device is replaced only with ``force: true``; a FIFO is never opened.
+- A missing parent directory is refused (as Puppet and Ansible do) unless
+  ``parents: true``; then each directory created is named in the change. Under noop the
+  change says the directory is missing: it may be created by a resource upstream.
+- Every path goes through :mod:`convergent.host.fs` (CHASE_SAFE parents, the final name
+  never followed, changes through a verified descriptor); trees through ``filetree``.
 - Content is written atomically (:mod:`convergent.host.atomic`): a private temp file in
-  the same directory, chowned before the first byte, written, chmodded, fsynced and
-  renamed over the path, so no reader ever sees a half-written or empty file. Content
-  that is already right is never rewritten. The fsyncs and renames of the files written
-  in one pass of the event loop are done together. Temp files a killed agent left for
-  this path are removed at the next write.
+  the same directory, chowned before the first byte, written, chmodded, checked by
+  ``validate`` when given, fsynced and renamed over the path. Content that is already
+  right is never rewritten. ``backup`` keeps the old inode as ``PATH.~N~``.
 - Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
   existing file keeps its mode (and owner) when its content is rewritten.
 - ``check`` costs one ``openat2`` and one ``fstatat``, and at most one read of the file.
@@ -36,108 +36,42 @@ from typing import Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
-from convergent.host import atomic, fs, posix
-from convergent.resources.base import Change, Context, Params, Resource
+from convergent.host import atomic, fs, modes, posix
+from convergent.resources import fileparams, filetree
+from convergent.resources.base import Change, Context, Resource
+from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
+from convergent.resources.fileparams import FileParams
 from convergent.resources.fswatch import FsWatcher
 
-__all__ = ["File", "FileChange", "FileParams"]
+__all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
 
-DIFF_LIMIT = 1 << 20  # bytes; larger content gets a one-line note instead of a diff
-_OCTAL = frozenset("01234567")
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes after it
-
-
-class FileParams(Params, frozen=True):
-    """A regular file with the given content, a directory, or nothing at a path.
-
-    path: absolute path of the file or directory (default: the resource name)
-    content: the file's content, written as UTF-8 (exclusive with source)
-    source: absolute path of a local file whose bytes are copied (exclusive with content)
-    state: exists (a regular file), absent, or directory
-    mode: permission bits as an octal string of 3 or 4 digits, like "0644" or "644"
-    owner: user name or numeric uid, 0-4294967294 (default: left as it is; new files: the agent's)
-    group: group name or numeric gid 0-4294967294 (default: left as it is)
-    force: replace a dir or fifo/socket/device by a file, anything by a dir; remove non-empty dirs
-    """
-
-    path: str | None = None
-    content: str | None = None
-    source: str | None = None
-    state: Literal["exists", "absent", "directory"] = "exists"
-    mode: str | None = None
-    owner: str | None = None
-    group: str | None = None
-    force: bool = False
-
-
-class FileChange(Change):
-    """What ``check`` found, and what ``apply`` needs to make it right.
-
-    ``action``: write (atomic content write), meta (chmod/chown only), mkdir or remove.
-    ``mode``/``uid``/``gid``: what to set (None / -1: leave alone). ``clear``: something of
-    another kind is at the path and goes first (``tree``: a directory with entries).
-    A plain subclass (not a dataclass, which costs import time): equality and repr are
-    Change's, on summary and diff. A content diff is made on first use of ``diff``
-    (:meth:`diff_later`): a run that only reports summaries never imports difflib, which
-    alone costs ~14 ms, nor spends ~12 us per created file on it.
-    """
-
-    def __init__(
-        self,
-        summary: str,
-        diff: str | None = None,
-        action: Literal["write", "meta", "mkdir", "remove"] = "meta",
-        data: bytes = b"",
-        mode: int | None = None,
-        uid: int = -1,
-        gid: int = -1,
-        clear: bool = False,
-        tree: bool = False,
-    ) -> None:
-        self._diff: str | None = diff
-        self._diff_of: tuple[str, bytes, bytes, bool] | None = None
-        super().__init__(summary, diff)
-        self.action = action
-        self.data = data
-        self.mode = mode
-        self.uid = uid
-        self.gid = gid
-        self.clear = clear
-        self.tree = tree
-
-    @property
-    def diff(self) -> str | None:
-        later = self._diff_of
-        if later is not None:
-            self._diff_of = None
-            self._diff = _diff(later[0], later[1], later[2], created=later[3])
-        return self._diff
-
-    @diff.setter
-    def diff(self, value: str | None) -> None:
-        self._diff_of = None
-        self._diff = value
-
-    def diff_later(self, path: str, old: bytes, new: bytes, *, created: bool) -> FileChange:
-        """Make ``diff`` from these contents when it is first read; returns self."""
-        if len(old) > DIFF_LIMIT or len(new) > DIFF_LIMIT:  # hold no large content
-            self.diff = _diff(path, old, new, created=created)
-        else:
-            self._diff_of = (path, old, new, created)
-        return self
 
 
 class File(Resource[FileParams], kind="file"):
     """See the module docstring; parameters are documented on :class:`FileParams`."""
 
-    __slots__ = ("_data", "_gid", "_mode", "_path", "_source", "_uid")
+    __slots__ = (
+        "_check",
+        "_data",
+        "_gid",
+        "_mode",
+        "_path",
+        "_source",
+        "_target",
+        "_trees",
+        "_uid",
+    )
 
     _path: str
     _data: bytes | None
     _source: str | None
-    _mode: int | None
+    _target: str | None
+    _mode: modes.Mode | None
     _uid: int | None
     _gid: int | None
+    _check: tuple[str, ...] | None
+    _trees: filetree.TreeWatch | None
 
     # -- parameters -------------------------------------------------------------------
 
@@ -149,78 +83,111 @@ class File(Resource[FileParams], kind="file"):
                 f"must be an absolute path, got the resource name {self.name!r}; "
                 "name the resource by its absolute path or give path",
             )
-        self._path = _absolute("path", p.path if p.path is not None else self.name)
+        self._path = absolute("path", p.path if p.path is not None else self.name)
         if p.state != "directory" and self._path == "/":
             raise ParamError("path", f"/ cannot be managed with state: {p.state}")
         if p.content is not None and p.source is not None:
             raise ParamError("source", "content and source are exclusive: give one of them")
-        self._source = _absolute("source", p.source) if p.source is not None else None
+        fileparams.check_states(p)
+        self._source = absolute("source", p.source) if p.source is not None else None
         if self._source == self._path:
             raise ParamError("source", f"source is the file itself ({self._path})")
         self._data = p.content.encode() if p.content is not None else None
-        if p.state != "exists":
-            for name in ("content", "source"):
-                if getattr(p, name) is not None:
-                    raise ParamError(name, f"only applies to state: exists, not state: {p.state}")
-        if p.state == "absent":
-            for name in ("mode", "owner", "group"):
-                if getattr(p, name) is not None:
-                    raise ParamError(name, "has no meaning with state: absent; remove it")
-        self._mode = _parse_mode(p.mode) if p.mode is not None else None
+        self._target = fileparams.parse_target(p, self._path)
+        if p.purge and self._source is None:
+            raise ParamError("purge", "needs source (a directory): purge removes what it lacks")
+        self._check = None
+        self._trees = None
+        if p.validate is not None:
+            self._check = fileparams.parse_validate(p.validate)
+            if self._data is None and self._source is None:
+                raise ParamError("validate", "checks new content: give content or source")
+        try:
+            self._mode = modes.parse(p.mode) if p.mode is not None else None
+        except ValueError as exc:
+            raise ParamError("mode", str(exc)) from None
         self._uid = posix.parse_id("owner", p.owner)
         self._gid = posix.parse_id("group", p.group)
+
+    @property
+    def path(self) -> str:
+        """The absolute, normalised path managed."""
+        return self._path
 
     # -- the contract -----------------------------------------------------------------
 
     def subscribe(self, ctx: Context) -> Callable[[], None]:
         """Watch the path (and ``source``) with the run's shared inotify descriptor: no
-        task of its own (the ``Subscribes`` ability)."""
+        task of its own (the ``Subscribes`` ability). The path is registered as managed,
+        so a ``purge`` elsewhere leaves it alone."""
         watcher = ctx.shared(FsWatcher)
-        stop = watcher.watch(self._path, ctx.event)
-        if self._source is None:
-            ctx.ready()
-            return stop
+        managed = ctx.shared(filetree.ManagedPaths)
+        stops = [watcher.watch(self._path, ctx.event)]
         try:
-            stop_source = watcher.watch(self._source, ctx.event)
+            if self._source is not None:
+                stops.append(watcher.watch(self._source, ctx.event))
         except BaseException:
-            stop()
+            stops[0]()
             raise
+        managed.add(self._path)
+        p = self.params
+        if p.recurse or p.follow or p.state == "hard" or (p.source and p.state == "directory"):
+            self._trees = filetree.TreeWatch()  # kept in step by each check
         ctx.ready()
 
         def unsubscribe() -> None:
-            stop()
-            stop_source()
+            managed.discard(self._path)
+            if self._trees is not None:
+                self._trees.close()
+                self._trees = None
+            for stop in stops:
+                stop()
 
         return unsubscribe
 
     async def check(self, ctx: Context) -> FileChange | None:
+        if self.params.purge:
+            # Every worker of a run is started in one pass of the loop and subscribes in
+            # its first step: after one yield, every file of the run is in ManagedPaths.
+            import asyncio
+
+            await asyncio.sleep(0)
         try:
-            return self.plan()
+            return self.plan(ctx)
         except (fs.PathRefused, posix.NoSuchName) as exc:
-            raise self._error(exc) from None
+            raise self.error(exc) from None
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
         try:
             if not isinstance(change, FileChange):
-                planned = self.plan()
+                planned = self.plan(ctx)
                 if planned is None:
                     return None
                 change = planned
-            if change.action == "write":
-                await self._write(ctx, change)
-            elif change.action == "meta":
-                with fs.locate(self._path) as at:
+            action = change.action
+            if action == "refuse":
+                raise ResourceError(self.id, fileparams.missing_text(self._path, change.parents[0]))
+            create = bool(change.parents)
+            if action == "write":
+                return await self.write(ctx, change)
+            if action == "remove":
+                self.remove_path()
+                return None
+            with fs.locate(self._path, create=create, follow=self.params.follow) as at:
+                if action == "meta":
                     self._set_meta(at, change)
-            elif change.action == "mkdir":
-                with fs.locate(self._path, create=True) as at:
+                elif action == "mkdir":
                     fs.make_directory(at, change.mode, change.uid, change.gid, clear=change.clear)
-            else:
-                self._remove()
+                elif action in ("link", "hard"):
+                    self._link(at, change)
+                else:
+                    return self._apply_tree(ctx, at, change)
         except (fs.PathRefused, posix.NoSuchName) as exc:
-            raise self._error(exc) from None
+            raise self.error(exc) from None
         return None
 
-    def _error(self, exc: fs.PathRefused | posix.NoSuchName) -> ResourceError:
+    def error(self, exc: fs.PathRefused | posix.NoSuchName) -> ResourceError:
+        """A path refusal or an unknown owner/group as this resource's error."""
         if isinstance(exc, posix.NoSuchName):
             field = "owner" if exc.what == "user" else "group"
             return ResourceError(self.id, f"{field}: {exc.message}")
@@ -228,13 +195,14 @@ class File(Resource[FileParams], kind="file"):
 
     # -- check ------------------------------------------------------------------------
 
-    def plan(self) -> FileChange | None:
+    def plan(self, ctx: Context | None = None) -> FileChange | None:
         """Compare the file system with the parameters (read only); None when right."""
-        state = self.params.state
+        p = self.params
+        state = p.state
         try:
-            at = fs.locate(self._path)
-        except FileNotFoundError:  # a parent is missing
-            return None if state == "absent" else self._plan_missing()
+            at = fs.locate(self._path, follow=p.follow)
+        except FileNotFoundError as exc:  # a parent is missing
+            return None if state == "absent" else self._plan_missing(str(exc.filename))
         except NotADirectoryError as exc:
             if state == "absent":
                 return None
@@ -243,63 +211,100 @@ class File(Resource[FileParams], kind="file"):
                 f"cannot manage {self._path}: {exc.filename} is not a directory; remove it "
                 "or manage it with state: directory",
             ) from None
+        if ctx is not None and self._trees is not None and (p.follow or state == "hard"):
+            paths = (at.path,) if p.follow else (self._target or at.path,)
+            self._trees.update(ctx.shared(FsWatcher), ctx.event, paths=paths)
         with at:
             old: bytes | None = None
-            if state == "exists" and (self._data is not None or self._source is not None):
+            if state == "exists" and self._wants_content():
                 old, st = fs.read_if_regular(at)  # one open: a regular file is read at once
             else:
                 st = fs.lstat(at)
             if st is None:
-                return None if state == "absent" else self._plan_missing()
+                return None if state == "absent" else self._plan_missing(None)
             if state == "exists":
                 return self._plan_file(st, old)
             if state == "directory":
-                return self._plan_directory(st)
+                return self._plan_directory(at, st, ctx)
+            if state in ("link", "hard"):
+                return self._plan_link(at, st)
             return self._plan_absent(at, st)
 
-    def _plan_missing(self) -> FileChange:
-        uid, gid = self._owner_ids()
-        if self.params.state == "directory":
-            return FileChange("directory created", None, "mkdir", b"", self._mode, uid, gid)
-        data = self._wanted()
-        change = FileChange("created", None, "write", data, self._mode, uid, gid)
-        return change.diff_later(self._path, b"", data, created=True) if data else change
+    def _wants_content(self) -> bool:
+        return self._data is not None or self._source is not None
+
+    def _plan_missing(self, missing: str | None) -> FileChange:
+        uid, gid = self.owner_ids()
+        state = self.params.state
+        change: FileChange
+        if state == "directory":
+            mode = self._new_mode(directory=True)
+            if self.params.recurse or self._source is not None:
+                change = FileChange("directory created", None, "tree", b"", mode, uid, gid)
+                below = filetree.summary(filetree.plan(self._spec(), None, None))
+                change.summary += f"; {below}" if below else ""
+            else:
+                change = FileChange("directory created", None, "mkdir", b"", mode, uid, gid)
+        elif state in ("link", "hard"):
+            change = self._link_change("created")
+        else:
+            data = self._wanted()
+            change = FileChange("created", None, "write", data, self._new_mode(), uid, gid)
+            change.validate = True
+            if data:
+                change.diff_later(self._path, b"", data, created=True)
+        if missing is not None:
+            change.parents = fileparams.missing_dirs(missing, self._path)
+            if not self.params.parents:
+                change.summary += (
+                    f", once {missing} exists (missing: manage it with state: directory, "
+                    "or set parents: true)"
+                )
+                change.action = "refuse"
+            else:
+                change.summary += f" (and directories {', '.join(change.parents)})"
+        return change
 
     def _plan_file(self, st: os.stat_result, old: bytes | None) -> FileChange | None:
         path = self._path
+        p = self.params
         kind = stat.S_IFMT(st.st_mode)
-        wanted = self._wanted() if self._data is not None or self._source is not None else None
+        wanted = self._wanted() if self._wants_content() else None
         if kind != stat.S_IFREG:
             what = fs.kind_name(st.st_mode)
-            if kind == stat.S_IFLNK and wanted is None:
+            if kind == stat.S_IFLNK and wanted is None and not p.force:
                 raise ResourceError(
                     self.id,
                     f"{path} is a symlink; a file without content or source never replaces "
-                    "it (nor follows it): remove the link, or give content or source",
+                    "it (nor follows it): set follow: true to manage what it points to, "
+                    "give content or source, or set force: true to replace it",
                 )
-            if kind != stat.S_IFLNK and not self.params.force:
+            if kind not in (stat.S_IFLNK, stat.S_IFREG) and not p.force:
                 raise ResourceError(
                     self.id,
                     f"{path} is a {what}; set force: true to replace it"
                     f"{' (and everything in it)' if kind == stat.S_IFDIR else ''} with a file",
                 )
-            uid, gid = self._owner_ids()
+            uid, gid = self.owner_ids()
             data = b"" if wanted is None else wanted
             tree = kind == stat.S_IFDIR
             change = FileChange(
-                f"replaced {what} with file", None, "write", data, self._mode, uid, gid, tree, tree
-            )
+                f"replaced {what} with file", None, "write", data, self._new_mode(), uid, gid,
+                tree, tree,
+            )  # fmt: skip
+            change.validate = True
             return change.diff_later(path, b"", data, created=True) if data else change
         parts: list[str] = []
-        if wanted is not None and old != wanted:
+        rewrite = wanted is not None and old != wanted and p.replace
+        if rewrite:
             parts.append("content changed")
         mode, uid, gid = self._meta(st, parts)
         if not parts:
             return None
         summary = ", ".join(parts)
-        if wanted is not None and old != wanted:
+        if rewrite and wanted is not None:
             # A new inode replaces the file: carry over whatever is not being changed.
-            return FileChange(
+            change = FileChange(
                 summary,
                 None,
                 "write",
@@ -308,10 +313,15 @@ class File(Resource[FileParams], kind="file"):
                 st.st_uid if uid == -1 else uid,
                 st.st_gid if gid == -1 else gid,
             ).diff_later(path, old or b"", wanted, created=False)
+            change.replaces = change.validate = True
+            return change
         return FileChange(summary, None, "meta", b"", mode, uid, gid)
 
-    def _plan_directory(self, st: os.stat_result) -> FileChange | None:
+    def _plan_directory(
+        self, at: fs.At, st: os.stat_result, ctx: Context | None
+    ) -> FileChange | None:
         kind = stat.S_IFMT(st.st_mode)
+        tree = self.params.recurse or self._source is not None
         if kind != stat.S_IFDIR:
             what = fs.kind_name(st.st_mode)
             if not self.params.force:
@@ -319,23 +329,94 @@ class File(Resource[FileParams], kind="file"):
                     self.id,
                     f"{self._path} is a {what}; set force: true to replace it with a directory",
                 )
-            uid, gid = self._owner_ids()
+            uid, gid = self.owner_ids()
             summary = f"replaced {what} with directory"
-            return FileChange(summary, None, "mkdir", b"", self._mode, uid, gid, clear=True)
+            action: Literal["tree", "mkdir"] = "tree" if tree else "mkdir"
+            mode = self._new_mode(directory=True)
+            return FileChange(summary, None, action, b"", mode, uid, gid, clear=True)
         parts: list[str] = []
-        mode, uid, gid = self._meta(st, parts)
+        mode, uid, gid = self._meta(st, parts, directory=True)
+        if tree:
+            managed = ctx.shared(filetree.ManagedPaths) if ctx is not None else None
+            found = filetree.plan(self._spec(), at, managed)
+            if ctx is not None and self._trees is not None:
+                tops = (self._path,) if self._source is None else (self._path, self._source)
+                self._trees.update(ctx.shared(FsWatcher), ctx.event, tops, found.dirs)
+            below = filetree.summary(found)
+            if below:
+                parts.append(below)
+                change = FileChange(", ".join(parts), None, "tree", b"", mode, uid, gid)
+                change.diff = "\n".join(found.lines) + "\n" if found.lines else None
+                return change
         return FileChange(", ".join(parts), None, "meta", b"", mode, uid, gid) if parts else None
 
-    def _meta(self, st: os.stat_result, parts: list[str]) -> tuple[int | None, int, int]:
+    def _plan_link(self, at: fs.At, st: os.stat_result) -> FileChange | None:
+        kind = stat.S_IFMT(st.st_mode)
+        if self.params.state == "link" and kind == stat.S_IFLNK:
+            now = os.readlink(at.name, dir_fd=at.fd)
+            if now == self._target:
+                parts: list[str] = []
+                _, uid, gid = self._meta(st, parts, link=True)
+                return (
+                    FileChange(", ".join(parts), None, "link", b"", None, uid, gid)
+                    if parts
+                    else None
+                )
+            return self._link_change(f"link target {now} -> {self._target}", clear=True)
+        if self.params.state == "hard" and self._target is not None:
+            from convergent.resources.fileops import hard_target
+
+            target = hard_target(self.id, self._target)
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                return None
+        what = fs.kind_name(st.st_mode)
+        if kind != stat.S_IFLNK and not self.params.force:
+            raise ResourceError(
+                self.id, f"{self._path} is a {what}; set force: true to replace it with a link"
+            )
+        return self._link_change(
+            f"replaced {what} with link", clear=True, tree=kind == stat.S_IFDIR
+        )
+
+    def _link_change(self, summary: str, *, clear: bool = False, tree: bool = False) -> FileChange:
+        state = self.params.state
+        if state == "hard":
+            assert self._target is not None
+            from convergent.resources.fileops import same_file_system
+
+            same_file_system(self.id, self._path, self._target)
+        uid, gid = self.owner_ids() if state == "link" else (-1, -1)
+        assert self._target is not None
+        change = FileChange(
+            summary, None, "hard" if state == "hard" else "link", os.fsencode(self._target),
+            None, uid, gid, clear, tree,
+        )  # fmt: skip
+        return change
+
+    def _new_mode(self, *, directory: bool = False) -> int | None:
+        """The mode of something new: the mode applied to the default one (None: default)."""
+        if self._mode is None:
+            return None
+        mode = self._mode.apply(fs.default_mode(directory), directory=directory)
+        tree = directory and self.params.recurse and self._mode.octal is not None
+        return modes.with_search(mode) if tree else mode
+
+    def _meta(
+        self, st: os.stat_result, parts: list[str], *, directory: bool = False, link: bool = False
+    ) -> tuple[int | None, int, int]:
         """The mode, uid and gid to set on what ``st`` describes (None / -1: leave it),
         each difference described in ``parts``."""
         old_mode = stat.S_IMODE(st.st_mode)
-        mode = self._mode
-        if mode is not None and mode != old_mode:
-            parts.append(f"mode {old_mode:04o} -> {mode:04o}")
-        else:
-            mode = None
-        uid, gid = self._owner_ids()
+        mode = None
+        if self._mode is not None and not link:
+            mode = self._mode.apply(old_mode, directory=directory)
+            if directory and self.params.recurse and self._mode.octal is not None:
+                mode = modes.with_search(mode)  # the top of a tree as the directories below
+            if mode != old_mode:
+                parts.append(f"mode {old_mode:04o} -> {mode:04o}")
+            else:
+                mode = None
+        uid, gid = self.owner_ids()
         if uid != -1 and uid != st.st_uid:
             parts.append(f"owner {self._user(st.st_uid)} -> {self._user(uid)}")
         else:
@@ -344,7 +425,7 @@ class File(Resource[FileParams], kind="file"):
             parts.append(f"group {self._group(st.st_gid)} -> {self._group(gid)}")
         else:
             gid = -1
-        if mode is None and (uid != -1 or gid != -1) and old_mode & _SPECIAL_BITS:
+        if mode is None and (uid != -1 or gid != -1) and old_mode & _SPECIAL_BITS and not link:
             mode = old_mode  # chown clears setuid/setgid: put them back
         return mode, uid, gid
 
@@ -369,20 +450,13 @@ class File(Resource[FileParams], kind="file"):
         """The content the file should have (empty when neither content nor source)."""
         if self._data is not None:
             return self._data
-        source = self._source
-        if source is None:
+        if self._source is None:
             return b""
-        try:
-            with fs.locate(source, follow=True) as at:
-                return fs.read_regular(at)[0]
-        except FileNotFoundError:
-            raise ResourceError(
-                self.id, f"source {source} does not exist; create it or fix source"
-            ) from None
-        except fs.PathRefused as exc:
-            raise ResourceError(self.id, f"source: {exc.message}") from None
+        from convergent.resources.fileops import read_source
 
-    def _owner_ids(self) -> tuple[int, int]:
+        return read_source(self.id, self._source)
+
+    def owner_ids(self) -> tuple[int, int]:
         """The uid and gid asked for (-1: not asked), resolving names on first use."""
         p = self.params
         if self._uid is None:
@@ -400,29 +474,71 @@ class File(Resource[FileParams], kind="file"):
         group = self.params.group
         return str(gid) if group is None or group.isdigit() else posix.group_name(gid)
 
+    def _spec(self) -> filetree.Spec:
+        uid, gid = self.owner_ids()
+        p = self.params
+        return filetree.Spec(
+            self._path, self._mode, self._source, recurse=p.recurse, purge=p.purge, uid=uid, gid=gid
+        )
+
     # -- apply ------------------------------------------------------------------------
 
-    async def _write(self, ctx: Context, change: FileChange) -> None:
-        """Write ``change.data`` to a private temp file and commit it over the path."""
-        at = fs.locate(self._path, create=True)
+    async def write(self, ctx: Context, change: FileChange) -> str | None:
+        """Write ``change.data`` to a private temp file, validate it, keep a backup, and
+        commit it over the path. Returns the summary when it says more than the change."""
+        p = self.params
+        at = fs.locate(self._path, create=bool(change.parents), follow=p.follow)
         try:
             ctx.shared(atomic.Sweeper).sweep(at)
             fd, temp = atomic.create_temp(at, change.data, change.mode, change.uid, change.gid)
         except BaseException:
             at.close()
             raise
+        check = self._check if change.validate else None
+        summary = None
+        if check is not None or (p.backup and change.replaces):
+            from convergent.resources import fileops
+
+            backup = p.backup and change.replaces
+            summary = await fileops.before_commit(self.id, check, backup, at, fd, temp, change)
         await ctx.shared(atomic.Commits).commit(fd, temp, at, change.tree)
+        return summary
 
     def _set_meta(self, at: fs.At, change: FileChange) -> None:
         """Mode and owner through a descriptor of what is at the path now: a file (or a
-        directory for state: directory); a symlink or anything else is refused."""
+        directory for state: directory); a symlink (of state: link: lchown) or anything
+        else is refused."""
+        if self.params.state == "link":
+            os.chown(at.name, change.uid, change.gid, dir_fd=at.fd, follow_symlinks=False)
+            return
         fd, _ = fs.open_node(at, directory=self.params.state == "directory", change=True)
         try:
             fs.set_meta(fd, change.mode, change.uid, change.gid)
         finally:
             os.close(fd)
 
-    def _remove(self) -> None:
+    def _link(self, at: fs.At, change: FileChange) -> None:
+        if change.action == "link" and not change.clear and fs.lstat(at) is not None:
+            self._set_meta(at, change)  # the link is right: only its owner
+            return
+        assert self._target is not None
+        from convergent.resources import fileops
+
+        fileops.put_link(at, self._target, hard=change.action == "hard", tree=change.tree)
+        if change.uid != -1 or change.gid != -1:
+            os.chown(at.name, change.uid, change.gid, dir_fd=at.fd, follow_symlinks=False)
+
+    def _apply_tree(self, ctx: Context, at: fs.At, change: FileChange) -> str | None:
+        st = fs.lstat(at)
+        if st is None or change.clear:
+            fs.make_directory(at, change.mode, change.uid, change.gid, clear=change.clear)
+        elif change.mode is not None or change.uid != -1 or change.gid != -1:
+            self._set_meta(at, change)
+        filetree.apply(self._spec(), at, ctx.shared(filetree.ManagedPaths))
+        return None
+
+    def remove_path(self) -> None:
+        """Remove what is at the path (a non-empty directory only with ``force``)."""
         try:
             at = fs.locate(self._path)
         except (FileNotFoundError, NotADirectoryError):
@@ -448,150 +564,32 @@ class File(Resource[FileParams], kind="file"):
     def needs(self) -> tuple[Sequence[str], ...]:
         """Whatever else provides its own path (a package shipping it, a command creating
         it) comes first; then its nearest managed ancestor directory, not every ancestor;
-        then the managed user and group that own it (``user:NAME``, ``gid:N``...)."""
+        a hard link's target comes before the link; then the managed user and group that
+        own it (``user:NAME``, ``gid:N``...)."""
         from convergent.resources.runas import needs
 
+        own: tuple[str, ...] = (f"file:{self._path}",)
+        if self.params.state == "hard" and self._target is not None:
+            own += (f"file:{self._target}",)
         owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
-        return ((f"file:{self._path}",), path_uids("file:", self._path), *owners)
+        return (own, path_uids("file:", self._path), *owners)
 
-    # -- reversal (meta: {reverse: true}) ------------------------------------------------
-    # Before the first change the engine calls record_reverse, which keeps in the state
-    # database either "created" (nothing was at the path) or what was there: a regular
-    # file's content, mode, owner and group, or a directory's mode, owner and group. When
-    # the resource leaves the graph, reverse() removes what it created or puts the
-    # recorded content and metadata back (through descriptors: a symlink that has taken
-    # the directory's place is refused, never followed), then forgets the record. A
-    # symlink or special file it replaced is not recorded, and so not restored.
-
-    def _record(self, ctx: Context) -> str | None:
-        """The reversal record (the state database's own table, out of reach of ``kv``)."""
-        return None if ctx.state is None else ctx.state.get_reversal(self.id)
-
-    def _keep_record(self, ctx: Context, record: str | None) -> None:
-        if ctx.state is not None:
-            ctx.state.set_reversal(self.id, record)
+    # -- reversal (meta: {reverse: true}): see convergent.resources.filereverse ---------
 
     def record_reverse(self, ctx: Context, change: Change) -> None:
         """Keep how to undo the first change (later changes keep the first record)."""
-        if ctx.state is None or ctx.state.readonly or self._record(ctx) is not None:
-            return
-        try:
-            with fs.locate(self._path) as at:
-                st = fs.lstat(at)
-                if st is not None and stat.S_ISREG(st.st_mode):
-                    data, st = fs.read_regular(at)
-        except (FileNotFoundError, NotADirectoryError):
-            st = None
-        except fs.PathRefused as exc:
-            raise self._error(exc) from None
-        if st is None:
-            self._keep_record(ctx, "created")
-            return
-        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
-            return
-        import json
+        from convergent.resources import filereverse
 
-        record: dict[str, object] = {
-            "mode": stat.S_IMODE(st.st_mode),
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-        }
-        if stat.S_ISREG(st.st_mode):
-            import base64
-
-            record["content"] = base64.b64encode(data).decode()
-        self._keep_record(ctx, json.dumps(record))
+        filereverse.record_reverse(self, ctx, change)
 
     def plan_reverse(self, ctx: Context) -> str | None:
         """What :meth:`reverse` would do (read only), or None."""
-        record = self._record(ctx)
-        if record is None:
-            return None
-        if record != "created":
-            return f"restore {self._path}"
-        try:
-            with fs.locate(self._path) as at:
-                return f"remove {self._path}" if fs.lstat(at) is not None else None
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        from convergent.resources.filereverse import plan_reverse
+
+        return plan_reverse(self, ctx)
 
     async def reverse(self, ctx: Context) -> str | None:
-        """Undo what this resource did (see above); None when there is nothing to undo."""
-        record = self._record(ctx)
-        if record is None:
-            return None
-        summary: str | None = None
-        try:
-            if record == "created":
-                if self.plan_reverse(ctx) is not None:
-                    self._remove()
-                    summary = "removed"
-            else:
-                import json
+        """Undo what this resource did; None when there is nothing to undo."""
+        from convergent.resources.filereverse import reverse
 
-                saved = json.loads(record)
-                mode, uid, gid = saved["mode"], saved["uid"], saved["gid"]
-                if "content" in saved:
-                    import base64
-
-                    data = base64.b64decode(saved["content"])
-                    await self._write(
-                        ctx, FileChange("restored", None, "write", data, mode, uid, gid)
-                    )
-                    summary = "restored content, mode and owner"
-                else:
-                    with fs.locate(self._path) as at:
-                        fd, _ = fs.open_node(at, directory=True)
-                        try:
-                            fs.set_meta(fd, mode, uid, gid)
-                        finally:
-                            os.close(fd)
-                    summary = "restored mode and owner"
-        except fs.PathRefused as exc:
-            raise self._error(exc) from None
-        self._keep_record(ctx, None)
-        return summary
-
-
-def _absolute(field_name: str, path: str) -> str:
-    """Normalise an absolute path; reject a relative one."""
-    if not path.startswith("/"):
-        raise ParamError(field_name, f"must be an absolute path (starting with /), got {path!r}")
-    if "\0" in path:
-        raise ParamError(field_name, "must not contain a NUL character")
-    normal = os.path.normpath(path)
-    return "/" + normal.lstrip("/")
-
-
-def _parse_mode(mode: str) -> int:
-    if len(mode) not in (3, 4) or not _OCTAL.issuperset(mode):
-        raise ParamError(
-            "mode", f'expected an octal string of 3 or 4 digits like "0644" or "644", got {mode!r}'
-        )
-    return int(mode, 8)
-
-
-def _diff(path: str, old: bytes, new: bytes, *, created: bool) -> str:
-    """A unified diff of two contents, or a one-line note for binary or large content."""
-    if len(old) > DIFF_LIMIT or len(new) > DIFF_LIMIT:
-        return f"content differs ({len(old)} -> {len(new)} bytes; too large to show a diff)"
-    if b"\0" in old or b"\0" in new:
-        return "binary content differs"
-    try:
-        old_text, new_text = old.decode(), new.decode()
-    except UnicodeDecodeError:
-        return "binary content differs"
-    import difflib
-
-    lines = difflib.unified_diff(
-        old_text.splitlines(keepends=True),
-        new_text.splitlines(keepends=True),
-        "/dev/null" if created else path,
-        path,
-    )
-    out: list[str] = []
-    for line in lines:
-        out.append(line)
-        if not line.endswith("\n"):
-            out.append("\n\\ No newline at end of file\n")
-    return "".join(out)
+        return await reverse(self, ctx)

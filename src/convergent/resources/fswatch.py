@@ -13,6 +13,8 @@ How it works:
   next missing component; as directories appear the watch is re-armed deeper. When a
   watched directory is deleted or moved, the watch is re-armed up. After every re-arm
   the affected callbacks are called: a spurious event is fine, a missed one is a bug.
+- ``watch_entries(directory, callback)`` calls back for any entry of a directory (the
+  directories of a ``recurse`` or ``source`` tree), on the same per-directory watches.
 - A queue overflow re-arms everything and calls every callback.
 - No task of its own: the descriptor is registered with ``loop.add_reader`` and events
   are drained in the reader callback.
@@ -76,6 +78,9 @@ _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _READ_SIZE = 65536
 _CLOSE_DELAY = 0.002  # seconds between removing the last watches and closing (see close)
+
+
+_ANY = ""  # the name key of a subscriber to every entry (no entry has an empty name)
 
 
 class _Inotify:
@@ -222,7 +227,17 @@ class FsWatcher:
             raise ValueError(f"FsWatcher.watch needs an absolute path, got {path!r}")
         path = os.path.normpath(path)
         head, _, name = path.rpartition("/")
-        parent = head or "/"
+        return self._subscribe(head or "/", name, callback)
+
+    def watch_entries(self, directory: str, callback: Callback) -> Callable[[], None]:
+        """Call ``callback`` whenever any entry of ``directory`` may have been created,
+        deleted, modified, chmod/chown'd or renamed (a tree's directories: ``recurse``).
+        Returns the unsubscribe function; raises as :meth:`watch` does."""
+        if not directory.startswith("/"):
+            raise ValueError(f"FsWatcher.watch_entries needs an absolute path, got {directory!r}")
+        return self._subscribe(os.path.normpath(directory), _ANY, callback)
+
+    def _subscribe(self, parent: str, name: str, callback: Callback) -> Callable[[], None]:
         d = self._dirs.get(parent)
         if d is None:
             self._start()
@@ -398,6 +413,8 @@ class FsWatcher:
             if callbacks is not None:
                 for callback in callbacks:
                     self._call(callback)
+            for callback in d.names.get(_ANY, ()):
+                self._call(callback)
         waiting = w.pending.get(name)
         if waiting is not None:
             for d in waiting:
