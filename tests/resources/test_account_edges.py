@@ -75,6 +75,19 @@ def test_a_command_run_as_a_user_comes_after_that_user_and_group() -> None:
     assert {("user[app]", "exec[job]"), ("group[web]", "exec[job]")} <= found
 
 
+def test_a_process_run_as_a_user_comes_after_that_user_group_and_its_directory() -> None:
+    from convergent.resources.process import Process
+
+    server = Process("web", cmd=["sleep", "60"], user="app", group="web", cwd="/srv/site")
+    site = File("/srv/site", state="directory")
+    found = edges(server, User("app"), Group("web"), site)
+    assert {
+        ("user[app]", "process[web]"),
+        ("group[web]", "process[web]"),
+        ("file[/srv/site]", "process[web]"),
+    } <= found
+
+
 def test_an_absent_account_provides_nothing_and_autoedge_false_opts_out() -> None:
     assert edges(File("/srv/a", owner="app"), User("app", state="absent")) == set()
     off = User("app", meta=Meta(autoedge=False))

@@ -30,7 +30,7 @@ import contextlib
 import hashlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -283,6 +283,20 @@ class Process(Resource[ProcessParams], kind="process"):
         if record is None or live(record.pid, record.start) is None:
             return None
         return f"stop pid {record.pid}"
+
+    def provides(self) -> tuple[str, ...]:
+        """Nothing another resource would need (the autoedge protocol asks for both)."""
+        return ()
+
+    def needs(self) -> list[Sequence[str]]:
+        """Autoedges: the nearest managed directory at or above ``cwd``, and the managed
+        ``user`` and ``group`` it runs as (``user:NAME``, ``gid:N``...)."""
+        from convergent.graph.autoedge import path_uids
+        from convergent.resources.runas import needs
+
+        p = self.params
+        cwd = path_uids("file:", p.cwd, inclusive=True)
+        return [cwd, *([uid] for uid in needs(p.user, p.group))]
 
     # -- starting and stopping --------------------------------------------------------
 
