@@ -331,6 +331,7 @@ _BUILTIN: dict[str, str] = {
     "kv": "convergent.resources.kv:Kv",
     "noop": "convergent.resources.noop:Noop",
     "password": "convergent.resources.password:Password",
+    "pkg": "convergent.resources.pkg:Pkg",
     "timer": "convergent.resources.timer:Timer",
 }
 ENTRY_POINTS = "convergent.kinds"  # the entry-point group plug-in kinds are found in
