@@ -171,6 +171,15 @@ def _apt_words(finished: process.Finished) -> str:
     return "; ".join(chosen[-_TAIL:]) or f"exit status {finished.code}"
 
 
+def _holder(finished: process.Finished) -> str | None:
+    """Who holds the lock, as apt said it while waiting: ``process 5895 (python3)``."""
+    said = finished.stdout.text() + finished.stderr.text()
+    _, found, rest = said.rpartition("It is held by ")
+    if not found:
+        return None
+    return rest.splitlines()[0].rstrip(".") if rest else None
+
+
 class Apt:
     """The apt backend (see the module docstring)."""
 
@@ -252,10 +261,12 @@ class Apt:
         if finished.code == 0:
             return
         words = _apt_words(finished)
-        if "Could not get lock" in words:
+        if "Could not get lock" in words or "Unable to acquire the dpkg" in words:
+            holder = _holder(finished)
             raise PackageError(
-                f"apt-get {what}: the package database is locked by another program; waited "
-                f"{self.lock_wait:g} s: {words}; let it finish (or stop it) and run again"
+                f"apt-get {what}: the package database is locked by another program"
+                f"{f' ({holder})' if holder else ''}; waited {self.lock_wait:g} s: {words}; "
+                "let it finish (or stop it) and run again"
             )
         raise PackageError(f"apt-get {what} failed: {words}")
 
