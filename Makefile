@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := graphviz python3-venv
 APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/support_dbus.py)
+APT_PACKAGES += packagekit  # pkg's PackageKit backend, activated on that bus
 
 .PHONY: run test lint typecheck unit system-deps clean
 
