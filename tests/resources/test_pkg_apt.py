@@ -191,3 +191,30 @@ def test_a_held_package_database_lock_is_waited_for_then_named(restored: History
     assert f"locked by another program (process {holder.pid} (python" in message
     assert "waited 1 s" in message
     assert restored.entries() == []
+
+
+def test_latest_installs_the_candidate_and_then_changes_nothing(
+    tmp_path: Path, restored: History
+) -> None:
+    hand("remove", "hello")
+    done = run(tmp_path, "pkg: hello\n    state: latest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"pkg[hello]: installed {candidate('hello')}" in done.stdout.splitlines()
+    again = run(tmp_path, "pkg: hello\n    state: latest")
+    assert again.returncode == 0 and "changed: 0" in again.stdout
+    assert len(restored.commandlines()) == 1
+
+
+def test_update_cache_auto_refreshes_the_lists_once_then_names_what_is_still_unknown(
+    tmp_path: Path, restored: History
+) -> None:
+    hand("remove", "sl")
+    done = run(tmp_path, "pkg: sl", "pkg: convergent-no-such-package")
+    assert done.returncode == 1
+    text = done.stdout + done.stderr
+    assert text.count("not in the package lists; refreshing them (apt-get update)") == 1
+    assert (
+        "unknown package: convergent-no-such-package: not in the package lists, "
+        "even after apt-get update" in text
+    )
+    assert installed("sl") == {"sl": candidate("sl")}

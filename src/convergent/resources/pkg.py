@@ -11,7 +11,7 @@ once per run).
   with one query (``check_group``) and changed with ONE removal call, then ONE install
   call (``apply_group``). The report names each member (``pkg[sl]: installed 5.02-1+b1``).
 - **The package lists are never refreshed by themselves.** ``update_cache: auto`` refreshes
-  them (once per transaction, saying so) only when a wanted package or version is not in
+  them (at most once per run, saying so) only when a wanted package or version is not in
   them; ``never`` fails that member with "not in the package lists".
 - **An unknown package fails alone.** A package (or pinned version) that is not in the
   lists, even after a refresh, is left out of the transaction and fails, naming itself;
@@ -83,6 +83,8 @@ class Backend(Protocol):
 
     label: str  # "apt", "PackageKit"
     lists_hint: str  # how to refresh the lists by hand
+    refresher: str  # what refreshes them: "apt-get update"
+    refreshed: bool  # they were refreshed during this run (at most once per run)
 
     async def installed(self, names: Sequence[str]) -> dict[str, str | None]: ...
 
@@ -330,10 +332,12 @@ async def _find_missing(
             )
     if not refreshing:
         return
-    names = ", ".join(pkgs[i].name for i in refreshing)
-    ctx.log(f"{names}: not in the package lists; refreshing them")
     try:
-        await backend.refresh(ctx.log)
+        if not backend.refreshed:  # once per run: a package still missing stays missing
+            names = ", ".join(pkgs[i].name for i in refreshing)
+            ctx.log(f"{names}: not in the package lists; refreshing them ({backend.refresher})")
+            await backend.refresh(ctx.log)
+            backend.refreshed = True
         offered = await backend.available([pkgs[i].name for i in refreshing])
     except PackageError as exc:
         for i in refreshing:
@@ -346,7 +350,7 @@ async def _find_missing(
         if why is not None:
             unknown = "unknown package: " if offer is None else ""
             results[i] = ResourceError(
-                p.id, f"{unknown}{p.name}: {why}, even after refreshing them ({backend.label})"
+                p.id, f"{unknown}{p.name}: {why}, even after {backend.refresher}"
             )
             continue
         assert offer is not None

@@ -185,9 +185,11 @@ class Apt:
 
     label = "apt"
     lists_hint = "run apt-get update or set update_cache: auto"
+    refresher = "apt-get update"
 
     def __init__(self, lock_wait: float = LOCK_WAIT) -> None:
         self.lock_wait = lock_wait
+        self.refreshed = False  # the lists were refreshed during this run
 
     async def installed(self, names: Sequence[str]) -> dict[str, str | None]:
         """The installed version of each name (None: not installed)."""
@@ -224,7 +226,6 @@ class Apt:
 
     async def refresh(self, log: Callable[[str], None]) -> None:
         """Refresh the package lists (``apt-get update``)."""
-        log("refreshing the package lists (apt-get update)")
         finished = await self._run(
             ["apt-get", "update", "-q", *self._lock_options()], "apt-get update"
         )

@@ -73,9 +73,11 @@ class PackageKit:
 
     label = "PackageKit"
     lists_hint = "run pkcon refresh or set update_cache: auto"
+    refresher = "PackageKit RefreshCache"
 
     def __init__(self, bus: SystemBus | None = None) -> None:
         self.bus = bus or SystemBus()
+        self.refreshed = False  # the lists were refreshed during this run
         self._ids: dict[tuple[str, str], str] = {}  # (name, version) -> package id seen
 
     async def installed(self, names: Sequence[str]) -> dict[str, str | None]:
@@ -113,7 +115,6 @@ class PackageKit:
 
     async def refresh(self, log: Callable[[str], None]) -> None:
         """Refresh the package lists (``RefreshCache``)."""
-        log("refreshing the package lists (PackageKit RefreshCache)")
         outcome = await self._run("RefreshCache", "b", [False], CHANGE_WAIT)
         self._check(outcome, "RefreshCache")
 
