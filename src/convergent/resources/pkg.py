@@ -47,7 +47,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._-]*(:[A-Za-z0-9][A-Za-z0-9-]*)?\Z")
 _VERSION = re.compile(r"[0-9][A-Za-z0-9.+~:_-]*\Z")
 _STATES = ("installed", "absent", "latest")
 # Directories many packages ship into: never a reason for an edge to one of them.
-_SHARED = re.compile(
+_SHARED_DIRS = (
     r"/[^/]*\Z|/usr/(share|lib|lib64|libexec|bin|sbin|games|include|local)\Z"
     r"|/usr/share/(doc|man|man/[^/]+|info|locale|locale/[^/]+|locale/[^/]+/LC_MESSAGES"
     r"|applications|pixmaps|icons|lintian|lintian/overrides|bug|menu|doc-base|mime|bash-completion"
@@ -59,6 +59,7 @@ _SHARED = re.compile(
     r"|modprobe\.d|dbus-1|dbus-1/system\.d|bash_completion\.d|alternatives|ssl|ssl/certs)\Z"
     r"|/var/(lib|log|cache|spool|backups|www|lib/dpkg|lib/systemd)\Z"
 )
+_shared: re.Pattern[str] | None = None  # compiled on first use: most runs never need it
 
 
 class PkgParams(Params, frozen=True):
@@ -230,8 +231,11 @@ class Pkg(Resource[PkgParams], kind="pkg"):
         uids = [f"pkg:{self.name}"]
         if self.params.state == "absent":
             return uids
+        global _shared
+        if _shared is None:
+            _shared = re.compile(_SHARED_DIRS)
         for path in file_list(self.name):
-            if not _SHARED.match(path):
+            if not _shared.match(path):
                 uids.append(f"file:{path}")
         return uids
 

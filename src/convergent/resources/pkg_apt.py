@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from convergent.errors import ConvergentError
-from convergent.host import process
+
+if TYPE_CHECKING:  # imported when a command runs: checking installed packages runs none
+    from convergent.host import process
 
 __all__ = [
     "ADMINDIR",
@@ -137,18 +139,17 @@ def parse_policy(text: str) -> dict[str, Available]:
     return found
 
 
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "armv7l": "armhf"}
+
+
 def file_list(name: str) -> list[str]:
-    """The paths the installed package ``name`` ships (dpkg's ``info/NAME.list``); empty
-    when it is not installed."""
+    """The paths the installed package ``name`` ships (dpkg's ``info/NAME.list``, or
+    ``NAME:ARCH.list`` for a package several architectures may have); empty when it is
+    not installed."""
     info = os.path.join(ADMINDIR, "info")
     base, _, arch = name.partition(":")
-    candidates = [f"{name}.list"] if arch else [f"{base}.list"]
-    if not arch:
-        try:
-            candidates += sorted(e for e in os.listdir(info) if e.startswith(f"{base}:"))
-        except OSError:
-            return []
-        candidates = [c for c in candidates if c.endswith(".list")]
+    native = _ARCH.get(os.uname().machine, os.uname().machine)
+    candidates = [f"{name}.list"] if arch else [f"{base}.list", f"{base}:{native}.list"]
     for entry in candidates:
         try:
             with open(os.path.join(info, entry), encoding="utf-8", errors="replace") as f:
@@ -272,6 +273,8 @@ class Apt:
         raise PackageError(f"apt-get {what} failed: {words}")
 
     async def _run(self, argv: list[str], what: str) -> process.Finished:
+        from convergent.host import process
+
         try:
             return await process.run(argv, env=_ENV)
         except OSError as exc:
