@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from convergent.resources.base import builtin_kinds
 from tests.e2e.agent import Agent
 
 WATCHING = "converged; watching for changes (Ctrl-C to stop)"
@@ -145,7 +146,7 @@ def test_an_invalid_edit_is_reported_with_its_place_and_changes_nothing(tmp_path
         f"{policy}:3:14: file[{root}/same]: content: expected str or null, got int; quote it "
         'to keep it as text: "3"',
         f"{policy}:4:5: fiel[{root}/gone]: unknown resource kind 'fiel' (did you mean 'file'?);"
-        " known kinds: exec, file, kv, noop, password, timer",
+        f" known kinds: {', '.join(builtin_kinds())}",
     ], agent.err
     assert after[0] == "policy reloaded: +0 -0 ~1 resources", after
     assert (root / "same").read_text() == "fixed\n"
