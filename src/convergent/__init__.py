@@ -27,6 +27,7 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``Pkg``: a package installed, absent, latest or pinned, through apt or PackageKit.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -90,6 +91,7 @@ __all__ = [
     "ParamError",
     "Params",
     "Password",
+    "Pkg",
     "PolicyError",
     "Problem",
     "Report",
@@ -142,6 +144,7 @@ _LAZY = {
     "Kv": "convergent.resources.kv",
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
+    "Pkg": "convergent.resources.pkg",
     "Timer": "convergent.resources.timer",
 }
 
@@ -179,6 +182,7 @@ if TYPE_CHECKING:
     from convergent.resources.kv import Kv
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
+    from convergent.resources.pkg import Pkg
     from convergent.resources.timer import Timer
 
 
