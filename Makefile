@@ -11,6 +11,7 @@ UNITDIR ?= /etc/systemd/system
 POLICY ?= /etc/convergent/policy.yaml
 APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd
 APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/support_dbus.py)
+APT_PACKAGES += packagekit  # pkg's PackageKit backend, activated on that bus
 
 .PHONY: run test lint typecheck unit system-deps clean install
 

@@ -18,7 +18,9 @@ from workloads import CommandSpec, Workload
 __all__ = [
     "ansible",
     "cfengine",
+    "cfengine_packages",
     "convergent",
+    "convergent_packages",
     "floor",
     "puppet",
     "pyinfra",
@@ -229,4 +231,41 @@ def floor(workload: Workload, target: Path) -> str:
         "    if st is None or st.st_mode & 0o7777 != mode:",
         "        os.chmod(path, mode)",
     ]
+    return "\n".join(out) + "\n"
+
+
+def convergent_packages(names: tuple[str, ...]) -> str:
+    """W8 for convergent: one ``pkg`` resource per package (grouped by the engine into one
+    transaction). ``backend: apt`` so that the comparison is with apt-get on any host."""
+    out = ["resources:"]
+    for name in names:
+        out += [f"  - pkg: {name}", "    backend: apt"]
+    return "\n".join(out) + "\n"
+
+
+def cfengine_packages(names: tuple[str, ...]) -> str:
+    """W8 for CFEngine 3.21: ``packages:`` promises through the ``apt_get`` package module,
+    as its documentation shows. ``query_updates_ifelapsed`` is set to a week, what an
+    expert writes so that a run does not refresh the package lists each time (the module
+    still asks apt for updates on its first run: the harness's warm-up run pays that)."""
+    out = [
+        "body common control",
+        "{",
+        '  bundlesequence => { "bench" };',
+        "}",
+        "",
+        "body package_module apt_get",
+        "{",
+        '  query_installed_ifelapsed => "0";',
+        '  query_updates_ifelapsed => "10080";',
+        '  interpreter => "/usr/bin/python3";',
+        "}",
+        "",
+        "bundle agent bench",
+        "{",
+        "  packages:",
+    ]
+    for name in names:
+        out.append(f'    {_cf_string(name)} policy => "present", package_module => apt_get;')
+    out.append("}")
     return "\n".join(out) + "\n"

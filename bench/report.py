@@ -249,8 +249,10 @@ def render(
     drift_note: str,
     tools: list[Tool],
     header: list[str],
+    sections: list[str] | None = None,
 ) -> str:
-    """The whole of results.md."""
+    """The whole of results.md; ``sections``: lines of further sections (W8), before the
+    targets."""
     lines = ["# convergent vs peers: benchmark results", "", *header, ""]
     found = versions(tools)
     lines += ["Versions:", ""]
@@ -269,6 +271,8 @@ def render(
         f"- {t.name}: {t.schedule}" for t in tools if t.name != "convergent" and not t.reference
     ]
     lines += ["", "## W7 growth with N", "", *(growth(results) or ["- not measured"]), ""]
+    if sections:
+        lines += [*sections, ""]
     lines += [
         "## Targets (issue 4)",
         "",

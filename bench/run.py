@@ -13,7 +13,8 @@ W3 once untimed first (page cache, first-run setup of its own state).
 The slow peers (Ansible, pyinfra) run once per workload and at a reduced size (100
 files instead of 1,000); convergent runs at that size too, so their ratio compares
 the same work. The table says so in its notes. W5 (drift) runs convergent only.
-W8 and W9 (packages, exchange) belong to later issues: add them to ``WORKLOADS``.
+W8 (packages: ``packages.py``, root and apt; the machine is put back as it was) adds
+its own section. W9 (exchange) belongs to a later issue: add it to ``WORKLOADS``.
 All work happens under a temporary directory in /tmp, removed at the end.
 """
 
@@ -37,7 +38,7 @@ from tools import TOOLS, Tool, by_name
 __all__ = ["main"]
 
 QUICK_TOOLS = ("convergent", "CFEngine")
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8")
 
 
 class Bench:
@@ -226,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
                         if tool.name in ("Puppet", "Salt") and size > args.peer_scale:
                             continue
                         bench.case(tool, wl.create(key, size), 1, ["1 run", *_notes(tool)])
+        w8: list[str] = []
+        if "W8" in keys:
+            from packages import measure_packages
+            from packages import render as render_w8
+
+            w8 = render_w8(measure_packages(max(1, min(args.repeats, 3)), bench.echo))
         header = [
             *report.machine(),
             f"- mode: {'QUICK (convergent and CFEngine only)' if args.quick else 'full'}; "
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for name, why in bench.broken.items():
             header.append(f"- {name} not run: {why}")
-        text = report.render(bench.results, drift, drift_note, tools, header)
+        text = report.render(bench.results, drift, drift_note, tools, header, w8)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     args.out.write_text(text)

@@ -18,12 +18,14 @@ from pathlib import Path
 
 __all__ = [
     "FILE_WORKLOADS",
+    "W8_PACKAGES",
     "CommandSpec",
     "FileSpec",
     "Prepare",
     "Workload",
     "create",
     "drift",
+    "packages",
     "parallel",
     "prepare",
     "rewritten",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 FILE_WORKLOADS = ("W1", "W2", "W3", "W4")
+W8_PACKAGES = ("sl", "cowsay", "hello")  # small Debian packages; cowsay pulls in one more
 
 
 class Prepare(Enum):
@@ -140,6 +143,15 @@ def parallel() -> Workload:
         for name in names
     )
     return Workload("W6", "parallel 4 x 1 s, 3 chained", 0, commands=commands, ideal="3 s")
+
+
+def packages() -> Workload:
+    """W8: install three small packages from removed, then check them installed.
+
+    Not a file workload: ``bench/packages.py`` runs it (removing the packages before each
+    timed install, putting the machine back as it was at the end)."""
+    names = "+".join(W8_PACKAGES)
+    return Workload("W8", f"install {names}", len(W8_PACKAGES), ideal="one apt-get install")
 
 
 def prepare(workload: Workload, target: Path) -> None:

@@ -34,6 +34,7 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Line``: one line in a text file (replaced, inserted or removed), the rest left as is.
 - ``Cron``: a scheduled command, as a root-owned file in ``/etc/cron.d``.
 - ``Download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
+- ``Pkg``: a package installed, absent, latest or pinned, through apt or PackageKit.
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -103,6 +104,7 @@ __all__ = [
     "ParamError",
     "Params",
     "Password",
+    "Pkg",
     "PolicyError",
     "Problem",
     "Process",
@@ -164,6 +166,7 @@ _LAZY = {
     "Password": "convergent.resources.password",
     "Process": "convergent.resources.process",
     "Svc": "convergent.resources.svc",
+    "Pkg": "convergent.resources.pkg",
     "Timer": "convergent.resources.timer",
     "User": "convergent.resources.user",
     "Group": "convergent.resources.groupacct",
@@ -208,6 +211,7 @@ if TYPE_CHECKING:
     from convergent.resources.line import Line
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
+    from convergent.resources.pkg import Pkg
     from convergent.resources.process import Process
     from convergent.resources.svc import Svc
     from convergent.resources.timer import Timer

@@ -275,6 +275,36 @@ def test_a_kind_can_apply_its_members_of_a_group_in_one_call(tmp_path: Path) -> 
     ]
 
 
+class PartialBatch(Mark, kind="grouptestpartial"):
+    """Applies its members in one call; a member with ``fail`` fails alone (left out)."""
+
+    @classmethod
+    async def apply_group(cls, members: Sequence[Member]) -> Sequence[str | Exception | None]:
+        results: list[str | Exception | None] = []
+        for m in members:
+            if m.resource.params.fail:
+                results.append(ResourceError(m.resource.id, "no such package"))
+            else:
+                _write(m.resource.params.path, m.resource.params.content)
+                results.append("wrote in a batch")
+        return results
+
+
+def test_a_batch_can_fail_one_member_alone_and_apply_the_others(tmp_path: Path) -> None:
+    journal: list[str] = []
+    g: Graph[Resource[Any]] = Graph()
+    g.add(PartialBatch.make("a", tmp_path / "a", journal))
+    g.add(PartialBatch.make("b", tmp_path / "b", journal, fail=True))
+    result, reports, text = converge(g)
+    assert result.exit_code == 1
+    (failed,) = [r for r in reports if isinstance(r, Failed)]
+    assert isinstance(failed.error, ResourceError)
+    assert failed.error.resource == "grouptestpartial[b]"
+    assert "grouptestpartial[b]: no such package" in text
+    assert (tmp_path / "a").read_text() == "ok\n"
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_kind_checks_its_members_of_a_group_in_one_query(tmp_path: Path) -> None:
     queries: list[list[str]] = []
     journal: list[str] = []

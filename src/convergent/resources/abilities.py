@@ -137,11 +137,13 @@ class AppliesGroup(Protocol):
 
     When a group holds members of a kind with this classmethod, their changes are applied
     in one call (in member order) instead of one ``apply`` each. It returns one summary
-    (or None for the change's own) per member, in the same order; raising fails them all.
+    (or None for the change's own) per member, in the same order; an exception in place
+    of a summary fails that member alone (a package left out of the transaction), and
+    raising fails them all.
     """
 
     @classmethod
-    async def apply_group(cls, members: Sequence[Member]) -> Sequence[str | None]: ...
+    async def apply_group(cls, members: Sequence[Member]) -> Sequence[str | Exception | None]: ...
 
 
 @runtime_checkable

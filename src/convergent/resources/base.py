@@ -335,6 +335,7 @@ _BUILTIN: dict[str, str] = {
     "line": "convergent.resources.line:Line",
     "noop": "convergent.resources.noop:Noop",
     "password": "convergent.resources.password:Password",
+    "pkg": "convergent.resources.pkg:Pkg",
     "process": "convergent.resources.process:Process",
     "svc": "convergent.resources.svc:Svc",
     "timer": "convergent.resources.timer:Timer",

@@ -207,7 +207,10 @@ class Group(Resource[GroupParams]):
                         f"for {len(items)} members",
                     )
                 for item, summary in zip(items, summaries, strict=True):
-                    done[item.resource.id] = _did(item.change, summary)
+                    if isinstance(summary, Exception):  # this member failed alone
+                        errors.append((item.resource.id, summary))
+                    else:
+                        done[item.resource.id] = _did(item.change, summary)
                 continue
             for item in items:
                 try:
