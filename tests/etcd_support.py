@@ -26,6 +26,7 @@ Use::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -41,8 +42,10 @@ __all__ = [
     "START_BOUND",
     "EtcdCluster",
     "EtcdMember",
+    "compact",
     "etcd_cluster",
     "etcd_member",
+    "etcdctl",
     "free_ports",
     "require_etcd",
     "wipe",
@@ -77,18 +80,32 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def wipe(endpoint: str) -> None:
-    """Delete every key of the cluster at ``endpoint`` (etcdctl, bounded)."""
-    etcdctl = shutil.which("etcdctl")
-    if etcdctl is None:
+def etcdctl(endpoint: str, *args: str) -> str:
+    """``etcdctl --endpoints=ENDPOINT ARGS...`` (v3 API, bounded); its output."""
+    path = shutil.which("etcdctl")
+    if path is None:
         pytest.skip("etcdctl is not installed (Debian: apt-get install etcd-client)")
-    subprocess.run(
-        [etcdctl, f"--endpoints={endpoint}", "del", "", "--from-key"],
+    done = subprocess.run(
+        [path, f"--endpoints={endpoint}", *args],
         env={**os.environ, "ETCDCTL_API": "3"},
         capture_output=True,
+        text=True,
         check=True,
         timeout=START_BOUND,
     )
+    return done.stdout
+
+
+def wipe(endpoint: str) -> None:
+    """Delete every key of the cluster at ``endpoint``."""
+    etcdctl(endpoint, "del", "", "--from-key")
+
+
+def compact(endpoint: str) -> int:
+    """Compact the cluster's history up to its current revision; that revision."""
+    revision = int(json.loads(etcdctl(endpoint, "get", "/", "-w", "json"))["header"]["revision"])
+    etcdctl(endpoint, "compact", str(revision))
+    return revision
 
 
 class EtcdMember:
