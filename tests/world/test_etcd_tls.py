@@ -1,12 +1,10 @@
 """The etcd world over mutual TLS: with the cluster's CA and a client certificate it
 works; without the certificate, or trusting another CA, it fails with an error that
-names the endpoint, and writes nothing. Certificates are made with openssl here."""
+names the endpoint, and writes nothing. Certificates: openssl (tests/etcd_support.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,47 +12,22 @@ import pytest
 
 from convergent.world import keys
 from convergent.world.base import WorldError
-from tests.etcd_support import EtcdMember, etcd_member, require_etcd
+from tests.etcd_support import (
+    EtcdMember,
+    etcd_member,
+    make_pki,
+    openssl_ca,
+    require_etcd,
+    tls_member_args,
+)
 
 BOUND = 20.0
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=BOUND)
-
-
-def _ca(where: Path, name: str) -> None:
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1",
-        "-subj", f"/CN={name}", cwd=where,
-    )  # fmt: skip
-
-
-def _cert(where: Path, name: str, ca: str, usage: str) -> None:
-    ext = where / f"{name}.ext"
-    ext.write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=where,
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", str(ext),
-        cwd=where,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    where = tmp_path_factory.mktemp("pki")
-    where.chmod(0o700)
-    _ca(where, "ca")
-    _ca(where, "other-ca")
-    _cert(where, "member", "ca", "serverAuth,clientAuth")
-    _cert(where, "agent", "ca", "clientAuth")
+    where = make_pki(tmp_path_factory.mktemp("pki"), ["agent"])
+    openssl_ca(where, "other-ca")
     return where
 
 
@@ -62,16 +35,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def member(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
     require_etcd()
     pytest.importorskip("aetcd", reason="the etcd world needs aetcd (make test installs it)")
-    tls = [
-        f"--cert-file={pki / 'member.pem'}",
-        f"--key-file={pki / 'member.key'}",
-        f"--trusted-ca-file={pki / 'ca.pem'}",
-        "--client-cert-auth",
-        f"--peer-cert-file={pki / 'member.pem'}",
-        f"--peer-key-file={pki / 'member.key'}",
-        f"--peer-trusted-ca-file={pki / 'ca.pem'}",
-        "--peer-client-cert-auth",
-    ]
+    tls = tls_member_args(pki)
     with etcd_member(tmp_path_factory.mktemp("etcd"), scheme="https", extra_args=tls) as m:
         yield m
 

@@ -338,6 +338,18 @@ class EtcdWorld:
             what, lambda c: c.kv.Range(rpc.RangeRequest(**request), timeout=self.call_timeout)
         )
 
+    async def auth_call(self, method: str, **fields: Any) -> Any:
+        """One request of etcd's Auth service (``method``: ``RoleAdd``, ``UserAdd``,
+        ``AuthEnable``...; ``fields``: the request's), retried like any other; for
+        :mod:`convergent.world.etcdauth`."""
+        rpc = self._need_wire().rpc
+        name = method if method.startswith("Auth") else f"Auth{method}"
+        request = getattr(rpc, f"{name}Request")(**fields)
+        return await self._call(
+            f"{method} ({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'perm')})",
+            lambda c: getattr(c.auth, method)(request, timeout=self.call_timeout),
+        )
+
     # -- the World protocol ----------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
