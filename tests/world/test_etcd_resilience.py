@@ -266,3 +266,30 @@ def test_a_watch_resumed_past_a_compaction_is_told_the_current_values(
             assert seen[f"{prefix}before"] == "the watch began"
 
     run(body)
+
+
+def test_with_every_member_down_a_request_fails_naming_them_and_the_world_reconnects(
+    cluster: EtcdCluster,
+) -> None:
+    from convergent.world.base import WorldError
+
+    async def body() -> None:
+        async with world(cluster.endpoints, "agent", retry_for=1.0) as agent:
+            seen = asyncio.Queue[tuple[str, str | None]]()
+            stop = await agent.watch(
+                "/test/back/", lambda k, v: seen.put_nowait((k, v)), prefix=True
+            )
+            await asyncio.to_thread(cluster.kill_all)
+            with pytest.raises(WorldError) as info:
+                await agent.set("/test/back/during", "x")
+            for endpoint in cluster.endpoints:
+                assert endpoint in str(info.value)
+            await asyncio.to_thread(cluster.restart_all)
+            await agent.set("/test/back/after", "y")  # the same world, reconnected
+            assert await asyncio.wait_for(seen.get(), BOUND) == ("/test/back/after", "y")
+            stop()
+            for _ in range(3):  # the session is kept alive again
+                await asyncio.wait_for(agent.wait_keepalive(), BOUND)
+            assert (await agent.members()).get("agent") == keys.STATUS_ALIVE
+
+    run(body)

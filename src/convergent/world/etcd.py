@@ -226,7 +226,10 @@ class EtcdWorld:
                     await asyncio.sleep(interval)  # the keepalive period, not a wait for anything
             except asyncio.CancelledError:
                 call.cancel()
-                raise
+                if not conn.dropped():
+                    raise
+                failures += 1  # its channel was closed: go on through the current one
+                await self._backoff(failures)
             except Exception as exc:  # the stream broke: go on through another member
                 call.cancel()
                 self._unexpected(exc, "the session keepalive")
@@ -265,7 +268,7 @@ class EtcdWorld:
             return
         self._conn = None
         self._index = (self._index + 1) % len(self.endpoints)
-        task = asyncio.get_running_loop().create_task(failed.close())
+        task = asyncio.get_running_loop().create_task(failed.close(self.call_timeout))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _backoff(self, failures: int) -> None:
@@ -303,6 +306,10 @@ class EtcdWorld:
             except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as exc:
                 answers[conn.endpoint] = str(exc) or type(exc).__name__  # a stream broke
                 self._rotate(conn)
+            except asyncio.CancelledError:
+                if not conn.dropped():
+                    raise
+                answers[conn.endpoint] = "the connection was closed under the request"
             failures += 1
             if loop.time() >= deadline:
                 said = "; ".join(f"{e}: {a}" for e, a in answers.items()) or "no answer"
@@ -480,7 +487,11 @@ class EtcdWorld:
             except asyncio.CancelledError:
                 if call is not None:
                     call.cancel()
-                raise
+                if not conn.dropped():
+                    raise
+                call = None  # its channel was closed: reopen it through the current one
+                failures += 1
+                await self._backoff(failures)
             except Exception as exc:  # the stream broke: reopen it through another member
                 if call is not None:
                     call.cancel()

@@ -9,6 +9,7 @@ without, the system's CAs).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,19 @@ class Connection:
         self.auth = rpc.AuthStub(channel)
         self.maintenance = rpc.MaintenanceStub(channel)
 
-    async def close(self) -> None:
-        await self.channel.close()
+    closed = False
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel: its calls still running get ``grace`` seconds, then they
+        end (with asyncio.CancelledError: see :meth:`dropped`)."""
+        self.closed = True
+        await self.channel.close(grace)
+
+    def dropped(self) -> bool:
+        """Whether a CancelledError just caught came from this channel's closing rather
+        than from the task's own cancellation."""
+        task = asyncio.current_task()
+        return self.closed and task is not None and not task.cancelling()
 
 
 class Wire:
