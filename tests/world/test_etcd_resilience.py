@@ -5,6 +5,7 @@ agent (its leased keys and its locks go with its lease). Real 3-member clusters 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -291,5 +292,37 @@ def test_with_every_member_down_a_request_fails_naming_them_and_the_world_reconn
             for _ in range(3):  # the session is kept alive again
                 await asyncio.wait_for(agent.wait_keepalive(), BOUND)
             assert (await agent.members()).get("agent") == keys.STATUS_ALIVE
+
+    run(body)
+
+
+def test_a_session_whose_lease_was_lost_is_renewed_and_its_leased_keys_written_again(
+    cluster: EtcdCluster,
+) -> None:
+    from tests.etcd_support import etcdctl
+
+    async def body() -> None:
+        async with (
+            world(cluster.endpoints, "agent") as agent,
+            world(cluster.endpoints, "observer") as observer,
+        ):
+            leased = keys.host_key("agent", "leased")
+            await agent.set(leased, "1", lease=True)
+            events: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+            stop = await observer.watch(
+                keys.host_prefix("agent"), lambda k, v: events.put_nowait((k, v)), prefix=True
+            )
+            got = etcdctl(cluster.endpoints[1], "get", keys.alive_key("agent"), "-w", "json")
+            lease = json.loads(got)["kvs"][0]["lease"]
+            etcdctl(cluster.endpoints[1], "lease", "revoke", f"{lease:x}")  # as if expired
+            told: list[tuple[str, str | None]] = []
+            back = {(keys.alive_key("agent"), keys.STATUS_ALIVE), (leased, "1")}
+            while not back <= set(told[2:]):
+                told.append(await asyncio.wait_for(events.get(), BOUND))
+            stop()
+            assert set(told[:2]) == {(keys.alive_key("agent"), None), (leased, None)}
+            assert (await observer.members()).get("agent") == keys.STATUS_ALIVE
+            renewed = etcdctl(cluster.endpoints[1], "get", leased, "-w", "json")
+            assert json.loads(renewed)["kvs"][0]["lease"] not in (0, lease)
 
     run(body)
