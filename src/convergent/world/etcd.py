@@ -199,9 +199,10 @@ class EtcdWorld:
         async with self._renewing:
             if self._lease != lost or self._closed:
                 return  # another task renewed it already
-            self._lease = await self._grant()
+            lease = await self._grant()
             for key, value in list(self._leased.items()):
-                await self._put(key, value, lease=True)
+                await self._put(key, value, lease=True, lease_id=lease)
+            self._lease = lease  # only now: if a write failed, the next keepalive retries
 
     async def _keep_alive(self) -> None:
         wire = self._need_wire()
@@ -326,18 +327,15 @@ class EtcdWorld:
                 )
             await self._backoff(failures)
 
-    async def _put(self, key: str, value: str, *, lease: bool) -> None:
+    async def _put(self, key: str, value: str, *, lease: bool, lease_id: int | None = None) -> None:
         rpc = self._need_wire().rpc
-        await self._call(
-            f"write {key}",
-            lambda c: c.kv.Put(
-                rpc.PutRequest(
-                    key=key.encode(), value=value.encode(), lease=self._lease if lease else 0
-                ),
-                timeout=self.call_timeout,
-            ),
-            leased=lease,
-        )
+
+        def put(c: Connection) -> Any:
+            attached = (self._lease if lease_id is None else lease_id) if lease else 0
+            request = rpc.PutRequest(key=key.encode(), value=value.encode(), lease=attached)
+            return c.kv.Put(request, timeout=self.call_timeout)
+
+        await self._call(f"write {key}", put, leased=lease and lease_id is None)
 
     async def _range(self, what: str, **request: Any) -> Any:
         rpc = self._need_wire().rpc
