@@ -326,3 +326,41 @@ def test_a_session_whose_lease_was_lost_is_renewed_and_its_leased_keys_written_a
             assert json.loads(renewed)["kvs"][0]["lease"] not in (0, lease)
 
     run(body)
+
+
+def test_no_watch_event_is_lost_when_the_member_the_agent_talks_to_hangs(
+    cluster: EtcdCluster,
+) -> None:
+    """A member that stops answering (SIGSTOP: no reset, as behind a partition) is left
+    when a request to it times out; the watch resumes elsewhere from its revision."""
+    victim = cluster.members[0]
+    others = [m.endpoint for m in cluster.members[1:]]
+    writes = 50
+
+    async def body() -> None:
+        seen: list[tuple[str, str | None]] = []
+        all_seen = asyncio.Event()
+
+        def told(key: str, value: str | None) -> None:
+            seen.append((key, value))
+            if len(seen) >= writes:
+                all_seen.set()
+
+        async with (
+            world(cluster.endpoints, "watcher") as watcher,
+            world(others, "writer") as writer,
+        ):
+            stop = await watcher.watch("/test/hang/", told, prefix=True)
+            assert watcher.endpoint == victim.endpoint
+            os.kill(victim.pid, signal.SIGSTOP)
+            try:
+                for i in range(writes):
+                    await writer.set(f"/test/hang/{i:03}", str(i))
+                await asyncio.wait_for(all_seen.wait(), BOUND)
+            finally:
+                os.kill(victim.pid, signal.SIGCONT)
+            stop()
+            assert seen == [(f"/test/hang/{i:03}", str(i)) for i in range(writes)]
+            assert watcher.endpoint != victim.endpoint
+
+    run(body)
