@@ -28,6 +28,9 @@ _CHANNEL_OPTIONS = (
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # a prefix read or a lease's expiry (every key of a dead agent in one watch reply)
+    # may pass gRPC's default 4 MiB
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 )
 
 
