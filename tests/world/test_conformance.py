@@ -1,15 +1,16 @@
 """What every World backend guarantees (``convergent.world.base``), run against each one.
 
-A backend is a :class:`Backend`: how to open its world inside the running loop, and a
-second writer onto the same world. The etcd backend joins by adding one to ``BACKENDS``;
-nothing here assumes that callbacks come before a write returns (the local world's) or
-after (etcd's): every wait is on a queue, with a bound.
+A backend is an opener: how to open its world inside the running loop, and a second
+writer onto the same world (for etcd, another agent: host "b" beside host "a", on one
+real etcd member per module, emptied before each test). Nothing here assumes that
+callbacks come before a write returns (the local world's) or after (etcd's): every
+wait is on a queue, with a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 import pytest
 
 from convergent.state import StateDB
+from convergent.world import keys
 from convergent.world.base import World
 from convergent.world.local import LocalWorld
+from tests.etcd_support import etcd_member, require_etcd, wipe
 
 BOUND = 5.0  # seconds any wait for a callback may take
 
@@ -26,7 +29,7 @@ BOUND = 5.0  # seconds any wait for a callback may take
 Opener = Callable[[], AbstractAsyncContextManager[tuple[World, World]]]
 
 
-def _local_db(tmp_path: Path) -> Opener:
+def _local_db(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     @asynccontextmanager
     async def open_world() -> AsyncIterator[tuple[World, World]]:
         with StateDB(tmp_path / "state" / "state.db") as db:
@@ -36,7 +39,7 @@ def _local_db(tmp_path: Path) -> Opener:
     return open_world
 
 
-def _local_memory(tmp_path: Path) -> Opener:
+def _local_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     @asynccontextmanager
     async def open_world() -> AsyncIterator[tuple[World, World]]:
         world = LocalWorld()
@@ -45,15 +48,41 @@ def _local_memory(tmp_path: Path) -> Opener:
     return open_world
 
 
-BACKENDS: dict[str, Callable[[Path], Opener]] = {
+@pytest.fixture(scope="module")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_etcd()
+    pytest.importorskip("aetcd", reason="the etcd world needs aetcd (make test installs it)")
+    with etcd_member(tmp_path_factory.mktemp("etcd")) as member:
+        yield member.endpoint
+
+
+def _etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    from convergent.world.etcd import EtcdWorld
+
+    endpoint: str = request.getfixturevalue("etcd_endpoint")
+    wipe(endpoint)
+
+    @asynccontextmanager
+    async def open_world() -> AsyncIterator[tuple[World, World]]:
+        async with (
+            EtcdWorld([endpoint], hostname="a", ttl=2) as world,
+            EtcdWorld([endpoint], hostname="b", ttl=2) as other,
+        ):
+            yield world, other
+
+    return open_world
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
     "local-db": _local_db,
     "local-memory": _local_memory,
+    "etcd": _etcd,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
 
 
 def run(opener: Opener, body: Callable[[World, World], Awaitable[None]]) -> None:
@@ -189,6 +218,129 @@ def test_a_callback_that_raises_never_fails_the_writer(opener: Opener) -> None:
         assert [type(c.get("exception")) for c in reported] == [RuntimeError]
 
     run(opener, body)
+
+
+def test_a_world_names_its_host_and_the_host_is_a_member_while_it_runs(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        assert world.hostname and "/" not in world.hostname
+        members = await world.members()
+        assert members[world.hostname] == keys.STATUS_ALIVE
+        assert members[other.hostname] == keys.STATUS_ALIVE
+        assert await other.get(keys.alive_key(world.hostname)) == keys.STATUS_ALIVE
+
+    run(opener, body)
+
+
+def test_a_prefix_read_returns_every_key_under_it_and_nothing_else(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        assert await world.get_prefix("/test/app/") == {}
+        await world.set("/test/app/port", "80")
+        await other.set("/test/app/name", "web")
+        await other.set("/test/app/deep/er", "x")
+        await world.set("/test/application", "outside the prefix")
+        await world.set("/test/app/gone", "soon")
+        await other.delete("/test/app/gone")
+        await other.set("/test/app/leased", "while it runs", lease=True)
+        assert await world.get_prefix("/test/app/") == {
+            "/test/app/port": "80",
+            "/test/app/name": "web",
+            "/test/app/deep/er": "x",
+            "/test/app/leased": "while it runs",
+        }
+
+    run(opener, body)
+
+
+def test_a_prefix_read_returns_everything_however_large(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        big = "x" * 100_000
+        for i in range(60):  # 6 MB: more than one gRPC message may hold by default
+            await other.set(f"/test/big/{i:02}", big)
+        found = await world.get_prefix("/test/big/")
+        assert sorted(found) == [f"/test/big/{i:02}" for i in range(60)]
+        assert all(value == big for value in found.values())
+
+    run(opener, body)
+
+
+def test_leased_keys_vanish_when_the_session_ends_and_durable_ones_stay(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        key = keys.host_key(world.hostname, "probe")
+        durable = keys.host_key(world.hostname, "kept")
+        await world.set(durable, "1")
+        await world.set(key, "durable first")
+        await world.set(key, "now leased", lease=True)
+        assert await other.get(key) == "now leased"
+        seen = Seen()
+        unsubscribe = await other.watch(key, seen)
+        try:
+            await close(world)
+            assert await seen.until((key, None))
+        finally:
+            unsubscribe()
+        assert await other.get(key) is None
+        assert keys.alive_key(world.hostname) not in await other.get_prefix(keys.HOSTS)
+        assert await other.get(durable) == "1"
+
+    run(opener, body)
+
+
+def test_a_lease_is_dropped_by_a_later_durable_write(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        key = keys.host_key(world.hostname, "probe")
+        await world.set(key, "leased", lease=True)
+        await world.set(key, "durable")
+        await close(world)
+        assert await other.get(key) == "durable"
+
+    run(opener, body)
+
+
+def test_a_lock_has_one_holder_at_a_time_in_the_order_asked(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        log: list[str] = []
+        inside = 0
+        first_in = asyncio.Event()
+
+        async def hold(who: str, w: World) -> None:
+            nonlocal inside
+            async with w.lock("deploy"):
+                inside += 1
+                log.append(f"{who} in")
+                assert inside == 1, log
+                first_in.set()
+                # round trips to the world: a second holder would get in meanwhile
+                for i in range(3):
+                    await w.set(f"/test/lock/{who}", str(i))
+                    await w.get(f"/test/lock/{who}")
+                log.append(f"{who} out")
+                inside -= 1
+
+        first = asyncio.create_task(hold("a", world))
+        await first_in.wait()
+        rest = [asyncio.create_task(hold(who, w)) for who, w in (("b", other), ("c", world))]
+        await asyncio.gather(first, *rest)
+        assert log[:2] == ["a in", "a out"]
+        assert sorted(log[2:]) == ["b in", "b out", "c in", "c out"]
+        assert log[2][0] == log[3][0]  # the next holder left before the last came in
+
+    run(opener, body)
+
+
+def test_a_lock_is_released_when_its_holder_raises(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        with pytest.raises(RuntimeError):
+            async with world.lock("deploy"):
+                raise RuntimeError("the holder failed")
+        async with other.lock("deploy"):
+            pass
+
+    run(opener, body)
+
+
+async def close(world: World) -> None:
+    """End ``world``'s session (the backend's ``aclose``)."""
+    await world.aclose()  # type: ignore[attr-defined]
 
 
 # -- the local world only -----------------------------------------------------------------
