@@ -398,14 +398,14 @@ def _tls(config: ClusterConfig) -> TLSFiles | None:
 async def _etcd_world(endpoints: list[str], config: ClusterConfig, tls: TLSFiles | None) -> World:
     from pathlib import Path
 
-    from convergent.world.etcd import EtcdWorld, Tls  # type: ignore[import-not-found]
+    from convergent.world.etcd import EtcdWorld, Tls
 
-    world: World = EtcdWorld(
+    world = EtcdWorld(
         endpoints,
         hostname=config.hostname,
         tls=None if tls is None else Tls(ca=Path(tls.ca), cert=Path(tls.cert), key=Path(tls.key)),
     )
-    await world.start()  # type: ignore[attr-defined]
+    await world.start()
     return world
 
 
