@@ -182,3 +182,26 @@ def _gone(pid: int) -> None:
     finally:
         os.close(pidfd)
     assert ready, f"etcd member {pid} outlived its agent"
+
+
+def test_an_agent_uses_a_cluster_someone_else_runs_and_starts_no_member(
+    tmp_path: Path, fast_etcd: None
+) -> None:
+    from tests.cluster.members import member_process
+
+    client, peer = free_ports(2)
+    publisher(tmp_path / "b.yaml", "7070")
+    with member_process(tmp_path / "ops", "ops", client, peer) as member:
+        joined = token(tmp_path / "ops", "b", tmp_path)
+        command = ["run", str(tmp_path / "b.yaml"), "--hostname", "b"]
+        command += ["--state-dir", str(tmp_path / "b"), "--etcd-endpoints", member.client_url]
+        command += ["--join-token", str(joined), "--converged-timeout", "0"]
+        done = convergent(*command)
+        assert done.returncode == 0, done.stderr
+        assert "kv[port]: set" in done.stdout
+        status = convergent(
+            "cluster", "status", "--json", "--state-dir", str(tmp_path / "b"), "--hostname", "b",
+            "--endpoints", member.client_url,
+        )  # fmt: skip
+        assert [m["name"] for m in json.loads(status.stdout)["members"]] == ["ops"]
+    assert not (tmp_path / "b" / "etcd").exists()
