@@ -279,9 +279,10 @@ def _load_ca(state_dir: str, hostname: str, *, make: bool) -> tuple[Any, Any | N
     if ca_pem is None:
         if not make:
             raise TLSError(
-                f"no cluster CA in {base}: join with --join-token FILE (made by "
-                "'convergent cluster token' on the first host), or run without TLS "
-                "with --insecure"
+                f"no cluster CA in {base}: on a joining host, give --join-token FILE "
+                "(made by 'convergent cluster token --hostname THIS_HOST' on the first "
+                "host); on the first host of --initial-cluster, make the other members' "
+                "tokens first (that makes the CA); or run without TLS with --insecure"
             )
         cert, key = _make_ca(hostname)
         _write(key_path, _key_pem(key))  # the key first: a CA without its key is final
