@@ -59,6 +59,10 @@ __all__ = [
 
 READY_TIMEOUT = 30.0  # seconds a member may take to serve clients (a 3-member start: ~3 s)
 REQUEST_TIMEOUT = 5.0  # seconds one request to etcd's gateway may take
+QUIET_LOG = 48 * 1024  # bytes of etcd's log read for the ready line; past them, ask etcd
+# (host/process gives a command's first 64 KiB of stderr line by line, and a member that
+# waits for its majority with fast timings writes ~5 KiB a second)
+ASK_EVERY = 0.2  # seconds between readiness questions once the log is past QUIET_LOG
 TIMING = "CONVERGENT_ETCD_TIMING"  # "HEARTBEAT_MS,ELECTION_MS" (etcd's own: 100,1000)
 INSTALL = "apt-get install etcd-server"
 
@@ -148,6 +152,8 @@ class Member:
         self._ready: asyncio.Future[None] | None = None
         self._problems: list[str] = []
         self._closing = False
+        self._read = 0  # bytes of log read
+        self._asking: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -200,8 +206,29 @@ class Member:
         except ClusterError:
             await self.aclose()
             raise
+        finally:
+            if self._asking is not None:
+                self._asking.cancel()
+
+    async def _ask(self) -> None:
+        """Past the part of the log we read: ask the member whether it has a leader."""
+        ready = self._ready
+        while ready is not None and not ready.done():
+            try:
+                answer = await gateway(
+                    self.spec.client_urls[0], "/v3/maintenance/status", tls=self.spec.tls, bound=1.0
+                )
+                if int(answer.get("leader", 0)) and not ready.done():
+                    ready.set_result(None)
+                    return
+            except (ClusterError, ValueError):
+                pass  # not listening yet, or no leader yet
+            await asyncio.sleep(ASK_EVERY)
 
     def _line(self, line: str) -> None:
+        self._read += len(line) + 1
+        if self._read > QUIET_LOG and self._asking is None and self._ready is not None:
+            self._asking = asyncio.get_running_loop().create_task(self._ask())
         _, _, text = line.partition(": ")
         try:
             entry = json.loads(text)
@@ -217,7 +244,7 @@ class Member:
             return
         if level in ("error", "fatal", "panic") or message == "failed to start etcd":
             problem = str(entry.get("error") or message)
-            self._problems.append(problem)
+            self._problems = [*self._problems[-9:], problem]
             if self._log is not None and self._ready is not None and self._ready.done():
                 self._log(f"etcd member {self.spec.name}: {problem}")
 
