@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from convergent.world import keys
-from tests.etcd_support import EtcdCluster, etcd_cluster, require_etcd
+from tests.etcd_support import EtcdCluster, compact, etcd_cluster, require_etcd
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -227,5 +227,42 @@ def test_a_lock_held_by_an_agent_that_dies_passes_to_the_next_within_the_ttl(
                 assert time.monotonic() - killed < TTL + 1.5
         finally:
             holder.close()
+
+    run(body)
+
+
+def test_a_watch_resumed_past_a_compaction_is_told_the_current_values(
+    cluster: EtcdCluster,
+) -> None:
+    victim = cluster.members[0]
+    others = [m.endpoint for m in cluster.members[1:]]
+    prefix = "/test/compacted/"
+
+    async def body() -> None:
+        seen: dict[str, str | None] = {}
+        caught_up = asyncio.Event()
+        wanted = {f"{prefix}k{i}": str(i) for i in range(20)}
+
+        def told(key: str, value: str | None) -> None:
+            seen[key] = value
+            if all(seen.get(k) == v for k, v in wanted.items()):
+                caught_up.set()
+
+        async with (
+            world(cluster.endpoints, "watcher") as watcher,
+            world(others, "writer") as writer,
+        ):
+            await writer.set(f"{prefix}before", "the watch began")
+            stop = await watcher.watch(prefix, told, prefix=True)
+            assert watcher.endpoint == victim.endpoint
+            os.kill(victim.pid, signal.SIGSTOP)  # the watcher's member hears nothing more
+            for key, value in wanted.items():
+                await writer.set(key, value)
+            compact(others[0])  # and etcd forgets those writes' history
+            victim.kill()  # the watch reopens elsewhere, from a compacted revision
+            await asyncio.wait_for(caught_up.wait(), BOUND)
+            stop()
+            # only a re-read tells a key written before the watch began: it was one
+            assert seen[f"{prefix}before"] == "the watch began"
 
     run(body)

@@ -111,7 +111,7 @@ class EtcdWorld:
         self._renewing = asyncio.Lock()
         self._watches: set[_Watch] = set()
         self._keepalive: asyncio.Task[None] | None = None
-        self._token = secrets.token_hex(4)
+        self._token = secrets.token_hex(8)
         self._lock_ids = itertools.count(1)
         self._closed = False
         self._beat = asyncio.Event()  # set (and replaced) at each confirmed keepalive
@@ -135,7 +135,11 @@ class EtcdWorld:
         if self._wire is not None:
             return
         self._wire = load_wire(self.endpoints, self.tls)
-        self._lease = await self._grant()
+        try:
+            self._lease = await self._grant()
+        except BaseException:
+            self._wire = None  # start() may be tried again
+            raise
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"{self!r} keepalive")
         await self.set(keys.alive_key(self.hostname), keys.STATUS_ALIVE, lease=True)
 
@@ -296,6 +300,9 @@ class EtcdWorld:
                 else:
                     answers[conn.endpoint] = f"{code.name}: {exc.details()}"
                     self._rotate(conn)
+            except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as exc:
+                answers[conn.endpoint] = str(exc) or type(exc).__name__  # a stream broke
+                self._rotate(conn)
             failures += 1
             if loop.time() >= deadline:
                 said = "; ".join(f"{e}: {a}" for e, a in answers.items()) or "no answer"
@@ -303,6 +310,12 @@ class EtcdWorld:
                     f"could not {what}: no etcd member answered within {self.retry_for:g} s"
                     f" ({said}); check that etcd runs at {', '.join(self.endpoints)}"
                     " and that this host can reach it, or name other endpoints"
+                    + (
+                        "; with TLS, that the CA given signed the members' certificates"
+                        " and that the cluster trusts this host's certificate"
+                        if self.tls is not None
+                        else ""
+                    )
                 )
             await self._backoff(failures)
 
@@ -323,6 +336,18 @@ class EtcdWorld:
         rpc = self._need_wire().rpc
         return await self._call(
             what, lambda c: c.kv.Range(rpc.RangeRequest(**request), timeout=self.call_timeout)
+        )
+
+    async def auth_call(self, method: str, **fields: Any) -> Any:
+        """One request of etcd's Auth service (``method``: ``RoleAdd``, ``UserAdd``,
+        ``AuthEnable``...; ``fields``: the request's), retried like any other; for
+        :mod:`convergent.world.etcdauth`."""
+        rpc = self._need_wire().rpc
+        name = method if method.startswith("Auth") else f"Auth{method}"
+        request = getattr(rpc, f"{name}Request")(**fields)
+        return await self._call(
+            f"{method} ({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'perm')})",
+            lambda c: getattr(c.auth, method)(request, timeout=self.call_timeout),
         )
 
     # -- the World protocol ----------------------------------------------------------
@@ -397,11 +422,15 @@ class EtcdWorld:
             await call.write(rpc.WatchRequest(create_request=create))
             reply = await asyncio.wait_for(call.read(), self.call_timeout)
             if reply is wire.eof or not reply.created:
-                raise WorldError(f"etcd at {conn.endpoint} did not create a watch of {watch.key}")
-            if reply.canceled or reply.compact_revision:
-                await self._resync(watch, reply.compact_revision)
+                raise ConnectionError(f"etcd at {conn.endpoint} did not create the watch")
+            if reply.compact_revision:  # etcd no longer has what happened since: re-read
                 call.cancel()
+                await self._resync(watch, reply.compact_revision)
                 return await self._open_watch(conn, watch)
+            if reply.canceled:
+                raise WorldError(
+                    f"etcd at {conn.endpoint} refused to watch {watch.key}: {reply.cancel_reason}"
+                )
             if not watch.revision:
                 watch.revision = reply.header.revision + 1
             return call
@@ -431,6 +460,11 @@ class EtcdWorld:
                     call = await self._open_watch(conn, watch)
                 while watch.active:
                     reply = await call.read()
+                    if reply is not wire.eof and reply.compact_revision:
+                        call.cancel()  # etcd no longer has what happened since: re-read
+                        call = None
+                        await self._resync(watch, reply.compact_revision)
+                        break
                     if reply is wire.eof or reply.canceled:
                         raise ConnectionError(
                             f"the watch ended: {getattr(reply, 'cancel_reason', '')}"

@@ -86,6 +86,7 @@ class Connection:
         self.lease = rpc.LeaseStub(channel)
         self.watch = rpc.WatchStub(channel)
         self.cluster = rpc.ClusterStub(channel)
+        self.auth = rpc.AuthStub(channel)
         self.maintenance = rpc.MaintenanceStub(channel)
 
     async def close(self) -> None:
