@@ -7,6 +7,7 @@ it prints, with a bound.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -35,9 +36,11 @@ def convergent(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def token(first_state: Path, host: str, into: Path) -> Path:
+def token(first_state: Path, host: str, into: Path, *options: str) -> Path:
     """A join token for ``host`` from the first host's CA, in a 0600 file."""
-    made = convergent("cluster", "token", "--hostname", host, "--state-dir", str(first_state))
+    made = convergent(
+        "cluster", "token", "--hostname", host, "--state-dir", str(first_state), *options
+    )
     assert made.returncode == 0, made.stderr
     path = into / f"{host}.token"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -89,7 +92,9 @@ def test_a_cluster_agent_and_two_seeded_agents_share_key_values(
     publisher(tmp_path / "a.yaml", "8080")
     reader(tmp_path / "b.yaml", "a", tmp_path / "b-port")
     reader(tmp_path / "c.yaml", "a", tmp_path / "c-port")
-    tokens = {host: token(a, host, tmp_path) for host in "bc"}
+    # b's token before the cluster runs (a gives b its role at start), c's while it runs
+    # (the token command gives c its role at once).
+    tokens = {"b": token(a, "b", tmp_path)}
     first = ["run", str(tmp_path / "a.yaml"), "--hostname", "a", "--state-dir", str(a)]
     first += ["--cluster", "--client-urls", url, "--peer-urls", f"https://127.0.0.1:{peer}"]
 
@@ -109,6 +114,7 @@ def test_a_cluster_agent_and_two_seeded_agents_share_key_values(
 
     with agents(first) as (agent_a,):
         agent_a.wait_for_line(lambda line: line == "kv[port]: set", BOUND)
+        tokens["c"] = token(a, "c", tmp_path, "--endpoints", url)
         with agents(seeded("b", b), seeded("c", c)) as (agent_b, agent_c):
             wrote(agent_b, tmp_path / "b-port")
             wrote(agent_c, tmp_path / "c-port")
@@ -127,6 +133,7 @@ def test_a_cluster_agent_and_two_seeded_agents_share_key_values(
             report = json.loads(status.stdout)
             assert report["leader"] == "a"
             assert [agent["host"] for agent in report["agents"]] == ["a", "b", "c"]
+            asyncio.run(_only_its_own_prefix(url, b, "b", "a"))
         # Only a's member ever ran: b and c are clients.
         assert not (b / "etcd").exists() and not (c / "etcd").exists()
 
@@ -163,6 +170,24 @@ def test_three_members_lose_one_agent_and_the_others_go_on(tmp_path: Path, fast_
             wrote(agent_b, tmp_path / "b-port")
             assert (tmp_path / "b-port").read_text() == value
         assert agent_a.proc.poll() is None and agent_b.proc.poll() is None
+
+
+async def _only_its_own_prefix(url: str, state: Path, host: str, other: str) -> None:
+    """With b's certificate, b's keys can be written, a's only read (etcd's RBAC)."""
+    from convergent.world import keys
+    from convergent.world.base import WorldError
+    from convergent.world.cluster import connect
+    from convergent.world.tls import host_files
+
+    client = connect([url], host_files(str(state), host))
+    try:
+        await client.set(keys.kv_key(host, "mine"), "1")
+        assert await client.get(keys.kv_key(other, "port")) == "9090"
+        with pytest.raises(WorldError, match="permission denied"):
+            await client.set(keys.kv_key(other, "port"), "6666")
+        assert await client.get(keys.kv_key(other, "port")) == "9090"
+    finally:
+        await client.aclose()
 
 
 def _member_pid(state: Path) -> int:

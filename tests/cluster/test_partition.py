@@ -144,18 +144,16 @@ class NsAgent(Agent):
 WATCHER = textwrap.dedent(
     """
     import asyncio, sys
-    from pathlib import Path
     from convergent.world import keys
-    from convergent.world.etcd import EtcdWorld, Tls
+    from convergent.world.cluster import connect
+    from convergent.world.tls import host_files
 
     async def main():
         endpoint, state, host, watched = sys.argv[1:5]
-        tls = Tls(ca=Path(state, "tls", "ca.crt"), cert=Path(state, "tls", host + ".crt"),
-                  key=Path(state, "tls", host + ".key"))
-        world = EtcdWorld([endpoint], hostname=host + "-watcher", tls=tls, retry_for=60)
-        await world.start()
-        await world.watch(keys.kv_key(watched, "port"),
-                          lambda key, value: print("event", value, flush=True))
+        client = connect([endpoint], host_files(state, host))  # no session: only reads
+        client.retry_for = 60.0
+        await client.watch(keys.kv_key(watched, "port"),
+                           lambda key, value: print("event", value, flush=True))
         print("watching", flush=True)
         await asyncio.Event().wait()
 
