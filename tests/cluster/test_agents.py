@@ -134,6 +134,13 @@ def test_a_cluster_agent_and_two_seeded_agents_share_key_values(
             assert report["leader"] == "a"
             assert [agent["host"] for agent in report["agents"]] == ["a", "b", "c"]
             asyncio.run(_only_its_own_prefix(url, b, "b", "a"))
+            # Any host of the cluster may look (b: a client, not the administrator).
+            seen = convergent(
+                "cluster", "status", "--json", "--state-dir", str(b), "--hostname", "b",
+                "--endpoints", url,
+            )  # fmt: skip
+            assert seen.returncode == 0, seen.stderr
+            assert json.loads(seen.stdout)["leader"] == "a"
         # Only a's member ever ran: b and c are clients.
         assert not (b / "etcd").exists() and not (c / "etcd").exists()
 
