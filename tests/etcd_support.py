@@ -298,6 +298,14 @@ class EtcdCluster:
         member.start(self.initial_cluster, state="existing", token=self.token, extra=self.extra)
         member.wait_ready()
 
+    def restart_all(self) -> None:
+        """Start every killed member again (together: each needs a quorum to be ready)."""
+        for member in self.members:
+            member.kill()
+            member.start(self.initial_cluster, state="existing", token=self.token, extra=self.extra)
+        for member in self.members:
+            member.wait_ready()
+
     def kill_all(self) -> None:
         for member in self.members:
             member.kill()

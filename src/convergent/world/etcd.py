@@ -199,9 +199,10 @@ class EtcdWorld:
         async with self._renewing:
             if self._lease != lost or self._closed:
                 return  # another task renewed it already
-            self._lease = await self._grant()
+            lease = await self._grant()
             for key, value in list(self._leased.items()):
-                await self._put(key, value, lease=True)
+                await self._put(key, value, lease=True, lease_id=lease)
+            self._lease = lease  # only now: if a write failed, the next keepalive retries
 
     async def _keep_alive(self) -> None:
         wire = self._need_wire()
@@ -226,7 +227,10 @@ class EtcdWorld:
                     await asyncio.sleep(interval)  # the keepalive period, not a wait for anything
             except asyncio.CancelledError:
                 call.cancel()
-                raise
+                if not conn.dropped():
+                    raise
+                failures += 1  # its channel was closed: go on through the current one
+                await self._backoff(failures)
             except Exception as exc:  # the stream broke: go on through another member
                 call.cancel()
                 self._unexpected(exc, "the session keepalive")
@@ -265,7 +269,7 @@ class EtcdWorld:
             return
         self._conn = None
         self._index = (self._index + 1) % len(self.endpoints)
-        task = asyncio.get_running_loop().create_task(failed.close())
+        task = asyncio.get_running_loop().create_task(failed.close(self.call_timeout))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _backoff(self, failures: int) -> None:
@@ -303,6 +307,10 @@ class EtcdWorld:
             except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as exc:
                 answers[conn.endpoint] = str(exc) or type(exc).__name__  # a stream broke
                 self._rotate(conn)
+            except asyncio.CancelledError:
+                if not conn.dropped():
+                    raise
+                answers[conn.endpoint] = "the connection was closed under the request"
             failures += 1
             if loop.time() >= deadline:
                 said = "; ".join(f"{e}: {a}" for e, a in answers.items()) or "no answer"
@@ -319,18 +327,15 @@ class EtcdWorld:
                 )
             await self._backoff(failures)
 
-    async def _put(self, key: str, value: str, *, lease: bool) -> None:
+    async def _put(self, key: str, value: str, *, lease: bool, lease_id: int | None = None) -> None:
         rpc = self._need_wire().rpc
-        await self._call(
-            f"write {key}",
-            lambda c: c.kv.Put(
-                rpc.PutRequest(
-                    key=key.encode(), value=value.encode(), lease=self._lease if lease else 0
-                ),
-                timeout=self.call_timeout,
-            ),
-            leased=lease,
-        )
+
+        def put(c: Connection) -> Any:
+            attached = (self._lease if lease_id is None else lease_id) if lease else 0
+            request = rpc.PutRequest(key=key.encode(), value=value.encode(), lease=attached)
+            return c.kv.Put(request, timeout=self.call_timeout)
+
+        await self._call(f"write {key}", put, leased=lease and lease_id is None)
 
     async def _range(self, what: str, **request: Any) -> Any:
         rpc = self._need_wire().rpc
@@ -480,7 +485,11 @@ class EtcdWorld:
             except asyncio.CancelledError:
                 if call is not None:
                     call.cancel()
-                raise
+                if not conn.dropped():
+                    raise
+                call = None  # its channel was closed: reopen it through the current one
+                failures += 1
+                await self._backoff(failures)
             except Exception as exc:  # the stream broke: reopen it through another member
                 if call is not None:
                     call.cancel()
