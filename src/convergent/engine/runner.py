@@ -38,6 +38,7 @@ from convergent.resources.recv import Binding
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
+    from convergent.world.base import World
 
 __all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
@@ -64,8 +65,9 @@ class Engine:
     ``sema=N``: every resource also takes one semaphore of size N around check/apply
     (``sema=1`` runs one resource at a time). ``state``: the host's state database;
     pending refresh notifications are loaded from it at start and kept in it until
-    handled (under noop it is only read). Values of secret outputs never reach
-    ``reporter`` (``engine/redact.py``).
+    handled (under noop it is only read). ``world``: every resource's ``ctx.world``
+    (None: the local world over ``state``); whoever gives it opens and closes it.
+    Values of secret outputs never reach ``reporter`` (``engine/redact.py``).
 
     Raises GraphError for a dangling edge, a cycle, a wrong ``recv`` or a semaphore id
     with two sizes.
@@ -80,6 +82,7 @@ class Engine:
         reporter: Reporter = _ignore,
         sema: int | None = None,
         state: StateDB | None = None,
+        world: World | None = None,
     ) -> None:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
@@ -88,6 +91,7 @@ class Engine:
         self.converged_timeout = converged_timeout
         self.reporter = reporter
         self.state = state
+        self.world = world
         self._every = (asyncio.Semaphore(sema),) if sema is not None else ()
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
         # Known secrets from the start: a command may print one before its holder ran.
@@ -167,6 +171,7 @@ class Engine:
             log=lambda message: self.report(Log(rid, message)),
             shared=self.shared,
             state=self.state,
+            world=self.world,
         )
 
     # -- convergence --------------------------------------------------------------------

@@ -47,6 +47,7 @@ from convergent.resources.recv import MISSING, Binding, convert
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
+    from convergent.world.base import World
 
 __all__ = ["Runtime", "Worker"]
 
@@ -65,6 +66,7 @@ class Runtime(Protocol):
 
     noop: bool
     state: StateDB | None
+    world: World | None
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
     def shared(self, factory: Callable[[], Any]) -> Any: ...
@@ -159,6 +161,7 @@ class Worker:
             log=self._log,
             shared=runtime.shared,
             state=runtime.state,
+            world=runtime.world,
         )
 
     # -- callbacks from the resource and from other workers ---------------------------
