@@ -110,3 +110,11 @@ def test_one_run_converges_files_and_users_listed_in_the_wrong_order(
     assert target.stat().st_uid == int(passwd()[name][2])
     assert target.stat().st_gid == int(group_file()[grp][2])
     assert group_file()[grp][3] == name
+
+
+def test_a_service_comes_after_the_managed_file_or_package_that_holds_its_unit() -> None:
+    from convergent.resources.svc import Svc
+
+    unit = File("/etc/systemd/system/app.service", content="[Service]\nExecStart=/bin/true\n")
+    found = edges(Svc("app"), unit)
+    assert ("file[/etc/systemd/system/app.service]", "svc[app]") in found

@@ -170,3 +170,21 @@ def test_auto_picks_apt_when_there_is_no_system_bus(
         return await asyncio.wait_for(_backend(ctx, "auto"), 10)
 
     assert isinstance(asyncio.run(go()), Apt)
+
+
+def test_a_service_comes_after_the_package_that_ships_its_unit() -> None:
+    """From dpkg's real file list: packagekit ships packagekit.service (make test installs
+    it), so pkg[packagekit] comes before svc[packagekit]."""
+    from convergent.graph.autoedge import plan_autoedges
+    from convergent.resources.pkg import Pkg
+    from convergent.resources.pkg_apt import file_list
+    from convergent.resources.svc import Svc
+
+    shipped = file_list("packagekit")
+    if not any(p.endswith("/systemd/system/packagekit.service") for p in shipped):
+        pytest.skip("packagekit is not installed here")
+    g: Graph[Any] = Graph()
+    g.add(Svc("packagekit"))
+    g.add(Pkg("packagekit"))
+    added = {(e.source, e.target) for e in plan_autoedges(g).added}
+    assert ("pkg[packagekit]", "svc[packagekit]") in added

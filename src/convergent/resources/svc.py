@@ -127,6 +127,9 @@ class _Plan(Change):
     job: str | None = None  # "StartUnit" or "StopUnit"
 
 
+_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+
+
 class Svc(Resource[SvcParams], kind="svc"):
     """A systemd unit, kept running or stopped, enabled or disabled."""
 
@@ -140,6 +143,15 @@ class Svc(Resource[SvcParams], kind="svc"):
     @property
     def unit(self) -> str:
         return unit_name(self.name)
+
+    def provides(self) -> tuple[str, ...]:
+        """``svc:UNIT``, for what must come after the service."""
+        return (f"svc:{self.unit}",)
+
+    def needs(self) -> list[tuple[str]]:
+        """Autoedges: whatever provides the unit file in one of systemd's unit directories
+        comes first (a managed ``file`` writing it, a ``pkg`` shipping it)."""
+        return [(f"file:{d}/{self.unit}",) for d in _UNIT_DIRS]
 
     # -- the bus ----------------------------------------------------------------------
 
