@@ -144,3 +144,21 @@ def test_an_error_met_through_the_api_gives_no_command_line_advice(tmp_path: Pat
     assert failures and "state directory" in failures[0]
     for message in failures:
         assert "--" not in message and "convergent run" not in message, message
+
+
+def test_a_busy_state_dir_met_through_the_api_names_no_command_line_option(
+    tmp_path: Path,
+) -> None:
+    from convergent.state import StateError
+    from convergent.state.statedir import open_state_dir
+
+    state_dir = str(tmp_path / "state")
+    held = open_state_dir(state_dir, mode="exclusive")
+    try:
+        with pytest.raises(StateError) as caught:
+            run(Graph(), converged_timeout=0, state_dir=state_dir)
+    finally:
+        held.close()
+    message = str(caught.value)
+    assert "in use" in message and "use another state directory" in message
+    assert "--" not in message and "convergent run" not in message, message

@@ -62,7 +62,11 @@ def test_every_built_in_kind_is_exported_under_its_class_name() -> None:
     for kind in builtin_kinds():
         cls = get_kind(kind)
         assert cls is not None, kind
-        assert cls.__name__ in convergent.__all__, f"kind {kind!r} is not exported"
+        assert cls.__name__ in convergent.__all__, (
+            f"kind {kind!r} is not exported: add {cls.__name__} to convergent/__init__.py's "
+            "docstring, __all__, _LAZY and TYPE_CHECKING imports (docs/architecture.md, "
+            "'Adding a kind')"
+        )
         assert getattr(convergent, cls.__name__) is cls
 
 

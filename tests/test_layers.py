@@ -2,9 +2,13 @@
 is too large.
 
 Every module under src/convergent is parsed (not imported), and every import counts:
-module level, inside functions (lazy ones), and under ``if TYPE_CHECKING:``. The layers
-and what each may import are read from the table in docs/architecture.md, so the page
-and the code cannot drift apart.
+module level, inside functions (lazy ones), and under ``if TYPE_CHECKING:``. A module
+named in a string (``"convergent.resources.file:File"`` in the built-in kinds, the lazy
+names of ``convergent/__init__.py``, the commands of ``cli/main.py``: imported by name
+when first needed) counts for the layer order too, but not for cycles: the kind registry
+names the kinds that import it, by design, and imports them only when asked for one. The
+layers and what each may import are read from the table in docs/architecture.md, so the
+page and the code cannot drift apart.
 """
 
 from __future__ import annotations
@@ -33,11 +37,21 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(module: str, path: Path) -> set[str]:
-    """The convergent modules ``module`` imports, wherever the import statement is."""
+BY_NAME = re.compile(r"convergent(\.\w+)+(:\w+)?")  # "convergent.resources.file:File"
+
+
+def _imports(module: str, path: Path, *, by_name: bool = False) -> set[str]:
+    """The convergent modules ``module`` imports, wherever the import statement is (with
+    ``by_name``: the modules it names in a string instead, to import them when needed)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if by_name:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                name = node.value.partition(":")[0]
+                if BY_NAME.fullmatch(node.value) and name in MODULES:
+                    found.add(name)
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -62,6 +76,7 @@ def _imports(module: str, path: Path) -> set[str]:
 
 
 GRAPH = {module: _imports(module, path) for module, path in MODULES.items()}
+NAMED = {module: _imports(module, path, by_name=True) for module, path in MODULES.items()}
 
 
 def _layer(module: str) -> str:
@@ -97,8 +112,8 @@ def test_imports_follow_the_layer_order() -> None:
     allowed = _allowed()
     wrong = [
         f"{module} imports {target}"
-        for module, targets in sorted(GRAPH.items())
-        for target in sorted(targets)
+        for module in sorted(GRAPH)
+        for target in sorted(GRAPH[module] | NAMED[module])
         if _layer(target) != _layer(module) and _layer(target) not in allowed[_layer(module)]
     ]
     assert not wrong, "imports against the layer order (docs/architecture.md):\n" + "\n".join(wrong)
@@ -138,16 +153,18 @@ def test_no_import_cycle_even_under_type_checking() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or ())
 
 
-def test_no_module_is_over_600_lines() -> None:
+def test_every_module_is_under_600_lines() -> None:
     long = {
         module: lines
         for module, path in MODULES.items()
-        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) >= MAX_LINES
     }
-    assert not long, f"modules over {MAX_LINES} lines: {long}"
+    assert not long, f"modules of {MAX_LINES} lines or more: {long}"
 
 
 def test_the_checks_see_lazy_and_type_checking_imports() -> None:
     """The parser itself: an import inside a function or under TYPE_CHECKING counts."""
     assert "convergent.state.db" in GRAPH["convergent.engine.worker"]  # TYPE_CHECKING
     assert "convergent.resources.recv" in GRAPH["convergent.policy.build"]  # in a function
+    assert "convergent.resources.file" in NAMED["convergent.resources.base"]  # _BUILTIN
+    assert "convergent.api" in NAMED["convergent"]  # the lazy public names

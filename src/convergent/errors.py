@@ -11,6 +11,9 @@
     └── ResourceError        check/apply/watch of kind[name] failed on this host
         └── CommandError     a command exited non-zero or timed out
 
+Two more ConvergentErrors live in the layers that raise them: ``StateError`` (``StateBusy``,
+``StateDamaged``) in :mod:`convergent.state`, ``BusError`` in :mod:`convergent.host.dbus`.
+
 Every message says what went wrong, where (``file:line:col``, ``kind[name]``) and,
 when there is one, how to fix it.
 """

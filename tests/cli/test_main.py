@@ -12,7 +12,7 @@ import pytest
 
 from convergent import __version__
 from convergent.cli.main import main
-from convergent.cli.statedir import default_state_dir, ensure_state_dir
+from convergent.state.statedir import default_state_dir, ensure_state_dir
 
 
 def test_version_prints_the_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

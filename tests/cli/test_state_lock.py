@@ -42,7 +42,7 @@ def test_second_agent_on_one_state_dir_refuses_to_start(tmp_path: Path) -> None:
         assert f"state directory {state} is in use by another convergent" in second.stderr
         holder = f"(pid {first.proc.pid}: convergent run {first_policy} --state-dir {state})"
         assert holder in second.stderr
-        assert "stop it, or use another state directory (--state-dir)" in second.stderr
+        assert "stop it, or use another state directory" in second.stderr
         assert "Traceback" not in second.stderr
         assert second.stdout == ""
         assert target.read_text() == "first\n"

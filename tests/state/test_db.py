@@ -231,7 +231,7 @@ def test_newer_schema_is_refused_with_upgrade_advice(db_path: Path) -> None:
         message = str(info.value)
         assert f"state database {db_path}" in message
         assert f"was written by a newer convergent (schema {SCHEMA_VERSION + 1}" in message
-        assert "upgrade or use another --state-dir" in message
+        assert "upgrade or use another state directory" in message
 
 
 def test_corrupt_file_is_refused_naming_the_path_and_the_fix(db_path: Path) -> None:

@@ -38,12 +38,11 @@ from convergent.engine.report import (
     Report,
     WouldChange,
 )
-from convergent.errors import ParamError, ResourceError, as_resource_error
+from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
-from convergent.resources.params import reject_nul
-from convergent.resources.recv import MISSING, Binding, convert
+from convergent.resources.recv import MISSING, Binding, convert, put
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
@@ -488,19 +487,8 @@ class Worker:
         old = self.received
         changed = frozenset(p for p, v in values.items() if old.get(p, MISSING) != v)
         if values != self.put:
-            import msgspec
-
             self.put = None
-            res.params = msgspec.structs.replace(self.declared, **values)
-            try:
-                reject_nul(res.params)  # a received value is checked like a written one
-                res.validate()
-            except ParamError as exc:
-                field = f"{exc.field}: " if exc.field else ""
-                sources = ", ".join(f"{b.param} from {b.source}" for b in self.recv)
-                raise ResourceError(
-                    res.id, f"with the received values ({sources}): {field}{exc.message}"
-                ) from None
+            put(res, self.declared, values, self.recv)  # ResourceError when it refuses one
             self.put = values
         self.ctx.received_changed = changed
         return values

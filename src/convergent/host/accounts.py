@@ -180,7 +180,7 @@ async def run_tool(argv: Sequence[str], lock: asyncio.Lock, stdin: bytes | None 
     if os.geteuid() != 0:
         raise ToolError(
             f"{argv[0]}: changing local accounts needs root, and the agent runs as uid "
-            f"{os.geteuid()} (run it as root, or check with --noop)"
+            f"{os.geteuid()} (run it as root, or only check, under noop)"
         )
     from convergent.host import process
 

@@ -20,11 +20,12 @@ from convergent.host import fs, posix
 from convergent.resources.base import Change, Context
 from convergent.resources.filechange import FileChange
 
-__all__ = ["Reversible", "plan_reverse", "record_reverse", "reverse"]
+__all__ = ["ReversedFile", "plan_reverse", "record_reverse", "reverse"]
 
 
-class Reversible(Protocol):
-    """What reversal needs of a ``file`` resource."""
+class ReversedFile(Protocol):
+    """What reversal needs of a ``file`` resource (not an ability: those are the protocols
+    of :mod:`convergent.resources.abilities`, ``Reversible`` among them)."""
 
     @property
     def id(self) -> str: ...
@@ -39,17 +40,17 @@ class Reversible(Protocol):
     def error(self, exc: fs.PathRefused | posix.NoSuchName) -> ResourceError: ...
 
 
-def _record(res: Reversible, ctx: Context) -> str | None:
+def _record(res: ReversedFile, ctx: Context) -> str | None:
     """The reversal record (the state database's own table, out of reach of ``kv``)."""
     return None if ctx.state is None else ctx.state.get_reversal(res.id)
 
 
-def _keep(res: Reversible, ctx: Context, record: str | None) -> None:
+def _keep(res: ReversedFile, ctx: Context, record: str | None) -> None:
     if ctx.state is not None:
         ctx.state.set_reversal(res.id, record)
 
 
-def record_reverse(res: Reversible, ctx: Context, change: Change) -> None:
+def record_reverse(res: ReversedFile, ctx: Context, change: Change) -> None:
     """Keep how to undo the first change (later changes keep the first record)."""
     if ctx.state is None or ctx.state.readonly or _record(res, ctx) is not None:
         return
@@ -83,7 +84,7 @@ def record_reverse(res: Reversible, ctx: Context, change: Change) -> None:
     _keep(res, ctx, json.dumps(record))
 
 
-def plan_reverse(res: Reversible, ctx: Context) -> str | None:
+def plan_reverse(res: ReversedFile, ctx: Context) -> str | None:
     """What :func:`reverse` would do (read only), or None."""
     record = _record(res, ctx)
     if record is None:
@@ -97,7 +98,7 @@ def plan_reverse(res: Reversible, ctx: Context) -> str | None:
         return None
 
 
-async def reverse(res: Reversible, ctx: Context) -> str | None:
+async def reverse(res: ReversedFile, ctx: Context) -> str | None:
     """Undo what the resource did (see above); None when there is nothing to undo."""
     record = _record(res, ctx)
     if record is None:

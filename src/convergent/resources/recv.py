@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from convergent.errors import GraphError, ResourceError
+from convergent.errors import GraphError, ParamError, ResourceError
 from convergent.graph.core import Graph
 from convergent.resources.abilities import Output
 from convergent.resources.base import Params, Resource
@@ -33,6 +33,7 @@ __all__ = [
     "bindings",
     "convert",
     "param_type",
+    "put",
     "recv_problem",
     "sends",
     "type_text",
@@ -211,4 +212,27 @@ def convert(receiver: Resource[Any], binding: Binding, value: Any) -> Any:
             receiver.id,
             f"recv {binding.param}: {binding.source} sent a {type(value).__name__}, "
             f"{receiver.id}.{binding.param} takes {type_text(hint)}",
+        ) from None
+
+
+def put(
+    receiver: Resource[Any], declared: Params, values: Mapping[str, Any], recv: Iterable[Binding]
+) -> None:
+    """Make ``receiver``'s parameters its ``declared`` ones with the received ``values``
+    put in, checked like written ones (no NUL byte, then ``validate()``).
+
+    Raises ResourceError naming the parameters and where they came from when the receiver
+    refuses a value.
+    """
+    from convergent.resources.params import reject_nul
+
+    receiver.params = msgspec.structs.replace(declared, **values)
+    try:
+        reject_nul(receiver.params)
+        receiver.validate()
+    except ParamError as exc:
+        field = f"{exc.field}: " if exc.field else ""
+        sources = ", ".join(f"{b.param} from {b.source}" for b in recv)
+        raise ResourceError(
+            receiver.id, f"with the received values ({sources}): {field}{exc.message}"
         ) from None

@@ -357,7 +357,7 @@ class StateDB:
             return StateError(
                 self.path,
                 f"cannot {action}: {text} (another convergent holds it; "
-                "stop it or use another --state-dir)",
+                "stop it or use another state directory)",
             )
         return StateError(self.path, f"cannot {action}: {text}{fs_hint(self.path)}")
 
@@ -443,7 +443,7 @@ class StateDB:
                 raise StateError(
                     self.path,
                     "is an SQLite database, but not convergent's (tables: "
-                    f"{', '.join(sorted(names))}); move it away or use another --state-dir",
+                    f"{', '.join(sorted(names))}); move it away or use another state directory",
                 )
             if self.readonly:
                 self._empty = True
@@ -464,7 +464,7 @@ class StateDB:
             raise StateError(
                 self.path,
                 f"was written by a newer convergent (schema {version}; this one knows "
-                f"{SCHEMA_VERSION}); upgrade or use another --state-dir",
+                f"{SCHEMA_VERSION}); upgrade or use another state directory",
             )
         self.version = version
         if version < SCHEMA_VERSION and not self.readonly:

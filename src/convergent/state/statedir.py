@@ -282,9 +282,9 @@ def holder(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-AGENT_THERE = "stop it, or use another state directory (--state-dir)"
+AGENT_THERE = "stop it, or use another state directory"
 READERS_THERE = (
-    "a --noop run or `convergent state check` is reading it: wait until it is done, then "
+    "a run under noop or `convergent state check` is reading it: wait until it is done, then "
     "run this again"
 )
 UPKEEP_THERE = "it is being reset or restored: wait until that is done"
