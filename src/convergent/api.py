@@ -74,7 +74,7 @@ async def arun(
         reporter = TextRenderer()
     opened: StateDir | None = None
     if state_dir is not None:
-        from convergent.host.process import reap_orphans
+        from convergent.host.children import reap_orphans
         from convergent.state.statedir import open_state_dir
 
         opened = open_state_dir(

@@ -61,7 +61,7 @@ def run_command(args: argparse.Namespace) -> int:
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
-    from convergent.host.process import reap_orphans
+    from convergent.host.children import reap_orphans
     from convergent.state.statedir import default_state_dir, open_state_dir
 
     state_dir = os.path.abspath(args.state_dir or default_state_dir())
