@@ -26,6 +26,7 @@ from convergent.engine.changeover import (
     reverse,
     upstream_members,
 )
+from convergent.engine.collect import HOSTS, Collector, exported, local_part
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
 from convergent.engine.refreshes import Intent, Refreshes
@@ -38,6 +39,7 @@ from convergent.resources.recv import Binding
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
+    from convergent.world.base import Unsubscribe, World
 
 __all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
@@ -65,7 +67,9 @@ class Engine:
     (``sema=1`` runs one resource at a time). ``state``: the host's state database;
     pending refresh notifications are loaded from it at start and kept in it until
     handled (under noop it is only read). Values of secret outputs never reach
-    ``reporter`` (``engine/redact.py``).
+    ``reporter`` (``engine/redact.py``). ``world``: where hosts meet (every resource's
+    ``ctx.world``; default: the local world over ``state``); exported resources are
+    published there and ``graph.collect`` takes other hosts' (``engine/collect.py``).
 
     Raises GraphError for a dangling edge, a cycle, a wrong ``recv`` or a semaphore id
     with two sizes.
@@ -80,10 +84,17 @@ class Engine:
         reporter: Reporter = _ignore,
         sema: int | None = None,
         state: StateDB | None = None,
+        world: World | None = None,
     ) -> None:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
-        plan = Plan(graph)  # automatic edges, then automatic grouping
+        self.world = world
+        self._base = graph  # the graph as given; the running one adds what is collected
+        self._collector: Collector | None = None
+        self._unwatch: Unsubscribe | None = None
+        self._world_wake = asyncio.Event()
+        self._world_held = _uses_world(graph)
+        plan = Plan(local_part(graph))  # automatic edges, then automatic grouping
         self.noop = noop
         self.converged_timeout = converged_timeout
         self.reporter = reporter
@@ -104,6 +115,8 @@ class Engine:
         self._refreshes = Refreshes(state, plan)
         new = self._adopt(plan, {})
         self._load_refreshes(new)
+        # Not converged before the exports are published and the collected ones are in.
+        self._convergence.holds += self._world_held
         self._convergence.recount(self._states(), report=False)
 
     # -- the Runtime a worker talks to ---------------------------------------------------
@@ -167,6 +180,7 @@ class Engine:
             log=lambda message: self.report(Log(rid, message)),
             shared=self.shared,
             state=self.state,
+            world=self.world,
         )
 
     # -- convergence --------------------------------------------------------------------
@@ -210,6 +224,8 @@ class Engine:
                     worker.start()
                 if self.converged:  # an empty graph
                     self.report(Converged(convergence.failed, convergence.blocked))
+                self._world_wake.set()
+                tg.create_task(self._world_loop(), name="world")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
                 until_done = tg.create_task(
                     convergence.long_enough(self.converged_timeout), name="convergence"
@@ -223,6 +239,7 @@ class Engine:
             self._tg = None
             for worker in self._workers.values():
                 worker.release()
+            await self._leave_world()
             await self._close_services()
         return RunResult(
             resources=len(self._workers),
@@ -283,7 +300,12 @@ class Engine:
         async with lock:
             if self._tg is None:
                 raise RuntimeError("the run ended before the swap could start")
-            return await self._swap(graph, planned)
+            collector = self._collector
+            running = collector.graph_for(graph) if collector is not None else local_part(graph)
+            done = await self._swap(running, planned)
+            self._base = graph
+            self._world_wake.set()  # publish what it exports, collect what it collects
+            return done
 
     async def _swap(
         self, graph: Graph[Resource[Any]], planned: Callable[[Swapped], None] | None
@@ -372,6 +394,111 @@ class Engine:
         return self._every + tuple(own)
 
 
+    # -- the world: exports, collected resources -------------------------------------------
+
+    def the_world(self) -> World:
+        """The run's world: the one given, else the local world every resource sees."""
+        if self.world is not None:
+            return self.world
+        from convergent.world.local import LocalWorldFactory
+
+        world: World = self.shared(LocalWorldFactory(self.state))
+        return world
+
+    async def _world_loop(self) -> None:
+        """Publish this host's exports and collect other hosts' whenever the graph or the
+        world changed (events of one burst become one new graph)."""
+        while True:
+            await self._world_wake.wait()
+            await asyncio.sleep(0)  # let the rest of a burst of world events arrive
+            self._world_wake.clear()
+            base = self._base
+            try:
+                await self._sync_world(base)
+            finally:
+                if self._world_held and base is self._base:
+                    self._world_held = False
+                    self._convergence.holds -= 1
+                    self._recount()
+
+    async def _sync_world(self, base: Graph[Resource[Any]]) -> None:
+        collector = self._collector
+        if collector is None and not _uses_world(base):
+            return  # nothing exported or collected, ever: the world is not needed
+        world = self.the_world()
+        if collector is None:
+            host = getattr(world, "hostname", None) or _hostname()
+            collector = self._collector = Collector(host, self.report)
+            mine = await world.get_prefix(f"{HOSTS}{host}/exports/")
+            collector.published = dict(mine)  # a run before this one may have left some
+        wanted = {} if self.noop else collector.wanted(base)
+        for key in sorted(collector.published.keys() - wanted.keys()):
+            await world.delete(key)
+        for key, value in wanted.items():
+            if collector.published.get(key) != value:
+                await world.set(key, value, lease=True)
+        collector.published = wanted
+        if base.collect and self._unwatch is None:
+            self._unwatch = await world.watch(HOSTS, self._world_event, prefix=True)
+            collector.load(await world.get_prefix(HOSTS))
+        elif not base.collect and self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+            collector.exports.clear()
+        lock = self._swap_lock
+        if lock is None or base is not self._base:
+            return
+        async with lock:
+            if self._tg is None or base is not self._base:
+                return
+            graph = collector.graph_for(base)
+            if not _same_graph(graph, self._plan.source):
+                await self._swap(graph, None)
+
+    def _world_event(self, key: str, value: str | None) -> None:
+        collector = self._collector
+        if collector is not None and collector.seen(key, value):
+            self._world_wake.set()
+
+    async def _leave_world(self) -> None:
+        """At the end of the run: stop watching, withdraw this host's exports."""
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        collector = self._collector
+        if collector is None or not collector.published:
+            return
+        world = self.the_world()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                for key in sorted(collector.published):
+                    await world.delete(key)
+        collector.published = {}
+
+
+def _uses_world(graph: Graph[Resource[Any]]) -> bool:
+    """Whether ``graph`` exports or collects (its run is not converged before the world
+    was seen)."""
+    return bool(graph.collect) or any(exported(r) for r in graph.vertices.values())
+
+
+def _same_graph(a: Graph[Resource[Any]], b: Graph[Resource[Any]]) -> bool:
+    """The same resources (kind, name, parameters, meta) and edges."""
+    if a.vertices.keys() != b.vertices.keys():
+        return False
+    for vid, resource in a.vertices.items():
+        other = b[vid]
+        if resource.params != other.params or resource.meta != other.meta:
+            return False
+    return set(a.edges()) == set(b.edges())
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 class _Done(Exception):
     """Raised inside the task group to cancel every worker at the end of a run."""
 
@@ -384,6 +511,7 @@ async def run_graph(
     reporter: Reporter = _ignore,
     sema: int | None = None,
     state: StateDB | None = None,
+    world: World | None = None,
 ) -> RunResult:
     """Run ``graph`` to convergence; see :class:`Engine`."""
     engine = Engine(
@@ -393,5 +521,6 @@ async def run_graph(
         reporter=reporter,
         sema=sema,
         state=state,
+        world=world,
     )
     return await engine.run()

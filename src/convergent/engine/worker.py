@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
+from convergent.engine.receive import Waiting, receive
 from convergent.engine.meta import (
     WATCH_FAILED,
     TokenBucket,
@@ -38,15 +39,15 @@ from convergent.engine.report import (
     Report,
     WouldChange,
 )
-from convergent.errors import ParamError, ResourceError, as_resource_error
+from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
-from convergent.resources.params import reject_nul
-from convergent.resources.recv import MISSING, Binding, convert
+from convergent.resources.recv import MISSING, Binding
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
+    from convergent.world.base import World
 
 __all__ = ["Runtime", "Worker"]
 
@@ -65,6 +66,7 @@ class Runtime(Protocol):
 
     noop: bool
     state: StateDB | None
+    world: World | None
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
     def shared(self, factory: Callable[[], Any]) -> Any: ...
@@ -109,6 +111,7 @@ class Worker:
         "tries",
         "unsubscribe",
         "upstream",
+        "waiting",
         "wake",
         "watch_failed",
         "watch_tries",
@@ -133,6 +136,7 @@ class Worker:
         self.received: dict[str, Any] = {}  # values it received at its last good pass
         self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
         self.tried: dict[str, Any] = {}  # values it last tried to receive (some missing)
+        self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
         self.sender = any(getattr(type(m), "sends", None) for m in self.members)
         self.tasks: set[asyncio.Task[None]] = set()
         self.unsubscribe: Callable[[], None] | None = None  # a subscribe-kind's watch
@@ -159,6 +163,7 @@ class Worker:
             log=self._log,
             shared=runtime.shared,
             state=runtime.state,
+            world=runtime.world,
         )
 
     # -- callbacks from the resource and from other workers ---------------------------
@@ -315,7 +320,7 @@ class Worker:
                 self.tries = 0
                 if not self.ready:
                     self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
-                elif self.dirty:  # an event came during the pass: a check is still owed
+                elif self.dirty or self.waiting:  # a check is still owed, or a world value
                     self.watch_tries = 0
                     self._set_state(State.WAITING)
                 else:
@@ -382,7 +387,7 @@ class Worker:
 
     async def _process(self) -> None:
         res, ctx, engine = self.resource, self.ctx, self.runtime
-        received = self._receive() if self.recv else None
+        received = receive(self, self.runtime.output) if self.recv else None
         if received is MISSING:
             return
         refresh = frozenset(self.refresh_from)
@@ -467,40 +472,6 @@ class Worker:
         self.ctx.received_changed = frozenset()
         if self.sender:
             self.runtime.sent(self)
-
-    def _receive(self) -> Any:
-        """Put the received values into the parameters; MISSING when one has none yet.
-
-        Sets ``ctx.received_changed`` and returns the values, by parameter.
-        """
-        res = self.resource
-        raw = {b.param: self.runtime.output(b) for b in self.recv}
-        self.tried = {param: value for param, value in raw.items() if value is not MISSING}
-        waiting = [b for b in self.recv if raw[b.param] is MISSING]
-        if waiting:
-            what = ", ".join(f"{b.source} (for {b.param})" for b in waiting)
-            self._log(f"not checked: no value yet from {what}")
-            return MISSING
-        values = {b.param: convert(res, b, raw[b.param]) for b in self.recv}
-        old = self.received
-        changed = frozenset(p for p, v in values.items() if old.get(p, MISSING) != v)
-        if values != self.put:
-            import msgspec
-
-            self.put = None
-            res.params = msgspec.structs.replace(self.declared, **values)
-            try:
-                reject_nul(res.params)  # a received value is checked like a written one
-                res.validate()
-            except ParamError as exc:
-                field = f"{exc.field}: " if exc.field else ""
-                sources = ", ".join(f"{b.param} from {b.source}" for b in self.recv)
-                raise ResourceError(
-                    res.id, f"with the received values ({sources}): {field}{exc.message}"
-                ) from None
-            self.put = values
-        self.ctx.received_changed = changed
-        return values
 
     def _start_watch(self) -> None:
         """Start watching: a kind that subscribes or has nothing to watch needs no task;
