@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PREFIX ?= /usr/local
 UNITDIR ?= /etc/systemd/system
 POLICY ?= /etc/convergent/policy.yaml
-APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd
+APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd etcd-server etcd-client
 
 .PHONY: run test lint typecheck unit system-deps clean install
 
@@ -52,7 +52,7 @@ unit: $(VENV)/.dev-installed
 
 # System packages the tests use (graphviz for `convergent graph --format svg`; zsh and
 # fish run the completion scripts, groff/man-db render the man page, systemd verifies
-# the unit).
+# the unit, etcd-server and etcd-client give the world tests their etcd members).
 # Installed only when missing, so a second run does not touch apt.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from convergent.state import StateDB
+from convergent.world import keys
 from convergent.world.base import World
 from convergent.world.local import LocalWorld
 
@@ -189,6 +190,117 @@ def test_a_callback_that_raises_never_fails_the_writer(opener: Opener) -> None:
         assert [type(c.get("exception")) for c in reported] == [RuntimeError]
 
     run(opener, body)
+
+
+def test_a_world_names_its_host_and_the_host_is_a_member_while_it_runs(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        assert world.hostname and "/" not in world.hostname
+        members = await world.members()
+        assert members[world.hostname] == keys.STATUS_ALIVE
+        assert members[other.hostname] == keys.STATUS_ALIVE
+        assert await other.get(keys.alive_key(world.hostname)) == keys.STATUS_ALIVE
+
+    run(opener, body)
+
+
+def test_a_prefix_read_returns_every_key_under_it_and_nothing_else(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        assert await world.get_prefix("/test/app/") == {}
+        await world.set("/test/app/port", "80")
+        await other.set("/test/app/name", "web")
+        await other.set("/test/app/deep/er", "x")
+        await world.set("/test/application", "outside the prefix")
+        await world.set("/test/app/gone", "soon")
+        await other.delete("/test/app/gone")
+        await other.set("/test/app/leased", "while it runs", lease=True)
+        assert await world.get_prefix("/test/app/") == {
+            "/test/app/port": "80",
+            "/test/app/name": "web",
+            "/test/app/deep/er": "x",
+            "/test/app/leased": "while it runs",
+        }
+
+    run(opener, body)
+
+
+def test_leased_keys_vanish_when_the_session_ends_and_durable_ones_stay(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        key = keys.host_key(world.hostname, "probe")
+        durable = keys.host_key(world.hostname, "kept")
+        await world.set(durable, "1")
+        await world.set(key, "durable first")
+        await world.set(key, "now leased", lease=True)
+        assert await other.get(key) == "now leased"
+        seen = Seen()
+        unsubscribe = await other.watch(key, seen)
+        try:
+            await close(world)
+            assert await seen.until((key, None))
+        finally:
+            unsubscribe()
+        assert await other.get(key) is None
+        assert keys.alive_key(world.hostname) not in await other.get_prefix(keys.HOSTS)
+        assert await other.get(durable) == "1"
+
+    run(opener, body)
+
+
+def test_a_lease_is_dropped_by_a_later_durable_write(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        key = keys.host_key(world.hostname, "probe")
+        await world.set(key, "leased", lease=True)
+        await world.set(key, "durable")
+        await close(world)
+        assert await other.get(key) == "durable"
+
+    run(opener, body)
+
+
+def test_a_lock_has_one_holder_at_a_time_in_the_order_asked(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        log: list[str] = []
+        inside = 0
+        first_in = asyncio.Event()
+
+        async def hold(who: str, w: World) -> None:
+            nonlocal inside
+            async with w.lock("deploy"):
+                inside += 1
+                log.append(f"{who} in")
+                assert inside == 1, log
+                first_in.set()
+                # round trips to the world: a second holder would get in meanwhile
+                for i in range(3):
+                    await w.set(f"/test/lock/{who}", str(i))
+                    await w.get(f"/test/lock/{who}")
+                log.append(f"{who} out")
+                inside -= 1
+
+        first = asyncio.create_task(hold("a", world))
+        await first_in.wait()
+        rest = [asyncio.create_task(hold(who, w)) for who, w in (("b", other), ("c", world))]
+        await asyncio.gather(first, *rest)
+        assert log[:2] == ["a in", "a out"]
+        assert sorted(log[2:]) == ["b in", "b out", "c in", "c out"]
+        assert log[2][0] == log[3][0]  # the next holder left before the last came in
+
+    run(opener, body)
+
+
+def test_a_lock_is_released_when_its_holder_raises(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        with pytest.raises(RuntimeError):
+            async with world.lock("deploy"):
+                raise RuntimeError("the holder failed")
+        async with other.lock("deploy"):
+            pass
+
+    run(opener, body)
+
+
+async def close(world: World) -> None:
+    """End ``world``'s session (the backend's ``aclose``)."""
+    await world.aclose()  # type: ignore[attr-defined]
 
 
 # -- the local world only -----------------------------------------------------------------

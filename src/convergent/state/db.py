@@ -234,6 +234,17 @@ class StateDB:
                     (key, value),
                 )
 
+    def kv_prefix(self, prefix: str) -> dict[str, str]:
+        """Every key/value whose key starts with ``prefix``."""
+        if self._empty:
+            return {}
+        query = "SELECT key, value FROM kv WHERE substr(key, 1, ?) = ?"
+        if self.version < 2:
+            query += f" AND NOT {_IS_REVERSAL}"
+        with self._errors("read key/values"):
+            rows = self._conn.execute(query, (len(prefix), prefix)).fetchall()
+        return dict(rows)
+
     # -- reversal records (meta: {reverse: true}) --------------------------------------
 
     def get_reversal(self, resource: str) -> str | None:
