@@ -31,10 +31,10 @@ from convergent.errors import ParamError, ResourceError
 from convergent.graph.collect import Collect, refusal
 from convergent.graph.core import Graph
 from convergent.resources.base import Meta, Resource, convert_params, get_kind
+from convergent.world.keys import EXPORTS, HOSTS, export_key, split_host_key
 
-__all__ = ["HOSTS", "Collector", "exported", "host_of", "local_part"]
+__all__ = ["Collector", "exported", "host_of", "local_part"]
 
-HOSTS = "/convergent/hosts/"  # every host writes under HOSTS + its name + "/"
 _DEFAULT_META = Meta()
 
 
@@ -45,12 +45,8 @@ def exported(resource: Resource[Any]) -> bool:
 
 
 def host_of(key: str) -> str:
-    """The host a key under :data:`HOSTS` belongs to."""
+    """The host a key under ``/convergent/hosts/`` belongs to."""
     return key[len(HOSTS) :].partition("/")[0]
-
-
-def export_key(host: str, rid: str) -> str:
-    return f"{HOSTS}{host}/exports/{rid}"
 
 
 def encode(resource: Resource[Any]) -> str:
@@ -88,7 +84,7 @@ def local_part(graph: Graph[Resource[Any]]) -> Graph[Resource[Any]]:
 
 
 class Collector:
-    """Every host's exports (from one watch of :data:`HOSTS`) and what this host makes of
+    """Every host's exports (from one watch of ``/convergent/hosts/``) and what this host makes of
     them. ``report``: where refusals go."""
 
     __slots__ = ("_refused", "exports", "hostname", "published", "report")
@@ -101,8 +97,9 @@ class Collector:
         self._refused: set[tuple[str, str]] = set()  # (key, JSON) already reported
 
     def seen(self, key: str, value: str | None) -> bool:
-        """A write under :data:`HOSTS`; True when it is an export (the graph may change)."""
-        if "/exports/" not in key[len(HOSTS) :]:
+        """A write under ``/convergent/hosts/``; True for an export (the graph may change)."""
+        split = split_host_key(key)
+        if split is None or not split[1].startswith(EXPORTS + "/"):
             return False
         if value is None:
             return self.exports.pop(key, None) is not None
@@ -112,15 +109,15 @@ class Collector:
         return True
 
     def load(self, snapshot: Mapping[str, str]) -> None:
-        """Every key under :data:`HOSTS` as read once, after the watch was in place."""
+        """Every key under ``/convergent/hosts/`` as read once, after the watch was in place."""
         for key, value in snapshot.items():
             self.seen(key, value)
 
     def wanted(self, graph: Graph[Resource[Any]]) -> dict[str, str]:
         """This host's export keys and JSON for the resources ``graph`` exports."""
         return {
-            export_key(self.hostname, vid): encode(resource)
-            for vid, resource in graph.vertices.items()
+            export_key(self.hostname, resource.kind, resource.name): encode(resource)
+            for resource in graph.vertices.values()
             if exported(resource)
         }
 

@@ -26,7 +26,7 @@ from convergent.engine.changeover import (
     reverse,
     upstream_members,
 )
-from convergent.engine.collect import HOSTS, Collector, exported, local_part
+from convergent.engine.collect import Collector, exported, local_part
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
 from convergent.engine.refreshes import Intent, Refreshes
@@ -36,6 +36,7 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import Binding
+from convergent.world.keys import EXPORTS, HOSTS, host_key
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
@@ -393,7 +394,6 @@ class Engine:
             own.append(known[0])
         return self._every + tuple(own)
 
-
     # -- the world: exports, collected resources -------------------------------------------
 
     def the_world(self) -> World:
@@ -427,9 +427,9 @@ class Engine:
             return  # nothing exported or collected, ever: the world is not needed
         world = self.the_world()
         if collector is None:
-            host = getattr(world, "hostname", None) or _hostname()
+            host = world.hostname
             collector = self._collector = Collector(host, self.report)
-            mine = await world.get_prefix(f"{HOSTS}{host}/exports/")
+            mine = await world.get_prefix(host_key(host, EXPORTS) + "/")
             collector.published = dict(mine)  # a run before this one may have left some
         wanted = {} if self.noop else collector.wanted(base)
         for key in sorted(collector.published.keys() - wanted.keys()):
@@ -491,12 +491,6 @@ def _same_graph(a: Graph[Resource[Any]], b: Graph[Resource[Any]]) -> bool:
         if resource.params != other.params or resource.meta != other.meta:
             return False
     return set(a.edges()) == set(b.edges())
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 class _Done(Exception):

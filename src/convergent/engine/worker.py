@@ -22,7 +22,6 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
-from convergent.engine.receive import Waiting, receive
 from convergent.engine.meta import (
     WATCH_FAILED,
     TokenBucket,
@@ -30,6 +29,7 @@ from convergent.engine.meta import (
     retry_text,
     seconds_text,
 )
+from convergent.engine.receive import Waiting, receive
 from convergent.engine.report import (
     Blocked,
     Changed,

@@ -57,11 +57,8 @@ class Collect(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
         if self.pattern is not None:
             return f"collect {self.kind} into {self.pattern}"
         where = self.where or Where()
-        parts = [
-            f"{label} [{', '.join(items)}]"
-            for label, items in (("kinds", where.kinds), ("names", where.names), ("paths", where.paths))
-            if items
-        ]
+        lists = (("kinds", where.kinds), ("names", where.names), ("paths", where.paths))
+        parts = [f"{label} [{', '.join(items)}]" for label, items in lists if items]
         return f"collect {self.kind}" + (f" where {'; '.join(parts)}" if parts else "")
 
 
@@ -91,9 +88,7 @@ def refusal(collect: Collect, kind: str, name: str, path: str | None) -> str | N
     prefixes = collect.allowed_paths()
     if prefixes:
         if path is None:
-            return "it has no path, and this collect allows only paths under " + ", ".join(
-                prefixes
-            )
+            return "it has no path, and this collect allows only paths under " + ", ".join(prefixes)
         normal = normal_path(path)
         if normal is None:
             return f"its path {path!r} is not absolute"

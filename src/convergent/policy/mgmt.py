@@ -180,9 +180,7 @@ _EXEC_KEYS = (
 _Pairs: TypeAlias = "dict[str, tuple[Node, Node]]"
 
 
-def read_mgmt(
-    root: Node, values: Values
-) -> tuple[list[Entry], list[Link], tuple[Collect, ...]]:
+def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link], tuple[Collect, ...]]:
     """Entries, links and collect entries of an mgmt yamlgraph whose top level is the
     mapping ``root``."""
     problems = values.problems

@@ -61,9 +61,7 @@ _TOP_KEYS = ("resources", "collect")
 _EXAMPLE = 'e.g.\n  resources:\n    - file: /etc/motd\n      content: "hello\\n"'
 
 
-def read_native(
-    root: Node, values: Values
-) -> tuple[list[Entry], list[Link], tuple[Collect, ...]]:
+def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link], tuple[Collect, ...]]:
     """Entries, links and collect entries of a policy whose top level is the mapping
     ``root``."""
     problems = values.problems

@@ -89,8 +89,8 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     rewatch: restart a watch that failed for good when a new graph is applied
     reverse: undo what this resource did when it is removed from the graph
     timeout: seconds one check/apply may take; longer is a failure that counts as a try
-    export: publish this resource for other hosts to collect (true, or the hosts that may); not applied here unless collected
-    wait_timeout: seconds a resource may wait for a value from the world (recv world[HOST].NAME) before it fails
+    export: publish for other hosts to collect (true, or the hosts that may); not applied here
+    wait_timeout: seconds to wait for a received world[HOST].NAME value before failing
     """
 
     noop: bool = False

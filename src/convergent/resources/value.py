@@ -25,20 +25,9 @@ from typing import Any, ClassVar
 from convergent.errors import ParamError
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
+from convergent.world.keys import HOSTS, VALUES, host_key, split_host_key, value_key
 
-__all__ = ["HOSTS", "Value", "ValueParams", "WorldAll", "WorldValues", "world_source"]
-
-HOSTS = "/convergent/hosts/"
-
-
-def hostname(ctx: Context) -> str:
-    """This agent's host name, as the world knows it."""
-    name = getattr(ctx.world, "hostname", None)
-    if isinstance(name, str) and name:
-        return name
-    import socket
-
-    return socket.gethostname()
+__all__ = ["Value", "ValueParams", "WorldAll", "WorldValues", "world_source"]
 
 
 class ValueParams(Params, frozen=True):
@@ -56,11 +45,15 @@ class Value(Resource[ValueParams], kind="value"):
     sends: ClassVar[Mapping[str, Output]] = {"value": Output(str)}
 
     def validate(self) -> None:
-        if "/" in self.name or self.name in (".", ".."):
-            raise ParamError(None, f"value name {self.name!r}: a value's name cannot contain '/'")
+        if not self.name.isidentifier():
+            raise ParamError(
+                None,
+                f"value name {self.name!r}: a value's name is made of letters, digits and '_' "
+                "(not starting with a digit), so other hosts can receive it as world[HOST].NAME",
+            )
 
     def key(self, ctx: Context) -> str:
-        return f"{HOSTS}{hostname(ctx)}/values/{self.name}"
+        return value_key(ctx.world.hostname, self.name)
 
     async def watch(self, ctx: Context) -> None:
         want = self.params.content
@@ -139,7 +132,7 @@ class WorldValues(Resource[WorldParams]):
     _values: dict[str, Any]  # output name -> value, as of the last check
 
     def prefix(self) -> str:
-        return f"{HOSTS}{self.name}/values/"
+        return host_key(self.name, VALUES) + "/"
 
     def _keep(self, key: str) -> bool:
         return True
@@ -186,7 +179,8 @@ class WorldAll(WorldValues):
         return HOSTS
 
     def _keep(self, key: str) -> bool:
-        return key[len(HOSTS) :].partition("/")[2].startswith("values/")
+        split = split_host_key(key)
+        return split is not None and split[1].startswith(VALUES + "/")
 
     async def check(self, ctx: Context) -> Change | None:
         seen = getattr(self, "_seen", {})
