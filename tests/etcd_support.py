@@ -45,6 +45,7 @@ __all__ = [
     "etcd_member",
     "free_ports",
     "require_etcd",
+    "wipe",
 ]
 
 START_BOUND = 20.0  # seconds a member (or a whole cluster) may take to be ready
@@ -74,6 +75,20 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def wipe(endpoint: str) -> None:
+    """Delete every key of the cluster at ``endpoint`` (etcdctl, bounded)."""
+    etcdctl = shutil.which("etcdctl")
+    if etcdctl is None:
+        pytest.skip("etcdctl is not installed (Debian: apt-get install etcd-client)")
+    subprocess.run(
+        [etcdctl, f"--endpoints={endpoint}", "del", "", "--from-key"],
+        env={**os.environ, "ETCDCTL_API": "3"},
+        capture_output=True,
+        check=True,
+        timeout=START_BOUND,
+    )
 
 
 class EtcdMember:

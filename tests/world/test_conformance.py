@@ -1,15 +1,16 @@
 """What every World backend guarantees (``convergent.world.base``), run against each one.
 
-A backend is a :class:`Backend`: how to open its world inside the running loop, and a
-second writer onto the same world. The etcd backend joins by adding one to ``BACKENDS``;
-nothing here assumes that callbacks come before a write returns (the local world's) or
-after (etcd's): every wait is on a queue, with a bound.
+A backend is an opener: how to open its world inside the running loop, and a second
+writer onto the same world (for etcd, another agent: host "b" beside host "a", on one
+real etcd member per module, emptied before each test). Nothing here assumes that
+callbacks come before a write returns (the local world's) or after (etcd's): every
+wait is on a queue, with a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from convergent.state import StateDB
 from convergent.world import keys
 from convergent.world.base import World
 from convergent.world.local import LocalWorld
+from tests.etcd_support import etcd_member, require_etcd, wipe
 
 BOUND = 5.0  # seconds any wait for a callback may take
 
@@ -27,7 +29,7 @@ BOUND = 5.0  # seconds any wait for a callback may take
 Opener = Callable[[], AbstractAsyncContextManager[tuple[World, World]]]
 
 
-def _local_db(tmp_path: Path) -> Opener:
+def _local_db(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     @asynccontextmanager
     async def open_world() -> AsyncIterator[tuple[World, World]]:
         with StateDB(tmp_path / "state" / "state.db") as db:
@@ -37,7 +39,7 @@ def _local_db(tmp_path: Path) -> Opener:
     return open_world
 
 
-def _local_memory(tmp_path: Path) -> Opener:
+def _local_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     @asynccontextmanager
     async def open_world() -> AsyncIterator[tuple[World, World]]:
         world = LocalWorld()
@@ -46,15 +48,41 @@ def _local_memory(tmp_path: Path) -> Opener:
     return open_world
 
 
-BACKENDS: dict[str, Callable[[Path], Opener]] = {
+@pytest.fixture(scope="module")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_etcd()
+    pytest.importorskip("aetcd", reason="the etcd world needs aetcd (make test installs it)")
+    with etcd_member(tmp_path_factory.mktemp("etcd")) as member:
+        yield member.endpoint
+
+
+def _etcd(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    from convergent.world.etcd import EtcdWorld
+
+    endpoint: str = request.getfixturevalue("etcd_endpoint")
+    wipe(endpoint)
+
+    @asynccontextmanager
+    async def open_world() -> AsyncIterator[tuple[World, World]]:
+        async with (
+            EtcdWorld([endpoint], hostname="a", ttl=2) as world,
+            EtcdWorld([endpoint], hostname="b", ttl=2) as other,
+        ):
+            yield world, other
+
+    return open_world
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
     "local-db": _local_db,
     "local-memory": _local_memory,
+    "etcd": _etcd,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request, tmp_path)
 
 
 def run(opener: Opener, body: Callable[[World, World], Awaitable[None]]) -> None:
