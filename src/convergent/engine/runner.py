@@ -67,10 +67,11 @@ class Engine:
     ``sema=N``: every resource also takes one semaphore of size N around check/apply
     (``sema=1`` runs one resource at a time). ``state``: the host's state database;
     pending refresh notifications are loaded from it at start and kept in it until
-    handled (under noop it is only read). Values of secret outputs never reach
-    ``reporter`` (``engine/redact.py``). ``world``: where hosts meet (every resource's
-    ``ctx.world``; default: the local world over ``state``); exported resources are
-    published there and ``graph.collect`` takes other hosts' (``engine/collect.py``).
+    handled (under noop it is only read). ``world``: every resource's ``ctx.world``
+    (None: the local world over ``state``); whoever gives it opens and closes it.
+    Exported resources are published there and ``graph.collect`` takes other hosts'
+    (``engine/collect.py``). Values of secret outputs never reach ``reporter``
+    (``engine/redact.py``).
 
     Raises GraphError for a dangling edge, a cycle, a wrong ``recv`` or a semaphore id
     with two sizes.
@@ -89,7 +90,6 @@ class Engine:
     ) -> None:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
-        self.world = world
         self._base = graph  # the graph as given; the running one adds what is collected
         self._collector: Collector | None = None
         self._unwatch: Unsubscribe | None = None
@@ -100,6 +100,7 @@ class Engine:
         self.converged_timeout = converged_timeout
         self.reporter = reporter
         self.state = state
+        self.world = world
         self._every = (asyncio.Semaphore(sema),) if sema is not None else ()
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
         # Known secrets from the start: a command may print one before its holder ran.
