@@ -50,12 +50,20 @@ async def agents(
         yield running
 
 
-async def until(predicate: Any, what: str) -> None:
-    """Wait (bounded) until ``predicate()``; the agents' events drive the loop meanwhile."""
-    async with asyncio.timeout(BOUND):
-        while not predicate():
-            await asyncio.sleep(0.01)
-    assert predicate(), what
+async def until(running: dict[str, Agent], predicate: Any) -> None:
+    """Wait (bounded) until ``predicate()`` holds, looking again at each report of any
+    agent (a file is written before its agent reports the change)."""
+    waits = [
+        asyncio.ensure_future(agent.rec.wait_for(lambda _: predicate()))
+        for agent in running.values()
+    ]
+    try:
+        async with asyncio.timeout(BOUND):
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    assert predicate()
 
 
 def test_the_native_exchange_ends_with_8_files_on_each_of_3_hosts(tmp_path: Path) -> None:
