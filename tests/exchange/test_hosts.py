@@ -74,10 +74,10 @@ def test_the_native_exchange_ends_with_8_files_on_each_of_3_hosts(tmp_path: Path
     async def main(endpoint: str) -> None:
         async with agents(endpoint, tmp_path, graphs) as running:
             await until(
+                running,
                 lambda: (
                     all(len(v) == 8 for v in files(tmp_path).values()) and len(files(tmp_path)) == 3
                 ),
-                "8 files in each directory",
             )
             for agent in running.values():
                 await agent.converged()
