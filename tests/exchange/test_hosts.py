@@ -109,7 +109,7 @@ def test_withdrawing_an_export_removes_it_everywhere_within_a_bounded_wait(
 
     async def main(endpoint: str) -> None:
         async with agents(endpoint, tmp_path, graphs) as running:
-            await until(lambda: sum(len(v) for v in files(tmp_path).values()) == 24, "24 files")
+            await until(running, lambda: sum(len(v) for v in files(tmp_path).values()) == 24)
             starts = {h: len(a.rec.reports) for h, a in running.items()}
             await running["a"].engine.swap(withdrawn)
             for host, agent in running.items():
