@@ -28,6 +28,7 @@ from convergent.engine.changeover import (
 )
 from convergent.engine.collect import Collector, exported, local_part
 from convergent.engine.convergence import Convergence, State
+from convergent.engine.hosts import Hosts
 from convergent.engine.exchange import Exchange
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult
@@ -36,11 +37,11 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import Binding
-from convergent.world.keys import EXPORTS, HOSTS, host_key
+from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
-    from convergent.world.base import Unsubscribe, World
+    from convergent.world.base import World
 
 __all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
@@ -91,8 +92,11 @@ class Engine:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
         self._base = graph  # the graph as given; the running one adds what is collected
-        self._collector: Collector | None = None
-        self._unwatch: Unsubscribe | None = None
+        self._hosts: Hosts | None = None  # the other agents, once the world is needed
+        # A world other than the local one: convergence is cluster-wide.
+        self._cluster = world is not None and type(world).__name__ != "LocalWorld"
+        self._flipped = asyncio.Event()  # this graph's convergence flipped (to publish)
+        self._flip_wake = asyncio.Event()  # the same, for the wait for everyone
         self._world_wake = asyncio.Event()
         self._world_held = _uses_world(graph)
         plan = Plan(local_part(graph))  # automatic edges, then automatic grouping
@@ -228,9 +232,15 @@ class Engine:
                     self.report(Converged(convergence.failed, convergence.blocked))
                 self._world_wake.set()
                 tg.create_task(self._world_loop(), name="world")
+                if self._cluster:
+                    self._convergence.on_flip = self._on_flip
+                    tg.create_task(self._publish_converged(), name="converged")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
                 until_done = tg.create_task(
-                    convergence.long_enough(self.converged_timeout), name="convergence"
+                    self._everyone_long_enough(self.converged_timeout)
+                    if self._cluster
+                    else convergence.long_enough(self.converged_timeout),
+                    name="convergence",
                 )
                 await asyncio.wait({stop_task, until_done}, return_when=asyncio.FIRST_COMPLETED)
                 interrupted = stop_task.done()
@@ -302,8 +312,8 @@ class Engine:
         async with lock:
             if self._tg is None:
                 raise RuntimeError("the run ended before the swap could start")
-            collector = self._collector
-            running = collector.graph_for(graph) if collector is not None else local_part(graph)
+            hosts = self._hosts
+            running = hosts.collector.graph_for(graph) if hosts is not None else local_part(graph)
             done = await self._swap(running, planned)
             self._base = graph
             self._world_wake.set()  # publish what it exports, collect what it collects
@@ -423,15 +433,16 @@ class Engine:
                     self._recount()
 
     async def _sync_world(self, base: Graph[Resource[Any]]) -> None:
-        collector = self._collector
-        if collector is None and not _uses_world(base):
-            return  # nothing exported or collected, ever: the world is not needed
+        hosts = self._hosts
+        if hosts is None and not (self._cluster or _uses_world(base)):
+            return  # nothing exported or collected, one host: the world is not needed
         world = self.the_world()
-        if collector is None:
-            host = world.hostname
-            collector = self._collector = Collector(host, self.report)
-            mine = await world.get_prefix(host_key(host, EXPORTS) + "/")
+        if hosts is None:
+            collector = Collector(world.hostname, self.report)
+            mine = await world.get_prefix(host_key(world.hostname, EXPORTS) + "/")
             collector.published = dict(mine)  # a run before this one may have left some
+            hosts = self._hosts = Hosts(world, collector, self._world_wake.set)
+        collector = hosts.collector
         wanted = {} if self.noop else collector.wanted(base)
         for key in sorted(collector.published.keys() - wanted.keys()):
             await world.delete(key)
@@ -439,13 +450,10 @@ class Engine:
             if collector.published.get(key) != value:
                 await world.set(key, value, lease=True)
         collector.published = wanted
-        if base.collect and self._unwatch is None:
-            self._unwatch = await world.watch(HOSTS, self._world_event, prefix=True)
-            collector.load(await world.get_prefix(HOSTS))
-        elif not base.collect and self._unwatch is not None:
-            self._unwatch()
-            self._unwatch = None
-            collector.exports.clear()
+        if base.collect or self._cluster:
+            await hosts.watch()
+        elif hosts.watching:
+            hosts.stop()
         lock = self._swap_lock
         if lock is None or base is not self._base:
             return
@@ -456,18 +464,63 @@ class Engine:
             if not _same_graph(graph, self._plan.source):
                 await self._swap(graph, None)
 
-    def _world_event(self, key: str, value: str | None) -> None:
-        collector = self._collector
-        if collector is not None and collector.seen(key, value):
-            self._world_wake.set()
+    async def _publish_converged(self) -> None:
+        """Cluster-wide convergence: keep this agent's converged key up to date."""
+        while True:
+            hosts = self._hosts
+            if hosts is not None:
+                await hosts.publish(self.converged)
+            await self._flipped.wait()
+            self._flipped.clear()
+
+    def _on_flip(self) -> None:
+        self._flipped.set()
+        self._flip_wake.set()
+
+    async def _everyone_long_enough(self, seconds: float | None) -> None:
+        """Return once this graph and every other live agent have stayed converged
+        together for ``seconds`` (None: never)."""
+        if seconds is None:
+            await asyncio.Event().wait()
+        bound = max(0.0, seconds or 0.0)
+        wake = self._flip_wake
+
+        def together() -> bool:
+            hosts = self._hosts
+            return self.converged and hosts is not None and hosts.everyone()
+
+        async def changed() -> None:
+            hosts = self._hosts
+            waits = [asyncio.ensure_future(wake.wait())]
+            if hosts is not None:
+                waits.append(asyncio.ensure_future(hosts.changed.wait()))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            wake.clear()
+            if hosts is not None:
+                hosts.changed.clear()
+
+        while True:
+            while not together():
+                await changed()
+            try:
+                async with asyncio.timeout(bound):
+                    while together():
+                        await changed()
+            except TimeoutError:
+                return
 
     async def _leave_world(self) -> None:
         """At the end of the run: stop watching, withdraw this host's exports."""
-        if self._unwatch is not None:
-            self._unwatch()
-            self._unwatch = None
-        collector = self._collector
-        if collector is None or not collector.published:
+        hosts = self._hosts
+        if hosts is None:
+            return
+        hosts.stop()
+        collector = hosts.collector
+        if not collector.published:
             return
         world = self.the_world()
         with contextlib.suppress(Exception):
