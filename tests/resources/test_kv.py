@@ -1,7 +1,9 @@
-"""``kv``: set, change and delete a key in the state database, through the real engine."""
+"""``kv``: set, change and delete a key of this host's part of the world (in the state
+database for the local world), through the real engine."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from convergent.errors import ParamError
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.kv import Kv
 from convergent.state import StateDB
+from convergent.world import keys
 from tests.state.support import converge, graph_of
 
 
@@ -28,8 +31,9 @@ def apply(db_path: Path, kv: Kv) -> list[str]:
 
 
 def value(db_path: Path, key: str) -> str | None:
+    """The value of this host's kv ``key`` in the state database."""
     with StateDB(db_path, readonly=True) as db:
-        return db.get_kv(key)
+        return db.get_kv(keys.kv_key(socket.gethostname(), key))
 
 
 def test_kv_sets_changes_and_deletes_its_key(db_path: Path) -> None:
@@ -105,7 +109,7 @@ class Intruder(Resource[IntruderParams], kind="kvtestintruder"):
         return None if self.done else Change("overwrite")
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
-        await ctx.world.set(self.params.key, self.params.value)
+        await ctx.world.set(keys.kv_key(ctx.world.hostname, self.params.key), self.params.value)
         self.done = True
         return None
 
@@ -131,3 +135,20 @@ def test_kv_rejects_an_empty_key() -> None:
     with pytest.raises(ParamError) as info:
         Kv("k", key="", value="v")
     assert info.value.field == "key"
+
+
+def test_kv_keeps_its_key_under_this_host_s_prefix(db_path: Path) -> None:
+    apply(db_path, Kv("greeting", value="hello"))
+    with StateDB(db_path, readonly=True) as db:
+        assert db.kv_prefix(keys.ROOT) == {
+            f"/convergent/hosts/{socket.gethostname()}/kv/greeting": "hello"
+        }
+
+
+def test_kv_of_another_host_is_read_only() -> None:
+    with pytest.raises(ParamError) as info:
+        Kv("port-of-a", key="port", host="a", value="8080")
+    assert info.value.field == "value" and "read only" in str(info.value)
+    with pytest.raises(ParamError) as bad_host:
+        Kv("port-of-a", host="a/b")
+    assert bad_host.value.field == "host"

@@ -60,6 +60,18 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _urls(text: str) -> tuple[str, ...]:
+    from convergent.cli.cluster import parse_urls
+
+    return parse_urls(text)
+
+
+def _initial_cluster(text: str) -> dict[str, tuple[str, ...]]:
+    from convergent.cli.cluster import parse_initial_cluster
+
+    return parse_initial_cluster(text)
+
+
 #: The options of ``run``: option -> (attribute, type; None for a flag), as build_parser
 #: declares them (a test checks that the two agree).
 RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
@@ -68,6 +80,15 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--sema": ("sema", _count),
     "--state-dir": ("state_dir", str),
     "--log-format": ("log_format", _log_format),
+    "--hostname": ("hostname", str),
+    "--cluster": ("cluster", None),
+    "--initial-cluster": ("initial_cluster", _initial_cluster),
+    "--client-urls": ("client_urls", _urls),
+    "--peer-urls": ("peer_urls", _urls),
+    "--seeds": ("seeds", _urls),
+    "--etcd-endpoints": ("etcd_endpoints", _urls),
+    "--insecure": ("insecure", None),
+    "--join-token": ("join_token", str),
 }
 
 
@@ -175,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="text (default: lines for people) or json (one JSON object per line, "
         "for log shippers)",
     )
+    from convergent.cli.cluster import add_cluster_parser, add_run_options
+
+    add_run_options(run, urls=_urls, initial_cluster=_initial_cluster)
 
     check = commands.add_parser(
         "check",
@@ -201,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_state_parser(commands)
     _add_tool_parsers(commands)
+    add_cluster_parser(commands, urls=_urls)
     return parser
 
 
@@ -311,6 +336,7 @@ _TOOLS = {
     "completion": ("convergent.cli.completion", "completion_command"),
     "man": ("convergent.cli.man", "man_command"),
     "service": ("convergent.cli.service", "service_command"),
+    "cluster": ("convergent.cli.cluster", "cluster_command"),
 }
 
 

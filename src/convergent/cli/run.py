@@ -35,10 +35,24 @@ if TYPE_CHECKING:
     from convergent.graph.core import Graph
     from convergent.resources.base import Resource
     from convergent.state.db import StateDB
+    from convergent.world.base import World
+    from convergent.world.cluster import ClusterConfig
 
 __all__ = ["run_command", "run_with_signals"]
 
 NOTHING_CHANGED = "nothing was changed"
+#: The options that put a run in a cluster (cli/cluster.py reads them); without any of
+#: them the run is this host's alone and imports nothing of the cluster's.
+CLUSTER_OPTIONS = (
+    "cluster",
+    "initial_cluster",
+    "seeds",
+    "etcd_endpoints",
+    "client_urls",
+    "peer_urls",
+    "insecure",
+    "join_token",
+)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -50,9 +64,20 @@ def run_command(args: argparse.Namespace) -> int:
     from convergent.host.process import reap_orphans
     from convergent.state.statedir import default_state_dir, open_state_dir
 
+    state_dir = os.path.abspath(args.state_dir or default_state_dir())
+    cluster = None
+    if any(getattr(args, name, None) for name in CLUSTER_OPTIONS):
+        from convergent.cli.cluster import UsageError, cluster_config
+
+        try:
+            cluster = cluster_config(args, state_dir)
+        except UsageError as exc:
+            say(f"convergent: {exc}")
+            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+            return 2
     try:  # noop changes nothing on the host, convergent's own state included
         opened = open_state_dir(
-            args.state_dir or default_state_dir(),
+            state_dir,
             mode="shared" if args.noop else "exclusive",
             after_lock=reap_orphans,  # what commands of a killed agent left running
         )
@@ -61,6 +86,18 @@ def run_command(args: argparse.Namespace) -> int:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     state = opened.db
+    world = None
+    hostname = getattr(args, "hostname", None)
+    if cluster is None and hostname is not None:  # this host alone, under that name
+        from convergent.world.local import LocalWorld
+
+        try:
+            world = LocalWorld(state, hostname=hostname)
+        except ValueError as exc:
+            opened.close()
+            say(f"convergent: --hostname: {exc}")
+            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+            return 2
     watching = args.converged_timeout is None
     renderer: TextRenderer
     if getattr(args, "log_format", None) == "json":
@@ -87,8 +124,14 @@ def run_command(args: argparse.Namespace) -> int:
                 state=state,
                 policy=args.file,
                 notifier=notifier,
+                world=world,
+                cluster=cluster,
             )
         )
+    except ConvergentError as exc:  # the cluster could not be started, found or reached
+        say(f"convergent: {exc}")
+        print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+        return 2
     finally:
         opened.close()
         if notifier is not None:
@@ -110,13 +153,37 @@ async def run_with_signals(
     state: StateDB | None = None,
     policy: str | None = None,
     notifier: SystemdNotifier | None = None,
+    world: World | None = None,
+    cluster: ClusterConfig | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
 
     ``policy``: the file ``graph`` was loaded from, reloaded whenever it is saved or on
     SIGHUP (not when ``converged_timeout`` is 0: that run is over before anyone could edit
     it). ``notifier``: systemd's, told about readiness, state, reloads and liveness.
+    ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
+    world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
+    etcd member, if it runs one, starts first and stops last); a ClusterError before
+    the engine starts means nothing was applied.
     """
+    if cluster is not None:
+        from convergent.world.cluster import open_world
+
+        def log(message: str) -> None:
+            reporter.note(message, error=True)
+
+        async with open_world(cluster, log) as opened:
+            return await run_with_signals(
+                graph,
+                noop=noop,
+                converged_timeout=converged_timeout,
+                reporter=reporter,
+                sema=sema,
+                state=state,
+                policy=policy,
+                notifier=notifier,
+                world=opened,
+            )
     from convergent.engine.runner import Engine
 
     engine = Engine(
@@ -126,6 +193,7 @@ async def run_with_signals(
         reporter=reporter if notifier is None else notifier.reporter(reporter),
         sema=sema,
         state=state,
+        world=world,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -396,12 +396,16 @@ def _tls(config: ClusterConfig) -> TLSFiles | None:
 
 
 async def _etcd_world(endpoints: list[str], config: ClusterConfig, tls: TLSFiles | None) -> World:
-    from convergent.world.etcd import EtcdWorld  # type: ignore[import-not-found]
+    from pathlib import Path
 
-    world: World = EtcdWorld(endpoints, hostname=config.hostname, tls=tls)
-    opening = getattr(world, "open", None)
-    if opening is not None:
-        await opening()
+    from convergent.world.etcd import EtcdWorld, Tls
+
+    world = EtcdWorld(
+        endpoints,
+        hostname=config.hostname,
+        tls=None if tls is None else Tls(ca=Path(tls.ca), cert=Path(tls.cert), key=Path(tls.key)),
+    )
+    await world.start()
     return world
 
 

@@ -114,9 +114,19 @@ class EtcdWorld:
         self._token = secrets.token_hex(4)
         self._lock_ids = itertools.count(1)
         self._closed = False
+        self._beat = asyncio.Event()  # set (and replaced) at each confirmed keepalive
 
     def __repr__(self) -> str:
         return f"<EtcdWorld {self.hostname} at {','.join(self.endpoints)}>"
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint requests go to now (None before the first request)."""
+        return self._conn.endpoint if self._conn is not None else None
+
+    async def wait_keepalive(self) -> None:
+        """Until etcd next confirms the session lease (every ``ttl / 3`` while healthy)."""
+        await self._beat.wait()
 
     # -- session ---------------------------------------------------------------------
 
@@ -138,10 +148,10 @@ class EtcdWorld:
 
     async def aclose(self) -> None:
         """End the session: watches stop, the lease is revoked (leased keys vanish; if
-        no member answers, they vanish within the TTL), the connection closes."""
+        no member answers within ``call_timeout``, they vanish within the TTL), the
+        connection closes."""
         if self._closed:
             return
-        self._closed = True
         tasks = [w.task for w in self._watches if w.task is not None]
         for watch in self._watches:
             watch.active = False
@@ -151,15 +161,20 @@ class EtcdWorld:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        wire, conn, lease = self._wire, self._conn, self._lease
-        if wire is not None and conn is not None and lease:
-            with contextlib.suppress(Exception):
-                await conn.lease.LeaseRevoke(
-                    wire.rpc.LeaseRevokeRequest(ID=lease), timeout=self.call_timeout
+        wire, lease = self._wire, self._lease
+        if wire is not None and lease:
+            self.retry_for = min(self.retry_for, self.call_timeout)
+            with contextlib.suppress(WorldError):
+                await self._call(
+                    "revoke the session lease",
+                    lambda c: c.lease.LeaseRevoke(
+                        wire.rpc.LeaseRevokeRequest(ID=lease), timeout=self.call_timeout
+                    ),
                 )
+        self._closed = True
         self._leased.clear()
-        if conn is not None:
-            await conn.close()
+        if self._conn is not None:
+            await self._conn.close()
         self._conn = None
 
     async def _grant(self) -> int:
@@ -202,17 +217,30 @@ class EtcdWorld:
                     if reply.TTL <= 0:
                         await self._renew(lease)
                         continue
+                    beat, self._beat = self._beat, asyncio.Event()
+                    beat.set()
                     await asyncio.sleep(interval)  # the keepalive period, not a wait for anything
             except asyncio.CancelledError:
                 call.cancel()
                 raise
-            except (wire.rpc_error, TimeoutError, ConnectionError, WorldError):
+            except Exception as exc:  # the stream broke: go on through another member
                 call.cancel()
+                self._unexpected(exc, "the session keepalive")
                 failures += 1
                 self._rotate(conn)
                 await self._backoff(failures)
 
     # -- requests ----------------------------------------------------------------------
+
+    def _unexpected(self, exc: Exception, what: str) -> None:
+        """Report ``exc`` unless it is how a stream ends when its member goes away."""
+        wire = self._wire
+        expected = (TimeoutError, ConnectionError, WorldError, asyncio.InvalidStateError)
+        if isinstance(exc, expected) or (wire is not None and isinstance(exc, wire.rpc_error)):
+            return
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": f"{self!r}: {what} failed; retrying", "exception": exc}
+        )
 
     def _need_wire(self) -> Wire:
         if self._wire is None:
@@ -337,8 +365,8 @@ class EtcdWorld:
         self, key: str, callback: WatchCallback, *, prefix: bool = False
     ) -> Unsubscribe:
         watch = _Watch(key, callback, prefix)
-        call = await self._call(f"watch {key}", lambda c: self._open_watch(c, watch))
-        watch.task = asyncio.create_task(self._follow(watch, call), name=f"watch {key}")
+        conn, call = await self._call(f"watch {key}", lambda c: self._opened(c, watch))
+        watch.task = asyncio.create_task(self._follow(watch, conn, call), name=f"watch {key}")
         self._watches.add(watch)
 
         def unsubscribe() -> None:
@@ -349,6 +377,9 @@ class EtcdWorld:
                     watch.task.cancel()
 
         return unsubscribe
+
+    async def _opened(self, conn: Connection, watch: _Watch) -> tuple[Connection, Any]:
+        return conn, await self._open_watch(conn, watch)
 
     async def _open_watch(self, conn: Connection, watch: _Watch) -> Any:
         """A watch stream on ``conn`` from ``watch.revision`` (0: from now), created."""
@@ -389,12 +420,11 @@ class EtcdWorld:
         for kv in reply.kvs:
             self._tell(watch, text(kv.key), text(kv.value))
 
-    async def _follow(self, watch: _Watch, call: Any) -> None:
+    async def _follow(self, watch: _Watch, conn: Connection, call: Any) -> None:
         """Deliver ``watch``'s events; reopen it on another endpoint when it breaks."""
         wire = self._need_wire()
         failures = 0
         while watch.active:
-            conn = self._conn
             try:
                 if call is None:
                     conn = self._connection()
@@ -417,13 +447,13 @@ class EtcdWorld:
                 if call is not None:
                     call.cancel()
                 raise
-            except (wire.rpc_error, TimeoutError, ConnectionError, WorldError):
+            except Exception as exc:  # the stream broke: reopen it through another member
                 if call is not None:
                     call.cancel()
+                self._unexpected(exc, f"the watch of {watch.key}")
                 call = None
                 failures += 1
-                if conn is not None:
-                    self._rotate(conn)
+                self._rotate(conn)
                 await self._backoff(failures)
 
     def _tell(self, watch: _Watch, key: str, value: str | None) -> None:
