@@ -96,7 +96,7 @@ class Hosts:
         if split is None:
             return
         host, rest = split
-        if rest == ALIVE or rest == CONVERGED:
+        if rest in (ALIVE, CONVERGED):
             known = self.alive if rest == ALIVE else self.converged
             if value is None or (rest == CONVERGED and value != "1"):
                 known.discard(host)

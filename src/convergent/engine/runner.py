@@ -28,8 +28,8 @@ from convergent.engine.changeover import (
 )
 from convergent.engine.collect import Collector, exported, local_part
 from convergent.engine.convergence import Convergence, State
-from convergent.engine.hosts import Hosts
 from convergent.engine.exchange import Exchange
+from convergent.engine.hosts import Hosts
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult
 from convergent.engine.worker import Worker
@@ -451,7 +451,9 @@ class Engine:
                 await world.set(key, value, lease=True)
         collector.published = wanted
         if base.collect or self._cluster:
-            await hosts.watch()
+            if not hosts.watching:
+                await hosts.watch()
+                self._on_flip()  # publish this agent's state, look at everyone's
         elif hosts.watching:
             hosts.stop()
         lock = self._swap_lock
@@ -503,8 +505,16 @@ class Engine:
             if hosts is not None:
                 hosts.changed.clear()
 
+        shown: list[str] = []
         while True:
             while not together():
+                hosts = self._hosts
+                if self.converged and hosts is not None and hosts.loaded:
+                    waiting = hosts.waiting_for()
+                    if waiting != shown:
+                        shown = waiting
+                        text = ", ".join(waiting)
+                        self.report(Log("cluster", f"converged here; waiting for {text}"))
                 await changed()
             try:
                 async with asyncio.timeout(bound):
