@@ -40,10 +40,7 @@ class Agent:
         async with asyncio.timeout(BOUND):
             return await self.task
 
-    async def converged(self, start: int = 0) -> None:
-        """Wait until the engine reports Converged (after report number ``start``)."""
-        from convergent.engine import Converged
-
-        await self.rec.wait_for(lambda r: isinstance(r, Converged), start)
-        if not self.engine.converged:
-            await self.rec.wait_for(lambda r: isinstance(r, Converged), len(self.rec.reports))
+    async def converged(self) -> None:
+        """Wait until the engine is converged (looked at after each report: it reports
+        Converged each time it becomes so)."""
+        await self.rec.wait_for(lambda _: self.engine.converged)

@@ -13,7 +13,6 @@ and has run: nothing will come by waiting).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -35,7 +34,7 @@ class Waiting:
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self.since = time.monotonic()
+        self.since = asyncio.get_running_loop().time()
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -128,7 +127,7 @@ def _wait(worker: Receiver, world: list[Binding]) -> None:
     limit = worker.resource.meta.wait_timeout
     if limit is None:
         return
-    left = waiting.since + limit - time.monotonic()
+    left = waiting.since + limit - asyncio.get_running_loop().time()
     if left <= 0:
         if waiting.timer is not None:
             waiting.timer.cancel()
