@@ -14,9 +14,7 @@ from tests.clock import run_virtual
 from tests.engine.support import logs
 from tests.exchange.support import Agent, policy
 
-WAITS = (
-    "waiting for world[b].token (for content: host b has not published a value 'token')"
-)
+WAITS = "waiting for world[b].token (for content: host b has not published a value 'token')"
 
 
 def test_a_waiting_receiver_says_what_it_waits_for_and_fails_at_wait_timeout(
@@ -43,7 +41,7 @@ resources:
         assert 30 <= waited < 31
         assert logs(agent.rec, f"file[{tmp_path}/token]") == [WAITS]
         assert report.message.endswith(  # type: ignore[attr-defined]
-            f"waited 30 s (meta.wait_timeout) for world[b].token (for content: host b has "
+            "waited 30 s (meta.wait_timeout) for world[b].token (for content: host b has "
             "not published a value 'token'); start that host's agent with a value "
             "resource of that name, or raise wait_timeout"
         )
@@ -105,7 +103,9 @@ resources:
         await world.set(value_key("b", "argv"), str(made))
         await world.set(value_key("a", "argv"), "touch")
         async with Agent(graph, world=world) as agent:
-            await agent.rec.wait_for(lambda r: isinstance(r, Changed) and r.resource == "exec[make]")
+            await agent.rec.wait_for(
+                lambda r: isinstance(r, Changed) and r.resource == "exec[make]"
+            )
         assert made.exists()
 
     asyncio.run(main())

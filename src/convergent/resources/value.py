@@ -1,5 +1,6 @@
-"""``value``: a named value this host publishes for every host; and ``world[HOST]``, the
-vertex through which a resource receives one.
+"""``value``: a named value this host publishes; any host receives it as ``world[HOST].NAME``.
+
+This module also holds ``world[HOST]``, the vertex through which a resource receives one.
 
 A ``value`` resource keeps ``/convergent/hosts/HOST/values/NAME`` at its ``content``
 (written by hand, or received along an edge: ``recv: {content: exec[id].stdout}``),
