@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import shutil
@@ -69,7 +70,7 @@ def start_etcd(base: Path) -> tuple[subprocess.Popen[bytes], str]:
             f"w9=http://127.0.0.1:{peer}",
             "--heartbeat-interval=10",
             "--election-timeout=100",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -110,7 +111,7 @@ def spawn(url: str, host: str, policy: Path, state: Path) -> subprocess.Popen[by
             "--etcd-endpoints",
             url,
             "--insecure",
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -120,10 +121,8 @@ def spawn(url: str, host: str, policy: Path, state: Path) -> subprocess.Popen[by
 def count(dirs: list[Path]) -> int:
     total = 0
     for d in dirs:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += sum(1 for _ in os.scandir(d))
-        except FileNotFoundError:
-            pass
     return total
 
 
@@ -147,10 +146,10 @@ async def converged_at(url: str, hosts: list[str], dirs: list[Path], files: int)
             state.pop(split[0], None)
         else:
             state[split[0]] = value
-        if len(state) == len(wanted) and all(v == "1" for v in state.values()):
-            if count(dirs) >= files and not done.is_set():
-                at.append(time.perf_counter())
-                done.set()
+        everyone = len(state) == len(wanted) and all(v == "1" for v in state.values())
+        if everyone and not done.is_set() and count(dirs) >= files:
+            at.append(time.perf_counter())
+            done.set()
 
     stop = await world.watch(HOSTS, seen, prefix=True)
     try:
