@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "exchange"
 OUT = Path(__file__).resolve().parent / "results-w9.md"
 BOUND = 120.0  # seconds any one measurement may take
+# Agents' files and state live on tmpfs when there is one: each file write is fsynced,
+# and 25,000 fsyncs on this machine's disk take ~50 s whatever the exchange does.
+SHM = "/dev/shm"
 
 
 def _port() -> int:
@@ -278,10 +281,11 @@ def main() -> None:
     if shutil.which("etcd") is None:
         raise SystemExit("etcd is not installed (apt-get install etcd-server)")
     a_runs, b_runs = [], []
+    where = SHM if os.path.isdir(SHM) else None
     for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="w9a-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="w9a-", dir=where) as tmp:
             a_runs.append(w9a(Path(tmp)))
-    with tempfile.TemporaryDirectory(prefix="w9b-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="w9b-", dir=where) as tmp:
         b_runs.append(w9b(Path(tmp), args.agents, args.exports))
     a = statistics.median(a_runs)
     b = b_runs[0]
@@ -295,6 +299,9 @@ def main() -> None:
         "heartbeat 10 ms, election 100 ms); the harness watches the converged keys",
         "- converged: every agent's /convergent/hosts/HOST/converged is 1 and every "
         "expected file exists",
+        f"- files and state directories on {'tmpfs (/dev/shm)' if where else 'the disk'}: "
+        "the exchange is measured, not the disk (each file write is fsynced: ~2 ms each on "
+        "this machine's disk, 50 s for W9b's 25,000 files)",
         "",
         "## Results",
         "",

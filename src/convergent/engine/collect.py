@@ -87,7 +87,7 @@ class Collector:
     """Every host's exports (from one watch of ``/convergent/hosts/``) and what this host makes of
     them. ``report``: where refusals go."""
 
-    __slots__ = ("_refused", "exports", "hostname", "published", "report")
+    __slots__ = ("_built", "_refused", "exports", "hostname", "published", "report")
 
     def __init__(self, hostname: str, report: Callable[[Report], None]) -> None:
         self.hostname = hostname
@@ -95,6 +95,9 @@ class Collector:
         self.exports: dict[str, str] = {}  # world key -> JSON, of every host
         self.published: dict[str, str] = {}  # this host's own export keys -> JSON
         self._refused: set[tuple[str, str]] = set()  # (key, JSON) already reported
+        # What each export became, by key: (its JSON, the collect entries, the resource),
+        # so an unchanged export is not decoded and checked again at every change.
+        self._built: dict[str, tuple[str, tuple[Collect, ...], Resource[Any] | None]] = {}
 
     def seen(self, key: str, value: str | None) -> bool:
         """A write under ``/convergent/hosts/``; True for an export (the graph may change)."""
@@ -130,8 +133,16 @@ class Collector:
         if graph is base:
             graph = local_part_copy(base)
         by_host: dict[str, str] = {}
+        built = self._built
+        self._built = {}
         for key in sorted(self.exports, key=lambda k: (host_of(k), k)):
-            resource = self._collected(key, self.exports[key], base.collect)
+            text = self.exports[key]
+            known = built.get(key)
+            if known is not None and known[0] == text and known[1] == base.collect:
+                resource = known[2]
+            else:
+                resource = self._collected(key, text, base.collect)
+            self._built[key] = (text, base.collect, resource)
             if resource is None:
                 continue
             rid, host = resource.id, host_of(key)

@@ -47,6 +47,7 @@ __all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
 S = TypeVar("S")
 CLOSE_TIMEOUT = 5.0  # seconds a shared service's aclose() may take at the end of a run
+BURST = 0.05  # seconds: within a burst of world changes, at most one new graph per BURST
 
 
 def _ignore(report: Report) -> None:
@@ -419,13 +420,21 @@ class Engine:
     async def _world_loop(self) -> None:
         """Publish this host's exports and collect other hosts' whenever the graph or the
         world changed (events of one burst become one new graph)."""
+        loop = asyncio.get_running_loop()
+        last = spent = -1.0
         while True:
             await self._world_wake.wait()
-            await asyncio.sleep(0)  # let the rest of a burst of world events arrive
+            # One event after a quiet time is taken at once; in a burst (another host
+            # publishing its exports one by one) the loop waits as long as the last new
+            # graph took (at most BURST s), so making graphs takes at most half the time.
+            await asyncio.sleep(min(spent, BURST) if loop.time() - last < BURST else 0)
             self._world_wake.clear()
+            start = loop.time()
             base = self._base
             try:
                 await self._sync_world(base)
+                last = loop.time()
+                spent = last - start
             finally:
                 if self._world_held and base is self._base:
                     self._world_held = False
