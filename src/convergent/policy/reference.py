@@ -83,8 +83,11 @@ may do here:
 | key | value | meaning |
 | --- | --- | --- |
 | `kind` | a kind | the kind of exports to take |
-| `where` | a mapping | the allow-list, each list optional, all must match: `kinds`, `names` (patterns like `web-*`), `paths` (directories a resource's path must be in); `names: ["*"]` takes every export of the kind |
-| `pattern` | a directory | mgmt's meaning: a collected file is placed there under its own base name |
+| `where` | a mapping | the allow-list: `kinds`, `names` (like `web-*`), `paths` (directories) |
+| `pattern` | a directory | mgmt's meaning: a collected file goes there under its own base name |
+
+Every list given in `where` must match (a resource's path is its `path`, else its name);
+`names: ["*"]` takes every export of the kind.
 
 An export outside the allow-list, or one that copies a file of this host (`source:`),
 is refused and reported with the name of the host that exported it; it never runs.
