@@ -184,3 +184,27 @@ collect:
         assert not (tmp_path / "for-c").exists()
 
     asyncio.run(main())
+
+
+def test_under_noop_nothing_is_published_or_withdrawn(tmp_path: Path) -> None:
+    graph = policy(
+        """
+resources:
+  - file: TMP/shared
+    content: "x\\n"
+    meta: {export: true}
+""",
+        tmp_path,
+    )
+    earlier = export_key("a", "file", "older")
+
+    async def main() -> None:
+        world = LocalWorld(hostname="a")
+        await world.set(earlier, _export("file", "older", content="y"), lease=True)
+        async with Agent(graph, world=world, noop=True) as agent:
+            await agent.converged()
+        assert await world.get_prefix("/convergent/hosts/a/exports/") == {
+            earlier: _export("file", "older", content="y")
+        }
+
+    asyncio.run(main())

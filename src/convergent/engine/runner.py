@@ -448,11 +448,12 @@ class Engine:
         world = self.the_world()
         if hosts is None:
             collector = Collector(world.hostname, self.report)
-            mine = await world.get_prefix(host_key(world.hostname, EXPORTS) + "/")
-            collector.published = dict(mine)  # a run before this one may have left some
+            if not self.noop:  # under noop nothing is published, nothing withdrawn
+                mine = await world.get_prefix(host_key(world.hostname, EXPORTS) + "/")
+                collector.published = dict(mine)  # an agent before this one left some
             hosts = self._hosts = Hosts(world, collector, self._world_wake.set)
         collector = hosts.collector
-        wanted = {} if self.noop else collector.wanted(base)
+        wanted = {} if self.noop else collector.wanted(base)  # noop: published is {} too
         for key in sorted(collector.published.keys() - wanted.keys()):
             await world.delete(key)
         for key, value in wanted.items():
