@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from convergent.engine.collect import Collector
     from convergent.world.base import Unsubscribe, World
 
-__all__ = ["Hosts"]
+__all__ = ["Hosts", "everyone_long_enough"]
 
 
 class Hosts:
@@ -123,3 +123,54 @@ class Hosts:
         if state != self._published:
             await self.world.set(converged_key(self.hostname), state, lease=True)
             self._published = state
+
+
+async def everyone_long_enough(
+    seconds: float | None,
+    converged: Callable[[], bool],
+    hosts_now: Callable[[], Hosts | None],
+    flipped: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:
+    """Return once this agent (``converged()``) and every other live agent have stayed
+    converged together for ``seconds`` (None: never). ``flipped`` is set whenever this
+    agent's convergence flips; ``say`` tells, while this agent is converged, whom it
+    waits for (each time that changes)."""
+    if seconds is None:
+        await asyncio.Event().wait()
+    bound = max(0.0, seconds or 0.0)
+
+    def together() -> bool:
+        hosts = hosts_now()
+        return converged() and hosts is not None and hosts.everyone()
+
+    async def changed() -> None:
+        hosts = hosts_now()
+        waits = [asyncio.ensure_future(flipped.wait())]
+        if hosts is not None:
+            waits.append(asyncio.ensure_future(hosts.changed.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        flipped.clear()
+        if hosts is not None:
+            hosts.changed.clear()
+
+    shown: list[str] = []
+    while True:
+        while not together():
+            hosts = hosts_now()
+            if converged() and hosts is not None and hosts.loaded:
+                waiting = hosts.waiting_for()
+                if waiting != shown:
+                    shown = waiting
+                    say(f"converged here; waiting for {', '.join(waiting)}")
+            await changed()
+        try:
+            async with asyncio.timeout(bound):
+                while together():
+                    await changed()
+        except TimeoutError:
+            return
