@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from convergent.engine import Changed, Converged, Failed
 from convergent.world.keys import value_key
@@ -109,3 +112,17 @@ resources:
         assert made.exists()
 
     asyncio.run(main())
+
+
+def test_a_secret_never_goes_to_the_world_through_a_value() -> None:
+    from convergent.engine import Engine
+    from convergent.errors import GraphError
+    from convergent.graph import Graph
+    from convergent.resources.password import Password
+    from convergent.resources.value import Value
+
+    graph: Graph[Any] = Graph()
+    graph.add(Password("db"))
+    graph.add(Value("token"), recv={"content": "password[db].password"})
+    with pytest.raises(GraphError, match="is a secret, and a value is published"):
+        Engine(graph, world=LocalWorld(hostname="a"))
