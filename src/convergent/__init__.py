@@ -27,6 +27,7 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Password``: a generated secret kept in the state database; sends it to others.
 - ``Kv``: a key/value on the world, kept in this host's state database; sends it on.
 - ``Timer``: ticks every ``interval`` seconds and refreshes what it notifies.
+- ``Value``: a named value published for every host (received as ``world[HOST].NAME``).
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -101,6 +102,7 @@ __all__ = [
     "RunResult",
     "TextRenderer",
     "Timer",
+    "Value",
     "WouldChange",
     "__version__",
     "arun",
@@ -146,6 +148,7 @@ _LAZY = {
     "Noop": "convergent.resources.noop",
     "Password": "convergent.resources.password",
     "Timer": "convergent.resources.timer",
+    "Value": "convergent.resources.value",
 }
 
 if TYPE_CHECKING:
@@ -184,6 +187,7 @@ if TYPE_CHECKING:
     from convergent.resources.noop import Noop
     from convergent.resources.password import Password
     from convergent.resources.timer import Timer
+    from convergent.resources.value import Value
 
 
 def __getattr__(name: str) -> object:

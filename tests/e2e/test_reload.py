@@ -145,7 +145,7 @@ def test_an_invalid_edit_is_reported_with_its_place_and_changes_nothing(tmp_path
         f"{policy}:3:14: file[{root}/same]: content: expected str or null, got int; quote it "
         'to keep it as text: "3"',
         f"{policy}:4:5: fiel[{root}/gone]: unknown resource kind 'fiel' (did you mean 'file'?);"
-        " known kinds: exec, file, kv, noop, password, timer",
+        " known kinds: exec, file, kv, noop, password, timer, value",
     ], agent.err
     assert after[0] == "policy reloaded: +0 -0 ~1 resources", after
     assert (root / "same").read_text() == "fixed\n"
