@@ -26,6 +26,7 @@ Use::
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -41,10 +42,16 @@ __all__ = [
     "START_BOUND",
     "EtcdCluster",
     "EtcdMember",
+    "compact",
     "etcd_cluster",
     "etcd_member",
+    "etcdctl",
     "free_ports",
+    "make_pki",
+    "openssl_ca",
+    "openssl_cert",
     "require_etcd",
+    "tls_member_args",
     "wipe",
 ]
 
@@ -77,18 +84,89 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def wipe(endpoint: str) -> None:
-    """Delete every key of the cluster at ``endpoint`` (etcdctl, bounded)."""
-    etcdctl = shutil.which("etcdctl")
-    if etcdctl is None:
+def etcdctl(endpoint: str, *args: str) -> str:
+    """``etcdctl --endpoints=ENDPOINT ARGS...`` (v3 API, bounded); its output."""
+    path = shutil.which("etcdctl")
+    if path is None:
         pytest.skip("etcdctl is not installed (Debian: apt-get install etcd-client)")
-    subprocess.run(
-        [etcdctl, f"--endpoints={endpoint}", "del", "", "--from-key"],
+    done = subprocess.run(
+        [path, f"--endpoints={endpoint}", *args],
         env={**os.environ, "ETCDCTL_API": "3"},
         capture_output=True,
+        text=True,
         check=True,
         timeout=START_BOUND,
     )
+    return done.stdout
+
+
+def wipe(endpoint: str) -> None:
+    """Delete every key of the cluster at ``endpoint``."""
+    etcdctl(endpoint, "del", "", "--from-key")
+
+
+def compact(endpoint: str) -> int:
+    """Compact the cluster's history up to its current revision; that revision."""
+    revision = int(json.loads(etcdctl(endpoint, "get", "/", "-w", "json"))["header"]["revision"])
+    etcdctl(endpoint, "compact", str(revision))
+    return revision
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(
+        ["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=START_BOUND
+    )
+
+
+def openssl_ca(where: Path, name: str) -> None:
+    """A self-signed CA: ``where/NAME.pem`` and ``NAME.key``."""
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1",
+        "-subj", f"/CN={name}", cwd=where,
+    )  # fmt: skip
+
+
+def openssl_cert(where: Path, name: str, ca: str, usage: str) -> None:
+    """A certificate for 127.0.0.1 with CN ``name``, signed by ``ca``: ``NAME.pem``/``.key``."""
+    ext = where / f"{name}.ext"
+    ext.write_text(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=where,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", str(ext),
+        cwd=where,
+    )  # fmt: skip
+
+
+def make_pki(where: Path, clients: Sequence[str]) -> Path:
+    """In ``where`` (made private): ``ca``, ``member`` (server and peer) and one client
+    certificate per name in ``clients`` (its CN: the name). Skips without openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    where.chmod(0o700)
+    openssl_ca(where, "ca")
+    openssl_cert(where, "member", "ca", "serverAuth,clientAuth")
+    for name in clients:
+        openssl_cert(where, name, "ca", "clientAuth")
+    return where
+
+
+def tls_member_args(pki: Path) -> list[str]:
+    """etcd flags for mutual TLS on client and peer URLs with ``make_pki``'s files."""
+    return [
+        f"--cert-file={pki / 'member.pem'}",
+        f"--key-file={pki / 'member.key'}",
+        f"--trusted-ca-file={pki / 'ca.pem'}",
+        "--client-cert-auth",
+        f"--peer-cert-file={pki / 'member.pem'}",
+        f"--peer-key-file={pki / 'member.key'}",
+        f"--peer-trusted-ca-file={pki / 'ca.pem'}",
+        "--peer-client-cert-auth",
+    ]
 
 
 class EtcdMember:
@@ -219,6 +297,14 @@ class EtcdCluster:
         member.kill()
         member.start(self.initial_cluster, state="existing", token=self.token, extra=self.extra)
         member.wait_ready()
+
+    def restart_all(self) -> None:
+        """Start every killed member again (together: each needs a quorum to be ready)."""
+        for member in self.members:
+            member.kill()
+            member.start(self.initial_cluster, state="existing", token=self.token, extra=self.extra)
+        for member in self.members:
+            member.wait_ready()
 
     def kill_all(self) -> None:
         for member in self.members:

@@ -251,6 +251,18 @@ def test_a_prefix_read_returns_every_key_under_it_and_nothing_else(opener: Opene
     run(opener, body)
 
 
+def test_a_prefix_read_returns_everything_however_large(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        big = "x" * 100_000
+        for i in range(60):  # 6 MB: more than one gRPC message may hold by default
+            await other.set(f"/test/big/{i:02}", big)
+        found = await world.get_prefix("/test/big/")
+        assert sorted(found) == [f"/test/big/{i:02}" for i in range(60)]
+        assert all(value == big for value in found.values())
+
+    run(opener, body)
+
+
 def test_leased_keys_vanish_when_the_session_ends_and_durable_ones_stay(opener: Opener) -> None:
     async def body(world: World, other: World) -> None:
         key = keys.host_key(world.hostname, "probe")

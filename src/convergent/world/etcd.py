@@ -111,7 +111,7 @@ class EtcdWorld:
         self._renewing = asyncio.Lock()
         self._watches: set[_Watch] = set()
         self._keepalive: asyncio.Task[None] | None = None
-        self._token = secrets.token_hex(4)
+        self._token = secrets.token_hex(8)
         self._lock_ids = itertools.count(1)
         self._closed = False
         self._beat = asyncio.Event()  # set (and replaced) at each confirmed keepalive
@@ -135,7 +135,11 @@ class EtcdWorld:
         if self._wire is not None:
             return
         self._wire = load_wire(self.endpoints, self.tls)
-        self._lease = await self._grant()
+        try:
+            self._lease = await self._grant()
+        except BaseException:
+            self._wire = None  # start() may be tried again
+            raise
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"{self!r} keepalive")
         await self.set(keys.alive_key(self.hostname), keys.STATUS_ALIVE, lease=True)
 
@@ -195,9 +199,10 @@ class EtcdWorld:
         async with self._renewing:
             if self._lease != lost or self._closed:
                 return  # another task renewed it already
-            self._lease = await self._grant()
+            lease = await self._grant()
             for key, value in list(self._leased.items()):
-                await self._put(key, value, lease=True)
+                await self._put(key, value, lease=True, lease_id=lease)
+            self._lease = lease  # only now: if a write failed, the next keepalive retries
 
     async def _keep_alive(self) -> None:
         wire = self._need_wire()
@@ -222,7 +227,10 @@ class EtcdWorld:
                     await asyncio.sleep(interval)  # the keepalive period, not a wait for anything
             except asyncio.CancelledError:
                 call.cancel()
-                raise
+                if not conn.dropped():
+                    raise
+                failures += 1  # its channel was closed: go on through the current one
+                await self._backoff(failures)
             except Exception as exc:  # the stream broke: go on through another member
                 call.cancel()
                 self._unexpected(exc, "the session keepalive")
@@ -261,7 +269,7 @@ class EtcdWorld:
             return
         self._conn = None
         self._index = (self._index + 1) % len(self.endpoints)
-        task = asyncio.get_running_loop().create_task(failed.close())
+        task = asyncio.get_running_loop().create_task(failed.close(self.call_timeout))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _backoff(self, failures: int) -> None:
@@ -296,6 +304,13 @@ class EtcdWorld:
                 else:
                     answers[conn.endpoint] = f"{code.name}: {exc.details()}"
                     self._rotate(conn)
+            except (TimeoutError, ConnectionError, asyncio.InvalidStateError) as exc:
+                answers[conn.endpoint] = str(exc) or type(exc).__name__  # a stream broke
+                self._rotate(conn)
+            except asyncio.CancelledError:
+                if not conn.dropped():
+                    raise
+                answers[conn.endpoint] = "the connection was closed under the request"
             failures += 1
             if loop.time() >= deadline:
                 said = "; ".join(f"{e}: {a}" for e, a in answers.items()) or "no answer"
@@ -303,26 +318,41 @@ class EtcdWorld:
                     f"could not {what}: no etcd member answered within {self.retry_for:g} s"
                     f" ({said}); check that etcd runs at {', '.join(self.endpoints)}"
                     " and that this host can reach it, or name other endpoints"
+                    + (
+                        "; with TLS, that the CA given signed the members' certificates"
+                        " and that the cluster trusts this host's certificate"
+                        if self.tls is not None
+                        else ""
+                    )
                 )
             await self._backoff(failures)
 
-    async def _put(self, key: str, value: str, *, lease: bool) -> None:
+    async def _put(self, key: str, value: str, *, lease: bool, lease_id: int | None = None) -> None:
         rpc = self._need_wire().rpc
-        await self._call(
-            f"write {key}",
-            lambda c: c.kv.Put(
-                rpc.PutRequest(
-                    key=key.encode(), value=value.encode(), lease=self._lease if lease else 0
-                ),
-                timeout=self.call_timeout,
-            ),
-            leased=lease,
-        )
+
+        def put(c: Connection) -> Any:
+            attached = (self._lease if lease_id is None else lease_id) if lease else 0
+            request = rpc.PutRequest(key=key.encode(), value=value.encode(), lease=attached)
+            return c.kv.Put(request, timeout=self.call_timeout)
+
+        await self._call(f"write {key}", put, leased=lease and lease_id is None)
 
     async def _range(self, what: str, **request: Any) -> Any:
         rpc = self._need_wire().rpc
         return await self._call(
             what, lambda c: c.kv.Range(rpc.RangeRequest(**request), timeout=self.call_timeout)
+        )
+
+    async def auth_call(self, method: str, **fields: Any) -> Any:
+        """One request of etcd's Auth service (``method``: ``RoleAdd``, ``UserAdd``,
+        ``AuthEnable``...; ``fields``: the request's), retried like any other; for
+        :mod:`convergent.world.etcdauth`."""
+        rpc = self._need_wire().rpc
+        name = method if method.startswith("Auth") else f"Auth{method}"
+        request = getattr(rpc, f"{name}Request")(**fields)
+        return await self._call(
+            f"{method} ({', '.join(f'{k}={v}' for k, v in fields.items() if k != 'perm')})",
+            lambda c: getattr(c.auth, method)(request, timeout=self.call_timeout),
         )
 
     # -- the World protocol ----------------------------------------------------------
@@ -397,11 +427,15 @@ class EtcdWorld:
             await call.write(rpc.WatchRequest(create_request=create))
             reply = await asyncio.wait_for(call.read(), self.call_timeout)
             if reply is wire.eof or not reply.created:
-                raise WorldError(f"etcd at {conn.endpoint} did not create a watch of {watch.key}")
-            if reply.canceled or reply.compact_revision:
-                await self._resync(watch, reply.compact_revision)
+                raise ConnectionError(f"etcd at {conn.endpoint} did not create the watch")
+            if reply.compact_revision:  # etcd no longer has what happened since: re-read
                 call.cancel()
+                await self._resync(watch, reply.compact_revision)
                 return await self._open_watch(conn, watch)
+            if reply.canceled:
+                raise WorldError(
+                    f"etcd at {conn.endpoint} refused to watch {watch.key}: {reply.cancel_reason}"
+                )
             if not watch.revision:
                 watch.revision = reply.header.revision + 1
             return call
@@ -431,6 +465,11 @@ class EtcdWorld:
                     call = await self._open_watch(conn, watch)
                 while watch.active:
                     reply = await call.read()
+                    if reply is not wire.eof and reply.compact_revision:
+                        call.cancel()  # etcd no longer has what happened since: re-read
+                        call = None
+                        await self._resync(watch, reply.compact_revision)
+                        break
                     if reply is wire.eof or reply.canceled:
                         raise ConnectionError(
                             f"the watch ended: {getattr(reply, 'cancel_reason', '')}"
@@ -446,7 +485,11 @@ class EtcdWorld:
             except asyncio.CancelledError:
                 if call is not None:
                     call.cancel()
-                raise
+                if not conn.dropped():
+                    raise
+                call = None  # its channel was closed: reopen it through the current one
+                failures += 1
+                await self._backoff(failures)
             except Exception as exc:  # the stream broke: reopen it through another member
                 if call is not None:
                     call.cancel()

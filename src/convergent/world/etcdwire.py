@@ -9,6 +9,7 @@ without, the system's CAs).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ _CHANNEL_OPTIONS = (
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # a prefix read or a lease's expiry (every key of a dead agent in one watch reply)
+    # may pass gRPC's default 4 MiB
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 )
 
 
@@ -86,10 +90,22 @@ class Connection:
         self.lease = rpc.LeaseStub(channel)
         self.watch = rpc.WatchStub(channel)
         self.cluster = rpc.ClusterStub(channel)
+        self.auth = rpc.AuthStub(channel)
         self.maintenance = rpc.MaintenanceStub(channel)
 
-    async def close(self) -> None:
-        await self.channel.close()
+    closed = False
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel: its calls still running get ``grace`` seconds, then they
+        end (with asyncio.CancelledError: see :meth:`dropped`)."""
+        self.closed = True
+        await self.channel.close(grace)
+
+    def dropped(self) -> bool:
+        """Whether a CancelledError just caught came from this channel's closing rather
+        than from the task's own cancellation."""
+        task = asyncio.current_task()
+        return self.closed and task is not None and not task.cancelling()
 
 
 class Wire:
