@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PREFIX ?= /usr/local
 UNITDIR ?= /etc/systemd/system
 POLICY ?= /etc/convergent/policy.yaml
-APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd etcd-server etcd-client
+APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd etcd-server etcd-client iproute2
 
 .PHONY: run test lint typecheck unit system-deps clean install
 

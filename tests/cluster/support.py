@@ -1,13 +1,15 @@
-"""Helpers of the cluster tests: free loopback ports, fast etcd timings, TLS skips."""
+"""Helpers of the cluster tests: fast etcd timings, skips; free loopback ports come from
+``tests/etcd_support.py``."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 
 import pytest
+
+from tests.etcd_support import free_ports
 
 __all__ = ["fast_etcd", "free_ports", "needs_etcd", "needs_tls"]
 
@@ -25,21 +27,6 @@ except ImportError:
 needs_tls = pytest.mark.skipif(
     not _TLS, reason="the cryptography package is missing: pip install cryptography"
 )
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` loopback ports nobody listens on now (all held open together, so they
-    differ)."""
-    held: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return [s.getsockname()[1] for s in held]
-    finally:
-        for s in held:
-            s.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ dying with the agent; clear errors when it cannot start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from convergent.world import tls
-from convergent.world.cluster import ClusterError, Member, MemberSpec, discover, gateway
+from convergent.world.cluster import ClusterError, Member, MemberSpec, discover, member_status
 from tests.cluster.support import fast_etcd, free_ports, needs_etcd, needs_tls
 
 pytestmark = [needs_etcd, needs_tls]
@@ -59,8 +60,8 @@ def test_member_serves_only_clients_with_a_certificate_of_the_cluster_ca(
         try:
             url = spec.client_urls[0]
             assert await discover([url], spec.tls) == [url]
-            status = await gateway(url, "/v3/maintenance/status", tls=spec.tls)
-            assert status["leader"] == status["header"]["member_id"]
+            status = await member_status(url, spec.tls)
+            assert status["leader"] == status["id"] != 0
             with pytest.raises(ClusterError, match="not from our cluster CA"):
                 await discover([url], other)
             # The CA trusted, but no client certificate: refused by etcd.
@@ -263,3 +264,35 @@ def test_an_insecure_member_speaks_plain_http(tmp_path: Path, fast_etcd: None) -
 
     asyncio.run(main())
     assert not (tmp_path / "tls").exists()
+
+
+def test_a_member_whose_log_is_long_before_it_is_ready_is_still_seen_ready(
+    tmp_path: Path, fast_etcd: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that waits long for its majority logs more than the agent reads of it
+    (``QUIET_LOG``); past that the agent asks the member. Here that limit is 1 byte, and
+    the second member starts only once the first is waiting."""
+    from convergent.world import cluster
+    from tests.cluster.members import member_process
+
+    monkeypatch.setattr(cluster, "QUIET_LOG", 1)
+    ports = free_ports(4)
+    peers = {"a": f"https://127.0.0.1:{ports[1]}", "b": f"https://127.0.0.1:{ports[3]}"}
+    spec = _spec(tmp_path / "a", ports=ports[:2], initial={h: (u,) for h, u in peers.items()})
+    tls.make_token(str(tmp_path / "a"), "b", [])  # same CA for b's member
+    (tmp_path / "b" / "tls").mkdir(parents=True)
+    for name in ("ca.crt", "ca.key"):
+        (tmp_path / "b" / "tls" / name).write_bytes((tmp_path / "a" / "tls" / name).read_bytes())
+
+    async def main() -> None:
+        member = Member(spec, str(tmp_path / "a"))
+        starting = asyncio.create_task(member.start(BOUND))
+        initial = {h: [u] for h, u in peers.items()}
+        with contextlib.ExitStack() as stack:
+            # b's start waits for a's member (a majority of two): enter it in a thread.
+            b = member_process(tmp_path / "b", "b", ports[2], ports[3], initial=initial)
+            await asyncio.gather(starting, asyncio.to_thread(stack.enter_context, b))
+            assert member._asking is not None  # readiness came from asking
+            await member.aclose()
+
+    asyncio.run(main())

@@ -191,6 +191,13 @@ def add_cluster_parser(
         help="where NAME's member will serve clients (its certificate names these hosts)",
     )
     token.add_argument(
+        "--endpoints",
+        metavar="URL,...",
+        type=urls,
+        default=None,
+        help="the running cluster, to let NAME in at once (default: https://127.0.0.1:2379)",
+    )
+    token.add_argument(
         "--peer-urls",
         metavar="URL,...",
         type=urls,
@@ -332,15 +339,42 @@ def cluster_command(args: argparse.Namespace) -> int:
     state_dir = os.path.abspath(args.state_dir or default_state_dir())
     try:
         if args.action == "token":
+            import asyncio
+
             from convergent.world.tls import make_token
 
             urls = [*(args.client_urls or ()), *(args.peer_urls or ())]
-            print(make_token(state_dir, args.hostname, urls), flush=True)
+            token = make_token(state_dir, args.hostname, urls)
+            asyncio.run(_grant(state_dir, args.hostname, list(args.endpoints or ())))
+            print(token, flush=True)
             return 0
         return _status(args, state_dir)
     except ConvergentError as exc:
         say(f"convergent: {exc}")
         return 2
+
+
+async def _grant(state_dir: str, host: str, endpoints: list[str]) -> None:
+    """Give ``host`` its role now if this host's cluster runs (else its agent does at its
+    next start: the host is in ``tls/issued``)."""
+    from convergent.render import say
+    from convergent.world.base import WorldError
+    from convergent.world.cluster import grant_hosts
+    from convergent.world.tls import CA_NAMES, host_files, tls_dir
+
+    base = tls_dir(state_dir)
+    own = [n[:-4] for n in sorted(os.listdir(base)) if n.endswith(".crt") and n not in CA_NAMES]
+    if not own:
+        return  # no member ran here yet: its first start gives every issued host its role
+    files = host_files(state_dir, own[0])
+    endpoints = endpoints or ["https://127.0.0.1:2379"]
+    try:
+        await grant_hosts(endpoints, files, own[0], [host])
+    except WorldError:
+        say(
+            f"convergent: no member answered at {', '.join(endpoints)}: {host} gets its role "
+            f"when the agent of {state_dir} next starts (or give --endpoints)"
+        )
 
 
 def _status(args: argparse.Namespace, state_dir: str) -> int:
@@ -376,76 +410,69 @@ async def status(endpoints: list[str], tls: Any) -> dict[str, Any]:
     (host, alive, converged) of the cluster ``endpoints`` belong to."""
     import asyncio
 
-    from convergent.world.cluster import ClusterError, discover, gateway
+    from convergent.world.cluster import ClusterError, discover, member_list, member_status
 
     await discover(endpoints, tls)  # ClusterError naming each endpoint when none answers
-    listing: dict[str, Any] = {}
+    members: list[dict[str, Any]] = []
     for url in endpoints:
         try:
-            listing = await gateway(url, "/v3/cluster/member/list", tls=tls)
+            members = await member_list(url, tls)
             break
         except ClusterError:
             continue
-    members = listing.get("members", [])
 
-    async def health(member: dict[str, Any]) -> dict[str, Any]:
-        urls = member.get("clientURLs", [])
+    async def health(member: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        urls = member["client_urls"]
         entry: dict[str, Any] = {
-            "name": member.get("name", ""),
-            "id": f"{int(member.get('ID', 0)):x}",
+            "name": member["name"],
+            "id": f"{member['id']:x}",
             "client_urls": urls,
-            "peer_urls": member.get("peerURLs", []),
+            "peer_urls": member["peer_urls"],
             "healthy": False,
             "leader": False,
             "error": None,
-            "leader_id": None,
         }
         if not urls:
             entry["error"] = "not started yet"
-            return entry
+            return entry, None
         try:
-            answer = await gateway(urls[0], "/v3/maintenance/status", tls=tls, bound=2.0)
+            answer = await member_status(urls[0], tls)
         except ClusterError as exc:
             entry["error"] = str(exc)
-            return entry
-        leader = int(answer.get("leader", 0))
-        entry["healthy"] = leader != 0 and not answer.get("errors")
-        entry["leader_id"] = f"{leader:x}" if leader else None
+            return entry, None
+        leader = answer["leader"]
+        entry["healthy"] = bool(leader) and not answer["errors"]
         if not leader:
             entry["error"] = "no leader"
-        return entry
+        elif answer["errors"]:
+            entry["error"] = "; ".join(answer["errors"])
+        return entry, (f"{leader:x}" if leader else None)
 
-    checked = list(await asyncio.gather(*(health(m) for m in members)))
-    leaders = {m["leader_id"] for m in checked if m["leader_id"]}
-    leader = None
-    for entry in checked:
+    checked = await asyncio.gather(*(health(m) for m in members))
+    leaders = {leader for _, leader in checked if leader}
+    leader_name = None
+    for entry, _ in checked:
         entry["leader"] = entry["id"] in leaders
         if entry["leader"]:
-            leader = entry["name"]
-        del entry["leader_id"]
-    return {"members": checked, "leader": leader, "agents": await _agents(endpoints, tls)}
+            leader_name = entry["name"]
+    return {
+        "members": [entry for entry, _ in checked],
+        "leader": leader_name,
+        "agents": await _agents(endpoints, tls),
+    }
 
 
 async def _agents(endpoints: list[str], tls: Any) -> list[dict[str, Any]]:
-    import base64
-
     from convergent.world import keys
-    from convergent.world.cluster import ClusterError, gateway
+    from convergent.world.cluster import connect
 
-    prefix = keys.HOSTS.encode()
-    end = prefix[:-1] + bytes([prefix[-1] + 1])
-    body = {"key": base64.b64encode(prefix).decode(), "range_end": base64.b64encode(end).decode()}
-    answer: dict[str, Any] = {}
-    for url in endpoints:
-        try:
-            answer = await gateway(url, "/v3/kv/range", body, tls=tls)
-            break
-        except ClusterError:
-            continue
+    client = connect(endpoints, tls)
+    try:
+        found = await client.get_prefix(keys.HOSTS)
+    finally:
+        await client.aclose()
     hosts: dict[str, dict[str, Any]] = {}
-    for kv in answer.get("kvs", []):
-        key = base64.b64decode(kv.get("key", "")).decode("utf-8", "replace")
-        value = base64.b64decode(kv.get("value", "")).decode("utf-8", "replace")
+    for key, value in found.items():
         split = keys.split_host_key(key)
         if split is None:
             continue

@@ -43,6 +43,7 @@ from convergent.world.tls import TLSFiles
 if TYPE_CHECKING:
     from convergent.host.process import Finished
     from convergent.world.base import World
+    from convergent.world.etcd import EtcdWorld
 
 __all__ = [
     "READY_TIMEOUT",
@@ -51,14 +52,23 @@ __all__ = [
     "ClusterError",
     "Member",
     "MemberSpec",
+    "connect",
     "discover",
     "etcd_argv",
     "gateway",
+    "grant_hosts",
+    "member_list",
+    "member_status",
     "open_world",
+    "rpc",
 ]
 
 READY_TIMEOUT = 30.0  # seconds a member may take to serve clients (a 3-member start: ~3 s)
 REQUEST_TIMEOUT = 5.0  # seconds one request to etcd's gateway may take
+QUIET_LOG = 48 * 1024  # bytes of etcd's log read for the ready line; past them, ask etcd
+# (host/process gives a command's first 64 KiB of stderr line by line, and a member that
+# waits for its majority with fast timings writes ~5 KiB a second)
+ASK_EVERY = 0.2  # seconds between readiness questions once the log is past QUIET_LOG
 TIMING = "CONVERGENT_ETCD_TIMING"  # "HEARTBEAT_MS,ELECTION_MS" (etcd's own: 100,1000)
 INSTALL = "apt-get install etcd-server"
 
@@ -148,6 +158,8 @@ class Member:
         self._ready: asyncio.Future[None] | None = None
         self._problems: list[str] = []
         self._closing = False
+        self._read = 0  # bytes of log read
+        self._asking: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -200,8 +212,27 @@ class Member:
         except ClusterError:
             await self.aclose()
             raise
+        finally:
+            if self._asking is not None:
+                self._asking.cancel()
+
+    async def _ask(self) -> None:
+        """Past the part of the log we read: ask the member whether it has a leader."""
+        ready = self._ready
+        while ready is not None and not ready.done():
+            try:
+                answer = await member_status(self.spec.client_urls[0], self.spec.tls)
+                if answer["leader"] and not ready.done():
+                    ready.set_result(None)
+                    return
+            except ClusterError:
+                pass  # not listening yet, or no leader yet
+            await asyncio.sleep(ASK_EVERY)
 
     def _line(self, line: str) -> None:
+        self._read += len(line) + 1
+        if self._read > QUIET_LOG and self._asking is None and self._ready is not None:
+            self._asking = asyncio.get_running_loop().create_task(self._ask())
         _, _, text = line.partition(": ")
         try:
             entry = json.loads(text)
@@ -217,7 +248,7 @@ class Member:
             return
         if level in ("error", "fatal", "panic") or message == "failed to start etcd":
             problem = str(entry.get("error") or message)
-            self._problems.append(problem)
+            self._problems = [*self._problems[-9:], problem]
             if self._log is not None and self._ready is not None and self._ready.done():
                 self._log(f"etcd member {self.spec.name}: {problem}")
 
@@ -271,7 +302,7 @@ class Member:
 
 
 def _request(
-    url: str, path: str, body: dict[str, Any], tls: TLSFiles | None, timeout: float
+    url: str, path: str, body: dict[str, Any] | None, tls: TLSFiles | None, timeout: float
 ) -> Any:
     import http.client
     import ssl
@@ -290,7 +321,11 @@ def _request(
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        if body is None:
+            connection.request("GET", path)
+        else:
+            headers = {"Content-Type": "application/json"}
+            connection.request("POST", path, json.dumps(body), headers)
         response = connection.getresponse()
         data = response.read(1 << 20)
         if response.status != 200:
@@ -326,10 +361,58 @@ async def gateway(
     tls: TLSFiles | None = None,
     bound: float = REQUEST_TIMEOUT,
 ) -> Any:
-    """POST ``body`` to etcd's JSON gateway at ``url`` (``/v3/cluster/member/list``,
-    ``/v3/maintenance/status``...) and return the decoded answer; ClusterError names the
-    URL and says what went wrong (refused, no answer, a certificate of another CA)."""
-    return await asyncio.to_thread(_request, url, path, body or {}, tls, bound)
+    """``GET path`` (``body`` None) or ``POST body`` to etcd's HTTP side at ``url``
+    (``/version``, the JSON gateway's ``/v3/...``) and return the decoded answer;
+    ClusterError names the URL and says what went wrong (refused, no answer, a
+    certificate of another CA). Python's ``ssl`` says exactly why a handshake failed, so
+    every first contact goes this way. (Once etcd's authentication is on, its gateway
+    refuses clients with a certificate: :func:`rpc` asks over gRPC.)"""
+    return await asyncio.to_thread(_request, url, path, body, tls, bound)
+
+
+async def rpc(url: str, tls: TLSFiles | None, service: str, method: str) -> Any:
+    """One etcd gRPC request without fields (``cluster``, ``MemberList``;
+    ``maintenance``, ``Status``) to ``url``, bounded by ``REQUEST_TIMEOUT``."""
+    from convergent.world.base import WorldError
+    from convergent.world.etcdwire import load_wire
+
+    try:
+        wire = load_wire([url], _etcd_tls(tls))
+    except WorldError as exc:
+        raise ClusterError(str(exc)) from None
+    conn = wire.connect(url)
+    try:
+        request = getattr(wire.rpc, f"{method}Request")()
+        call = getattr(getattr(conn, service), method)
+        return await call(request, timeout=REQUEST_TIMEOUT)
+    except wire.rpc_error as exc:
+        raise ClusterError(f"{url}: {exc.code().name}: {exc.details()}") from None
+    finally:
+        await conn.close()
+
+
+async def member_list(url: str, tls: TLSFiles | None) -> list[dict[str, Any]]:
+    """The members of ``url``'s cluster: name, id, client and peer URLs."""
+    reply = await rpc(url, tls, "cluster", "MemberList")
+    return [
+        {
+            "name": m.name,
+            "id": int(m.ID),
+            "client_urls": list(m.clientURLs),
+            "peer_urls": list(m.peerURLs),
+        }
+        for m in reply.members
+    ]
+
+
+async def member_status(url: str, tls: TLSFiles | None) -> dict[str, Any]:
+    """The member at ``url``: its id, the leader it knows (0: none) and its errors."""
+    reply = await rpc(url, tls, "maintenance", "Status")
+    return {
+        "id": int(reply.header.member_id),
+        "leader": int(reply.leader),
+        "errors": list(reply.errors),
+    }
 
 
 async def discover(
@@ -340,13 +423,14 @@ async def discover(
     failures: list[str] = []
     for seed in seeds:
         try:
-            answer = await gateway(seed, "/v3/cluster/member/list", tls=tls, bound=bound)
+            await gateway(seed, "/version", tls=tls, bound=bound)  # TLS errors, said clearly
+            members = await member_list(seed, tls)
         except ClusterError as exc:
             failures.append(str(exc))
             continue
         urls: list[str] = []
-        for member in answer.get("members", []):
-            for url in member.get("clientURLs", []):
+        for member in members:
+            for url in member["client_urls"]:
                 if url not in urls:
                     urls.append(url)
         return urls or list(seeds)
@@ -395,18 +479,49 @@ def _tls(config: ClusterConfig) -> TLSFiles | None:
     return files
 
 
-async def _etcd_world(endpoints: list[str], config: ClusterConfig, tls: TLSFiles | None) -> World:
+def _etcd_tls(tls: TLSFiles | None) -> Any:
     from pathlib import Path
 
-    from convergent.world.etcd import EtcdWorld, Tls
+    from convergent.world.etcd import Tls
 
-    world = EtcdWorld(
-        endpoints,
-        hostname=config.hostname,
-        tls=None if tls is None else Tls(ca=Path(tls.ca), cert=Path(tls.cert), key=Path(tls.key)),
-    )
+    if tls is None:
+        return None
+    return Tls(ca=Path(tls.ca), cert=Path(tls.cert), key=Path(tls.key))
+
+
+async def _etcd_world(endpoints: list[str], config: ClusterConfig, tls: TLSFiles | None) -> World:
+    from convergent.world.etcd import EtcdWorld
+
+    world = EtcdWorld(endpoints, hostname=config.hostname, tls=_etcd_tls(tls))
     await world.start()
     return world
+
+
+def connect(endpoints: list[str], tls: TLSFiles | None) -> EtcdWorld:
+    """A connection to the cluster without a session (no lease, no ``alive`` key): for
+    administration (granting roles) and reading (``cluster status``). Close it with
+    ``aclose()``."""
+    from convergent.world.etcd import EtcdWorld
+    from convergent.world.etcdwire import load_wire
+
+    client = EtcdWorld(endpoints, hostname="-", tls=_etcd_tls(tls), retry_for=REQUEST_TIMEOUT)
+    client._wire = load_wire(client.endpoints, client.tls)  # started, without a session
+    return client
+
+
+async def grant_hosts(endpoints: list[str], tls: TLSFiles, admin: str, hosts: list[str]) -> None:
+    """Give each of ``hosts`` its role (its own prefix read-write, the rest of the world
+    read-only) and turn etcd's authentication on, with ``admin`` (this host, holding the
+    cluster CA) as its administrator. Idempotent."""
+    from convergent.world.etcdauth import enable_auth, grant_host
+
+    client = connect(endpoints, tls)
+    try:
+        for host in sorted({admin, *hosts}):
+            await grant_host(client, host)
+        await enable_auth(client, admin)
+    finally:
+        await client.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -428,6 +543,11 @@ async def open_world(
             await member.start(config.ready_timeout)
             found = await discover(config.client_urls, tls)
             endpoints = [*config.client_urls, *(u for u in found if u not in config.client_urls)]
+            if tls is not None and _holds_ca(config.state_dir):
+                from convergent.world.tls import issued
+
+                hosts = [*config.initial_cluster, *issued(config.state_dir)]
+                await grant_hosts(endpoints, tls, config.hostname, hosts)
         elif config.seeds:
             endpoints = await discover(config.seeds, tls)
         else:
@@ -440,6 +560,12 @@ async def open_world(
             await _close(world)
         if member is not None:
             await member.aclose()
+
+
+def _holds_ca(state_dir: str) -> bool:
+    from convergent.world.tls import tls_dir
+
+    return os.path.exists(os.path.join(tls_dir(state_dir), "ca.key"))
 
 
 async def _close(world: Any) -> None:

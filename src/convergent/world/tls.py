@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import ssl
 
 __all__ = [
+    "CA_NAMES",
     "TOKEN_PREFIX",
     "TLSError",
     "TLSFiles",
@@ -48,12 +49,15 @@ __all__ = [
     "check_hostname",
     "client_context",
     "host_files",
+    "issued",
     "make_token",
     "member_files",
     "tls_dir",
 ]
 
 TOKEN_PREFIX = "convergent-join-1:"
+ISSUED = "issued"
+CA_NAMES = ("ca.crt",)
 CA_DAYS = 3650
 CERT_DAYS = 1825
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -279,9 +283,10 @@ def _load_ca(state_dir: str, hostname: str, *, make: bool) -> tuple[Any, Any | N
     if ca_pem is None:
         if not make:
             raise TLSError(
-                f"no cluster CA in {base}: join with --join-token FILE (made by "
-                "'convergent cluster token' on the first host), or run without TLS "
-                "with --insecure"
+                f"no cluster CA in {base}: on a joining host, give --join-token FILE "
+                "(made by 'convergent cluster token --hostname THIS_HOST' on the first "
+                "host); on the first host of --initial-cluster, make the other members' "
+                "tokens first (that makes the CA); or run without TLS with --insecure"
             )
         cert, key = _make_ca(hostname)
         _write(key_path, _key_pem(key))  # the key first: a CA without its key is final
@@ -348,6 +353,8 @@ def make_token(state_dir: str, hostname: str, urls: list[str]) -> str:
             "make tokens on the host that made the cluster (the first --cluster agent)"
         )
     cert, key = _issue(ca_cert, ca_key, hostname, _names(hostname, urls))
+    names = sorted({*issued(state_dir), hostname})
+    _write(os.path.join(tls_dir(state_dir), ISSUED), "".join(f"{n}\n" for n in names).encode())
     bundle = {
         "host": hostname,
         "ca": _cert_pem(ca_cert).decode(),
@@ -356,6 +363,15 @@ def make_token(state_dir: str, hostname: str, urls: list[str]) -> str:
     }
     packed = base64.urlsafe_b64encode(json.dumps(bundle, sort_keys=True).encode())
     return TOKEN_PREFIX + packed.decode()
+
+
+def issued(state_dir: str) -> list[str]:
+    """The hosts a join token was made for here (``STATE_DIR/tls/issued``): the cluster's
+    administrator gives each its role at start."""
+    data = _read(os.path.join(tls_dir(state_dir), ISSUED))
+    if data is None:
+        return []
+    return [n for n in data.decode("utf-8", "replace").split() if _HOSTNAME.match(n)]
 
 
 def accept_token(state_dir: str, token: str, hostname: str) -> TLSFiles:
