@@ -10,10 +10,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from convergent.engine import Changed, Failed
+from convergent.engine import Changed, Failed, Log
 from convergent.state.db import StateDB
 from convergent.world.keys import export_key
 from convergent.world.local import LocalWorld
+from tests.clock import run_virtual
 from tests.exchange.support import Agent, policy
 
 
@@ -208,3 +209,45 @@ resources:
         }
 
     asyncio.run(main())
+
+
+class _Flaky(LocalWorld):
+    """A local world whose prefix reads fail ``failures`` times first (etcd away)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(hostname="a")
+        self.failures = failures
+
+    async def get_prefix(self, prefix: str) -> dict[str, str]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("etcd at 127.0.0.1:2379 is unreachable")
+        return await super().get_prefix(prefix)
+
+
+def test_a_failing_world_is_tried_again_and_the_run_goes_on(tmp_path: Path) -> None:
+    graph = policy(
+        """
+resources:
+  - file: TMP/shared
+    content: "x\\n"
+    meta: {export: true}
+collect:
+  - kind: file
+    where: {paths: [TMP]}
+""",
+        tmp_path,
+    )
+
+    async def main() -> None:
+        world = _Flaky(failures=2)
+        async with Agent(graph, world=world) as agent:
+            await agent.converged()
+            said = [r.message for r in agent.rec.of(Log) if r.resource == "world"]  # type: ignore[attr-defined]
+        assert said == [
+            "etcd at 127.0.0.1:2379 is unreachable; trying again in 0.1 s",
+            "etcd at 127.0.0.1:2379 is unreachable; trying again in 0.2 s",
+        ]
+        assert (tmp_path / "shared").read_text() == "x\n"
+
+    run_virtual(main())

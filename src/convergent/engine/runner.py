@@ -47,6 +47,7 @@ __all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
 S = TypeVar("S")
 CLOSE_TIMEOUT = 5.0  # seconds a shared service's aclose() may take at the end of a run
+WORLD_RETRY = 0.1  # seconds before the first retry of a failed world operation (doubling)
 BURST = 0.25  # seconds: the longest a burst of world changes waits for its new graph
 
 
@@ -422,6 +423,7 @@ class Engine:
         world changed (events of one burst become one new graph)."""
         loop = asyncio.get_running_loop()
         last = spent = -1.0
+        failures = 0
         while True:
             await self._world_wake.wait()
             # One event after a quiet time is taken at once; in a burst (hosts publishing
@@ -433,13 +435,19 @@ class Engine:
             base = self._base
             try:
                 await self._sync_world(base)
-                last = loop.time()
-                spent = last - start
-            finally:
-                if self._world_held and base is self._base:
-                    self._world_held = False
-                    self._convergence.holds -= 1
-                    self._recount()
+            except Exception as exc:  # the world failed (etcd away...): try again later
+                failures += 1
+                delay = min(WORLD_RETRY * 2 ** (failures - 1), 5.0)
+                self.report(Log("world", f"{exc}; trying again in {delay:g} s"))
+                loop.call_later(delay, self._world_wake.set)
+                continue
+            failures = 0
+            last = loop.time()
+            spent = last - start
+            if self._world_held and base is self._base:
+                self._world_held = False
+                self._convergence.holds -= 1
+                self._recount()
 
     async def _sync_world(self, base: Graph[Resource[Any]]) -> None:
         hosts = self._hosts
@@ -478,10 +486,19 @@ class Engine:
 
     async def _publish_converged(self) -> None:
         """Cluster-wide convergence: keep this agent's converged key up to date."""
+        failures = 0
         while True:
             hosts = self._hosts
             if hosts is not None:
-                await hosts.publish(self.converged)
+                try:
+                    await hosts.publish(self.converged)
+                except Exception as exc:  # the world failed: the latest state, later
+                    failures += 1
+                    delay = min(WORLD_RETRY * 2 ** (failures - 1), 5.0)
+                    self.report(Log("cluster", f"{exc}; trying again in {delay:g} s"))
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
             await self._flipped.wait()
             self._flipped.clear()
 
