@@ -10,7 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from convergent.engine import Changed, Failed, Log
+from convergent.engine import Changed, Failed, Log, WouldChange
 from convergent.state.db import StateDB
 from convergent.world.keys import export_key
 from convergent.world.local import LocalWorld
@@ -194,6 +194,9 @@ resources:
   - file: TMP/shared
     content: "x\\n"
     meta: {export: true}
+collect:
+  - kind: file
+    where: {paths: [TMP]}
 """,
         tmp_path,
     )
@@ -204,6 +207,9 @@ resources:
         await world.set(earlier, _export("file", "older", content="y"), lease=True)
         async with Agent(graph, world=world, noop=True) as agent:
             await agent.converged()
+        # Its own export is shown as if collected; nothing is written anywhere.
+        assert [r.resource for r in agent.rec.of(WouldChange)] == [f"file[{tmp_path}/shared]"]
+        assert not (tmp_path / "shared").exists()
         assert await world.get_prefix("/convergent/hosts/a/exports/") == {
             earlier: _export("file", "older", content="y")
         }

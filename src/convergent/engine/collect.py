@@ -87,13 +87,14 @@ class Collector:
     """Every host's exports (from one watch of ``/convergent/hosts/``) and what this host makes of
     them. ``report``: where refusals go."""
 
-    __slots__ = ("_built", "_refused", "exports", "hostname", "published", "report")
+    __slots__ = ("_built", "_refused", "exports", "hostname", "pretend", "published", "report")
 
     def __init__(self, hostname: str, report: Callable[[Report], None]) -> None:
         self.hostname = hostname
         self.report = report
         self.exports: dict[str, str] = {}  # world key -> JSON, of every host
         self.published: dict[str, str] = {}  # this host's own export keys -> JSON
+        self.pretend: dict[str, str] = {}  # under noop: this host's exports, not published
         self._refused: set[tuple[str, str]] = set()  # (key, JSON) already reported
         # What each export became, by key: (its JSON, the collect entries, the resource),
         # so an unchanged export is not decoded and checked again at every change.
@@ -128,15 +129,16 @@ class Collector:
         """The graph to run: ``base``'s own resources plus what its collect entries take
         from every host's exports."""
         graph = local_part(base)
-        if not base.collect or not self.exports:
+        exports = {**self.exports, **self.pretend} if self.pretend else self.exports
+        if not base.collect or not exports:
             return graph
         if graph is base:
             graph = local_part_copy(base)
         by_host: dict[str, str] = {}
         built = self._built
         self._built = {}
-        for key in sorted(self.exports, key=lambda k: (host_of(k), k)):
-            text = self.exports[key]
+        for key in sorted(exports, key=lambda k: (host_of(k), k)):
+            text = exports[key]
             known = built.get(key)
             if known is not None and known[0] == text and known[1] == base.collect:
                 resource = known[2]

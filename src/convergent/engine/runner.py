@@ -461,7 +461,10 @@ class Engine:
                 collector.published = dict(mine)  # an agent before this one left some
             hosts = self._hosts = Hosts(world, collector, self._world_wake.set)
         collector = hosts.collector
-        wanted = {} if self.noop else collector.wanted(base)  # noop: published is {} too
+        wanted = collector.wanted(base)
+        if self.noop:  # nothing is published (published stays {}); collected as if it were
+            collector.pretend = wanted
+            wanted = {}
         for key in sorted(collector.published.keys() - wanted.keys()):
             await world.delete(key)
         for key, value in wanted.items():
