@@ -56,7 +56,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from convergent.graph.identity import format_id
-from convergent.policy.collect import read_collect
 from convergent.policy.entries import Entry, Link, Location, Problems
 from convergent.policy.nodes import (
     Values,
@@ -196,6 +195,8 @@ def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link], tupl
                 f"a yamlgraph has: {', '.join(_TOP_KEYS)}",
             )
         elif key == "collect" and not _zero(values.value(value_node)):
+            from convergent.policy.collect import read_collect
+
             collect = read_collect(value_node, values, native=False)
         elif key == "remote" and not _zero(values.value(value_node)):
             problems.at(

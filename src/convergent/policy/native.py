@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from convergent.graph.core import parse_output_ref
 from convergent.graph.identity import format_id, parse_ref
-from convergent.policy.collect import read_collect
 from convergent.policy.entries import (
     EDGE_KEYS,
     ENTRY_KEY_NAMES,
@@ -73,6 +72,8 @@ def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link], tu
         if key == "resources":
             resources = value_node
         elif key == "collect":
+            from convergent.policy.collect import read_collect
+
             collect = read_collect(value_node, values, native=True)
         else:
             problems.at(
