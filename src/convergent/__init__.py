@@ -35,6 +35,7 @@ The kinds (one class each; ``File("/etc/motd", content="hi\\n")``):
 - ``Cron``: a scheduled command, as a root-owned file in ``/etc/cron.d``.
 - ``Download``: a file fetched over HTTP(S), verified by its SHA-256 before it is used.
 - ``Pkg``: a package installed, absent, latest or pinned, through apt or PackageKit.
+- ``Value``: a named value published for every host (received as ``world[HOST].NAME``).
 
 What a run reports (a reporter is any callable taking one ``Report``):
 
@@ -117,6 +118,7 @@ __all__ = [
     "TextRenderer",
     "Timer",
     "User",
+    "Value",
     "WouldChange",
     "__version__",
     "arun",
@@ -170,6 +172,7 @@ _LAZY = {
     "Timer": "convergent.resources.timer",
     "User": "convergent.resources.user",
     "Group": "convergent.resources.groupacct",
+    "Value": "convergent.resources.value",
 }
 
 if TYPE_CHECKING:
@@ -216,6 +219,7 @@ if TYPE_CHECKING:
     from convergent.resources.svc import Svc
     from convergent.resources.timer import Timer
     from convergent.resources.user import User
+    from convergent.resources.value import Value
 
 
 def __getattr__(name: str) -> object:

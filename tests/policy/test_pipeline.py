@@ -46,9 +46,9 @@ def _captured(monkeypatch: pytest.MonkeyPatch, run: Any) -> tuple[list[Entry], l
     """The entries and links the one builder was given while ``run()`` loaded a policy."""
     seen: list[tuple[list[Entry], list[Link]]] = []
 
-    def spy(entries: list[Entry], links: list[Link], problems: Problems) -> Any:
+    def spy(entries: list[Entry], links: list[Link], problems: Problems, collect: Any = ()) -> Any:
         seen.append((entries, links))
-        return build(entries, links, problems)
+        return build(entries, links, problems, collect)
 
     monkeypatch.setattr(build_module, "build", spy)
     monkeypatch.setattr(fast, "build", spy)

@@ -31,7 +31,7 @@ __all__ = ["DRAFT", "TOP_KEYS", "policy_schema", "schema_command"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: The top-level keys of a native policy (the native front end accepts these only).
-TOP_KEYS = ("resources",)
+TOP_KEYS = ("resources", "collect")
 
 _REFS: dict[str, Any] = {
     "anyOf": [
@@ -103,7 +103,9 @@ def policy_schema() -> dict[str, Any]:
     from convergent.resources.base import Meta, get_kind, kinds
 
     classes = {kind: cls for kind in kinds() if (cls := get_kind(kind)) is not None}
-    types: list[type[Any]] = [Meta, *(cls.params_type for cls in classes.values())]
+    from convergent.graph.collect import Collect
+
+    types: list[type[Any]] = [Meta, *(cls.params_type for cls in classes.values()), Collect]
     refs, components = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
     _describe(components, types)
     entry_props: dict[str, Any] = {}
@@ -119,7 +121,7 @@ def policy_schema() -> dict[str, Any]:
         },
         "meta": refs[0],
     }
-    for (kind, cls), ref in zip(classes.items(), refs[1:], strict=True):
+    for (kind, cls), ref in zip(classes.items(), refs[1:-1], strict=True):
         params = components[ref["$ref"].rsplit("/", 1)[1]]
         defs[f"kind.{kind}"] = {
             "title": kind,
@@ -155,8 +157,13 @@ def policy_schema() -> dict[str, Any]:
                 "description": "the resources of this policy, one entry each",
                 "items": {"$ref": "#/$defs/entry"},
             },
+            "collect": {
+                "type": "array",
+                "description": "exported resources of every host to add to this one's graph",
+                "items": refs[-1],
+            },
         },
-        "required": list(TOP_KEYS),
+        "required": ["resources"],
         "additionalProperties": False,
     }
     return {

@@ -127,11 +127,19 @@ class Plan:
     __slots__ = ("bindings", "graph", "source", "vertex_of")
 
     def __init__(self, source: Graph[Resource[Any]], grouper: Grouper | None = None) -> None:
-        """Raises GraphError for a dangling edge, a cycle, a wrong recv or a semaphore
-        with two sizes."""
+        """Raises GraphError for a dangling edge, a cycle, a wrong recv (a secret into a
+        ``value`` included: the world holds no secret in clear) or a semaphore with two
+        sizes."""
         source.validate()
         self.source = source
         self.bindings: dict[str, tuple[Binding, ...]] = bindings(source)
+        for rid, pairs in self.bindings.items():
+            secret = next((b for b in pairs if b.secret), None)
+            if secret is not None and source[rid].kind == "value":
+                raise GraphError(
+                    f"{rid}: recv {secret.param}: {secret.source} is a secret, and a value is "
+                    "published to every host in clear; share the secret another way"
+                )
         excluded = set(self.bindings)
         try:
             graph = prepare(source, grouper=grouper or Grouper(excluded))

@@ -35,10 +35,20 @@ class Convergence:
     """Counts of unsettled, failed and blocked vertices. ``on_settled(failed, blocked)`` is
     called each time the graph becomes converged (the engine reports ``Converged``)."""
 
-    __slots__ = ("_on_settled", "_settled", "_unsettled", "blocked", "failed", "holds", "unsettled")
+    __slots__ = (
+        "_on_settled",
+        "_settled",
+        "_unsettled",
+        "blocked",
+        "failed",
+        "holds",
+        "on_flip",
+        "unsettled",
+    )
 
     def __init__(self, on_settled: Callable[[int, int], None]) -> None:
         self._on_settled = on_settled
+        self.on_flip: Callable[[], None] | None = None  # called whenever `converged` flips
         self.unsettled = 0
         self.failed = 0
         self.blocked = 0
@@ -88,10 +98,14 @@ class Convergence:
         self._settled.set()
         if report:
             self._on_settled(self.failed, self.blocked)
+        if self.on_flip is not None:
+            self.on_flip()
 
     def _now_unsettled(self) -> None:
         self._settled.clear()
         self._unsettled.set()
+        if self.on_flip is not None:
+            self.on_flip()
 
     async def long_enough(self, seconds: float | None) -> None:
         """Return once the graph has stayed converged for ``seconds`` (None: never)."""

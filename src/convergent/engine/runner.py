@@ -26,8 +26,10 @@ from convergent.engine.changeover import (
     reverse,
     upstream_members,
 )
+from convergent.engine.collect import Collector, exported, local_part
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
+from convergent.engine.hosts import Hosts, everyone_long_enough
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult
 from convergent.engine.worker import Worker
@@ -35,6 +37,7 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import Binding
+from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
@@ -44,6 +47,8 @@ __all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
 
 S = TypeVar("S")
 CLOSE_TIMEOUT = 5.0  # seconds a shared service's aclose() may take at the end of a run
+WORLD_RETRY = 0.1  # seconds before the first retry of a failed world operation (doubling)
+BURST = 0.25  # seconds: the longest a burst of world changes waits for its new graph
 
 
 def _ignore(report: Report) -> None:
@@ -67,7 +72,9 @@ class Engine:
     pending refresh notifications are loaded from it at start and kept in it until
     handled (under noop it is only read). ``world``: every resource's ``ctx.world``
     (None: the local world over ``state``); whoever gives it opens and closes it.
-    Values of secret outputs never reach ``reporter`` (``engine/redact.py``).
+    Exported resources are published there and ``graph.collect`` takes other hosts'
+    (``engine/collect.py``). Values of secret outputs never reach ``reporter``
+    (``engine/redact.py``).
 
     Raises GraphError for a dangling edge, a cycle, a wrong ``recv`` or a semaphore id
     with two sizes.
@@ -86,7 +93,15 @@ class Engine:
     ) -> None:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
-        plan = Plan(graph)  # automatic edges, then automatic grouping
+        self._base = graph  # the graph as given; the running one adds what is collected
+        self._hosts: Hosts | None = None  # the other agents, once the world is needed
+        # A world other than the local one: convergence is cluster-wide.
+        self._cluster = world is not None and type(world).__name__ != "LocalWorld"
+        self._flipped = asyncio.Event()  # this graph's convergence flipped (to publish)
+        self._flip_wake = asyncio.Event()  # the same, for the wait for everyone
+        self._world_wake = asyncio.Event()
+        self._world_held = _uses_world(graph)
+        plan = Plan(local_part(graph))  # automatic edges, then automatic grouping
         self.noop = noop
         self.converged_timeout = converged_timeout
         self.reporter = reporter
@@ -108,6 +123,8 @@ class Engine:
         self._refreshes = Refreshes(state, plan)
         new = self._adopt(plan, {})
         self._load_refreshes(new)
+        # Not converged before the exports are published and the collected ones are in.
+        self._convergence.holds += self._world_held
         self._convergence.recount(self._states(), report=False)
 
     # -- the Runtime a worker talks to ---------------------------------------------------
@@ -215,9 +232,17 @@ class Engine:
                     worker.start()
                 if self.converged:  # an empty graph
                     self.report(Converged(convergence.failed, convergence.blocked))
+                self._world_wake.set()
+                tg.create_task(self._world_loop(), name="world")
+                if self._cluster:
+                    self._convergence.on_flip = self._on_flip
+                    tg.create_task(self._publish_converged(), name="converged")
                 stop_task = tg.create_task(self._stop.wait(), name="stop")
                 until_done = tg.create_task(
-                    convergence.long_enough(self.converged_timeout), name="convergence"
+                    self._everyone_long_enough(self.converged_timeout)
+                    if self._cluster
+                    else convergence.long_enough(self.converged_timeout),
+                    name="convergence",
                 )
                 await asyncio.wait({stop_task, until_done}, return_when=asyncio.FIRST_COMPLETED)
                 interrupted = stop_task.done()
@@ -228,6 +253,7 @@ class Engine:
             self._tg = None
             for worker in self._workers.values():
                 worker.release()
+            await self._leave_world()
             await self._close_services()
         return RunResult(
             resources=len(self._workers),
@@ -288,7 +314,12 @@ class Engine:
         async with lock:
             if self._tg is None:
                 raise RuntimeError("the run ended before the swap could start")
-            return await self._swap(graph, planned)
+            hosts = self._hosts
+            running = hosts.collector.graph_for(graph) if hosts is not None else local_part(graph)
+            done = await self._swap(running, planned)
+            self._base = graph
+            self._world_wake.set()  # publish what it exports, collect what it collects
+            return done
 
     async def _swap(
         self, graph: Graph[Resource[Any]], planned: Callable[[Swapped], None] | None
@@ -376,6 +407,152 @@ class Engine:
             own.append(known[0])
         return self._every + tuple(own)
 
+    # -- the world: exports, collected resources -------------------------------------------
+
+    def the_world(self) -> World:
+        """The run's world: the one given, else the local world every resource sees."""
+        if self.world is not None:
+            return self.world
+        from convergent.world.local import LocalWorldFactory
+
+        world: World = self.shared(LocalWorldFactory(self.state))
+        return world
+
+    async def _world_loop(self) -> None:
+        """Publish this host's exports and collect other hosts' whenever the graph or the
+        world changed (events of one burst become one new graph)."""
+        loop = asyncio.get_running_loop()
+        last = spent = -1.0
+        failures = 0
+        while True:
+            await self._world_wake.wait()
+            # One event after a quiet time is taken at once; in a burst (hosts publishing
+            # their exports one by one) the loop waits four times as long as the last new
+            # graph took (at most BURST s): making graphs takes at most a fifth of the time.
+            await asyncio.sleep(min(4 * spent, BURST) if loop.time() - last < BURST else 0)
+            self._world_wake.clear()
+            start = loop.time()
+            base = self._base
+            try:
+                await self._sync_world(base)
+            except Exception as exc:  # the world failed (etcd away...): try again later
+                failures += 1
+                delay = min(WORLD_RETRY * 2 ** (failures - 1), 5.0)
+                self.report(Log("world", f"{exc}; trying again in {delay:g} s"))
+                loop.call_later(delay, self._world_wake.set)
+                continue
+            failures = 0
+            last = loop.time()
+            spent = last - start
+            if self._world_held and base is self._base:
+                self._world_held = False
+                self._convergence.holds -= 1
+                self._recount()
+
+    async def _sync_world(self, base: Graph[Resource[Any]]) -> None:
+        hosts = self._hosts
+        if hosts is None and not (self._cluster or _uses_world(base)):
+            return  # nothing exported or collected, one host: the world is not needed
+        world = self.the_world()
+        if hosts is None:
+            collector = Collector(world.hostname, self.report)
+            if not self.noop:  # under noop nothing is published, nothing withdrawn
+                mine = await world.get_prefix(host_key(world.hostname, EXPORTS) + "/")
+                collector.published = dict(mine)  # an agent before this one left some
+            hosts = self._hosts = Hosts(world, collector, self._world_wake.set)
+        collector = hosts.collector
+        wanted = collector.wanted(base)
+        if self.noop:  # nothing is published (published stays {}); collected as if it were
+            collector.pretend = wanted
+            wanted = {}
+        for key in sorted(collector.published.keys() - wanted.keys()):
+            await world.delete(key)
+        for key, value in wanted.items():
+            if collector.published.get(key) != value:
+                await world.set(key, value, lease=True)
+        collector.published = wanted
+        if base.collect or self._cluster:
+            if not hosts.watching:
+                await hosts.watch()
+                self._on_flip()  # publish this agent's state, look at everyone's
+        elif hosts.watching:
+            hosts.stop()
+        lock = self._swap_lock
+        if lock is None or base is not self._base:
+            return
+        async with lock:
+            if self._tg is None or base is not self._base:
+                return
+            graph = collector.graph_for(base)
+            if not _same_graph(graph, self._plan.source):
+                await self._swap(graph, None)
+
+    async def _publish_converged(self) -> None:
+        """Cluster-wide convergence: keep this agent's converged key up to date."""
+        failures = 0
+        while True:
+            hosts = self._hosts
+            if hosts is not None:
+                try:
+                    await hosts.publish(self.converged)
+                except Exception as exc:  # the world failed: the latest state, later
+                    failures += 1
+                    delay = min(WORLD_RETRY * 2 ** (failures - 1), 5.0)
+                    self.report(Log("cluster", f"{exc}; trying again in {delay:g} s"))
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
+            await self._flipped.wait()
+            self._flipped.clear()
+
+    def _on_flip(self) -> None:
+        self._flipped.set()
+        self._flip_wake.set()
+
+    async def _everyone_long_enough(self, seconds: float | None) -> None:
+        """Return once this graph and every other live agent have stayed converged
+        together for ``seconds`` (None: never)."""
+        await everyone_long_enough(
+            seconds,
+            lambda: self.converged,
+            lambda: self._hosts,
+            self._flip_wake,
+            lambda text: self.report(Log("cluster", text)),
+        )
+
+    async def _leave_world(self) -> None:
+        """At the end of the run: stop watching, withdraw this host's exports."""
+        hosts = self._hosts
+        if hosts is None:
+            return
+        hosts.stop()
+        collector = hosts.collector
+        if not collector.published:
+            return
+        world = self.the_world()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                for key in sorted(collector.published):
+                    await world.delete(key)
+        collector.published = {}
+
+
+def _uses_world(graph: Graph[Resource[Any]]) -> bool:
+    """Whether ``graph`` exports or collects (its run is not converged before the world
+    was seen)."""
+    return bool(graph.collect) or any(exported(r) for r in graph.vertices.values())
+
+
+def _same_graph(a: Graph[Resource[Any]], b: Graph[Resource[Any]]) -> bool:
+    """The same resources (kind, name, parameters, meta) and edges."""
+    if a.vertices.keys() != b.vertices.keys():
+        return False
+    for vid, resource in a.vertices.items():
+        other = b[vid]
+        if resource.params != other.params or resource.meta != other.meta:
+            return False
+    return set(a.edges()) == set(b.edges())
+
 
 class _Done(Exception):
     """Raised inside the task group to cancel every worker at the end of a run."""
@@ -389,6 +566,7 @@ async def run_graph(
     reporter: Reporter = _ignore,
     sema: int | None = None,
     state: StateDB | None = None,
+    world: World | None = None,
 ) -> RunResult:
     """Run ``graph`` to convergence; see :class:`Engine`."""
     engine = Engine(
@@ -398,5 +576,6 @@ async def run_graph(
         reporter=reporter,
         sema=sema,
         state=state,
+        world=world,
     )
     return await engine.run()

@@ -29,6 +29,7 @@ from convergent.engine.meta import (
     retry_text,
     seconds_text,
 )
+from convergent.engine.receive import Waiting, receive
 from convergent.engine.report import (
     Blocked,
     Changed,
@@ -42,7 +43,7 @@ from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.group import Group
-from convergent.resources.recv import MISSING, Binding, convert, put
+from convergent.resources.recv import MISSING, Binding
 
 if TYPE_CHECKING:
     from convergent.state.db import StateDB
@@ -110,6 +111,7 @@ class Worker:
         "tries",
         "unsubscribe",
         "upstream",
+        "waiting",
         "wake",
         "watch_failed",
         "watch_tries",
@@ -134,6 +136,7 @@ class Worker:
         self.received: dict[str, Any] = {}  # values it received at its last good pass
         self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
         self.tried: dict[str, Any] = {}  # values it last tried to receive (some missing)
+        self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
         self.sender = any(getattr(type(m), "sends", None) for m in self.members)
         self.tasks: set[asyncio.Task[None]] = set()
         self.unsubscribe: Callable[[], None] | None = None  # a subscribe-kind's watch
@@ -317,7 +320,7 @@ class Worker:
                 self.tries = 0
                 if not self.ready:
                     self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
-                elif self.dirty:  # an event came during the pass: a check is still owed
+                elif self.dirty or self.waiting:  # a check is still owed, or a world value
                     self.watch_tries = 0
                     self._set_state(State.WAITING)
                 else:
@@ -384,7 +387,7 @@ class Worker:
 
     async def _process(self) -> None:
         res, ctx, engine = self.resource, self.ctx, self.runtime
-        received = self._receive() if self.recv else None
+        received = receive(self, self.runtime.output) if self.recv else None
         if received is MISSING:
             return
         refresh = frozenset(self.refresh_from)
@@ -469,29 +472,6 @@ class Worker:
         self.ctx.received_changed = frozenset()
         if self.sender:
             self.runtime.sent(self)
-
-    def _receive(self) -> Any:
-        """Put the received values into the parameters; MISSING when one has none yet.
-
-        Sets ``ctx.received_changed`` and returns the values, by parameter.
-        """
-        res = self.resource
-        raw = {b.param: self.runtime.output(b) for b in self.recv}
-        self.tried = {param: value for param, value in raw.items() if value is not MISSING}
-        waiting = [b for b in self.recv if raw[b.param] is MISSING]
-        if waiting:
-            what = ", ".join(f"{b.source} (for {b.param})" for b in waiting)
-            self._log(f"not checked: no value yet from {what}")
-            return MISSING
-        values = {b.param: convert(res, b, raw[b.param]) for b in self.recv}
-        old = self.received
-        changed = frozenset(p for p, v in values.items() if old.get(p, MISSING) != v)
-        if values != self.put:
-            self.put = None
-            put(res, self.declared, values, self.recv)  # ResourceError when it refuses one
-            self.put = values
-        self.ctx.received_changed = changed
-        return values
 
     def _start_watch(self) -> None:
         """Start watching: a kind that subscribes or has nothing to watch needs no task;

@@ -16,6 +16,7 @@ from typing import Generic, Protocol, TypeVar
 import msgspec
 
 from convergent.errors import CycleError, MissingVertexError
+from convergent.graph.collect import Collect
 
 __all__ = ["Edge", "Graph", "Identified", "parse_output_ref"]
 
@@ -70,9 +71,11 @@ class Graph(Generic[T]):
     and the engine each validate the same graph).
     """
 
-    __slots__ = ("_in", "_out", "_valid", "_vertices")
+    __slots__ = ("_in", "_out", "_valid", "_vertices", "collect")
 
     def __init__(self) -> None:
+        # What the policy collects from other hosts (graph/collect.py), in its order.
+        self.collect: tuple[Collect, ...] = ()
         self._vertices: dict[str, T] = {}
         self._out: dict[str, dict[str, Edge]] = {}
         self._in: dict[str, dict[str, Edge]] = {}

@@ -14,6 +14,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from convergent.errors import ParamError
+from convergent.graph.collect import Collect
 from convergent.graph.core import Graph
 from convergent.policy.entries import Entry, Link, Location, Problems
 from convergent.resources.base import (
@@ -55,9 +56,15 @@ class _Kinds:
 
 
 def build(
-    entries: list[Entry], links: list[Link], problems: Problems
+    entries: list[Entry],
+    links: list[Link],
+    problems: Problems,
+    collect: tuple[Collect, ...] = (),
 ) -> Graph[Resource[Any]] | None:
-    """Check everything and return the graph, or None when ``problems`` is not empty."""
+    """Check everything and return the graph, or None when ``problems`` is not empty.
+
+    ``collect``: what the policy collects from other hosts (checked by its reader).
+    """
     known = _Kinds()
     first: dict[str, Entry] = {}
     resources: list[Resource[Any]] = []
@@ -78,14 +85,18 @@ def build(
         resource = _resource(entry, known, problems)
         if resource is not None:
             resources.append(resource)
+    if any(link.source.startswith("world[") for link in links):
+        _world_sources(links, first, resources)
     valid = _check_links(links, first, problems)
     _check_cycles(valid, first, problems)
     _check_semaphores(resources, first, problems)
     if any(link.recv is not None for link in valid):
         _check_recv(valid, resources, problems)
+    _check_exports(valid, resources, first, problems)
     if problems:
         return None
     graph: Graph[Resource[Any]] = Graph()
+    graph.collect = collect
     for resource in resources:
         graph.add(resource)
     for link in valid:
@@ -257,6 +268,62 @@ def _check_recv(links: list[Link], resources: list[Resource[Any]], problems: Pro
             where, message = found
             at = recv.param_at if where == "param" else recv.output_at
             problems.at(at, f"recv {recv.param}: {message}", link.owner)
+
+
+def _world_sources(
+    links: list[Link], first: dict[str, Entry], resources: list[Resource[Any]]
+) -> None:
+    """The ``world[HOST]`` vertex of each ``recv: {p: world[HOST].NAME}`` (its sender)."""
+    from convergent.graph.identity import parse_ref
+    from convergent.resources.value import world_source
+
+    for link in links:
+        if link.recv is None or not link.source.startswith("world[") or link.source in first:
+            continue
+        host = parse_ref(link.source)[1]
+        source = world_source(host)
+        entry = Entry("world", host, link.source_at, link.source_at)
+        first[source.id] = entry
+        resources.append(source)
+
+
+def _check_exports(
+    links: list[Link], resources: list[Resource[Any]], entries: dict[str, Entry], problems: Problems
+) -> None:
+    """An exported resource is published as written: it receives nothing, and a value
+    never receives a secret (the world holds none in clear)."""
+    from convergent.resources.recv import sends
+
+    by_id = {resource.id: resource for resource in resources}
+    for link in links:
+        recv = link.recv
+        sender, receiver = by_id.get(link.source), by_id.get(link.target)
+        if recv is None or sender is None or receiver is None:
+            continue
+        if receiver.meta.export:
+            problems.at(
+                recv.param_at,
+                f"recv {recv.param}: an exported resource is published with the parameters "
+                "written here and receives nothing; publish the value with a 'value' "
+                "resource and receive it where the export is collected",
+                link.owner,
+            )
+        output = sends(sender).get(recv.output)
+        if receiver.kind == "value" and output is not None and output.secret:
+            problems.at(
+                recv.output_at,
+                f"recv {recv.param}: {link.source}.{recv.output} is a secret, and a value is "
+                "published to every host in clear; share the secret another way",
+                link.owner,
+            )
+    for resource in resources:
+        export = resource.meta.export
+        if isinstance(export, list) and not all(isinstance(h, str) and h for h in export):
+            problems.at(
+                entries[resource.id].locate("export", meta=True)[0],
+                "meta.export: give true, or a list of host names",
+                resource.id,
+            )
 
 
 def _check_links(links: list[Link], ids: dict[str, Entry], problems: Problems) -> list[Link]:

@@ -151,12 +151,12 @@ def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
     if any(is_scalar(k) and k.value == "graph" for k, _ in root.value):
         from convergent.policy.mgmt import read_mgmt
 
-        entries, links = read_mgmt(root, values)
+        entries, links, collect = read_mgmt(root, values)
     else:
         from convergent.policy.native import read_native
 
-        entries, links = read_native(root, values)
-    graph = build(entries, links, problems)
+        entries, links, collect = read_native(root, values)
+    graph = build(entries, links, problems, collect)
     if graph is None:
         raise PolicyError(problems.sorted())
     return graph

@@ -42,8 +42,11 @@ each mgmt parameter becomes:
 
 Go's zero value means "not set" in mgmt, so ``watchcmd: ''`` or ``pollint: 0`` (as
 mgmt's own examples write them) are accepted; a setting convergent cannot honour
-(a watch command, another user, exported ``@@`` resources, ``collect:``...) is a
-problem that names it.
+(a watch command, another user, ``remote:``...) is a problem that names it.
+
+Exported resources (``@@name``: the resource ``name``, published for other hosts, not
+applied here unless collected) and ``collect: [{kind, pattern}]`` keep mgmt's meaning:
+a collected file is placed in the pattern directory under its own base name.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ from convergent.resources.base import get_kind, kinds, unknown_kind
 
 if TYPE_CHECKING:
     from yaml.nodes import Node
+
+    from convergent.graph.collect import Collect
 
 __all__ = ["read_mgmt"]
 
@@ -126,6 +131,7 @@ _META_MAP: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "rewatch": ("rewatch", _same),
     "autoedge": ("autoedge", _same),
     "autogroup": ("autogroup", _same),
+    "export": ("export", _same),
 }
 # mgmt meta parameters accepted at any value because convergent always behaves as one
 # of their values does.
@@ -173,11 +179,13 @@ _EXEC_KEYS = (
 _Pairs: TypeAlias = "dict[str, tuple[Node, Node]]"
 
 
-def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link]]:
-    """Entries and links of an mgmt yamlgraph whose top level is the mapping ``root``."""
+def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link], tuple[Collect, ...]]:
+    """Entries, links and collect entries of an mgmt yamlgraph whose top level is the
+    mapping ``root``."""
     problems = values.problems
     entries: list[Entry] = []
     links: list[Link] = []
+    collect: tuple[Collect, ...] = ()
     top = {key: (key_node, value_node) for key, key_node, value_node in values.pairs(root)}
     for key, (key_node, value_node) in top.items():
         if key not in _TOP_KEYS:
@@ -186,7 +194,11 @@ def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link]]:
                 f"unknown mgmt yamlgraph key '{key}'{close_match(key, _TOP_KEYS)}; "
                 f"a yamlgraph has: {', '.join(_TOP_KEYS)}",
             )
-        elif key in ("collect", "remote") and not _zero(values.value(value_node)):
+        elif key == "collect" and not _zero(values.value(value_node)):
+            from convergent.policy.collect import read_collect
+
+            collect = read_collect(value_node, values, native=False)
+        elif key == "remote" and not _zero(values.value(value_node)):
             problems.at(
                 key_node,
                 f"mgmt '{key}:' is not supported by convergent yet; remove it",
@@ -198,7 +210,7 @@ def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link]]:
         _read_resources(top["resources"][1], values, entries)
     if "edges" in top:
         _read_edges(top["edges"][1], values, links)
-    return entries, links
+    return entries, links, collect
 
 
 def _zero(value: Any) -> bool:
@@ -269,18 +281,17 @@ def _read_item(
     if not name.strip():
         problems.at(name_node, f"an mgmt {kind} resource needs a non-empty name")
         return None
+    exported = name.startswith("@@")
+    if exported:
+        name = name[2:]
+        if not name.strip():
+            problems.at(name_node, f"an exported mgmt {kind} resource needs a name after '@@'")
+            return None
     entry = Entry(kind, name, values.at(kind_node), values.at(name_node))
-    if name.startswith("@@"):
-        problems.at(
-            name_node,
-            f"exported resources ('@@{name[2:]}') are not supported by convergent yet; "
-            "remove the '@@' to manage it on this host",
-            entry.id,
-        )
-        entry.broken = True
-        return entry
     if meta_node is not None:
         _read_meta(entry, meta_node, values)
+    if exported and not entry.meta.get("export"):
+        entry.meta["export"] = True  # '@@': published for every host that collects it
     if reader is None:
         for key, (key_node, value_node) in pairs.items():
             entry.params[key] = values.value(value_node, entry.id)

@@ -52,35 +52,43 @@ from convergent.resources.base import get_kind
 if TYPE_CHECKING:
     from yaml.nodes import Node
 
+    from convergent.graph.collect import Collect
+
 __all__ = ["read_native"]
 
-_TOP_KEYS = ("resources",)
+_TOP_KEYS = ("resources", "collect")
 _EXAMPLE = 'e.g.\n  resources:\n    - file: /etc/motd\n      content: "hello\\n"'
 
 
-def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link]]:
-    """Entries and links of a policy whose top level is the mapping ``root``."""
+def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link], tuple[Collect, ...]]:
+    """Entries, links and collect entries of a policy whose top level is the mapping
+    ``root``."""
     problems = values.problems
     entries: list[Entry] = []
     links: list[Link] = []
+    collect: tuple[Collect, ...] = ()
     resources: Node | None = None
     for key, key_node, value_node in values.pairs(root):
         if key == "resources":
             resources = value_node
+        elif key == "collect":
+            from convergent.policy.collect import read_collect
+
+            collect = read_collect(value_node, values, native=True)
         else:
             problems.at(
                 key_node,
                 f"unknown top-level key '{key}'{close_match(key, _TOP_KEYS)}; "
-                "a policy has one top-level key, resources:",
+                "a policy has the top-level keys resources: and (optional) collect:",
             )
     if resources is None:
         problems.at(
             root, f"the policy has no 'resources:' key; list the resources under it, {_EXAMPLE}"
         )
-        return entries, links
+        return entries, links, collect
     if not is_list(resources):
         _bad_resources(resources, problems)
-        return entries, links
+        return entries, links, collect
     for item in resources.value:
         if not is_mapping(item):
             problems.at(
@@ -90,7 +98,7 @@ def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link]]:
             )
             continue
         _read_entry(item, values, entries, links)
-    return entries, links
+    return entries, links, collect
 
 
 def _bad_resources(node: Node, problems: Problems) -> None:

@@ -38,10 +38,10 @@ _META_DOCS = {
 _INTRO = """\
 # Policy reference
 
-A policy is a YAML file with one top-level key, `resources:`, a list of entries.
-The first key of an entry is the resource's kind and its value the resource's name;
-together they are its identity, `kind[name]`, used in references, logs and errors.
-`resources: []` is an empty policy.
+A policy is a YAML file with a top-level key `resources:`, a list of entries, and
+optionally `collect:` (below). The first key of an entry is the resource's kind and its
+value the resource's name; together they are its identity, `kind[name]`, used in
+references, logs and errors. `resources: []` is an empty policy.
 
 ```yaml
 resources:
@@ -65,6 +65,42 @@ A file with a top-level `graph:` key is read as an mgmt yamlgraph instead.
 {keys}
 
 Every other key is a parameter of the kind.
+
+`recv` also takes a value another host publishes with a `value` resource:
+`param: world[HOST].NAME` (`world[*].NAME`: the list of every host's value NAME, sorted
+by host). Until it exists the resource waits (and says so); `meta: {{wait_timeout: N}}`
+fails it after N seconds. A value that changes checks the resource again.
+
+## collect
+
+`meta: {{export: true}}` publishes a resource for the other hosts (`export: [web1, web2]`:
+for those only); it is applied here only if this policy collects it too. `collect:`
+takes the exports of every host into this host's graph, live: a new export joins within
+a second; a withdrawn one, or one whose host is gone (past its lease), leaves the graph
+and is undone if it says `reverse: true`. Each entry names a kind and what other hosts
+may do here:
+
+| key | value | meaning |
+| --- | --- | --- |
+| `kind` | a kind | the kind of exports to take |
+| `where` | a mapping | the allow-list: `kinds`, `names` (like `web-*`), `paths` (directories) |
+| `pattern` | a directory | mgmt's meaning: a collected file goes there under its own base name |
+
+Every list given in `where` must match (a resource's path is its `path`, else its name);
+`names: ["*"]` takes every export of the kind.
+
+An export outside the allow-list, or one that copies a file of this host (`source:`),
+is refused and reported with the name of the host that exported it; it never runs.
+
+```yaml
+resources:
+  - file: /srv/www/motd
+    content: "hello from web1\\n"
+    meta: {{export: true}}
+collect:
+  - kind: file
+    where: {{paths: [/srv/www/]}}
+```
 """
 
 

@@ -89,6 +89,8 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     rewatch: restart a watch that failed for good when a new graph is applied
     reverse: undo what this resource did when it is removed from the graph
     timeout: seconds one check/apply may take; longer is a failure that counts as a try
+    export: publish for other hosts to collect (true, or the hosts that may); not applied here
+    wait_timeout: seconds to wait for a received world[HOST].NAME value before failing
     """
 
     noop: bool = False
@@ -106,6 +108,8 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     rewatch: bool = False
     reverse: bool = False
     timeout: float | None = None
+    export: bool | list[str] = False
+    wait_timeout: float | None = None
 
     def __post_init__(self) -> None:
         # ParamError, not ValueError: msgspec would turn a ValueError into an error
@@ -152,6 +156,12 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             raise ParamError(
                 "timeout",
                 f"must be a number of seconds > 0 (leave it out for none), not {self.timeout}",
+            )
+        if self.wait_timeout is not None and not 0 < self.wait_timeout < inf:
+            raise ParamError(
+                "wait_timeout",
+                f"must be a number of seconds > 0 (leave it out to wait forever), "
+                f"not {self.wait_timeout}",
             )
         if self.sema:
             self.semaphores()
@@ -340,6 +350,7 @@ _BUILTIN: dict[str, str] = {
     "svc": "convergent.resources.svc:Svc",
     "timer": "convergent.resources.timer:Timer",
     "user": "convergent.resources.user:User",
+    "value": "convergent.resources.value:Value",
 }
 ENTRY_POINTS = "convergent.kinds"  # the entry-point group plug-in kinds are found in
 _plugins: dict[str, Any] | None = None  # entry points by kind name, read once when needed

@@ -1,0 +1,176 @@
+"""What an agent sees of the other agents of its world, through one watch of
+``/convergent/hosts/``: every host's exports (for ``collect:``, kept by the
+:class:`~convergent.engine.collect.Collector`), which agents are alive and which are
+converged (cluster-wide convergence); and its own converged state, which it publishes.
+
+Cluster-wide convergence (a world other than the local one): each agent keeps
+``/convergent/hosts/HOST/converged`` at ``1`` or ``0`` with its lease, written whenever
+its graph's convergence flips (the latest state only: a burst of flips is one write).
+:meth:`Hosts.everyone` says whether every other agent whose ``alive`` key exists has
+published ``1``; an agent that dies loses both keys when its lease ends, and is no
+longer waited for. ``convergent run --converged-timeout N`` then ends when this graph
+and every other agent have been converged together for N seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from convergent.world.keys import (
+    ALIVE,
+    CONVERGED,
+    EXPORTS,
+    HOSTS,
+    converged_key,
+    split_host_key,
+)
+
+if TYPE_CHECKING:
+    from convergent.engine.collect import Collector
+    from convergent.world.base import Unsubscribe, World
+
+__all__ = ["Hosts", "everyone_long_enough"]
+
+
+class Hosts:
+    """The other agents of ``world`` as last seen; ``exports_changed()`` is called when
+    an export changed (the graph to run may change), ``changed`` is set when an agent's
+    alive or converged state changed."""
+
+    __slots__ = (
+        "_published",
+        "_unwatch",
+        "alive",
+        "changed",
+        "collector",
+        "converged",
+        "exports_changed",
+        "hostname",
+        "loaded",
+        "world",
+    )
+
+    def __init__(
+        self, world: World, collector: Collector, exports_changed: Callable[[], None]
+    ) -> None:
+        self.world = world
+        self.hostname = world.hostname
+        self.collector = collector
+        self.exports_changed = exports_changed
+        self.alive: set[str] = set()
+        self.converged: set[str] = set()
+        self.loaded = False  # the first read is done: `everyone` may be true
+        self.changed = asyncio.Event()
+        self._unwatch: Unsubscribe | None = None
+        self._published: str | None = None
+
+    @property
+    def watching(self) -> bool:
+        return self._unwatch is not None
+
+    async def watch(self) -> None:
+        """Watch every host's keys, then read them once (no write is missed between)."""
+        if self._unwatch is not None:
+            return
+        self._unwatch = await self.world.watch(HOSTS, self._seen, prefix=True)
+        found = await self.world.get_prefix(HOSTS)
+        for key, value in found.items():
+            self._seen(key, value, first=True)
+        self.loaded = True
+        self.changed.set()
+
+    def stop(self) -> None:
+        """Stop watching; what was seen of the others is forgotten."""
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        self.collector.exports.clear()
+        self.alive.clear()
+        self.converged.clear()
+        self.loaded = False
+
+    def _seen(self, key: str, value: str | None, first: bool = False) -> None:
+        split = split_host_key(key)
+        if split is None:
+            return
+        host, rest = split
+        if rest in (ALIVE, CONVERGED):
+            known = self.alive if rest == ALIVE else self.converged
+            if value is None or (rest == CONVERGED and value != "1"):
+                known.discard(host)
+            else:
+                known.add(host)
+            self.changed.set()
+        elif rest.startswith(EXPORTS + "/") and self.collector.seen(key, value) and not first:
+            self.exports_changed()
+
+    def everyone(self) -> bool:
+        """Whether every other live agent has published that it is converged."""
+        if not self.loaded:
+            return False
+        me = self.hostname
+        return all(host in self.converged for host in self.alive if host != me)
+
+    def waiting_for(self) -> list[str]:
+        """The live agents not converged (this one left out), sorted."""
+        return sorted(h for h in self.alive if h != self.hostname and h not in self.converged)
+
+    async def publish(self, converged: bool) -> None:
+        """Publish this agent's converged state (leased), when it differs from the last."""
+        state = "1" if converged else "0"
+        if state != self._published:
+            await self.world.set(converged_key(self.hostname), state, lease=True)
+            self._published = state
+
+
+async def everyone_long_enough(
+    seconds: float | None,
+    converged: Callable[[], bool],
+    hosts_now: Callable[[], Hosts | None],
+    flipped: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:
+    """Return once this agent (``converged()``) and every other live agent have stayed
+    converged together for ``seconds`` (None: never). ``flipped`` is set whenever this
+    agent's convergence flips; ``say`` tells, while this agent is converged, whom it
+    waits for (each time that changes)."""
+    if seconds is None:
+        await asyncio.Event().wait()
+    bound = max(0.0, seconds or 0.0)
+
+    def together() -> bool:
+        hosts = hosts_now()
+        return converged() and hosts is not None and hosts.everyone()
+
+    async def changed() -> None:
+        hosts = hosts_now()
+        waits = [asyncio.ensure_future(flipped.wait())]
+        if hosts is not None:
+            waits.append(asyncio.ensure_future(hosts.changed.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        flipped.clear()
+        if hosts is not None:
+            hosts.changed.clear()
+
+    shown: list[str] = []
+    while True:
+        while not together():
+            hosts = hosts_now()
+            if converged() and hosts is not None and hosts.loaded:
+                waiting = hosts.waiting_for()
+                if waiting != shown:
+                    shown = waiting
+                    say(f"converged here; waiting for {', '.join(waiting)}")
+            await changed()
+        try:
+            async with asyncio.timeout(bound):
+                while together():
+                    await changed()
+        except TimeoutError:
+            return
