@@ -35,6 +35,7 @@ __all__ = [
     "Commits",
     "Sweeper",
     "create_temp",
+    "replace",
     "temp_name",
     "temp_prefix",
     "write_file",
@@ -97,6 +98,22 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
     return fd, temp
 
 
+def replace(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> None:
+    """Put a file holding ``data`` at ``at`` now: a private temp file (:func:`create_temp`),
+    fsynced and renamed over the name (never followed); the directory is not fsynced."""
+    fd, temp = create_temp(at, data, mode, uid, gid)
+    try:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, at.name, src_dir_fd=at.fd, dst_dir_fd=at.fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=at.fd)
+        raise
+
+
 def write_file(
     path: str, data: bytes, *, mode: int | None = None, uid: int = -1, gid: int = -1
 ) -> None:
@@ -109,17 +126,7 @@ def write_file(
     ``mode`` None: 0666 less the umask. Raises OSError (``fs.PathRefused`` included).
     """
     with locate(path) as at:
-        fd, temp = create_temp(at, data, mode, uid, gid)
-        try:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temp, at.name, src_dir_fd=at.fd, dst_dir_fd=at.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=at.fd)
-            raise
+        replace(at, data, mode, uid, gid)
         dir_fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=at.fd)
         try:
             os.fsync(dir_fd)

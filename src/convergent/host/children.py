@@ -24,6 +24,7 @@ __all__ = [
     "KILL_WAIT",
     "TOKEN",
     "Stat",
+    "carries",
     "children_dir",
     "pids",
     "reap_orphans",
@@ -149,14 +150,14 @@ def _read_record(dfd: int, name: str) -> _Record | None:
         os.close(fd)
 
 
-def _carries(pid: int, token: str) -> bool:
-    """True when the environment of ``pid`` holds our token."""
+def carries(pid: int, token: str, variable: str = TOKEN) -> bool:
+    """True when the environment of ``pid`` holds ``variable=token`` (a run's token)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             environ = f.read()
     except OSError:
         return False
-    return f"{TOKEN}={token}".encode() in environ.split(b"\0")
+    return f"{variable}={token}".encode() in environ.split(b"\0")
 
 
 def _members(record: _Record) -> list[tuple[int, Stat]]:
@@ -178,7 +179,7 @@ def _members(record: _Record) -> list[tuple[int, Stat]]:
             continue
         if st.start < record.start:
             continue
-        if leader is None and not _carries(pid, record.token):
+        if leader is None and not carries(pid, record.token):
             continue
         found.append((pid, st))
     return found

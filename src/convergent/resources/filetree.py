@@ -407,17 +407,7 @@ class _Walk:
         at = fs.At(
             dfd, name, f"{self.top}/{entry}".rpartition("/")[0], (ident.st_dev, ident.st_ino), owner
         )
-        fd, temp = atomic.create_temp(at, data, mode, uid, gid)
-        try:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dfd)
-            raise
+        atomic.replace(at, data, mode, uid, gid)
 
     @staticmethod
     def clear(dfd: int, name: str, st: os.stat_result | None) -> None:

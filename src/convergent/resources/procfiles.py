@@ -75,12 +75,9 @@ def live(pid: int, start: int) -> Stat | None:
 
 def carries(pid: int, token: str) -> bool:
     """True when the environment of ``pid`` holds ``CONVERGENT_PROCESS=token``."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:
-        return False
-    return f"{TOKEN}={token}".encode() in environ.split(b"\0")
+    from convergent.host import children
+
+    return children.carries(pid, token, TOKEN)
 
 
 def find_by_token(token: str) -> tuple[int, Stat] | None:
