@@ -1,0 +1,106 @@
+"""kill -9 during the agent's own multi-step writes under the state directory (the
+database's backup, a process's record) loses nothing, doubles nothing and leaves no
+temp file behind once the next agent ran."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.killer import IN_CREATE, KillOn
+
+
+def _agent(state: Path, policy: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convergent",
+            "run",
+            "--converged-timeout",
+            "0",
+            "--state-dir",
+            str(state),
+            str(policy),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run(state: Path, policy: Path) -> subprocess.CompletedProcess[str]:
+    proc = _agent(state, policy)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _killed_on(directory: Path, name: str, nth: int, state: Path, policy: Path) -> None:
+    killer = KillOn(directory, IN_CREATE, lambda n: n.endswith(name), nth)
+    with killer:
+        proc = _agent(state, policy)
+        killer.start(proc.pid)
+        proc.communicate(timeout=60)
+    assert killer.fired.is_set(), f"no {name} was created: {killer.events}"
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_kill_during_the_state_backup_keeps_the_secrets_and_leaves_no_temp_file(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    policy = tmp_path / "p.yaml"
+    pw = tmp_path / "pw"
+    policy.write_text(
+        "resources:\n  - password: db\n    length: 32\n"
+        f"  - file: {pw}\n    mode: '0600'\n    recv:\n      content: password[db].password\n"
+    )
+    first = _run(state, policy)
+    assert first.returncode == 0, first.stderr
+    secret = pw.read_bytes()
+    _killed_on(state, ".state.db.backup.tmp", 1, state, policy)
+    again = _run(state, policy)
+    assert again.returncode == 0, again.stderr
+    assert pw.read_bytes() == secret
+    assert [p.name for p in state.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _sleepers(tag: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd == f"sleep\0{tag}\0".encode():
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_a_kill_while_a_process_record_is_written_never_starts_it_twice(
+    tmp_path: Path, nth: int
+) -> None:
+    tag = f"{6000 + nth}.{os.getpid()}"
+    state = tmp_path / "state"
+    (state / "processes").mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"resources:\n  - process: nap\n    cmd: [sleep, '{tag}']\n")
+    try:
+        _killed_on(state / "processes", ".tmp", nth, state, policy)
+        again = _run(state, policy)
+        assert again.returncode == 0, again.stderr
+        assert len(_sleepers(tag)) == 1, again.stdout
+        if nth == 1:  # the next agent writes the record again, and sweeps
+            leftovers = [p.name for p in (state / "processes").iterdir() if p.suffix == ".tmp"]
+            assert leftovers == []
+    finally:
+        for pid in _sleepers(tag):
+            os.kill(pid, signal.SIGKILL)
