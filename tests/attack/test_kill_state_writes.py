@@ -104,3 +104,24 @@ def test_a_kill_while_a_process_record_is_written_never_starts_it_twice(
     finally:
         for pid in _sleepers(tag):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_kill_during_a_tree_copy_leaves_no_temp_file_after_the_next_run(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(200):
+        (source / f"f{i}").write_bytes(os.urandom(2048))
+    target = tmp_path / "target"
+    target.mkdir()
+    state = tmp_path / "state"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"resources:\n  - file: {target}\n    state: directory\n    source: {source}\n"
+        "    recurse: true\n"
+    )
+    _killed_on(target, ".tmp", 50, state, policy)
+    again = _run(state, policy)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in source.iterdir())
+    for p in source.iterdir():
+        assert (target / p.name).read_bytes() == p.read_bytes()
