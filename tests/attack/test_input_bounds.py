@@ -112,3 +112,43 @@ def test_deep_block_nesting_is_refused_with_a_located_error(tmp_path: Path) -> N
     code, err, _ = _check(policy)
     assert code == 2
     assert "exceeded maximum nesting depth" in err
+
+
+@pytest.mark.parametrize("kind", ["content", "line", "source"])
+def test_a_users_huge_sparse_file_never_makes_the_agent_read_it_into_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    big = tmp_path / "big"
+    with big.open("wb") as f:
+        f.truncate(64 << 30)  # 64 GiB, no block written
+    entry = {
+        "content": f"  - file: {big}\n    content: 'x'\n",
+        "line": f"  - line: {big}\n    text: hello\n",
+        "source": f"  - file: {tmp_path}/copy\n    source: {big}\n",
+    }[kind]
+    policy = tmp_path / "p.yaml"
+    policy.write_text("resources:\n" + entry)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convergent",
+            "run",
+            "--converged-timeout",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            str(policy),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
+    assert done.returncode == 1
+    assert f"{big} holds 68,719,476,736 bytes or more, over the 268,435,456" in done.stderr
+    assert big.stat().st_size == 64 << 30
