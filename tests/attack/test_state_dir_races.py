@@ -121,3 +121,23 @@ def test_a_state_directory_behind_roots_own_symlink_works(open_lab: Path) -> Non
     done = _run(open_lab / "link" / "state", policy)
     assert done.returncode == 0, done.stderr
     assert (real / "state" / "state.db").is_file()
+
+
+def test_restore_and_reset_refuse_a_state_directory_a_user_can_rename(open_lab: Path) -> None:
+    home = open_lab / "u"
+    home.mkdir()
+    state = home / "state"
+    policy = open_lab / "p.yaml"
+    policy.write_text("resources:\n  - password: db\n    length: 16\n")
+    assert _run(state, policy).returncode == 0  # made while the directory was root's
+    os.chown(home, NOBODY, NOBODY)
+    for args in (["restore", "--yes"], ["reset", "--yes"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "convergent", "state", *args, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        assert f"{home} belongs to uid {NOBODY}" in done.stderr, done.stderr
+    assert (state / "state.db").stat().st_size > 0
