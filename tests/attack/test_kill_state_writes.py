@@ -125,3 +125,27 @@ def test_a_kill_during_a_tree_copy_leaves_no_temp_file_after_the_next_run(tmp_pa
     assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in source.iterdir())
     for p in source.iterdir():
         assert (target / p.name).read_bytes() == p.read_bytes()
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_a_kill_while_line_and_cron_write_leaves_whole_files_and_no_temp(
+    tmp_path: Path, nth: int
+) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "app.conf").write_text("a = 1\n")
+    state = tmp_path / "state"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"resources:\n  - line: {conf}/app.conf\n    text: 'b = 2'\n"
+        f"  - cron: job\n    cron_dir: {conf}\n    cmd: 'true'\n    special: daily\n"
+    )
+    _killed_on(conf, ".tmp", nth, state, policy)
+    for name in ("app.conf", "job"):
+        if (conf / name).exists():
+            assert (conf / name).read_text().endswith("\n")
+    again = _run(state, policy)
+    assert again.returncode == 0, again.stderr
+    assert (conf / "app.conf").read_text() == "a = 1\nb = 2\n"
+    assert "@daily root true" in (conf / "job").read_text()
+    assert sorted(p.name for p in conf.iterdir()) == ["app.conf", "job"]
