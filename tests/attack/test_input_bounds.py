@@ -3,6 +3,7 @@ nesting and huge values are refused (or loaded) in time and memory bounded by th
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -152,3 +153,20 @@ def test_a_users_huge_sparse_file_never_makes_the_agent_read_it_into_memory(
     assert done.returncode == 1
     assert f"{big} holds 68,719,476,736 bytes or more, over the 268,435,456" in done.stderr
     assert big.stat().st_size == 64 << 30
+
+
+def test_a_file_grown_after_its_size_was_taken_is_still_read_only_up_to_the_limit(
+    tmp_path: Path,
+) -> None:
+    from convergent.host import fs
+
+    big = tmp_path / "grows"
+    big.write_bytes(b"small\n")
+    fd = os.open(big, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        os.truncate(big, 64 << 30)  # grown by its owner between the fstat and the read
+        with pytest.raises(fs.PathRefused, match=r"over the 268,435,456 convergent reads"):
+            fs.read_all(fd, size, str(big))
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.killer import IN_CREATE, KillOn
+from tests.e2e.killer import IN_CREATE, IN_MOVED_TO, KillOn
 
 
 def _agent(state: Path, policy: Path) -> subprocess.Popen[str]:
@@ -149,3 +149,50 @@ def test_a_kill_while_line_and_cron_write_leaves_whole_files_and_no_temp(
     assert (conf / "app.conf").read_text() == "a = 1\nb = 2\n"
     assert "@daily root true" in (conf / "job").read_text()
     assert sorted(p.name for p in conf.iterdir()) == ["app.conf", "job"]
+
+
+@pytest.mark.parametrize("kind", ["line", "cron", "tree"])
+@pytest.mark.parametrize("moment", ["temp created", "renamed"])
+def test_a_refresh_from_the_new_kinds_survives_a_kill_around_their_write(
+    tmp_path: Path, kind: str, moment: str
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "app.conf").write_text("a = 1\n")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "f").write_text("tree\n")
+    ran = tmp_path / "ran"
+    resource = {
+        "line": (f"line: {etc}/app.conf\n    text: 'b = 2'", f"line[{etc}/app.conf]", "app.conf"),
+        "cron": (
+            f"cron: job\n    cron_dir: {etc}\n    cmd: 'true'\n    special: daily",
+            "cron[job]",
+            "job",
+        ),
+        "tree": (
+            f"file: {etc}/tree\n    state: directory\n    source: {source}\n    recurse: true",
+            f"file[{etc}/tree]",
+            "f",
+        ),
+    }[kind]
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"resources:\n  - {resource[0]}\n    notify: 'exec[after]'\n"
+        f"  - exec: after\n    cmd: [sh, -c, 'echo x >> {ran}']\n    refresh_only: true\n"
+    )
+    state = tmp_path / "state"
+    watched = etc / "tree" if kind == "tree" else etc
+    if kind == "tree":
+        watched.mkdir()
+    mask = IN_CREATE if moment == "temp created" else IN_MOVED_TO
+    name = ".tmp" if moment == "temp created" else resource[2]
+    killer = KillOn(watched, mask, lambda n: n.endswith(name))
+    with killer:
+        proc = _agent(state, policy)
+        killer.start(proc.pid)
+        proc.communicate(timeout=60)
+    assert killer.fired.is_set(), killer.events
+    again = _run(state, policy)
+    assert again.returncode == 0, again.stderr
+    assert ran.exists(), again.stdout
