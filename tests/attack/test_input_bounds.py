@@ -170,3 +170,19 @@ def test_a_file_grown_after_its_size_was_taken_is_still_read_only_up_to_the_limi
             fs.read_all(fd, size, str(big))
     finally:
         os.close(fd)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="memory grows ~180 bytes per byte of policy for one-line resources: a policy "
+    "just under 16 MiB with 1,100,000 `- noop: N` entries takes 2.9 GB and 17 s to check; "
+    "bounding it needs a resource-count limit checked before composing (or a lower size "
+    "limit)",
+)
+def test_a_policy_just_under_the_size_limit_checks_in_under_a_gib(tmp_path: Path) -> None:
+    policy = tmp_path / "many.yaml"
+    with policy.open("w") as f:
+        f.write("resources:\n")
+        f.writelines(f"- noop: {i}\n" for i in range(1_100_000))
+    code, err, _ = _check(policy)  # under a 1 GiB address-space limit
+    assert code in (0, 2) and "MemoryError" not in err and "Traceback" not in err, err[-500:]
