@@ -217,7 +217,10 @@ def _refuse_unsafe_parents(path: str) -> None:
     todo.reverse()
     current, hops = "/", 0
     while True:
-        info = os.stat(current)
+        try:
+            info = os.stat(current)
+        except OSError as exc:
+            raise _os_error(current, "cannot read", exc) from exc
         writable = info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX
         if info.st_uid not in (0, uid) or writable:
             whose = (
