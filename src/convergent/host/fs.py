@@ -38,6 +38,7 @@ import stat
 from typing import Any
 
 __all__ = [
+    "MAX_READ",
     "At",
     "PathRefused",
     "default_mode",
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 MAX_HOPS = 32  # symlinks followed in one path, as systemd's CHASE_MAX
+#: The largest file read into memory (to compare, edit or copy it): a user's sparse
+#: 64 GiB file at a managed path must not make the agent allocate 64 GiB.
+MAX_READ = 256 << 20
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _NODE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -402,27 +406,44 @@ def read_if_regular(at: At) -> tuple[bytes | None, os.stat_result | None]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, st
-        return read_all(fd, st.st_size), st
+        return read_all(fd, st.st_size, at.path), st
     finally:
         os.close(fd)
 
 
-def read_all(fd: int, size: int) -> bytes:
-    """Everything from ``fd``, expected to be ``size`` bytes (one read when it is)."""
+def read_all(fd: int, size: int, path: str = "a file") -> bytes:
+    """Everything from ``fd``, expected to be ``size`` bytes (one read when it is).
+
+    Raises :class:`PathRefused` (EFBIG) when it holds, or grows to, over :data:`MAX_READ`.
+    """
+    if size > MAX_READ:
+        raise _too_big(path, size)
     data = os.read(fd, size + 1)
     if len(data) <= size:
         return data
-    chunks = [data]
+    chunks, total = [data], len(data)
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
+        total += len(chunk)
+        if total > MAX_READ:
+            raise _too_big(path, total)
     return b"".join(chunks)
+
+
+def _too_big(path: str, size: int) -> PathRefused:
+    return PathRefused(
+        errno.EFBIG,
+        f"{path} holds {size:,} bytes or more, over the {MAX_READ:,} convergent reads into "
+        "memory to compare, edit or copy a file; make it smaller (or remove it), or fetch "
+        "large files with download",
+    )
 
 
 def read_regular(at: At) -> tuple[bytes, os.stat_result]:
     """The bytes of the regular file at ``at`` (anything else is refused, see open_node)."""
     fd, st = open_node(at, directory=False)
     try:
-        return read_all(fd, st.st_size), st
+        return read_all(fd, st.st_size, at.path), st
     finally:
         os.close(fd)
 

@@ -32,6 +32,9 @@ __all__ = ["MAX_POLICY_BYTES", "load_policy", "load_policy_text"]
 #: The largest policy file read (16 MiB): a thousand times the size of a large policy,
 #: and small enough that loading it never takes more than a few hundred MiB.
 MAX_POLICY_BYTES = 16 * 1024 * 1024
+#: Aliases may make a policy stand for at most this many values, or four times the values
+#: written, whichever is more: beyond, a small file could describe millions of edges.
+MAX_EXPANDED_NODES = 1_000_000
 
 _EMPTY = (
     "the policy is empty; list resources under 'resources:', e.g.\n"
@@ -166,7 +169,7 @@ def _compose(text: str, problems: Problems) -> Node | None:
     """The YAML document's root node (None for an empty document), or a problem."""
     import yaml
 
-    from convergent.policy.nodes import compose, unmask
+    from convergent.policy.nodes import compose, expanded_size, unmask
 
     try:
         node = compose(text)
@@ -192,6 +195,17 @@ def _compose(text: str, problems: Problems) -> Node | None:
     except yaml.YAMLError as exc:
         problems.add(1, 1, f"YAML error: {exc}")
         return None
+    if node is not None:
+        written, expanded = expanded_size(node)
+        if expanded > max(MAX_EXPANDED_NODES, 4 * written):
+            problems.add(
+                1,
+                1,
+                f"aliases ('*name') make this policy stand for {expanded:,} values, from "
+                f"{written:,} written (the limit is {MAX_EXPANDED_NODES:,}, or four times "
+                "the values written); write the repeated parts out, or use fewer aliases",
+            )
+            return None
     return node
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Values",
     "compose",
     "describe",
+    "expanded_size",
     "is_list",
     "is_mapping",
     "is_null",
@@ -83,6 +84,33 @@ def compose(text: str) -> Node | None:
     """
     node: Node | None = yaml.compose(text, Loader=_Loader)
     return node
+
+
+def expanded_size(root: Node) -> tuple[int, int]:
+    """``(written, expanded)``: the document's distinct nodes, and the nodes it stands for
+    with every alias counted as a copy of what it names (a recursive alias counts 1).
+
+    Linear in the written nodes (each subtree's size is computed once), so a few aliases of
+    aliases (a "billion laughs") are measured without being expanded.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes and sizes[key] > 0:
+            continue
+        if is_scalar(node):
+            sizes[key] = 1
+            continue
+        kids = node.value if is_list(node) else [n for pair in node.value for n in pair]
+        if children_done:
+            sizes[key] = 1 + sum(sizes.get(id(kid), 1) or 1 for kid in kids)
+            continue
+        sizes[key] = 0  # under way: an alias back to it counts 1
+        stack.append((node, True))
+        stack.extend((kid, False) for kid in kids if id(kid) not in sizes)
+    return len(sizes), sizes[id(root)]
 
 
 def is_scalar(node: Node) -> TypeGuard[ScalarNode]:

@@ -231,7 +231,7 @@ def _lstat(dfd: int | None, name: str) -> os.stat_result | None:
 
 
 class _Walk:
-    __slots__ = ("act", "gid", "managed", "mode", "purge", "tally", "top", "uid")
+    __slots__ = ("act", "gid", "managed", "mode", "purge", "sweeper", "tally", "top", "uid")
 
     def __init__(self, res: Spec, managed: ManagedPaths, act: bool) -> None:
         self.mode = res.mode if res.recurse else None
@@ -241,6 +241,7 @@ class _Walk:
         self.act = act
         self.top = res.path.rstrip("/")
         self.tally = Tally()
+        self.sweeper = atomic.Sweeper()  # temp files a killed agent left in the tree
 
     def want(self, old: int, directory: bool) -> int:
         mode = self.mode
@@ -407,6 +408,7 @@ class _Walk:
         at = fs.At(
             dfd, name, f"{self.top}/{entry}".rpartition("/")[0], (ident.st_dev, ident.st_ino), owner
         )
+        self.sweeper.sweep(at)
         atomic.replace(at, data, mode, uid, gid)
 
     @staticmethod

@@ -13,7 +13,8 @@ intent, written before the spawn: if the agent dies before it records the PID, t
 one finds the process by its token.
 
 Records are written atomically (a private temp file in the same directory, fsync,
-rename); the directory is not fsynced, because a record has to outlive the agent, not
+rename; the temp files a killed agent left are removed at the next write); the
+directory is not fsynced, because a record has to outlive the agent, not
 the machine (after a reboot the boot id differs and no recorded process runs).
 """
 
@@ -160,8 +161,7 @@ class Store:
         temp = f".{name}.{os.getpid()}.tmp"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp, dir_fd=dfd)  # a stale one of a dead agent with our PID
+            _sweep(dfd, f".{name}.")  # left by a killed agent (one agent per state dir)
             fd = os.open(temp, flags, 0o600, dir_fd=dfd)
             try:
                 os.write(fd, msgspec.json.encode(record))
@@ -200,6 +200,16 @@ class Store:
         return fd
 
 
+def _sweep(dfd: int, prefix: str) -> None:
+    """Remove ``PREFIX<pid>.tmp`` files in ``dfd``: temp files of a killed agent (only
+    the agent holding the state directory's lock writes there)."""
+    for entry in os.listdir(dfd):
+        middle = entry[len(prefix) : -4]
+        if entry.startswith(prefix) and entry.endswith(".tmp") and middle.isdigit():
+            with contextlib.suppress(OSError):
+                os.unlink(entry, dir_fd=dfd)
+
+
 def _regular(fd: int) -> bool:
     import stat as stat_module
 
@@ -226,8 +236,11 @@ def cap_log(path: str, limit: int = LOG_LIMIT) -> bool:
             return False
         data = os.pread(fd, limit, st.st_size - limit)
         temp = f"{path}.1.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            _sweep(dfd, os.path.basename(path) + ".1.")
+        finally:
+            os.close(dfd)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(temp, flags, 0o600)
         try:

@@ -170,6 +170,7 @@ def open_state_dir(
     """
     path = os.path.abspath(path)
     if mode == "exclusive":
+        _refuse_unsafe_parents(path)
         _make_dir(path)
         _refuse_others(path)
     elif not os.path.isdir(path):
@@ -202,6 +203,63 @@ def open_state_dir(
             os.close(fd)
         raise
     return StateDir(path, mode, db, locks)
+
+
+def _refuse_unsafe_parents(path: str) -> None:
+    """Every directory on the way to ``path`` (symlinks followed, as far as it exists)
+    belongs to root or this user and is written by nobody else (or is sticky, like
+    /tmp): whoever may rename an entry above the state directory could swap it for a
+    directory of hers between two of the agent's steps, and read the secrets it writes."""
+    import stat
+
+    uid = os.geteuid()
+    todo = path.strip("/").split("/")
+    todo.reverse()
+    current, hops = "/", 0
+    while True:
+        try:
+            info = os.stat(current)
+        except OSError as exc:
+            raise _os_error(current, "cannot read", exc) from exc
+        writable = info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX
+        if info.st_uid not in (0, uid) or writable:
+            whose = (
+                f"belongs to uid {info.st_uid}"
+                if info.st_uid not in (0, uid)
+                else (f"may be written by other users (mode {stat.S_IMODE(info.st_mode):04o})")
+            )
+            raise StateError(
+                path,
+                f"{current} {whose}, who could swap the state directory for one of theirs: "
+                "use a state directory whose every parent only root or you may change",
+                what="state directory",
+            )
+        while todo and todo[-1] in ("", "."):
+            todo.pop()
+        if not todo:
+            return
+        name = todo.pop()
+        if name == "..":
+            current = os.path.dirname(current)
+            continue
+        step = os.path.join(current, name)
+        try:
+            link = os.readlink(step)
+        except FileNotFoundError:
+            return  # the rest is made by this agent
+        except OSError:  # not a symlink
+            while todo and todo[-1] in ("", "."):
+                todo.pop()
+            if not todo:
+                return  # the state directory itself: _refuse_others checks it
+            current = step
+            continue
+        hops += 1
+        if hops > 40:
+            raise StateError(path, "too many levels of symlinks", what="state directory")
+        todo.extend(reversed(link.split("/")))
+        if link.startswith("/"):
+            current = "/"
 
 
 def _refuse_others(path: str) -> None:

@@ -28,6 +28,8 @@ from convergent.state.statedir import (
     _durable_file,
     _open_db,
     _os_error,
+    _refuse_others,
+    _refuse_unsafe_parents,
     _write_marker,
     _write_pid,
     lock,
@@ -158,6 +160,8 @@ def _upkeep(path: str) -> Iterator[None]:
     """Hold both locks exclusively: no agent runs and no reader reads meanwhile."""
     if not os.path.isdir(path):
         raise StateError(path, "is not a state directory (it does not exist)")
+    _refuse_unsafe_parents(path)  # it copies secrets: the agent's rules for the directory
+    _refuse_others(path)
     fds = [lock(path, LOCK, exclusive=True, writer=True, fix=AGENT_THERE)]
     try:
         _write_pid(path, fds[0])

@@ -1,0 +1,143 @@
+"""The state directory is the agent's own: a local user who may rename it (she owns a
+directory above it) never gets the agent to keep its state, secrets included, in a
+directory of hers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.host.hostile import NOBODY, Hostile, exchange, needs_root
+
+pytestmark = needs_root
+
+
+def _run(state: Path, policy: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "convergent",
+            "run",
+            "--converged-timeout",
+            "0",
+            "--state-dir",
+            str(state),
+            str(policy),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_state_directory_a_user_can_rename_is_refused_before_anything_is_written(
+    open_lab: Path,
+) -> None:
+    root = open_lab
+    home = root / "u"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    secret = root / "secret"
+    secret.mkdir(mode=0o700)
+    policy = root / "p.yaml"
+    policy.write_text(
+        "resources:\n  - password: db\n    length: 32\n"
+        f"  - file: {secret}/pw\n    mode: '0600'\n"
+        "    recv:\n      content: password[db].password\n"
+    )
+    state = home / "state"
+    state.mkdir(mode=0o700)  # root's own, 0700: only its parent is the user's
+    decoy = home / "decoy"
+
+    def prepare() -> None:
+        decoy.mkdir(mode=0o777)
+        os.chmod(decoy, 0o777)
+
+    with Hostile(lambda stopped: prepare()):
+        pass
+
+    def swap(stopped):  # type: ignore[no-untyped-def]
+        n = 0
+        while not stopped() and n < 2_000_000:
+            n += exchange(str(state), str(decoy))
+        return n
+
+    outcomes = []
+    with Hostile(swap) as user:
+        for _ in range(20):
+            outcomes.append(_run(state, policy))
+    assert user.result > 0, [o.stderr for o in outcomes]
+
+    def leaked() -> list[str]:
+        found = []
+        for d in (state, decoy):
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            for name in names:
+                try:
+                    data = (d / name).read_bytes()
+                except OSError:
+                    continue
+                if password and password in data:
+                    found.append(str(d / name))
+        return found
+
+    pw = secret / "pw"
+    password = pw.read_bytes() if pw.exists() else b""
+    from tests.host.hostile import run_as_nobody
+
+    assert run_as_nobody(leaked) == []
+    for done in outcomes:
+        assert done.returncode == 2, done.stderr
+        assert f"{home} belongs to uid {NOBODY}, who could swap the state directory" in done.stderr
+
+
+def test_a_state_directory_reached_through_a_users_symlink_is_refused(open_lab: Path) -> None:
+    home = open_lab / "u"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    real = open_lab / "real"
+    real.mkdir(mode=0o700)
+    (home / "link").symlink_to(real)
+    policy = open_lab / "p.yaml"
+    policy.write_text("resources:\n  - noop: x\n")
+    done = _run(home / "link" / "state", policy)
+    assert done.returncode == 2
+    assert f"{home} belongs to uid {NOBODY}" in done.stderr
+    assert not (real / "state").exists()
+
+
+def test_a_state_directory_behind_roots_own_symlink_works(open_lab: Path) -> None:
+    real = open_lab / "real"
+    real.mkdir(mode=0o755)
+    (open_lab / "link").symlink_to("real")
+    policy = open_lab / "p.yaml"
+    policy.write_text("resources:\n  - noop: x\n")
+    done = _run(open_lab / "link" / "state", policy)
+    assert done.returncode == 0, done.stderr
+    assert (real / "state" / "state.db").is_file()
+
+
+def test_restore_and_reset_refuse_a_state_directory_a_user_can_rename(open_lab: Path) -> None:
+    home = open_lab / "u"
+    home.mkdir()
+    state = home / "state"
+    policy = open_lab / "p.yaml"
+    policy.write_text("resources:\n  - password: db\n    length: 16\n")
+    assert _run(state, policy).returncode == 0  # made while the directory was root's
+    os.chown(home, NOBODY, NOBODY)
+    for args in (["restore", "--yes"], ["reset", "--yes"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "convergent", "state", *args, "--state-dir", str(state)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        assert f"{home} belongs to uid {NOBODY}" in done.stderr, done.stderr
+    assert (state / "state.db").stat().st_size > 0
