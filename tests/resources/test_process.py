@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from convergent.errors import ParamError
+from convergent.host.children import stat as proc_stat
 from convergent.resources.process import Process
 from convergent.resources.procfiles import LOG_LIMIT, TOKEN, Record, Store, boot_id
 from tests.e2e.agent import Agent, convergent
@@ -152,8 +153,17 @@ def test_a_stale_pidfile_naming_another_process_is_neither_adopted_nor_killed(
     try:
         record = case.store.read(NAME)
         assert record is not None
+        # The stranger may have started in the same clock tick as the killed process (start
+        # times count 1/100 s): record a start time that is surely not its own.
+        seen = proc_stat(stranger.pid)
+        assert seen is not None
         forged = Record(
-            record.owner, record.boot, record.token, record.fingerprint, stranger.pid, record.start
+            record.owner,
+            record.boot,
+            record.token,
+            record.fingerprint,
+            stranger.pid,
+            seen.start - 1,
         )
         case.store.write(forged)
         case.write(SLEEPER, state="stopped")
