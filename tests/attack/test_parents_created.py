@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.agent import convergent
 from tests.host.hostile import NOBODY, Hostile, needs_root, run_as_nobody
 
 pytestmark = needs_root
@@ -31,20 +30,13 @@ def test_missing_parents_are_never_made_through_a_users_symlink(open_lab: Path, 
     }[kind]
     policy = open_lab / "p.yaml"
     policy.write_text("resources:\n" + entry)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convergent",
-            "run",
-            "--converged-timeout",
-            "0",
-            "--state-dir",
-            str(open_lab / "state"),
-            str(policy),
-        ],
-        capture_output=True,
-        text=True,
+    done = convergent(
+        "run",
+        "--converged-timeout",
+        "0",
+        "--state-dir",
+        str(open_lab / "state"),
+        str(policy),
         timeout=60,
     )
     assert done.returncode == 1
@@ -81,20 +73,13 @@ def test_a_parent_the_agent_just_made_and_a_user_swaps_for_a_symlink_is_not_foll
 
     with Hostile(swap) as user:
         for _ in range(10):
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "convergent",
-                    "run",
-                    "--converged-timeout",
-                    "0",
-                    "--state-dir",
-                    str(open_lab / "state"),
-                    str(policy),
-                ],
-                capture_output=True,
-                text=True,
+            convergent(
+                "run",
+                "--converged-timeout",
+                "0",
+                "--state-dir",
+                str(open_lab / "state"),
+                str(policy),
                 timeout=60,
             )
     assert user.result > 0

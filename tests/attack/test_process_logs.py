@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from convergent.resources.procfiles import LOG_LIMIT
+from tests.e2e.agent import convergent
 
 
 def _tail(log: Path) -> bytes:
@@ -35,21 +34,8 @@ def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> N
         "resources:\n  - process: spew\n    cmd: [sh, -c, "
         f"'head -c {8 * LOG_LIMIT} /dev/zero; echo; echo done; exec sleep 600']\n"
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convergent",
-            "run",
-            "--converged-timeout",
-            "0",
-            "--state-dir",
-            str(state),
-            str(policy),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = convergent(
+        "run", "--converged-timeout", "0", "--state-dir", str(state), str(policy), timeout=60
     )
     found = re.search(r"started \(pid (\d+); output to (\S+)\)", done.stdout)
     assert found, done.stdout + done.stderr

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.e2e.agent import convergent
 from tests.host.hostile import NOBODY, Hostile, exchange, needs_root
 
 pytestmark = needs_root
@@ -60,20 +59,13 @@ def test_purge_and_recurse_never_reach_roots_files_through_a_swapped_symlink(
     outs: list[str] = []
     with Hostile(swap) as user:
         for _ in range(10):
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "convergent",
-                    "run",
-                    "--converged-timeout",
-                    "0",
-                    "--state-dir",
-                    str(open_lab / "state"),
-                    str(policy),
-                ],
-                capture_output=True,
-                text=True,
+            done = convergent(
+                "run",
+                "--converged-timeout",
+                "0",
+                "--state-dir",
+                str(open_lab / "state"),
+                str(policy),
                 timeout=60,
             )
             purged += " removed" in done.stdout

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.e2e.agent import convergent
 from tests.host.hostile import NOBODY, Hostile, exchange, needs_root
 
 pytestmark = needs_root
@@ -17,21 +17,8 @@ SECRET = b"root's secret\n"
 
 
 def _run(state: Path, policy: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convergent",
-            "run",
-            "--converged-timeout",
-            "0",
-            "--state-dir",
-            str(state),
-            str(policy),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return convergent(
+        "run", "--converged-timeout", "0", "--state-dir", str(state), str(policy), timeout=60
     )
 
 

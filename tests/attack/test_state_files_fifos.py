@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.agent import convergent
 
 _NAMES = [
     "lock",
@@ -25,21 +26,8 @@ _NAMES = [
 
 
 def _run(state: Path, policy: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "convergent",
-            "run",
-            "--converged-timeout",
-            "0",
-            "--state-dir",
-            str(state),
-            str(policy),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    return convergent(
+        "run", "--converged-timeout", "0", "--state-dir", str(state), str(policy), timeout=30
     )
 
 

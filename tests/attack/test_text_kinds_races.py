@@ -5,10 +5,9 @@ written through, and never leaves root's file changed."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.e2e.agent import convergent
 from tests.host.hostile import NOBODY, Hostile, exchange, needs_root
 
 pytestmark = needs_root
@@ -50,20 +49,13 @@ def test_line_and_cron_never_hang_on_or_write_through_a_swapped_in_fifo_or_symli
 
     with Hostile(swap) as user:
         for _ in range(10):
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "convergent",
-                    "run",
-                    "--converged-timeout",
-                    "0",
-                    "--state-dir",
-                    str(open_lab / "state"),
-                    str(policy),
-                ],
-                capture_output=True,
-                text=True,
+            done = convergent(
+                "run",
+                "--converged-timeout",
+                "0",
+                "--state-dir",
+                str(open_lab / "state"),
+                str(policy),
                 timeout=30,
             )  # a hang would be a TimeoutExpired
             assert "Traceback" not in done.stderr, done.stderr
