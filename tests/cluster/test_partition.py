@@ -122,23 +122,8 @@ def net() -> Iterator[Net]:
 class NsAgent(Agent):
     """An :class:`Agent` (``convergent ARGS``) run inside network namespace ``ns``."""
 
-    def __init__(self, ns: str, *args: str) -> None:  # Agent's, with ``ip netns exec``
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "convergent", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._threads = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.out, True)),
-            threading.Thread(target=self._read, args=(self.proc.stderr, self.err, False)),
-        ]
-        for thread in self._threads:
-            thread.start()
+    def __init__(self, ns: str, *args: str) -> None:
+        super().__init__(*args, prefix=("ip", "netns", "exec", ns))
 
 
 WATCHER = textwrap.dedent(

@@ -37,9 +37,11 @@ class Agent:
     Use as a context manager: the process is killed on exit if it is still running.
     """
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        """``convergent ARGS``; ``prefix`` runs it through another command first (e.g.
+        ``("ip", "netns", "exec", NS)``)."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "convergent", *args],
+            [*prefix, sys.executable, "-m", "convergent", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

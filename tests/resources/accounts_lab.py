@@ -8,12 +8,15 @@ a name is handed out only after checking that neither /etc/passwd nor /etc/group
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,8 +25,11 @@ from tests.e2e.agent import TIMEOUT
 __all__ = [
     "Accounts",
     "accounts",
+    "changed",
+    "entry",
     "group_file",
     "needs_shadow",
+    "ok",
     "passwd",
     "policy",
     "run",
@@ -132,3 +138,23 @@ def run(tmp_path: Path, body: str, *extra: str) -> subprocess.CompletedProcess[s
         text=True,
         timeout=TIMEOUT,
     )
+
+
+def entry(kind: str, name: str, **params: Any) -> str:
+    """One policy entry, its parameters as JSON values."""
+    lines = [f"  - {kind}: {name}"]
+    lines += [f"    {key}: {json.dumps(value)}" for key, value in params.items()]
+    return "\n".join(lines) + "\n"
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a run that must have succeeded."""
+    assert done.returncode == 0, f"stdout: {done.stdout}\nstderr: {done.stderr}"
+    return done.stdout
+
+
+def changed(out: str) -> int:
+    """The ``changed: N`` of a run's summary."""
+    match = re.search(r"changed: (\d+)", out)
+    assert match, out
+    return int(match.group(1))

@@ -6,10 +6,7 @@ that changes nothing, ``--noop`` changing nothing; bad values refused at load.
 from __future__ import annotations
 
 import grp  # noqa: F401  (imported here: the unprivileged child cannot read the venv)
-import json
 import pwd  # noqa: F401
-import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +15,19 @@ import pytest
 from convergent.errors import CommandError
 from convergent.resources import runas
 from tests.host.hostile import NOBODY, lab, needs_root, run_as_nobody
-from tests.resources.accounts_lab import Accounts, accounts, needs_shadow, passwd, policy, run
+from tests.resources.accounts_lab import (
+    Accounts,
+    accounts,
+    changed,
+    entry,
+    needs_shadow,
+    ok,
+    passwd,
+    policy,
+    run,
+)
 
 __all__ = ["accounts"]
-
-
-def entry(kind: str, name: str, **params: Any) -> str:
-    lines = [f"  - {kind}: {name}"]
-    lines += [f"    {key}: {json.dumps(value)}" for key, value in params.items()]
-    return "\n".join(lines) + "\n"
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"stdout: {done.stdout}\nstderr: {done.stderr}"
-    return done.stdout
-
-
-def changed(out: str) -> int:
-    match = re.search(r"changed: (\d+)", out)
-    assert match, out
-    return int(match.group(1))
 
 
 def test_returns_lists_the_exit_codes_that_count_as_success(tmp_path: Path) -> None:

@@ -8,13 +8,10 @@ Accounts have a test prefix and are removed in finally (``accounts_lab``).
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,8 +24,11 @@ from tests.host.hostile import NOBODY, needs_root, run_as_nobody
 from tests.resources.accounts_lab import (
     Accounts,
     accounts,
+    changed,
+    entry,
     group_file,
     needs_shadow,
+    ok,
     passwd,
     policy,
     run,
@@ -41,23 +41,6 @@ pytestmark = needs_shadow
 IN_MOVED_TO = 0x80
 HASH_A = "$6$cvt8salt$" + "A" * 86
 HASH_B = "$6$cvt8salt$" + "B" * 86
-
-
-def entry(kind: str, name: str, **params: Any) -> str:
-    lines = [f"  - {kind}: {name}"]
-    lines += [f"    {key}: {json.dumps(value)}" for key, value in params.items()]
-    return "\n".join(lines) + "\n"
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 0, f"stdout: {done.stdout}\nstderr: {done.stderr}"
-    return done.stdout
-
-
-def changed(out: str) -> int:
-    match = re.search(r"changed: (\d+)", out)
-    assert match, out
-    return int(match.group(1))
 
 
 def cycle(tmp: Path, before: str, after: str, probe: Callable[[], object]) -> str:
