@@ -105,8 +105,8 @@ def test_timer_under_noop_reports_ticks_and_refreshes_nothing() -> None:
     assert not [r for _, r in timeline.reports if isinstance(r, Changed | Log)]
 
 
-@pytest.mark.parametrize("interval", [0, -1, float("inf"), float("nan")])
-def test_timer_rejects_an_interval_that_is_not_positive(interval: float) -> None:
+@pytest.mark.parametrize("interval", [0, -1, 1e-300, 0.0009, float("inf"), float("nan")])
+def test_timer_rejects_an_interval_under_a_millisecond_or_not_finite(interval: float) -> None:
     with pytest.raises(ParamError) as info:
         Timer("t", interval=interval)
     assert info.value.field == "interval"

@@ -21,13 +21,17 @@ from convergent.errors import ParamError
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 
-__all__ = ["Timer", "TimerParams"]
+__all__ = ["MIN_INTERVAL", "Timer", "TimerParams"]
+
+
+MIN_INTERVAL = 0.001  # below it the ticks would come faster than the loop can run them
 
 
 class TimerParams(Params, frozen=True):
     """Parameters of ``timer``: each tick is a change that refreshes what it notifies.
 
-    interval: seconds between ticks (a number > 0)
+    interval: seconds between ticks (at least 0.001: a finer grid would only spin the
+      event loop)
     """
 
     interval: float
@@ -45,8 +49,11 @@ class Timer(Resource[TimerParams], kind="timer"):
 
     def validate(self) -> None:
         interval = self.params.interval
-        if not (interval > 0 and math.isfinite(interval)):
-            raise ParamError("interval", f"must be a number of seconds > 0, not {interval}")
+        if not (interval >= MIN_INTERVAL and math.isfinite(interval)):
+            raise ParamError(
+                "interval",
+                f"must be a number of seconds >= {MIN_INTERVAL} (one millisecond), not {interval}",
+            )
 
     async def watch(self, ctx: Context) -> None:
         loop = asyncio.get_running_loop()
