@@ -10,14 +10,20 @@ object per unit (``/org/freedesktop/systemd1/unit/NAME_2eservice``,
 ``org.freedesktop.systemd1.Unit`` with ``Id``, ``LoadState``, ``ActiveState``,
 ``SubState``, whose changes are sent as ``PropertiesChanged`` like systemd does). Jobs
 finish at once with result ``done``. Every call is recorded in ``calls``.
+
+Like systemd, it sends the unit and job signals only while some connection is subscribed
+(``Subscribe``), keeps one subscription per connection (a second ``Subscribe`` from the
+same connection is ``AlreadySubscribed``) and forgets a connection's subscription when
+that connection leaves the bus.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated
 
-from dbus_fast import DBusError
+from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusObjectPath, DBusSignature, DBusStr
 from dbus_fast.service import (
@@ -45,8 +51,9 @@ def unit_path(name: str) -> str:
 
 
 class Unit(ServiceInterface):
-    def __init__(self, name: str, loaded: bool) -> None:
+    def __init__(self, name: str, loaded: bool, heard: Callable[[], bool]) -> None:
         super().__init__("org.freedesktop.systemd1.Unit")
+        self.heard = heard  # whether anyone is subscribed (else systemd sends nothing)
         self.unit_id = name  # not ``name``: ServiceInterface keeps its interface name there
         self.load = "loaded" if loaded else "not-found"
         self.active = "inactive"
@@ -73,7 +80,8 @@ class Unit(ServiceInterface):
         """Change ActiveState and tell subscribers, as systemd does."""
         self.active = active
         self.sub = "running" if active == "active" else "dead"
-        self.emit_properties_changed({"ActiveState": self.active, "SubState": self.sub})
+        if self.heard():
+            self.emit_properties_changed({"ActiveState": self.active, "SubState": self.sub})
 
 
 class Systemd(ServiceInterface):
@@ -86,12 +94,34 @@ class Systemd(ServiceInterface):
         self.units: dict[str, Unit] = {}
         self.calls: list[tuple[str, ...]] = []
         self.next_job = 1
-        self.subscribed = 0
+        self.subscribers: set[str] = set()  # unique names of the subscribed connections
+        self.subscriptions = 0  # Subscribe calls that succeeded
+        self.subscribed = asyncio.Condition()  # notified at each of them
+        self._caller = ""  # the sender of the method call being dispatched
+        bus.add_message_handler(self._note_caller)
+
+    def _note_caller(self, message: Message) -> None:
+        """Remember who calls (the method itself is not told), and forget the
+        subscription of a connection that left the bus."""
+        if message.message_type == MessageType.METHOD_CALL:
+            self._caller = message.sender or ""
+        elif message.member == "NameOwnerChanged" and len(message.body) == 3:
+            name, _, new_owner = message.body
+            if not new_owner:
+                self.subscribers.discard(name)
+
+    def heard(self) -> bool:
+        return bool(self.subscribers)
+
+    async def wait_subscribed(self, times: int) -> None:
+        """Return once ``Subscribe`` succeeded ``times`` times in all."""
+        async with self.subscribed:
+            await self.subscribed.wait_for(lambda: self.subscriptions >= times)
 
     def unit(self, name: str) -> Unit:
         found = self.units.get(name)
         if found is None:
-            found = self.units[name] = Unit(name, name in self.known)
+            found = self.units[name] = Unit(name, name in self.known, self.heard)
             self.bus.export(unit_path(name), found)
         return found
 
@@ -106,7 +136,8 @@ class Systemd(ServiceInterface):
         def finish() -> None:
             if active is not None and unit.active != active:
                 unit.set_active(active)
-            self.JobRemoved(job_id, path, name, "done")
+            if self.heard():
+                self.JobRemoved(job_id, path, name, "done")
 
         asyncio.get_running_loop().call_soon(finish)  # after the reply, as systemd does
         return path
@@ -189,11 +220,17 @@ class Systemd(ServiceInterface):
     @dbus_method()
     def Subscribe(self):  # type: ignore[no-untyped-def]
         self.calls.append(("Subscribe",))
-        if self.subscribed:  # systemd refuses a second Subscribe from one connection
+        if self._caller in self.subscribers:  # systemd refuses a second one per connection
             raise DBusError(
                 "org.freedesktop.systemd1.AlreadySubscribed", "Client is already subscribed."
             )
-        self.subscribed += 1
+        self.subscribers.add(self._caller)
+        self.subscriptions += 1
+        asyncio.get_running_loop().create_task(self._tell_subscribed())
+
+    async def _tell_subscribed(self) -> None:
+        async with self.subscribed:
+            self.subscribed.notify_all()
 
     @dbus_signal()
     def JobRemoved(
@@ -214,6 +251,16 @@ async def start_standin(address: str, known: list[str]) -> tuple[MessageBus, Sys
     bus = await MessageBus(bus_address=address).connect()
     manager = Systemd(bus, known)
     bus.export(MANAGER_PATH, manager)
+    await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"],
+        )
+    )
     reply = await bus.request_name("org.freedesktop.systemd1")
     assert reply.value == 1, f"could not own org.freedesktop.systemd1: {reply}"
     return bus, manager

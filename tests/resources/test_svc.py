@@ -19,6 +19,7 @@ import pytest
 
 from convergent.engine import Changed, Converged, Engine, Failed, RunResult
 from convergent.graph import Graph
+from convergent.host.dbus import SystemBus
 from convergent.resources import svc
 from convergent.resources.base import Resource
 from convergent.resources.file import File
@@ -79,7 +80,7 @@ def test_a_stopped_unit_is_enabled_and_started_and_then_left_alone(bus: PrivateB
         unit = systemd.units["web.service"]
         assert (unit.active, unit.file_state) == ("active", "enabled")
         assert ("StartUnit", "web.service", "replace") in systemd.calls
-        assert systemd.count("Reload") == 1 and systemd.subscribed == 1
+        assert systemd.count("Reload") == 1 and systemd.subscriptions == 1
         again = Recorder()
         await converge(graph(Svc("web", startup="enabled")), again)
         assert changes(again, "svc[web]") == []
@@ -145,6 +146,40 @@ def test_a_unit_stopped_by_hand_is_started_again_at_once(bus: PrivateBus) -> Non
             )
             assert systemd.count("StartUnit") == 2
             assert systemd.units["web.service"].active == "active"
+        finally:
+            engine.stop()
+            await asyncio.wait_for(run, BOUND)
+
+    with_standin(bus, ["web.service"], body)
+
+
+def test_a_lost_bus_connection_is_made_again_and_drift_after_it_is_repaired(
+    bus: PrivateBus,
+) -> None:
+    """The agent's bus connection drops (closed under it, as when dbus-daemon drops a
+    client): systemd forgets that connection's subscription and would signal nobody. The
+    agent connects again, subscribes again, and a unit stopped afterwards is started."""
+
+    async def body(systemd: Systemd) -> None:
+        rec = Recorder()
+        engine = Engine(graph(Svc("web")), reporter=rec)
+        run = asyncio.create_task(engine.run())
+        try:
+            await rec.wait_for(lambda r: isinstance(r, Converged), bound=BOUND)
+            await systemd.wait_subscribed(1)
+            connection = engine.shared(SystemBus)._bus
+            assert connection is not None
+            connection.disconnect()
+            await systemd.wait_subscribed(2)
+            mark = len(rec.reports)
+            systemd.units["web.service"].set_active("inactive")
+            await rec.wait_for(
+                lambda r: isinstance(r, Changed) and r.resource == "svc[web]",
+                start=mark,
+                bound=BOUND,
+            )
+            assert systemd.units["web.service"].active == "active"
+            assert not rec.of(Failed)
         finally:
             engine.stop()
             await asyncio.wait_for(run, BOUND)

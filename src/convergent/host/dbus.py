@@ -23,6 +23,7 @@ the end of the run (``aclose()``). Nothing connects until the first call, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -133,7 +134,7 @@ class _Subscription:
 class SystemBus:
     """The run's connection to the system bus (see the module docstring)."""
 
-    __slots__ = ("_bus", "_closed", "_lock", "_subscriptions", "address")
+    __slots__ = ("_bus", "_closed", "_gone", "_lock", "_subscriptions", "address", "generation")
 
     def __init__(self, address: str | None = None) -> None:
         """``address``: a D-Bus address; left out, :func:`bus_address` at first use."""
@@ -142,6 +143,8 @@ class SystemBus:
         self._lock: asyncio.Lock | None = None
         self._subscriptions: list[_Subscription] = []
         self._closed = False
+        self.generation = 0  # connections made so far: per-connection state keys on it
+        self._gone: asyncio.Task[None] | None = None  # ends when the connection is lost
 
     @property
     def where(self) -> str:
@@ -162,9 +165,22 @@ class SystemBus:
             if bus is not None and bus.connected:
                 return bus
             bus = self._bus = await self._connect()
+            self.generation += 1
+            self._gone = asyncio.create_task(_disconnected(bus), name="system bus connection")
             for sub in self._subscriptions:
                 await self._add_match(bus, sub.rule)
             return bus
+
+    async def lost(self) -> None:
+        """Return when the current connection is lost (at once when there is none).
+
+        Signals sent while no connection was up are never delivered: a watcher that
+        returns from here reconnects (``connection()``) and looks again.
+        """
+        bus, gone = self._bus, self._gone
+        if bus is None or not bus.connected or gone is None:
+            return
+        await asyncio.shield(gone)  # many wait on one connection; cancelling one is local
 
     async def _connect(self) -> MessageBus:
         from dbus_fast.aio import MessageBus
@@ -317,11 +333,19 @@ class SystemBus:
         if bus is None:
             return
         bus.disconnect()
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-        except Exception:
-            pass  # already gone, or lost with an error: closed either way
+        gone, self._gone = self._gone, None
+        if gone is not None:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    await gone
+            except TimeoutError:
+                gone.cancel()
+
+
+async def _disconnected(bus: MessageBus) -> None:
+    """Return when ``bus`` is disconnected, however it ended."""
+    with contextlib.suppress(Exception):  # lost with an error: lost all the same
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
 
 def _filtered(keys: dict[str, str], callback: Callable[[Signal], None]) -> Callable[[Signal], None]:

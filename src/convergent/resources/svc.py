@@ -4,10 +4,12 @@ stopped, enabled or disabled, over systemd's D-Bus API; needs systemd as PID 1.
 Everything goes through ``org.freedesktop.systemd1`` on the system bus (the run's one
 connection, ``convergent.host.dbus.SystemBus``), never through ``systemctl``:
 
-- ``watch``: ``Manager.Subscribe`` (once per run), then a match on the unit object's
+- ``watch``: ``Manager.Subscribe`` (once per bus connection), then a match on the unit object's
   ``PropertiesChanged`` (and the manager's ``UnitFilesChanged``) before ``ready()``, so a
   unit stopped by hand (``systemctl stop``, a crash) is an event at once and is started
-  again, with no polling.
+  again, with no polling. ``Subscribe`` is per connection: when the bus connection is
+  lost, the watch connects again, subscribes again and reports an event (what changed
+  meanwhile was signalled to nobody).
 - ``check``: the unit's ``ActiveState`` and ``LoadState`` (``Properties.Get``) and
   ``Manager.GetUnitFileState``.
 - ``apply``: ``EnableUnitFiles``/``DisableUnitFiles`` (then ``Reload``, as ``systemctl
@@ -41,6 +43,7 @@ MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 JOB_WAIT = 300.0  # seconds a start/stop/restart/reload job may take before we give up
+RECONNECT_TRIES = 10  # after losing the bus: tries ~15 s in all, then the watch fails
 _SUFFIXES = (
     ".service",
     ".socket",
@@ -101,6 +104,7 @@ class _Jobs:
         self.done: dict[str, str] = {}  # results that came before anyone waited (bounded)
         self.stop: Callable[[], None] | None = None
         self.lock = asyncio.Lock()
+        self.generation = 0  # the bus connection systemd's Subscribe was made on
 
     def on_signal(self, sig: Any) -> None:
         if sig.member != "JobRemoved" or len(sig.body) < 4:
@@ -189,22 +193,28 @@ class Svc(Resource[SvcParams], kind="svc"):
         return str(value)
 
     async def _jobs(self, ctx: Context) -> _Jobs:
-        """The run's JobRemoved results; the first call also asks systemd for its signals
-        (``Subscribe``, once per connection: systemd refuses a second one)."""
+        """The run's JobRemoved results; asks systemd for its signals (``Subscribe``) once
+        per bus connection: systemd refuses a second one, and forgets the subscription of
+        a connection that is gone (it then sends its signals to nobody)."""
         from convergent.host.dbus import BusError
 
         jobs: _Jobs = ctx.shared(_Jobs)
+        bus = self._bus(ctx)
         async with jobs.lock:
             if jobs.stop is None:
-                jobs.stop = await self._bus(ctx).subscribe(
+                jobs.stop = await bus.subscribe(
                     jobs.on_signal, sender=SYSTEMD, path=MANAGER_PATH, interface=MANAGER
                 )
-                try:
-                    await self._bus(ctx).call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
-                except BusError as exc:
-                    if exc.name != "org.freedesktop.systemd1.AlreadySubscribed":
-                        jobs.close()
-                        raise ResourceError(ctx.id, f"{self.unit}: {exc}") from exc
+            try:
+                await bus.connection()
+                if jobs.generation != bus.generation:
+                    await bus.call(SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
+                    jobs.generation = bus.generation
+            except BusError as exc:
+                if exc.name == "org.freedesktop.systemd1.AlreadySubscribed":
+                    jobs.generation = bus.generation
+                else:
+                    raise ResourceError(ctx.id, f"{self.unit}: {exc}") from exc
         return jobs
 
     # -- the contract -----------------------------------------------------------------
@@ -242,10 +252,35 @@ class Svc(Resource[SvcParams], kind="svc"):
         ]
         try:
             ctx.ready()
-            await asyncio.Event().wait()
+            while True:
+                await bus.lost()
+                await self._reconnect(ctx)
+                ctx.event()  # what changed while the bus was down was never signalled
         finally:
             for stop in stops:
                 stop()
+
+    async def _reconnect(self, ctx: Context) -> None:
+        """After the bus connection was lost: connect again and re-``Subscribe`` (the
+        matches come back with the connection), retrying for about 15 s before the watch
+        fails (then ``retry``/``rewatch`` decide)."""
+        from convergent.host.dbus import BusError
+
+        delay = 0.05
+        for attempt in range(RECONNECT_TRIES):
+            try:
+                await self._jobs(ctx)
+                ctx.log("the system bus connection was lost: connected again")
+                return
+            except (BusError, ResourceError) as exc:
+                if attempt == RECONNECT_TRIES - 1:
+                    raise ResourceError(
+                        ctx.id,
+                        f"{self.unit}: lost the system bus and could not connect again: "
+                        f"{getattr(exc, 'message', exc)}",
+                    ) from exc
+            await asyncio.sleep(delay)  # a retry delay, not a synchronisation
+            delay = min(delay * 2, 5.0)
 
     async def check(self, ctx: Context) -> Change | None:
         p = self.params
