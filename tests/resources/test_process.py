@@ -179,6 +179,45 @@ def test_a_stale_pidfile_naming_another_process_is_neither_adopted_nor_killed(
         stranger.wait(timeout=BOUND)
 
 
+def test_a_record_matching_a_strangers_pid_and_start_tick_is_not_taken_for_ours(
+    case: Case,
+) -> None:
+    """A PID reused within the same clock tick matches the record's PID and start time;
+    the stranger does not lead its own session (every process this kind starts does), so
+    ``stopped`` leaves it alone and ``running`` starts a process of its own."""
+    case.write(SLEEPER)
+    pid = _pid(case.once().stdout)
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    hostile = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}
+    stranger = subprocess.Popen(["sleep", "300"], **hostile)  # type: ignore[call-overload]
+    try:
+        record = case.store.read(NAME)
+        seen = proc_stat(stranger.pid)
+        assert record is not None and seen is not None and seen.session != stranger.pid
+        case.store.write(
+            Record(
+                record.owner,
+                record.boot,
+                record.token,
+                record.fingerprint,
+                stranger.pid,
+                seen.start,
+            )
+        )
+        case.write(SLEEPER, state="stopped")
+        stopped = case.once()
+        assert "changed: 0" in stopped.stdout, stopped.stdout
+        assert stranger.poll() is None
+        case.write(SLEEPER)
+        started = case.once()
+        assert "is now another process" in started.stdout, started.stdout
+        assert _pid(started.stdout) != stranger.pid and stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait(timeout=BOUND)
+
+
 def test_an_agent_killed_before_recording_the_pid_leaves_a_process_the_next_one_finds(
     case: Case,
 ) -> None:

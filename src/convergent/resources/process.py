@@ -204,7 +204,7 @@ class Process(Resource[ProcessParams], kind="process"):
                 from convergent.host.children import stat
 
                 again = stat(pid)
-                reused = again is not None and again.start != start
+                reused = again is not None and (again.start != start or again.session != pid)
                 self._exit = f"the recorded pid {pid} " + (
                     "is now another process" if reused else "is gone"
                 )

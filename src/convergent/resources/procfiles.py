@@ -65,11 +65,16 @@ def boot_id() -> str:
 
 
 def live(pid: int, start: int) -> Stat | None:
-    """What /proc says of ``pid`` when it is the process that started at ``start``."""
+    """What /proc says of ``pid`` when it is the process that started at ``start``.
+
+    It must also lead its own session, as every process this kind starts does: a PID
+    reused within the same clock tick (start times count 1/100 s) by a process that does
+    not is never taken for ours.
+    """
     if pid <= 0:
         return None
     st = stat(pid)
-    if st is None or st.start != start or st.state in DEAD:
+    if st is None or st.start != start or st.session != pid or st.state in DEAD:
         return None
     return st
 
