@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from convergent.resources.procfiles import LOG_LIMIT
 from tests.e2e.agent import convergent
+from tests.waits import until_written
 
 
 def _tail(log: Path) -> bytes:
@@ -41,10 +41,7 @@ def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> N
     assert found, done.stdout + done.stderr
     pid, log = int(found.group(1)), Path(found.group(2))
     try:
-        deadline = time.monotonic() + 30  # bounded wait for the process's last line
-        while not _tail(log).endswith(b"done\n"):
-            assert time.monotonic() < deadline, "the process never finished writing"
-            time.sleep(0.01)
+        until_written(log, lambda: _tail(log).endswith(b"done\n"), 30, "the process's last line")
         size = log.stat().st_size
     finally:
         os.killpg(pid, signal.SIGKILL)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 
 from convergent.host import process
 from tests.host.hostile import NOBODY, lab, needs_root, run_as_nobody
+from tests.waits import open_fifo_writer
 
 BOUND = 10.0
 
@@ -173,13 +173,7 @@ def test_a_finish_command_outlives_a_killed_agent(tmp_path: Path) -> None:
 
 def _open_writer(fifo: Path) -> int:
     """Open ``fifo`` for writing once a reader has it open (bounded)."""
-    deadline = time.monotonic() + BOUND
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # ENXIO: no reader yet
-            assert time.monotonic() < deadline, f"nothing opened {fifo} for reading"
-            time.sleep(0.01)
+    return open_fifo_writer(fifo, BOUND)
 
 
 def test_a_cancelled_finish_command_is_let_end_by_itself(tmp_path: Path) -> None:

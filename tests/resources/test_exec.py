@@ -6,10 +6,8 @@ Every test runs real processes in tmp_path; waits are bounded, none is a sleep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from convergent.errors import CommandError, ParamError, ResourceError
 from convergent.graph import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.exec import Exec
+from tests.waits import until_group_gone
 
 BOUND = 10.0  # seconds any single wait in these tests may take
 PR_SET_CHILD_SUBREAPER = 36
@@ -130,23 +129,13 @@ def wait_group_gone() -> Iterator[Callable[[int], None]]:
     """Wait, bounded, until no process of a process group exists any more.
 
     PID 1 in this lab never reaps orphans, so this process becomes their subreaper for
-    the test and reaps the group's zombies itself while it polls ``killpg(pgid, 0)``.
+    the test and reaps the group's zombies itself while it waits on their pidfds.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     def wait(pgid: int) -> None:
-        deadline = time.monotonic() + BOUND
-        while True:
-            with contextlib.suppress(ChildProcessError):
-                while os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is not None:
-                    pass
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            assert time.monotonic() < deadline, f"process group {pgid} is still alive"
-            time.sleep(0.01)
+        until_group_gone(pgid, BOUND)
 
     yield wait
     libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)

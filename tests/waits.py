@@ -1,0 +1,127 @@
+"""Bounded waits on events, for tests that wait outside an event loop.
+
+- :func:`until_written`: until a predicate over a file holds, re-checked at each inotify
+  event on that file (``IN_MODIFY``, ``IN_CLOSE_WRITE``, ``IN_ATTRIB``), never on a timer.
+- :func:`open_fifo_writer`: open a FIFO for writing once some process opened it for
+  reading (the kernel's blocking open is the event).
+- :func:`until_group_gone`: until no process of a process group exists, woken by the
+  members' pidfds (reaping them when this process is their parent or subreaper).
+
+Every wait fails with an ``AssertionError`` naming what it waited for once its bound
+passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["open_fifo_writer", "until_group_gone", "until_written"]
+
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+
+
+@contextlib.contextmanager
+def _inotify(path: Path, mask: int) -> Iterator[int]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    try:
+        if libc.inotify_add_watch(fd, os.fsencode(path), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {path}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _drain(fd: int, deadline: float) -> bool:
+    """Wait for events on ``fd`` until ``deadline``; False when none came."""
+    if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        return False
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 65536):
+            pass
+    return True
+
+
+def until_written(path: Path, holds: Callable[[], bool], bound: float, what: str) -> None:
+    """Return once ``holds()``; checked now and after each write to ``path``."""
+    deadline = time.monotonic() + bound
+    with _inotify(path, IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB) as fd:
+        while not holds():
+            assert _drain(fd, deadline), f"{what}: not within {bound} s"
+
+
+def open_fifo_writer(fifo: Path, bound: float) -> int:
+    """Open ``fifo`` for writing once a reader has it open; the descriptor is
+    non-blocking. The kernel wakes the open when the reader comes (a blocking open);
+    after ``bound`` s this opens a reader itself to end the wait, and fails."""
+    lapsed = threading.Event()
+    readers: list[int] = []
+
+    def give_up() -> None:
+        lapsed.set()
+        readers.append(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+    timer = threading.Timer(bound, give_up)
+    timer.start()
+    try:
+        fd = os.open(fifo, os.O_WRONLY)
+    finally:
+        timer.cancel()
+        timer.join()
+        for reader in readers:
+            os.close(reader)
+    if lapsed.is_set():
+        os.close(fd)
+        raise AssertionError(f"nothing opened {fifo} for reading in {bound} s")
+    os.set_blocking(fd, False)
+    return fd
+
+
+def _members(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            found.append(int(entry))
+    return found
+
+
+def until_group_gone(pgid: int, bound: float) -> None:
+    """Return once no process of group ``pgid`` runs (a zombie has ended; ours are reaped)."""
+    deadline = time.monotonic() + bound
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is not None:
+                pass
+        members = _members(pgid)
+        if not members:
+            return
+        fds = []
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                fds.append(os.pidfd_open(pid))
+        try:
+            if fds:
+                left = max(0.0, deadline - time.monotonic())
+                assert select.select(fds, [], [], left)[0], f"process group {pgid} is alive"
+        finally:
+            for fd in fds:
+                os.close(fd)
+        assert time.monotonic() < deadline, f"process group {pgid} is still alive"
