@@ -12,7 +12,7 @@ import pytest
 
 from convergent.resources.procfiles import LOG_LIMIT
 from tests.e2e.agent import convergent
-from tests.waits import until_written
+from tests.waits import open_fifo_writer, until_written
 
 
 def _tail(log: Path) -> bytes:
@@ -28,11 +28,14 @@ def _tail(log: Path) -> bytes:
     "with `yes`): capping it needs a pipe drained by a helper that outlives the agent",
 )
 def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    policy = tmp_path / "p.yaml"
+    """The process writes 8 MiB only once the one-shot agent is gone (it waits on a FIFO
+    the test opens after the run), so no running agent can rotate its log meanwhile."""
+    state, policy, go = tmp_path / "state", tmp_path / "p.yaml", tmp_path / "go"
+    os.mkfifo(go)
     policy.write_text(
         "resources:\n  - process: spew\n    cmd: [sh, -c, "
-        f"'head -c {8 * LOG_LIMIT} /dev/zero; echo; echo done; exec sleep 600']\n"
+        f"'cat {go} >/dev/null; head -c {8 * LOG_LIMIT} /dev/zero; echo; echo done; "
+        "exec sleep 600']\n"
     )
     done = convergent(
         "run", "--converged-timeout", "0", "--state-dir", str(state), str(policy), timeout=60
@@ -41,6 +44,7 @@ def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> N
     assert found, done.stdout + done.stderr
     pid, log = int(found.group(1)), Path(found.group(2))
     try:
+        os.close(open_fifo_writer(go, 30))  # the agent has exited: the process writes now
         until_written(log, lambda: _tail(log).endswith(b"done\n"), 30, "the process's last line")
         size = log.stat().st_size
     finally:
