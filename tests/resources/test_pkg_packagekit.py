@@ -10,6 +10,7 @@ installs them); every wait is bounded.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,31 @@ def test_an_unknown_package_fails_alone_through_packagekit(
     text = done.stdout + done.stderr
     assert "convergent-no-such-package: not in the package lists; run pkcon refresh" in text
     assert installed("hello") == {"hello": candidate("hello")}
+
+
+def test_a_pinned_version_is_installed_exactly_through_packagekit(
+    tmp_path: Path, bus: PrivateBus, restored: History
+) -> None:
+    hand("remove", "hello")
+    version = candidate("hello")
+    done = run(tmp_path, bus, f'pkg: hello\n    state: "{version}"\n    backend: packagekit')
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"pkg[hello]: installed {version}" in done.stdout.splitlines()
+    assert installed("hello") == {"hello": version}
+    (entry,) = _packagekit_entries(restored)
+    assert re.search(rf"\bhello:\S+ \({re.escape(version)}\)", entry["Install"]), entry
+
+
+def test_a_pinned_version_packagekit_does_not_offer_fails_naming_what_it_has(
+    tmp_path: Path, bus: PrivateBus, restored: History
+) -> None:
+    done = run(
+        tmp_path,
+        bus,
+        'pkg: hello\n    state: "0.0.1-9"\n    backend: packagekit\n    update_cache: never',
+    )
+    assert done.returncode == 1
+    text = done.stdout + done.stderr
+    assert "version 0.0.1-9 is not in the package lists" in text, text
+    assert candidate("hello") in text
+    assert _packagekit_entries(restored) == []
