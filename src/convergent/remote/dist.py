@@ -49,7 +49,7 @@ __all__ = ["BUILD", "DistError", "build", "digest", "main", "running_file"]
 BUILD = "build"  # CACHE/build/convergent-KEY.pyz: the files build() made
 _SHEBANG = b"#!/usr/bin/env python3\n"
 _STAMP = (1980, 1, 1, 0, 0, 0)
-_LEVEL = 9
+_LEVEL = 6
 _MAIN = """\
 # {name}: convergent {version}, a single file; run it with python3 (>= 3.11), e.g.
 #   python3 {name} run site.yaml
@@ -57,6 +57,7 @@ _MAIN = """\
 import sys
 
 ABIS = {abis!r}
+TOPS = {tops!r}
 if sys.version_info < (3, 11):
     sys.stderr.write(
         "{name}: needs Python 3.11 or newer ({described}); %s is Python %s. "
@@ -66,7 +67,7 @@ if sys.version_info < (3, 11):
     sys.exit(2)
 from convergent.remote.dist_boot import prepare  # noqa: E402
 
-prepare(__file__.rpartition("/")[0], ABIS)
+prepare(__file__.rpartition("/")[0], ABIS, TOPS)
 from convergent.cli.main import entry  # noqa: E402
 
 entry()
@@ -149,6 +150,7 @@ def archive(parts: dist_files.Parts) -> bytes:
         version=dist_files.version(),
         described=describe_abi(tag) + (f", glibc >= {glibc}" if glibc else ""),
         abis={tag: entry},
+        tops=_tops(parts),
     )
     members: list[tuple[str, bytes]] = [("__main__.py", main.encode())]
     for src in parts.pure:
@@ -162,6 +164,16 @@ def archive(parts: dist_files.Parts) -> bytes:
     out.write(_SHEBANG)
     out.write(_zip(members, stored=frozenset({member})))
     return out.getvalue()
+
+
+def _tops(parts: dist_files.Parts) -> list[str]:
+    """The top-level modules the file carries (``yaml``, ``_cffi_backend``...)."""
+    names = set()
+    for src in (*parts.pure, *parts.native):
+        top = src.name.partition("/")[0]
+        if not top.endswith(".dist-info"):
+            names.add(top.partition(".")[0])
+    return sorted(names)
 
 
 def _native_members(parts: dist_files.Parts) -> list[tuple[str, bytes]]:
