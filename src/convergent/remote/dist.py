@@ -61,9 +61,13 @@ ABIS = {abis!r}
 TOPS = {tops!r}
 if sys.version_info < (3, 11):
     sys.stderr.write(
-        "{name}: needs Python 3.11 or newer ({described}); %s is Python %s. "
+        "%s: needs Python 3.11 or newer ({described}); %s is Python %s. "
         "Install python3 >= 3.11 and run the file with it\\n"
-        % (sys.executable or "python3", sys.version.split()[0])
+        % (
+            __file__.rpartition("/")[0].rpartition("/")[2] or "{name}",
+            sys.executable or "python3",
+            sys.version.split()[0],
+        )
     )
     sys.exit(2)
 from convergent.remote.dist_boot import prepare  # noqa: E402
