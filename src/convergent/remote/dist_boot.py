@@ -474,6 +474,8 @@ def isolate(archive: str, where: str, tops: Iterable[str]) -> None:
         return
     for module in [m for m in sys.modules if m.partition(".")[0] in ours]:
         path = getattr(sys.modules[module], "__file__", None) or ""
+        if path and not path.startswith("/"):
+            path = os.path.abspath(path)  # imported through a relative sys.path[0]
         if not path.startswith((archive + "/", where + "/")):
             del sys.modules[module]
 
