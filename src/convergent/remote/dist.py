@@ -15,7 +15,7 @@ The file is a zip application (a ``#!/usr/bin/env python3`` line, then a zip):
 - ``__main__.py``: the manifest, a Python version check any Python can read, then
   :func:`convergent.remote.dist_boot.prepare`, then the command line;
 - convergent and its pure-Python dependencies, as sources (compressed: read only for
-  tracebacks) and bytecode (stored: inflating it cost a 10-file run ~15 ms more than
+  tracebacks) and bytecode (stored: inflating it cost a 10-file run ~10 ms more than
   the 3 MB it adds), imported from the file by zipimport;
 - ``_native/ABI.zip``: the distributions with shared libraries (msgspec, PyYAML's
   libyaml loader, grpcio, protobuf, cryptography, cffi, dbus-fast) for the ABI of the
