@@ -1,0 +1,15 @@
+"""Running convergent on hosts where it is not installed.
+
+- ``dist.py``: :func:`~convergent.remote.dist.build` makes the single file
+  (``convergent.pyz``: convergent and its dependencies, the compiled ones per CPython
+  ABI) that runs with nothing but ``python3`` (>= 3.11); ``digest`` is its SHA-256;
+  ``python -m convergent.remote.dist -o FILE`` (``make dist``) writes one.
+- ``dist_files.py``: what goes into the file (the modules a run imports, compiled to
+  bytecode; the shared libraries stripped of debugging data).
+- ``dist_boot.py``: what runs first inside the file: the Python and ABI checks, the
+  private cache directory, the one-time extraction of the compiled modules.
+
+See docs/single-file.md for the design and its figures.
+"""
+
+__all__: list[str] = []
