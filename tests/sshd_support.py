@@ -103,6 +103,7 @@ class Sshd:
         self.host_public = keygen(self.host_key, "convergent-test-host")
         self.home = self.where / "home"
         self.env.setdefault("CONVERGENT_REMOTE_DIR", str(self.home))
+        self.env.setdefault("HOME", str(self.home))  # not root's: its shell rc stays out
         (self.where / "authorized_keys").write_text("".join(f"{k}\n" for k in self.authorized))
         settings = [
             f"Port {self.port}",

@@ -57,6 +57,10 @@ CLUSTER_OPTIONS = (
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
+    if getattr(args, "remote", None) or getattr(args, "files", None):  # other hosts
+        from convergent.cli.remote import remote_command
+
+        return remote_command(args)
     graph = load_graph(args.file)
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)

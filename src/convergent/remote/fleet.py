@@ -1,0 +1,380 @@
+"""``convergent run --remote``: bootstrap an agent on every remote host, give them one
+world, stream their reports, end with one exit code.
+
+For each host, in parallel (at most ``cconns`` connecting and bootstrapping at once):
+connect (:mod:`convergent.remote.ssh`), probe and write the policy
+(:mod:`convergent.remote.bootstrap`), copy the single file unless the host has it,
+reverse-forward the world's port, start the agent, stream its lines (``report(host,
+line, error)``), and read its exit status. A host that cannot be reached, trusted or
+bootstrapped, or whose connection is lost, is reported by name; the others go on.
+
+The world (:class:`World` here): an etcd member this run starts on loopback, in
+``STATE_DIR`` (TLS; its data is the run's only). Each host gets a join token (its own
+certificate and etcd role) and reaches the member through its SSH connection: ``ssh -R``
+from the host's ``127.0.0.1:PORT`` to the member, so a host needs only its SSH port open.
+The initiator is no agent of that world: the remote agents wait only for each other.
+
+Live: while the agents run, saving a local policy file copies it again; the remote
+agent reloads it as it reloads a saved policy (a diff: what converged is not re-run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from convergent.remote.bootstrap import (
+    MIN_PYTHON,
+    Payload,
+    agent_script,
+    copy_script,
+    probe_input,
+    probe_script,
+)
+from convergent.remote.ssh import SshOptions, connect
+from convergent.remote.urls import RemoteError, Target
+
+if TYPE_CHECKING:
+    import asyncssh
+
+__all__ = ["Assignment", "Fleet", "FleetConfig", "HostResult", "Report", "World"]
+
+Report = Callable[[str, str, bool], None]  # host, line, is an error
+STOP_BOUND = 15.0  # seconds the agents get to stop after Ctrl-C or a closed stdin
+QUIET = 0.05  # seconds a saved policy file must stay quiet before it is copied again
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A host and the policy file it runs."""
+
+    target: Target
+    policy: str
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    assignments: list[Assignment]
+    ssh: SshOptions = field(default_factory=SshOptions)
+    cconns: int = 8
+    caching: bool = True
+    converged_timeout: float | None = None
+    detach: bool = False
+    agent_args: tuple[str, ...] = ()  # passed to every agent (--noop, --diff)
+    world: bool = True
+
+
+@dataclass
+class HostResult:
+    """How host ``name`` ended: its agent's exit status (None: it never ran to the end),
+    the error that stopped it, the bytes copied to it."""
+
+    name: str
+    status: int | None = None
+    error: str | None = None
+    copied: int = 0
+    detached_pid: int | None = None
+
+
+class World:
+    """The run's etcd member on loopback, and a join token per host."""
+
+    def __init__(self, state_dir: str, admin: str, log: Callable[[str], None]) -> None:
+        self.state_dir = state_dir
+        self.admin = admin
+        self._log = log
+        self.port = 0
+        self._member: Any = None
+
+    async def start(self, hosts: list[str]) -> dict[str, str]:
+        """Start the member, give ``hosts`` their roles; each host's join token."""
+        from convergent.world import tls
+        from convergent.world.cluster import Member, MemberSpec, grant_hosts
+
+        client, peer = _free_ports(2)
+        self.port = client
+        client_url, peer_url = f"https://127.0.0.1:{client}", f"https://127.0.0.1:{peer}"
+        files = await asyncio.to_thread(
+            tls.member_files, self.state_dir, self.admin, [client_url, peer_url], make_ca=True
+        )
+        data = os.path.join(self.state_dir, "etcd")
+        shutil.rmtree(data, ignore_errors=True)  # the world of one run: no old members
+        spec = MemberSpec(
+            self.admin, data, (client_url,), (peer_url,), {self.admin: (peer_url,)}, files
+        )
+        self._member = Member(spec, self.state_dir, self._log)
+        await self._member.start()
+        tokens = {h: await asyncio.to_thread(tls.make_token, self.state_dir, h, []) for h in hosts}
+        await grant_hosts([client_url], files, self.admin, hosts)
+        return tokens
+
+    async def aclose(self) -> None:
+        if self._member is not None:
+            await self._member.aclose()
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Fleet:
+    """One ``run --remote``: :meth:`run` returns every host's :class:`HostResult`."""
+
+    def __init__(self, config: FleetConfig, payload: Payload, report: Report) -> None:
+        self.config = config
+        self.payload = payload
+        self.report = report
+        self._slots = asyncio.Semaphore(config.cconns)
+        self._stopping = asyncio.Event()
+        self._conns: dict[str, asyncssh.SSHClientConnection] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+
+    def stop(self) -> None:
+        """Ctrl-C: close every agent's stdin (they stop) and end."""
+        self._stopping.set()
+
+    async def run(self, world: World | None) -> list[HostResult]:
+        tokens: dict[str, str] = {}
+        names = [a.target.name for a in self.config.assignments]
+        if world is not None:
+            tokens = await world.start(names)
+        for a in self.config.assignments:
+            self._ready[a.target.name] = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._host(a, tokens.get(a.target.name), world))
+            for a in self.config.assignments
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for conn in self._conns.values():
+                conn.close()
+
+    async def _connection(self, target: Target) -> asyncssh.SSHClientConnection:
+        tunnel = None
+        if target.via is not None:
+            tunnel = await self._via(target.via)
+        conn = await connect(target, self.config.ssh, tunnel)
+        return conn
+
+    async def _via(self, via: Target) -> asyncssh.SSHClientConnection:
+        """The connection of the host others are reached through (made once)."""
+        if via.name in self._ready:  # one of the hosts of the run: wait for its connection
+            await self._ready[via.name].wait()
+        if via.name not in self._conns:
+            self._conns[via.name] = await connect(via, self.config.ssh)
+        return self._conns[via.name]
+
+    async def _host(self, a: Assignment, token: str | None, world: World | None) -> HostResult:
+        target = a.target
+        result = HostResult(target.name)
+        try:
+            async with self._slots:
+                try:
+                    conn = await self._connection(target)
+                finally:
+                    self._ready[target.name].set()
+                self._conns[target.name] = conn
+                python = await self._bootstrap(conn, a, token, result)
+            await self._agent(conn, a, python, token is not None, world, result)
+        except RemoteError as exc:
+            result.error = str(exc)
+        except OSError as exc:
+            result.error = f"{target.name}: {exc.strerror or exc}"
+        except Exception as exc:  # asyncssh's: the connection was lost, the channel refused
+            result.error = f"{target.name}: connection lost ({_reason(exc)})"
+        if result.error is not None:
+            self.report(target.name, result.error, True)
+        return result
+
+    def _files(self, a: Assignment, token: str | None) -> dict[str, str]:
+        with open(a.policy, encoding="utf-8") as f:
+            files = {f"policy/{os.path.basename(a.policy)}": strip_remote(f.read())}
+        if token is not None:
+            files["join-token"] = token
+        return files
+
+    async def _bootstrap(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        a: Assignment,
+        token: str | None,
+        result: HostResult,
+    ) -> str:
+        """Probe, write the policy (and token), copy the single file if needed: the path
+        of the host's python3."""
+        name = a.target.name
+        digest = self.payload.digest
+        done = await conn.run(
+            probe_script(digest, name), input=probe_input(self._files(a, token)).decode()
+        )
+        lines = str(done.stdout or "").split("\n")
+        found = dict(line.partition(" ")[::2] for line in lines if line)
+        version = found.get("python", "")
+        if version == "none" or not version:
+            raise RemoteError(
+                f"{name}: no python3 on the host (convergent needs python3 >= "
+                f"{'.'.join(map(str, MIN_PYTHON))} there and nothing else): install it, e.g. "
+                f"apt-get install python3{_stderr(done)}"
+            )
+        major, minor, python = [*version.split(" ", 2), "", ""][:3]
+        if (int(major), int(minor)) < MIN_PYTHON:
+            raise RemoteError(
+                f"{name}: {python or 'python3'} is Python {major}.{minor}; convergent needs "
+                f"{'.'.join(map(str, MIN_PYTHON))} or newer on the host: install a newer python3"
+            )
+        if "wrote" not in found:
+            raise RemoteError(f"{name}: could not write the policy on the host{_stderr(done)}")
+        cached = found.get("cached") == "True"
+        if self.payload.path is not None and (not cached or not self.config.caching):
+            data = await asyncio.to_thread(self.payload.path.read_bytes)
+            copied = await conn.run(copy_script(digest), input=data, encoding=None)
+            if copied.exit_status != 0:
+                raise RemoteError(
+                    f"{name}: could not copy convergent.pyz to the host{_stderr(copied)}"
+                )
+            result.copied = len(data)
+        self.report(
+            name, f"bootstrap: {result.copied} bytes copied (python {major}.{minor})", False
+        )
+        return python
+
+    async def _agent(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        a: Assignment,
+        python: str,
+        joins: bool,
+        world: World | None,
+        result: HostResult,
+    ) -> None:
+        name = a.target.name
+        argv = ["run", f"policy/{os.path.basename(a.policy)}", "--hostname", name]
+        argv += ["--state-dir", "state", *self.config.agent_args]
+        if self.config.converged_timeout is not None:
+            argv += ["--converged-timeout", f"{self.config.converged_timeout:g}"]
+        if world is not None and joins:
+            listener = await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", world.port)
+            port = listener.get_port()
+            argv += ["--etcd-endpoints", f"https://127.0.0.1:{port}", "--join-token", "join-token"]
+        script, marker = agent_script(self.payload, python, name, argv, detach=self.config.detach)
+        process = await conn.create_process(script, encoding="utf-8", errors="replace")
+        following = asyncio.create_task(self._follow(conn, a))
+        try:
+            errors = asyncio.create_task(self._lines(process.stderr, name, True, None, result))
+            await self._lines(process.stdout, name, False, marker, result)
+            await errors
+        finally:
+            following.cancel()
+            with contextlib.suppress(Exception):
+                process.stdin.write_eof()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(process.wait_closed(), STOP_BOUND)
+        if result.status is None and result.detached_pid is None:
+            raise RemoteError(f"{name}: connection lost before its agent ended")
+
+    async def _lines(
+        self, stream: Any, name: str, error: bool, marker: str | None, result: HostResult
+    ) -> None:
+        stop = asyncio.create_task(self._stopping.wait()) if marker is not None else None
+        try:
+            while True:
+                read = asyncio.create_task(stream.readline())
+                waits = {read} if stop is None else {read, stop}
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if stop is not None and stop in done and read not in done:
+                    stream.channel.write_eof()  # the agent stops; keep reading its lines
+                    stop = None
+                    done, _ = await asyncio.wait({read})
+                line = read.result()
+                if not line:
+                    return
+                line = line.rstrip("\n")
+                if marker is not None and line.startswith(marker + " "):
+                    word = line[len(marker) + 1 :]
+                    if word.startswith("detached "):
+                        result.detached_pid = int(word.split()[1])
+                    else:
+                        result.status = int(word)
+                    stream.channel.write_eof()
+                    continue
+                self.report(name, line, error)
+        finally:
+            if stop is not None:
+                stop.cancel()
+
+    async def _follow(self, conn: asyncssh.SSHClientConnection, a: Assignment) -> None:
+        """Copy the policy again each time its local file is saved with new content."""
+        from convergent.resources.fswatch import FsWatcher
+
+        path = _absolute(a.policy)
+        saved = asyncio.Event()
+        watcher = FsWatcher()
+        try:
+            unsubscribe = watcher.watch(path, saved.set)
+        except OSError:
+            watcher.close()
+            return
+        last = self._files(a, None)
+        try:
+            while True:
+                await saved.wait()
+                while saved.is_set():
+                    saved.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(saved.wait(), QUIET)
+                try:
+                    files = self._files(a, None)
+                except OSError:
+                    continue  # mid-rename: the next event brings it
+                if files == last:
+                    continue
+                last = files
+                done = await conn.run(
+                    probe_script(self.payload.digest, a.target.name),
+                    input=probe_input(files).decode(),
+                )
+                what = "copied again" if "wrote" in str(done.stdout) else "NOT copied"
+                self.report(a.target.name, f"policy {what}: {a.policy}", "NOT" in what)
+        finally:
+            unsubscribe()
+            watcher.close()
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def strip_remote(text: str) -> str:
+    """A policy without its top-level ``remote:`` line (commented out, so that line
+    numbers stay): the host it names has it already."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("remote:"):
+            lines[i] = "#" + line
+    return "\n".join(lines)
+
+
+def _stderr(done: Any) -> str:
+    text = str(done.stderr or "").strip()
+    return f": {text.splitlines()[-1]}" if text else ""
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", "") or exc or type(exc).__name__)
