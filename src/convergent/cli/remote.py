@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from convergent.remote.fleet import Assignment, HostResult
 
-__all__ = ["add_remote_options", "remote_command", "remote_files"]
+__all__ = ["add_remote_options", "names_remote", "remote_command", "remote_files"]
 
 
 def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], int]) -> None:
@@ -27,6 +27,12 @@ def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], i
     group = run.add_argument_group(
         "remote hosts",
         "Bootstrap and run agents on other hosts over SSH (they need python3 only).",
+    )
+    group.add_argument(
+        "more_files",
+        metavar="FILE",
+        nargs="*",
+        help="more mgmt graphs, each naming its host with 'remote: ssh://...'",
     )
     group.add_argument(
         "--remote",
@@ -75,6 +81,11 @@ def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], i
     )
 
 
+def names_remote(path: str) -> bool:
+    """Whether the policy at ``path`` names its host (a top-level ``remote:``)."""
+    return _remote_key(path) is not None
+
+
 def remote_files(files: list[str]) -> list[tuple[str, str]] | None:
     """(policy file, the URL its top-level ``remote:`` names) for mgmt graphs that name
     their host; None when a file names none."""
@@ -104,7 +115,7 @@ def _assignments(args: argparse.Namespace) -> list[Assignment]:
     from convergent.remote.fleet import Assignment
     from convergent.remote.urls import RemoteError, Target, parse_targets
 
-    files = list(args.files) if getattr(args, "files", None) else [args.file]
+    files = [args.file, *(getattr(args, "more_files", None) or ())]
     urls = args.remote if isinstance(args.remote, list) else [args.remote] if args.remote else []
     if urls:
         if len(files) != 1:
@@ -133,7 +144,6 @@ def remote_command(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from convergent.cli.load import load_graph
     from convergent.errors import ConvergentError
     from convergent.remote.bootstrap import payload
     from convergent.remote.fleet import Fleet, FleetConfig, World
@@ -146,7 +156,7 @@ def remote_command(args: argparse.Namespace) -> int:
         say(f"convergent: {exc}")
         return 2
     for policy in sorted({a.policy for a in assignments}):
-        if load_graph(policy) is None:  # every problem printed; nothing started
+        if not _valid(policy):  # every problem printed; nothing started
             return 2
     agent_args = tuple(flag for flag, on in (("--noop", args.noop), ("--diff", args.diff)) if on)
     config = FleetConfig(
@@ -196,6 +206,31 @@ def remote_command(args: argparse.Namespace) -> int:
         return 1
     say(f"convergent: {len(results)} host(s) done")
     return 0
+
+
+def _valid(policy: str) -> bool:
+    """Load ``policy`` as its host will (without its ``remote:`` line); problems go to
+    stderr."""
+    from convergent.cli.load import load_graph
+
+    if not names_remote(policy):
+        return load_graph(policy) is not None
+    from convergent.errors import ConvergentError, PolicyError
+    from convergent.policy.loader import load_policy_text
+    from convergent.remote.fleet import strip_remote
+    from convergent.render import say
+
+    try:
+        with open(policy, encoding="utf-8") as f:
+            load_policy_text(strip_remote(f.read()), policy).validate()
+    except PolicyError as exc:
+        for line in [str(problem) for problem in exc.problems] or [str(exc)]:
+            say(line)
+        return False
+    except (ConvergentError, OSError, UnicodeDecodeError) as exc:
+        say(f"{policy}: {exc}")
+        return False
+    return True
 
 
 def _state_dir(args: argparse.Namespace) -> str:
