@@ -148,6 +148,7 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
     for dest, convert in RUN_OPTIONS.values():
         setattr(args, dest, found.get(dest, False if convert is None else None))
     args.file = found["file"]
+    args.more_files = []  # more graphs, each for the host its remote: names (cli/remote.py)
     return args
 
 
