@@ -3,14 +3,39 @@ no ssh agent, and ``convergent run --remote`` run as a user would run it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.agent import Agent
 
-__all__ = ["Initiator", "file_policy"]
+__all__ = ["Initiator", "file_policy", "wait_until"]
+
+
+def wait_until(path: Path, holds: Callable[[], bool], bound: float = 30.0) -> None:
+    """Return once ``holds()``, checked again whenever inotify says ``path`` may have
+    changed; AssertionError after ``bound`` seconds."""
+    from convergent.resources.fswatch import FsWatcher
+
+    async def main() -> None:
+        changed = asyncio.Event()
+        watcher = FsWatcher()
+        unsubscribe = watcher.watch(str(path), changed.set)
+        try:
+            async with asyncio.timeout(bound):
+                while not holds():
+                    await changed.wait()
+                    changed.clear()
+        except TimeoutError:
+            raise AssertionError(f"{path}: not as expected within {bound} s") from None
+        finally:
+            unsubscribe()
+            watcher.close()
+
+    asyncio.run(main())
 
 
 def file_policy(path: Path, content: str, where: Path) -> Path:

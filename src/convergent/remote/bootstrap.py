@@ -54,7 +54,7 @@ class Payload:
         ``$PY`` and ``$D``)."""
         if self.path is None:
             src = str(Path(__file__).resolve().parents[2])
-            return f"PYTHONPATH={shlex.quote(src)} {shlex.quote(sys.executable)} -m convergent"
+            return f"env PYTHONPATH={shlex.quote(src)} {shlex.quote(sys.executable)} -m convergent"
         return f'"$PY" -I "$D/dist/{self.digest}/convergent.pyz"'
 
 
