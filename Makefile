@@ -14,7 +14,7 @@ APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/s
 APT_PACKAGES += packagekit  # pkg's PackageKit backend, activated on that bus
 APT_PACKAGES += openssh-server  # sshd for the remote tests (tests/sshd_support.py)
 
-.PHONY: run test lint typecheck unit system-deps clean install
+.PHONY: run test lint typecheck unit system-deps clean install dist
 
 run: $(VENV)/.installed
 	@echo "convergent is $(abspath $(BIN))/convergent; to type just 'convergent', run"
@@ -40,6 +40,11 @@ install: $(VENV)/.installed
 	  $(BIN)/convergent service install --policy $(POLICY) --unit-dir $(DESTDIR)$(UNITDIR); \
 	else echo "no $(POLICY): no systemd unit written (make install POLICY=FILE, or later:"; \
 	  echo "  convergent service install --policy FILE)"; fi
+
+# One file, dist/convergent.pyz, that runs with only python3 (>= 3.11) on a Linux host of
+# this architecture: python3 convergent.pyz run site.yaml (docs/single-file.md).
+dist: $(VENV)/.installed
+	$(BIN)/python -m convergent.remote.dist -o dist/convergent.pyz
 
 test: system-deps $(VENV)/.dev-installed lint typecheck unit
 

@@ -1,0 +1,227 @@
+"""The single file: ``convergent.pyz``, convergent that runs with nothing but ``python3``.
+
+::
+
+    from convergent.remote import dist
+
+    path = dist.build()                  # cached: CACHE/build/convergent-KEY.pyz
+    dist.build(Path("dist/convergent.pyz"))
+    dist.digest(path)                    # its SHA-256, what a remote host keys it by
+
+    python -m convergent.remote.dist -o dist/convergent.pyz     # make dist
+
+The file is a zip application (a ``#!/usr/bin/env python3`` line, then a zip):
+
+- ``__main__.py``: the manifest, a Python version check any Python can read, then
+  :func:`convergent.remote.dist_boot.prepare`, then the command line;
+- convergent and its pure-Python dependencies, as sources and bytecode, imported from
+  the file by zipimport;
+- ``_native/ABI.zip``: the distributions with shared libraries (msgspec, PyYAML's
+  libyaml loader, grpcio, protobuf, cryptography, cffi, dbus-fast) for the ABI of the
+  Python that built it, extracted once per host into a private cache directory.
+
+What goes in is :mod:`convergent.remote.dist_files`'s; the design and its figures are
+in docs/single-file.md. A build is deterministic: the same installed files give the same
+bytes (fixed time stamps, sorted members, hash-based bytecode), so the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+from convergent.remote import dist_files
+from convergent.remote.dist_boot import (
+    NATIVE,
+    DistError,
+    abi_tag,
+    cache_root,
+    describe_abi,
+    private_dir,
+)
+
+__all__ = ["BUILD", "DistError", "build", "digest", "main", "running_file"]
+
+BUILD = "build"  # CACHE/build/convergent-KEY.pyz: the files build() made
+_SHEBANG = b"#!/usr/bin/env python3\n"
+_STAMP = (1980, 1, 1, 0, 0, 0)
+_LEVEL = 9
+_MAIN = """\
+# {name}: convergent {version}, a single file; run it with python3 (>= 3.11), e.g.
+#   python3 {name} run site.yaml
+# Its compiled modules are for {described}. See docs/single-file.md.
+import sys
+
+ABIS = {abis!r}
+if sys.version_info < (3, 11):
+    sys.stderr.write(
+        "{name}: needs Python 3.11 or newer ({described}); %s is Python %s. "
+        "Install python3 >= 3.11 and run the file with it\\n"
+        % (sys.executable or "python3", sys.version.split()[0])
+    )
+    sys.exit(2)
+from convergent.remote.dist_boot import prepare  # noqa: E402
+
+prepare(__file__.rpartition("/")[0], ABIS)
+from convergent.cli.main import entry  # noqa: E402
+
+entry()
+"""
+_memo: dict[str, Path] = {}
+
+
+def digest(path: Path) -> str:
+    """The SHA-256 (hex) of the file at ``path``: what a remote host keys its copy by."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def running_file() -> Path | None:
+    """The single file this convergent runs from (None: an installed package)."""
+    loader = getattr(__spec__, "loader", None)  # this module's: zipimport's in the file
+    archive = getattr(loader, "archive", None)
+    return Path(archive) if isinstance(archive, str) else None
+
+
+def build(out: Path | None = None) -> Path:
+    """Build the single file from this interpreter's convergent and its dependencies;
+    return its path.
+
+    ``out``: where to write it (atomically, mode 0755, parent directories made). None:
+    into ``CACHE/build`` (see ``dist_boot.cache_root``), named by a fingerprint of what
+    it is built from; a second call finds it there and builds nothing. When convergent
+    itself runs from a single file, that file is the build (copied to ``out``).
+    Raises :class:`DistError` (not installed, unsafe cache directory) or OSError.
+    """
+    running = running_file()
+    if running is not None:
+        if out is None:
+            return running
+        _write(out, running.read_bytes())
+        return out
+    parts = dist_files.collect()
+    if out is not None:
+        _write(out, archive(parts))
+        return out
+    key = dist_files.fingerprint(parts)
+    memo = _memo.get(key)
+    if memo is not None and memo.is_file():
+        return memo
+    where = f"{cache_root()}/{BUILD}"
+    os.close(private_dir(where, private=1))
+    target = Path(where, f"convergent-{key[:32]}.pyz")
+    if not target.is_file() or target.is_symlink():
+        _write(target, archive(parts))
+    _memo[key] = target
+    return target
+
+
+def _write(out: Path, data: bytes) -> None:
+    from convergent.host import atomic
+
+    path = Path(os.path.abspath(out))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_file(str(path), data, mode=0o755)
+
+
+def archive(parts: dist_files.Parts) -> bytes:
+    """The bytes of the single file holding ``parts``."""
+    tag = abi_tag()
+    native = _zip(_native_members(parts))
+    member = f"_{NATIVE}/{tag}.zip"
+    entry: dict[str, object] = {
+        "member": member,
+        "sha256": hashlib.sha256(native).hexdigest(),
+        "dists": sorted(parts.native_dists),
+    }
+    if parts.glibc is not None:
+        entry["glibc"] = list(parts.glibc)
+    glibc = ".".join(map(str, parts.glibc)) if parts.glibc else ""
+    main = _MAIN.format(
+        name="convergent.pyz",
+        version=dist_files.version(),
+        described=describe_abi(tag) + (f", glibc >= {glibc}" if glibc else ""),
+        abis={tag: entry},
+    )
+    members: list[tuple[str, bytes]] = [("__main__.py", main.encode())]
+    for src in parts.pure:
+        data = src.path.read_bytes()
+        members.append((src.name, data))
+        if src.name.endswith(".py"):
+            pyc = dist_files.compiled(data, f"convergent.pyz/{src.name}")
+            members.append((src.name + "c", pyc))
+    members.append((member, native))
+    out = io.BytesIO()
+    out.write(_SHEBANG)
+    out.write(_zip(members, stored=frozenset({member})))
+    return out.getvalue()
+
+
+def _native_members(parts: dist_files.Parts) -> list[tuple[str, bytes]]:
+    members: list[tuple[str, bytes]] = []
+    cache_tag = sys.implementation.cache_tag
+    for src in parts.native:
+        if src.name.endswith(".so"):
+            members.append((src.name, dist_files.stripped(src.path)))
+            continue
+        data = src.path.read_bytes()
+        members.append((src.name, data))
+        if src.name.endswith(".py"):
+            head, _, file = src.name.rpartition("/")
+            pyc = f"{head}/__pycache__/{file[:-3]}.{cache_tag}.pyc".lstrip("/")
+            members.append((pyc, dist_files.compiled(data, src.name)))
+    return members
+
+
+def _zip(members: list[tuple[str, bytes]], stored: frozenset[str] = frozenset()) -> bytes:
+    """A deterministic zip of ``members``: sorted, fixed time stamps and modes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=_STAMP)
+            info.create_system = 3  # unix: the mode below counts
+            info.external_attr = 0o100644 << 16
+            if name in stored:
+                info.compress_type = zipfile.ZIP_STORED
+                zf.writestr(info, data)
+            else:
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, data, compresslevel=_LEVEL)
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m convergent.remote.dist [-o FILE]``: build, say where, how big, and
+    its SHA-256."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m convergent.remote.dist",
+        description="Build convergent.pyz: convergent as one file that runs with python3 only.",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="where to write it (default: the build cache, named by what it holds)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        path = build(args.output)
+    except DistError as exc:
+        print(f"convergent.remote.dist: {exc}", file=sys.stderr)
+        return 2
+    size = path.stat().st_size
+    print(f"{path}: {size / 1e6:.1f} MB, sha256 {digest(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
