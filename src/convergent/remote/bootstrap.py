@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ __all__ = [
     "agent_script",
     "copy_script",
     "payload",
+    "probe_input",
     "probe_script",
 ]
 
@@ -41,32 +41,24 @@ BASE = '"${CONVERGENT_REMOTE_DIR:-$HOME/.cache/convergent-remote}"'
 
 @dataclass(frozen=True)
 class Payload:
-    """What the remote runs: ``path`` (the single file, copied by digest) or, when it
-    is None, this machine's own interpreter and sources (a development checkout whose
-    file system the remote shares)."""
+    """What the remote runs: the single file at ``path``, copied by its ``digest``."""
 
-    path: Path | None
+    path: Path
     digest: str
     size: int
 
     def launcher(self) -> str:
         """The shell words that start ``convergent`` on the host (after the probe set
         ``$PY`` and ``$D``)."""
-        if self.path is None:
-            src = str(Path(__file__).resolve().parents[2])
-            return f"env PYTHONPATH={shlex.quote(src)} {shlex.quote(sys.executable)} -m convergent"
         return f'"$PY" -I "$D/dist/{self.digest}/convergent.pyz"'
 
 
 def payload() -> Payload:
-    """The single file (built or found in its cache), or this checkout when the single
-    file cannot be built here."""
-    try:
-        from convergent.remote import dist  # type: ignore[attr-defined]
-    except ImportError:
-        return Payload(None, "source", 0)
+    """The single file (built now, or found in its cache: :mod:`convergent.remote.dist`)."""
+    from convergent.remote import dist
+
     path = Path(dist.build())
-    return Payload(path, str(dist.digest(path)), path.stat().st_size)
+    return Payload(path, dist.digest(path), path.stat().st_size)
 
 
 _PROBE_PY = r"""
@@ -146,4 +138,5 @@ def agent_script(
 
 
 def probe_input(files: dict[str, str]) -> bytes:
+    """The probe's stdin: the files to write on the host."""
     return json.dumps(files).encode()

@@ -242,7 +242,7 @@ class Fleet:
         if "wrote" not in found:
             raise RemoteError(f"{name}: could not write the policy on the host{_stderr(done)}")
         cached = found.get("cached") == "True"
-        if self.payload.path is not None and (not cached or not self.config.caching):
+        if not cached or not self.config.caching:
             data = await asyncio.to_thread(self.payload.path.read_bytes)
             copied = await conn.run(copy_script(digest), input=data, encoding=None)
             if copied.exit_status != 0:
