@@ -115,7 +115,7 @@ def _bin_without_python(where: Path, fake_python: str | None) -> Path:
     ("fake", "said"),
     [
         (None, "no python3 on the host"),
-        ("#!/usr/bin/sh\necho 'python 3 9 /opt/py39/bin/python3'\n", "is Python 3.9"),
+        ("#!/usr/bin/sh\necho 'python 3 9 /opt/py39/bin/python3'\nexit 11\n", "is Python 3.9"),
     ],
     ids=["missing", "too-old"],
 )

@@ -12,14 +12,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
 
+    from convergent.graph.core import Graph
     from convergent.remote.fleet import Assignment, HostResult
+    from convergent.resources.base import Resource
 
-__all__ = ["add_remote_options", "names_remote", "remote_command", "remote_files"]
+__all__ = ["add_remote_options", "names_remote", "remote_command", "remote_files", "shares"]
+
+SHARING = frozenset({"kv", "value", "world"})  # kinds that talk to the world
 
 
 def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], int]) -> None:
@@ -155,9 +159,12 @@ def remote_command(args: argparse.Namespace) -> int:
     except ConvergentError as exc:
         say(f"convergent: {exc}")
         return 2
+    graphs = []
     for policy in sorted({a.policy for a in assignments}):
-        if not _valid(policy):  # every problem printed; nothing started
+        graph = _load(policy)
+        if graph is None:  # every problem printed; nothing started
             return 2
+        graphs.append(graph)
     agent_args = tuple(flag for flag, on in (("--noop", args.noop), ("--diff", args.diff)) if on)
     config = FleetConfig(
         assignments,
@@ -167,6 +174,7 @@ def remote_command(args: argparse.Namespace) -> int:
         converged_timeout=args.converged_timeout,
         detach=bool(args.detach),
         agent_args=agent_args,
+        world=not args.detach and any(shares(graph) for graph in graphs),
     )
 
     def report(host: str, line: str, error: bool) -> None:
@@ -180,7 +188,7 @@ def remote_command(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, fleet.stop)
         world = None
-        if not config.detach:
+        if config.world:
             world = World(_state_dir(args), "initiator", lambda m: say(f"etcd: {m}"))
         try:
             return await fleet.run(world)
@@ -208,13 +216,21 @@ def remote_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _valid(policy: str) -> bool:
+def shares(graph: Graph[Resource[Any]]) -> bool:
+    """Whether ``graph`` exchanges anything with other hosts (exports, collects, values,
+    key-values, ``recv: world[HOST].NAME``): only then do the hosts get a world."""
+    if graph.collect:
+        return True
+    return any(vertex.kind in SHARING or vertex.meta.export for vertex in graph.vertices.values())
+
+
+def _load(policy: str) -> Graph[Resource[Any]] | None:
     """Load ``policy`` as its host will (without its ``remote:`` line); problems go to
     stderr."""
     from convergent.cli.load import load_graph
 
     if not names_remote(policy):
-        return load_graph(policy) is not None
+        return load_graph(policy)
     from convergent.errors import ConvergentError, PolicyError
     from convergent.policy.loader import load_policy_text
     from convergent.remote.fleet import strip_remote
@@ -222,15 +238,16 @@ def _valid(policy: str) -> bool:
 
     try:
         with open(policy, encoding="utf-8") as f:
-            load_policy_text(strip_remote(f.read()), policy).validate()
+            graph = load_policy_text(strip_remote(f.read()), policy)
+        graph.validate()
     except PolicyError as exc:
         for line in [str(problem) for problem in exc.problems] or [str(exc)]:
             say(line)
-        return False
+        return None
     except (ConvergentError, OSError, UnicodeDecodeError) as exc:
         say(f"{policy}: {exc}")
-        return False
-    return True
+        return None
+    return graph
 
 
 def _state_dir(args: argparse.Namespace) -> str:

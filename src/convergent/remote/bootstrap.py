@@ -27,12 +27,15 @@ from pathlib import Path
 
 __all__ = [
     "MIN_PYTHON",
+    "MISSING",
+    "READY",
+    "TOO_OLD",
     "Payload",
-    "agent_script",
     "copy_script",
+    "files_script",
     "payload",
     "probe_input",
-    "probe_script",
+    "start_script",
 ]
 
 MIN_PYTHON = (3, 11)
@@ -61,22 +64,24 @@ def payload() -> Payload:
     return Payload(path, dist.digest(path), path.stat().st_size)
 
 
+READY, MISSING, TOO_OLD = 0, 10, 11  # the probe's exit statuses (see start_script)
+
 _PROBE_PY = r"""
-import sys
+import os, sys
 print("python", *sys.version_info[:2], sys.executable, flush=True)
 if sys.version_info < (3, 11):
-    sys.exit(0)
-import hashlib, json, os
-base, digest, home = sys.argv[1:4]
-got = hashlib.sha256()
-try:
-    with open(os.path.join(base, "dist", digest, "convergent.pyz"), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            got.update(block)
-    print("cached", got.hexdigest() == digest)
-except OSError:
-    print("cached", False)
-files = json.loads(sys.stdin.buffer.read())
+    sys.exit(11)
+import json
+base, digest, home, fresh = sys.argv[1:5]
+def take(n):
+    data = b""
+    while len(data) < n:
+        block = os.read(0, n - len(data))
+        if not block:
+            sys.exit("the files ended early")
+        data += block
+    return data
+files = json.loads(take(int(take(32).split()[0])))  # "SIZE\n" padded to 32 bytes, JSON
 for name, text in files.items():
     path = os.path.join(home, name)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -88,34 +93,32 @@ for name, text in files.items():
         os.fsync(f.fileno())
     os.rename(temp, path)
 print("wrote", len(files), flush=True)
+cached = os.path.isfile(os.path.join(base, "dist", digest, "convergent.pyz"))
+print("cached", cached, flush=True)
+sys.exit(0 if cached and fresh == "0" else 10)
+"""
+
+_VERIFY_PY = r"""
+import hashlib, sys
+got = hashlib.sha256()
+with open(sys.argv[1], "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        got.update(block)
+sys.exit(0 if got.hexdigest() == sys.argv[2] else "the copy is damaged: its digest differs")
 """
 
 
-def probe_script(digest: str, name: str) -> str:
-    """Find python3, say its version, whether ``dist/DIGEST`` holds the right file, and
-    write the JSON object of files (path under ``hosts/NAME/`` -> text) read on stdin."""
-    return (
-        f'umask 077; D={BASE}; H="$D/hosts/{name}"; mkdir -p "$H" || exit 3; '
-        'PY="$(command -v python3)" || { echo "python none"; exit 0; }; '
-        f'exec "$PY" -I -c {shlex.quote(_PROBE_PY)} "$D" {shlex.quote(digest)} "$H"'
-    )
-
-
-def copy_script(digest: str) -> str:
-    """Read the single file on stdin into ``dist/DIGEST/convergent.pyz`` (atomically)."""
-    where = f'"$D/dist/{digest}"'
-    return (
-        f"umask 077; D={BASE}; mkdir -p {where} && "
-        f"cat > {where}/.convergent.pyz.$$ && mv -f {where}/.convergent.pyz.$$ "
-        f"{where}/convergent.pyz"
-    )
-
-
-def agent_script(
-    payload: Payload, python: str, name: str, argv: list[str], *, detach: bool
+def start_script(
+    payload: Payload, name: str, argv: list[str], *, fresh: bool, detach: bool
 ) -> tuple[str, str]:
-    """The command that runs ``convergent ARGV`` on the host as agent ``name``, and the
-    marker of the line that carries its exit status (``MARKER STATUS``).
+    """One round trip that bootstraps and starts agent ``name`` (``convergent ARGV``),
+    and the marker of the line that carries the agent's exit status (``MARKER STATUS``).
+
+    First the probe: python3 found (or ``python none``), its version said (exit
+    ``TOO_OLD`` when older than 3.11), the files read from stdin (:func:`probe_input`)
+    written under ``hosts/NAME/``, and whether ``dist/DIGEST/convergent.pyz`` is there
+    (exit ``MISSING`` when not, or when ``fresh``: copy it, then start again). Then the
+    agent, in the same shell.
 
     Attached, the agent stops (SIGTERM) when stdin ends: the initiator closed it, or the
     connection is gone. Detached, it runs in its own session, its output appended to
@@ -123,7 +126,10 @@ def agent_script(
     marker = f"convergent-exit-{secrets.token_hex(8)}"
     words = " ".join(shlex.quote(w) for w in argv)
     head = (
-        f'umask 077; D={BASE}; H="$D/hosts/{name}"; PY={shlex.quote(python)}; cd "$H" || exit 3; '
+        f'umask 077; D={BASE}; H="$D/hosts/{name}"; mkdir -p "$H" || exit 3; '
+        'PY="$(command -v python3)" || { echo "python none"; exit 0; }; '
+        f'"$PY" -I -c {shlex.quote(_PROBE_PY)} "$D" {shlex.quote(payload.digest)} "$H" '
+        f'{int(fresh)} || exit $?; cd "$H" || exit 3; '
     )
     run = f"{payload.launcher()} {words}"
     if detach:
@@ -137,6 +143,30 @@ def agent_script(
     return head + body, marker
 
 
+def files_script(name: str) -> str:
+    """Write the files read on stdin (:func:`probe_input`) under ``hosts/NAME/``, as the
+    probe does (a saved policy, copied again)."""
+    return (
+        f'umask 077; D={BASE}; H="$D/hosts/{name}"; '
+        'PY="$(command -v python3)" || exit 3; '
+        f'"$PY" -I -c {shlex.quote(_PROBE_PY)} "$D" - "$H" 1 >/dev/null; '
+        "[ $? = 10 ] && echo wrote"
+    )
+
+
+def copy_script(digest: str) -> str:
+    """Read the single file on stdin into ``dist/DIGEST/convergent.pyz``: written under a
+    temporary name, its digest checked, then renamed."""
+    where = f'"$D/dist/{digest}"'
+    temp = f"{where}/.convergent.pyz.$$"
+    return (
+        f'umask 077; D={BASE}; PY="$(command -v python3)" || exit 3; mkdir -p {where} && '
+        f'cat > {temp} && "$PY" -I -c {shlex.quote(_VERIFY_PY)} {temp} {shlex.quote(digest)} '
+        f"&& mv -f {temp} {where}/convergent.pyz || {{ rm -f {temp}; exit 1; }}"
+    )
+
+
 def probe_input(files: dict[str, str]) -> bytes:
-    """The probe's stdin: the files to write on the host."""
-    return json.dumps(files).encode()
+    """The probe's stdin: the size of the files' JSON (padded to 32 bytes), then it."""
+    data = json.dumps(files).encode()
+    return f"{len(data)}\n".encode().ljust(32, b" ") + data

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.remote.bootstrap import (
     MIN_PYTHON,
+    MISSING,
     Payload,
-    agent_script,
     copy_script,
+    files_script,
     probe_input,
-    probe_script,
+    start_script,
 )
 from convergent.remote.ssh import SshOptions, connect
 from convergent.remote.urls import RemoteError, Target
@@ -191,8 +192,7 @@ class Fleet:
                 finally:
                     self._ready[target.name].set()
                 self._conns[target.name] = conn
-                python = await self._bootstrap(conn, a, token, result)
-            await self._agent(conn, a, python, token is not None, world, result)
+            await self._agent(conn, a, token, world, result)
         except RemoteError as exc:
             result.error = str(exc)
         except OSError as exc:
@@ -210,87 +210,88 @@ class Fleet:
             files["join-token"] = token
         return files
 
-    async def _bootstrap(
-        self,
-        conn: asyncssh.SSHClientConnection,
-        a: Assignment,
-        token: str | None,
-        result: HostResult,
-    ) -> str:
-        """Probe, write the policy (and token), copy the single file if needed: the path
-        of the host's python3."""
-        name = a.target.name
-        digest = self.payload.digest
-        done = await conn.run(
-            probe_script(digest, name), input=probe_input(self._files(a, token)).decode()
-        )
-        lines = str(done.stdout or "").split("\n")
-        found = dict(line.partition(" ")[::2] for line in lines if line)
-        version = found.get("python", "")
-        if version == "none" or not version:
-            raise RemoteError(
-                f"{name}: no python3 on the host (convergent needs python3 >= "
-                f"{'.'.join(map(str, MIN_PYTHON))} there and nothing else): install it, e.g. "
-                f"apt-get install python3{_stderr(done)}"
-            )
-        major, minor, python = [*version.split(" ", 2), "", ""][:3]
-        if (int(major), int(minor)) < MIN_PYTHON:
-            raise RemoteError(
-                f"{name}: {python or 'python3'} is Python {major}.{minor}; convergent needs "
-                f"{'.'.join(map(str, MIN_PYTHON))} or newer on the host: install a newer python3"
-            )
-        if "wrote" not in found:
-            raise RemoteError(f"{name}: could not write the policy on the host{_stderr(done)}")
-        cached = found.get("cached") == "True"
-        if not cached or not self.config.caching:
-            data = await asyncio.to_thread(self.payload.path.read_bytes)
-            copied = await conn.run(copy_script(digest), input=data, encoding=None)
-            if copied.exit_status != 0:
-                raise RemoteError(
-                    f"{name}: could not copy convergent.pyz to the host{_stderr(copied)}"
-                )
-            result.copied = len(data)
-        self.report(
-            name, f"bootstrap: {result.copied} bytes copied (python {major}.{minor})", False
-        )
-        return python
-
     async def _agent(
         self,
         conn: asyncssh.SSHClientConnection,
         a: Assignment,
-        python: str,
-        joins: bool,
+        token: str | None,
         world: World | None,
         result: HostResult,
     ) -> None:
+        """Bootstrap and start the agent in one round trip; when the host lacks the
+        single file, copy it and start again."""
         name = a.target.name
         argv = ["run", f"policy/{os.path.basename(a.policy)}", "--hostname", name]
         argv += ["--state-dir", "state", *self.config.agent_args]
         if self.config.converged_timeout is not None:
             argv += ["--converged-timeout", f"{self.config.converged_timeout:g}"]
-        if world is not None and joins:
+        if world is not None and token is not None:
             listener = await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", world.port)
-            port = listener.get_port()
-            argv += ["--etcd-endpoints", f"https://127.0.0.1:{port}", "--join-token", "join-token"]
-        script, marker = agent_script(self.payload, python, name, argv, detach=self.config.detach)
+            argv += ["--etcd-endpoints", f"https://127.0.0.1:{listener.get_port()}"]
+            argv += ["--join-token", "join-token"]
+        files = probe_input(self._files(a, token)).decode()
+        fresh = not self.config.caching
+        following = None if self.config.detach else asyncio.create_task(self._follow(conn, a))
+        try:
+            while True:
+                script, marker = start_script(
+                    self.payload, name, argv, fresh=fresh, detach=self.config.detach
+                )
+                probe: dict[str, str] = {}
+                status = await self._run(conn, name, script, files, marker, probe, result)
+                if result.status is not None or result.detached_pid is not None:
+                    return
+                _refuse_python(name, probe, status)
+                if status != MISSING or not probe.get("cached") or result.copied:
+                    raise RemoteError(f"{name}: its agent did not start (status {status})")
+                await self._copy(conn, name, result)
+                fresh = False
+        finally:
+            if following is not None:
+                following.cancel()
+
+    async def _copy(
+        self, conn: asyncssh.SSHClientConnection, name: str, result: HostResult
+    ) -> None:
+        data = await asyncio.to_thread(self.payload.path.read_bytes)
+        copied = await conn.run(copy_script(self.payload.digest), input=data, encoding=None)
+        if copied.exit_status != 0:
+            raise RemoteError(f"{name}: could not copy convergent.pyz to the host{_stderr(copied)}")
+        result.copied = len(data)
+
+    async def _run(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        name: str,
+        script: str,
+        files: str,
+        marker: str,
+        probe: dict[str, str],
+        result: HostResult,
+    ) -> int | None:
+        """Run the start script to its end; its exit status."""
         process = await conn.create_process(script, encoding="utf-8", errors="replace")
-        following = asyncio.create_task(self._follow(conn, a))
+        process.stdin.write(files)
         try:
             errors = asyncio.create_task(self._lines(process.stderr, name, True, None, result))
-            await self._lines(process.stdout, name, False, marker, result)
+            await self._lines(process.stdout, name, False, marker, result, probe)
             await errors
         finally:
-            following.cancel()
             with contextlib.suppress(Exception):
                 process.stdin.write_eof()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(process.wait_closed(), STOP_BOUND)
-        if result.status is None and result.detached_pid is None:
-            raise RemoteError(f"{name}: connection lost before its agent ended")
+        status: int | None = process.exit_status
+        return status
 
     async def _lines(
-        self, stream: Any, name: str, error: bool, marker: str | None, result: HostResult
+        self,
+        stream: Any,
+        name: str,
+        error: bool,
+        marker: str | None,
+        result: HostResult,
+        probe: dict[str, str] | None = None,
     ) -> None:
         stop = asyncio.create_task(self._stopping.wait()) if marker is not None else None
         try:
@@ -306,6 +307,13 @@ class Fleet:
                 if not line:
                     return
                 line = line.rstrip("\n")
+                if probe is not None and "cached" not in probe:
+                    word, _, rest = line.partition(" ")
+                    if word in ("python", "wrote", "cached"):
+                        probe[word] = rest
+                        if word == "cached" and rest == "True":
+                            self.report(name, f"bootstrap: {result.copied} bytes copied", False)
+                        continue
                 if marker is not None and line.startswith(marker + " "):
                     word = line[len(marker) + 1 :]
                     if word.startswith("detached "):
@@ -347,8 +355,7 @@ class Fleet:
                     continue
                 last = files
                 done = await conn.run(
-                    probe_script(self.payload.digest, a.target.name),
-                    input=probe_input(files).decode(),
+                    files_script(a.target.name), input=probe_input(files).decode()
                 )
                 what = "copied again" if "wrote" in str(done.stdout) else "NOT copied"
                 self.report(a.target.name, f"policy {what}: {a.policy}", "NOT" in what)
@@ -369,6 +376,23 @@ def strip_remote(text: str) -> str:
         if line.startswith("remote:"):
             lines[i] = "#" + line
     return "\n".join(lines)
+
+
+def _refuse_python(name: str, probe: dict[str, str], status: int | None) -> None:
+    """RemoteError when the probe found no python3, or one too old."""
+    need = ".".join(map(str, MIN_PYTHON))
+    version = probe.get("python", "")
+    if version in ("", "none"):
+        raise RemoteError(
+            f"{name}: no python3 on the host (convergent needs python3 >= {need} there "
+            "and nothing else): install it, e.g. apt-get install python3"
+        )
+    major, minor, python = [*version.split(" ", 2), "", ""][:3]
+    if (int(major), int(minor)) < MIN_PYTHON:
+        raise RemoteError(
+            f"{name}: {python or 'python3'} is Python {major}.{minor}; convergent needs "
+            f"{need} or newer on the host: install a newer python3"
+        )
 
 
 def _stderr(done: Any) -> str:
