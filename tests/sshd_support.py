@@ -248,6 +248,19 @@ class SshLab:
         """Cut ``host`` off the bridge."""
         _ip("-n", self.net.hub, "link", "set", self.net.link[host], "down")
 
+    def link_up(self, host: str) -> None:
+        _ip("-n", self.net.hub, "link", "set", self.net.link[host], "up")
+
+    def bytes_to(self, host: str) -> int:
+        """Bytes the bridge has sent to ``host`` so far (its veth's counters)."""
+        import json
+
+        done = subprocess.run(
+            ["ip", "-n", self.net.hub, "-j", "-s", "link", "show", self.net.link[host]],
+            capture_output=True, text=True, timeout=BOUND, check=True,
+        )  # fmt: skip
+        return int(json.loads(done.stdout)[0]["stats64"]["tx"]["bytes"])
+
     def known_hosts(self, path: Path) -> Path:
         return known_hosts(path, list(self.sshd.values()))
 
