@@ -229,7 +229,9 @@ def report(rows: list[tuple[str, str, list[float]]], repeats: int) -> None:
         lines.append(f"- cached run under 1 s: {cached:.2f} s, {met}")
     if cached is not None and ansible is not None:
         met = "met" if ansible / cached >= 5 else "**MISSED**"
-        lines.append(f"- cached run at least 5x faster than Ansible's: {ansible / cached:.1f}x, {met}")
+        lines.append(
+            f"- cached run at least 5x faster than Ansible's: {ansible / cached:.1f}x, {met}"
+        )
     text = "\n".join(lines) + "\n"
     OUT.write_text(text)
     print(text)
