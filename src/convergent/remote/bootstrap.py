@@ -4,17 +4,19 @@ On the host, everything lives under ``$CONVERGENT_REMOTE_DIR`` (default
 ``~/.cache/convergent-remote``), made private (umask 077):
 
 - ``dist/DIGEST/convergent.pyz``: the single file, keyed by its sha256. A run finds it
-  there (its digest checked) and copies nothing; ``--no-caching`` copies it anyway. The
-  copy is written to a temporary name and renamed: never half a file under the name.
+  there and copies nothing; ``--no-caching`` copies it anyway. A copy is written to a
+  temporary name, its digest checked on the host, then renamed: never half a file, nor
+  another file, under the name.
 - ``hosts/NAME/policy/``: the policy files of host NAME, replaced atomically when the
   initiator's copy is saved (the agent reloads them as it reloads a saved policy).
 - ``hosts/NAME/state/``: the agent's state directory; ``hosts/NAME/join-token``: its way
   into the world (0600; the same secret its state directory's ``tls/`` then holds).
 
-One round trip (:data:`PROBE`) finds python3 (>= 3.11), checks the cached file and writes
-the policy files; a second copies the single file when needed; a third starts the agent
-(:func:`agent_script`), which stops when the initiator closes its standard input (or
-the connection ends), unless detached.
+:func:`start_script` is one round trip: the probe (python3 found, its version checked,
+the files read from stdin written, the single file looked for), then the agent in the
+same shell; it exits ``MISSING`` when the file must be copied first (:func:`copy_script`).
+The agent stops when the initiator closes its standard input (or the connection ends),
+unless detached.
 """
 
 from __future__ import annotations
