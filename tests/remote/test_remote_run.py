@@ -139,3 +139,25 @@ def test_a_host_without_a_usable_python3_is_named_with_the_fix(
     assert said in done.stderr and "[db1] db1:" in done.stderr
     assert "failed on db1" in done.stderr
     assert not (tmp_path / "made").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--seeds", "https://127.0.0.1:2379"], "--seeds: a remote run gives its hosts"),
+        (["--hostname", "me"], "--hostname: a remote run gives its hosts"),
+        (["--remote", "ssh://root@127.0.0.1#initiator"], "'initiator' is the run's own"),
+        (["--remote", "http://127.0.0.1"], "not an ssh:// URL"),
+    ],
+    ids=["cluster-option", "hostname", "reserved-name", "not-ssh"],
+)
+def test_options_a_remote_run_cannot_honour_stop_it_before_it_starts(
+    tmp_path: Path, client_keys: ClientKeys, args: list[str], said: str
+) -> None:
+    policy = file_policy(tmp_path / "site.yaml", "hello", tmp_path / "made")
+    done = Initiator(tmp_path / "laptop", client_keys.key).run(
+        str(policy), "--remote", "ssh://root@127.0.0.1:1", *args
+    )
+    assert done.returncode == 2
+    assert said in done.stderr
+    assert not (tmp_path / "laptop" / "state").exists()

@@ -59,6 +59,7 @@ def test_two_remote_hosts_trade_exports_through_their_tunnels(
         for server in servers.values():
             server.stop()
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "convergent-join-1:" not in done.stdout + done.stderr  # no token in the output
     for me, other in ("ab", "ba"):
         assert (root / me / f"own-{me}").read_text() == f"kept by {me}\n"
         assert (root / me / f"shared-{other}").read_text() == f"shared by {other}\n"

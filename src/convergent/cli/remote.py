@@ -24,6 +24,18 @@ if TYPE_CHECKING:
 __all__ = ["add_remote_options", "names_remote", "remote_command", "remote_files", "shares"]
 
 SHARING = frozenset({"kv", "value", "world"})  # kinds that talk to the world
+#: The run options that choose a world (cli/run.py's CLUSTER_OPTIONS): a remote run makes
+#: its own.
+CLUSTER_OPTIONS = (
+    "cluster",
+    "initial_cluster",
+    "seeds",
+    "etcd_endpoints",
+    "client_urls",
+    "peer_urls",
+    "insecure",
+    "join_token",
+)
 
 
 def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], int]) -> None:
@@ -120,6 +132,13 @@ def _assignments(args: argparse.Namespace) -> list[Assignment]:
     from convergent.remote.urls import RemoteError, Target, parse_targets
 
     files = [args.file, *(getattr(args, "more_files", None) or ())]
+    clashing = [f"--{o.replace('_', '-')}" for o in CLUSTER_OPTIONS if getattr(args, o, None)]
+    if clashing or getattr(args, "hostname", None):
+        given = ", ".join(clashing + (["--hostname"] if getattr(args, "hostname", None) else []))
+        raise RemoteError(
+            f"{given}: a remote run gives its hosts their names and their world itself; "
+            "leave these options out"
+        )
     urls = args.remote if isinstance(args.remote, list) else [args.remote] if args.remote else []
     if urls:
         if len(files) != 1:
@@ -135,12 +154,25 @@ def _assignments(args: argparse.Namespace) -> list[Assignment]:
                 Target(t.host, t.port, t.user, t.name, first[i % len(first)])
                 for i, t in enumerate(rest)
             ]
-        return [Assignment(t, files[0]) for t in targets]
+        return _checked([Assignment(t, files[0]) for t in targets])
     named = remote_files(files)
     if named is None:
         raise RemoteError("give --remote URL, or mgmt graphs that each name their 'remote:'")
     targets = parse_targets([url for _, url in named])
-    return [Assignment(t, path) for t, (path, _) in zip(targets, named, strict=True)]
+    return _checked([Assignment(t, path) for t, (path, _) in zip(targets, named, strict=True)])
+
+
+def _checked(assignments: list[Assignment]) -> list[Assignment]:
+    from convergent.remote.fleet import ADMIN
+    from convergent.remote.urls import RemoteError
+
+    for a in assignments:
+        if a.target.name == ADMIN:
+            raise RemoteError(
+                f"--remote {a.target.url}: the name {ADMIN!r} is the run's own in the world; "
+                "give the host another with #NAME"
+            )
+    return assignments
 
 
 def remote_command(args: argparse.Namespace) -> int:
@@ -150,7 +182,7 @@ def remote_command(args: argparse.Namespace) -> int:
 
     from convergent.errors import ConvergentError
     from convergent.remote.bootstrap import payload
-    from convergent.remote.fleet import Fleet, FleetConfig, World
+    from convergent.remote.fleet import ADMIN, Fleet, FleetConfig, World
     from convergent.remote.ssh import SshOptions
     from convergent.render import escape, say
 
@@ -189,18 +221,31 @@ def remote_command(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, fleet.stop)
         world = None
         if config.world:
-            world = World(_state_dir(args), "initiator", lambda m: say(f"etcd: {m}"))
+            world = World(_state_dir(args), ADMIN, lambda m: say(f"etcd: {m}"))
         try:
             return await fleet.run(world)
         finally:
             if world is not None:
                 await world.aclose()
 
+    opened = None
+    if config.world:  # the run's etcd member lives here: one run at a time
+        from convergent.host.children import reap_orphans
+        from convergent.state.statedir import open_state_dir
+
+        try:
+            opened = open_state_dir(_state_dir(args), mode="exclusive", after_lock=reap_orphans)
+        except ConvergentError as exc:
+            say(f"convergent: {exc}")
+            return 2
     try:
         results = asyncio.run(main())
     except ConvergentError as exc:
         say(f"convergent: {exc}")
         return 2
+    finally:
+        if opened is not None:
+            opened.close()
     failed = [r for r in results if r.error is not None or (r.status or 0) != 0]
     for r in results:
         if r.detached_pid is not None:

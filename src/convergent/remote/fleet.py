@@ -43,8 +43,9 @@ from convergent.remote.urls import RemoteError, Target
 if TYPE_CHECKING:
     import asyncssh
 
-__all__ = ["Assignment", "Fleet", "FleetConfig", "HostResult", "Report", "World"]
+__all__ = ["ADMIN", "Assignment", "Fleet", "FleetConfig", "HostResult", "Report", "World"]
 
+ADMIN = "initiator"  # the run's own name in its world (it holds the CA; no agent)
 Report = Callable[[str, str, bool], None]  # host, line, is an error
 STOP_BOUND = 15.0  # seconds the agents get to stop after Ctrl-C or a closed stdin
 QUIET = 0.05  # seconds a saved policy file must stay quiet before it is copied again
@@ -145,6 +146,7 @@ class Fleet:
         self._stopping = asyncio.Event()
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
         self._ready: dict[str, asyncio.Event] = {}
+        self._watcher: Any = None  # one inotify descriptor for every policy followed
 
     def stop(self) -> None:
         """Ctrl-C: close every agent's stdin (they stop) and end."""
@@ -166,6 +168,8 @@ class Fleet:
         finally:
             for conn in self._conns.values():
                 conn.close()
+            if self._watcher is not None:
+                self._watcher.close()
 
     async def _connection(self, target: Target) -> asyncssh.SSHClientConnection:
         tunnel = None
@@ -333,11 +337,12 @@ class Fleet:
 
         path = _absolute(a.policy)
         saved = asyncio.Event()
-        watcher = FsWatcher()
+        if self._watcher is None:
+            self._watcher = FsWatcher()
         try:
-            unsubscribe = watcher.watch(path, saved.set)
-        except OSError:
-            watcher.close()
+            unsubscribe = self._watcher.watch(path, saved.set)
+        except OSError as exc:
+            self.report(a.target.name, f"cannot follow {a.policy} ({exc}): not copied again", True)
             return
         last = self._files(a, None)
         try:
@@ -361,7 +366,6 @@ class Fleet:
                 self.report(a.target.name, f"policy {what}: {a.policy}", "NOT" in what)
         finally:
             unsubscribe()
-            watcher.close()
 
 
 def _absolute(path: str) -> str:
