@@ -86,7 +86,7 @@ def write_ansible(base: Path, lab: SshLab, key: Path, known: Path, target: Path)
         "        mode: '0644'\n"
         f"      loop:\n{items}"
     )
-    return ["ansible-playbook", "-i", str(inventory), "-f", str(len(HOSTS)), str(playbook)]
+    return [_peer("ansible-playbook"), "-i", str(inventory), "-f", str(len(HOSTS)), str(playbook)]
 
 
 def write_pyinfra(base: Path, lab: SshLab, key: Path, known: Path, target: Path) -> list[str]:
@@ -107,8 +107,15 @@ def write_pyinfra(base: Path, lab: SshLab, key: Path, known: Path, target: Path)
             for name, text in contents().items()
         )
     )
-    pyinfra = Path(sys.executable).with_name("pyinfra")
-    return [str(pyinfra), "-y", "--parallel", str(len(HOSTS)), str(inventory), str(deploy)]
+    return [_peer("pyinfra"), "-y", "--parallel", str(len(HOSTS)), str(inventory), str(deploy)]
+
+
+def _peer(name: str) -> str:
+    """A peer's command: beside this Python, in ``make bench-peers``' venv, or on PATH."""
+    for where in (Path(sys.executable).parent, ROOT / "bench" / ".peers-venv" / "bin"):
+        if (where / name).exists():
+            return str(where / name)
+    return shutil.which(name) or name
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
