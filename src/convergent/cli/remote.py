@@ -215,7 +215,7 @@ def remote_command(args: argparse.Namespace) -> int:
         stream.flush()
 
     async def main() -> list[HostResult]:
-        fleet = Fleet(config, payload(), report)
+        fleet = Fleet(config, payload, report)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, fleet.stop)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from convergent.errors import ConvergentError
 from convergent.remote.bootstrap import (
     MIN_PYTHON,
     MISSING,
@@ -138,9 +139,12 @@ def _free_ports(count: int) -> list[int]:
 class Fleet:
     """One ``run --remote``: :meth:`run` returns every host's :class:`HostResult`."""
 
-    def __init__(self, config: FleetConfig, payload: Payload, report: Report) -> None:
+    def __init__(self, config: FleetConfig, payload: Callable[[], Payload], report: Report) -> None:
+        """``payload``: finds or builds the single file; called in a thread at the start
+        of :meth:`run`, while the connections are made."""
         self.config = config
-        self.payload = payload
+        self._payload_source = payload
+        self._payload: asyncio.Future[Payload] | None = None
         self.report = report
         self._slots = asyncio.Semaphore(config.cconns)
         self._stopping = asyncio.Event()
@@ -153,6 +157,7 @@ class Fleet:
         self._stopping.set()
 
     async def run(self, world: World | None) -> list[HostResult]:
+        self._payload = asyncio.ensure_future(asyncio.to_thread(self._payload_source))
         tokens: dict[str, str] = {}
         names = [a.target.name for a in self.config.assignments]
         if world is not None:
@@ -166,6 +171,8 @@ class Fleet:
         try:
             return list(await asyncio.gather(*tasks))
         finally:
+            if not self._payload.done():
+                self._payload.cancel()
             for conn in self._conns.values():
                 conn.close()
             if self._watcher is not None:
@@ -199,6 +206,8 @@ class Fleet:
             await self._agent(conn, a, token, world, result)
         except RemoteError as exc:
             result.error = str(exc)
+        except ConvergentError as exc:  # the single file cannot be built, the world started
+            result.error = f"{target.name}: {exc}"
         except OSError as exc:
             result.error = f"{target.name}: {exc.strerror or exc}"
         except Exception as exc:  # asyncssh's: the connection was lost, the channel refused
@@ -234,12 +243,17 @@ class Fleet:
             argv += ["--etcd-endpoints", f"https://127.0.0.1:{listener.get_port()}"]
             argv += ["--join-token", "join-token"]
         files = probe_input(self._files(a, token)).decode()
+        assert self._payload is not None
+        try:
+            payload = await self._payload
+        except Exception as exc:  # dist's DistError (no ConvergentError), OSError
+            raise RemoteError(f"{name}: the single file cannot be built here: {exc}") from None
         fresh = not self.config.caching
         following = None if self.config.detach else asyncio.create_task(self._follow(conn, a))
         try:
             while True:
                 script, marker = start_script(
-                    self.payload, name, argv, fresh=fresh, detach=self.config.detach
+                    payload, name, argv, fresh=fresh, detach=self.config.detach
                 )
                 probe: dict[str, str] = {}
                 status = await self._run(conn, name, script, files, marker, probe, result)
@@ -248,17 +262,17 @@ class Fleet:
                 _refuse_python(name, probe, status)
                 if status != MISSING or not probe.get("cached") or result.copied:
                     raise RemoteError(f"{name}: its agent did not start (status {status})")
-                await self._copy(conn, name, result)
+                await self._copy(conn, name, payload, result)
                 fresh = False
         finally:
             if following is not None:
                 following.cancel()
 
     async def _copy(
-        self, conn: asyncssh.SSHClientConnection, name: str, result: HostResult
+        self, conn: asyncssh.SSHClientConnection, name: str, payload: Payload, result: HostResult
     ) -> None:
-        data = await asyncio.to_thread(self.payload.path.read_bytes)
-        copied = await conn.run(copy_script(self.payload.digest), input=data, encoding=None)
+        data = await asyncio.to_thread(payload.path.read_bytes)
+        copied = await conn.run(copy_script(payload.digest), input=data, encoding=None)
         if copied.exit_status != 0:
             raise RemoteError(f"{name}: could not copy convergent.pyz to the host{_stderr(copied)}")
         result.copied = len(data)
