@@ -52,16 +52,20 @@ def contents() -> dict[str, str]:
     return {f"f{i:02d}": f"file {i} of the remote workload\n" for i in range(FILES)}
 
 
-def write_convergent(base: Path, target: Path) -> Path:
-    policy = base / "site.yaml"
-    policy.write_text(
-        "resources:\n"
-        + "".join(
-            f'  - file: {target / name}\n    content: "{text.rstrip()}\\n"\n'
-            for name, text in contents().items()
+def write_convergent(base: Path, lab: SshLab, target: Path) -> list[str]:
+    """One policy per host, naming it (``remote:``), its files under TARGET/HOST/."""
+    policies = []
+    for host in HOSTS:
+        policy = base / f"{host}.yaml"
+        policy.write_text(
+            f"remote: ssh://root@{lab.address[host]}#{host}\nresources:\n"
+            + "".join(
+                f'  - file: {target / host / name}\n    content: "{text.rstrip()}\\n"\n'
+                for name, text in contents().items()
+            )
         )
-    )
-    return policy
+        policies.append(str(policy))
+    return policies
 
 
 def write_ansible(base: Path, lab: SshLab, key: Path, known: Path, target: Path) -> list[str]:
@@ -81,7 +85,7 @@ def write_ansible(base: Path, lab: SshLab, key: Path, known: Path, target: Path)
     playbook.write_text(
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
         "    - name: files\n      copy:\n"
-        f'        dest: "{target}/{{{{ item.name }}}}"\n'
+        f'        dest: "{target}/{{{{ inventory_hostname }}}}/{{{{ item.name }}}}"\n'
         '        content: "{{ item.content }}"\n'
         "        mode: '0644'\n"
         f"      loop:\n{items}"
@@ -96,14 +100,18 @@ def write_pyinfra(base: Path, lab: SshLab, key: Path, known: Path, target: Path)
         '"ssh_strict_host_key_checking": "yes"}'
     )
     inventory.write_text(
-        "hosts = [\n" + "".join(f'    ("{lab.address[h]}", {data}),\n' for h in HOSTS) + "]\n"
+        "hosts = [\n"
+        + "".join(
+            f'    ("{h}", {{**{data}, "ssh_hostname": "{lab.address[h]}"}}),\n' for h in HOSTS
+        )
+        + "]\n"
     )
     deploy = base / "deploy.py"
     deploy.write_text(
-        "from io import StringIO\nfrom pyinfra.operations import files\n"
+        "from io import StringIO\nfrom pyinfra import host\nfrom pyinfra.operations import files\n"
         + "".join(
-            f'files.put(name="{name}", src=StringIO({text!r}), dest="{target / name}", '
-            'mode="644")\n'
+            f'files.put(name="{name}", src=StringIO({text!r}), '
+            f'dest=f"{target}/{{host.name}}/{name}", mode="644")\n'
             for name, text in contents().items()
         )
     )
@@ -128,9 +136,11 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 
 
 def verify(target: Path) -> None:
-    found = {p.name: p.read_text() for p in target.iterdir() if not p.name.startswith(".")}
-    if found != contents():
-        raise RuntimeError(f"{target}: not the expected files: {sorted(found)}")
+    for host in HOSTS:
+        where = target / host
+        found = {p.name: p.read_text() for p in where.iterdir() if not p.name.startswith(".")}
+        if found != contents():
+            raise RuntimeError(f"{where}: not the expected files: {sorted(found)}")
 
 
 def series(run: Callable[[], float], before: Callable[[], None], repeats: int) -> list[float]:
@@ -169,17 +179,21 @@ def main() -> None:
         env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(base / "ansible-cp")
 
         def empty() -> None:
-            for p in target.iterdir():
-                p.unlink()
+            for host in HOSTS:
+                shutil.rmtree(target / host, ignore_errors=True)
+                (target / host).mkdir()
 
         def kept() -> None:
             verify(target)
 
-        policy = write_convergent(base, target)
-        convergent = [sys.executable, "-m", "convergent", "run", str(policy)]
-        for h in HOSTS:
-            convergent += ["--remote", f"ssh://root@{lab.address[h]}#{h}"]
-        convergent += ["--identity", str(keys.key), "--converged-timeout", "0"]
+        convergent = [sys.executable, "-m", "convergent", "run"]
+        convergent += [
+            *write_convergent(base, lab, target),
+            "--identity",
+            str(keys.key),
+            "--converged-timeout",
+            "0",
+        ]
         convergent += ["--state-dir", str(base / "state")]
         build = "from convergent.remote import dist; dist.build()"  # its cache, untimed
         subprocess.run([sys.executable, "-c", build], env=env, check=True, timeout=BOUND)
