@@ -217,8 +217,9 @@ def w9b(base: Path, agents: int, exports: int) -> dict[str, float]:
     try:
         hosts = [f"h{i:02d}" for i in range(agents)]
         dirs = [base / "x" / h for h in hosts]
+        (base / "x").mkdir()
         for host in hosts:
-            lines = ["resources:"]
+            lines = ["resources:", f"  - file: {base}/x/{host}/", "    state: directory"]
             for i in range(exports):
                 lines += [
                     f"  - file: {host}-{i}",

@@ -13,7 +13,8 @@ modules (a zip inside the zip), its SHA-256 and the oldest glibc its wheels acce
    needs and which Python this is, and exits 2;
 3. finds the compiled modules in ``CACHE/native/SHA256`` (:func:`native_dir`), extracting
    them the first time (zipimport cannot load a shared library);
-4. puts that directory on ``sys.path`` right after the file.
+4. leaves on ``sys.path`` the file, that directory and the standard library, nothing of
+   the host's site-packages (:func:`isolate`).
 
 Only ``os`` and ``sys`` are imported here (``--version`` stays cheap); ``zipfile``,
 ``hashlib`` and ``shutil`` only on a first run.
@@ -46,7 +47,7 @@ import sys
 
 TYPE_CHECKING = False  # as in convergent/__init__.py: typing is not imported for it
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from typing import Any, NoReturn
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "abi_tag",
     "cache_root",
     "describe_abi",
+    "isolate",
     "native_dir",
     "prepare",
     "private_dir",
@@ -434,13 +436,12 @@ def _remove(fd: int, name: str) -> None:
 # -- the preparation ----------------------------------------------------------------------------
 
 
-def prepare(archive: str, abis: Mapping[str, Mapping[str, Any]]) -> None:
-    """Check, then find or extract the compiled modules and put them on ``sys.path``;
-    see the module docstring. Exits 2 with a message naming the file when it cannot run
-    here."""
+def prepare(archive: str, abis: Mapping[str, Mapping[str, Any]], tops: Iterable[str] = ()) -> None:
+    """Check, then find or extract the compiled modules, and leave ``sys.path`` with the
+    file, its compiled modules and the standard library only (:func:`isolate`; ``tops``:
+    the top-level modules the file carries); see the module docstring. Exits 2 with a
+    message naming the file when it cannot run here."""
     archive = os.path.abspath(archive)
-    if sys.path and sys.path[0] and os.path.abspath(sys.path[0]) == archive:
-        sys.path[0] = archive
     name = os.path.basename(archive)
     try:
         problem = abi_problem(abis)
@@ -451,7 +452,32 @@ def prepare(archive: str, abis: Mapping[str, Mapping[str, Any]]) -> None:
         _fail(name, str(exc))
     except OSError as exc:
         _fail(name, f"cannot prepare its compiled modules: {exc}")
-    sys.path.insert(1, where)
+    isolate(archive, where, tops)
+
+
+def isolate(archive: str, where: str, tops: Iterable[str]) -> None:
+    """``sys.path``: the file, then ``where``, then the standard library; no
+    site-packages (the host's packages, of other versions, never mix with the file's:
+    the file runs the same everywhere). A module of ``tops`` that the host's ``.pth``
+    files imported at start-up from elsewhere is forgotten, so the file's is used."""
+    stdlib = os.path.dirname(os.__file__)
+    kept = [archive, where]
+    for entry in sys.path:
+        inside = entry == stdlib or entry.startswith(stdlib + "/")
+        packages = entry.endswith(("site-packages", "dist-packages"))
+        stdzip = entry.endswith(".zip") and os.path.dirname(entry) == os.path.dirname(stdlib)
+        if entry not in kept and ((inside and not packages) or (stdzip and entry != archive)):
+            kept.append(entry)
+    sys.path[:] = kept
+    ours = frozenset(tops)
+    if not ours:
+        return
+    for module in [m for m in sys.modules if m.partition(".")[0] in ours]:
+        path = getattr(sys.modules[module], "__file__", None) or ""
+        if path and not path.startswith("/"):
+            path = os.path.abspath(path)  # imported through a relative sys.path[0]
+        if not path.startswith((archive + "/", where + "/")):
+            del sys.modules[module]
 
 
 def _fail(name: str, message: str) -> NoReturn:

@@ -31,19 +31,17 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from convergent.errors import ConvergentError
-from convergent.world.tls import TLSFiles
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what a plain agent (no TLS, no member) needs imports none of these
     from convergent.host.process import Finished
     from convergent.world.base import World
     from convergent.world.etcd import EtcdWorld
+    from convergent.world.tls import TLSFiles
 
 __all__ = [
     "READY_TIMEOUT",
@@ -141,6 +139,8 @@ def etcd_argv(spec: MemberSpec, etcd: str = "etcd") -> list[str]:
 
 
 def _where(url: str) -> str:
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     return parts.netloc or url
 
@@ -168,6 +168,8 @@ class Member:
     async def start(self, bound: float = READY_TIMEOUT) -> None:
         """Start the member and return once it serves clients; ClusterError (the member
         killed) when it exits first or is not ready within ``bound`` seconds."""
+        import shutil
+
         from convergent.host import fs
         from convergent.host.process import children_dir, run
 
@@ -306,6 +308,7 @@ def _request(
 ) -> Any:
     import http.client
     import ssl
+    from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 2379
