@@ -12,6 +12,7 @@ POLICY ?= /etc/convergent/policy.yaml
 APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd etcd-server etcd-client iproute2
 APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/support_dbus.py)
 APT_PACKAGES += packagekit  # pkg's PackageKit backend, activated on that bus
+APT_PACKAGES += openssh-server  # sshd for the remote tests (tests/sshd_support.py)
 
 .PHONY: run test lint typecheck unit system-deps clean install dist
 

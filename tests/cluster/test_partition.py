@@ -44,10 +44,11 @@ class Net:
     """The namespaces of one test: ``ns[host]`` per host, ``hub`` with the bridge;
     ``link[host]`` is the hub's end of that host's veth (down cuts the host off)."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, hosts: dict[str, str] | None = None) -> None:
+        self.hosts = HOSTS if hosts is None else hosts  # name -> address (/24 unless given)
         self.hub = f"cvg{tag}hub"
-        self.ns = {h: f"cvg{tag}{h}" for h in HOSTS}
-        self.link = {h: f"cvg{tag}{h}" for h in HOSTS}
+        self.ns = {h: f"cvg{tag}{h}" for h in self.hosts}
+        self.link = {h: f"cvg{tag}{h}" for h in self.hosts}
         self.made: list[str] = []
 
     def make(self) -> None:
@@ -57,12 +58,13 @@ class Net:
             _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.hub, "link", "set", "br0", "up")
-        for host, address in HOSTS.items():
+        for host, address in self.hosts.items():
             outer = self.link[host]
             _ip("-n", self.hub, "link", "add", outer, "type", "veth", "peer", "name", "eth0",
                 "netns", self.ns[host])  # fmt: skip
             _ip("-n", self.hub, "link", "set", outer, "master", "br0", "up")
-            _ip("-n", self.ns[host], "addr", "add", f"{address}/24", "dev", "eth0")
+            cidr = address if "/" in address else f"{address}/24"
+            _ip("-n", self.ns[host], "addr", "add", cidr, "dev", "eth0")
             _ip("-n", self.ns[host], "link", "set", "eth0", "up")
 
     def kill_all(self) -> None:

@@ -90,6 +90,13 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--etcd-endpoints": ("etcd_endpoints", _urls),
     "--insecure": ("insecure", None),
     "--join-token": ("join_token", str),
+    "--remote": ("remote", str),
+    "--cconns": ("cconns", _count),
+    "--no-caching": ("no_caching", None),
+    "--identity": ("identity", str),
+    "--accept-new-host-keys": ("accept_new_host_keys", None),
+    "--remote-depth": ("remote_depth", _count),
+    "--detach": ("detach", None),
 }
 
 
@@ -141,6 +148,7 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
     for dest, convert in RUN_OPTIONS.values():
         setattr(args, dest, found.get(dest, False if convert is None else None))
     args.file = found["file"]
+    args.more_files = []  # more graphs, each for the host its remote: names (cli/remote.py)
     return args
 
 
@@ -205,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     from convergent.cli.cluster import add_cluster_parser, add_run_options
 
     add_run_options(run, urls=_urls, initial_cluster=_initial_cluster)
+    from convergent.cli.remote import add_remote_options
+
+    add_remote_options(run, count=_count)
 
     check = commands.add_parser(
         "check",

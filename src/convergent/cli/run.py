@@ -57,6 +57,10 @@ CLUSTER_OPTIONS = (
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
+    if getattr(args, "remote", None) or getattr(args, "more_files", None) or _remote(args.file):
+        from convergent.cli.remote import remote_command  # the policy goes to other hosts
+
+        return remote_command(args)
     graph = load_graph(args.file)
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
@@ -141,6 +145,16 @@ def run_command(args: argparse.Namespace) -> int:
         count = len(renderer.would_change)
         renderer.note(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", event="summary")
     return result.exit_code
+
+
+def _remote(path: str) -> bool:
+    """Whether ``path`` is a graph for another host (a top-level ``remote: ssh://``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return b"\nremote:" in head or head.startswith(b"remote:")
 
 
 async def run_with_signals(

@@ -8,8 +8,13 @@
   bytecode; the shared libraries stripped of debugging data).
 - ``dist_boot.py``: what runs first inside the file: the Python and ABI checks, the
   private cache directory, the one-time extraction of the compiled modules.
+- ``urls.py``: the ``ssh://`` targets of ``run --remote`` (``via:``; no passwords).
+- ``ssh.py``: SSH connections (asyncssh, imported on first use), host keys checked.
+- ``bootstrap.py``: the probe, the single file copied by digest, the agent's command.
+- ``fleet.py``: a ``run --remote``: every host in parallel, the world tunnelled to
+  each, reports streamed by host, one exit code.
 
-See docs/single-file.md for the design and its figures.
+See docs/single-file.md for the single file, docs/remote.md for ``run --remote``.
 """
 
 __all__: list[str] = []

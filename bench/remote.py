@@ -1,0 +1,262 @@
+"""W10, remote: bootstrap and converge a 10-file graph on 3 hosts over SSH.
+
+The hosts are network namespaces (10.200.1.1-3 on a bridge, each with its own sshd:
+tests/sshd_support.py's lab); none has convergent installed. Every tool converges the
+same 10 files (one directory the hosts share, as namespaces share the file system) on
+all three hosts, from this machine, over SSH, with the same key and known_hosts:
+
+- convergent: ``convergent run site.yaml --remote URL x3 --converged-timeout 0``. First
+  run: ``--no-caching`` (the single file is copied to every host) and the files absent;
+  cached run: the single file on the hosts, the files in place.
+- Ansible (``ansible-playbook``, apt): a playbook as its expert writes it (no fact
+  gathering, pipelining, ``forks`` = hosts, one ``copy`` task looping over the files);
+  ControlPersist as it ships (the cached run reuses the first run's connections).
+- pyinfra (the project's venv): a deploy of ``files.put`` operations, ``-y``, ``--parallel``
+  = hosts.
+
+Each row is the median wall time of ``--repeats`` runs (first runs: the files removed
+before each). Targets (issue 10): convergent's cached run under 1 s, and at least 5x
+faster than Ansible's; printed met or **MISSED**. Writes ``bench/results-w10.md``::
+
+    .venv/bin/python bench/remote.py [--repeats 3]
+
+Root is needed (namespaces); the lab is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.sshd_support import ClientKeys, SshLab, keygen  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results-w10.md"
+HOSTS = ("a", "b", "c")
+FILES = 10
+BOUND = 300.0
+
+
+def contents() -> dict[str, str]:
+    return {f"f{i:02d}": f"file {i} of the remote workload\n" for i in range(FILES)}
+
+
+def write_convergent(base: Path, lab: SshLab, target: Path) -> list[str]:
+    """One policy per host, naming it (``remote:``), its files under TARGET/HOST/."""
+    policies = []
+    for host in HOSTS:
+        policy = base / f"{host}.yaml"
+        policy.write_text(
+            f"remote: ssh://root@{lab.address[host]}#{host}\nresources:\n"
+            + "".join(
+                f'  - file: {target / host / name}\n    content: "{text.rstrip()}\\n"\n'
+                for name, text in contents().items()
+            )
+        )
+        policies.append(str(policy))
+    return policies
+
+
+def write_ansible(base: Path, lab: SshLab, key: Path, known: Path, target: Path) -> list[str]:
+    inventory = base / "hosts.ini"
+    inventory.write_text(
+        "[all]\n"
+        + "".join(f"{h} ansible_host={lab.address[h]}\n" for h in HOSTS)
+        + "[all:vars]\nansible_user=root\n"
+        f"ansible_ssh_private_key_file={key}\nansible_python_interpreter=/usr/bin/python3\n"
+        f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'\n"
+    )
+    items = "".join(
+        f'      - {{name: {name}, content: "{text.rstrip()}\\n"}}\n'
+        for name, text in contents().items()
+    )
+    playbook = base / "site.yml"
+    playbook.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: files\n      copy:\n"
+        f'        dest: "{target}/{{{{ inventory_hostname }}}}/{{{{ item.name }}}}"\n'
+        '        content: "{{ item.content }}"\n'
+        "        mode: '0644'\n"
+        f"      loop:\n{items}"
+    )
+    return [_peer("ansible-playbook"), "-i", str(inventory), "-f", str(len(HOSTS)), str(playbook)]
+
+
+def write_pyinfra(base: Path, lab: SshLab, key: Path, known: Path, target: Path) -> list[str]:
+    inventory = base / "inventory.py"
+    data = (
+        f'{{"ssh_user": "root", "ssh_key": "{key}", "ssh_known_hosts_file": "{known}", '
+        '"ssh_strict_host_key_checking": "yes"}'
+    )
+    inventory.write_text(
+        "hosts = [\n"
+        + "".join(
+            f'    ("{h}", {{**{data}, "ssh_hostname": "{lab.address[h]}"}}),\n' for h in HOSTS
+        )
+        + "]\n"
+    )
+    deploy = base / "deploy.py"
+    deploy.write_text(
+        "from io import StringIO\nfrom pyinfra import host\nfrom pyinfra.operations import files\n"
+        + "".join(
+            f'files.put(name="{name}", src=StringIO({text!r}), '
+            f'dest=f"{target}/{{host.name}}/{name}", mode="644")\n'
+            for name, text in contents().items()
+        )
+    )
+    return [_peer("pyinfra"), "-y", "--parallel", str(len(HOSTS)), str(inventory), str(deploy)]
+
+
+def _peer(name: str) -> str:
+    """A peer's command: beside this Python, in ``make bench-peers``' venv, or on PATH."""
+    for where in (Path(sys.executable).parent, ROOT / "bench" / ".peers-venv" / "bin"):
+        if (where / name).exists():
+            return str(where / name)
+    return shutil.which(name) or name
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    start = time.monotonic()
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=BOUND)
+    took = time.monotonic() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return took
+
+
+def verify(target: Path) -> None:
+    for host in HOSTS:
+        where = target / host
+        found = {p.name: p.read_text() for p in where.iterdir() if not p.name.startswith(".")}
+        if found != contents():
+            raise RuntimeError(f"{where}: not the expected files: {sorted(found)}")
+
+
+def series(run: Callable[[], float], before: Callable[[], None], repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        before()
+        times.append(run())
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/remote.py needs root (network namespaces)")
+    base = Path(tempfile.mkdtemp(prefix="convergent-w10-"))
+    target = base / "target"
+    target.mkdir()
+    key_dir = base / "keys"
+    key_dir.mkdir()
+    public = keygen(key_dir / "id_ed25519", "w10")
+    keygen(key_dir / "other", "w10-other")
+    keys = ClientKeys(key_dir / "id_ed25519", public, key_dir / "other")
+    lab = SshLab(base / "lab", keys, HOSTS)
+    rows: list[tuple[str, str, list[float]]] = []
+    try:
+        lab.make()
+        home = base / "home"
+        (home / ".ssh").mkdir(parents=True)
+        known = lab.known_hosts(home / ".ssh" / "known_hosts")
+        env = dict(os.environ, HOME=str(home), PYTHONPATH=str(ROOT / "src"))
+        env.pop("SSH_AUTH_SOCK", None)
+        env.update(ANSIBLE_PIPELINING="1", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="1")
+        env["ANSIBLE_LOCAL_TEMP"] = str(base / "ansible-local")
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(base / "ansible-cp")
+
+        def empty() -> None:
+            for host in HOSTS:
+                shutil.rmtree(target / host, ignore_errors=True)
+                (target / host).mkdir()
+
+        def kept() -> None:
+            verify(target)
+
+        convergent = [sys.executable, "-m", "convergent", "run"]
+        convergent += [
+            *write_convergent(base, lab, target),
+            "--identity",
+            str(keys.key),
+            "--converged-timeout",
+            "0",
+        ]
+        convergent += ["--state-dir", str(base / "state")]
+        build = "from convergent.remote import dist; dist.build()"  # its cache, untimed
+        subprocess.run([sys.executable, "-c", build], env=env, check=True, timeout=BOUND)
+        tools = {
+            "convergent": (convergent, [*convergent, "--no-caching"]),
+            "ansible-playbook": (a := write_ansible(base, lab, keys.key, known, target), a),
+            "pyinfra": (p := write_pyinfra(base, lab, keys.key, known, target), p),
+        }
+        for name, (cached_argv, first_argv) in tools.items():
+            if shutil.which(first_argv[0]) is None:
+                print(f"{name}: not installed, skipped")
+                continue
+            first = series(lambda argv=first_argv: timed(argv, env, base), empty, args.repeats)
+            verify(target)
+            cached = series(lambda argv=cached_argv: timed(argv, env, base), kept, args.repeats)
+            verify(target)
+            rows.append((name, "first run (copy, create)", first))
+            rows.append((name, "cached run (nothing to do)", cached))
+            print(f"{name}: first {statistics.median(first):.2f} s, "
+                  f"cached {statistics.median(cached):.2f} s", flush=True)  # fmt: skip
+    finally:
+        lab.close()
+        shutil.rmtree(base, ignore_errors=True)
+    report(rows, args.repeats)
+
+
+def report(rows: list[tuple[str, str, list[float]]], repeats: int) -> None:
+    med = {(t, k.split()[0]): statistics.median(v) for t, k, v in rows}
+    lines = [
+        "# W10: bootstrap and converge 10 files on 3 SSH hosts",
+        "",
+        f"- machine: {platform.node()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}",
+        "- hosts: 3 network namespaces with their own sshd (tests/sshd_support.py), "
+        "no convergent installed; written by `bench/remote.py`",
+        f"- median of {repeats} runs each; first runs start with the files absent "
+        "(convergent: --no-caching, the single file copied to every host)",
+        "",
+        "| tool | run | median s | min-max s | convergent / tool |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for tool, kind, times in rows:
+        ours = med.get(("convergent", kind.split()[0]))
+        ratio = f"{ours / statistics.median(times):.2f}" if ours else "-"
+        lines.append(
+            f"| {tool} | {kind} | {statistics.median(times):.2f} | "
+            f"{min(times):.2f}-{max(times):.2f} | {ratio} |"
+        )
+    lines += ["", "Targets (issue 10):", ""]
+    cached = med.get(("convergent", "cached"))
+    ansible = med.get(("ansible-playbook", "cached"))
+    if cached is not None:
+        met = "met" if cached < 1.0 else "**MISSED**"
+        lines.append(f"- cached run under 1 s: {cached:.2f} s, {met}")
+    if cached is not None and ansible is not None:
+        met = "met" if ansible / cached >= 5 else "**MISSED**"
+        lines.append(
+            f"- cached run at least 5x faster than Ansible's: {ansible / cached:.1f}x, {met}"
+        )
+    text = "\n".join(lines) + "\n"
+    OUT.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
