@@ -40,6 +40,7 @@ from convergent.resources.recv import Binding
 from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
+    from convergent.engine.predict import Prediction
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -111,6 +112,11 @@ class Engine:
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
         # Known secrets from the start: a command may print one before its holder ran.
         self._exchange = Exchange(state.secret_values() if state is not None else ())
+        self.prediction: Prediction | None = None  # --noop: the predicted state (predict.py)
+        if noop:
+            from convergent.engine.predict import Prediction
+
+            self.prediction = Prediction(self._exchange.secrets.add)
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
         self._changed: set[str] = set()

@@ -46,6 +46,7 @@ from convergent.resources.group import Group
 from convergent.resources.recv import MISSING, Binding
 
 if TYPE_CHECKING:
+    from convergent.engine.predict import Prediction
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -61,10 +62,12 @@ class Runtime(Protocol):
     of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
     ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
     receivers it owes nothing after all), ``forget_refreshes`` once handled;
-    ``before_apply``: ``meta.reverse``'s record.
+    ``before_apply``: ``meta.reverse``'s record. ``prediction``: the predicted state of a
+    ``--noop`` run (None otherwise), through which every pass of that run goes.
     """
 
     noop: bool
+    prediction: Prediction | None
     state: StateDB | None
     world: World | None
 
@@ -387,6 +390,9 @@ class Worker:
 
     async def _process(self) -> None:
         res, ctx, engine = self.resource, self.ctx, self.runtime
+        if engine.prediction is not None:  # --noop: through the predicted state
+            await engine.prediction.process(self)
+            return
         received = receive(self, self.runtime.output) if self.recv else None
         if received is MISSING:
             return
