@@ -46,11 +46,17 @@ from convergent.resources.group import Group
 from convergent.resources.recv import MISSING, Binding
 
 if TYPE_CHECKING:
-    from convergent.engine.predict import Prediction
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
-__all__ = ["Runtime", "Worker"]
+__all__ = ["Predicting", "Runtime", "Worker"]
+
+
+class Predicting(Protocol):
+    """The predicted state of a ``--noop`` run (``engine/predict.py: Prediction``): every
+    pass of that run is its ``process``."""
+
+    async def process(self, worker: Worker) -> None: ...
 
 
 class Runtime(Protocol):
@@ -67,7 +73,7 @@ class Runtime(Protocol):
     """
 
     noop: bool
-    prediction: Prediction | None
+    prediction: Predicting | None
     state: StateDB | None
     world: World | None
 

@@ -265,15 +265,11 @@ class Exec(Resource[ExecParams], kind="exec"):
             return f"removes: {p.removes} does not exist"
         if p.ifnewer is not None and _up_to_date(ctx, p.ifnewer, view):
             return f"ifnewer: {p.ifnewer.target} is newer than its sources"
-        if view is not None and (p.onlyif is not None or p.unless is not None):
-            above = view.changed_above
-            if above:
-                from convergent.resources.predicted import Uncertain
+        guarded = p.onlyif is not None or p.unless is not None
+        if view is not None and guarded and view.changed_above:
+            from convergent.resources.predicted import Uncertain
 
-                what = "would change" if len(above) == 1 else "would or may change"
-                raise Uncertain(
-                    f"its guard runs a command; upstream {', '.join(above)} {what}", "may run"
-                )
+            raise Uncertain(f"its guard runs a command; {view.describe()}", "may run")
         if p.onlyif is not None:
             code = await self._guard(ctx, "onlyif", p.onlyif)
             if code != 0:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
-from typing import TYPE_CHECKING
+from typing import Any
 
 from convergent.errors import ResourceError
 from convergent.host import fs
@@ -27,8 +27,9 @@ from convergent.resources.base import Change, Context
 from convergent.resources.filechange import FileChange
 from convergent.resources.predicted import Effects, Node, NodeKind, Uncertain, View
 
-if TYPE_CHECKING:
-    from convergent.resources.file import File
+# ``File`` (convergent.resources.file) is its base's subclass: typed Any here, because
+# file.py imports this module.
+File = Any
 
 __all__ = ["FilePredicts", "check_predicted", "predict"]
 
@@ -40,12 +41,12 @@ class FilePredicts:
 
     def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
         """What it would leave at its path (see :func:`predict`)."""
-        return predict(self, change, view)  # type: ignore[arg-type]
+        return predict(self, change, view)
 
     async def check_predicted(self, ctx: Context, view: View) -> Change | None:
         """Its check through the predicted state (see :func:`check_predicted`)."""
         try:
-            return check_predicted(self, ctx, view)  # type: ignore[arg-type]
+            return check_predicted(self, ctx, view)
         except fs.PathRefused as exc:
             raise ResourceError(ctx.id, exc.message) from None
 
@@ -58,7 +59,7 @@ def check_predicted(file: File, ctx: Context, view: View) -> FileChange | Change
     source = view.node(file._source) if file._source is not None else None
     parent = _parent(view, path)
     if own is None and source is None and parent is None:
-        return file.plan(ctx)
+        return _change(file.plan(ctx))
     if p.recurse or p.purge or p.follow or p.state == "hard" or (p.state == "directory" and source):
         raise Uncertain(f"it reads what upstream would change ({_by(own, source, parent)})")
     clone = copy.copy(file)
@@ -72,11 +73,17 @@ def check_predicted(file: File, ctx: Context, view: View) -> FileChange | Change
             )
         clone._data, clone._source = data, None
     if own is None and parent is None:
-        return clone.plan(ctx)
+        return _change(clone.plan(ctx))
     if own is None:
         assert parent is not None
         return _missing(clone, parent)
     return _against(clone, own)
+
+
+def _change(change: Any) -> FileChange | None:
+    """A change ``File`` planned (typed: ``File`` is Any here)."""
+    assert change is None or isinstance(change, FileChange)
+    return change
 
 
 def _parent(view: View, path: str) -> Node | None:
@@ -112,8 +119,8 @@ def _missing(file: File, parent: Node) -> FileChange | None:
     if parent.kind in ("directory", "exists"):
         if parent.kind == "exists":
             raise Uncertain(f"upstream {parent.by} makes the directory of {file.path} by a command")
-        return file._plan_missing(None)
-    return file._plan_missing(os.path.dirname(file.path))
+        return _change(file._plan_missing(None))
+    return _change(file._plan_missing(os.path.dirname(file.path)))
 
 
 def _against(file: File, node: Node) -> FileChange | Change | None:
@@ -126,13 +133,17 @@ def _against(file: File, node: Node) -> FileChange | Change | None:
     if state == "absent":
         return FileChange("removed", None, "remove", clear=True)
     if node.kind == "exists" or state not in ("exists", "directory", "link"):
-        raise Uncertain(f"{file.path} would be made by {node.by}, as something no kind describes")
+        raise Uncertain(
+            f"{file.path} would be made by {node.by}'s command: what it holds is not known"
+        )
     want = {"exists": "file", "directory": "directory", "link": "link"}[state]
     if node.kind != want:
         raise Uncertain(f"{file.path} would be a {node.kind} made by {node.by}")
     parts: list[str] = []
     if state == "link" and node.target != file._target:
-        return file._link_change(f"link target {node.target} -> {file._target}", clear=True)
+        return _change(
+            file._link_change(f"link target {node.target} -> {file._target}", clear=True)
+        )
     if state == "exists" and file._wants_content():
         wanted = file._wanted()
         if node.content is None:

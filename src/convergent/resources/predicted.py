@@ -91,7 +91,8 @@ class View(Protocol):
     """The predicted state as one resource reads it under noop (only what resources
     upstream of it would leave behind; the rest is read from the host as it is).
 
-    ``changed_above``: the resources upstream that would or may change. ``node(path)``:
+    ``changed_above``: the resources upstream that would or may change; ``describe()``
+    says so for a reason (``upstream file[/etc/y] would change``). ``node(path)``:
     the predicted node at ``path`` (an ancestor predicted absent or not a directory makes
     it ``absent``), None when nothing upstream changes it. ``exists``, ``mtime`` and
     ``content`` read a path through the prediction, from the host when nothing is
@@ -103,6 +104,7 @@ class View(Protocol):
 
     changed_above: tuple[str, ...]
 
+    def describe(self) -> str: ...
     def node(self, path: str) -> Node | None: ...
     def exists(self, path: str) -> bool: ...
     def mtime(self, path: str) -> int | None: ...
