@@ -206,6 +206,11 @@ class Line(Resource[LineParams], kind="line"):
 
     # -- automatic edges ----------------------------------------------------------------
 
+    def provides(self) -> tuple[()]:
+        """Nothing: the file is its ``file``'s (without this the engine, which looks for
+        both methods, would skip ``needs`` and add no edge)."""
+        return ()
+
     def needs(self) -> tuple[tuple[str], Sequence[str]]:
         """The managed ``file`` of its path comes first, else its nearest managed directory."""
         return (f"file:{self._path}",), path_uids("file:", self._path)
