@@ -1,17 +1,21 @@
 """Run a graph under ``--noop``, then for real from the same state, and compare what the
-dry run predicted with what the real run did (through the Python API, in process)."""
+dry run predicted with what the real run did (through the Python API, in process); the
+noop run must change nothing (:func:`snapshot` before and after it)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from convergent import Graph, Resource, arun
 from convergent.engine.report import Changed, Failed, MayChange, Report, WouldChange
 
-__all__ = ["Outcome", "noop_then_real", "run_once"]
+__all__ = ["Outcome", "noop_then_real", "run_once", "snapshot"]
 
 MakeGraph = Callable[[], Graph[Resource[Any]]]
 
@@ -58,11 +62,38 @@ async def run_once(make: MakeGraph, state_dir: str, *, noop: bool = False) -> li
     return reports
 
 
+def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Everything under ``root`` a run could change: each entry's kind, mode, owner,
+    inode, modification time and bytes (a link's target). Not SQLite's ``-wal``/``-shm``
+    companions, which a reader of the state database makes (empty), nor so the times of
+    directories: what they hold is compared entry by entry."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.name.endswith(("-wal", "-shm")):
+            continue
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode):
+            body: Any = path.read_bytes()
+        elif stat.S_ISLNK(st.st_mode):
+            body = os.readlink(path)
+        else:
+            body = None
+        mtime = None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns
+        found[str(path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_ino, mtime, body)
+    return found
+
+
 async def noop_then_real(make: MakeGraph, state_dir: str) -> Outcome:
-    """``--noop``, then the real run from the same state."""
+    """``--noop``, then the real run from the same state. The noop run must leave
+    everything beside the state directory (the files, the state database) as it was."""
     outcome = Outcome()
+    root = Path(state_dir).parent
+    before = snapshot(root)
     for report in await run_once(make, state_dir, noop=True):
         _reported(outcome, report)
+    after = snapshot(root)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"the noop run changed {changed}"
     for report in await run_once(make, state_dir):
         _done(outcome, report)
     return outcome
