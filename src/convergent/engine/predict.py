@@ -75,7 +75,8 @@ class Prediction:
         self.outputs: dict[str, dict[str, Any]] = {}  # member -> predicted outputs
         self.outcomes: dict[str, tuple[bool, str]] = {}  # vertex -> (certain, reason)
         self.notified: dict[str, dict[str, bool]] = {}  # vertex -> sender -> certain
-        self._commands: set[str] = set()  # vertices that run a command no kind describes
+        # vertex -> what it does that no kind describes (a command, a kind's change)
+        self._commands: dict[str, str] = {}
 
     # -- what the kinds read -----------------------------------------------------------
 
@@ -209,7 +210,11 @@ class Prediction:
             if effects.outputs is not None:
                 self.outputs[member.id] = effects.outputs
             if effects.command:
-                self._commands.add(vid)
+                self._commands[vid] = (
+                    "runs a command whose effect no kind describes"
+                    if member.kind == "exec"
+                    else f"would change what no kind describes ({member.kind} makes no prediction)"
+                )
 
     def _member_effects(
         self,
@@ -225,7 +230,8 @@ class Prediction:
             return effects
         sends = getattr(type(member), "sends", None)
         outputs = {name: UNKNOWN for name in sends} if sends else None
-        return Effects(outputs=outputs)
+        # A kind that makes no prediction: what reads the host downstream of it may change.
+        return Effects(outputs=outputs, command=member.kind not in _NO_EFFECT)
 
     def _forget(self, worker: Worker) -> None:
         """A new pass of ``worker`` replaces what an earlier one predicted."""
@@ -235,7 +241,7 @@ class Prediction:
         self.nodes = {p: n for p, n in self.nodes.items() if n.by != vid}
         for member in worker.members:
             self.outputs.pop(member.id, None)
-        self._commands.discard(vid)
+        self._commands.pop(vid, None)
 
     def _output(self, binding: Binding, real: Callable[[Binding], Any]) -> Any:
         outputs = self.outputs.get(binding.sender)
@@ -295,10 +301,10 @@ class _View:
         commands = self._prediction._commands
         if not commands or not _reads_host(res):
             return None
-        found = sorted(c for c in self.changed_above if c in commands)
+        found = [c for c in self.changed_above if c in commands]
         if not found:
             return None
-        return f"upstream {', '.join(found)} runs a command whose effect no kind describes"
+        return "; ".join(f"upstream {c} {commands[c]}" for c in found)
 
     def describe(self) -> str:
         """``upstream file[/etc/y] would change`` for a reason."""
@@ -384,6 +390,9 @@ class _View:
     def _known(node: Node, path: str) -> None:
         if node.kind == "unknown":
             raise Uncertain(f"upstream {node.by} may change {path}")
+
+
+_NO_EFFECT = frozenset({"noop", "timer"})  # kinds whose change touches nothing others read
 
 
 def _reads_host(res: Resource[Any]) -> bool:

@@ -23,7 +23,17 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-__all__ = ["UNKNOWN", "Effects", "Node", "NodeKind", "Uncertain", "View"]
+__all__ = [
+    "NO_PREDICTION",
+    "PREDICTS",
+    "UNKNOWN",
+    "Effects",
+    "Node",
+    "NodeKind",
+    "Uncertain",
+    "View",
+    "predicts",
+]
 
 NodeKind = Literal["file", "directory", "link", "absent", "exists", "unknown"]
 
@@ -111,3 +121,35 @@ class View(Protocol):
     def content(self, path: str) -> bytes | None: ...
     def new_secret(self, resource: str) -> str: ...
     def is_new_secret(self, value: object) -> bool: ...
+
+
+# What each built-in kind predicts under --noop (the policy reference shows it).
+PREDICTS: dict[str, str] = {
+    "file": "predicts its path as it would leave it: exists or not, content, mode, owner, link "
+    "target, written when; it reads a predicted `source` and parent directory. A tree "
+    "(`recurse`, a directory `source`, `purge`), a hard link or `follow` reading "
+    "something predicted: may",
+    "exec": "predicts what its guards declare: `creates` exists, `removes` is gone, `ifnewer`'s "
+    "target is newer than its sources (its guards read those predicted); its outputs are "
+    "known once it ran (receivers: may). Without such a guard, what reads the host "
+    "downstream may change; a guard command (`onlyif`, `unless`) after a predicted "
+    "change: may run",
+    "kv": "predicts its value, sent to its receivers",
+    "value": "predicts its content, sent to its receivers",
+    "password": "predicts a new secret: its receivers would change (secret); a refresh would "
+    "regenerate it",
+    "line": "predicts the file's content after its edit; it edits a predicted file's content",
+    "noop": "nothing changes (a refresh only logs)",
+    "timer": "predicts nothing other resources read",
+}
+NO_PREDICTION = "no prediction: downstream readers get may"
+
+
+def predicts(kind: str, cls: type) -> str:
+    """What ``kind`` predicts under noop, for the reference."""
+    text = PREDICTS.get(kind)
+    if text is not None:
+        return text
+    if callable(getattr(cls, "predict", None)):
+        return "predicts what its own `predict` describes"
+    return NO_PREDICTION
