@@ -122,13 +122,13 @@ class Prediction:
         pending = frozenset(worker.refresh_from)  # from the state database
         worker.renotified.clear()
         ctx.refresh = pending
-        senders = self.notified.pop(vid, {})
+        senders = self.notified.get(vid, {})
         change: Change | None = None
         try:
             change = await self._check(res, ctx, view)
             refresh = None
             if change is None and senders and isinstance(res, Refreshable):
-                refresh = await self._refresh(res, ctx, view, sorted(senders))
+                refresh = await self._refresh(worker, view, sorted(senders))
         except Uncertain as exc:
             self._may(worker, view, exc.summary, exc.reason, notifies)
             worker.refresh_from.clear()
@@ -148,7 +148,13 @@ class Prediction:
         certain = taint is None and (change is not None or any(senders.values()))
         if not certain:
             reason = taint or "notified by a change that may happen: " + ", ".join(senders)
-            self._may(worker, view, "may change" if change else "may refresh", reason, notifies)
+            if change is not None:  # what its check found, which may no longer hold then
+                what = change.summary.removeprefix("would ")
+                summary = what if what.startswith(("run", "may ")) else f"change: {what}"
+                summary = f"may {summary}"
+            else:
+                summary = "may refresh"
+            self._may(worker, view, summary, reason, notifies)
             worker._passed(received)
             return
         self.outcomes[vid] = (True, "")
@@ -166,17 +172,22 @@ class Prediction:
         result: Change | None = await predicted(ctx, view)
         return result
 
-    async def _refresh(
-        self, res: Resource[Any], ctx: Any, view: _View, senders: list[str]
-    ) -> str | None:
+    async def _refresh(self, worker: Worker, view: _View, senders: list[str]) -> str | None:
+        """What a refresh from ``senders`` would do (None: nothing): each refreshable
+        member's ``predict_refresh``, or "would refresh" for a kind without one."""
+        ctx = worker.ctx
         ctx.refresh = frozenset(senders)
-        predict = getattr(res, "predict_refresh", None)
-        if predict is None:
-            return f"would refresh (notified by {', '.join(senders)})"
-        summary: str | None = await predict(ctx, view)
-        if summary is None:
+        said = []
+        for member in worker.members:
+            if not isinstance(member, Refreshable):
+                continue
+            predict = getattr(member, "predict_refresh", None)
+            summary: str | None = "would refresh" if predict is None else await predict(ctx, view)
+            if summary is not None:
+                said.append(summary)
+        if not said:
             return None
-        return f"{summary} (notified by {', '.join(senders)})"
+        return f"{'; '.join(dict.fromkeys(said))} (notified by {', '.join(senders)})"
 
     def _may(
         self,
@@ -239,6 +250,8 @@ class Prediction:
         if self.outcomes.pop(vid, None) is None:
             return
         self.nodes = {p: n for p, n in self.nodes.items() if n.by != vid}
+        for senders in self.notified.values():
+            senders.pop(vid, None)
         for member in worker.members:
             self.outputs.pop(member.id, None)
         self._commands.pop(vid, None)
