@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from convergent import Exec, File, Graph, Resource
+from convergent import Exec, File, Graph, Resource, arun
+from convergent.engine.report import Failed, MayChange, Report
 from tests.e2e.agent import convergent
 from tests.noop.support import noop_then_real
 
@@ -133,3 +134,26 @@ def test_noop_json_carries_may_and_the_counts_as_data(tmp_path: Path) -> None:
     summary = events[-1]
     assert summary["event"] == "summary"
     assert (summary["would_change"], summary["may_change"]) == (4, 1)
+
+
+def test_a_check_that_cannot_be_made_before_an_upstream_change_may_change(
+    tmp_path: Path,
+) -> None:
+    """An owner a resource upstream would create (here: a name no host has) cannot be
+    looked up under noop: the file *may* change, the dry run does not fail."""
+    marker, owned = tmp_path / "marker", tmp_path / "owned"
+
+    def graph() -> Graph[Resource[Any]]:
+        g: Graph[Resource[Any]] = Graph()
+        g.add(File(str(marker), content="x\n"))
+        g.add(File(str(owned), owner="convergent-no-such-user"), require=[f"file[{marker}]"])
+        return g
+
+    reports: list[Report] = []
+    result = asyncio.run(arun(graph(), converged_timeout=0, noop=True, reporter=reports.append))
+    assert result.exit_code == 0
+    assert not [r for r in reports if isinstance(r, Failed)]
+    (may,) = [r for r in reports if isinstance(r, MayChange)]
+    assert may.resource == f"file[{owned}]"
+    assert may.reason.startswith(f"its check cannot be made before file[{marker}] would change: ")
+    assert "convergent-no-such-user" in may.reason

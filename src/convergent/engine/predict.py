@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.engine.receive import receive
 from convergent.engine.report import ChangeText, Log, MayChange, WouldChange
+from convergent.errors import ResourceError
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change
 from convergent.resources.group import Group
@@ -131,6 +132,15 @@ class Prediction:
                 refresh = await self._refresh(worker, view, sorted(senders))
         except Uncertain as exc:
             self._may(worker, view, exc.summary, exc.reason, notifies)
+            worker.refresh_from.clear()
+            worker._passed(received)
+            return
+        except ResourceError as exc:
+            if not view.changed_above:  # nothing upstream changes: it fails for real too
+                raise
+            # e.g. an owner a `user` upstream would create: the check cannot be made yet
+            reason = f"its check cannot be made before {view.describe().removeprefix('upstream ')}"
+            self._may(worker, view, "may change", f"{reason}: {exc.message}", notifies)
             worker.refresh_from.clear()
             worker._passed(received)
             return

@@ -22,7 +22,7 @@ import stat
 from typing import Any
 
 from convergent.errors import ResourceError
-from convergent.host import fs
+from convergent.host import fs, posix
 from convergent.resources.base import Change, Context
 from convergent.resources.filechange import FileChange
 from convergent.resources.predicted import Effects, Node, NodeKind, Uncertain, View
@@ -47,8 +47,9 @@ class FilePredicts:
         """Its check through the predicted state (see :func:`check_predicted`)."""
         try:
             return check_predicted(self, ctx, view)
-        except fs.PathRefused as exc:
-            raise ResourceError(ctx.id, exc.message) from None
+        except (fs.PathRefused, posix.NoSuchName) as exc:
+            error: ResourceError = self.error(exc)  # type: ignore[attr-defined]
+            raise error from None
 
 
 def check_predicted(file: File, ctx: Context, view: View) -> FileChange | Change | None:
