@@ -45,8 +45,9 @@ What a run reports (a reporter is any callable taking one ``Report``):
 - ``Failed``: a resource failed, and its error.
 - ``Blocked``: a resource was not checked because one it depends on failed.
 - ``Log``: a line a resource says while it works (a command's output).
+- ``MayChange``: under noop, a resource that may change, and why exactness is impossible.
 - ``Converged``: every resource is settled and nothing is running.
-- ``Report``: any of the six above; ``Reporter``: a callable that takes one.
+- ``Report``: any of the seven above; ``Reporter``: a callable that takes one.
 - ``RunResult``: the outcome of a run: counts, time, ``exit_code``, ``summary()``.
 - ``TextRenderer``: the default reporter, one line per report, control characters
   escaped.
@@ -99,6 +100,7 @@ __all__ = [
     "Kv",
     "Line",
     "Log",
+    "MayChange",
     "Meta",
     "MissingVertexError",
     "Noop",
@@ -136,6 +138,7 @@ _LAZY = {
     "Converged": "convergent.engine.report",
     "Failed": "convergent.engine.report",
     "Log": "convergent.engine.report",
+    "MayChange": "convergent.engine.report",
     "Report": "convergent.engine.report",
     "Reporter": "convergent.engine.report",
     "RunResult": "convergent.engine.report",
@@ -184,6 +187,7 @@ if TYPE_CHECKING:
         Converged,
         Failed,
         Log,
+        MayChange,
         Report,
         Reporter,
         RunResult,

@@ -10,6 +10,7 @@
         +++ /tmp/demo/f2
         ...
       would refresh exec[build]
+    exec[migrate]: may run (its guard runs a command; upstream file[/etc/db] would change)
     exec[build]: FAILED: exited with 1                      (stderr)
     file[/tmp/demo/out]: blocked: exec[build] failed        (stderr)
 
@@ -44,6 +45,7 @@ from convergent.engine.report import (
     Converged,
     Failed,
     Log,
+    MayChange,
     Report,
     WouldChange,
 )
@@ -57,6 +59,7 @@ __all__ = [
     "error_text",
     "escape",
     "journal_stream",
+    "may_text",
     "say",
 ]
 
@@ -164,6 +167,7 @@ class TextRenderer:
         self.color = color
         self.show_diff = diff
         self.would_change: set[str] = set()  # resources reported by WouldChange (noop)
+        self.may_change: set[str] = set()  # resources reported by MayChange (noop)
         self._converged_once = False
         self._activity = False  # something was reported since the last "converged" line
         self._console: Any = None  # rich.console.Console, created on first coloured diff
@@ -195,6 +199,12 @@ class TextRenderer:
             self._emit(self.out, _prefixed(f"{report.resource}: ", report.message))
         elif isinstance(report, Converged):
             self._converged(report)
+        elif isinstance(report, MayChange):
+            self._activity = True
+            self.may_change.add(report.resource)
+            self._line(self.out, may_text(report))
+            for target in report.refreshes:
+                self._line(self.out, f"  may refresh {target}")
 
     # -- one method per report ----------------------------------------------------------
 
@@ -222,6 +232,18 @@ class TextRenderer:
         self._line(self.out, f"{resource}: {summary}")
         if change.diff:
             self._diff(change.diff)
+
+    def noop_summary(self, nothing_changed: str) -> None:
+        """The last line of a noop run: ``noop: 4 would change, 1 may change; nothing was
+        changed`` (a resource that may change is not counted as would)."""
+        would, may = self.noop_counts()
+        self.note(
+            f"noop: {would} would change, {may} may change; {nothing_changed}", event="summary"
+        )
+
+    def noop_counts(self) -> tuple[int, int]:
+        """How many resources would change, and how many more may change."""
+        return len(self.would_change), len(self.may_change - self.would_change)
 
     def _failed(self, report: Failed) -> None:
         text = error_text(report.resource, report.error)
@@ -309,11 +331,13 @@ class JsonRenderer(TextRenderer):
     Every line has ``time`` (UTC, RFC 3339), ``level`` (``info``, ``warning``, ``error``),
     ``host``, ``resource`` (``kind[name]``, null for the command's own messages),
     ``event`` (``changed``, ``would_change``, ``failed``, ``blocked``, ``log``,
-    ``converged``, ``message``, ``summary``) and ``summary`` (the text line the text
-    format prints; ``converged`` once, then again only after something happened); some
-    events add fields (``diff``, ``refreshes``, ``seconds``,
-    ``exit_code``, ``stderr_tail``, ``failed``, ``blocked``). Non-ASCII is escaped, so no
-    character of a policy or a command reaches the log raw. Never coloured.
+    ``converged``, ``message``, ``summary``, ``may_change``) and ``summary`` (the text
+    line the text format prints; ``converged`` once, then again only after something
+    happened); some events add fields (``diff``, ``refreshes``, ``seconds``,
+    ``exit_code``, ``stderr_tail``, ``failed``, ``blocked``; ``reason`` of a
+    ``may_change``; ``would_change`` and ``may_change`` counts in a noop ``summary``).
+    Non-ASCII is escaped, so no character of a policy or a command reaches the log raw.
+    Never coloured.
     """
 
     def __init__(
@@ -354,6 +378,15 @@ class JsonRenderer(TextRenderer):
             self._event("blocked", report.resource, text, WARNING, upstream=report.upstream)
         elif isinstance(report, Log):
             self._event("log", report.resource, report.message)
+        elif isinstance(report, MayChange):
+            self.may_change.add(report.resource)
+            self._event(
+                "may_change",
+                report.resource,
+                may_text(report),
+                reason=report.reason,
+                refreshes=list(report.refreshes),
+            )
         elif isinstance(report, Converged):
             if self._converged_once and not self._activity:
                 return  # a quiet re-check: said already
@@ -383,6 +416,11 @@ class JsonRenderer(TextRenderer):
     def note(self, message: str, *, error: bool = False, event: str = "message") -> None:
         self._event(event, None, message, ERR if error else INFO)
 
+    def noop_summary(self, nothing_changed: str) -> None:
+        would, may = self.noop_counts()
+        text = f"noop: {would} would change, {may} may change; {nothing_changed}"
+        self._event("summary", None, text, would_change=would, may_change=may)
+
     def _event(
         self,
         event: str,
@@ -410,3 +448,8 @@ class JsonRenderer(TextRenderer):
             line = f"<{priority}>{line}"
         self.out.write(line + "\n")
         self.out.flush()
+
+
+def may_text(report: MayChange) -> str:
+    """``exec[x]: may run (its guard runs a command; upstream file[/etc/y] would change)``."""
+    return f"{report.resource}: {report.summary} ({report.reason})"

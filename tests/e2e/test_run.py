@@ -64,7 +64,7 @@ def test_noop_reports_would_change_with_diff_and_creates_nothing(hello: Hello) -
     for path in (hello.root, hello.f1, hello.f2):
         assert any(line.startswith(f"file[{path}]: would change: ") for line in out), out
     assert "    +i am f1" in out  # the diff of f1's content, indented under its line
-    assert out[-1].endswith("resource(s) would change; nothing was changed")
+    assert out[-1].endswith("would change, 0 may change; nothing was changed")
     assert not hello.root.exists()
     assert not hello.state.exists()
 
@@ -75,7 +75,7 @@ def test_noop_on_a_fresh_host_exits_0_and_shows_refreshes(hello: Hello) -> None:
     out = done.stdout.splitlines()
     assert any(line.startswith("exec[build]: would run: ") for line in out), out
     assert "  would refresh noop[done]" in out
-    assert out[-1] == "noop: 4 resource(s) would change; nothing was changed"
+    assert out[-1] == "noop: 4 would change, 0 may change; nothing was changed"
 
 
 def test_bad_policy_exits_2_with_file_and_line_and_changes_nothing(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from convergent.engine import (
     Converged,
     Engine,
     Failed,
+    MayChange,
     RunResult,
     WouldChange,
     run_graph,
@@ -193,7 +194,9 @@ def test_noop_never_applies_and_reports_what_would_change() -> None:
     assert box.value == "old"
     assert not any(line.startswith("apply") for line in box.journal)
     would = {r.resource: r for r in rec.of(WouldChange)}
-    assert set(would) == {"probe[a]", "probe[b]"}
+    may = {r.resource: r for r in rec.of(MayChange)}  # probe predicts nothing: b may change
+    assert set(would) == {"probe[a]"} and set(may) == {"probe[b]"}
+    assert may["probe[b]"].summary == "may change: '' -> 'x'"
     assert result.changed == 0 and result.exit_code == 0
 
 

@@ -20,6 +20,7 @@ from convergent.engine.report import (
     Converged,
     Failed,
     Log,
+    MayChange,
     RunResult,
     WouldChange,
 )
@@ -105,6 +106,7 @@ def test_records_built_by_hand_encode_too() -> None:
         Log("exec[y]", "a line"),
         Blocked("exec[z]", "exec[y]"),
         Converged(1, 2),
+        MayChange("exec[x]", "may run", "its guard runs a command", ("exec[y]",)),
     ]
     for record in records:
         assert _round_trip(record) == record

@@ -36,7 +36,7 @@ def test_noop_then_run_then_a_second_run_that_changes_nothing(tmp_path: Path) ->
 
         noop = convergent(*args, "--noop")
         assert noop.returncode == 0, noop.stderr
-        assert "noop: 4 resource(s) would change; nothing was changed" in noop.stdout
+        assert "noop: 4 would change, 0 may change; nothing was changed" in noop.stdout
         assert conf.read_bytes() == b"# keep me\r\nport=80\n"
         assert not (tmp_path / "cron.d").exists() and not (tmp_path / "payload").exists()
         assert server.log == []

@@ -142,8 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
             notifier.close()
     renderer.note(result.summary(), event="summary")
     if args.noop:
-        count = len(renderer.would_change)
-        renderer.note(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", event="summary")
+        renderer.noop_summary(NOTHING_CHANGED)
     return result.exit_code
 
 

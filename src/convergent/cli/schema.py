@@ -144,7 +144,7 @@ def policy_schema() -> dict[str, Any]:
         "description": "one resource: '- KIND: NAME', then the kind's parameters",
         "anyOf": [{"required": [kind]} for kind in classes],
         "allOf": [
-            {"if": {"required": [kind]}, "then": {"$ref": f"#/$defs/kind.{kind}"}}
+            {"if": _names(kind, classes), "then": {"$ref": f"#/$defs/kind.{kind}"}}
             for kind in classes
         ],
     }
@@ -183,3 +183,12 @@ def schema_command(args: argparse.Namespace) -> int:
     from convergent.cli.files import emit
 
     return emit(text, args.output)
+
+
+def _names(kind: str, classes: dict[str, Any]) -> dict[str, Any]:
+    """The condition of an entry of ``kind``: its key, unless that key is a parameter of
+    the entry's kind (a ``kv`` has ``value:``, which is also a kind)."""
+    others = [k for k, cls in classes.items() if kind in cls.params_type.__struct_fields__]
+    if not others:
+        return {"required": [kind]}
+    return {"required": [kind], "not": {"anyOf": [{"required": [k]} for k in others]}}

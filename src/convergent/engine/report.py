@@ -39,6 +39,7 @@ __all__ = [
     "Converged",
     "Failed",
     "Log",
+    "MayChange",
     "Report",
     "Reporter",
     "RunResult",
@@ -170,7 +171,21 @@ class Converged(msgspec.Struct, frozen=True):
     blocked: int
 
 
-Report = Changed | WouldChange | Failed | Blocked | Log | Converged
+class MayChange(msgspec.Struct, frozen=True):
+    """Under noop: ``resource`` *may* change; exactness is impossible, ``reason`` says why.
+
+    ``summary`` is what it may do (``may run``, ``may change``); ``reason``: ``its guard
+    runs a command; upstream file[/etc/y] would change``. Counted apart from
+    :class:`WouldChange`: never silently dropped, never silently promised.
+    """
+
+    resource: str
+    summary: str
+    reason: str
+    refreshes: tuple[str, ...] = ()
+
+
+Report = Changed | WouldChange | Failed | Blocked | Log | Converged | MayChange
 Reporter = Callable[[Report], None]
 
 

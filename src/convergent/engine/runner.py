@@ -32,7 +32,7 @@ from convergent.engine.exchange import Exchange
 from convergent.engine.hosts import Hosts, everyone_long_enough
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult
-from convergent.engine.worker import Worker
+from convergent.engine.worker import Predicting, Worker
 from convergent.graph.core import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
@@ -112,6 +112,11 @@ class Engine:
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
         # Known secrets from the start: a command may print one before its holder ran.
         self._exchange = Exchange(state.secret_values() if state is not None else ())
+        self.prediction: Predicting | None = None  # --noop: the predicted state (predict.py)
+        if noop:
+            from convergent.engine.predict import Prediction
+
+            self.prediction = Prediction(self._exchange.secrets.add)
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
         self._changed: set[str] = set()

@@ -49,7 +49,14 @@ if TYPE_CHECKING:
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
-__all__ = ["Runtime", "Worker"]
+__all__ = ["Predicting", "Runtime", "Worker"]
+
+
+class Predicting(Protocol):
+    """The predicted state of a ``--noop`` run (``engine/predict.py: Prediction``): every
+    pass of that run is its ``process``."""
+
+    async def process(self, worker: Worker) -> None: ...
 
 
 class Runtime(Protocol):
@@ -61,10 +68,12 @@ class Runtime(Protocol):
     of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
     ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
     receivers it owes nothing after all), ``forget_refreshes`` once handled;
-    ``before_apply``: ``meta.reverse``'s record.
+    ``before_apply``: ``meta.reverse``'s record. ``prediction``: the predicted state of a
+    ``--noop`` run (None otherwise), through which every pass of that run goes.
     """
 
     noop: bool
+    prediction: Predicting | None
     state: StateDB | None
     world: World | None
 
@@ -387,6 +396,9 @@ class Worker:
 
     async def _process(self) -> None:
         res, ctx, engine = self.resource, self.ctx, self.runtime
+        if engine.prediction is not None:  # --noop: through the predicted state
+            await engine.prediction.process(self)
+            return
         received = receive(self, self.runtime.output) if self.recv else None
         if received is MISSING:
             return

@@ -27,6 +27,7 @@ import msgspec
 
 from convergent.policy.entries import ENTRY_KEYS
 from convergent.resources.base import Meta, get_kind, kinds
+from convergent.resources.predicted import predicts
 
 __all__ = ["field_docs", "render_reference"]
 
@@ -218,6 +219,7 @@ def render_reference(only: Iterable[str] | None = None) -> str:
         if cls is None:
             continue
         out += [f"### {kind}", "", _summary(cls), "", *_table(cls.params_type, {}), ""]
+        out += [f"Under `--noop`: {predicts(kind, cls)}.", ""]
     return "\n".join(out)
 
 

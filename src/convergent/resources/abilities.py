@@ -13,6 +13,8 @@ A kind opts in by defining the methods; nothing needs registering. The contract 
 - :class:`AppliesGroup`: applies all its members of a group in one call.
 - :class:`Reversible`: can undo itself when it leaves the graph (``meta: {reverse: true}``).
 - :class:`RecordsReverse`, :class:`PlansReverse`: help a reversible kind do that.
+- :class:`Predicts`: under noop, says what it would leave behind and reads the predicted
+  state (:mod:`convergent.resources.predicted`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from convergent.resources.base import Change, Context, Resource
+    from convergent.resources.predicted import Effects, View
 
 __all__ = [
     "AppliesGroup",
@@ -33,6 +36,7 @@ __all__ = [
     "Member",
     "Output",
     "PlansReverse",
+    "Predicts",
     "RecordsReverse",
     "Refreshable",
     "Reversible",
@@ -172,3 +176,24 @@ class PlansReverse(Protocol):
     """A reversible kind that can say, read only, what ``reverse`` would do (for noop)."""
 
     def plan_reverse(self, ctx: Context) -> str | None: ...
+
+
+class Predicts(Protocol):
+    """A kind that manages something other kinds read: under noop it describes what it
+    would leave behind, and reads what resources upstream would leave behind.
+
+    ``predict(ctx, change, view)``: the post-state of what it manages once ``change``
+    (from its check) is applied, or once its refresh ran (``change`` is None), as
+    :class:`~convergent.resources.predicted.Effects`. ``check_predicted(ctx, view)``:
+    its ``check`` reading through ``view`` (called instead of ``check`` under noop when
+    something upstream would change); it raises
+    :class:`~convergent.resources.predicted.Uncertain` where it cannot be exact. Both are
+    read only. A kind may also define ``predict_refresh(ctx, view) -> str | None``: what a
+    refresh would do (None: nothing, e.g. a guard says skip); without it a notified
+    ``Refreshable`` would refresh. The contract: its tests check the prediction against
+    the real apply (``tests/noop/``).
+    """
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects: ...
+
+    async def check_predicted(self, ctx: Context, view: View) -> Change | None: ...

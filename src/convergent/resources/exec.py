@@ -35,7 +35,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -44,6 +44,9 @@ from convergent.host import posix, process
 from convergent.resources import runas
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["Exec", "ExecParams", "IfNewer"]
 
@@ -218,17 +221,55 @@ class Exec(Resource[ExecParams], kind="exec"):
         """stdout, stderr and exit_code of the last run (nothing before the first one)."""
         return dict(self._last_run or {})
 
+    # -- under noop (the Predicts ability) ---------------------------------------------
+
+    async def check_predicted(self, ctx: Context, view: View) -> Change | None:
+        """The guards through the predicted state: ``creates``, ``removes`` and
+        ``ifnewer`` see predicted existence and order; a guard command cannot (it may run)."""
+        if self.params.refresh_only or await self._skip_reason(ctx, view) is not None:
+            return None
+        return Change(f"would run: {_describe(self.params.cmd)}")
+
+    async def predict_refresh(self, ctx: Context, view: View) -> str | None:
+        """What a refresh would do: run, unless a guard says skip."""
+        if await self._skip_reason(ctx, view) is not None:
+            return None
+        return f"would run on refresh: {_describe(self.params.cmd)}"
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """What the command leaves behind, as its guards declare it: ``creates`` exists,
+        ``removes`` is gone, ``ifnewer.target`` is newer than its sources; its outputs
+        are known once it ran. Without such a guard, its effect is described by nothing."""
+        from convergent.resources.predicted import UNKNOWN, Effects, Node
+
+        p = self.params
+        paths: dict[str, Node] = {}
+        if p.removes is not None:
+            paths[self._normal(p.removes)] = Node("absent", self.id)
+        for made in (p.creates, p.ifnewer.target if p.ifnewer is not None else None):
+            if made is not None:
+                paths[self._normal(made)] = Node("exists", self.id)
+        outputs = {name: UNKNOWN for name in self.sends}
+        return Effects(paths, outputs, command=not paths)
+
     # -- helpers ----------------------------------------------------------------------
 
-    async def _skip_reason(self, ctx: Context) -> str | None:
-        """Why the guards say not to run (None: run). Guards run in the documented order."""
+    async def _skip_reason(self, ctx: Context, view: View | None = None) -> str | None:
+        """Why the guards say not to run (None: run). Guards run in the documented order.
+        ``view``: under noop, the predicted state the path guards read."""
         p = self.params
-        if p.creates is not None and _exists(p.creates):
+        exists = _exists if view is None else lambda path: view.exists(self._normal(path))
+        if p.creates is not None and exists(p.creates):
             return f"creates: {p.creates} exists"
-        if p.removes is not None and not _exists(p.removes):
+        if p.removes is not None and not exists(p.removes):
             return f"removes: {p.removes} does not exist"
-        if p.ifnewer is not None and _up_to_date(ctx, p.ifnewer):
+        if p.ifnewer is not None and _up_to_date(ctx, p.ifnewer, view):
             return f"ifnewer: {p.ifnewer.target} is newer than its sources"
+        guarded = p.onlyif is not None or p.unless is not None
+        if view is not None and guarded and view.changed_above:
+            from convergent.resources.predicted import Uncertain
+
+            raise Uncertain(f"its guard runs a command; {view.describe()}", "may run")
         if p.onlyif is not None:
             code = await self._guard(ctx, "onlyif", p.onlyif)
             if code != 0:
@@ -375,27 +416,46 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _up_to_date(ctx: Context, ifnewer: IfNewer) -> bool:
+def _stat_mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def _up_to_date(ctx: Context, ifnewer: IfNewer, view: View | None = None) -> bool:
     """True when the target exists and is at least as new as every source.
 
     A missing target means "run" before any source is looked at, so a noop preview of a
     fresh host (where the sources are not made yet) says "would run" instead of failing.
+    ``view``: under noop, modification times through the predicted state (a predicted
+    write is newer than anything on disk). Two writes predicted in this run, the target's
+    before a source's, may get one time stamp (the clock's resolution): uncertain.
     """
-    try:
-        target = os.stat(ifnewer.target).st_mtime_ns
-    except FileNotFoundError:
+    mtime_of = _stat_mtime if view is None else lambda path: view.mtime(Exec._normal(path))
+    target = mtime_of(ifnewer.target)
+    if target is None:
         return False
     newest = None
     for source in ifnewer.sources:
-        try:
-            mtime = os.stat(source).st_mtime_ns
-        except FileNotFoundError:
+        mtime = mtime_of(source)
+        if mtime is None:
             raise ResourceError(
                 ctx.id,
                 f"ifnewer: source {source} does not exist; create it first "
                 "(require the resource that makes it) or remove it from ifnewer.sources",
             ) from None
         newest = mtime if newest is None else max(newest, mtime)
+    if view is not None and newest is not None and target < newest:
+        node = view.node(Exec._normal(ifnewer.target))
+        if node is not None and node.order is not None:
+            from convergent.resources.predicted import Uncertain
+
+            raise Uncertain(
+                f"ifnewer: {ifnewer.target} and a source would both be written in this run, "
+                "the source later, within the clock's resolution or not",
+                "may run",
+            )
     return newest is None or target >= newest
 
 

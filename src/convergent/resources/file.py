@@ -41,6 +41,7 @@ from convergent.resources import fileparams, filetree
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
 from convergent.resources.fileparams import FileParams
+from convergent.resources.filepredict import FilePredicts
 from convergent.resources.fswatch import FsWatcher
 
 __all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
@@ -48,7 +49,7 @@ __all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes after it
 
 
-class File(Resource[FileParams], kind="file"):
+class File(FilePredicts, Resource[FileParams], kind="file"):
     """See the module docstring; parameters are documented on :class:`FileParams`."""
 
     __slots__ = (

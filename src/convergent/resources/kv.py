@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from convergent.errors import ParamError, ResourceError
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.world import keys
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["Kv", "KvParams"]
 
@@ -147,3 +150,12 @@ class Kv(Resource[KvParams], kind="kv"):
 
     def outputs(self) -> Mapping[str, Any]:
         return {} if self._current is None else {"value": self._current}
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: once applied, it sends its value (None ``change``: it may)."""
+        from convergent.resources.predicted import UNKNOWN, Effects
+
+        if change is None:
+            return Effects(outputs={"value": UNKNOWN})
+        value = self.params.value
+        return Effects(outputs={} if value is None else {"value": value})

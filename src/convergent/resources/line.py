@@ -41,13 +41,17 @@ import os
 import re
 import stat
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
+from convergent.host import fs
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
 from convergent.resources.textfile import PathLocks, absolute, directory_missing, read, write
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["Line", "LineChange", "LineParams", "edit"]
 
@@ -146,10 +150,36 @@ class Line(Resource[LineParams], kind="line"):
             await write(ctx, self._path, now.data, now.mode, now.uid, now.gid)
             return now.summary
 
-    def plan(self, *, diff: bool = True) -> LineChange | None:
-        """What the file needs (read only); None when it is right. ``diff``: describe it."""
+    # -- under noop (the Predicts ability) ---------------------------------------------
+
+    async def check_predicted(self, ctx: Context, view: View) -> LineChange | None:
+        """Its check on the content a resource upstream would leave in the file."""
+        node = view.node(self._path)
+        if node is None or node.keeps:
+            return self.plan()
+        return self.plan(predicted=(view.content(self._path), None))
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """The file holds the edited content (None ``change``: it may)."""
+        from convergent.resources.predicted import Effects, Node
+
+        if not isinstance(change, LineChange):
+            return Effects({self._path: Node("unknown", self.id)})
+        mode = change.mode if change.mode is not None else fs.default_mode()
+        uid = None if change.uid == -1 else change.uid
+        gid = None if change.gid == -1 else change.gid
+        return Effects({self._path: Node("file", self.id, change.data, False, mode, uid, gid)})
+
+    def plan(
+        self,
+        *,
+        diff: bool = True,
+        predicted: tuple[bytes | None, os.stat_result | None] | None = None,
+    ) -> LineChange | None:
+        """What the file needs (read only); None when it is right. ``diff``: describe it.
+        ``predicted``: the content (and stat) to edit instead of the file's (noop)."""
         p = self.params
-        data, st = read(self.id, self._path)
+        data, st = read(self.id, self._path) if predicted is None else predicted
         if data is None:
             if p.state == "absent":
                 return None
@@ -175,6 +205,11 @@ class Line(Resource[LineParams], kind="line"):
         return LineChange(edited[1], shown, edited[0], st)
 
     # -- automatic edges ----------------------------------------------------------------
+
+    def provides(self) -> tuple[()]:
+        """Nothing: the file is its ``file``'s (without this the engine, which looks for
+        both methods, would skip ``needs`` and add no edge)."""
+        return ()
 
     def needs(self) -> tuple[tuple[str], Sequence[str]]:
         """The managed ``file`` of its path comes first, else its nearest managed directory."""

@@ -26,6 +26,10 @@ class Noop(Resource[NoopParams], kind="noop"):
     async def apply(self, ctx: Context, change: Change) -> str | None:
         return None
 
+    async def predict_refresh(self, ctx: Context, view: Any) -> str | None:
+        """Under noop: a refresh changes nothing (it only logs)."""
+        return None
+
     async def refresh(self, ctx: Context) -> str | None:
         ctx.log(f"notified by {', '.join(sorted(ctx.refresh))}")
         return None

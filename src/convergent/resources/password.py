@@ -16,11 +16,14 @@ Without a state database (noop on a host that has none yet) ``check`` reports
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["CHARSETS", "Password", "PasswordParams"]
 
@@ -103,6 +106,18 @@ class Password(Resource[PasswordParams], kind="password"):
 
     def outputs(self) -> Mapping[str, Any]:
         return {} if self._secret is None else {"password": self._secret}
+
+    # -- under noop (the Predicts ability) ---------------------------------------------
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Once applied (or refreshed) it sends a new secret: a stand-in that no report
+        shows, which differs from anything a receiver holds now."""
+        from convergent.resources.predicted import Effects
+
+        return Effects(outputs={"password": view.new_secret(self.id)})
+
+    async def predict_refresh(self, ctx: Context, view: View) -> str | None:
+        return "would regenerate"
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from convergent.errors import ParamError
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.world.keys import HOSTS, VALUES, host_key, split_host_key, value_key
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["Value", "ValueParams", "WorldAll", "WorldValues", "world_source"]
 
@@ -90,6 +93,14 @@ class Value(Resource[ValueParams], kind="value"):
     def outputs(self) -> Mapping[str, Any]:
         content = self.params.content
         return {} if content is None else {"value": content}
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: once published it sends its content (None ``change``: it may)."""
+        from convergent.resources.predicted import UNKNOWN, Effects
+
+        if change is None:
+            return Effects(outputs={"value": UNKNOWN})
+        return Effects(outputs=dict(self.outputs()))
 
 
 class _AnyName(Mapping[str, Output]):
