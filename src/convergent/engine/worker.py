@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
@@ -49,7 +49,15 @@ if TYPE_CHECKING:
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
-__all__ = ["Runtime", "Worker"]
+__all__ = ["Observer", "Runtime", "Worker"]
+
+
+class Observer(Protocol):
+    """Who follows the vertex states (``engine/follow.py``: ``Observed``)."""
+
+    @property
+    def listeners(self) -> Sequence[Any]: ...
+    def worker(self, worker: Worker, applying: bool) -> None: ...
 
 
 class Runtime(Protocol):
@@ -61,15 +69,16 @@ class Runtime(Protocol):
     of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
     ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
     receivers it owes nothing after all), ``forget_refreshes`` once handled;
-    ``before_apply``: ``meta.reverse``'s record; ``vertex_state``: the worker's new
-    state (or that it starts applying), called only while ``following``.
+    ``before_apply``: ``meta.reverse``'s record; ``observed``: told the worker's new
+    state (or that it starts applying) while it has listeners.
     """
 
     noop: bool
-    following: bool
     state: StateDB | None
     world: World | None
 
+    @property
+    def observed(self) -> Observer: ...
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
     def shared(self, factory: Callable[[], Any]) -> Any: ...
     def report(self, report: Report) -> None: ...
@@ -81,7 +90,6 @@ class Runtime(Protocol):
     def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None: ...
     def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None: ...
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
-    def vertex_state(self, worker: Worker, *, applying: bool = False) -> None: ...
 
 
 class Worker:
@@ -192,8 +200,8 @@ class Worker:
             return
         self.state = state
         self.runtime.state_changed(old, state)
-        if self.runtime.following:
-            self.runtime.vertex_state(self)
+        if self.runtime.observed.listeners:
+            self.runtime.observed.worker(self, False)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -420,8 +428,8 @@ class Worker:
                     engine.before_apply(res, ctx, change)
                 if notified:  # durable before the change: a kill from here on loses nothing
                     intent = engine.intend_refreshes(self, notified)
-                if engine.following:
-                    engine.vertex_state(self, applying=True)
+                if engine.observed.listeners:
+                    engine.observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.apply(ctx, change)
                 engine.report(
@@ -433,8 +441,8 @@ class Worker:
             elif refresh and isinstance(res, Refreshable):
                 if notified:  # a refresh may change something and notify onward
                     intent = engine.intend_refreshes(self, notified)
-                if engine.following:
-                    engine.vertex_state(self, applying=True)
+                if engine.observed.listeners:
+                    engine.observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.refresh(ctx)
                 if summary is not None:
