@@ -106,3 +106,28 @@ def test_every_parameter_shown_is_plain_json(kind: str) -> None:
     extra = {"cmd": ["true"]} if kind == "exec" else {}
     resource = make(kind, "/x" if kind == "file" else "x", **extra)
     msgspec.json.encode(shown_params(kind, resource.params, {}, lambda t: t))
+
+
+def test_a_client_that_falls_behind_is_dropped_not_waited_for() -> None:
+    """A stalled browser must never hold the engine: its stream ends (it reconnects)."""
+    import asyncio
+
+    from convergent.engine import Engine, VertexState
+    from convergent.web.board import QUEUE, Board
+
+    async def main() -> None:
+        g: Graph[Any] = Graph()
+        g.add(make("noop", "x"))
+        board = Board(Engine(g))
+        slow, live = board.subscribe(), board.subscribe()
+        for i in range(QUEUE + 5):
+            board.on_state(VertexState("noop[x]", "checking" if i % 2 else "converged"))
+            while not live.queue.empty():  # a client that keeps up
+                live.queue.get_nowait()
+        assert slow.dropped and slow not in board.subscribers
+        assert slow.queue.get_nowait() is None  # its stream ends here
+        assert live in board.subscribers and not live.dropped
+        board.close()
+        assert live.queue.get_nowait() is None
+
+    asyncio.run(main())

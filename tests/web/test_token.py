@@ -114,3 +114,21 @@ def test_loopback_is_127_8_and_1_and_localhost() -> None:
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
     assert not is_loopback("example.org")
+
+
+def test_a_token_file_that_is_a_symlink_or_a_fifo_is_refused_without_blocking(
+    tmp_path: Path,
+) -> None:
+    """Another user could point the agent at her file, or stall it on a FIFO."""
+    real = _token_file(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(ValueError, match="cannot read the token file"):
+        check_options("127.0.0.1:0", str(link))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        check_options("127.0.0.1:0", str(fifo))
+    with pytest.raises(ValueError, match="is not a regular file"):
+        check_options("127.0.0.1:0", str(tmp_path))
+    assert check_options("10.1.2.3:80", str(real)).token == TOKEN
