@@ -162,7 +162,7 @@ def test_a_run_nobody_follows_makes_no_record(monkeypatch: pytest.MonkeyPatch) -
         engine = Engine(graph_of(Probe.make("p", Box())), converged_timeout=0)
         unfollow = engine.follow_states(follower)
         unfollow()
-        assert not engine.observed.listeners
+        assert not engine.observe().listeners
         async with asyncio.timeout(BOUND):
             result = await engine.run()
         assert result.converged

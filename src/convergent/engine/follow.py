@@ -1,12 +1,15 @@
 """What an observer in the process (a web view, a status or progress display) sees of a
-run: each vertex's state as the engine runs it (``Engine.follow_states``), the running
-plan, and texts with the run's secrets hidden (``Engine.observed``, an :class:`Observed`).
+run: ``Engine.observe()`` makes (once) and returns its :class:`Observed`: the vertex-state
+listeners, the running plan, and ``hide`` (texts with the run's secrets hidden).
 
-A worker tells its state only while someone follows (``observed.listeners``), so a run
-nobody follows makes no record at all. The names are :data:`VERTEX_STATES`: a worker's
-:class:`State`, with ``running`` told apart as ``checking`` and ``applying`` (the worker
-says when its apply or refresh starts), ``clean`` as ``converged``, and ``removed`` for
-a vertex gone with a new graph.
+``Engine.follow_states(listener)`` calls ``listener`` with a :class:`VertexState` each
+time a vertex changes state, on the engine's loop (it must be quick; an exception is
+dropped), and returns the function that stops it; ``Engine.vertex_states()`` is each
+vertex's state now. A worker tells its state only while someone follows, so a run nobody
+follows makes no record at all (and does not import this module). The names are
+:data:`VERTEX_STATES`: a worker's :class:`State`, with ``running`` told apart as
+``checking`` and ``applying`` (the worker says when its apply or refresh starts),
+``clean`` as ``converged``, and ``removed`` for a vertex gone with a new graph.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from convergent.engine.report import VertexState
 
 if TYPE_CHECKING:
     from convergent.engine.changeover import Plan
+    from convergent.engine.exchange import Exchange
     from convergent.engine.worker import Worker
 
 __all__ = ["STATE_NAMES", "Observed"]
@@ -48,11 +52,11 @@ class Observed:
         self,
         workers: Callable[[], Mapping[str, Worker]],
         plan: Callable[[], Plan],
-        hide: Callable[[str], str],
+        exchange: Exchange,
     ) -> None:
         self._workers = workers
         self._plan = plan
-        self.hide = hide
+        self.hide: Callable[[str], str] = exchange.secrets.hide
         self.listeners: list[Listener] = []
         self.shown: dict[str, str] = {}  # vertex -> the last state told (while followed)
 

@@ -29,7 +29,6 @@ from convergent.engine.changeover import (
 from convergent.engine.collect import Collector, exported, local_part
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
-from convergent.engine.follow import Observed
 from convergent.engine.hosts import Hosts, everyone_long_enough
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult, VertexState
@@ -41,6 +40,7 @@ from convergent.resources.recv import Binding
 from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
+    from convergent.engine.follow import Observed
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -114,7 +114,7 @@ class Engine:
         self._exchange = Exchange(state.secret_values() if state is not None else ())
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
-        self.observed = Observed(lambda: self._workers, lambda: self._plan, self._hide_text)
+        self.observed: Observed | None = None  # made by observe(), when first asked for
         self._changed: set[str] = set()
         self._stop = asyncio.Event()
         self._services: dict[Callable[[], Any], Any] = {}
@@ -208,17 +208,19 @@ class Engine:
     def _recount(self) -> None:
         self._convergence.recount(self._states())
 
-    # -- for an observer in this process (engine/follow.py) ----------------------------
+    def observe(self) -> Observed:
+        """What an observer in this process sees of the run: see ``engine/follow.py``."""
+        from convergent.engine.follow import Observed  # not on the start-up path
+
+        if self.observed is None:
+            self.observed = Observed(lambda: self._workers, lambda: self._plan, self._exchange)
+        return self.observed
 
     def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:
-        """Call ``listener`` with each vertex's new state; returns what stops it."""
-        return self.observed.add(listener)
+        return self.observe().add(listener)
 
     def vertex_states(self) -> dict[str, str]:
-        return self.observed.states()
-
-    def _hide_text(self, text: str) -> str:
-        return self._exchange.secrets.hide(text)
+        return self.observe().states()
 
     # -- control ----------------------------------------------------------------------
 
@@ -393,7 +395,8 @@ class Engine:
             workers[vid] = worker
         self._plan = plan
         self._refreshes.plan = plan
-        self.observed.adopted(self._workers, workers)
+        if self.observed is not None:
+            self.observed.adopted(self._workers, workers)
         self._workers = workers
         self.graph = link(plan, workers, kept=bool(keep))
         self._exchange.wire(plan, workers)

@@ -78,7 +78,7 @@ class Runtime(Protocol):
     world: World | None
 
     @property
-    def observed(self) -> Observer: ...
+    def observed(self) -> Observer | None: ...
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
     def shared(self, factory: Callable[[], Any]) -> Any: ...
     def report(self, report: Report) -> None: ...
@@ -200,8 +200,9 @@ class Worker:
             return
         self.state = state
         self.runtime.state_changed(old, state)
-        if self.runtime.observed.listeners:
-            self.runtime.observed.worker(self, False)
+        observed = self.runtime.observed
+        if observed is not None and observed.listeners:
+            observed.worker(self, False)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -428,8 +429,9 @@ class Worker:
                     engine.before_apply(res, ctx, change)
                 if notified:  # durable before the change: a kill from here on loses nothing
                     intent = engine.intend_refreshes(self, notified)
-                if engine.observed.listeners:
-                    engine.observed.worker(self, True)
+                observed = engine.observed
+                if observed is not None and observed.listeners:
+                    observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.apply(ctx, change)
                 engine.report(
@@ -441,8 +443,9 @@ class Worker:
             elif refresh and isinstance(res, Refreshable):
                 if notified:  # a refresh may change something and notify onward
                     intent = engine.intend_refreshes(self, notified)
-                if engine.observed.listeners:
-                    engine.observed.worker(self, True)
+                observed = engine.observed
+                if observed is not None and observed.listeners:
+                    observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.refresh(ctx)
                 if summary is not None:

@@ -147,7 +147,7 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
         return Response(static[name], media_type=_STATIC[name])
 
     def vertex(vid: str) -> dict[str, Any] | None:
-        plan = engine.observed.plan
+        plan = engine.observe().plan
         payload = plan.graph.vertices.get(vid)
         view = board.views.get(vid)
         if payload is None or view is None:
@@ -155,16 +155,16 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
         data: dict[str, Any] = {"id": vid, "kind": payload.kind, "name": payload.name}
         data.update(view.brief())
         if isinstance(payload, Group):
-            data["members"] = [_resource(m, plan, engine.observed.hide) for m in payload.members]
+            data["members"] = [_resource(m, plan, engine.observe().hide) for m in payload.members]
         else:
-            data.update(_resource(payload, plan, engine.observed.hide))
+            data.update(_resource(payload, plan, engine.observe().hide))
         data["upstream"] = plan.graph.upstream(vid)
         data["downstream"] = plan.graph.downstream(vid)
         data["events"] = list(view.events)
         return data
 
     async def vertices(request: Request) -> Response:
-        found = [vertex(vid) for vid in engine.observed.plan.graph.vertices]
+        found = [vertex(vid) for vid in engine.observe().plan.graph.vertices]
         return _json(
             {
                 "host": hostname,
@@ -183,7 +183,7 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
 
     async def graph_svg(request: Request) -> Response:
         async with drawing:
-            plan = engine.observed.plan
+            plan = engine.observe().plan
             if drawn[0] is not plan:
                 try:
                     drawn[1] = await render_svg(plan_dot(plan))

@@ -152,7 +152,7 @@ class Board:
         rid = getattr(report, "resource", None)
         if rid is None:
             return
-        vid = self.engine.observed.plan.vertex_of.get(rid, rid)
+        vid = self.engine.observe().plan.vertex_of.get(rid, rid)
         view = self.views.get(vid)
         if view is None:
             return  # a report of no vertex ("world", "cluster", a refused export)
