@@ -19,6 +19,7 @@ browser reconnects and starts again from a snapshot).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,10 @@ class Board:
 
     def on_report(self, report: Report) -> None:
         self._reporter(report)
+        with contextlib.suppress(Exception):  # the view never stops the run
+            self._record(report)
+
+    def _record(self, report: Report) -> None:
         if isinstance(report, Converged):
             self.converged = True
             self._send("converged", {"failed": report.failed, "blocked": report.blocked})
