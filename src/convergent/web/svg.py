@@ -14,7 +14,7 @@ import asyncio
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from convergent.graph.dot import _quote
+from convergent.graph.dot import _quote as _q
 
 if TYPE_CHECKING:
     from convergent.engine.changeover import Plan
@@ -27,10 +27,6 @@ _MAX_LABEL_MEMBERS = 12
 
 class DotMissing(Exception):
     """graphviz's ``dot`` is not installed, or failed."""
-
-
-def _q(text: str) -> str:
-    return _quote(text)
 
 
 def plan_dot(plan: Plan) -> str:
