@@ -214,7 +214,7 @@ async def run_with_signals(
     if http is not None:  # before anything runs: an address in use changes nothing
         from convergent.web.serve import start
 
-        web = await start(engine, http, lambda line: reporter.note(line, error=True, event="web"))
+        web = await start(engine, http, say)  # its address, on stderr
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     reload = _Reload()
