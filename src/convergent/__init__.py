@@ -48,6 +48,8 @@ What a run reports (a reporter is any callable taking one ``Report``):
 - ``MayChange``: under noop, a resource that may change, and why exactness is impossible.
 - ``Converged``: every resource is settled and nothing is running.
 - ``Report``: any of the seven above; ``Reporter``: a callable that takes one.
+- ``VertexState``: a vertex's new state, for an observer that follows a running
+  ``Engine`` (``follow_states``); ``VERTEX_STATES`` names the states.
 - ``RunResult``: the outcome of a run: counts, time, ``exit_code``, ``summary()``.
 - ``TextRenderer``: the default reporter, one line per report, control characters
   escaped.
@@ -79,6 +81,7 @@ TYPE_CHECKING = False  # typing itself costs ~10 ms of start-up; tools treat thi
 __version__ = "0.1.0"
 
 __all__ = [
+    "VERTEX_STATES",
     "Blocked",
     "Change",
     "ChangeText",
@@ -121,6 +124,7 @@ __all__ = [
     "Timer",
     "User",
     "Value",
+    "VertexState",
     "WouldChange",
     "__version__",
     "arun",
@@ -143,6 +147,8 @@ _LAZY = {
     "Reporter": "convergent.engine.report",
     "RunResult": "convergent.engine.report",
     "WouldChange": "convergent.engine.report",
+    "VERTEX_STATES": "convergent.engine.report",
+    "VertexState": "convergent.engine.report",
     "Engine": "convergent.engine.runner",
     "CommandError": "convergent.errors",
     "ConvergentError": "convergent.errors",
@@ -181,6 +187,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from convergent.api import arun, run
     from convergent.engine.report import (
+        VERTEX_STATES,
         Blocked,
         Changed,
         ChangeText,
@@ -191,6 +198,7 @@ if TYPE_CHECKING:
         Report,
         Reporter,
         RunResult,
+        VertexState,
         WouldChange,
     )
     from convergent.engine.runner import Engine

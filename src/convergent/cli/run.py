@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from convergent.graph.core import Graph
     from convergent.resources.base import Resource
     from convergent.state.db import StateDB
+    from convergent.web.options import HttpOptions
     from convergent.world.base import World
     from convergent.world.cluster import ClusterConfig
 
@@ -76,6 +77,16 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             cluster = cluster_config(args, state_dir)
         except UsageError as exc:
+            say(f"convergent: {exc}")
+            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+            return 2
+    http = None
+    if getattr(args, "http", None) is not None or getattr(args, "http_token", None) is not None:
+        from convergent.web.options import check_options
+
+        try:
+            http = check_options(args.http or "127.0.0.1:0", args.http_token)
+        except ValueError as exc:
             say(f"convergent: {exc}")
             print(NOTHING_CHANGED, file=sys.stderr, flush=True)
             return 2
@@ -130,6 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
                 notifier=notifier,
                 world=world,
                 cluster=cluster,
+                http=http,
             )
         )
     except ConvergentError as exc:  # the cluster could not be started, found or reached
@@ -168,6 +180,7 @@ async def run_with_signals(
     notifier: SystemdNotifier | None = None,
     world: World | None = None,
     cluster: ClusterConfig | None = None,
+    http: HttpOptions | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
 
@@ -177,7 +190,8 @@ async def run_with_signals(
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
-    the engine starts means nothing was applied.
+    the engine starts means nothing was applied. ``http``: serve the web view
+    (:mod:`convergent.web`) while the engine runs.
     """
     if cluster is not None:
         from convergent.world.cluster import open_world
@@ -196,6 +210,7 @@ async def run_with_signals(
                 policy=policy,
                 notifier=notifier,
                 world=opened,
+                http=http,
             )
     from convergent.engine.runner import Engine
 
@@ -208,6 +223,11 @@ async def run_with_signals(
         state=state,
         world=world,
     )
+    web = None
+    if http is not None:  # before anything runs: an address in use changes nothing
+        from convergent.web.serve import start
+
+        web = await start(engine, http, say)  # its address, on stderr
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     reload = _Reload()
@@ -240,6 +260,8 @@ async def run_with_signals(
     try:
         return await engine.run()
     finally:
+        if web is not None:
+            await web.close()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -31,7 +31,7 @@ from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
 from convergent.engine.hosts import Hosts, everyone_long_enough
 from convergent.engine.refreshes import Intent, Refreshes
-from convergent.engine.report import Converged, Log, Report, Reporter, RunResult
+from convergent.engine.report import Converged, Log, Report, Reporter, RunResult, VertexState
 from convergent.engine.worker import Predicting, Worker
 from convergent.graph.core import Graph
 from convergent.resources.base import Change, Context, Resource
@@ -40,6 +40,7 @@ from convergent.resources.recv import Binding
 from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
+    from convergent.engine.follow import Observed
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -119,6 +120,7 @@ class Engine:
             self.prediction = Prediction(self._exchange.secrets.add)
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
+        self.observed: Observed | None = None  # made by observe(), when first asked for
         self._changed: set[str] = set()
         self._stop = asyncio.Event()
         self._services: dict[Callable[[], Any], Any] = {}
@@ -211,6 +213,20 @@ class Engine:
 
     def _recount(self) -> None:
         self._convergence.recount(self._states())
+
+    def observe(self) -> Observed:
+        """What an observer in this process sees of the run: see ``engine/follow.py``."""
+        from convergent.engine.follow import Observed  # not on the start-up path
+
+        if self.observed is None:
+            self.observed = Observed(lambda: self._workers, lambda: self._plan, self._exchange)
+        return self.observed
+
+    def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:
+        return self.observe().add(listener)
+
+    def vertex_states(self) -> dict[str, str]:
+        return self.observe().states()
 
     # -- control ----------------------------------------------------------------------
 
@@ -385,6 +401,8 @@ class Engine:
             workers[vid] = worker
         self._plan = plan
         self._refreshes.plan = plan
+        if self.observed is not None:
+            self.observed.adopted(self._workers, workers)
         self._workers = workers
         self.graph = link(plan, workers, kept=bool(keep))
         self._exchange.wire(plan, workers)

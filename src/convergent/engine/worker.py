@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
-__all__ = ["Predicting", "Runtime", "Worker"]
+__all__ = ["Observer", "Predicting", "Runtime", "Worker"]
 
 
 class Predicting(Protocol):
@@ -57,6 +57,14 @@ class Predicting(Protocol):
     pass of that run is its ``process``."""
 
     async def process(self, worker: Worker) -> None: ...
+
+
+class Observer(Protocol):
+    """Who follows the vertex states (``engine/follow.py``: ``Observed``)."""
+
+    @property
+    def listeners(self) -> Sequence[Any]: ...
+    def worker(self, worker: Worker, applying: bool) -> None: ...
 
 
 class Runtime(Protocol):
@@ -69,7 +77,9 @@ class Runtime(Protocol):
     ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
     receivers it owes nothing after all), ``forget_refreshes`` once handled;
     ``before_apply``: ``meta.reverse``'s record. ``prediction``: the predicted state of a
-    ``--noop`` run (None otherwise), through which every pass of that run goes.
+    ``--noop`` run (None otherwise), through which every pass of that run goes;
+    ``observed``: told the worker's new state (or that it starts applying) while it has
+    listeners.
     """
 
     noop: bool
@@ -77,6 +87,8 @@ class Runtime(Protocol):
     state: StateDB | None
     world: World | None
 
+    @property
+    def observed(self) -> Observer | None: ...
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
     def shared(self, factory: Callable[[], Any]) -> Any: ...
     def report(self, report: Report) -> None: ...
@@ -198,6 +210,9 @@ class Worker:
             return
         self.state = state
         self.runtime.state_changed(old, state)
+        observed = self.runtime.observed
+        if observed is not None and observed.listeners:
+            observed.worker(self, False)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -427,6 +442,9 @@ class Worker:
                     engine.before_apply(res, ctx, change)
                 if notified:  # durable before the change: a kill from here on loses nothing
                     intent = engine.intend_refreshes(self, notified)
+                observed = engine.observed
+                if observed is not None and observed.listeners:
+                    observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.apply(ctx, change)
                 engine.report(
@@ -438,6 +456,9 @@ class Worker:
             elif refresh and isinstance(res, Refreshable):
                 if notified:  # a refresh may change something and notify onward
                     intent = engine.intend_refreshes(self, notified)
+                observed = engine.observed
+                if observed is not None and observed.listeners:
+                    observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.refresh(ctx)
                 if summary is not None:
