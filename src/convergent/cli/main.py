@@ -60,6 +60,25 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _duration(text: str) -> float:
+    from convergent.cli.observe import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise _bad_value(str(exc)) from None
+
+
+def _keep(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _bad_value(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise _bad_value(f"{text!r}: give 0 or more (0: keep no history)")
+    return value
+
+
 def _urls(text: str) -> tuple[str, ...]:
     from convergent.cli.cluster import parse_urls
 
@@ -90,6 +109,8 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--etcd-endpoints": ("etcd_endpoints", _urls),
     "--insecure": ("insecure", None),
     "--join-token": ("join_token", str),
+    "--events-keep": ("events_keep", _keep),
+    "--events-age": ("events_age", _duration),
 }
 
 
@@ -201,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="text (default: lines for people) or json (one JSON object per line, "
         "for log shippers)",
+    )
+    run.add_argument(
+        "--events-keep",
+        metavar="N",
+        type=_keep,
+        default=None,
+        help="keep at most N events in the history of the state directory "
+        "(default: 100000; 0: record none)",
+    )
+    run.add_argument(
+        "--events-age",
+        metavar="AGE",
+        type=_duration,
+        default=None,
+        help="drop events older than AGE from the history (e.g. 12h, 30d; default: 7d)",
     )
     from convergent.cli.cluster import add_cluster_parser, add_run_options
 

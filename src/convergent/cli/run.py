@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from convergent.cli.notify import SystemdNotifier
     from convergent.engine.changeover import Swapped
+    from convergent.engine.events import EventLog
     from convergent.engine.report import RunResult
     from convergent.engine.runner import Engine
     from convergent.graph.core import Graph
@@ -109,6 +110,10 @@ def run_command(args: argparse.Namespace) -> int:
         from convergent.cli.notify import SystemdNotifier
 
         notifier = SystemdNotifier.from_environment()
+    from convergent.cli.observe import Observer, host_name
+
+    observer = Observer(args, state_dir, host_name(args))
+    result = None
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
     gc.freeze()
@@ -126,6 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
                 notifier=notifier,
                 world=world,
                 cluster=cluster,
+                events=observer.events,
             )
         )
     except ConvergentError as exc:  # the cluster could not be started, found or reached
@@ -133,6 +139,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     finally:
+        observer.finish(result)
         opened.close()
         if notifier is not None:
             notifier.close()
@@ -155,6 +162,7 @@ async def run_with_signals(
     notifier: SystemdNotifier | None = None,
     world: World | None = None,
     cluster: ClusterConfig | None = None,
+    events: EventLog | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
 
@@ -164,7 +172,8 @@ async def run_with_signals(
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
-    the engine starts means nothing was applied.
+    the engine starts means nothing was applied. ``events``: the run's event log
+    (engine/events.py).
     """
     if cluster is not None:
         from convergent.world.cluster import open_world
@@ -183,6 +192,7 @@ async def run_with_signals(
                 policy=policy,
                 notifier=notifier,
                 world=opened,
+                events=events,
             )
     from convergent.engine.runner import Engine
 
@@ -194,6 +204,7 @@ async def run_with_signals(
         sema=sema,
         state=state,
         world=world,
+        events=events,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -40,6 +40,7 @@ from convergent.resources.recv import Binding
 from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
+    from convergent.engine.events import EventLog
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -90,6 +91,7 @@ class Engine:
         sema: int | None = None,
         state: StateDB | None = None,
         world: World | None = None,
+        events: EventLog | None = None,
     ) -> None:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
@@ -114,6 +116,10 @@ class Engine:
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
         self._changed: set[str] = set()
+        self._repairs = 0  # passes that changed something (a resource may count many)
+        if events is not None:
+            events.hide = self._exchange.hide
+        self.events = events
         self._stop = asyncio.Event()
         self._services: dict[Callable[[], Any], Any] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -145,10 +151,14 @@ class Engine:
 
     def report(self, report: Report) -> None:
         """Pass ``report`` to the reporter, with every known secret hidden."""
-        self.reporter(self._exchange.hide(report))
+        hidden = self._exchange.hide(report)
+        if self.events is not None:
+            self.events.saw(hidden)
+        self.reporter(hidden)
 
     def mark_changed(self, worker: Worker) -> None:
         self._changed.add(worker.resource.id)
+        self._repairs += 1
 
     def state_changed(self, old: State, new: State) -> None:
         self._convergence.changed(old, new)
@@ -258,6 +268,7 @@ class Engine:
         return RunResult(
             resources=len(self._workers),
             changed=len(self._changed),
+            repairs=self._repairs,
             failed=convergence.failed,
             blocked=convergence.blocked,
             seconds=time.perf_counter() - start,
@@ -349,6 +360,7 @@ class Engine:
                     old_members[mid], self._context(mid), noop=noop, report=self.report
                 ):
                     self._changed.add(mid)
+                    self._repairs += 1
                     done.reversed.append(mid)
             if self._tg is None:
                 raise RuntimeError("the run ended during the swap")
@@ -567,6 +579,7 @@ async def run_graph(
     sema: int | None = None,
     state: StateDB | None = None,
     world: World | None = None,
+    events: EventLog | None = None,
 ) -> RunResult:
     """Run ``graph`` to convergence; see :class:`Engine`."""
     engine = Engine(
@@ -577,5 +590,6 @@ async def run_graph(
         sema=sema,
         state=state,
         world=world,
+        events=events,
     )
     return await engine.run()
