@@ -61,7 +61,7 @@ def _log_format(text: str) -> str:
 
 
 def _duration(text: str) -> float:
-    from convergent.cli.observe import parse_duration
+    from convergent.cli.report import parse_duration
 
     try:
         return parse_duration(text)
@@ -111,6 +111,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--join-token": ("join_token", str),
     "--events-keep": ("events_keep", _keep),
     "--events-age": ("events_age", _duration),
+    "--report-json": ("report_json", str),
 }
 
 
@@ -238,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="drop events older than AGE from the history (e.g. 12h, 30d; default: 7d)",
     )
+    run.add_argument(
+        "--report-json",
+        metavar="FILE",
+        default=None,
+        help="at the end, write the run report as JSON to FILE (docs/report-schema.md; "
+        "-: print it)",
+    )
     from convergent.cli.cluster import add_cluster_parser, add_run_options
 
     add_run_options(run, urls=_urls, initial_cluster=_initial_cluster)
@@ -268,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_parser(commands)
     _add_tool_parsers(commands)
     add_cluster_parser(commands, urls=_urls)
+    _add_report_parser(commands)
     return parser
 
 
@@ -336,6 +345,33 @@ def _add_tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
 
+def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``report``: compliance, hot spots and the slowest, from the event history."""
+    report = commands.add_parser(
+        "report",
+        help="compliance, drift hot spots and the slowest resources, from the event history",
+        description="Summarize the event history of the state directory: per-resource "
+        "counts, compliance (kept + repaired against not kept, as a percentage), the "
+        "resources repaired most often and the slowest ones.",
+    )
+    report.add_argument(
+        "--since",
+        metavar="AGE",
+        default=None,
+        help="only the events of the last AGE (e.g. 30m, 1h, 7d; default: all kept)",
+    )
+    report.add_argument(
+        "--json", action="store_true", help="print the report as JSON (docs/report-schema.md)"
+    )
+    report.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=None,
+        help="the state directory (default: /var/lib/convergent for root, "
+        "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
+    )
+
+
 def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``state`` and its sub-commands on the command line's sub-parsers."""
     state = commands.add_parser(
@@ -379,6 +415,7 @@ _TOOLS = {
     "man": ("convergent.cli.man", "man_command"),
     "service": ("convergent.cli.service", "service_command"),
     "cluster": ("convergent.cli.cluster", "cluster_command"),
+    "report": ("convergent.cli.report", "report_command"),
 }
 
 

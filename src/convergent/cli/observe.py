@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from convergent.engine.events import Event, EventLog
@@ -19,28 +20,9 @@ if TYPE_CHECKING:
     import argparse
 
     from convergent.engine.report import RunResult
-    from convergent.state.events import EventStore
+    from convergent.state.events import EventStore, Row
 
-__all__ = ["Observer", "parse_duration"]
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``30s``, ``15m``, ``1h``, ``7d``, ``2w`` as seconds (ValueError says why)."""
-    value = text.strip()
-    unit = _UNITS.get(value[-1:].lower()) if value else None
-    number = value[:-1] if unit is not None else value
-    try:
-        seconds = float(number) * (unit or 1.0)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a duration: give seconds, or a number with s, m, h, d or w "
-            "(e.g. 1h, 7d)"
-        ) from None
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(f"{text!r}: give a duration of 0 or more")
-    return seconds
+__all__ = ["Observer", "host_name"]
 
 
 class Observer:
@@ -51,6 +33,16 @@ class Observer:
         self.store: EventStore | None = None
         self.problem: str | None = None  # why the history could not be written, once said
         self._timer: Any = None  # the pending flush (an asyncio TimerHandle)
+        self.noop = bool(args.noop)
+        self.code = 0  # 1 when the run report could not be written
+        self.report_json: str | None = getattr(args, "report_json", None)
+        self.rows: deque[Row] | None = None  # the run's events, for --report-json
+        self.started = time.time()
+        if self.report_json is not None:
+            from convergent.state.events import MAX_COUNT
+
+            self.rows = deque(maxlen=MAX_COUNT)
+            self.events.listeners.append(self._keep)
         keep = getattr(args, "events_keep", None)
         if not args.noop and keep != 0:
             from convergent.state.events import MAX_AGE, MAX_COUNT, EventStore
@@ -63,22 +55,16 @@ class Observer:
             )
             self.events.listeners.append(self._store)
 
+    def _keep(self, event: Event) -> None:
+        assert self.rows is not None
+        self.rows.append(_row(event))
+
     # -- the history ----------------------------------------------------------------------
 
     def _store(self, event: Event) -> None:
         store = self.store
         assert store is not None
-        store.add(
-            (
-                event.time,
-                event.host,
-                event.resource,
-                event.outcome,
-                event.seconds,
-                event.summary,
-                event.cause,
-            )
-        )
+        store.add(_row(event))
         if self._timer is None:
             import asyncio
 
@@ -109,6 +95,37 @@ class Observer:
         self.flush()
         if self.store is not None:
             self.store.close()
+        if self.report_json is not None and self.rows is not None and result is not None:
+            from convergent.cli.report import build_report, write_report
+
+            report = build_report(
+                self.rows,
+                host=self.events.host,
+                since=self.started,
+                until=time.time(),
+                run=result,
+                noop=self.noop,
+                with_events=True,
+            )
+            try:
+                write_report(self.report_json, report)
+            except OSError as exc:
+                from convergent.render import say
+
+                say(f"convergent: --report-json {self.report_json}: {exc.strerror or exc}")
+                self.code = 1
+
+
+def _row(event: Event) -> Row:
+    return (
+        event.time,
+        event.host,
+        event.resource,
+        event.outcome,
+        event.seconds,
+        event.summary,
+        event.cause,
+    )
 
 
 def host_name(args: argparse.Namespace) -> str:

@@ -147,7 +147,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.noop:
         count = len(renderer.would_change)
         renderer.note(f"noop: {count} resource(s) would change; {NOTHING_CHANGED}", event="summary")
-    return result.exit_code
+    return result.exit_code or observer.code
 
 
 async def run_with_signals(
