@@ -11,6 +11,7 @@ from convergent.engine.report import (
     Report,
     Reporter,
     RunResult,
+    VertexState,
     WouldChange,
 )
 from convergent.engine.runner import Engine, run_graph
@@ -27,6 +28,7 @@ __all__ = [
     "Reporter",
     "RunResult",
     "Swapped",
+    "VertexState",
     "WouldChange",
     "run_graph",
 ]

@@ -33,6 +33,7 @@ from convergent.errors import CommandError, ResourceError
 from convergent.resources.base import Change
 
 __all__ = [
+    "VERTEX_STATES",
     "Blocked",
     "ChangeText",
     "Changed",
@@ -42,6 +43,7 @@ __all__ = [
     "Report",
     "Reporter",
     "RunResult",
+    "VertexState",
     "WouldChange",
 ]
 
@@ -172,6 +174,34 @@ class Converged(msgspec.Struct, frozen=True):
 
 Report = Changed | WouldChange | Failed | Blocked | Log | Converged
 Reporter = Callable[[Report], None]
+
+#: What :class:`VertexState` says, in the order a vertex usually goes through them.
+#: ``checking``: in check (or receiving its values); ``applying``: in apply or refresh;
+#: ``converged``: checked clean; ``retrying``: a try (or its watch) failed, the retry
+#: delay runs; ``blocked``: an upstream failed; ``removed``: gone with a new graph.
+VERTEX_STATES = (
+    "waiting",
+    "checking",
+    "applying",
+    "converged",
+    "retrying",
+    "failed",
+    "blocked",
+    "removed",
+)
+
+
+class VertexState(msgspec.Struct, frozen=True):
+    """Vertex ``resource`` (a resource or a group, ``kind[name]``) is now in ``state``
+    (one of :data:`VERTEX_STATES`).
+
+    Not a :data:`Report`: the engine makes these only for the observers of
+    ``Engine.follow_states`` (a web view, a status or progress display), and a run
+    nobody follows makes none.
+    """
+
+    resource: str
+    state: str
 
 
 class RunResult(msgspec.Struct, frozen=True):

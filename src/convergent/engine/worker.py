@@ -63,10 +63,12 @@ class Runtime(Protocol):
     of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
     ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
     receivers it owes nothing after all), ``forget_refreshes`` once handled;
-    ``before_apply``: ``meta.reverse``'s record.
+    ``before_apply``: ``meta.reverse``'s record; ``vertex_state``: the worker's new
+    state (or that it starts applying), called only while ``following``.
     """
 
     noop: bool
+    following: bool
     state: StateDB | None
     world: World | None
     events: EventLog | None  # the event history (engine/events.py); None: not recorded
@@ -82,6 +84,7 @@ class Runtime(Protocol):
     def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None: ...
     def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None: ...
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
+    def vertex_state(self, worker: Worker, *, applying: bool = False) -> None: ...
 
 
 class Worker:
@@ -206,6 +209,8 @@ class Worker:
             return
         self.state = state
         self.runtime.state_changed(old, state)
+        if self.runtime.following:
+            self.runtime.vertex_state(self)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -437,6 +442,8 @@ class Worker:
                     engine.before_apply(res, ctx, change)
                 if notified:  # durable before the change: a kill from here on loses nothing
                     intent = engine.intend_refreshes(self, notified)
+                if engine.following:
+                    engine.vertex_state(self, applying=True)
                 start = time.perf_counter()
                 summary = await res.apply(ctx, change)
                 engine.report(
@@ -448,6 +455,8 @@ class Worker:
             elif refresh and isinstance(res, Refreshable):
                 if notified:  # a refresh may change something and notify onward
                     intent = engine.intend_refreshes(self, notified)
+                if engine.following:
+                    engine.vertex_state(self, applying=True)
                 start = time.perf_counter()
                 summary = await res.refresh(ctx)
                 if summary is not None:
