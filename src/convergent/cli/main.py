@@ -363,13 +363,22 @@ def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     report.add_argument(
         "--json", action="store_true", help="print the report as JSON (docs/report-schema.md)"
     )
-    report.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        default=None,
-        help="the state directory (default: /var/lib/convergent for root, "
-        "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
+    status = commands.add_parser(
+        "status",
+        help="ask the running agent what it does, waits for, and what failed",
+        description="Ask the agent running on the state directory (through its control "
+        "socket) what it is doing now, what it waits for and what failed and why. "
+        "Exit code: 0 converged, 1 not (yet), 2 cannot ask, 3 no agent.",
     )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    for command in (report, status):
+        command.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            default=None,
+            help="the state directory (default: /var/lib/convergent for root, "
+            "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
+        )
 
 
 def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -416,6 +425,7 @@ _TOOLS = {
     "service": ("convergent.cli.service", "service_command"),
     "cluster": ("convergent.cli.cluster", "cluster_command"),
     "report": ("convergent.cli.report", "report_command"),
+    "status": ("convergent.cli.control", "status_command"),
 }
 
 

@@ -18,8 +18,11 @@ from convergent.engine.events import Event, EventLog
 
 if TYPE_CHECKING:
     import argparse
+    import asyncio
 
+    from convergent.cli.control import ControlServer
     from convergent.engine.report import RunResult
+    from convergent.engine.runner import Engine
     from convergent.state.events import EventStore, Row
 
 __all__ = ["Observer", "host_name"]
@@ -28,8 +31,15 @@ __all__ = ["Observer", "host_name"]
 class Observer:
     """The run's event log and what listens to it (the history in the state directory)."""
 
-    def __init__(self, args: argparse.Namespace, state_dir: str, host: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, state_dir: str, host: str, *, watching: bool = False
+    ) -> None:
         self.events = EventLog(host)
+        self.control: ControlServer | None = None
+        if not args.noop and (watching or args.converged_timeout):
+            from convergent.cli.control import ControlServer
+
+            self.control = ControlServer(state_dir, self.events, args.file)
         self.store: EventStore | None = None
         self.problem: str | None = None  # why the history could not be written, once said
         self._timer: Any = None  # the pending flush (an asyncio TimerHandle)
@@ -54,6 +64,15 @@ class Observer:
                 max_count=MAX_COUNT if keep is None else keep,
             )
             self.events.listeners.append(self._store)
+
+    def start(self, engine: Engine) -> list[asyncio.Task[None]]:
+        """The tasks that serve the run (cancelled when it ends)."""
+        import asyncio
+
+        tasks = []
+        if self.control is not None:
+            tasks.append(asyncio.create_task(self.control.serve(engine), name="control socket"))
+        return tasks
 
     def _keep(self, event: Event) -> None:
         assert self.rows is not None

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import argparse
 
     from convergent.cli.notify import SystemdNotifier
+    from convergent.cli.observe import Observer
     from convergent.engine.changeover import Swapped
-    from convergent.engine.events import EventLog
     from convergent.engine.report import RunResult
     from convergent.engine.runner import Engine
     from convergent.graph.core import Graph
@@ -112,7 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
         notifier = SystemdNotifier.from_environment()
     from convergent.cli.observe import Observer, host_name
 
-    observer = Observer(args, state_dir, host_name(args))
+    observer = Observer(args, state_dir, host_name(args), watching=watching)
     result = None
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
@@ -131,7 +131,7 @@ def run_command(args: argparse.Namespace) -> int:
                 notifier=notifier,
                 world=world,
                 cluster=cluster,
-                events=observer.events,
+                observer=observer,
             )
         )
     except ConvergentError as exc:  # the cluster could not be started, found or reached
@@ -162,7 +162,7 @@ async def run_with_signals(
     notifier: SystemdNotifier | None = None,
     world: World | None = None,
     cluster: ClusterConfig | None = None,
-    events: EventLog | None = None,
+    observer: Observer | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
 
@@ -172,8 +172,8 @@ async def run_with_signals(
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
-    the engine starts means nothing was applied. ``events``: the run's event log
-    (engine/events.py).
+    the engine starts means nothing was applied. ``observer``: the run's events and what
+    watches them (cli/observe.py).
     """
     if cluster is not None:
         from convergent.world.cluster import open_world
@@ -192,7 +192,7 @@ async def run_with_signals(
                 policy=policy,
                 notifier=notifier,
                 world=opened,
-                events=events,
+                observer=observer,
             )
     from convergent.engine.runner import Engine
 
@@ -204,7 +204,7 @@ async def run_with_signals(
         sema=sema,
         state=state,
         world=world,
-        events=events,
+        events=observer.events if observer is not None else None,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -235,6 +235,8 @@ async def run_with_signals(
         )
     if notifier is not None and notifier.watchdog is not None:
         tasks.append(asyncio.create_task(notifier.keep_alive(), name="systemd watchdog"))
+    if observer is not None:
+        tasks.extend(observer.start(engine))
     try:
         return await engine.run()
     finally:
