@@ -69,6 +69,15 @@ def _duration(text: str) -> float:
         raise _bad_value(str(exc)) from None
 
 
+def _address(text: str) -> tuple[str, int]:
+    from convergent.web.metrics import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise _bad_value(str(exc)) from None
+
+
 def _keep(text: str) -> int:
     try:
         value = int(text)
@@ -112,6 +121,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--events-keep": ("events_keep", _keep),
     "--events-age": ("events_age", _duration),
     "--report-json": ("report_json", str),
+    "--metrics": ("metrics", _address),
 }
 
 
@@ -245,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="at the end, write the run report as JSON to FILE (docs/report-schema.md; "
         "-: print it)",
+    )
+    run.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        type=_address,
+        default=None,
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (ADDR defaults to "
+        "127.0.0.1; off by default)",
     )
     from convergent.cli.cluster import add_cluster_parser, add_run_options
 

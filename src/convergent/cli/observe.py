@@ -19,11 +19,13 @@ from convergent.engine.events import Event, EventLog
 if TYPE_CHECKING:
     import argparse
     import asyncio
+    from collections.abc import Callable
 
     from convergent.cli.control import ControlServer
     from convergent.engine.report import RunResult
     from convergent.engine.runner import Engine
     from convergent.state.events import EventStore, Row
+    from convergent.web.metrics import Metrics
 
 __all__ = ["Observer", "host_name"]
 
@@ -36,6 +38,13 @@ class Observer:
     ) -> None:
         self.events = EventLog(host)
         self.control: ControlServer | None = None
+        self.metrics: Metrics | None = None
+        self.address: tuple[str, int] | None = getattr(args, "metrics", None)
+        if self.address is not None:
+            from convergent.web.metrics import Metrics
+
+            self.metrics = Metrics()
+            self.events.listeners.append(self.metrics.saw)
         if not args.noop and (watching or args.converged_timeout):
             from convergent.cli.control import ControlServer
 
@@ -65,14 +74,24 @@ class Observer:
             )
             self.events.listeners.append(self._store)
 
-    def start(self, engine: Engine) -> list[asyncio.Task[None]]:
-        """The tasks that serve the run (cancelled when it ends)."""
+    def start(self, engine: Engine, note: Callable[..., None]) -> list[asyncio.Task[None]]:
+        """The tasks that serve the run (cancelled when it ends); ``note`` prints a line."""
         import asyncio
 
         tasks = []
         if self.control is not None:
             tasks.append(asyncio.create_task(self.control.serve(engine), name="control socket"))
+        if self.metrics is not None and self.address is not None:
+            tasks.append(asyncio.create_task(self._metrics(engine, note), name="metrics"))
         return tasks
+
+    async def _metrics(self, engine: Engine, note: Callable[..., None]) -> None:
+        assert self.metrics is not None and self.address is not None
+        host, port = self.address
+        try:
+            await self.metrics.serve(engine, host, port, lambda url: note(f"metrics: {url}"))
+        except OSError as exc:  # the run goes on, without metrics
+            note(f"convergent: --metrics {host}:{port}: {exc.strerror or exc}", error=True)
 
     def _keep(self, event: Event) -> None:
         assert self.rows is not None

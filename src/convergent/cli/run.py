@@ -236,7 +236,7 @@ async def run_with_signals(
     if notifier is not None and notifier.watchdog is not None:
         tasks.append(asyncio.create_task(notifier.keep_alive(), name="systemd watchdog"))
     if observer is not None:
-        tasks.extend(observer.start(engine))
+        tasks.extend(observer.start(engine, reporter.note))
     try:
         return await engine.run()
     finally:

@@ -1,0 +1,1 @@
+"""The web side of an agent: its dashboard and its Prometheus metrics."""
