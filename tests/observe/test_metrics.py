@@ -65,5 +65,5 @@ def test_the_metrics_address_is_local_unless_told_and_checked() -> None:
     assert parse_address("0.0.0.0:9100") == ("0.0.0.0", 9100)
     assert parse_address("[::1]:9100") == ("::1", 9100)
     for bad in ("host:port", "1.2.3.4:70000"):
-        with pytest.raises(ValueError, match="ADDR:PORT|0-65535"):
+        with pytest.raises(ValueError, match=r"ADDR:PORT|0-65535"):
             parse_address(bad)

@@ -89,7 +89,7 @@ def _try_to_ask(state: str) -> str:
         ask(state, timeout=5.0)
     except PermissionError:
         return "refused: permission"
-    except (ValueError, ConnectionResetError):  # connected, then cut off without an answer
+    except (ValueError, ConnectionResetError, BrokenPipeError):  # connected, then cut off
         return "refused: closed without a byte"
     except OSError as exc:
         return f"refused: {exc}"
