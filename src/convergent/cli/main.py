@@ -122,6 +122,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--events-age": ("events_age", _duration),
     "--report-json": ("report_json", str),
     "--metrics": ("metrics", _address),
+    "--quiet": ("quiet", None),
 }
 
 
@@ -255,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="at the end, write the run report as JSON to FILE (docs/report-schema.md; "
         "-: print it)",
+    )
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only failures, what --noop would change and the summary: no line per "
+        "change, no progress",
     )
     run.add_argument(
         "--metrics",

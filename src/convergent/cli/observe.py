@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from convergent.cli.control import ControlServer
+    from convergent.cli.progress import Progress
     from convergent.engine.report import RunResult
     from convergent.engine.runner import Engine
+    from convergent.render import TextRenderer
     from convergent.state.events import EventStore, Row
     from convergent.web.metrics import Metrics
 
@@ -34,9 +36,22 @@ class Observer:
     """The run's event log and what listens to it (the history in the state directory)."""
 
     def __init__(
-        self, args: argparse.Namespace, state_dir: str, host: str, *, watching: bool = False
+        self,
+        args: argparse.Namespace,
+        state_dir: str,
+        host: str,
+        *,
+        watching: bool = False,
+        renderer: TextRenderer | None = None,
     ) -> None:
         self.events = EventLog(host)
+        self.progress: Progress | None = None
+        if renderer is not None:
+            from convergent.cli.progress import Progress, wanted
+
+            if wanted(renderer, renderer.quiet):
+                self.progress = Progress(renderer)
+                self.events.listeners.append(self.progress.saw)
         self.control: ControlServer | None = None
         self.metrics: Metrics | None = None
         self.address: tuple[str, int] | None = getattr(args, "metrics", None)
@@ -81,6 +96,8 @@ class Observer:
         tasks = []
         if self.control is not None:
             tasks.append(asyncio.create_task(self.control.serve(engine), name="control socket"))
+        if self.progress is not None:
+            tasks.append(asyncio.create_task(self.progress.run(engine), name="progress"))
         if self.metrics is not None and self.address is not None:
             tasks.append(asyncio.create_task(self._metrics(engine, note), name="metrics"))
         return tasks

@@ -112,7 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
         notifier = SystemdNotifier.from_environment()
     from convergent.cli.observe import Observer, host_name
 
-    observer = Observer(args, state_dir, host_name(args), watching=watching)
+    renderer.quiet = bool(getattr(args, "quiet", False))
+    observer = Observer(args, state_dir, host_name(args), watching=watching, renderer=renderer)
     result = None
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
