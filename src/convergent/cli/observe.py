@@ -46,7 +46,8 @@ class Observer:
     ) -> None:
         self.events = EventLog(host)
         self.progress: Progress | None = None
-        if renderer is not None:
+        isatty = getattr(getattr(renderer, "out", None), "isatty", None)
+        if renderer is not None and isatty is not None and isatty():  # terminals only
             from convergent.cli.progress import Progress, wanted
 
             if wanted(renderer, renderer.quiet):
@@ -119,7 +120,17 @@ class Observer:
     def _store(self, event: Event) -> None:
         store = self.store
         assert store is not None
-        store.add(_row(event))
+        store.pending.append(
+            (
+                event.time,
+                event.host,
+                event.resource,
+                event.outcome,
+                event.seconds,
+                event.summary,
+                event.cause,
+            )
+        )
         if self._timer is None:
             import asyncio
 

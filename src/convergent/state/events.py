@@ -51,7 +51,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time REAL NOT NULL,"
     " host TEXT NOT NULL, resource TEXT NOT NULL, outcome TEXT NOT NULL,"
     " seconds REAL NOT NULL, summary TEXT NOT NULL, cause TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+)
+# Rows are appended in time order, so the old ones have the lowest ids: the first young
+# row's id bounds what is too old, found from the start without an index on time.
+_PRUNE_AGE = (
+    "DELETE FROM events WHERE id < coalesce("
+    "(SELECT id FROM events WHERE time >= ? ORDER BY id LIMIT 1),"
+    " (SELECT max(id) + 1 FROM events))"
 )
 _FILE_MODE = 0o600
 
@@ -86,7 +92,7 @@ class EventStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)", rows)
-                conn.execute("DELETE FROM events WHERE time < ?", (now - self.max_age,))
+                conn.execute(_PRUNE_AGE, (now - self.max_age,))
                 conn.execute(
                     "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?",
                     (self.max_count,),
@@ -126,7 +132,7 @@ class EventStore:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         try:
             conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=OFF")
             for statement in _SCHEMA:
                 conn.execute(statement)
         except BaseException:
@@ -157,8 +163,9 @@ def read_events(state_dir: str, since: float | None = None) -> list[Row]:
         try:
             query = f"SELECT {_COLUMNS} FROM events"
             args: Sequence[float] = ()
-            if since is not None:
-                query += " WHERE time >= ?"
+            if since is not None:  # rows are in time order: from the first one as young
+                query += " WHERE id >= coalesce((SELECT id FROM events WHERE time >= ?"
+                query += " ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM events))"
                 args = (since,)
             cursor: Iterable[Row] = conn.execute(query + " ORDER BY id", args)
             return list(cursor)
