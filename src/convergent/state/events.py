@@ -4,7 +4,8 @@ Every outcome of a check/apply pass (:mod:`convergent.engine.events`) is a row: 
 (Unix seconds), host, resource (``kind[name]``), outcome, seconds, summary and cause.
 The agent buffers rows in memory and writes them in one transaction at most every
 ``FLUSH`` seconds and at the end of the run; each write then drops what is older than
-``max_age`` seconds and all but the newest ``max_count`` rows.
+``max_age`` seconds and all but the newest ``max_count`` rows (rows are appended in
+time order, so both bounds are found by id, without an index on time).
 
 The history lives apart from ``state.db``: that file is checked and copied to its backup
 at every start (and again at the end of a run that wrote to it), and a long history
@@ -13,8 +14,9 @@ refreshes are. A damaged ``events.db`` is reported and left alone: the run goes 
 without recording (``convergent state reset`` is not needed for it; remove the file).
 Its mode is 0600 and its directory is the state directory (mode 0700): the summaries
 have had every secret hidden, but what a host did is its owner's business. Writes use
-``synchronous=NORMAL``: a power loss may lose the last second of history, never the
-database.
+WAL and ``synchronous=OFF`` (no fsync: a one-shot run pays ~2 ms of CPU for 1,000
+events): a crash of the agent loses nothing written, a power loss may lose the last
+events or, rarely, damage the file, which is then reported and can be removed.
 
 Rows are plain tuples here (the state layer imports nothing of the engine's):
 ``(time, host, resource, outcome, seconds, summary, cause)``.
