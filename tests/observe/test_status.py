@@ -116,3 +116,22 @@ def test_another_user_cannot_ask_the_agent_even_with_the_socket_left_open(
         assert run_as_nobody(lambda: _try_to_ask(str(state))) == "refused: closed without a byte"
         agent.send(signal.SIGTERM)
         assert agent.wait() == 0
+
+
+def test_status_reaches_an_agent_whose_socket_path_is_too_long_for_sun_path(
+    tmp_path: Path,
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    policy = deep / "p.yaml"
+    policy.write_text(f"resources:\n  - file: {deep}/f\n    content: x\n")
+    state = deep / "state"
+    assert len(str(state / CONTROL_SOCKET)) > 108
+    with Agent("run", str(policy), "--state-dir", str(state)) as agent:
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        asked = convergent("status", "--state-dir", str(state))
+        assert asked.returncode == 0, asked.stderr
+        assert "converged, 1 resources, up " in asked.stdout
+        assert f"policy {policy}\n" in asked.stdout
+        agent.send(signal.SIGTERM)
+        assert agent.wait() == 0

@@ -64,7 +64,7 @@ class Observer:
         if not args.noop and (watching or args.converged_timeout):
             from convergent.cli.control import ControlServer
 
-            self.control = ControlServer(state_dir, self.events, args.file)
+            self.control = ControlServer(state_dir, self.events, os.path.abspath(args.file))
         self.store: EventStore | None = None
         self.problem: str | None = None  # why the history could not be written, once said
         self._timer: Any = None  # the pending flush (an asyncio TimerHandle)
