@@ -199,3 +199,29 @@ def test_no_history_is_written_under_noop_or_with_keep_0(tmp_path: Path) -> None
     )
     assert noop.returncode == 0, noop.stderr
     assert not (state / "events.db").exists()
+
+
+def test_a_timer_tick_and_meta_poll_are_timer_causes(tmp_path: Path) -> None:
+    target = tmp_path / "polled"
+    target.write_text("p")
+    policy = _write(
+        tmp_path / "p.yaml",
+        f"""
+        resources:
+          - timer: tick
+            interval: 0.05
+          - file: {target}
+            content: "p"
+            meta:
+              poll: 0.05
+        """,
+    )
+    state = tmp_path / "state"
+    with Agent("run", str(policy), "--state-dir", str(state)) as agent:
+        agent.wait_for_line(lambda line: line.startswith("timer[tick]: "))
+        agent.wait_for_line(lambda line: line.startswith("timer[tick]: "))
+        agent.send(signal.SIGTERM)
+        assert agent.wait() == 0
+    causes = {(e[2], e[3], e[6]) for e in read_events(str(state))}
+    assert ("timer[tick]", "repaired", "timer") in causes
+    assert (f"file[{target}]", "kept", "timer") in causes

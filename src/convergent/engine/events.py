@@ -21,7 +21,7 @@ start-up   the first check of a resource in this run (or after a policy change)
 drift      the resource's own watch saw something happen (inotify, a process exit)
 upstream   an upstream resource changed, or a value it receives changed
 refresh    an upstream resource notified it (a ``notify`` edge)
-timer      ``meta.poll`` (no watch; checked every N seconds)
+timer      ``meta.poll`` (checked every N seconds), or a ``timer`` resource's tick
 ========== =========================================================================
 
 The worker knows the cause (it is told why it owes a check when it is poked) and hands

@@ -197,8 +197,9 @@ class Worker:
         self.wake.set()
 
     def _drifted(self) -> None:
-        """``ctx.event()``: the resource's own watch saw something happen."""
-        self.poke(DRIFT)
+        """``ctx.event()``: the resource's own watch saw something happen (a ``timer``'s
+        watch: a tick)."""
+        self.poke(TIMER if self.resource.id.startswith("timer[") else DRIFT)
 
     def _log(self, message: str) -> None:
         self.runtime.report(Log(self.resource.id, message))
