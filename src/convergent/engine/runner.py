@@ -644,7 +644,6 @@ async def run_graph(
     sema: int | None = None,
     state: StateDB | None = None,
     world: World | None = None,
-    events: EventLog | None = None,
 ) -> RunResult:
     """Run ``graph`` to convergence; see :class:`Engine`."""
     engine = Engine(
@@ -655,6 +654,5 @@ async def run_graph(
         sema=sema,
         state=state,
         world=world,
-        events=events,
     )
     return await engine.run()
