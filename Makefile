@@ -12,8 +12,9 @@ POLICY ?= /etc/convergent/policy.yaml
 APT_PACKAGES := graphviz python3-venv zsh fish groff man-db systemd etcd-server etcd-client iproute2
 APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/support_dbus.py)
 APT_PACKAGES += packagekit  # pkg's PackageKit backend, activated on that bus
+APT_PACKAGES += chromium  # the web view's browser test (headless, driven by playwright)
 
-.PHONY: run test lint typecheck unit system-deps clean install
+.PHONY: run test lint typecheck unit system-deps clean install docs-screenshot
 
 run: $(VENV)/.installed
 	@echo "convergent is $(abspath $(BIN))/convergent; to type just 'convergent', run"
@@ -77,6 +78,10 @@ $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 $(VENV)/.dev-installed: $(VENV)/bin/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed
+
+# docs/web-view.png, the README's picture of the web view, taken by its browser test.
+docs-screenshot: system-deps $(VENV)/.dev-installed
+	CONVERGENT_DOCS_SCREENSHOT=1 $(BIN)/pytest -q tests/web/test_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

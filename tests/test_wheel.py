@@ -7,6 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,10 @@ def test_a_wheel_installed_in_a_fresh_venv_gives_a_working_convergent(tmp_path: 
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)])
     (wheel,) = wheels.glob("convergent-*.whl")
+    with zipfile.ZipFile(wheel) as built:  # the web view's page works offline: in the wheel
+        names = set(built.namelist())
+    for static in ("index.html", "app.js", "style.css"):
+        assert f"convergent/web/static/{static}" in names
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)])

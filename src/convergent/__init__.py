@@ -47,6 +47,8 @@ What a run reports (a reporter is any callable taking one ``Report``):
 - ``Log``: a line a resource says while it works (a command's output).
 - ``Converged``: every resource is settled and nothing is running.
 - ``Report``: any of the six above; ``Reporter``: a callable that takes one.
+- ``VertexState``: a vertex's new state, for an observer that follows a running
+  ``Engine`` (``follow_states``); ``VERTEX_STATES`` names the states.
 - ``RunResult``: the outcome of a run: counts, time, ``exit_code``, ``summary()``.
 - ``TextRenderer``: the default reporter, one line per report, control characters
   escaped.
@@ -78,6 +80,7 @@ TYPE_CHECKING = False  # typing itself costs ~10 ms of start-up; tools treat thi
 __version__ = "0.1.0"
 
 __all__ = [
+    "VERTEX_STATES",
     "Blocked",
     "Change",
     "ChangeText",
@@ -119,6 +122,7 @@ __all__ = [
     "Timer",
     "User",
     "Value",
+    "VertexState",
     "WouldChange",
     "__version__",
     "arun",
@@ -140,6 +144,8 @@ _LAZY = {
     "Reporter": "convergent.engine.report",
     "RunResult": "convergent.engine.report",
     "WouldChange": "convergent.engine.report",
+    "VERTEX_STATES": "convergent.engine.report",
+    "VertexState": "convergent.engine.report",
     "Engine": "convergent.engine.runner",
     "CommandError": "convergent.errors",
     "ConvergentError": "convergent.errors",
@@ -178,6 +184,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from convergent.api import arun, run
     from convergent.engine.report import (
+        VERTEX_STATES,
         Blocked,
         Changed,
         ChangeText,
@@ -187,6 +194,7 @@ if TYPE_CHECKING:
         Report,
         Reporter,
         RunResult,
+        VertexState,
         WouldChange,
     )
     from convergent.engine.runner import Engine

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import convergent.engine.runner as runner
+import convergent.engine.follow as follow
 from convergent.engine import Converged, Engine, VertexState
 from convergent.engine.report import VERTEX_STATES
 from tests.engine.probe import Box, Probe
@@ -155,14 +155,14 @@ def test_a_run_nobody_follows_makes_no_record(monkeypatch: pytest.MonkeyPatch) -
         made.append(args)
         return VertexState(*args)
 
-    monkeypatch.setattr(runner, "VertexState", counting)
+    monkeypatch.setattr(follow, "VertexState", counting)
 
     async def main() -> None:
         follower = Follower()
         engine = Engine(graph_of(Probe.make("p", Box())), converged_timeout=0)
         unfollow = engine.follow_states(follower)
         unfollow()
-        assert not engine.following
+        assert not engine.observe().listeners
         async with asyncio.timeout(BOUND):
             result = await engine.run()
         assert result.converged

@@ -123,6 +123,8 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--report-json": ("report_json", str),
     "--metrics": ("metrics", _address),
     "--quiet": ("quiet", None),
+    "--http": ("http", str),
+    "--http-token": ("http_token", str),
 }
 
 
@@ -270,6 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="serve Prometheus metrics on http://ADDR:PORT/metrics (ADDR defaults to "
         "127.0.0.1; off by default)",
+    )
+    run.add_argument(
+        "--http",
+        metavar="ADDR:PORT",
+        default=None,
+        help="serve a live web view of the graph at ADDR:PORT (read-only; 127.0.0.1:0 picks "
+        "a free port, said on stderr); an address other than loopback needs --http-token",
+    )
+    run.add_argument(
+        "--http-token",
+        metavar="FILE",
+        default=None,
+        help="a file (mode 600) holding the token the web view asks for "
+        "(Authorization: Bearer TOKEN, or a cookie the page sets)",
     )
     from convergent.cli.cluster import add_cluster_parser, add_run_options
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from convergent.graph.core import Graph
     from convergent.resources.base import Resource
     from convergent.state.db import StateDB
+    from convergent.web.options import HttpOptions
     from convergent.world.base import World
     from convergent.world.cluster import ClusterConfig
 
@@ -73,6 +74,16 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             cluster = cluster_config(args, state_dir)
         except UsageError as exc:
+            say(f"convergent: {exc}")
+            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+            return 2
+    http = None
+    if getattr(args, "http", None) is not None or getattr(args, "http_token", None) is not None:
+        from convergent.web.options import check_options
+
+        try:
+            http = check_options(args.http or "127.0.0.1:0", args.http_token)
+        except ValueError as exc:
             say(f"convergent: {exc}")
             print(NOTHING_CHANGED, file=sys.stderr, flush=True)
             return 2
@@ -133,6 +144,7 @@ def run_command(args: argparse.Namespace) -> int:
                 world=world,
                 cluster=cluster,
                 observer=observer,
+                http=http,
             )
         )
     except ConvergentError as exc:  # the cluster could not be started, found or reached
@@ -164,6 +176,7 @@ async def run_with_signals(
     world: World | None = None,
     cluster: ClusterConfig | None = None,
     observer: Observer | None = None,
+    http: HttpOptions | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
 
@@ -174,7 +187,8 @@ async def run_with_signals(
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
     the engine starts means nothing was applied. ``observer``: the run's events and what
-    watches them (cli/observe.py).
+    watches them (cli/observe.py). ``http``: serve the web view
+    (:mod:`convergent.web`) while the engine runs.
     """
     if cluster is not None:
         from convergent.world.cluster import open_world
@@ -194,6 +208,7 @@ async def run_with_signals(
                 notifier=notifier,
                 world=opened,
                 observer=observer,
+                http=http,
             )
     from convergent.engine.runner import Engine
 
@@ -207,6 +222,11 @@ async def run_with_signals(
         world=world,
         events=observer.events if observer is not None else None,
     )
+    web = None
+    if http is not None:  # before anything runs: an address in use changes nothing
+        from convergent.web.serve import start
+
+        web = await start(engine, http, say)  # its address, on stderr
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     reload = _Reload()
@@ -241,6 +261,8 @@ async def run_with_signals(
     try:
         return await engine.run()
     finally:
+        if web is not None:
+            await web.close()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -41,6 +41,7 @@ from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
     from convergent.engine.events import EventLog
+    from convergent.engine.follow import Observed
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -115,9 +116,7 @@ class Engine:
         self._exchange = Exchange(state.secret_values() if state is not None else ())
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
-        self.following = False  # someone follows the vertex states (follow_states)
-        self._followers: list[Callable[[VertexState], None]] = []
-        self._shown: dict[str, str] = {}  # the last state told, by vertex (when followed)
+        self.observed: Observed | None = None  # made by observe(), when first asked for
         self._changed: set[str] = set()
         self._repairs = 0  # passes that changed something (a resource may count many)
         if events is not None:
@@ -165,13 +164,6 @@ class Engine:
 
     def state_changed(self, old: State, new: State) -> None:
         self._convergence.changed(old, new)
-
-    def vertex_state(self, worker: Worker, *, applying: bool = False) -> None:
-        """``worker`` changed state (``applying``: its apply or refresh starts); called
-        only while :attr:`following`."""
-        vid = worker.resource.id
-        name = "applying" if applying else _STATE_NAMES[worker.state]
-        self._tell(vid, name)
 
     def output(self, binding: Binding) -> Any:
         """The current value of ``binding``'s output (MISSING when the sender has none)."""
@@ -226,45 +218,19 @@ class Engine:
     def _recount(self) -> None:
         self._convergence.recount(self._states())
 
-    # -- vertex states, for an observer in this process --------------------------------
+    def observe(self) -> Observed:
+        """What an observer in this process sees of the run: see ``engine/follow.py``."""
+        from convergent.engine.follow import Observed  # not on the start-up path
+
+        if self.observed is None:
+            self.observed = Observed(lambda: self._workers, lambda: self._plan, self._exchange)
+        return self.observed
 
     def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:
-        """Call ``listener`` with a :class:`VertexState` each time a vertex changes state
-        (``waiting``, ``checking``, ``applying``, ``converged``, ``retrying``, ``failed``,
-        ``blocked``; ``removed`` and a new vertex's ``waiting`` when a new graph comes
-        in), on the engine's loop, from inside the worker: it must be quick and must not
-        raise (an exception is dropped). Returns the function that stops it. A run that
-        nobody follows makes no record at all.
-        """
-        self._followers.append(listener)
-        self.following = True
-
-        def unfollow() -> None:
-            if listener in self._followers:
-                self._followers.remove(listener)
-            if not self._followers:
-                self.following = False
-                self._shown.clear()
-
-        return unfollow
+        return self.observe().add(listener)
 
     def vertex_states(self) -> dict[str, str]:
-        """Each vertex's state now (vertex id -> one of ``VERTEX_STATES``)."""
-        shown = self._shown
-        states = {}
-        for vid, worker in self._workers.items():
-            name = _STATE_NAMES[worker.state]
-            if name == "checking" and shown.get(vid) == "applying":
-                name = "applying"
-            states[vid] = name
-        return states
-
-    def _tell(self, vid: str, name: str) -> None:
-        self._shown[vid] = name
-        record = VertexState(vid, name)
-        for listener in tuple(self._followers):
-            with contextlib.suppress(Exception):
-                listener(record)
+        return self.observe().states()
 
     # -- control ----------------------------------------------------------------------
 
@@ -441,11 +407,8 @@ class Engine:
             workers[vid] = worker
         self._plan = plan
         self._refreshes.plan = plan
-        if self.following:
-            for vid in self._workers.keys() - workers.keys():
-                self._tell(vid, "removed")
-            for vid in new:
-                self._tell(vid, _STATE_NAMES[new[vid].state])
+        if self.observed is not None:
+            self.observed.adopted(self._workers, workers)
         self._workers = workers
         self.graph = link(plan, workers, kept=bool(keep))
         self._exchange.wire(plan, workers)
@@ -602,16 +565,6 @@ class Engine:
                 for key in sorted(collector.published):
                     await world.delete(key)
         collector.published = {}
-
-
-_STATE_NAMES = {
-    State.WAITING: "waiting",
-    State.RUNNING: "checking",
-    State.RETRYING: "retrying",
-    State.CLEAN: "converged",
-    State.FAILED: "failed",
-    State.BLOCKED: "blocked",
-}
 
 
 def _uses_world(graph: Graph[Resource[Any]]) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
@@ -51,7 +51,15 @@ if TYPE_CHECKING:
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
-__all__ = ["Runtime", "Worker"]
+__all__ = ["Observer", "Runtime", "Worker"]
+
+
+class Observer(Protocol):
+    """Who follows the vertex states (``engine/follow.py``: ``Observed``)."""
+
+    @property
+    def listeners(self) -> Sequence[Any]: ...
+    def worker(self, worker: Worker, applying: bool) -> None: ...
 
 
 class Runtime(Protocol):
@@ -63,16 +71,17 @@ class Runtime(Protocol):
     of a received binding (MISSING when none yet); ``sent``: a pass of a sender ended;
     ``intend_refreshes`` before a change, ``end_refreshes`` after its pass (``withdraw``:
     receivers it owes nothing after all), ``forget_refreshes`` once handled;
-    ``before_apply``: ``meta.reverse``'s record; ``vertex_state``: the worker's new
-    state (or that it starts applying), called only while ``following``.
+    ``before_apply``: ``meta.reverse``'s record; ``observed``: told the worker's new
+    state (or that it starts applying) while it has listeners.
     """
 
     noop: bool
-    following: bool
     state: StateDB | None
     world: World | None
     events: EventLog | None  # the event history (engine/events.py); None: not recorded
 
+    @property
+    def observed(self) -> Observer | None: ...
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None: ...
     def shared(self, factory: Callable[[], Any]) -> Any: ...
     def report(self, report: Report) -> None: ...
@@ -84,7 +93,6 @@ class Runtime(Protocol):
     def end_refreshes(self, intent: Any, withdraw: Collection[str]) -> None: ...
     def forget_refreshes(self, worker: Worker, senders: Iterable[str]) -> None: ...
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
-    def vertex_state(self, worker: Worker, *, applying: bool = False) -> None: ...
 
 
 class Worker:
@@ -210,8 +218,9 @@ class Worker:
             return
         self.state = state
         self.runtime.state_changed(old, state)
-        if self.runtime.following:
-            self.runtime.vertex_state(self)
+        observed = self.runtime.observed
+        if observed is not None and observed.listeners:
+            observed.worker(self, False)
         for child, _ in self.downstream:
             child.wake.set()
 
@@ -443,8 +452,9 @@ class Worker:
                     engine.before_apply(res, ctx, change)
                 if notified:  # durable before the change: a kill from here on loses nothing
                     intent = engine.intend_refreshes(self, notified)
-                if engine.following:
-                    engine.vertex_state(self, applying=True)
+                observed = engine.observed
+                if observed is not None and observed.listeners:
+                    observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.apply(ctx, change)
                 engine.report(
@@ -456,8 +466,9 @@ class Worker:
             elif refresh and isinstance(res, Refreshable):
                 if notified:  # a refresh may change something and notify onward
                     intent = engine.intend_refreshes(self, notified)
-                if engine.following:
-                    engine.vertex_state(self, applying=True)
+                observed = engine.observed
+                if observed is not None and observed.listeners:
+                    observed.worker(self, True)
                 start = time.perf_counter()
                 summary = await res.refresh(ctx)
                 if summary is not None:
