@@ -150,6 +150,8 @@ class TextRenderer:
     ``color``: colour diffs; None (the default) colours them when ``out`` is a terminal.
     ``diff``: print the diff of each change made too (``run --diff``), as noop prints the
     diff of each change it would make; secrets are hidden before a report gets here.
+    ``quiet`` (``run --quiet``, an attribute): no line for a change made, a log line or
+    a convergence; failures, blocked resources and what noop would change still show.
     """
 
     def __init__(
@@ -168,12 +170,15 @@ class TextRenderer:
         self.show_diff = diff
         self.would_change: set[str] = set()  # resources reported by WouldChange (noop)
         self.may_change: set[str] = set()  # resources reported by MayChange (noop)
+        self.quiet = False  # --quiet: no line per change, log line or convergence
         self._converged_once = False
         self._activity = False  # something was reported since the last "converged" line
         self._console: Any = None  # rich.console.Console, created on first coloured diff
         self._journal = {id(s): journal_stream(s) for s in (self.out, self.err)}
 
     def __call__(self, report: Report) -> None:
+        if self.quiet and isinstance(report, Changed | Log | Converged):
+            return
         if isinstance(report, Changed):
             self._activity = True
             members = report.change.members
@@ -349,6 +354,8 @@ class JsonRenderer(TextRenderer):
         self.host = os.uname().nodename
 
     def __call__(self, report: Report) -> None:
+        if self.quiet and isinstance(report, Changed | Log | Converged):
+            return
         if not isinstance(report, Log | Converged):
             self._activity = True
         if isinstance(report, Changed):

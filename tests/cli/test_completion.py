@@ -69,7 +69,8 @@ def test_bash_completes_commands_options_choices_kinds_and_policy_files(tmp_path
     (tmp_path / "state").mkdir()
     out = _shell(["bash", "-c", BASH_COMPLETE.format(script=script)], tmp_path).splitlines()
     assert out[0].split() == [
-        "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service", "cluster"
+        "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service",
+        "cluster", "report", "status",
     ]  # fmt: skip
     assert out[1] == "run"
     assert out[2].split() == ["--sema", "--state-dir", "--seeds"]
@@ -110,7 +111,7 @@ def test_fish_script_parses_and_completes(tmp_path: Path) -> None:
         "complete -C 'convergent state '; echo ==; complete -C 'convergent run po'"
     )
     out = _shell(["fish", "-c", probe], tmp_path).split("==\n")
-    assert [line.split("\t")[0] for line in out[0].splitlines()] == ["state"]
+    assert [line.split("\t")[0] for line in out[0].splitlines()] == ["state", "status"]
     assert sorted(line.split("\t")[0] for line in out[1].splitlines()) == [
         "check",
         "reset",

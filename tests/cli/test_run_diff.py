@@ -63,4 +63,4 @@ def test_a_second_run_with_diff_changes_and_prints_nothing(tmp_path: Path) -> No
     assert convergent(*run).returncode == 0
     again = convergent(*run, "--diff")
     assert again.returncode == 0
-    assert again.stdout.startswith("resources: 3, changed: 0")
+    assert again.stdout.startswith("resources: 3, repaired: 0")

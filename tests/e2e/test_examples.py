@@ -32,7 +32,9 @@ def test_python_api_example_converges_and_exits_0(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(root / "f2").st_mode) == 0o600
     assert (root / "built").read_text() == "i am f1\ni am f2\n"
     assert "noop[done]: notified by exec[build]" in done.stdout
-    assert done.stdout.splitlines()[-1].startswith("resources: 5, changed: 4, failed: 0")
+    assert done.stdout.splitlines()[-1].startswith(
+        "resources: 5, repaired: 4 (4 resources), failed: 0"
+    )
 
 
 WEB_PREFIX = "/tmp/convergent-web"

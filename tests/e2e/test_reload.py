@@ -178,4 +178,4 @@ def test_converged_timeout_still_ends_the_run_after_a_live_edit(tmp_path: Path) 
         agent.wait_for_line(lambda line: line == "policy reloaded: +1 -0 ~0 resources")
         assert agent.wait(timeout=20) == 0, agent.err
     assert (root / "b").read_text() == "b\n"
-    assert agent.out[-1].startswith("resources: 2, changed: 2, failed: 0"), agent.out
+    assert agent.out[-1].startswith("resources: 2, repaired: 2 (2 resources), failed: 0"), agent.out

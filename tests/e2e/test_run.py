@@ -39,7 +39,9 @@ def test_run_converges_hello_with_one_line_per_change(hello: Hello) -> None:
     assert re.fullmatch(r"exec\[build\]: ran \(\d+\.\d+ s\)", ran)
     assert lines_about(done.stdout, "noop[done]") == ["noop[done]: notified by exec[build]"]
     last = done.stdout.splitlines()[-1]
-    assert re.fullmatch(r"resources: 5, changed: 4, failed: 0, time: \d+\.\d+ s", last)
+    assert re.fullmatch(
+        r"resources: 5, repaired: 4 \(4 resources\), failed: 0, time: \d+\.\d+ s", last
+    )
 
 
 def test_run_creates_the_state_dir_mode_0700(hello: Hello) -> None:
@@ -55,7 +57,7 @@ def test_second_run_reports_no_change(hello: Hello) -> None:
     again = convergent(*hello.run_args("--converged-timeout", "0"))
     assert again.returncode == 0, again.stderr
     (line,) = again.stdout.splitlines()
-    assert line.startswith("resources: 5, changed: 0, failed: 0,")
+    assert line.startswith("resources: 5, repaired: 0, failed: 0,")
 
 
 def test_noop_reports_would_change_with_diff_and_creates_nothing(hello: Hello) -> None:
@@ -134,7 +136,7 @@ def test_signal_stops_a_watching_run_cleanly_with_summary(hello: Hello, sig: int
         agent.wait_for_line(lambda line: line == WATCHING)
         agent.send(sig)
         assert agent.wait() == 0, agent.err
-    assert agent.out[-1].startswith("resources: 5, changed: 4, failed: 0,")
+    assert agent.out[-1].startswith("resources: 5, repaired: 4 (4 resources), failed: 0,")
     assert hello.built.read_text() == "i am f1\ni am f2\n"
 
 
@@ -147,7 +149,8 @@ def test_deleted_file_is_restored_while_running(hello: Hello) -> None:
         agent.wait_for_line(lambda line: line == "converged")
         agent.send(signal.SIGTERM)
         assert agent.wait() == 0, agent.err
-    assert agent.out[-1].startswith("resources: 5, changed: 4, failed: 0,")
+    # f1 created again, and build ran again after it: two more repairs, no more resources
+    assert agent.out[-1].startswith("resources: 5, repaired: 6 (4 resources), failed: 0,")
 
 
 @pytest.mark.slow

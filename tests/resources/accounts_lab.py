@@ -154,7 +154,7 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def changed(out: str) -> int:
-    """The ``changed: N`` of a run's summary."""
-    match = re.search(r"changed: (\d+)", out)
+    """The resources a run changed: M of its summary's ``repaired: N (M resources)``."""
+    match = re.search(r"repaired: (\d+)(?: \((\d+) resources?\))?", out)
     assert match, out
-    return int(match.group(1))
+    return int(match.group(2) or 0)

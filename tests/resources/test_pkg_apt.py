@@ -68,7 +68,7 @@ def test_an_installed_group_is_checked_without_running_apt(
     after = History()
     done = run(tmp_path, "pkg: sl", "pkg: hello")
     assert done.returncode == 0
-    assert "changed: 0" in done.stdout
+    assert "repaired: 0" in done.stdout
     assert after.commandlines() == []
 
 
@@ -201,7 +201,7 @@ def test_latest_installs_the_candidate_and_then_changes_nothing(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"pkg[hello]: installed {candidate('hello')}" in done.stdout.splitlines()
     again = run(tmp_path, "pkg: hello\n    state: latest")
-    assert again.returncode == 0 and "changed: 0" in again.stdout
+    assert again.returncode == 0 and "repaired: 0" in again.stdout
     assert len(restored.commandlines()) == 1
 
 

@@ -129,7 +129,7 @@ def test_it_outlives_a_run_once_agent_and_the_next_agent_adopts_it(case: Case) -
     pid = _pid(first.stdout)
     assert "started" in first.stdout and _alive(pid)
     second = case.once()  # the agent is gone; the next one finds the same process
-    assert "changed: 0" in second.stdout, second.stdout
+    assert "repaired: 0" in second.stdout, second.stdout
     assert case.marked() == [pid]
     state = case.state / "processes"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
@@ -168,7 +168,7 @@ def test_a_stale_pidfile_naming_another_process_is_neither_adopted_nor_killed(
         case.store.write(forged)
         case.write(SLEEPER, state="stopped")
         stopped = case.once()
-        assert "changed: 0" in stopped.stdout, stopped.stdout
+        assert "repaired: 0" in stopped.stdout, stopped.stdout
         assert stranger.poll() is None
         case.write(SLEEPER)
         started = case.once()
@@ -232,7 +232,7 @@ def test_an_agent_killed_before_recording_the_pid_leaves_a_process_the_next_one_
     orphan = subprocess.Popen(SLEEPER, env=env, start_new_session=True)
     try:
         done = case.once()
-        assert "changed: 0" in done.stdout, done.stdout
+        assert "repaired: 0" in done.stdout, done.stdout
         assert case.marked() == [orphan.pid]
     finally:
         orphan.kill()
@@ -248,7 +248,7 @@ def test_stopped_stops_it_and_its_whole_group(case: Case) -> None:
     done = case.once()
     assert f"{NAME}: stopped (pid {pid})" in done.stdout, done.stdout
     assert case.marked() == [] and case.store.read(NAME) is None
-    assert "changed: 0" in case.once().stdout
+    assert "repaired: 0" in case.once().stdout
     case.write(cmd, stop_signal="INT")
     assert f"{NAME}: started (pid" in case.once().stdout  # a fresh start, not a "restart"
 
@@ -376,7 +376,7 @@ def test_a_killed_agent_leaves_it_running_and_the_next_agent_adopts_it(case: Cas
         agent.send(signal.SIGKILL)
         agent.wait()
     assert _alive(pid)
-    assert "changed: 0" in case.once().stdout
+    assert "repaired: 0" in case.once().stdout
     assert case.marked() == [pid]
 
 

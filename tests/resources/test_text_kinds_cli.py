@@ -43,7 +43,7 @@ def test_noop_then_run_then_a_second_run_that_changes_nothing(tmp_path: Path) ->
 
         first = convergent(*args)
         assert first.returncode == 0, first.stderr
-        assert "changed: 4, failed: 0" in first.stdout
+        assert "repaired: 4 (4 resources), failed: 0" in first.stdout
         assert conf.read_bytes() == b"# keep me\r\ndebug=0\r\nport=8080\n"
         assert (
             (tmp_path / "cron.d" / "rotate")
@@ -54,7 +54,7 @@ def test_noop_then_run_then_a_second_run_that_changes_nothing(tmp_path: Path) ->
 
         second = convergent(*args)
         assert second.returncode == 0, second.stderr
-        assert "changed: 0, failed: 0" in second.stdout
+        assert "repaired: 0, failed: 0" in second.stdout
         assert len(server.log) == 1
 
 

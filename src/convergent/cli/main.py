@@ -60,6 +60,34 @@ def _log_format(text: str) -> str:
     return text
 
 
+def _duration(text: str) -> float:
+    from convergent.cli.report import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise _bad_value(str(exc)) from None
+
+
+def _address(text: str) -> tuple[str, int]:
+    from convergent.web.metrics import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise _bad_value(str(exc)) from None
+
+
+def _keep(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _bad_value(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise _bad_value(f"{text!r}: give 0 or more (0: keep no history)")
+    return value
+
+
 def _urls(text: str) -> tuple[str, ...]:
     from convergent.cli.cluster import parse_urls
 
@@ -97,6 +125,11 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--accept-new-host-keys": ("accept_new_host_keys", None),
     "--remote-depth": ("remote_depth", _count),
     "--detach": ("detach", None),
+    "--events-keep": ("events_keep", _keep),
+    "--events-age": ("events_age", _duration),
+    "--report-json": ("report_json", str),
+    "--metrics": ("metrics", _address),
+    "--quiet": ("quiet", None),
     "--http": ("http", str),
     "--http-token": ("http_token", str),
 }
@@ -213,6 +246,42 @@ def build_parser() -> argparse.ArgumentParser:
         "for log shippers)",
     )
     run.add_argument(
+        "--events-keep",
+        metavar="N",
+        type=_keep,
+        default=None,
+        help="keep at most N events in the history of the state directory "
+        "(default: 100000; 0: record none)",
+    )
+    run.add_argument(
+        "--events-age",
+        metavar="AGE",
+        type=_duration,
+        default=None,
+        help="drop events older than AGE from the history (e.g. 12h, 30d; default: 7d)",
+    )
+    run.add_argument(
+        "--report-json",
+        metavar="FILE",
+        default=None,
+        help="at the end, write the run report as JSON to FILE (docs/report-schema.md; "
+        "-: print it)",
+    )
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only failures, what --noop would change and the summary: no line per "
+        "change, no progress",
+    )
+    run.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        type=_address,
+        default=None,
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (ADDR defaults to "
+        "127.0.0.1; off by default)",
+    )
+    run.add_argument(
         "--http",
         metavar="ADDR:PORT",
         default=None,
@@ -259,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_parser(commands)
     _add_tool_parsers(commands)
     add_cluster_parser(commands, urls=_urls)
+    _add_report_parser(commands)
     return parser
 
 
@@ -327,6 +397,42 @@ def _add_tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
 
+def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Declare ``report``: compliance, hot spots and the slowest, from the event history."""
+    report = commands.add_parser(
+        "report",
+        help="compliance, drift hot spots and the slowest resources, from the event history",
+        description="Summarize the event history of the state directory: per-resource "
+        "counts, compliance (kept + repaired against not kept, as a percentage), the "
+        "resources repaired most often and the slowest ones.",
+    )
+    report.add_argument(
+        "--since",
+        metavar="AGE",
+        default=None,
+        help="only the events of the last AGE (e.g. 30m, 1h, 7d; default: all kept)",
+    )
+    report.add_argument(
+        "--json", action="store_true", help="print the report as JSON (docs/report-schema.md)"
+    )
+    status = commands.add_parser(
+        "status",
+        help="ask the running agent what it does, waits for, and what failed",
+        description="Ask the agent running on the state directory (through its control "
+        "socket) what it is doing now, what it waits for and what failed and why. "
+        "Exit code: 0 converged, 1 not (yet), 2 cannot ask, 3 no agent.",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    for command in (report, status):
+        command.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            default=None,
+            help="the state directory (default: /var/lib/convergent for root, "
+            "else $XDG_STATE_HOME/convergent or ~/.local/state/convergent)",
+        )
+
+
 def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare ``state`` and its sub-commands on the command line's sub-parsers."""
     state = commands.add_parser(
@@ -370,6 +476,8 @@ _TOOLS = {
     "man": ("convergent.cli.man", "man_command"),
     "service": ("convergent.cli.service", "service_command"),
     "cluster": ("convergent.cli.cluster", "cluster_command"),
+    "report": ("convergent.cli.report", "report_command"),
+    "status": ("convergent.cli.control", "status_command"),
 }
 
 

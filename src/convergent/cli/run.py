@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import argparse
 
     from convergent.cli.notify import SystemdNotifier
+    from convergent.cli.observe import Observer
     from convergent.engine.changeover import Swapped
     from convergent.engine.report import RunResult
     from convergent.engine.runner import Engine
@@ -124,6 +125,11 @@ def run_command(args: argparse.Namespace) -> int:
         from convergent.cli.notify import SystemdNotifier
 
         notifier = SystemdNotifier.from_environment()
+    from convergent.cli.observe import Observer, host_name
+
+    renderer.quiet = bool(getattr(args, "quiet", False))
+    observer = Observer(args, state_dir, host_name(args), watching=watching, renderer=renderer)
+    result = None
     # Start-up's objects live on: collections during the run (and the one at exit) skip
     # them. Not unfrozen afterwards: that alone added 10-20 ms to a run's exit.
     gc.freeze()
@@ -141,6 +147,7 @@ def run_command(args: argparse.Namespace) -> int:
                 notifier=notifier,
                 world=world,
                 cluster=cluster,
+                observer=observer,
                 http=http,
             )
         )
@@ -149,13 +156,14 @@ def run_command(args: argparse.Namespace) -> int:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     finally:
+        observer.finish(result)
         opened.close()
         if notifier is not None:
             notifier.close()
     renderer.note(result.summary(), event="summary")
     if args.noop:
         renderer.noop_summary(NOTHING_CHANGED)
-    return result.exit_code
+    return result.exit_code or observer.code
 
 
 def _remote(path: str) -> bool:
@@ -180,6 +188,7 @@ async def run_with_signals(
     notifier: SystemdNotifier | None = None,
     world: World | None = None,
     cluster: ClusterConfig | None = None,
+    observer: Observer | None = None,
     http: HttpOptions | None = None,
 ) -> RunResult:
     """Run the engine; SIGINT and SIGTERM stop it cleanly (workers cancelled, summary kept).
@@ -190,7 +199,8 @@ async def run_with_signals(
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
-    the engine starts means nothing was applied. ``http``: serve the web view
+    the engine starts means nothing was applied. ``observer``: the run's events and what
+    watches them (cli/observe.py). ``http``: serve the web view
     (:mod:`convergent.web`) while the engine runs.
     """
     if cluster is not None:
@@ -210,6 +220,7 @@ async def run_with_signals(
                 policy=policy,
                 notifier=notifier,
                 world=opened,
+                observer=observer,
                 http=http,
             )
     from convergent.engine.runner import Engine
@@ -222,6 +233,7 @@ async def run_with_signals(
         sema=sema,
         state=state,
         world=world,
+        events=observer.events if observer is not None else None,
     )
     web = None
     if http is not None:  # before anything runs: an address in use changes nothing
@@ -257,6 +269,8 @@ async def run_with_signals(
         )
     if notifier is not None and notifier.watchdog is not None:
         tasks.append(asyncio.create_task(notifier.keep_alive(), name="systemd watchdog"))
+    if observer is not None:
+        tasks.extend(observer.start(engine, reporter.note))
     try:
         return await engine.run()
     finally:

@@ -229,6 +229,7 @@ class RunResult(msgspec.Struct, frozen=True):
     seconds: float
     converged: bool  # the graph was converged when the run ended
     interrupted: bool = False  # ended by stop() (SIGINT/SIGTERM), not by converged-timeout
+    repairs: int = 0  # changes made (a resource repaired 20 times counts 20)
 
     @property
     def exit_code(self) -> int:
@@ -238,8 +239,12 @@ class RunResult(msgspec.Struct, frozen=True):
         return 0 if self.converged or self.interrupted else 1
 
     def summary(self) -> str:
+        """``resources: 5, repaired: 20 (2 resources), failed: 0, time: 0.01 s``."""
+        repaired = f"{self.repairs}"
+        if self.repairs:
+            repaired += f" ({self.changed} resource{'' if self.changed == 1 else 's'})"
         return (
-            f"resources: {self.resources}, changed: {self.changed}, failed: {self.failed}"
+            f"resources: {self.resources}, repaired: {repaired}, failed: {self.failed}"
             + (f", blocked: {self.blocked}" if self.blocked else "")
             + f", time: {self.seconds:.2f} s"
         )

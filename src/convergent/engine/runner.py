@@ -40,6 +40,7 @@ from convergent.resources.recv import Binding
 from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
+    from convergent.engine.events import EventLog
     from convergent.engine.follow import Observed
     from convergent.state.db import StateDB
     from convergent.world.base import World
@@ -92,6 +93,7 @@ class Engine:
         sema: int | None = None,
         state: StateDB | None = None,
         world: World | None = None,
+        events: EventLog | None = None,
     ) -> None:
         if sema is not None and sema < 1:
             raise ValueError(f"sema: a semaphore of size {sema} would never let anything run")
@@ -122,6 +124,10 @@ class Engine:
         self._workers: dict[str, Worker] = {}
         self.observed: Observed | None = None  # made by observe(), when first asked for
         self._changed: set[str] = set()
+        self._repairs = 0  # passes that changed something (a resource may count many)
+        if events is not None:
+            events.hide = self._exchange.hide
+        self.events = events
         self._stop = asyncio.Event()
         self._services: dict[Callable[[], Any], Any] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -153,10 +159,14 @@ class Engine:
 
     def report(self, report: Report) -> None:
         """Pass ``report`` to the reporter, with every known secret hidden."""
-        self.reporter(self._exchange.hide(report))
+        hidden = self._exchange.hide(report)
+        if self.events is not None:
+            self.events.saw(hidden)
+        self.reporter(hidden)
 
     def mark_changed(self, worker: Worker) -> None:
         self._changed.add(worker.resource.id)
+        self._repairs += 1
 
     def state_changed(self, old: State, new: State) -> None:
         self._convergence.changed(old, new)
@@ -280,6 +290,7 @@ class Engine:
         return RunResult(
             resources=len(self._workers),
             changed=len(self._changed),
+            repairs=self._repairs,
             failed=convergence.failed,
             blocked=convergence.blocked,
             seconds=time.perf_counter() - start,
@@ -371,6 +382,7 @@ class Engine:
                     old_members[mid], self._context(mid), noop=noop, report=self.report
                 ):
                     self._changed.add(mid)
+                    self._repairs += 1
                     done.reversed.append(mid)
             if self._tg is None:
                 raise RuntimeError("the run ended during the swap")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from convergent.engine.convergence import State
+from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
 from convergent.engine.meta import (
     WATCH_FAILED,
     TokenBucket,
@@ -46,6 +47,7 @@ from convergent.resources.group import Group
 from convergent.resources.recv import MISSING, Binding
 
 if TYPE_CHECKING:
+    from convergent.engine.events import EventLog
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -86,6 +88,7 @@ class Runtime(Protocol):
     prediction: Predicting | None
     state: StateDB | None
     world: World | None
+    events: EventLog | None  # the event history (engine/events.py); None: not recorded
 
     @property
     def observed(self) -> Observer | None: ...
@@ -108,6 +111,7 @@ class Worker:
     __slots__ = (
         "blocked_by",
         "bucket",
+        "cause",
         "ctx",
         "declared",
         "dirty",
@@ -125,6 +129,7 @@ class Worker:
         "runtime",
         "semaphores",
         "sender",
+        "since",
         "state",
         "stopped",
         "tasks",
@@ -167,6 +172,8 @@ class Worker:
         self.notifies = False  # some downstream edge is a notify edge
         self.state = State.WAITING
         self.dirty = True  # a check is owed
+        self.cause = START  # why the check is owed (engine/events.py), and since when
+        self.since = time.perf_counter()
         self.ready = False
         self.watch_failed = False  # the watch failed and is out of retries
         self.tries = 0  # failed check/apply tries since the last success
@@ -180,7 +187,7 @@ class Worker:
         self.ctx = Context(
             resource.id,
             ready=self._on_ready,
-            event=self.poke,
+            event=self._drifted,
             log=self._log,
             shared=runtime.shared,
             state=runtime.state,
@@ -194,12 +201,23 @@ class Worker:
             self.ready = True
             self.wake.set()
 
-    def poke(self) -> None:
-        """Something may have changed: owe a check. Never lost, even mid-apply."""
+    def poke(self, cause: str = UPSTREAM) -> None:
+        """Something may have changed: owe a check. Never lost, even mid-apply.
+
+        ``cause``: what changed (engine/events.py); the first since the last pass counts.
+        """
+        if not self.dirty:
+            self.cause = cause
+            self.since = time.perf_counter()
         self.dirty = True
         if self.state is State.CLEAN:
             self._set_state(State.WAITING)
         self.wake.set()
+
+    def _drifted(self) -> None:
+        """``ctx.event()``: the resource's own watch saw something happen (a ``timer``'s
+        watch: a tick)."""
+        self.poke(TIMER if self.resource.id.startswith("timer[") else DRIFT)
 
     def _log(self, message: str) -> None:
         self.runtime.report(Log(self.resource.id, message))
@@ -331,6 +349,8 @@ class Worker:
                 await self._acquire()
             self.dirty = False
             error: ResourceError | None = None
+            cause, since = REFRESH if self.refresh_from else self.cause, self.since
+            began = time.perf_counter()
             try:
                 await self._attempt()
             except asyncio.CancelledError:
@@ -340,6 +360,9 @@ class Worker:
             finally:
                 for semaphore in self.semaphores:
                     semaphore.release()
+            events = self.runtime.events
+            if events is not None:
+                events.passed(rid, cause, began, since, error)
             if error is None:
                 self.tries = 0
                 if not self.ready:
@@ -577,7 +600,7 @@ class Worker:
         self._on_ready()
         while True:
             await asyncio.sleep(self.meta.poll)
-            self.poke()
+            self.poke(TIMER)
 
 
 _REFRESH = Change("refreshed")

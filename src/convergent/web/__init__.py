@@ -12,6 +12,8 @@ imported when the server starts.
 - ``app.py``: the starlette application (read-only routes, the token check).
 - ``serve.py``: the uvicorn server on the agent's loop (:func:`start`).
 - ``static/``: the page, its script and style (no CDN: it works offline).
+- ``metrics.py``: ``--metrics ADDR:PORT``, Prometheus metrics (prometheus-client imported
+  only then).
 """
 
 __all__: list[str] = []

@@ -1,0 +1,69 @@
+"""``--metrics``: a running agent's Prometheus metrics, scraped over HTTP as Prometheus
+would; a repair of drift shows up in them."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from convergent.web.metrics import parse_address
+from tests.e2e.agent import Agent
+
+
+def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = httpx.get(url, timeout=10.0)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    found = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_a_repair_of_drift_is_counted_and_timed_in_the_metrics(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f"resources:\n  - file: {target}\n    content: x\n")
+    args = ("run", str(policy), "--state-dir", str(tmp_path / "state"), "--metrics", ":0")
+    with Agent(*args) as agent:
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        url = agent.wait_for_line(lambda line: line.startswith("metrics: ")).split(" ", 1)[1]
+        assert url.startswith("http://127.0.0.1:")  # the default address
+        before = _samples(url)
+        file = (("kind", "file"),)
+        assert before[("convergent_repairs_total", file)] == 1  # created at start-up
+        assert before[("convergent_converged", ())] == 1
+        assert before[("convergent_resources", ())] == 1
+        assert before[("convergent_watches", ())] == 1
+        assert ("convergent_event_to_repair_seconds_count", file) not in before
+
+        target.unlink()
+        agent.wait_for_line(lambda line: line == f"file[{target}]: created")
+        agent.wait_for_line(lambda line: line == "converged")
+        after = _samples(url)
+        assert after[("convergent_repairs_total", file)] == 2
+        assert after[("convergent_applies_total", file)] == 2
+        assert after[("convergent_checks_total", file)] > before[("convergent_checks_total", file)]
+        assert after[("convergent_event_to_repair_seconds_count", file)] == 1
+        assert after[("convergent_apply_seconds_count", file)] == 2
+        assert after[("convergent_failures_total", file)] == 0
+        assert after[("convergent_vertices", (("state", "converged"),))] == 1
+
+        assert httpx.get(url.replace("/metrics", "/other"), timeout=10.0).status_code == 404
+        agent.send(signal.SIGTERM)
+        assert agent.wait() == 0
+
+
+def test_the_metrics_address_is_local_unless_told_and_checked() -> None:
+    assert parse_address("9100") == ("127.0.0.1", 9100)
+    assert parse_address(":9100") == ("127.0.0.1", 9100)
+    assert parse_address("0.0.0.0:9100") == ("0.0.0.0", 9100)
+    assert parse_address("[::1]:9100") == ("::1", 9100)
+    for bad in ("host:port", "1.2.3.4:70000"):
+        with pytest.raises(ValueError, match=r"ADDR:PORT|0-65535"):
+            parse_address(bad)
