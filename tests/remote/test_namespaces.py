@@ -128,5 +128,5 @@ def test_a_host_cut_off_mid_run_is_named_and_the_others_finish(tmp_path: Path, l
     errors = "\n".join(run.err)
     assert "[c] c: connection lost" in errors, errors
     assert "failed on c (not run)" in errors
-    assert any(line.startswith("[a] resources: 1, changed: 1") for line in run.out)
-    assert any(line.startswith("[b] resources: 1, changed: 1") for line in run.out)
+    assert any(line.startswith("[a] resources: 1, repaired: 1 (1 resource)") for line in run.out)
+    assert any(line.startswith("[b] resources: 1, repaired: 1 (1 resource)") for line in run.out)

@@ -207,7 +207,7 @@ def test_a_record_matching_a_strangers_pid_and_start_tick_is_not_taken_for_ours(
         )
         case.write(SLEEPER, state="stopped")
         stopped = case.once()
-        assert "changed: 0" in stopped.stdout, stopped.stdout
+        assert "repaired: 0," in stopped.stdout, stopped.stdout
         assert stranger.poll() is None
         case.write(SLEEPER)
         started = case.once()
