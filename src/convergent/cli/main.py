@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_parser(commands)
     _add_tool_parsers(commands)
     add_cluster_parser(commands, urls=_urls)
+    from convergent.cli.invoke import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -343,6 +346,7 @@ _TOOLS = {
     "man": ("convergent.cli.man", "man_command"),
     "service": ("convergent.cli.service", "service_command"),
     "cluster": ("convergent.cli.cluster", "cluster_command"),
+    "destroy": ("convergent.cli.destroy", "destroy_command"),
 }
 
 

@@ -218,7 +218,14 @@ def render_reference(only: Iterable[str] | None = None) -> str:
         if cls is None:
             continue
         out += [f"### {kind}", "", _summary(cls), "", *_table(cls.params_type, {}), ""]
+        out += [f"`convergent destroy`: {_absent_state(cls)}.", ""]
     return "\n".join(out)
+
+
+def _absent_state(cls: type[Any]) -> str:
+    """What destroy makes of the kind (the ``Destroyable`` ability), or that it has none."""
+    state: str | None = getattr(cls, "absent_state", None)
+    return state if state is not None else "no absent state; left alone (and named)"
 
 
 if __name__ == "__main__":
