@@ -18,6 +18,9 @@ import pytest
 
 from tests.destroy.inotify import Deletions
 from tests.e2e.agent import convergent
+from tests.resources.accounts_lab import Accounts, accounts, group_file, needs_shadow, passwd
+
+__all__ = ["accounts"]  # the fixture, imported to be used here
 
 
 def _policy(tmp_path: Path, body: str) -> Path:
@@ -218,3 +221,33 @@ def test_a_process_is_stopped(tmp_path: Path, pids: list[int]) -> None:
     finally:
         os.close(fd)
     assert "process[sleeper]: stopped" in done.stdout
+
+
+@needs_shadow
+def test_packages_and_accounts_stay_without_destroy_remove(
+    tmp_path: Path, accounts: Accounts
+) -> None:
+    """A user the policy made, and a package it names, are not touched by destroy unless
+    the entry says ``destroy: remove``; a file beside them is removed."""
+    name = accounts.name()
+    policy = _policy(
+        tmp_path,
+        f"resources:\n  - user: {name}\n    create_home: false\n"
+        f"  - group: {name}x\n"
+        f"  - pkg: sl\n    backend: apt\n  - file: {tmp_path}/f\n    content: x\n",
+    )
+    accounts.groups.append(f"{name}x")
+    subprocess.run(["groupadd", f"{name}x"], check=True, capture_output=True)
+    subprocess.run(["useradd", "-M", name], check=True, capture_output=True)
+    dpkg = Path("/var/lib/dpkg/status").read_bytes()
+    done = _destroy(policy, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert name in passwd()
+    assert f"{name}x" in group_file()
+    assert Path("/var/lib/dpkg/status").read_bytes() == dpkg
+    assert not (tmp_path / "f").exists()
+    for vid, kind in ((f"user[{name}]", "user"), (f"group[{name}x]", "group"), ("pkg[sl]", "pkg")):
+        assert (
+            f"{vid}: left alone: kept: a {kind} is removed only when its entry says "
+            "destroy: remove" in done.stdout
+        )
