@@ -73,7 +73,7 @@ def test_bash_completes_commands_options_choices_kinds_and_policy_files(tmp_path
     ]  # fmt: skip
     assert "destroy" in out[0].split()
     assert out[1] == "run"
-    assert out[2].split() == ["--sema", "--state-dir", "--seeds"]
+    assert out[2].split() == ["--sema", "--state-dir", "--seeds", "--set", "--set-secret"]
     assert out[3].split() == ["dot", "svg"]
     assert out[4].split() == ["check", "restore", "reset"]
     assert out[5].split() == ["--help", "--state-dir", "--yes"]

@@ -18,7 +18,15 @@ NO_DOT = "graphviz 'dot' not found: install it (apt-get install graphviz) or use
 
 def graph_command(args: argparse.Namespace) -> int:
     """Write the graph; 2 for an invalid policy or a missing graphviz, 1 for an output error."""
-    graph = load_graph(args.file)
+    from convergent.cli.inputs import inputs_from
+    from convergent.policy.vars import VarsError
+
+    try:
+        inputs = inputs_from(args)
+    except VarsError as exc:
+        say(f"convergent: {exc}")
+        return 2
+    graph = load_graph(args.file, inputs)
     if graph is None:
         return 2
     from convergent.graph.dot import to_dot

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 else:
     from types import SimpleNamespace as Namespace  # what plain_run builds
 
-__all__ = ["RUN_OPTIONS", "build_parser", "entry", "main", "plain_run"]
+__all__ = ["RUN_LISTS", "RUN_OPTIONS", "build_parser", "entry", "main", "plain_run"]
 
 
 def _bad_value(message: str) -> Exception:
@@ -90,7 +90,13 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--etcd-endpoints": ("etcd_endpoints", _urls),
     "--insecure": ("insecure", None),
     "--join-token": ("join_token", str),
+    "--set": ("set", str),
+    "--vars-file": ("vars_file", str),
+    "--set-secret": ("set_secret", str),
+    "--class": ("classes", str),
 }
+#: The options of ``run`` that may be given more than once (each value is kept, in order).
+RUN_LISTS = frozenset(("set", "vars_file", "set_secret", "classes"))
 
 
 def plain_run(argv: list[str]) -> argparse.Namespace | None:
@@ -116,7 +122,7 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
             continue
         name, eq, value = arg.partition("=")
         option = RUN_OPTIONS.get(name)
-        if option is None or option[0] in found:
+        if option is None or (option[0] in found and option[0] not in RUN_LISTS):
             return None
         dest, convert = option
         if convert is None:
@@ -132,14 +138,21 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
         if value.startswith("-"):
             return None
         try:
-            found[dest] = convert(value)
+            converted = convert(value)
         except Exception:  # argparse reports it
             return None
+        if dest in RUN_LISTS:
+            found.setdefault(dest, []).append(converted)
+        else:
+            found[dest] = converted
     if found["file"] is None:
         return None
     args = Namespace(command="run")
     for dest, convert in RUN_OPTIONS.values():
-        setattr(args, dest, found.get(dest, False if convert is None else None))
+        empty: list[str] | bool | None = (
+            [] if dest in RUN_LISTS else False if convert is None else None
+        )
+        setattr(args, dest, found.get(dest, empty))
     args.file = found["file"]
     return args
 
@@ -203,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         "for log shippers)",
     )
     from convergent.cli.cluster import add_cluster_parser, add_run_options
+    from convergent.cli.inputs import add_input_options
 
     add_run_options(run, urls=_urls, initial_cluster=_initial_cluster)
+    add_input_options(run)
 
     check = commands.add_parser(
         "check",
@@ -213,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Nothing on the host is read or changed.",
     )
     check.add_argument("file", metavar="FILE", help="the policy (YAML)")
+    add_input_options(check)
+    check.add_argument(
+        "--strict", action="store_true", help="also list the class names nothing defines"
+    )
 
     graph = commands.add_parser(
         "graph",
@@ -220,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the dependency graph of the policy in FILE as Graphviz DOT or SVG.",
     )
     graph.add_argument("file", metavar="FILE", help="the policy (YAML)")
+    add_input_options(graph)
     graph.add_argument(
         "--format",
         choices=("dot", "svg"),

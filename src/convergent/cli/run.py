@@ -57,7 +57,16 @@ CLUSTER_OPTIONS = (
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
-    graph = load_graph(args.file)
+    from convergent.cli.inputs import inputs_from
+    from convergent.policy.vars import VarsError
+
+    try:
+        inputs = inputs_from(args)
+    except VarsError as exc:
+        say(f"convergent: {exc}")
+        print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+        return 2
+    graph = load_graph(args.file, inputs)
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2

@@ -111,6 +111,7 @@ class Engine:
         self._pool: dict[str, tuple[asyncio.Semaphore, int]] = {}
         # Known secrets from the start: a command may print one before its holder ran.
         self._exchange = Exchange(state.secret_values() if state is not None else ())
+        self._exchange.policy(graph.secrets, graph.held)  # secret vars of the policy
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
         self._changed: set[str] = set()
@@ -316,6 +317,7 @@ class Engine:
                 raise RuntimeError("the run ended before the swap could start")
             hosts = self._hosts
             running = hosts.collector.graph_for(graph) if hosts is not None else local_part(graph)
+            self._exchange.policy(graph.secrets, graph.held)
             done = await self._swap(running, planned)
             self._base = graph
             self._world_wake.set()  # publish what it exports, collect what it collects

@@ -93,8 +93,8 @@ def _text(double: str) -> str:
 
 def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | None:
     """The graph of a policy in the plain shape, or None to take the full loader."""
-    if not text.isascii() or "\r" in text:
-        return None
+    if not text.isascii() or "\r" in text or "{{" in text or "{%" in text or "{#" in text:
+        return None  # templates are the language's (policy/lang.py)
     entries: list[Entry] = []
     links: list[Link] = []
     entry: Entry | None = None
