@@ -54,7 +54,7 @@ def destroy_command(args: argparse.Namespace) -> int:
     selected = None
     if args.only is not None:
         try:
-            selected = select(getattr(graph, "clusters", {}), split_names(args.only))
+            selected = select(graph.clusters, split_names(args.only))
         except ValueError as exc:
             return _refuse(f"--only: {exc}")
     plan = teardown(graph, selected)

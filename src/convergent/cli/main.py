@@ -367,6 +367,8 @@ _TOOLS = {
     "service": ("convergent.cli.service", "service_command"),
     "cluster": ("convergent.cli.cluster", "cluster_command"),
     "destroy": ("convergent.cli.destroy", "destroy_command"),
+    "invoke": ("convergent.cli.invoke", "invoke_command"),
+    "history": ("convergent.cli.history", "history_command"),
 }
 
 

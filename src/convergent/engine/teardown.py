@@ -118,7 +118,7 @@ def _absent(resource: Resource[Any]) -> tuple[Resource[Any] | None, str]:
         return None, "exported: it is applied, and destroyed, where it is collected"
     if not isinstance(resource, Destroyable):
         return None, f"{kind} has no absent state"
-    choice: str | None = getattr(meta, "destroy", None)
+    choice = meta.destroy
     if choice == "keep":
         return None, "kept: the policy says destroy: keep"
     if choice is None and resource.destroy_default == "keep":
