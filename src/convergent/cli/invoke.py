@@ -149,7 +149,9 @@ def invoke_command(args: argparse.Namespace) -> int:
     try:
         text, invocations, bundles = _read(args.file)
     except _Refused as exc:
-        return _refuse(str(exc), code=2)
+        for line in str(exc).splitlines():
+            say(line)  # file:line:col: ... at the start of each line
+        return _refuse("", code=2, quiet=True)
     invocation = invocations.get(args.name)
     if invocation is None:
         valid = ", ".join(sorted(invocations)) or "none: the policy has no invocations:"
@@ -256,13 +258,13 @@ def _read(file: str) -> tuple[bytes, dict[str, Invocation], set[str]]:
         with open(file, "rb") as f:
             data = f.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
-        raise _Refused(f"cannot read {file}: {exc.strerror or exc}") from None
+        raise _Refused(f"convergent: cannot read {file}: {exc.strerror or exc}") from None
     try:
         invocations, bundles = read_invocations(data.decode("utf-8", "replace"), file)
     except PolicyError as exc:
         raise _Refused("\n".join(str(p) for p in exc.problems) or str(exc)) from None
-    except Exception as exc:  # YAML the loader reports better: it runs next
-        raise _Refused(f"{file}: {exc}") from None
+    except Exception as exc:  # not YAML: the loader says where
+        raise _Refused(f"{file}: {exc}; convergent check {file} says where") from None
     return data, invocations, bundles
 
 

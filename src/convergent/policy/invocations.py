@@ -281,7 +281,8 @@ def _switches(what: str, part: Any, values: Any) -> dict[str, Switch] | None:
             continue
         kind = spec.get("type", "str")
         if kind not in SWITCH_TYPES:
-            problems.at(spec_node, f"{where}: type {kind!r}; give one of {', '.join(SWITCH_TYPES)}")
+            at = next((n for k, _, n in values.pairs(spec_node) if k == "type"), spec_node)
+            problems.at(at, f"{where}: type {kind!r}; give one of {', '.join(SWITCH_TYPES)}")
             ok = False
             continue
         if "default" not in spec:
