@@ -71,7 +71,7 @@ def test_bash_completes_commands_options_choices_kinds_and_policy_files(tmp_path
     assert out[0].split()[:10] == [
         "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service", "cluster"
     ]  # fmt: skip
-    assert "destroy" in out[0].split()
+    assert {"destroy", "invoke", "history"} <= set(out[0].split())
     assert out[1] == "run"
     assert out[2].split() == ["--sema", "--state-dir", "--seeds", "--set", "--set-secret"]
     assert out[3].split() == ["dot", "svg"]

@@ -251,3 +251,68 @@ def test_packages_and_accounts_stay_without_destroy_remove(
             f"{vid}: left alone: kept: a {kind} is removed only when its entry says "
             "destroy: remove" in done.stdout
         )
+
+
+def test_only_tears_down_the_bundle_uses_named(tmp_path: Path) -> None:
+    """--only web[main]: that use's files go; base, which it requires, and the other uses
+    stay; an unknown use is refused with the policy's uses."""
+    from tests.invoke.site import site
+
+    policy = site(tmp_path)
+    _run(policy, tmp_path)
+    out = tmp_path / "out"
+    done = _destroy(policy, tmp_path, "--only", "web[main]")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "base",
+        "db-main.conf",
+        "other",
+        "web-backup.conf",
+    ]
+    done = _destroy(policy, tmp_path, "--only", "web")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["base", "db-main.conf", "other"]
+    refused = _destroy(policy, tmp_path, "--only", "mail")
+    assert refused.returncode == 2
+    assert "no bundle use named mail" in refused.stderr
+    assert "the policy's bundle uses: db[main], web[backup], web[main]" in refused.stderr
+
+
+def test_destroy_remove_on_a_directory_removes_what_is_in_it_without_following_links(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not ours")
+    policy = _policy(
+        tmp_path, f"resources:\n  - file: {site}\n    state: directory\n    destroy: remove\n"
+    )
+    _run(policy, tmp_path)
+    (site / "sub").mkdir()
+    (site / "sub" / "data").write_text("x")
+    (site / "link").symlink_to(outside)
+    done = _destroy(policy, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not site.exists()
+    assert (outside / "keep").read_text() == "not ours"
+
+
+@needs_shadow
+def test_with_destroy_remove_the_account_goes(tmp_path: Path, accounts: Accounts) -> None:
+    name = accounts.name()
+    policy = _policy(
+        tmp_path,
+        f"resources:\n  - user: {name}\n    create_home: false\n    destroy: remove\n"
+        f"  - user: {name}k\n    create_home: false\n",
+    )
+    accounts.users.append(f"{name}k")
+    _run(policy, tmp_path)
+    assert name in passwd() and f"{name}k" in passwd()
+    noop = _destroy(policy, tmp_path, "--noop")
+    assert noop.returncode == 0, noop.stdout + noop.stderr
+    assert name in passwd()
+    done = _destroy(policy, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert name not in passwd()
+    assert f"{name}k" in passwd()
