@@ -11,6 +11,7 @@ import select
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.agent import TIMEOUT
@@ -140,8 +141,11 @@ def test_confirm_refuses_when_stdin_is_not_a_terminal(tmp_path: Path) -> None:
     assert invoke(policy, "deploy", "--noop").returncode == 0  # a noop never asks
 
 
-def _typed(policy: Path, answer: str) -> tuple[int, str]:
-    """Run ``invoke POLICY deploy`` on a pseudo-terminal; type ``answer`` at the prompt."""
+def _typed(
+    policy: Path, answer: str, at_prompt: Callable[[], None] | None = None
+) -> tuple[int, str]:
+    """Run ``invoke POLICY deploy`` on a pseudo-terminal; type ``answer`` at the prompt
+    (after calling ``at_prompt``)."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
         [*_COMMAND, str(policy), "deploy", "--state-dir", str(policy.parent / "state")],
@@ -160,6 +164,8 @@ def _typed(policy: Path, answer: str) -> tuple[int, str]:
             assert chunk, f"no prompt: {said!r}"
             said += chunk
         assert b"3 resource(s) would change" in said
+        if at_prompt is not None:
+            at_prompt()
         os.write(master, answer.encode() + b"\n")
         code = proc.wait(TIMEOUT)
         said += proc.stderr.read()
@@ -183,3 +189,29 @@ def test_confirm_applies_only_after_the_name_is_typed(tmp_path: Path) -> None:
     code, said = _typed(policy, "deploy")
     assert code == 0, said
     assert _out(tmp_path) == ["base", "web-backup.conf", "web-main.conf"]
+
+
+def test_a_noop_whose_checks_failed_does_not_count(tmp_path: Path) -> None:
+    policy = site(tmp_path, NOOP_FIRST)
+    (tmp_path / "out" / "web-main.conf").mkdir()  # the file's check fails: a directory
+    noop = invoke(policy, "deploy", "--noop")
+    assert noop.returncode == 1
+    (tmp_path / "out" / "web-main.conf").rmdir()
+    done = invoke(policy, "deploy")
+    assert done.returncode == 3
+    assert "require_noop_first" in done.stderr
+    assert _out(tmp_path) == []
+
+
+def test_a_policy_edited_at_the_confirmation_prompt_is_not_run(tmp_path: Path) -> None:
+    """The prompt shows what the checked policy would do; an edit made while it waits
+    (here, as soon as the prompt is printed) is refused, not run unchecked."""
+    policy = site(tmp_path, "    guard: {confirm: true}\n")
+
+    def edit() -> None:
+        policy.write_text(policy.read_text().replace("port={{ port }}", "PORT={{ port }}"))
+
+    code, said = _typed(policy, "deploy", at_prompt=edit)
+    assert code == 3, said
+    assert "changed while invocation deploy ran its checks" in said
+    assert _out(tmp_path) == []

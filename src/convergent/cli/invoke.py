@@ -217,9 +217,12 @@ def _invoke(
         _guard_classes(invocation, tuple(args.classes))
         if not args.noop:
             _guard_noop_first(invocation, db, mark, record.id)
-        would, may = _dry_run(args, runs, db, shown=args.noop or invocation.guard.confirm)
+        would, may, failed = _dry_run(args, runs, db, shown=args.noop or invocation.guard.confirm)
         update(db, record, "running", would_change=would, may_change=may)
         if args.noop:
+            if failed:  # it could not show everything that would change: it stands for nothing
+                update(db, record, "failed", f"{failed} resource(s) could not be checked")
+                return 1
             update(db, record, "ok")
             say(
                 f"invoke {invocation.name} (noop): {would} resource(s) would change, "
@@ -239,7 +242,11 @@ def _invoke(
     except _Refused as exc:
         update(db, record, "refused", str(exc))
         return _refuse(str(exc))
-    result = _real_run(args, invocation, switches, methods, db)
+    try:
+        result = _real_run(args, invocation, switches, methods, mark, db)
+    except _Refused as exc:
+        update(db, record, "refused", str(exc))
+        return _refuse(str(exc))
     if result is None:
         update(db, record, "failed", "the run could not start")
         return 2
@@ -363,8 +370,9 @@ def _duration(seconds: float) -> str:
 
 def _dry_run(
     args: argparse.Namespace, runs: Graph[Resource[Any]], db: StateDB, *, shown: bool
-) -> tuple[int, int]:
-    """Run ``runs`` under noop (reports shown when ``shown``); ``(would, may)`` change."""
+) -> tuple[int, int, int]:
+    """Run ``runs`` under noop (reports shown when ``shown``): how many resources would
+    change, may change after them, and failed (or were blocked) in the check."""
     import asyncio
 
     from convergent.cli.run import run_with_signals
@@ -386,14 +394,15 @@ def _dry_run(
 
     reader = StateDB(db.path, readonly=True)  # noop reads only
     try:
-        asyncio.run(
+        result = asyncio.run(
             run_with_signals(
                 runs, noop=True, converged_timeout=0, reporter=_Both(watching=False), state=reader
             )
         )
     finally:
         reader.close()
-    return prediction.counts()
+    would, may = prediction.counts()
+    return would, may, result.failed + result.blocked
 
 
 def _confirm(invocation: Invocation, would: int, may: int) -> None:
@@ -417,18 +426,26 @@ def _real_run(
     invocation: Invocation,
     switches: dict[str, Any],
     methods: list[str],
+    mark: str,
     db: StateDB,
 ) -> RunResult | None:
-    """Load afresh (new resource objects: the dry run's watched and remembered) and run."""
+    """Load afresh (new resource objects: the dry run's watched and remembered) and run,
+    unless the policy is no longer the one the guard rails passed (``mark``)."""
     import asyncio
 
     from convergent.cli.run import run_with_signals
-    from convergent.engine.invocation import part, uses_of
+    from convergent.engine.invocation import fingerprint, part, uses_of
 
+    before = _read(args.file)[0]
     graph = _load(args.file, invocation, switches, tuple(args.classes))
     if graph is None:
         return None
     runs = part(graph, uses_of(graph.clusters, methods))
+    after = _read(args.file)[0]
+    if after != before or fingerprint(after, invocation.name, methods, switches, runs) != mark:
+        raise _Refused(
+            f"{args.file} changed while invocation {invocation.name} ran its checks; run it again"
+        )
     renderer = TextRenderer(watching=False)
     result = asyncio.run(
         run_with_signals(runs, noop=False, converged_timeout=0, reporter=renderer, state=db)
