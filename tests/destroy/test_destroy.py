@@ -145,7 +145,10 @@ def test_a_directory_holding_what_the_policy_does_not_name_is_left(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (site / "managed").exists()
     assert (site / "precious").read_text() == "not in the policy"
-    assert f"file[{site}]: left: {site} is a directory holding what the policy" in done.stdout
+    assert (
+        f"file[{site}]: left: {site} is a directory holding what destroy does not remove"
+        in done.stdout
+    )
 
 
 def test_destroy_never_removes_through_a_symlink(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ removes the path, with rules stricter than ``state: absent``:
   would follow a root-owned one): a path whose parents lead elsewhere is refused with an
   error naming where it leads. A symlink at the path itself is removed, never what it
   points to.
-- A directory is removed when empty; one that holds something no resource of the run
-  manages is left, with a log line saying so (not a failure), unless the policy said
+- A directory is removed when empty; one that holds something destroy does not remove
+  is left, with a log line saying so (not a failure), unless the policy said
   ``destroy: remove`` on it: then it goes with everything in it (``shutil.rmtree`` on the
   directory's descriptor, which removes symlinks below and never follows them). Under
   noop the entries the run would remove first count as gone.
@@ -115,8 +115,8 @@ class RemovedPath(Resource[FileParams]):
                 return None
             if stat.S_ISDIR(st.st_mode) and not self.params.force and self._holds_more(at, ctx):
                 ctx.log(
-                    f"left: {self._path} is a directory holding what the policy does not "
-                    "name; `destroy: remove` on it removes it with everything in it"
+                    f"left: {self._path} is a directory holding what destroy does not "
+                    "remove; `destroy: remove` on it removes it with everything in it"
                 )
                 return None
             return Change("removed")
