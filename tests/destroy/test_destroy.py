@@ -319,3 +319,27 @@ def test_with_destroy_remove_the_account_goes(tmp_path: Path, accounts: Accounts
     assert done.returncode == 0, done.stdout + done.stderr
     assert name not in passwd()
     assert f"{name}k" in passwd()
+
+
+def test_independent_resources_are_torn_down_at_the_same_time(
+    tmp_path: Path, pids: list[int]
+) -> None:
+    """Two processes that meet on a FIFO when asked to stop: each one's stop completes only
+    while the other is being stopped too. Stopped one after the other, the first would
+    wait for the second until its stop_timeout and be killed before writing its mark."""
+    os.mkfifo(tmp_path / "meet")
+    token = f"{random.randint(10**6, 10**7)}.75"
+    loop = f"while :; do sleep {token} & wait $!; done"
+    writer = f"trap 'echo hi > {tmp_path}/meet; touch {tmp_path}/a-done; exit 0' TERM; {loop}"
+    reader = f"trap 'cat {tmp_path}/meet >/dev/null; touch {tmp_path}/b-done; exit 0' TERM; {loop}"
+    policy = _policy(
+        tmp_path,
+        "resources:\n"
+        f'  - process: a\n    cmd: [bash, -c, "{writer}"]\n    stop_timeout: 20\n'
+        f'  - process: b\n    cmd: [bash, -c, "{reader}"]\n    stop_timeout: 20\n',
+    )
+    _run(policy, tmp_path)
+    pids.extend(_find(token))
+    done = _destroy(policy, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "a-done").exists() and (tmp_path / "b-done").exists(), done.stdout
