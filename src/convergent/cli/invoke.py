@@ -32,8 +32,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from convergent.render import TextRenderer, say
-
 if TYPE_CHECKING:
     import argparse
 
@@ -135,6 +133,14 @@ def host_classes(extra: tuple[str, ...] = ()) -> tuple[frozenset[str], frozenset
 
     hard = hard_classes(Facts())
     return hard, hard | frozenset(extra)
+
+
+def say(message: str, file: Any = None) -> None:
+    """:func:`convergent.render.say`, imported when first needed (``build_parser`` imports
+    this module for every command line)."""
+    from convergent.render import say as render_say
+
+    render_say(message, file)
 
 
 class _Refused(Exception):
@@ -377,6 +383,7 @@ def _dry_run(
 
     from convergent.cli.run import run_with_signals
     from convergent.engine.invocation import Prediction
+    from convergent.render import TextRenderer
     from convergent.state.db import StateDB
 
     prediction = Prediction(runs)
@@ -435,6 +442,7 @@ def _real_run(
 
     from convergent.cli.run import run_with_signals
     from convergent.engine.invocation import fingerprint, part, uses_of
+    from convergent.render import TextRenderer
 
     before = _read(args.file)[0]
     graph = _load(args.file, invocation, switches, tuple(args.classes))
