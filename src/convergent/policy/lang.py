@@ -192,6 +192,8 @@ class Site:
             hits: set[str] = set()
             for key_node, value_node in rest:
                 rendered = self.render(value_node, inner)
+                if rendered is not value_node and _is_scalar(rendered) and rendered.tag != STR:
+                    rendered = _as_text_if_wanted(kind, key_node.value, rendered)
                 if self._hits:
                     hits.add(key_node.value)
                     self._hits = set()
@@ -262,6 +264,38 @@ class Site:
             return None
         content_key = ScalarNode(STR, "content", key_node.start_mark, key_node.end_mark)
         return content_key, ScalarNode(STR, text, value_node.start_mark, value_node.end_mark)
+
+
+_TEXT_FIELDS: dict[tuple[str, str], bool] = {}
+
+
+def _as_text_if_wanted(kind: str, key: str, node: ScalarNode) -> Node:
+    """A number or bool a lone expression gave, as text where the kind's parameter takes
+    text and not that (``content: "{{ port }}"``), as Jinja2 would write it."""
+    wanted = _TEXT_FIELDS.get((kind, key))
+    if wanted is None:
+        wanted = _TEXT_FIELDS[(kind, key)] = _takes_only_text(kind, key)
+    if not wanted:
+        return node
+    from convergent.policy.nodes import Values as _V
+
+    value = _V(Problems(""), False).value(node)
+    return ScalarNode(STR, str(value), node.start_mark, node.end_mark)
+
+
+def _takes_only_text(kind: str, key: str) -> bool:
+    import msgspec
+
+    from convergent.resources.base import get_kind
+
+    cls = get_kind(kind)
+    if cls is None:
+        return False
+    for field in msgspec.structs.fields(cls.params_type):
+        if field.encode_name == key:
+            text = repr(field.type)
+            return "str" in text and not any(t in text for t in ("int", "float", "bool"))
+    return False
 
 
 def _located(file: str, line: int, col: int) -> Any:
