@@ -69,7 +69,8 @@ def test_bash_completes_commands_options_choices_kinds_and_policy_files(tmp_path
     (tmp_path / "state").mkdir()
     out = _shell(["bash", "-c", BASH_COMPLETE.format(script=script)], tmp_path).splitlines()
     assert out[0].split() == [
-        "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service", "cluster"
+        "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service",
+        "facts", "cluster"
     ]  # fmt: skip
     assert out[1] == "run"
     assert out[2].split() == ["--sema", "--state-dir", "--seeds", "--set", "--set-secret"]
