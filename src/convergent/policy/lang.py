@@ -335,6 +335,9 @@ def read_site(root: MappingNode, values: Values, inputs: Inputs, read_entry: Rea
     read = Read()
     docs = gather(root, values)
     make_scope(site, docs)
+    from convergent.policy.classes import read_classes
+
+    site.classes = read_classes(site, docs)
     if any("bundles" in doc.keys for doc in docs):
         from convergent.policy.bundles import read_bundles
 
