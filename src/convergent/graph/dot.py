@@ -10,6 +10,7 @@ undirected lines joining them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -105,7 +106,7 @@ def to_dot(
             attrs = '[style=dotted, color="gray40", tooltip="automatic edge"]'
             lines.append(f"  {_quote(edge.source)} -> {_quote(edge.target)} {attrs};")
     for members in crossing:
-        for a, b in zip(members, members[1:], strict=False):
+        for a, b in itertools.pairwise(members):
             attrs = '[dir=none, style=dashed, color="gray40", label="autogroup"]'
             lines.append(f"  {_quote(a)} -> {_quote(b)} {attrs};")
     lines.append("}")
