@@ -123,6 +123,22 @@ def test_an_undefined_name_in_a_template_file_is_reported_at_its_line(tmp_path: 
     assert "'missing' is undefined" in problem.message
 
 
+def test_an_undefined_name_in_a_plain_template_file_is_reported_at_its_line(
+    tmp_path: Path,
+) -> None:
+    """A template of plain names only is rendered without Jinja2, with the same errors."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": "vars: {a: 1}\nresources:\n  - file: /out\n    template: t.j2\n",
+            "t.j2": "a={{ a }}\nmissing\nb={{ b }}\n",
+        },
+    )
+    [problem] = problems(policy)
+    assert (problem.file, problem.line) == (str(tmp_path / "t.j2"), 3)
+    assert "'b' is undefined" in problem.message
+
+
 def test_the_sandbox_refuses_reaching_into_python(tmp_path: Path) -> None:
     policy = write(
         tmp_path,

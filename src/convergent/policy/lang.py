@@ -101,6 +101,8 @@ class Site:
         self._hits: set[str] = set()  # keys of the entry being rendered that hold a secret
         self.uses: dict[str, Node] = {}  # BUNDLE[USE] -> where it is used
         self.links: list[Link] = []  # written by bundle uses
+        self.templates: dict[str, str] = {}  # template files read, by path
+        self._paths: dict[tuple[str, str], str] = {}  # (file, template: value) -> path
 
     # -- rendering nodes ------------------------------------------------------------------
 
@@ -251,11 +253,14 @@ class Site:
             self.problems.at(value_node, "template: expected the path of a Jinja2 file")
             return None
         here = mark_file(value_node.start_mark, self.problems.filename)
-        path = os.path.join(os.path.dirname(here), path_node.value)
+        path = self._paths.get((here, path_node.value))
+        if path is None:
+            joined = os.path.join(os.path.dirname(here), path_node.value)
+            path = self._paths[(here, path_node.value)] = os.path.normpath(joined)
         from convergent.policy.template import render_file
 
         try:
-            text = render_file(os.path.normpath(path), scope)
+            text = render_file(path, scope, self.templates)
         except TemplateError as exc:
             if exc.file is None:
                 self.problems.at(value_node, exc.message)
