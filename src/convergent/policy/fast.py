@@ -150,9 +150,13 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             entry = Entry(key, value, kind_at, _at(Location, (filename, number, match.end(3) + 3)))
             entries.append(entry)
             keys = {key}
-        elif entry is None or len(indent) != dash + 2 or key in keys or key in _NESTED:
-            return None
-        elif key in _LANGUAGE:
+        elif (
+            entry is None
+            or len(indent) != dash + 2
+            or key in keys
+            or key in _NESTED
+            or key in _LANGUAGE
+        ):
             return None
         elif key in _EDGE_KEYS:
             keys.add(key)

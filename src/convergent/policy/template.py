@@ -7,9 +7,9 @@ empty string in a file. A string that is one expression and nothing else
 is (a list, a number), not its text.
 
 Jinja2 costs ~40 ms of import, so the commonest templates are rendered without it: a
-string (or a ``template:`` file) whose expressions are all plain names (``{{ name }}``, ``{{ facts.hostname }}``,
-``{{ user.home }}``, each part a key of a mapping) is filled in here, with the same result
-Jinja2 gives. Anything else (a filter, a test, a statement, an index) imports Jinja2.
+string (or a ``template:`` file) whose expressions are all plain names (``{{ name }}``,
+``{{ facts.hostname }}``, ``{{ user.home }}``, each part a key of a mapping) is filled in
+here, with the same result Jinja2 gives. Anything else (a filter, a test, a statement, an index) imports Jinja2.
 """
 
 from __future__ import annotations
@@ -217,8 +217,7 @@ def render_file(path: str, scope: Mapping[str, Any], read: dict[str, str] | None
                 value = _lookup(out[i], scope)
             except TemplateError as exc:
                 at = list(_EXPR.finditer(source))[i // 2].start()
-                line = source.count("\n", 0, at) + 1
-                raise TemplateError(exc.message, line, path) from None
+                raise TemplateError(exc.message, source.count("\n", 0, at) + 1, path) from None
             if value is _MISSING:
                 break
             out[i] = value if isinstance(value, str) else str(value)
