@@ -9,7 +9,8 @@ is (a list, a number), not its text.
 Jinja2 costs ~40 ms of import, so the commonest templates are rendered without it: a
 string (or a ``template:`` file) whose expressions are all plain names (``{{ name }}``,
 ``{{ facts.hostname }}``, ``{{ user.home }}``, each part a key of a mapping) is filled in
-here, with the same result Jinja2 gives. Anything else (a filter, a test, a statement, an index) imports Jinja2.
+here, with the same result Jinja2 gives. Anything else (a filter, a test, a statement,
+an index) imports Jinja2.
 """
 
 from __future__ import annotations
