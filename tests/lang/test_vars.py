@@ -40,6 +40,44 @@ def test_vars_render_into_strings_names_and_template_files(tmp_path: Path) -> No
     assert content(graph, "file[/etc/profile.d/site.sh]") == "alice=db1\nbob=db1\n"
 
 
+def test_vars_may_use_facts_and_earlier_vars(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars:
+              domain: example.org
+              site: "{{ facts.hostname }}.{{ domain }}"
+              urls: ["https://{{ site }}/", "http://{{ site }}/"]
+            resources:
+              - file: /out
+                content: "{{ urls | join(' ') }}"
+            """
+        },
+    )
+    graph = load(policy)
+    assert content(graph, "file[/out]") == "https://web-1.example.org/ http://web-1.example.org/"
+    overridden = load(policy, sets={"site": "other"})
+    assert content(overridden, "file[/out]") == "https://other/ http://other/"
+
+
+def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /out
+                content: "{{ pw | int + 1 }}"
+              - file: /other
+                mode: "{{ pw }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "hunter22pw"})
+    assert found and all("hunter22pw" not in str(p) for p in found)
+
+
 def test_a_lone_expression_keeps_its_type(tmp_path: Path) -> None:
     policy = write(
         tmp_path,
