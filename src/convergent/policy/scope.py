@@ -55,9 +55,9 @@ def make_scope(site: SiteView, docs: list[Doc]) -> None:
     given: set[str] = set()
     for path in inputs.vars_files:
         try:
-            found = read_vars_file(path)
-            scope.update(found)
-            given.update(found)
+            from_file = read_vars_file(path)
+            scope.update(from_file)
+            given.update(from_file)
         except VarsError as exc:
             problems.add(1, 1, str(exc))
     scope.update(inputs.sets)
