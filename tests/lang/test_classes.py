@@ -48,6 +48,36 @@ def test_classes_keep_only_the_entries_whose_if_holds(tmp_path: Path) -> None:
     }
 
 
+def test_if_sees_bundle_params_and_each_item(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            bundles:
+              site:
+                params: {tls: {type: bool, default: false}}
+                resources:
+                  - noop: "cert-{{ name }}"
+                    if: "tls == 'true'"
+                  - noop: "page-{{ name }}-{{ item }}"
+                    for_each: [a, b, c]
+                    if: "item != 'b' and linux"
+            resources:
+              - site: one
+                tls: true
+              - site: two
+            """
+        },
+    )
+    assert set(load(policy)) == {
+        "noop[cert-one]",
+        "noop[page-one-a]",
+        "noop[page-one-c]",
+        "noop[page-two-a]",
+        "noop[page-two-c]",
+    }
+
+
 def test_a_class_from_the_command_line_counts(tmp_path: Path) -> None:
     policy = write(tmp_path, {"site.yaml": SITE})
     assert "noop[tested]" in load(policy, classes=("extra",))

@@ -19,6 +19,7 @@ hard class or names a fact.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from convergent.policy.entries import Location, mark_file
@@ -62,6 +63,7 @@ class Classes:
         self._hard: frozenset[str] | None = None
         self._known: dict[str, bool] = {}
         self._evaluating: list[str] = []
+        self.trees: dict[int, Tree] = {}  # parsed if: expressions, by node
 
     def hard(self) -> frozenset[str]:
         if self._hard is None:
@@ -93,19 +95,26 @@ class Classes:
         self._known[name] = found
         return found
 
-    def holds(self, tree: Tree, node: Node, values: Values) -> bool:
-        """Whether ``tree`` (written at ``node``) holds; a problem is reported there."""
+    def holds(
+        self, tree: Tree, node: Node, values: Values, scope: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Whether ``tree`` (written at ``node``) holds; a problem is reported there.
+        ``scope``: the variables its comparisons see (the policy's, by default)."""
+        inner = self.site.scope if scope is None else scope
+
+        def value_of(dotted: str, offset: int) -> Any:
+            return self._value(dotted, offset, inner)
+
         try:
-            return evaluate(tree, self.has, self._value)
+            return evaluate(tree, self.has, value_of)
         except ExprError as exc:
             values.problems.at(_at(node, exc.offset, values), exc.message)
             return False
 
-    def _value(self, dotted: str, offset: int) -> Any:
+    def _value(self, dotted: str, offset: int, scope: Mapping[str, Any]) -> Any:
         from convergent.host.facts import FACT_NAMES
 
         parts = dotted.split(".")
-        scope = self.site.scope
         facts = scope["facts"]
         if parts[0] == "facts":
             value, parts = facts, parts[1:]
@@ -192,11 +201,19 @@ def read_classes(site: SiteView, docs: list[Doc]) -> Classes:
     return classes
 
 
-def condition(site: SiteView, node: Node, values: Values) -> bool:
-    """Whether the ``if:`` at ``node`` holds (a problem is reported, and it does not)."""
+def condition(
+    site: SiteView, node: Node, values: Values, scope: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether the ``if:`` at ``node`` holds (a problem is reported, and it does not).
+    ``scope``: the variables its comparisons see (in a bundle, its parameters; in a
+    ``for_each`` entry, ``item`` and ``key``)."""
     classes: Classes = site.classes
-    tree = _parsed(node, values, "if")
+    key = id(node)
+    tree = classes.trees.get(key)
     if tree is None:
-        return False
-    classes.check_names(tree, node, values)
-    return classes.holds(tree, node, values)
+        tree = _parsed(node, values, "if")
+        if tree is None:
+            return False
+        classes.trees[key] = tree
+        classes.check_names(tree, node, values)
+    return classes.holds(tree, node, values, scope)

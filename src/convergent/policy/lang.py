@@ -168,8 +168,6 @@ class Site:
         pairs = values.pairs(node)
         lang = {k: (kn, v) for k, kn, v in pairs if k in LANG_ENTRY_KEYS}
         kind = pairs[0][0] if pairs else ""
-        if "if" in lang and not self.holds(lang["if"][1], values):
-            return
         items: list[tuple[Any, Any]] = [(None, None)]
         origin = None
         if "for_each" in lang:
@@ -184,6 +182,8 @@ class Site:
             if origin is not None:
                 inner["item"] = item
                 inner["key"] = key
+            if "if" in lang and not self.holds(lang["if"][1], values, inner):
+                continue
             if kind in self.bundles and kind not in LANG_ENTRY_KEYS:
                 from convergent.policy.bundles import use_bundle
 
@@ -211,11 +211,11 @@ class Site:
             where = (origin, index) if origin is not None else None
             self.made.append(_Made(made, values, clusters, where, frozenset(hits)))
 
-    def holds(self, node: Node, values: Values) -> bool:
+    def holds(self, node: Node, values: Values, scope: Mapping[str, Any]) -> bool:
         """Whether the ``if:`` expression at ``node`` holds on this host."""
         from convergent.policy.classes import condition
 
-        return condition(self, node, values)
+        return condition(self, node, values, scope)
 
     def for_each(
         self, node: Node, values: Values, scope: Mapping[str, Any]
