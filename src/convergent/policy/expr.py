@@ -13,8 +13,8 @@ A bare name is a class: true when this host has it, false otherwise (an unknown 
 simply false). In a comparison a name is a fact (``hostname``, ``os.family``,
 ``facts.os.version_id``) or else a variable (in a bundle, its parameters and ``name``;
 in a ``for_each`` entry, ``item`` and ``key``, the ``if:`` holding for each item apart);
-``=~`` matches a shell pattern (``hostname =~ 'web-*'``), ``==`` compares as text. ``not`` binds tighter than ``and``,
-``and`` tighter than ``or``.
+``=~`` matches a shell pattern (``hostname =~ 'web-*'``), ``==`` compares as text.
+``not`` binds tighter than ``and``, ``and`` tighter than ``or``.
 
 :func:`parse` returns a tree of tuples; :func:`evaluate` evaluates it. A problem is an
 :class:`ExprError` with its offset in the text.
