@@ -194,6 +194,26 @@ def test_the_sandbox_refuses_reaching_into_python(tmp_path: Path) -> None:
     assert "__class__" in problem.message or "not allowed" in problem.message
 
 
+def test_a_template_cannot_ask_for_gigabytes(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /a
+                content: "{{ 'x' * 10000000000 }}"
+              - file: /b
+                content: "{{ 2 ** 10000000 }}"
+              - file: /c
+                content: "{{ 'ab' * 3 }}{{ 2 ** 10 }}"
+            """
+        },
+    )
+    found = problems(policy)
+    assert [p.line for p in found] == [3, 5]
+    assert all("not allowed" in p.message for p in found)
+
+
 def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
     policy = write(
         tmp_path,

@@ -134,15 +134,33 @@ def _leftover(text: str) -> bool:
 _ENV: Any = None
 
 
+#: The longest text or list ``*`` may make, and the largest number ``**`` may, in a
+#: template: a policy cannot ask for gigabytes with one expression.
+MAX_PRODUCT = 16 * 1024 * 1024
+
+
 def _env() -> Any:
     global _ENV
     if _ENV is None:
         from jinja2 import StrictUndefined
+        from jinja2.exceptions import SecurityError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        _ENV = ImmutableSandboxedEnvironment(
-            undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
-        )
+        class _Bounded(ImmutableSandboxedEnvironment):
+            intercepted_binops = frozenset(("*", "**"))
+
+            def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+                if operator == "*":
+                    for seq, n in ((left, right), (right, left)):
+                        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                            if len(seq) * n > MAX_PRODUCT:
+                                raise SecurityError(f"a product longer than {MAX_PRODUCT:,}")
+                elif isinstance(left, int) and isinstance(right, int):
+                    if right > 64 and abs(left) > 1:
+                        raise SecurityError("a power too large")
+                return super().call_binop(context, operator, left, right)
+
+        _ENV = _Bounded(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
     return _ENV
 
 
