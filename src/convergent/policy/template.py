@@ -152,11 +152,12 @@ def _env() -> Any:
             def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
                 if operator == "*":
                     for seq, n in ((left, right), (right, left)):
-                        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
-                            if len(seq) * n > MAX_PRODUCT:
-                                raise SecurityError(f"a product longer than {MAX_PRODUCT:,}")
+                        sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                        if sized and len(seq) * n > MAX_PRODUCT:
+                            raise SecurityError(f"a product longer than {MAX_PRODUCT:,}")
                 elif isinstance(left, int) and isinstance(right, int):
-                    if right > 64 and abs(left) > 1:
+                    big = right > 64 and abs(left) > 1
+                    if big:
                         raise SecurityError("a power too large")
                 return super().call_binop(context, operator, left, right)
 
