@@ -177,6 +177,26 @@ def test_an_undefined_name_in_a_plain_template_file_is_reported_at_its_line(
     assert "'b' is undefined" in problem.message
 
 
+def test_literal_braces_are_written_with_raw(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /a
+                content: "{{ .Name }}"
+              - file: /b
+                content: "{% raw %}{{ .Name }}{% endraw %}"
+            """
+        },
+    )
+    [problem] = problems(policy)
+    assert problem.line == 3 and "{% raw %}" in problem.message
+    lines = policy.read_text().splitlines()
+    policy.write_text("\n".join([lines[0], *lines[3:]]) + "\n")  # without file[/a]
+    assert load(policy)["file[/b]"].params.content == "{{ .Name }}"
+
+
 def test_the_sandbox_refuses_reaching_into_python(tmp_path: Path) -> None:
     policy = write(
         tmp_path,

@@ -26,6 +26,7 @@ _EXPR = re.compile(r"\{\{\s*(" + _NAME + r"(?:\." + _NAME + r")*)\s*\}\}")
 _WHOLE = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 _MARKS = ("{{", "{%", "{#")
 _MISSING = object()
+_LITERAL = "to write {{ as it is, put the text between {% raw %} and {% endraw %}"
 
 
 class TemplateError(Exception):
@@ -179,7 +180,9 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
             return value
         return env.from_string(text).render(**scope)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
+        raise TemplateError(
+            f"template syntax error: {exc.message}; {_LITERAL}", exc.lineno
+        ) from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(_undefined_message(exc), _template_line(exc, None)) from None
     except jinja2.exceptions.SecurityError as exc:
@@ -259,7 +262,8 @@ def render_file(path: str, scope: Mapping[str, Any], read: dict[str, str] | None
         used = {name: scope[name] for name in names if name in scope}
         rendered: str = template.render(used)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", exc.lineno, path) from None
+        message = f"template syntax error: {exc.message}; {_LITERAL}"
+        raise TemplateError(message, exc.lineno, path) from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(_undefined_message(exc), _template_line(exc, path), path) from None
     except jinja2.exceptions.SecurityError as exc:
