@@ -167,7 +167,8 @@ _LANGUAGE = (
 parameters and `name`, in a `for_each` entry `item` and `key`. A name nobody defined is an
 error at its `file:line:col` (in a template file, at that file's line), never an empty
 string. A string that is one expression (`"{{ port }}"`) keeps the value's type, and is
-text where the parameter takes text.
+text where the parameter takes text. To write `{{` as it is, put the text between
+`{% raw %}` and `{% endraw %}`.
 
 **Variables** given more than once take the last of: `vars:` of an included file, `vars:`
 of the including policy, `--vars-file FILE` (in the order given), `--set NAME=VALUE` (the
