@@ -61,6 +61,27 @@ def test_vars_may_use_facts_and_earlier_vars(tmp_path: Path) -> None:
     assert content(overridden, "file[/out]") == "https://other/ http://other/"
 
 
+def test_a_secret_is_never_published_to_other_hosts(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - value: token
+                content: "{{ pw }}"
+              - file: /shared
+                content: "{{ pw }}"
+                meta: {export: true}
+              - file: /mine
+                content: "{{ pw }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "hunter22pw"})
+    assert [p.line for p in found] == [2, 4]
+    assert all("published to other hosts in clear" in p.message for p in found)
+
+
 def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
     policy = write(
         tmp_path,

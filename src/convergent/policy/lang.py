@@ -400,6 +400,13 @@ def _read_made(site: Site, read: Read, read_entry: ReadEntry) -> None:
             members[cluster].append(rid)
         if made.secret_keys:
             read.held[rid] = tuple(sorted(k for k in made.secret_keys if k))
+            if entry.kind == "value" or entry.meta.get("export"):
+                site.problems.at(
+                    entry.name_at,
+                    "a secret variable would be published to other hosts in clear here "
+                    "(an exported resource or a value); share the secret another way",
+                    rid,
+                )
     read.links.extend(site.links)
     read.clusters = {key: tuple(ids) for key, ids in members.items()}
     read.secrets = frozenset(site.secrets)
