@@ -68,8 +68,9 @@ def test_bash_completes_commands_options_choices_kinds_and_policy_files(tmp_path
     (tmp_path / "policy.yaml").write_text("resources: []\n")
     (tmp_path / "state").mkdir()
     out = _shell(["bash", "-c", BASH_COMPLETE.format(script=script)], tmp_path).splitlines()
-    assert out[0].split()[:10] == [
-        "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service", "cluster"
+    assert out[0].split()[:11] == [
+        "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service",
+        "facts", "cluster"
     ]  # fmt: skip
     assert {"destroy", "invoke", "history"} <= set(out[0].split())
     assert out[1] == "run"

@@ -40,6 +40,65 @@ def test_vars_render_into_strings_names_and_template_files(tmp_path: Path) -> No
     assert content(graph, "file[/etc/profile.d/site.sh]") == "alice=db1\nbob=db1\n"
 
 
+def test_vars_may_use_facts_and_earlier_vars(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars:
+              domain: example.org
+              site: "{{ facts.hostname }}.{{ domain }}"
+              urls: ["https://{{ site }}/", "http://{{ site }}/"]
+            resources:
+              - file: /out
+                content: "{{ urls | join(' ') }}"
+            """
+        },
+    )
+    graph = load(policy)
+    assert content(graph, "file[/out]") == "https://web-1.example.org/ http://web-1.example.org/"
+    overridden = load(policy, sets={"site": "other"})
+    assert content(overridden, "file[/out]") == "https://other/ http://other/"
+
+
+def test_a_secret_is_never_published_to_other_hosts(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - value: token
+                content: "{{ pw }}"
+              - file: /shared
+                content: "{{ pw }}"
+                meta: {export: true}
+              - file: /mine
+                content: "{{ pw }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "hunter22pw"})
+    assert [p.line for p in found] == [2, 4]
+    assert all("published to other hosts in clear" in p.message for p in found)
+
+
+def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /out
+                content: "{{ pw | int + 1 }}"
+              - file: /other
+                mode: "{{ pw }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "hunter22pw"})
+    assert found and all("hunter22pw" not in str(p) for p in found)
+
+
 def test_a_lone_expression_keeps_its_type(tmp_path: Path) -> None:
     policy = write(
         tmp_path,
@@ -123,6 +182,42 @@ def test_an_undefined_name_in_a_template_file_is_reported_at_its_line(tmp_path: 
     assert "'missing' is undefined" in problem.message
 
 
+def test_an_undefined_name_in_a_plain_template_file_is_reported_at_its_line(
+    tmp_path: Path,
+) -> None:
+    """A template of plain names only is rendered without Jinja2, with the same errors."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": "vars: {a: 1}\nresources:\n  - file: /out\n    template: t.j2\n",
+            "t.j2": "a={{ a }}\nmissing\nb={{ b }}\n",
+        },
+    )
+    [problem] = problems(policy)
+    assert (problem.file, problem.line) == (str(tmp_path / "t.j2"), 3)
+    assert "'b' is undefined" in problem.message
+
+
+def test_literal_braces_are_written_with_raw(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /a
+                content: "{{ .Name }}"
+              - file: /b
+                content: "{% raw %}{{ .Name }}{% endraw %}"
+            """
+        },
+    )
+    [problem] = problems(policy)
+    assert problem.line == 3 and "{% raw %}" in problem.message
+    lines = policy.read_text().splitlines()
+    policy.write_text("\n".join([lines[0], *lines[3:]]) + "\n")  # without file[/a]
+    assert load(policy)["file[/b]"].params.content == "{{ .Name }}"
+
+
 def test_the_sandbox_refuses_reaching_into_python(tmp_path: Path) -> None:
     policy = write(
         tmp_path,
@@ -138,6 +233,26 @@ def test_the_sandbox_refuses_reaching_into_python(tmp_path: Path) -> None:
     [problem] = problems(policy)
     assert problem.line == 4
     assert "__class__" in problem.message or "not allowed" in problem.message
+
+
+def test_a_template_cannot_ask_for_gigabytes(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /a
+                content: "{{ 'x' * 10000000000 }}"
+              - file: /b
+                content: "{{ 2 ** 10000000 }}"
+              - file: /c
+                content: "{{ 'ab' * 3 }}{{ 2 ** 10 }}"
+            """
+        },
+    )
+    found = problems(policy)
+    assert [p.line for p in found] == [3, 5]
+    assert all("not allowed" in p.message for p in found)
 
 
 def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""``convergent graph FILE``: the dependency graph of a policy as Graphviz DOT or SVG."""
+"""``convergent graph FILE``: the dependency graph of a policy as Graphviz DOT or SVG: the
+written edges, the automatic edges and groups the engine adds (as a run would make
+them), and the bundle uses as boxes."""
 
 from __future__ import annotations
 
@@ -29,10 +31,17 @@ def graph_command(args: argparse.Namespace) -> int:
     graph = load_graph(args.file, inputs)
     if graph is None:
         return 2
+    from convergent.graph.autoedge import plan_autoedges
     from convergent.graph.dot import to_dot
+    from convergent.resources.group import Group, prepare
 
     name = os.path.splitext(os.path.basename(args.file))[0] or "convergent"
-    text = to_dot(graph, name)
+    groups = [
+        [member.id for member in vertex.members]
+        for vertex in prepare(graph).vertices.values()
+        if isinstance(vertex, Group)
+    ]
+    text = to_dot(graph, name, auto_edges=plan_autoedges(graph).added, groups=groups)
     if args.format == "svg":
         dot = shutil.which("dot")
         if dot is None:

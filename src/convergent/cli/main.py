@@ -321,6 +321,13 @@ def _add_tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     install.add_argument(
         "--print", action="store_true", help="print the unit instead of writing it"
     )
+    facts = commands.add_parser(
+        "facts",
+        help="print this host's facts and hard classes",
+        description="Print the facts a policy sees as {{ facts.NAME }} and the hard "
+        "classes its if: expressions see (linux, debian_12, x86_64, the host name...).",
+    )
+    facts.add_argument("--json", action="store_true", help="print them as one JSON object")
 
 
 def _add_state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -366,6 +373,7 @@ _TOOLS = {
     "man": ("convergent.cli.man", "man_command"),
     "service": ("convergent.cli.service", "service_command"),
     "cluster": ("convergent.cli.cluster", "cluster_command"),
+    "facts": ("convergent.cli.facts", "facts_command"),
     "destroy": ("convergent.cli.destroy", "destroy_command"),
     "invoke": ("convergent.cli.invoke", "invoke_command"),
     "history": ("convergent.cli.history", "history_command"),

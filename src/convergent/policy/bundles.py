@@ -276,6 +276,8 @@ def use_bundle(
             )
             continue
         value = values.value(site.render(value_node, scope), use_id)
+        if param.type == "str" and isinstance(value, (int, float)):
+            value = str(value)  # as Jinja2 writes it (a bool is an int too)
         if not _fits(value, param.type):
             problems.at(
                 value_node, f"{key}: expected {_a(param.type)}, got {describe(value_node)}", use_id

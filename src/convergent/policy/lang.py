@@ -101,6 +101,8 @@ class Site:
         self._hits: set[str] = set()  # keys of the entry being rendered that hold a secret
         self.uses: dict[str, Node] = {}  # BUNDLE[USE] -> where it is used
         self.links: list[Link] = []  # written by bundle uses
+        self.templates: dict[str, str] = {}  # template files read, by path
+        self._paths: dict[tuple[str, str], str] = {}  # (file, template: value) -> path
 
     # -- rendering nodes ------------------------------------------------------------------
 
@@ -166,8 +168,6 @@ class Site:
         pairs = values.pairs(node)
         lang = {k: (kn, v) for k, kn, v in pairs if k in LANG_ENTRY_KEYS}
         kind = pairs[0][0] if pairs else ""
-        if "if" in lang and not self.holds(lang["if"][1], values):
-            return
         items: list[tuple[Any, Any]] = [(None, None)]
         origin = None
         if "for_each" in lang:
@@ -182,6 +182,8 @@ class Site:
             if origin is not None:
                 inner["item"] = item
                 inner["key"] = key
+            if "if" in lang and not self.holds(lang["if"][1], values, inner):
+                continue
             if kind in self.bundles and kind not in LANG_ENTRY_KEYS:
                 from convergent.policy.bundles import use_bundle
 
@@ -192,6 +194,8 @@ class Site:
             hits: set[str] = set()
             for key_node, value_node in rest:
                 rendered = self.render(value_node, inner)
+                if rendered is not value_node and _is_scalar(rendered) and rendered.tag != STR:
+                    rendered = _as_text_if_wanted(kind, key_node.value, rendered)
                 if self._hits:
                     hits.add(key_node.value)
                     self._hits = set()
@@ -207,11 +211,11 @@ class Site:
             where = (origin, index) if origin is not None else None
             self.made.append(_Made(made, values, clusters, where, frozenset(hits)))
 
-    def holds(self, node: Node, values: Values) -> bool:
+    def holds(self, node: Node, values: Values, scope: Mapping[str, Any]) -> bool:
         """Whether the ``if:`` expression at ``node`` holds on this host."""
         from convergent.policy.classes import condition
 
-        return condition(self, node, values)
+        return condition(self, node, values, scope)
 
     def for_each(
         self, node: Node, values: Values, scope: Mapping[str, Any]
@@ -249,11 +253,14 @@ class Site:
             self.problems.at(value_node, "template: expected the path of a Jinja2 file")
             return None
         here = mark_file(value_node.start_mark, self.problems.filename)
-        path = os.path.join(os.path.dirname(here), path_node.value)
+        path = self._paths.get((here, path_node.value))
+        if path is None:
+            joined = os.path.join(os.path.dirname(here), path_node.value)
+            path = self._paths[(here, path_node.value)] = os.path.normpath(joined)
         from convergent.policy.template import render_file
 
         try:
-            text = render_file(os.path.normpath(path), scope)
+            text = render_file(path, scope, self.templates)
         except TemplateError as exc:
             if exc.file is None:
                 self.problems.at(value_node, exc.message)
@@ -262,6 +269,38 @@ class Site:
             return None
         content_key = ScalarNode(STR, "content", key_node.start_mark, key_node.end_mark)
         return content_key, ScalarNode(STR, text, value_node.start_mark, value_node.end_mark)
+
+
+_TEXT_FIELDS: dict[tuple[str, str], bool] = {}
+
+
+def _as_text_if_wanted(kind: str, key: str, node: ScalarNode) -> Node:
+    """A number or bool a lone expression gave, as text where the kind's parameter takes
+    text and not that (``content: "{{ port }}"``), as Jinja2 would write it."""
+    wanted = _TEXT_FIELDS.get((kind, key))
+    if wanted is None:
+        wanted = _TEXT_FIELDS[(kind, key)] = _takes_only_text(kind, key)
+    if not wanted:
+        return node
+    from convergent.policy.nodes import Values as _V
+
+    value = _V(Problems(""), False).value(node)
+    return ScalarNode(STR, str(value), node.start_mark, node.end_mark)
+
+
+def _takes_only_text(kind: str, key: str) -> bool:
+    import msgspec
+
+    from convergent.resources.base import get_kind
+
+    cls = get_kind(kind)
+    if cls is None:
+        return False
+    for field in msgspec.structs.fields(cls.params_type):
+        if field.encode_name == key:
+            text = repr(field.type)
+            return "str" in text and not any(t in text for t in ("int", "float", "bool"))
+    return False
 
 
 def _located(file: str, line: int, col: int) -> Any:
@@ -301,6 +340,9 @@ def read_site(root: MappingNode, values: Values, inputs: Inputs, read_entry: Rea
     read = Read()
     docs = gather(root, values)
     make_scope(site, docs)
+    from convergent.policy.classes import read_classes
+
+    site.classes = read_classes(site, docs)
     if any("bundles" in doc.keys for doc in docs):
         from convergent.policy.bundles import read_bundles
 
@@ -358,6 +400,13 @@ def _read_made(site: Site, read: Read, read_entry: ReadEntry) -> None:
             members[cluster].append(rid)
         if made.secret_keys:
             read.held[rid] = tuple(sorted(k for k in made.secret_keys if k))
+            if entry.kind == "value" or entry.meta.get("export"):
+                site.problems.at(
+                    entry.name_at,
+                    "a secret variable would be published to other hosts in clear here "
+                    "(an exported resource or a value); share the secret another way",
+                    rid,
+                )
     read.links.extend(site.links)
     read.clusters = {key: tuple(ids) for key, ids in members.items()}
     read.secrets = frozenset(site.secrets)

@@ -186,11 +186,29 @@ def _load_site(root: MappingNode, values: Any, inputs: Inputs | None) -> Graph[R
     read = read_site(root, values, inputs if inputs is not None else Inputs(), read_entry)
     graph = build(read.entries, read.links, problems, read.collect)
     if graph is None or problems:
-        raise PolicyError(problems.sorted())
+        raise PolicyError(_hidden(problems.sorted(), read.secrets))
     graph.clusters = read.clusters
     graph.secrets = read.secrets
     graph.held = read.held
     return graph
+
+
+def _hidden(found: list[Problem], secrets: frozenset[str]) -> list[Problem]:
+    """``found`` with every secret value in a message or a name replaced by ``<secret>``
+    (a template's error may quote the value it failed on)."""
+    if not secrets:
+        return found
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def hide(text: str) -> str:
+        for value in ordered:
+            text = text.replace(value, "<secret>")
+        return text
+
+    return [
+        Problem(p.file, p.line, p.column, hide(p.message), p.resource and hide(p.resource))
+        for p in found
+    ]
 
 
 def _compose(text: str, problems: Problems) -> Node | None:

@@ -7,9 +7,10 @@ empty string in a file. A string that is one expression and nothing else
 is (a list, a number), not its text.
 
 Jinja2 costs ~40 ms of import, so the commonest templates are rendered without it: a
-string whose expressions are all plain names (``{{ name }}``, ``{{ facts.hostname }}``,
-``{{ user.home }}``, each part a key of a mapping) is filled in here, with the same result
-Jinja2 gives. Anything else (a filter, a test, a statement, an index) imports Jinja2.
+string (or a ``template:`` file) whose expressions are all plain names (``{{ name }}``,
+``{{ facts.hostname }}``, ``{{ user.home }}``, each part a key of a mapping) is filled in
+here, with the same result Jinja2 gives. Anything else (a filter, a test, a statement,
+an index) imports Jinja2.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _EXPR = re.compile(r"\{\{\s*(" + _NAME + r"(?:\." + _NAME + r")*)\s*\}\}")
 _WHOLE = re.compile(r"\{\{\s*(.+?)\s*\}\}", re.DOTALL)
 _MARKS = ("{{", "{%", "{#")
 _MISSING = object()
+_LITERAL = "to write {{ as it is, put the text between {% raw %} and {% endraw %}"
 
 
 class TemplateError(Exception):
@@ -78,29 +80,50 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+# text -> how to render it without Jinja2: ("whole", path) for a lone plain name, or
+# ("join", pieces) with every other piece a dotted path; None: only Jinja2 can.
+_PLANS: dict[str, tuple[str, Any] | None] = {}
+
+
+def _plan(text: str) -> tuple[str, Any] | None:
+    if "{%" in text or "{#" in text or _leftover(text):
+        return None
+    whole = _EXPR.fullmatch(text)
+    if whole is not None:
+        return ("whole", whole.group(1))
+    pieces: list[str] = []
+    last = 0
+    for match in _EXPR.finditer(text):
+        pieces += (text[last : match.start()], match.group(1))
+        last = match.end()
+    pieces.append(text[last:])
+    return ("join", tuple(pieces))
+
+
 def render(text: str, scope: Mapping[str, Any]) -> Any:
     """``text`` rendered in ``scope``: a string, or the value of a lone expression.
 
     Raises TemplateError (``line``: the line within ``text``).
     """
-    stripped = text.strip()
-    whole = _EXPR.fullmatch(stripped)
-    if whole is not None and stripped == text:
-        value = _lookup(whole.group(1), scope)
-        if value is not _MISSING:
-            return value
-    if "{%" not in text and "{#" not in text and not _leftover(text):
-        pieces: list[str] = []
-        last = 0
-        for match in _EXPR.finditer(text):
-            value = _lookup(match.group(1), scope)
-            if value is _MISSING:
-                break
-            pieces += (text[last : match.start()], _text(value))
-            last = match.end()
+    try:
+        plan = _PLANS[text]
+    except KeyError:
+        plan = _PLANS[text] = _plan(text) if len(_PLANS) < 100_000 else None
+    if plan is not None:
+        how, what = plan
+        if how == "whole":
+            value = _lookup(what, scope)
+            if value is not _MISSING:
+                return value
         else:
-            pieces.append(text[last:])
-            return "".join(pieces)
+            out = list(what)
+            for i in range(1, len(out), 2):
+                value = _lookup(out[i], scope)
+                if value is _MISSING:
+                    break
+                out[i] = value if isinstance(value, str) else str(value)
+            else:
+                return "".join(out)
     return _jinja(text, scope)
 
 
@@ -112,15 +135,34 @@ def _leftover(text: str) -> bool:
 _ENV: Any = None
 
 
+#: The longest text or list ``*`` may make, and the largest number ``**`` may, in a
+#: template: a policy cannot ask for gigabytes with one expression.
+MAX_PRODUCT = 16 * 1024 * 1024
+
+
 def _env() -> Any:
     global _ENV
     if _ENV is None:
         from jinja2 import StrictUndefined
+        from jinja2.exceptions import SecurityError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        _ENV = ImmutableSandboxedEnvironment(
-            undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
-        )
+        class _Bounded(ImmutableSandboxedEnvironment):
+            intercepted_binops = frozenset(("*", "**"))
+
+            def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+                if operator == "*":
+                    for seq, n in ((left, right), (right, left)):
+                        sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                        if sized and len(seq) * n > MAX_PRODUCT:
+                            raise SecurityError(f"a product longer than {MAX_PRODUCT:,}")
+                elif isinstance(left, int) and isinstance(right, int):
+                    big = right > 64 and abs(left) > 1
+                    if big:
+                        raise SecurityError("a power too large")
+                return super().call_binop(context, operator, left, right)
+
+        _ENV = _Bounded(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
     return _ENV
 
 
@@ -138,7 +180,9 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
             return value
         return env.from_string(text).render(**scope)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", exc.lineno) from None
+        raise TemplateError(
+            f"template syntax error: {exc.message}; {_LITERAL}", exc.lineno
+        ) from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(_undefined_message(exc), _template_line(exc, None)) from None
     except jinja2.exceptions.SecurityError as exc:
@@ -168,16 +212,71 @@ def _template_line(exc: BaseException, filename: str | None) -> int | None:
     return line
 
 
+#: Compiled template files by (path, source): a for_each renders one file many times.
+_COMPILED: dict[tuple[str, str], Any] = {}
 #: The largest template file read (1 MiB).
 MAX_TEMPLATE_BYTES = 1024 * 1024
 
 
-def render_file(path: str, scope: Mapping[str, Any]) -> str:
+def render_file(path: str, scope: Mapping[str, Any], read: dict[str, str] | None = None) -> str:
     """The Jinja2 template file ``path`` rendered in ``scope``; TemplateError (with
-    ``file`` and ``line``) when it cannot be read or rendered."""
-    import os
-
+    ``file`` and ``line``) when it cannot be read or rendered. ``read``: the files read
+    so far in this load, by path (each is read once per load)."""
     import jinja2
+
+    source = read.get(path) if read is not None else None
+    if source is None:
+        source = _read_template(path)
+        if read is not None:
+            read[path] = source
+    try:
+        plan = _PLANS[source]
+    except KeyError:
+        plan = _PLANS[source] = _plan(source) if len(_PLANS) < 100_000 else None
+    if plan is not None and plan[0] == "join":  # plain names only: no Jinja2 needed
+        out = list(plan[1])
+        for i in range(1, len(out), 2):
+            try:
+                value = _lookup(out[i], scope)
+            except TemplateError as exc:
+                at = list(_EXPR.finditer(source))[i // 2].start()
+                raise TemplateError(exc.message, source.count("\n", 0, at) + 1, path) from None
+            if value is _MISSING:
+                break
+            out[i] = value if isinstance(value, str) else str(value)
+        else:
+            return "".join(out)
+    env = _env()
+    try:
+        found = _COMPILED.get((path, source))
+        if found is None:
+            from jinja2 import meta
+
+            code = env.compile(source, name=path, filename=path)
+            template = env.template_class.from_code(env, code, env.make_globals(None))
+            names = frozenset(meta.find_undeclared_variables(env.parse(source)))
+            if len(_COMPILED) > 256:
+                _COMPILED.clear()
+            found = _COMPILED[(path, source)] = (template, names)
+        template, names = found
+        used = {name: scope[name] for name in names if name in scope}
+        rendered: str = template.render(used)
+    except jinja2.TemplateSyntaxError as exc:
+        message = f"template syntax error: {exc.message}; {_LITERAL}"
+        raise TemplateError(message, exc.lineno, path) from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(_undefined_message(exc), _template_line(exc, path), path) from None
+    except jinja2.exceptions.SecurityError as exc:
+        line = _template_line(exc, path)
+        raise TemplateError(f"not allowed in a template: {exc}", line, path) from None
+    except Exception as exc:
+        line = _template_line(exc, path)
+        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}", line, path) from None
+    return rendered
+
+
+def _read_template(path: str) -> str:
+    import os
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -196,19 +295,4 @@ def render_file(path: str, scope: Mapping[str, Any]) -> str:
         source = data.decode("utf-8")
     except UnicodeDecodeError:
         raise TemplateError(f"the template {path} is not UTF-8 text", 1, path) from None
-    env = _env()
-    try:
-        code = env.compile(source, name=path, filename=path)
-        template = env.template_class.from_code(env, code, env.make_globals(None))
-        rendered: str = template.render(**scope)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", exc.lineno, path) from None
-    except jinja2.UndefinedError as exc:
-        raise TemplateError(_undefined_message(exc), _template_line(exc, path), path) from None
-    except jinja2.exceptions.SecurityError as exc:
-        line = _template_line(exc, path)
-        raise TemplateError(f"not allowed in a template: {exc}", line, path) from None
-    except Exception as exc:
-        line = _template_line(exc, path)
-        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}", line, path) from None
-    return rendered
+    return source
