@@ -8,6 +8,7 @@ import contextlib
 import os
 import random
 import select
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +25,8 @@ def example(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     any of them still running at the end is killed."""
     token = f"{random.randint(10**6, 10**7)}.25"
     text = (EXAMPLES / "site" / "operations.yaml").read_text()
-    assert "/tmp/convergent-site" in text and "sleep infinity" in text
-    text = text.replace("/tmp/convergent-site", str(tmp_path / "site"))
+    assert "/tmp/convergent-ops" in text and "sleep infinity" in text
+    text = text.replace("/tmp/convergent-ops", str(tmp_path / "site"))
     policy = tmp_path / "operations.yaml"
     policy.write_text(text.replace("sleep infinity", f"sleep {token}"))
     yield policy, token
@@ -83,3 +84,30 @@ def test_the_site_example_releases_confirms_records_and_tears_down(
             os.close(fd)
     assert "file[" + str(site / "notes.txt") + "]: left alone: kept" in torn.stdout
     assert sorted(p.name for p in site.iterdir()) == ["notes.txt"]
+
+
+def test_the_site_policy_deploys_its_web_role_and_tears_it_down(tmp_path: Path) -> None:
+    """examples/site/site.yaml (one policy, two roles): deploy-web after its noop on a web
+    host, then destroy --only webserver takes the web sites away and leaves the rest."""
+    copy = tmp_path / "site"
+    shutil.copytree(EXAMPLES / "site", copy)
+    root = tmp_path / "root"
+    policy = copy / "site.yaml"
+    text = policy.read_text()
+    assert "root: /tmp/convergent-site" in text
+    policy.write_text(text.replace("root: /tmp/convergent-site", f"root: {root}"))
+    state = ["--state-dir", str(tmp_path / "state")]
+    deploy = ["invoke", str(policy), "deploy-web", "--class", "web", *state]
+    assert run(*deploy).returncode == 3
+    noop = run(*deploy, "--noop")
+    assert noop.returncode == 0, noop.stdout + noop.stderr
+    done = run(*deploy)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "etc" / "site-main.conf").read_text() == f"listen 8080\nroot {root}/srv/main\n"
+    assert not (root / "etc" / "motd").exists()  # not part of the webserver bundle
+    common = run("run", str(policy), "--class", "web", "--converged-timeout", "0", *state)
+    assert common.returncode == 0, common.stdout + common.stderr
+    torn = run("destroy", str(policy), "--class", "web", "--only", "webserver", *state)
+    assert torn.returncode == 0, torn.stdout + torn.stderr
+    assert not (root / "srv" / "main").exists() and not (root / "srv" / "docs").exists()
+    assert sorted(p.name for p in (root / "etc").iterdir()) == ["motd"]

@@ -45,7 +45,14 @@ def _refuse(message: str) -> int:
 
 def destroy_command(args: argparse.Namespace) -> int:
     """Tear down the policy ``args.file`` (or the bundle uses of ``--only``)."""
-    graph = load_graph(args.file)
+    from convergent.cli.inputs import inputs_from
+    from convergent.policy.vars import VarsError
+
+    try:
+        inputs = inputs_from(args)
+    except VarsError as exc:
+        return _refuse(str(exc))
+    graph = load_graph(args.file, inputs)
     if graph is None:
         print(f"{NOTHING_CHANGED}: destroy runs only a policy that loads", file=sys.stderr)
         return 2

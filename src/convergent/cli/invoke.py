@@ -78,6 +78,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--diff", action="store_true", help="show the content diff of each change made"
     )
     destroy.add_argument("--state-dir", metavar="DIR", default=None, help=_STATE_DIR_HELP)
+    from convergent.cli.inputs import add_input_options
+
+    add_input_options(destroy)  # the policy loads as the run that made it: --set, --class
 
     invoke = commands.add_parser(
         "invoke",
