@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.e2e.agent import TIMEOUT
-from tests.invoke.site import invoke, site
+from tests.e2e.agent import TIMEOUT, Agent
+from tests.invoke.site import invoke, run, site
 
 _COMMAND = (sys.executable, "-m", "convergent", "invoke")
 NOOP_FIRST = "    guard: {require_noop_first: 30m}\n"
@@ -215,3 +216,34 @@ def test_a_policy_edited_at_the_confirmation_prompt_is_not_run(tmp_path: Path) -
     assert code == 3, said
     assert "changed while invocation deploy ran its checks" in said
     assert _out(tmp_path) == []
+
+
+def test_a_real_run_killed_midway_used_its_noop(tmp_path: Path) -> None:
+    """kill -9 while the run waits in a command (after its first change): the record says
+    running, and the noop it stood on does not let a second run through."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "bundles:\n  job:\n    resources:\n"
+        f'      - file: {tmp_path}/first\n        content: "1\\n"\n'
+        f'      - exec: "wait-{{{{ name }}}}"\n        cmd: [cat, {fifo}]\n'
+        f"        require: [file[{tmp_path}/first]]\n"
+        "invocations:\n  go:\n    methods: [job]\n    guard: {require_noop_first: 30m}\n"
+        "resources:\n  - job: a\n"
+    )
+    state = ["--state-dir", str(tmp_path / "state")]
+    assert run("invoke", str(policy), "go", "--noop", *state).returncode == 0
+    with Agent("invoke", str(policy), "go", *state) as agent:
+        agent.wait_for_line(lambda line: line == f"file[{tmp_path}/first]: created")
+        agent.send(signal.SIGKILL)
+        assert agent.wait() == -signal.SIGKILL
+    again = run("invoke", str(policy), "go", *state)
+    assert again.returncode == 3
+    assert "require_noop_first" in again.stderr
+    listed = run("history", *state).stdout.splitlines()
+    assert [line.split(" -> ")[1].split(" ")[0].rstrip(":") for line in listed] == [
+        "ok",
+        "running",
+        "refused",
+    ]
