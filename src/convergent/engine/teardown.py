@@ -97,6 +97,7 @@ def teardown(graph: Graph[Resource[Any]], selected: Collection[str] | None = Non
         else:
             forms[vid] = form
     result: Graph[Resource[Any]] = Graph()
+    result.secrets = graph.secrets  # hidden from the reports of the teardown too
     ids: dict[str, str] = {}
     for vid, form in forms.items():
         ids[vid] = form.id
