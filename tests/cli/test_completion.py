@@ -68,12 +68,13 @@ def test_bash_completes_commands_options_choices_kinds_and_policy_files(tmp_path
     (tmp_path / "policy.yaml").write_text("resources: []\n")
     (tmp_path / "state").mkdir()
     out = _shell(["bash", "-c", BASH_COMPLETE.format(script=script)], tmp_path).splitlines()
-    assert out[0].split() == [
+    assert out[0].split()[:13] == [
         "run", "check", "graph", "state", "schema", "doc", "completion", "man", "service",
-        "cluster", "report", "status",
+        "facts", "cluster", "report", "status",
     ]  # fmt: skip
+    assert {"destroy", "invoke", "history"} <= set(out[0].split())
     assert out[1] == "run"
-    assert out[2].split() == ["--sema", "--state-dir", "--seeds"]
+    assert out[2].split() == ["--sema", "--state-dir", "--seeds", "--set", "--set-secret"]
     assert out[3].split() == ["dot", "svg"]
     assert out[4].split() == ["check", "restore", "reset"]
     assert out[5].split() == ["--help", "--state-dir", "--yes"]

@@ -174,7 +174,7 @@ def test_restore_and_reset_are_refused_while_an_agent_runs(host: Host) -> None:
             assert f"is in use by another convergent (pid {agent.proc.pid}" in err
         code, out, err = host.state_cmd("check")  # only reads: beside the agent
         assert code == 0, err
-        assert out.startswith(f"{host.db}: ok (schema 2; 1 secret")
+        assert out.startswith(f"{host.db}: ok (schema 3; 1 secret")
         agent.send(signal.SIGTERM)
         assert agent.wait() == 0, agent.err
     assert host.secret_in(host.db) == host.target.read_text()

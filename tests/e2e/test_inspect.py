@@ -43,6 +43,8 @@ def test_graph_dot_contains_every_edge(hello: Hello) -> None:
             f'"{f1}" -> "exec[build]";',
             f'"{f2}" -> "exec[build]";',
             '"exec[build]" -> "noop[done]" [style=dashed, label="notify"];',
+            # the engine's own edge (exec runs in the directory): drawn dotted
+            f'"{root}" -> "exec[build]" [style=dotted, color="gray40", tooltip="automatic edge"];',
         ]
     )
 

@@ -36,5 +36,7 @@ def test_chain_example_is_predicted_whole_as_the_readme_shows(tmp_path: Path) ->
 
     real = convergent(*args)
     assert real.returncode == 0, real.stderr
-    assert real.stdout.splitlines()[-1].startswith("resources: 7, repaired: 6 (6 resources), failed: 0")
+    assert real.stdout.splitlines()[-1].startswith(
+        "resources: 7, repaired: 6 (6 resources), failed: 0"
+    )
     assert (root / "app.conf").read_text() == "listen 8081\n"

@@ -162,6 +162,16 @@ NOT_PLAIN = {
     "a bool word as key": "resources:\n  - noop: a\n    on: 'x'\n",
     "a control character in a comment": "resources:\n  # a\x01b\n  - noop: a\n",
     "a tab on a blank line": "resources:\n \t\n  - noop: a\n",
+    "a template": 'resources:\n  - file: /a\n    content: "{{ x }}"\n',
+    "a template statement": "resources:\n  - file: /a\n    content: '{% if x %}y{% endif %}'\n",
+    "a template comment": "resources:\n  - file: '/a{# c #}'\n",
+    "for_each": 'resources:\n  - file: /a\n    for_each: "x"\n',
+    "if": "resources:\n  - file: /a\n    if: linux\n",
+    "template": "resources:\n  - file: /a\n    template: t.j2\n",
+    "destroy": "resources:\n  - file: /a\n    destroy: remove\n",
+    "vars after resources": "resources:\n  - noop: a\nvars: x\n",
+    "vars first": "vars: x\nresources:\n  - noop: a\n",
+    "a bundle use": "resources:\n  - webserver: main\n",
 }
 
 
@@ -191,25 +201,33 @@ def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> 
 
     rng = random.Random(4)
     alphabet = "ab/._-09 #:'\"\\[]{},&*!|>%@`\t\n~yesnoNULLtrue"
+    language = ("{{ a }}", "{%", "{#", "{{", "{ {")
     taken = 0
-    for _ in range(1000):
+    for _ in range(1500):
         lines = ["resources:"]
         dash = rng.choice((0, 2, 4))
         for _ in range(rng.randint(1, 4)):
             name = "/srv/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
             lines.append(" " * dash + f"- file: {_quoted(name, rng.randint(0, 2))}")
-            for key in rng.sample(["content", "mode", "state", "owner"], rng.randint(0, 3)):
+            keys = ["content", "mode", "state", "owner", rng.choice(("for_each", "if", "x"))]
+            for key in rng.sample(keys, rng.randint(0, 3)):
                 value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+                if rng.random() < 0.1:
+                    value += rng.choice(language)
                 if key == "mode":
                     value = rng.choice(("0644", "644", "0755", "9", value))
                 elif key == "state":
                     value = rng.choice(("exists", "absent", "directory", value))
                 lines.append(" " * (dash + 2) + f"{key}: {_quoted(value, rng.randint(0, 2))}")
             lines.append(rng.choice(("", "  # note", "")))
+        if rng.random() < 0.05:
+            lines.append(rng.choice(("vars: {a: 1}", "include: []", "classes: {}")))
         text = "\n".join(lines) + "\n"
         fast = load_plain(text)
         if fast is None:
             continue
+        for syntax in ("{{", "{%", "{#", "for_each:", " if:", "vars:", "include:", "classes:"):
+            assert syntax not in text, text  # the language is never the fast path's
         taken += 1
         assert _shape(fast) == _shape(_load_yaml(text, "p.yaml")), text
     assert taken > 80  # the comparison really ran on many policies

@@ -62,7 +62,7 @@ def test_a_version_1_file_is_migrated_once_keeping_everything(tmp_path: Path) ->
         assert reader.counts()["reversal records"] == 2
         assert reader.counts()["key/values"] == 2
     with StateDB(path) as db:
-        assert db.version == SCHEMA_VERSION == 2
+        assert db.version == SCHEMA_VERSION == 3
         assert db.get_reversal("file[/etc/a.conf]") == "created"
         assert db.get_reversal("file[/d]") == '{"mode": "0755"}'
         assert db.get_kv("reverse:file[/etc/a.conf]") is None  # left the user's space
@@ -76,10 +76,11 @@ def test_a_version_1_file_is_migrated_once_keeping_everything(tmp_path: Path) ->
             "pending refreshes": 1,
             "key/values": 2,
             "reversal records": 2,
+            "invocation records": 0,
         }
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema").fetchall() == [(3,)]
     finally:
         conn.close()
     with StateDB(path) as again:  # a second open finds nothing to do
@@ -92,5 +93,5 @@ def test_an_agent_adopts_a_version_1_directory(tmp_path: Path) -> None:
         assert opened.db is not None
         assert opened.db.get_reversal("file[/d]") == '{"mode": "0755"}'
     with StateDB(tmp_path / "state" / "state.db.backup", readonly=True) as backup:
-        assert backup.version == 2
+        assert backup.version == 3
         assert backup.get_reversal("file[/etc/a.conf]") == "created"

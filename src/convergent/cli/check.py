@@ -13,7 +13,15 @@ __all__ = ["check_command"]
 
 def check_command(args: argparse.Namespace) -> int:
     """Print ``FILE: ok (N resources, M edges)`` and return 0, or the problems and return 2."""
-    graph = load_graph(args.file)
+    from convergent.cli.inputs import inputs_from
+    from convergent.policy.vars import VarsError
+
+    try:
+        inputs = inputs_from(args)
+    except VarsError as exc:
+        say(f"convergent: {exc}")
+        return 2
+    graph = load_graph(args.file, inputs)
     if graph is None:
         return 2
     edges = sum(1 for _ in graph.edges())

@@ -1,4 +1,6 @@
-"""``convergent graph FILE``: the dependency graph of a policy as Graphviz DOT or SVG."""
+"""``convergent graph FILE``: the dependency graph of a policy as Graphviz DOT or SVG: the
+written edges, the automatic edges and groups the engine adds (as a run would make
+them), and the bundle uses as boxes."""
 
 from __future__ import annotations
 
@@ -18,13 +20,28 @@ NO_DOT = "graphviz 'dot' not found: install it (apt-get install graphviz) or use
 
 def graph_command(args: argparse.Namespace) -> int:
     """Write the graph; 2 for an invalid policy or a missing graphviz, 1 for an output error."""
-    graph = load_graph(args.file)
+    from convergent.cli.inputs import inputs_from
+    from convergent.policy.vars import VarsError
+
+    try:
+        inputs = inputs_from(args)
+    except VarsError as exc:
+        say(f"convergent: {exc}")
+        return 2
+    graph = load_graph(args.file, inputs)
     if graph is None:
         return 2
+    from convergent.graph.autoedge import plan_autoedges
     from convergent.graph.dot import to_dot
+    from convergent.resources.group import Group, prepare
 
     name = os.path.splitext(os.path.basename(args.file))[0] or "convergent"
-    text = to_dot(graph, name)
+    groups = [
+        [member.id for member in vertex.members]
+        for vertex in prepare(graph).vertices.values()
+        if isinstance(vertex, Group)
+    ]
+    text = to_dot(graph, name, auto_edges=plan_autoedges(graph).added, groups=groups)
     if args.format == "svg":
         dot = shutil.which("dot")
         if dot is None:

@@ -10,6 +10,7 @@ from convergent.render import say
 
 if TYPE_CHECKING:
     from convergent.graph.core import Graph
+    from convergent.policy.vars import Inputs
     from convergent.resources.base import Resource
 
 __all__ = ["load_graph"]
@@ -19,19 +20,30 @@ def _say(message: str) -> None:
     say(message)  # escaped: a policy's names and values cannot forge a line
 
 
-def load_graph(file: str) -> Graph[Resource[Any]] | None:
-    """Load and validate the policy ``file``.
+#: The inputs each file was first loaded with: a reload (``run`` follows the file) takes
+#: the same ``--set``, ``--class``... as the first load.
+_INPUTS: dict[str, Inputs | None] = {}
+
+
+def load_graph(file: str, inputs: Inputs | None = None) -> Graph[Resource[Any]] | None:
+    """Load and validate the policy ``file`` (``inputs``: ``--set``, ``--class``...;
+    None: those ``file`` was loaded with before, if it was).
 
     Returns None after printing what is wrong (every problem with its ``file:line:col``,
     or why the file could not be read) to stderr.
     """
     from convergent.policy import load_policy
 
+    if inputs is None:
+        inputs = _INPUTS.get(file)
+    else:
+        _INPUTS.setdefault(file, inputs)
+
     if not os.path.lexists(file):
         _say(f"convergent: {file}: no such file; check the path of the policy")
         return None
     try:
-        graph = load_policy(file)
+        graph = load_policy(file, inputs=inputs)
         graph.validate()
     except PolicyError as exc:
         for line in [str(problem) for problem in exc.problems] or [str(exc)]:

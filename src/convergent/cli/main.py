@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 else:
     from types import SimpleNamespace as Namespace  # what plain_run builds
 
-__all__ = ["RUN_OPTIONS", "build_parser", "entry", "main", "plain_run"]
+__all__ = ["RUN_LISTS", "RUN_OPTIONS", "build_parser", "entry", "main", "plain_run"]
 
 
 def _bad_value(message: str) -> Exception:
@@ -132,7 +132,13 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--quiet": ("quiet", None),
     "--http": ("http", str),
     "--http-token": ("http_token", str),
+    "--set": ("set", str),
+    "--vars-file": ("vars_file", str),
+    "--set-secret": ("set_secret", str),
+    "--class": ("classes", str),
 }
+#: The options of ``run`` that may be given more than once (each value is kept, in order).
+RUN_LISTS = frozenset(("set", "vars_file", "set_secret", "classes"))
 
 
 def plain_run(argv: list[str]) -> argparse.Namespace | None:
@@ -158,7 +164,7 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
             continue
         name, eq, value = arg.partition("=")
         option = RUN_OPTIONS.get(name)
-        if option is None or option[0] in found:
+        if option is None or (option[0] in found and option[0] not in RUN_LISTS):
             return None
         dest, convert = option
         if convert is None:
@@ -174,14 +180,21 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
         if value.startswith("-"):
             return None
         try:
-            found[dest] = convert(value)
+            converted = convert(value)
         except Exception:  # argparse reports it
             return None
+        if dest in RUN_LISTS:
+            found.setdefault(dest, []).append(converted)
+        else:
+            found[dest] = converted
     if found["file"] is None:
         return None
     args = Namespace(command="run")
     for dest, convert in RUN_OPTIONS.values():
-        setattr(args, dest, found.get(dest, False if convert is None else None))
+        empty: list[str] | bool | None = (
+            [] if dest in RUN_LISTS else False if convert is None else None
+        )
+        setattr(args, dest, found.get(dest, empty))
     args.file = found["file"]
     args.more_files = []  # more graphs, each for the host its remote: names (cli/remote.py)
     return args
@@ -296,11 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(Authorization: Bearer TOKEN, or a cookie the page sets)",
     )
     from convergent.cli.cluster import add_cluster_parser, add_run_options
+    from convergent.cli.inputs import add_input_options
 
     add_run_options(run, urls=_urls, initial_cluster=_initial_cluster)
     from convergent.cli.remote import add_remote_options
 
     add_remote_options(run, count=_count)
+    add_input_options(run)
 
     check = commands.add_parser(
         "check",
@@ -309,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Nothing on the host is read or changed.",
     )
     check.add_argument("file", metavar="FILE", help="the policy (YAML)")
+    add_input_options(check)
+    check.add_argument(
+        "--strict", action="store_true", help="also list the class names nothing defines"
+    )
 
     graph = commands.add_parser(
         "graph",
@@ -316,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the dependency graph of the policy in FILE as Graphviz DOT or SVG.",
     )
     graph.add_argument("file", metavar="FILE", help="the policy (YAML)")
+    add_input_options(graph)
     graph.add_argument(
         "--format",
         choices=("dot", "svg"),
@@ -329,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tool_parsers(commands)
     add_cluster_parser(commands, urls=_urls)
     _add_report_parser(commands)
+    from convergent.cli.invoke import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -395,6 +418,13 @@ def _add_tool_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     install.add_argument(
         "--print", action="store_true", help="print the unit instead of writing it"
     )
+    facts = commands.add_parser(
+        "facts",
+        help="print this host's facts and hard classes",
+        description="Print the facts a policy sees as {{ facts.NAME }} and the hard "
+        "classes its if: expressions see (linux, debian_12, x86_64, the host name...).",
+    )
+    facts.add_argument("--json", action="store_true", help="print them as one JSON object")
 
 
 def _add_report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -478,6 +508,10 @@ _TOOLS = {
     "cluster": ("convergent.cli.cluster", "cluster_command"),
     "report": ("convergent.cli.report", "report_command"),
     "status": ("convergent.cli.control", "status_command"),
+    "facts": ("convergent.cli.facts", "facts_command"),
+    "destroy": ("convergent.cli.destroy", "destroy_command"),
+    "invoke": ("convergent.cli.invoke", "invoke_command"),
+    "history": ("convergent.cli.history", "history_command"),
 }
 
 

@@ -63,7 +63,16 @@ def run_command(args: argparse.Namespace) -> int:
         from convergent.cli.remote import remote_command  # the policy goes to other hosts
 
         return remote_command(args)
-    graph = load_graph(args.file)
+    from convergent.cli.inputs import inputs_from
+    from convergent.policy.vars import VarsError
+
+    try:
+        inputs = inputs_from(args)
+    except VarsError as exc:
+        say(f"convergent: {exc}")
+        print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+        return 2
+    graph = load_graph(args.file, inputs)
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2

@@ -31,7 +31,16 @@ __all__ = ["DRAFT", "TOP_KEYS", "policy_schema", "schema_command"]
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: The top-level keys of a native policy (the native front end accepts these only).
-TOP_KEYS = ("resources", "collect")
+TOP_KEYS = (
+    "resources",
+    "collect",
+    "vars",
+    "classes",
+    "include",
+    "bundles",
+    "invocations",
+    "secrets",
+)
 
 _REFS: dict[str, Any] = {
     "anyOf": [
@@ -48,6 +57,22 @@ _ENTRY_VALUES: dict[str, dict[str, Any]] = {
     "recv": {
         "type": "object",
         "additionalProperties": {"type": "string", "pattern": r"^[^\[\]]+\[.+\]\.[^.\[\]]+$"},
+    },
+    "destroy": {"enum": ["remove", "keep"]},
+}
+# The keys of an entry the policy language reads (for_each, if, template).
+_LANG_VALUES: dict[str, dict[str, Any]] = {
+    "for_each": {
+        "type": ["array", "object", "string"],
+        "description": "make one resource per item of a list (item) or mapping (key, item)",
+    },
+    "if": {
+        "type": "string",
+        "description": "keep the entry only where this class expression holds",
+    },
+    "template": {
+        "type": "string",
+        "description": "a Jinja2 file (relative to the policy) for content",
     },
 }
 
@@ -113,6 +138,7 @@ def policy_schema() -> dict[str, Any]:
         value = dict(_ENTRY_VALUES.get(key.name, {}))
         value["description"] = _plain(f"{key.meaning} ({key.value})").replace("`", "")
         entry_props[key.name] = value
+    entry_props.update(_LANG_VALUES)
     defs: dict[str, Any] = {
         "ref": {
             "type": "string",
@@ -161,6 +187,29 @@ def policy_schema() -> dict[str, Any]:
                 "type": "array",
                 "description": "exported resources of every host to add to this one's graph",
                 "items": refs[-1],
+            },
+            "vars": {"type": "object", "description": "variables for {{ ... }} templates"},
+            "classes": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "classes of this host, each defined by an expression",
+            },
+            "include": {
+                "type": ["array", "string"],
+                "items": {"type": "string"},
+                "description": "more policy files (names or patterns, relative to this one)",
+            },
+            "bundles": {
+                "type": "object",
+                "description": "named groups of resources with typed parameters, used like kinds",
+            },
+            "invocations": {
+                "type": "object",
+                "description": "named runs of bundles with switches and guard rails",
+            },
+            "secrets": {
+                "type": "string",
+                "description": "a YAML file of secret variables (mode 0600, owned by the runner)",
             },
         },
         "required": ["resources"],

@@ -27,7 +27,7 @@ __all__ = ["Exchange"]
 class Exchange:
     """Who receives what from whom in the running plan, and every secret seen."""
 
-    __slots__ = ("_held", "_receivers", "members", "secrets")
+    __slots__ = ("_held", "_policy_held", "_receivers", "members", "secrets")
 
     def __init__(self, known: Iterable[str] = ()) -> None:
         self.secrets = Secrets()
@@ -35,6 +35,13 @@ class Exchange:
         self.members: dict[str, Resource[Any]] = {}  # member id -> running resource
         self._receivers: dict[str, list[tuple[Worker, Binding]]] = {}  # by sender member
         self._held: dict[str, tuple[str, ...]] = {}  # receiver -> params holding a secret
+        self._policy_held: dict[str, tuple[str, ...]] = {}  # the same, given by the policy
+
+    def policy(self, secrets: Iterable[str], held: Mapping[str, tuple[str, ...]]) -> None:
+        """The secrets a policy was given (vars) and the parameters holding them, by vertex;
+        called before :meth:`wire` with each new graph."""
+        self.secrets.update(secrets)
+        self._policy_held = dict(held)
 
     def wire(self, plan: Plan, workers: Mapping[str, Worker]) -> None:
         """Take the bindings of ``plan``, whose vertices ``workers`` run."""
@@ -48,6 +55,8 @@ class Exchange:
             secret = tuple(b.param for b in pairs if b.secret)
             if secret:
                 self._held[receiver] = secret
+        for holder, params in self._policy_held.items():
+            self._held[holder] = tuple(sorted({*self._held.get(holder, ()), *params}))
 
     def output(self, binding: Binding) -> Any:
         """The current value of ``binding``'s output (MISSING when the sender has none)."""

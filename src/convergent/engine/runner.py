@@ -120,6 +120,7 @@ class Engine:
             from convergent.engine.predict import Prediction
 
             self.prediction = Prediction(self._exchange.secrets.add)
+        self._exchange.policy(graph.secrets, graph.held)  # secret vars of the policy
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
         self.observed: Observed | None = None  # made by observe(), when first asked for
@@ -349,6 +350,7 @@ class Engine:
                 raise RuntimeError("the run ended before the swap could start")
             hosts = self._hosts
             running = hosts.collector.graph_for(graph) if hosts is not None else local_part(graph)
+            self._exchange.policy(graph.secrets, graph.held)
             done = await self._swap(running, planned)
             self._base = graph
             self._world_wake.set()  # publish what it exports, collect what it collects

@@ -71,11 +71,17 @@ class Graph(Generic[T]):
     and the engine each validate the same graph).
     """
 
-    __slots__ = ("_in", "_out", "_valid", "_vertices", "collect")
+    __slots__ = ("_in", "_out", "_valid", "_vertices", "clusters", "collect", "held", "secrets")
 
     def __init__(self) -> None:
         # What the policy collects from other hosts (graph/collect.py), in its order.
         self.collect: tuple[Collect, ...] = ()
+        # The policy's bundle uses, ``BUNDLE[USE]`` -> the vertices that use made, in order.
+        self.clusters: dict[str, tuple[str, ...]] = {}
+        # Secret values the policy was given (never shown in a report), and the parameters
+        # of each vertex that hold one (their diffs are never shown).
+        self.secrets: frozenset[str] = frozenset()
+        self.held: dict[str, tuple[str, ...]] = {}
         self._vertices: dict[str, T] = {}
         self._out: dict[str, dict[str, Edge]] = {}
         self._in: dict[str, dict[str, Edge]] = {}

@@ -23,6 +23,9 @@ __all__ = [
     "EDGE_KEYS",
     "ENTRY_KEYS",
     "ENTRY_KEY_NAMES",
+    "MAX_EXPANDED_NODES",
+    "MAX_POLICY_BYTES",
+    "TOP_KEYS",
     "Entry",
     "EntryKey",
     "Link",
@@ -30,7 +33,27 @@ __all__ = [
     "Problems",
     "Recv",
     "edge",
+    "mark_file",
 ]
+
+
+#: The largest policy file read (16 MiB): a thousand times the size of a large policy,
+#: and small enough that loading it never takes more than a few hundred MiB.
+MAX_POLICY_BYTES = 16 * 1024 * 1024
+#: Aliases may make a policy stand for at most this many values, or four times the values
+#: written, whichever is more: beyond, a small file could describe millions of edges.
+MAX_EXPANDED_NODES = 1_000_000
+#: The top-level keys of our policy format (``graph:`` makes it an mgmt yamlgraph).
+TOP_KEYS = (
+    "resources",
+    "collect",
+    "vars",
+    "classes",
+    "include",
+    "bundles",
+    "invocations",
+    "secrets",
+)
 
 
 class Location(NamedTuple):
@@ -80,6 +103,11 @@ ENTRY_KEYS: tuple[EntryKey, ...] = (
         "recv",
         "a mapping",
         "`param: kind[name].output`: take that output (the sender goes first)",
+    ),
+    EntryKey(
+        "destroy",
+        "`remove` or `keep`",
+        "what `convergent destroy` does with it (the same as `meta: {destroy: ...}`)",
     ),
 )
 #: The ordering keys: their values are references ``kind[name]``.
@@ -231,6 +259,13 @@ class Link:
         self.recv = recv
 
 
+def mark_file(mark: Any, default: str) -> str:
+    """The file a YAML mark is in: an included file is composed from a stream named by
+    its path; the policy itself from text (its marks say ``<unicode string>``)."""
+    name: str = mark.name
+    return default if name[:1] == "<" else name
+
+
 def _clip(text: str | None, longest: int = 4096) -> Any:
     """``text`` cut to ``longest`` characters (``...`` marks the cut).
 
@@ -262,7 +297,9 @@ class Problems:
             )
         else:
             mark = where.start_mark
-            self.add(mark.line + 1, mark.column + 1, message, resource)
+            file = mark_file(mark, self.filename)
+            line, col = mark.line + 1, mark.column + 1
+            self.items.append(Problem(file, line, col, _clip(message), _clip(resource, 256)))
 
     def add(self, line: int, column: int, message: str, resource: str | None = None) -> None:
         """A problem at a line and column of the file being read."""

@@ -21,7 +21,9 @@ anything is outside the shape or wrong in any way: another top-level key, a nest
 value, a flow list of anything but double-quoted strings (or an empty one, or one not
 written ``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII
 character, a line over 4,096 characters, an escape other than ``\\n \\t \\\\ \\"``, a
-plain word YAML would read as a bool or null, a duplicate key, an entry key (``recv``,
+plain word YAML would read as a bool or null, any syntax of the policy language
+(``{{``, ``{%``, ``{#`` anywhere; ``for_each``, ``if``, ``template``, ``destroy``; a
+top-level key other than ``resources``), a duplicate key, an entry key (``recv``,
 ``meta``, an edge key) where an entry starts, ``recv`` or ``meta``, a malformed
 reference, or any problem the builder finds (a duplicate resource, an unknown kind or
 parameter, a rejected value, an edge to no entry, a cycle). So the fast path never
@@ -81,6 +83,7 @@ _LONGEST = 4096
 _EDGE_KEYS = frozenset(EDGE_KEYS)
 _at = tuple.__new__  # Location(...) without the call through its __new__: half the time
 _NESTED = ENTRY_KEY_NAMES - _EDGE_KEYS  # keys whose values are mappings: the full path's
+_LANGUAGE = frozenset(("for_each", "if", "template"))  # the policy language's entry keys
 
 
 def _unescape(match: re.Match[str]) -> str:
@@ -93,8 +96,8 @@ def _text(double: str) -> str:
 
 def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | None:
     """The graph of a policy in the plain shape, or None to take the full loader."""
-    if not text.isascii() or "\r" in text:
-        return None
+    if not text.isascii() or "\r" in text or "{{" in text or "{%" in text or "{#" in text:
+        return None  # templates are the language's (policy/lang.py)
     entries: list[Entry] = []
     links: list[Link] = []
     entry: Entry | None = None
@@ -147,7 +150,13 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             entry = Entry(key, value, kind_at, _at(Location, (filename, number, match.end(3) + 3)))
             entries.append(entry)
             keys = {key}
-        elif entry is None or len(indent) != dash + 2 or key in keys or key in _NESTED:
+        elif (
+            entry is None
+            or len(indent) != dash + 2
+            or key in keys
+            or key in _NESTED
+            or key in _LANGUAGE
+        ):
             return None
         elif key in _EDGE_KEYS:
             keys.add(key)

@@ -18,23 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.errors import PolicyError, Problem
 from convergent.graph.core import Graph
+from convergent.policy.entries import MAX_EXPANDED_NODES, MAX_POLICY_BYTES
 from convergent.resources.base import Resource
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from yaml.nodes import Node
+    from yaml.nodes import MappingNode, Node
 
     from convergent.policy.entries import Problems
+    from convergent.policy.vars import Inputs
 
 __all__ = ["MAX_POLICY_BYTES", "load_policy", "load_policy_text"]
 
-#: The largest policy file read (16 MiB): a thousand times the size of a large policy,
-#: and small enough that loading it never takes more than a few hundred MiB.
-MAX_POLICY_BYTES = 16 * 1024 * 1024
-#: Aliases may make a policy stand for at most this many values, or four times the values
-#: written, whichever is more: beyond, a small file could describe millions of edges.
-MAX_EXPANDED_NODES = 1_000_000
 
 _EMPTY = (
     "the policy is empty; list resources under 'resources:', e.g.\n"
@@ -43,8 +39,12 @@ _EMPTY = (
 )
 
 
-def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Graph[Resource[Any]]:
+def load_policy(
+    path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES, inputs: Inputs | None = None
+) -> Graph[Resource[Any]]:
     """Load and validate a policy file; raise PolicyError listing every problem.
+
+    ``inputs``: what the command line gives the policy (``--set``, ``--class``...).
 
     A file longer than ``max_bytes`` is refused before it is read (a pipe or a file that
     grows while read, as soon as it has gone past the limit).
@@ -70,7 +70,7 @@ def load_policy(path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES) -> Graph
         raise PolicyError(
             [Problem(p, line, column, "not UTF-8 text; save the policy as UTF-8")]
         ) from None
-    return load_policy_text(text, p)
+    return load_policy_text(text, p, inputs=inputs)
 
 
 def _too_large(
@@ -107,7 +107,11 @@ def _shown(path: str | Path) -> str:
 
 
 def load_policy_text(
-    text: str, filename: str = "<policy>", *, max_bytes: int = MAX_POLICY_BYTES
+    text: str,
+    filename: str = "<policy>",
+    *,
+    max_bytes: int = MAX_POLICY_BYTES,
+    inputs: Inputs | None = None,
 ) -> Graph[Resource[Any]]:
     """Load a policy from ``text`` (``filename`` is used in messages only).
 
@@ -118,11 +122,13 @@ def load_policy_text(
         raise PolicyError([_too_large(filename, len(text), max_bytes, unit="characters")])
     from convergent.policy.fast import load_plain
 
-    graph = load_plain(text, filename)  # the plainest policies, without YAML; None: anything else
-    return graph if graph is not None else _load_yaml(text, filename)
+    graph = None
+    if inputs is None or not inputs:
+        graph = load_plain(text, filename)  # the plainest policies, without YAML; None: others
+    return graph if graph is not None else _load_yaml(text, filename, inputs)
 
 
-def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
+def _load_yaml(text: str, filename: str, inputs: Inputs | None = None) -> Graph[Resource[Any]]:
     """The full path: libyaml nodes, every problem located (see the module docstring)."""
     from convergent.policy.build import build
     from convergent.policy.entries import Problems
@@ -156,6 +162,10 @@ def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
 
         entries, links, collect = read_mgmt(root, values)
     else:
+        from convergent.policy.lang import uses_language
+
+        if uses_language(root, text) or inputs:
+            return _load_site(root, values, inputs)
         from convergent.policy.native import read_native
 
         entries, links, collect = read_native(root, values)
@@ -163,6 +173,42 @@ def _load_yaml(text: str, filename: str) -> Graph[Resource[Any]]:
     if graph is None:
         raise PolicyError(problems.sorted())
     return graph
+
+
+def _load_site(root: MappingNode, values: Any, inputs: Inputs | None) -> Graph[Resource[Any]]:
+    """The language's path: vars, templates, bundles... (:mod:`convergent.policy.lang`)."""
+    from convergent.policy.build import build
+    from convergent.policy.lang import read_site
+    from convergent.policy.native import read_entry
+    from convergent.policy.vars import Inputs
+
+    problems = values.problems
+    read = read_site(root, values, inputs if inputs is not None else Inputs(), read_entry)
+    graph = build(read.entries, read.links, problems, read.collect)
+    if graph is None or problems:
+        raise PolicyError(_hidden(problems.sorted(), read.secrets))
+    graph.clusters = read.clusters
+    graph.secrets = read.secrets
+    graph.held = read.held
+    return graph
+
+
+def _hidden(found: list[Problem], secrets: frozenset[str]) -> list[Problem]:
+    """``found`` with every secret value in a message or a name replaced by ``<secret>``
+    (a template's error may quote the value it failed on)."""
+    if not secrets:
+        return found
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def hide(text: str) -> str:
+        for value in ordered:
+            text = text.replace(value, "<secret>")
+        return text
+
+    return [
+        Problem(p.file, p.line, p.column, hide(p.message), p.resource and hide(p.resource))
+        for p in found
+    ]
 
 
 def _compose(text: str, problems: Problems) -> Node | None:

@@ -30,6 +30,7 @@ from convergent.graph.identity import format_id, parse_ref
 from convergent.policy.entries import (
     EDGE_KEYS,
     ENTRY_KEY_NAMES,
+    TOP_KEYS,
     Entry,
     Link,
     Location,
@@ -54,9 +55,9 @@ if TYPE_CHECKING:
 
     from convergent.graph.collect import Collect
 
-__all__ = ["read_native"]
+__all__ = ["read_entry", "read_native"]
 
-_TOP_KEYS = ("resources", "collect")
+_TOP_KEYS = TOP_KEYS
 _EXAMPLE = 'e.g.\n  resources:\n    - file: /etc/motd\n      content: "hello\\n"'
 
 
@@ -79,7 +80,7 @@ def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link], tu
             problems.at(
                 key_node,
                 f"unknown top-level key '{key}'{close_match(key, _TOP_KEYS)}; "
-                "a policy has the top-level keys resources: and (optional) collect:",
+                f"a policy has the top-level keys {', '.join(_TOP_KEYS)}",
             )
     if resources is None:
         problems.at(
@@ -97,7 +98,7 @@ def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link], tu
                 "write it as '- file: /etc/motd' with its parameters on the lines below",
             )
             continue
-        _read_entry(item, values, entries, links)
+        read_entry(item, values, entries, links)
     return entries, links, collect
 
 
@@ -122,8 +123,16 @@ def _bad_resources(node: Node, problems: Problems) -> None:
         )
 
 
-def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Link]) -> None:
+def read_entry(node: Node, values: Values, entries: list[Entry], links: list[Link]) -> None:
+    """Read one item of ``resources:`` into ``entries`` (and its edges into ``links``)."""
     problems = values.problems
+    if not is_mapping(node):
+        problems.at(
+            node,
+            f"a resource entry is a mapping whose first key is its kind, got {describe(node)}; "
+            "write it as '- file: /etc/motd' with its parameters on the lines below",
+        )
+        return
     pairs = values.pairs(node)
     if not pairs:
         problems.at(node, "an empty resource entry; write '- kind: name', e.g. '- file: /etc/motd'")
@@ -158,6 +167,10 @@ def _read_entry(node: Node, values: Values, entries: list[Entry], links: list[Li
                 links.append(Link(*source, *target, notify, key, rid))
         elif key == "recv":
             links.extend(_recv(value_node, values, rid, name_at))
+        elif key == "destroy":
+            entry.meta["destroy"] = values.value(value_node, rid)
+            entry.meta_keys["destroy"] = values.at(key_node)
+            values.spots(value_node, "destroy", entry.meta_spots, entry.written, "meta.")
         elif key == "meta":
             if not is_mapping(value_node):
                 problems.at(

@@ -8,12 +8,12 @@ location, in a :class:`Problems` list; nothing stops at the first one.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeGuard
+from typing import IO, Any, TypeGuard
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from convergent.policy.entries import Location, Problems
+from convergent.policy.entries import Location, Problems, mark_file
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -77,7 +77,7 @@ class _Loader(_BaseLoader):
         return SEQ if kind is SequenceNode else MAP
 
 
-def compose(text: str) -> Node | None:
+def compose(text: str | IO[str]) -> Node | None:
     """The root node of the one YAML document in ``text`` (None when it is empty).
 
     Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``).
@@ -228,7 +228,7 @@ class Values:
     keys are honoured; duplicate keys, unknown tags and recursive aliases are problems.
     """
 
-    __slots__ = ("_done", "_masked", "_open", "_spotted", "problems")
+    __slots__ = ("_done", "_masked", "_open", "_places", "_spotted", "problems")
 
     def __init__(self, problems: Problems, masked: bool) -> None:
         self.problems = problems
@@ -236,11 +236,18 @@ class Values:
         self._done: dict[int, Any] = {}
         self._open: set[int] = set()
         self._spotted: set[int] = set()
+        # mark -> its Location: the entries for_each makes share the marks of one entry
+        self._places: dict[int, tuple[Any, Location]] = {}
 
     def at(self, node: Node) -> Location:
         """Where ``node`` is written."""
         mark = node.start_mark
-        return Location(self.problems.filename, mark.line + 1, mark.column + 1)
+        found = self._places.get(id(mark))
+        if found is not None and found[0] is mark:
+            return found[1]
+        place = Location(mark_file(mark, self.problems.filename), mark.line + 1, mark.column + 1)
+        self._places[id(mark)] = (mark, place)
+        return place
 
     def spots(
         self, node: Node, path: str, spots: dict[str, Location], written: dict[str, str], shown: str

@@ -40,7 +40,8 @@ _INTRO = """\
 # Policy reference
 
 A policy is a YAML file with a top-level key `resources:`, a list of entries, and
-optionally `collect:` (below). The first key of an entry is the resource's kind and its
+optionally `collect:`, `vars:`, `classes:`, `include:`, `bundles:`, `secrets:` and
+`invocations:` (below). The first key of an entry is the resource's kind and its
 value the resource's name; together they are its identity, `kind[name]`, used in
 references, logs and errors. `resources: []` is an empty policy.
 
@@ -103,6 +104,111 @@ collect:
     where: {{paths: [/srv/www/]}}
 ```
 """
+
+
+#: The top-level keys of the policy language, and the entry keys it reads:
+#: (key, value, meaning) rows of the reference.
+LANGUAGE_TOP_KEYS = (
+    ("vars", "a mapping", "variables for templates: text, numbers, lists, mappings"),
+    (
+        "secrets",
+        "a file name",
+        "a YAML mapping of secret variables (mode 0600, owned by the user running "
+        "convergent); their values are rendered into files, never shown in a report or diff",
+    ),
+    (
+        "classes",
+        "a mapping",
+        '`name: "expression"`: classes of this host, defined over other classes and facts',
+    ),
+    (
+        "include",
+        "a name, a pattern or a list",
+        "more policy files, relative to this one (`roles/*.yaml`); their vars, classes, "
+        "bundles, resources and collect entries join this policy's",
+    ),
+    ("bundles", "a mapping", "named groups of resources with typed parameters, used like a kind"),
+    (
+        "invocations",
+        "a mapping",
+        "named runs of bundles with switches and guard rails (`convergent invoke`)",
+    ),
+)
+LANGUAGE_ENTRY_KEYS = (
+    (
+        "for_each",
+        "a list, a mapping, or a template giving one",
+        "one resource per item: `{{ item }}` (and `{{ key }}`, the index or the mapping's "
+        "key) in its strings",
+    ),
+    ("if", "an expression", "keep the entry (or bundle use) only where it holds"),
+    (
+        "template",
+        "a file name",
+        "a Jinja2 file, relative to the policy file, rendered into `content`",
+    ),
+)
+
+
+def _rows_of(head: str, rows: tuple[tuple[str, str, str], ...]) -> str:
+    lines = [f"| {head} | value | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{key}` | {value} | {meaning} |" for key, value, meaning in rows]
+    return "\n".join(lines)
+
+
+_LANGUAGE = (
+    "## The policy language\n\n"
+    + _rows_of("top-level key", LANGUAGE_TOP_KEYS)
+    + "\n\n"
+    + _rows_of("key of an entry", LANGUAGE_ENTRY_KEYS)
+    + "\n\n"
+    + """\
+**Templates.** Any string may hold `{{ ... }}` (Jinja2, sandboxed): the policy's variables,
+`facts` (`{{ facts.hostname }}`, `convergent facts` lists them), in a bundle its
+parameters and `name`, in a `for_each` entry `item` and `key`. A name nobody defined is an
+error at its `file:line:col` (in a template file, at that file's line), never an empty
+string. A string that is one expression (`"{{ port }}"`) keeps the value's type, and is
+text where the parameter takes text. To write `{{` as it is, put the text between
+`{% raw %}` and `{% endraw %}`.
+
+**Variables** given more than once take the last of: `vars:` of an included file, `vars:`
+of the including policy, `--vars-file FILE` (in the order given), `--set NAME=VALUE` (the
+value read as YAML), the `secrets:` file, `--set-secret NAME=VALUE`.
+
+**Classes.** A host has the hard classes of its facts (`linux`, `debian`, `debian_12`,
+`x86_64`, `container`, its host name with `-` and `.` as `_`), the classes given with
+`--class NAME`, and those of `classes:` that hold. An expression is made of class names,
+`and`, `or`, `not`, parentheses, and comparisons of a fact or variable with a value:
+`hostname =~ 'web-*'` (a shell pattern), `os.version_id == '12'`, `!=`, `!~`. An unknown
+class is false; `convergent check --strict` reports each one.
+
+**Bundles.** `params:` maps each parameter to `{type: T, default: V}` (T: str, int, float,
+bool, list, map, any; no default: every use gives it). A use is an entry
+`- BUNDLE: NAME` with the parameters; `require`/`before`/`notify` of `BUNDLE[NAME]` reach
+every resource of the use, and the use's own `require`/`before`/`notify` apply to each.
+
+```yaml
+vars:
+  users: [alice, bob]
+classes:
+  web: "hostname =~ 'web-*'"
+bundles:
+  webserver:
+    params:
+      port: {type: int, default: 80}
+    resources:
+      - file: "/etc/site-{{ name }}.conf"
+        content: "port={{ port }}\\n"
+resources:
+  - file: "/home/{{ item }}/.profile"
+    for_each: "{{ users }}"
+    template: templates/profile.j2
+  - webserver: main
+    port: 8080
+    if: web
+```
+"""
+)
 
 
 def field_docs(struct_type: type[Any]) -> dict[str, str]:
@@ -213,14 +319,22 @@ def _summary(cls: type[Any]) -> str:
 def render_reference(only: Iterable[str] | None = None) -> str:
     """The whole reference as markdown: every registered kind, or just the kinds in ``only``."""
     keys = "\n".join(f"| `{key.name}` | {key.value} | {key.meaning} |" for key in ENTRY_KEYS)
-    out = [_INTRO.format(keys=keys), "## meta", "", *_table(Meta, _META_DOCS), "", "## Kinds", ""]
+    out = [_INTRO.format(keys=keys), _LANGUAGE]
+    out += ["## meta", "", *_table(Meta, _META_DOCS), "", "## Kinds", ""]
     for kind in kinds() if only is None else sorted(only):
         cls = get_kind(kind)
         if cls is None:
             continue
         out += [f"### {kind}", "", _summary(cls), "", *_table(cls.params_type, {}), ""]
         out += [f"Under `--noop`: {predicts(kind, cls)}.", ""]
+        out += [f"`convergent destroy`: {_absent_state(cls)}.", ""]
     return "\n".join(out)
+
+
+def _absent_state(cls: type[Any]) -> str:
+    """What destroy makes of the kind (the ``Destroyable`` ability), or that it has none."""
+    state: str | None = getattr(cls, "absent_state", None)
+    return state if state is not None else "no absent state; left alone (and named)"
 
 
 if __name__ == "__main__":

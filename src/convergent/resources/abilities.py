@@ -15,6 +15,7 @@ A kind opts in by defining the methods; nothing needs registering. The contract 
 - :class:`RecordsReverse`, :class:`PlansReverse`: help a reversible kind do that.
 - :class:`Predicts`: under noop, says what it would leave behind and reads the predicted
   state (:mod:`convergent.resources.predicted`).
+- :class:`Destroyable`: has an absent state, which ``convergent destroy`` drives it to.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "AppliesGroup",
     "AutoEdges",
     "ChecksGroup",
+    "Destroyable",
     "Groupable",
     "Member",
     "Output",
@@ -197,3 +199,25 @@ class Predicts(Protocol):
     def predict(self, ctx: Context, change: Change | None, view: View) -> Effects: ...
 
     async def check_predicted(self, ctx: Context, view: View) -> Change | None: ...
+
+
+@runtime_checkable
+class Destroyable(Protocol):
+    """A kind with an absent state, which ``convergent destroy`` drives it to.
+
+    ``absent_state`` says what that state is, in one line (the reference prints it).
+    ``destroy_default`` is what destroy does without ``destroy:`` on the entry: "remove"
+    (files, lines, processes...) or "keep" (packages and accounts: removed only when the
+    policy says ``destroy: remove``). ``absent(explicit)`` returns this resource in its
+    absent form: a resource of the same kind and name, with ``meta`` kept as it is,
+    which the engine checks and applies like any other (so noop, reports, retries and
+    timeouts hold for it too); or None when there is nothing to remove (its declared
+    state is already absent, or it only reads). ``explicit``: the policy said
+    ``destroy: remove`` on this entry (a directory then goes with what is in it).
+    Building the form does no I/O.
+    """
+
+    absent_state: ClassVar[str]
+    destroy_default: ClassVar[str]
+
+    def absent(self, explicit: bool) -> Resource[Any] | None: ...

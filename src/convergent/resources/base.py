@@ -91,6 +91,8 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     timeout: seconds one check/apply may take; longer is a failure that counts as a try
     export: publish for other hosts to collect (true, or the hosts that may); not applied here
     wait_timeout: seconds to wait for a received world[HOST].NAME value before failing
+    destroy: what ``convergent destroy`` does with it: "remove" or "keep" (not set: the
+        kind's default)
     """
 
     noop: bool = False
@@ -110,6 +112,7 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     timeout: float | None = None
     export: bool | list[str] = False
     wait_timeout: float | None = None
+    destroy: typing.Literal["remove", "keep"] | None = None
 
     def __post_init__(self) -> None:
         # ParamError, not ValueError: msgspec would turn a ValueError into an error

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
@@ -110,6 +110,18 @@ class CronChange(Change):
 
 class Cron(Resource[CronParams], kind="cron"):
     """See the module docstring; parameters are documented on :class:`CronParams`."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = "its file in cron_dir is removed"
+    destroy_default: ClassVar[str] = "remove"
+
+    def absent(self, explicit: bool) -> Cron | None:
+        """Its file removed; None for ``state: absent``."""
+        if self.params.state == "absent":
+            return None
+        return Cron(
+            self.name, CronParams(state="absent", cron_dir=self.params.cron_dir), meta=self.meta
+        )
 
     _path: str
     _content: bytes

@@ -38,7 +38,7 @@ import os
 import stat
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
@@ -123,6 +123,16 @@ def _ssl_context() -> ssl.SSLContext:
 
 class Download(Resource[DownloadParams], kind="download"):
     """See the module docstring; parameters are documented on :class:`DownloadParams`."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = "the file is removed (as `file` removes it: as file[PATH])"
+    destroy_default: ClassVar[str] = "remove"
+
+    def absent(self, explicit: bool) -> Resource[Any]:
+        """Its file removed, by the ``file`` kind's absent form (``file[PATH]``)."""
+        from convergent.resources.fileabsent import RemovedPath
+
+        return RemovedPath(self._path, self._path, tree=False, meta=self.meta)
 
     _path: str
     _mode: int | None

@@ -37,7 +37,7 @@ from typing import Literal
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
 from convergent.host import atomic, fs, modes, posix
-from convergent.resources import fileparams, filetree
+from convergent.resources import fileabsent, fileparams, filetree
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
 from convergent.resources.fileparams import FileParams
@@ -575,7 +575,11 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
         return (own, path_uids("file:", self._path), *owners)
 
-    # -- reversal (meta: {reverse: true}): see convergent.resources.filereverse ---------
+    # -- reversal (filereverse: meta: {reverse: true}); destroy's absent form (fileabsent)
+    absent_state, destroy_default = fileabsent.ABSENT_STATE, "remove"  # Destroyable
+
+    def absent(self, explicit: bool) -> Resource[FileParams] | None:
+        return fileabsent.form(self, explicit)  # its absent form for convergent destroy
 
     def record_reverse(self, ctx: Context, change: Change) -> None:
         """Keep how to undo the first change (later changes keep the first record)."""

@@ -17,7 +17,7 @@ hand is put back at once by a running agent. Members are the ``user`` kind's bus
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.host import accounts
@@ -42,6 +42,18 @@ class GroupParams(Params, frozen=True):
 
 class Group(Resource[GroupParams], kind="group"):
     """A local group, created, changed or removed with the shadow tools."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = (
+        "removed with groupdel, only when the entry says `destroy: remove`"
+    )
+    destroy_default: ClassVar[str] = "keep"
+
+    def absent(self, explicit: bool) -> Group | None:
+        """Removed; None for ``state: absent``."""
+        if self.params.state == "absent":
+            return None
+        return Group(self.name, GroupParams(state="absent"), meta=self.meta)
 
     def validate(self) -> None:
         p = self.params

@@ -63,6 +63,16 @@ class Kv(Resource[KvParams], kind="kv"):
     """Keeps one key of this host's part of the world at a value (or absent), or reads
     one of another host's."""
 
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = "this host's key is deleted (another host's is only read)"
+    destroy_default: ClassVar[str] = "remove"
+
+    def absent(self, explicit: bool) -> Kv | None:
+        """The key deleted; None when it reads another host's or is deleted already."""
+        if self.reads or self.params.value is None:
+            return None
+        return Kv(self.name, KvParams(key=self.params.key), meta=self.meta)
+
     sends: ClassVar[Mapping[str, Output]] = {"value": Output(str)}
 
     _current: str | None = None  # the stored value as last read or written

@@ -41,7 +41,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
@@ -97,6 +97,20 @@ class LineChange(Change):
 
 class Line(Resource[LineParams], kind="line"):
     """See the module docstring; parameters are documented on :class:`LineParams`."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = "the line (equal to text) is taken out of the file"
+    destroy_default: ClassVar[str] = "remove"
+
+    def absent(self, explicit: bool) -> Line | None:
+        """The line equal to ``text`` removed (not the lines ``match`` would replace)."""
+        if self.params.state == "absent" or self.params.text is None:
+            return None
+        return Line(
+            self.name,
+            LineParams(path=self._path, text=self.params.text, state="absent"),
+            meta=self.meta,
+        )
 
     _path: str
     _match: re.Pattern[str] | None

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from convergent.errors import ParamError, ResourceError
 from convergent.resources.abilities import Member
@@ -120,6 +120,20 @@ class PkgChange(Change):
 
 class Pkg(Resource[PkgParams], kind="pkg"):
     """A package, through apt or PackageKit; see the module docstring."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = (
+        "removed (its config files kept), only when the entry says `destroy: remove`"
+    )
+    destroy_default: ClassVar[str] = "keep"
+
+    def absent(self, explicit: bool) -> Pkg | None:
+        """Removed; None for ``state: absent``."""
+        if self.params.state == "absent":
+            return None
+        p = self.params
+        form = PkgParams(state="absent", backend=p.backend, update_cache=p.update_cache)
+        return Pkg(self.name, form, meta=self.meta)
 
     def validate(self) -> None:
         if not _NAME.match(self.name):

@@ -31,7 +31,7 @@ import hashlib
 import os
 import signal
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import msgspec
 
@@ -97,6 +97,20 @@ class _Live:
 
 class Process(Resource[ProcessParams], kind="process"):
     """Keeps a command running across agents."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = (
+        "stopped (stop_signal, then SIGKILL of its group after stop_timeout)"
+    )
+    destroy_default: ClassVar[str] = "remove"
+
+    def absent(self, explicit: bool) -> Process | None:
+        """Stopped; None for ``state: stopped``."""
+        if self.params.state == "stopped":
+            return None
+        return Process(
+            self.name, msgspec.structs.replace(self.params, state="stopped"), meta=self.meta
+        )
 
     _live: _Live | None = None
     _event: Callable[[], None] | None = None

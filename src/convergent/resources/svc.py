@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.resources.base import Change, Context, Params, Resource
@@ -136,6 +136,22 @@ _UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/sy
 
 class Svc(Resource[SvcParams], kind="svc"):
     """A systemd unit, kept running or stopped, enabled or disabled."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = "stopped, and disabled when the policy enabled it"
+    destroy_default: ClassVar[str] = "remove"
+
+    def absent(self, explicit: bool) -> Svc | None:
+        """Stopped (and disabled if enabled); None when already stopped and not enabled."""
+        p = self.params
+        if p.state == "stopped" and p.startup != "enabled":
+            return None
+        disabled = p.startup == "enabled"
+        return Svc(
+            self.name,
+            SvcParams(state="stopped", startup="disabled" if disabled else None),
+            meta=self.meta,
+        )
 
     _path: str | None = None  # the unit's object path
 

@@ -27,7 +27,7 @@ absent`` runs ``userdel`` without ``-r``: the home directory and mail spool stay
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.host import accounts
@@ -103,6 +103,19 @@ def _check_hash(value: str) -> None:
 
 class User(Resource[UserParams], kind="user"):
     """A local user account, created, changed or removed with the shadow tools."""
+
+    #: What ``convergent destroy`` makes of it (the ``Destroyable`` ability).
+    absent_state: ClassVar[str] = (
+        "removed with userdel (the home directory stays), only when the entry says "
+        "`destroy: remove`"
+    )
+    destroy_default: ClassVar[str] = "keep"
+
+    def absent(self, explicit: bool) -> User | None:
+        """Removed; None for ``state: absent``."""
+        if self.params.state == "absent":
+            return None
+        return User(self.name, UserParams(state="absent"), meta=self.meta)
 
     def validate(self) -> None:
         p = self.params

@@ -9,10 +9,12 @@ It holds what must outlive the agent process:
 - ``kv``: key/values of the ``kv`` kind on the local world.
 - ``reversals``: what a resource with ``meta: {reverse: true}`` recorded to undo itself,
   keyed by ``kind[name]``; apart from ``kv`` so that no ``kv`` resource can overwrite it.
+- ``invocations``: one row per ``convergent invoke`` (who, when, switches with secrets
+  redacted, outcome), read and written by :mod:`convergent.state.invocations`.
 
 Schema versions: 1 kept reversal records in ``kv`` under ``reverse:kind[name]``; 2 moves
 them into ``reversals`` (done once, in one transaction, when a writer opens a version 1
-file; a reader of a version 1 file finds them where they are).
+file; a reader of a version 1 file finds them where they are). 3 adds ``invocations``.
 
 This class is the database alone. An agent opens its state directory with
 :func:`convergent.state.statedir.open_state_dir`, which adds the lock (one agent per
@@ -53,9 +55,12 @@ __all__ = [
     "way_out",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _REVERSALS = "CREATE TABLE reversals (resource TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+_INVOCATIONS = (
+    "CREATE TABLE invocations (id INTEGER PRIMARY KEY, started REAL NOT NULL, record TEXT NOT NULL)"
+)
 _SCHEMA = (
     "CREATE TABLE schema (version INTEGER NOT NULL)",
     "CREATE TABLE refreshes (receiver TEXT NOT NULL, sender TEXT NOT NULL,"
@@ -63,15 +68,17 @@ _SCHEMA = (
     "CREATE TABLE secrets (resource TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     _REVERSALS,
+    _INVOCATIONS,
 )
 _REVERSE_PREFIX = "reverse:"  # schema 1 kept reversal records in kv under this prefix
-_TABLES = frozenset({"schema", "refreshes", "secrets", "kv", "reversals"})
+_TABLES = frozenset({"schema", "refreshes", "secrets", "kv", "reversals", "invocations"})
 _IS_REVERSAL = f"substr(key, 1, {len(_REVERSE_PREFIX)}) = '{_REVERSE_PREFIX}'"
 _COUNTED = {
     "secrets": "SELECT count(*) FROM secrets",
     "pending refreshes": "SELECT count(*) FROM refreshes",
     "key/values": "SELECT count(*) FROM kv",
     "reversal records": "SELECT count(*) FROM reversals",
+    "invocation records": "SELECT count(*) FROM invocations",
 }
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
@@ -265,6 +272,33 @@ class StateDB:
                     (resource, value),
                 )
 
+    # -- invocation records (convergent invoke): see convergent.state.invocations -------
+
+    def add_invocation(self, started: float, record: str) -> int:
+        """Store one invocation's record (JSON) and return its id."""
+        with self._write():
+            cursor = self._conn.execute(
+                "INSERT INTO invocations (started, record) VALUES (?, ?)", (started, record)
+            )
+        return int(cursor.lastrowid or 0)
+
+    def set_invocation(self, row: int, record: str) -> None:
+        """Replace the record of invocation ``row`` (its outcome is known)."""
+        with self._write():
+            self._conn.execute("UPDATE invocations SET record = ? WHERE id = ?", (record, row))
+
+    def invocations(self, since: float = 0.0) -> list[tuple[int, float, str]]:
+        """``(id, started, record)`` of the invocations started at ``since`` or later, oldest
+        first."""
+        if self._empty or self.version < 3:
+            return []
+        with self._errors("read invocations"):
+            rows = self._conn.execute(
+                "SELECT id, started, record FROM invocations WHERE started >= ? ORDER BY id",
+                (since,),
+            ).fetchall()
+        return [(int(i), float(t), str(r)) for i, t, r in rows]
+
     # -- upkeep (used by the state directory) ------------------------------------------
 
     def quick_check(self) -> str | None:
@@ -285,6 +319,8 @@ class StateDB:
                     query = f"SELECT count(*) FROM kv WHERE NOT {_IS_REVERSAL}"
                 if self.version < 2 and name == "reversal records":
                     query = f"SELECT count(*) FROM kv WHERE {_IS_REVERSAL}"
+                if self.version < 3 and name == "invocation records":
+                    query = "SELECT 0"
                 counts[name] = int(self._conn.execute(query).fetchone()[0])
         return counts
 
@@ -481,6 +517,8 @@ class StateDB:
                     f" WHERE {_IS_REVERSAL}"
                 )
                 self._conn.execute(f"DELETE FROM kv WHERE {_IS_REVERSAL}")
+            if version < 3:  # the records of convergent invoke
+                self._conn.execute(_INVOCATIONS)
             self._conn.execute("UPDATE schema SET version = ?", (SCHEMA_VERSION,))
         self.version = SCHEMA_VERSION
 

@@ -1,0 +1,396 @@
+"""vars:, --set, --vars-file, secrets, and templates in strings and files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.lang.support import cli, load, problems, write
+
+
+def content(graph: object, vid: str) -> object:
+    return graph[vid].params.content  # type: ignore[index]
+
+
+def test_vars_render_into_strings_names_and_template_files(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars:
+              greeting: hello
+              users: [alice, bob]
+              db: {host: db1, port: 5432}
+            resources:
+              - file: /etc/motd
+                content: "{{ greeting }} from {{ facts.hostname }}\\n"
+              - file: "/etc/{{ db.host }}.conf"
+                content: "{{ users | join(',') }}:{{ db.port + 1 }}"
+              - file: /etc/profile.d/site.sh
+                template: templates/site.j2
+            """,
+            "templates/site.j2": "{% for u in users %}{{ u }}={{ db.host }}\n{% endfor %}",
+        },
+    )
+    graph = load(policy)
+    assert content(graph, "file[/etc/motd]") == "hello from web-1\n"
+    assert content(graph, "file[/etc/db1.conf]") == "alice,bob:5433"
+    assert content(graph, "file[/etc/profile.d/site.sh]") == "alice=db1\nbob=db1\n"
+
+
+def test_vars_may_use_facts_and_earlier_vars(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars:
+              domain: example.org
+              site: "{{ facts.hostname }}.{{ domain }}"
+              urls: ["https://{{ site }}/", "http://{{ site }}/"]
+            resources:
+              - file: /out
+                content: "{{ urls | join(' ') }}"
+            """
+        },
+    )
+    graph = load(policy)
+    assert content(graph, "file[/out]") == "https://web-1.example.org/ http://web-1.example.org/"
+    overridden = load(policy, sets={"site": "other"})
+    assert content(overridden, "file[/out]") == "https://other/ http://other/"
+
+
+def test_a_secret_is_never_published_to_other_hosts(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - value: token
+                content: "{{ pw }}"
+              - file: /shared
+                content: "{{ pw }}"
+                meta: {export: true}
+              - file: /mine
+                content: "{{ pw }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "hunter22pw"})
+    assert [p.line for p in found] == [2, 4]
+    assert all("published to other hosts in clear" in p.message for p in found)
+
+
+def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /out
+                content: "{{ pw | int + 1 }}"
+              - file: /other
+                mode: "{{ pw }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "hunter22pw"})
+    assert found and all("hunter22pw" not in str(p) for p in found)
+
+
+def test_a_lone_expression_keeps_its_type(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars: {n: 3, on: true}
+            resources:
+              - widget: a
+                path: /a
+                count: "{{ n }}"
+              - widget: b
+                path: /b
+                count: "{{ n * 2 }}"
+            """
+        },
+    )
+    import tests.policy.support  # noqa: F401  (registers the widget kind)
+
+    graph = load(policy)
+    assert graph["widget[a]"].params.count == 3
+    assert graph["widget[b]"].params.count == 6
+
+
+def test_precedence_policy_then_vars_files_then_set_then_secrets(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars: {a: policy, b: policy, c: policy, d: policy, e: policy}
+            secrets: secrets.yaml
+            resources:
+              - file: /out
+                content: "{{ a }} {{ b }} {{ c }} {{ d }} {{ e }}"
+            """,
+            "one.yaml": "b: one\nc: one\nd: one\ne: one\n",
+            "two.yaml": "c: two\nd: two\ne: two\n",
+            "secrets.yaml": "d: secretfile\ne: secretfile\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o600)
+    graph = load(
+        policy,
+        vars_files=(str(tmp_path / "one.yaml"), str(tmp_path / "two.yaml")),
+        sets={"c": "set", "d": "set", "e": "set"},
+        secret_sets={"e": "setsecret"},
+    )
+    assert content(graph, "file[/out]") == "policy one set secretfile setsecret"
+
+
+def test_an_undefined_name_is_an_error_at_the_string(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars: {a: 1}
+            resources:
+              - file: /out
+                content: "x {{ nope }}"
+            """
+        },
+    )
+    [problem] = problems(policy)
+    assert (problem.file, problem.line, problem.column) == (str(policy), 4, 14)
+    assert "'nope' is undefined" in problem.message and "--set nope=" in problem.message
+
+
+def test_an_undefined_name_in_a_template_file_is_reported_at_its_line(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /out
+                template: t.j2
+            """,
+            "t.j2": "line one\n{% if true %}\n  {{ missing.part }}\n{% endif %}\n",
+        },
+    )
+    [problem] = problems(policy)
+    assert (problem.file, problem.line) == (str(tmp_path / "t.j2"), 3)
+    assert "'missing' is undefined" in problem.message
+
+
+def test_an_undefined_name_in_a_plain_template_file_is_reported_at_its_line(
+    tmp_path: Path,
+) -> None:
+    """A template of plain names only is rendered without Jinja2, with the same errors."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": "vars: {a: 1}\nresources:\n  - file: /out\n    template: t.j2\n",
+            "t.j2": "a={{ a }}\nmissing\nb={{ b }}\n",
+        },
+    )
+    [problem] = problems(policy)
+    assert (problem.file, problem.line) == (str(tmp_path / "t.j2"), 3)
+    assert "'b' is undefined" in problem.message
+
+
+def test_literal_braces_are_written_with_raw(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /a
+                content: "{{ .Name }}"
+              - file: /b
+                content: "{% raw %}{{ .Name }}{% endraw %}"
+            """
+        },
+    )
+    [problem] = problems(policy)
+    assert problem.line == 3 and "{% raw %}" in problem.message
+    lines = policy.read_text().splitlines()
+    policy.write_text("\n".join([lines[0], *lines[3:]]) + "\n")  # without file[/a]
+    assert load(policy)["file[/b]"].params.content == "{{ .Name }}"
+
+
+def test_the_sandbox_refuses_reaching_into_python(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars: {s: x}
+            resources:
+              - file: /out
+                content: "{{ s.__class__.__mro__ }}"
+            """
+        },
+    )
+    [problem] = problems(policy)
+    assert problem.line == 4
+    assert "__class__" in problem.message or "not allowed" in problem.message
+
+
+def test_a_template_cannot_ask_for_gigabytes(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /a
+                content: "{{ 'x' * 10000000000 }}"
+              - file: /b
+                content: "{{ 2 ** 10000000 }}"
+              - file: /c
+                content: "{{ 'ab' * 3 }}{{ 2 ** 10 }}"
+            """
+        },
+    )
+    found = problems(policy)
+    assert [p.line for p in found] == [3, 5]
+    assert all("not allowed" in p.message for p in found)
+
+
+def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            secrets: secrets.yaml
+            resources:
+              - file: /out
+                content: "{{ pw }}"
+            """,
+            "secrets.yaml": "pw: hunter22\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o640)
+    found = problems(policy)
+    assert found[0].line == 1
+    assert "chmod 600" in found[0].message
+    assert all("hunter22" not in p.message for p in found)
+
+
+def test_a_secrets_file_behind_a_symlink_is_refused(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            secrets: link.yaml
+            resources:
+              - file: /out
+                content: "{{ pw }}"
+            """,
+            "real.yaml": "pw: hunter22\n",
+        },
+    )
+    os.chmod(tmp_path / "real.yaml", 0o600)
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "real.yaml")
+    assert "cannot open" in problems(policy)[0].message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_secrets_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": "secrets: s.yaml\nresources: []\n",
+            "s.yaml": "pw: hunter22\n",
+        },
+    )
+    os.chmod(tmp_path / "s.yaml", 0o600)
+    os.chown(tmp_path / "s.yaml", 65534, 65534)
+    assert "chown it" in problems(policy)[0].message
+
+
+def test_secret_values_reach_the_file_but_never_the_report(tmp_path: Path) -> None:
+    """A --set-secret and a secrets: value are written into the file; the run's output
+    (with --diff, and under --noop) never shows them."""
+    out = tmp_path / "out.conf"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            secrets: secrets.yaml
+            resources:
+              - file: {out}
+                content: "pw={{{{ pw }}}} token={{{{ token }}}}\\n"
+            """,
+            "secrets.yaml": "pw: hunter22pw\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o600)
+    common = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0"]
+    noop = cli("run", str(policy), *common, "--noop", "--set-secret", "token=t0ps3cr3t")
+    assert noop.returncode == 0, noop.stderr
+    done = cli("run", str(policy), *common, "--diff", "--set-secret", "token=t0ps3cr3t")
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "pw=hunter22pw token=t0ps3cr3t\n"
+    out.write_text("pw=hunter22pw token=old\n")  # drift: the repair's diff would show it
+    again = cli("run", str(policy), *common, "--diff", "--set-secret", "token=t0ps3cr3t")
+    assert again.returncode == 0, again.stderr
+    for run in (noop, done, again):
+        text = run.stdout + run.stderr
+        for secret in ("hunter22", "t0ps3cr3t", "s3cr3t"):
+            assert secret not in text
+    assert "content changed (secret)" in again.stdout + again.stderr
+
+
+def test_set_and_vars_file_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            vars: {{port: 80, name_: web}}
+            resources:
+              - file: {out}
+                content: "{{{{ name_ }}}}:{{{{ port + 1 }}}}"
+            """,
+            "v.yaml": "name_: api\n",
+        },
+    )
+    done = cli(
+        "run",
+        str(policy),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--converged-timeout",
+        "0",
+        "--vars-file",
+        str(tmp_path / "v.yaml"),
+        "--set",
+        "port=8080",
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "api:8081"
+    bad = cli("check", str(policy), "--set", "no equals")
+    assert bad.returncode == 2 and "NAME=VALUE" in bad.stderr
+
+
+def test_a_plain_policy_does_not_import_jinja2(tmp_path: Path) -> None:
+    """Simple names are filled in without Jinja2; a plain policy never imports it."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            vars: {a: x}
+            resources:
+              - file: "/tmp/{{ a }}"
+                content: "{{ a }} {{ facts.os.family }}"
+            """
+        },
+    )
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from convergent.policy import load_policy; "
+        f"load_policy({str(policy)!r}); print('jinja2' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
