@@ -194,14 +194,17 @@ def test_confirm_applies_only_after_the_name_is_typed(tmp_path: Path) -> None:
 
 def test_a_noop_whose_checks_failed_does_not_count(tmp_path: Path) -> None:
     policy = site(tmp_path, NOOP_FIRST)
-    (tmp_path / "out" / "web-main.conf").mkdir()  # the file's check fails: a directory
+    # base is already right, so nothing upstream would change and the failure is not a
+    # "may" of the dry run: the file's check fails, its path being a directory.
+    (tmp_path / "out" / "base").write_text("base\n")
+    (tmp_path / "out" / "web-main.conf").mkdir()
     noop = invoke(policy, "deploy", "--noop")
-    assert noop.returncode == 1
+    assert noop.returncode == 1, noop.stdout + noop.stderr
     (tmp_path / "out" / "web-main.conf").rmdir()
     done = invoke(policy, "deploy")
     assert done.returncode == 3
     assert "require_noop_first" in done.stderr
-    assert _out(tmp_path) == []
+    assert _out(tmp_path) == ["base"]
 
 
 def test_a_policy_edited_at_the_confirmation_prompt_is_not_run(tmp_path: Path) -> None:

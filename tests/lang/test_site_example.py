@@ -33,7 +33,7 @@ def test_the_web_role_makes_a_site_per_entry_of_sites(tmp_path: Path) -> None:
     assert "Admins: alice, bob." in (root / "etc" / "motd").read_text()
     assert not (root / "var").exists()  # not a db host
     again = _run(tmp_path, "--class", "web")
-    assert again.splitlines()[-1].startswith("resources: 15, changed: 0, failed: 0")
+    assert again.splitlines()[-1].startswith("resources: 15, repaired: 0, failed: 0")
 
 
 def test_the_db_role_makes_a_grant_per_admin(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from convergent.errors import ResourceError
 from convergent.host import fs
@@ -32,6 +32,9 @@ from convergent.resources.filechange import absolute
 from convergent.resources.fileparams import FileParams
 from convergent.resources.filetree import ManagedPaths
 from convergent.resources.fswatch import FsWatcher
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["ABSENT_STATE", "RemovedPath", "form"]
 
@@ -75,6 +78,20 @@ class RemovedPath(Resource[FileParams]):
     @property
     def path(self) -> str:
         return self._path
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: the path would be gone (and with it what is below it)."""
+        from convergent.resources.predicted import Effects, Node
+
+        return Effects(paths={self._path: Node("absent", by=self.id)})
+
+    async def check_predicted(self, ctx: Context, view: View) -> Change | None:
+        """Its check, after resources upstream (those under it, in a teardown) would
+        have gone: a path they would remove is no change of its own."""
+        node = view.node(self._path)
+        if node is not None and node.kind == "absent":
+            return None
+        return await self.check(ctx)
 
     def subscribe(self, ctx: Context) -> Callable[[], None]:
         """Watch the path; register it as managed (a directory above it counts it gone)."""
