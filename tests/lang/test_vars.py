@@ -382,7 +382,10 @@ def test_a_plain_policy_does_not_import_jinja2(tmp_path: Path) -> None:
             resources:
               - file: "/tmp/{{ a }}"
                 content: "{{ a }} {{ facts.os.family }}"
-            """
+              - file: /b
+                template: plain.j2
+            """,
+            "plain.j2": "{{ a }} on {{ facts.hostname }}\n",
         },
     )
     import subprocess
