@@ -172,6 +172,8 @@ class Site:
                 inner["item"] = item
                 inner["key"] = key
             if "if" in lang and not self.holds(lang["if"][1], values, inner):
+                if kind in self.bundles:  # not here: a unit with nothing in it
+                    self._empty_use(kind, rest[0][1], inner)
                 continue
             if kind in self.bundles and kind not in LANG_ENTRY_KEYS:
                 from convergent.policy.bundles import use_bundle
@@ -199,6 +201,14 @@ class Site:
             made = MappingNode(node.tag, new_pairs, node.start_mark, node.end_mark)
             where = (origin, index) if origin is not None else None
             self.made.append(_Made(made, values, clusters, where, frozenset(hits)))
+
+    def _empty_use(self, bundle: str, name_node: Node, scope: Mapping[str, Any]) -> None:
+        """A use whose ``if:`` does not hold: references to it resolve, to nothing."""
+        from convergent.graph.identity import format_id
+
+        rendered = self.render(name_node, scope)
+        if _is_scalar(rendered) and str(rendered.value).strip():
+            self.uses.setdefault(format_id(bundle, str(rendered.value)), name_node)
 
     def holds(self, node: Node, values: Values, scope: Mapping[str, Any]) -> bool:
         """Whether the ``if:`` expression at ``node`` holds on this host."""
