@@ -74,6 +74,29 @@ resources:
     assert ("file[/etc/site-main.conf]", "noop[reload-main]", False) in edges
 
 
+def test_a_use_left_out_by_if_is_an_empty_unit(tmp_path: Path) -> None:
+    """One score for every host: a reference to a use this host leaves out still
+    resolves, to nothing."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": BUNDLE
+            + """\
+resources:
+  - webserver: main
+    root: /srv
+    if: nothere
+  - noop: after
+    require: webserver[main]
+"""
+        },
+    )
+    graph = load(policy)
+    assert set(graph) == {"noop[after]"}
+    assert graph.clusters == {"webserver[main]": ()}
+    assert list(graph.edges()) == []
+
+
 def test_wrong_params_are_reported_where_written(tmp_path: Path) -> None:
     policy = write(
         tmp_path,

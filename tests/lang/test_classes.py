@@ -44,7 +44,8 @@ def test_classes_keep_only_the_entries_whose_if_holds(tmp_path: Path) -> None:
     db = load(write(tmp_path, {"site.yaml": SITE}), facts={**FACTS, "hostname": "db-1"})
     assert set(db) == {"noop[db-only]"}
     assert load(write(tmp_path, {"site.yaml": SITE}), classes=("db",)).clusters == {
-        "site[a]": ("noop[site-a]",)
+        "site[a]": ("noop[site-a]",),
+        "site[b]": (),  # left out by its if: an empty unit
     }
 
 

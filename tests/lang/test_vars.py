@@ -382,7 +382,10 @@ def test_a_plain_policy_does_not_import_jinja2(tmp_path: Path) -> None:
             resources:
               - file: "/tmp/{{ a }}"
                 content: "{{ a }} {{ facts.os.family }}"
-            """
+              - file: /b
+                template: plain.j2
+            """,
+            "plain.j2": "{{ a }} on {{ facts.hostname }}\n",
         },
     )
     import subprocess
@@ -394,3 +397,23 @@ def test_a_plain_policy_does_not_import_jinja2(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_plain_yaml_policy_imports_nothing_of_the_language(tmp_path: Path) -> None:
+    """Start-up of a plain policy stays where it was: the language's modules, Jinja2
+    and the facts are imported only for a policy that uses them."""
+    policy = write(
+        tmp_path,
+        {"p.yaml": "resources:\n  - noop: a\n  - noop: b\n    require: [noop[a]]\n"},
+    )
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from convergent.policy import load_policy; "
+        f"load_policy({str(policy)!r}); "
+        "print(sorted(m for m in sys.modules if m.startswith(('jinja2', "
+        "'convergent.policy.lang', 'convergent.policy.template', 'convergent.host.facts'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -13,13 +13,11 @@ __all__ = ["check_command"]
 
 def check_command(args: argparse.Namespace) -> int:
     """Print ``FILE: ok (N resources, M edges)`` and return 0, or the problems and return 2."""
-    from convergent.cli.inputs import inputs_from
-    from convergent.policy.vars import VarsError
+    from convergent.cli.inputs import read_inputs
 
-    try:
-        inputs = inputs_from(args)
-    except VarsError as exc:
-        say(f"convergent: {exc}")
+    inputs, error = read_inputs(args)
+    if error is not None:
+        say(error)
         return 2
     graph = load_graph(args.file, inputs)
     if graph is None:

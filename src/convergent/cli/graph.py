@@ -20,13 +20,11 @@ NO_DOT = "graphviz 'dot' not found: install it (apt-get install graphviz) or use
 
 def graph_command(args: argparse.Namespace) -> int:
     """Write the graph; 2 for an invalid policy or a missing graphviz, 1 for an output error."""
-    from convergent.cli.inputs import inputs_from
-    from convergent.policy.vars import VarsError
+    from convergent.cli.inputs import read_inputs
 
-    try:
-        inputs = inputs_from(args)
-    except VarsError as exc:
-        say(f"convergent: {exc}")
+    inputs, error = read_inputs(args)
+    if error is not None:
+        say(error)
         return 2
     graph = load_graph(args.file, inputs)
     if graph is None:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
     from convergent.policy.vars import Inputs
 
-__all__ = ["add_input_options", "inputs_from"]
+__all__ = ["add_input_options", "inputs_from", "read_inputs"]
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -77,3 +77,15 @@ def inputs_from(args: argparse.Namespace) -> Inputs | None:
         facts=facts,
         strict=strict,
     )
+
+
+def read_inputs(args: argparse.Namespace) -> tuple[Inputs | None, str | None]:
+    """``(inputs, None)``, or ``(None, error message)`` for a bad option."""
+    try:
+        return inputs_from(args), None
+    except Exception as exc:
+        from convergent.policy.vars import VarsError
+
+        if isinstance(exc, VarsError):
+            return None, f"convergent: {exc}"
+        raise

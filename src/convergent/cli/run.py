@@ -63,13 +63,11 @@ def run_command(args: argparse.Namespace) -> int:
         from convergent.cli.remote import remote_command  # the policy goes to other hosts
 
         return remote_command(args)
-    from convergent.cli.inputs import inputs_from
-    from convergent.policy.vars import VarsError
+    from convergent.cli.inputs import read_inputs
 
-    try:
-        inputs = inputs_from(args)
-    except VarsError as exc:
-        say(f"convergent: {exc}")
+    inputs, error = read_inputs(args)
+    if error is not None:
+        say(error)
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     graph = load_graph(args.file, inputs)

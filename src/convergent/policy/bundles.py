@@ -20,7 +20,8 @@ variables, besides the policy's vars and ``facts``. A use is a unit in the graph
 entry's ``require``/``before``/``notify`` of ``webserver[main]`` reaches every resource
 the use made, and the use's own ``require``/``before``/``notify`` apply to each of them.
 The resources of each use are ``Graph.clusters["webserver[main]"]``. A use may carry
-``if:`` and ``for_each:`` like any entry.
+``if:`` and ``for_each:`` like any entry; a use its ``if:`` leaves out is an empty unit
+(references to it resolve, to nothing), so one policy serves hosts with and without it.
 """
 
 from __future__ import annotations

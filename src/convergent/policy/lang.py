@@ -1,7 +1,7 @@
 """The policy language on top of the plain format: vars, templates, for_each, ``if:``,
 bundles and includes, read into the entries and links every front end produces.
 
-A policy that uses none of it (:func:`uses_language` says) is read by
+A policy that uses none of it (``loader._uses_language`` says) is read by
 :mod:`convergent.policy.native` alone. Otherwise its YAML nodes are rewritten here before
 the plain reader sees them: every string with ``{{ ... }}`` is rendered
 (:mod:`convergent.policy.template`), an entry with ``for_each:`` becomes one entry per
@@ -16,7 +16,6 @@ line.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,24 +31,14 @@ if TYPE_CHECKING:
     from convergent.policy.bundles import Bundle
     from convergent.policy.vars import Inputs
 
-__all__ = ["LANG_ENTRY_KEYS", "LANG_TOP_KEYS", "Read", "Site", "read_site", "uses_language"]
+__all__ = ["LANG_ENTRY_KEYS", "LANG_TOP_KEYS", "Read", "Site", "read_site"]
 
 #: Top-level keys of the language (besides ``resources`` and ``collect``).
 LANG_TOP_KEYS = ("vars", "classes", "include", "bundles", "invocations", "secrets")
 #: Keys of an entry the language reads (never passed to a kind).
 LANG_ENTRY_KEYS = ("for_each", "if", "template")
-_ENTRY_KEY_LINE = re.compile(r"^[ \t]*(?:-[ \t]+)?(?:for_each|if|template)[ \t]*:", re.MULTILINE)
 _TAG = "tag:yaml.org,2002:"
 ReadEntry = Callable[[Node, Values, list[Entry], list[Link]], None]
-
-
-def uses_language(root: MappingNode, text: str) -> bool:
-    """Whether a policy needs this reader: a language key at the top, a template in a
-    string, or a language key in an entry."""
-    for key_node, _ in root.value:
-        if _is_scalar(key_node) and key_node.value in LANG_TOP_KEYS:
-            return True
-    return has_template(text) or _ENTRY_KEY_LINE.search(text) is not None
 
 
 class Read:
@@ -183,6 +172,8 @@ class Site:
                 inner["item"] = item
                 inner["key"] = key
             if "if" in lang and not self.holds(lang["if"][1], values, inner):
+                if kind in self.bundles:  # not here: a unit with nothing in it
+                    self._empty_use(kind, rest[0][1], inner)
                 continue
             if kind in self.bundles and kind not in LANG_ENTRY_KEYS:
                 from convergent.policy.bundles import use_bundle
@@ -210,6 +201,14 @@ class Site:
             made = MappingNode(node.tag, new_pairs, node.start_mark, node.end_mark)
             where = (origin, index) if origin is not None else None
             self.made.append(_Made(made, values, clusters, where, frozenset(hits)))
+
+    def _empty_use(self, bundle: str, name_node: Node, scope: Mapping[str, Any]) -> None:
+        """A use whose ``if:`` does not hold: references to it resolve, to nothing."""
+        from convergent.graph.identity import format_id
+
+        rendered = self.render(name_node, scope)
+        if _is_scalar(rendered) and str(rendered.value).strip():
+            self.uses.setdefault(format_id(bundle, str(rendered.value)), name_node)
 
     def holds(self, node: Node, values: Values, scope: Mapping[str, Any]) -> bool:
         """Whether the ``if:`` expression at ``node`` holds on this host."""

@@ -162,9 +162,7 @@ def _load_yaml(text: str, filename: str, inputs: Inputs | None = None) -> Graph[
 
         entries, links, collect = read_mgmt(root, values)
     else:
-        from convergent.policy.lang import uses_language
-
-        if uses_language(root, text) or inputs:
+        if inputs or _uses_language(root, text):
             return _load_site(root, values, inputs)
         from convergent.policy.native import read_native
 
@@ -173,6 +171,29 @@ def _load_yaml(text: str, filename: str, inputs: Inputs | None = None) -> Graph[
     if graph is None:
         raise PolicyError(problems.sorted())
     return graph
+
+
+_LANG_TOP_KEYS = frozenset(("vars", "classes", "include", "bundles", "invocations", "secrets"))
+_LANG_ENTRY_KEY = None  # compiled on first use
+
+
+def _uses_language(root: MappingNode, text: str) -> bool:
+    """Whether a policy needs the language's reader (:mod:`convergent.policy.lang`): a
+    language key at the top, a template in a string, or a language key in an entry.
+    Decided here, so that a plain policy never imports the language's modules."""
+    global _LANG_ENTRY_KEY
+    for key_node, _ in root.value:
+        if getattr(key_node, "value", None) in _LANG_TOP_KEYS:
+            return True
+    if "{{" in text or "{%" in text or "{#" in text:
+        return True
+    if _LANG_ENTRY_KEY is None:
+        import re
+
+        _LANG_ENTRY_KEY = re.compile(
+            r"^[ \t]*(?:-[ \t]+)?(?:for_each|if|template)[ \t]*:", re.MULTILINE
+        )
+    return _LANG_ENTRY_KEY.search(text) is not None
 
 
 def _load_site(root: MappingNode, values: Any, inputs: Inputs | None) -> Graph[Resource[Any]]:

@@ -185,7 +185,8 @@ class is false; `convergent check --strict` reports each one.
 **Bundles.** `params:` maps each parameter to `{type: T, default: V}` (T: str, int, float,
 bool, list, map, any; no default: every use gives it). A use is an entry
 `- BUNDLE: NAME` with the parameters; `require`/`before`/`notify` of `BUNDLE[NAME]` reach
-every resource of the use, and the use's own `require`/`before`/`notify` apply to each.
+every resource of the use, and the use's own `require`/`before`/`notify` apply to each;
+a use its `if:` leaves out is empty, so references to it still resolve.
 
 ```yaml
 vars:

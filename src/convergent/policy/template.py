@@ -222,8 +222,6 @@ def render_file(path: str, scope: Mapping[str, Any], read: dict[str, str] | None
     """The Jinja2 template file ``path`` rendered in ``scope``; TemplateError (with
     ``file`` and ``line``) when it cannot be read or rendered. ``read``: the files read
     so far in this load, by path (each is read once per load)."""
-    import jinja2
-
     source = read.get(path) if read is not None else None
     if source is None:
         source = _read_template(path)
@@ -246,6 +244,8 @@ def render_file(path: str, scope: Mapping[str, Any], read: dict[str, str] | None
             out[i] = value if isinstance(value, str) else str(value)
         else:
             return "".join(out)
+    import jinja2
+
     env = _env()
     try:
         found = _COMPILED.get((path, source))
