@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.agent import convergent
 from tests.host.hostile import NOBODY, Hostile, exchange, needs_root
 
@@ -32,6 +34,7 @@ def _leaks(out: Path) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(180)  # ~15 s alone; three runs raced by a swapping user on 2 cores
 def test_a_source_swapped_for_a_symlink_to_roots_file_is_never_copied(open_lab: Path) -> None:
     secret = open_lab / "secret"
     secret.write_bytes(SECRET)
