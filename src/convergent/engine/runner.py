@@ -343,7 +343,7 @@ class Engine:
                 await asyncio.wait(stopped)
             removed = set(done.removed)
             noop = self.noop
-            for mid in reversed(old.source.topological_order()):
+            for mid in reversed(old.source.topological_order()) if removed else ():
                 if mid not in removed:
                     continue
                 if await reverse(
@@ -386,7 +386,7 @@ class Engine:
         for vid, worker in keep.items():
             if upstream_members(worker) != before[vid]:
                 worker.poke()  # what it depends on changed: check it again
-            else:
+            elif worker.dirty:
                 worker.nudge()  # an upstream it waited for may be gone
         return new
 
