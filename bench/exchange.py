@@ -100,7 +100,8 @@ def etcd_requests(url: str) -> int:
 
 PROFILE: dict[str, str] = {}  # host -> where its cProfile output (CPU time) goes (--profile)
 _PROFILED = (
-    "import atexit, cProfile, os, runpy, sys, time; p = cProfile.Profile(time.process_time if os.environ.get('W9_WALL') is None else time.perf_counter); "
+    "import atexit, cProfile, os, runpy, sys, time; "
+    "p = cProfile.Profile(time.perf_counter if os.environ.get('W9_WALL') else time.process_time); "
     "atexit.register(p.dump_stats, {out!r}); sys.argv[0] = 'convergent'; p.enable(); "
     "runpy.run_module('convergent', run_name='__main__', alter_sys=True)"
 )

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from convergent.engine import Engine
+from convergent.engine import Converged, Engine
 from convergent.graph.core import Graph
 from convergent.resources.base import Resource, convert_params, get_kind
 
@@ -36,24 +36,31 @@ def _graph(resources: list[Resource[Any]]) -> Graph[Resource[Any]]:
     return graph
 
 
-async def _converged(engine: Engine) -> None:
+async def _converged(engine: Engine, flipped: asyncio.Event) -> None:
     async with asyncio.timeout(BOUND):
         while not engine.converged:
-            await asyncio.sleep(0.001)
+            flipped.clear()
+            await flipped.wait()
 
 
 async def one_round(where: str, files: int, add: int, swaps: int) -> float:
     """CPU ms per swap (the swap and the new files' checks and writes)."""
     resources = [_file(where, state="directory")]
     resources += [_file(f"{where}/f{i}", content=f"{i}\n") for i in range(files)]
-    engine = Engine(_graph(resources))
+    flipped = asyncio.Event()
+
+    def reporter(report: object) -> None:
+        if isinstance(report, Converged):
+            flipped.set()
+
+    engine = Engine(_graph(resources), reporter=reporter)
     run = asyncio.create_task(engine.run())
-    await _converged(engine)
+    await _converged(engine, flipped)
     cpu = time.process_time()
     for step in range(swaps):
         resources += [_file(f"{where}/g{step}-{i}", content=f"{i}\n") for i in range(add)]
         await engine.swap(_graph(resources))
-        await _converged(engine)
+        await _converged(engine, flipped)
     spent = (time.process_time() - cpu) / swaps * 1000
     engine.stop()
     await run
