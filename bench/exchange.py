@@ -10,6 +10,9 @@
   over that time (gRPC requests handled, from its /metrics), and each agent's RSS
   (VmHWM, the peak) once converged. Target: under 5 s.
 
+Both also report the agents' CPU time (user + sys of every agent process by the time all
+converged, from /proc): on a machine others share, the steadier figure for a comparison.
+
 The harness watches ``/convergent/hosts/`` through its own etcd session and counts the
 files on each converged event; agents run continuously and are stopped with SIGTERM
 after. Writes ``bench/results-w9.md`` (the format of results.md) and prints it::
