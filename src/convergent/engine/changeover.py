@@ -12,6 +12,11 @@ are all unchanged, still compatible and still apart is kept as it was, an unchan
 member that was alone stays alone, and only new or changed members are grouped afresh;
 so unchanged vertices keep their workers. (When the kept groups would reach each other
 in the new graph the whole graph is grouped afresh, and the regrouped members restart.)
+A swap costs what changed: a plan hands its :class:`~convergent.graph.autoedge.AutoEdgeCache`
+to the next, so only new or replaced resource objects are asked what they provide and
+need (a collector keeps the objects of unchanged exports), an unchanged member that is
+the same object is not compared parameter by parameter, and a graph without groupable
+candidates is not ordered for grouping.
 
 Reversal: a resource with ``meta: {reverse: true}`` whose kind is
 :class:`~convergent.resources.abilities.Reversible` is undone when it leaves the graph.
@@ -36,6 +41,7 @@ import msgspec
 
 from convergent.engine.report import Changed, ChangeText, Failed, Report, WouldChange
 from convergent.errors import GraphError, as_resource_error
+from convergent.graph.autoedge import AutoEdgeCache
 from convergent.graph.autogroup import GreedyGrouper
 from convergent.graph.core import Graph
 from convergent.resources.abilities import PlansReverse, RecordsReverse, Reversible
@@ -124,15 +130,27 @@ def _apart(graph: Graph[Any], members: Sequence[str]) -> bool:
 class Plan:
     """A graph as the engine runs it; see the module docstring."""
 
-    __slots__ = ("bindings", "graph", "source", "vertex_of")
+    __slots__ = ("bindings", "cache", "graph", "source", "vertex_of")
 
-    def __init__(self, source: Graph[Resource[Any]], grouper: Grouper | None = None) -> None:
+    def __init__(
+        self,
+        source: Graph[Resource[Any]],
+        grouper: Grouper | None = None,
+        *,
+        cache: AutoEdgeCache | None = None,
+        received: dict[str, tuple[Binding, ...]] | None = None,
+    ) -> None:
         """Raises GraphError for a dangling edge, a cycle, a wrong recv (a secret into a
         ``value`` included: the world holds no secret in clear) or a semaphore with two
-        sizes."""
+        sizes. ``cache``: the automatic edge uids of an earlier plan's vertices, reused
+        for the same resource objects (a swap asks only the new ones); ``received``: the
+        recv bindings of ``source`` when the caller has them already."""
         source.validate()
         self.source = source
-        self.bindings: dict[str, tuple[Binding, ...]] = bindings(source)
+        self.cache = cache if cache is not None else AutoEdgeCache()
+        self.bindings: dict[str, tuple[Binding, ...]] = (
+            received if received is not None else bindings(source)
+        )
         for rid, pairs in self.bindings.items():
             secret = next((b for b in pairs if b.secret), None)
             if secret is not None and source[rid].kind == "value":
@@ -142,11 +160,12 @@ class Plan:
                 )
         excluded = set(self.bindings)
         try:
-            graph = prepare(source, grouper=grouper or Grouper(excluded))
+            graph = prepare(source, grouper=grouper or Grouper(excluded), cache=self.cache)
         except ValueError:
             if grouper is None:
                 raise
-            graph = prepare(source, grouper=Grouper(excluded))  # kept groups reach each other
+            # kept groups reach each other
+            graph = prepare(source, grouper=Grouper(excluded), cache=self.cache)
         check_semaphores(graph)
         self.graph = graph
         self.vertex_of: dict[str, str] = {}
@@ -218,7 +237,8 @@ def plan_swap(
         for mid, vid in old.vertex_of.items()
         if vid == mid and mid in graph and mid not in restart
     }
-    plan = Plan(graph, Grouper(set(received), keep_groups, alone))
+    grouper = Grouper(set(received), keep_groups, alone)
+    plan = Plan(graph, grouper, cache=old.cache, received=received)
     keep: dict[str, Worker] = {}
     for vid, payload in plan.graph.vertices.items():
         worker = workers.get(vid)
@@ -239,6 +259,8 @@ def _unchanged(
     current = running.get(mid)
     if current is None or type(current) is not type(resource):
         return False
+    if current is resource and mid not in old.bindings and mid not in new_bindings:
+        return True  # the same object receiving nothing (a collected export kept as built)
     worker = workers.get(old.vertex_of.get(mid, ""))
     declared = worker.declared if worker is not None and worker.resource is current else None
     params = declared if declared is not None else current.params

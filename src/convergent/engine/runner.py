@@ -377,7 +377,7 @@ class Engine:
                 await asyncio.wait(stopped)
             removed = set(done.removed)
             noop = self.noop
-            for mid in reversed(old.source.topological_order()):
+            for mid in reversed(old.source.topological_order()) if removed else ():
                 if mid not in removed:
                     continue
                 if await reverse(
@@ -423,7 +423,7 @@ class Engine:
         for vid, worker in keep.items():
             if upstream_members(worker) != before[vid]:
                 worker.poke()  # what it depends on changed: check it again
-            else:
+            elif worker.dirty:
                 worker.nudge()  # an upstream it waited for may be gone
         return new
 
@@ -469,10 +469,9 @@ class Engine:
             # graph took (at most BURST s): making graphs takes at most a fifth of the time.
             await asyncio.sleep(min(4 * spent, BURST) if loop.time() - last < BURST else 0)
             self._world_wake.clear()
-            start = loop.time()
             base = self._base
             try:
-                await self._sync_world(base)
+                made = await self._sync_world(base)
             except Exception as exc:  # the world failed (etcd away...): try again later
                 failures += 1
                 delay = min(WORLD_RETRY * 2 ** (failures - 1), 5.0)
@@ -481,16 +480,17 @@ class Engine:
                 continue
             failures = 0
             last = loop.time()
-            spent = last - start
+            spent = made  # making the graph, not the world's round trips (W9a)
             if self._world_held and base is self._base:
                 self._world_held = False
                 self._convergence.holds -= 1
                 self._recount()
 
-    async def _sync_world(self, base: Graph[Resource[Any]]) -> None:
+    async def _sync_world(self, base: Graph[Resource[Any]]) -> float:
+        """Publish, withdraw, collect; the seconds spent making and swapping the graph."""
         hosts = self._hosts
         if hosts is None and not (self._cluster or _uses_world(base)):
-            return  # nothing exported or collected, one host: the world is not needed
+            return 0.0  # nothing exported or collected, one host: the world is not needed
         world = self.the_world()
         if hosts is None:
             collector = Collector(world.hostname, self.report)
@@ -517,13 +517,15 @@ class Engine:
             hosts.stop()
         lock = self._swap_lock
         if lock is None or base is not self._base:
-            return
+            return 0.0
         async with lock:
             if self._tg is None or base is not self._base:
-                return
+                return 0.0
+            began = time.perf_counter()
             graph = collector.graph_for(base)
             if not _same_graph(graph, self._plan.source):
                 await self._swap(graph, None)
+            return time.perf_counter() - began
 
     async def _publish_converged(self) -> None:
         """Cluster-wide convergence: keep this agent's converged key up to date."""

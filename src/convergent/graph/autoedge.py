@@ -22,18 +22,31 @@ automatic edge and gives none (its ``provides()`` are not seen). Its explicit ed
 An automatic edge never closes a cycle: one that would is skipped, so explicit edges win,
 and among automatic edges the earlier one (vertex order, then group order) wins. An edge
 that already exists is not added again (an explicit ``notify`` stays as it is).
+
+A graph that changes a little at a time (the engine's live changeover, collected
+resources arriving) passes an :class:`AutoEdgeCache`: each vertex's ``provides()`` and
+``needs()`` are asked once (:func:`vertex_uids`) and reused while the vertex holds the same
+payload object, so preparing a graph that gained k vertices asks only those k.
 """
 
 from __future__ import annotations
 
 import graphlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, overload
 
 from convergent.graph.core import Edge, Graph, Identified
 
-__all__ = ["AutoEdgePlan", "autoedges", "copy_graph", "path_uids", "plan_autoedges"]
+__all__ = [
+    "AutoEdgeCache",
+    "AutoEdgePlan",
+    "autoedges",
+    "copy_graph",
+    "path_uids",
+    "plan_autoedges",
+    "vertex_uids",
+]
 
 T = TypeVar("T", bound=Identified)
 
@@ -102,18 +115,64 @@ def _enabled(payload: object) -> bool:
     return bool(getattr(getattr(payload, "meta", None), "autoedge", True))
 
 
-def plan_autoedges(graph: Graph[T]) -> AutoEdgePlan:
+_Uids = tuple[tuple[str, ...], Any]  # provides(), needs() (called lazily by _plan)
+
+
+def vertex_uids(payload: object) -> _Uids | None:
+    """The per-vertex step: what ``payload`` provides and needs, or None when it takes no
+    part (no AutoEdges methods, or ``meta: {autoedge: false}``)."""
+    provides = getattr(payload, "provides", None)
+    needs = getattr(payload, "needs", None)
+    if provides is None or needs is None or not _enabled(payload):
+        return None
+    return tuple(provides()), tuple(needs())
+
+
+class AutoEdgeCache:
+    """:func:`vertex_uids` of each vertex, kept across preparations of a changing graph;
+    an entry counts only while its vertex holds the same payload object."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[object, _Uids | None]] = {}
+
+    def get(self, vid: str, payload: object) -> _Uids | None:
+        known = self._entries.get(vid)
+        if known is not None and known[0] is payload:
+            return known[1]
+        uids = vertex_uids(payload)
+        self._entries[vid] = (payload, uids)
+        return uids
+
+    def keep_only(self, vids: Iterable[str]) -> None:
+        """Forget the vertices not in ``vids`` (they left the graph)."""
+        wanted = set(vids)
+        self._entries = {v: e for v, e in self._entries.items() if v in wanted}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def plan_autoedges(graph: Graph[T], cache: AutoEdgeCache | None = None) -> AutoEdgePlan:
     """The automatic edges of ``graph`` (which must be valid: see ``Graph.validate``)."""
-    added, skipped = _plan(graph)
+    added, skipped = _plan(graph, cache)
     return AutoEdgePlan([Edge(s, t) for s, t in added], [Edge(s, t) for s, t in skipped])
 
 
-def autoedges(graph: Graph[T]) -> Graph[T]:
-    """A new graph: ``graph`` with its automatic edges. ``graph`` is not changed."""
+def autoedges(graph: Graph[T], cache: AutoEdgeCache | None = None) -> Graph[T]:
+    """A new graph: ``graph`` with its automatic edges. ``graph`` is not changed.
+    ``cache``: the vertices' uids from an earlier call (see :class:`AutoEdgeCache`)."""
     graph.validate()
     result = copy_graph(graph)
-    for source, target in _plan(graph)[0]:
+    added = _plan(graph, cache)[0]
+    for source, target in added:
         result.add_edge(source, target)
+    # Valid still: no dangling edge was added, and every edge that would close a cycle
+    # was skipped (validate() would only walk it all again).
+    result._valid = True
+    if cache is not None:
+        cache.keep_only(graph.vertices)
     return result
 
 
@@ -124,28 +183,28 @@ def copy_graph(graph: Graph[T]) -> Graph[T]:
     result._vertices = dict(graph._vertices)
     result._out = {v: dict(targets) for v, targets in graph._out.items()}
     result._in = {v: dict(sources) for v, sources in graph._in.items()}
+    result._valid = graph._valid
     return result
 
 
 _Pair = tuple[str, str]
 
 
-def _plan(graph: Graph[T]) -> tuple[list[_Pair], list[_Pair]]:
+def _plan(graph: Graph[T], cache: AutoEdgeCache | None = None) -> tuple[list[_Pair], list[_Pair]]:
     providers: dict[str, list[str]] = {}
     needers: list[tuple[str, Any]] = []
     for vid, payload in graph.vertices.items():
-        provides = getattr(payload, "provides", None)
-        needs = getattr(payload, "needs", None)
-        if provides is None or needs is None or not _enabled(payload):
+        uids = cache.get(vid, payload) if cache is not None else vertex_uids(payload)
+        if uids is None:
             continue
-        for uid in provides():
+        for uid in uids[0]:
             providers.setdefault(uid, []).append(vid)
-        needers.append((vid, needs))
+        needers.append((vid, uids[1]))
 
     wanted: list[_Pair] = []
     seen: set[_Pair] = set()
     for vid, needs in needers:
-        for group in needs():
+        for group in needs:
             for uid in group:
                 found = providers.get(uid)
                 if found is None or (len(found) == 1 and found[0] == vid):

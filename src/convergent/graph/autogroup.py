@@ -89,6 +89,8 @@ class GreedyGrouper:
         candidates: Sequence[str],
         compatible: Callable[[T, T], bool],
     ) -> list[list[str]]:
+        if len(candidates) < 2:
+            return []  # nothing to merge: the graph's order is not needed
         order = graph.topological_order()
         wanted = set(candidates)
         index = {v: i for i, v in enumerate(v for v in order if v in wanted)}

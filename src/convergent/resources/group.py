@@ -49,7 +49,7 @@ from typing import Any, ClassVar, cast
 import msgspec
 
 from convergent.errors import ResourceError
-from convergent.graph.autoedge import autoedges
+from convergent.graph.autoedge import AutoEdgeCache, autoedges
 from convergent.graph.autogroup import Grouper, autogroup
 from convergent.graph.core import Graph
 from convergent.resources.abilities import Groupable, Member, Refreshable
@@ -317,13 +317,20 @@ class _Rules:
 RULES = _Rules()
 
 
-def prepare(graph: Graph[Resource[Any]], *, grouper: Grouper | None = None) -> Graph[Resource[Any]]:
+def prepare(
+    graph: Graph[Resource[Any]],
+    *,
+    grouper: Grouper | None = None,
+    cache: AutoEdgeCache | None = None,
+) -> Graph[Resource[Any]]:
     """A new graph: ``graph`` with its automatic edges, then its automatic groups.
 
     Raises what ``Graph.validate`` raises for a dangling edge or a cycle. ``grouper``
-    replaces the default greedy grouping algorithm.
+    replaces the default greedy grouping algorithm. ``cache``: the vertices' automatic
+    edge uids from the preparation of an earlier version of the graph (a vertex holding
+    the same resource object is not asked again).
     """
-    return autogroup(autoedges(graph), RULES, grouper)
+    return autogroup(autoedges(graph, cache), RULES, grouper)
 
 
 # -- small pieces -----------------------------------------------------------------------
