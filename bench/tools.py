@@ -168,11 +168,17 @@ def _ansible(tool: Tool, workload: Workload, target: Path, workdir: Path) -> Inv
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_PYTHON_INTERPRETER=str(PEERS_BIN / "python"),
+        ANSIBLE_PYTHON_INTERPRETER=str(_peer_python()),
         ANSIBLE_RETRY_FILES_ENABLED="false",
     )
     argv = [_exe(tool), "-i", "localhost,", "-c", "local", str(playbook)]
     return Invocation(argv, env, workdir)
+
+
+def _peer_python() -> Path:
+    """The peers' venv python (pip-installed Ansible), else the system's (apt's Ansible)."""
+    python = PEERS_BIN / "python"
+    return python if python.exists() else Path("/usr/bin/python3")
 
 
 def _pyinfra(tool: Tool, workload: Workload, target: Path, workdir: Path) -> Invocation:
