@@ -41,7 +41,8 @@ def _base_tool(checkout: Path) -> Tool:
     def layout(tool: Tool, workload: wl.Workload, target: Path, workdir: Path) -> Invocation:
         policy = workdir / "policy.yaml"
         policy.write_text(tool.generate(workload, target))
-        argv = [str(exe), "run", str(policy), "--converged-timeout", "0"]
+        state = str(workdir / "state")
+        argv = [str(exe), "run", str(policy), "--converged-timeout", "0", "--state-dir", state]
         return Invocation(argv, clean_env(), workdir)
 
     return dataclasses.replace(ours, name="base", layout=layout)

@@ -107,7 +107,8 @@ def _exe(tool: Tool) -> str:
 def _convergent(tool: Tool, workload: Workload, target: Path, workdir: Path) -> Invocation:
     policy = workdir / "policy.yaml"
     policy.write_text(tool.generate(workload, target))
-    argv = [_exe(tool), "run", str(policy), "--converged-timeout", "0"]
+    state = str(workdir / "state")  # its own, as each tool has; not the machine's
+    argv = [_exe(tool), "run", str(policy), "--converged-timeout", "0", "--state-dir", state]
     return Invocation(argv, clean_env(), workdir)
 
 
