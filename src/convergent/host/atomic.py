@@ -38,6 +38,7 @@ __all__ = [
     "COMMIT_BATCH",
     "MARK",
     "SYNC",
+    "SYNCFS_FROM",
     "Commits",
     "Sweeper",
     "create_temp",
@@ -51,6 +52,9 @@ COMMIT_BATCH = 128  # written temp files (and their descriptors) waiting at most
 # How a batch's data is made durable: "syncfs", "fdatasync-pool" or "fsync" (bench/writes.py
 # compares them; "none", no sync at all, is its floor and nothing else's).
 SYNC = "syncfs"
+# Fewer files than this in a batch are fsynced one by one instead: a repair of one file
+# should not wait for what other processes left dirty on the file system.
+SYNCFS_FROM = 8
 MARK = "trusted.convergent"  # xattr only root can set: "this temp file is the agent's"
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -229,8 +233,9 @@ class Commits:
     every file written in the same pass of the event loop goes in one batch (or as soon
     as :data:`COMMIT_BATCH` are waiting, which bounds the open descriptors). A flush
     makes the data of every temp file durable (:data:`SYNC`: one ``syncfs`` per file
-    system, by default), then renames each over its path, then fsyncs each directory
-    once, and only then tells each caller. So a reader never sees a torn file (the name
+    system by default, an fsync each below :data:`SYNCFS_FROM` files), then renames
+    each over its path, then fsyncs each directory once, and only then tells each
+    caller. So a reader never sees a torn file (the name
     points at the old file or the whole new one), and a change that was reported is on
     disk: a crash after the report loses nothing. bench/writes.py measures the ways
     (docs/performance.md keeps the figures). A file whose ``commit`` was cancelled before
@@ -315,7 +320,7 @@ def _sync_data(items: list[_Temp], dirs: dict[tuple[int, int], int]) -> list[_Te
     """Make the data of ``items`` durable and close them; the ones that made it."""
     if not items:
         return items
-    if SYNC == "fsync":
+    if SYNC == "fsync" or (SYNC == "syncfs" and len(items) < SYNCFS_FROM):
         for item in items:
             item.sync(os.fsync)
     elif SYNC == "none":  # bench/writes.py's floor only: nothing made durable
