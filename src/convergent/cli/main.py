@@ -417,6 +417,9 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
+    from convergent.cli.lazytls import import_asyncio
+
+    import_asyncio()  # ssl loaded when TLS is used, not at every start (cli/lazytls.py)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -437,9 +440,6 @@ def entry() -> None:
     guarantees), freeing every module and object one by one is work nobody sees, ~2.5 ms
     of a 10-file run here. Call :func:`main` to run the command line in-process.
     """
-    from convergent.cli.lazytls import import_asyncio
-
-    import_asyncio()  # ssl loaded when TLS is used, not at every start (cli/lazytls.py)
     code = main()
     _exit(code)
 

@@ -154,9 +154,8 @@ class Worker:
         self.tries = 0  # failed check/apply tries since the last success
         self.watch_tries = 0  # failed watches since the watch last proved itself
         self.blocked_by: str | None = None
-        # Senders owed a refresh, senders that notified this pass (replaced, never changed)
-        self.refresh_from: frozenset[str] = _NONE
-        self.renotified: frozenset[str] = _NONE
+        self.refresh_from: frozenset[str] = _NONE  # senders owed a refresh (never mutated)
+        self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
         self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
         self.wake = Wake(self)
