@@ -595,4 +595,3 @@ class File(Resource[FileParams], kind="file"):
         from convergent.resources.filereverse import reverse
 
         return await reverse(self, ctx)
-
