@@ -386,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
 
     The cyclic garbage collector is off during start-up (imports, policy loading), which
     makes many long-lived objects and almost no garbage: a W2 run spent ~30 ms in ~120
-    collections, ~9 ms this way. ``run`` turns it back on (after ``gc.freeze()``) before
-    the engine starts; the collector's state is restored on return.
+    collections, ~9 ms this way. ``run`` turns it back on (after ``gc.freeze()``) at the
+    engine's first convergence; the collector's state is restored on return.
     """
     import gc
 
