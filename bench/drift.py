@@ -6,20 +6,23 @@ each picks a different file, deletes it (even trials) or overwrites its content 
 trials), and times until the file holds the right content again. Detection uses
 inotify on the target directory (asyncinotify, independent of the agent's own watcher); on
 every event for that file the harness reads it, so the time recorded is when the
-harness saw the right content, an upper bound on the agent's own repair time.
+harness saw the right content, an upper bound on the agent's own repair time. The
+harness's inotify is read through ctypes on the event loop (no package needed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import random
 import signal
 import statistics
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from tools import Invocation
 from workloads import Workload
@@ -67,8 +70,6 @@ async def _measure(
     trial_timeout: float,
     start_timeout: float,
 ) -> DriftResult:
-    from asyncinotify import Inotify, Mask
-
     argv = list(inv.argv)
     if "--converged-timeout" in argv:
         at = argv.index("--converged-timeout")
@@ -93,9 +94,7 @@ async def _measure(
         chosen = rng.sample(list(workload.files), trials)
         latencies: list[float] = []
         failures = 0
-        mask = Mask.CREATE | Mask.MOVED_TO | Mask.CLOSE_WRITE
-        with Inotify() as inotify:
-            inotify.add_watch(target, mask)
+        with _Inotify(target, _CREATE | _MOVED_TO | _CLOSE_WRITE) as inotify:
             for i, spec in enumerate(chosen):
                 path = target / spec.name
                 expected = spec.content.encode()
@@ -136,13 +135,52 @@ async def _copy(stream: asyncio.StreamReader, out: BinaryIO) -> None:
         out.write(line)
 
 
-async def _until_right(inotify: Any, path: Path, expected: bytes) -> None:
+_CLOSE_WRITE, _MOVED_TO, _CREATE = 0x8, 0x80, 0x100
+
+
+class _Inotify:
+    """inotify on one directory, read on the event loop: ``await get()`` is the name of
+    the next entry with an event."""
+
+    def __init__(self, directory: Path, mask: int) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {directory}")
+        self.names: list[str] = []
+        self.ready = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self.fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        offset = 0
+        while offset < len(data):
+            _, _, _, size = struct.unpack_from("iIII", data, offset)
+            self.names.append(data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode())
+            offset += 16 + size
+        self.ready.set()
+
+    async def get(self) -> str:
+        while not self.names:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.names.pop(0)
+
+    def __enter__(self) -> _Inotify:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        os.close(self.fd)
+
+
+async def _until_right(inotify: _Inotify, path: Path, expected: bytes) -> None:
     name = path.name
     while True:
-        event = await inotify.get()
-        if event.name is None or str(event.name) != name:
-            continue
-        if _holds(path, expected):
+        if await inotify.get() == name and _holds(path, expected):
             return
 
 

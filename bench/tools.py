@@ -107,7 +107,8 @@ def _exe(tool: Tool) -> str:
 def _convergent(tool: Tool, workload: Workload, target: Path, workdir: Path) -> Invocation:
     policy = workdir / "policy.yaml"
     policy.write_text(tool.generate(workload, target))
-    argv = [_exe(tool), "run", str(policy), "--converged-timeout", "0"]
+    state = str(workdir / "state")  # its own, as each tool has; not the machine's
+    argv = [_exe(tool), "run", str(policy), "--converged-timeout", "0", "--state-dir", state]
     return Invocation(argv, clean_env(), workdir)
 
 
@@ -168,11 +169,17 @@ def _ansible(tool: Tool, workload: Workload, target: Path, workdir: Path) -> Inv
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_LOCALHOST_WARNING="false",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_PYTHON_INTERPRETER=str(PEERS_BIN / "python"),
+        ANSIBLE_PYTHON_INTERPRETER=str(_peer_python()),
         ANSIBLE_RETRY_FILES_ENABLED="false",
     )
     argv = [_exe(tool), "-i", "localhost,", "-c", "local", str(playbook)]
     return Invocation(argv, env, workdir)
+
+
+def _peer_python() -> Path:
+    """The peers' venv python (pip-installed Ansible), else the system's (apt's Ansible)."""
+    python = PEERS_BIN / "python"
+    return python if python.exists() else Path("/usr/bin/python3")
 
 
 def _pyinfra(tool: Tool, workload: Workload, target: Path, workdir: Path) -> Invocation:

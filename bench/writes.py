@@ -4,12 +4,18 @@ in process, without start-up, policy or engine.
     .venv/bin/python bench/writes.py [N] [--repeats 7]
 
 Writes (W1's core): N new files checked and applied concurrently on one event loop (as
-the engine's workers do), into a directory emptied before each repeat. Two ways of
-committing the temp files are timed, interleaved, in the same run:
+the engine's workers do), into a directory emptied before each repeat. The ways of
+committing the temp files are timed, interleaved, in the same run; each keeps the
+guarantee (data durable before the rename, the directory synced before the report):
 
-- ``one by one``: ``COMMIT_BATCH = 1``, each file fsynced and renamed on its own;
-- ``batched``: the default, the fsyncs and renames of the files written in one pass of
-  the event loop done together (``convergent.host.atomic.Commits``).
+- ``one by one``: ``COMMIT_BATCH = 1``, each file fsynced, renamed, its directory
+  fsynced, on its own;
+- ``fsync each``: a batch (the files written in one pass of the event loop,
+  ``convergent.host.atomic.Commits``) with one fsync per file, then the renames, then
+  one fsync per directory;
+- ``fdatasync pool``: the batch's fdatasyncs run together in a pool of 16 threads;
+- ``syncfs``: one ``syncfs()`` per file system for the whole batch (the default);
+- ``no sync``: the batch without any sync, the floor (not a way convergent runs).
 
 Checks (W2's core): N converged files checked, two ways, interleaved:
 
@@ -111,21 +117,28 @@ def main() -> None:
     parser.add_argument("size", nargs="?", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    default = atomic.COMMIT_BATCH
-    ways = {"one by one": 1, "batched": default}
+    default, sync = atomic.COMMIT_BATCH, atomic.SYNC
+    ways = {
+        "one by one": (1, "fsync"),
+        "fsync each": (default, "fsync"),
+        "fdatasync pool": (default, "fdatasync-pool"),
+        "syncfs": (default, "syncfs"),
+        "no sync": (default, "none"),
+    }
     writes: dict[str, list[float]] = {way: [] for way in ways}
     checks: dict[str, list[float]] = {"by path": [], "by descriptor": []}
     root = Path(tempfile.mkdtemp(prefix="convergent-writes-", dir="/tmp"))
     try:
         target = root / "target"
         for _ in range(args.repeats):
-            for way, batch in ways.items():
+            for way, (batch, how) in ways.items():
                 if target.exists():
                     shutil.rmtree(target)
                 target.mkdir()
-                atomic.COMMIT_BATCH = batch
+                os.sync()  # each way starts with nothing of the others' left to write
+                atomic.COMMIT_BATCH, atomic.SYNC = batch, how
                 writes[way].append(asyncio.run(_write_all(target, args.size)))
-        atomic.COMMIT_BATCH = default
+        atomic.COMMIT_BATCH, atomic.SYNC = default, sync
         files = _files(target, args.size)
         paths = [(f"{target}/f{i:04d}", f"i am f{i:04d}\n".encode()) for i in range(args.size)]
         runs: dict[str, Callable[[], float]] = {
@@ -136,10 +149,11 @@ def main() -> None:
             for way, run in runs.items():
                 checks[way].append(run())
     finally:
-        atomic.COMMIT_BATCH = default
+        atomic.COMMIT_BATCH, atomic.SYNC = default, sync
         shutil.rmtree(root, ignore_errors=True)
     medians = _show(writes, args.size)
-    print(f"batched / one by one: {medians['batched'] / medians['one by one']:.2f}")
+    for way in ways:
+        print(f"{way} / one by one: {medians[way] / medians['one by one']:.2f}")
     medians = _show(checks, args.size)
     ratio = medians["by descriptor"] / medians["by path"]
     print(f"checks by descriptor / by path: {ratio:.2f} (in process, start-up left out)")

@@ -1,4 +1,5 @@
-"""TLS keeps working in the agent's process: the run path leaves asyncio's ssl support alone."""
+"""TLS keeps working in the agent's process: the run path does not load ``ssl``
+(cli/lazytls.py), and the first use of TLS, whichever way it comes, loads it for asyncio."""
 
 from __future__ import annotations
 
@@ -10,18 +11,29 @@ from pathlib import Path
 
 import pytest
 
-# Runs in a process started like the CLI: the real `run` command first (its imports, its
-# run; nothing imported before it), then an asyncio TLS round trip with a server on
-# 127.0.0.1 in the same process.
+# Runs in a process started like the CLI (`entry`: asyncio imported without ssl, then the
+# real `run` command; nothing imported before it), then an asyncio TLS round trip with a
+# server on 127.0.0.1 in the same process. FIRST says how TLS is first reached: `import`,
+# an `import ssl` as httpx or asyncssh do; `asyncio`, asyncio's own reach for the module
+# (the default context of `ssl=True`) before anything imports it.
 CHILD = textwrap.dedent(
     """
     import sys
+    from convergent.cli.lazytls import import_asyncio
     from convergent.cli.main import main
 
-    policy, state, cert, key = sys.argv[1:5]
+    policy, state, cert, key, first = sys.argv[1:6]
+    import_asyncio()
     code = main(["run", policy, "--converged-timeout", "0", "--state-dir", state])
     assert code == 0, code
-    import asyncio, ssl  # only now: whatever the run imported stays as the run left it
+    assert "ssl" not in sys.modules, "the run loaded ssl"
+    import asyncio
+    if first == "asyncio":
+        default = asyncio.sslproto._create_transport_context(False, "localhost")
+    import ssl
+    if first == "asyncio":
+        assert isinstance(default, ssl.SSLContext)
+    assert asyncio.sslproto.ssl is ssl and asyncio.base_events.ssl is ssl
 
     async def round_trip():
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -67,12 +79,16 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_asyncio_tls_connection_works_after_a_run_in_the_same_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", ["import", "asyncio"])
+def test_asyncio_tls_connection_works_after_a_run_in_the_same_process(
+    tmp_path: Path, first: str
+) -> None:
     cert, key = _self_signed(tmp_path)
     policy = tmp_path / "policy.yaml"
     policy.write_text(f'resources:\n  - file: {tmp_path / "managed"}\n    content: "x\\n"\n')
+    files = [str(policy), str(tmp_path / "state"), str(cert), str(key)]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(policy), str(tmp_path / "state"), str(cert), str(key)],
+        [sys.executable, "-c", CHILD, *files, first],
         capture_output=True,
         text=True,
         timeout=60,

@@ -165,3 +165,24 @@ def test_after_lock_runs_once_the_lock_is_held_and_before_the_database_opens(
     with open_state_dir(str(tmp_path), mode="shared", after_lock=after_lock):
         pass
     assert len(seen) == 1  # readers never reap
+
+
+def test_a_start_copies_the_database_again_only_when_it_changed(tmp_path: Path) -> None:
+    """The backup holds the database as the last start found it: a start that finds the
+    database unchanged since the backup was made leaves it (no copy, no fsync); a
+    database changed behind the backup's back (an agent killed before its closing copy)
+    is copied again."""
+    with open_state_dir(str(tmp_path), mode="exclusive") as opened:
+        assert opened.db is not None
+        opened.db.set_kv("k", "one")
+    made = (tmp_path / BACKUP).stat()
+    with open_state_dir(str(tmp_path), mode="exclusive"):
+        pass
+    assert (tmp_path / BACKUP).stat().st_ino == made.st_ino  # unchanged: not copied again
+    with StateDB(tmp_path / "state.db") as db:  # a write the closing copy never saw
+        db.set_kv("k", "two")
+    with (
+        open_state_dir(str(tmp_path), mode="exclusive"),
+        StateDB(tmp_path / BACKUP, readonly=True) as backup,
+    ):
+        assert backup.get_kv("k") == "two"

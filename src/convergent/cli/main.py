@@ -555,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
 
     The cyclic garbage collector is off during start-up (imports, policy loading), which
     makes many long-lived objects and almost no garbage: a W2 run spent ~30 ms in ~120
-    collections, ~9 ms this way. ``run`` turns it back on (after ``gc.freeze()``) before
-    the engine starts; the collector's state is restored on return.
+    collections, ~9 ms this way. ``run`` turns it back on (after ``gc.freeze()``) at the
+    engine's first convergence; the collector's state is restored on return.
     """
     import gc
 
@@ -586,6 +586,9 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
+    from convergent.cli.lazytls import import_asyncio
+
+    import_asyncio()  # ssl loaded when TLS is used, not at every start (cli/lazytls.py)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

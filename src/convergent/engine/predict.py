@@ -121,7 +121,7 @@ class Prediction:
             if received is MISSING:
                 return
         pending = frozenset(worker.refresh_from)  # from the state database
-        worker.renotified.clear()
+        worker.renotified = frozenset()
         ctx.refresh = pending
         senders = self.notified.get(vid, {})
         change: Change | None = None
@@ -132,7 +132,7 @@ class Prediction:
                 refresh = await self._refresh(worker, view, sorted(senders))
         except Uncertain as exc:
             self._may(worker, view, exc.summary, exc.reason, notifies)
-            worker.refresh_from.clear()
+            worker.refresh_from = frozenset()
             worker._passed(received)
             return
         except ResourceError as exc:
@@ -141,12 +141,12 @@ class Prediction:
             # e.g. an owner a `user` upstream would create: the check cannot be made yet
             reason = f"its check cannot be made before {view.describe().removeprefix('upstream ')}"
             self._may(worker, view, "may change", f"{reason}: {exc.message}", notifies)
-            worker.refresh_from.clear()
+            worker.refresh_from = frozenset()
             worker._passed(received)
             return
         finally:
             ctx.refresh = frozenset()
-        worker.refresh_from.clear()
+        worker.refresh_from = frozenset()
         if pending and isinstance(res, Refreshable):
             runtime.report(Log(vid, f"would refresh (notified by {', '.join(sorted(pending))})"))
         taint = view.taint(res)

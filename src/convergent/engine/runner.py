@@ -149,7 +149,11 @@ class Engine:
         if self._tg is None:
             coro.close()
             return None
-        return self._tg.create_task(coro, name=name)
+        try:
+            return self._tg.create_task(coro, name=name)
+        except RuntimeError:  # the group is shutting down: the run ends, nothing starts
+            coro.close()
+            return None
 
     def shared(self, factory: Callable[[], S]) -> S:
         service = self._services.get(factory)

@@ -40,6 +40,7 @@ from convergent.engine.report import (
     Report,
     WouldChange,
 )
+from convergent.engine.wake import Wake
 from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
@@ -116,6 +117,7 @@ class Worker:
         "declared",
         "dirty",
         "downstream",
+        "looping",
         "members",
         "meta",
         "notifies",
@@ -164,7 +166,8 @@ class Worker:
         self.tried: dict[str, Any] = {}  # values it last tried to receive (some missing)
         self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
         self.sender = any(getattr(type(m), "sends", None) for m in self.members)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] | None = None  # made for the first task
+        self.looping = False  # its loop runs (started by start(), then by kick())
         self.unsubscribe: Callable[[], None] | None = None  # a subscribe-kind's watch
         self.stopped = False
         self.upstream: list[Worker] = []
@@ -179,11 +182,11 @@ class Worker:
         self.tries = 0  # failed check/apply tries since the last success
         self.watch_tries = 0  # failed watches since the watch last proved itself
         self.blocked_by: str | None = None
-        self.refresh_from: set[str] = set()  # senders (vertices) owed a refresh
-        self.renotified: set[str] = set()  # senders that notified during this pass
+        self.refresh_from: frozenset[str] = _NONE  # senders owed a refresh (never mutated)
+        self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
         self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
-        self.wake = asyncio.Event()
+        self.wake = Wake(self)
         self.ctx = Context(
             resource.id,
             ready=self._on_ready,
@@ -271,7 +274,7 @@ class Worker:
 
     def owe(self, senders: Iterable[str]) -> None:
         """Refreshes found pending in the state database (sender vertices)."""
-        self.refresh_from.update(senders)
+        self.refresh_from = self.refresh_from.union(senders)
 
     def nudge(self) -> None:
         """Look again at its upstream (one it waited for may be gone); owes nothing."""
@@ -281,6 +284,7 @@ class Worker:
 
     def start(self) -> None:
         """Start the worker's loop (which starts the watch) in the engine's task group."""
+        self.looping = True  # a wake before the task starts finds it looping
         self._spawn(self.run(), f"worker {self.resource.id}")
 
     def stop(self) -> list[asyncio.Task[None]]:
@@ -290,7 +294,7 @@ class Worker:
         """
         self.stopped = True
         self.release()
-        tasks = list(self.tasks)
+        tasks = list(self.tasks or ())
         for task in tasks:
             task.cancel()
         return tasks
@@ -302,19 +306,45 @@ class Worker:
         task = self.runtime.spawn(coro, name=name)
         if task is None:  # the run is over
             return
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        tasks = self.tasks
+        if tasks is None:
+            tasks = self.tasks = set()
+        tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self.tasks is not None:
+            self.tasks.discard(task)
+            self.tasks = self.tasks or None  # an idle worker holds no set
+
+    def kick(self) -> None:
+        """Its wake flag was set: start its loop unless it runs (or the worker stopped)."""
+        if not self.looping and not self.stopped:
+            self.looping = True
+            self._spawn(self._loop(), f"worker {self.resource.id}")
 
     # -- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        rid = self.resource.id
+        """The first pass of the loop: start the watch (or poll), then :meth:`_loop`."""
         if self.meta.poll > 0:
-            self._spawn(self._poll(), f"poll {rid}")
+            self._spawn(self._poll(), f"poll {self.resource.id}")
         else:
             self._start_watch()
+        await self._loop()
+
+    async def _loop(self) -> None:
+        """Passes while the wake flag is set; ends when it is clear (:meth:`kick`)."""
+        try:
+            await self._passes()
+        finally:
+            self.looping = False
+
+    async def _passes(self) -> None:
+        rid = self.resource.id
         while True:
-            await self.wake.wait()
+            if not self.wake.is_set():
+                return
             self.wake.clear()
             if self.watch_failed:
                 self._set_state(State.FAILED)  # the watch task reported why
@@ -440,13 +470,13 @@ class Worker:
         received = receive(self, self.runtime.output) if self.recv else None
         if received is MISSING:
             return
-        refresh = frozenset(self.refresh_from)
-        self.renotified.clear()
+        refresh = self.refresh_from
+        self.renotified = _NONE
         ctx.refresh = refresh
         noop = engine.noop or res.meta.noop
         change = await res.check(ctx)
         if noop:  # read only: the state database is neither written nor cleared
-            self.refresh_from.clear()
+            self.refresh_from = _NONE
             notifies = tuple(w.resource.id for w, notify in self.downstream if notify)
             if change is not None:
                 engine.report(WouldChange(res.id, ChangeText.of(change), notifies))
@@ -502,7 +532,7 @@ class Worker:
                 for child in notified:
                     child.notify(res.id)
                     child.poke()
-        ctx.refresh = frozenset()
+        ctx.refresh = _NONE
         if changed:
             engine.mark_changed(self)
             for child, notify in self.downstream:
@@ -513,19 +543,19 @@ class Worker:
             handled = refresh.difference(self.renotified)  # a newer change stays owed
             if handled:
                 engine.forget_refreshes(self, handled)  # handled: only now may it be forgotten
-                self.refresh_from.difference_update(handled)
+                self.refresh_from = self.refresh_from.difference(handled) or _NONE
         self._passed(received)
 
     def notify(self, sender: str) -> None:
         """``sender`` (a vertex) changed something and owes this one a refresh."""
-        self.refresh_from.add(sender)
-        self.renotified.add(sender)
+        self.refresh_from = self.refresh_from.union((sender,))
+        self.renotified = self.renotified.union((sender,))
 
     def _passed(self, received: dict[str, Any] | None) -> None:
         """A pass succeeded: remember what it received, tell receivers of new outputs."""
         if received is not None:
             self.received = received
-        self.ctx.received_changed = frozenset()
+        self.ctx.received_changed = _NONE
         if self.sender:
             self.runtime.sent(self)
 
@@ -604,6 +634,7 @@ class Worker:
 
 
 _REFRESH = Change("refreshed")
+_NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
 
 # How a kind watches, by class: a ``watch`` task, ``subscribe`` (no task), or nothing to
 # watch (the default watch: ready at once, no task).

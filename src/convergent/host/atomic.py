@@ -26,12 +26,19 @@ import asyncio
 import contextlib
 import os
 import stat
+from typing import TYPE_CHECKING, Any
 
 from convergent.host.fs import At, default_mode, locate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from concurrent.futures import Executor
 
 __all__ = [
     "COMMIT_BATCH",
     "MARK",
+    "SYNC",
+    "SYNCFS_FROM",
     "Commits",
     "Sweeper",
     "create_temp",
@@ -42,6 +49,12 @@ __all__ = [
 ]
 
 COMMIT_BATCH = 128  # written temp files (and their descriptors) waiting at most per batch
+# How a batch's data is made durable: "syncfs", "fdatasync-pool" or "fsync" (bench/writes.py
+# compares them; "none", no sync at all, is its floor and nothing else's).
+SYNC = "syncfs"
+# Fewer files than this in a batch are fsynced one by one instead: a repair of one file
+# should not wait for what other processes left dirty on the file system.
+SYNCFS_FROM = 8
 MARK = "trusted.convergent"  # xattr only root can set: "this temp file is the agent's"
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -212,19 +225,22 @@ def _marked(at: At, name: str) -> bool:
 
 
 class Commits:
-    """Written temp files waiting for their fsync and rename; one instance per engine run.
+    """Written temp files waiting for their sync and rename; one instance per engine run:
+    a group commit that every file apply of the run joins.
 
-    :meth:`commit` queues a temp file and returns once it is fsynced and renamed over its
-    path. The queue is flushed by a callback scheduled when its first file arrives, so
+    :meth:`commit` queues a temp file and returns once its bytes and its new name are on
+    disk. The queue is flushed by a callback scheduled when its first file arrives, so
     every file written in the same pass of the event loop goes in one batch (or as soon
-    as :data:`COMMIT_BATCH` are waiting, which bounds the open descriptors): all of them
-    are fsynced, then renamed, in order. Measured on ext4, writing 1,000 new files with
-    fsync takes about half the time this way, because the directory block and the inode
-    table blocks the files share are written once per batch instead of once per file.
-    Each file still has its own fsync before its own rename, so a crash leaves either the
-    old file or the whole new one, never a torn one. A file whose ``commit`` was cancelled
-    before the flush is discarded: its path is left as it was. The files of one batch in
-    one directory share one directory descriptor.
+    as :data:`COMMIT_BATCH` are waiting, which bounds the open descriptors). A flush
+    makes the data of every temp file durable (:data:`SYNC`: one ``syncfs`` per file
+    system by default, an fsync each below :data:`SYNCFS_FROM` files), then renames
+    each over its path, then fsyncs each directory once, and only then tells each
+    caller. So a reader never sees a torn file (the name
+    points at the old file or the whole new one), and a change that was reported is on
+    disk: a crash after the report loses nothing. bench/writes.py measures the ways
+    (docs/performance.md keeps the figures). A file whose ``commit`` was cancelled before
+    the flush is discarded: its path is left as it was. The files of one batch in one
+    directory share one directory descriptor.
     """
 
     __slots__ = ("_dirs", "_scheduled", "_waiting", "batch")
@@ -236,11 +252,12 @@ class Commits:
         self.batch = COMMIT_BATCH
 
     async def commit(self, fd: int, temp: str, at: At, tree: bool) -> None:
-        """fsync and close ``fd`` (the written ``temp`` in ``at``'s directory), then
-        rename ``temp`` to ``at.name``. Takes over ``fd`` and ``at``'s descriptor.
+        """Make ``fd`` (the written ``temp`` in ``at``'s directory) durable, close it,
+        rename ``temp`` to ``at.name`` and sync the directory. Takes over ``fd`` and
+        ``at``'s descriptor.
 
         ``tree``: the target is a directory, removed with everything in it just before the
-        rename. Raises what the fsync, close, removal or rename raised (``temp`` is gone).
+        rename. Raises what the sync, close, removal or rename raised (``temp`` is gone).
         """
         loop = asyncio.get_running_loop()
         dir_fd = self._dirs.get(at.ident)
@@ -248,7 +265,7 @@ class Commits:
             dir_fd = self._dirs[at.ident] = at.take().fd
         else:
             at.close()
-        item = _Temp(fd, temp, dir_fd, at.name, tree, loop.create_future())
+        item = _Temp(fd, temp, dir_fd, at.ident, at.name, tree, loop.create_future())
         self._waiting.append(item)
         if len(self._waiting) >= self.batch:
             self.flush()
@@ -262,28 +279,24 @@ class Commits:
         self.flush()
 
     def flush(self) -> None:
-        """fsync every waiting file, then rename each; each caller gets its own outcome."""
+        """Sync the data of every waiting file, rename each, sync each directory once;
+        then each caller gets its own outcome."""
         waiting, self._waiting = self._waiting, []
         dirs, self._dirs = self._dirs, {}
         try:
-            synced: list[_Temp] = []
-            for n, item in enumerate(waiting):
-                try:
-                    if item.sync():
-                        synced.append(item)
-                except BaseException:
-                    for rest in waiting[n + 1 :]:
-                        rest.drop(opened=True)
-                    for rest in synced:
-                        rest.drop(opened=False)
-                    raise
-            for n, item in enumerate(synced):
-                try:
-                    item.rename()
-                except BaseException:
-                    for rest in synced[n + 1 :]:
-                        rest.drop(opened=False)
-                    raise
+            live = [item for item in waiting if item.opened()]
+            synced = _sync_data(live, dirs)
+            renamed = [item for item in synced if item.rename()]
+            failed = _sync_dirs({item.ident for item in renamed}, dirs)
+            for item in renamed:
+                if item.ident in failed:
+                    item.fail(failed[item.ident])
+                elif not item.done.done():
+                    item.done.set_result(None)
+        except BaseException:
+            for item in waiting:
+                item.drop()
+            raise
         finally:
             for dir_fd in dirs.values():
                 os.close(dir_fd)
@@ -292,46 +305,135 @@ class Commits:
         """End of the run: discard the files whose commit never ran (cancelled applies)."""
         waiting, self._waiting = self._waiting, []
         for item in waiting:
-            item.drop(opened=True)
+            item.drop()
         dirs, self._dirs = self._dirs, {}
         for dir_fd in dirs.values():
             os.close(dir_fd)
 
 
-class _Temp:
-    """One written temp file on its way to ``name``; ``done`` tells its ``commit``."""
+def _open_dir(dir_fd: int) -> int:
+    """A readable descriptor of the directory ``dir_fd`` (an ``O_PATH`` one cannot sync)."""
+    return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
 
-    __slots__ = ("dir_fd", "done", "fd", "name", "temp", "tree")
+
+def _sync_data(items: list[_Temp], dirs: dict[tuple[int, int], int]) -> list[_Temp]:
+    """Make the data of ``items`` durable and close them; the ones that made it."""
+    if not items:
+        return items
+    if SYNC == "fsync" or (SYNC == "syncfs" and len(items) < SYNCFS_FROM):
+        for item in items:
+            item.sync(os.fsync)
+    elif SYNC == "none":  # bench/writes.py's floor only: nothing made durable
+        for item in items:
+            item.sync(None)
+    elif SYNC == "fdatasync-pool":
+        list(_pool().map(lambda item: item.sync(os.fdatasync), items))
+    else:
+        errors: dict[int, OSError] = {}
+        for dev in {item.ident[0] for item in items}:
+            ident = next(i for i in dirs if i[0] == dev)
+            try:
+                fd = _open_dir(dirs[ident])
+                try:
+                    _syncfs(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                errors[dev] = exc
+        for item in items:
+            item.sync(None, errors.get(item.ident[0]))
+    return [item for item in items if item.fd == -1 and not item.done.done()]
+
+
+def _sync_dirs(
+    idents: set[tuple[int, int]], dirs: dict[tuple[int, int], int]
+) -> dict[tuple[int, int], OSError]:
+    """fsync each directory once; ``{ident: error}`` for the ones that failed."""
+    failed: dict[tuple[int, int], OSError] = {}
+    for ident in idents if SYNC != "none" else ():
+        try:
+            fd = _open_dir(dirs[ident])
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            failed[ident] = exc
+    return failed
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(2)`` of the file system holding ``fd`` (Python has no binding of its own)."""
+    if not _libc:
+        import ctypes
+
+        _libc.append(ctypes.CDLL(None, use_errno=True))
+    if _libc[0].syncfs(fd) != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def _pool() -> Executor:
+    if not _threads:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _threads.append(ThreadPoolExecutor(16, thread_name_prefix="convergent-sync"))
+    return _threads[0]
+
+
+_libc: list[Any] = []
+_threads: list[Executor] = []
+
+
+class _Temp:
+    """One written temp file on its way to ``name``; ``done`` tells its ``commit``.
+    ``fd`` is -1 once the file is closed."""
+
+    __slots__ = ("dir_fd", "done", "fd", "ident", "name", "temp", "tree")
 
     def __init__(
-        self, fd: int, temp: str, dir_fd: int, name: str, tree: bool, done: asyncio.Future[None]
+        self,
+        fd: int,
+        temp: str,
+        dir_fd: int,
+        ident: tuple[int, int],
+        name: str,
+        tree: bool,
+        done: asyncio.Future[None],
     ) -> None:
         self.fd = fd
         self.temp = temp
         self.dir_fd = dir_fd
+        self.ident = ident
         self.name = name
         self.tree = tree
         self.done = done
 
-    def sync(self) -> bool:
-        """fsync and close; False when it failed or was cancelled (then it is discarded)."""
-        try:
-            try:
-                if self.done.cancelled():
-                    self._discard()
-                    return False
-                os.fsync(self.fd)
-            finally:
-                os.close(self.fd)
-        except Exception as exc:
-            self._fail(exc)
+    def opened(self) -> bool:
+        """False (and the file discarded) when its commit was cancelled."""
+        if self.done.cancelled():
+            self.drop()
             return False
-        except BaseException:
-            self.drop(opened=False)
-            raise
         return True
 
-    def rename(self) -> None:
+    def sync(self, how: Callable[[int], None] | None, error: OSError | None = None) -> None:
+        """Sync with ``how`` (None: already synced, or ``error``) and close; a failure is
+        this file's outcome (it is discarded)."""
+        fd, self.fd = self.fd, -1
+        try:
+            try:
+                if error is not None:
+                    raise error
+                if how is not None:
+                    how(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.fail(exc)
+
+    def rename(self) -> bool:
         """Put the synced temp file in place (after removing a directory tree there)."""
         try:
             if self.tree:
@@ -340,24 +442,22 @@ class _Temp:
                 shutil.rmtree(self.name, dir_fd=self.dir_fd)
             os.rename(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except Exception as exc:
-            self._fail(exc)
-            return
-        except BaseException:
-            self.drop(opened=False)
-            raise
-        if not self.done.done():
-            self.done.set_result(None)
+            self.fail(exc)
+            return False
+        return True
 
-    def drop(self, *, opened: bool) -> None:
-        """Discard the temp file (closing it first when it is still ``opened``)."""
-        if opened:
+    def drop(self) -> None:
+        """Discard the temp file (closing it first when it is still open); its commit is
+        cancelled unless it already has an outcome."""
+        if self.fd != -1:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
+            self.fd = -1
         self._discard()
         if not self.done.done():
             self.done.cancel()
 
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
         self._discard()
         if not self.done.done():
             self.done.set_exception(exc)

@@ -236,6 +236,9 @@ class Change:
 S = TypeVar("S")
 
 
+_NONE: frozenset[str] = frozenset()  # one empty set for every context, not one each
+
+
 class Context:
     """The capabilities a resource gets from the engine; there is no global state.
 
@@ -274,8 +277,8 @@ class Context:
         """``world``: the run's world; left out, the local world over ``state`` (one per
         run, made on first use through ``shared``)."""
         self.id = resource_id
-        self.refresh: frozenset[str] = frozenset()
-        self.received_changed: frozenset[str] = frozenset()
+        self.refresh: frozenset[str] = _NONE
+        self.received_changed: frozenset[str] = _NONE
         self.state = state
         self._ready = ready
         self._event = event
@@ -366,7 +369,8 @@ class Resource(Generic[P]):
     kind: ClassVar[str]
     params_type: ClassVar[type[Params]]
 
-    __slots__ = ("meta", "name", "params")
+    __slots__ = ("_rid", "meta", "name", "params")
+    _rid: str
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -411,7 +415,12 @@ class Resource(Generic[P]):
 
     @property
     def id(self) -> str:
-        return f"{self.kind}[{self.name}]"  # format_id, inlined: the engine asks often
+        """``kind[name]``, made once (the engine asks often; one string per resource)."""
+        try:
+            return self._rid
+        except AttributeError:
+            rid = self._rid = f"{self.kind}[{self.name}]"  # format_id, inlined
+            return rid
 
     def __repr__(self) -> str:
         return f"<{self.id}>"

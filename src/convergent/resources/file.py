@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -136,15 +137,16 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
             self._trees = filetree.TreeWatch()  # kept in step by each check
         ctx.ready()
 
-        def unsubscribe() -> None:
-            managed.discard(self._path)
-            if self._trees is not None:
-                self._trees.close()
-                self._trees = None
-            for stop in stops:
-                stop()
+        # A partial, not a closure: a closure and its cells cost ~300 bytes more per file.
+        return functools.partial(self._release, managed, stops)
 
-        return unsubscribe
+    def _release(self, managed: filetree.ManagedPaths, stops: list[Callable[[], None]]) -> None:
+        managed.discard(self._path)
+        if self._trees is not None:
+            self._trees.close()
+            self._trees = None
+        for stop in stops:
+            stop()
 
     async def check(self, ctx: Context) -> FileChange | None:
         if self.params.purge:

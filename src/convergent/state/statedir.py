@@ -23,7 +23,9 @@ the ``convergent state`` commands):
   and renames it to ``state.db.backup``; it does so again when it closes, if it wrote
   anything (best effort: if that copy fails, the one of the start remains). The copy is
   the size of the database (convergent's own small records, no file contents): a few
-  milliseconds per start.
+  milliseconds and two fsyncs, saved at a start that finds the backup made after the
+  database last changed (its mtime later than the database's mtime and ctime, no WAL
+  with transactions in it).
 
 Writes are ordered so that a kill at any point leaves either the old or the new file of
 each name (temp file, fsync, rename, fsync of the directory).
@@ -121,8 +123,11 @@ class StateDir:
                 try:
                     if self.mode == "exclusive" and db.written:
                         # Best effort: the database itself is durable already, and when
-                        # this copy cannot be made the backup of this start remains.
+                        # this copy cannot be made the backup of this start remains. The
+                        # checkpoint first, so that closing writes nothing more to the
+                        # file and the next start finds its backup current.
                         with contextlib.suppress(StateError):
+                            db.checkpoint()
                             backup(db, self.path)
                 finally:
                     db.close()
@@ -191,8 +196,9 @@ def open_state_dir(
             shared = lock(path, READERS_LOCK, exclusive=False, writer=False, fix=UPKEEP_THERE)
             if shared >= 0:
                 locks.append(shared)
+        current = mode == "exclusive" and _backup_current(path)
         db = _open_db(path, writable=mode == "exclusive")
-        if db is not None and mode == "exclusive":
+        if db is not None and mode == "exclusive" and not current:
             try:
                 backup(db, path)
             except BaseException:
@@ -432,6 +438,27 @@ def _open_db(path: str, *, writable: bool) -> StateDB | None:
         db.close()
         raise
     return db
+
+
+def _backup_current(path: str) -> bool:
+    """True when ``state.db.backup`` was made after the database last changed: written
+    after the database's last modification and last inode change (a ctime nobody can set
+    back) and no WAL with transactions in it beside the database. Then a start need not
+    copy it again (the quick check still runs)."""
+    file = os.path.join(path, STATE_DB)
+    try:
+        copy = os.stat(os.path.join(path, BACKUP), follow_symlinks=False)
+        db = os.stat(file, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        if os.stat(file + "-wal", follow_symlinks=False).st_size:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return copy.st_mtime_ns > max(db.st_mtime_ns, db.st_ctime_ns) and copy.st_size > 0
 
 
 def _write_marker(path: str) -> None:
