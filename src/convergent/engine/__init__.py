@@ -15,7 +15,8 @@ from convergent.engine.report import (
     VertexState,
     WouldChange,
 )
-from convergent.engine.runner import Engine, run_graph
+from convergent.engine.rungraph import run_graph
+from convergent.engine.runner import Engine
 
 __all__ = [
     "Blocked",

@@ -61,6 +61,7 @@ __all__ = [
     "plan_swap",
     "record_reverse",
     "reverse",
+    "same_graph",
     "upstream_members",
 ]
 
@@ -349,3 +350,14 @@ async def reverse(
     text = f"reversed: {summary}"
     report(Changed.of(rid, text, Change(text), time.perf_counter() - start))
     return True
+
+
+def same_graph(a: Graph[Resource[Any]], b: Graph[Resource[Any]]) -> bool:
+    """The same resources (kind, name, parameters, meta) and edges."""
+    if a.vertices.keys() != b.vertices.keys():
+        return False
+    for vid, resource in a.vertices.items():
+        other = b[vid]
+        if resource.params != other.params or resource.meta != other.meta:
+            return False
+    return set(a.edges()) == set(b.edges())

@@ -33,7 +33,13 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Meta, Resource, convert_params, get_kind
 from convergent.world.keys import EXPORTS, HOSTS, export_key, split_host_key
 
-__all__ = ["Collector", "exported", "host_of", "local_part"]
+__all__ = [
+    "Collector",
+    "exported",
+    "host_of",
+    "local_part",
+    "uses_world",
+]
 
 _DEFAULT_META = Meta()
 
@@ -233,3 +239,9 @@ def local_part_copy(graph: Graph[Resource[Any]]) -> Graph[Resource[Any]]:
     for edge in graph.edges():
         result.add_edge(edge.source, edge.target, notify=edge.notify, recv=dict(edge.recv))
     return result
+
+
+def uses_world(graph: Graph[Resource[Any]]) -> bool:
+    """Whether ``graph`` exports or collects (its run is not converged before the world
+    was seen)."""
+    return bool(graph.collect) or any(exported(r) for r in graph.vertices.values())

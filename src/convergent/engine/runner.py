@@ -24,9 +24,10 @@ from convergent.engine.changeover import (
     plan_swap,
     record_reverse,
     reverse,
+    same_graph,
     upstream_members,
 )
-from convergent.engine.collect import Collector, exported, local_part
+from convergent.engine.collect import Collector, local_part, uses_world
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
 from convergent.engine.hosts import Hosts, everyone_long_enough
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
-__all__ = ["CLOSE_TIMEOUT", "Engine", "run_graph"]
+__all__ = ["CLOSE_TIMEOUT", "Engine"]
 
 S = TypeVar("S")
 CLOSE_TIMEOUT = 5.0  # seconds a shared service's aclose() may take at the end of a run
@@ -104,7 +105,7 @@ class Engine:
         self._flipped = asyncio.Event()  # this graph's convergence flipped (to publish)
         self._flip_wake = asyncio.Event()  # the same, for the wait for everyone
         self._world_wake = asyncio.Event()
-        self._world_held = _uses_world(graph)
+        self._world_held = uses_world(graph)
         plan = Plan(local_part(graph))  # automatic edges, then automatic grouping
         self.noop = noop
         self.converged_timeout = converged_timeout
@@ -493,7 +494,7 @@ class Engine:
     async def _sync_world(self, base: Graph[Resource[Any]]) -> float:
         """Publish, withdraw, collect; the seconds spent making and swapping the graph."""
         hosts = self._hosts
-        if hosts is None and not (self._cluster or _uses_world(base)):
+        if hosts is None and not (self._cluster or uses_world(base)):
             return 0.0  # nothing exported or collected, one host: the world is not needed
         world = self.the_world()
         if hosts is None:
@@ -527,7 +528,7 @@ class Engine:
                 return 0.0
             began = time.perf_counter()
             graph = collector.graph_for(base)
-            if not _same_graph(graph, self._plan.source):
+            if not same_graph(graph, self._plan.source):
                 await self._swap(graph, None)
             return time.perf_counter() - began
 
@@ -581,45 +582,5 @@ class Engine:
         collector.published = {}
 
 
-def _uses_world(graph: Graph[Resource[Any]]) -> bool:
-    """Whether ``graph`` exports or collects (its run is not converged before the world
-    was seen)."""
-    return bool(graph.collect) or any(exported(r) for r in graph.vertices.values())
-
-
-def _same_graph(a: Graph[Resource[Any]], b: Graph[Resource[Any]]) -> bool:
-    """The same resources (kind, name, parameters, meta) and edges."""
-    if a.vertices.keys() != b.vertices.keys():
-        return False
-    for vid, resource in a.vertices.items():
-        other = b[vid]
-        if resource.params != other.params or resource.meta != other.meta:
-            return False
-    return set(a.edges()) == set(b.edges())
-
-
 class _Done(Exception):
     """Raised inside the task group to cancel every worker at the end of a run."""
-
-
-async def run_graph(
-    graph: Graph[Resource[Any]],
-    *,
-    noop: bool = False,
-    converged_timeout: float | None = None,
-    reporter: Reporter = _ignore,
-    sema: int | None = None,
-    state: StateDB | None = None,
-    world: World | None = None,
-) -> RunResult:
-    """Run ``graph`` to convergence; see :class:`Engine`."""
-    engine = Engine(
-        graph,
-        noop=noop,
-        converged_timeout=converged_timeout,
-        reporter=reporter,
-        sema=sema,
-        state=state,
-        world=world,
-    )
-    return await engine.run()

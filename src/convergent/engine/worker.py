@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from convergent.engine.convergence import State
 from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
 from convergent.engine.meta import (
-    WATCH_FAILED,
     TokenBucket,
     retry_delay,
     retry_text,
@@ -41,6 +40,7 @@ from convergent.engine.report import (
     WouldChange,
 )
 from convergent.engine.wake import Wake
+from convergent.engine.watching import NOTHING, SUBSCRIBE, poll, subscribe, watch, watch_kind
 from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change, Context, Params, Resource
@@ -249,7 +249,7 @@ class Worker:
         self.dirty = True
         self._set_state(State.WAITING)
         self._log("restarting the watch that failed (rewatch)")
-        self._spawn(self._watch(), f"watch {self.resource.id}")
+        self._spawn(watch(self), f"watch {self.resource.id}")
         return True
 
     def release(self) -> None:
@@ -328,7 +328,7 @@ class Worker:
     async def run(self) -> None:
         """The first pass of the loop: start the watch (or poll), then :meth:`_loop`."""
         if self.meta.poll > 0:
-            self._spawn(self._poll(), f"poll {self.resource.id}")
+            self._spawn(poll(self), f"poll {self.resource.id}")
         else:
             self._start_watch()
         await self._loop()
@@ -562,94 +562,15 @@ class Worker:
     def _start_watch(self) -> None:
         """Start watching: a kind that subscribes or has nothing to watch needs no task;
         a failed subscribe goes on (retries) in the watch task."""
-        how = _watch_kind(type(self.resource))
-        if how is _NOTHING:
+        how = watch_kind(type(self.resource))
+        if how is NOTHING:
             self._on_ready()
             return
-        error = self._subscribe() if how is _SUBSCRIBE else None
-        if how is _SUBSCRIBE and error is None:
+        error = subscribe(self) if how is SUBSCRIBE else None
+        if how is SUBSCRIBE and error is None:
             return
-        self._spawn(self._watch(error), f"watch {self.resource.id}")
-
-    def _subscribe(self) -> ResourceError | None:
-        """The ``Subscribes`` ability: subscribe now; the failure if it failed."""
-        rid = self.resource.id
-        try:
-            unsubscribe: Callable[[], None] = self.resource.subscribe(  # type: ignore[attr-defined]
-                self.ctx
-            )
-        except Exception as exc:
-            self.ready = False  # it may have called ready() before it failed
-            return as_resource_error(rid, exc, WATCH_FAILED)
-        self.unsubscribe = unsubscribe
-        if not self.ready:
-            self.release()
-            return ResourceError(rid, "subscribe returned without calling ctx.ready()")
-        return None
-
-    async def _watch(self, error: ResourceError | None = None) -> None:
-        """Run the resource's watch (or subscribe); restart it after the retry delay when
-        it fails. ``error``: it has just failed (a subscribe), start with the retry."""
-        rid = self.resource.id
-        subscribes = _watch_kind(type(self.resource)) is _SUBSCRIBE
-        while True:
-            if error is None and subscribes:
-                error = self._subscribe()
-                if error is None:
-                    return
-            elif error is None:
-                try:
-                    await self.resource.watch(self.ctx)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    error = as_resource_error(rid, exc, WATCH_FAILED)
-                else:
-                    if self.ready:
-                        return
-                    error = ResourceError(rid, "watch returned without calling ctx.ready()")
-            self.ready = False
-            self.dirty = True  # what happened while nobody watched is unknown: check again
-            self.watch_tries += 1
-            retry = self.meta.retry
-            if retry != -1 and self.watch_tries > retry:
-                self.watch_failed = True
-                self.runtime.report(Failed.of(rid, error))
-                self.wake.set()
-                return
-            delay = retry_delay(self.meta, self.watch_tries)
-            self.runtime.report(
-                Log(rid, retry_text("watch retry", self.watch_tries, retry, delay, error.message))
-            )
-            self.wake.set()
-            await asyncio.sleep(delay)
-            error = None
-
-    async def _poll(self) -> None:
-        """``meta.poll``: no watch; owe a check every ``poll`` seconds."""
-        self._on_ready()
-        while True:
-            await asyncio.sleep(self.meta.poll)
-            self.poke(TIMER)
+        self._spawn(watch(self, error), f"watch {self.resource.id}")
 
 
 _REFRESH = Change("refreshed")
 _NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
-
-# How a kind watches, by class: a ``watch`` task, ``subscribe`` (no task), or nothing to
-# watch (the default watch: ready at once, no task).
-_TASK, _SUBSCRIBE, _NOTHING = "task", "subscribe", "nothing"
-_WATCH_KINDS: dict[type, str] = {}
-
-
-def _watch_kind(kind: type[Resource[Any]]) -> str:
-    how = _WATCH_KINDS.get(kind)
-    if how is None:
-        if callable(getattr(kind, "subscribe", None)):
-            how = _SUBSCRIBE
-        elif kind.watch is Resource.watch:
-            how = _NOTHING
-        else:
-            how = _TASK
-        _WATCH_KINDS[kind] = how
-    return how

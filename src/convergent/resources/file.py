@@ -13,17 +13,16 @@
   mode and owner apply to what it leads to (CHASE_SAFE). A directory, fifo, socket or
   device is replaced only with ``force: true``; a FIFO is never opened.
 - A missing parent directory is refused (as Puppet and Ansible do) unless
-  ``parents: true``; then each directory created is named in the change. Under noop the
-  change says the directory is missing: it may be created by a resource upstream.
+  ``parents: true``; then each directory created is named in the change.
 - Every path goes through :mod:`convergent.host.fs` (CHASE_SAFE parents, the final name
   never followed, changes through a verified descriptor); trees through ``filetree``.
 - Content is written atomically (:mod:`convergent.host.atomic`): a private temp file in
   the same directory, chowned before the first byte, written, chmodded, checked by
-  ``validate`` when given, fsynced and renamed over the path. Content that is already
-  right is never rewritten. ``backup`` keeps the old inode as ``PATH.~N~``.
+  ``validate``, synced (once per batch), renamed, its directory synced before the change
+  is reported. Right content is never rewritten; ``backup`` keeps the old as ``PATH.~N~``.
 - Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
   existing file keeps its mode (and owner) when its content is rewritten.
-- ``check`` costs one ``openat2`` and one ``fstatat``, and at most one read of the file.
+- ``check``: one ``openat2``, one ``fstatat``, at most one read. Noop: ``filepredict``.
 """
 
 from __future__ import annotations
@@ -137,8 +136,7 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
             self._trees = filetree.TreeWatch()  # kept in step by each check
         ctx.ready()
 
-        # A partial, not a closure: a closure and its cells cost ~300 bytes more per file.
-        return functools.partial(self._release, managed, stops)
+        return functools.partial(self._release, managed, stops)  # a closure: ~300 B more
 
     def _release(self, managed: filetree.ManagedPaths, stops: list[Callable[[], None]]) -> None:
         managed.discard(self._path)
@@ -577,14 +575,13 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
         return (own, path_uids("file:", self._path), *owners)
 
-    # -- reversal (filereverse: meta: {reverse: true}); destroy's absent form (fileabsent)
     absent_state, destroy_default = fileabsent.ABSENT_STATE, "remove"  # Destroyable
 
     def absent(self, explicit: bool) -> Resource[FileParams] | None:
         return fileabsent.form(self, explicit)  # its absent form for convergent destroy
 
     def record_reverse(self, ctx: Context, change: Change) -> None:
-        """Keep how to undo the first change (later changes keep the first record)."""
+        """meta.reverse: keep how to undo the first change (later ones keep the first)."""
         from convergent.resources import filereverse
 
         filereverse.record_reverse(self, ctx, change)
