@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from convergent.engine.report import Reporter, RunResult
-from convergent.engine.runner import Engine
+from convergent.engine.rungraph import run_graph
 from convergent.graph.core import Graph
 from convergent.resources.base import Resource
 
@@ -82,7 +82,7 @@ async def arun(
         )
     state = None if opened is None else opened.db
     try:
-        engine = Engine(
+        return await run_graph(
             graph,
             noop=noop,
             converged_timeout=converged_timeout,
@@ -90,7 +90,6 @@ async def arun(
             sema=sema,
             state=state,
         )
-        return await engine.run()
     finally:
         if opened is not None:
             opened.close()
