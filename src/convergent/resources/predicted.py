@@ -158,6 +158,9 @@ PREDICTS: dict[str, str] = {
     "line": "predicts the file's content after its edit; it edits a predicted file's content",
     "noop": "nothing changes (a refresh only logs)",
     "timer": "predicts nothing other resources read",
+    "process": "predicts running or stopped, which no other kind reads (what reads the host "
+    "downstream stays exact); a refresh would restart it when running and "
+    "`restart_on_refresh`",
     "user": "predicts its account: present with the uid it gives or keeps, or absent; a `file` "
     "owned by it downstream is exact, and may change when a new account's uid is left to "
     "useradd; a new `home` it gives is a directory",
