@@ -158,6 +158,9 @@ PREDICTS: dict[str, str] = {
     "line": "predicts the file's content after its edit; it edits a predicted file's content",
     "noop": "nothing changes (a refresh only logs)",
     "timer": "predicts nothing other resources read",
+    "pkg": "predicts its own change exactly: the version it would install, upgrade or change "
+    "to (from the package lists), or remove. The files a package ships are not known before "
+    "it is installed: what reads the host downstream of a change may change",
     "process": "predicts running or stopped, which no other kind reads (what reads the host "
     "downstream stays exact); a refresh would restart it when running and "
     "`restart_on_refresh`",
