@@ -8,7 +8,8 @@ run never makes one and pays nothing) keeps, for this run and in memory only:
 
 - what every resource that would (or may) change would leave behind
   (:class:`~convergent.resources.predicted.Effects`, from the kind's ``predict``):
-  paths (exists, content, mode, owner, link target, modification order), outputs
+  paths (exists, content, mode, owner, link target, modification order), accounts
+  (a ``user``'s uid, a ``group``'s gid, or their absence), outputs
   (``kv``'s value, a ``password``'s "new secret"), and the commands whose effect no
   kind describes;
 - the refreshes a predicted change would send (``would refresh X``);

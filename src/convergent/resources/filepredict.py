@@ -9,6 +9,8 @@ would be changed by a resource upstream, its predicted check is its check. Other
 - a parent directory that would be created: the file is planned as if it existed (empty);
   one that would be removed: as if the file were gone;
 - its own path predicted (a command's ``creates``): compared with the predicted node.
+- an ``owner``/``group`` naming an account a ``user``/``group`` upstream would create or
+  change: its predicted uid/gid (not known: the file *may* change).
 
 Trees (``recurse``, ``purge``, a directory ``source``), hard links and ``follow`` reading
 something predicted *may* change: their predicted check is not exact.
