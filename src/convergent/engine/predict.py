@@ -8,7 +8,8 @@ run never makes one and pays nothing) keeps, for this run and in memory only:
 
 - what every resource that would (or may) change would leave behind
   (:class:`~convergent.resources.predicted.Effects`, from the kind's ``predict``):
-  paths (exists, content, mode, owner, link target, modification order), outputs
+  paths (exists, content, mode, owner, link target, modification order), accounts
+  (a ``user``'s uid, a ``group``'s gid, or their absence), outputs
   (``kv``'s value, a ``password``'s "new secret"), and the commands whose effect no
   kind describes;
 - the refreshes a predicted change would send (``would refresh X``);
@@ -36,7 +37,7 @@ from convergent.errors import ResourceError
 from convergent.resources.abilities import Refreshable
 from convergent.resources.base import Change
 from convergent.resources.group import Group
-from convergent.resources.predicted import UNKNOWN, Effects, Node, Uncertain
+from convergent.resources.predicted import UNKNOWN, Account, Effects, Node, Uncertain
 from convergent.resources.recv import MISSING, Binding
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Prediction:
         "_now",
         "_order",
         "_secrets",
+        "accounts",
         "nodes",
         "notified",
         "outcomes",
@@ -73,6 +75,7 @@ class Prediction:
         self._order = 0
         self._secrets: dict[str, str] = {}  # resource -> the stand-in of its new secret
         self.nodes: dict[str, Node] = {}  # path -> what it would be
+        self.accounts: dict[str, Account] = {}  # user:NAME / group:NAME -> what it would be
         self.outputs: dict[str, dict[str, Any]] = {}  # member -> predicted outputs
         self.outcomes: dict[str, tuple[bool, str]] = {}  # vertex -> (certain, reason)
         self.notified: dict[str, dict[str, bool]] = {}  # vertex -> sender -> certain
@@ -228,6 +231,8 @@ class Prediction:
                 if not certain:
                     node = _with(node, kind="unknown")
                 self.nodes[path] = _with(node, by=vid)
+            for key, account in effects.accounts.items():  # a may: View.account says so
+                self.accounts[key] = _with(account, by=vid)
             if effects.outputs is not None:
                 self.outputs[member.id] = effects.outputs
             if effects.command:
@@ -260,6 +265,7 @@ class Prediction:
         if self.outcomes.pop(vid, None) is None:
             return
         self.nodes = {p: n for p, n in self.nodes.items() if n.by != vid}
+        self.accounts = {k: a for k, a in self.accounts.items() if a.by != vid}
         for senders in self.notified.values():
             senders.pop(vid, None)
         for member in worker.members:
@@ -273,7 +279,7 @@ class Prediction:
         return outputs.get(binding.output, MISSING)
 
 
-def _with(node: Node, **changes: Any) -> Node:
+def _with(node: Any, **changes: Any) -> Any:
     import msgspec
 
     return msgspec.structs.replace(node, **changes)
@@ -408,6 +414,14 @@ class _View:
 
     def is_new_secret(self, value: object) -> bool:
         return self._prediction.is_new_secret(value)
+
+    def account(self, key: str) -> Account | None:
+        found = self._prediction.accounts.get(key)
+        if found is None or found.by not in self.upstream():
+            return None
+        if self._prediction.outcomes.get(found.by, (True, ""))[0] is False:
+            raise Uncertain(f"upstream {found.by} may change the account {key}")
+        return found
 
     @staticmethod
     def _known(node: Node, path: str) -> None:

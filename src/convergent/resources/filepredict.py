@@ -9,6 +9,8 @@ would be changed by a resource upstream, its predicted check is its check. Other
 - a parent directory that would be created: the file is planned as if it existed (empty);
   one that would be removed: as if the file were gone;
 - its own path predicted (a command's ``creates``): compared with the predicted node.
+- an ``owner``/``group`` naming an account a ``user``/``group`` upstream would create or
+  change: its predicted uid/gid (not known: the file *may* change).
 
 Trees (``recurse``, ``purge``, a directory ``source``), hard links and ``follow`` reading
 something predicted *may* change: their predicted check is not exact.
@@ -54,6 +56,7 @@ class FilePredicts:
 
 def check_predicted(file: File, ctx: Context, view: View) -> FileChange | Change | None:
     """``file``'s check with what resources upstream would leave behind (read only)."""
+    file = _accounts(file, view)
     p = file.params
     path = file.path
     own = view.node(path)
@@ -79,6 +82,31 @@ def check_predicted(file: File, ctx: Context, view: View) -> FileChange | Change
         assert parent is not None
         return _missing(clone, parent)
     return _against(clone, own)
+
+
+def _accounts(file: File, view: View) -> File:
+    """``file`` with the uid and gid of an ``owner``/``group`` that a ``user``/``group``
+    upstream would create or change (a copy; ``file`` itself when none would)."""
+    p = file.params
+    ids: dict[str, int] = {}
+    for attr, key, value in (("_uid", "user", p.owner), ("_gid", "group", p.group)):
+        if value is None or (value.isascii() and value.isdigit()):
+            continue
+        account = view.account(f"{key}:{value}")
+        if account is None:
+            continue
+        if not account.exists:
+            raise Uncertain(f"upstream {account.by} would remove the {key} {value}")
+        if account.id is None:
+            what = "uid" if key == "user" else "gid"
+            raise Uncertain(f"the {what} upstream {account.by} would give {value} is not known")
+        ids[attr] = account.id
+    if not ids:
+        return file
+    clone = copy.copy(file)
+    for attr, number in ids.items():
+        setattr(clone, attr, number)
+    return clone
 
 
 def _change(change: Any) -> FileChange | None:

@@ -23,6 +23,7 @@ from convergent.errors import ParamError, ResourceError
 from convergent.host import accounts
 from convergent.host.posix import MAX_ID
 from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.predicted import Account, Effects, View
 
 __all__ = ["Group", "GroupParams"]
 
@@ -107,6 +108,20 @@ class Group(Resource[GroupParams], kind="group"):
         if p.gid is not None and p.gid != current.gid:
             return f"gid {current.gid} -> {p.gid}", ["groupmod", "-g", str(p.gid), "--", self.name]
         return None, []
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: the account it would leave (``group:NAME``: absent, or present with
+        the gid the policy gives, or keeps; not known for a new one without ``gid``)."""
+        p = self.params
+        key = f"group:{self.name}"
+        if p.state == "absent":
+            return Effects(accounts={key: Account(False)})
+        try:
+            current = accounts.read_groups().get(self.name)
+        except OSError:
+            return Effects(accounts={key: Account(True)})
+        gid = p.gid if p.gid is not None else (current.gid if current is not None else None)
+        return Effects(accounts={key: Account(True, gid)})
 
     # -- automatic edges ----------------------------------------------------------------
 

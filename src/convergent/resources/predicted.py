@@ -8,8 +8,9 @@ change would leave behind, and the kinds that read what others manage read throu
 
 - :class:`Node`: what a path would be (exists or not, content, mode, owner, link target,
   modification order); ``None`` in a field: not known (a command made it).
-- :class:`Effects`: what one resource would leave behind: paths, outputs, and whether it
-  runs a command whose effect no kind describes.
+- :class:`Effects`: what one resource would leave behind: paths, accounts, outputs, and
+  whether it runs a command whose effect no kind describes.
+- :class:`Account`: what a user or group account would be (exists with an id, or not).
 - :class:`View`: what a kind reads through under noop.
 - :class:`Uncertain`: raised by a predicted check when exactness is impossible (a guard
   command, content a command writes): the resource *may* change, for that reason.
@@ -27,6 +28,7 @@ __all__ = [
     "NO_PREDICTION",
     "PREDICTS",
     "UNKNOWN",
+    "Account",
     "Effects",
     "Node",
     "NodeKind",
@@ -75,15 +77,27 @@ class Node(msgspec.Struct, frozen=True):
     secret: bool = False
 
 
+class Account(msgspec.Struct, frozen=True):
+    """What a user or group account would be once the resources upstream applied:
+    ``exists`` or not, with ``id`` (its uid or gid; None: not known, the tools pick it).
+    ``by``: the resource that predicts it (filled in by the engine)."""
+
+    exists: bool
+    id: int | None = None
+    by: str = ""
+
+
 class Effects(msgspec.Struct):
     """What one resource would leave behind: ``paths`` (path -> :class:`Node`; the
-    ``order`` of a write is filled in by the engine), ``outputs`` (None: the kind's
-    current outputs; values may be :data:`UNKNOWN`) and ``command``: it runs a command
-    whose effect on other resources no parameter describes."""
+    ``order`` of a write is filled in by the engine), ``accounts`` (``user:NAME`` or
+    ``group:NAME`` -> :class:`Account`), ``outputs`` (None: the kind's current outputs;
+    values may be :data:`UNKNOWN`) and ``command``: it runs a command whose effect on
+    other resources no parameter describes."""
 
     paths: dict[str, Node] = msgspec.field(default_factory=dict)
     outputs: dict[str, Any] | None = None
     command: bool = False
+    accounts: dict[str, Account] = msgspec.field(default_factory=dict)
 
 
 class Uncertain(Exception):
@@ -109,7 +123,9 @@ class View(Protocol):
     predicted (``mtime``: None when it does not exist; a predicted write is newer than
     anything on disk); they raise :class:`Uncertain` where the prediction does not know.
     ``new_secret(resource)``: the stand-in for the new secret ``resource`` would make (a
-    random text, hidden from every report like a secret).
+    random text, hidden from every report like a secret). ``account(key)``: the predicted
+    account ``user:NAME`` or ``group:NAME``, None when nothing upstream changes it (it
+    raises :class:`Uncertain` when a resource upstream may change it).
     """
 
     changed_above: tuple[str, ...]
@@ -121,6 +137,7 @@ class View(Protocol):
     def content(self, path: str) -> bytes | None: ...
     def new_secret(self, resource: str) -> str: ...
     def is_new_secret(self, value: object) -> bool: ...
+    def account(self, key: str) -> Account | None: ...
 
 
 # What each built-in kind predicts under --noop (the policy reference shows it).
@@ -141,6 +158,18 @@ PREDICTS: dict[str, str] = {
     "line": "predicts the file's content after its edit; it edits a predicted file's content",
     "noop": "nothing changes (a refresh only logs)",
     "timer": "predicts nothing other resources read",
+    "pkg": "predicts its own change exactly: the version it would install, upgrade or change "
+    "to (from the package lists), or remove. The files a package ships are not known before "
+    "it is installed: what reads the host downstream of a change may change",
+    "process": "predicts running or stopped, which no other kind reads (what reads the host "
+    "downstream stays exact); a refresh would restart it when running and "
+    "`restart_on_refresh`",
+    "user": "predicts its account: present with the uid it gives or keeps, or absent; a `file` "
+    "owned by it downstream is exact, and may change when a new account's uid is left to "
+    "useradd; a new `home` it gives is a directory",
+    "group": "predicts its account: present with the gid it gives or keeps, or absent; a `file` "
+    "of that group downstream is exact, and may change when a new group's gid is left to "
+    "groupadd",
 }
 NO_PREDICTION = "no prediction: downstream readers get may"
 

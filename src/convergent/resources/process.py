@@ -41,6 +41,8 @@ from convergent.resources.base import Change, Context, Params, Resource
 if TYPE_CHECKING:
     import subprocess
 
+    from convergent.resources.predicted import Effects, View
+
 __all__ = ["Process", "ProcessParams"]
 
 _SHOWN = 60  # characters of a command shown in summaries
@@ -276,6 +278,20 @@ class Process(Resource[ProcessParams], kind="process"):
             await self._stop(ctx, live)
         new = self._start(ctx)
         return f"restarted on refresh (pid {new.pid})"
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: running (or stopped), which no other kind reads: no paths, so what
+        reads the host downstream is not made *may* by it."""
+        from convergent.resources.predicted import Effects
+
+        return Effects()
+
+    async def predict_refresh(self, ctx: Context, view: View) -> str | None:
+        """What a refresh would do: restart it, when running and ``restart_on_refresh``."""
+        p = self.params
+        if p.state != "running" or not p.restart_on_refresh:
+            return None
+        return "would restart on refresh"
 
     async def reverse(self, ctx: Context) -> str | None:
         """Removed from the policy with ``meta: {reverse: true}``: stop it."""

@@ -26,6 +26,7 @@ absent`` runs ``userdel`` without ``-r``: the home directory and mail spool stay
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
@@ -33,6 +34,7 @@ from convergent.errors import ParamError, ResourceError
 from convergent.host import accounts
 from convergent.host.posix import MAX_ID
 from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.predicted import Account, Effects, Node, View
 
 __all__ = ["User", "UserParams", "group_uid"]
 
@@ -172,6 +174,32 @@ class User(Resource[UserParams], kind="user"):
             except accounts.ToolError as exc:
                 raise ResourceError(ctx.id, str(exc)) from None
         return ", ".join(parts) if parts else None
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: the account it would leave (``user:NAME``: absent, or present with
+        the uid the policy gives, or keeps; not known for a new one without ``uid``), the
+        group named after it that useradd would make, and its new home directory."""
+        p = self.params
+        key = f"user:{self.name}"
+        if p.state == "absent":
+            return Effects(accounts={key: Account(False)})
+        try:
+            current = accounts.read_users().get(self.name)
+            groups = accounts.read_groups()
+        except OSError:
+            return Effects(accounts={key: Account(True)})
+        uid = p.uid if p.uid is not None else (current.uid if current is not None else None)
+        effects = Effects(accounts={key: Account(True, uid)})
+        if current is None and change is not None:
+            if p.group is None and self.name not in groups:
+                effects.accounts[f"group:{self.name}"] = Account(True)
+            if p.create_home if p.create_home is not None else not p.system:
+                home = p.home if p.home is not None else f"/home/{self.name}"
+                if os.path.lexists(home):  # useradd leaves it as it is
+                    return effects
+                node = Node("directory", self.id, uid=uid) if p.home else Node("unknown", self.id)
+                effects.paths[home] = node
+        return effects
 
     # -- planning -----------------------------------------------------------------------
 
