@@ -67,3 +67,43 @@ def test_the_metrics_address_is_local_unless_told_and_checked() -> None:
     for bad in ("host:port", "1.2.3.4:70000"):
         with pytest.raises(ValueError, match=r"ADDR:PORT|0-65535"):
             parse_address(bad)
+
+
+def test_the_world_round_trips_are_counted_and_timed_and_grow_with_new_exports(
+    tmp_path: Path,
+) -> None:
+    """The local world of ``--hostname``: its requests are the engine's real calls."""
+    out = tmp_path / "out"
+    policy = tmp_path / "p.yaml"
+
+    def text(*names: str) -> str:
+        exports = "".join(
+            f"  - file: {n}\n    path: {out}/{n}\n    content: x\n    meta: {{export: true}}\n"
+            for n in names
+        )
+        head = f"resources:\n  - file: {out}/\n    state: directory\n"
+        return head + exports + f"collect:\n  - kind: file\n    pattern: {out}/\n"
+
+    policy.write_text(text("one"))
+    args = ("run", str(policy), "--state-dir", str(tmp_path / "state"), "--hostname", "a")
+    with Agent(*args, "--metrics", ":0") as agent:
+        url = agent.wait_for_line(lambda line: line.startswith("metrics: ")).split(" ", 1)[1]
+        agent.wait_for_line(lambda line: line == "file[one]: created")
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        before = _samples(url)
+        sets = ("convergent_world_requests_total", (("op", "set"),))
+        assert before[sets] >= 1  # the export published
+        assert before[("convergent_world_requests_total", (("op", "watch"),))] == 1
+        assert before[("convergent_world_request_seconds_count", (("op", "set"),))] == before[sets]
+        assert before[("convergent_world_errors_total", (("op", "set"),))] == 0
+
+        policy.write_text(text("one", "two"))
+        agent.wait_for_line(lambda line: line == "file[two]: created")
+        after = _samples(url)
+        assert after[sets] > before[sets]
+        assert (
+            after[("convergent_world_watch_events_total", ())]
+            > before[("convergent_world_watch_events_total", ())]
+        )
+        agent.send(signal.SIGTERM)
+        assert agent.wait() == 0

@@ -100,6 +100,8 @@ class Observer:
         if self.progress is not None:
             tasks.append(asyncio.create_task(self.progress.run(engine), name="progress"))
         if self.metrics is not None and self.address is not None:
+            if engine.world is not None:  # its round trips counted (web/metrics.py)
+                engine.world = self.metrics.metered(engine.world)
             tasks.append(asyncio.create_task(self._metrics(engine, note), name="metrics"))
         return tasks
 
