@@ -31,9 +31,10 @@ convergent_world_errors_total{op}           count those that failed
 convergent_world_watch_events_total         count writes the world's watches reported
 =========================================== ===== =====================================
 
-The world's figures exist once the run has a world (``--hostname``, ``--etcd-endpoints``,
-a cluster): :meth:`Metrics.metered` wraps it, so a run without ``--metrics`` talks to its
-world directly.
+The world's figures exist when the run shares a world with other hosts
+(``--etcd-endpoints``, a cluster; the local world has no round trips):
+:meth:`Metrics.metered` wraps it, so a run without ``--metrics`` talks to its world
+directly.
 
 ``kind`` is the resource's kind (``file``, ``exec``); names never carry a resource's
 name, so the number of series stays bounded by the kinds installed.
