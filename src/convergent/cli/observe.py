@@ -100,6 +100,9 @@ class Observer:
         if self.progress is not None:
             tasks.append(asyncio.create_task(self.progress.run(engine), name="progress"))
         if self.metrics is not None and self.address is not None:
+            world = engine.world
+            if world is not None and type(world).__name__ != "LocalWorld":  # etcd's round
+                engine.world = self.metrics.metered(world)  # trips counted (web/metrics.py)
             tasks.append(asyncio.create_task(self._metrics(engine, note), name="metrics"))
         return tasks
 

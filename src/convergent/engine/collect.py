@@ -93,7 +93,16 @@ class Collector:
     """Every host's exports (from one watch of ``/convergent/hosts/``) and what this host makes of
     them. ``report``: where refusals go."""
 
-    __slots__ = ("_built", "_refused", "exports", "hostname", "pretend", "published", "report")
+    __slots__ = (
+        "_built",
+        "_refused",
+        "exports",
+        "hostname",
+        "origins",
+        "pretend",
+        "published",
+        "report",
+    )
 
     def __init__(self, hostname: str, report: Callable[[Report], None]) -> None:
         self.hostname = hostname
@@ -101,6 +110,7 @@ class Collector:
         self.exports: dict[str, str] = {}  # world key -> JSON, of every host
         self.published: dict[str, str] = {}  # this host's own export keys -> JSON
         self.pretend: dict[str, str] = {}  # under noop: this host's exports, not published
+        self.origins: dict[str, str] = {}  # collected resource id -> the host that exported it
         self._refused: set[tuple[str, str]] = set()  # (key, JSON) already reported
         # What each export became, by key: (its JSON, the collect entries, the resource),
         # so an unchanged export is not decoded and checked again at every change.
@@ -137,6 +147,7 @@ class Collector:
         graph = local_part(base)
         exports = {**self.exports, **self.pretend} if self.pretend else self.exports
         if not base.collect or not exports:
+            self.origins = {}
             return graph
         if graph is base:
             graph = local_part_copy(base)
@@ -161,6 +172,7 @@ class Collector:
                 continue
             by_host[rid] = host
             graph.add(resource)
+        self.origins = by_host
         return graph
 
     def _collected(

@@ -10,12 +10,18 @@ follows makes no record at all (and does not import this module). The names are
 :data:`VERTEX_STATES`: a worker's :class:`State`, with ``running`` told apart as
 ``checking`` and ``applying`` (the worker says when its apply or refresh starts),
 ``clean`` as ``converged``, and ``removed`` for a vertex gone with a new graph.
+
+Once the run has a world that it exchanges through (it exports, collects, or its
+convergence is cluster-wide), :meth:`Observed.world` tells what this agent sees there: a
+:class:`WorldSeen` (the other hosts, this host's exports, where each collected resource
+comes from); None before.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from convergent.engine.convergence import State
@@ -24,9 +30,10 @@ from convergent.engine.report import VertexState
 if TYPE_CHECKING:
     from convergent.engine.changeover import Plan
     from convergent.engine.exchange import Exchange
+    from convergent.engine.hosts import Hosts
     from convergent.engine.worker import Worker
 
-__all__ = ["STATE_NAMES", "Observed"]
+__all__ = ["STATE_NAMES", "HostSeen", "Observed", "WorldSeen"]
 
 STATE_NAMES = {
     State.WAITING: "waiting",
@@ -40,22 +47,70 @@ STATE_NAMES = {
 Listener = Callable[[VertexState], None]
 
 
+@dataclass(frozen=True, slots=True)
+class HostSeen:
+    """Another agent of the world: ``alive`` (its session lives), ``converged`` (it
+    published so), ``exports`` (how many resources it exports)."""
+
+    name: str
+    alive: bool
+    converged: bool
+    exports: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorldSeen:
+    """What this agent (``host``) sees of its world, a copy made when asked: ``hosts``
+    (the others, by name), ``exports`` (the ids of the resources this host exports: under
+    noop, would export), ``origins`` (each collected resource's id -> the host that
+    exported it)."""
+
+    host: str
+    hosts: tuple[HostSeen, ...]
+    exports: tuple[str, ...]
+    origins: dict[str, str]
+
+
+def world_seen(hosts: Hosts) -> WorldSeen:
+    """A copy of what ``hosts`` (and its collector) know now."""
+    from convergent.world.keys import EXPORTS, host_key, split_host_key
+
+    me = hosts.hostname
+    collector = hosts.collector
+    counts: dict[str, int] = {}
+    for key in collector.exports:
+        split = split_host_key(key)
+        if split is not None:
+            counts[split[0]] = counts.get(split[0], 0) + 1
+    names = (hosts.alive | hosts.converged | counts.keys()) - {me}
+    others = tuple(
+        HostSeen(name, name in hosts.alive, name in hosts.converged, counts.get(name, 0))
+        for name in sorted(names)
+    )
+    mine = host_key(me, EXPORTS) + "/"
+    published = collector.pretend or collector.published
+    exports = tuple(sorted(k[len(mine) :] for k in published if k.startswith(mine)))
+    return WorldSeen(me, others, exports, dict(collector.origins))
+
+
 class Observed:
     """The listeners of a run's vertex states and the last state told of each vertex;
     ``plan``: the running plan (``source``, ``graph``, ``bindings``, ``vertex_of``; read
     it, never change it); ``hide(text)``: ``text`` with every secret the run knows hidden,
     as in its reports."""
 
-    __slots__ = ("_plan", "_workers", "hide", "listeners", "shown")
+    __slots__ = ("_hosts", "_plan", "_workers", "hide", "listeners", "shown")
 
     def __init__(
         self,
         workers: Callable[[], Mapping[str, Worker]],
         plan: Callable[[], Plan],
         exchange: Exchange,
+        hosts: Callable[[], Hosts | None] = lambda: None,
     ) -> None:
         self._workers = workers
         self._plan = plan
+        self._hosts = hosts
         self.hide: Callable[[str], str] = exchange.secrets.hide
         self.listeners: list[Listener] = []
         self.shown: dict[str, str] = {}  # vertex -> the last state told (while followed)
@@ -63,6 +118,12 @@ class Observed:
     @property
     def plan(self) -> Plan:
         return self._plan()
+
+    def world(self) -> WorldSeen | None:
+        """What the run sees of its world now (read-only copy), or None while it does not
+        exchange through one."""
+        hosts = self._hosts()
+        return world_seen(hosts) if hosts is not None else None
 
     def add(self, listener: Listener) -> Callable[[], None]:
         """Follow from now on; returns the function that stops it."""

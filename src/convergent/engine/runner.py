@@ -235,7 +235,9 @@ class Engine:
         from convergent.engine.follow import Observed  # not on the start-up path
 
         if self.observed is None:
-            self.observed = Observed(lambda: self._workers, lambda: self._plan, self._exchange)
+            self.observed = Observed(
+                lambda: self._workers, lambda: self._plan, self._exchange, lambda: self._hosts
+            )
         return self.observed
 
     def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:

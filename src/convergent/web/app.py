@@ -7,7 +7,12 @@ Routes:
   the package, so it works offline). They hold no data and need no token.
 - ``/api/vertices``: every vertex (JSON): state, outcome, repairs, error, parameters
   (secrets hidden: :mod:`convergent.web.params`), last events, neighbours.
+  Once the run exchanges through a world, a collected vertex says ``origin`` (the host
+  that exported it), a vertex this host exports says ``exported: true``, and the answer
+  has ``exports`` (this host's) and ``hosts`` (as ``/api/hosts``).
 - ``/api/vertices/{id}``: one vertex (404 when there is none).
+- ``/api/hosts``: the other hosts of the world (name, alive, converged, exports) and the
+  ids this host exports; both empty without a world.
 - ``/api/graph.svg``: the graph as the engine runs it (:mod:`convergent.web.svg`).
 - ``/api/events``: server-sent events: ``snapshot`` first (every vertex's state), then
   ``state``, ``event``, ``graph`` (the graph changed: fetch it again), ``converged``.
@@ -158,10 +163,24 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
             data["members"] = [_resource(m, plan, engine.observe().hide) for m in payload.members]
         else:
             data.update(_resource(payload, plan, engine.observe().hide))
+        seen = engine.observe().world()
+        if seen is not None:
+            data["origin"] = seen.origins.get(vid)
+            data["exported"] = vid in seen.exports
         data["upstream"] = plan.graph.upstream(vid)
         data["downstream"] = plan.graph.downstream(vid)
         data["events"] = list(view.events)
         return data
+
+    def seen_world() -> dict[str, Any]:
+        seen = engine.observe().world()
+        if seen is None:
+            return {"hosts": [], "exports": []}
+        hosts = [
+            {"name": h.name, "alive": h.alive, "converged": h.converged, "exports": h.exports}
+            for h in seen.hosts
+        ]
+        return {"hosts": hosts, "exports": list(seen.exports)}
 
     async def vertices(request: Request) -> Response:
         found = [vertex(vid) for vid in engine.observe().plan.graph.vertices]
@@ -172,8 +191,12 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
                 "converged": board.converged,
                 "generation": board.generation,
                 "vertices": [v for v in found if v is not None],
+                **seen_world(),
             }
         )
+
+    async def hosts_of_world(request: Request) -> Response:
+        return _json({"host": hostname, **seen_world()})
 
     async def one(request: Request) -> Response:
         found = vertex(request.path_params["vid"])
@@ -205,6 +228,7 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
         Route("/static/{name}", asset, methods=["GET"]),
         Route("/api/vertices", vertices, methods=["GET"]),
         Route("/api/vertices/{vid:path}", one, methods=["GET"]),
+        Route("/api/hosts", hosts_of_world, methods=["GET"]),
         Route("/api/graph.svg", graph_svg, methods=["GET"]),
         Route("/api/events", events, methods=["GET"]),
     ]

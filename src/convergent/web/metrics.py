@@ -24,7 +24,17 @@ convergent_edges                            gauge edges in the running graph
 convergent_vertices{state}                  gauge vertices by state (waiting,
                                                   checking, converged, failed...)
 convergent_watches                          gauge resources whose watch is ready
+convergent_world_requests_total{op}         count requests to the world (etcd): get,
+                                                  get_prefix, set, delete, watch, members
+convergent_world_request_seconds{op}        hist  their round trips
+convergent_world_errors_total{op}           count those that failed
+convergent_world_watch_events_total         count writes the world's watches reported
 =========================================== ===== =====================================
+
+The world's figures exist when the run shares a world with other hosts
+(``--etcd-endpoints``, a cluster; the local world has no round trips):
+:meth:`Metrics.metered` wraps it, so a run without ``--metrics`` talks to its world
+directly.
 
 ``kind`` is the resource's kind (``file``, ``exec``); names never carry a resource's
 name, so the number of series stays bounded by the kinds installed.
@@ -34,14 +44,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from convergent.engine.events import Event
     from convergent.engine.runner import Engine
+    from convergent.world.base import Unsubscribe, WatchCallback, World
 
-__all__ = ["DEFAULT_ADDRESS", "Metrics", "parse_address"]
+__all__ = ["DEFAULT_ADDRESS", "MeteredWorld", "Metrics", "parse_address"]
+
+T = TypeVar("T")
+WORLD_OPS = ("get", "get_prefix", "set", "delete", "watch", "members")
 
 DEFAULT_ADDRESS = "127.0.0.1"
 _REQUEST_MAX = 8192
@@ -91,6 +106,22 @@ class Metrics:
             "convergent_event_to_repair_seconds",
             "From the event that revealed drift to the end of its repair, by kind",
         )
+        self._world_requests = Counter(
+            "convergent_world_requests", "Requests to the world, by operation", ["op"],
+            registry=registry,
+        )  # fmt: skip
+        self._world_errors = Counter(
+            "convergent_world_errors", "Requests to the world that failed, by operation",
+            ["op"], registry=registry,
+        )  # fmt: skip
+        self._world_seconds = Histogram(
+            "convergent_world_request_seconds", "Round trips to the world, by operation",
+            ["op"], buckets=_LATENCY, registry=registry,
+        )  # fmt: skip
+        self.world_events = Counter(
+            "convergent_world_watch_events", "Writes reported by the world's watches",
+            registry=registry,
+        )  # fmt: skip
         self._children: dict[tuple[int, str], Any] = {}
         registry.register(_EngineCollector(lambda: self.engine))
 
@@ -124,6 +155,20 @@ class Metrics:
                 self._child(self._latency, kind).observe(event.latency)
         elif outcome == "failed":
             self._child(self._failures, kind).inc()
+
+    def metered(self, world: World) -> MeteredWorld:
+        """``world``, its requests counted and timed (every operation at 0 from now)."""
+        for op in WORLD_OPS:
+            self._child(self._world_requests, op)
+            self._child(self._world_errors, op)
+        return MeteredWorld(world, self)
+
+    def world_request(self, op: str, seconds: float, failed: bool) -> None:
+        """A request ``op`` to the world took ``seconds`` (and failed, or not)."""
+        self._child(self._world_requests, op).inc()
+        self._child(self._world_seconds, op).observe(seconds)
+        if failed:
+            self._child(self._world_errors, op).inc()
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -175,6 +220,58 @@ class Metrics:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+class MeteredWorld:
+    """A world whose requests are counted and timed in ``metrics``; everything else
+    (``hostname``, ``lock``, ``aclose``...) is the world's own."""
+
+    def __init__(self, world: World, metrics: Metrics) -> None:
+        self.world = world
+        self.hostname = world.hostname
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.world, name)
+
+    async def _timed(self, op: str, request: Awaitable[T]) -> T:
+        began = time.perf_counter()
+        failed = True
+        try:
+            result = await request
+            failed = False
+            return result
+        finally:
+            self._metrics.world_request(op, time.perf_counter() - began, failed)
+
+    async def get(self, key: str) -> str | None:
+        return await self._timed("get", self.world.get(key))
+
+    async def get_prefix(self, prefix: str) -> dict[str, str]:
+        return await self._timed("get_prefix", self.world.get_prefix(prefix))
+
+    async def set(self, key: str, value: str, *, lease: bool = False) -> None:
+        await self._timed("set", self.world.set(key, value, lease=lease))
+
+    async def delete(self, key: str) -> None:
+        await self._timed("delete", self.world.delete(key))
+
+    async def members(self) -> dict[str, str]:
+        return await self._timed("members", self.world.members())
+
+    async def watch(
+        self, key: str, callback: WatchCallback, *, prefix: bool = False
+    ) -> Unsubscribe:
+        counter = self._metrics.world_events
+
+        def counted(key: str, value: str | None) -> None:
+            counter.inc()
+            callback(key, value)
+
+        return await self._timed("watch", self.world.watch(key, counted, prefix=prefix))
+
+    def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.world.lock(name)
 
 
 class _EngineCollector:

@@ -103,11 +103,28 @@ async function loadVertices() {
   for (const v of data.vertices) {
     view.vertices.set(v.id, { state: v.state, outcome: v.outcome, repairs: v.repairs, error: v.error });
     const item = el("li", { "data-id": v.id }, el("span", { class: "dot" }, " "), v.id);
+    if (v.origin) item.append(el("span", { class: "origin" }, ` from ${v.origin}`));
+    if (v.exported) item.append(el("span", { class: "origin" }, " exported"));
     item.addEventListener("click", () => select(v.id));
     list.append(item);
   }
+  showWorld(data);
   overall(data.converged);
   return data;
+}
+
+function showWorld(data) {
+  const section = document.getElementById("world-section");
+  section.hidden = !data.hosts.length && !data.exports.length;
+  const hosts = document.getElementById("hosts");
+  hosts.replaceChildren();
+  for (const h of data.hosts) {
+    const state = !h.alive ? "gone" : h.converged ? "converged" : "alive, not converged";
+    hosts.append(el("li", { "data-host": h.name }, `${h.name}: ${state}, ${h.exports} exported`));
+  }
+  document.getElementById("exports").textContent = data.exports.length
+    ? `This host exports: ${data.exports.join(", ")}`
+    : "";
 }
 
 function mark(id) {
@@ -157,6 +174,8 @@ async function select(id) {
   } else {
     parts.push(el("h3", {}, "Parameters"), table(v.params));
   }
+  if (v.origin) parts.push(el("p", {}, `collected: exported by host ${v.origin}`));
+  if (v.exported) parts.push(el("p", {}, "exported by this host"));
   if (v.upstream.length) parts.push(el("p", {}, "after: ", v.upstream.join(", ")));
   if (v.downstream.length) parts.push(el("p", {}, "before: ", v.downstream.join(", ")));
   const events = el("ol", { id: "detail-events", reversed: "" });
@@ -208,7 +227,10 @@ function connect() {
     await loadVertices();
     await loadGraph();
   });
-  source.addEventListener("converged", () => overall(true));
+  source.addEventListener("converged", async () => {
+    overall(true);
+    showWorld(await api("/api/hosts"));
+  });
   source.onerror = () => {
     document.getElementById("overall").textContent = "reconnecting...";
   };
