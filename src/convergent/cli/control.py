@@ -83,26 +83,30 @@ class ControlServer:
             self.errors[event.resource] = event.summary
 
     async def serve(self, engine: Engine) -> None:
-        """Listen until cancelled; the socket file is removed at the end."""
+        """Listen until cancelled; the socket file is removed at the end.
+
+        The state directory is held by a descriptor from start to end: the stale socket
+        is removed, the new one bound (created 0600 by the umask) and removed again
+        through it, never by a path walked anew."""
         self.engine = engine
-        path = os.path.join(self.state_dir, CONTROL_SOCKET)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # a dead agent's: this one holds the directory's lock
-        target, fd = _sun_path(self.state_dir)
-        old = os.umask(0o177)
+        dfd = os.open(self.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            self._server = await asyncio.start_unix_server(self._client, target)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(CONTROL_SOCKET, dir_fd=dfd)  # a dead agent's: we hold the lock
+            old = os.umask(0o177)
+            try:
+                target = f"/proc/self/fd/{dfd}/{CONTROL_SOCKET}"
+                self._server = await asyncio.start_unix_server(self._client, target)
+            finally:
+                os.umask(old)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self._server.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(CONTROL_SOCKET, dir_fd=dfd)
         finally:
-            os.umask(old)
-            if fd is not None:
-                os.close(fd)
-        os.chmod(path, 0o600)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            self._server.close()
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            os.close(dfd)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
