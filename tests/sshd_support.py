@@ -13,6 +13,8 @@ namespaces acting as hosts.
   10.200.1.126, an sshd in each namespace; a host behind another (``behind``) sits on a
   veth pair of its own in 10.200.1.128/25 and is reachable only through that host.
   Everything it started is killed by PID and every namespace deleted on :meth:`close`.
+- :func:`ssh_agent`: a real ``ssh-agent -D`` holding given keys (what a user of
+  ``--remote-depth 2`` runs), killed by its PID at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "client_keys",
     "known_hosts",
     "needs_sshd",
+    "ssh_agent",
     "ssh_lab",
 ]
 
@@ -291,3 +294,32 @@ def ssh_lab(
         yield lab
     finally:
         lab.close()
+
+
+@contextlib.contextmanager
+def ssh_agent(where: Path, *keys: Path) -> Iterator[str]:
+    """``ssh-agent -D`` listening on a socket under ``where``, holding ``keys``; yields
+    the socket's path (a user's ``$SSH_AUTH_SOCK``). Killed by its PID at the end."""
+    sock = where / "agent.sock"
+    proc = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        assert proc.stdout is not None
+        out = proc.stdout
+        threading.Thread(target=lambda: lines.put(out.readline()), daemon=True).start()
+        first = lines.get(timeout=BOUND)  # printed once the socket listens
+        assert first.startswith(f"SSH_AUTH_SOCK={sock};"), first
+        for key in keys:
+            subprocess.run(
+                ["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                check=True, capture_output=True, timeout=BOUND,
+            )  # fmt: skip
+        yield str(sock)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(BOUND)

@@ -47,12 +47,15 @@ def file_policy(path: Path, content: str, where: Path) -> Path:
 class Initiator:
     """``convergent run`` from a laptop whose home is ``home``."""
 
-    def __init__(self, home: Path, key: Path | None) -> None:
+    def __init__(self, home: Path, key: Path | None, agent: str | None = None) -> None:
+        """``agent``: the socket of the ssh agent the run may use (and forward)."""
         self.home = home
         self.key = key
         (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.env = dict(os.environ, HOME=str(home))
         self.env.pop("SSH_AUTH_SOCK", None)
+        if agent is not None:
+            self.env["SSH_AUTH_SOCK"] = agent
 
     @property
     def known_hosts(self) -> Path:

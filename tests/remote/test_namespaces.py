@@ -2,7 +2,8 @@
 own sshd, none with convergent installed: each runs the copied single file with its
 ``python3 -I``. A second run copies nothing (the bridge's byte counters say so); a host
 cut off mid-run is named and the others finish; a host reachable only from another is
-reached through it (``via:``, ``--remote-depth 2``).
+bootstrapped by it (``via:``, ``--remote-depth 2``: the first-level host's relay logs in
+with the initiator's ssh agent, forwarded; a real ``ssh-agent`` holds the test's key).
 
 The lab (tests/sshd_support.py) is made once for the module; every process in it is
 killed by PID and the namespaces deleted at the end. Skipped where namespaces cannot be
@@ -18,7 +19,7 @@ import pytest
 
 from tests.remote.support import Initiator, file_policy
 from tests.remote.test_world_tunnel import mgmt_graph
-from tests.sshd_support import ClientKeys, SshLab, client_keys, needs_sshd, ssh_lab
+from tests.sshd_support import ClientKeys, SshLab, client_keys, needs_sshd, ssh_agent, ssh_lab
 
 pytestmark = [needs_sshd, pytest.mark.slow, pytest.mark.timeout(180)]
 __all__ = ["client_keys"]
@@ -31,8 +32,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory, client_keys: ClientKeys) -> It
         yield made
 
 
-def _initiator(tmp_path: Path, lab: SshLab) -> Initiator:
-    initiator = Initiator(tmp_path / "laptop", lab.keys.key)
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory, lab: SshLab) -> Iterator[str]:
+    with ssh_agent(tmp_path_factory.mktemp("agent"), lab.keys.key) as sock:
+        yield sock
+
+
+def _initiator(tmp_path: Path, lab: SshLab, agent: str | None = None) -> Initiator:
+    initiator = Initiator(tmp_path / "laptop", lab.keys.key, agent)
     lab.known_hosts(initiator.known_hosts)
     return initiator
 
@@ -78,12 +85,12 @@ def test_a_second_run_copies_nothing(tmp_path: Path, lab: SshLab) -> None:
     assert lab.bytes_to("c") - before < 100_000  # the handshake, the policy, the reports
 
 
-def test_a_host_reachable_only_through_another_is_reached_through_it(
-    tmp_path: Path, lab: SshLab
+def test_a_host_reachable_only_through_another_is_bootstrapped_by_it(
+    tmp_path: Path, lab: SshLab, agent: str
 ) -> None:
     made = tmp_path / "made"
     policy = str(file_policy(tmp_path / "site.yaml", "deep", made))
-    done = _initiator(tmp_path, lab).run(
+    done = _initiator(tmp_path, lab, agent).run(
         policy, "--remote", _url(lab, "a"),
         "--remote", f"{_url(lab, 'd')} via:{_url(lab, 'a')}", "--converged-timeout", "0",
     )  # fmt: skip
@@ -92,12 +99,12 @@ def test_a_host_reachable_only_through_another_is_reached_through_it(
     assert any("Accepted publickey for root from 10.200.1.129" in x for x in lab.sshd["d"].log)
 
 
-def test_remote_depth_2_reaches_the_second_level_through_the_first(
-    tmp_path: Path, lab: SshLab
+def test_remote_depth_2_has_the_first_level_bootstrap_the_second(
+    tmp_path: Path, lab: SshLab, agent: str
 ) -> None:
     made = tmp_path / "made"
     policy = str(file_policy(tmp_path / "site.yaml", "fan", made))
-    done = _initiator(tmp_path, lab).run(
+    done = _initiator(tmp_path, lab, agent).run(
         policy, "--remote", _url(lab, "a"), "--remote", _url(lab, "b"),
         "--remote-depth", "2", "--cconns", "1", "--converged-timeout", "0",
     )  # fmt: skip

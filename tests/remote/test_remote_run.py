@@ -148,8 +148,20 @@ def test_a_host_without_a_usable_python3_is_named_with_the_fix(
         (["--hostname", "me"], "--hostname: a remote run gives its hosts"),
         (["--remote", "ssh://root@127.0.0.1#initiator"], "'initiator' is the run's own"),
         (["--remote", "http://127.0.0.1"], "not an ssh:// URL"),
+        (["--remote", "ssh://root@10.0.0.9 via:ssh://root@127.0.0.1:1"], "no agent here"),
+        (
+            ["--remote", "ssh://root@10.0.0.9 via:ssh://root@10.0.0.8"],
+            "add --remote ssh://root@10.0.0.8",
+        ),
     ],
-    ids=["cluster-option", "hostname", "reserved-name", "not-ssh"],
+    ids=[
+        "cluster-option",
+        "hostname",
+        "reserved-name",
+        "not-ssh",
+        "behind-without-agent",
+        "via-not-a-host",
+    ],
 )
 def test_options_a_remote_run_cannot_honour_stop_it_before_it_starts(
     tmp_path: Path, client_keys: ClientKeys, args: list[str], said: str

@@ -125,6 +125,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--accept-new-host-keys": ("accept_new_host_keys", None),
     "--remote-depth": ("remote_depth", _count),
     "--detach": ("detach", None),
+    "--relay": ("relay", None),
     "--events-keep": ("events_keep", _keep),
     "--events-age": ("events_age", _duration),
     "--report-json": ("report_json", str),

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from convergent.remote.fleet import Assignment, HostResult
     from convergent.resources.base import Resource
 
-__all__ = ["add_remote_options", "names_remote", "remote_command", "remote_files", "shares"]
+__all__ = [
+    "add_remote_options",
+    "depth_given",
+    "names_remote",
+    "relay_command",
+    "remote_command",
+    "remote_files",
+    "shares",
+]
 
 SHARING = frozenset({"kv", "value", "world"})  # kinds that talk to the world
 #: The run options that choose a world (cli/run.py's CLUSTER_OPTIONS): a remote run makes
@@ -39,7 +47,10 @@ CLUSTER_OPTIONS = (
 
 
 def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], int]) -> None:
-    """Declare the options of ``run`` that put its policy on other hosts."""
+    """Declare the options of ``run`` that put its policy on other hosts (``--relay``,
+    undocumented: the run a first-level host makes, :mod:`convergent.remote.relay`)."""
+    import argparse
+
     group = run.add_argument_group(
         "remote hosts",
         "Bootstrap and run agents on other hosts over SSH (they need python3 only).",
@@ -55,8 +66,9 @@ def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], i
         metavar="URL",
         action="append",
         default=None,
-        help="run the policy on this host (ssh://[USER@]HOST[:PORT][#NAME], "
-        "'URL via:URL' to reach it through another); give it once per host",
+        help="run the policy on this host (ssh://[USER@]HOST[:PORT][#NAME]; "
+        "'URL via:URL1': the host of URL1, itself given with --remote, bootstraps it, "
+        "logging in with your ssh agent forwarded to it); give it once per host",
     )
     group.add_argument(
         "--cconns",
@@ -87,8 +99,10 @@ def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], i
         metavar="N",
         type=count,
         default=None,
-        help="2: the first --cconns hosts are reached directly, the others through them",
+        help="2: the first --cconns hosts are reached directly and each bootstraps some "
+        "of the others (as via:), logging in to them with your ssh agent forwarded",
     )
+    group.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     group.add_argument(
         "--detach",
         action="store_true",
@@ -155,6 +169,8 @@ def _assignments(args: argparse.Namespace) -> list[Assignment]:
                 for i, t in enumerate(rest)
             ]
         return _checked([Assignment(t, files[0]) for t in targets])
+    if depth_given(args):
+        raise RemoteError("--remote-depth orders --remote hosts; mgmt graphs say via: in remote:")
     named = remote_files(files)
     if named is None:
         raise RemoteError("give --remote URL, or mgmt graphs that each name their 'remote:'")
@@ -162,16 +178,43 @@ def _assignments(args: argparse.Namespace) -> list[Assignment]:
     return _checked([Assignment(t, path) for t, (path, _) in zip(targets, named, strict=True)])
 
 
+def depth_given(args: argparse.Namespace) -> bool:
+    return (getattr(args, "remote_depth", None) or 1) > 1
+
+
 def _checked(assignments: list[Assignment]) -> list[Assignment]:
+    """The assignments, when each names a host that may run: not the run's own name, and
+    each host behind another (via:) behind a host of the run, one level deep."""
     from convergent.remote.fleet import ADMIN
     from convergent.remote.urls import RemoteError
 
+    names = {a.target.name: a.target for a in assignments}
     for a in assignments:
         if a.target.name == ADMIN:
             raise RemoteError(
                 f"--remote {a.target.url}: the name {ADMIN!r} is the run's own in the world; "
                 "give the host another with #NAME"
             )
+        via = a.target.via
+        if via is None:
+            continue
+        if via.via is not None or names.get(via.name, via).via is not None:
+            raise RemoteError(
+                f"--remote {a.target.url} via:{via.url}: {via.name} is itself behind "
+                "another host; hosts bootstrap one level only (--remote-depth 2)"
+            )
+        if via.name not in names:
+            raise RemoteError(
+                f"--remote {a.target.url} via:{via.url}: {via.name} bootstraps "
+                f"{a.target.name}, so it must be a host of the run: add --remote {via.url}"
+                + ("" if via.name == via.host else f"#{via.name}")
+            )
+    if any(a.target.via is not None for a in assignments) and not os.environ.get("SSH_AUTH_SOCK"):
+        raise RemoteError(
+            "hosts behind others (via:, --remote-depth 2) are logged in to from the first "
+            "level with your ssh agent, forwarded there: no agent here ($SSH_AUTH_SOCK is "
+            "unset); start one and add your key (eval $(ssh-agent); ssh-add ~/.ssh/id_ed25519)"
+        )
     return assignments
 
 
@@ -186,6 +229,8 @@ def remote_command(args: argparse.Namespace) -> int:
     from convergent.remote.ssh import SshOptions
     from convergent.render import escape, say
 
+    if getattr(args, "relay", False):
+        return relay_command(args)
     try:
         assignments = _assignments(args)
     except ConvergentError as exc:
@@ -258,6 +303,82 @@ def remote_command(args: argparse.Namespace) -> int:
         say(f"convergent: failed on {names}")
         return 1
     say(f"convergent: {len(results)} host(s) done")
+    return 0
+
+
+def relay_command(args: argparse.Namespace) -> int:
+    """``run relay/plan.json --relay --remote URL...`` on a first-level host: bootstrap
+    the hosts behind it (:mod:`convergent.remote.relay`), each line written up as JSON;
+    stops when standard input ends. Exit 0, or 2 when the plan cannot be read."""
+    import asyncio
+    import signal
+    import threading
+
+    from convergent.errors import ConvergentError
+    from convergent.remote import relay
+    from convergent.remote.bootstrap import Payload
+    from convergent.remote.dist import running_file
+    from convergent.remote.fleet import Assignment, Fleet, FleetConfig
+    from convergent.remote.ssh import SshOptions
+    from convergent.remote.urls import parse_targets
+    from convergent.render import say
+
+    def write(text: str) -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    urls = args.remote if isinstance(args.remote, list) else [args.remote]
+    pyz = running_file()
+    try:
+        plan = relay.read_plan(args.file)
+        targets = parse_targets(urls)
+        if pyz is None:
+            raise ConvergentError("a relay runs from the single file (convergent.pyz)")
+        assignments = [Assignment(t, plan.policies[t.name]) for t in targets]
+    except (ConvergentError, OSError, ValueError, KeyError) as exc:
+        say(f"convergent: relay: {exc}")
+        return 2
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        for t in targets:
+            error = relay.no_agent(t.name, plan.origin)
+            write(relay.line(t.name, error, True))
+            write(relay.result(t.name, None, error, 0, None))
+        return 0
+    payload = Payload(pyz, plan.digest, pyz.stat().st_size)
+    config = FleetConfig(
+        assignments,
+        SshOptions(
+            None,
+            bool(args.accept_new_host_keys),
+            known_hosts=os.path.abspath(relay.KNOWN),
+            through=plan.origin,
+        ),
+        cconns=args.cconns or 8,
+        caching=not args.no_caching,
+        converged_timeout=args.converged_timeout,
+        detach=bool(args.detach),
+        agent_args=tuple(f for f, on in (("--noop", args.noop), ("--diff", args.diff)) if on),
+        world=plan.world_port is not None,
+    )
+
+    async def main() -> None:
+        fleet = Fleet(config, lambda: payload, lambda h, t, e: write(relay.line(h, t, e)))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, fleet.stop)
+
+        def watch_stdin() -> None:  # its end (the initiator closed it, or is gone): stop
+            while sys.stdin.buffer.read(4096):
+                pass
+            loop.call_soon_threadsafe(fleet.stop)
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        port = plan.world_port
+        world = None if port is None else relay.Upstream(port, plan.tokens)
+        for r in await fleet.run(world):
+            write(relay.result(r.name, r.status, r.error, r.copied, r.detached_pid))
+
+    asyncio.run(main())
     return 0
 
 

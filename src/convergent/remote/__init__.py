@@ -13,6 +13,8 @@
 - ``bootstrap.py``: the probe, the single file copied by digest, the agent's command.
 - ``fleet.py``: a ``run --remote``: every host in parallel, the world tunnelled to
   each, reports streamed by host, one exit code.
+- ``relay.py``: hosts behind a first-level host (``via:``, ``--remote-depth 2``): the
+  first-level host bootstraps them with the initiator's forwarded ssh agent.
 
 See docs/single-file.md for the single file, docs/remote.md for ``run --remote``.
 """

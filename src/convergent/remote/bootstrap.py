@@ -27,16 +27,20 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from convergent.remote.urls import RemoteError
+
 __all__ = [
     "MIN_PYTHON",
     "MISSING",
     "READY",
     "TOO_OLD",
     "Payload",
+    "check_python",
     "copy_script",
     "files_script",
     "payload",
     "probe_input",
+    "relay_script",
     "start_script",
 ]
 
@@ -111,7 +115,7 @@ sys.exit(0 if got.hexdigest() == sys.argv[2] else "the copy is damaged: its dige
 
 
 def start_script(
-    payload: Payload, name: str, argv: list[str], *, fresh: bool, detach: bool
+    payload: Payload, name: str, argv: list[str], *, fresh: bool, detach: bool, gated: bool = False
 ) -> tuple[str, str]:
     """One round trip that bootstraps and starts agent ``name`` (``convergent ARGV``),
     and the marker of the line that carries the agent's exit status (``MARKER STATUS``).
@@ -122,18 +126,25 @@ def start_script(
     (exit ``MISSING`` when not, or when ``fresh``: copy it, then start again). Then the
     agent, in the same shell.
 
+    ``gated``: after the probe, the agent waits for a line on stdin (``go``): a host
+    that bootstraps hosts behind it starts its agent with theirs, so that none of them
+    counts the whole set converged before the others joined. Stdin ending first: no
+    agent (``MARKER 0``).
+
     Attached, the agent stops (SIGTERM) when stdin ends: the initiator closed it, or the
     connection is gone. Detached, it runs in its own session, its output appended to
     ``hosts/NAME/agent.log``, and the line says its PID (``MARKER detached PID``)."""
     marker = f"convergent-exit-{secrets.token_hex(8)}"
     words = " ".join(shlex.quote(w) for w in argv)
     head = (
-        f'umask 077; D={BASE}; H="$D/hosts/{name}"; mkdir -p "$H" || exit 3; '
+        f'umask 077; unset SSH_AUTH_SOCK; D={BASE}; H="$D/hosts/{name}"; mkdir -p "$H" || exit 3; '
         'PY="$(command -v python3)" || { echo "python none"; exit 0; }; '
         f'"$PY" -I -c {shlex.quote(_PROBE_PY)} "$D" {shlex.quote(payload.digest)} "$H" '
         f'{int(fresh)} || exit $?; cd "$H" || exit 3; '
     )
     run = f"{payload.launcher()} {words}"
+    if gated:
+        head += f'read -r go || {{ echo "{marker} 0"; exit 0; }}; '
     if detach:
         body = f'setsid {run} </dev/null >>"$H/agent.log" 2>&1 & echo "{marker} detached $!"'
         return head + body, marker
@@ -143,6 +154,17 @@ def start_script(
         f'wait $a; rc=$?; kill $w 2>/dev/null; echo "{marker} $rc"; exit $rc'
     )
     return head + body, marker
+
+
+def relay_script(payload: Payload, name: str, argv: list[str]) -> str:
+    """Start ``convergent ARGV`` in ``hosts/NAME/`` from the single file the probe found
+    there: the relay that bootstraps the hosts behind host NAME (it keeps the ssh agent
+    the initiator forwarded, and stops when its stdin ends)."""
+    words = " ".join(shlex.quote(w) for w in argv)
+    return (
+        f'umask 077; D={BASE}; H="$D/hosts/{name}"; cd "$H" || exit 3; '
+        f'PY="$(command -v python3)" || exit 3; exec {payload.launcher()} {words}'
+    )
 
 
 def files_script(name: str) -> str:
@@ -172,3 +194,20 @@ def probe_input(files: dict[str, str]) -> bytes:
     """The probe's stdin: the size of the files' JSON (padded to 32 bytes), then it."""
     data = json.dumps(files).encode()
     return f"{len(data)}\n".encode().ljust(32, b" ") + data
+
+
+def check_python(name: str, probe: dict[str, str]) -> None:
+    """RemoteError when the probe found no python3, or one too old."""
+    need = ".".join(map(str, MIN_PYTHON))
+    version = probe.get("python", "")
+    if version in ("", "none"):
+        raise RemoteError(
+            f"{name}: no python3 on the host (convergent needs python3 >= {need} there "
+            "and nothing else): install it, e.g. apt-get install python3"
+        )
+    major, minor, python = [*version.split(" ", 2), "", ""][:3]
+    if (int(major), int(minor)) < MIN_PYTHON:
+        raise RemoteError(
+            f"{name}: {python or 'python3'} is Python {major}.{minor}; convergent needs "
+            f"{need} or newer on the host: install a newer python3"
+        )

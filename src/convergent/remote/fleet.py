@@ -16,12 +16,18 @@ The initiator is no agent of that world: the remote agents wait only for each ot
 
 Live: while the agents run, saving a local policy file copies it again; the remote
 agent reloads it as it reloads a saved policy (a diff: what converged is not re-run).
+
+Hosts behind a first-level host (``via``): the initiator connects only to the first
+level, with its ssh agent forwarded there; once a first-level host is bootstrapped, its
+relay (:mod:`convergent.remote.relay`) bootstraps the hosts behind it and writes their
+lines up; their results come back the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable
@@ -30,15 +36,24 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.errors import ConvergentError
 from convergent.remote.bootstrap import (
-    MIN_PYTHON,
     MISSING,
     Payload,
+    check_python,
     copy_script,
     files_script,
     probe_input,
+    relay_script,
     start_script,
 )
-from convergent.remote.ssh import SshOptions, connect
+from convergent.remote.relay import (
+    Plan,
+    Upstream,
+    child_policy,
+    decode,
+    plan_files,
+    relay_argv,
+)
+from convergent.remote.ssh import SshOptions, connect, known_lines
 from convergent.remote.urls import RemoteError, Target
 
 if TYPE_CHECKING:
@@ -149,23 +164,37 @@ class Fleet:
         self._slots = asyncio.Semaphore(config.cconns)
         self._stopping = asyncio.Event()
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
-        self._ready: dict[str, asyncio.Event] = {}
         self._watcher: Any = None  # one inotify descriptor for every policy followed
+        self._behind: dict[str, list[Assignment]] = {}  # first-level host: hosts behind it
+        self._ends: dict[str, asyncio.Future[HostResult]] = {}  # a host behind: its end
+        self._probed: dict[str, asyncio.Event] = {}  # the probe wrote the files, found the file
+        self._gates: dict[str, asyncio.Event] = {}  # set: start the agent (its hosts behind did)
 
     def stop(self) -> None:
         """Ctrl-C: close every agent's stdin (they stop) and end."""
         self._stopping.set()
 
-    async def run(self, world: World | None) -> list[HostResult]:
+    async def run(self, world: World | Upstream | None) -> list[HostResult]:
         self._payload = asyncio.ensure_future(asyncio.to_thread(self._payload_source))
         tokens: dict[str, str] = {}
         names = [a.target.name for a in self.config.assignments]
         if world is not None:
             tokens = await world.start(names)
+        loop = asyncio.get_running_loop()
         for a in self.config.assignments:
-            self._ready[a.target.name] = asyncio.Event()
+            self._probed[a.target.name] = asyncio.Event()
+            if a.target.via is not None:
+                self._behind.setdefault(a.target.via.name, []).append(a)
+                self._gates.setdefault(a.target.via.name, asyncio.Event())
+                self._ends[a.target.name] = loop.create_future()
+        for parent in set(self._behind) - set(names):  # cli/remote.py refuses it first
+            self._fail(
+                self._behind[parent], f"{parent}, which would bootstrap it, is no host of the run"
+            )
         tasks = [
-            asyncio.create_task(self._host(a, tokens.get(a.target.name), world))
+            asyncio.ensure_future(
+                self._host(a, tokens, world) if a.target.via is None else self._ends[a.target.name]
+            )
             for a in self.config.assignments
         ]
         try:
@@ -178,32 +207,31 @@ class Fleet:
             if self._watcher is not None:
                 self._watcher.close()
 
-    async def _connection(self, target: Target) -> asyncssh.SSHClientConnection:
-        tunnel = None
-        if target.via is not None:
-            tunnel = await self._via(target.via)
-        conn = await connect(target, self.config.ssh, tunnel)
-        return conn
+    def _fail(self, behind: list[Assignment], why: str) -> None:
+        """End the hosts ``behind`` that have not ended, with ``why`` (reported)."""
+        for child in behind:
+            name = child.target.name
+            end = self._ends[name]
+            if not end.done():
+                error = f"{name}: {why}"
+                self.report(name, error, True)
+                end.set_result(HostResult(name, error=error))
 
-    async def _via(self, via: Target) -> asyncssh.SSHClientConnection:
-        """The connection of the host others are reached through (made once)."""
-        if via.name in self._ready:  # one of the hosts of the run: wait for its connection
-            await self._ready[via.name].wait()
-        if via.name not in self._conns:
-            self._conns[via.name] = await connect(via, self.config.ssh)
-        return self._conns[via.name]
-
-    async def _host(self, a: Assignment, token: str | None, world: World | None) -> HostResult:
+    async def _host(
+        self, a: Assignment, tokens: dict[str, str], world: World | Upstream | None
+    ) -> HostResult:
         target = a.target
         result = HostResult(target.name)
+        behind = self._behind.get(target.name, [])
         try:
+            options = self.config.ssh
+            if behind:  # the relay logs in to the hosts behind with the initiator's agent
+                agent = os.environ.get("SSH_AUTH_SOCK") or None
+                options = dataclasses.replace(options, forward_agent=agent)
             async with self._slots:
-                try:
-                    conn = await self._connection(target)
-                finally:
-                    self._ready[target.name].set()
+                conn = await connect(target, options)
                 self._conns[target.name] = conn
-            await self._agent(conn, a, token, world, result)
+            await self._agent(conn, a, tokens, world, result)
         except RemoteError as exc:
             result.error = str(exc)
         except ConvergentError as exc:  # the single file cannot be built, the world started
@@ -214,6 +242,7 @@ class Fleet:
             result.error = f"{target.name}: connection lost ({_reason(exc)})"
         if result.error is not None:
             self.report(target.name, result.error, True)
+        self._fail(behind, f"not reached: {target.name}, which bootstraps it, failed")
         return result
 
     def _files(self, a: Assignment, token: str | None) -> dict[str, str]:
@@ -223,50 +252,184 @@ class Fleet:
             files["join-token"] = token
         return files
 
+    def _relay_files(
+        self, name: str, tokens: dict[str, str], port: int | None, payload: Payload
+    ) -> dict[str, str]:
+        """The relay's plan, known_hosts lines and policies, for the hosts behind ``name``."""
+        behind = self._behind.get(name, [])
+        policies = {}
+        for child in behind:
+            with open(child.policy, encoding="utf-8") as f:
+                policies[child_policy(child.target.name, child.policy)] = strip_remote(f.read())
+        plan = Plan(
+            name,
+            payload.digest,
+            port,
+            {c.target.name: tokens[c.target.name] for c in behind if c.target.name in tokens},
+            {c.target.name: child_policy(c.target.name, c.policy) for c in behind},
+        )
+        return plan_files(plan, policies, known_lines([c.target for c in behind]))
+
     async def _agent(
         self,
         conn: asyncssh.SSHClientConnection,
         a: Assignment,
-        token: str | None,
-        world: World | None,
+        tokens: dict[str, str],
+        world: World | Upstream | None,
         result: HostResult,
     ) -> None:
         """Bootstrap and start the agent in one round trip; when the host lacks the
-        single file, copy it and start again."""
+        single file, copy it and start again. With hosts behind it, its relay too."""
         name = a.target.name
+        token = tokens.get(name)
         argv = ["run", f"policy/{os.path.basename(a.policy)}", "--hostname", name]
         argv += ["--state-dir", "state", *self.config.agent_args]
         if self.config.converged_timeout is not None:
             argv += ["--converged-timeout", f"{self.config.converged_timeout:g}"]
+        port = None
         if world is not None and token is not None:
             listener = await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", world.port)
-            argv += ["--etcd-endpoints", f"https://127.0.0.1:{listener.get_port()}"]
+            port = listener.get_port()
+            argv += ["--etcd-endpoints", f"https://127.0.0.1:{port}"]
             argv += ["--join-token", "join-token"]
-        files = probe_input(self._files(a, token)).decode()
         assert self._payload is not None
         try:
             payload = await self._payload
         except Exception as exc:  # dist's DistError (no ConvergentError), OSError
             raise RemoteError(f"{name}: the single file cannot be built here: {exc}") from None
+        files_of = self._files(a, token)
+        relaying = None
+        if self._behind.get(name):
+            files_of.update(self._relay_files(name, tokens, port, payload))
+            relaying = asyncio.create_task(self._relay(conn, name, payload))
+        files = probe_input(files_of).decode()
         fresh = not self.config.caching
         following = None if self.config.detach else asyncio.create_task(self._follow(conn, a))
         try:
-            while True:
-                script, marker = start_script(
-                    payload, name, argv, fresh=fresh, detach=self.config.detach
-                )
-                probe: dict[str, str] = {}
-                status = await self._run(conn, name, script, files, marker, probe, result)
-                if result.status is not None or result.detached_pid is not None:
-                    return
-                _refuse_python(name, probe, status)
-                if status != MISSING or not probe.get("cached") or result.copied:
-                    raise RemoteError(f"{name}: its agent did not start (status {status})")
-                await self._copy(conn, name, payload, result)
-                fresh = False
+            await self._start(conn, name, argv, files, payload, fresh, result)
+        except BaseException:
+            if relaying is not None:
+                relaying.cancel()
+            raise
         finally:
             if following is not None:
                 following.cancel()
+        if relaying is not None:
+            await relaying
+
+    async def _start(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        name: str,
+        argv: list[str],
+        files: str,
+        payload: Payload,
+        fresh: bool,
+        result: HostResult,
+    ) -> None:
+        """Run the start script, copying the single file first when the probe says so."""
+        while True:
+            gate = self._gates.get(name)
+            script, marker = start_script(
+                payload, name, argv, fresh=fresh, detach=self.config.detach, gated=gate is not None
+            )
+            probe: dict[str, str] = {}
+            status = await self._run(conn, name, script, files, marker, probe, result)
+            if result.status is not None or result.detached_pid is not None:
+                return
+            check_python(name, probe)
+            if status != MISSING or not probe.get("cached") or result.copied:
+                raise RemoteError(f"{name}: its agent did not start (status {status})")
+            await self._copy(conn, name, payload, result)
+            fresh = False
+
+    async def _relay(self, conn: asyncssh.SSHClientConnection, name: str, payload: Payload) -> None:
+        """Once host ``name`` has the single file, start its relay there; print the
+        lines of the hosts behind it as theirs, and end them as the relay says."""
+        behind = self._behind[name]
+        mine = {c.target.name for c in behind}
+        try:
+            await self._probed[name].wait()
+            await self._relay_run(conn, name, payload, behind, mine)
+        finally:
+            self._gates[name].set()
+
+    async def _relay_run(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        name: str,
+        payload: Payload,
+        behind: list[Assignment],
+        mine: set[str],
+    ) -> None:
+        config = self.config
+        argv = relay_argv(
+            [c.target for c in behind],
+            cconns=config.cconns,
+            caching=config.caching,
+            accept_new=config.ssh.accept_new,
+            converged_timeout=config.converged_timeout,
+            detach=config.detach,
+            agent_args=config.agent_args,
+        )
+        followers = (
+            []
+            if config.detach
+            else [asyncio.create_task(self._follow(conn, c, parent=name)) for c in behind]
+        )
+        why = f"the relay on {name} ended without its report"
+        try:
+            process = await conn.create_process(
+                relay_script(payload, name, argv), encoding="utf-8", errors="replace"
+            )
+            errors = asyncio.create_task(self._relay_errors(process.stderr, name))
+            await self._relay_lines(process, name, mine)
+            await errors
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(process.wait_closed(), STOP_BOUND)
+            status = process.exit_status
+            why = f"the relay on {name} ended (status {status}) without its report"
+        except Exception as exc:  # asyncssh's: the connection was lost
+            why = f"the relay on {name} was lost ({_reason(exc)})"
+        finally:
+            for follower in followers:
+                follower.cancel()
+        self._fail(behind, why)
+
+    async def _relay_errors(self, stream: Any, name: str) -> None:
+        while line := await stream.readline():
+            self.report(name, f"relay: {line.rstrip()}", True)
+
+    async def _relay_lines(self, process: Any, name: str, mine: set[str]) -> None:
+        stop = asyncio.create_task(self._stopping.wait())
+        waiting = set(mine)  # hosts behind whose agent has not started yet
+        try:
+            while True:
+                read = asyncio.create_task(process.stdout.readline())
+                done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if stop in done and read not in done:
+                    process.stdin.write_eof()  # the relay stops its hosts; keep reading
+                    await read
+                text = read.result()
+                if not text:
+                    return
+                got = decode(text.rstrip("\n"))
+                if got is None or got[0] not in mine:
+                    self.report(name, f"relay: {text.rstrip()}", True)
+                elif len(got) == 3:
+                    self.report(got[0], got[1], got[2])
+                    if got[1].startswith("bootstrap: "):
+                        waiting.discard(got[0])
+                elif not self._ends[got[0]].done():
+                    status, error, copied, detached = got[1]
+                    self._ends[got[0]].set_result(
+                        HostResult(got[0], status, error, copied, detached)
+                    )
+                    waiting.discard(got[0])
+                if not waiting:
+                    self._gates[name].set()
+        finally:
+            stop.cancel()
 
     async def _copy(
         self, conn: asyncssh.SSHClientConnection, name: str, payload: Payload, result: HostResult
@@ -290,6 +453,8 @@ class Fleet:
         """Run the start script to its end; its exit status."""
         process = await conn.create_process(script, encoding="utf-8", errors="replace")
         process.stdin.write(files)
+        gate = self._gates.get(name)
+        opening = None if gate is None else asyncio.create_task(self._open(gate, process))
         try:
             errors = asyncio.create_task(self._lines(process.stderr, name, True, None, result))
             await self._lines(process.stdout, name, False, marker, result, probe)
@@ -299,8 +464,16 @@ class Fleet:
                 process.stdin.write_eof()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(process.wait_closed(), STOP_BOUND)
+            if opening is not None:
+                opening.cancel()
         status: int | None = process.exit_status
         return status
+
+    @staticmethod
+    async def _open(gate: asyncio.Event, process: Any) -> None:
+        await gate.wait()
+        with contextlib.suppress(Exception):
+            process.stdin.write("go\n")
 
     async def _lines(
         self,
@@ -331,6 +504,7 @@ class Fleet:
                         probe[word] = rest
                         if word == "cached" and rest == "True":
                             self.report(name, f"bootstrap: {result.copied} bytes copied", False)
+                            self._probed[name].set()
                         continue
                 if marker is not None and line.startswith(marker + " "):
                     word = line[len(marker) + 1 :]
@@ -345,8 +519,11 @@ class Fleet:
             if stop is not None:
                 stop.cancel()
 
-    async def _follow(self, conn: asyncssh.SSHClientConnection, a: Assignment) -> None:
-        """Copy the policy again each time its local file is saved with new content."""
+    async def _follow(
+        self, conn: asyncssh.SSHClientConnection, a: Assignment, parent: str | None = None
+    ) -> None:
+        """Copy the policy again each time its local file is saved with new content
+        (``parent``: to the relay on that host, which copies it onward)."""
         from convergent.resources.fswatch import FsWatcher
 
         path = _absolute(a.policy)
@@ -358,7 +535,14 @@ class Fleet:
         except OSError as exc:
             self.report(a.target.name, f"cannot follow {a.policy} ({exc}): not copied again", True)
             return
-        last = self._files(a, None)
+
+        def files() -> dict[str, str]:
+            if parent is None:
+                return self._files(a, None)
+            with open(a.policy, encoding="utf-8") as f:
+                return {child_policy(a.target.name, a.policy): strip_remote(f.read())}
+
+        last = files()
         try:
             while True:
                 await saved.wait()
@@ -367,17 +551,20 @@ class Fleet:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(saved.wait(), QUIET)
                 try:
-                    files = self._files(a, None)
+                    now = files()
                 except OSError:
                     continue  # mid-rename: the next event brings it
-                if files == last:
+                if now == last:
                     continue
-                last = files
+                last = now
                 done = await conn.run(
-                    files_script(a.target.name), input=probe_input(files).decode()
+                    files_script(parent or a.target.name), input=probe_input(now).decode()
                 )
                 what = "copied again" if "wrote" in str(done.stdout) else "NOT copied"
-                self.report(a.target.name, f"policy {what}: {a.policy}", "NOT" in what)
+                if parent is None:
+                    self.report(a.target.name, f"policy {what}: {a.policy}", "NOT" in what)
+                elif "NOT" in what:
+                    self.report(a.target.name, f"policy NOT copied to {parent}: {a.policy}", True)
         finally:
             unsubscribe()
 
@@ -394,23 +581,6 @@ def strip_remote(text: str) -> str:
         if line.startswith("remote:"):
             lines[i] = "#" + line
     return "\n".join(lines)
-
-
-def _refuse_python(name: str, probe: dict[str, str], status: int | None) -> None:
-    """RemoteError when the probe found no python3, or one too old."""
-    need = ".".join(map(str, MIN_PYTHON))
-    version = probe.get("python", "")
-    if version in ("", "none"):
-        raise RemoteError(
-            f"{name}: no python3 on the host (convergent needs python3 >= {need} there "
-            "and nothing else): install it, e.g. apt-get install python3"
-        )
-    major, minor, python = [*version.split(" ", 2), "", ""][:3]
-    if (int(major), int(minor)) < MIN_PYTHON:
-        raise RemoteError(
-            f"{name}: {python or 'python3'} is Python {major}.{minor}; convergent needs "
-            f"{need} or newer on the host: install a newer python3"
-        )
 
 
 def _stderr(done: Any) -> str:

@@ -6,6 +6,11 @@ offers them, or only ``--identity FILE``. Host keys are verified against
 added to that file), and a host whose key changed is always refused. Every error is a
 :class:`~convergent.remote.urls.RemoteError` that names the host and says what to do.
 
+Hierarchical fan-out (``--remote-depth 2``, ``via:``): a first-level host connects to
+the hosts behind it itself (:mod:`convergent.remote.relay`), with the initiator's ssh
+agent forwarded to it (``forward_agent``) and the initiator's known_hosts lines for those
+hosts (``known_hosts``); its errors name both hosts (``through``).
+
 Keepalives (every ``KEEPALIVE`` s, ``KEEPALIVE_COUNT`` unanswered) notice a host whose
 link went down: its connection ends and the run reports it by name.
 """
@@ -29,6 +34,7 @@ __all__ = [
     "SshOptions",
     "connect",
     "known_hosts_path",
+    "known_lines",
     "load_asyncssh",
 ]
 
@@ -45,6 +51,9 @@ class SshOptions:
     identity: str | None = None
     accept_new: bool = False
     connect_timeout: float = CONNECT_TIMEOUT
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    forward_agent: str | None = None  # the agent socket to forward to the host
+    through: str | None = None  # the name of the host this one connects from (a relay)
 
 
 def load_asyncssh() -> Any:
@@ -60,21 +69,38 @@ def known_hosts_path() -> str:
     return os.path.join(os.path.expanduser("~"), ".ssh", "known_hosts")
 
 
-def _known_hosts_text() -> str:
+def _known_hosts_text(path: str) -> str:
     try:
-        with open(known_hosts_path(), encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             return f.read(1 << 22)
     except FileNotFoundError:
         return ""
     except OSError as exc:
-        raise RemoteError(f"cannot read {known_hosts_path()}: {exc.strerror or exc}") from None
+        raise RemoteError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def known_lines(targets: list[Target]) -> str:
+    """The lines of ``~/.ssh/known_hosts`` that vouch for ``targets`` (hashed ones too):
+    what a relay checks the hosts behind it against; no other host is disclosed."""
+    asyncssh = load_asyncssh()
+    kept = []
+    for line in _known_hosts_text(known_hosts_path()).splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            known = asyncssh.import_known_hosts(line)
+        except (ValueError, asyncssh.KeyImportError):
+            continue
+        if any(any(known.match(t.host, t.host, t.port)[:3]) for t in targets):
+            kept.append(line)
+    return "".join(f"{line}\n" for line in kept)
 
 
 def _host_entry(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def _client_class(asyncssh: Any, target: Target, options: SshOptions, text: str) -> Any:
+def _client_class(asyncssh: Any, target: Target, options: SshOptions, text: str, path: str) -> Any:
     known = asyncssh.import_known_hosts(text)
 
     class Client(asyncssh.SSHClient):  # type: ignore[misc]
@@ -91,7 +117,6 @@ def _client_class(asyncssh: Any, target: Target, options: SshOptions, text: str)
             if not options.accept_new:
                 return False
             line = f"{_host_entry(target.host, target.port)} {key.export_public_key().decode()}"
-            path = known_hosts_path()
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -104,18 +129,19 @@ def _client_class(asyncssh: Any, target: Target, options: SshOptions, text: str)
     return Client
 
 
-async def connect(
-    target: Target, options: SshOptions, tunnel: asyncssh.SSHClientConnection | None = None
-) -> asyncssh.SSHClientConnection:
-    """A logged-in connection to ``target`` (through ``tunnel``: the connection of the
-    host it is reached from); RemoteError says why not."""
+async def connect(target: Target, options: SshOptions) -> asyncssh.SSHClientConnection:
+    """A logged-in connection to ``target``; RemoteError says why not."""
     asyncssh = load_asyncssh()
-    client = _client_class(asyncssh, target, options, _known_hosts_text())
+    path = options.known_hosts or known_hosts_path()
+    text = _known_hosts_text(path)
+    client = _client_class(asyncssh, target, options, text, path)
     where = f"{target.name} ({target.url})"
+    if options.through is not None:
+        where = f"{target.name} ({target.url}, reached from {options.through})"
     kwargs: dict[str, Any] = {
         "port": target.port,
         "username": target.user,
-        "known_hosts": asyncssh.import_known_hosts(_known_hosts_text()),
+        "known_hosts": asyncssh.import_known_hosts(text),
         "client_factory": client,
         "connect_timeout": options.connect_timeout,
         "keepalive_interval": KEEPALIVE,
@@ -130,30 +156,41 @@ async def connect(
         except (OSError, asyncssh.KeyImportError) as exc:
             raise RemoteError(f"--identity {options.identity}: {exc}") from None
         kwargs["agent_path"] = None
-    if tunnel is not None:
-        kwargs["tunnel"] = tunnel
+    if options.forward_agent is not None:
+        kwargs["agent_forwarding"] = options.forward_agent
     try:
         return await asyncssh.connect(target.host, **kwargs)  # type: ignore[no-any-return]
     except asyncssh.HostKeyNotVerifiable:
         if client.changed:
             raise RemoteError(
-                f"{where}: its host key is not the one {known_hosts_path()} holds for it: "
+                f"{where}: its host key is not the one {path} holds for it: "
                 "the host was reinstalled, or someone is in the middle; check with its "
                 f"administrator, then remove the old key (ssh-keygen -R "
                 f"'{_host_entry(target.host, target.port)}')"
             ) from None
+        scan = f"ssh-keyscan -p {target.port} {target.host}"
+        known = known_hosts_path()
+        if options.through is not None:
+            scan = f"run {scan} on {options.through}, add its line to it"
+            known = "the initiator's ~/.ssh/known_hosts"
         raise RemoteError(
-            f"{where}: unknown host key (not in {known_hosts_path()}); check it and add it "
-            f"(ssh-keyscan -p {target.port} {target.host}), or give --accept-new-host-keys "
-            "to trust it on first use"
+            f"{where}: unknown host key (not in {known}); check it and add it ({scan}), "
+            "or give --accept-new-host-keys to trust it on first use"
         ) from None
     except asyncssh.PermissionDenied:
         how = (
             f"the key {options.identity}" if options.identity else "the keys of ~/.ssh or the agent"
         )
+        if options.through is not None:
+            how = f"the keys of the ssh agent the initiator forwarded to {options.through}"
         raise RemoteError(
             f"{where}: {target.user}@{target.host} refused {how}; add the public key to the "
-            "host's authorized_keys, or give --identity FILE with a key it accepts"
+            "host's authorized_keys, or "
+            + (
+                "ssh-add on the initiator a key it accepts"
+                if options.through is not None
+                else "give --identity FILE with a key it accepts"
+            )
         ) from None
     except asyncssh.DisconnectError as exc:
         raise RemoteError(f"{where}: the server hung up: {exc.reason}") from None

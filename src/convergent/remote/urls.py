@@ -5,8 +5,8 @@
 - A password in the URL (``ssh://root:secret@host``) is refused: it would sit in shell
   histories, process lists and policies. Keys (``~/.ssh``, an agent, ``--identity``) are
   the way in.
-- ``via:``: ``ssh://root@10.0.0.5 via:ssh://root@10.0.0.1`` (one string) reaches the
-  first host from the second one: the second one bootstraps it (hierarchical fan-out).
+- ``via:``: ``ssh://root@10.0.0.5 via:ssh://root@10.0.0.1`` (one string): the second
+  host bootstraps the first (hierarchical fan-out, :mod:`convergent.remote.relay`).
 """
 
 from __future__ import annotations
