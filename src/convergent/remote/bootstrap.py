@@ -66,8 +66,8 @@ def payload() -> Payload:
     """The single file (built now, or found in its cache: :mod:`convergent.remote.dist`)."""
     from convergent.remote import dist
 
-    path = Path(dist.build())
-    return Payload(path, dist.digest(path), path.stat().st_size)
+    path, digest = dist.find()
+    return Payload(path, digest, path.stat().st_size)
 
 
 READY, MISSING, TOO_OLD = 0, 10, 11  # the probe's exit statuses (see start_script)

@@ -17,6 +17,7 @@ link went down: its connection ends and the run reports it by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "KEEPALIVE",
     "KEEPALIVE_COUNT",
+    "LD_CACHE",
     "SshOptions",
     "connect",
+    "find_library",
     "known_hosts_path",
     "known_lines",
     "load_asyncssh",
@@ -57,12 +60,50 @@ class SshOptions:
 
 
 def load_asyncssh() -> Any:
-    """asyncssh, imported now (its import warns about DSA: quietened)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import asyncssh
+    """asyncssh, imported now (its import warns about DSA: quietened).
 
+    Its import looks for optional C libraries (liboqs, nettle) with
+    ``ctypes.util.find_library``, which runs ``ldconfig -p`` and, for a library that is
+    not there, ``gcc`` and ``ld``: up to seven processes, a tenth of a second of CPU,
+    on every run. :func:`find_library` answers from ``/etc/ld.so.cache`` instead, as the
+    dynamic loader would."""
+    import ctypes.util
+
+    real = ctypes.util.find_library
+    ctypes.util.find_library = find_library
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import asyncssh
+    finally:
+        ctypes.util.find_library = real
     return asyncssh
+
+
+LD_CACHE = "/etc/ld.so.cache"
+
+
+def find_library(name: str) -> str | None:
+    """``ctypes.util.find_library(name)`` for a library the dynamic loader knows (in
+    ``/etc/ld.so.cache``, or in a directory of ``$LD_LIBRARY_PATH``): its file name,
+    the versioned one first; None when it is in neither. Without a readable cache, the
+    standard search."""
+    import ctypes.util
+    import re
+
+    try:
+        with open(LD_CACHE, "rb") as f:
+            data = f.read(1 << 24)
+    except OSError:
+        data = b""
+    if not data.startswith((b"glibc-ld.so.cache", b"ld.so-")):
+        return ctypes.util.find_library(name)
+    file = rf"lib{re.escape(name)}\.so(?:\.[0-9]+)*"
+    found = {m.decode() for m in re.findall(rb"(?<![^\0/])(" + file.encode() + rb")\0", data)}
+    for where in filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":")):
+        with contextlib.suppress(OSError):
+            found.update(f for f in os.listdir(where) if re.fullmatch(file, f))
+    return max(found, key=lambda f: (len(f), f)) if found else None
 
 
 def known_hosts_path() -> str:
