@@ -19,6 +19,10 @@ PLAIN = [
     ["run", "p.yaml", "--state-dir=", "--converged-timeout", " 1 "],
     ["run", "run"],
     ["run", "", "--state-dir", "a=b"],
+    ["run", "a.yaml", "b.yaml"],
+    ["run", "--noop", "a.yaml", "b.yaml", "c.yaml", "--identity", "k", "--converged-timeout", "0"],
+    ["run", "p.yaml", "--remote", "ssh://root@h1", "--remote=ssh://root@h2#b", "--cconns", "2"],
+    ["run", "p.yaml", "--remote", "ssh://root@h1"],
 ]
 
 
@@ -36,7 +40,7 @@ NOT_PLAIN = [
     ["run"],
     ["run", "--help"],
     ["run", "p.yaml", "-h"],
-    ["run", "a.yaml", "b.yaml"],
+    ["run", "a.yaml", "--noop", "b.yaml"],  # argparse refuses b.yaml
     ["run", "p.yaml", "--conv", "0"],  # an abbreviation: argparse's business
     ["run", "p.yaml", "--noop", "--noop"],
     ["run", "p.yaml", "--noop=yes"],

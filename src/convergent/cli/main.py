@@ -140,13 +140,17 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
 }
 #: The options of ``run`` that may be given more than once (each value is kept, in order).
 RUN_LISTS = frozenset(("set", "vars_file", "set_secret", "classes"))
+#: Those of them that argparse leaves None when absent (``action="append"``, no default).
+RUN_APPENDS = frozenset(("remote",))
 
 
 def plain_run(argv: list[str]) -> argparse.Namespace | None:
     """What argparse makes of a plain ``run FILE [options]``, or None for anything else.
 
-    Plain: ``run``, then the file and exact options of :data:`RUN_OPTIONS` (``--opt V``
-    or ``--opt=V``), each at most once, no value or file starting with ``-``, every value
+    Plain: ``run``, then the file (and more files right after it: a remote run's mgmt
+    graphs) and exact options of :data:`RUN_OPTIONS` (``--opt V`` or ``--opt=V``), each
+    at most once (those of :data:`RUN_LISTS` and :data:`RUN_APPENDS`, such as
+    ``--remote``, any number of times), no value or file starting with ``-``, every value
     accepted by its type. Anything else (help, an abbreviation, ``--``, a repeated
     option, a bad value, another command) returns None: argparse reads it, or explains
     what is wrong with it.
@@ -154,18 +158,26 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
     if not argv or argv[0] != "run":
         return None
     found: dict[str, Any] = {"file": None}
+    more: list[str] = []  # the files right after the first (argparse's more_files)
     i = 1
+    files = False  # the argument before was a file
     while i < len(argv):
         arg = argv[i]
         i += 1
         if not arg.startswith("-"):
-            if found["file"] is not None:
+            if found["file"] is None:
+                found["file"] = arg
+            elif files:
+                more.append(arg)
+            else:
                 return None
-            found["file"] = arg
+            files = True
             continue
+        files = False
         name, eq, value = arg.partition("=")
         option = RUN_OPTIONS.get(name)
-        if option is None or (option[0] in found and option[0] not in RUN_LISTS):
+        listed = option is not None and (option[0] in RUN_LISTS or option[0] in RUN_APPENDS)
+        if option is None or (option[0] in found and not listed):
             return None
         dest, convert = option
         if convert is None:
@@ -184,7 +196,7 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
             converted = convert(value)
         except Exception:  # argparse reports it
             return None
-        if dest in RUN_LISTS:
+        if dest in RUN_LISTS or dest in RUN_APPENDS:
             found.setdefault(dest, []).append(converted)
         else:
             found[dest] = converted
@@ -197,7 +209,7 @@ def plain_run(argv: list[str]) -> argparse.Namespace | None:
         )
         setattr(args, dest, found.get(dest, empty))
     args.file = found["file"]
-    args.more_files = []  # more graphs, each for the host its remote: names (cli/remote.py)
+    args.more_files = more  # more graphs, each for the host its remote: names (cli/remote.py)
     return args
 
 
