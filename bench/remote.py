@@ -20,12 +20,20 @@ faster than Ansible's; printed met or **MISSED**. Writes ``bench/results-w10.md`
 
     .venv/bin/python bench/remote.py [--repeats 3]
 
+``--phases N`` runs convergent's cached run only, N times, under a wrapper that stamps
+each phase on the initiator (Python's start, the command line and the policies, the
+asyncssh import, the SSH handshakes, the one round trip that checks the single file and
+starts the agent, the agent's run, the end) with the shared monotonic clock, and counts
+the CPU time of the initiator (its rusage) and of each host (what its sshd reaped: the
+session, the probe, the agent); the medians go to a section of ``results-w10.md``.
+
 Root is needed (namespaces); the lab is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -143,6 +151,104 @@ def verify(target: Path) -> None:
             raise RuntimeError(f"{where}: not the expected files: {sorted(found)}")
 
 
+#: Run as ``python -c PHASES ARGS``: convergent's ``ARGS`` with a stamp (``@phase
+#: MONOTONIC CPU WHAT``, on stderr) at each phase; the code under test is not changed.
+PHASES = r"""
+import os, sys, time
+def mark(what):
+    os.write(2, f"@phase {time.monotonic():.6f} {time.process_time():.6f} {what}\n".encode())
+mark("python")
+import runpy
+from convergent.remote import bootstrap, fleet, ssh
+def wrap(owner, name, before, after):
+    real = getattr(owner, name)
+    def call(*a, **k):
+        mark(before(*a)); out = real(*a, **k); mark(after(*a)); return out
+    setattr(owner, name, call)
+wrap(ssh, "load_asyncssh", lambda: "asyncssh", lambda: "asyncssh imported")
+wrap(bootstrap, "payload", lambda: "payload", lambda: "payload found")
+def awrap(owner, name, before, after):
+    real = getattr(owner, name)
+    async def call(*a, **k):
+        mark(before(*a)); out = await real(*a, **k); mark(after(*a)); return out
+    setattr(owner, name, call)
+awrap(fleet, "connect", lambda t, o: f"connect {t.name}", lambda t, o: f"connected {t.name}")
+awrap(fleet.Fleet, "run", lambda self, w: "fleet", lambda self, w: "fleet done")
+awrap(fleet.Fleet, "_run", lambda self, c, n, *r: f"start {n}", lambda self, c, n, *r: f"ended {n}")
+init = fleet.Fleet.__init__
+def __init__(self, config, payload, report):
+    def seen(host, line, error):
+        if line.startswith("bootstrap: "):
+            mark(f"probed {host}")
+        elif line.startswith("resources: "):
+            mark(f"converged {host}")
+        report(host, line, error)
+    init(self, config, payload, seen)
+fleet.Fleet.__init__ = __init__
+real_exit = os._exit
+def _exit(code):
+    mark("exit"); real_exit(code)
+os._exit = _exit
+sys.argv = ["convergent", *sys.argv[1:]]
+runpy.run_module("convergent", run_name="__main__", alter_sys=True)
+"""
+
+
+def reaped_cpu(pid: int) -> float:
+    """CPU seconds of the children process ``pid`` has reaped (an sshd: its sessions)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def phased(argv: list[str], env: dict[str, str], cwd: Path, lab: SshLab) -> dict[str, float]:
+    """One run of convergent (``argv`` without the interpreter) under :data:`PHASES`: each
+    phase's seconds, the initiator's CPU and each host's."""
+    import resource
+
+    hosts_before = {h: reaped_cpu(lab.sshd[h].pid) for h in HOSTS}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PHASES, *argv[3:]], env=env, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, err = proc.communicate(timeout=BOUND)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    initiator = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if proc.returncode != 0:
+        raise RuntimeError(f"convergent failed ({proc.returncode}):\n{out}\n{err}")
+    at: dict[str, float] = {}
+    for line in err.splitlines():
+        if line.startswith("@phase "):
+            _, when, _cpu, what = line.split(" ", 3)
+            at.setdefault(what, float(when) - start)
+    host_cpu = {h: reaped_cpu(lab.sshd[h].pid) - hosts_before[h] for h in HOSTS}
+
+    def first(prefix: str) -> float:
+        return min(v for k, v in at.items() if k.startswith(prefix))
+
+    def last(prefix: str) -> float:
+        return max(v for k, v in at.items() if k.startswith(prefix))
+
+    def each(a: str, b: str) -> float:
+        return statistics.median(at[f"{b} {h}"] - at[f"{a} {h}"] for h in HOSTS)
+
+    return {
+        "interpreter start": at["python"],
+        "command line, policies": at["fleet"] - at["python"],
+        "asyncssh import": at["asyncssh imported"] - at["asyncssh"],
+        "SSH handshake (median host)": each("connect", "connected"),
+        "probe + agent start, one round trip (median host)": each("start", "probed"),
+        "agent's run to its report (median host)": each("probed", "converged"),
+        "first connection to last host converged": last("converged") - first("connect"),
+        "last report to exit": at["exit"] - last("converged"),
+        "total (wall)": wall,
+        "initiator CPU": initiator,
+        "CPU per host (sshd session, probe, agent; median)": statistics.median(host_cpu.values()),
+    }
+
+
 def series(run: Callable[[], float], before: Callable[[], None], repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -154,6 +260,10 @@ def series(run: Callable[[], float], before: Callable[[], None], repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--phases", type=int, default=0, metavar="N",
+        help="only convergent's cached run, N times, phase by phase (see the docstring)",
+    )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/remote.py needs root (network namespaces)")
@@ -195,8 +305,15 @@ def main() -> None:
             "0",
         ]
         convergent += ["--state-dir", str(base / "state")]
-        build = "from convergent.remote import dist; dist.build()"  # its cache, untimed
+        build = "from convergent.remote import dist; dist.find()"  # its cache, untimed
         subprocess.run([sys.executable, "-c", build], env=env, check=True, timeout=BOUND)
+        if args.phases:
+            empty()
+            timed(convergent, env, base)  # the hosts get the single file, the files
+            runs = [phased(convergent, env, base, lab) for _ in range(args.phases)]
+            verify(target)
+            phases_report(runs)
+            return
         tools = {
             "convergent": (convergent, [*convergent, "--no-caching"]),
             "ansible-playbook": (a := write_ansible(base, lab, keys.key, known, target), a),
@@ -218,6 +335,33 @@ def main() -> None:
         lab.close()
         shutil.rmtree(base, ignore_errors=True)
     report(rows, args.repeats)
+
+
+PHASES_HEAD = "## Where a cached run's time goes"
+
+
+def phases_report(runs: list[dict[str, float]]) -> None:
+    """Replace the phases section of ``results-w10.md`` with the medians of ``runs``."""
+    lines = [
+        PHASES_HEAD,
+        "",
+        f"`bench/remote.py --phases {len(runs)}`: convergent's cached run (3 hosts, 10 files "
+        f"each, nothing to do), median of {len(runs)}; {platform.node()}, "
+        f"{os.cpu_count()} cores, shared with other work while measured.",
+        "",
+        "| phase | median s | min-max s |",
+        "| --- | ---: | ---: |",
+    ]
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        lines.append(
+            f"| {key} | {statistics.median(values):.3f} | {min(values):.3f}-{max(values):.3f} |"
+        )
+    text = OUT.read_text() if OUT.exists() else ""
+    head, _, _ = text.partition(PHASES_HEAD)
+    OUT.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(json.dumps(runs))
 
 
 def report(rows: list[tuple[str, str, list[float]]], repeats: int) -> None:
@@ -254,6 +398,9 @@ def report(rows: list[tuple[str, str, list[float]]], repeats: int) -> None:
             f"- cached run at least 5x faster than Ansible's: {ansible / cached:.1f}x, {met}"
         )
     text = "\n".join(lines) + "\n"
+    old = OUT.read_text() if OUT.exists() else ""
+    if PHASES_HEAD in old:  # kept: the phases were measured apart
+        text += "\n" + PHASES_HEAD + old.partition(PHASES_HEAD)[2]
     OUT.write_text(text)
     print(text)
 

@@ -104,6 +104,36 @@ print("cached", cached, flush=True)
 sys.exit(0 if cached and fresh == "0" else 10)
 """
 
+_AGENT_PY = r"""
+if not (cached and fresh == "0"):
+    sys.exit(10)
+gated, argv = sys.argv[5], sys.argv[6:]
+if gated == "1":
+    line = b""
+    while not line.endswith(b"\n"):
+        block = os.read(0, 1)
+        if not block:
+            sys.exit(0)
+        line += block
+os.makedirs(home, mode=0o700, exist_ok=True)
+os.chdir(home)
+import runpy, signal, threading
+watched = os.dup(0)
+null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(null, 0)
+os.close(null)
+def ends():
+    while os.read(watched, 4096):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=ends, daemon=True).start()
+pyz = os.path.join(base, "dist", digest, "convergent.pyz")
+print("agent", flush=True)
+sys.argv = [pyz, *argv]
+runpy.run_path(pyz, run_name="__main__")
+"""
+_START_PY = _PROBE_PY.replace('sys.exit(0 if cached and fresh == "0" else 10)\n', _AGENT_PY)
+
 _VERIFY_PY = r"""
 import hashlib, sys
 got = hashlib.sha256()
@@ -124,18 +154,30 @@ def start_script(
     ``TOO_OLD`` when older than 3.11), the files read from stdin (:func:`probe_input`)
     written under ``hosts/NAME/``, and whether ``dist/DIGEST/convergent.pyz`` is there
     (exit ``MISSING`` when not, or when ``fresh``: copy it, then start again). Then the
-    agent, in the same shell.
+    agent.
 
     ``gated``: after the probe, the agent waits for a line on stdin (``go``): a host
     that bootstraps hosts behind it starts its agent with theirs, so that none of them
     counts the whole set converged before the others joined. Stdin ending first: no
-    agent (``MARKER 0``).
+    agent (exit 0).
 
-    Attached, the agent stops (SIGTERM) when stdin ends: the initiator closed it, or the
-    connection is gone. Detached, it runs in its own session, its output appended to
-    ``hosts/NAME/agent.log``, and the line says its PID (``MARKER detached PID``)."""
+    Attached, the agent runs in the probe's own interpreter (one Python start per run,
+    not two): the probe says ``agent``, then runs the single file (``runpy``) in
+    ``hosts/NAME/`` with its stdin on /dev/null; a thread reads the session's stdin and
+    sends the process SIGTERM when it ends (the initiator closed it, or the connection
+    is gone); the shell then prints ``MARKER STATUS`` (a marker after no ``agent`` line
+    is the probe's status). Detached, the agent runs in its own session, its output
+    appended to ``hosts/NAME/agent.log``, and the line says its PID (``MARKER detached
+    PID``)."""
     marker = f"convergent-exit-{secrets.token_hex(8)}"
     words = " ".join(shlex.quote(w) for w in argv)
+    if not detach:
+        return (
+            f'umask 077; unset SSH_AUTH_SOCK; D={BASE}; H="$D/hosts/{name}"; '
+            'PY="$(command -v python3)" || { echo "python none"; exit 0; }; '
+            f'"$PY" -I -c {shlex.quote(_START_PY)} "$D" {shlex.quote(payload.digest)} "$H" '
+            f'{int(fresh)} {int(gated)} {words}; rc=$?; echo "{marker} $rc"; exit $rc'
+        ), marker
     head = (
         f'umask 077; unset SSH_AUTH_SOCK; D={BASE}; H="$D/hosts/{name}"; mkdir -p "$H" || exit 3; '
         'PY="$(command -v python3)" || { echo "python none"; exit 0; }; '
@@ -145,14 +187,7 @@ def start_script(
     run = f"{payload.launcher()} {words}"
     if gated:
         head += f'read -r go || {{ echo "{marker} 0"; exit 0; }}; '
-    if detach:
-        body = f'setsid {run} </dev/null >>"$H/agent.log" 2>&1 & echo "{marker} detached $!"'
-        return head + body, marker
-    body = (
-        f"exec 3<&0 </dev/null; {run} 3<&- & a=$!; "
-        "{ cat <&3 >/dev/null; kill -TERM $a 2>/dev/null; } & w=$!; exec 3<&-; "
-        f'wait $a; rc=$?; kill $w 2>/dev/null; echo "{marker} $rc"; exit $rc'
-    )
+    body = f'setsid {run} </dev/null >>"$H/agent.log" 2>&1 & echo "{marker} detached $!"'
     return head + body, marker
 
 

@@ -498,9 +498,9 @@ class Fleet:
                 if not line:
                     return
                 line = line.rstrip("\n")
-                if probe is not None and "cached" not in probe:
+                if probe is not None and "agent" not in probe:
                     word, _, rest = line.partition(" ")
-                    if word in ("python", "wrote", "cached"):
+                    if word in ("python", "wrote", "cached", "agent"):
                         probe[word] = rest
                         if word == "cached" and rest == "True":
                             self.report(name, f"bootstrap: {result.copied} bytes copied", False)
@@ -510,7 +510,7 @@ class Fleet:
                     word = line[len(marker) + 1 :]
                     if word.startswith("detached "):
                         result.detached_pid = int(word.split()[1])
-                    else:
+                    elif probe is not None and "agent" in probe:  # else: the probe's
                         result.status = int(word)
                     stream.channel.write_eof()
                     continue
