@@ -172,7 +172,7 @@ def awrap(owner, name, before, after):
     async def call(*a, **k):
         mark(before(*a)); out = await real(*a, **k); mark(after(*a)); return out
     setattr(owner, name, call)
-awrap(fleet, "connect", lambda t, o: f"connect {t.name}", lambda t, o: f"connected {t.name}")
+awrap(fleet, "connect", lambda t, *o: f"connect {t.name}", lambda t, *o: f"connected {t.name}")
 awrap(fleet.Fleet, "run", lambda self, w: "fleet", lambda self, w: "fleet done")
 awrap(fleet.Fleet, "_run", lambda self, c, n, *r: f"start {n}", lambda self, c, n, *r: f"ended {n}")
 init = fleet.Fleet.__init__
@@ -347,7 +347,7 @@ def phases_report(runs: list[dict[str, float]]) -> None:
         "",
         f"`bench/remote.py --phases {len(runs)}`: convergent's cached run (3 hosts, 10 files "
         f"each, nothing to do), median of {len(runs)}; {platform.node()}, "
-        f"{os.cpu_count()} cores, shared with other work while measured.",
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| phase | median s | min-max s |",
         "| --- | ---: | ---: |",
@@ -375,6 +375,8 @@ def report(rows: list[tuple[str, str, list[float]]], repeats: int) -> None:
         "no convergent installed; written by `bench/remote.py`",
         f"- median of {repeats} runs each; first runs start with the files absent "
         "(convergent: --no-caching, the single file copied to every host)",
+        f"- load average at the end: {os.getloadavg()[0]:.1f} (above ~1 per core, wall "
+        "times are other work's too)",
         "",
         "| tool | run | median s | min-max s | convergent / tool |",
         "| --- | --- | ---: | ---: | ---: |",
