@@ -9,6 +9,7 @@ namespaces deleted at the end. Skipped where namespaces cannot be made (not root
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,36 @@ def test_a_first_level_host_that_cannot_log_in_onward_names_both(
     assert "refused the keys of the ssh agent the initiator forwarded to a" in done.stderr
     assert "failed on d (not run)" in done.stderr
     assert "failed on a" not in done.stderr
+
+
+def test_saving_the_policy_reaches_the_host_behind_and_ctrl_c_stops_it(
+    tmp_path: Path, lab: SshLab
+) -> None:
+    """d's policy is copied to a's relay, which copies it on to d; Ctrl-C on the
+    initiator stops the relay and d's agent too (and the run exits 0)."""
+    a, d = _url(lab, "a"), _url(lab, "d")
+
+    def policy(host: str, remote: str, content: str) -> Path:
+        path = tmp_path / f"{host}.yaml"
+        new = tmp_path / f"{host}.yaml.new"
+        made = tmp_path / f"made-{host}"
+        new.write_text(
+            f'remote: {remote}\nresources:\n  - file: {made}\n    content: "{content}\\n"\n'
+        )
+        new.rename(path)
+        return path
+
+    policies = [str(policy("a", a, "one")), str(policy("d", f"{d} via:{a}", "one"))]
+    with (
+        ssh_agent(tmp_path, lab.keys.key) as agent,
+        _initiator(tmp_path, lab, agent).start(*policies) as run,
+    ):
+        run.wait_for_line(lambda line: line.startswith("[d] converged"), 60)
+        policy("d", f"{d} via:{a}", "two")
+        run.wait_for_line(lambda line: line.startswith("[d] policy reloaded"), 60)
+        run.wait_for_line(lambda line: line.startswith(f"[d] file[{tmp_path}/made-d]: "), 60)
+        assert (tmp_path / "made-d").read_text() == "two\n"
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(60) == 0
+    assert any("[d] SIGTERM: stopping" in line for line in run.err + run.out)
+    assert (tmp_path / "made-a").read_text() == "one\n"
