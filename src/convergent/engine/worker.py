@@ -327,11 +327,24 @@ class Worker:
 
     async def run(self) -> None:
         """The first pass of the loop: start the watch (or poll), then :meth:`_loop`."""
+        self._watch_or_poll()
+        await self._loop()
+
+    def watch_first(self) -> None:
+        """Start the watch (or poll) now and owe the first pass to :meth:`first_pass`
+        (``engine/pool.py``); a wake meanwhile finds the loop as good as running."""
+        self.looping = True
+        self._watch_or_poll()
+
+    def first_pass(self) -> None:
+        """The loop after :meth:`watch_first`, in a task of its own."""
+        self._spawn(self._loop(), f"worker {self.resource.id}")
+
+    def _watch_or_poll(self) -> None:
         if self.meta.poll > 0:
             self._spawn(poll(self), f"poll {self.resource.id}")
         else:
             self._start_watch()
-        await self._loop()
 
     async def _loop(self) -> None:
         """Passes while the wake flag is set; ends when it is clear (:meth:`kick`)."""
