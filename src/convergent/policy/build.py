@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build"]
 
+_DEFAULT_META = Meta()  # frozen: every entry without meta shares it (~230 B each)
+
 
 class _Kinds:
     """Kind lookups, cached for the duration of one load."""
@@ -161,7 +163,7 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
 
 def _meta(entry: Entry, problems: Problems) -> Meta | None:
     if not entry.meta:
-        return Meta()
+        return _DEFAULT_META
     fields = Meta.__struct_fields__
     ok = True
     for key in entry.meta:

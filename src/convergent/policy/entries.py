@@ -116,6 +116,7 @@ EDGE_KEYS: tuple[str, ...] = tuple(key.name for key in ENTRY_KEYS if key.edge)
 ENTRY_KEY_NAMES = frozenset(key.name for key in ENTRY_KEYS)
 _T = TypeVar("_T")
 _EDGES = {key.name: key for key in ENTRY_KEYS if key.edge}
+_UNFILLED: dict[str, Any] = {}  # Entry.plain's unfilled maps: shared, so never written
 
 
 def edge(key: str, owner: _T, other: _T) -> tuple[_T, _T, bool]:
@@ -188,6 +189,23 @@ class Entry:
         self.meta_keys: dict[str, Location] = {}
         self.meta_spots: dict[str, Location] = {}
         self.broken = False
+
+    @classmethod
+    def plain(cls, kind: str, name: str, kind_at: Location, name_at: Location) -> Entry:
+        """An entry with parameters only, as the fast front end reads it: the maps it
+        never fills are one shared empty dict, never written (seven dicts fewer, ~450 B,
+        for each resource of a load)."""
+        entry = cls.__new__(cls)
+        entry.kind = kind
+        entry.name = name
+        entry.kind_at = kind_at
+        entry.name_at = name_at
+        entry.params = {}
+        none = _UNFILLED
+        entry.keys = entry.spots = entry.meta_keys = entry.meta_spots = none
+        entry.written = entry.labels = entry.meta = none
+        entry.broken = False
+        return entry
 
     @property
     def id(self) -> str:
