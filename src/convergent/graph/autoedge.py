@@ -125,7 +125,16 @@ def vertex_uids(payload: object) -> _Uids | None:
     needs = getattr(payload, "needs", None)
     if provides is None or needs is None or not _enabled(payload):
         return None
-    return tuple(provides()), tuple(needs())
+    provided = tuple(provides())
+    needed = tuple(needs())
+    if provided and any(type(group) is tuple for group in needed):
+        # A file provides and needs ``file:PATH``: keep one string of it, not two.
+        same = {uid: uid for uid in provided}
+        needed = tuple(
+            tuple([same.get(uid, uid) for uid in group]) if type(group) is tuple else group
+            for group in needed
+        )
+    return provided, needed
 
 
 class AutoEdgeCache:
