@@ -87,6 +87,7 @@ def build(
         resource = _resource(entry, known, problems)
         if resource is not None:
             resources.append(resource)
+            entry.converted()
     if any(link.source.startswith("world[") for link in links):
         _world_sources(links, first, resources)
     valid = _check_links(links, first, problems)

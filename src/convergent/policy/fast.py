@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from sys import intern
 from typing import Any
 
 from convergent.graph.core import Graph
@@ -128,6 +129,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
         if match is None:
             return None
         indent, item, key, double, single, plain, flow = match.groups()
+        key = intern(key)  # "file", "content": one string each, not one per entry
         value: Any
         if double is not None:
             value = _text(double)
