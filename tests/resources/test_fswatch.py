@@ -300,7 +300,7 @@ def test_what_a_subscription_does_after_it_is_done_once_however_often_it_is_call
         watcher = FsWatcher()
         after: list[str] = []
         try:
-            stop = watcher.watch(str(tmp_path / "a"), Probe()).then(after.append, "a")
+            stop = watcher.watch(str(tmp_path / "a"), Probe()).then(_Discarded(after), "a")
             assert watcher.watch_count == 1
             stop()
             stop()
@@ -310,3 +310,11 @@ def test_what_a_subscription_does_after_it_is_done_once_however_often_it_is_call
             watcher.close()
 
     run(main())
+
+
+class _Discarded:
+    def __init__(self, into: list[str]) -> None:
+        self.into = into
+
+    def discard(self, item: str) -> None:
+        self.into.append(item)

@@ -128,12 +128,8 @@ def vertex_uids(payload: object) -> _Uids | None:
     provided = tuple(provides())
     needed = tuple(needs())
     if provided and any(type(group) is tuple for group in needed):
-        # A file provides and needs ``file:PATH``: keep one string of it, not two.
-        same = {uid: uid for uid in provided}
-        needed = tuple(
-            tuple([same.get(uid, uid) for uid in group]) if type(group) is tuple else group
-            for group in needed
-        )
+        # A file provides and needs ``file:PATH``: keep one tuple of it, not two.
+        needed = tuple(provided if group == provided else group for group in needed)
     return provided, needed
 
 

@@ -135,7 +135,7 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
             self._trees = filetree.TreeWatch()  # kept in step by each check
         ctx.ready()
         if self._trees is None and self._source is None:  # one object, not ~330 B
-            return stops[0].then(managed.discard, self._path)
+            return stops[0].then(managed, self._path)
         return functools.partial(self._release, managed, stops)
 
     def _release(self, managed: filetree.ManagedPaths, stops: list[Subscription]) -> None:
