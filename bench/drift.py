@@ -38,6 +38,7 @@ class DriftResult:
     failures: int
     startup: float
     rss_mib: float
+    cpu_per_trial: float = float("nan")  # the agent's user+sys seconds per trial (load-free)
 
     @property
     def p50(self) -> float:
@@ -94,6 +95,7 @@ async def _measure(
         chosen = rng.sample(list(workload.files), trials)
         latencies: list[float] = []
         failures = 0
+        cpu_before = _cpu_seconds(proc.pid)
         with _Inotify(target, _CREATE | _MOVED_TO | _CLOSE_WRITE) as inotify:
             for i, spec in enumerate(chosen):
                 path = target / spec.name
@@ -110,6 +112,7 @@ async def _measure(
                     latencies.append(time.perf_counter() - began)
                 except TimeoutError:
                     failures += 1
+        cpu = (_cpu_seconds(proc.pid) - cpu_before) / trials
         rss = _peak_rss_mib(proc.pid)
         drain.cancel()
     finally:
@@ -117,7 +120,7 @@ async def _measure(
         out.close()
     if not latencies:
         raise RuntimeError(f"W5: no file was restored within {trial_timeout} s; see {log}")
-    return DriftResult(tuple(latencies), failures, startup, rss)
+    return DriftResult(tuple(latencies), failures, startup, rss, cpu)
 
 
 async def _until_converged(stream: asyncio.StreamReader, out: BinaryIO) -> None:
@@ -191,6 +194,12 @@ def _holds(path: Path, expected: bytes) -> bool:
             return f.read() == expected
     except FileNotFoundError:
         return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mib(pid: int) -> float:

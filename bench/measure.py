@@ -39,6 +39,7 @@ class Sample:
 
     wall: float
     rss_mib: float
+    cpu: float = float("nan")  # user + system seconds of the tool and its children
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ def run_once(inv: Invocation, log: Path, timeout: float) -> Sample:
         timer = threading.Timer(timeout, _kill_group, (proc.pid,))
         timer.start()
         try:
-            _, status, _ = os.wait4(proc.pid, 0)
+            _, status, usage = os.wait4(proc.pid, 0)
         finally:
             timer.cancel()
         wall = time.perf_counter() - start
@@ -81,7 +82,8 @@ def run_once(inv: Invocation, log: Path, timeout: float) -> Sample:
     if code not in inv.ok:
         tail = log.read_text(errors="replace")[-1500:]
         raise RunFailed(f"exit code {code} ({' '.join(inv.argv[:3])} ...):\n{tail}")
-    return Sample(wall, int(rss_file.read_text().split()[-1]) / 1024)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Sample(wall, int(rss_file.read_text().split()[-1]) / 1024, cpu)
 
 
 def _kill_group(pid: int) -> None:

@@ -6,9 +6,11 @@
 Prints, at the first ``Converged`` (``--idle``: 1 s later, the agent at rest): the
 heap traced by ``tracemalloc`` (grouped by the line that allocated it) and the live
 objects by type (``gc.get_objects``, shallow ``sys.getsizeof``), each with its bytes per
-resource; and the process's peak RSS (``ru_maxrss``; with tracing on it includes
-tracemalloc's own tables, so ``--no-trace`` gives the figure a user sees). Works under
-a temporary directory in /tmp.
+resource; the resident set when the policy is loaded and when the run converges, with
+the traced heap then and its peak so far (the load's own peak comes first: its entries
+are freed once the graph is built); and the process's peak RSS (``ru_maxrss``; with
+tracing on it includes tracemalloc's own tables, so ``--no-trace`` gives the figure a
+user sees). Works under a temporary directory in /tmp.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def _trace(snapshot: tracemalloc.Snapshot, size: int, top: int) -> None:
         print(f"  {per}  {where}:{frame.lineno}")
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _moment(name: str, size: int) -> None:
+    """The resident set now, and the traced heap now and at its peak so far."""
+    line = f"{name}: RSS {_rss_mib():.0f} MiB"
+    if tracemalloc.is_tracing():
+        now, peak = tracemalloc.get_traced_memory()
+        line += f"; traced {now / size:.0f} B/resource, peak so far {peak / size:.0f}"
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("size", nargs="?", type=int, default=10000)
@@ -69,9 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         wl.prepare(workload, target)
         policy = root / "policy.yaml"
         policy.write_text(policies.convergent(workload, target))
+        from convergent.cli import run as run_module
         from convergent.cli.main import main as cli
         from convergent.engine import runner
         from convergent.engine.report import Converged
+
+        load_graph = run_module.load_graph
+
+        def loaded(*given: Any) -> Any:
+            graph = load_graph(*given)
+            _moment("policy loaded", args.size)
+            return graph
+
+        run_module.load_graph = loaded
 
         seen: list[Any] = []
         report = runner.Engine.report
@@ -88,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             report(self, record)
 
         def look() -> None:
+            _moment("converged" if not args.idle else "at rest", args.size)
             if not args.no_trace:
                 _trace(tracemalloc.take_snapshot(), args.size, args.top)
                 _types(args.size, args.top)

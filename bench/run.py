@@ -134,7 +134,7 @@ class Bench:
             return None
         self.echo(
             f"  W5 {tool.name}: p50 {found.p50 * 1e3:.2f} ms, p99 {found.p99 * 1e3:.2f} ms, "
-            f"{found.failures} failures"
+            f"{found.failures} failures, agent CPU {found.cpu_per_trial * 1e3:.2f} ms per trial"
         )
         return found
 

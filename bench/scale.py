@@ -8,7 +8,8 @@ then the peer, then the other order next time). Every run is verified (nothing m
 rewritten). Prints per size and tool: median, min and max wall time, µs per file, peak
 RSS (GNU time), the ratio convergent/peer per run (min / median / max); and per tool the
 exponent k of time ~ N^k fitted by least squares over every run, and from the smallest
-to the largest size.
+to the largest size, for the wall time and for the CPU time (user+sys, which a shared
+machine's load moves far less).
 """
 
 from __future__ import annotations
@@ -100,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{tool.name}: time ~ N^{exponent(points):.3f} (least squares over every run), "
             f"N^{ends:.3f} from {sizes[0]:,} to {sizes[-1]:,} (medians)"
+        )
+        cpu = [(n, s.cpu) for n in sizes for s in found[(n, tool.name)]]
+        per_file = ", ".join(
+            f"{statistics.median(s.cpu for s in found[(n, tool.name)]) / n * 1e6:.0f}"
+            for n in sizes
+        )
+        print(
+            f"{tool.name}: CPU time ~ N^{exponent(cpu):.3f} (least squares over every run); "
+            f"µs of CPU per file (medians): {per_file}"
         )
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import textwrap
 from typing import Any
 
@@ -47,7 +48,7 @@ def _captured(monkeypatch: pytest.MonkeyPatch, run: Any) -> tuple[list[Entry], l
     seen: list[tuple[list[Entry], list[Link]]] = []
 
     def spy(entries: list[Entry], links: list[Link], problems: Problems, collect: Any = ()) -> Any:
-        seen.append((entries, links))
+        seen.append(([copy.copy(e) for e in entries], links))  # as given, before build
         return build(entries, links, problems, collect)
 
     monkeypatch.setattr(build_module, "build", spy)

@@ -291,3 +291,30 @@ def test_watch_entries_calls_back_for_any_entry_and_stops_when_unsubscribed(
             watcher.close()
 
     run(main())
+
+
+def test_what_a_subscription_does_after_it_is_done_once_however_often_it_is_called(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        watcher = FsWatcher()
+        after: list[str] = []
+        try:
+            stop = watcher.watch(str(tmp_path / "a"), Probe()).then(_Discarded(after), "a")
+            assert watcher.watch_count == 1
+            stop()
+            stop()
+            assert after == ["a"]
+            assert watcher.watch_count == 0
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+class _Discarded:
+    def __init__(self, into: list[str]) -> None:
+        self.into = into
+
+    def discard(self, item: str) -> None:
+        self.into.append(item)

@@ -411,6 +411,7 @@ def _collect_after_first_pass(reporter: Reporter) -> Reporter:
 
     def turn_on() -> None:
         if not gc.isenabled():
+            gc.freeze()  # what the first pass made lives on: no collection walks it again
             gc.enable()
 
     asyncio.get_running_loop().call_later(FIRST_PASS_BOUND, turn_on)

@@ -280,6 +280,10 @@ def _same_vertex(worker: Worker, payload: Resource[Any], restart: set[str]) -> b
     return not any(m.id in restart for m in members) and worker.resource.meta == payload.meta
 
 
+_NO_WORKERS: list[Worker] = []
+_NO_EDGES: list[tuple[Worker, bool]] = []
+
+
 def upstream_members(worker: Worker) -> frozenset[str]:
     return frozenset(m.id for up in worker.upstream for m in up.members)
 
@@ -287,13 +291,13 @@ def upstream_members(worker: Worker) -> frozenset[str]:
 def link(plan: Plan, workers: Mapping[str, Worker], kept: bool) -> Graph[Resource[Any]]:
     """Connect ``workers`` along the edges of ``plan``; returns the graph the engine shows
     (``kept``: some workers kept running, so it holds their resources, not the plan's)."""
-    upstream: dict[str, list[Worker]] = {vid: [] for vid in workers}
-    downstream: dict[str, list[tuple[Worker, bool]]] = {vid: [] for vid in workers}
+    upstream: dict[str, list[Worker]] = {}
+    downstream: dict[str, list[tuple[Worker, bool]]] = {}
     for edge in plan.graph.edges():
-        downstream[edge.source].append((workers[edge.target], edge.notify))
-        upstream[edge.target].append(workers[edge.source])
-    for vid, worker in workers.items():
-        worker.link(upstream[vid], downstream[vid])
+        downstream.setdefault(edge.source, []).append((workers[edge.target], edge.notify))
+        upstream.setdefault(edge.target, []).append(workers[edge.source])
+    for vid, worker in workers.items():  # no edge: one shared empty list, never written
+        worker.link(upstream.get(vid, _NO_WORKERS), downstream.get(vid, _NO_EDGES))
     if not kept:
         return plan.graph
     graph: Graph[Resource[Any]] = Graph()

@@ -31,6 +31,7 @@ from convergent.engine.collect import Collector, local_part, uses_world
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
 from convergent.engine.hosts import Hosts, everyone_long_enough
+from convergent.engine.pool import FirstPasses
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult, VertexState
 from convergent.engine.worker import Predicting, Worker
@@ -124,6 +125,7 @@ class Engine:
         self._exchange.policy(graph.secrets, graph.held)  # secret vars of the policy
         self._convergence = Convergence(self._settled)
         self._workers: dict[str, Worker] = {}
+        self._first = FirstPasses(self.spawn)  # first passes a batch at a time (pool.py)
         self.observed: Observed | None = None  # made by observe(), when first asked for
         self._changed: set[str] = set()
         self._repairs = 0  # passes that changed something (a resource may count many)
@@ -268,8 +270,7 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self._swap_lock = asyncio.Lock()
-                for worker in self._workers.values():
-                    worker.start()
+                self._first.start(self._workers.values())  # watches now, passes in batches
                 if self.converged:  # an empty graph
                     self.report(Converged(convergence.failed, convergence.blocked))
                 self._world_wake.set()
@@ -396,8 +397,7 @@ class Engine:
             if self._tg is None:
                 raise RuntimeError("the run ended during the swap")
             self._load_refreshes(new)
-            for worker in new.values():
-                worker.start()
+            self._first.start(new.values())
             self.rewatch()
         finally:
             self._convergence.holds -= 1

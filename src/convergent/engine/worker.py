@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from convergent.engine.context import WorkerContext
 from convergent.engine.convergence import State
 from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
 from convergent.engine.meta import (
@@ -161,17 +162,17 @@ class Worker:
         )
         self.declared: Params = resource.params  # as the graph gave them, before recv
         self.recv = recv  # what it receives, by parameter
-        self.received: dict[str, Any] = {}  # values it received at its last good pass
+        self.received: dict[str, Any] = _NO_VALUES  # values received at its last good pass
         self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
-        self.tried: dict[str, Any] = {}  # values it last tried to receive (some missing)
+        self.tried: dict[str, Any] = _NO_VALUES  # values it last tried to receive (some missing)
         self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
         self.sender = any(getattr(type(m), "sends", None) for m in self.members)
         self.tasks: set[asyncio.Task[None]] | None = None  # made for the first task
         self.looping = False  # its loop runs (started by start(), then by kick())
         self.unsubscribe: Callable[[], None] | None = None  # a subscribe-kind's watch
         self.stopped = False
-        self.upstream: list[Worker] = []
-        self.downstream: list[tuple[Worker, bool]] = []  # (worker, notify)
+        self.upstream: list[Worker] = _NO_LINKS  # until link(); never written
+        self.downstream: list[tuple[Worker, bool]] = _NO_LINKS  # (worker, notify)
         self.notifies = False  # some downstream edge is a notify edge
         self.state = State.WAITING
         self.dirty = True  # a check is owed
@@ -187,15 +188,7 @@ class Worker:
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
         self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
         self.wake = Wake(self)
-        self.ctx = Context(
-            resource.id,
-            ready=self._on_ready,
-            event=self._drifted,
-            log=self._log,
-            shared=runtime.shared,
-            state=runtime.state,
-            world=runtime.world,
-        )
+        self.ctx: Context = WorkerContext(self, resource.id)  # no bound method each
 
     # -- callbacks from the resource and from other workers ---------------------------
 
@@ -327,11 +320,24 @@ class Worker:
 
     async def run(self) -> None:
         """The first pass of the loop: start the watch (or poll), then :meth:`_loop`."""
+        self._watch_or_poll()
+        await self._loop()
+
+    def watch_first(self) -> None:
+        """Start the watch (or poll) now and owe the first pass to :meth:`first_pass`
+        (``engine/pool.py``); a wake meanwhile finds the loop as good as running."""
+        self.looping = True
+        self._watch_or_poll()
+
+    def first_pass(self) -> None:
+        """The loop after :meth:`watch_first`, in a task of its own."""
+        self._spawn(self._loop(), f"worker {self.resource.id}")
+
+    def _watch_or_poll(self) -> None:
         if self.meta.poll > 0:
             self._spawn(poll(self), f"poll {self.resource.id}")
         else:
             self._start_watch()
-        await self._loop()
 
     async def _loop(self) -> None:
         """Passes while the wake flag is set; ends when it is clear (:meth:`kick`)."""
@@ -574,3 +580,5 @@ class Worker:
 
 _REFRESH = Change("refreshed")
 _NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
+_NO_VALUES: dict[str, Any] = {}  # received/tried before any: replaced, never written
+_NO_LINKS: list[Any] = []

@@ -125,7 +125,12 @@ def vertex_uids(payload: object) -> _Uids | None:
     needs = getattr(payload, "needs", None)
     if provides is None or needs is None or not _enabled(payload):
         return None
-    return tuple(provides()), tuple(needs())
+    provided = tuple(provides())
+    needed = tuple(needs())
+    if provided and any(type(group) is tuple for group in needed):
+        # A file provides and needs ``file:PATH``: keep one tuple of it, not two.
+        needed = tuple(provided if group == provided else group for group in needed)
+    return provided, needed
 
 
 class AutoEdgeCache:

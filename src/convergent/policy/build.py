@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["build"]
 
+_DEFAULT_META = Meta()  # frozen: every entry without meta shares it (~230 B each)
+
 
 class _Kinds:
     """Kind lookups, cached for the duration of one load."""
@@ -85,6 +87,7 @@ def build(
         resource = _resource(entry, known, problems)
         if resource is not None:
             resources.append(resource)
+            entry.converted()
     if any(link.source.startswith("world[") for link in links):
         _world_sources(links, first, resources)
     valid = _check_links(links, first, problems)
@@ -161,7 +164,7 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
 
 def _meta(entry: Entry, problems: Problems) -> Meta | None:
     if not entry.meta:
-        return Meta()
+        return _DEFAULT_META
     fields = Meta.__struct_fields__
     ok = True
     for key in entry.meta:

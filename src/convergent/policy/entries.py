@@ -116,6 +116,7 @@ EDGE_KEYS: tuple[str, ...] = tuple(key.name for key in ENTRY_KEYS if key.edge)
 ENTRY_KEY_NAMES = frozenset(key.name for key in ENTRY_KEYS)
 _T = TypeVar("_T")
 _EDGES = {key.name: key for key in ENTRY_KEYS if key.edge}
+_UNFILLED: dict[str, Any] = {}  # Entry.plain's unfilled maps: shared, so never written
 
 
 def edge(key: str, owner: _T, other: _T) -> tuple[_T, _T, bool]:
@@ -189,9 +190,31 @@ class Entry:
         self.meta_spots: dict[str, Location] = {}
         self.broken = False
 
+    @classmethod
+    def plain(cls, kind: str, name: str, kind_at: Location, name_at: Location) -> Entry:
+        """An entry with parameters only, as the fast front end reads it: the maps it
+        never fills are one shared empty dict, never written (seven dicts fewer, ~450 B,
+        for each resource of a load)."""
+        entry = cls.__new__(cls)
+        entry.kind = kind
+        entry.name = name
+        entry.kind_at = kind_at
+        entry.name_at = name_at
+        entry.params = {}
+        none = _UNFILLED
+        entry.keys = entry.spots = entry.meta_keys = entry.meta_spots = none
+        entry.written = entry.labels = entry.meta = none
+        entry.broken = False
+        return entry
+
     @property
     def id(self) -> str:
         return format_id(self.kind, self.name)
+
+    def converted(self) -> None:
+        """The builder made its resource: the parameters live in it now, so the entry
+        lets go of its own (their dict is ~180 B a resource at the peak of a load)."""
+        self.params = _UNFILLED
 
     def locate(self, path: str, meta: bool = False) -> tuple[Location, str | None]:
         """Where the value at field ``path`` is written, and its text if it is a number

@@ -70,6 +70,7 @@ def load_policy(
         raise PolicyError(
             [Problem(p, line, column, "not UTF-8 text; save the policy as UTF-8")]
         ) from None
+    del data  # not held through the load (the policy's size again)
     return load_policy_text(text, p, inputs=inputs)
 
 

@@ -42,7 +42,7 @@ from convergent.resources.base import Change, Context, Resource
 from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
 from convergent.resources.fileparams import FileParams
 from convergent.resources.filepredict import FilePredicts
-from convergent.resources.fswatch import FsWatcher
+from convergent.resources.fswatch import FsWatcher, Subscription
 
 __all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
 
@@ -118,12 +118,11 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
     # -- the contract -----------------------------------------------------------------
 
     def subscribe(self, ctx: Context) -> Callable[[], None]:
-        """Watch the path (and ``source``) with the run's shared inotify descriptor: no
-        task of its own (the ``Subscribes`` ability). The path is registered as managed,
-        so a ``purge`` elsewhere leaves it alone."""
+        """Watch the path (and ``source``) on the run's shared inotify descriptor, no task of
+        its own (``Subscribes``); the path is registered as managed (``purge`` spares it)."""
         watcher = ctx.shared(FsWatcher)
         managed = ctx.shared(filetree.ManagedPaths)
-        stops = [watcher.watch(self._path, ctx.event)]
+        stops: list[Subscription] = [watcher.watch(self._path, ctx.event)]
         try:
             if self._source is not None:
                 stops.append(watcher.watch(self._source, ctx.event))
@@ -135,10 +134,11 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         if p.recurse or p.follow or p.state == "hard" or (p.source and p.state == "directory"):
             self._trees = filetree.TreeWatch()  # kept in step by each check
         ctx.ready()
+        if self._trees is None and self._source is None:  # one object, not ~330 B
+            return stops[0].then(managed, self._path)
+        return functools.partial(self._release, managed, stops)
 
-        return functools.partial(self._release, managed, stops)  # a closure: ~300 B more
-
-    def _release(self, managed: filetree.ManagedPaths, stops: list[Callable[[], None]]) -> None:
+    def _release(self, managed: filetree.ManagedPaths, stops: list[Subscription]) -> None:
         managed.discard(self._path)
         if self._trees is not None:
             self._trees.close()

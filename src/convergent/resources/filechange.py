@@ -86,6 +86,8 @@ def absolute(field_name: str, path: str) -> str:
     if "\0" in path:
         raise ParamError(field_name, "must not contain a NUL character")
     normal = os.path.normpath(path)
+    if normal == path and path[1:2] != "/":  # normpath keeps a leading //
+        return path  # the string the policy gave: no second copy per resource
     return "/" + normal.lstrip("/")
 
 
