@@ -66,9 +66,9 @@ def measure(src: Path, work: Path) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(src / "src")
     argv = ["run", str(policy), "--converged-timeout", "0", "--state-dir", str(work / "state")]
+    strace = ["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,exit_group"]
     done = subprocess.run(
-        ["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,exit_group"]
-        + ["-o", str(trace), sys.executable, "-c", _WRAPPER, *argv],
+        [*strace, "-o", str(trace), sys.executable, "-c", _WRAPPER, *argv],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

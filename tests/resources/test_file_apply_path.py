@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,26 @@ def test_new_files_get_exactly_their_mode_whatever_the_agents_umask(
     for name, mode in modes.items():
         assert stat.S_IMODE((target / name).stat().st_mode) == int(mode, 8), name
     assert stat.S_IMODE((target / "plain").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_new_file_gets_exactly_its_mode_in_a_directory_with_a_default_acl(
+    tmp_path: Path,
+) -> None:
+    """A default ACL (here: nothing for others) takes bits from what open() asks; the
+    file still ends with its mode (the ACL's mask follows chmod, as chmod(1) does)."""
+    target = tmp_path / "t"
+    target.mkdir()
+    entries = ((0x01, 7), (0x04, 5), (0x20, 0))  # user::rwx, group::r-x, other::---
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, 0xFFFFFFFF) for t, p in entries)
+    try:
+        os.setxattr(target, "system.posix_acl_default", acl)
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {exc}")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(f'resources:\n  - file: {target / "f"}\n    content: x\n    mode: "0644"\n')
+    done = run(policy, tmp_path / "state")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE((target / "f").stat().st_mode) == 0o644
 
 
 def test_a_created_file_is_not_checked_again_because_of_its_own_rename(tmp_path: Path) -> None:

@@ -84,12 +84,14 @@ def _run_token() -> str:
 def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tuple[int, str]:
     """A new temp file next to ``at`` holding ``data``, with its final owner and mode;
     still open (:meth:`Commits.commit` fsyncs and renames it). Created ``O_EXCL``; with
-    no owner to give it, in its final mode at once; otherwise mode 0600 (or ``mode`` if
+    no owner to give it and no special bit, in its final mode at once (fchmodded only if
+    the umask or a default ACL took bits away); otherwise mode 0600 (or ``mode`` if
     stricter), chowned before the first byte is written and given its mode after."""
     final = default_mode() if mode is None else mode
-    # Created with its final mode when nothing can make it differ (no owner to give it
-    # first, no special bits, a umask that clears none of its bits): no fchmod, no fstat.
-    direct = gid == -1 and uid in (-1, _euid()) and not final & ~_created_bits()
+    # Created in its final mode when it has no owner to be given first and no special
+    # bits: the umask or a default ACL of the directory can only take bits away, which
+    # one fstat sees (then fchmod, as in the other case).
+    direct = gid == -1 and uid in (-1, _euid()) and not final & ~0o777
     while True:
         temp = temp_name(at.name)
         try:
@@ -106,7 +108,7 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        if not direct:
+        if not direct or os.fstat(fd).st_mode & 0o7777 != final:
             os.fchmod(fd, final)
     except BaseException:
         os.close(fd)
@@ -114,11 +116,6 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
             os.unlink(temp, dir_fd=at.fd)
         raise
     return fd, temp
-
-
-def _created_bits() -> int:
-    """The mode bits ``open(O_CREAT)`` sets exactly as asked: 0777 less the umask."""
-    return default_mode(directory=True)
 
 
 def _euid() -> int:
