@@ -48,7 +48,7 @@ __all__ = [
     "write_file",
 ]
 
-COMMIT_BATCH = 128  # written temp files (and their descriptors) waiting at most per batch
+COMMIT_BATCH = 256  # written temp files (and their descriptors) waiting at most per batch
 # How a batch's data is made durable: "syncfs", "fdatasync-pool" or "fsync" (bench/writes.py
 # compares them; "none", no sync at all, is its floor and nothing else's).
 SYNC = "syncfs"
