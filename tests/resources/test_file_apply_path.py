@@ -142,16 +142,20 @@ def test_a_directory_lent_for_one_batch_is_refused_after_its_flush(tmp_path: Pat
 
     async def scenario() -> None:
         commits = atomic.Commits()
-        first = str(tmp_path / "a")
-        with fs.locate(first) as at:
+        with fs.locate(str(tmp_path / "a")) as at:
             fd, temp = atomic.create_temp(at, b"a", 0o644, -1, -1)
-            pending = asyncio.ensure_future(commits.commit(fd, temp, at.take(), False))
-        await asyncio.sleep(0)  # commit() queued it (the flush is scheduled, not run)
-        lent = commits.locate(str(tmp_path / "b"))
-        fd, temp = atomic.create_temp(lent, b"b", 0o644, -1, -1)
-        await asyncio.wait_for(pending, TIMEOUT)  # the batch flushed
-        with pytest.raises(RuntimeError, match="outlived its batch"):
-            await commits.commit(fd, temp, lent, False)
+            first = commits.commit(fd, temp, at.take(), False)
+
+        async def second(pending: asyncio.Task[None]) -> None:
+            # Runs after the first commit queued its file, before the flush it scheduled.
+            lent = commits.locate(str(tmp_path / "b"))
+            fd, temp = atomic.create_temp(lent, b"b", 0o644, -1, -1)
+            await asyncio.wait_for(pending, TIMEOUT)  # the batch flushed
+            with pytest.raises(RuntimeError, match="outlived its batch"):
+                await commits.commit(fd, temp, lent, False)
+
+        pending = asyncio.ensure_future(first)
+        await asyncio.wait_for(second(pending), TIMEOUT)
         commits.close()
 
     asyncio.run(scenario())
