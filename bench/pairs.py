@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shutil
 import statistics
 import sys
@@ -75,6 +76,7 @@ def paired(
                         shutil.rmtree(target)
                     target.mkdir()
                     wl.prepare(workload, target)
+                    os.sync()  # the harness's own writes and removals are not the tool's
                     sample = run_once(inv, workdir / "log", timeout)
                     problems = wl.verify(workload, target)
                     if problems:

@@ -21,6 +21,7 @@ All work happens under a temporary directory in /tmp, removed at the end.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -95,6 +96,7 @@ class Bench:
             self._reset()
             wl.prepare(workload, self.target)
             before = wl.snapshot(self.target) if workload.prepare is not wl.Prepare.EMPTY else {}
+            os.sync()  # the harness's own writes and removals are not the tool's
             try:
                 samples.append(run_once(inv, workdir / "log", self.timeout))
             except RunFailed as exc:

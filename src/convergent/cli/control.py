@@ -94,11 +94,14 @@ class ControlServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(CONTROL_SOCKET, dir_fd=dfd)  # a dead agent's: we hold the lock
             old = os.umask(0o177)
-            try:
+            try:  # no await runs under this umask: other tasks create files meanwhile
                 target = f"/proc/self/fd/{dfd}/{CONTROL_SOCKET}"
-                self._server = await asyncio.start_unix_server(self._client, target)
+                self._server = await asyncio.start_unix_server(
+                    self._client, target, start_serving=False
+                )
             finally:
                 os.umask(old)
+            await self._server.start_serving()
             try:
                 await asyncio.Event().wait()
             finally:

@@ -48,7 +48,7 @@ __all__ = [
     "write_file",
 ]
 
-COMMIT_BATCH = 128  # written temp files (and their descriptors) waiting at most per batch
+COMMIT_BATCH = 256  # written temp files (and their descriptors) waiting at most per batch
 # How a batch's data is made durable: "syncfs", "fdatasync-pool" or "fsync" (bench/writes.py
 # compares them; "none", no sync at all, is its floor and nothing else's).
 SYNC = "syncfs"
@@ -83,32 +83,48 @@ def _run_token() -> str:
 
 def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tuple[int, str]:
     """A new temp file next to ``at`` holding ``data``, with its final owner and mode;
-    still open (:meth:`Commits.commit` fsyncs and renames it). Created ``O_EXCL``, mode
-    0600 (or ``mode`` if stricter) and chowned before the first byte is written."""
+    still open (:meth:`Commits.commit` fsyncs and renames it). Created ``O_EXCL``; with
+    no owner to give it and no special bit, in its final mode at once (fchmodded only if
+    the umask or a default ACL took bits away); otherwise mode 0600 (or ``mode`` if
+    stricter), chowned before the first byte is written and given its mode after."""
     final = default_mode() if mode is None else mode
+    # Created in its final mode when it has no owner to be given first and no special
+    # bits: the umask or a default ACL of the directory can only take bits away, which
+    # one fstat sees (then fchmod, as in the other case).
+    direct = gid == -1 and uid in (-1, _euid()) and not final & ~0o777
     while True:
         temp = temp_name(at.name)
         try:
-            fd = os.open(temp, _CREATE, 0o600 & final, dir_fd=at.fd)
+            fd = os.open(temp, _CREATE, final if direct else 0o600 & final, dir_fd=at.fd)
             break
         except FileExistsError:
             continue
     try:
-        if uid != -1 or gid != -1:
+        if not direct and (uid != -1 or gid != -1):
             os.fchown(fd, uid, gid)
-            if uid not in (-1, os.geteuid()):
+            if uid not in (-1, _euid()):
                 with contextlib.suppress(OSError):
                     os.setxattr(fd, MARK, b"1")
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fchmod(fd, final)
+        if not direct or os.fstat(fd).st_mode & 0o7777 != final:
+            os.fchmod(fd, final)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=at.fd)
         raise
     return fd, temp
+
+
+def _euid() -> int:
+    if not _ids:
+        _ids.append(os.geteuid())
+    return _ids[0]
+
+
+_ids: list[int] = []
 
 
 def replace(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> None:
@@ -243,13 +259,30 @@ class Commits:
     directory share one directory descriptor.
     """
 
-    __slots__ = ("_dirs", "_scheduled", "_waiting", "batch")
+    __slots__ = ("_dirs", "_flushes", "_loop", "_paths", "_scheduled", "_waiting", "batch")
 
     def __init__(self) -> None:
         self._waiting: list[_Temp] = []
         self._dirs: dict[tuple[int, int], int] = {}
+        self._paths: dict[str, At] = {}  # directory path -> its descriptor in this batch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flushes = 0  # a lent descriptor is good until the next flush
         self._scheduled = False
         self.batch = COMMIT_BATCH
+
+    def locate(self, path: str, *, create: bool = False, follow: bool = False) -> At:
+        """:func:`fs.locate` of ``path``, for a file about to be committed: a directory
+        already found for this batch is used again (no walk, no syscall). The batch holds
+        that descriptor until its flush in any case (its renames go through it), so the
+        file lands exactly where it would have landed anyway; the next batch walks again.
+        The caller commits without awaiting anything else first (a flush in between
+        closes a lent descriptor: :meth:`commit` refuses it then).
+        """
+        head, _, name = path.rpartition("/")
+        found = self._paths.get(head or "/") if name and not follow else None
+        if found is None:
+            return locate(path, create=create, follow=follow)
+        return _Borrowed(found.fd, name, found.dir, found.ident, found.owner, self._flushes)
 
     async def commit(self, fd: int, temp: str, at: At, tree: bool) -> None:
         """Make ``fd`` (the written ``temp`` in ``at``'s directory) durable, close it,
@@ -259,10 +292,16 @@ class Commits:
         ``tree``: the target is a directory, removed with everything in it just before the
         rename. Raises what the sync, close, removal or rename raised (``temp`` is gone).
         """
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if isinstance(at, _Borrowed) and at.flushes != self._flushes:
+            os.close(fd)  # the temp file stays for the next run's sweep
+            raise RuntimeError("a directory lent by Commits.locate outlived its batch")
         dir_fd = self._dirs.get(at.ident)
         if dir_fd is None:
-            dir_fd = self._dirs[at.ident] = at.take().fd
+            dir_fd = self._dirs[at.ident] = at.fd
+            self._paths[at.dir] = at.take()
         else:
             at.close()
         item = _Temp(fd, temp, dir_fd, at.ident, at.name, tree, loop.create_future())
@@ -283,6 +322,8 @@ class Commits:
         then each caller gets its own outcome."""
         waiting, self._waiting = self._waiting, []
         dirs, self._dirs = self._dirs, {}
+        self._paths = {}
+        self._flushes += 1
         try:
             live = [item for item in waiting if item.opened()]
             synced = _sync_data(live, dirs)
@@ -307,8 +348,31 @@ class Commits:
         for item in waiting:
             item.drop()
         dirs, self._dirs = self._dirs, {}
+        self._paths = {}
+        self._flushes += 1
         for dir_fd in dirs.values():
             os.close(dir_fd)
+
+
+class _Borrowed(At):
+    """A batch's directory descriptor lent to one more file: closing it closes nothing
+    (the batch closes the descriptor after its flush)."""
+
+    __slots__ = ("flushes",)
+
+    def __init__(
+        self, fd: int, name: str, directory: str, ident: tuple[int, int], owner: int, flushes: int
+    ) -> None:
+        super().__init__(fd, name, directory, ident, owner)
+        self.flushes = flushes  # the Commits' flush count when lent
+
+    def take(self) -> At:
+        taken = _Borrowed(self.fd, self.name, self.dir, self.ident, self.owner, self.flushes)
+        self.fd = -1
+        return taken
+
+    def close(self) -> None:
+        self.fd = -1
 
 
 def _open_dir(dir_fd: int) -> int:

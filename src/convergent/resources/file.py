@@ -485,23 +485,23 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
     # -- apply ------------------------------------------------------------------------
 
     async def write(self, ctx: Context, change: FileChange) -> str | None:
-        """Write ``change.data`` to a private temp file, validate it, keep a backup, and
-        commit it over the path. Returns the summary when it says more than the change."""
-        p = self.params
-        at = fs.locate(self._path, create=bool(change.parents), follow=p.follow)
+        """Write ``change.data`` to a temp file (validated, backed up), committed over the path."""
+        check = self._check if change.validate else None
+        backup = self.params.backup and change.replaces
+        find = fs.locate if check is not None or backup else ctx.shared(atomic.Commits).locate
+        at = find(self._path, create=bool(change.parents), follow=self.params.follow)
         try:
             ctx.shared(atomic.Sweeper).sweep(at)
             fd, temp = atomic.create_temp(at, change.data, change.mode, change.uid, change.gid)
         except BaseException:
             at.close()
             raise
-        check = self._check if change.validate else None
         summary = None
-        if check is not None or (p.backup and change.replaces):
+        if find is fs.locate:
             from convergent.resources import fileops
 
-            backup = p.backup and change.replaces
             summary = await fileops.before_commit(self.id, check, backup, at, fd, temp, change)
+        ctx.shared(FsWatcher).expect(at.dir, temp, ctx.event)  # its own rename: no recheck
         await ctx.shared(atomic.Commits).commit(fd, temp, at, change.tree)
         return summary
 

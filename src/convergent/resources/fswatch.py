@@ -78,6 +78,8 @@ _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _READ_SIZE = 65536
 _CLOSE_DELAY = 0.002  # seconds between removing the last watches and closing (see close)
+_EXPECT_MAX = 16384  # renames announced by expect() and not seen yet (the kernel's queue)
+_MOVED = IN_MOVED_FROM | IN_MOVED_TO
 
 
 _ANY = ""  # the name key of a subscriber to every entry (no entry has an empty name)
@@ -250,13 +252,30 @@ class FsWatcher:
     from that loop. :meth:`close` releases the descriptor and every watch.
     """
 
-    __slots__ = ("_dirs", "_inotify", "_loop", "_watches")
+    __slots__ = ("_dirs", "_expected", "_inotify", "_loop", "_moved", "_watches")
 
     def __init__(self) -> None:
         self._inotify: _Inotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirs: dict[str, _Dir] = {}  # directory path -> its subscribers
         self._watches: dict[int, _Watch] = {}  # watch descriptor -> live watch
+        self._expected: dict[str, Callback] = {}  # temp name -> who renames it (expect)
+        self._moved: dict[int, Callback] = {}  # rename cookie -> who renamed (expect)
+
+    def expect(self, directory: str, temp: str, callback: Callback) -> bool:
+        """The subscriber ``callback`` is about to rename its own temp file ``temp`` over
+        a name it watches in ``directory``: that rename (the ``IN_MOVED_TO`` paired by its
+        cookie with ``temp``'s ``IN_MOVED_FROM``) is not told to ``callback``, which made
+        it. Every other subscriber, and every other event, is still told. Returns False
+        (nothing expected) when ``directory`` is not watched itself. A rename that never
+        happens leaves an entry that matches nothing (temp names are never reused)."""
+        d = self._dirs.get(directory)
+        if d is None or d.via is not None or d.watch is None or not d.watch.alive:
+            return False
+        if len(self._expected) >= _EXPECT_MAX:  # renames whose events never came: spurious
+            self._expected.clear()  # events from now on for those, never a missed one
+        self._expected[temp] = callback
+        return True
 
     # -- public -----------------------------------------------------------------------
 
@@ -425,21 +444,37 @@ class FsWatcher:
                 return
             offset, end = 0, len(buf)
             while offset < end:
-                wd, mask, _cookie, size = unpack(buf, offset)
+                wd, mask, cookie, size = unpack(buf, offset)
                 offset += 16
                 if size:
                     name = buf[offset : offset + size].rstrip(b"\0").decode(encoding, errors)
                     offset += size
-                    self._dispatch(wd, mask, name)
+                    own = None
+                    if mask & _MOVED and (self._expected or self._moved):
+                        own = self._renamed(mask, cookie, name)
+                    self._dispatch(wd, mask, name, own)
                 else:
                     self._dispatch(wd, mask, None)
                 if self._inotify is not inotify:
                     return  # closed by a callback
 
-    def _dispatch(self, wd: int, mask: int, name: str | None) -> None:
+    def _renamed(self, mask: int, cookie: int, name: str) -> Callback | None:
+        """The subscriber that made this rename's arrival itself (:meth:`expect`), if any."""
+        if mask & IN_MOVED_FROM:
+            callback = self._expected.pop(name, None)
+            if callback is not None:
+                if len(self._moved) >= _EXPECT_MAX:
+                    self._moved.clear()
+                self._moved[cookie] = callback
+            return None
+        return self._moved.pop(cookie, None)
+
+    def _dispatch(self, wd: int, mask: int, name: str | None, own: Callback | None = None) -> None:
         w = self._watches.get(wd)
         if w is None:
             if mask & IN_Q_OVERFLOW:
+                self._expected.clear()
+                self._moved.clear()
                 for d in list(self._dirs.values()):
                     self._rearm(d)
             return
@@ -453,8 +488,9 @@ class FsWatcher:
                 pass
             elif type(callbacks) is tuple:
                 for callback in callbacks:
-                    self._call(callback)
-            else:
+                    if own is None or callback != own:  # (a bound method: equal, not same)
+                        self._call(callback)
+            elif own is None or callbacks != own:
                 self._call(callbacks)  # type: ignore[arg-type]
             for callback in _each(d.names.get(_ANY, ())):
                 self._call(callback)
