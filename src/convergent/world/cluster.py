@@ -508,7 +508,9 @@ def connect(endpoints: list[str], tls: TLSFiles | None) -> EtcdWorld:
     from convergent.world.etcdwire import load_wire
 
     client = EtcdWorld(endpoints, hostname="-", tls=_etcd_tls(tls), retry_for=REQUEST_TIMEOUT)
-    client._wire = load_wire(client.endpoints, client.tls)  # started, without a session
+    client._wire = load_wire(
+        client.endpoints, client.tls, client.wire
+    )  # started, without a session
     return client
 
 

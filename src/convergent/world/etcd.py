@@ -17,11 +17,13 @@ or ``async with EtcdWorld(...) as world``, or ``world = await open_etcd_world(..
 one operation across the endpoints, after which it raises
 :class:`~convergent.world.base.WorldError` naming every endpoint and what it answered.
 
-Client: gRPC (``grpc.aio``) with the etcd v3 stubs the ``aetcd`` package generates
-(measured here with protobuf 7 and grpcio 1.85: a put ~0.9 ms, a get ~0.45 ms on
-loopback, as fast as aetcd's own client; that client takes one endpoint and no TLS, so
-convergent keeps the connection itself). Both are imported by :meth:`EtcdWorld.start`
-only: a run on the local world never imports grpc.
+Client: one of two wires (:mod:`convergent.world.etcdwire`), chosen by
+:meth:`EtcdWorld.start` and imported then only (a run on the local world imports
+neither): etcd's JSON gateway over HTTP/1.1 with the standard library
+(:mod:`convergent.world.etcdhttp`, the default), or gRPC (``grpc.aio``) with the etcd v3
+stubs the ``aetcd`` package generates, when the agent's identity is its client
+certificate (``wire=`` or ``CONVERGENT_ETCD_WIRE`` chooses by hand). The logic below
+(retries, watches resumed, the lease) is the same for both.
 
 - Endpoints: one channel at a time, to the current endpoint; a request that fails for
   want of a server (unavailable, deadline, no leader) moves every request to the next
@@ -89,6 +91,7 @@ class EtcdWorld:
         ttl: float = DEFAULT_TTL,
         call_timeout: float = 2.0,
         retry_for: float = 10.0,
+        wire: str | None = None,
     ) -> None:
         if not endpoints:
             raise WorldError("no etcd endpoint given; name at least one (host:port or URL)")
@@ -103,6 +106,7 @@ class EtcdWorld:
         self.ttl = ttl
         self.call_timeout = call_timeout
         self.retry_for = retry_for
+        self.wire = wire  # "http", "grpc" or None: see etcdwire.wire_name
         self._wire: Wire | None = None
         self._index = 0
         self._conn: Connection | None = None
@@ -134,7 +138,7 @@ class EtcdWorld:
         """Connect, grant the session lease, publish this host as alive."""
         if self._wire is not None:
             return
-        self._wire = load_wire(self.endpoints, self.tls)
+        self._wire = load_wire(self.endpoints, self.tls, self.wire)
         try:
             self._lease = await self._grant()
         except BaseException:
