@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import itertools
 import math
-import secrets
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -112,7 +112,7 @@ class EtcdWorld:
         self._renewing = asyncio.Lock()
         self._watches: set[_Watch] = set()
         self._keepalive: asyncio.Task[None] | None = None
-        self._token = secrets.token_hex(8)
+        self._token = os.urandom(8).hex()  # (secrets: ~3 ms of imports)
         self._lock_ids = itertools.count(1)
         self._closed = False
         self._beat = asyncio.Event()  # set (and replaced) at each confirmed keepalive
