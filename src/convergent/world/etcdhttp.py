@@ -353,15 +353,14 @@ class HttpConnection:
     """Kept-alive HTTP/1.1 connections to one endpoint, and the services over them."""
 
     def __init__(self, wire: HttpWire, endpoint: str) -> None:
-        from convergent.world.etcdwire import target
-
         self.wire = wire
-        self.endpoint = endpoint
-        where, secure = target(endpoint)
-        host, _, port = where.rpartition(":")
+        self.endpoint = endpoint  # checked by etcdwire.load_wire: [scheme://]host:port
+        where = endpoint.partition("://")[2] if "://" in endpoint else endpoint
+        host, _, port = where.rstrip("/").rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
-        self.context = wire.context if secure is not False else None
+        plain = endpoint.startswith("http://")
+        self.context = None if plain else wire.context
         self.closed = False
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._open: set[asyncio.StreamWriter] = set()

@@ -11,16 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from convergent.world import keys
-from convergent.world.base import WatchCallback, WorldError
+from convergent.world.base import Unsubscribe, WatchCallback, WorldError
 from convergent.world.etcdwire import prefix_end, text
 
-if TYPE_CHECKING:
-    from convergent.world.etcd import EtcdWorld
+__all__ = ["EtcdWorld", "hold"]
 
-__all__ = ["hold"]
+
+class EtcdWorld(Protocol):
+    """What a lock needs of :class:`convergent.world.etcd.EtcdWorld`."""
+
+    hostname: str
+
+    @property
+    def rpc(self) -> Any: ...
+
+    def lock_key(self, prefix: str) -> str: ...
+
+    async def put(self, key: str, value: str, *, lease: bool) -> None: ...
+
+    async def read(self, what: str, **request: Any) -> Any: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def watch(
+        self, key: str, callback: WatchCallback, *, prefix: bool = False
+    ) -> Unsubscribe: ...
 
 
 @contextlib.asynccontextmanager
