@@ -13,8 +13,9 @@ Wiring it (the cluster's agent does this)::
     await world.aclose()     # revokes the lease: leased keys vanish at once
 
 or ``async with EtcdWorld(...) as world``, or ``world = await open_etcd_world(...)``.
-``call_timeout`` (2 s) bounds each request; ``retry_for`` (10 s) bounds the retries of
-one operation across the endpoints, after which it raises
+``user=(name, password)`` signs in to an etcd whose password authentication is on
+(the gateway's wire). ``call_timeout`` (2 s) bounds each request; ``retry_for`` (10 s)
+bounds the retries of one operation across the endpoints, after which it raises
 :class:`~convergent.world.base.WorldError` naming every endpoint and what it answered.
 
 Client: one of two wires (:mod:`convergent.world.etcdwire`), chosen by
@@ -89,6 +90,7 @@ class EtcdWorld:
         call_timeout: float = 2.0,
         retry_for: float = 10.0,
         wire: str | None = None,
+        user: tuple[str, str] | None = None,
     ) -> None:
         if not endpoints:
             raise WorldError("no etcd endpoint given; name at least one (host:port or URL)")
@@ -104,6 +106,7 @@ class EtcdWorld:
         self.call_timeout = call_timeout
         self.retry_for = retry_for
         self.wire = wire  # "http", "grpc" or None: see etcdwire.wire_name
+        self._user = user  # (name, password) for etcd's password authentication
         self._wire: Wire | None = None
         self._index = 0
         self._conn: Connection | None = None
@@ -137,7 +140,7 @@ class EtcdWorld:
             return
         loaded = self._wire is None
         if loaded:
-            self._wire = load_wire(self.endpoints, self.tls, self.wire)
+            self._wire = load_wire(self.endpoints, self.tls, self.wire, self._user)
         try:
             self._lease = await self._grant()
         except BaseException:
@@ -154,7 +157,7 @@ class EtcdWorld:
         own. With ``adopt``, the world's endpoints become the endpoint that answered and
         every member's. WorldError, saying what each endpoint answered, when none did."""
         if self._wire is None:
-            self._wire = load_wire(self.endpoints, self.tls, self.wire)
+            self._wire = load_wire(self.endpoints, self.tls, self.wire, self._user)
         wire = self._wire
         answers: list[str] = []
         for _ in self.endpoints:

@@ -1,39 +1,33 @@
 """The light wire to etcd: its JSON gateway (``/v3/...``) over HTTP/1.1, on asyncio alone.
 
 etcd 3.4+ serves its v3 API as JSON over HTTP on the client port (the grpc-gateway):
-``POST /v3/kv/range`` with ``{"key": BASE64}``, and so on. Keys and values are base64;
-64-bit integers are strings in answers (numbers are accepted in requests); fields with
-their default value (0, "", false, []) are left out of answers. This module speaks it
-with the standard library only (``asyncio``, ``json``, ``base64``; ``ssl`` with TLS),
-which costs an agent ~0.05 s of CPU less than importing grpc and etcd's stubs, and
-~20 MiB less memory (bench/results-w9.md).
+``POST /v3/kv/range`` with ``{"key": BASE64}``, and so on; 64-bit integers are strings
+in answers, fields with their default value are left out. This module speaks it with
+the standard library (``asyncio``, ``json``, ``base64``; ``ssl`` for TLS only): ~0.05 s
+of CPU and ~20 MiB less per agent than grpc (bench/results-w9.md). It has the shape of
+the gRPC wire (:mod:`convergent.world.etcdwire`), so :mod:`convergent.world.etcd` keeps
+one logic of retries, watches and leases for both:
 
-It has the shape of the gRPC wire (:mod:`convergent.world.etcdwire`), so that
-:mod:`convergent.world.etcd` keeps one logic of retries, watches and leases for both:
-
-- ``wire.rpc.PutRequest(key=b"k", value=b"v")`` makes a request (a dict; attributes set
+- ``wire.rpc.PutRequest(key=b"k", value=b"v")`` is a request (a dict; attributes set
   later are fields too); ``conn.kv.Put(request, timeout=2)`` sends it on a kept-alive
-  connection of the endpoint's small pool and returns the answer as a :class:`Message`
-  (attributes as the protobuf's, defaults included: ``reply.kvs[0].value`` is bytes,
-  ``reply.header.revision`` an int).
+  connection of the endpoint's small pool; the answer is a :class:`Message`, read like
+  the protobuf (defaults included, ``kvs[0].value`` bytes, ``header.revision`` an int).
 - ``conn.watch.Watch(metadata=...)`` is a stream on a connection of its own: ``write``
-  sends the create request (the gateway's watch is one request body; etcd keeps the
-  watch after it), ``read`` returns each ``result`` as it comes (newline-delimited
-  JSON in a chunked answer), :data:`EOF` when etcd ends the answer.
-  ``conn.lease.LeaseKeepAlive()`` is a stream whose every ``write``/``read`` is one
-  ``POST /v3/lease/keepalive``.
-- Failures raise :class:`HttpRpcError` with gRPC's status code (from the gateway's JSON
-  error, or ``UNAVAILABLE`` when the connection fails, ``DEADLINE_EXCEEDED`` past the
-  timeout), so the same codes are retried on another endpoint.
-- Every socket has TCP keepalive (idle 5 s, 3 probes 1 s apart) and a user timeout of
-  8 s: a member that vanishes from the network ends its streams within ~8 s, as gRPC's
-  pings did; ``hasleader`` (etcd's "require leader") goes as ``Grpc-Metadata-Hasleader``.
-- With TLS: an ``ssl`` context that trusts the given CA and presents the client
-  certificate. (etcd refuses a gateway client whose certificate has a common name once
-  its authentication is on, and never takes the user from one: convergent's own TLS
-  clusters name each host by its certificate, so they keep the gRPC wire; see
-  :func:`convergent.world.etcdwire.load_wire`.) An auth token, when a user signed in,
-  goes in the ``Authorization`` header.
+  sends the create request (etcd keeps the watch after the request body ends), ``read``
+  returns each ``result`` as it comes (newline-delimited JSON in a chunked answer),
+  :data:`EOF` at its end. ``conn.lease.LeaseKeepAlive()``: each ``write``/``read`` pair
+  is one ``POST /v3/lease/keepalive``.
+- Failures raise :class:`HttpRpcError` with gRPC's status code (the gateway's JSON
+  error; ``UNAVAILABLE`` when the connection fails, ``DEADLINE_EXCEEDED`` past the
+  timeout), so the same codes are retried. Sockets have TCP keepalive (5 s idle, 3
+  probes 1 s apart) and an 8 s user timeout: a vanished member ends its streams in
+  ~8 s, as gRPC's pings did. ``hasleader`` goes as ``Grpc-Metadata-Hasleader``.
+- TLS: an ``ssl`` context with the given CA and client certificate. (etcd never takes
+  the user from a gateway client's certificate, and refuses one with a common name once
+  its authentication is on: convergent's TLS clusters keep the gRPC wire, see
+  :func:`convergent.world.etcdwire.wire_name`.) With a user and password the wire signs
+  in (``/v3/auth/authenticate``) and sends the token as ``Authorization``; a token etcd
+  forgot (expired, a restarted member) is renewed.
 """
 
 from __future__ import annotations
@@ -68,26 +62,14 @@ _KEEPALIVE = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3))
 _USER_TIMEOUT_MS = 8000
 
 
-class StatusCode(enum.IntEnum):
-    """gRPC's status codes: the gateway's errors carry them as ``code``."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
+# gRPC's status codes (0-16, in order): the gateway's errors carry them as ``code``
+StatusCode = enum.IntEnum(
+    "StatusCode",
+    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS"
+    " PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE"
+    " UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED",
+    start=0,
+)
 
 
 class HttpRpcError(Exception):
@@ -114,28 +96,10 @@ EOF: Any = _Eof()
 """What a stream's ``read`` returns once etcd ended it."""
 
 _BYTES = frozenset({"key", "value", "range_end"})
-_INTS = frozenset(
-    {
-        "ID",
-        "TTL",
-        "grantedTTL",
-        "revision",
-        "create_revision",
-        "mod_revision",
-        "version",
-        "lease",
-        "compact_revision",
-        "member_id",
-        "cluster_id",
-        "raft_term",
-        "leader",
-        "count",
-        "deleted",
-        "watch_id",
-        "raftIndex",
-        "raftTerm",
-        "dbSize",
-    }
+_INTS = frozenset(  # int64 fields (strings in JSON) and int32 ones
+    {"ID", "TTL", "grantedTTL", "revision", "create_revision", "mod_revision", "version"}
+    | {"lease", "compact_revision", "member_id", "cluster_id", "raft_term", "leader"}
+    | {"count", "deleted", "watch_id", "raftIndex", "raftTerm", "dbSize"}
 )
 _LISTS = frozenset({"kvs", "events", "members", "errors", "clientURLs", "peerURLs"})
 _BOOLS = frozenset({"created", "canceled", "more", "fragment", "isLearner"})
@@ -328,6 +292,7 @@ class HttpWire:
     rpc_error = HttpRpcError
     retryable = frozenset(
         {
+            StatusCode.UNAUTHENTICATED,  # a token etcd forgot: the retry signs in again
             StatusCode.UNAVAILABLE,
             StatusCode.DEADLINE_EXCEEDED,
             StatusCode.CANCELLED,
@@ -339,11 +304,37 @@ class HttpWire:
     delete = "DELETE"
     name = "http"
 
-    def __init__(self, context: ssl.SSLContext | None, server_name: str | None) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext | None,
+        server_name: str | None,
+        user: tuple[str, str] | None = None,
+    ) -> None:
         self.rpc = _Rpc()
         self.context = context
         self.server_name = server_name
-        self.token: str | None = None  # etcd's auth token, once a user signed in
+        self.user = user  # (name, password): signs in for a token (never logged)
+        self.token: str | None = None  # etcd's auth token, once the user signed in
+        self._signing = asyncio.Lock()
+
+    def forget(self, token: str | None) -> None:
+        """etcd no longer knows ``token``: the next request signs in again."""
+        if token is not None and self.token == token:
+            self.token = None
+
+    async def sign_in(self, conn: HttpConnection, bound: float | None, stale: str | None) -> None:
+        """Get a token for ``user`` (again, when ``stale`` is the one etcd refused)."""
+        if self.user is None:
+            return
+        async with self._signing:
+            if self.token is not None and self.token != stale:
+                return  # another request signed in meanwhile
+            self.token = None
+            name, password = self.user
+            data = await conn.post(
+                "/v3/auth/authenticate", {"name": name, "password": password}, bound, signed=False
+            )
+            self.token = str(json.loads(data).get("token") or "") or None
 
     def connect(self, endpoint: str) -> HttpConnection:
         return HttpConnection(self, endpoint)
@@ -400,7 +391,12 @@ class HttpConnection:
             self._idle.append((reader, writer))
 
     def request_bytes(
-        self, path: str, body: object, headers: Sequence[tuple[str, str]] = ()
+        self,
+        path: str,
+        body: object,
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        signed: bool = True,
     ) -> bytes:
         data = json.dumps(body, default=_json_default, separators=(",", ":")).encode()
         lines = [
@@ -409,14 +405,32 @@ class HttpConnection:
             "Content-Type: application/json",
             f"Content-Length: {len(data)}",
         ]
-        if self.wire.token:
+        if self.wire.token and signed:
             lines.append(f"Authorization: {self.wire.token}")
         lines += [f"{name}: {value}" for name, value in headers]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
 
-    async def post(self, path: str, body: object, bound: float | None) -> bytes:
-        """``POST body`` to ``path``; the answer's body (200) or HttpRpcError."""
-        message = self.request_bytes(path, body)
+    async def post(
+        self, path: str, body: object, bound: float | None, *, signed: bool = True
+    ) -> bytes:
+        """``POST body`` to ``path``; the answer's body (200) or HttpRpcError. With a
+        user, signs in first, and once more when etcd no longer knows the token."""
+        wire = self.wire
+        if not signed or wire.user is None:
+            return await self._post(path, body, bound, signed=signed)
+        if wire.token is None:
+            await wire.sign_in(self, bound, None)
+        token = wire.token
+        try:
+            return await self._post(path, body, bound, signed=True)
+        except HttpRpcError as exc:
+            if exc.code() != StatusCode.UNAUTHENTICATED and "auth token" not in exc.details():
+                raise
+        await wire.sign_in(self, bound, token)  # expired, or the member restarted
+        return await self._post(path, body, bound, signed=True)
+
+    async def _post(self, path: str, body: object, bound: float | None, *, signed: bool) -> bytes:
+        message = self.request_bytes(path, body, signed=signed)
         for attempt in (0, 1):
             reused = bool(self._idle) and attempt == 0
             writer: asyncio.StreamWriter | None = None
@@ -522,11 +536,15 @@ class _Stream:
         self._chunked = True
         self._began = False
         self._done = False
+        self._token: str | None = None
 
     async def write(self, request: Request) -> None:
         if self._writer is not None:
             raise ConnectionError("the gateway takes one request per stream")
         conn = self._conn
+        if conn.wire.user is not None and conn.wire.token is None:
+            await conn.wire.sign_in(conn, CONNECT_TIMEOUT, None)
+        self._token = conn.wire.token
         self._reader, self._writer = await conn.dial()
         self._writer.write(conn.request_bytes(self._path, request, self._headers))
 
@@ -562,7 +580,13 @@ class _Stream:
         if "error" in said:
             self.cancel()
             raise _error(line, 200)
-        return Message(said.get("result", said))
+        result = said.get("result", said)
+        reason = str(result.get("cancel_reason", ""))
+        if result.get("canceled") and "auth token" in reason:  # etcd forgot the token
+            self.cancel()
+            self._conn.wire.forget(self._token)
+            raise HttpRpcError(StatusCode.UNAUTHENTICATED, reason)
+        return Message(result)
 
     def cancel(self) -> None:
         writer = self._writer
@@ -571,6 +595,11 @@ class _Stream:
             self._done = True
 
 
-def dial(context: ssl.SSLContext | None, server_name: str | None = None) -> HttpWire:
-    """The gateway's wire, with ``context`` for ``https://`` endpoints."""
-    return HttpWire(context, server_name)
+def dial(
+    context: ssl.SSLContext | None,
+    server_name: str | None = None,
+    user: tuple[str, str] | None = None,
+) -> HttpWire:
+    """The gateway's wire, with ``context`` for ``https://`` endpoints and ``user``
+    (name, password) to sign in with when etcd's authentication is on."""
+    return HttpWire(context, server_name, user)

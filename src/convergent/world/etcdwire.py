@@ -222,9 +222,15 @@ def wire_name(tls: Tls | None, wire: str | None = None) -> str:
     return "grpc" if tls is not None and tls.cert is not None else "http"
 
 
-def load_wire(endpoints: Sequence[str], tls: Tls | None, wire: str | None = None) -> Wire:
+def load_wire(
+    endpoints: Sequence[str],
+    tls: Tls | None,
+    wire: str | None = None,
+    user: tuple[str, str] | None = None,
+) -> Wire:
     """The wire to ``endpoints`` (see :func:`wire_name`): for grpc, import grpc and the
-    stubs and make the channel credentials; for http, the ssl context."""
+    stubs and make the channel credentials; for http, the ssl context. ``user`` (name,
+    password): etcd's password authentication, over the gateway's wire only."""
     schemes = {target(endpoint)[1] for endpoint in endpoints}
     if tls is not None and False in schemes:
         raise WorldError(
@@ -232,11 +238,14 @@ def load_wire(endpoints: Sequence[str], tls: Tls | None, wire: str | None = None
         )
     if tls is not None and (tls.cert is None) != (tls.key is None):
         raise WorldError("a client certificate needs its key, and a key its certificate")
-    if wire_name(tls, wire) == "http":
+    name = "http" if user is not None and wire is None else wire_name(tls, wire)
+    if name == "http":
         from convergent.world.etcdhttp import dial
 
         context = _ssl_context(tls) if tls is not None or True in schemes else None
-        return dial(context, tls.server_name if tls else None)
+        return dial(context, tls.server_name if tls else None, user)
+    if user is not None:
+        raise WorldError("etcd's password authentication goes over the http wire, not grpc")
     return _load_grpc(schemes, tls)
 
 
