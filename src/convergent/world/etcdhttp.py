@@ -87,12 +87,7 @@ class HttpRpcError(Exception):
         return self._details
 
 
-class _Eof:
-    def __repr__(self) -> str:
-        return "EOF"
-
-
-EOF: Any = _Eof()
+EOF: Any = object()
 """What a stream's ``read`` returns once etcd ended it."""
 
 _BYTES = frozenset({"key", "value", "range_end"})
@@ -132,9 +127,6 @@ class Message:
         if raw is None:
             return Message({}) if name in ("header", "kv", "prev_kv") else ""
         return raw
-
-    def __repr__(self) -> str:
-        return f"Message({self._fields!r})"
 
 
 class Request(dict[str, Any]):
