@@ -38,6 +38,7 @@ import contextlib
 import enum
 import json
 import socket
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -197,16 +198,16 @@ def _error(data: bytes, status: int) -> HttpRpcError:
 
 def _transport(exc: BaseException, endpoint: str) -> HttpRpcError:
     """A failure of the connection itself, said so that a person can act on it."""
-    import ssl as _ssl  # loaded already whenever an ssl error can happen
+    _ssl = sys.modules.get("ssl")  # loaded whenever an ssl error can happen
 
     if isinstance(exc, TimeoutError):
         return HttpRpcError(StatusCode.DEADLINE_EXCEEDED, f"{endpoint}: no answer in time")
-    if isinstance(exc, _ssl.SSLCertVerificationError):
+    if _ssl is not None and isinstance(exc, _ssl.SSLCertVerificationError):
         return HttpRpcError(
             StatusCode.UNAVAILABLE,
             f"{endpoint}: its certificate is not from the CA given: {exc.verify_message}",
         )
-    if isinstance(exc, _ssl.SSLError):
+    if _ssl is not None and isinstance(exc, _ssl.SSLError):
         return HttpRpcError(StatusCode.UNAVAILABLE, f"{endpoint}: TLS failed ({exc.reason or exc})")
     if isinstance(exc, ConnectionRefusedError):
         return HttpRpcError(
