@@ -274,7 +274,12 @@ async def _body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> tu
         while chunk := await _chunk(reader):
             parts.append(chunk)
         return b"".join(parts), again
-    return await reader.read(MAX_BODY), False
+    parts = []  # neither: the body ends with the connection
+    while chunk := await reader.read(1 << 16):
+        parts.append(chunk)
+        if sum(map(len, parts)) > MAX_BODY:
+            raise ConnectionError("an answer past the size limit")
+    return b"".join(parts), False
 
 
 class HttpWire:
@@ -283,15 +288,9 @@ class HttpWire:
     require_leader: tuple[tuple[str, str], ...] = (("Grpc-Metadata-Hasleader", "true"),)
     eof = EOF
     rpc_error = HttpRpcError
-    retryable = frozenset(
-        {
-            StatusCode.UNAUTHENTICATED,  # a token etcd forgot: the retry signs in again
-            StatusCode.UNAVAILABLE,
-            StatusCode.DEADLINE_EXCEEDED,
-            StatusCode.CANCELLED,
-            StatusCode.UNKNOWN,
-            StatusCode.INTERNAL,
-        }
+    retryable = frozenset(  # UNAUTHENTICATED: a token etcd forgot; the retry signs in
+        {StatusCode.UNAUTHENTICATED, StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
+        | {StatusCode.CANCELLED, StatusCode.UNKNOWN, StatusCode.INTERNAL}
     )
     not_found = StatusCode.NOT_FOUND
     delete = "DELETE"
