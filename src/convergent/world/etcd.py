@@ -254,7 +254,10 @@ class EtcdWorld:
                 while True:
                     lease = self._lease
                     await call.write(wire.rpc.LeaseKeepAliveRequest(ID=lease))
-                    reply = await asyncio.wait_for(call.read(), self.call_timeout)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a
+                    # cancellation that comes as the read completes (aclose then hangs)
+                    async with asyncio.timeout(self.call_timeout):
+                        reply = await call.read()
                     if reply is wire.eof:
                         raise ConnectionError("the keepalive stream ended")
                     failures = 0
@@ -464,7 +467,8 @@ class EtcdWorld:
             if watch.revision:
                 create.start_revision = watch.revision
             await call.write(rpc.WatchRequest(create_request=create))
-            reply = await asyncio.wait_for(call.read(), self.call_timeout)
+            async with asyncio.timeout(self.call_timeout):  # (see _keep_alive)
+                reply = await call.read()
             if reply is wire.eof or not reply.created:
                 raise ConnectionError(f"etcd at {conn.endpoint} did not create the watch")
             if reply.compact_revision:  # etcd no longer has what happened since: re-read
