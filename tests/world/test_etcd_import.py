@@ -70,7 +70,7 @@ def test_an_agent_on_a_plaintext_etcd_world_loads_neither_grpc_nor_ssl(tmp_path:
             capture_output=True,
             text=True,
             timeout=60,
-            env=os.environ,
+            env={k: v for k, v in os.environ.items() if k != "CONVERGENT_ETCD_WIRE"},
             check=False,
         )
     assert done.returncode == 0, done.stderr
