@@ -18,6 +18,7 @@ files on each converged event; agents run continuously and are stopped with SIGT
 after. Writes ``bench/results-w9.md`` (the format of results.md) and prints it::
 
     .venv/bin/python bench/exchange.py [--agents 50] [--exports 10] [--repeats 3]
+        [--only a|b] [--wire http|grpc] [--profile HOST=FILE]
 """
 
 from __future__ import annotations
@@ -257,6 +258,7 @@ def w9b(base: Path, agents: int, exports: int) -> dict[str, float]:
             waiting = watcher.create_task(converged_at(url, hosts, dirs, agents * agents * exports))
             watcher.run_until_complete(asyncio.sleep(0.1))
             before = etcd_requests(url)
+            etcd_before = cpu_s(etcd.pid)
             first = time.perf_counter()
             for host in hosts:
                 procs.append(spawn(url, host, base / f"{host}.yaml", base / f"s{host}"))
@@ -265,6 +267,7 @@ def w9b(base: Path, agents: int, exports: int) -> dict[str, float]:
         finally:
             watcher.close()
         cpu = [cpu_s(p.pid) for p in procs]
+        etcd_cpu = cpu_s(etcd.pid) - etcd_before
         requests = etcd_requests(url) - before
         rss = [rss_kib(p.pid) / 1024 for p in procs]
         return {
@@ -276,6 +279,7 @@ def w9b(base: Path, agents: int, exports: int) -> dict[str, float]:
             "rss_max": max(rss),
             "cpu": sum(cpu),
             "cpu_max": max(cpu),
+            "etcd_cpu": etcd_cpu,
         }
     finally:
         stop_all(procs)
@@ -307,12 +311,18 @@ def main() -> None:
     parser.add_argument("--only", choices=["a", "b"], help="run W9a or W9b alone")
     parser.add_argument("--out", type=Path, default=OUT, help="where the results go")
     parser.add_argument(
+        "--wire", choices=["http", "grpc"],
+        help="the agents' wire to etcd (CONVERGENT_ETCD_WIRE; default: the gateway's, http)",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", action="append", default=[], metavar="HOST=FILE",
         help="run agent HOST under cProfile, its statistics written to FILE",
     )  # fmt: skip
     args = parser.parse_args()
     if shutil.which("etcd") is None:
         raise SystemExit("etcd is not installed (apt-get install etcd-server)")
+    if args.wire:
+        os.environ["CONVERGENT_ETCD_WIRE"] = args.wire  # the agents' and the harness's
     for item in args.profile:
         host, _, path = item.partition("=")
         PROFILE[host] = str(Path(path).resolve())
@@ -327,7 +337,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="w9b-", dir=where) as tmp:
             b_runs.append(w9b(Path(tmp), args.agents, args.exports))
         print(
-            f"W9b {b_runs[0]['from_first']:.3f} s, agents' CPU {b_runs[0]['cpu']:.1f} s",
+            f"W9b {b_runs[0]['from_first']:.3f} s, agents' CPU {b_runs[0]['cpu']:.1f} s, "
+            f"etcd's CPU {b_runs[0]['etcd_cpu']:.1f} s",
             flush=True,
         )
     files = args.agents * args.agents * args.exports
@@ -337,7 +348,9 @@ def main() -> None:
         *machine(),
         f"- mode: W9a {args.repeats} runs (median), W9b 1 run; agents are separate "
         "`convergent run` processes on one etcd member on 127.0.0.1 (plain http, "
-        "heartbeat 10 ms, election 100 ms); the harness watches the converged keys",
+        "heartbeat 10 ms, election 100 ms; the agents' wire: "
+        f"{os.environ.get('CONVERGENT_ETCD_WIRE') or 'default'}); the harness watches "
+        "the converged keys",
         "- converged: every agent's /convergent/hosts/HOST/converged is 1 and every "
         "expected file exists; agents' CPU: the sum of their user + sys time by then",
         f"- files and state directories on {'tmpfs (/dev/shm)' if where else 'the disk'}: "
@@ -371,7 +384,8 @@ def main() -> None:
             f"| {b['from_first']:.3f} | - | {b['cpu']:.1f} | {b['rss_max']:.0f} | 1 | from the "
             f"first start; {b['from_last']:.3f} s from the last; etcd {b['rate']:.0f} "
             f"requests/s ({b['requests']:,.0f}); RSS per agent median {b['rss_median']:.0f} "
-            f"MiB; CPU of the busiest agent {b['cpu_max']:.2f} s |"
+            f"MiB; CPU of the busiest agent {b['cpu_max']:.2f} s; etcd's CPU meanwhile "
+            f"{b['etcd_cpu']:.1f} s |"
         )
         targets.append(
             f"| W9b full convergence, {args.agents} agents | < 5 s | {b['from_first']:.3f} s | "

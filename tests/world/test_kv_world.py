@@ -29,9 +29,15 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield member.endpoint
 
 
-def _ctx(rid: str, world: World, event: Callable[[], None] = lambda: None, **kw: Any) -> Context:
+def _ctx(
+    rid: str,
+    world: World,
+    event: Callable[[], None] = lambda: None,
+    ready: Callable[[], None] = lambda: None,
+    **kw: Any,
+) -> Context:
     return Context(
-        rid, ready=lambda: None, event=event, log=print, shared=lambda f: f(), world=world, **kw
+        rid, ready=ready, event=event, log=print, shared=lambda f: f(), world=world, **kw
     )
 
 
@@ -54,9 +60,12 @@ def test_a_kv_set_on_one_host_is_read_by_another_and_sent_on(endpoint: str) -> N
         writer = Kv("port", value="8080")
         reader = Kv("port-of-a", key="port", host="a")
         events = asyncio.Queue[None]()
-        on_b = _ctx("kv[port-of-a]", b, event=lambda: events.put_nowait(None))
+        watched = asyncio.Event()
+        # as the engine does: a's write comes once b's watch is in place (ready)
+        on_b = _ctx("kv[port-of-a]", b, event=lambda: events.put_nowait(None), ready=watched.set)
         watching = asyncio.create_task(reader.watch(on_b))
         try:
+            await asyncio.wait_for(watched.wait(), BOUND)
             assert await reader.check(on_b) is None
             assert reader.outputs() == {}  # nothing to send yet: its receivers wait
 

@@ -58,8 +58,16 @@ def _give_asyncio(ssl: ModuleType) -> None:
     sslproto.SSLAgainErrors = (ssl.SSLWantReadError, ssl.SSLSyscallError)  # type: ignore[attr-defined]
 
 
+class _NoSSLSocket:
+    """No object is one: until ``ssl`` is loaded, no ``ssl.SSLSocket`` can exist."""
+
+
 class _StandIn(ModuleType):
-    """In asyncio's ``ssl`` globals until TLS is used: any attribute loads the module."""
+    """In asyncio's ``ssl`` globals until TLS is used: any attribute loads the module,
+    but ``SSLSocket``, which asyncio checks every socket it connects against (a plain
+    connection, an etcd world's over HTTP, then loads no OpenSSL)."""
+
+    SSLSocket = _NoSSLSocket
 
     def __getattr__(self, name: str) -> Any:
         import ssl

@@ -36,6 +36,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from convergent.errors import ConvergentError
+from convergent.world.gateway import (
+    REQUEST_TIMEOUT,
+    ClusterError,
+    discover,
+    etcd_tls,
+    gateway,
+    member_list,
+    member_status,
+    rpc,
+)
 
 if TYPE_CHECKING:  # what a plain agent (no TLS, no member) needs imports none of these
     from convergent.host.process import Finished
@@ -62,17 +72,12 @@ __all__ = [
 ]
 
 READY_TIMEOUT = 30.0  # seconds a member may take to serve clients (a 3-member start: ~3 s)
-REQUEST_TIMEOUT = 5.0  # seconds one request to etcd's gateway may take
 QUIET_LOG = 48 * 1024  # bytes of etcd's log read for the ready line; past them, ask etcd
 # (host/process gives a command's first 64 KiB of stderr line by line, and a member that
 # waits for its majority with fast timings writes ~5 KiB a second)
 ASK_EVERY = 0.2  # seconds between readiness questions once the log is past QUIET_LOG
 TIMING = "CONVERGENT_ETCD_TIMING"  # "HEARTBEAT_MS,ELECTION_MS" (etcd's own: 100,1000)
 INSTALL = "apt-get install etcd-server"
-
-
-class ClusterError(ConvergentError):
-    """The cluster cannot be started, found or reached; nothing was applied."""
 
 
 @dataclass(frozen=True)
@@ -300,148 +305,6 @@ class Member:
             await task
 
 
-# -- etcd's JSON gateway ----------------------------------------------------------------
-
-
-def _request(
-    url: str, path: str, body: dict[str, Any] | None, tls: TLSFiles | None, timeout: float
-) -> Any:
-    import http.client
-    import ssl
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 2379
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        if tls is None:
-            raise ClusterError(f"{url} speaks TLS: this run has no certificate (--insecure?)")
-        from convergent.world.tls import client_context
-
-        connection = http.client.HTTPSConnection(
-            host, port, timeout=timeout, context=client_context(tls)
-        )
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        if body is None:
-            connection.request("GET", path)
-        else:
-            headers = {"Content-Type": "application/json"}
-            connection.request("POST", path, json.dumps(body), headers)
-        response = connection.getresponse()
-        data = response.read(1 << 20)
-        if response.status != 200:
-            raise ClusterError(f"{url}{path}: etcd answered {response.status}: {data[:200]!r}")
-        return json.loads(data)
-    except ssl.SSLCertVerificationError as exc:
-        raise ClusterError(
-            f"{url}: its certificate is not from our cluster CA ({tls.ca if tls else '-'}): "
-            f"{exc.verify_message}; is this the right cluster? a join token from its "
-            "first host brings its CA"
-        ) from None
-    except ssl.SSLError as exc:
-        raise ClusterError(
-            f"{url} refused our certificate ({exc.reason or exc}): it was not issued by "
-            "that cluster's CA; get a join token from that cluster's first host"
-        ) from None
-    except ConnectionRefusedError:
-        raise ClusterError(f"{url}: nothing listens there (connection refused)") from None
-    except TimeoutError:
-        raise ClusterError(f"{url}: no answer within {timeout:g} s") from None
-    except OSError as exc:
-        raise ClusterError(f"{url}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ClusterError(f"{url}{path}: not etcd's answer ({exc})") from None
-    finally:
-        connection.close()
-
-
-async def gateway(
-    url: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-    tls: TLSFiles | None = None,
-    bound: float = REQUEST_TIMEOUT,
-) -> Any:
-    """``GET path`` (``body`` None) or ``POST body`` to etcd's HTTP side at ``url``
-    (``/version``, the JSON gateway's ``/v3/...``) and return the decoded answer;
-    ClusterError names the URL and says what went wrong (refused, no answer, a
-    certificate of another CA). Python's ``ssl`` says exactly why a handshake failed, so
-    every first contact goes this way. (Once etcd's authentication is on, its gateway
-    refuses clients with a certificate: :func:`rpc` asks over gRPC.)"""
-    return await asyncio.to_thread(_request, url, path, body, tls, bound)
-
-
-async def rpc(url: str, tls: TLSFiles | None, service: str, method: str) -> Any:
-    """One etcd gRPC request without fields (``cluster``, ``MemberList``;
-    ``maintenance``, ``Status``) to ``url``, bounded by ``REQUEST_TIMEOUT``."""
-    from convergent.world.base import WorldError
-    from convergent.world.etcdwire import load_wire
-
-    try:
-        wire = load_wire([url], _etcd_tls(tls))
-    except WorldError as exc:
-        raise ClusterError(str(exc)) from None
-    conn = wire.connect(url)
-    try:
-        request = getattr(wire.rpc, f"{method}Request")()
-        call = getattr(getattr(conn, service), method)
-        return await call(request, timeout=REQUEST_TIMEOUT)
-    except wire.rpc_error as exc:
-        raise ClusterError(f"{url}: {exc.code().name}: {exc.details()}") from None
-    finally:
-        await conn.close()
-
-
-async def member_list(url: str, tls: TLSFiles | None) -> list[dict[str, Any]]:
-    """The members of ``url``'s cluster: name, id, client and peer URLs."""
-    reply = await rpc(url, tls, "cluster", "MemberList")
-    return [
-        {
-            "name": m.name,
-            "id": int(m.ID),
-            "client_urls": list(m.clientURLs),
-            "peer_urls": list(m.peerURLs),
-        }
-        for m in reply.members
-    ]
-
-
-async def member_status(url: str, tls: TLSFiles | None) -> dict[str, Any]:
-    """The member at ``url``: its id, the leader it knows (0: none) and its errors."""
-    reply = await rpc(url, tls, "maintenance", "Status")
-    return {
-        "id": int(reply.header.member_id),
-        "leader": int(reply.leader),
-        "errors": list(reply.errors),
-    }
-
-
-async def discover(
-    seeds: tuple[str, ...] | list[str], tls: TLSFiles | None, bound: float = REQUEST_TIMEOUT
-) -> list[str]:
-    """The client URLs of every member of the cluster ``seeds`` belong to (asked of the
-    first seed that answers); ClusterError naming every seed when none does."""
-    failures: list[str] = []
-    for seed in seeds:
-        try:
-            await gateway(seed, "/version", tls=tls, bound=bound)  # TLS errors, said clearly
-            members = await member_list(seed, tls)
-        except ClusterError as exc:
-            failures.append(str(exc))
-            continue
-        urls: list[str] = []
-        for member in members:
-            for url in member["client_urls"]:
-                if url not in urls:
-                    urls.append(url)
-        return urls or list(seeds)
-    raise ClusterError(
-        "no seed answered, so no cluster to join (nothing was applied):\n  " + "\n  ".join(failures)
-    )
-
-
 # -- the world of a run -----------------------------------------------------------------
 
 
@@ -482,20 +345,10 @@ def _tls(config: ClusterConfig) -> TLSFiles | None:
     return files
 
 
-def _etcd_tls(tls: TLSFiles | None) -> Any:
-    from pathlib import Path
-
-    from convergent.world.etcd import Tls
-
-    if tls is None:
-        return None
-    return Tls(ca=Path(tls.ca), cert=Path(tls.cert), key=Path(tls.key))
-
-
 async def _etcd_world(endpoints: list[str], config: ClusterConfig, tls: TLSFiles | None) -> World:
     from convergent.world.etcd import EtcdWorld
 
-    world = EtcdWorld(endpoints, hostname=config.hostname, tls=_etcd_tls(tls))
+    world = EtcdWorld(endpoints, hostname=config.hostname, tls=etcd_tls(tls))
     await world.start()
     return world
 
@@ -507,8 +360,10 @@ def connect(endpoints: list[str], tls: TLSFiles | None) -> EtcdWorld:
     from convergent.world.etcd import EtcdWorld
     from convergent.world.etcdwire import load_wire
 
-    client = EtcdWorld(endpoints, hostname="-", tls=_etcd_tls(tls), retry_for=REQUEST_TIMEOUT)
-    client._wire = load_wire(client.endpoints, client.tls)  # started, without a session
+    client = EtcdWorld(endpoints, hostname="-", tls=etcd_tls(tls), retry_for=REQUEST_TIMEOUT)
+    client._wire = load_wire(
+        client.endpoints, client.tls, client.wire
+    )  # started, without a session
     return client
 
 
@@ -544,25 +399,69 @@ async def open_world(
         if config.member:
             member = Member(_member_spec(config, tls), config.state_dir, log)
             await member.start(config.ready_timeout)
-            found = await discover(config.client_urls, tls)
-            endpoints = [*config.client_urls, *(u for u in found if u not in config.client_urls)]
-            if tls is not None and _holds_ca(config.state_dir):
-                from convergent.world.tls import issued
-
-                hosts = [*config.initial_cluster, *issued(config.state_dir)]
-                await grant_hosts(endpoints, tls, config.hostname, hosts)
-        elif config.seeds:
-            endpoints = await discover(config.seeds, tls)
+        if _light(tls):  # discovery on the world's own connection
+            seeds = config.seeds or config.endpoints or config.client_urls
+            world = await _found_world(list(seeds), config, adopt=not config.endpoints)
         else:
-            endpoints = list(config.endpoints)
-            await discover(endpoints, tls)  # reachable, and our certificate is accepted
-        world = await _etcd_world(endpoints, config, tls)
+            world = await _discovered_world(config, tls)
         yield world
     finally:
         if world is not None:
             await _close(world)
         if member is not None:
             await member.aclose()
+
+
+def _light(tls: TLSFiles | None) -> bool:
+    """Whether the world is plaintext over etcd's gateway (see etcdwire.wire_name):
+    then discovery is one request on the world's own connection."""
+    from convergent.world.etcdwire import wire_name
+
+    try:
+        return tls is None and wire_name(None) == "http"
+    except ConvergentError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+async def _found_world(seeds: list[str], config: ClusterConfig, *, adopt: bool) -> World:
+    """The world through ``seeds``: one MemberList on its connection finds the members
+    (with ``adopt``, they become its endpoints; without, it says the cluster answers),
+    then the session starts on that same connection."""
+    from convergent.world.base import WorldError
+    from convergent.world.etcd import EtcdWorld
+
+    world = EtcdWorld(seeds, hostname=config.hostname, tls=None)
+    try:
+        try:
+            await world.discover(adopt=adopt)
+        except WorldError as exc:
+            raise ClusterError(
+                f"no seed answered, so no cluster to join (nothing was applied):\n  {exc}"
+            ) from None
+        await world.start()
+    except BaseException:
+        await world.aclose()
+        raise
+    return world
+
+
+async def _discovered_world(config: ClusterConfig, tls: TLSFiles | None) -> World:
+    """The world over gRPC: discovery through the gateway first (Python's ssl says why a
+    handshake failed), the roles granted by the holder of the CA."""
+    if config.member:
+        found = await discover(config.client_urls, tls)
+        endpoints = [*config.client_urls, *(u for u in found if u not in config.client_urls)]
+        if tls is not None and _holds_ca(config.state_dir):
+            from convergent.world.tls import issued
+
+            hosts = [*config.initial_cluster, *issued(config.state_dir)]
+            await grant_hosts(endpoints, tls, config.hostname, hosts)
+    elif config.seeds:
+        endpoints = await discover(config.seeds, tls)
+    else:
+        endpoints = list(config.endpoints)
+        await discover(endpoints, tls)  # reachable, and our certificate is accepted
+    return await _etcd_world(endpoints, config, tls)
 
 
 def _holds_ca(state_dir: str) -> bool:

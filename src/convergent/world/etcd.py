@@ -13,15 +13,18 @@ Wiring it (the cluster's agent does this)::
     await world.aclose()     # revokes the lease: leased keys vanish at once
 
 or ``async with EtcdWorld(...) as world``, or ``world = await open_etcd_world(...)``.
-``call_timeout`` (2 s) bounds each request; ``retry_for`` (10 s) bounds the retries of
-one operation across the endpoints, after which it raises
+``user=(name, password)`` signs in to an etcd whose password authentication is on
+(the gateway's wire). ``call_timeout`` (2 s) bounds each request; ``retry_for`` (10 s)
+bounds the retries of one operation across the endpoints, after which it raises
 :class:`~convergent.world.base.WorldError` naming every endpoint and what it answered.
 
-Client: gRPC (``grpc.aio``) with the etcd v3 stubs the ``aetcd`` package generates
-(measured here with protobuf 7 and grpcio 1.85: a put ~0.9 ms, a get ~0.45 ms on
-loopback, as fast as aetcd's own client; that client takes one endpoint and no TLS, so
-convergent keeps the connection itself). Both are imported by :meth:`EtcdWorld.start`
-only: a run on the local world never imports grpc.
+Client: one of two wires (:mod:`convergent.world.etcdwire`), chosen by
+:meth:`EtcdWorld.start` and imported then only (a run on the local world imports
+neither): etcd's JSON gateway over HTTP/1.1 with the standard library
+(:mod:`convergent.world.etcdhttp`, the default), or gRPC (``grpc.aio``) with the etcd v3
+stubs the ``aetcd`` package generates, when the agent's identity is its client
+certificate (``wire=`` or ``CONVERGENT_ETCD_WIRE`` chooses by hand). The logic below
+(retries, watches resumed, the lease) is the same for both.
 
 - Endpoints: one channel at a time, to the current endpoint; a request that fails for
   want of a server (unavailable, deadline, no leader) moves every request to the next
@@ -36,10 +39,7 @@ only: a run on the local world never imports grpc.
   ``set(..., lease=True)`` attaches a key to it, so when the agent dies its keys are
   deleted by etcd within ``ttl``. If the lease expires anyway (the agent was cut off
   for longer than ``ttl``), a new one is granted and every leased key written again.
-- Locks: etcd's mutex recipe over the session: a key per contender under
-  ``/convergent/locks/NAME/`` on the lease; the contender whose key has the lowest
-  create revision holds the lock, each other waits for the deletion of the one just
-  before it. A holder that dies releases it when its lease expires.
+- Locks: etcd's mutex recipe over the session (:mod:`convergent.world.etcdlock`).
 - Members: the hosts whose leased ``/convergent/hosts/HOST/alive`` key exists.
 """
 
@@ -49,8 +49,8 @@ import asyncio
 import contextlib
 import itertools
 import math
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from convergent.world import keys
@@ -89,6 +89,8 @@ class EtcdWorld:
         ttl: float = DEFAULT_TTL,
         call_timeout: float = 2.0,
         retry_for: float = 10.0,
+        wire: str | None = None,
+        user: tuple[str, str] | None = None,
     ) -> None:
         if not endpoints:
             raise WorldError("no etcd endpoint given; name at least one (host:port or URL)")
@@ -103,6 +105,8 @@ class EtcdWorld:
         self.ttl = ttl
         self.call_timeout = call_timeout
         self.retry_for = retry_for
+        self.wire = wire  # "http", "grpc" or None: see etcdwire.wire_name
+        self._user = user  # (name, password) for etcd's password authentication
         self._wire: Wire | None = None
         self._index = 0
         self._conn: Connection | None = None
@@ -111,7 +115,7 @@ class EtcdWorld:
         self._renewing = asyncio.Lock()
         self._watches: set[_Watch] = set()
         self._keepalive: asyncio.Task[None] | None = None
-        self._token = secrets.token_hex(8)
+        self._token = os.urandom(8).hex()  # (secrets: ~3 ms of imports)
         self._lock_ids = itertools.count(1)
         self._closed = False
         self._beat = asyncio.Event()  # set (and replaced) at each confirmed keepalive
@@ -132,16 +136,51 @@ class EtcdWorld:
 
     async def start(self) -> None:
         """Connect, grant the session lease, publish this host as alive."""
-        if self._wire is not None:
+        if self._keepalive is not None:
             return
-        self._wire = load_wire(self.endpoints, self.tls)
+        loaded = self._wire is None
+        if loaded:
+            self._wire = load_wire(self.endpoints, self.tls, self.wire, self._user)
         try:
             self._lease = await self._grant()
         except BaseException:
-            self._wire = None  # start() may be tried again
+            if loaded:
+                self._wire = None  # start() may be tried again
             raise
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"{self!r} keepalive")
         await self.set(keys.alive_key(self.hostname), keys.STATUS_ALIVE, lease=True)
+
+    async def discover(self, *, adopt: bool = True) -> list[str]:
+        """The client URLs of every member of the cluster, asked of each endpoint in turn
+        (once each, no retry) on the connection this world goes on with: before
+        :meth:`start`, so that an agent finds its cluster without a connection of its
+        own. With ``adopt``, the world's endpoints become the endpoint that answered and
+        every member's. WorldError, saying what each endpoint answered, when none did."""
+        if self._wire is None:
+            self._wire = load_wire(self.endpoints, self.tls, self.wire, self._user)
+        wire = self._wire
+        answers: list[str] = []
+        for _ in self.endpoints:
+            conn = self._connection()
+            try:
+                reply = await conn.cluster.MemberList(
+                    wire.rpc.MemberListRequest(), timeout=self.call_timeout
+                )
+            except wire.rpc_error as exc:
+                said = exc.details()
+                answers.append(
+                    said if said.startswith(conn.endpoint) else f"{conn.endpoint}: {said}"
+                )
+                self._rotate(conn)
+                continue
+            urls: list[str] = []
+            for member in reply.members:
+                urls += [url for url in member.clientURLs if url not in urls]
+            if adopt and urls:
+                self.endpoints = (conn.endpoint, *(u for u in urls if u != conn.endpoint))
+                self._index = 0
+            return urls or [conn.endpoint]
+        raise WorldError("\n  ".join(answers))
 
     async def __aenter__(self) -> EtcdWorld:
         await self.start()
@@ -215,7 +254,10 @@ class EtcdWorld:
                 while True:
                     lease = self._lease
                     await call.write(wire.rpc.LeaseKeepAliveRequest(ID=lease))
-                    reply = await asyncio.wait_for(call.read(), self.call_timeout)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a
+                    # cancellation that comes as the read completes (aclose then hangs)
+                    async with asyncio.timeout(self.call_timeout):
+                        reply = await call.read()
                     if reply is wire.eof:
                         raise ConnectionError("the keepalive stream ended")
                     failures = 0
@@ -425,7 +467,8 @@ class EtcdWorld:
             if watch.revision:
                 create.start_revision = watch.revision
             await call.write(rpc.WatchRequest(create_request=create))
-            reply = await asyncio.wait_for(call.read(), self.call_timeout)
+            async with asyncio.timeout(self.call_timeout):  # (see _keep_alive)
+                reply = await call.read()
             if reply is wire.eof or not reply.created:
                 raise ConnectionError(f"etcd at {conn.endpoint} did not create the watch")
             if reply.compact_revision:  # etcd no longer has what happened since: re-read
@@ -509,56 +552,27 @@ class EtcdWorld:
                 {"message": f"a world watch of {watch.key!r} raised", "exception": exc}
             )
 
-    @contextlib.asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
-        prefix = keys.lock_prefix(name)
-        mine = f"{prefix}{self._token}-{next(self._lock_ids)}"
-        await self._put(mine, self.hostname, lease=True)
-        try:
-            await self._wait_turn(name, prefix, mine)
-            yield
-        finally:
-            with contextlib.suppress(WorldError):  # else it goes with the lease
-                await asyncio.shield(self.delete(mine))
+    def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        from convergent.world.etcdlock import hold
 
-    async def _wait_turn(self, name: str, prefix: str, mine: str) -> None:
-        """Until ``mine`` is the oldest contender's key under ``prefix``."""
-        rpc = self._need_wire().rpc
-        start, end = prefix_end(prefix)
-        while True:
-            own = await self._range(f"read {mine}", key=mine.encode())
-            if not own.kvs:
-                raise WorldError(
-                    f"lock {name}: this agent's etcd session ended while it waited;"
-                    " the lock was not taken (is the cluster reachable?)"
-                )
-            before = await self._range(
-                f"read {prefix}*",
-                key=start,
-                range_end=end,
-                max_create_revision=own.kvs[0].create_revision - 1,
-                sort_order=rpc.RangeRequest.DESCEND,
-                sort_target=rpc.RangeRequest.CREATE,
-                limit=1,
-            )
-            if not before.kvs:
-                return
-            holder = text(before.kvs[0].key)
-            gone = asyncio.Event()
-            stop = await self.watch(holder, _on_deletion(gone))
-            try:
-                if (await self._range(f"read {holder}", key=holder.encode())).kvs:
-                    await gone.wait()
-            finally:
-                stop()
+        return hold(self, name)
 
+    async def put(self, key: str, value: str, *, lease: bool) -> None:
+        """Write ``key`` without remembering it for a renewed session (a lock's key)."""
+        await self._put(key, value, lease=lease)
 
-def _on_deletion(event: asyncio.Event) -> WatchCallback:
-    def told(key: str, value: str | None) -> None:
-        if value is None:
-            event.set()
+    async def read(self, what: str, **request: Any) -> Any:
+        """One Range request (``request``: its fields) on this world's wire."""
+        return await self._range(what, **request)
 
-    return told
+    @property
+    def rpc(self) -> Any:
+        """The requests of this world's wire (``rpc.RangeRequest(...)``)."""
+        return self._need_wire().rpc
+
+    def lock_key(self, prefix: str) -> str:
+        """A new contender's key under ``prefix``, unique to this agent and call."""
+        return f"{prefix}{self._token}-{next(self._lock_ids)}"
 
 
 async def open_etcd_world(
