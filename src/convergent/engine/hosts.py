@@ -41,6 +41,7 @@ class Hosts:
 
     __slots__ = (
         "_published",
+        "_touched",
         "_unwatch",
         "alive",
         "changed",
@@ -65,19 +66,31 @@ class Hosts:
         self.changed = asyncio.Event()
         self._unwatch: Unsubscribe | None = None
         self._published: str | None = None
+        self._touched: set[str] | None = None  # keys the watch told while the first read ran
 
     @property
     def watching(self) -> bool:
         return self._unwatch is not None
 
     async def watch(self) -> None:
-        """Watch every host's keys, then read them once (no write is missed between)."""
+        """Watch every host's keys, then read them once (no write is missed between).
+
+        The read may answer from a revision older than an event the watch has already
+        told (they travel on separate requests): a key the watch told about while the
+        read ran keeps the watch's value, which every later change of it follows in
+        order. Taking the read's older value instead left a host seen unconverged for
+        good, and ``--converged-timeout`` waited for it forever."""
         if self._unwatch is not None:
             return
-        self._unwatch = await self.world.watch(HOSTS, self._seen, prefix=True)
-        found = await self.world.get_prefix(HOSTS)
+        touched = self._touched = set()
+        try:
+            self._unwatch = await self.world.watch(HOSTS, self._seen, prefix=True)
+            found = await self.world.get_prefix(HOSTS)
+        finally:
+            self._touched = None
         for key, value in found.items():
-            self._seen(key, value, first=True)
+            if key not in touched:
+                self._seen(key, value, first=True)
         self.loaded = True
         self.changed.set()
 
@@ -92,6 +105,8 @@ class Hosts:
         self.loaded = False
 
     def _seen(self, key: str, value: str | None, first: bool = False) -> None:
+        if not first and self._touched is not None:
+            self._touched.add(key)
         split = split_host_key(key)
         if split is None:
             return
