@@ -201,7 +201,7 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         p = self.params
         state = p.state
         try:
-            at = fs.locate(self._path, follow=p.follow)
+            at = fs.locate(self._path, follow=p.follow, check=True)
         except FileNotFoundError as exc:  # a parent is missing
             return None if state == "absent" else self._plan_missing(str(exc.filename))
         except NotADirectoryError as exc:
