@@ -73,8 +73,22 @@ class Mode:
         return f"Mode({self.text!r})"
 
 
+_PARSED: dict[str, Mode] = {}  # a policy gives a few modes to many resources
+
+
 def parse(text: str) -> Mode:
-    """Parse an octal or symbolic mode; ValueError (saying what is wrong) otherwise."""
+    """Parse an octal or symbolic mode; ValueError (saying what is wrong) otherwise.
+
+    A :class:`Mode` is never changed: the same text gives the same object."""
+    mode = _PARSED.get(text)
+    if mode is None:
+        mode = _parse(text)
+        if len(_PARSED) < 256:
+            _PARSED[text] = mode
+    return mode
+
+
+def _parse(text: str) -> Mode:
     if text and all(c in "01234567" for c in text):
         if len(text) not in (3, 4):
             raise ValueError(f"an octal mode has 3 or 4 digits, got {text!r}; {HINT}")
