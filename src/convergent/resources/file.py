@@ -37,11 +37,11 @@ from typing import Literal
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
 from convergent.host import atomic, fs, modes, posix
-from convergent.resources import fileabsent, fileparams, filetree
+from convergent.resources import fileparams, filetree
 from convergent.resources.base import Change, Context, Resource
+from convergent.resources.fileabilities import FileAbilities
 from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
 from convergent.resources.fileparams import FileParams
-from convergent.resources.filepredict import FilePredicts
 from convergent.resources.fswatch import FsWatcher
 
 __all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
@@ -49,7 +49,7 @@ __all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes after it
 
 
-class File(FilePredicts, Resource[FileParams], kind="file"):
+class File(FileAbilities, Resource[FileParams], kind="file"):
     """See the module docstring; parameters are documented on :class:`FileParams`."""
 
     __slots__ = (
@@ -574,11 +574,6 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
             own += (f"file:{self._target}",)
         owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
         return (own, path_uids("file:", self._path), *owners)
-
-    absent_state, destroy_default = fileabsent.ABSENT_STATE, "remove"  # Destroyable
-
-    def absent(self, explicit: bool) -> Resource[FileParams] | None:
-        return fileabsent.form(self, explicit)  # its absent form for convergent destroy
 
     def record_reverse(self, ctx: Context, change: Change) -> None:
         """meta.reverse: keep how to undo the first change (later ones keep the first)."""
