@@ -82,7 +82,7 @@ def build(
         first[rid] = entry
         if entry.broken:
             continue
-        resource = _resource(entry, known, problems)
+        resource = _resource(entry, rid, known, problems)
         if resource is not None:
             resources.append(resource)
     if any(link.source.startswith("world[") for link in links):
@@ -112,8 +112,7 @@ def _place(at: Location, here: Location, column: bool = True) -> str:
     return f"line {at.line}, column {at.col}" if column else f"line {at.line}"
 
 
-def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] | None:
-    rid = entry.id
+def _resource(entry: Entry, rid: str, known: _Kinds, problems: Problems) -> Resource[Any] | None:
     cls = known.get(entry.kind)
     if cls is None:
         from convergent.policy.suggest import close_match
@@ -129,8 +128,8 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
         )
         return None
     fields = known.fields(cls)
-    ok = True
-    for key in entry.params:
+    ok = fields.issuperset(entry.params)
+    for key in () if ok else entry.params:
         if key not in fields:
             from convergent.policy.suggest import close_match
 
@@ -142,7 +141,7 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
             problems.at(
                 entry.keys.get(key, entry.name_at), f"unknown parameter '{shown}'{hint}", rid
             )
-    meta = _meta(entry, problems)
+    meta = _meta(entry, problems) if entry.meta else _NO_META
     if not ok or meta is None:
         _type_problems(entry, cls.params_type, fields, "", problems)
         return None
@@ -159,9 +158,12 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
         return None
 
 
+_NO_META = Meta()  # frozen: one for every entry without meta
+
+
 def _meta(entry: Entry, problems: Problems) -> Meta | None:
     if not entry.meta:
-        return Meta()
+        return _NO_META
     fields = Meta.__struct_fields__
     ok = True
     for key in entry.meta:

@@ -155,7 +155,7 @@ def _against(file: File, node: Node) -> FileChange | Change | None:
         return _change(
             file._link_change(f"link target {node.target} -> {file._target}", clear=True)
         )
-    if state == "exists" and file._wants_content():
+    if state == "exists" and (file._data is not None or file._source is not None):
         wanted = file._wanted()
         if node.content is None:
             raise Uncertain(f"{file.path} would be written by {node.by}, content not known")
