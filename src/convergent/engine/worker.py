@@ -189,7 +189,7 @@ class Worker:
         self.refresh_from: frozenset[str] = _NONE  # senders owed a refresh (never mutated)
         self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
-        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
+        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != _INF else None
         self.wake = Wake(self)
         self.ctx = Context(
             resource.id,
@@ -578,3 +578,4 @@ class Worker:
 
 _REFRESH = Change("refreshed")
 _NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
+_INF = float("inf")  # meta.limit's default: no rate limit
