@@ -35,6 +35,7 @@ Rules (the security model in the README):
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import stat
@@ -163,7 +164,7 @@ def locate(path: str, *, create: bool = False, follow: bool = False, check: bool
     check = check and not follow  # a followed final name is judged on every call
     if check and _this_pass:
         found = _this_pass.get(parent)
-        if found is not None and _pass_loop[0] is _running_loop():
+        if found is not None and _in_pass():
             return At(os.dup(found[0]), name, parent, found[1], found[2])
     known = _known.get(parent)
     if known is not None:
@@ -186,6 +187,17 @@ def locate(path: str, *, create: bool = False, follow: bool = False, check: bool
         if check:
             _remember(parent, fd, ident, st.st_uid)
     return At(fd, final, where, ident, st.st_uid)
+
+
+def _in_pass() -> bool:
+    """Whether the loop that _this_pass belongs to runs in this thread now. Its own
+    ``_thread_id`` (set while an asyncio loop runs), not ``get_running_loop()``: that
+    makes a ``getpid`` system call on every check."""
+    loop = _pass_loop[0]
+    thread = getattr(loop, "_thread_id", None)
+    if thread is None:
+        return loop is not None and loop is _running_loop()
+    return bool(thread == _thread.get_ident())
 
 
 def _running_loop() -> Any:
