@@ -267,3 +267,37 @@ def test_a_parent_swapped_for_a_symlink_between_two_checks_is_never_followed(
         return same_pass
 
     assert asyncio.run(passes()) == b"mine"
+
+
+def test_a_second_threads_loop_never_touches_the_directories_of_the_first(
+    tmp_path: Path,
+) -> None:
+    """Each thread's loop keeps its own pass: a check in another thread neither uses nor
+    closes the descriptors the first loop's pass holds."""
+    import asyncio
+    import threading
+
+    (tmp_path / "a").write_text("a")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b").write_text("b")
+
+    async def second() -> bytes | None:
+        with fs.locate(str(other / "b"), check=True) as at:
+            return fs.read_if_regular(at)[0]
+
+    async def first() -> tuple[list[bytes | None], bytes | None, int]:
+        with fs.locate(str(tmp_path / "a"), check=True):
+            pass  # this pass now holds tmp_path
+        seen: list[bytes | None] = []
+        thread = threading.Thread(target=lambda: seen.append(asyncio.run(second())))
+        thread.start()
+        thread.join(10)  # the loop does not turn meanwhile: still the same pass
+        with fs.locate(str(tmp_path / "a"), check=True) as at:
+            return seen, fs.read_if_regular(at)[0], _open_fds(tmp_path)
+
+    seen, mine, held = asyncio.run(first())
+    assert seen == [b"b"]
+    assert mine == b"a"
+    assert held == 2  # the pass's descriptor and this check's own
+    assert _open_fds(tmp_path) == 0

@@ -212,8 +212,11 @@ def _remember(parent: str, fd: int, ident: tuple[int, int], owner: int) -> None:
     loop = _running_loop()
     if loop is None or len(_this_pass) >= _KNOWN_MAX:
         return
-    if _pass_loop[0] is not loop:
-        _end_pass()
+    owner = _pass_loop[0]
+    if owner is not loop:
+        if getattr(owner, "_thread_id", None) not in (None, _thread.get_ident()):
+            return  # another thread's loop is in its pass: its directories stay its own
+        _end_pass()  # left by a loop that no longer runs
     if not _this_pass:
         _pass_loop[0] = loop
         loop.call_soon(_end_pass)
