@@ -72,3 +72,22 @@ def test_what_lives_at_the_first_convergence_is_not_walked_by_later_collections(
     finally:
         gc.unfreeze()
         (gc.enable if was else gc.disable)()
+
+
+def test_a_run_that_ends_at_its_convergence_leaves_the_collector_off() -> None:
+    """``--converged-timeout 0``: the process ends right after; a collection then would
+    only scan the first pass's objects once more."""
+    was = gc.isenabled()
+    seen: list[Report] = []
+
+    async def main() -> bool:
+        gc.disable()
+        report = run._collect_after_first_pass(seen.append, ends=True)
+        report(Converged(0, 0))
+        return gc.isenabled()
+
+    try:
+        assert asyncio.run(main()) is False
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [Converged(0, 0)]

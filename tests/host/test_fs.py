@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -188,3 +189,115 @@ def test_the_root_directory_itself_can_be_located_and_opened() -> None:
         fd, st = fs.open_node(at, directory=True)
         os.close(fd)
         assert st.st_ino == os.stat("/").st_ino
+
+
+def _open_fds(path: Path) -> int:
+    """How many descriptors of this process are open on ``path``."""
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            found += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return found
+
+
+def test_checks_in_one_pass_of_the_loop_share_their_directory_and_leak_nothing(
+    tmp_path: Path,
+) -> None:
+    """The checks of one pass of the event loop open a directory once; each gets its own
+    descriptor of it, and the shared one is closed when the loop turns."""
+    import asyncio
+
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_text(name)
+
+    async def one_pass() -> tuple[list[bytes | None], int, int, int]:
+        await asyncio.sleep(0)
+        before = _open_fds(tmp_path)
+        read = []
+        for name in ("a", "b", "c"):
+            with fs.locate(str(tmp_path / name), check=True) as at:
+                read.append(fs.read_if_regular(at)[0])
+        during = _open_fds(tmp_path)
+        await asyncio.sleep(0)  # the loop turns: the pass is over
+        return read, before, during, _open_fds(tmp_path)
+
+    read, before, during, after = asyncio.run(one_pass())
+    assert read == [b"a", b"b", b"c"]
+    assert during == before + 1  # the one shared directory descriptor
+    assert after == before
+
+
+def test_outside_a_running_loop_a_check_keeps_nothing(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with fs.locate(str(tmp_path / "f"), check=True) as at:
+        assert fs.read_if_regular(at)[0] == b"x"
+    assert _open_fds(tmp_path) == 0
+
+
+@needs_root
+def test_a_parent_swapped_for_a_symlink_between_two_checks_is_never_followed(
+    tmp_path: Path,
+) -> None:
+    """Within one pass a check reads the directory found safely (the one moved away),
+    never the symlink's target; once the loop turns, the path is refused."""
+    import asyncio
+
+    home = lab(tmp_path) / "home"
+    (home / "sub").mkdir(parents=True)
+    (home / "sub" / "f").write_text("mine")
+    _mine(home)
+    _mine(home / "sub")
+    target = tmp_path / "etc"
+    target.mkdir()
+    (target / "f").write_text("root's")
+
+    def swap() -> None:
+        os.rename(home / "sub", home / "old")
+        os.symlink(str(target), home / "sub")
+
+    async def passes() -> bytes | None:
+        with fs.locate(str(home / "sub" / "f"), check=True):
+            pass
+        run_as_nobody(swap)
+        with fs.locate(str(home / "sub" / "f"), check=True) as at:
+            same_pass = fs.read_if_regular(at)[0]
+        await asyncio.sleep(0)
+        with pytest.raises(fs.PathRefused, match="symlink"):
+            fs.locate(str(home / "sub" / "f"), check=True)
+        return same_pass
+
+    assert asyncio.run(passes()) == b"mine"
+
+
+def test_a_second_threads_loop_never_touches_the_directories_of_the_first(
+    tmp_path: Path,
+) -> None:
+    """Each thread's loop keeps its own pass: a check in another thread neither uses nor
+    closes the descriptors the first loop's pass holds."""
+    import asyncio
+    import threading
+
+    (tmp_path / "a").write_text("a")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b").write_text("b")
+
+    async def second() -> bytes | None:
+        with fs.locate(str(other / "b"), check=True) as at:
+            return fs.read_if_regular(at)[0]
+
+    async def first() -> tuple[list[bytes | None], bytes | None, int]:
+        with fs.locate(str(tmp_path / "a"), check=True):
+            pass  # this pass now holds tmp_path
+        seen: list[bytes | None] = []
+        thread = threading.Thread(target=lambda: seen.append(asyncio.run(second())))
+        thread.start()
+        thread.join(10)  # the loop does not turn meanwhile: still the same pass
+        with fs.locate(str(tmp_path / "a"), check=True) as at:
+            return seen, fs.read_if_regular(at)[0], _open_fds(tmp_path)
+
+    seen, mine, held = asyncio.run(first())
+    assert seen == [b"b"]
+    assert mine == b"a"
+    assert held == 2  # the pass's descriptor and this check's own
+    assert _open_fds(tmp_path) == 0

@@ -238,7 +238,8 @@ async def run_with_signals(
         noop=noop,
         converged_timeout=converged_timeout,
         reporter=_collect_after_first_pass(
-            reporter if notifier is None else notifier.reporter(reporter)
+            reporter if notifier is None else notifier.reporter(reporter),
+            ends=converged_timeout == 0,
         ),
         sema=sema,
         state=state,
@@ -399,9 +400,14 @@ def _say(reporter: TextRenderer, message: str) -> None:
 FIRST_PASS_BOUND = 60.0  # seconds the collector may stay off for a first pass
 
 
-def _collect_after_first_pass(reporter: Reporter) -> Reporter:
+def _collect_after_first_pass(reporter: Reporter, ends: bool = False) -> Reporter:
     """``reporter``, and the cyclic garbage collector turned on at the first ``Converged``
     (or after :data:`FIRST_PASS_BOUND` s, for a run that does not converge).
+
+    ``ends``: the run ends at its first convergence (``--converged-timeout 0``); the
+    collector stays off then, as nothing is left to collect for: turned on, its first
+    young collection scans every object the first pass made (~4 ms and ~14 M
+    instructions at 1,000 files), and the process ends right after without a teardown.
 
     The first pass makes every worker's objects at once and almost no garbage (~200
     objects in a 50,000-file check); with the collector on, its full collections scan
@@ -417,7 +423,7 @@ def _collect_after_first_pass(reporter: Reporter) -> Reporter:
     asyncio.get_running_loop().call_later(FIRST_PASS_BOUND, turn_on)
 
     def report(record: Report) -> None:
-        if isinstance(record, Converged):
+        if isinstance(record, Converged) and not ends:
             turn_on()
         reporter(record)
 

@@ -31,7 +31,6 @@ from convergent.errors import ParamError, ResourceError
 from convergent.graph.collect import Collect, refusal
 from convergent.graph.core import Graph
 from convergent.resources.base import Meta, Resource, convert_params, get_kind
-from convergent.world.keys import EXPORTS, HOSTS, export_key, split_host_key
 
 __all__ = [
     "Collector",
@@ -52,6 +51,8 @@ def exported(resource: Resource[Any]) -> bool:
 
 def host_of(key: str) -> str:
     """The host a key under ``/convergent/hosts/`` belongs to."""
+    from convergent.world.keys import HOSTS  # the world's keys: loaded when it is used
+
     return key[len(HOSTS) :].partition("/")[0]
 
 
@@ -75,7 +76,7 @@ def encode(resource: Resource[Any]) -> str:
 def local_part(graph: Graph[Resource[Any]]) -> Graph[Resource[Any]]:
     """``graph`` without its exported resources and the edges that touch them (the same
     graph when it exports nothing)."""
-    gone = {vid for vid, resource in graph.vertices.items() if exported(resource)}
+    gone = {vid for vid, resource in graph.vertices.items() if resource.meta.export}
     if not gone:
         return graph
     result: Graph[Resource[Any]] = Graph()
@@ -118,6 +119,8 @@ class Collector:
 
     def seen(self, key: str, value: str | None) -> bool:
         """A write under ``/convergent/hosts/``; True for an export (the graph may change)."""
+        from convergent.world.keys import EXPORTS, split_host_key
+
         split = split_host_key(key)
         if split is None or not split[1].startswith(EXPORTS + "/"):
             return False
@@ -135,6 +138,8 @@ class Collector:
 
     def wanted(self, graph: Graph[Resource[Any]]) -> dict[str, str]:
         """This host's export keys and JSON for the resources ``graph`` exports."""
+        from convergent.world.keys import export_key
+
         return {
             export_key(self.hostname, resource.kind, resource.name): encode(resource)
             for resource in graph.vertices.values()
@@ -256,4 +261,5 @@ def local_part_copy(graph: Graph[Resource[Any]]) -> Graph[Resource[Any]]:
 def uses_world(graph: Graph[Resource[Any]]) -> bool:
     """Whether ``graph`` exports or collects (its run is not converged before the world
     was seen)."""
-    return bool(graph.collect) or any(exported(r) for r in graph.vertices.values())
+    # meta.export is a bool or a list: truthy exactly when exported() says so
+    return bool(graph.collect) or any(r.meta.export for r in graph.vertices.values())

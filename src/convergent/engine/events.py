@@ -147,7 +147,7 @@ class EventLog:
         """A pass of ``resource`` ended (``time.perf_counter()`` values: ``began`` when it
         started, ``since`` when its cause happened); ``error``: why it failed."""
         now = time.perf_counter()
-        said = self._said.pop(resource, None)
+        said = self._said.pop(resource, None) if self._said else None
         if error is not None:
             said_error = self.hide(Log(resource, str(error) or type(error).__name__))
             text = said_error.message if isinstance(said_error, Log) else ""

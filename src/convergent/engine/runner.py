@@ -30,7 +30,6 @@ from convergent.engine.changeover import (
 from convergent.engine.collect import Collector, local_part, uses_world
 from convergent.engine.convergence import Convergence, State
 from convergent.engine.exchange import Exchange
-from convergent.engine.hosts import Hosts, everyone_long_enough
 from convergent.engine.pool import FirstPasses
 from convergent.engine.refreshes import Intent, Refreshes
 from convergent.engine.report import Converged, Log, Report, Reporter, RunResult, VertexState
@@ -39,11 +38,11 @@ from convergent.graph.core import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import Binding
-from convergent.world.keys import EXPORTS, host_key
 
 if TYPE_CHECKING:
     from convergent.engine.events import EventLog
     from convergent.engine.follow import Observed
+    from convergent.engine.hosts import Hosts
     from convergent.state.db import StateDB
     from convergent.world.base import World
 
@@ -499,7 +498,10 @@ class Engine:
         if hosts is None and not (self._cluster or uses_world(base)):
             return 0.0  # nothing exported or collected, one host: the world is not needed
         world = self.the_world()
-        if hosts is None:
+        if hosts is None:  # the world's modules are loaded when a policy uses the world
+            from convergent.engine.hosts import Hosts
+            from convergent.world.keys import EXPORTS, host_key
+
             collector = Collector(world.hostname, self.report)
             if not self.noop:  # under noop nothing is published, nothing withdrawn
                 mine = await world.get_prefix(host_key(world.hostname, EXPORTS) + "/")
@@ -559,6 +561,8 @@ class Engine:
     async def _everyone_long_enough(self, seconds: float | None) -> None:
         """Return once this graph and every other live agent have stayed converged
         together for ``seconds`` (None: never)."""
+        from convergent.engine.hosts import everyone_long_enough
+
         await everyone_long_enough(
             seconds,
             lambda: self.converged,

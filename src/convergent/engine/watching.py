@@ -78,16 +78,15 @@ def watch_kind(kind: type[Resource[Any]]) -> str:
 
 def subscribe(w: Watched) -> ResourceError | None:
     """The ``Subscribes`` ability: subscribe now; the failure if it failed."""
-    rid = w.resource.id
     try:
         unsubscribe: Callable[[], None] = w.resource.subscribe(w.ctx)  # type: ignore[attr-defined]
     except Exception as exc:
         w.ready = False  # it may have called ready() before it failed
-        return as_resource_error(rid, exc, WATCH_FAILED)
+        return as_resource_error(w.resource.id, exc, WATCH_FAILED)
     w.unsubscribe = unsubscribe
     if not w.ready:
         w.release()
-        return ResourceError(rid, "subscribe returned without calling ctx.ready()")
+        return ResourceError(w.resource.id, "subscribe returned without calling ctx.ready()")
     return None
 
 

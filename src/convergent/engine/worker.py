@@ -166,7 +166,11 @@ class Worker:
         self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
         self.tried: dict[str, Any] = _NO_VALUES  # values it last tried to receive (some missing)
         self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
-        self.sender = any(getattr(type(m), "sends", None) for m in self.members)
+        self.sender = (
+            any(getattr(type(m), "sends", None) for m in self.members)
+            if len(self.members) > 1
+            else bool(getattr(type(resource), "sends", None))
+        )
         self.tasks: set[asyncio.Task[None]] | None = None  # made for the first task
         self.looping = False  # its loop runs (started by start(), then by kick())
         self.unsubscribe: Callable[[], None] | None = None  # a subscribe-kind's watch
@@ -186,7 +190,7 @@ class Worker:
         self.refresh_from: frozenset[str] = _NONE  # senders owed a refresh (never mutated)
         self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
-        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != float("inf") else None
+        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != _INF else None
         self.wake = Wake(self)
         self.ctx: Context = WorkerContext(self, resource.id)  # no bound method each
 
@@ -259,7 +263,7 @@ class Worker:
         """Its neighbours in the running plan: ``downstream`` as (worker, notify) pairs."""
         self.upstream = upstream
         self.downstream = downstream
-        self.notifies = any(notify for _, notify in downstream)
+        self.notifies = bool(downstream) and any(notify for _, notify in downstream)
 
     def bind(self, recv: tuple[Binding, ...]) -> None:
         """What it receives, by parameter (the bindings of the running plan)."""
@@ -361,14 +365,14 @@ class Worker:
                 continue
             if not self.dirty:
                 continue
-            blocker = self._blocker()
+            blocker = self._blocker() if self.upstream else None
             if blocker is not None:
                 if self.state is not State.BLOCKED or self.blocked_by != blocker:
                     self.blocked_by = blocker
                     self._set_state(State.BLOCKED)
                     self.runtime.report(Blocked(rid, blocker))
                 continue
-            if any(up.state is not State.CLEAN for up in self.upstream):
+            if self.upstream and any(up.state is not State.CLEAN for up in self.upstream):
                 self.blocked_by = None
                 self._set_state(State.WAITING)
                 continue
@@ -582,3 +586,4 @@ _REFRESH = Change("refreshed")
 _NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
 _NO_VALUES: dict[str, Any] = {}  # received/tried before any: replaced, never written
 _NO_LINKS: list[Any] = []
+_INF = float("inf")  # meta.limit's default: no rate limit

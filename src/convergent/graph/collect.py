@@ -12,7 +12,6 @@ with the exporting host's name and never applies the export.
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 
 import msgspec
@@ -77,13 +76,19 @@ def _inside(path: str, directory: str) -> bool:
     return base == "/" or path == base or path.startswith(base.rstrip("/") + "/")
 
 
+def _fnmatch(name: str, pattern: str) -> bool:
+    import fnmatch  # only a policy that collects needs it
+
+    return fnmatch.fnmatchcase(name, pattern)
+
+
 def refusal(collect: Collect, kind: str, name: str, path: str | None) -> str | None:
     """Why the export ``kind[name]`` (whose path is ``path``, None for a kind without one)
     may not be collected by ``collect``; None when it may."""
     where = collect.where or Where()
     if where.kinds and kind not in where.kinds:
         return f"kind {kind} is not in the allowed kinds [{', '.join(where.kinds)}]"
-    if where.names and not any(fnmatch.fnmatchcase(name, p) for p in where.names):
+    if where.names and not any(_fnmatch(name, p) for p in where.names):
         return f"name {name!r} matches none of the allowed names [{', '.join(where.names)}]"
     prefixes = collect.allowed_paths()
     if prefixes:

@@ -27,14 +27,19 @@ Rules (the security model in the README):
 - Speed: a directory that was walked once is found again with one
   ``openat2(RESOLVE_NO_SYMLINKS)`` and an ``fstat`` comparing its identity (the path
   leads to the same directory without any symlink, so through the same ancestors); a
-  miss, or any symlink on the way, takes the full walk.
+  miss, or any symlink on the way, takes the full walk. A check (``locate(...,
+  check=True)``, read only) reuses the directory found by an earlier check in the same
+  pass of the event loop: a ``dup`` of its descriptor, found by those same rules, and
+  dropped when the loop next turns (a 1,000-file check opens its directory once).
 """
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import stat
+import sys
 from typing import Any
 
 __all__ = [
@@ -73,6 +78,9 @@ _KIND_NAMES = {
 # directory path -> (dev, ino) walked safely, and the path as bytes for openat2
 _known: dict[str, tuple[tuple[int, int], bytes]] = {}
 _KNOWN_MAX = 4096
+# directory path -> (fd, (dev, ino), owner): found by checks during this pass of the loop
+_this_pass: dict[str, tuple[int, tuple[int, int], int]] = {}
+_pass_loop: list[Any] = [None]  # the loop whose pass _this_pass belongs to
 _umask: list[int] = []
 
 
@@ -137,13 +145,15 @@ class At:
 # -- resolving --------------------------------------------------------------------------
 
 
-def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
+def locate(path: str, *, create: bool = False, follow: bool = False, check: bool = False) -> At:
     """The directory of the absolute, normalised ``path`` and its final name.
 
     ``create``: make missing directories on the way (mode 0777 & ~umask, like
     ``mkdir -p``). ``follow``: a symlink as the final component is followed too (by the
-    same rules), for paths that are only read (``source:``). Raises FileNotFoundError or
-    NotADirectoryError naming the component, or :class:`PathRefused`.
+    same rules), for paths that are only read (``source:``). ``check``: the caller only
+    reads (a resource's check); the directory may be one found by an earlier check in
+    this pass of the event loop. Raises FileNotFoundError or NotADirectoryError naming
+    the component, or :class:`PathRefused`.
     """
     head, _, name = path.rpartition("/")
     if not name:  # "/" itself: "." in the root directory
@@ -151,6 +161,11 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
         st = os.fstat(fd)
         return At(fd, ".", "/", (st.st_dev, st.st_ino), st.st_uid)
     parent = head or "/"
+    check = check and not follow  # a followed final name is judged on every call
+    if check and _this_pass:
+        found = _this_pass.get(parent)
+        if found is not None and _in_pass():
+            return At(os.dup(found[0]), name, parent, found[1], found[2])
     known = _known.get(parent)
     if known is not None:
         fd = _openat2[0](known[1])
@@ -158,6 +173,8 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
             st = os.fstat(fd)
             ident = known[0]
             if (st.st_dev, st.st_ino) == ident and not (follow and _is_link(fd, name)):
+                if check:
+                    _remember(parent, fd, ident, st.st_uid)
                 return At(fd, name, parent, ident, st.st_uid)
             os.close(fd)
         _known.pop(parent, None)
@@ -167,7 +184,54 @@ def locate(path: str, *, create: bool = False, follow: bool = False) -> At:
         if len(_known) >= _KNOWN_MAX:
             _known.clear()
         _known[parent] = (ident, os.fsencode(parent))
+        if check:
+            _remember(parent, fd, ident, st.st_uid)
     return At(fd, final, where, ident, st.st_uid)
+
+
+def _in_pass() -> bool:
+    """Whether the loop that _this_pass belongs to runs in this thread now. Its own
+    ``_thread_id`` (set while an asyncio loop runs), not ``get_running_loop()``: that
+    makes a ``getpid`` system call on every check."""
+    loop = _pass_loop[0]
+    thread = getattr(loop, "_thread_id", None)
+    if thread is None:
+        return loop is not None and loop is _running_loop()
+    return bool(thread == _thread.get_ident())
+
+
+def _running_loop() -> Any:
+    """The running asyncio loop of this thread, or None (no loop, or asyncio not loaded)."""
+    asyncio = sys.modules.get("asyncio")
+    return None if asyncio is None else asyncio.events._get_running_loop()
+
+
+def _remember(parent: str, fd: int, ident: tuple[int, int], owner: int) -> None:
+    """Keep a ``dup`` of the directory ``fd`` (found by :func:`locate`'s rules) for the
+    checks of this pass of the running loop; dropped when the loop next turns."""
+    loop = _running_loop()
+    if loop is None or len(_this_pass) >= _KNOWN_MAX:
+        return
+    owner = _pass_loop[0]
+    if owner is not loop:
+        if getattr(owner, "_thread_id", None) not in (None, _thread.get_ident()):
+            return  # another thread's loop is in its pass: its directories stay its own
+        _end_pass()  # left by a loop that no longer runs
+    if not _this_pass:
+        _pass_loop[0] = loop
+        loop.call_soon(_end_pass)
+    old = _this_pass.get(parent)
+    if old is not None:
+        os.close(old[0])
+    _this_pass[parent] = (os.dup(fd), ident, owner)
+
+
+def _end_pass() -> None:
+    """Close the directories kept for this pass's checks."""
+    for fd, _, _ in _this_pass.values():
+        os.close(fd)
+    _this_pass.clear()
+    _pass_loop[0] = None
 
 
 def _is_link(fd: int, name: str) -> bool:
@@ -406,7 +470,13 @@ def read_if_regular(at: At) -> tuple[bytes | None, os.stat_result | None]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, st
-        return read_all(fd, st.st_size, at.path), st
+        size = st.st_size
+        if size > MAX_READ:
+            raise _too_big(at.path, size)
+        data = os.read(fd, size + 1)  # one read when the size is still right
+        if len(data) > size:
+            data = _read_rest(fd, data, at.path)
+        return data, st
     finally:
         os.close(fd)
 
@@ -421,6 +491,11 @@ def read_all(fd: int, size: int, path: str = "a file") -> bytes:
     data = os.read(fd, size + 1)
     if len(data) <= size:
         return data
+    return _read_rest(fd, data, path)
+
+
+def _read_rest(fd: int, data: bytes, path: str) -> bytes:
+    """``data``, read first, and the rest of ``fd`` (it grew since its ``fstat``)."""
     chunks, total = [data], len(data)
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)

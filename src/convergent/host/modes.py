@@ -73,22 +73,27 @@ class Mode:
         return f"Mode({self.text!r})"
 
 
-_OCTAL: dict[str, Mode] = {}  # octal modes parsed so far (a Mode is never changed)
-_OCTAL_KEPT = 4096  # distinct octal spellings kept at most
+_PARSED: dict[str, Mode] = {}  # a policy gives a few modes to many resources
+_KEPT = 4096  # distinct spellings kept at most
 
 
 def parse(text: str) -> Mode:
-    """Parse an octal or symbolic mode; ValueError (saying what is wrong) otherwise."""
-    known = _OCTAL.get(text)
-    if known is not None:
-        return known
+    """Parse an octal or symbolic mode; ValueError (saying what is wrong) otherwise.
+
+    A :class:`Mode` is never changed: the same text gives the same object."""
+    mode = _PARSED.get(text)
+    if mode is None:
+        mode = _parse(text)
+        if len(_PARSED) < _KEPT:
+            _PARSED[text] = mode
+    return mode
+
+
+def _parse(text: str) -> Mode:
     if text and all(c in "01234567" for c in text):
         if len(text) not in (3, 4):
             raise ValueError(f"an octal mode has 3 or 4 digits, got {text!r}; {HINT}")
-        if len(_OCTAL) >= _OCTAL_KEPT:
-            return Mode(text, int(text, 8), ())
-        made = _OCTAL[text] = Mode(text, int(text, 8), ())  # one per text, not per file
-        return made
+        return Mode(text, int(text, 8), ())
     changes: list[tuple[str, int, int, int]] = []
     for clause in text.split(","):
         i = 0

@@ -84,7 +84,7 @@ def build(
         first[rid] = entry
         if entry.broken:
             continue
-        resource = _resource(entry, known, problems)
+        resource = _resource(entry, rid, known, problems)
         if resource is not None:
             resources.append(resource)
             entry.converted()
@@ -115,8 +115,7 @@ def _place(at: Location, here: Location, column: bool = True) -> str:
     return f"line {at.line}, column {at.col}" if column else f"line {at.line}"
 
 
-def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] | None:
-    rid = entry.id
+def _resource(entry: Entry, rid: str, known: _Kinds, problems: Problems) -> Resource[Any] | None:
     cls = known.get(entry.kind)
     if cls is None:
         from convergent.policy.suggest import close_match
@@ -132,8 +131,8 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
         )
         return None
     fields = known.fields(cls)
-    ok = True
-    for key in entry.params:
+    ok = fields.issuperset(entry.params)
+    for key in () if ok else entry.params:
         if key not in fields:
             from convergent.policy.suggest import close_match
 
@@ -145,7 +144,7 @@ def _resource(entry: Entry, known: _Kinds, problems: Problems) -> Resource[Any] 
             problems.at(
                 entry.keys.get(key, entry.name_at), f"unknown parameter '{shown}'{hint}", rid
             )
-    meta = _meta(entry, problems)
+    meta = _meta(entry, problems) if entry.meta else _DEFAULT_META
     if not ok or meta is None:
         _type_problems(entry, cls.params_type, fields, "", problems)
         return None

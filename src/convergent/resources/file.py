@@ -37,19 +37,20 @@ from typing import Literal
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
 from convergent.host import atomic, fs, modes, posix
-from convergent.resources import fileabsent, fileparams, filetree
+from convergent.resources import fileparams, filetree
 from convergent.resources.base import Change, Context, Resource
+from convergent.resources.fileabilities import FileAbilities
 from convergent.resources.filechange import DIFF_LIMIT, FileChange, absolute
 from convergent.resources.fileparams import FileParams
-from convergent.resources.filepredict import FilePredicts
 from convergent.resources.fswatch import FsWatcher, Subscription
 
 __all__ = ["DIFF_LIMIT", "File", "FileChange", "FileParams"]
 
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # cleared by chown, so chmod comes after it
+_LINKS = ("link", "hard")
 
 
-class File(FilePredicts, Resource[FileParams], kind="file"):
+class File(FileAbilities, Resource[FileParams], kind="file"):
     """See the module docstring; parameters are documented on :class:`FileParams`."""
 
     __slots__ = (
@@ -94,7 +95,7 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         if self._source == self._path:
             raise ParamError("source", f"source is the file itself ({self._path})")
         self._data = p.content.encode() if p.content is not None else None
-        self._target = fileparams.parse_target(p, self._path)
+        self._target = fileparams.parse_target(p, self._path) if p.state in _LINKS else None
         if p.purge and self._source is None:
             raise ParamError("purge", "needs source (a directory): purge removes what it lacks")
         self._check = None
@@ -107,8 +108,8 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
             self._mode = modes.parse(p.mode) if p.mode is not None else None
         except ValueError as exc:
             raise ParamError("mode", str(exc)) from None
-        self._uid = posix.parse_id("owner", p.owner)
-        self._gid = posix.parse_id("group", p.group)
+        self._uid = posix.parse_id("owner", p.owner) if p.owner is not None else -1
+        self._gid = posix.parse_id("group", p.group) if p.group is not None else -1
 
     @property
     def path(self) -> str:
@@ -201,7 +202,7 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         p = self.params
         state = p.state
         try:
-            at = fs.locate(self._path, follow=p.follow)
+            at = fs.locate(self._path, follow=p.follow, check=True)
         except FileNotFoundError as exc:  # a parent is missing
             return None if state == "absent" else self._plan_missing(str(exc.filename))
         except NotADirectoryError as exc:
@@ -215,9 +216,9 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         if ctx is not None and self._trees is not None and (p.follow or state == "hard"):
             paths = (at.path,) if p.follow else (self._target or at.path,)
             self._trees.update(ctx.shared(FsWatcher), ctx.event, paths=paths)
-        with at:
+        try:
             old: bytes | None = None
-            if state == "exists" and self._wants_content():
+            if state == "exists" and (self._data is not None or self._source is not None):
                 old, st = fs.read_if_regular(at)  # one open: a regular file is read at once
             else:
                 st = fs.lstat(at)
@@ -227,12 +228,11 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
                 return self._plan_file(st, old)
             if state == "directory":
                 return self._plan_directory(at, st, ctx)
-            if state in ("link", "hard"):
+            if state in _LINKS:
                 return self._plan_link(at, st)
             return self._plan_absent(at, st)
-
-    def _wants_content(self) -> bool:
-        return self._data is not None or self._source is not None
+        finally:
+            at.close()
 
     def _plan_missing(self, missing: str | None) -> FileChange:
         uid, gid = self.owner_ids()
@@ -270,7 +270,7 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         path = self._path
         p = self.params
         kind = stat.S_IFMT(st.st_mode)
-        wanted = self._wanted() if self._wants_content() else None
+        wanted = self._data if self._data is not None else self._wanted() if self._source else None
         if kind != stat.S_IFREG:
             what = fs.kind_name(st.st_mode)
             if kind == stat.S_IFLNK and wanted is None and not p.force:
@@ -410,14 +410,17 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         old_mode = stat.S_IMODE(st.st_mode)
         mode = None
         if self._mode is not None and not link:
-            mode = self._mode.apply(old_mode, directory=directory)
+            mode = self._mode.octal  # an octal mode (the usual one) is taken as it is
+            if mode is None:
+                mode = self._mode.apply(old_mode, directory=directory)
             if directory and self.params.recurse and self._mode.octal is not None:
                 mode = modes.with_search(mode)  # the top of a tree as the directories below
             if mode != old_mode:
                 parts.append(f"mode {old_mode:04o} -> {mode:04o}")
             else:
                 mode = None
-        uid, gid = self.owner_ids()
+        uid, gid = self._uid, self._gid  # -1: not asked; None: a name not looked up yet
+        uid, gid = self.owner_ids() if uid is None or gid is None else (uid, gid)
         if uid != -1 and uid != st.st_uid:
             parts.append(f"owner {self._user(st.st_uid)} -> {self._user(uid)}")
         else:
@@ -567,18 +570,15 @@ class File(FilePredicts, Resource[FileParams], kind="file"):
         it) comes first; then its nearest managed ancestor directory, not every ancestor;
         a hard link's target comes before the link; then the managed user and group that
         own it (``user:NAME``, ``gid:N``...)."""
-        from convergent.resources.runas import needs
-
         own: tuple[str, ...] = (f"file:{self._path}",)
         if self.params.state == "hard" and self._target is not None:
             own += (f"file:{self._target}",)
+        if self.params.owner is None and self.params.group is None:
+            return (own, path_uids("file:", self._path))  # runas is not imported for this
+        from convergent.resources.runas import needs
+
         owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
         return (own, path_uids("file:", self._path), *owners)
-
-    absent_state, destroy_default = fileabsent.ABSENT_STATE, "remove"  # Destroyable
-
-    def absent(self, explicit: bool) -> Resource[FileParams] | None:
-        return fileabsent.form(self, explicit)  # its absent form for convergent destroy
 
     def record_reverse(self, ctx: Context, change: Change) -> None:
         """meta.reverse: keep how to undo the first change (later ones keep the first)."""

@@ -36,13 +36,7 @@ from convergent.resources.fswatch import FsWatcher
 if TYPE_CHECKING:
     from convergent.resources.predicted import Effects, View
 
-__all__ = ["ABSENT_STATE", "RemovedPath", "form"]
-
-ABSENT_STATE = (
-    "the file or link is removed (never what it points to), a directory only when empty "
-    "(with `destroy: remove`: with everything in it); a path reached through a symlink "
-    "is refused"
-)
+__all__ = ["RemovedPath", "form"]
 
 
 def form(resource: Resource[Any], explicit: bool) -> RemovedPath | None:

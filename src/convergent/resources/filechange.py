@@ -85,6 +85,8 @@ def absolute(field_name: str, path: str) -> str:
         raise ParamError(field_name, f"must be an absolute path (starting with /), got {path!r}")
     if "\0" in path:
         raise ParamError(field_name, "must not contain a NUL character")
+    if "//" not in path and "/." not in path and not path.endswith("/"):
+        return path  # no empty, "." or ".." component: already normal
     normal = os.path.normpath(path)
     if normal == path and path[1:2] != "/":  # normpath keeps a leading //
         return path  # the string the policy gave: no second copy per resource

@@ -35,6 +35,16 @@ _ONLY = {
     "parents": ("exists", "directory", "link", "hard"),
 }
 _DEFAULTS = {"replace": True}
+_STATES = ("exists", "absent", "directory", "link", "hard")
+# state -> the parameters that have no meaning with it, each with its unset value(s)
+_FOREIGN = {
+    state: tuple(
+        (name, (_DEFAULTS[name],) if name in _DEFAULTS else (None, False))
+        for name, states in _ONLY.items()
+        if state not in states
+    )
+    for state in _STATES
+}
 
 
 class FileParams(Params, frozen=True):
@@ -93,10 +103,9 @@ class FileParams(Params, frozen=True):
 
 def check_states(p: FileParams) -> None:
     """A parameter given with a state it has no meaning for is an error naming both."""
-    for name, states in _ONLY.items():
-        value = getattr(p, name)
-        unset = value == _DEFAULTS[name] if name in _DEFAULTS else value in (None, False)
-        if not unset and p.state not in states:
+    for name, unset in _FOREIGN[p.state]:
+        if getattr(p, name) not in unset:
+            states = _ONLY[name]
             raise ParamError(
                 name, f"has no meaning with state: {p.state} (only with {', '.join(states)})"
             )

@@ -24,7 +24,7 @@ import stat
 from typing import Any
 
 from convergent.errors import ResourceError
-from convergent.host import fs, posix
+from convergent.host import fs
 from convergent.resources.base import Change, Context
 from convergent.resources.filechange import FileChange
 from convergent.resources.predicted import Effects, Node, NodeKind, Uncertain, View
@@ -33,25 +33,7 @@ from convergent.resources.predicted import Effects, Node, NodeKind, Uncertain, V
 # file.py imports this module.
 File = Any
 
-__all__ = ["FilePredicts", "check_predicted", "predict"]
-
-
-class FilePredicts:
-    """The ``Predicts`` ability of ``file`` (a base of :class:`~convergent.resources.file.File`)."""
-
-    __slots__ = ()
-
-    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
-        """What it would leave at its path (see :func:`predict`)."""
-        return predict(self, change, view)
-
-    async def check_predicted(self, ctx: Context, view: View) -> Change | None:
-        """Its check through the predicted state (see :func:`check_predicted`)."""
-        try:
-            return check_predicted(self, ctx, view)
-        except (fs.PathRefused, posix.NoSuchName) as exc:
-            error: ResourceError = self.error(exc)  # type: ignore[attr-defined]
-            raise error from None
+__all__ = ["check_predicted", "predict"]
 
 
 def check_predicted(file: File, ctx: Context, view: View) -> FileChange | Change | None:
@@ -173,7 +155,7 @@ def _against(file: File, node: Node) -> FileChange | Change | None:
         return _change(
             file._link_change(f"link target {node.target} -> {file._target}", clear=True)
         )
-    if state == "exists" and file._wants_content():
+    if state == "exists" and (file._data is not None or file._source is not None):
         wanted = file._wanted()
         if node.content is None:
             raise Uncertain(f"{file.path} would be written by {node.by}, content not known")
