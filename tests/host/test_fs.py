@@ -227,6 +227,55 @@ def test_checks_in_one_pass_of_the_loop_share_their_directory_and_leak_nothing(
     assert after == before
 
 
+def test_a_pass_of_checks_in_many_directories_holds_few_descriptors(tmp_path: Path) -> None:
+    """A first pass starts 512 checks in one turn of the loop: were every directory kept,
+    files in as many directories would take the agent to its descriptor limit (1,024 by
+    default). At most ``fs._PASS_MAX`` are held; the checks beyond still read right."""
+    import asyncio
+
+    dirs = [tmp_path / f"d{i}" for i in range(200)]
+    for d in dirs:
+        d.mkdir()
+        (d / "f").write_text(d.name)
+
+    def held() -> int:
+        return sum(_open_fds(d) for d in dirs)
+
+    async def one_pass() -> tuple[list[bytes | None], int, int]:
+        await asyncio.sleep(0)
+        read = []
+        for d in dirs:
+            with fs.locate(str(d / "f"), check=True) as at:
+                read.append(fs.read_if_regular(at)[0])
+        during = held()
+        await asyncio.sleep(0)
+        return read, during, held()
+
+    read, during, after = asyncio.run(one_pass())
+    assert read == [d.name.encode() for d in dirs]
+    assert 0 < during <= fs._PASS_MAX
+    assert after == 0
+
+
+def test_a_directory_found_again_in_the_pass_carries_its_owner(tmp_path: Path) -> None:
+    """Every check of a pass sees the parent's real owner (the hard-link rule and the
+    owner checks read it), also when the directory comes from the pass's cache."""
+    import asyncio
+
+    for name in ("a", "b"):
+        (tmp_path / name).write_text(name)
+
+    async def one_pass() -> list[int]:
+        await asyncio.sleep(0)
+        owners = []
+        for name in ("a", "b", "a"):
+            with fs.locate(str(tmp_path / name), check=True) as at:
+                owners.append(at.owner)
+        return owners
+
+    assert asyncio.run(one_pass()) == [tmp_path.stat().st_uid] * 3
+
+
 def test_outside_a_running_loop_a_check_keeps_nothing(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with fs.locate(str(tmp_path / "f"), check=True) as at:

@@ -79,6 +79,7 @@ _KIND_NAMES = {
 _known: dict[str, tuple[tuple[int, int], bytes]] = {}
 _KNOWN_MAX = 4096
 # directory path -> (fd, (dev, ino), owner): found by checks during this pass of the loop
+_PASS_MAX = 32  # directories kept for one pass's checks (each a descriptor held open)
 _this_pass: dict[str, tuple[int, tuple[int, int], int]] = {}
 _pass_loop: list[Any] = [None]  # the loop whose pass _this_pass belongs to
 _umask: list[int] = []
@@ -210,13 +211,16 @@ def _remember(parent: str, fd: int, ident: tuple[int, int], owner: int) -> None:
     """Keep a ``dup`` of the directory ``fd`` (found by :func:`locate`'s rules) for the
     checks of this pass of the running loop; dropped when the loop next turns."""
     loop = _running_loop()
-    if loop is None or len(_this_pass) >= _KNOWN_MAX:
+    if loop is None:
         return
-    owner = _pass_loop[0]
-    if owner is not loop:
-        if getattr(owner, "_thread_id", None) not in (None, _thread.get_ident()):
+    current = _pass_loop[0]
+    if current is not loop:
+        if getattr(current, "_thread_id", None) not in (None, _thread.get_ident()):
             return  # another thread's loop is in its pass: its directories stay its own
         _end_pass()  # left by a loop that no longer runs
+    if len(_this_pass) >= _PASS_MAX:
+        return  # held descriptors stay few: 512 first checks in as many directories in
+        # one pass must not take the agent to its descriptor limit
     if not _this_pass:
         _pass_loop[0] = loop
         loop.call_soon(_end_pass)

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import enum
 import json
-import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from convergent.world import http1
 
 if TYPE_CHECKING:
     import ssl
@@ -58,9 +58,6 @@ __all__ = [
 
 CONNECT_TIMEOUT = 2.0  # seconds a TCP (and TLS) connection may take to open
 IDLE_KEPT = 4  # idle connections kept per endpoint
-MAX_BODY = 256 * 1024 * 1024  # bytes of one answer at most (a whole prefix read)
-_KEEPALIVE = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3))
-_USER_TIMEOUT_MS = 8000
 
 
 # gRPC's status codes (0-16, in order): the gateway's errors carry them as ``code``
@@ -220,68 +217,6 @@ def _transport(exc: BaseException, endpoint: str) -> HttpRpcError:
     return HttpRpcError(StatusCode.UNAVAILABLE, f"{endpoint}: {exc}")
 
 
-def _tune(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in _KEEPALIVE:
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-        if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, _USER_TIMEOUT_MS)
-
-
-async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
-    """The status and headers (names lower case) of an answer."""
-    raw = await reader.readuntil(b"\r\n\r\n")
-    lines = raw.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise ConnectionError(f"not an HTTP answer: {lines[0][:80]!r}")
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
-
-
-async def _chunk(reader: asyncio.StreamReader) -> bytes:
-    """The next chunk of a chunked body (b"" at its end)."""
-    size_line = await reader.readuntil(b"\r\n")
-    size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-    if size > MAX_BODY:
-        raise ConnectionError(f"a chunk of {size} bytes")
-    data = await reader.readexactly(size + 2) if size else b""
-    if not size:
-        await reader.readuntil(b"\r\n")  # no trailers from etcd: the final empty line
-    return data[:-2]
-
-
-async def _body(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> tuple[bytes, bool]:
-    """The whole body of an answer, and whether the connection may serve another."""
-    again = headers.get(b"connection", b"").lower() != b"close"
-    length = headers.get(b"content-length")
-    if length is not None:
-        size = int(length)
-        if size > MAX_BODY:
-            raise ConnectionError(f"an answer of {size} bytes")
-        return await reader.readexactly(size), again
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        parts = []
-        while chunk := await _chunk(reader):
-            parts.append(chunk)
-        return b"".join(parts), again
-    parts = []  # neither: the body ends with the connection
-    while chunk := await reader.read(1 << 16):
-        parts.append(chunk)
-        if sum(map(len, parts)) > MAX_BODY:
-            raise ConnectionError("an answer past the size limit")
-    return b"".join(parts), False
-
-
 class HttpWire:
     """The gateway's wire: what :mod:`convergent.world.etcd` needs of it."""
 
@@ -368,7 +303,7 @@ class HttpConnection:
                 )
         except (OSError, TimeoutError) as exc:
             raise _transport(exc, self.endpoint) from None
-        _tune(writer)
+        http1.tune(writer)
         self._open.add(writer)
         return reader, writer
 
@@ -430,12 +365,12 @@ class HttpConnection:
                 async with asyncio.timeout(bound):
                     reader, writer = self._idle.pop() if reused else await self.dial()
                     writer.write(message)
-                    status, headers = await _head(reader)
-                    data, again = await _body(reader, headers)
+                    status, headers = await http1.head(reader)
+                    data, again = await http1.body(reader, headers)
             except (OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
                 if writer is not None:
                     self._drop(writer)
-                if reused and not isinstance(exc, TimeoutError):
+                if reused and http1.unanswered(exc):
                     continue  # the member closed an idle connection: once more, anew
                 raise _transport(exc, self.endpoint) from None
             except BaseException:
@@ -547,13 +482,13 @@ class _Stream:
         try:
             if not self._began:
                 self._began = True
-                status, headers = await _head(reader)
+                status, headers = await http1.head(reader)
                 if status != 200:
-                    data, _ = await _body(reader, headers)
+                    data, _ = await http1.body(reader, headers)
                     raise _error(data, status)
                 self._chunked = headers.get(b"transfer-encoding", b"").lower() == b"chunked"
             while b"\n" not in self._buffer:
-                more = await _chunk(reader) if self._chunked else await reader.read(1 << 16)
+                more = await http1.chunk(reader) if self._chunked else await reader.read(1 << 16)
                 if not more:
                     self._done = True
                     self.cancel()
@@ -568,7 +503,11 @@ class _Stream:
             self.cancel()
             raise _transport(exc, self._conn.endpoint) from None
         line, _, self._buffer = self._buffer.partition(b"\n")
-        said = json.loads(line)
+        try:
+            said = json.loads(line)
+        except ValueError as exc:  # a line cut off where the stream ended
+            self.cancel()
+            raise _transport(exc, self._conn.endpoint) from None
         if "error" in said:
             self.cancel()
             raise _error(line, 200)
