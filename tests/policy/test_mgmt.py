@@ -97,7 +97,7 @@ def test_what_convergent_cannot_honour_is_each_named_at_its_line() -> None:
         (11, "exec[exec2]", "mgmt user: running commands as another user is not supported"),
         (17, "exec[exec4]", "mgmt meta parameter 'realize' is not supported by convergent yet"),
         (18, None, "mgmt kind 'augeas' is not supported by convergent"),
-        (21, None, "mgmt 'remote:' is not supported by convergent yet"),
+        (21, None, "mgmt 'remote:' names the host this graph is for: `convergent run FILE`"),
         (27, None, "edge 'e1': no resource exec[exec9] in this policy"),
     ]
     assert len(found) == len(expected), "\n".join(str(p) for p in info.value.problems)

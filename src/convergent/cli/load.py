@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from convergent.policy.vars import Inputs
     from convergent.resources.base import Resource
 
-__all__ = ["load_graph"]
+__all__ = ["load_graph", "remote_key"]
 
 
 def _say(message: str) -> None:
@@ -65,3 +65,20 @@ def load_graph(file: str, inputs: Inputs | None = None) -> Graph[Resource[Any]] 
         _say(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8")
         return None
     return graph
+
+
+def remote_key(path: str) -> str | None:
+    """The URL of the policy's top-level ``remote:`` (an mgmt graph that names the host
+    it is for), or None: such a file goes to that host (``cli/remote.py``)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return None
+    if "remote:" not in text:
+        return None
+    for line in text.split("\n"):
+        if line.startswith("remote:"):
+            value = line[len("remote:") :].split(" #", 1)[0].strip().strip("'\"")
+            return value or None
+    return None

@@ -113,32 +113,23 @@ def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], i
 
 def names_remote(path: str) -> bool:
     """Whether the policy at ``path`` names its host (a top-level ``remote:``)."""
-    return _remote_key(path) is not None
+    from convergent.cli.load import remote_key
+
+    return remote_key(path) is not None
 
 
 def remote_files(files: list[str]) -> list[tuple[str, str]] | None:
     """(policy file, the URL its top-level ``remote:`` names) for mgmt graphs that name
     their host; None when a file names none."""
+    from convergent.cli.load import remote_key
+
     found = []
     for path in files:
-        url = _remote_key(path)
+        url = remote_key(path)
         if url is None:
             return None
         found.append((path, url))
     return found
-
-
-def _remote_key(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except OSError:
-        return None
-    for line in text.split("\n"):
-        if line.startswith("remote:"):
-            value = line[len("remote:") :].split(" #", 1)[0].strip().strip("'\"")
-            return value or None
-    return None
 
 
 def _assignments(args: argparse.Namespace) -> list[Assignment]:

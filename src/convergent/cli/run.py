@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from convergent.cli.load import load_graph
+from convergent.cli.load import load_graph, remote_key
 from convergent.errors import ConvergentError
 from convergent.render import JsonRenderer, TextRenderer, say
 
@@ -59,7 +59,7 @@ CLUSTER_OPTIONS = (
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
-    if getattr(args, "remote", None) or getattr(args, "more_files", None) or _remote(args.file):
+    if getattr(args, "remote", None) or getattr(args, "more_files", None) or remote_key(args.file):
         from convergent.cli.remote import remote_command  # the policy goes to other hosts
 
         return remote_command(args)
@@ -172,16 +172,6 @@ def run_command(args: argparse.Namespace) -> int:
     if args.noop:
         renderer.noop_summary(NOTHING_CHANGED)
     return result.exit_code or observer.code
-
-
-def _remote(path: str) -> bool:
-    """Whether ``path`` is a graph for another host (a top-level ``remote: ssh://``)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
-    except OSError:
-        return False
-    return b"\nremote:" in head or head.startswith(b"remote:")
 
 
 async def run_with_signals(

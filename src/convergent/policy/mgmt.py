@@ -201,7 +201,8 @@ def read_mgmt(root: Node, values: Values) -> tuple[list[Entry], list[Link], tupl
         elif key == "remote" and not _zero(values.value(value_node)):
             problems.at(
                 key_node,
-                f"mgmt '{key}:' is not supported by convergent yet; remove it",
+                f"mgmt '{key}:' names the host this graph is for: `convergent run FILE` "
+                "sends it there; to apply it on this host, remove the line",
             )
     graph_node = top["graph"][1]
     if not is_scalar(graph_node) or not values.text(graph_node).strip() or is_null(graph_node):
