@@ -1,4 +1,6 @@
-"""Loading a policy for a command: every problem goes to stderr, the caller gets a graph or None."""
+"""Loading a policy for a command: every problem goes to stderr, the caller gets a graph or None;
+and what a run's file and options say of where it runs (``remote_key``, ``CLUSTER_OPTIONS``),
+read by ``cli/run.py`` and ``cli/remote.py`` alike."""
 
 from __future__ import annotations
 
@@ -13,7 +15,21 @@ if TYPE_CHECKING:
     from convergent.policy.vars import Inputs
     from convergent.resources.base import Resource
 
-__all__ = ["load_graph", "remote_key"]
+__all__ = ["CLUSTER_OPTIONS", "load_graph", "remote_key"]
+
+#: The options that put a run in a cluster (cli/cluster.py reads them); without any of
+#: them the run is this host's alone and imports nothing of the cluster's. A remote run
+#: makes its own world and refuses them.
+CLUSTER_OPTIONS = (
+    "cluster",
+    "initial_cluster",
+    "seeds",
+    "etcd_endpoints",
+    "client_urls",
+    "peer_urls",
+    "insecure",
+    "join_token",
+)
 
 
 def _say(message: str) -> None:

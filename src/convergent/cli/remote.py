@@ -32,18 +32,6 @@ __all__ = [
 ]
 
 SHARING = frozenset({"kv", "value", "world"})  # kinds that talk to the world
-#: The run options that choose a world (cli/run.py's CLUSTER_OPTIONS): a remote run makes
-#: its own.
-CLUSTER_OPTIONS = (
-    "cluster",
-    "initial_cluster",
-    "seeds",
-    "etcd_endpoints",
-    "client_urls",
-    "peer_urls",
-    "insecure",
-    "join_token",
-)
 
 
 def add_remote_options(run: argparse.ArgumentParser, *, count: Callable[[str], int]) -> None:
@@ -137,6 +125,8 @@ def _assignments(args: argparse.Namespace) -> list[Assignment]:
     from convergent.remote.urls import RemoteError, Target, parse_targets
 
     files = [args.file, *(getattr(args, "more_files", None) or ())]
+    from convergent.cli.load import CLUSTER_OPTIONS
+
     clashing = [f"--{o.replace('_', '-')}" for o in CLUSTER_OPTIONS if getattr(args, o, None)]
     if clashing or getattr(args, "hostname", None):
         given = ", ".join(clashing + (["--hostname"] if getattr(args, "hostname", None) else []))

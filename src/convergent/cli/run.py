@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from convergent.cli.load import load_graph, remote_key
+from convergent.cli.load import CLUSTER_OPTIONS, load_graph, remote_key
 from convergent.errors import ConvergentError
 from convergent.render import JsonRenderer, TextRenderer, say
 
@@ -43,18 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["run_command", "run_with_signals"]
 
 NOTHING_CHANGED = "nothing was changed"
-#: The options that put a run in a cluster (cli/cluster.py reads them); without any of
-#: them the run is this host's alone and imports nothing of the cluster's.
-CLUSTER_OPTIONS = (
-    "cluster",
-    "initial_cluster",
-    "seeds",
-    "etcd_endpoints",
-    "client_urls",
-    "peer_urls",
-    "insecure",
-    "join_token",
-)
 
 
 def run_command(args: argparse.Namespace) -> int:
