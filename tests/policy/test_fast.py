@@ -21,7 +21,7 @@ assert Widget.kind == "widget"  # registered: the fast path finds custom kinds t
 def _shape(graph: Graph[Resource[Any]]) -> list[Any]:
     """Everything a graph says: vertices in order (kind, name, params, meta), edges."""
     vertices = [(type(r), r.kind, r.name, r.params, r.meta) for r in graph.vertices.values()]
-    return [vertices, sorted((e.source, e.target, e.notify) for e in graph.edges())]
+    return [vertices, sorted((e.source, e.target, e.notify) for e in graph.edges()), graph.collect]
 
 
 def _both(text: str) -> Graph[Resource[Any]]:
@@ -82,6 +82,33 @@ PLAIN = [
         cmd: ["true"]
         require: ["exec[b]", "exec[a]"]
     """,
+    # the exchange benchmark's agents (W9b): meta as a flow mapping, collect with a pattern
+    """
+    resources:
+      - file: /srv/x/h01/
+        state: directory
+      - file: h01-0
+        path: /srv/x/h01/h01-0
+        content: "h01 0\\n"
+        meta: {export: true}
+    collect:
+      - kind: file
+        pattern: /srv/x/h01/
+    """,
+    # collect first, meta with numbers, text and false, entries at column 0
+    """
+    collect:
+    - kind: file
+      pattern: "/srv/in/"
+    - pattern: /srv/other/
+      kind: noop
+    resources:
+    - noop: a
+      meta: {retry: 3, delay: 0, noop: false, destroy: "keep", wait_timeout: 120}
+    - noop: b
+      require: ["noop[a]"]
+      meta: {export: true}
+    """,
     # before and notify, single references, an edge named twice, a reference to a later entry
     """
     resources:
@@ -130,7 +157,33 @@ NOT_PLAIN = {
     "a flow list of single quotes": "resources:\n  - exec: a\n    cmd: ['make']\n",
     "a flow list as a name": 'resources:\n  - noop: ["a"]\n',
     "a flow list for text": 'resources:\n  - file: /a\n    content: ["x"]\n',
-    "meta": "resources:\n  - noop: a\n    meta: {noop: true}\n",
+    "meta as a block mapping": "resources:\n  - noop: a\n    meta:\n      noop: true\n",
+    "meta with a list": 'resources:\n  - noop: a\n    meta: {export: ["b"]}\n',
+    "meta with a bool word": "resources:\n  - noop: a\n    meta: {noop: yes}\n",
+    "meta with a plain word": "resources:\n  - noop: a\n    meta: {destroy: keep}\n",
+    "meta with an octal number": "resources:\n  - noop: a\n    meta: {retry: 010}\n",
+    "meta with a key twice": "resources:\n  - noop: a\n    meta: {retry: 1, retry: 2}\n",
+    "meta twice": "resources:\n  - noop: a\n    meta: {retry: 1}\n    meta: {delay: 1}\n",
+    "meta without spaces": "resources:\n  - noop: a\n    meta: {retry:1}\n",
+    "a flow mapping as a parameter": "resources:\n  - file: /a\n    content: {a: 1}\n",
+    "an unknown meta key": "resources:\n  - noop: a\n    meta: {retyr: 1}\n",
+    "collect with where": (
+        "resources:\n  - noop: a\ncollect:\n  - kind: file\n    where: {paths: [/srv/]}\n"
+    ),
+    "collect without a pattern": "resources:\n  - noop: a\ncollect:\n  - kind: file\n",
+    "collect of an unknown kind": (
+        "resources:\n  - noop: a\ncollect:\n  - kind: flie\n    pattern: /srv/\n"
+    ),
+    "collect with a relative pattern": (
+        "resources:\n  - noop: a\ncollect:\n  - kind: file\n    pattern: srv/\n"
+    ),
+    "collect twice": (
+        "resources:\n  - noop: a\ncollect:\n  - kind: file\n    pattern: /a/\n"
+        "collect:\n  - kind: file\n    pattern: /b/\n"
+    ),
+    "resources twice": "resources:\n  - noop: a\nresources:\n  - noop: b\n",
+    "only collect": "collect:\n  - kind: file\n    pattern: /a/\n",
+    "an empty collect": "resources:\n  - noop: a\ncollect:\n",
     "a flow list": "resources:\n  - exec: a\n    cmd: [make]\n",
     "a number": "resources:\n  - widget: a\n    path: /a\n    count: 3\n",
     "a bool word": "resources:\n  - widget: a\n    path: /a\n    state: on\n",
@@ -196,6 +249,22 @@ def _quoted(value: str, style: int) -> str:
     return value  # plain: the fast path takes it only when YAML reads it as text
 
 
+_METAS = (
+    "{noop: true}",
+    "{retry: 010}",
+    "{retry: 3, delay: 0}",
+    "{export: true}",
+    "{noop: yes}",
+    "{retry:1}",
+    '{destroy: "keep"}',
+    "{destroy: keep}",
+    '{destroy: "k\\"e"}',
+    "{a: 1}",
+    "{noop: true, noop: false}",
+    "{wait_timeout: 999999999}",
+)
+
+
 def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> None:
     import random
 
@@ -219,7 +288,12 @@ def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> 
                 elif key == "state":
                     value = rng.choice(("exists", "absent", "directory", value))
                 lines.append(" " * (dash + 2) + f"{key}: {_quoted(value, rng.randint(0, 2))}")
+            if rng.random() < 0.3:
+                lines.append(" " * (dash + 2) + "meta: " + rng.choice(_METAS))
             lines.append(rng.choice(("", "  # note", "")))
+        if rng.random() < 0.2:
+            lines += ["collect:", f"  - kind: {rng.choice(('file', 'noop', 'flie'))}"]
+            lines.append(f"    pattern: {rng.choice(('/srv/in/', 'srv/', '/srv/in'))}")
         if rng.random() < 0.05:
             lines.append(rng.choice(("vars: {a: 1}", "include: []", "classes: {}")))
         text = "\n".join(lines) + "\n"

@@ -11,20 +11,31 @@ double-quoted strings; ``require``/``before``/``notify`` name other entries::
       - exec: reload
         cmd: ["/bin/sh", "-c", "make reload"]
         require: ["file[/srv/f0001]"]
+      - file: h01-0
+        path: /srv/x/h01/h01-0
+        meta: {export: true}
+    collect:
+      - kind: file
+        pattern: /srv/x/h01/
+
+A ``meta`` is read when it is a one-line flow mapping of word keys whose values are
+``true``, ``false``, a decimal number or double-quoted text; a top-level ``collect:``
+when its entries are ``kind`` and mgmt's ``pattern`` only.
 
 :func:`load_plain` is a front end: it reads exactly that shape line by line into the
 entries and links every front end produces (:mod:`convergent.policy.entries`), with the
 locations of names and references, and hands them to the one builder,
 :func:`convergent.policy.build.build`. It returns None, and the loader takes the full
 path (libyaml nodes, every problem at its ``file:line:col``, its messages), as soon as
-anything is outside the shape or wrong in any way: another top-level key, a nested
-value, a flow list of anything but double-quoted strings (or an empty one, or one not
-written ``["a", "b"]``), an anchor, a tag, a comment after a value, a tab, a non-ASCII
+anything is outside the shape or wrong in any way: another top-level key (or one twice),
+a nested value (a ``where:``, a meta list, a number written otherwise), a flow list of
+anything but double-quoted strings (or an empty one, or one not written ``["a", "b"]``),
+an anchor, a tag, a comment after a value, a tab, a non-ASCII
 character, a line over 4,096 characters, an escape other than ``\\n \\t \\\\ \\"``, a
 plain word YAML would read as a bool or null, any syntax of the policy language
 (``{{``, ``{%``, ``{#`` anywhere; ``for_each``, ``if``, ``template``, ``destroy``; a
-top-level key other than ``resources``), a duplicate key, an entry key (``recv``,
-``meta``, an edge key) where an entry starts, ``recv`` or ``meta``, a malformed
+top-level key other than ``resources`` and ``collect``), a duplicate key, an entry key (``recv``,
+``meta``, an edge key) where an entry starts, ``recv``, ``meta`` as a block, a malformed
 reference, or any problem the builder finds (a duplicate resource, an unknown kind or
 parameter, a rejected value, an edge to no entry, a cycle). So the fast path never
 changes what a policy means or how a problem is reported; it only skips importing
@@ -40,6 +51,7 @@ from collections.abc import Iterator
 from sys import intern
 from typing import Any
 
+from convergent.graph.collect import Collect, normal_path
 from convergent.graph.core import Graph
 from convergent.graph.identity import format_id, parse_ref
 from convergent.policy.build import build
@@ -52,7 +64,7 @@ from convergent.policy.entries import (
     Problems,
     edge,
 )
-from convergent.resources.base import Resource
+from convergent.resources.base import Resource, get_kind
 
 __all__ = ["load_plain"]
 
@@ -62,14 +74,19 @@ __all__ = ["load_plain"]
 _CHARS = r'(?:[ !#-\[\]-~]|\\[nt\\"])*'  # inside double quotes
 _DOUBLE = rf'"({_CHARS})"'
 _FLOW = rf'"{_CHARS}"(?:, "{_CHARS}")*'  # the strings of a flow list, "a", "b"
+# A flow mapping (meta only): word keys, values true, false, a decimal number or text.
+_SCALAR = rf'(?:true|false|0|[1-9][0-9]{{0,8}}|"{_CHARS}")'
+_MAP = rf"[a-z_][a-z0-9_]*: {_SCALAR}(?:, [a-z_][a-z0-9_]*: {_SCALAR})*"
 _LINE = re.compile(
     r"( *)(- )?([a-z_][a-z0-9_]*): "
     rf"(?:{_DOUBLE}"
     r"|'((?:[ -&(-~]|'')*)'"
     r"|([A-Za-z/][A-Za-z0-9_./-]*)"
-    rf"|\[({_FLOW})\]) *"
+    rf"|\[({_FLOW})\]"
+    rf"|\{{({_MAP})\}}) *"
 )
 _ITEM = re.compile(_DOUBLE)  # one string of a flow list
+_PAIR = re.compile(rf"([a-z_][a-z0-9_]*): (?:(true|false)|([0-9]+)|{_DOUBLE})")  # of a _MAP
 _COMMENT = re.compile(r" *#[ -~]*")  # a comment-only line (no control character)
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
@@ -88,6 +105,7 @@ _NESTED = ENTRY_KEY_NAMES - _EDGE_KEYS  # keys whose values are mappings: the fu
 _SHARED_LENGTH = 16  # parameter values this short are shared (modes, owners, states)
 _SHARED_KEPT = 1024  # distinct short values a load remembers to share
 _LANGUAGE = frozenset(("for_each", "if", "template"))  # the policy language's entry keys
+_SECTIONS = frozenset(("resources", "collect"))  # the top-level keys the fast path reads
 
 
 def _unescape(match: re.Match[str]) -> str:
@@ -107,30 +125,51 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     entry: Entry | None = None
     keys: set[str] = set()  # the keys the entry has
     shared: dict[str, str] = {}  # short values seen, to share one string between entries
-    top = dash = -1
+    dash = -1
+    section = ""  # the top-level key whose lines these are: resources or collect
+    seen: set[str] = set()
+    collect = _CollectReader()
     comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
     for number, line in enumerate(_lines(text), 1):
         if len(line) > _LONGEST:
             return None
-        start = line.lstrip(" ")[:1]
+        start = line[:1]
+        if start == " ":
+            start = line.lstrip(" ")[:1]
+        elif start and start not in "#-":  # a top-level key
+            section = line.rstrip(" ")[:-1]
+            if line.rstrip(" ")[-1:] != ":" or section not in _SECTIONS or section in seen:
+                return None
+            seen.add(section)
+            continue
         if not start:  # blank
             continue
         if start == "#":
             if comment(line) is None:
                 return None
             continue
-        if top < 0:
-            if line.rstrip(" ") != "resources:":
-                return None
-            top = 0
-            continue
+        if not section:
+            return None
         match = line_match(line)
         if match is None:
             return None
-        indent, item, key, double, single, plain, flow = match.groups()
+        if section == "collect":
+            if not collect.line(match):
+                return None
+            continue
+        indent, item, key, double, single, plain, flow, pairs = match.groups()
         key = intern(key)  # "file", "content": one string each, not one per entry
         value: Any
+        if pairs is not None:
+            if key != "meta" or item or entry is None or key in keys or len(indent) != dash + 2:
+                return None
+            meta = _meta(pairs)
+            if meta is None:
+                return None
+            keys.add(key)
+            entry.meta = meta
+            continue
         if double is not None:
             value = _text(double)
         elif flow is not None:
@@ -182,9 +221,67 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 if len(shared) < _SHARED_KEPT:
                     shared[value] = value
             entry.params[key] = value
-    if not entries:
+    if not entries or "resources" not in seen:
         return None
-    return build(entries, links, Problems(filename))  # None: the full path reports it
+    collects = collect.done() if "collect" in seen else ()
+    if collects is None:
+        return None
+    return build(entries, links, Problems(filename), collects)  # None: the full path reports
+
+
+def _meta(pairs: str) -> dict[str, Any] | None:
+    """The values of a meta flow mapping as YAML reads them, or None (a key twice, a key
+    YAML reads as a bool)."""
+    meta: dict[str, Any] = {}
+    for match in _PAIR.finditer(pairs):
+        key, word, number, double = match.groups()
+        if key in _NOT_TEXT or key in meta:
+            return None
+        meta[key] = word == "true" if word else int(number) if number else _text(double)
+    return meta
+
+
+class _CollectReader:
+    """The lines of a top-level ``collect:`` list in the plain shape: entries of ``kind``
+    and mgmt's ``pattern`` (a ``where`` mapping is the full path's)."""
+
+    __slots__ = ("dash", "found")
+
+    def __init__(self) -> None:
+        self.dash = -1
+        self.found: list[dict[str, str]] = []
+
+    def line(self, match: re.Match[str]) -> bool:
+        """Take one line; False when it is outside the shape."""
+        indent, item, key, double, plain = match.group(1, 2, 3, 4, 6)
+        value = _text(double) if double is not None else plain  # None: quoted otherwise
+        if value is None or key not in ("kind", "pattern") or plain in _NOT_TEXT:
+            return False
+        if item:
+            if self.dash < 0:
+                self.dash = len(indent)
+            elif len(indent) != self.dash:
+                return False
+            self.found.append({key: value})
+            return True
+        if not self.found or len(indent) != self.dash + 2 or key in self.found[-1]:
+            return False
+        self.found[-1][key] = value
+        return True
+
+    def done(self) -> tuple[Collect, ...] | None:
+        """The entries, or None when one would be a problem (the full path says which)."""
+        if not self.found:
+            return None
+        result = []
+        for entry in self.found:
+            kind, pattern = entry.get("kind"), entry.get("pattern")
+            if not kind or pattern is None or normal_path(pattern) is None:
+                return None
+            if get_kind(kind) is None:
+                return None
+            result.append(Collect(kind=kind, pattern=pattern))
+        return tuple(result)
 
 
 def _lines(text: str) -> Iterator[str]:
