@@ -285,6 +285,28 @@ def test_leased_keys_vanish_when_the_session_ends_and_durable_ones_stay(opener: 
     run(opener, body)
 
 
+def test_set_many_writes_every_item_and_a_watch_sees_each_however_many(
+    opener: Opener,
+) -> None:
+    async def body(world: World, other: World) -> None:
+        base = keys.host_key(world.hostname, "many") + "/"
+        items = {f"{base}{i:03d}": f"value {i}" for i in range(150)}  # over one transaction
+        seen = Seen()
+        unsubscribe = await other.watch(base, seen, prefix=True)
+        try:
+            await world.set_many(items, lease=True)
+            await world.set_many({f"{base}000": "durable"})
+            got = await seen.until((f"{base}000", "durable"))
+            assert {k: v for k, v in got[:-1] if v != "durable"} == items
+        finally:
+            unsubscribe()
+        assert await other.get_prefix(base) == {**items, f"{base}000": "durable"}
+        await close(world)  # the leased ones go with the session, the durable one stays
+        assert await other.get_prefix(base) == {f"{base}000": "durable"}
+
+    run(opener, body)
+
+
 def test_a_lease_is_dropped_by_a_later_durable_write(opener: Opener) -> None:
     async def body(world: World, other: World) -> None:
         key = keys.host_key(world.hostname, "probe")

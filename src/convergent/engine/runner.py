@@ -514,9 +514,9 @@ class Engine:
             wanted = {}
         for key in sorted(collector.published.keys() - wanted.keys()):
             await world.delete(key)
-        for key, value in wanted.items():
-            if collector.published.get(key) != value:
-                await world.set(key, value, lease=True)
+        changed = {k: v for k, v in wanted.items() if collector.published.get(k) != v}
+        if changed:
+            await world.set_many(changed, lease=True)  # one revision: one wake for the others
         collector.published = wanted
         if base.collect or self._cluster:
             if not hosts.watching:

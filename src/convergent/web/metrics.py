@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -252,6 +252,9 @@ class MeteredWorld:
 
     async def set(self, key: str, value: str, *, lease: bool = False) -> None:
         await self._timed("set", self.world.set(key, value, lease=lease))
+
+    async def set_many(self, items: Mapping[str, str], *, lease: bool = False) -> None:
+        await self._timed("set", self.world.set_many(items, lease=lease))
 
     async def delete(self, key: str) -> None:
         await self._timed("delete", self.world.delete(key))

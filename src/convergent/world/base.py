@@ -14,6 +14,8 @@ each backend):
   (``aclose``) its leased keys are deleted, and when it dies they are gone within the
   world's TTL (the local world's session is the run: nothing leased outlives it). A
   later ``set`` of the key without ``lease`` makes it durable again.
+- ``set_many(items, lease=...)`` is ``set`` of each item; a backend may write them at
+  one revision (etcd: one transaction per 64 keys), so a watcher may get them together.
 - ``watch(key, callback, prefix=False)`` returns once the watch is in place: from then on
   every write of the key (with ``prefix=True``: of every key that starts with it) made
   by anyone, this process included, leads to ``callback(key, value)`` (value None for a
@@ -44,7 +46,7 @@ endpoints and says how to fix it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from convergent.errors import ConvergentError
@@ -77,6 +79,10 @@ class World(Protocol):
 
     async def set(self, key: str, value: str, *, lease: bool = False) -> None:
         """Write ``value`` under ``key``; with ``lease``, only for this agent's session."""
+        ...
+
+    async def set_many(self, items: Mapping[str, str], *, lease: bool = False) -> None:
+        """``set`` of every key and value of ``items``, at once where the backend can."""
         ...
 
     async def delete(self, key: str) -> None:

@@ -50,7 +50,7 @@ import contextlib
 import itertools
 import math
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from convergent.world import keys
@@ -61,6 +61,8 @@ __all__ = ["DEFAULT_TTL", "EtcdWorld", "Tls", "open_etcd_world"]
 
 DEFAULT_TTL = 10.0
 _T = TypeVar("_T")
+TXN_OPS = 64  # keys in one transaction of set_many (etcd's --max-txn-ops: 128 by default)
+TXN_BYTES = 256 * 1024  # and at most about this much (etcd's requests: 1.5 MiB at most)
 _BACKOFF_FIRST = 0.02  # seconds between rounds over every endpoint, doubling...
 _BACKOFF_MAX = 0.5  # ...up to this
 
@@ -379,6 +381,23 @@ class EtcdWorld:
 
         await self._call(f"write {key}", put, leased=lease and lease_id is None)
 
+    async def _put_many(self, items: list[tuple[str, str]], *, lease: bool) -> None:
+        """``items`` in one transaction: one revision, one watch event batch."""
+        rpc = self._need_wire().rpc
+
+        def txn(c: Connection) -> Any:
+            attached = self._lease if lease else 0
+            ops = [
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=k.encode(), value=v.encode(), lease=attached)
+                )
+                for k, v in items
+            ]
+            return c.kv.Txn(rpc.TxnRequest(success=ops), timeout=self.call_timeout)
+
+        more = f" and {len(items) - 1} more" if len(items) > 1 else ""
+        await self._call(f"write {items[0][0]}{more}", txn, leased=lease)
+
     async def _range(self, what: str, **request: Any) -> Any:
         rpc = self._need_wire().rpc
         return await self._call(
@@ -414,6 +433,22 @@ class EtcdWorld:
         else:
             self._leased.pop(key, None)
         await self._put(key, value, lease=lease)
+
+    async def set_many(self, items: Mapping[str, str], *, lease: bool = False) -> None:
+        for key, value in items.items():
+            if lease:
+                self._leased[key] = value
+            else:
+                self._leased.pop(key, None)
+        batch = list(items.items())
+        start = 0
+        while start < len(batch):  # etcd takes at most 128 operations in a transaction
+            size, end = 0, start
+            while end < len(batch) and end - start < TXN_OPS and size < TXN_BYTES:
+                size += len(batch[end][0]) + len(batch[end][1])
+                end += 1
+            await self._put_many(batch[start:end], lease=lease)
+            start = end
 
     async def delete(self, key: str) -> None:
         rpc = self._need_wire().rpc

@@ -143,12 +143,13 @@ class RangeRequest(Request):
 
 
 class _Rpc:
-    """``rpc.NameRequest(**fields)`` for every request of the v3 API."""
+    """``rpc.NameRequest(**fields)`` for every request of the v3 API (and ``RequestOp``,
+    a transaction's operation)."""
 
     RangeRequest = RangeRequest
 
     def __getattr__(self, name: str) -> type[Request]:
-        if name.endswith("Request"):
+        if name.endswith("Request") or name == "RequestOp":
             return Request
         raise AttributeError(name)
 
@@ -163,6 +164,7 @@ def _json_default(value: object) -> str:
 _PATHS: dict[str, tuple[str, bool]] = {
     "Range": ("/v3/kv/range", False),
     "Put": ("/v3/kv/put", False),
+    "Txn": ("/v3/kv/txn", False),
     "DeleteRange": ("/v3/kv/deleterange", False),
     "LeaseGrant": ("/v3/lease/grant", False),
     "LeaseRevoke": ("/v3/lease/revoke", False),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from convergent.world import keys
@@ -96,6 +96,10 @@ class LocalWorld:
         else:
             self._leased.pop(key, None)
             self._write(key, value)
+
+    async def set_many(self, items: Mapping[str, str], *, lease: bool = False) -> None:
+        for key, value in items.items():
+            await self.set(key, value, lease=lease)
 
     async def delete(self, key: str) -> None:
         self._leased.pop(key, None)
