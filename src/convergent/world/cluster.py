@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from convergent.errors import ConvergentError
 from convergent.world.gateway import (
@@ -80,14 +80,13 @@ TIMING = "CONVERGENT_ETCD_TIMING"  # "HEARTBEAT_MS,ELECTION_MS" (etcd's own: 100
 INSTALL = "apt-get install etcd-server"
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(msgspec.Struct, frozen=True):
     """How a run finds its world (see the module's docstring)."""
 
     hostname: str
     state_dir: str
     member: bool = False
-    initial_cluster: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    initial_cluster: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     client_urls: tuple[str, ...] = ()
     peer_urls: tuple[str, ...] = ()
     seeds: tuple[str, ...] = ()
@@ -97,8 +96,7 @@ class ClusterConfig:
     ready_timeout: float = READY_TIMEOUT
 
 
-@dataclass(frozen=True)
-class MemberSpec:
+class MemberSpec(msgspec.Struct, frozen=True):
     """One etcd member: its name, data, URLs, the initial cluster and its TLS files."""
 
     name: str
@@ -242,7 +240,7 @@ class Member:
             self._asking = asyncio.get_running_loop().create_task(self._ask())
         _, _, text = line.partition(": ")
         try:
-            entry = json.loads(text)
+            entry = msgspec.json.decode(text)
         except ValueError:
             return
         if not isinstance(entry, dict):

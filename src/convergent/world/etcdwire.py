@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from convergent.world.base import WorldError
 
@@ -60,8 +61,7 @@ _CHANNEL_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Tls:
+class Tls(msgspec.Struct, frozen=True):
     """TLS to the etcd members: ``ca`` checks their certificates; ``cert``/``key`` (PEM)
     are this agent's client certificate for mutual TLS; ``server_name`` is the name the
     members' certificates are checked against when it is not the endpoint's host."""

@@ -12,8 +12,9 @@ plaintext cluster needs none of it: it discovers on its world's own connection
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from convergent.errors import ConvergentError
 
@@ -73,12 +74,12 @@ def _request(
             connection.request("GET", path)
         else:
             headers = {"Content-Type": "application/json"}
-            connection.request("POST", path, json.dumps(body), headers)
+            connection.request("POST", path, msgspec.json.encode(body), headers)
         response = connection.getresponse()
         data = response.read(1 << 20)
         if response.status != 200:
             raise ClusterError(f"{url}{path}: etcd answered {response.status}: {data[:200]!r}")
-        return json.loads(data)
+        return msgspec.json.decode(data)
     except ssl.SSLCertVerificationError as exc:
         raise ClusterError(
             f"{url}: its certificate is not from our cluster CA ({tls.ca if tls else '-'}): "
