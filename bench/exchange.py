@@ -115,12 +115,13 @@ def spawn(url: str, host: str, policy: Path, state: Path) -> subprocess.Popen[by
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     # Under a profile: the statistics are written at exit (the agent leaves by os._exit
     # after running the atexit functions, so cProfile's own -o would never write them).
-    start = ["-m", "convergent"]
+    # The command users run (the venv's console script), as W1-W7 run it; -m if absent.
+    script = Path(sys.executable).parent / "convergent"
+    start = [str(script)] if script.exists() else [sys.executable, "-m", "convergent"]
     if host in PROFILE:
-        start = ["-c", _PROFILED.format(out=PROFILE[host])]
+        start = [sys.executable, "-c", _PROFILED.format(out=PROFILE[host])]
     return subprocess.Popen(
         [
-            sys.executable,
             *start,
             "run",
             str(policy),
@@ -160,6 +161,8 @@ async def converged_at(url: str, hosts: list[str], dirs: list[Path], files: int)
 
     def seen(key: str, value: str | None) -> None:
         split = split_host_key(key)
+        if split is not None and not done.is_set():
+            WRITES[split[1].partition("/")[0]] = WRITES.get(split[1].partition("/")[0], 0) + 1
         if split is None or split[1] != "converged" or split[0] not in wanted:
             return
         if value is None:
@@ -179,6 +182,9 @@ async def converged_at(url: str, hosts: list[str], dirs: list[Path], files: int)
         stop()
         await world.aclose()
     return at[0]
+
+
+WRITES: dict[str, int] = {}  # key kind (converged, exports, alive) -> writes seen up to the end
 
 
 def cpu_s(pid: int) -> float:
@@ -254,6 +260,7 @@ def w9b(base: Path, agents: int, exports: int) -> dict[str, float]:
             lines += ["collect:", "  - kind: file", f"    pattern: {base}/x/{host}/", ""]
             (base / f"{host}.yaml").write_text("\n".join(lines))
         watcher = asyncio.new_event_loop()
+        WRITES.clear()
         try:
             waiting = watcher.create_task(converged_at(url, hosts, dirs, agents * agents * exports))
             watcher.run_until_complete(asyncio.sleep(0.1))
@@ -267,6 +274,8 @@ def w9b(base: Path, agents: int, exports: int) -> dict[str, float]:
         finally:
             watcher.close()
         cpu = [cpu_s(p.pid) for p in procs]
+        if os.environ.get("W9_CPU"):
+            print("agents CPU s:", " ".join(f"{c:.2f}" for c in cpu), file=sys.stderr)
         etcd_cpu = cpu_s(etcd.pid) - etcd_before
         requests = etcd_requests(url) - before
         rss = [rss_kib(p.pid) / 1024 for p in procs]
@@ -385,7 +394,8 @@ def main() -> None:
             f"first start; {b['from_last']:.3f} s from the last; etcd {b['rate']:.0f} "
             f"requests/s ({b['requests']:,.0f}); RSS per agent median {b['rss_median']:.0f} "
             f"MiB; CPU of the busiest agent {b['cpu_max']:.2f} s; etcd's CPU meanwhile "
-            f"{b['etcd_cpu']:.1f} s |"
+            f"{b['etcd_cpu']:.1f} s; writes seen by a watcher until then: "
+            f"{', '.join(f'{k} {v:,}' for k, v in sorted(WRITES.items()))} |"
         )
         targets.append(
             f"| W9b full convergence, {args.agents} agents | < 5 s | {b['from_first']:.3f} s | "
