@@ -41,7 +41,7 @@ import msgspec
 
 from convergent.engine.report import Changed, ChangeText, Failed, Report, WouldChange
 from convergent.errors import GraphError, as_resource_error
-from convergent.graph.autoedge import AutoEdgeCache
+from convergent.graph.autoedge import AutoEdgeCache, copy_graph
 from convergent.graph.autogroup import GreedyGrouper
 from convergent.graph.core import Graph
 from convergent.resources.abilities import PlansReverse, RecordsReverse, Reversible
@@ -62,6 +62,7 @@ __all__ = [
     "record_reverse",
     "reverse",
     "same_graph",
+    "same_upstream",
     "upstream_members",
 ]
 
@@ -284,8 +285,18 @@ _NO_WORKERS: list[Worker] = []
 _NO_EDGES: list[tuple[Worker, bool]] = []
 
 
-def upstream_members(worker: Worker) -> frozenset[str]:
-    return frozenset(m.id for up in worker.upstream for m in up.members)
+def upstream_members(upstream: Sequence[Worker]) -> frozenset[str]:
+    """The member identities of the workers ``upstream``."""
+    return frozenset(m.id for up in upstream for m in up.members)
+
+
+def same_upstream(before: Sequence[Worker], after: Sequence[Worker]) -> bool:
+    """Whether a kept worker depends on the same members as before a swap: the same
+    worker objects (kept ones hold their resource, so their members), or lists that
+    name the same members."""
+    if len(before) == len(after) and all(a is b for a, b in zip(before, after, strict=True)):
+        return True
+    return upstream_members(before) == upstream_members(after)
 
 
 def link(plan: Plan, workers: Mapping[str, Worker], kept: bool) -> Graph[Resource[Any]]:
@@ -300,11 +311,10 @@ def link(plan: Plan, workers: Mapping[str, Worker], kept: bool) -> Graph[Resourc
         worker.link(upstream.get(vid, _NO_WORKERS), downstream.get(vid, _NO_EDGES))
     if not kept:
         return plan.graph
-    graph: Graph[Resource[Any]] = Graph()
-    for worker in workers.values():
-        graph.add(worker.resource)
-    for edge in plan.graph.edges():
-        graph.add_edge(edge.source, edge.target, notify=edge.notify)
+    # The plan's edges (frozen: shared), each vertex holding its worker's resource; no
+    # add() and add_edge() per vertex and edge at every swap of a large graph (W9b).
+    graph = copy_graph(plan.graph)
+    graph._vertices = {vid: worker.resource for vid, worker in workers.items()}
     return graph
 
 

@@ -25,7 +25,7 @@ from convergent.engine.changeover import (
     record_reverse,
     reverse,
     same_graph,
-    upstream_members,
+    same_upstream,
 )
 from convergent.engine.collect import Collector, local_part, uses_world
 from convergent.engine.convergence import Convergence, State
@@ -406,7 +406,7 @@ class Engine:
     def _adopt(self, plan: Plan, keep: dict[str, Worker]) -> dict[str, Worker]:
         """Make ``plan`` the running one: workers for its vertices (``keep``: the running
         ones that stay), wired along its edges. Returns the new workers, not started."""
-        before = {vid: upstream_members(w) for vid, w in keep.items()}
+        before = {vid: w.upstream for vid, w in keep.items()}  # link() puts new lists
         workers: dict[str, Worker] = {}
         new: dict[str, Worker] = {}
         for vid, payload in plan.graph.vertices.items():
@@ -427,7 +427,7 @@ class Engine:
         self.graph = link(plan, workers, kept=bool(keep))
         self._exchange.wire(plan, workers)
         for vid, worker in keep.items():
-            if upstream_members(worker) != before[vid]:
+            if not same_upstream(before[vid], worker.upstream):
                 worker.poke()  # what it depends on changed: check it again
             elif worker.dirty:
                 worker.nudge()  # an upstream it waited for may be gone
