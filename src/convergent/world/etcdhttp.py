@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import enum
 import sys
 from collections.abc import Sequence
@@ -447,6 +448,42 @@ class _KeepAlive:
         self._sent.clear()
 
 
+class _KeyValue(msgspec.Struct):
+    """A watch event's key and value (base64 in the JSON: bytes here)."""
+
+    key: bytes = b""
+    value: bytes = b""
+    mod_revision: int = 0
+
+
+class _Event(msgspec.Struct):
+    type: str = "PUT"  # etcd leaves out the default
+    kv: _KeyValue = msgspec.field(default_factory=_KeyValue)
+
+
+class _Header(msgspec.Struct):
+    revision: int = 0
+
+
+class _WatchAnswer(msgspec.Struct):
+    """One answer of a watch stream, read like its protobuf message (the fields the
+    world reads; int64s come as strings: decoded in lax mode)."""
+
+    header: _Header = msgspec.field(default_factory=_Header)
+    events: list[_Event] = msgspec.field(default_factory=list)
+    created: bool = False
+    canceled: bool = False
+    cancel_reason: str = ""
+    compact_revision: int = 0
+
+
+class _WatchLine(msgspec.Struct):
+    result: _WatchAnswer | None = None
+
+
+_WATCH = msgspec.json.Decoder(_WatchLine, strict=False)  # a watch answer without Message
+
+
 class _Stream:
     """A server stream (a watch) on a connection of its own."""
 
@@ -500,6 +537,10 @@ class _Stream:
             self.cancel()
             raise _transport(exc, self._conn.endpoint) from None
         line, _, self._buffer = self._buffer.partition(b"\n")
+        with contextlib.suppress(ValueError):  # an error, or a cut line: read as below
+            typed = _WATCH.decode(line).result
+            if typed is not None and not typed.canceled:
+                return typed
         try:
             said = msgspec.json.decode(line)
         except ValueError as exc:  # a line cut off where the stream ended
