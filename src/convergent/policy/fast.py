@@ -82,11 +82,14 @@ _LINE = re.compile(
     rf"(?:{_DOUBLE}"
     r"|'((?:[ -&(-~]|'')*)'"
     r"|([A-Za-z/][A-Za-z0-9_./-]*)"
-    rf"|\[({_FLOW})\]"
-    rf"|\{{({_MAP})\}}) *"
+    rf"|\[({_FLOW})\]) *"
 )
 _ITEM = re.compile(_DOUBLE)  # one string of a flow list
-_PAIR = re.compile(rf"([a-z_][a-z0-9_]*): (?:(true|false)|([0-9]+)|{_DOUBLE})")  # of a _MAP
+# The meta line and the pairs of its mapping: compiled at the first meta line a load
+# meets (a policy without one does not pay for them at start-up).
+_META_LINE = rf"( *)meta: \{{({_MAP})\}} *"
+_PAIR = rf"([a-z_][a-z0-9_]*): (?:(true|false)|([0-9]+)|{_DOUBLE})"
+_compiled: dict[str, re.Pattern[str]] = {}
 _COMMENT = re.compile(r" *#[ -~]*")  # a comment-only line (no control character)
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
@@ -153,23 +156,21 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             return None
         match = line_match(line)
         if match is None:
-            return None
+            if section != "resources" or "{" not in line:
+                return None
+            meta = _meta_line(line)
+            if meta is None or entry is None or "meta" in keys or meta[0] != dash + 2:
+                return None
+            keys.add("meta")
+            entry.meta = meta[1]
+            continue
         if section == "collect":
             if not collect.line(match):
                 return None
             continue
-        indent, item, key, double, single, plain, flow, pairs = match.groups()
+        indent, item, key, double, single, plain, flow = match.groups()
         key = intern(key)  # "file", "content": one string each, not one per entry
         value: Any
-        if pairs is not None:
-            if key != "meta" or item or entry is None or key in keys or len(indent) != dash + 2:
-                return None
-            meta = _meta(pairs)
-            if meta is None:
-                return None
-            keys.add(key)
-            entry.meta = meta
-            continue
         if double is not None:
             value = _text(double)
         elif flow is not None:
@@ -229,16 +230,26 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     return build(entries, links, Problems(filename), collects)  # None: the full path reports
 
 
-def _meta(pairs: str) -> dict[str, Any] | None:
-    """The values of a meta flow mapping as YAML reads them, or None (a key twice, a key
-    YAML reads as a bool)."""
+def _pattern(text: str) -> re.Pattern[str]:
+    found = _compiled.get(text)
+    if found is None:
+        found = _compiled[text] = re.compile(text)
+    return found
+
+
+def _meta_line(line: str) -> tuple[int, dict[str, Any]] | None:
+    """A ``meta: {...}`` line's indentation and values as YAML reads them, or None (not
+    that shape, a key twice, a key YAML reads as a bool)."""
+    match = _pattern(_META_LINE).fullmatch(line)
+    if match is None:
+        return None
     meta: dict[str, Any] = {}
-    for match in _PAIR.finditer(pairs):
-        key, word, number, double = match.groups()
+    for pair in _pattern(_PAIR).finditer(match.group(2)):
+        key, word, number, double = pair.groups()
         if key in _NOT_TEXT or key in meta:
             return None
         meta[key] = word == "true" if word else int(number) if number else _text(double)
-    return meta
+    return len(match.group(1)), meta
 
 
 class _CollectReader:
