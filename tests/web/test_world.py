@@ -1,26 +1,25 @@
 """The web view and the metrics of an agent that exchanges through a real etcd: host a
 collects what b exports. a's view labels each collected vertex with the host that
 exported it, marks what a exports, lists b (alive, converged) and forgets b when it
-stops; a's metrics count its round trips to etcd and the writes its watch reported.
-
-The host list has no event of its own on the stream: the test reads it again (bounded,
-every 50 ms) until b's converged key, published after b says it converged, reaches a.
+stops, each change of the list coming as a ``hosts`` event on the stream; a's metrics
+count its round trips to etcd and the writes its watch reported.
 """
 
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.agent import Agent
 from tests.etcd_support import etcd_member, require_etcd
 from tests.observe.test_metrics import _samples
-from tests.web.support import BOUND, WebAgent
+from tests.web.support import BOUND, WebAgent, sse_events, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -29,14 +28,22 @@ def _fast_etcd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVERGENT_ETCD_TIMING", "10,100")
 
 
-def _until(read: Callable[[], Any], holds: Callable[[Any], bool]) -> Any:
-    deadline = time.monotonic() + BOUND
-    while True:
-        found = read()
-        if holds(found):
-            return found
-        assert time.monotonic() < deadline, f"still {found}"
-        time.sleep(0.05)
+@contextmanager
+def _hosts_when(agent: WebAgent, holds: Callable[[Any], bool]) -> Iterator[Callable[[], Any]]:
+    """Inside: the stream of ``agent`` is open; ``wait()`` returns its host list once
+    ``holds`` is true of it: at once when ``/api/hosts``, read after the stream opened,
+    says so, else at the ``hosts`` event that does (the stream bounds the wait)."""
+    with httpx.stream("GET", agent.url + "api/events", timeout=BOUND) as response:
+        events = sse_events(response)
+
+        def wait() -> Any:
+            found = agent.get("/api/hosts").json()
+            if holds(found):
+                return found
+            _, data = wait_for(events, lambda name, data: name == "hosts" and holds(data))
+            return {"host": found["host"], **data}
+
+        yield wait
 
 
 def _policy(path: Path, out: Path, exported: str, collect: bool) -> Path:
@@ -83,10 +90,12 @@ def test_collected_vertices_name_their_host_and_other_hosts_are_listed(tmp_path:
                 assert data["exports"] == ["file[fa]"]
                 assert a.get("/api/vertices/file[fb]").json()["origin"] == "b"
 
-                hosts = _until(
-                    lambda: a.get("/api/hosts").json(),
-                    lambda found: found["hosts"] and found["hosts"][0]["converged"],
-                )
+                with _hosts_when(a, lambda found: bool(found["hosts"])) as wait:
+                    wait()  # b is listed (a read it from etcd at its start)
+                with _hosts_when(
+                    a, lambda found: found["hosts"] and found["hosts"][0]["converged"]
+                ) as wait:
+                    hosts = wait()
                 assert hosts == {
                     "host": "a",
                     "hosts": [{"name": "b", "alive": True, "converged": True, "exports": 1}],
@@ -101,9 +110,14 @@ def test_collected_vertices_name_their_host_and_other_hosts_are_listed(tmp_path:
                 assert before[("convergent_world_request_seconds_count", (("op", "set"),))] >= 2
                 assert before[("convergent_world_requests_total", (("op", "watch"),))] >= 1
 
-                b.send(signal.SIGTERM)
-                assert b.wait(BOUND) == 0
-                _until(lambda: a.get("/api/hosts").json()["hosts"], lambda found: found == [])
+                with httpx.stream("GET", a.url + "api/events", timeout=BOUND) as response:
+                    stream = sse_events(response)
+                    assert next(stream)[0] == "snapshot"  # subscribed: what follows is new
+                    assert a.get("/api/hosts").json()["hosts"]  # b is still listed
+                    b.send(signal.SIGTERM)
+                    assert b.wait(BOUND) == 0
+                    _, left = wait_for(stream, lambda n, data: n == "hosts" and not data["hosts"])
+                    assert left == {"hosts": [], "exports": ["file[fa]"]}
                 gone = a.get("/api/vertices").json()
                 assert "file[fb]" not in {v["id"] for v in gone["vertices"]}
                 after = _samples(url)

@@ -99,7 +99,7 @@ class Observed:
     it, never change it); ``hide(text)``: ``text`` with every secret the run knows hidden,
     as in its reports."""
 
-    __slots__ = ("_hosts", "_plan", "_workers", "hide", "listeners", "shown")
+    __slots__ = ("_hosts", "_plan", "_workers", "hide", "listeners", "shown", "world_listeners")
 
     def __init__(
         self,
@@ -113,6 +113,7 @@ class Observed:
         self._hosts = hosts
         self.hide: Callable[[str], str] = exchange.secrets.hide
         self.listeners: list[Listener] = []
+        self.world_listeners: list[Callable[[], None]] = []
         self.shown: dict[str, str] = {}  # vertex -> the last state told (while followed)
 
     @property
@@ -136,6 +137,24 @@ class Observed:
                 self.shown.clear()
 
         return unfollow
+
+    def add_world(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` whenever :meth:`world` would answer differently; returns
+        the function that stops it."""
+        self.world_listeners.append(listener)
+
+        def unfollow() -> None:
+            if listener in self.world_listeners:
+                self.world_listeners.remove(listener)
+
+        return unfollow
+
+    def world_changed(self) -> None:
+        """What the run sees of its world changed: every world listener learns it (one
+        that raises is ignored)."""
+        for listener in tuple(self.world_listeners):
+            with contextlib.suppress(Exception):
+                listener()
 
     def tell(self, vid: str, name: str) -> None:
         """Every listener learns that ``vid`` is now ``name`` (a listener that raises is

@@ -50,6 +50,7 @@ class Hosts:
         "exports_changed",
         "hostname",
         "loaded",
+        "seen_changed",
         "world",
     )
 
@@ -67,6 +68,9 @@ class Hosts:
         self._unwatch: Unsubscribe | None = None
         self._published: str | None = None
         self._touched: set[str] | None = None  # keys the watch told while the first read ran
+        # Called when what this agent sees of the others changed (alive, converged,
+        # exports): the observers' side (engine/follow.py), never the run's.
+        self.seen_changed: Callable[[], None] = _nothing
 
     @property
     def watching(self) -> bool:
@@ -93,6 +97,7 @@ class Hosts:
                 self._seen(key, value, first=True)
         self.loaded = True
         self.changed.set()
+        self.seen_changed()
 
     def stop(self) -> None:
         """Stop watching; what was seen of the others is forgotten."""
@@ -103,6 +108,7 @@ class Hosts:
         self.alive.clear()
         self.converged.clear()
         self.loaded = False
+        self.seen_changed()
 
     def _seen(self, key: str, value: str | None, first: bool = False) -> None:
         if not first and self._touched is not None:
@@ -118,8 +124,11 @@ class Hosts:
             else:
                 known.add(host)
             self.changed.set()
+            if not first:
+                self.seen_changed()
         elif rest.startswith(EXPORTS + "/") and self.collector.seen(key, value) and not first:
             self.exports_changed()
+            self.seen_changed()
 
     def everyone(self) -> bool:
         """Whether every other live agent has published that it is converged."""
@@ -138,6 +147,10 @@ class Hosts:
         if state != self._published:
             await self.world.set(converged_key(self.hostname), state, lease=True)
             self._published = state
+
+
+def _nothing() -> None:
+    pass
 
 
 async def everyone_long_enough(

@@ -244,6 +244,15 @@ class Engine:
     def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:
         return self.observe().add(listener)
 
+    def follow_world(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` whenever what the run sees of the other hosts changes (see
+        ``observe().world()``); returns the function that stops it."""
+        return self.observe().add_world(listener)
+
+    def _world_seen_changed(self) -> None:
+        if self.observed is not None:
+            self.observed.world_changed()
+
     def vertex_states(self) -> dict[str, str]:
         return self.observe().states()
 
@@ -507,6 +516,7 @@ class Engine:
                 mine = await world.get_prefix(host_key(world.hostname, EXPORTS) + "/")
                 collector.published = dict(mine)  # an agent before this one left some
             hosts = self._hosts = Hosts(world, collector, self._world_wake.set)
+            hosts.seen_changed = self._world_seen_changed
         collector = hosts.collector
         wanted = collector.wanted(base)
         if self.noop:  # nothing is published (published stays {}); collected as if it were

@@ -15,7 +15,9 @@ Routes:
   ids this host exports; both empty without a world.
 - ``/api/graph.svg``: the graph as the engine runs it (:mod:`convergent.web.svg`).
 - ``/api/events``: server-sent events: ``snapshot`` first (every vertex's state), then
-  ``state``, ``event``, ``graph`` (the graph changed: fetch it again), ``converged``.
+  ``state``, ``event``, ``graph`` (the graph changed: fetch it again), ``converged``,
+  ``hosts`` (what ``/api/hosts`` answers, whenever another host appears, leaves,
+  converges or changes its exports).
 
 Access: with a token (``--http-token``) every ``/api/`` request must carry it, as
 ``Authorization: Bearer TOKEN`` or the cookie ``convergent_token`` (compared in constant
@@ -172,16 +174,6 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
         data["events"] = list(view.events)
         return data
 
-    def seen_world() -> dict[str, Any]:
-        seen = engine.observe().world()
-        if seen is None:
-            return {"hosts": [], "exports": []}
-        hosts = [
-            {"name": h.name, "alive": h.alive, "converged": h.converged, "exports": h.exports}
-            for h in seen.hosts
-        ]
-        return {"hosts": hosts, "exports": list(seen.exports)}
-
     async def vertices(request: Request) -> Response:
         found = [vertex(vid) for vid in engine.observe().plan.graph.vertices]
         return _json(
@@ -191,12 +183,12 @@ def make_app(board: Board, token: str | None, hosts: frozenset[str]) -> _Guard:
                 "converged": board.converged,
                 "generation": board.generation,
                 "vertices": [v for v in found if v is not None],
-                **seen_world(),
+                **board.world(),
             }
         )
 
     async def hosts_of_world(request: Request) -> Response:
-        return _json({"host": hostname, **seen_world()})
+        return _json({"host": hostname, **board.world()})
 
     async def one(request: Request) -> Response:
         found = vertex(request.path_params["vid"])

@@ -102,12 +102,14 @@ class Board:
         self.converged = engine.converged
         self.subscribers: set[Subscriber] = set()
         self._unfollow = engine.follow_states(self.on_state)
+        self._unfollow_world = engine.follow_world(self.on_world)
         self._reporter = engine.reporter
         engine.reporter = self.on_report
 
     def close(self) -> None:
         """Stop following the engine; end every subscriber's stream."""
         self._unfollow()
+        self._unfollow_world()
         if self.engine.reporter == self.on_report:
             self.engine.reporter = self._reporter
         for subscriber in list(self.subscribers):
@@ -143,6 +145,12 @@ class Board:
             view.outcome = "blocked"
         self.converged = self.engine.converged
         self._send("state", {"id": vid, "converged": self.converged, **view.brief()})
+
+    def on_world(self) -> None:
+        """The other hosts changed (alive, converged, exports): a ``hosts`` event with
+        the list ``/api/hosts`` gives."""
+        if self.subscribers:
+            self._send("hosts", self.world())
 
     def on_report(self, report: Report) -> None:
         self._reporter(report)
@@ -197,6 +205,18 @@ class Board:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+
+    def world(self) -> dict[str, Any]:
+        """The other hosts of the world (name, alive, converged, exports) and this host's
+        exports (both empty without a world)."""
+        seen = self.engine.observe().world()
+        if seen is None:
+            return {"hosts": [], "exports": []}
+        hosts = [
+            {"name": h.name, "alive": h.alive, "converged": h.converged, "exports": h.exports}
+            for h in seen.hosts
+        ]
+        return {"hosts": hosts, "exports": list(seen.exports)}
 
     def snapshot(self) -> dict[str, Any]:
         """Every vertex's brief state (what a new stream starts with)."""

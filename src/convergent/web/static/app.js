@@ -227,6 +227,7 @@ function connect() {
     await loadVertices();
     await loadGraph();
   });
+  source.addEventListener("hosts", (message) => showWorld(JSON.parse(message.data)));
   source.addEventListener("converged", async () => {
     overall(true);
     showWorld(await api("/api/hosts"));
