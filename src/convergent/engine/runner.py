@@ -244,13 +244,8 @@ class Engine:
     def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:
         return self.observe().add(listener)
 
-    def follow_world(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener()`` whenever what the run sees of the other hosts changes (see
-        ``observe().world()``); returns the function that stops it."""
-        return self.observe().add_world(listener)
-
     def _world_seen_changed(self) -> None:
-        if self.observed is not None:
+        if self.observed is not None:  # observe().add_world(listener) follows the world
             self.observed.world_changed()
 
     def vertex_states(self) -> dict[str, str]:

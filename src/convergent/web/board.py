@@ -102,7 +102,7 @@ class Board:
         self.converged = engine.converged
         self.subscribers: set[Subscriber] = set()
         self._unfollow = engine.follow_states(self.on_state)
-        self._unfollow_world = engine.follow_world(self.on_world)
+        self._unfollow_world = engine.observe().add_world(self.on_world)
         self._reporter = engine.reporter
         engine.reporter = self.on_report
 

@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 
 from convergent.world import keys
 from convergent.world.base import Unsubscribe, WatchCallback, WorldError
+from convergent.world.etcdwatch import Watch, follow, opened
 from convergent.world.etcdwire import Connection, Tls, Wire, load_wire, prefix_end, text
 
 __all__ = ["DEFAULT_TTL", "EtcdWorld", "Tls", "open_etcd_world"]
@@ -65,18 +66,6 @@ TXN_OPS = 64  # keys in one transaction of set_many (etcd's --max-txn-ops: 128 b
 TXN_BYTES = 256 * 1024  # and at most about this much (etcd's requests: 1.5 MiB at most)
 _BACKOFF_FIRST = 0.02  # seconds between rounds over every endpoint, doubling...
 _BACKOFF_MAX = 0.5  # ...up to this
-
-
-class _Watch:
-    __slots__ = ("active", "callback", "key", "prefix", "revision", "task")
-
-    def __init__(self, key: str, callback: WatchCallback, prefix: bool) -> None:
-        self.key = key
-        self.callback = callback
-        self.prefix = prefix
-        self.active = True
-        self.revision = 0  # the next revision to deliver
-        self.task: asyncio.Task[None] | None = None
 
 
 class EtcdWorld:
@@ -115,7 +104,7 @@ class EtcdWorld:
         self._lease = 0
         self._leased: dict[str, str] = {}
         self._renewing = asyncio.Lock()
-        self._watches: set[_Watch] = set()
+        self._watches: set[Watch] = set()
         self._keepalive: asyncio.Task[None] | None = None
         self._token = os.urandom(8).hex()  # (secrets: ~3 ms of imports)
         self._lock_ids = itertools.count(1)
@@ -471,9 +460,9 @@ class EtcdWorld:
     async def watch(
         self, key: str, callback: WatchCallback, *, prefix: bool = False
     ) -> Unsubscribe:
-        watch = _Watch(key, callback, prefix)
-        conn, call = await self._call(f"watch {key}", lambda c: self._opened(c, watch))
-        watch.task = asyncio.create_task(self._follow(watch, conn, call), name=f"watch {key}")
+        watch = Watch(key, callback, prefix)
+        conn, call = await self._call(f"watch {key}", lambda c: opened(self, c, watch))
+        watch.task = asyncio.create_task(follow(self, watch, conn, call), name=f"watch {key}")
         self._watches.add(watch)
 
         def unsubscribe() -> None:
@@ -484,108 +473,6 @@ class EtcdWorld:
                     watch.task.cancel()
 
         return unsubscribe
-
-    async def _opened(self, conn: Connection, watch: _Watch) -> tuple[Connection, Any]:
-        return conn, await self._open_watch(conn, watch)
-
-    async def _open_watch(self, conn: Connection, watch: _Watch) -> Any:
-        """A watch stream on ``conn`` from ``watch.revision`` (0: from now), created."""
-        wire = self._need_wire()
-        rpc = wire.rpc
-        if watch.prefix:
-            start, end = prefix_end(watch.key)
-        else:
-            start, end = watch.key.encode(), b""
-        call = conn.watch.Watch(metadata=wire.require_leader)
-        try:
-            create = rpc.WatchCreateRequest(key=start, range_end=end, progress_notify=True)
-            if watch.revision:
-                create.start_revision = watch.revision
-            await call.write(rpc.WatchRequest(create_request=create))
-            async with asyncio.timeout(self.call_timeout):  # (see _keep_alive)
-                reply = await call.read()
-            if reply is wire.eof or not reply.created:
-                raise ConnectionError(f"etcd at {conn.endpoint} did not create the watch")
-            if reply.compact_revision:  # etcd no longer has what happened since: re-read
-                call.cancel()
-                await self._resync(watch, reply.compact_revision)
-                return await self._open_watch(conn, watch)
-            if reply.canceled:
-                raise WorldError(
-                    f"etcd at {conn.endpoint} refused to watch {watch.key}: {reply.cancel_reason}"
-                )
-            if not watch.revision:
-                watch.revision = reply.header.revision + 1
-            return call
-        except BaseException:
-            call.cancel()
-            raise
-
-    async def _resync(self, watch: _Watch, compacted: int) -> None:
-        """``watch.revision`` was compacted away: tell the current values, go on after."""
-        if watch.prefix:
-            start, end = prefix_end(watch.key)
-            reply = await self._range(f"read {watch.key}*", key=start, range_end=end)
-        else:
-            reply = await self._range(f"read {watch.key}", key=watch.key.encode())
-        watch.revision = max(compacted, reply.header.revision + 1)
-        for kv in reply.kvs:
-            self._tell(watch, text(kv.key), text(kv.value))
-
-    async def _follow(self, watch: _Watch, conn: Connection, call: Any) -> None:
-        """Deliver ``watch``'s events; reopen it on another endpoint when it breaks."""
-        wire = self._need_wire()
-        failures = 0
-        while watch.active:
-            try:
-                if call is None:
-                    conn = self._connection()
-                    call = await self._open_watch(conn, watch)
-                while watch.active:
-                    reply = await call.read()
-                    if reply is not wire.eof and reply.compact_revision:
-                        call.cancel()  # etcd no longer has what happened since: re-read
-                        call = None
-                        await self._resync(watch, reply.compact_revision)
-                        break
-                    if reply is wire.eof or reply.canceled:
-                        raise ConnectionError(
-                            f"the watch ended: {getattr(reply, 'cancel_reason', '')}"
-                        )
-                    failures = 0
-                    for event in reply.events:
-                        value = None if event.type == wire.delete else text(event.kv.value)
-                        self._tell(watch, text(event.kv.key), value)
-                    if reply.events:
-                        watch.revision = reply.events[-1].kv.mod_revision + 1
-                    else:  # progress: nothing up to the header's revision
-                        watch.revision = max(watch.revision, reply.header.revision + 1)
-            except asyncio.CancelledError:
-                if call is not None:
-                    call.cancel()
-                if not conn.dropped():
-                    raise
-                call = None  # its channel was closed: reopen it through the current one
-                failures += 1
-                await self._backoff(failures)
-            except Exception as exc:  # the stream broke: reopen it through another member
-                if call is not None:
-                    call.cancel()
-                self._unexpected(exc, f"the watch of {watch.key}")
-                call = None
-                failures += 1
-                self._rotate(conn)
-                await self._backoff(failures)
-
-    def _tell(self, watch: _Watch, key: str, value: str | None) -> None:
-        if not watch.active:
-            return
-        try:
-            watch.callback(key, value)
-        except Exception as exc:
-            asyncio.get_running_loop().call_exception_handler(
-                {"message": f"a world watch of {watch.key!r} raised", "exception": exc}
-            )
 
     def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
         from convergent.world.etcdlock import hold
