@@ -79,11 +79,10 @@ class Convergence:
     def recount(self, states: Iterable[State], *, report: bool = True) -> None:
         """Count every vertex's state again (after workers came or went)."""
         was = self.unsettled
-        unsettled = failed = blocked = 0
-        for state in states:
-            unsettled += state not in SETTLED
-            failed += state is State.FAILED
-            blocked += state is State.BLOCKED
+        every = list(states)  # list.count compares by identity first: no Python loop
+        failed = every.count(State.FAILED)
+        blocked = every.count(State.BLOCKED)
+        unsettled = len(every) - every.count(State.CLEAN) - failed - blocked
         self.unsettled = self.holds + unsettled
         self.failed = failed
         self.blocked = blocked
