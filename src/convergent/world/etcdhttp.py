@@ -415,8 +415,10 @@ class _Service:
             return lambda metadata=(): _Stream(conn, path, metadata)
 
         # named as gRPC's stubs name it: the world calls both wires alike
-        async def call(request: Request, timeout: float | None = None) -> Message:  # noqa: ASYNC109
+        async def call(request: Request, timeout: float | None = None) -> Any:  # noqa: ASYNC109
             data = await conn.post(path, request, timeout)
+            if method == "Range":
+                return _RANGE.decode(data)
             return Message(msgspec.json.decode(data))
 
         return call
@@ -453,6 +455,7 @@ class _KeyValue(msgspec.Struct):
 
     key: bytes = b""
     value: bytes = b""
+    create_revision: int = 0
     mod_revision: int = 0
 
 
@@ -481,7 +484,17 @@ class _WatchLine(msgspec.Struct):
     result: _WatchAnswer | None = None
 
 
+class _RangeAnswer(msgspec.Struct):
+    """A Range answer (a prefix read of every host's keys: ~600 of them in W9b)."""
+
+    header: _Header = msgspec.field(default_factory=_Header)
+    kvs: list[_KeyValue] = msgspec.field(default_factory=list)
+    count: int = 0
+    more: bool = False
+
+
 _WATCH = msgspec.json.Decoder(_WatchLine, strict=False)  # a watch answer without Message
+_RANGE = msgspec.json.Decoder(_RangeAnswer, strict=False)
 
 
 class _Stream:
