@@ -69,8 +69,10 @@ _LINE = re.compile(
     r"|([A-Za-z/][A-Za-z0-9_./-]*)"
     rf"|\[({_FLOW})\]) *"
 )
-_ITEM = re.compile(_DOUBLE)  # one string of a flow list
-_COMMENT = re.compile(r" *#[ -~]*")  # a comment-only line (no control character)
+# Compiled on first use (re caches them): a policy without flow lists or comment lines
+# does not pay for compiling them (0.7 M and 0.4 M instructions; _LINE is 2.8 M).
+_ITEM = _DOUBLE  # one string of a flow list
+_COMMENT = r" *#[ -~]*"  # a comment-only line (no control character)
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 # Plain words YAML 1.1 reads as bool or null (PyYAML's implicit resolvers): not text.
@@ -108,7 +110,6 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     keys: set[str] = set()  # the keys the entry has
     shared: dict[str, str] = {}  # short values seen, to share one string between entries
     top = dash = -1
-    comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
     for number, line in enumerate(_lines(text), 1):
         if len(line) > _LONGEST:
@@ -117,7 +118,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
         if not start:  # blank
             continue
         if start == "#":
-            if comment(line) is None:
+            if re.fullmatch(_COMMENT, line) is None:
                 return None
             continue
         if top < 0:
@@ -136,7 +137,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
         elif flow is not None:
             if item:
                 return None  # a list as a resource's name
-            value = [_text(m.group(1)) for m in _ITEM.finditer(flow)]
+            value = [_text(m.group(1)) for m in re.finditer(_ITEM, flow)]
         elif single is not None:
             value = single.replace("''", "'")
         elif plain in _NOT_TEXT:
@@ -210,5 +211,5 @@ def _refs(
     offset = match.start(7) + 1
     return [
         (text, Location(filename, number, offset + m.start()))
-        for text, m in zip(value, _ITEM.finditer(match.group(7)), strict=True)
+        for text, m in zip(value, re.finditer(_ITEM, match.group(7)), strict=True)
     ]
