@@ -84,8 +84,12 @@ _EPOLL_WAITS = {"232", "281"} if os.uname().machine == "x86_64" else {"22"}
 
 
 def _waits_in_epoll(tid: int) -> bool:
-    with open(f"/proc/self/task/{tid}/syscall") as f:
-        return f.read().split(" ", 1)[0] in _EPOLL_WAITS
+    """Whether thread ``tid`` sleeps in epoll_wait (True when the kernel does not say)."""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            return f.read().split(" ", 1)[0] in _EPOLL_WAITS
+    except OSError:
+        return True
 
 
 class SignalFromThreadOnConverged(TextRenderer):
