@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convergent.errors import PolicyError
 from convergent.graph.core import Graph
-from convergent.policy import load_policy_text
+from convergent.policy import fast, load_policy_text
 from convergent.policy.fast import load_plain
 from convergent.policy.loader import _load_yaml
 from convergent.resources.base import Resource
@@ -305,3 +308,37 @@ def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> 
         taken += 1
         assert _shape(fast) == _shape(_load_yaml(text, "p.yaml")), text
     assert taken > 80  # the comparison really ran on many policies
+
+
+# The line pattern as first written, one alternation per character: the specification
+# the faster spelling in policy/fast.py (runs of plain characters between escapes) must
+# match exactly, groups included.
+_SPEC_CHARS = r'(?:[ !#-\[\]-~]|\\[nt\\"])*'
+_SPEC_LINE = re.compile(
+    r"( *)(- )?([a-z_][a-z0-9_]*): "
+    rf'(?:"({_SPEC_CHARS})"'
+    r"|'((?:[ -&(-~]|'')*)'"
+    r"|([A-Za-z/][A-Za-z0-9_./-]*)"
+    rf'|\[("{_SPEC_CHARS}"(?:, "{_SPEC_CHARS}")*)\]) *'
+)
+_PIECES = st.sampled_from(
+    ["a", " ", '"', "\\", "n", "t", "'", "''", "[", "]", ", ", "#", "\x7f", "\x01", "é", "/"]
+)
+_BODIES = st.lists(_PIECES, max_size=14).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(body=_BODIES, other=_BODIES, shape=st.integers(0, 5))
+def test_the_line_pattern_reads_what_its_specification_reads(
+    body: str, other: str, shape: int
+) -> None:
+    line = [
+        f'  - file: "{body}"',
+        f"    content: '{body}'",
+        f'    cmd: ["{body}", "{other}"]',
+        f"    cmd: [{body}]",
+        f'    mode: "{body}"  ',
+        f"    state: {body}",
+    ][shape]
+    want, got = _SPEC_LINE.fullmatch(line), fast._LINE.fullmatch(line)
+    assert (want and want.groups()) == (got and got.groups())

@@ -27,6 +27,8 @@ from convergent.render import JsonRenderer, TextRenderer, say
 
 if TYPE_CHECKING:
     import argparse
+    import socket
+    from collections.abc import Callable
 
     from convergent.cli.notify import SystemdNotifier
     from convergent.cli.observe import Observer
@@ -246,8 +248,7 @@ async def run_with_signals(
         else:
             reporter.note(f"{sig.name}: this run ends when it converges; nothing to reload")
 
-    for sig in signals:
-        loop.add_signal_handler(sig, hangup if sig == signal.SIGHUP else stop, sig)
+    restore = _on_signals(loop, {sig: hangup if sig == signal.SIGHUP else stop for sig in signals})
     tasks: list[asyncio.Task[None]] = []
     if policy is not None and converged_timeout != 0:
         reload.follows = True
@@ -269,8 +270,63 @@ async def run_with_signals(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        restore()
+
+
+def _on_signals(
+    loop: asyncio.AbstractEventLoop,
+    handlers: dict[signal.Signals, Callable[[signal.Signals], None]],
+) -> Callable[[], None]:
+    """Run ``handlers[sig](sig)`` in ``loop`` when ``sig`` arrives, as
+    ``loop.add_signal_handler`` does; return what puts the previous handlers back.
+
+    ``add_signal_handler`` and ``remove_signal_handler`` each list every valid signal as
+    enum members (``signal.valid_signals()``): 4.6 M instructions for three signals, 1.5%
+    of a 10-file run. Here the Python handler only schedules the call in the loop; a
+    wake-up descriptor (unless the process has one) wakes the loop when the signal lands
+    on another thread, and system calls restart (``siginterrupt(sig, False)``) as with
+    asyncio's own handlers."""
+    import socket
+
+    def deliver(number: int, frame: object) -> None:
+        sig = signal.Signals(number)
+        loop.call_soon_threadsafe(handlers[sig], sig)
+
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    try:
+        previous_fd = signal.set_wakeup_fd(writer.fileno())
+    except ValueError as exc:  # not the main thread: as add_signal_handler says it
+        reader.close()
+        writer.close()
+        raise RuntimeError(str(exc)) from None
+    if previous_fd != -1:  # the process already has one (its loop wakes): keep it
+        signal.set_wakeup_fd(previous_fd)
+        reader.close()
+        writer.close()
+    else:
+        loop.add_reader(reader.fileno(), _drain, reader)
+    previous = {sig: signal.signal(sig, deliver) for sig in handlers}
+    for sig in handlers:
+        signal.siginterrupt(sig, False)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if previous_fd == -1:
+            signal.set_wakeup_fd(-1)
+            loop.remove_reader(reader.fileno())
+            reader.close()
+            writer.close()
+
+    return restore
+
+
+def _drain(reader: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while reader.recv(4096):
+            pass
 
 
 class _Reload:

@@ -71,7 +71,10 @@ __all__ = ["load_plain"]
 # One line of an entry: indentation, "- " on an entry's first line, a key, then a
 # double-quoted, single-quoted or plain value (printable ASCII only: YAML rejects
 # control characters and DEL), then nothing but spaces.
-_CHARS = r'(?:[ !#-\[\]-~]|\\[nt\\"])*'  # inside double quotes
+# Inside double quotes: printable characters but " and \, or an escape. Written as runs
+# of plain characters between escapes ("unrolled"), which re matches in one step per run
+# instead of one alternation per character: 0.7 us a line instead of 1.7 here.
+_CHARS = r'[ !#-\[\]-~]*(?:\\[nt\\"][ !#-\[\]-~]*)*'
 _DOUBLE = rf'"({_CHARS})"'
 _FLOW = rf'"{_CHARS}"(?:, "{_CHARS}")*'  # the strings of a flow list, "a", "b"
 # A flow mapping (meta only): word keys, values true, false, a decimal number or text.
@@ -80,17 +83,17 @@ _MAP = rf"[a-z_][a-z0-9_]*: {_SCALAR}(?:, [a-z_][a-z0-9_]*: {_SCALAR})*"
 _LINE = re.compile(
     r"( *)(- )?([a-z_][a-z0-9_]*): "
     rf"(?:{_DOUBLE}"
-    r"|'((?:[ -&(-~]|'')*)'"
+    r"|'([ -&(-~]*(?:''[ -&(-~]*)*)'"
     r"|([A-Za-z/][A-Za-z0-9_./-]*)"
     rf"|\[({_FLOW})\]) *"
 )
-_ITEM = re.compile(_DOUBLE)  # one string of a flow list
-# The meta line and the pairs of its mapping: compiled at the first meta line a load
-# meets (a policy without one does not pay for them at start-up).
-_META_LINE = rf"( *)meta: \{{({_MAP})\}} *"
-_PAIR = rf"([a-z_][a-z0-9_]*): (?:(true|false)|([0-9]+)|{_DOUBLE})"
-_compiled: dict[str, re.Pattern[str]] = {}
-_COMMENT = re.compile(r" *#[ -~]*")  # a comment-only line (no control character)
+# Compiled on first use (re caches them): a policy without flow lists, comment lines or
+# meta mappings does not pay for compiling them (0.7 M and 0.4 M instructions; _LINE is
+# 2.8 M).
+_ITEM = _DOUBLE  # one string of a flow list
+_COMMENT = r" *#[ -~]*"  # a comment-only line (no control character)
+_META_LINE = rf"( *)meta: \{{({_MAP})\}} *"  # a meta flow mapping
+_PAIR = rf"([a-z_][a-z0-9_]*): (?:(true|false)|([0-9]+)|{_DOUBLE})"  # one pair of it
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 # Plain words YAML 1.1 reads as bool or null (PyYAML's implicit resolvers): not text.
@@ -132,7 +135,6 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     section = ""  # the top-level key whose lines these are: resources or collect
     seen: set[str] = set()
     collect = _CollectReader()
-    comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
     for number, line in enumerate(_lines(text), 1):
         if len(line) > _LONGEST:
@@ -149,7 +151,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
         if not start:  # blank
             continue
         if start == "#":
-            if comment(line) is None:
+            if re.fullmatch(_COMMENT, line) is None:
                 return None
             continue
         if not section:
@@ -176,7 +178,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
         elif flow is not None:
             if item:
                 return None  # a list as a resource's name
-            value = [_text(m.group(1)) for m in _ITEM.finditer(flow)]
+            value = [_text(m.group(1)) for m in re.finditer(_ITEM, flow)]
         elif single is not None:
             value = single.replace("''", "'")
         elif plain in _NOT_TEXT:
@@ -230,21 +232,14 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     return build(entries, links, Problems(filename), collects)  # None: the full path reports
 
 
-def _pattern(text: str) -> re.Pattern[str]:
-    found = _compiled.get(text)
-    if found is None:
-        found = _compiled[text] = re.compile(text)
-    return found
-
-
 def _meta_line(line: str) -> tuple[int, dict[str, Any]] | None:
     """A ``meta: {...}`` line's indentation and values as YAML reads them, or None (not
     that shape, a key twice, a key YAML reads as a bool)."""
-    match = _pattern(_META_LINE).fullmatch(line)
+    match = re.fullmatch(_META_LINE, line)
     if match is None:
         return None
     meta: dict[str, Any] = {}
-    for pair in _pattern(_PAIR).finditer(match.group(2)):
+    for pair in re.finditer(_PAIR, match.group(2)):
         key, word, number, double = pair.groups()
         if key in _NOT_TEXT or key in meta:
             return None
@@ -318,5 +313,5 @@ def _refs(
     offset = match.start(7) + 1
     return [
         (text, Location(filename, number, offset + m.start()))
-        for text, m in zip(value, _ITEM.finditer(match.group(7)), strict=True)
+        for text, m in zip(value, re.finditer(_ITEM, match.group(7)), strict=True)
     ]
