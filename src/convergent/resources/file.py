@@ -159,6 +159,12 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         except (fs.PathRefused, posix.NoSuchName) as exc:
             raise self.error(exc) from None
 
+    def check_now(self, ctx: Context) -> bool:  # ChecksNow; an error is left to check
+        try:
+            return not self.params.purge and self.plan(ctx) is None
+        except Exception:
+            return False
+
     async def apply(self, ctx: Context, change: Change) -> str | None:
         try:
             if not isinstance(change, FileChange):
@@ -237,7 +243,6 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
     def _plan_missing(self, missing: str | None) -> FileChange:
         uid, gid = self.owner_ids()
         state = self.params.state
-        change: FileChange
         if state == "directory":
             mode = self._new_mode(directory=True)
             if self.params.recurse or self._source is not None:
@@ -358,11 +363,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             if now == self._target:
                 parts: list[str] = []
                 _, uid, gid = self._meta(st, parts, link=True)
-                return (
-                    FileChange(", ".join(parts), None, "link", b"", None, uid, gid)
-                    if parts
-                    else None
-                )
+                summary = ", ".join(parts)
+                return FileChange(summary, None, "link", b"", None, uid, gid) if parts else None
             return self._link_change(f"link target {now} -> {self._target}", clear=True)
         if self.params.state == "hard" and self._target is not None:
             from convergent.resources.fileops import hard_target
@@ -381,18 +383,16 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
 
     def _link_change(self, summary: str, *, clear: bool = False, tree: bool = False) -> FileChange:
         state = self.params.state
+        assert self._target is not None
         if state == "hard":
-            assert self._target is not None
             from convergent.resources.fileops import same_file_system
 
             same_file_system(self.id, self._path, self._target)
         uid, gid = self.owner_ids() if state == "link" else (-1, -1)
-        assert self._target is not None
-        change = FileChange(
+        return FileChange(
             summary, None, "hard" if state == "hard" else "link", os.fsencode(self._target),
             None, uid, gid, clear, tree,
         )  # fmt: skip
-        return change
 
     def _new_mode(self, *, directory: bool = False) -> int | None:
         """The mode of something new: the mode applied to the default one (None: default)."""
