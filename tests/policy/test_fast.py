@@ -231,3 +231,23 @@ def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> 
         taken += 1
         assert _shape(fast) == _shape(_load_yaml(text, "p.yaml")), text
     assert taken > 80  # the comparison really ran on many policies
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        '"a\\\\nb"',
+        '"\\\\\\n"',
+        '"x\\ny\\n"',
+        '"\\n\\\\"',
+        '"t\\tn\\n"',
+        '"\\"\\n\\""',
+        '"\\\\\\\\n"',
+    ],
+)
+def test_escapes_read_as_yaml_reads_them(written: str) -> None:
+    """A backslash before n is a newline only when it is not itself escaped."""
+    text = f"resources:\n  - file: /srv/a\n    content: {written}\n"
+    fast = load_plain(text)
+    assert fast is not None
+    assert _shape(fast) == _shape(_load_yaml(text, "p.yaml"))
