@@ -31,7 +31,7 @@ from convergent.resources.base import Context, Meta, Resource
 
 __all__ = ["Passing", "pass_now"]
 
-_CLEAN = State.CLEAN
+_CLEAN, _RUNNING, _WAITING = State.CLEAN, State.RUNNING, State.WAITING  # plain globals
 
 
 class _Flag(Protocol):
@@ -116,7 +116,7 @@ def pass_now(w: Passing) -> bool:
     rid = res.id
     w.wake.clear()
     w.blocked_by = None
-    w._set_state(State.RUNNING)
+    w._set_state(_RUNNING)
     w.dirty = False
     cause = REFRESH if w.refresh_from else w.cause
     w._passed(None)
@@ -125,7 +125,7 @@ def pass_now(w: Passing) -> bool:
         events.passed(rid, cause, began, w.since, None)
     w.tries = 0
     w.watch_tries = 0
-    w._set_state(State.WAITING if w.dirty or w.waiting else _CLEAN)
+    w._set_state(_WAITING if w.dirty or w.waiting else _CLEAN)
     w.looping = False
     if w.dirty or w.wake.is_set():  # owed another pass meanwhile: the loop, in a task
         w.wake.clear()
