@@ -36,6 +36,7 @@ builder equal entries.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from sys import intern
 from typing import Any
 
@@ -117,24 +118,11 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     top = dash = -1
     comment = _COMMENT.fullmatch
     line_match = _LINE.fullmatch
-    find = text.find
-    number, begin, size = 0, 0, len(text)
-    # Each line is matched in place (fullmatch between its bounds), not cut out first:
-    # a copy of every line, as text.split("\n") made, is work, and at 100,000 entries
-    # ~25 MiB at the peak of the load.
-    while begin >= 0:
-        here = begin  # the line is text[here:stop]
-        stop = find("\n", here)
-        if stop < 0:
-            stop, begin = size, -1
-        else:
-            begin = stop + 1
-        number += 1
-        if stop - here > _LONGEST:
+    for number, line in enumerate(_lines(text), 1):
+        if len(line) > _LONGEST:
             return None
-        match = line_match(text, here, stop) if top == 0 else None  # an entry's line
+        match = line_match(line) if top == 0 else None  # the usual line: an entry's
         if match is None:
-            line = text[here:stop]
             start = line.lstrip(" ")[:1]
             if not start:  # blank
                 continue
@@ -171,7 +159,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             if key in ENTRY_KEY_NAMES or not value.strip():
                 return None  # the full path explains what an entry starts with
             kind_at = _at(Location, (filename, number, dash + 3))
-            name_at = _at(Location, (filename, number, match.end(3) - here + 3))
+            name_at = _at(Location, (filename, number, match.end(3) + 3))
             entry = Entry.plain(key, value, kind_at, name_at)
             entries.append(entry)
             keys = {key}
@@ -180,7 +168,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
         elif key in _EDGE_KEYS:
             keys.add(key)
             rid = entry.id
-            for ref, ref_at in _refs(value, match, here, filename, number):
+            for ref, ref_at in _refs(value, match, filename, number):
                 try:
                     other = format_id(*parse_ref(ref))
                 except ValueError:
@@ -199,14 +187,27 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     return build(entries, links, Problems(filename))  # None: the full path reports it
 
 
+def _lines(text: str) -> Iterator[str]:
+    """``text.split("\\n")`` one line at a time: a list of every line of a 100,000-entry
+    policy took ~25 MiB at the peak of its load."""
+    start, end = 0, len(text)
+    find = text.find
+    while True:
+        stop = find("\n", start)
+        if stop < 0:
+            yield text[start:end]
+            return
+        yield text[start:stop]
+        start = stop + 1
+
+
 def _refs(
-    value: str | list[str], match: re.Match[str], here: int, filename: str, number: int
+    value: str | list[str], match: re.Match[str], filename: str, number: int
 ) -> list[tuple[str, Location]]:
-    """The references an edge key's value holds, each with where it is written (``here``:
-    where the line starts in the text ``match`` was made on)."""
+    """The references an edge key's value holds, each with where it is written."""
     if isinstance(value, str):
-        return [(value, Location(filename, number, match.end(3) - here + 3))]
-    offset = match.start(7) - here + 1
+        return [(value, Location(filename, number, match.end(3) + 3))]
+    offset = match.start(7) + 1
     return [
         (text, Location(filename, number, offset + m.start()))
         for text, m in zip(value, _ITEM.finditer(match.group(7)), strict=True)
