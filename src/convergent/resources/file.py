@@ -22,7 +22,7 @@
   is reported. Right content is never rewritten; ``backup`` keeps the old as ``PATH.~N~``.
 - Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
   existing file keeps its mode (and owner) when its content is rewritten.
-- ``check``: one ``openat2``, one ``fstatat``, at most one read. Noop: ``filepredict``.
+- ``check``: the pass's directory (``fs.read_checked``), an open, fstat, read. Noop: filepredict.
 """
 
 from __future__ import annotations
@@ -98,8 +98,7 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         self._target = fileparams.parse_target(p, self._path) if p.state in _LINKS else None
         if p.purge and self._source is None:
             raise ParamError("purge", "needs source (a directory): purge removes what it lacks")
-        self._check = None
-        self._trees = None
+        self._check = self._trees = None
         if p.validate is not None:
             self._check = fileparams.parse_validate(p.validate)
             if self._data is None and self._source is None:
@@ -207,6 +206,10 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         """Compare the file system with the parameters (read only); None when right."""
         p = self.params
         state = p.state
+        reads = state == "exists" and (self._data is not None or self._source is not None)
+        found = fs.read_checked(self._path) if reads and not p.follow else None  # in the pass
+        if found is not None and found[1] is not None:  # its directory, as locate finds it
+            return self._plan_file(found[1], found[0])
         try:
             at = fs.locate(self._path, follow=p.follow, check=True)
         except FileNotFoundError as exc:  # a parent is missing
@@ -223,11 +226,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             paths = (at.path,) if p.follow else (self._target or at.path,)
             self._trees.update(ctx.shared(FsWatcher), ctx.event, paths=paths)
         try:
-            old: bytes | None = None
-            if state == "exists" and (self._data is not None or self._source is not None):
-                old, st = fs.read_if_regular(at)  # one open: a regular file is read at once
-            else:
-                st = fs.lstat(at)
+            # one open: a regular file is read at once
+            old, st = fs.read_if_regular(at) if reads else (None, fs.lstat(at))
             if st is None:
                 return None if state == "absent" else self._plan_missing(None)
             if state == "exists":
