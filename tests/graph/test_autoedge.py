@@ -306,3 +306,42 @@ def test_prepared_graph_creates_the_directory_before_the_command_that_runs_in_it
     changed = [r.resource for r in reports if isinstance(r, Changed)]
     assert changed == [f"file[{work}]", "exec[build]", f"file[{work / 'out'}]"]
     assert (work / "out").stat().st_mode & 0o777 == 0o600
+
+
+@st.composite
+def path_payload_graphs(draw: st.DrawFn) -> Graph[V]:
+    """Payloads that need the ancestors of a path (``path_uids``, inclusive or not) and
+    provide paths, their own ancestors included, several providers to a uid."""
+    names = st.sampled_from(["a", "b", "c"])
+    path = st.lists(names, min_size=0, max_size=4).map(lambda p: "/" + "/".join(p))
+    g: Graph[V] = Graph()
+    for i in range(draw(st.integers(1, 14))):
+        gives = sorted(draw(st.sets(path.map(lambda p: "p:" + p), max_size=2)))
+        wants: list[Any] = [
+            path_uids(
+                draw(st.sampled_from(["p:", "q:"])), draw(path), inclusive=draw(st.booleans())
+            )
+            for _ in range(draw(st.integers(0, 2)))
+        ]
+        g.add(V(str(i), gives, wants))
+    return g
+
+
+@settings(max_examples=300, deadline=None)
+@given(path_payload_graphs())
+def test_path_groups_follow_the_first_provided_ancestor_like_any_group(g: Graph[V]) -> None:
+    """A path group is walked once per directory, with the same edges as reading it whole."""
+    providers: dict[str, set[str]] = {}
+    for v in g.vertices.values():
+        for uid in v.gives:
+            providers.setdefault(uid, set()).add(v.id)
+    expected: set[tuple[str, str]] = set()
+    for v in g.vertices.values():
+        for group in v.wants:
+            for uid in list(group):
+                others = providers.get(uid, set()) - {v.id}
+                if others:
+                    expected |= {(p, v.id) for p in others}
+                    break
+    plan = plan_autoedges(g)
+    assert {(e.source, e.target) for e in plan.added + plan.skipped} == expected

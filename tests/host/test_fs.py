@@ -350,3 +350,81 @@ def test_a_second_threads_loop_never_touches_the_directories_of_the_first(
     assert mine == b"a"
     assert held == 2  # the pass's descriptor and this check's own
     assert _open_fds(tmp_path) == 0
+
+
+def test_read_checked_reads_through_the_pass_directory_and_follows_nothing(
+    tmp_path: Path,
+) -> None:
+    """``read_checked`` answers as ``read_if_regular(locate(..., check=True))`` would, but
+    only within a pass that found the directory, through its descriptor (no new one);
+    a symlink or FIFO at the final name is never followed or opened."""
+    import asyncio
+
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "elsewhere").write_text("secret")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    assert fs.read_checked(str(tmp_path / "f")) is None  # no pass: locate it
+
+    async def one_pass() -> tuple[list[object], int, int]:
+        await asyncio.sleep(0)
+        assert fs.read_checked(str(tmp_path / "f")) is None  # the pass has no directory yet
+        with fs.locate(str(tmp_path / "f"), check=True):
+            pass
+        before = _open_fds(tmp_path)
+        found = []
+        for name in ("f", "link", "fifo", "missing"):
+            result = fs.read_checked(str(tmp_path / name))
+            assert result is not None
+            data, st = result
+            found.append((data, None if st is None else stat.S_IFMT(st.st_mode)))
+        during = _open_fds(tmp_path)
+        await asyncio.sleep(0)  # the loop turns: the pass is over
+        found.append(fs.read_checked(str(tmp_path / "f")))
+        return found, before, during
+
+    found, before, during = asyncio.run(one_pass())
+    assert found == [
+        (b"x", stat.S_IFREG),
+        (None, stat.S_IFLNK),
+        (None, stat.S_IFIFO),
+        (None, None),
+        None,
+    ]
+    assert during == before  # read through the pass's own descriptor
+
+
+@needs_root
+def test_read_checked_after_a_parent_swap_reads_the_directory_found_safely(
+    tmp_path: Path,
+) -> None:
+    """Within one pass ``read_checked`` reads the directory found safely (moved away),
+    never the symlink's target; once the loop turns it finds nothing, and the path is
+    refused."""
+    import asyncio
+
+    home = lab(tmp_path) / "home"
+    (home / "sub").mkdir(parents=True)
+    (home / "sub" / "f").write_text("mine")
+    _mine(home)
+    _mine(home / "sub")
+    target = tmp_path / "etc"
+    target.mkdir()
+    (target / "f").write_text("root's")
+
+    def swap() -> None:
+        os.rename(home / "sub", home / "old")
+        os.symlink(str(target), home / "sub")
+
+    async def passes() -> object:
+        with fs.locate(str(home / "sub" / "f"), check=True):
+            pass
+        run_as_nobody(swap)
+        same_pass = fs.read_checked(str(home / "sub" / "f"))
+        await asyncio.sleep(0)
+        assert fs.read_checked(str(home / "sub" / "f")) is None
+        with pytest.raises(fs.PathRefused, match="symlink"):
+            fs.locate(str(home / "sub" / "f"), check=True)
+        return same_pass and same_pass[0]
+
+    assert asyncio.run(passes()) == b"mine"

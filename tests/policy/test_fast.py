@@ -342,3 +342,23 @@ def test_the_line_pattern_reads_what_its_specification_reads(
     ][shape]
     want, got = _SPEC_LINE.fullmatch(line), fast._LINE.fullmatch(line)
     assert (want and want.groups()) == (got and got.groups())
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        '"a\\\\nb"',
+        '"\\\\\\n"',
+        '"x\\ny\\n"',
+        '"\\n\\\\"',
+        '"t\\tn\\n"',
+        '"\\"\\n\\""',
+        '"\\\\\\\\n"',
+    ],
+)
+def test_escapes_read_as_yaml_reads_them(written: str) -> None:
+    """A backslash before n is a newline only when it is not itself escaped."""
+    text = f"resources:\n  - file: /srv/a\n    content: {written}\n"
+    fast = load_plain(text)
+    assert fast is not None
+    assert _shape(fast) == _shape(_load_yaml(text, "p.yaml"))

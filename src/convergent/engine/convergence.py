@@ -29,6 +29,9 @@ class State(enum.Enum):
 
 
 SETTLED = (State.CLEAN, State.FAILED, State.BLOCKED)  # a tuple: `in` is by identity
+# The members as plain globals: on Python 3.11 ``State.FAILED`` goes through the enum
+# type's ``__getattr__`` hook (~850 instructions), and a change is counted twice a pass.
+_FAILED, _BLOCKED = State.FAILED, State.BLOCKED
 
 
 class Convergence:
@@ -62,8 +65,8 @@ class Convergence:
 
     def changed(self, old: State, new: State) -> None:
         """One vertex went from ``old`` to ``new``."""
-        self.failed += (new is State.FAILED) - (old is State.FAILED)
-        self.blocked += (new is State.BLOCKED) - (old is State.BLOCKED)
+        self.failed += (new is _FAILED) - (old is _FAILED)
+        self.blocked += (new is _BLOCKED) - (old is _BLOCKED)
         settled = new in SETTLED
         if (old in SETTLED) == settled:
             return

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from convergent.engine.context import WorkerContext
 from convergent.engine.convergence import State
 from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
+from convergent.engine.firstpass import pass_now
 from convergent.engine.meta import (
     TokenBucket,
     retry_delay,
@@ -334,8 +335,10 @@ class Worker:
         self._watch_or_poll()
 
     def first_pass(self) -> None:
-        """The loop after :meth:`watch_first`, in a task of its own."""
-        self._spawn(self._loop(), f"worker {self.resource.id}")
+        """The loop after :meth:`watch_first`: ended at once when it can be
+        (``engine/firstpass.py``), else in a task of its own."""
+        if not pass_now(self):
+            self._spawn(self._loop(), f"worker {self.resource.id}")
 
     def _watch_or_poll(self) -> None:
         if self.meta.poll > 0:

@@ -125,11 +125,19 @@ def vertex_uids(payload: object) -> _Uids | None:
     needs = getattr(payload, "needs", None)
     if provides is None or needs is None or not _enabled(payload):
         return None
-    provided = tuple(provides())
-    needed = tuple(needs())
-    if provided and any(type(group) is tuple for group in needed):
+    provided = provides()
+    if type(provided) is not tuple:
+        provided = tuple(provided)
+    needed = needs()
+    if type(needed) is not tuple:
+        needed = tuple(needed)
+    if provided and provided in needed:
         # A file provides and needs ``file:PATH``: keep one tuple of it, not two.
-        needed = tuple(provided if group == provided else group for group in needed)
+        groups = list(needed)
+        for i, group in enumerate(groups):
+            if group == provided:
+                groups[i] = provided
+        needed = tuple(groups)
     return provided, needed
 
 
@@ -208,19 +216,62 @@ def _plan(graph: Graph[T], cache: AutoEdgeCache | None = None) -> tuple[list[_Pa
 
     wanted: list[_Pair] = []
     seen: set[_Pair] = set()
+    nearest: dict[str, str] = {}  # a directory's uid -> the nearest provided at or above it
     for vid, needs in needers:
         for group in needs:
-            for uid in group:
+            if type(group) is _PathUids:  # the usual group: a path's ancestors
+                uid = group._prefix + group._path
+                if not (group._inclusive and uid in providers):
+                    uid = _nearest(group._prefix, group._path, providers, nearest)
+                found = providers.get(uid) if uid else None
+                if found is None:
+                    continue
+                if len(found) > 1 or found[0] != vid:
+                    _want(graph, found, vid, seen, wanted)
+                    continue
+            for uid in group:  # any group, and a path group whose nearest is vid itself
                 found = providers.get(uid)
                 if found is None or (len(found) == 1 and found[0] == vid):
                     continue
-                for source in found:
-                    pair = (source, vid)
-                    if source != vid and pair not in seen and graph.edge(source, vid) is None:
-                        seen.add(pair)
-                        wanted.append(pair)
+                _want(graph, found, vid, seen, wanted)
                 break
+    if not wanted:  # the graph is valid: no cycle, and none can be closed
+        return wanted, []
     return _without_cycles(graph, wanted)
+
+
+def _want(
+    graph: Graph[T], found: list[str], vid: str, seen: set[_Pair], wanted: list[_Pair]
+) -> None:
+    """The edges from each provider in ``found`` to ``vid`` (not to itself, not twice, not
+    one the graph has)."""
+    for source in found:
+        pair = (source, vid)
+        if source != vid and pair not in seen and graph.edge(source, vid) is None:
+            seen.add(pair)
+            wanted.append(pair)
+
+
+def _nearest(prefix: str, path: str, providers: dict[str, list[str]], known: dict[str, str]) -> str:
+    """The uid of the nearest ancestor of ``path`` that something provides ("" when none),
+    walking up only to a directory already walked (``known``; every file of a directory
+    shares its walk, so a large directory costs one lookup a file)."""
+    walked: list[str] = []
+    found = ""
+    while path != "/":
+        path = path.rpartition("/")[0] or "/"
+        uid = prefix + path
+        seen = known.get(uid)
+        if seen is not None:
+            found = seen
+            break
+        walked.append(uid)
+        if uid in providers:
+            found = uid
+            break
+    for uid in walked:
+        known[uid] = found
+    return found
 
 
 # -- cycle avoidance --------------------------------------------------------------------

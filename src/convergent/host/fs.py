@@ -24,18 +24,18 @@ Rules (the security model in the README):
   modes and owners are changed only through such a verified descriptor.
 - Writing content goes through :mod:`convergent.host.atomic` (temp files made private
   through the directory descriptor, fsync, ``renameat``), built on :class:`At`.
-- Speed: a directory that was walked once is found again with one
-  ``openat2(RESOLVE_NO_SYMLINKS)`` and an ``fstat`` comparing its identity (the path
-  leads to the same directory without any symlink, so through the same ancestors); a
-  miss, or any symlink on the way, takes the full walk. A check (``locate(...,
-  check=True)``, read only) reuses the directory found by an earlier check in the same
-  pass of the event loop: a ``dup`` of its descriptor, found by those same rules, and
-  dropped when the loop next turns (a 1,000-file check opens its directory once).
+- Speed: a directory walked once is found again with one ``openat2(RESOLVE_NO_SYMLINKS)``
+  and an ``fstat`` comparing its identity (the same directory reached without any
+  symlink, so through the same ancestors); a miss or a symlink takes the full walk. A
+  check (read only) reuses the directory an earlier check of the same pass of the event
+  loop found by those rules, dropped when the loop next turns: ``locate(..., check=True)``
+  a ``dup`` of it, :func:`read_checked` the descriptor itself, never handed out.
 """
 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import errno
 import os
 import stat
@@ -53,6 +53,7 @@ __all__ = [
     "make_directory",
     "open_node",
     "read_all",
+    "read_checked",
     "read_if_regular",
     "read_regular",
     "remove",
@@ -462,24 +463,41 @@ def read_if_regular(at: At) -> tuple[bytes | None, os.stat_result | None]:
     """The bytes and stat of the final component if it is a regular file; otherwise
     None and its own stat (None when nothing is there). Opened like :func:`open_node`:
     a FIFO or device is never read, a symlink never followed."""
+    return _read_in(at.fd, at.name, at.path)
+
+
+def read_checked(path: str) -> tuple[bytes | None, os.stat_result | None] | None:
+    """For a check: ``read_if_regular(locate(path, check=True))`` through the descriptor of
+    the directory an earlier check of this pass of the loop found (no ``dup``, no
+    :class:`At`: it never leaves this call); None when the pass holds none: locate it."""
+    head, _, name = path.rpartition("/")
+    found = _this_pass.get(head or "/") if _this_pass else None
+    if found is None or not name or not _in_pass():
+        return None
+    return _read_in(found[0], name, path)
+
+
+def _read_in(dir_fd: int, name: str, path: str) -> tuple[bytes | None, os.stat_result | None]:
     try:
-        fd = os.open(at.name, _OPEN, dir_fd=at.fd)
+        fd = os.open(name, _OPEN, dir_fd=dir_fd)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO):
-            return None, lstat(at)
-        raise
+        if exc.errno not in (errno.ELOOP, errno.ENXIO):
+            raise
+        with contextlib.suppress(FileNotFoundError):  # a symlink or a socket: its own stat
+            return None, os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return None, None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, st
         size = st.st_size
         if size > MAX_READ:
-            raise _too_big(at.path, size)
+            raise _too_big(path, size)
         data = os.read(fd, size + 1)  # one read when the size is still right
         if len(data) > size:
-            data = _read_rest(fd, data, at.path)
+            data = _read_rest(fd, data, path)
         return data, st
     finally:
         os.close(fd)

@@ -5,6 +5,7 @@ A kind opts in by defining the methods; nothing needs registering. The contract 
 ``base``; everything a kind *may* add is here:
 
 - :class:`Subscribes`: watching that is only callbacks (a synchronous ``subscribe``).
+- :class:`ChecksNow`: tells at once, without waiting, that its state is right.
 - :class:`Refreshable`: acts on a refresh notification.
 - :class:`Sends`: typed outputs after check/apply, received downstream along edges.
 - :class:`AutoEdges`: identifiers it provides and needs, so the engine adds edges.
@@ -33,6 +34,7 @@ __all__ = [
     "AppliesGroup",
     "AutoEdges",
     "ChecksGroup",
+    "ChecksNow",
     "Destroyable",
     "Groupable",
     "Member",
@@ -61,6 +63,20 @@ class Subscribes(Protocol):
     """
 
     def subscribe(self, ctx: Context) -> Callable[[], None]: ...
+
+
+class ChecksNow(Protocol):
+    """Optional: a check that usually needs no waiting (a file's: a few system calls).
+
+    ``check_now(ctx)`` is True when ``check(ctx)`` would return None at this moment, told
+    synchronously; False when the state is not right, when the check would fail, or
+    when it cannot be told without waiting. Read only, like ``check``; it never raises.
+    The engine asks it in a resource's first pass (``engine/firstpass.py``): True ends
+    that pass at once, without a task of its own; False runs the pass as usual (which
+    calls ``check``). It is asked only after the watch said ``ready()``.
+    """
+
+    def check_now(self, ctx: Context) -> bool: ...
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@
   is reported. Right content is never rewritten; ``backup`` keeps the old as ``PATH.~N~``.
 - Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
   existing file keeps its mode (and owner) when its content is rewritten.
-- ``check``: one ``openat2``, one ``fstatat``, at most one read. Noop: ``filepredict``.
+- ``check``: the pass's directory (``fs.read_checked``), an open, fstat, read. Noop: filepredict.
 """
 
 from __future__ import annotations
@@ -98,8 +98,7 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         self._target = fileparams.parse_target(p, self._path) if p.state in _LINKS else None
         if p.purge and self._source is None:
             raise ParamError("purge", "needs source (a directory): purge removes what it lacks")
-        self._check = None
-        self._trees = None
+        self._check = self._trees = None
         if p.validate is not None:
             self._check = fileparams.parse_validate(p.validate)
             if self._data is None and self._source is None:
@@ -159,6 +158,12 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         except (fs.PathRefused, posix.NoSuchName) as exc:
             raise self.error(exc) from None
 
+    def check_now(self, ctx: Context) -> bool:  # ChecksNow; an error is left to check
+        try:
+            return not self.params.purge and self.plan(ctx) is None
+        except Exception:
+            return False
+
     async def apply(self, ctx: Context, change: Change) -> str | None:
         try:
             if not isinstance(change, FileChange):
@@ -201,6 +206,10 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         """Compare the file system with the parameters (read only); None when right."""
         p = self.params
         state = p.state
+        reads = state == "exists" and (self._data is not None or self._source is not None)
+        found = fs.read_checked(self._path) if reads and not p.follow else None  # in the pass
+        if found is not None and found[1] is not None:  # its directory, as locate finds it
+            return self._plan_file(found[1], found[0])
         try:
             at = fs.locate(self._path, follow=p.follow, check=True)
         except FileNotFoundError as exc:  # a parent is missing
@@ -217,11 +226,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             paths = (at.path,) if p.follow else (self._target or at.path,)
             self._trees.update(ctx.shared(FsWatcher), ctx.event, paths=paths)
         try:
-            old: bytes | None = None
-            if state == "exists" and (self._data is not None or self._source is not None):
-                old, st = fs.read_if_regular(at)  # one open: a regular file is read at once
-            else:
-                st = fs.lstat(at)
+            # one open: a regular file is read at once
+            old, st = fs.read_if_regular(at) if reads else (None, fs.lstat(at))
             if st is None:
                 return None if state == "absent" else self._plan_missing(None)
             if state == "exists":
@@ -237,7 +243,6 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
     def _plan_missing(self, missing: str | None) -> FileChange:
         uid, gid = self.owner_ids()
         state = self.params.state
-        change: FileChange
         if state == "directory":
             mode = self._new_mode(directory=True)
             if self.params.recurse or self._source is not None:
@@ -358,11 +363,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             if now == self._target:
                 parts: list[str] = []
                 _, uid, gid = self._meta(st, parts, link=True)
-                return (
-                    FileChange(", ".join(parts), None, "link", b"", None, uid, gid)
-                    if parts
-                    else None
-                )
+                summary = ", ".join(parts)
+                return FileChange(summary, None, "link", b"", None, uid, gid) if parts else None
             return self._link_change(f"link target {now} -> {self._target}", clear=True)
         if self.params.state == "hard" and self._target is not None:
             from convergent.resources.fileops import hard_target
@@ -381,18 +383,16 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
 
     def _link_change(self, summary: str, *, clear: bool = False, tree: bool = False) -> FileChange:
         state = self.params.state
+        assert self._target is not None
         if state == "hard":
-            assert self._target is not None
             from convergent.resources.fileops import same_file_system
 
             same_file_system(self.id, self._path, self._target)
         uid, gid = self.owner_ids() if state == "link" else (-1, -1)
-        assert self._target is not None
-        change = FileChange(
+        return FileChange(
             summary, None, "hard" if state == "hard" else "link", os.fsencode(self._target),
             None, uid, gid, clear, tree,
         )  # fmt: skip
-        return change
 
     def _new_mode(self, *, directory: bool = False) -> int | None:
         """The mode of something new: the mode applied to the default one (None: default)."""
