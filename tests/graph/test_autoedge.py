@@ -306,3 +306,27 @@ def test_prepared_graph_creates_the_directory_before_the_command_that_runs_in_it
     changed = [r.resource for r in reports if isinstance(r, Changed)]
     assert changed == [f"file[{work}]", "exec[build]", f"file[{work / 'out'}]"]
     assert (work / "out").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_cache_answers_a_path_kind_with_equal_uids_without_asking_again() -> None:
+    """A file's uids are kept compactly (its uid and prefix length) and rebuilt equal."""
+    from convergent.graph.autoedge import AutoEdgeCache, vertex_uids
+    from convergent.resources.base import convert_params, get_kind
+
+    cls = get_kind("file")
+    assert cls is not None
+    owned = cls("/srv/a/b", convert_params(cls.params_type, {"owner": "root"}))
+    plain = cls("/srv/a/c", convert_params(cls.params_type, {}))
+    cache = AutoEdgeCache()
+    for resource in (owned, plain):
+        first = cache.get(resource.id, resource)
+        again = cache.get(resource.id, resource)
+        fresh = vertex_uids(resource)
+        assert first is not None and again is not None and fresh is not None
+        for uids in (first, again):
+            assert uids[0] == fresh[0]
+            assert [list(group) for group in uids[1]] == [list(group) for group in fresh[1]]
+    assert [list(g) for g in cache.get(plain.id, plain)[1]] == [  # type: ignore[index]
+        ["file:/srv/a/c"],
+        ["file:/srv/a", "file:/srv", "file:/"],
+    ]

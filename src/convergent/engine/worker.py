@@ -24,12 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from convergent.engine.context import WorkerContext
 from convergent.engine.convergence import State
 from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
-from convergent.engine.meta import (
-    TokenBucket,
-    retry_delay,
-    retry_text,
-    seconds_text,
-)
+from convergent.engine.meta import TokenBucket, retry_delay, retry_text, seconds_text
 from convergent.engine.receive import Waiting, receive
 from convergent.engine.report import (
     Blocked,
@@ -40,11 +35,10 @@ from convergent.engine.report import (
     Report,
     WouldChange,
 )
-from convergent.engine.wake import Wake
 from convergent.engine.watching import NOTHING, SUBSCRIBE, poll, subscribe, watch, watch_kind
 from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
-from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.base import Change, Context, Meta, Params, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import MISSING, Binding
 
@@ -119,8 +113,6 @@ class Worker:
         "dirty",
         "downstream",
         "looping",
-        "members",
-        "meta",
         "notifies",
         "put",
         "ready",
@@ -141,9 +133,9 @@ class Worker:
         "unsubscribe",
         "upstream",
         "waiting",
-        "wake",
         "watch_failed",
         "watch_tries",
+        "woken",
     )
 
     def __init__(
@@ -152,14 +144,11 @@ class Worker:
         resource: Resource[Any],
         semaphores: tuple[asyncio.Semaphore, ...] = (),
         recv: tuple[Binding, ...] = (),
+        since: float | None = None,  # when made (perf_counter); one for a batch
     ) -> None:
         self.runtime = runtime
         self.resource = resource
-        self.meta = meta = resource.meta
-        # The resources this vertex stands for: itself, or a group's members.
-        self.members: tuple[Resource[Any], ...] = (
-            resource.members if isinstance(resource, Group) else (resource,)
-        )
+        meta = resource.meta
         self.declared: Params = resource.params  # as the graph gave them, before recv
         self.recv = recv  # what it receives, by parameter
         self.received: dict[str, Any] = _NO_VALUES  # values received at its last good pass
@@ -167,8 +156,8 @@ class Worker:
         self.tried: dict[str, Any] = _NO_VALUES  # values it last tried to receive (some missing)
         self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
         self.sender = (
-            any(getattr(type(m), "sends", None) for m in self.members)
-            if len(self.members) > 1
+            any(getattr(type(m), "sends", None) for m in resource.members)
+            if isinstance(resource, Group)
             else bool(getattr(type(resource), "sends", None))
         )
         self.tasks: set[asyncio.Task[None]] | None = None  # made for the first task
@@ -181,7 +170,7 @@ class Worker:
         self.state = State.WAITING
         self.dirty = True  # a check is owed
         self.cause = START  # why the check is owed (engine/events.py), and since when
-        self.since = time.perf_counter()
+        self.since = time.perf_counter() if since is None else since
         self.ready = False
         self.watch_failed = False  # the watch failed and is out of retries
         self.tries = 0  # failed check/apply tries since the last success
@@ -191,15 +180,32 @@ class Worker:
         self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
         self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
         self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != _INF else None
-        self.wake = Wake(self)
+        self.woken = False  # the wake flag: a pass is to run (see :meth:`wake`)
         self.ctx: Context = WorkerContext(self, resource.id)  # no bound method each
+
+    @property
+    def meta(self) -> Meta:
+        """Its resource's meta parameters."""
+        return self.resource.meta
+
+    @property
+    def members(self) -> tuple[Resource[Any], ...]:
+        """The resources this vertex stands for: itself, or a group's members."""
+        resource = self.resource
+        return resource.members if isinstance(resource, Group) else (resource,)
+
+    def wake(self) -> None:
+        """Set the wake flag (``woken``); on a clear one :meth:`kick` starts the loop."""
+        if not self.woken:
+            self.woken = True
+            self.kick()
 
     # -- callbacks from the resource and from other workers ---------------------------
 
     def _on_ready(self) -> None:
         if not self.ready:
             self.ready = True
-            self.wake.set()
+            self.wake()
 
     def poke(self, cause: str = UPSTREAM) -> None:
         """Something may have changed: owe a check. Never lost, even mid-apply.
@@ -212,7 +218,7 @@ class Worker:
         self.dirty = True
         if self.state is State.CLEAN:
             self._set_state(State.WAITING)
-        self.wake.set()
+        self.wake()
 
     def _drifted(self) -> None:
         """``ctx.event()``: the resource's own watch saw something happen (a ``timer``'s
@@ -232,7 +238,7 @@ class Worker:
         if observed is not None and observed.listeners:
             observed.worker(self, False)
         for child, _ in self.downstream:
-            child.wake.set()
+            child.wake()
 
     def rewatch(self) -> bool:
         """Restart a watch that failed for good, if ``meta.rewatch`` says so (mgmt's Rewatch).
@@ -275,7 +281,7 @@ class Worker:
 
     def nudge(self) -> None:
         """Look again at its upstream (one it waited for may be gone); owes nothing."""
-        self.wake.set()
+        self.wake()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -353,9 +359,9 @@ class Worker:
     async def _passes(self) -> None:
         rid = self.resource.id
         while True:
-            if not self.wake.is_set():
+            if not self.woken:
                 return
-            self.wake.clear()
+            self.woken = False
             if self.watch_failed:
                 self._set_state(State.FAILED)  # the watch task reported why
                 continue
@@ -382,7 +388,7 @@ class Worker:
                 if wait > 0:  # over the limit: events meanwhile coalesce into this one run
                     self._set_state(State.WAITING)
                     await asyncio.sleep(wait)
-                    self.wake.set()
+                    self.wake()
                     continue
             self._set_state(State.RUNNING)
             if self.semaphores:
@@ -416,7 +422,7 @@ class Worker:
             else:
                 await self._failed(error)
             if self.dirty:
-                self.wake.set()
+                self.wake()
 
     def _blocker(self) -> str | None:
         """The failed resource upstream that stops this one, if any."""

@@ -135,19 +135,24 @@ def vertex_uids(payload: object) -> _Uids | None:
 
 class AutoEdgeCache:
     """:func:`vertex_uids` of each vertex, kept across preparations of a changing graph;
-    an entry counts only while its vertex holds the same payload object."""
+    an entry counts only while its vertex holds the same payload object.
+
+    The common answer of a path kind (``file``: provides ``(PREFIX + PATH,)``, needs that
+    tuple then ``path_uids(PREFIX, PATH)``) is kept as its uid string and the length of
+    its prefix, and rebuilt (equal values) when asked: 160 bytes a vertex instead of 380.
+    """
 
     __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[object, _Uids | None]] = {}
+        self._entries: dict[str, _Entry] = {}
 
     def get(self, vid: str, payload: object) -> _Uids | None:
         known = self._entries.get(vid)
         if known is not None and known[0] is payload:
-            return known[1]
+            return _unpack(known)
         uids = vertex_uids(payload)
-        self._entries[vid] = (payload, uids)
+        self._entries[vid] = _pack(payload, uids)
         return uids
 
     def keep_only(self, vids: Iterable[str]) -> None:
@@ -157,6 +162,35 @@ class AutoEdgeCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+# A cache entry: (payload, None) takes no part; (payload, uid, cut) a path kind's common
+# answer (see AutoEdgeCache); (payload, provided, needed) any other.
+_Entry = tuple[Any, ...]
+
+
+def _pack(payload: object, uids: _Uids | None) -> _Entry:
+    if uids is None:
+        return (payload, None)
+    provided, needed = uids
+    if len(provided) == 1 and len(needed) == 2 and needed[0] is provided:
+        lazy = needed[1]
+        if type(lazy) is _PathUids and not lazy._inclusive:
+            uid, prefix, path = provided[0], lazy._prefix, lazy._path
+            same = len(uid) == len(prefix) + len(path)
+            if same and uid.startswith(prefix) and uid.endswith(path):
+                return (payload, uid, len(prefix))
+    return (payload, provided, needed)
+
+
+def _unpack(entry: _Entry) -> _Uids | None:
+    if len(entry) == 2:
+        return None
+    _, second, third = entry
+    if type(second) is str:
+        provided: tuple[str, ...] = (second,)
+        return provided, (provided, _PathUids(second[:third], second[third:], False))
+    return second, third
 
 
 def plan_autoedges(graph: Graph[T], cache: AutoEdgeCache | None = None) -> AutoEdgePlan:
