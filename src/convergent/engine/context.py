@@ -57,7 +57,15 @@ class WorkerContext(Context):
     def ready(self) -> None:
         self._calls._on_ready()
 
-    def event(self) -> None:
+    @property
+    def event(self) -> Callable[[], None]:
+        """``ctx.event()`` as on any Context; ``ctx.event`` is the context itself, one
+        callable for every watch (a file's inotify callback, its expected rename) instead
+        of a bound method of 64 bytes each."""
+        return self
+
+    def __call__(self) -> None:
+        """``ctx.event()``: tell the worker its resource may have changed."""
         self._calls._drifted()
 
     def log(self, message: str) -> None:

@@ -64,8 +64,10 @@ __all__ = [
 ]
 
 
-class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every kind's parameters: frozen, unknown fields rejected."""
+class Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, gc=False):
+    """Base of every kind's parameters: frozen, unknown fields rejected. Never tracked by
+    the cyclic collector (``gc=False``: 16 bytes less each; frozen parameters of plain
+    values never take part in a reference cycle)."""
 
 
 class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
