@@ -25,7 +25,8 @@ from convergent.engine.context import WorkerContext
 from convergent.engine.convergence import State
 from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
 from convergent.engine.meta import TokenBucket, retry_delay, retry_text, seconds_text
-from convergent.engine.receive import Waiting, receive
+from convergent.engine.rare import RareFields
+from convergent.engine.receive import receive
 from convergent.engine.report import (
     Blocked,
     Changed,
@@ -101,12 +102,11 @@ class Runtime(Protocol):
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
 
 
-class Worker:
-    """Drives one resource. All methods run on the engine's event loop."""
+class Worker(RareFields):
+    """Drives one resource. All methods run on the engine's event loop. The state most
+    workers never change (receiving, retries, semaphores...) is :class:`RareFields`'."""
 
     __slots__ = (
-        "blocked_by",
-        "bucket",
         "cause",
         "ctx",
         "declared",
@@ -114,27 +114,18 @@ class Worker:
         "downstream",
         "looping",
         "notifies",
-        "put",
         "ready",
-        "received",
-        "recv",
         "refresh_from",
         "renotified",
         "resource",
         "runtime",
-        "semaphores",
         "sender",
         "since",
         "state",
         "stopped",
         "tasks",
-        "tried",
-        "tries",
         "unsubscribe",
         "upstream",
-        "waiting",
-        "watch_failed",
-        "watch_tries",
         "woken",
     )
 
@@ -146,15 +137,13 @@ class Worker:
         recv: tuple[Binding, ...] = (),
         since: float | None = None,  # when made (perf_counter); one for a batch
     ) -> None:
+        self._rare = None
         self.runtime = runtime
         self.resource = resource
         meta = resource.meta
         self.declared: Params = resource.params  # as the graph gave them, before recv
-        self.recv = recv  # what it receives, by parameter
-        self.received: dict[str, Any] = _NO_VALUES  # values received at its last good pass
-        self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
-        self.tried: dict[str, Any] = _NO_VALUES  # values it last tried to receive (some missing)
-        self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
+        if recv:
+            self.recv = recv
         self.sender = (
             any(getattr(type(m), "sends", None) for m in resource.members)
             if isinstance(resource, Group)
@@ -172,14 +161,12 @@ class Worker:
         self.cause = START  # why the check is owed (engine/events.py), and since when
         self.since = time.perf_counter() if since is None else since
         self.ready = False
-        self.watch_failed = False  # the watch failed and is out of retries
-        self.tries = 0  # failed check/apply tries since the last success
-        self.watch_tries = 0  # failed watches since the watch last proved itself
-        self.blocked_by: str | None = None
         self.refresh_from: frozenset[str] = _NONE  # senders owed a refresh (never mutated)
         self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
-        self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
-        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != _INF else None
+        if semaphores:
+            self.semaphores = semaphores
+        if meta.limit != _INF:
+            self.bucket = TokenBucket(meta.limit, meta.burst)
         self.woken = False  # the wake flag: a pass is to run (see :meth:`wake`)
         self.ctx: Context = WorkerContext(self, resource.id)  # no bound method each
 
@@ -590,6 +577,5 @@ class Worker:
 
 _REFRESH = Change("refreshed")
 _NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
-_NO_VALUES: dict[str, Any] = {}  # received/tried before any: replaced, never written
 _NO_LINKS: list[Any] = []
 _INF = float("inf")  # meta.limit's default: no rate limit
