@@ -232,14 +232,19 @@ _Pair = tuple[str, str]
 
 
 def _plan(graph: Graph[T], cache: AutoEdgeCache | None = None) -> tuple[list[_Pair], list[_Pair]]:
-    providers: dict[str, list[str]] = {}
+    # uid -> its provider, or a list of them when several (a list each was 64 bytes).
+    providers: dict[str, str | list[str]] = {}
     needers: list[tuple[str, Any]] = []
     for vid, payload in graph.vertices.items():
         uids = cache.get(vid, payload) if cache is not None else vertex_uids(payload)
         if uids is None:
             continue
         for uid in uids[0]:
-            providers.setdefault(uid, []).append(vid)
+            known = providers.setdefault(uid, vid)
+            if isinstance(known, list):
+                known.append(vid)
+            elif known is not vid:
+                providers[uid] = [known, vid]
         needers.append((vid, uids[1]))
 
     wanted: list[_Pair] = []
@@ -248,9 +253,9 @@ def _plan(graph: Graph[T], cache: AutoEdgeCache | None = None) -> tuple[list[_Pa
         for group in needs:
             for uid in group:
                 found = providers.get(uid)
-                if found is None or (len(found) == 1 and found[0] == vid):
+                if found is None or found == vid:
                     continue
-                for source in found:
+                for source in (found,) if type(found) is str else found:
                     pair = (source, vid)
                     if source != vid and pair not in seen and graph.edge(source, vid) is None:
                         seen.add(pair)
