@@ -331,7 +331,7 @@ class Worker(RareFields):
         self._spawn(self._loop(), f"worker {self.resource.id}")
 
     def _watch_or_poll(self) -> None:
-        if self.meta.poll > 0:
+        if self.resource.meta.poll > 0:
             self._spawn(poll(self), f"poll {self.resource.id}")
         else:
             self._start_watch()
@@ -349,7 +349,8 @@ class Worker(RareFields):
             if not self.woken:
                 return
             self.woken = False
-            if self.watch_failed:
+            rare = self._rare  # RareFields' object, read here without a property each
+            if rare is not None and rare.watch_failed:
                 self._set_state(State.FAILED)  # the watch task reported why
                 continue
             if not self.ready:
@@ -369,16 +370,18 @@ class Worker(RareFields):
                 self.blocked_by = None
                 self._set_state(State.WAITING)
                 continue
-            self.blocked_by = None
-            if self.bucket is not None:
-                wait = self.bucket.take(asyncio.get_running_loop().time())
+            if rare is not None:
+                rare.blocked_by = None
+            if rare is not None and rare.bucket is not None:
+                wait = rare.bucket.take(asyncio.get_running_loop().time())
                 if wait > 0:  # over the limit: events meanwhile coalesce into this one run
                     self._set_state(State.WAITING)
                     await asyncio.sleep(wait)
                     self.wake()
                     continue
             self._set_state(State.RUNNING)
-            if self.semaphores:
+            semaphores = rare.semaphores if rare is not None else ()
+            if semaphores:
                 await self._acquire()
             self.dirty = False
             error: ResourceError | None = None
@@ -391,21 +394,23 @@ class Worker(RareFields):
             except Exception as exc:
                 error = as_resource_error(rid, exc)
             finally:
-                for semaphore in self.semaphores:
+                for semaphore in semaphores:
                     semaphore.release()
             events = self.runtime.events
             if events is not None:
                 events.passed(rid, cause, began, since, error)
             if error is None:
-                self.tries = 0
+                rare = self._rare
+                if rare is not None:
+                    rare.tries = 0
                 if not self.ready:
                     self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
-                elif self.dirty or self.waiting:  # a check is still owed, or a world value
-                    self.watch_tries = 0
-                    self._set_state(State.WAITING)
                 else:
-                    self.watch_tries = 0
-                    self._set_state(State.CLEAN)
+                    if rare is not None:
+                        rare.watch_tries = 0
+                    # a check is still owed, or a world value
+                    waiting = self.dirty or (rare is not None and rare.waiting is not None)
+                    self._set_state(State.WAITING if waiting else State.CLEAN)
             else:
                 await self._failed(error)
             if self.dirty:
@@ -450,7 +455,7 @@ class Worker(RareFields):
 
     async def _attempt(self) -> None:
         """One check/apply/refresh pass, bounded by ``meta.timeout``."""
-        timeout = self.meta.timeout
+        timeout = self.resource.meta.timeout
         if timeout is None:
             await self._process()
             return
@@ -470,7 +475,8 @@ class Worker(RareFields):
         if engine.prediction is not None:  # --noop: through the predicted state
             await engine.prediction.process(self)
             return
-        received = receive(self, self.runtime.output) if self.recv else None
+        rare = self._rare
+        received = receive(self, self.runtime.output) if rare is not None and rare.recv else None
         if received is MISSING:
             return
         refresh = self.refresh_from
