@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         wl.prepare(workload, target)
         policy = root / "policy.yaml"
         policy.write_text(policies.convergent(workload, target))
+        del workload  # the bench's own list of N files is no part of the run's memory
         from convergent.cli import run as run_module
         from convergent.cli.main import main as cli
         from convergent.engine import runner

@@ -345,3 +345,27 @@ def test_path_groups_follow_the_first_provided_ancestor_like_any_group(g: Graph[
                     break
     plan = plan_autoedges(g)
     assert {(e.source, e.target) for e in plan.added + plan.skipped} == expected
+
+
+def test_the_cache_answers_a_path_kind_with_equal_uids_without_asking_again() -> None:
+    """A file's uids are kept compactly (its uid and prefix length) and rebuilt equal."""
+    from convergent.graph.autoedge import AutoEdgeCache, vertex_uids
+    from convergent.resources.base import convert_params, get_kind
+
+    cls = get_kind("file")
+    assert cls is not None
+    owned = cls("/srv/a/b", convert_params(cls.params_type, {"owner": "root"}))
+    plain = cls("/srv/a/c", convert_params(cls.params_type, {}))
+    cache = AutoEdgeCache()
+    for resource in (owned, plain):
+        first = cache.get(resource.id, resource)
+        again = cache.get(resource.id, resource)
+        fresh = vertex_uids(resource)
+        assert first is not None and again is not None and fresh is not None
+        for uids in (first, again):
+            assert uids[0] == fresh[0]
+            assert [list(group) for group in uids[1]] == [list(group) for group in fresh[1]]
+    assert [list(g) for g in cache.get(plain.id, plain)[1]] == [  # type: ignore[index]
+        ["file:/srv/a/c"],
+        ["file:/srv/a", "file:/srv", "file:/"],
+    ]

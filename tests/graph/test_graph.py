@@ -125,3 +125,18 @@ def test_dot_export_never_passes_a_control_character_on() -> None:
     assert len(dot.splitlines()) == 7  # header lines, two vertices, one edge, the end
     assert '"file[/a\\\\x0afile[/etc/passwd]: removed]"' in dot
     assert "\\\\x1b[31m\\\\u202e" in dot
+
+
+def test_a_copy_and_its_original_never_see_each_others_new_vertices() -> None:
+    """copy_graph shares the vertex dict until one of the two adds a vertex."""
+    from convergent.graph.autoedge import copy_graph
+
+    g: Graph[V] = Graph()
+    g.add(V("file", "a"))
+    copy = copy_graph(g)
+    copy.add(V("file", "b"))
+    assert list(g) == ["file[a]"] and list(copy) == ["file[a]", "file[b]"]
+    again = copy_graph(g)
+    g.add(V("file", "c"))
+    assert list(again) == ["file[a]"] and list(g) == ["file[a]", "file[c]"]
+    assert list(copy) == ["file[a]", "file[b]"]

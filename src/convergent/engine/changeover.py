@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from convergent.engine.report import Changed, ChangeText, Failed, Report, WouldChange
+from convergent.engine.vertexmap import VertexOf
 from convergent.errors import GraphError, as_resource_error
 from convergent.graph.autoedge import AutoEdgeCache, copy_graph
 from convergent.graph.autogroup import GreedyGrouper
@@ -170,13 +171,7 @@ class Plan:
             graph = prepare(source, grouper=Grouper(excluded), cache=self.cache)
         check_semaphores(graph)
         self.graph = graph
-        self.vertex_of: dict[str, str] = {}
-        for vid, payload in graph.vertices.items():
-            if isinstance(payload, Group):
-                for member in payload.members:
-                    self.vertex_of[member.id] = vid
-            else:
-                self.vertex_of[vid] = vid
+        self.vertex_of: Mapping[str, str] = VertexOf(graph.vertices)  # member -> its vertex
 
     def members(self, vid: str) -> tuple[str, ...]:
         """The member identities of vertex ``vid`` (``(vid,)`` for one that is not here)."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.engine.redact import Secrets, hide_report
 from convergent.engine.report import Report
+from convergent.engine.vertexmap import MemberView
 from convergent.resources.recv import MISSING, Binding, sends
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class Exchange:
     def __init__(self, known: Iterable[str] = ()) -> None:
         self.secrets = Secrets()
         self.secrets.update(known)
-        self.members: dict[str, Resource[Any]] = {}  # member id -> running resource
+        self.members: Mapping[str, Resource[Any]] = {}  # member id -> running resource
         self._receivers: dict[str, list[tuple[Worker, Binding]]] = {}  # by sender member
         self._held: dict[str, tuple[str, ...]] = {}  # receiver -> params holding a secret
         self._policy_held: dict[str, tuple[str, ...]] = {}  # the same, given by the policy
@@ -45,7 +46,7 @@ class Exchange:
 
     def wire(self, plan: Plan, workers: Mapping[str, Worker]) -> None:
         """Take the bindings of ``plan``, whose vertices ``workers`` run."""
-        self.members = {m.id: m for w in workers.values() for m in w.members}
+        self.members = MemberView(workers)
         self._receivers = {}
         self._held = {}
         for receiver, pairs in plan.bindings.items():

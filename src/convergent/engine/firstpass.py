@@ -34,12 +34,6 @@ __all__ = ["Passing", "pass_now"]
 _CLEAN, _RUNNING, _WAITING = State.CLEAN, State.RUNNING, State.WAITING  # plain globals
 
 
-class _Flag(Protocol):
-    def set(self) -> None: ...
-    def clear(self) -> None: ...
-    def is_set(self) -> bool: ...
-
-
 class _Upstream(Protocol):
     @property
     def state(self) -> State: ...
@@ -57,6 +51,7 @@ class Passing(Protocol):
     blocked_by: str | None
     cause: str
     since: float
+    woken: bool  # the wake flag
 
     @property
     def resource(self) -> Resource[Any]: ...
@@ -66,8 +61,7 @@ class Passing(Protocol):
     def ctx(self) -> Context: ...
     @property
     def runtime(self) -> Any: ...
-    @property
-    def wake(self) -> _Flag: ...
+    def wake(self) -> None: ...
     @property
     def upstream(self) -> Sequence[_Upstream]: ...
     @property
@@ -99,7 +93,7 @@ def pass_now(w: Passing) -> bool:
         not w.ready
         or not w.dirty
         or w.watch_failed
-        or not w.wake.is_set()
+        or not w.woken
         or w.semaphores
         or w.bucket is not None
         or w.recv
@@ -114,7 +108,7 @@ def pass_now(w: Passing) -> bool:
     if not check_now(w.ctx):
         return False
     rid = res.id
-    w.wake.clear()
+    w.woken = False
     w.blocked_by = None
     w._set_state(_RUNNING)
     w.dirty = False
@@ -127,7 +121,7 @@ def pass_now(w: Passing) -> bool:
     w.watch_tries = 0
     w._set_state(_WAITING if w.dirty or w.waiting else _CLEAN)
     w.looping = False
-    if w.dirty or w.wake.is_set():  # owed another pass meanwhile: the loop, in a task
-        w.wake.clear()
-        w.wake.set()
+    if w.dirty or w.woken:  # owed another pass meanwhile: the loop, in a task
+        w.woken = False
+        w.wake()  # sets the flag again and, the loop not running, starts it
     return True

@@ -413,11 +413,13 @@ class Engine:
         before = {vid: w.upstream for vid, w in keep.items()}  # link() puts new lists
         workers: dict[str, Worker] = {}
         new: dict[str, Worker] = {}
+        now = time.perf_counter()  # one float for the batch, not one per worker
         for vid, payload in plan.graph.vertices.items():
             worker = keep.get(vid)
             recv = plan.bindings.get(vid, ())
             if worker is None:
-                worker = new[vid] = Worker(self, payload, self._semaphores_for(payload), recv)
+                sema = self._semaphores_for(payload)
+                worker = new[vid] = Worker(self, payload, sema, recv, since=now)
             else:
                 worker.bind(recv)
                 if isinstance(payload, Group) and isinstance(worker.resource, Group):

@@ -33,13 +33,10 @@ class _Reports(Protocol):
     def report(self, report: Report) -> None: ...
 
 
-class _Flag(Protocol):
-    def set(self) -> None: ...
-
-
 class Watched(Protocol):
-    """What watching needs of a worker: its resource, context, meta, runtime (to report)
-    and wake flag, the flags it keeps about its watch, and three of its methods."""
+    """What watching needs of a worker: its resource, context, meta, runtime (to report),
+    the flags it keeps about its watch, and four of its methods (``wake``: set its wake
+    flag)."""
 
     ready: bool
     dirty: bool
@@ -55,8 +52,7 @@ class Watched(Protocol):
     def meta(self) -> Meta: ...
     @property
     def runtime(self) -> _Reports: ...
-    @property
-    def wake(self) -> _Flag: ...
+    def wake(self) -> None: ...
     def release(self) -> None: ...
     def _on_ready(self) -> None: ...
     def poke(self, cause: str = ...) -> None: ...
@@ -118,13 +114,13 @@ async def watch(w: Watched, error: ResourceError | None = None) -> None:
         if retry != -1 and w.watch_tries > retry:
             w.watch_failed = True
             w.runtime.report(Failed.of(rid, error))
-            w.wake.set()
+            w.wake()
             return
         delay = retry_delay(w.meta, w.watch_tries)
         w.runtime.report(
             Log(rid, retry_text("watch retry", w.watch_tries, retry, delay, error.message))
         )
-        w.wake.set()
+        w.wake()
         await asyncio.sleep(delay)
         error = None
 

@@ -25,13 +25,9 @@ from convergent.engine.context import WorkerContext
 from convergent.engine.convergence import State
 from convergent.engine.events import DRIFT, REFRESH, START, TIMER, UPSTREAM
 from convergent.engine.firstpass import pass_now
-from convergent.engine.meta import (
-    TokenBucket,
-    retry_delay,
-    retry_text,
-    seconds_text,
-)
-from convergent.engine.receive import Waiting, receive
+from convergent.engine.meta import TokenBucket, retry_delay, retry_text, seconds_text
+from convergent.engine.rare import RareFields
+from convergent.engine.receive import receive
 from convergent.engine.report import (
     Blocked,
     Changed,
@@ -41,11 +37,10 @@ from convergent.engine.report import (
     Report,
     WouldChange,
 )
-from convergent.engine.wake import Wake
 from convergent.engine.watching import NOTHING, SUBSCRIBE, poll, subscribe, watch, watch_kind
 from convergent.errors import ResourceError, as_resource_error
 from convergent.resources.abilities import Refreshable
-from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.base import Change, Context, Meta, Params, Resource
 from convergent.resources.group import Group
 from convergent.resources.recv import MISSING, Binding
 
@@ -108,43 +103,31 @@ class Runtime(Protocol):
     def before_apply(self, resource: Resource[Any], ctx: Context, change: Change) -> None: ...
 
 
-class Worker:
-    """Drives one resource. All methods run on the engine's event loop."""
+class Worker(RareFields):
+    """Drives one resource. All methods run on the engine's event loop. The state most
+    workers never change (receiving, retries, semaphores...) is :class:`RareFields`'."""
 
     __slots__ = (
-        "blocked_by",
-        "bucket",
         "cause",
         "ctx",
         "declared",
         "dirty",
         "downstream",
         "looping",
-        "members",
-        "meta",
         "notifies",
-        "put",
         "ready",
-        "received",
-        "recv",
         "refresh_from",
         "renotified",
         "resource",
         "runtime",
-        "semaphores",
         "sender",
         "since",
         "state",
         "stopped",
         "tasks",
-        "tried",
-        "tries",
         "unsubscribe",
         "upstream",
-        "waiting",
-        "wake",
-        "watch_failed",
-        "watch_tries",
+        "woken",
     )
 
     def __init__(
@@ -153,23 +136,18 @@ class Worker:
         resource: Resource[Any],
         semaphores: tuple[asyncio.Semaphore, ...] = (),
         recv: tuple[Binding, ...] = (),
+        since: float | None = None,  # when made (perf_counter); one for a batch
     ) -> None:
+        self._rare = None
         self.runtime = runtime
         self.resource = resource
-        self.meta = meta = resource.meta
-        # The resources this vertex stands for: itself, or a group's members.
-        self.members: tuple[Resource[Any], ...] = (
-            resource.members if isinstance(resource, Group) else (resource,)
-        )
+        meta = resource.meta
         self.declared: Params = resource.params  # as the graph gave them, before recv
-        self.recv = recv  # what it receives, by parameter
-        self.received: dict[str, Any] = _NO_VALUES  # values received at its last good pass
-        self.put: dict[str, Any] | None = None  # values now in resource.params (valid)
-        self.tried: dict[str, Any] = _NO_VALUES  # values it last tried to receive (some missing)
-        self.waiting: Waiting | None = None  # for a value of the world (recv world[HOST].NAME)
+        if recv:
+            self.recv = recv
         self.sender = (
-            any(getattr(type(m), "sends", None) for m in self.members)
-            if len(self.members) > 1
+            any(getattr(type(m), "sends", None) for m in resource.members)
+            if isinstance(resource, Group)
             else bool(getattr(type(resource), "sends", None))
         )
         self.tasks: set[asyncio.Task[None]] | None = None  # made for the first task
@@ -182,25 +160,40 @@ class Worker:
         self.state = State.WAITING
         self.dirty = True  # a check is owed
         self.cause = START  # why the check is owed (engine/events.py), and since when
-        self.since = time.perf_counter()
+        self.since = time.perf_counter() if since is None else since
         self.ready = False
-        self.watch_failed = False  # the watch failed and is out of retries
-        self.tries = 0  # failed check/apply tries since the last success
-        self.watch_tries = 0  # failed watches since the watch last proved itself
-        self.blocked_by: str | None = None
         self.refresh_from: frozenset[str] = _NONE  # senders owed a refresh (never mutated)
         self.renotified: frozenset[str] = _NONE  # senders that notified during this pass
-        self.semaphores = semaphores  # sorted by id: acquired in this order, never deadlocks
-        self.bucket = TokenBucket(meta.limit, meta.burst) if meta.limit != _INF else None
-        self.wake = Wake(self)
+        if semaphores:
+            self.semaphores = semaphores
+        if meta.limit != _INF:
+            self.bucket = TokenBucket(meta.limit, meta.burst)
+        self.woken = False  # the wake flag: a pass is to run (see :meth:`wake`)
         self.ctx: Context = WorkerContext(self, resource.id)  # no bound method each
+
+    @property
+    def meta(self) -> Meta:
+        """Its resource's meta parameters."""
+        return self.resource.meta
+
+    @property
+    def members(self) -> tuple[Resource[Any], ...]:
+        """The resources this vertex stands for: itself, or a group's members."""
+        resource = self.resource
+        return resource.members if isinstance(resource, Group) else (resource,)
+
+    def wake(self) -> None:
+        """Set the wake flag (``woken``); on a clear one :meth:`kick` starts the loop."""
+        if not self.woken:
+            self.woken = True
+            self.kick()
 
     # -- callbacks from the resource and from other workers ---------------------------
 
     def _on_ready(self) -> None:
         if not self.ready:
             self.ready = True
-            self.wake.set()
+            self.wake()
 
     def poke(self, cause: str = UPSTREAM) -> None:
         """Something may have changed: owe a check. Never lost, even mid-apply.
@@ -213,7 +206,7 @@ class Worker:
         self.dirty = True
         if self.state is State.CLEAN:
             self._set_state(State.WAITING)
-        self.wake.set()
+        self.wake()
 
     def _drifted(self) -> None:
         """``ctx.event()``: the resource's own watch saw something happen (a ``timer``'s
@@ -233,7 +226,7 @@ class Worker:
         if observed is not None and observed.listeners:
             observed.worker(self, False)
         for child, _ in self.downstream:
-            child.wake.set()
+            child.wake()
 
     def rewatch(self) -> bool:
         """Restart a watch that failed for good, if ``meta.rewatch`` says so (mgmt's Rewatch).
@@ -276,7 +269,7 @@ class Worker:
 
     def nudge(self) -> None:
         """Look again at its upstream (one it waited for may be gone); owes nothing."""
-        self.wake.set()
+        self.wake()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -341,7 +334,7 @@ class Worker:
             self._spawn(self._loop(), f"worker {self.resource.id}")
 
     def _watch_or_poll(self) -> None:
-        if self.meta.poll > 0:
+        if self.resource.meta.poll > 0:
             self._spawn(poll(self), f"poll {self.resource.id}")
         else:
             self._start_watch()
@@ -356,10 +349,11 @@ class Worker:
     async def _passes(self) -> None:
         rid = self.resource.id
         while True:
-            if not self.wake.is_set():
+            if not self.woken:
                 return
-            self.wake.clear()
-            if self.watch_failed:
+            self.woken = False
+            rare = self._rare  # RareFields' object, read here without a property each
+            if rare is not None and rare.watch_failed:
                 self._set_state(State.FAILED)  # the watch task reported why
                 continue
             if not self.ready:
@@ -379,16 +373,18 @@ class Worker:
                 self.blocked_by = None
                 self._set_state(State.WAITING)
                 continue
-            self.blocked_by = None
-            if self.bucket is not None:
-                wait = self.bucket.take(asyncio.get_running_loop().time())
+            if rare is not None:
+                rare.blocked_by = None
+            if rare is not None and rare.bucket is not None:
+                wait = rare.bucket.take(asyncio.get_running_loop().time())
                 if wait > 0:  # over the limit: events meanwhile coalesce into this one run
                     self._set_state(State.WAITING)
                     await asyncio.sleep(wait)
-                    self.wake.set()
+                    self.wake()
                     continue
             self._set_state(State.RUNNING)
-            if self.semaphores:
+            semaphores = rare.semaphores if rare is not None else ()
+            if semaphores:
                 await self._acquire()
             self.dirty = False
             error: ResourceError | None = None
@@ -401,25 +397,27 @@ class Worker:
             except Exception as exc:
                 error = as_resource_error(rid, exc)
             finally:
-                for semaphore in self.semaphores:
+                for semaphore in semaphores:
                     semaphore.release()
             events = self.runtime.events
             if events is not None:
                 events.passed(rid, cause, began, since, error)
             if error is None:
-                self.tries = 0
+                rare = self._rare
+                if rare is not None:
+                    rare.tries = 0
                 if not self.ready:
                     self._set_state(State.FAILED if self.watch_failed else State.RETRYING)
-                elif self.dirty or self.waiting:  # a check is still owed, or a world value
-                    self.watch_tries = 0
-                    self._set_state(State.WAITING)
                 else:
-                    self.watch_tries = 0
-                    self._set_state(State.CLEAN)
+                    if rare is not None:
+                        rare.watch_tries = 0
+                    # a check is still owed, or a world value
+                    waiting = self.dirty or (rare is not None and rare.waiting is not None)
+                    self._set_state(State.WAITING if waiting else State.CLEAN)
             else:
                 await self._failed(error)
             if self.dirty:
-                self.wake.set()
+                self.wake()
 
     def _blocker(self) -> str | None:
         """The failed resource upstream that stops this one, if any."""
@@ -460,7 +458,7 @@ class Worker:
 
     async def _attempt(self) -> None:
         """One check/apply/refresh pass, bounded by ``meta.timeout``."""
-        timeout = self.meta.timeout
+        timeout = self.resource.meta.timeout
         if timeout is None:
             await self._process()
             return
@@ -480,7 +478,8 @@ class Worker:
         if engine.prediction is not None:  # --noop: through the predicted state
             await engine.prediction.process(self)
             return
-        received = receive(self, self.runtime.output) if self.recv else None
+        rare = self._rare
+        received = receive(self, self.runtime.output) if rare is not None and rare.recv else None
         if received is MISSING:
             return
         refresh = self.refresh_from
@@ -587,6 +586,5 @@ class Worker:
 
 _REFRESH = Change("refreshed")
 _NONE: frozenset[str] = frozenset()  # one empty set for every worker, not one each
-_NO_VALUES: dict[str, Any] = {}  # received/tried before any: replaced, never written
 _NO_LINKS: list[Any] = []
 _INF = float("inf")  # meta.limit's default: no rate limit

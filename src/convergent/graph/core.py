@@ -71,7 +71,17 @@ class Graph(Generic[T]):
     and the engine each validate the same graph).
     """
 
-    __slots__ = ("_in", "_out", "_valid", "_vertices", "clusters", "collect", "held", "secrets")
+    __slots__ = (
+        "_in",
+        "_lent",
+        "_out",
+        "_valid",
+        "_vertices",
+        "clusters",
+        "collect",
+        "held",
+        "secrets",
+    )
 
     def __init__(self) -> None:
         # What the policy collects from other hosts (graph/collect.py), in its order.
@@ -86,6 +96,9 @@ class Graph(Generic[T]):
         self._out: dict[str, dict[str, Edge]] = {}
         self._in: dict[str, dict[str, Edge]] = {}
         self._valid = False  # validate() passed and nothing was added since
+        # _vertices is shared with a copy (graph/autoedge.py: copy_graph): the first
+        # add() copies it (one dict of N entries less for the engine's prepared graph).
+        self._lent = False
 
     # -- building ---------------------------------------------------------------------
 
@@ -115,6 +128,9 @@ class Graph(Generic[T]):
             )
             received.setdefault(source, {})[param] = output
         self._valid = False
+        if self._lent:
+            self._vertices = dict(self._vertices)
+            self._lent = False
         self._vertices[vid] = payload
         for ref in require:
             self.add_edge(_ref_id(ref), vid)
