@@ -46,10 +46,13 @@ from convergent.host import atomic
 from convergent.host import commits as group_commit
 from convergent.resources.base import Context
 from convergent.resources.file import File
+from convergent.resources.fswatch import FsWatcher
+
+_WATCHER = FsWatcher()  # nothing watched: expect() finds no directory and returns False
 
 
 def _context(resource: File, commits: atomic.Commits, sweeper: atomic.Sweeper) -> Context:
-    services = {atomic.Commits: commits, atomic.Sweeper: sweeper}
+    services = {atomic.Commits: commits, atomic.Sweeper: sweeper, FsWatcher: _WATCHER}
     return Context(
         resource.id,
         ready=lambda: None,
