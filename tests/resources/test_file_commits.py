@@ -170,11 +170,11 @@ def test_the_end_of_a_run_finishes_the_batches_under_way(tmp_path: Path) -> None
 
     async def main() -> None:
         commits = _Commits()
-        for p in names:
-            asyncio.ensure_future(_write(commits, p, b"new\n"))
+        tasks = [asyncio.ensure_future(_write(commits, p, b"new\n")) for p in names]
         await asyncio.sleep(0)  # the temp files written, the flush scheduled
         await asyncio.sleep(0)  # flushed: the batch is in the sync thread
         commits.close()  # the run ends at once: nothing of the loop runs after this
+        assert all(task.done() or not task.cancelled() for task in tasks)
 
     asyncio.run(main())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)
