@@ -24,15 +24,16 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
+import functools
 import os
 from collections import deque
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
 from convergent.host.fs import At, locate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from concurrent.futures import Executor
 
 __all__ = ["COMMIT_BATCH", "SYNC", "SYNCFS_FROM", "Commits"]
 
@@ -111,9 +112,7 @@ class Commits:
         ``tree``: the target is a directory, removed with everything in it just before the
         rename. Raises what the sync, close, removal or rename raised (``temp`` is gone).
         """
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if isinstance(at, _Borrowed) and at.flushes != self._flushes:
             os.close(fd)  # the temp file stays for the next run's sweep
             raise RuntimeError("a directory lent by Commits.locate outlived its batch")
@@ -172,22 +171,22 @@ class Commits:
     def _submit(
         self, job: Callable[[], None], then: Callable[[_Batch], None], batch: _Batch
     ) -> None:
-        """Run ``job`` in the sync thread, then ``then(batch)`` on the event loop."""
-        step = _Step(job, then, batch, self)
+        """Run ``job`` in the sync thread, then ``then(batch)`` on the event loop. Sent
+        through ``run_in_executor``, so the loop (and a test's virtual clock) knows that
+        real work is under way."""
+        step = _Step(job, then, batch)
+        loop = self._loop
+        assert loop is not None
         try:
-            _sync_thread().put(step)
+            done = loop.run_in_executor(_sync_thread(), step.run)
         except BaseException:
             batch.drop()
             raise
         self._steps[step] = None
+        done.add_done_callback(functools.partial(self._after, step))
 
-    def _job_done(self, step: _Step) -> None:
-        """In the sync thread: hand the next step to the event loop (or to :meth:`close`,
-        which runs it itself when the loop is gone)."""
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                loop.call_soon_threadsafe(self._next, step)
+    def _after(self, step: _Step, done: asyncio.Future[None]) -> None:
+        self._next(step)
 
     def _next(self, step: _Step) -> None:
         if step not in self._steps:  # close() ran it already
@@ -352,19 +351,14 @@ def _syncfs(fd: int) -> None:
 class _Step:
     """One job for the sync thread and what follows it on the event loop."""
 
-    __slots__ = ("batch", "commits", "error", "finished", "job", "then")
+    __slots__ = ("batch", "error", "finished", "job", "then")
 
     def __init__(
-        self,
-        job: Callable[[], None],
-        then: Callable[[_Batch], None],
-        batch: _Batch,
-        commits: Commits,
+        self, job: Callable[[], None], then: Callable[[_Batch], None], batch: _Batch
     ) -> None:
         self.job = job
         self.then = then
         self.batch = batch
-        self.commits = commits
         self.error: Exception | None = None
         self.finished = _thread.allocate_lock()  # held until the job has run
         self.finished.acquire()
@@ -377,7 +371,6 @@ class _Step:
             self.error = exc
         finally:
             self.finished.release()
-            self.commits._job_done(self)
 
     def wait(self) -> None:
         """Block until the job has run."""
@@ -385,31 +378,39 @@ class _Step:
             pass
 
 
-class _SyncThread:
+class _SyncThread(Executor):
     """The one thread that runs every batch's syncs, one after the other, in the order
     they were sent. A daemon: nothing is under way in it when a run ends
     (:meth:`Commits.close` waits for it), and no exit waits for it."""
 
-    __slots__ = ("_steps", "_wake")
-
     def __init__(self) -> None:
-        self._steps: deque[_Step] = deque()
-        self._wake = _thread.allocate_lock()  # released when steps are waiting
+        self._jobs: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
+        self._wake = _thread.allocate_lock()  # released when jobs are waiting
         self._wake.acquire()
         _thread.start_new_thread(self._serve, ())
 
-    def put(self, step: _Step) -> None:
-        """Send ``step`` (from the event loop's thread only)."""
-        self._steps.append(step)
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue ``fn(*args, **kwargs)`` (from the event loop's thread only)."""
+        future: Future[Any] = Future()
+        self._jobs.append((future, functools.partial(fn, *args, **kwargs)))
         if self._wake.locked():
             self._wake.release()
+        return future
 
     def _serve(self) -> None:
-        steps, wake = self._steps, self._wake
+        jobs, wake = self._jobs, self._wake
         while True:
             wake.acquire()
-            while steps:
-                steps.popleft().run()
+            while jobs:
+                future, job = jobs.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    result = job()
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
 
 
 def _sync_thread() -> _SyncThread:
