@@ -381,36 +381,46 @@ class _Step:
 class _SyncThread(Executor):
     """The one thread that runs every batch's syncs, one after the other, in the order
     they were sent. A daemon: nothing is under way in it when a run ends
-    (:meth:`Commits.close` waits for it), and no exit waits for it."""
+    (:meth:`Commits.close` waits for it), and no exit waits for it.
+
+    :meth:`submit` returns an asyncio future of the calling loop (``run_in_executor``
+    passes it through as it is), set through ``call_soon_threadsafe``: none of the
+    locks and conditions of a ``concurrent.futures.Future`` per job."""
 
     def __init__(self) -> None:
-        self._jobs: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
+        self._jobs: deque[tuple[asyncio.Future[Any], Callable[[], Any]]] = deque()
         self._wake = _thread.allocate_lock()  # released when jobs are waiting
         self._wake.acquire()
         _thread.start_new_thread(self._serve, ())
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Queue ``fn(*args, **kwargs)`` (from the event loop's thread only)."""
-        future: Future[Any] = Future()
-        self._jobs.append((future, functools.partial(fn, *args, **kwargs)))
+        """Queue ``fn(*args, **kwargs)`` (from a running event loop's thread only)."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.append((done, functools.partial(fn, *args, **kwargs)))
         if self._wake.locked():
             self._wake.release()
-        return future
+        return done  # type: ignore[return-value]  # an asyncio future: see the docstring
 
     def _serve(self) -> None:
         jobs, wake = self._jobs, self._wake
         while True:
             wake.acquire()
             while jobs:
-                future, job = jobs.popleft()
-                if not future.set_running_or_notify_cancel():
-                    continue
+                done, job = jobs.popleft()
                 try:
-                    result = job()
+                    result, error = job(), None
                 except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+                    result, error = None, exc
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    done.get_loop().call_soon_threadsafe(_outcome, done, result, error)
+
+
+def _outcome(done: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if not done.done():
+        if error is None:
+            done.set_result(result)
+        else:
+            done.set_exception(error)
 
 
 def _sync_thread() -> _SyncThread:
