@@ -32,12 +32,8 @@ def test_a_repair_of_drift_is_counted_and_timed_in_the_metrics(tmp_path: Path) -
     policy.write_text(f"resources:\n  - file: {target}\n    content: x\n")
     args = ("run", str(policy), "--state-dir", str(tmp_path / "state"), "--metrics", ":0")
     with Agent(*args) as agent:
-        # The two lines in either order: the first write's report waits for its directory's
-        # sync (in the sync thread) while the loop goes on and starts the metrics server.
-        seen = [agent.wait_for_line(lambda line: line.startswith(("converged", "metrics: ")))]
-        first = "converged" if seen[0].startswith("metrics: ") else "metrics: "
-        seen.append(agent.wait_for_line(lambda line: line.startswith(first)))
-        url = next(line for line in seen if line.startswith("metrics: ")).split(" ", 1)[1]
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        url = agent.wait_for_line(lambda line: line.startswith("metrics: ")).split(" ", 1)[1]
         assert url.startswith("http://127.0.0.1:")  # the default address
         before = _samples(url)
         file = (("kind", "file"),)

@@ -12,11 +12,13 @@ A batch goes through three steps in this order, each after the one before has en
 the data of its temp files is made durable, the temp files are renamed over their
 names (on the event loop, in the order the batches were flushed), each directory is
 fsynced once; then every caller is told its own outcome. The syncs run in one thread
-of their own, so the event loop keeps handling events, checking and writing
-the next batch while a batch syncs; the one exception is a small batch (fewer than
-:data:`SYNCFS_FROM` files) with nothing ahead of it, a drift repair: its files are
-fsynced and renamed at once on the loop (the shortest path to the repaired name), and
-only its directory's sync goes to the thread.
+of their own, so the event loop keeps handling events, checking and writing the next
+batch while a batch syncs. The one exception is a small batch (fewer than
+:data:`SYNCFS_FROM` files) with nothing ahead of it, a drift repair: it is fsynced,
+renamed and its directory fsynced at once on the loop, as one step. Its directory's
+fsync in the thread was measured (bench/drift.py, docs/performance.md): better under
+heavy load, worse on a quieter machine (the hand-off, a GIL switch and the two fsyncs
+contending for the disk cost more than the loop gains), so it stays on the loop.
 """
 
 from __future__ import annotations
@@ -136,9 +138,9 @@ class Commits:
         self.flush()
 
     def flush(self) -> None:
-        """Start the waiting files on their way: their data synced (at once for a small
-        batch with nothing ahead of it, else in the sync thread), then renamed, their
-        directories synced, each caller told its own outcome."""
+        """Start the waiting files on their way: their data synced, renamed, their
+        directories synced, each caller told its own outcome (all at once on the loop
+        for a small batch with nothing ahead of it, else the syncs in the sync thread)."""
         waiting, self._waiting = self._waiting, []
         batch = _Batch([item for item in waiting if item.opened()], self._dirs)
         self._dirs, self._paths = {}, {}
@@ -149,8 +151,10 @@ class Commits:
                 batch.close_dirs()
                 batch.settle()
             elif self._ahead == 0 and len(batch.items) < SYNCFS_FROM:
-                batch.sync_data()  # a repair: no thread between its data and its name
-                self._renamed(batch)
+                batch.sync_data()  # a repair: all at once, no thread (see the docstring)
+                batch.rename()
+                batch.sync_dirs()
+                batch.settle()
             else:
                 if SYNC == "syncfs" and len(batch.items) >= SYNCFS_FROM:
                     batch.close_files()  # a syncfs needs none of them: fewer held open
