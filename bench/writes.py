@@ -11,7 +11,7 @@ guarantee (data durable before the rename, the directory synced before the repor
 - ``one by one``: ``COMMIT_BATCH = 1``, each file fsynced, renamed, its directory
   fsynced, on its own;
 - ``fsync each``: a batch (the files written in one pass of the event loop,
-  ``convergent.host.atomic.Commits``) with one fsync per file, then the renames, then
+  ``convergent.host.commits.Commits``) with one fsync per file, then the renames, then
   one fsync per directory;
 - ``fdatasync pool``: the batch's fdatasyncs run together in a pool of 16 threads;
 - ``syncfs``: one ``syncfs()`` per file system for the whole batch (the default);
@@ -43,12 +43,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convergent.host import atomic
+from convergent.host import commits as group_commit
 from convergent.resources.base import Context
 from convergent.resources.file import File
+from convergent.resources.fswatch import FsWatcher
+
+_WATCHER = FsWatcher()  # nothing watched: expect() finds no directory and returns False
 
 
 def _context(resource: File, commits: atomic.Commits, sweeper: atomic.Sweeper) -> Context:
-    services = {atomic.Commits: commits, atomic.Sweeper: sweeper}
+    services = {atomic.Commits: commits, atomic.Sweeper: sweeper, FsWatcher: _WATCHER}
     return Context(
         resource.id,
         ready=lambda: None,
@@ -117,7 +121,7 @@ def main() -> None:
     parser.add_argument("size", nargs="?", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    default, sync = atomic.COMMIT_BATCH, atomic.SYNC
+    default, sync = group_commit.COMMIT_BATCH, group_commit.SYNC
     ways = {
         "one by one": (1, "fsync"),
         "fsync each": (default, "fsync"),
@@ -136,9 +140,9 @@ def main() -> None:
                     shutil.rmtree(target)
                 target.mkdir()
                 os.sync()  # each way starts with nothing of the others' left to write
-                atomic.COMMIT_BATCH, atomic.SYNC = batch, how
+                group_commit.COMMIT_BATCH, group_commit.SYNC = batch, how
                 writes[way].append(asyncio.run(_write_all(target, args.size)))
-        atomic.COMMIT_BATCH, atomic.SYNC = default, sync
+        group_commit.COMMIT_BATCH, group_commit.SYNC = default, sync
         files = _files(target, args.size)
         paths = [(f"{target}/f{i:04d}", f"i am f{i:04d}\n".encode()) for i in range(args.size)]
         runs: dict[str, Callable[[], float]] = {
@@ -149,7 +153,7 @@ def main() -> None:
             for way, run in runs.items():
                 checks[way].append(run())
     finally:
-        atomic.COMMIT_BATCH, atomic.SYNC = default, sync
+        group_commit.COMMIT_BATCH, group_commit.SYNC = default, sync
         shutil.rmtree(root, ignore_errors=True)
     medians = _show(writes, args.size)
     for way in ways:

@@ -10,13 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.agent import TIMEOUT, Agent, convergent
 
-COUNT = 600  # several batches of atomic.COMMIT_BATCH (128)
+COUNT = 600  # several batches of commits.COMMIT_BATCH (256)
 
 
 def _policy(tmp_path: Path, target: Path) -> list[str]:
@@ -60,7 +61,8 @@ def test_a_change_reported_before_kill_9_is_whole_and_nothing_is_torn(tmp_path: 
 def test_data_then_name_are_synced_before_a_change_is_reported(tmp_path: Path) -> None:
     """strace shows the order of the system calls: for each reported file, its temp file
     is created, then a sync of its data (``syncfs`` of the file system, or an fsync of
-    the file), then the rename, then an fsync of its directory, then the report."""
+    the file), then the rename, then an fsync of its directory, then the report. The
+    syncs run in their own thread: each call counts where it returned."""
     target = tmp_path / "t"
     target.mkdir()
     log = tmp_path / "strace.log"
@@ -71,7 +73,7 @@ def test_data_then_name_are_synced_before_a_change_is_reported(tmp_path: Path) -
     if result.returncode != 0 and "ptrace" in result.stderr:
         pytest.skip(f"strace cannot trace here: {result.stderr[-200:]}")
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = log.read_text().splitlines()
+    lines = list(_whole_calls(log.read_text().splitlines()))
     created: dict[str, tuple[int, str]] = {}  # temp name -> (index of its creation, fd)
     renamed: dict[str, tuple[int, str]] = {}  # final name -> (index, temp name)
     data_syncs: list[tuple[int, str]] = []  # (index, fd synced; "" for syncfs)
@@ -107,3 +109,17 @@ def test_data_then_name_are_synced_before_a_change_is_reported(tmp_path: Path) -
         assert named, f"{name}: its directory was not synced before the report"
         used.update([synced[-1], named[0]])
     assert len(used) < COUNT // 4, f"{len(used)} syncs for {COUNT} files: not one per batch"
+
+
+def _whole_calls(lines: list[str]) -> Iterator[str]:
+    """strace -f lines, a call split by another thread's (``<unfinished ...>``, then
+    ``<... NAME resumed>``) put together where it returned."""
+    started: dict[str, str] = {}
+    for line in lines:
+        pid, _, call = line.partition(" ")
+        if call.endswith("<unfinished ...>"):
+            started[pid] = call.removesuffix("<unfinished ...>").strip()
+        elif m := re.match(r"\s*<\.\.\. \w+ resumed>(.*)$", call):
+            yield f"{pid} {started.pop(pid, '')}{m[1]}"
+        else:
+            yield line

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from convergent.host import atomic
 from convergent.host.atomic import Commits as _Commits
+from convergent.host.commits import SYNCFS_FROM
 from convergent.resources.base import Context
 from convergent.resources.file import File, FileChange
 
@@ -133,3 +135,47 @@ asyncio.run(main())
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(f"f{i}" for i in range(1000))
     assert (tmp_path / "f999").read_text() == "999\n"
+
+
+async def _write(commits: _Commits, path: Path, data: bytes) -> None:
+    at = commits.locate(str(path))
+    fd, temp = atomic.create_temp(at, data, 0o644, -1, -1)
+    await commits.commit(fd, temp, at, tree=False)
+
+
+def test_a_name_written_in_two_batches_in_a_row_ends_with_the_later_bytes(tmp_path: Path) -> None:
+    """The first batch is large (its sync goes to the sync thread); the second, one file
+    written again at once while the first is still under way, is small: it must not be
+    renamed before the first batch's renames, or the name would end with the older bytes."""
+    names = [tmp_path / f"f{i}" for i in range(SYNCFS_FROM)]
+
+    async def main() -> None:
+        commits = _Commits()
+        first = [asyncio.ensure_future(_write(commits, p, b"first\n")) for p in names]
+        await asyncio.sleep(0)  # every temp file of the first batch written, flush scheduled
+        await asyncio.sleep(0)  # the first batch flushed: its sync is under way
+        second = asyncio.ensure_future(_write(commits, names[0], b"second\n"))
+        await asyncio.wait_for(asyncio.gather(*first, second), TIMEOUT)
+
+    asyncio.run(main())
+    assert names[0].read_bytes() == b"second\n"
+    assert all(p.read_bytes() == b"first\n" for p in names[1:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)
+
+
+def test_the_end_of_a_run_finishes_the_batches_under_way(tmp_path: Path) -> None:
+    """``close`` when a batch is syncing in the sync thread, and the event loop ends right
+    after: the batch's files are renamed (not left as temp files), their directory synced."""
+    names = [tmp_path / f"f{i}" for i in range(SYNCFS_FROM)]
+
+    async def main() -> None:
+        commits = _Commits()
+        tasks = [asyncio.ensure_future(_write(commits, p, b"new\n")) for p in names]
+        await asyncio.sleep(0)  # the temp files written, the flush scheduled
+        await asyncio.sleep(0)  # flushed: the batch is in the sync thread
+        commits.close()  # the run ends at once: nothing of the loop runs after this
+        assert len(tasks) == len(names)
+
+    asyncio.run(main())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)
+    assert all(p.read_bytes() == b"new\n" for p in names)
