@@ -13,7 +13,7 @@ from convergent.engine import Changed, RunResult
 from convergent.engine.events import Event, EventLog
 from convergent.engine.pool import BATCH
 from convergent.graph import Graph
-from convergent.resources.base import Context, Meta, Resource
+from convergent.resources.base import Change, Context, Meta, Resource
 from tests.engine.probe import Box, Probe
 from tests.engine.support import Recorder, run_engine_virtual
 
@@ -31,6 +31,16 @@ class Quick(Probe, kind="quick_probe"):
         task = asyncio.current_task()
         self.box.note(f"check_now {self.name} in {task.get_name() if task else None}")
         return self.box.value == self.params.want
+
+
+class Finder(Quick, kind="finder_probe"):
+    """Tells at once what is wrong: the change, not only False."""
+
+    def check_now(self, ctx: Context) -> bool | Change:
+        self.box.note(f"check_now {self.name}")
+        if self.box.value == self.params.want:
+            return True
+        return Change(f"{self.box.value!r} -> {self.params.want!r}")
 
 
 def _graph(resources: list[Resource[Any]], edges: tuple[tuple[str, str], ...] = ()) -> Graph[Any]:
@@ -61,6 +71,16 @@ def test_resources_right_at_once_end_their_first_pass_without_a_task_and_are_kep
     ]
     assert all(e.seconds >= 0 for e in events)
     assert not rec.of(Changed)
+
+
+def test_a_change_told_at_once_is_applied_by_the_pass_in_its_task_without_a_second_check() -> None:
+    right, wrong = Box(value="ok"), Box(value="bad")
+    result, rec, _ = _run(_graph([Finder.make("a", right), Finder.make("b", wrong)]))
+    assert result.converged and result.changed == 1
+    assert wrong.value == "ok"
+    assert wrong.journal[1:4] == ["check_now b", "apply b", "applied b"]
+    assert "check b" not in wrong.journal  # what check_now found is not looked for again
+    assert [r.summary for r in rec.of(Changed)] == ["'bad' -> 'ok'"]
 
 
 def test_every_resource_watches_before_any_is_told_right() -> None:

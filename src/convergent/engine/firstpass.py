@@ -15,8 +15,9 @@ Only a plain first pass qualifies: the watch ready, a check owed, the wake flag 
 every upstream worker clean, and none of what may wait or needs the task: ``limit``,
 ``sema``, ``timeout`` (it cancels the task it runs in), ``recv``, a pending refresh, a
 ``--noop`` run's prediction. A check that is not clean (or fails, or would wait) is run
-again by the task: ``check_now`` is read only, so a resource that needs a change pays
-one more check, and the error of a failing one is reported by the usual path.
+again by the task, except that a change ``check_now`` found is handed to that pass
+(``Worker.found``) instead of being looked for again: a file to create costs one check,
+not two. The error of a failing check is reported by the usual path.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Passing(Protocol):
     cause: str
     since: float
     woken: bool  # the wake flag
+    found: Any  # a change check_now found, for the pass in the task
 
     @property
     def resource(self) -> Resource[Any]: ...
@@ -105,7 +107,10 @@ def pass_now(w: Passing) -> bool:
     if w.upstream and any(up.state is not _CLEAN for up in w.upstream):
         return False  # blocked or waiting: the task says which
     began = time.perf_counter()
-    if not check_now(w.ctx):
+    found = check_now(w.ctx)
+    if found is not True:
+        if found is not False:
+            w.found = found  # the pass in the task applies it without checking again
         return False
     rid = res.id
     w.woken = False

@@ -28,6 +28,7 @@ class _Rare:
     __slots__ = (
         "blocked_by",
         "bucket",
+        "found",
         "put",
         "received",
         "recv",
@@ -51,6 +52,7 @@ class _Rare:
         self.tries = 0
         self.watch_tries = 0
         self.watch_failed = False
+        self.found: Any = None
 
 
 class RareFields:
@@ -140,6 +142,18 @@ class RareFields:
     def bucket(self, value: TokenBucket | None) -> None:
         if value is not None or self._rare is not None:
             self._more().bucket = value
+
+    @property
+    def found(self) -> Any:
+        """The change a first pass's ``check_now`` found (``engine/firstpass.py``): the
+        pass that follows in the worker's task takes it instead of checking again."""
+        rare = self._rare
+        return None if rare is None else rare.found
+
+    @found.setter
+    def found(self, value: Any) -> None:
+        if value is not None or self._rare is not None:
+            self._more().found = value
 
     @property
     def blocked_by(self) -> str | None:

@@ -486,7 +486,12 @@ class Worker(RareFields):
         self.renotified = _NONE
         ctx.refresh = refresh
         noop = engine.noop or res.meta.noop
-        change = await res.check(ctx)
+        found = rare.found if rare is not None else None  # check_now's, a moment ago
+        if found is not None and rare is not None:
+            rare.found = None
+            change = found
+        else:
+            change = await res.check(ctx)
         if noop:  # read only: the state database is neither written nor cleared
             self.refresh_from = _NONE
             notifies = tuple(w.resource.id for w, notify in self.downstream if notify)

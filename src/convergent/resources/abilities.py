@@ -69,14 +69,16 @@ class ChecksNow(Protocol):
     """Optional: a check that usually needs no waiting (a file's: a few system calls).
 
     ``check_now(ctx)`` is True when ``check(ctx)`` would return None at this moment, told
-    synchronously; False when the state is not right, when the check would fail, or
-    when it cannot be told without waiting. Read only, like ``check``; it never raises.
-    The engine asks it in a resource's first pass (``engine/firstpass.py``): True ends
-    that pass at once, without a task of its own; False runs the pass as usual (which
-    calls ``check``). It is asked only after the watch said ``ready()``.
+    synchronously; the change ``check`` would return now when the state is not right (or
+    False: the engine calls ``check`` then); False when the check would fail, or when it
+    cannot be told without waiting. Read only, like ``check``; it never raises. The
+    engine asks it in a resource's first pass (``engine/firstpass.py``): True ends that
+    pass at once, without a task of its own; otherwise the pass runs as usual, in its
+    task, and applies the change given instead of calling ``check``. It is asked only
+    after the watch said ``ready()``.
     """
 
-    def check_now(self, ctx: Context) -> bool: ...
+    def check_now(self, ctx: Context) -> bool | Change: ...
 
 
 @runtime_checkable

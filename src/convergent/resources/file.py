@@ -158,9 +158,9 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         except (fs.PathRefused, posix.NoSuchName) as exc:
             raise self.error(exc) from None
 
-    def check_now(self, ctx: Context) -> bool:  # ChecksNow; an error is left to check
+    def check_now(self, ctx: Context) -> bool | FileChange:  # ChecksNow; errors: check's
         try:
-            return not self.params.purge and self.plan(ctx) is None
+            return not self.params.purge and (self.plan(ctx) or True)
         except Exception:
             return False
 
