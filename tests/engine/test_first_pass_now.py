@@ -83,6 +83,31 @@ def test_a_change_told_at_once_is_applied_by_the_pass_in_its_task_without_a_seco
     assert [r.summary for r in rec.of(Changed)] == ["'bad' -> 'ok'"]
 
 
+class DriftAfterNow(Quick, kind="drift_after_now_probe"):
+    """Tells the change at once, and the state drifts right after, before the pass."""
+
+    def check_now(self, ctx: Context) -> bool | Change:
+        self.box.note(f"check_now {self.name} saw {self.box.value}")
+        if self.box.value == self.params.want:
+            return True
+
+        def drift() -> None:
+            self.box.value = "other"
+            self.box.note("drift")
+            ctx.event()
+
+        asyncio.get_running_loop().call_soon(drift)
+        return Change(f"{self.box.value!r} -> {self.params.want!r}")
+
+
+def test_an_event_after_check_now_makes_the_pass_check_again() -> None:
+    box = Box(value="bad")
+    result, _, _ = _run(_graph([DriftAfterNow.make("b", box)]))
+    assert result.converged and box.value == "ok"
+    after = box.journal[box.journal.index("drift") :]
+    assert after[:3] == ["drift", "check b", "saw other"], box.journal
+
+
 def test_every_resource_watches_before_any_is_told_right() -> None:
     box = Box(value="ok")
     _run(_graph([Quick.make(f"p{i}", box) for i in range(BATCH + 7)]))

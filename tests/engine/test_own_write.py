@@ -14,19 +14,29 @@ from convergent.engine import Converged, Engine
 from convergent.graph import Graph
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.file import File
+from convergent.resources.filechange import FileChange
 from tests.engine.support import BOUND, Recorder
 
 
 class CountedFile(File, kind="countedfile"):
-    """A file that counts its checks and says when the second one starts."""
+    """A file that counts its checks (the first pass's ``check_now`` included: it finds
+    the change the pass applies) and says when the second one starts."""
 
     checks = 0
     second: asyncio.Event | None = None
 
-    async def check(self, ctx: Context) -> Change | None:
+    @staticmethod
+    def _counted() -> None:
         CountedFile.checks += 1
         if CountedFile.checks == 2 and CountedFile.second is not None:
             CountedFile.second.set()
+
+    def check_now(self, ctx: Context) -> bool | FileChange:
+        self._counted()
+        return super().check_now(ctx)
+
+    async def check(self, ctx: Context) -> Change | None:
+        self._counted()
         return await super().check(ctx)
 
 

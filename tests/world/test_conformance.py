@@ -307,6 +307,16 @@ def test_set_many_writes_every_item_and_a_watch_sees_each_however_many(
     run(opener, body)
 
 
+def test_set_many_writes_values_larger_together_than_one_request(opener: Opener) -> None:
+    async def body(world: World, other: World) -> None:
+        base = keys.host_key(world.hostname, "large") + "/"
+        items = {f"{base}{i}": str(i) * (200 * 1024) for i in range(4)}  # 800 KiB in all
+        await world.set_many(items, lease=True)
+        assert await other.get_prefix(base) == items
+
+    run(opener, body)
+
+
 def test_a_lease_is_dropped_by_a_later_durable_write(opener: Opener) -> None:
     async def body(world: World, other: World) -> None:
         key = keys.host_key(world.hostname, "probe")

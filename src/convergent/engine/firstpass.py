@@ -17,7 +17,8 @@ every upstream worker clean, and none of what may wait or needs the task: ``limi
 ``--noop`` run's prediction. A check that is not clean (or fails, or would wait) is run
 again by the task, except that a change ``check_now`` found is handed to that pass
 (``Worker.found``) instead of being looked for again: a file to create costs one check,
-not two. The error of a failing check is reported by the usual path.
+not two. An event before that pass (``Worker.poke``) drops the change handed over, and
+the pass checks again. The error of a failing check is reported by the usual path.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Passing(Protocol):
     """What the pass needs of a worker (``engine/worker.py``'s ``Worker`` is one)."""
 
     ready: bool
+    stopped: bool
     dirty: bool
     looping: bool
     watch_failed: bool
@@ -85,6 +87,8 @@ def pass_now(w: Passing) -> bool:
 
     False: nothing was changed (``check_now`` may have read), run the pass as usual.
     """
+    if w.stopped:
+        return True  # a changeover stopped it meanwhile: no pass at all
     res = w.resource
     check_now = getattr(res, "check_now", None)
     if check_now is None:

@@ -204,6 +204,8 @@ class Worker(RareFields):
             self.cause = cause
             self.since = time.perf_counter()
         self.dirty = True
+        if self._rare is not None:
+            self._rare.found = None  # what check_now found is stale: the pass checks again
         if self.state is State.CLEAN:
             self._set_state(State.WAITING)
         self.wake()

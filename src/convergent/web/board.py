@@ -103,6 +103,7 @@ class Board:
         self.subscribers: set[Subscriber] = set()
         self._unfollow = engine.follow_states(self.on_state)
         self._unfollow_world = engine.observe().add_world(self.on_world)
+        self._world_due = False  # a hosts event is on its way (on_world)
         self._reporter = engine.reporter
         engine.reporter = self.on_report
 
@@ -148,7 +149,14 @@ class Board:
 
     def on_world(self) -> None:
         """The other hosts changed (alive, converged, exports): a ``hosts`` event with
-        the list ``/api/hosts`` gives."""
+        the list ``/api/hosts`` gives, one per turn of the loop however many keys the
+        turn's watch answers told (a transaction of exports is many)."""
+        if self.subscribers and not self._world_due:
+            self._world_due = True
+            asyncio.get_running_loop().call_soon(self._send_world)
+
+    def _send_world(self) -> None:
+        self._world_due = False
         if self.subscribers:
             self._send("hosts", self.world())
 

@@ -63,7 +63,7 @@ __all__ = ["DEFAULT_TTL", "EtcdWorld", "Tls", "open_etcd_world"]
 DEFAULT_TTL = 10.0
 _T = TypeVar("_T")
 TXN_OPS = 64  # keys in one transaction of set_many (etcd's --max-txn-ops: 128 by default)
-TXN_BYTES = 256 * 1024  # and at most about this much (etcd's requests: 1.5 MiB at most)
+TXN_BYTES = 256 * 1024  # and at most this many bytes, or one key (etcd: 1.5 MiB a request)
 _BACKOFF_FIRST = 0.02  # seconds between rounds over every endpoint, doubling...
 _BACKOFF_MAX = 0.5  # ...up to this
 
@@ -433,8 +433,10 @@ class EtcdWorld:
         start = 0
         while start < len(batch):  # etcd takes at most 128 operations in a transaction
             size, end = 0, start
-            while end < len(batch) and end - start < TXN_OPS and size < TXN_BYTES:
-                size += len(batch[end][0]) + len(batch[end][1])
+            while end < len(batch) and end - start < TXN_OPS:
+                size += len(batch[end][0].encode()) + len(batch[end][1].encode())
+                if size > TXN_BYTES and end > start:
+                    break  # no larger than one put of the key alone would be
                 end += 1
             await self._put_many(batch[start:end], lease=lease)
             start = end
