@@ -30,16 +30,16 @@ path (libyaml nodes, every problem at its ``file:line:col``, its messages), as s
 anything is outside the shape or wrong in any way: another top-level key (or one twice),
 a nested value (a ``where:``, a meta list, a number written otherwise), a flow list of
 anything but double-quoted strings (or an empty one, or one not written ``["a", "b"]``),
-an anchor, a tag, a comment after a value, a tab, a non-ASCII
-character, a line over 4,096 characters, an escape other than ``\\n \\t \\\\ \\"``, a
-plain word YAML would read as a bool or null, any syntax of the policy language
-(``{{``, ``{%``, ``{#`` anywhere; ``for_each``, ``if``, ``template``, ``destroy``; a
-top-level key other than ``resources`` and ``collect``), a duplicate key, an entry key (``recv``,
-``meta``, an edge key) where an entry starts, ``recv``, ``meta`` as a block, a malformed
-reference, or any problem the builder finds (a duplicate resource, an unknown kind or
-parameter, a rejected value, an edge to no entry, a cycle). So the fast path never
-changes what a policy means or how a problem is reported; it only skips importing
-PyYAML (~14 ms) and building a node per scalar. ``tests/policy/test_fast.py`` checks
+an anchor, a tag, a comment after a value, a tab, a non-ASCII character, a line over
+4,096 characters, an escape other than ``\\n \\t \\\\ \\"``, a plain word YAML would read
+as a bool or null, any syntax of the policy language (``{{``, ``{%``, ``{#`` anywhere;
+``for_each``, ``if``, ``template``, ``destroy``; a top-level key other than
+``resources`` and ``collect``), a duplicate key, an entry key (``recv``, ``meta``, an
+edge key) where an entry starts, ``recv``, ``meta`` as a block, a malformed reference,
+or any problem the builder finds (a duplicate resource, an unknown kind or parameter, a
+rejected value, an edge to no entry, a cycle). So the fast path never changes what a
+policy means or how a problem is reported; it only skips importing PyYAML (~14 ms) and
+building a node per scalar. ``tests/policy/test_fast.py`` checks
 that both paths give equal graphs, ``tests/policy/test_pipeline.py`` that they give the
 builder equal entries.
 """
