@@ -14,20 +14,11 @@ from convergent.engine import Changed, Engine, Failed, Report
 from convergent.engine.events import Event, EventLog
 from convergent.errors import ResourceError
 from convergent.graph import Graph
-from convergent.resources.base import Context, Resource
+from convergent.resources.base import Resource
 from convergent.resources.file import File
+from tests.resources.test_file import context as _ctx
 
 TIMEOUT = 10.0
-
-
-def _ctx(resource: File) -> Context:
-    return Context(
-        resource.id,
-        ready=lambda: None,
-        event=lambda: None,
-        log=lambda message: None,
-        shared=lambda factory: factory(),
-    )
 
 
 def _both(resource: File) -> tuple[object, object]:

@@ -20,20 +20,11 @@ from convergent.graph import Graph
 from convergent.resources.base import Context, Resource
 from convergent.resources.file import File
 from tests.host.hostile import NOBODY, TIMEOUT, Hostile, exchange, lab, needs_root, run_as_nobody
+from tests.resources.test_file import context as _context
 
 pytestmark = [needs_root, pytest.mark.timeout(120)]
 
 ROUNDS = 300
-
-
-def _context(resource: File) -> Context:
-    return Context(
-        resource.id,
-        ready=lambda: None,
-        event=lambda: None,
-        log=lambda message: None,
-        shared=lambda factory: factory(),
-    )
 
 
 def _converge_once(resource: File) -> str:
