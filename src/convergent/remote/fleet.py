@@ -408,7 +408,7 @@ class Fleet:
                 read = asyncio.create_task(process.stdout.readline())
                 done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if stop in done and read not in done:
-                    process.stdin.write_eof()  # the relay stops its hosts; keep reading
+                    _end_input(process.stdin)  # the relay stops its hosts; keep reading
                     await read
                 text = read.result()
                 if not text:
@@ -452,7 +452,10 @@ class Fleet:
     ) -> int | None:
         """Run the start script to its end; its exit status."""
         process = await conn.create_process(script, encoding="utf-8", errors="replace")
-        process.stdin.write(files)
+        with contextlib.suppress(BrokenPipeError):
+            # The shell may have ended before reading its input (no python3: it says
+            # `python none` and exits); what it printed is read below all the same.
+            process.stdin.write(files)
         gate = self._gates.get(name)
         opening = None if gate is None else asyncio.create_task(self._open(gate, process))
         try:
@@ -491,7 +494,7 @@ class Fleet:
                 waits = {read} if stop is None else {read, stop}
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if stop is not None and stop in done and read not in done:
-                    stream.channel.write_eof()  # the agent stops; keep reading its lines
+                    _end_input(stream.channel)  # the agent stops; keep reading its lines
                     stop = None
                     done, _ = await asyncio.wait({read})
                 line = read.result()
@@ -512,7 +515,7 @@ class Fleet:
                         result.detached_pid = int(word.split()[1])
                     elif probe is not None and "agent" in probe:  # else: the probe's
                         result.status = int(word)
-                    stream.channel.write_eof()
+                    _end_input(stream.channel)
                     continue
                 self.report(name, line, error)
         finally:
@@ -567,6 +570,12 @@ class Fleet:
                     self.report(a.target.name, f"policy NOT copied to {parent}: {a.policy}", True)
         finally:
             unsubscribe()
+
+
+def _end_input(channel: Any) -> None:
+    """End the remote command's stdin; nothing to do when it has already ended."""
+    with contextlib.suppress(BrokenPipeError):
+        channel.write_eof()
 
 
 def _absolute(path: str) -> str:
