@@ -2,6 +2,8 @@
 
 - :func:`until_written`: until a predicate over a file holds, re-checked at each inotify
   event on that file (``IN_MODIFY``, ``IN_CLOSE_WRITE``, ``IN_ATTRIB``), never on a timer.
+- :func:`until_in`: the same over a directory's entries (``IN_CREATE``, ``IN_MOVED_TO``,
+  ``IN_CLOSE_WRITE``, ``IN_DELETE``, ``IN_MOVED_FROM``).
 - :func:`open_fifo_writer`: open a FIFO for writing once some process opened it for
   reading (the kernel's blocking open is the event).
 - :func:`until_group_gone`: until no process of a process group exists, woken by the
@@ -22,11 +24,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["open_fifo_writer", "until_group_gone", "until_written"]
+__all__ = ["open_fifo_writer", "until_group_gone", "until_in", "until_written"]
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
 IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
 
 
 @contextlib.contextmanager
@@ -57,6 +63,16 @@ def until_written(path: Path, holds: Callable[[], bool], bound: float, what: str
     """Return once ``holds()``; checked now and after each write to ``path``."""
     deadline = time.monotonic() + bound
     with _inotify(path, IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB) as fd:
+        while not holds():
+            assert _drain(fd, deadline), f"{what}: not within {bound} s"
+
+
+def until_in(directory: Path, holds: Callable[[], bool], bound: float, what: str) -> None:
+    """Return once ``holds()``; checked now and after each change of an entry of
+    ``directory`` (created, written, renamed in or out, removed)."""
+    deadline = time.monotonic() + bound
+    mask = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM
+    with _inotify(directory, mask) as fd:
         while not holds():
             assert _drain(fd, deadline), f"{what}: not within {bound} s"
 

@@ -30,10 +30,18 @@ Under systemd, when a stream is the journal (``$JOURNAL_STREAM`` names its devic
 inode), every line starts with its syslog priority, ``<3>`` for failures and errors,
 ``<4>`` for blocked resources, ``<6>`` for the rest, so ``journalctl -p err`` finds them.
 :class:`JsonRenderer` (``--log-format json``) writes the same reports as JSON lines.
+
+When the reader of a stream is gone (a closed pipe, a hung-up terminal, an ended SSH
+session), its descriptor is pointed at /dev/null and the run goes on: what it keeps true
+and its history (``convergent history``) do not depend on anyone reading its output, and
+SIGTERM still stops it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
 import sys
 from typing import IO, Any
@@ -302,10 +310,13 @@ class TextRenderer:
             self._console = Console(
                 file=self.out, force_terminal=True, highlight=False, soft_wrap=True
             )
-        for line in _lines(diff):
-            style = _diff_style(line)
-            self._console.print(Text("    " + escape(line), style=style or ""))
-        self.out.flush()
+        try:
+            for line in _lines(diff):
+                style = _diff_style(line)
+                self._console.print(Text("    " + escape(line), style=style or ""))
+            self.out.flush()
+        except OSError as exc:
+            _reader_gone(self.out, exc)
 
     def note(self, message: str, *, error: bool = False, event: str = "message") -> None:
         """A message of the command itself (``policy reloaded: ...``), escaped like the rest:
@@ -326,8 +337,7 @@ class TextRenderer:
     @staticmethod
     def _write(stream: IO[str], lines: list[str]) -> None:
         """Write ``lines``, each escaped (a newline inside one is shown, not obeyed)."""
-        stream.write("".join(escape(line) + "\n" for line in lines))
-        stream.flush()
+        _put(stream, "".join(escape(line) + "\n" for line in lines))
 
 
 class JsonRenderer(TextRenderer):
@@ -453,8 +463,38 @@ class JsonRenderer(TextRenderer):
         line = json.dumps(record, ensure_ascii=True)
         if self._journal.get(id(self.out)):
             line = f"<{priority}>{line}"
-        self.out.write(line + "\n")
-        self.out.flush()
+        _put(self.out, line + "\n")
+
+
+_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET})
+
+
+def _put(stream: IO[str], text: str) -> None:
+    """Write ``text`` and flush it; when the stream's reader is gone, send the stream
+    to /dev/null (this and later writes are dropped) instead of failing the caller."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except OSError as exc:
+        _reader_gone(stream, exc)
+
+
+def _reader_gone(stream: IO[str], exc: OSError) -> None:
+    """Point ``stream``'s descriptor at /dev/null when ``exc`` says its reader is gone
+    (what is still buffered then flushes there); any other error is raised."""
+    if exc.errno not in _GONE:
+        raise exc
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no descriptor (a stream in memory): nothing to point
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+    with contextlib.suppress(OSError):
+        stream.flush()
 
 
 def may_text(report: MayChange) -> str:

@@ -236,10 +236,10 @@ async def run_with_signals(
     reload = _Reload()
 
     def stop(sig: signal.Signals) -> None:
+        engine.stop()  # first: nothing said about it may keep the run from stopping
         reporter.note(f"{sig.name}: stopping", error=True, event="stopping")
         if notifier is not None:
             notifier.stopping(sig.name)
-        engine.stop()
 
     def hangup(sig: signal.Signals) -> None:
         if reload.follows:
