@@ -13,7 +13,7 @@
 Both also report the agents' CPU time (user + sys of every agent process by the time all
 converged, from /proc): on a machine others share, the steadier figure for a comparison.
 
-The harness watches ``/convergent/hosts/`` through its own etcd session and counts the
+The harness watches ``/convergent/`` through its own etcd session and counts the
 files on each converged event; agents run continuously and are stopped with SIGTERM
 after. Writes ``bench/results-w9.md`` (the format of results.md) and prints it::
 
@@ -150,7 +150,7 @@ def count(dirs: list[Path]) -> int:
 async def converged_at(url: str, hosts: list[str], dirs: list[Path], files: int) -> float:
     """perf_counter time at which every host's converged key is 1 and ``files`` exist."""
     from convergent.world.etcd import EtcdWorld
-    from convergent.world.keys import HOSTS, split_host_key
+    from convergent.world.keys import ROOT, split_converged_key, split_host_key
 
     world = EtcdWorld([url], hostname="w9-harness")
     await world.start()
@@ -160,21 +160,23 @@ async def converged_at(url: str, hosts: list[str], dirs: list[Path], files: int)
     wanted = set(hosts)
 
     def seen(key: str, value: str | None) -> None:
+        host = split_converged_key(key)
         split = split_host_key(key)
-        if split is not None and not done.is_set():
-            WRITES[split[1].partition("/")[0]] = WRITES.get(split[1].partition("/")[0], 0) + 1
-        if split is None or split[1] != "converged" or split[0] not in wanted:
+        kind = "converged" if host is not None else split[1].partition("/")[0] if split else None
+        if kind is not None and not done.is_set():
+            WRITES[kind] = WRITES.get(kind, 0) + 1
+        if host is None or host not in wanted:
             return
         if value is None:
-            state.pop(split[0], None)
+            state.pop(host, None)
         else:
-            state[split[0]] = value
+            state[host] = value
         everyone = len(state) == len(wanted) and all(v == "1" for v in state.values())
         if everyone and not done.is_set() and count(dirs) >= files:
             at.append(time.perf_counter())
             done.set()
 
-    stop = await world.watch(HOSTS, seen, prefix=True)
+    stop = await world.watch(ROOT, seen, prefix=True)
     try:
         async with asyncio.timeout(BOUND):
             await done.wait()
@@ -360,7 +362,7 @@ def main() -> None:
         "heartbeat 10 ms, election 100 ms; the agents' wire: "
         f"{os.environ.get('CONVERGENT_ETCD_WIRE') or 'default'}); the harness watches "
         "the converged keys",
-        "- converged: every agent's /convergent/hosts/HOST/converged is 1 and every "
+        "- converged: every agent's /convergent/converged/HOST is 1 and every "
         "expected file exists; agents' CPU: the sum of their user + sys time by then",
         f"- files and state directories on {'tmpfs (/dev/shm)' if where else 'the disk'}: "
         "the exchange is measured, not the disk (each file write is fsynced: ~2 ms each on "

@@ -180,7 +180,8 @@ def test_three_members_lose_one_agent_and_the_others_go_on(tmp_path: Path, fast_
 
 
 async def _only_its_own_prefix(url: str, state: Path, host: str, other: str) -> None:
-    """With b's certificate, b's keys can be written, a's only read (etcd's RBAC)."""
+    """With b's certificate, b's keys can be written, a's only read (etcd's RBAC); the
+    same for the converged keys."""
     from convergent.world import keys
     from convergent.world.base import WorldError
     from convergent.world.cluster import connect
@@ -193,6 +194,13 @@ async def _only_its_own_prefix(url: str, state: Path, host: str, other: str) -> 
         with pytest.raises(WorldError, match="permission denied"):
             await client.set(keys.kv_key(other, "port"), "6666")
         assert await client.get(keys.kv_key(other, "port")) == "9090"
+        # Its converged key (apart from its prefix) is its own too; another's is not.
+        mine = keys.converged_key(host)
+        await client.set(mine, await client.get(mine) or "0")  # as b's agent has it
+        with pytest.raises(WorldError, match="permission denied"):
+            await client.set(keys.converged_key(other), "0")
+        with pytest.raises(WorldError, match="permission denied"):
+            await client.set(keys.converged_key(host) + "x", "0")
     finally:
         await client.aclose()
 

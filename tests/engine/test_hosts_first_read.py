@@ -1,6 +1,7 @@
 """Cluster-wide convergence: what an agent sees of the others after its first read.
 
-The watch of ``/convergent/hosts/`` and the first read of it travel on separate requests
+The watch of a prefix (``/convergent/hosts/``, ``/convergent/converged/``) and the first
+read of it travel on separate requests
 (on etcd: a watch stream and a range), so the read can answer from a revision older
 than an event the watch has already told. The world here is the local one with a
 first read that answers from before the write it makes happen meanwhile: the ordering
@@ -18,7 +19,8 @@ from convergent.world.local import LocalWorld
 
 
 class _StaleFirstRead(LocalWorld):
-    """The first ``get_prefix`` answers from before ``later`` is written (and told)."""
+    """The first ``get_prefix`` of a prefix of ``later``'s keys answers from before they
+    are written (and told)."""
 
     def __init__(self, later: dict[str, str]) -> None:
         super().__init__(hostname="me")
@@ -26,9 +28,8 @@ class _StaleFirstRead(LocalWorld):
 
     async def get_prefix(self, prefix: str) -> dict[str, str]:
         before = await super().get_prefix(prefix)
-        later, self.later = self.later, {}
-        for key, value in later.items():
-            await self.set(key, value, lease=True)  # the watch is told now
+        for key in [k for k in self.later if k.startswith(prefix)]:
+            await self.set(key, self.later.pop(key), lease=True)  # the watch is told now
         return before
 
 
@@ -38,7 +39,7 @@ def test_a_watch_event_newer_than_the_first_read_is_kept() -> None:
         await world.set(host_key("b", "alive"), "1", lease=True)
         await world.set(converged_key("b"), "0", lease=True)  # what the old read shows
         hosts = Hosts(world, Collector("me", lambda report: None), lambda: None)
-        await hosts.watch()
+        await hosts.watch(converged=True)
         return hosts.everyone(), hosts.waiting_for()
 
     everyone, waiting = asyncio.run(main())
@@ -53,7 +54,22 @@ def test_a_key_the_watch_never_told_comes_from_the_first_read() -> None:
         await world.set(host_key("c", "alive"), "1", lease=True)
         await world.set(converged_key("b"), "1", lease=True)
         hosts = Hosts(world, Collector("me", lambda report: None), lambda: None)
-        await hosts.watch()
+        await hosts.watch(converged=True)
         return hosts.waiting_for()
 
     assert asyncio.run(main()) == ["c"]
+
+
+def test_without_converged_the_others_are_not_counted_converged() -> None:
+    """An agent that does not watch the converged keys never takes the others for
+    converged (it does not wait for them either: nothing asks it)."""
+
+    async def main() -> tuple[bool, list[str]]:
+        world = _StaleFirstRead({})
+        await world.set(host_key("b", "alive"), "1", lease=True)
+        await world.set(converged_key("b"), "1", lease=True)
+        hosts = Hosts(world, Collector("me", lambda report: None), lambda: None)
+        await hosts.watch()
+        return hosts.everyone(), sorted(hosts.converged)
+
+    assert asyncio.run(main()) == (False, [])

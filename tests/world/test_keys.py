@@ -1,4 +1,5 @@
-"""The world's key layout: a host's keys are under its own prefix, and names are checked."""
+"""The world's key layout: a host's keys are under its own prefix (its converged key
+apart), and names are checked."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from convergent.world.local import LocalWorld
 def test_a_host_s_keys_are_all_under_its_own_prefix() -> None:
     assert keys.host_prefix("web1") == "/convergent/hosts/web1/"
     assert keys.alive_key("web1") == "/convergent/hosts/web1/alive"
-    assert keys.converged_key("web1") == "/convergent/hosts/web1/converged"
+    assert keys.converged_key("web1") == "/convergent/converged/web1"
     assert keys.export_key("web1", "file", "/etc/motd") == (
         "/convergent/hosts/web1/exports/file[/etc/motd]"
     )
@@ -27,6 +28,13 @@ def test_a_host_key_splits_back_into_host_and_rest() -> None:
     assert keys.split_host_key(keys.export_key("h", "file", "/a/b")) == ("h", "exports/file[/a/b]")
     assert keys.split_host_key("/convergent/hosts/h") is None
     assert keys.split_host_key("/convergent/locks/x/1") is None
+
+
+def test_a_converged_key_splits_back_into_its_host() -> None:
+    assert keys.split_converged_key(keys.converged_key("web1")) == "web1"
+    assert keys.split_converged_key("/convergent/converged/") is None
+    assert keys.split_converged_key("/convergent/converged/a/b") is None
+    assert keys.split_converged_key(keys.alive_key("web1")) is None
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "a b", "tab\there", "nul\0", "x" * 254])

@@ -9,7 +9,7 @@ without any of them never imports this module's dependencies.
 - ``cluster status``: asks the members (etcd's JSON gateway, with this host's
   certificate) for the member list, each member's health and the leader, and reads the
   world's ``/convergent/hosts/`` keys for the connected agents (a live ``alive`` key)
-  and whether each is converged (``converged``). It reads only: it is no agent of the
+  and ``/convergent/converged/`` for whether each is converged. It reads only: it is no agent of the
   world. Exit 0 when every member is healthy and there is a leader, 1 otherwise, 2 when
   no member answers.
 - ``cluster token --hostname NAME``: a join token for NAME (see
@@ -468,21 +468,14 @@ async def _agents(endpoints: list[str], tls: Any) -> list[dict[str, Any]]:
 
     client = connect(endpoints, tls)
     try:
-        found = await client.get_prefix(keys.HOSTS)
+        alive = await client.members()
+        found = await client.get_prefix(keys.CONVERGED_KEYS)
     finally:
         await client.aclose()
-    hosts: dict[str, dict[str, Any]] = {}
-    for key, value in found.items():
-        split = keys.split_host_key(key)
-        if split is None:
-            continue
-        host, rest = split
-        entry = hosts.setdefault(host, {"host": host, "alive": False, "converged": None})
-        if rest == keys.ALIVE:
-            entry["alive"] = True
-        elif rest == keys.CONVERGED:
-            entry["converged"] = value == "1"
-    return [hosts[h] for h in sorted(hosts) if hosts[h]["alive"]]
+    converged = {keys.split_converged_key(key): value == "1" for key, value in found.items()}
+    return [
+        {"host": host, "alive": True, "converged": converged.get(host)} for host in sorted(alive)
+    ]
 
 
 def _print_status(report: dict[str, Any]) -> None:

@@ -99,7 +99,16 @@ class Observed:
     it, never change it); ``hide(text)``: ``text`` with every secret the run knows hidden,
     as in its reports."""
 
-    __slots__ = ("_hosts", "_plan", "_workers", "hide", "listeners", "shown", "world_listeners")
+    __slots__ = (
+        "_hosts",
+        "_plan",
+        "_want_world",
+        "_workers",
+        "hide",
+        "listeners",
+        "shown",
+        "world_listeners",
+    )
 
     def __init__(
         self,
@@ -107,10 +116,12 @@ class Observed:
         plan: Callable[[], Plan],
         exchange: Exchange,
         hosts: Callable[[], Hosts | None] = lambda: None,
+        want_world: Callable[[], None] = lambda: None,
     ) -> None:
         self._workers = workers
         self._plan = plan
         self._hosts = hosts
+        self._want_world = want_world  # a world listener came: the run shows everyone
         self.hide: Callable[[str], str] = exchange.secrets.hide
         self.listeners: list[Listener] = []
         self.world_listeners: list[Callable[[], None]] = []
@@ -142,6 +153,7 @@ class Observed:
         """Call ``listener()`` whenever :meth:`world` would answer differently; returns
         the function that stops it."""
         self.world_listeners.append(listener)
+        self._want_world()
 
         def unfollow() -> None:
             if listener in self.world_listeners:

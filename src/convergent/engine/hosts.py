@@ -1,15 +1,19 @@
-"""What an agent sees of the other agents of its world, through one watch of
-``/convergent/hosts/``: every host's exports (for ``collect:``, kept by the
-:class:`~convergent.engine.collect.Collector`), which agents are alive and which are
-converged (cluster-wide convergence); and its own converged state, which it publishes.
+"""What an agent sees of the other agents of its world: through one watch of
+``/convergent/hosts/``, every host's exports (for ``collect:``, kept by the
+:class:`~convergent.engine.collect.Collector`) and which agents are alive; through a
+second watch of ``/convergent/converged/``, only when asked for (:meth:`Hosts.watch`
+with ``converged``, :meth:`Hosts.watch_converged`), which agents are converged; and its
+own converged state, which it publishes.
 
 Cluster-wide convergence (a world other than the local one): each agent keeps
-``/convergent/hosts/HOST/converged`` at ``1`` or ``0`` with its lease, written whenever
-its graph's convergence flips (the latest state only: a burst of flips is one write).
+``/convergent/converged/HOST`` at ``1`` or ``0`` with its lease, written whenever its
+graph's convergence flips (the latest state only: a burst of flips is one write).
 :meth:`Hosts.everyone` says whether every other agent whose ``alive`` key exists has
 published ``1``; an agent that dies loses both keys when its lease ends, and is no
 longer waited for. ``convergent run --converged-timeout N`` then ends when this graph
-and every other agent have been converged together for N seconds.
+and every other agent have been converged together for N seconds. An agent that neither
+waits for the others nor shows them (the web view) is not told of their flips: each new
+graph of each agent is two of them.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import TYPE_CHECKING
 
 from convergent.world.keys import (
     ALIVE,
-    CONVERGED,
+    CONVERGED_KEYS,
     EXPORTS,
     HOSTS,
     converged_key,
+    split_converged_key,
     split_host_key,
 )
 
@@ -47,6 +52,7 @@ class Hosts:
         "changed",
         "collector",
         "converged",
+        "converged_loaded",
         "exports_changed",
         "hostname",
         "loaded",
@@ -63,9 +69,10 @@ class Hosts:
         self.exports_changed = exports_changed
         self.alive: set[str] = set()
         self.converged: set[str] = set()
-        self.loaded = False  # the first read is done: `everyone` may be true
+        self.loaded = False  # the first read of the hosts' keys is done
+        self.converged_loaded = False  # the same of the converged keys: `everyone` may be true
         self.changed = asyncio.Event()
-        self._unwatch: Unsubscribe | None = None
+        self._unwatch: list[Unsubscribe] = []
         self._published: str | None = None
         self._touched: set[str] | None = None  # keys the watch told while the first read ran
         # Called when what this agent sees of the others changed (alive, converged,
@@ -74,55 +81,84 @@ class Hosts:
 
     @property
     def watching(self) -> bool:
-        return self._unwatch is not None
+        return self.loaded
 
-    async def watch(self) -> None:
-        """Watch every host's keys, then read them once (no write is missed between).
+    async def watch(self, *, converged: bool = False) -> None:
+        """Watch every host's keys (and, with ``converged``, every converged key), then
+        read them once (no write is missed between)."""
+        if not self.loaded:
+            await self._follow(HOSTS)
+            self.loaded = True
+        if converged:
+            await self.watch_converged()
+        self.changed.set()
+        self.seen_changed()
+
+    async def watch_converged(self) -> None:
+        """Watch every agent's converged key too, then read them once."""
+        if self.converged_loaded:
+            return
+        await self._follow(CONVERGED_KEYS)
+        self.converged_loaded = True
+        self.changed.set()
+        self.seen_changed()
+
+    async def _follow(self, prefix: str) -> None:
+        """Watch ``prefix``, then read it once.
 
         The read may answer from a revision older than an event the watch has already
         told (they travel on separate requests): a key the watch told about while the
         read ran keeps the watch's value, which every later change of it follows in
         order. Taking the read's older value instead left a host seen unconverged for
         good, and ``--converged-timeout`` waited for it forever."""
-        if self._unwatch is not None:
-            return
         touched = self._touched = set()
         try:
-            self._unwatch = await self.world.watch(HOSTS, self._seen, prefix=True)
-            found = await self.world.get_prefix(HOSTS)
+            unwatch = await self.world.watch(prefix, self._seen, prefix=True)
+            try:
+                found = await self.world.get_prefix(prefix)
+            except BaseException:
+                unwatch()  # the next try watches again
+                raise
         finally:
             self._touched = None
+        self._unwatch.append(unwatch)
         for key, value in found.items():
             if key not in touched:
                 self._seen(key, value, first=True)
-        self.loaded = True
-        self.changed.set()
-        self.seen_changed()
 
     def stop(self) -> None:
         """Stop watching; what was seen of the others is forgotten."""
-        if self._unwatch is not None:
-            self._unwatch()
-            self._unwatch = None
+        for unwatch in self._unwatch:
+            unwatch()
+        self._unwatch = []
         self.collector.exports.clear()
         self.alive.clear()
         self.converged.clear()
-        self.loaded = False
+        self.loaded = self.converged_loaded = False
         self.seen_changed()
 
     def _seen(self, key: str, value: str | None, first: bool = False) -> None:
         if not first and self._touched is not None:
             self._touched.add(key)
+        host = split_converged_key(key)
+        if host is not None:
+            if value == "1":
+                self.converged.add(host)
+            else:
+                self.converged.discard(host)
+            self.changed.set()
+            if not first:
+                self.seen_changed()
+            return
         split = split_host_key(key)
         if split is None:
             return
         host, rest = split
-        if rest in (ALIVE, CONVERGED):
-            known = self.alive if rest == ALIVE else self.converged
-            if value is None or (rest == CONVERGED and value != "1"):
-                known.discard(host)
+        if rest == ALIVE:
+            if value is None:
+                self.alive.discard(host)
             else:
-                known.add(host)
+                self.alive.add(host)
             self.changed.set()
             if not first:
                 self.seen_changed()
@@ -132,7 +168,7 @@ class Hosts:
 
     def everyone(self) -> bool:
         """Whether every other live agent has published that it is converged."""
-        if not self.loaded:
+        if not (self.loaded and self.converged_loaded):
             return False
         me = self.hostname
         return all(host in self.converged for host in self.alive if host != me)
@@ -190,7 +226,7 @@ async def everyone_long_enough(
     while True:
         while not together():
             hosts = hosts_now()
-            if converged() and hosts is not None and hosts.loaded:
+            if converged() and hosts is not None and hosts.converged_loaded:
                 waiting = hosts.waiting_for()
                 if waiting != shown:
                     shown = waiting

@@ -106,6 +106,8 @@ class Engine:
         self._flip_wake = asyncio.Event()  # the same, for the wait for everyone
         self._world_wake = asyncio.Event()
         self._world_held = uses_world(graph)
+        # Other agents' converged keys are watched only to wait for them or to show them.
+        self._converged_wanted = self._cluster and converged_timeout is not None
         plan = Plan(local_part(graph))  # automatic edges, then automatic grouping
         self.noop = noop
         self.converged_timeout = converged_timeout
@@ -237,12 +239,22 @@ class Engine:
 
         if self.observed is None:
             self.observed = Observed(
-                lambda: self._workers, lambda: self._plan, self._exchange, lambda: self._hosts
+                lambda: self._workers,
+                lambda: self._plan,
+                self._exchange,
+                lambda: self._hosts,
+                self._want_converged,
             )
         return self.observed
 
     def follow_states(self, listener: Callable[[VertexState], None]) -> Callable[[], None]:
         return self.observe().add(listener)
+
+    def _want_converged(self) -> None:
+        """An observer follows the world: the other agents' converged keys are watched too."""
+        if not self._converged_wanted:
+            self._converged_wanted = self._cluster
+            self._world_wake.set()
 
     def _world_seen_changed(self) -> None:
         if self.observed is not None:  # observe().add_world(listener) follows the world
@@ -526,8 +538,9 @@ class Engine:
             await world.set_many(changed, lease=True)  # one revision: one wake for the others
         collector.published = wanted
         if base.collect or self._cluster:
-            if not hosts.watching:
-                await hosts.watch()
+            others = self._converged_wanted
+            if not hosts.watching or (others and not hosts.converged_loaded):
+                await hosts.watch(converged=others)
                 self._on_flip()  # publish this agent's state, look at everyone's
         elif hosts.watching:
             hosts.stop()

@@ -4,8 +4,8 @@ With TLS and ``--client-cert-auth``, etcd takes a client's user name from the co
 name (CN) of its certificate; convergent's host certificates carry the host name there.
 :func:`grant_host` gives host ``H`` the user ``H`` and the role ``convergent-host-H``:
 
-- read and write ``/convergent/hosts/H/`` (its own prefix: alive, converged, exports,
-  values, kv),
+- read and write ``/convergent/hosts/H/`` (its own prefix: alive, exports, values, kv)
+  and ``/convergent/converged/H`` (that key only),
 - read and write ``/convergent/locks/`` (every host contends for locks),
 - read everything else under ``/convergent/`` (the other hosts' keys, members).
 
@@ -58,12 +58,12 @@ async def grant_host(world: EtcdWorld, host: str) -> None:
     role = host_role(host)
     await _quietly(world, "RoleAdd", name=role)
     grants = [
-        (_READWRITE, keys.host_prefix(host)),
-        (_READWRITE, keys.LOCKS),
-        (_READ, keys.ROOT),
+        (_READWRITE, *prefix_end(keys.host_prefix(host))),
+        (_READWRITE, keys.converged_key(host).encode(), b""),  # one key: no range end
+        (_READWRITE, *prefix_end(keys.LOCKS)),
+        (_READ, *prefix_end(keys.ROOT)),
     ]
-    for perm_type, prefix in grants:
-        start, end = prefix_end(prefix)
+    for perm_type, start, end in grants:
         perm = {"permType": perm_type, "key": start, "range_end": end}
         await world.auth_call("RoleGrantPermission", name=role, perm=perm)
     await _user(world, host)

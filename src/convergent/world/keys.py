@@ -1,17 +1,23 @@
 """Where things live in the world: the key layout every backend and every host shares.
 
 Everything is under ``/convergent/``. A host writes only under its own prefix,
-``/convergent/hosts/HOST/`` (:func:`host_key`), so that with etcd's RBAC on a host's
-credentials can be limited to it, and one host can never overwrite another's data::
+``/convergent/hosts/HOST/`` (:func:`host_key`), and its own converged key, so that with
+etcd's RBAC on a host's credentials can be limited to them, and one host can never
+overwrite another's data::
 
     /convergent/hosts/HOST/alive            leased: "alive" while HOST's agent runs
-    /convergent/hosts/HOST/converged        leased: "1" (converged) or "0"
+    /convergent/converged/HOST              leased: "1" (converged) or "0"
     /convergent/hosts/HOST/exports/KIND[NAME]  an exported resource (JSON: kind, name,
                                             params, meta)
     /convergent/hosts/HOST/values/NAME      a ``value`` kind's published value
     /convergent/hosts/HOST/kv/KEY           a ``kv`` kind's key (read by any host)
     /convergent/locks/NAME/LEASE            the contenders for lock NAME (etcd: one key
                                             per session, the oldest revision holds it)
+
+The converged keys live apart from the hosts' prefixes: they flip at every new graph
+of every agent, and an agent that collects watches ``/convergent/hosts/`` for the
+exports; only an agent that waits for the others (``--converged-timeout`` in a cluster)
+or shows them (the web view) watches ``/convergent/converged/``.
 
 A resource name may contain ``/`` (a file's path): it is always the last part of a key,
 so a prefix read of ``.../exports/`` still finds every export of one host. Host names
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "ALIVE",
-    "CONVERGED",
+    "CONVERGED_KEYS",
     "EXPORTS",
     "HOSTS",
     "KV",
@@ -39,17 +45,18 @@ __all__ = [
     "host_prefix",
     "kv_key",
     "lock_prefix",
+    "split_converged_key",
     "split_host_key",
     "value_key",
 ]
 
 ROOT = "/convergent/"
 HOSTS = ROOT + "hosts/"
+CONVERGED_KEYS = ROOT + "converged/"
 LOCKS = ROOT + "locks/"
 
 # the parts under a host's prefix
 ALIVE = "alive"
-CONVERGED = "converged"
 EXPORTS = "exports"
 VALUES = "values"
 KV = "kv"
@@ -102,7 +109,16 @@ def alive_key(host: str) -> str:
 
 
 def converged_key(host: str) -> str:
-    return host_key(host, CONVERGED)
+    """``/convergent/converged/HOST``: whether HOST's agent is converged ("1" or "0")."""
+    return CONVERGED_KEYS + check_hostname(host)
+
+
+def split_converged_key(key: str) -> str | None:
+    """The host of a key under ``/convergent/converged/``, else None."""
+    if not key.startswith(CONVERGED_KEYS):
+        return None
+    host = key[len(CONVERGED_KEYS) :]
+    return host if host and "/" not in host else None
 
 
 def export_key(host: str, kind: str, name: str) -> str:
