@@ -257,3 +257,29 @@ collect:
         assert (tmp_path / "shared").read_text() == "x\n"
 
     run_virtual(main())
+
+
+def test_an_export_carries_what_differs_from_the_defaults_and_is_collected_the_same() -> None:
+    """The published JSON leaves out the parameters at their defaults; the collector's
+    defaults fill them in again: the collected resource has the exporter's parameters."""
+    from convergent.engine.collect import Collector, encode
+    from convergent.graph.core import Graph
+    from convergent.policy.build import Collect
+    from convergent.resources.base import Meta, convert_params, get_kind
+
+    cls = get_kind("file")
+    assert cls is not None
+    given = {"path": "/srv/a/motd", "content": "hi\n", "mode": "0600", "parents": True}
+    exported = cls("motd", convert_params(cls.params_type, given), meta=Meta(export=True))
+    body = json.loads(encode(exported))
+    assert body["params"] == {"path": "/srv/a/motd", "content": "hi\n", "mode": "0600",
+                              "parents": True}  # fmt: skip
+    assert body["meta"] == {"export": True}
+    collector = Collector("b", lambda report: None)
+    key = export_key("a", "file", "motd")
+    assert collector.seen(key, encode(exported))
+    base: Graph[object] = Graph()
+    base.collect = (Collect(kind="file", where=None, pattern=None),)
+    graph = collector.graph_for(base)  # type: ignore[arg-type]
+    (collected,) = graph.vertices.values()
+    assert collected.params == exported.params

@@ -57,8 +57,9 @@ def host_of(key: str) -> str:
 
 
 def encode(resource: Resource[Any]) -> str:
-    """The JSON an export is published as: kind, name, parameters, meta (only the meta
-    parameters that differ from the defaults)."""
+    """The JSON an export is published as: kind, name, parameters, meta (of both, only
+    what differs from the defaults: a collecting host applies its own, as it does to a
+    policy's resources; every collector and watcher is told each byte)."""
     meta = {
         field: getattr(resource.meta, field)
         for field in Meta.__struct_fields__
@@ -67,10 +68,35 @@ def encode(resource: Resource[Any]) -> str:
     body = {
         "kind": resource.kind,
         "name": resource.name,
-        "params": msgspec.to_builtins(resource.params),
+        "params": _declared(resource.params),
         "meta": msgspec.to_builtins(meta),
     }
     return msgspec.json.encode(body).decode()
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}  # a parameters type -> its defaults, as builtins
+
+
+def _declared(params: Any) -> dict[str, Any]:
+    """``params`` as JSON builtins, without the fields at their defaults."""
+    defaults = _DEFAULTS.get(type(params))
+    if defaults is None:
+        defaults = _DEFAULTS[type(params)] = {}
+        for field in msgspec.structs.fields(type(params)):
+            if field.default is not msgspec.NODEFAULT:
+                defaults[field.encode_name] = msgspec.to_builtins(field.default)
+            elif field.default_factory is not msgspec.NODEFAULT:
+                defaults[field.encode_name] = msgspec.to_builtins(field.default_factory())
+    return {
+        name: value
+        for name, value in msgspec.to_builtins(params).items()
+        if name not in defaults or not _same(defaults[name], value)
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of one type (``False == 0`` in Python; not here)."""
+    return type(a) is type(b) and a == b
 
 
 def local_part(graph: Graph[Resource[Any]]) -> Graph[Resource[Any]]:
