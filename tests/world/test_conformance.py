@@ -307,6 +307,30 @@ def test_set_many_writes_every_item_and_a_watch_sees_each_however_many(
     run(opener, body)
 
 
+def test_delete_many_deletes_every_key_and_a_watch_sees_each_however_many(
+    opener: Opener,
+) -> None:
+    async def body(world: World, other: World) -> None:
+        base = keys.host_key(world.hostname, "gone") + "/"
+        items = {f"{base}{i:03d}": f"value {i}" for i in range(150)}  # over one transaction
+        await world.set_many(items, lease=True)
+        kept = f"{base}kept"
+        await world.set(kept, "stays")
+        seen = Seen()
+        unsubscribe = await other.watch(base, seen, prefix=True)
+        try:
+            await world.delete_many([*items, f"{base}never-there"])
+            await world.set(kept, "last")
+            got = await seen.until((kept, "last"))
+            deleted = {k for k, v in got[:-1] if v is None}
+            assert set(items) <= deleted <= {*items, f"{base}never-there"}  # spurious: fine
+        finally:
+            unsubscribe()
+        assert await other.get_prefix(base) == {kept: "last"}
+
+    run(opener, body)
+
+
 def test_set_many_writes_values_larger_together_than_one_request(opener: Opener) -> None:
     async def body(world: World, other: World) -> None:
         base = keys.host_key(world.hostname, "large") + "/"

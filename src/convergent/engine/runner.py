@@ -533,8 +533,9 @@ class Engine:
         if self.noop:  # nothing is published (published stays {}); collected as if it were
             collector.pretend = wanted
             wanted = {}
-        for key in sorted(collector.published.keys() - wanted.keys()):
-            await world.delete(key)
+        gone = sorted(collector.published.keys() - wanted.keys())
+        if gone:
+            await world.delete_many(gone)  # one revision: one wake for the others
         changed = {k: v for k, v in wanted.items() if collector.published.get(k) != v}
         if changed:
             await world.set_many(changed, lease=True)  # one revision: one wake for the others
@@ -605,8 +606,7 @@ class Engine:
         world = self.the_world()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                for key in sorted(collector.published):
-                    await world.delete(key)
+                await world.delete_many(sorted(collector.published))
         collector.published = {}
 
 

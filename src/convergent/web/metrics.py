@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -258,6 +258,9 @@ class MeteredWorld:
 
     async def delete(self, key: str) -> None:
         await self._timed("delete", self.world.delete(key))
+
+    async def delete_many(self, names: Iterable[str]) -> None:
+        await self._timed("delete", self.world.delete_many(names))
 
     async def members(self) -> dict[str, str]:
         return await self._timed("members", self.world.members())

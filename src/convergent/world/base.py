@@ -16,6 +16,7 @@ each backend):
   later ``set`` of the key without ``lease`` makes it durable again.
 - ``set_many(items, lease=...)`` is ``set`` of each item; a backend may write them at
   one revision (etcd: one transaction per 64 keys), so a watcher may get them together.
+  ``delete_many(names)`` is ``delete`` of each key, the same way.
 - ``watch(key, callback, prefix=False)`` returns once the watch is in place: from then on
   every write of the key (with ``prefix=True``: of every key that starts with it) made
   by anyone, this process included, leads to ``callback(key, value)`` (value None for a
@@ -46,7 +47,7 @@ endpoints and says how to fix it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from convergent.errors import ConvergentError
@@ -87,6 +88,10 @@ class World(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` (nothing happens when it does not exist)."""
+        ...
+
+    async def delete_many(self, names: Iterable[str]) -> None:
+        """``delete`` of every key in ``names``, at once where the backend can."""
         ...
 
     async def watch(

@@ -50,7 +50,7 @@ import contextlib
 import itertools
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from convergent.world import keys
@@ -440,6 +440,24 @@ class EtcdWorld:
                 end += 1
             await self._put_many(batch[start:end], lease=lease)
             start = end
+
+    async def delete_many(self, names: Iterable[str]) -> None:
+        rpc = self._need_wire().rpc
+        batch = list(names)
+        for key in batch:
+            self._leased.pop(key, None)
+        for start in range(0, len(batch), TXN_OPS):
+            part = batch[start : start + TXN_OPS]
+
+            def txn(c: Connection, part: list[str] = part) -> Any:
+                ops = [
+                    rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=k.encode()))
+                    for k in part
+                ]
+                return c.kv.Txn(rpc.TxnRequest(success=ops), timeout=self.call_timeout)
+
+            more = f" and {len(part) - 1} more" if len(part) > 1 else ""
+            await self._call(f"delete {part[0]}{more}", txn)
 
     async def delete(self, key: str) -> None:
         rpc = self._need_wire().rpc

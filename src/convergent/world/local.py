@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from convergent.world import keys
@@ -104,6 +104,10 @@ class LocalWorld:
     async def delete(self, key: str) -> None:
         self._leased.pop(key, None)
         self._write(key, None)
+
+    async def delete_many(self, names: Iterable[str]) -> None:
+        for key in names:
+            await self.delete(key)
 
     async def watch(
         self, key: str, callback: WatchCallback, *, prefix: bool = False
