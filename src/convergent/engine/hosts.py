@@ -19,6 +19,7 @@ graph of each agent is two of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from convergent.engine.collect import Collector
     from convergent.world.base import Unsubscribe, World
 
-__all__ = ["Hosts", "everyone_long_enough"]
+__all__ = ["Hosts", "everyone_long_enough", "keep_published"]
 
 
 class Hosts:
@@ -177,6 +178,17 @@ class Hosts:
         """The live agents not converged (this one left out), sorted."""
         return sorted(h for h in self.alive if h != self.hostname and h not in self.converged)
 
+    async def leave(self, bound: float) -> None:
+        """At the end of the run: stop watching, withdraw this host's exports (for at
+        most ``bound`` s; what is left goes with the session's lease)."""
+        self.stop()
+        collector = self.collector
+        if collector.published:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(bound):
+                    await self.world.delete_many(sorted(collector.published))
+            collector.published = {}
+
     async def publish(self, converged: bool) -> None:
         """Publish this agent's converged state (leased), when it differs from the last."""
         state = "1" if converged else "0"
@@ -187,6 +199,33 @@ class Hosts:
 
 def _nothing() -> None:
     pass
+
+
+async def keep_published(
+    hosts_now: Callable[[], Hosts | None],
+    converged: Callable[[], bool],
+    flipped: asyncio.Event,
+    say: Callable[[str], None],
+    retry: float,
+) -> None:
+    """Keep this agent's converged key at ``converged()``: published at each ``flipped``
+    (the latest state only), once the hosts are there; a failed write is tried again
+    after ``retry`` s, doubling up to 5 s, and ``say`` tells why."""
+    failures = 0
+    while True:
+        hosts = hosts_now()
+        if hosts is not None:
+            try:
+                await hosts.publish(converged())
+            except Exception as exc:  # the world failed: the latest state, later
+                failures += 1
+                delay = min(retry * 2 ** (failures - 1), 5.0)
+                say(f"{exc}; trying again in {delay:g} s")
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+        await flipped.wait()
+        flipped.clear()
 
 
 async def everyone_long_enough(

@@ -561,21 +561,15 @@ class Engine:
 
     async def _publish_converged(self) -> None:
         """Cluster-wide convergence: keep this agent's converged key up to date."""
-        failures = 0
-        while True:
-            hosts = self._hosts
-            if hosts is not None:
-                try:
-                    await hosts.publish(self.converged)
-                except Exception as exc:  # the world failed: the latest state, later
-                    failures += 1
-                    delay = min(WORLD_RETRY * 2 ** (failures - 1), 5.0)
-                    self.report(Log("cluster", f"{exc}; trying again in {delay:g} s"))
-                    await asyncio.sleep(delay)
-                    continue
-                failures = 0
-            await self._flipped.wait()
-            self._flipped.clear()
+        from convergent.engine.hosts import keep_published
+
+        await keep_published(
+            lambda: self._hosts,
+            lambda: self.converged,
+            self._flipped,
+            lambda text: self.report(Log("cluster", text)),
+            WORLD_RETRY,
+        )
 
     def _on_flip(self) -> None:
         self._flipped.set()
@@ -596,18 +590,8 @@ class Engine:
 
     async def _leave_world(self) -> None:
         """At the end of the run: stop watching, withdraw this host's exports."""
-        hosts = self._hosts
-        if hosts is None:
-            return
-        hosts.stop()
-        collector = hosts.collector
-        if not collector.published:
-            return
-        world = self.the_world()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await world.delete_many(sorted(collector.published))
-        collector.published = {}
+        if self._hosts is not None:
+            await self._hosts.leave(CLOSE_TIMEOUT)
 
 
 class _Done(Exception):

@@ -452,9 +452,7 @@ class Fleet:
     ) -> int | None:
         """Run the start script to its end; its exit status."""
         process = await conn.create_process(script, encoding="utf-8", errors="replace")
-        with contextlib.suppress(BrokenPipeError):
-            # The shell may have ended before reading its input (no python3: it says
-            # `python none` and exits); what it printed is read below all the same.
+        with contextlib.suppress(BrokenPipeError):  # it ended unread (no python3): read on
             process.stdin.write(files)
         gate = self._gates.get(name)
         opening = None if gate is None else asyncio.create_task(self._open(gate, process))
