@@ -208,7 +208,9 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         state = p.state
         reads = state == "exists" and (self._data is not None or self._source is not None)
         found = fs.read_checked(self._path) if reads and not p.follow else None  # in the pass
-        if found is not None and found[1] is not None:  # its directory, as locate finds it
+        if found is not None:  # read in its directory, as locate finds it
+            if found[1] is None:  # not there: no second look through locate
+                return self._plan_missing(None)
             return self._plan_file(found[1], found[0])
         try:
             at = fs.locate(self._path, follow=p.follow, check=True)
