@@ -132,3 +132,26 @@ def test_a_signal_landing_on_another_thread_still_stops_the_run() -> None:
     assert render.captured_err.getvalue() == "SIGTERM: stopping\n"
     assert signal.getsignal(signal.SIGTERM) is previous
     assert signal.set_wakeup_fd(-1) == -1  # none left behind
+
+
+def test_a_handler_that_cannot_be_set_leaves_every_signal_as_it_was() -> None:
+    """SIGKILL cannot be caught: setting the handlers fails, and the one set before it
+    (SIGUSR1) and the wake-up descriptor are put back."""
+    from convergent.cli.run import _on_signals
+
+    def handler(sig: signal.Signals) -> None:
+        raise AssertionError("never called")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        before = signal.getsignal(signal.SIGUSR1)
+        try:
+            _on_signals(loop, {signal.SIGUSR1: handler, signal.SIGKILL: handler})
+        except OSError:
+            pass
+        else:
+            raise AssertionError("SIGKILL's handler was set")
+        assert signal.getsignal(signal.SIGUSR1) is before
+        assert signal.set_wakeup_fd(-1) == -1  # none left behind
+
+    asyncio.run(main())

@@ -307,9 +307,7 @@ def _on_signals(
         writer.close()
     else:
         loop.add_reader(reader.fileno(), _drain, reader)
-    previous = {sig: signal.signal(sig, deliver) for sig in handlers}
-    for sig in handlers:
-        signal.siginterrupt(sig, False)
+    previous: dict[signal.Signals, Any] = {}
 
     def restore() -> None:
         for sig, handler in previous.items():
@@ -320,6 +318,13 @@ def _on_signals(
             reader.close()
             writer.close()
 
+    try:
+        for sig in handlers:
+            previous[sig] = signal.signal(sig, deliver)
+            signal.siginterrupt(sig, False)
+    except BaseException:
+        restore()  # what was set so far: the process is left as it was
+        raise
     return restore
 
 
