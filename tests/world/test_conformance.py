@@ -285,12 +285,17 @@ def test_leased_keys_vanish_when_the_session_ends_and_durable_ones_stay(opener: 
     run(opener, body)
 
 
+def _over_one_transaction(base: str) -> dict[str, str]:
+    """150 keys under ``base``: more than etcd takes in one transaction."""
+    return {f"{base}{i:03d}": f"value {i}" for i in range(150)}
+
+
 def test_set_many_writes_every_item_and_a_watch_sees_each_however_many(
     opener: Opener,
 ) -> None:
     async def body(world: World, other: World) -> None:
         base = keys.host_key(world.hostname, "many") + "/"
-        items = {f"{base}{i:03d}": f"value {i}" for i in range(150)}  # over one transaction
+        items = _over_one_transaction(base)
         seen = Seen()
         unsubscribe = await other.watch(base, seen, prefix=True)
         try:
@@ -312,7 +317,7 @@ def test_delete_many_deletes_every_key_and_a_watch_sees_each_however_many(
 ) -> None:
     async def body(world: World, other: World) -> None:
         base = keys.host_key(world.hostname, "gone") + "/"
-        items = {f"{base}{i:03d}": f"value {i}" for i in range(150)}  # over one transaction
+        items = _over_one_transaction(base)
         await world.set_many(items, lease=True)
         kept = f"{base}kept"
         await world.set(kept, "stays")

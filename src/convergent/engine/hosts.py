@@ -143,28 +143,26 @@ class Hosts:
             self._touched.add(key)
         host = split_converged_key(key)
         if host is not None:
-            if value == "1":
-                self.converged.add(host)
-            else:
-                self.converged.discard(host)
-            self.changed.set()
-            if not first:
-                self.seen_changed()
+            self._status(self.converged, host, value == "1", first)
             return
         split = split_host_key(key)
         if split is None:
             return
         host, rest = split
         if rest == ALIVE:
-            if value is None:
-                self.alive.discard(host)
-            else:
-                self.alive.add(host)
-            self.changed.set()
-            if not first:
-                self.seen_changed()
+            self._status(self.alive, host, value is not None, first)
         elif rest.startswith(EXPORTS + "/") and self.collector.seen(key, value) and not first:
             self.exports_changed()
+            self.seen_changed()
+
+    def _status(self, known: set[str], host: str, now: bool, first: bool) -> None:
+        """``host`` is (``now``) or is not in ``known`` (alive, converged)."""
+        if now:
+            known.add(host)
+        else:
+            known.discard(host)
+        self.changed.set()
+        if not first:
             self.seen_changed()
 
     def everyone(self) -> bool:
