@@ -31,10 +31,10 @@ inode), every line starts with its syslog priority, ``<3>`` for failures and err
 ``<4>`` for blocked resources, ``<6>`` for the rest, so ``journalctl -p err`` finds them.
 :class:`JsonRenderer` (``--log-format json``) writes the same reports as JSON lines.
 
-When the reader of a stream is gone (a closed pipe, a hung-up terminal, an ended SSH
-session), its descriptor is pointed at /dev/null and the run goes on: what it keeps true
-and its history (``convergent history``) do not depend on anyone reading its output, and
-SIGTERM still stops it.
+When the reader of the command's stdout or stderr is gone (a closed pipe, a hung-up
+terminal, an ended SSH session), its descriptor is pointed at /dev/null and the run goes
+on (:func:`outlive_readers`): what it keeps true and its history (``convergent
+history``) do not depend on anyone reading its output, and SIGTERM still stops it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import sys
 from typing import IO, Any
 
@@ -68,6 +69,7 @@ __all__ = [
     "escape",
     "journal_stream",
     "may_text",
+    "outlive_readers",
     "say",
 ]
 
@@ -316,7 +318,8 @@ class TextRenderer:
                 self._console.print(Text("    " + escape(line), style=style or ""))
             self.out.flush()
         except OSError as exc:
-            _reader_gone(self.out, exc)
+            if not (_OUTLIVE and _reader_gone(self.out, exc)):
+                raise
 
     def note(self, message: str, *, error: bool = False, event: str = "message") -> None:
         """A message of the command itself (``policy reloaded: ...``), escaped like the rest:
@@ -466,35 +469,54 @@ class JsonRenderer(TextRenderer):
         _put(self.out, line + "\n")
 
 
-_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET})
+_OUTLIVE: list[bool] = []  # set by outlive_readers(): the command's own output only
+
+
+def outlive_readers() -> None:
+    """From now on, when the reader of this process's stdout or stderr is gone (a closed
+    pipe or socket, a hung-up terminal), that descriptor is pointed at /dev/null and the
+    write that found it out is dropped, instead of failing the report. ``convergent``
+    calls it at its start; a program that embeds convergent keeps its own output as it
+    had it (the error reaches it)."""
+    if not _OUTLIVE:
+        _OUTLIVE.append(True)
 
 
 def _put(stream: IO[str], text: str) -> None:
-    """Write ``text`` and flush it; when the stream's reader is gone, send the stream
-    to /dev/null (this and later writes are dropped) instead of failing the caller."""
+    """Write ``text`` and flush it (see :func:`outlive_readers` for a reader gone)."""
     try:
         stream.write(text)
         stream.flush()
     except OSError as exc:
-        _reader_gone(stream, exc)
+        if not (_OUTLIVE and _reader_gone(stream, exc)):
+            raise
 
 
-def _reader_gone(stream: IO[str], exc: OSError) -> None:
-    """Point ``stream``'s descriptor at /dev/null when ``exc`` says its reader is gone
-    (what is still buffered then flushes there); any other error is raised."""
-    if exc.errno not in _GONE:
-        raise exc
+def _reader_gone(stream: IO[str], exc: OSError) -> bool:
+    """Whether ``exc`` says that the reader of this process's stdout or stderr is gone:
+    then the descriptor now points at /dev/null (what is still buffered flushes there)."""
     try:
         fd = stream.fileno()
-    except (OSError, ValueError):  # no descriptor (a stream in memory): nothing to point
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
+        st = os.fstat(fd)
+    except (OSError, ValueError):  # no descriptor (a stream in memory)
+        return False
+    if fd not in (1, 2):
+        return False
+    if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+        pass  # a pipe or a socket with no reader (a file never says so)
+    elif not (exc.errno == errno.EIO and stat.S_ISCHR(st.st_mode)):
+        return False  # EIO from a file is a failing disk: said, not hidden
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return True  # dropped this time; the next write tries again
     try:
         os.dup2(null, fd)
     finally:
         os.close(null)
     with contextlib.suppress(OSError):
         stream.flush()
+    return True
 
 
 def may_text(report: MayChange) -> str:

@@ -163,3 +163,25 @@ def test_converged_with_failures_says_settled_not_converged() -> None:
     render(Converged(1, 2))
     line = out.getvalue().splitlines()[0]
     assert line.startswith("settled with 1 failed, 2 blocked; watching for changes")
+
+
+class _NoReader(io.StringIO):
+    """A stream whose reader is gone: every write fails with EPIPE."""
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("outlive", [False, True])
+def test_a_lost_reader_of_a_stream_other_than_stdout_or_stderr_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, outlive: bool
+) -> None:
+    """Only the command's own stdout and stderr (descriptors 1 and 2, after
+    ``outlive_readers()``) are sent to /dev/null; any other stream, and every stream of a
+    program that embeds convergent, gets the error."""
+    from convergent import render
+
+    monkeypatch.setattr(render, "_OUTLIVE", [True] if outlive else [])
+    renderer = TextRenderer(out=_NoReader(), err=_NoReader())
+    with pytest.raises(BrokenPipeError):
+        renderer.note("hello")

@@ -133,6 +133,8 @@ def test_a_cluster_agent_and_two_seeded_agents_share_key_values(
             report = json.loads(status.stdout)
             assert report["leader"] == "a"
             assert [agent["host"] for agent in report["agents"]] == ["a", "b", "c"]
+            # Each has published its converged key (0 or 1) since its first graph.
+            assert all(agent["converged"] is not None for agent in report["agents"]), report
             asyncio.run(_only_its_own_prefix(url, b, "b", "a"))
             # Any host of the cluster may look (b: a client, not the administrator).
             seen = convergent(

@@ -14,7 +14,7 @@ import asyncio
 
 from convergent.engine.collect import Collector
 from convergent.engine.hosts import Hosts
-from convergent.world.keys import converged_key, host_key
+from convergent.world.keys import HOSTS, converged_key, export_key, host_key
 from convergent.world.local import LocalWorld
 
 
@@ -73,3 +73,42 @@ def test_without_converged_the_others_are_not_counted_converged() -> None:
         return hosts.everyone(), sorted(hosts.converged)
 
     assert asyncio.run(main()) == (False, [])
+
+
+class _FailingFirstRead(LocalWorld):
+    """The first read of ``/convergent/hosts/`` fails after the watch told of host b."""
+
+    def __init__(self) -> None:
+        super().__init__(hostname="me")
+        self.fail = True
+
+    async def get_prefix(self, prefix: str) -> dict[str, str]:
+        if prefix == HOSTS and self.fail:
+            self.fail = False
+            await self.set(host_key("b", "alive"), "1", lease=True)  # the watch is told
+            await self.set(export_key("b", "file", "/x"), _EXPORT, lease=True)
+            raise ConnectionError("etcd away")
+        return await super().get_prefix(prefix)
+
+
+_EXPORT = '{"kind":"file","name":"/x","params":{},"meta":{}}'
+
+
+def test_a_host_gone_between_a_failed_first_read_and_the_retry_is_forgotten() -> None:
+    """What the watch told before the read failed is not kept past the retry: host b
+    left meanwhile, and is neither waited for nor collected."""
+
+    async def main() -> tuple[list[str], list[str]]:
+        world = _FailingFirstRead()
+        hosts = Hosts(world, Collector("me", lambda report: None), lambda: None)
+        try:
+            await hosts.watch()
+        except ConnectionError:
+            pass
+        else:
+            raise AssertionError("the first read did not fail")
+        await world.delete_many([host_key("b", "alive"), export_key("b", "file", "/x")])
+        await hosts.watch()  # the retry
+        return sorted(hosts.alive), sorted(hosts.collector.exports)
+
+    assert asyncio.run(main()) == (["me"], [])  # this agent itself, and no b

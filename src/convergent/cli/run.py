@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.cli.load import CLUSTER_OPTIONS, load_graph, remote_key
 from convergent.errors import ConvergentError
-from convergent.render import JsonRenderer, TextRenderer, say
+from convergent.render import JsonRenderer, TextRenderer, outlive_readers, say
 
 if TYPE_CHECKING:
     import argparse
@@ -49,6 +49,7 @@ NOTHING_CHANGED = "nothing was changed"
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
+    outlive_readers()  # an agent whose output lost its reader goes on
     if getattr(args, "remote", None) or getattr(args, "more_files", None) or remote_key(args.file):
         from convergent.cli.remote import remote_command  # the policy goes to other hosts
 

@@ -112,6 +112,7 @@ class Hosts:
         read ran keeps the watch's value, which every later change of it follows in
         order. Taking the read's older value instead left a host seen unconverged for
         good, and ``--converged-timeout`` waited for it forever."""
+        self._forget(prefix)  # what an earlier try saw before it failed may be gone since
         touched = self._touched = set()
         try:
             unwatch = await self.world.watch(prefix, self._seen, prefix=True)
@@ -126,6 +127,14 @@ class Hosts:
         for key, value in found.items():
             if key not in touched:
                 self._seen(key, value, first=True)
+
+    def _forget(self, prefix: str) -> None:
+        """Drop what was seen under ``prefix`` (the watch and the read tell it again)."""
+        if prefix == CONVERGED_KEYS:
+            self.converged.clear()
+        else:
+            self.alive.clear()
+            self.collector.exports.clear()
 
     def stop(self) -> None:
         """Stop watching; what was seen of the others is forgotten."""

@@ -492,7 +492,7 @@ class Engine:
             await self._world_wake.wait()
             # One event after a quiet time is taken at once; in a burst (hosts publishing
             # their exports one by one) the loop waits SPACING times as long as the last new
-            # graph took (at most BURST s): making graphs takes at most a tenth of the time.
+            # graph took (at most BURST s): making graphs takes at most 1/11 of the time.
             await asyncio.sleep(min(SPACING * spent, BURST) if loop.time() - last < BURST else 0)
             self._world_wake.clear()
             base = self._base
