@@ -20,9 +20,8 @@
   the same directory, chowned before the first byte, written, chmodded, checked by
   ``validate``, synced (once per batch), renamed, its directory synced before the change
   is reported. Right content is never rewritten; ``backup`` keeps the old as ``PATH.~N~``.
-- Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask) and an
-  existing file keeps its mode (and owner) when its content is rewritten.
-- ``check``: the pass's directory (``fs.read_checked``), an open, fstat, read. Noop: filepredict.
+- Without ``mode`` a new file gets 0666 & ~umask (a directory 0777 & ~umask); an existing
+  file keeps its mode and owner. Check: open, fstat, read in the pass's dir; noop: filepredict.
 """
 
 from __future__ import annotations
@@ -208,10 +207,9 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         state = p.state
         reads = state == "exists" and (self._data is not None or self._source is not None)
         found = fs.read_checked(self._path) if reads and not p.follow else None  # in the pass
-        if found is not None:  # read in its directory, as locate finds it
-            if found[1] is None:  # not there: no second look through locate
-                return self._plan_missing(None)
-            return self._plan_file(found[1], found[0])
+        if found is not None:  # read in its directory, as locate finds it; None: not there
+            st = found[1]
+            return self._plan_missing(None) if st is None else self._plan_file(st, found[0])
         try:
             at = fs.locate(self._path, follow=p.follow, check=True)
         except FileNotFoundError as exc:  # a parent is missing
