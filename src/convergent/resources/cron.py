@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
@@ -43,6 +43,9 @@ from convergent.host import fs
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
 from convergent.resources.textfile import absolute, directory_missing, read, write
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["Cron", "CronChange", "CronParams", "parse_field"]
 
@@ -227,6 +230,21 @@ class Cron(Resource[CronParams], kind="cron"):
         except fs.PathRefused as exc:
             raise ResourceError(self.id, exc.message) from None
         return None
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: its file holds the entry (0644, root:root), or is gone (None
+        ``change``: it may be either)."""
+        from convergent.resources.predicted import Effects, Node
+
+        if change is None:
+            node = Node("unknown", self.id)
+        elif self.params.state == "absent":
+            node = Node("absent", self.id)
+        elif isinstance(change, CronChange) and change.action == "meta":
+            node = Node("file", self.id, None, True, MODE, 0, 0)  # its content kept
+        else:
+            node = Node("file", self.id, self._content, False, MODE, 0, 0)
+        return Effects({self._path: node})
 
     # -- automatic edges ----------------------------------------------------------------
 

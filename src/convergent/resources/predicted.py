@@ -164,6 +164,11 @@ PREDICTS: dict[str, str] = {
     "process": "predicts running or stopped, which no other kind reads (what reads the host "
     "downstream stays exact); a refresh would restart it when running and "
     "`restart_on_refresh`",
+    "svc": "predicts running or stopped, enabled or not, which no other kind reads (what "
+    "reads the host downstream stays exact); a refresh would restart, reload or either "
+    "(`refresh`) when running",
+    "cron": "predicts its file in `cron_dir`: the entry it writes (0644, root:root), or gone; "
+    "a `file` copying it downstream is exact",
     "user": "predicts its account: present with the uid it gives or keeps, or absent; a `file` "
     "owned by it downstream is exact, and may change when a new account's uid is left to "
     "useradd; a new `home` it gives is a directory",

@@ -30,10 +30,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.resources.base import Change, Context, Params, Resource
+
+if TYPE_CHECKING:
+    from convergent.resources.predicted import Effects, View
 
 __all__ = ["JOB_WAIT", "Svc", "SvcParams", "init_name", "probe_init", "unit_name"]
 
@@ -362,6 +365,21 @@ class Svc(Resource[SvcParams], kind="svc"):
         return {"restart": "restarted", "reload": "reloaded"}.get(
             p.refresh, "reloaded or restarted"
         )
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: running or stopped, enabled or not, which is systemd's and no other
+        kind reads: no paths, so what reads the host downstream is not made *may* by it."""
+        from convergent.resources.predicted import Effects
+
+        return Effects()
+
+    async def predict_refresh(self, ctx: Context, view: View) -> str | None:
+        """What a refresh would do: restart, reload or either, when running."""
+        p = self.params
+        if p.state != "running":
+            return None
+        verb = {"restart": "restart", "reload": "reload"}.get(p.refresh, "reload or restart")
+        return f"would {verb} on refresh"
 
     async def _job(self, ctx: Context, member: str) -> None:
         """Queue ``member`` (mode replace) and wait for its job to end; fail unless done."""
