@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from convergent.resources.predicted import Effects, View
+
 __all__ = ["Download", "DownloadChange", "DownloadParams", "shown_url"]
 
 CHUNK = 1 << 16
@@ -87,6 +89,11 @@ class DownloadParams(Params, frozen=True):
     timeout: float = 60.0
     headers: dict[str, str] = {}
     max_size: int = 1 << 30
+
+
+def _ids(uid: int, gid: int) -> tuple[int | None, int | None]:
+    """A predicted owner and group: None (as on disk, or not known) for -1."""
+    return (None if uid == -1 else uid), (None if gid == -1 else gid)
 
 
 class DownloadChange(Change):
@@ -440,6 +447,20 @@ class Download(Resource[DownloadParams], kind="download"):
             f"{shown_url(url)} sends more than {cap} bytes (at least {size}); nothing was "
             "written: raise max_size if that is expected",
         )
+
+    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+        """Under noop: its path is a file whose content is known only once fetched (what
+        reads it downstream may change), or keeps its content with a new mode or owner
+        (None ``change``: it may be anything)."""
+        from convergent.resources.predicted import Effects, Node
+
+        if not isinstance(change, DownloadChange):
+            return Effects({self._path: Node("unknown", self.id)})
+        meta = change.action == "meta"
+        mode = change.mode if meta else self._mode
+        uid, gid = (change.uid, change.gid) if meta else self._owner_ids()
+        node = Node("file", self.id, None, meta, mode, *_ids(uid, gid))
+        return Effects({self._path: node})
 
     # -- automatic edges ----------------------------------------------------------------
 

@@ -167,6 +167,9 @@ PREDICTS: dict[str, str] = {
     "svc": "predicts running or stopped, enabled or not, which no other kind reads (what "
     "reads the host downstream stays exact); a refresh would restart, reload or either "
     "(`refresh`) when running",
+    "download": "predicts its path: a file whose content is known only once fetched (a copy "
+    "of it downstream may change; what reads other paths stays exact), or the same content "
+    "with a new mode or owner",
     "cron": "predicts its file in `cron_dir`: the entry it writes (0644, root:root), or gone; "
     "a `file` copying it downstream is exact",
     "user": "predicts its account: present with the uid it gives or keeps, or absent; a `file` "
