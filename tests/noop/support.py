@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convergent import Graph, Resource, arun
+from convergent import File, Graph, Resource, arun
 from convergent.engine.report import Changed, Failed, MayChange, Report, WouldChange
 
-__all__ = ["Outcome", "noop_then_real", "run_once", "snapshot"]
+__all__ = ["Outcome", "noop_then_real", "run_once", "snapshot", "then_a_file"]
 
 MakeGraph = Callable[[], Graph[Resource[Any]]]
 
@@ -97,3 +97,16 @@ async def noop_then_real(make: MakeGraph, state_dir: str) -> Outcome:
     for report in await run_once(make, state_dir):
         _done(outcome, report)
     return outcome
+
+
+def then_a_file(first: Resource[Any], path: Path) -> MakeGraph:
+    """A graph of ``first``, then a file at ``path`` (content ``on``) that requires it:
+    what reads the host downstream of ``first``."""
+
+    def graph() -> Graph[Resource[Any]]:
+        g: Graph[Resource[Any]] = Graph()
+        g.add(first)
+        g.add(File(str(path), content="on\n"), require=[first.id])
+        return g
+
+    return graph

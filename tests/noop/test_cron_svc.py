@@ -18,7 +18,7 @@ from convergent import File, Graph, Resource
 from convergent.engine.report import WouldChange
 from convergent.resources.cron import Cron
 from convergent.resources.svc import Svc
-from tests.noop.support import noop_then_real, run_once
+from tests.noop.support import noop_then_real, run_once, then_a_file
 from tests.resources.test_svc import bus, with_standin  # noqa: F401 (the fixture)
 from tests.support_dbus import PrivateBus
 
@@ -46,14 +46,8 @@ def test_a_copy_of_a_cron_file_about_to_be_written_is_exact(tmp_path: Path) -> N
 def test_a_file_downstream_of_a_starting_unit_is_exact(bus: PrivateBus, tmp_path: Path) -> None:  # noqa: F811
     conf = tmp_path / "after.conf"
 
-    def graph() -> Graph[Resource[Any]]:
-        g: Graph[Resource[Any]] = Graph()
-        g.add(Svc("web"))
-        g.add(File(str(conf), content="on\n"), require=["svc[web]"])
-        return g
-
     async def body(systemd: Any) -> Any:
-        return await noop_then_real(graph, str(tmp_path / "state"))
+        return await noop_then_real(then_a_file(Svc("web"), conf), str(tmp_path / "state"))
 
     outcome = with_standin(bus, ["web.service"], body)
     assert outcome.may == {}

@@ -15,7 +15,7 @@ import pytest
 
 from convergent import File, Graph, Resource
 from convergent.resources.download import Download
-from tests.noop.support import noop_then_real
+from tests.noop.support import noop_then_real, then_a_file
 from tests.resources.httpserver import Server
 
 BODY = b"#!/bin/sh\necho tool 1.2\n"
@@ -31,14 +31,8 @@ def server() -> Iterator[Server]:
 
 def test_a_file_downstream_of_a_download_is_exact(server: Server, tmp_path: Path) -> None:
     tool, conf = tmp_path / "tool", tmp_path / "tool.conf"
-
-    def graph() -> Graph[Resource[Any]]:
-        g: Graph[Resource[Any]] = Graph()
-        g.add(Download(str(tool), url=server.url("/tool"), sha256=SUM, mode="0755"))
-        g.add(File(str(conf), content="on\n"), require=[f"download[{tool}]"])
-        return g
-
-    outcome = asyncio.run(noop_then_real(graph, str(tmp_path / "state")))
+    download = Download(str(tool), url=server.url("/tool"), sha256=SUM, mode="0755")
+    outcome = asyncio.run(noop_then_real(then_a_file(download, conf), str(tmp_path / "state")))
     assert outcome.may == {}
     assert outcome.would == outcome.real == {f"download[{tool}]", f"file[{conf}]"}
     assert len(server.requests("/tool")) == 1  # fetched by the real run only

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from convergent import File, Graph, Pkg, Resource
+from convergent import Pkg
 from convergent.engine.report import Changed, WouldChange
-from tests.noop.support import noop_then_real
+from tests.noop.support import noop_then_real, then_a_file
 from tests.resources.pkg_support import BOUND, History, apt_ready, candidate, installed, restored
 
 pytestmark = [
@@ -30,14 +29,7 @@ def test_a_package_predicts_its_version_and_readers_after_it_may_change(
     assert installed("sl")["sl"] is None, "sl is installed: remove it to run this test"
     version = candidate("sl")
     conf = tmp_path / "after.conf"
-
-    def graph() -> Graph[Resource[Any]]:
-        g: Graph[Resource[Any]] = Graph()
-        g.add(Pkg("sl"))
-        g.add(File(str(conf), content="on\n"), require=["pkg[sl]"])
-        return g
-
-    outcome = asyncio.run(noop_then_real(graph, str(tmp_path / "state")))
+    outcome = asyncio.run(noop_then_real(then_a_file(Pkg("sl"), conf), str(tmp_path / "state")))
     assert outcome.would == {"pkg[sl]"}
     assert outcome.may == {
         f"file[{conf}]": "upstream pkg[sl] would change what no kind describes "

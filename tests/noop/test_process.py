@@ -19,7 +19,7 @@ from convergent import File, Graph, Resource
 from convergent.engine.report import WouldChange
 from convergent.resources.process import Process
 from convergent.resources.procfiles import Store
-from tests.noop.support import noop_then_real, run_once
+from tests.noop.support import noop_then_real, run_once, then_a_file
 
 APP = "process[app]"
 
@@ -45,14 +45,8 @@ def _pid(state: str) -> int:
 
 def test_a_file_downstream_of_a_starting_process_is_exact(tmp_path: Path, state: str) -> None:
     conf = tmp_path / "after.conf"
-
-    def graph() -> Graph[Resource[Any]]:
-        g: Graph[Resource[Any]] = Graph()
-        g.add(Process("app", cmd=["sleep", "1000"]))
-        g.add(File(str(conf), content="on\n"), require=[APP])
-        return g
-
-    outcome = asyncio.run(noop_then_real(graph, state))
+    app = Process("app", cmd=["sleep", "1000"])
+    outcome = asyncio.run(noop_then_real(then_a_file(app, conf), state))
     assert outcome.may == {}
     assert outcome.would == outcome.real == {APP, f"file[{conf}]"}
 
