@@ -10,7 +10,6 @@ from convergent.engine import Engine, Log, Report, RunResult
 from convergent.graph import Graph
 from convergent.resources.base import Resource
 from tests.clock import run_virtual
-from tests.engine.probe import Probe
 
 __all__ = ["BOUND", "Recorder", "graph_of", "logs", "run_engine_virtual"]
 
@@ -43,12 +42,15 @@ class Recorder:
         return [r for r in self.reports if isinstance(r, kind)]
 
 
-def graph_of(*probes: Probe, edges: tuple[tuple[str, str], ...] = ()) -> Graph[Resource[Any]]:
+def graph_of(
+    *probes: Resource[Any], edges: tuple[tuple[str, str], ...] = (), kind: str = "probe"
+) -> Graph[Resource[Any]]:
+    """A graph of ``probes``; ``edges`` name them (``kind[NAME]`` for each name)."""
     g: Graph[Resource[Any]] = Graph()
     for p in probes:
         g.add(p)
     for src, dst in edges:
-        g.add_edge(f"probe[{src}]", f"probe[{dst}]")
+        g.add_edge(f"{kind}[{src}]", f"{kind}[{dst}]")
     return g
 
 

@@ -15,7 +15,7 @@ from convergent.engine.pool import BATCH
 from convergent.graph import Graph
 from convergent.resources.base import Change, Context, Meta, Resource
 from tests.engine.probe import Box, Probe
-from tests.engine.support import Recorder, run_engine_virtual
+from tests.engine.support import Recorder, graph_of, run_engine_virtual
 
 
 class Quick(Probe, kind="quick_probe"):
@@ -44,12 +44,7 @@ class Finder(Quick, kind="finder_probe"):
 
 
 def _graph(resources: list[Resource[Any]], edges: tuple[tuple[str, str], ...] = ()) -> Graph[Any]:
-    g: Graph[Resource[Any]] = Graph()
-    for r in resources:
-        g.add(r)
-    for src, dst in edges:
-        g.add_edge(f"quick_probe[{src}]", f"quick_probe[{dst}]")
-    return g
+    return graph_of(*resources, edges=edges, kind="quick_probe")
 
 
 def _run(graph: Graph[Any], **kwargs: Any) -> tuple[RunResult, Recorder, list[Event]]:

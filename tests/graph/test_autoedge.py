@@ -207,6 +207,15 @@ def test_each_provider_of_the_first_provided_candidate_gets_an_edge_but_never_it
     assert edges(autoedges(g)) == {("v[a]", "v[n]"), ("v[b]", "v[n]"), ("v[c]", "v[n]")}
 
 
+def _providers(g: Graph[V]) -> dict[str, set[str]]:
+    """Every uid given in ``g`` -> the vertices that give it."""
+    providers: dict[str, set[str]] = {}
+    for v in g.vertices.values():
+        for uid in v.gives:
+            providers.setdefault(uid, set()).add(v.id)
+    return providers
+
+
 @st.composite
 def payload_graphs(draw: st.DrawFn) -> Graph[V]:
     n = draw(st.integers(2, 12))
@@ -234,10 +243,7 @@ def test_autoedges_never_make_a_cycle_and_follow_the_first_provided_candidate(
     assert result.find_cycle() is None
     explicit = set(g.edges())
     assert explicit <= set(result.edges())  # explicit edges are kept, notify included
-    providers: dict[str, set[str]] = {}
-    for v in g.vertices.values():
-        for uid in v.gives:
-            providers.setdefault(uid, set()).add(v.id)
+    providers = _providers(g)
     expected: set[tuple[str, str]] = set()
     for v in g.vertices.values():
         for group in v.wants:
@@ -331,10 +337,7 @@ def path_payload_graphs(draw: st.DrawFn) -> Graph[V]:
 @given(path_payload_graphs())
 def test_path_groups_follow_the_first_provided_ancestor_like_any_group(g: Graph[V]) -> None:
     """A path group is walked once per directory, with the same edges as reading it whole."""
-    providers: dict[str, set[str]] = {}
-    for v in g.vertices.values():
-        for uid in v.gives:
-            providers.setdefault(uid, set()).add(v.id)
+    providers = _providers(g)
     expected: set[tuple[str, str]] = set()
     for v in g.vertices.values():
         for group in v.wants:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -283,14 +284,10 @@ def test_outside_a_running_loop_a_check_keeps_nothing(tmp_path: Path) -> None:
     assert _open_fds(tmp_path) == 0
 
 
-@needs_root
-def test_a_parent_swapped_for_a_symlink_between_two_checks_is_never_followed(
-    tmp_path: Path,
-) -> None:
-    """Within one pass a check reads the directory found safely (the one moved away),
-    never the symlink's target; once the loop turns, the path is refused."""
-    import asyncio
-
+def _parent_to_swap(tmp_path: Path) -> tuple[Path, Callable[[], None]]:
+    """``HOME/sub/f`` ("mine", its directories owned by nobody) and what nobody does to it
+    (run it with run_as_nobody): ``sub`` moved away and replaced by a symlink to a
+    directory holding root's ``f``."""
     home = lab(tmp_path) / "home"
     (home / "sub").mkdir(parents=True)
     (home / "sub" / "f").write_text("mine")
@@ -303,6 +300,19 @@ def test_a_parent_swapped_for_a_symlink_between_two_checks_is_never_followed(
     def swap() -> None:
         os.rename(home / "sub", home / "old")
         os.symlink(str(target), home / "sub")
+
+    return home, swap
+
+
+@needs_root
+def test_a_parent_swapped_for_a_symlink_between_two_checks_is_never_followed(
+    tmp_path: Path,
+) -> None:
+    """Within one pass a check reads the directory found safely (the one moved away),
+    never the symlink's target; once the loop turns, the path is refused."""
+    import asyncio
+
+    home, swap = _parent_to_swap(tmp_path)
 
     async def passes() -> bytes | None:
         with fs.locate(str(home / "sub" / "f"), check=True):
@@ -403,18 +413,7 @@ def test_read_checked_after_a_parent_swap_reads_the_directory_found_safely(
     refused."""
     import asyncio
 
-    home = lab(tmp_path) / "home"
-    (home / "sub").mkdir(parents=True)
-    (home / "sub" / "f").write_text("mine")
-    _mine(home)
-    _mine(home / "sub")
-    target = tmp_path / "etc"
-    target.mkdir()
-    (target / "f").write_text("root's")
-
-    def swap() -> None:
-        os.rename(home / "sub", home / "old")
-        os.symlink(str(target), home / "sub")
+    home, swap = _parent_to_swap(tmp_path)
 
     async def passes() -> object:
         with fs.locate(str(home / "sub" / "f"), check=True):
