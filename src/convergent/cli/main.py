@@ -457,9 +457,9 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-    from convergent.cli.lazytls import import_asyncio
+    from convergent.cli.lazystd import import_runtime
 
-    import_asyncio()  # ssl loaded when TLS is used, not at every start (cli/lazytls.py)
+    import_runtime()  # ssl, subprocess, logging... loaded when used (cli/lazystd.py)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

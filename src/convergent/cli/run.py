@@ -286,7 +286,12 @@ def _on_signals(
     of a 10-file run. Here the Python handler only schedules the call in the loop; a
     wake-up descriptor (unless the process has one) wakes the loop when the signal lands
     on another thread, and system calls restart (``siginterrupt(sig, False)``) as with
-    asyncio's own handlers."""
+    asyncio's own handlers. The handlers are set through ``_signal``: ``signal.signal``
+    turns the previous handler into a ``Handlers`` member when it can, and when it is a
+    function (asyncio.run's for SIGINT, which holds the main task) it builds the
+    ``ValueError`` that says it is not one, with the function's repr: the task's, its
+    callbacks' and their source lines (``inspect``)."""
+    import _signal  # type: ignore[import-not-found]  # no stub: the C half of signal
     import socket
 
     def deliver(number: int, frame: object) -> None:
@@ -312,7 +317,7 @@ def _on_signals(
 
     def restore() -> None:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
         if previous_fd == -1:
             signal.set_wakeup_fd(-1)
             loop.remove_reader(reader.fileno())
@@ -321,7 +326,7 @@ def _on_signals(
 
     try:
         for sig in handlers:
-            previous[sig] = signal.signal(sig, deliver)
+            previous[sig] = _signal.signal(sig, deliver)
             signal.siginterrupt(sig, False)
     except BaseException:
         restore()  # what was set so far: the process is left as it was

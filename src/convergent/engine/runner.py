@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convergent.engine.changeover import (
@@ -335,7 +334,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 if aclose is not None:
                     closing = aclose()
-                    if inspect.isawaitable(closing):
+                    if isinstance(closing, Awaitable):
                         async with asyncio.timeout(CLOSE_TIMEOUT):
                             await closing
                     continue

@@ -29,13 +29,17 @@ import contextlib
 import functools
 import os
 from collections import deque
-from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
 from convergent.host.fs import At, locate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from concurrent.futures import Executor, Future
+
+    _ExecutorBase = Executor
+else:  # a run that writes files does not import concurrent.futures (cli/lazystd.py)
+    _ExecutorBase = object
 
 __all__ = ["COMMIT_BATCH", "SYNC", "SYNCFS_FROM", "Commits"]
 
@@ -382,7 +386,7 @@ class _Step:
             pass
 
 
-class _SyncThread(Executor):
+class _SyncThread(_ExecutorBase):
     """The one thread that runs every batch's syncs, one after the other, in the order
     they were sent. A daemon: nothing is under way in it when a run ends
     (:meth:`Commits.close` waits for it), and no exit waits for it.

@@ -1,0 +1,243 @@
+"""asyncio and msgspec without the standard modules a run does not use, until it does.
+
+``import asyncio`` and ``import msgspec`` load modules that a plain run never touches:
+``ssl`` (OpenSSL), ``concurrent.futures`` with ``logging``, ``subprocess``, ``inspect``
+with ``ast`` and ``dis``, ``platform`` (through ``uuid``) and ``typing_extensions``:
+about 17 ms of a 73 ms ten-file run here (docs/performance.md). :func:`import_runtime`
+imports both with these held back:
+
+- while asyncio and msgspec are imported, each held module is a stand-in
+  (:class:`_Held`) with the few values they read at that time (``subprocess.PIPE``,
+  ``logging.DEBUG``, ``concurrent.futures.FIRST_COMPLETED``, ``platform.system()``);
+  any other attribute imports the real module and answers from it. asyncio's logger is
+  a stand-in (:class:`_Logger`) that forwards to ``logging.getLogger("asyncio")``;
+- ``typing_extensions`` is absent while msgspec is imported: msgspec then takes
+  ``get_type_hints``, ``Required`` and ``NotRequired`` from ``typing``, which has them;
+- ``ssl`` is absent while asyncio is imported (asyncio takes it for missing), then a
+  stand-in in asyncio's ``ssl`` globals, which answers ``SSLSocket`` (asyncio checks
+  every socket it connects against it) without loading OpenSSL.
+
+Afterwards no stand-in is in ``sys.modules``. The first ``import X`` anywhere (the exec
+kind's ``subprocess``, httpx's ``ssl``, ...) or the first use of a stand-in loads the
+real module, and a finder on the meta path then puts it (and the real logger) in every
+global that held the stand-in: from then on asyncio is as a plain ``import asyncio``
+leaves it (tests/cli/test_lazystd.py: TLS, subprocesses, executors, logging and
+``inspect`` through asyncio after a run's start-up, in the same process).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+TYPE_CHECKING = False  # as in convergent/__init__.py: typing is not imported for it
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ["HELD", "import_runtime"]
+
+_SSL_USERS = ("asyncio.sslproto", "asyncio.base_events", "asyncio.selector_events")
+
+
+def _system() -> str:
+    """``platform.system()`` on Linux (``uuid`` asks it once, at its import)."""
+    return os.uname().sysname
+
+
+# Each held module, and what asyncio and uuid read from it while they are imported: the
+# same values as the real module's (the test compares them).
+HELD: dict[str, dict[str, object]] = {
+    "concurrent.futures": {
+        "FIRST_COMPLETED": "FIRST_COMPLETED",
+        "FIRST_EXCEPTION": "FIRST_EXCEPTION",
+        "ALL_COMPLETED": "ALL_COMPLETED",
+    },
+    "subprocess": {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3},
+    "logging": {"DEBUG": 10},
+    "inspect": {},
+}
+if sys.platform == "linux":
+    HELD["platform"] = {"system": _system}
+
+
+def import_runtime() -> None:
+    """Import asyncio and msgspec with :data:`HELD`, ``ssl`` and ``typing_extensions``
+    held back (a module already imported is not held)."""
+    before = set(sys.modules)
+    held = {name: _Held(name, values) for name, values in HELD.items() if name not in before}
+    absent = [
+        name
+        for name, wanted in (("ssl", "asyncio"), ("typing_extensions", "msgspec"))
+        if name not in before and wanted not in before
+    ]
+    for name, stand_in in held.items():
+        sys.modules[name] = stand_in
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(__import__(parent), child, stand_in)
+    for name in absent:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails
+    try:
+        import asyncio
+        import asyncio.selector_events
+        import asyncio.sslproto  # noqa: F401
+
+        import msgspec  # noqa: F401
+    finally:
+        for name in absent:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+        for name, stand_in in held.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+    if "ssl" in absent:
+        ssl = _Held("ssl", {"SSLSocket": _NoSSLSocket})
+        for name in _SSL_USERS:
+            sys.modules[name].ssl = ssl  # type: ignore[attr-defined]
+        held["ssl"] = ssl
+    if held:
+        _hand_over(held, [sys.modules[name] for name in sys.modules.keys() - before])
+
+
+class _NoSSLSocket:
+    """No object is one: until ``ssl`` is loaded, no ``ssl.SSLSocket`` can exist."""
+
+
+class _Held(ModuleType):
+    """A held module: the values read at import time; anything else loads the real one."""
+
+    def __init__(self, name: str, values: dict[str, object]) -> None:
+        super().__init__(name)
+        self.__dict__.update(values)
+        if name == "logging":
+            self.getLogger = _Logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_real(self.__name__), name)
+
+
+class _Logger:
+    """``logging.getLogger(name)`` until ``logging`` is loaded. A debug or info record is
+    dropped without loading it: no one can have configured logging before it is loaded,
+    so the level is the root's default, WARNING (asyncio says "Using selector" at debug
+    level for every loop it makes). Any other use loads it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        self._below_warning("debug", args, kwargs)
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        self._below_warning("info", args, kwargs)
+
+    def _below_warning(self, level: str, args: Any, kwargs: Any) -> None:
+        logging = sys.modules.get("logging")
+        if logging is not None and not isinstance(logging, _Held):
+            getattr(logging.getLogger(self.name), level)(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(_real("logging").getLogger(self.name), attr)
+
+
+def _real(name: str) -> ModuleType:
+    module = sys.modules.get(name)
+    if module is None or isinstance(module, _Held):
+        sys.modules.pop(name, None)
+        from importlib import import_module
+
+        module = import_module(name)
+    return module
+
+
+class _Holder:
+    """One global (``space[key]``) that holds a stand-in."""
+
+    __slots__ = ("key", "space", "stand_in")
+
+    def __init__(self, space: dict[str, object], key: str, stand_in: object) -> None:
+        self.space, self.key, self.stand_in = space, key, stand_in
+
+
+def _hand_over(held: dict[str, _Held], modules: list[ModuleType]) -> None:
+    """Find the globals of ``modules`` that hold a stand-in, and have the finder give them
+    the real module once it is loaded. Only the names an ``import`` binds are looked at
+    (``import concurrent.futures``: ``concurrent``'s ``futures``; ``from .log import
+    logger``): one bound under another name would keep forwarding to the real module."""
+    holders: dict[str, list[_Holder]] = {name: [] for name in held}
+    keys = {"logger", *(part for name in held for part in name.split("."))}
+    for module in modules:
+        space = module.__dict__
+        for key in keys & space.keys():
+            value = space[key]
+            kind = type(value)
+            if kind is _Held:
+                holders[value.__name__].append(_Holder(space, key, value))
+            elif kind is _Logger and "logging" in holders:
+                holders["logging"].append(_Holder(space, key, value))
+    finder = _Finder(holders)
+    sys.meta_path.insert(0, finder)
+    for name in held:
+        if name in sys.modules:  # loaded while asyncio was imported (an unexpected read)
+            finder.give(sys.modules[name])
+
+
+def _give_ssl(ssl: ModuleType) -> None:
+    sslproto = sys.modules.get("asyncio.sslproto")
+    if sslproto is not None:
+        sslproto.SSLAgainErrors = (ssl.SSLWantReadError, ssl.SSLSyscallError)  # type: ignore[attr-defined]
+
+
+class _Finder:
+    """On the meta path until every held module is loaded: finds it as the finders after
+    it would, and once it is executed, puts it where its stand-in was."""
+
+    def __init__(self, holders: dict[str, list[_Holder]]) -> None:
+        self._holders = holders
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in self._holders:
+            return None
+        for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
+            find: Callable[..., Any] | None = getattr(finder, "find_spec", None)
+            spec = None if find is None else find(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _Loader(spec.loader, self)
+                return spec
+        return None
+
+    def give(self, module: ModuleType) -> None:
+        for holder in self._holders.pop(module.__name__, ()):
+            if holder.space.get(holder.key) is holder.stand_in:
+                if type(holder.stand_in) is _Logger:
+                    real: object = module.getLogger(holder.stand_in.name)
+                else:
+                    real = module
+                holder.space[holder.key] = real
+        if module.__name__ == "ssl":
+            _give_ssl(module)
+        if not self._holders and self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+class _Loader:
+    """A held module's own loader, then :meth:`_Finder.give`."""
+
+    def __init__(self, inner: Any, finder: _Finder) -> None:
+        self._inner = inner
+        self._finder = finder
+
+    def create_module(self, spec: Any) -> Any:
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._inner.exec_module(module)
+        self._finder.give(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

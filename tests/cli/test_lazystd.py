@@ -1,0 +1,315 @@
+"""What the run path holds back (cli/lazystd.py) keeps working in the agent's process:
+a plain run loads none of ``ssl``, ``concurrent.futures``, ``logging``, ``subprocess``,
+``inspect``, ``platform`` and ``typing_extensions``, and the first use of each, whichever
+way it comes (an ``import`` or asyncio's own reach for it), loads the real module and
+gives it to asyncio, as a plain ``import asyncio`` would have left it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Runs in a process started like the CLI (`entry`: asyncio imported without ssl, then the
+# real `run` command; nothing imported before it), then an asyncio TLS round trip with a
+# server on 127.0.0.1 in the same process. FIRST says how TLS is first reached: `import`,
+# an `import ssl` as httpx or asyncssh do; `asyncio`, asyncio's own reach for the module
+# (the default context of `ssl=True`) before anything imports it.
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from convergent.cli.lazystd import import_runtime
+    from convergent.cli.main import main
+
+    policy, state, cert, key, first = sys.argv[1:6]
+    import_runtime()
+    code = main(["run", policy, "--converged-timeout", "0", "--state-dir", state])
+    assert code == 0, code
+    assert "ssl" not in sys.modules, "the run loaded ssl"
+    import asyncio
+    if first == "asyncio":
+        default = asyncio.sslproto._create_transport_context(False, "localhost")
+    import ssl
+    if first == "asyncio":
+        assert isinstance(default, ssl.SSLContext)
+    assert asyncio.sslproto.ssl is ssl and asyncio.base_events.ssl is ssl
+
+    async def round_trip():
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+
+        async def echo(reader, writer):
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        client_ctx = ssl.create_default_context(cafile=cert)
+        async with asyncio.timeout(20):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+            )
+            writer.write(b"hello over tls\\n")
+            line = await reader.readline()
+            version = writer.get_extra_info("ssl_object").version()
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        return line, version
+
+    line, version = asyncio.run(round_trip())
+    print("echo:", line.decode().strip(), version)
+    """
+)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("first", ["import", "asyncio"])
+def test_asyncio_tls_connection_works_after_a_run_in_the_same_process(
+    tmp_path: Path, first: str
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'resources:\n  - file: {tmp_path / "managed"}\n    content: "x\\n"\n')
+    files = [str(policy), str(tmp_path / "state"), str(cert), str(key)]
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *files, first],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "echo: hello over tls TLSv1." in done.stdout
+    assert (tmp_path / "managed").read_text() == "x\n"
+
+
+# A process started like the CLI runs a plain policy, then checks that nothing held was
+# loaded, then runs CHECK (a snippet that uses one held module, one way) and asserts that
+# every asyncio global the stand-in was in now holds the real module.
+AFTER_RUN = textwrap.dedent(
+    """
+    import sys
+    from convergent.cli.lazystd import HELD, import_runtime
+    from convergent.cli.main import main
+
+    policy, state, check, modules = sys.argv[1:5]
+    import_runtime()
+    code = main(["run", policy, "--converged-timeout", "0", "--state-dir", state])
+    assert code == 0, code
+    held = [*HELD, "ssl", "typing_extensions"]
+    loaded = [name for name in held if name in sys.modules]
+    assert not loaded, f"the run loaded {loaded}"
+    exec(check)
+    import asyncio
+    for name in modules.split(","):
+        real = sys.modules[name]
+        for module in list(sys.modules.values()):
+            for key, value in vars(module).items():
+                assert type(value).__name__ != "_Held" or value.__name__ != name, (
+                    f"{module.__name__}.{key} still holds the stand-in of {name}"
+                )
+    print("ok")
+    """
+)
+
+CHECKS = {
+    "subprocess through asyncio": (
+        "subprocess",
+        """
+import asyncio
+async def child():
+    proc = await asyncio.create_subprocess_exec(
+        "echo", "hi", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return out, proc.returncode
+assert asyncio.run(child()) == (b"hi\\n", 0)
+import subprocess
+assert asyncio.base_events.subprocess is subprocess
+assert asyncio.unix_events.subprocess is subprocess
+""",
+    ),
+    "subprocess imported first": (
+        "subprocess",
+        """
+import subprocess, asyncio
+assert asyncio.events.subprocess is subprocess
+assert subprocess.run(["true"]).returncode == 0
+async def child():
+    proc = await asyncio.create_subprocess_exec("true")
+    return await proc.wait()
+assert asyncio.run(child()) == 0
+""",
+    ),
+    "executor through asyncio": (
+        "concurrent.futures",
+        """
+import asyncio
+async def in_thread():
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, sum, [1, 2, 3])
+assert asyncio.run(in_thread()) == 6
+import concurrent.futures
+assert asyncio.base_events.concurrent.futures is concurrent.futures
+assert asyncio.tasks.FIRST_COMPLETED == concurrent.futures.FIRST_COMPLETED
+""",
+    ),
+    "concurrent.futures imported first": (
+        "concurrent.futures",
+        """
+import asyncio, concurrent.futures, threading
+async def threadsafe():
+    loop = asyncio.get_running_loop()
+    async def answer():
+        return 42
+    done = concurrent.futures.Future()
+    def other():
+        done.set_result(asyncio.run_coroutine_threadsafe(answer(), loop).result(10))
+    threading.Thread(target=other).start()
+    return await asyncio.wrap_future(done)
+assert asyncio.run(threadsafe()) == 42
+""",
+    ),
+    "logging through asyncio": (
+        "logging",
+        """
+import asyncio
+async def fail_in_callback():
+    loop = asyncio.get_running_loop()
+    loop.call_soon(lambda: 1 / 0)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+import io, logging
+logging.basicConfig(stream=(out := io.StringIO()), level=logging.DEBUG)
+asyncio.run(fail_in_callback())
+text = out.getvalue()
+assert "Using selector" in text and "ZeroDivisionError" in text, text
+assert asyncio.log.logger is logging.getLogger("asyncio")
+assert asyncio.base_events.logger is logging.getLogger("asyncio")
+""",
+    ),
+    "logging before it is loaded": (
+        "logging",
+        """
+import asyncio, contextlib, io
+async def fail_in_callback():
+    asyncio.get_running_loop().call_soon(lambda: 1 / 0)
+    await asyncio.sleep(0)
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    asyncio.run(fail_in_callback())
+assert "ZeroDivisionError" in err.getvalue(), err.getvalue()  # logging's last resort
+assert "Using selector" not in err.getvalue()
+import logging
+""",
+    ),
+    "inspect through asyncio": (
+        "inspect",
+        """
+import asyncio
+async def coroutine_function():
+    await asyncio.sleep(0)
+assert asyncio.iscoroutinefunction(coroutine_function)
+async def pending():
+    task = asyncio.create_task(coroutine_function())
+    task.add_done_callback(print)
+    text = repr(task)
+    await task
+    return text
+assert "cb=[print()]" in asyncio.run(pending())
+import inspect
+assert asyncio.coroutines.inspect is inspect and asyncio.format_helpers.inspect is inspect
+""",
+    ),
+    "platform and uuid": (
+        "platform",
+        """
+import uuid, platform
+assert uuid.uuid1().version == 1 and uuid.uuid4().version == 4
+assert platform.system() == "Linux" and uuid.platform is platform and uuid._LINUX
+""",
+    ),
+    "typing_extensions and msgspec": (
+        "typing_extensions",
+        """
+import msgspec
+from typing import NotRequired, TypedDict
+class Part(TypedDict):
+    name: str
+    size: NotRequired[int]
+assert msgspec.json.decode(b'{"name": "a"}', type=Part) == {"name": "a"}
+try:
+    msgspec.json.decode(b'{"size": 1}', type=Part)
+except msgspec.ValidationError as exc:
+    assert "name" in str(exc)
+else:
+    raise AssertionError("a missing required key was accepted")
+import typing_extensions
+assert typing_extensions.NotRequired is NotRequired
+""",
+    ),
+}
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+def test_a_held_module_works_when_first_used_after_a_run(tmp_path: Path, check: str) -> None:
+    module, code = CHECKS[check]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'resources:\n  - file: {tmp_path / "managed"}\n    content: "x\\n"\n')
+    done = subprocess.run(
+        [sys.executable, "-c", AFTER_RUN, str(policy), str(tmp_path / "state"), code, module],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "ok"
+    assert (tmp_path / "managed").read_text() == "x\n"
+
+
+def test_what_a_stand_in_answers_is_what_the_real_module_has() -> None:
+    """Each value read at import time from a stand-in equals the real module's (a new
+    Python that changes one of them fails here, not in a run)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import importlib
+                from convergent.cli.lazystd import HELD
+                for name, values in HELD.items():
+                    real = importlib.import_module(name)
+                    for key, value in values.items():
+                        got = value() if callable(value) else value
+                        want = getattr(real, key)
+                        want = want() if callable(want) else want
+                        assert got == want, (name, key, got, want)
+                print(sorted(HELD))
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "subprocess" in done.stdout and "logging" in done.stdout
