@@ -2,13 +2,16 @@
 
 ``import asyncio`` and ``import msgspec`` load modules that a plain run never touches:
 ``ssl`` (OpenSSL), ``concurrent.futures`` with ``logging``, ``subprocess``, ``inspect``
-with ``ast`` and ``dis``, ``platform`` (through ``uuid``) and ``typing_extensions``:
+with ``ast`` and ``dis``, ``traceback`` and ``linecache`` with ``tokenize``, ``platform``
+(through ``uuid``), ``typing_extensions``, and msgspec's ``inspect`` and JSON schema:
 about 17 ms of a 73 ms ten-file run here (docs/performance.md). :func:`import_runtime`
 imports both with these held back:
 
 - while asyncio and msgspec are imported, each held module is a stand-in
   (:class:`_Held`) with the few values they read at that time (``subprocess.PIPE``,
-  ``logging.DEBUG``, ``concurrent.futures.FIRST_COMPLETED``, ``platform.system()``);
+  ``logging.DEBUG``, ``concurrent.futures.FIRST_COMPLETED``, ``platform.system()``,
+  ``traceback.extract_stack``, ``msgspec.json.schema``: a :class:`Forward` to the real
+  function);
   any other attribute imports the real module and answers from it. asyncio's logger is
   a stand-in (:class:`_Logger`) that forwards to ``logging.getLogger("asyncio")``;
 - ``typing_extensions`` is absent while msgspec is imported: msgspec then takes
@@ -36,8 +39,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["HELD", "import_runtime"]
+__all__ = ["HELD", "Forward", "import_runtime"]
 
+_IMPORTED = ("asyncio", "msgspec")  # what import_runtime imports
 _SSL_USERS = ("asyncio.sslproto", "asyncio.base_events", "asyncio.selector_events")
 
 
@@ -46,8 +50,21 @@ def _system() -> str:
     return os.uname().sysname
 
 
-# Each held module, and what asyncio and uuid read from it while they are imported: the
-# same values as the real module's (the test compares them).
+class Forward:
+    """A function of a held module taken by name while it is held (``from X import f``):
+    calls the real ``f``, loading ``X`` then."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(_real(self.module), self.name)(*args, **kwargs)
+
+
+# Each held module, and what asyncio, uuid and msgspec take from it while they are
+# imported: the same values as the real module's (the test compares them), or a Forward.
 HELD: dict[str, dict[str, object]] = {
     "concurrent.futures": {
         "FIRST_COMPLETED": "FIRST_COMPLETED",
@@ -57,6 +74,13 @@ HELD: dict[str, dict[str, object]] = {
     "subprocess": {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3},
     "logging": {"DEBUG": 10},
     "inspect": {},
+    "traceback": {"extract_stack": Forward("traceback", "extract_stack")},  # _asyncio's
+    "linecache": {},
+    "msgspec.inspect": {},
+    "msgspec._json_schema": {
+        "schema": Forward("msgspec._json_schema", "schema"),
+        "schema_components": Forward("msgspec._json_schema", "schema_components"),
+    },
 }
 if sys.platform == "linux":
     HELD["platform"] = {"system": _system}
@@ -75,8 +99,9 @@ def import_runtime() -> None:
     for name, stand_in in held.items():
         sys.modules[name] = stand_in
         parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(__import__(parent), child, stand_in)
+        if parent and parent not in _IMPORTED:  # `import concurrent.futures` reads the
+            setattr(__import__(parent), child, stand_in)  # package's attribute; msgspec's
+            # own `from . import inspect` finds the stand-in in sys.modules
     for name in absent:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails
     try:
@@ -115,6 +140,8 @@ class _Held(ModuleType):
             self.getLogger = _Logger
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # `from . import X` asks for `__path__`: no package, no
+            raise AttributeError(name)  # file, nothing that would load the module
         return getattr(_real(self.__name__), name)
 
 
