@@ -59,6 +59,9 @@ class SignalOnConverged(TextRenderer):
 
 
 def test_sigterm_and_sigint_stop_a_run_cleanly() -> None:
+    before = signal.getsignal(signal.SIGINT)  # ignored in a shell's background job
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGINT):
         render = SignalOnConverged(sig)
         result = asyncio.run(
@@ -76,7 +79,10 @@ def test_sigterm_and_sigint_stop_a_run_cleanly() -> None:
         assert result.exit_code == 0
         assert render.captured_out.getvalue() == WATCHING + "\n"
         assert render.captured_err.getvalue() == f"{sig.name}: stopping\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 # epoll_wait and epoll_pwait: x86_64 (232, 281), aarch64 (22, epoll_pwait only)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import select
@@ -291,8 +292,14 @@ def test_a_detached_command_outlives_the_process_that_started_it(
 
 
 def test_kill_group_sends_the_signal_asked_for(kill_at_end: list[int]) -> None:
-    """A group that ignores SIGTERM but not SIGINT ends on ``sig=SIGINT`` before the grace."""
-    child = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 60"], start_new_session=True)
+    """A group that ignores SIGTERM but not SIGINT ends on ``sig=SIGINT`` before the grace.
+    (SIGINT is set to its default in the child: a shell's background job, `make test &`,
+    starts with it ignored, and a shell cannot trap what it was started ignoring.)"""
+    child = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; exec sleep 60"],
+        start_new_session=True,
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
+    )
     kill_at_end.append(child.pid)
 
     async def stop() -> bool:
