@@ -20,12 +20,18 @@ imports both with these held back:
   stand-in in asyncio's ``ssl`` globals, which answers ``SSLSocket`` (asyncio checks
   every socket it connects against it) without loading OpenSSL.
 
-Afterwards no stand-in is in ``sys.modules``. The first ``import X`` anywhere (the exec
-kind's ``subprocess``, httpx's ``ssl``, ...) or the first use of a stand-in loads the
-real module, and a finder on the meta path then puts it (and the real logger) in every
-global that held the stand-in: from then on asyncio is as a plain ``import asyncio``
-leaves it (tests/cli/test_lazystd.py: TLS, subprocesses, executors, logging and
-``inspect`` through asyncio after a run's start-up, in the same process).
+Afterwards no stand-in is in ``sys.modules``, nor an attribute of a package (a hook
+answers ``concurrent.futures`` and ``msgspec.inspect`` with the real module, so a
+from-import gets it). The first ``import X`` anywhere (the exec kind's ``subprocess``,
+httpx's ``ssl``, ...) or the first use of a stand-in loads the real module (waiting, as
+an ``import`` does, for another thread that is importing it), and a finder on the meta
+path then puts it (and the real logger) in every global that held the stand-in and gives
+the module its own loader back: from then on asyncio is as a plain ``import asyncio``
+leaves it (tests/cli/test_lazystd.py: TLS, subprocesses, executors, logging, ``inspect``
+and debug mode's tracebacks through asyncio after a run's start-up, in the same process).
+
+Only the ``convergent`` command does this (``cli.main.entry``); :func:`~convergent.cli.main.main`
+called by another program leaves its imports alone.
 """
 
 from __future__ import annotations
@@ -48,6 +54,13 @@ _SSL_USERS = ("asyncio.sslproto", "asyncio.base_events", "asyncio.selector_event
 def _system() -> str:
     """``platform.system()`` on Linux (``uuid`` asks it once, at its import)."""
     return os.uname().sysname
+
+
+def _extract_stack(f: Any = None, limit: int | None = None) -> Any:
+    """``traceback.extract_stack``, which ``_asyncio`` takes at its import and keeps (debug
+    mode's source tracebacks): the stack from the frame that called it, as the real one
+    gives when called directly."""
+    return _real("traceback").extract_stack(sys._getframe(1) if f is None else f, limit)
 
 
 class Forward:
@@ -74,7 +87,7 @@ HELD: dict[str, dict[str, object]] = {
     "subprocess": {"PIPE": -1, "STDOUT": -2, "DEVNULL": -3},
     "logging": {"DEBUG": 10},
     "inspect": {},
-    "traceback": {"extract_stack": Forward("traceback", "extract_stack")},  # _asyncio's
+    "traceback": {"extract_stack": _extract_stack},
     "linecache": {},
     "msgspec.inspect": {},
     "msgspec._json_schema": {
@@ -100,8 +113,9 @@ def import_runtime() -> None:
         sys.modules[name] = stand_in
         parent, _, child = name.rpartition(".")
         if parent and parent not in _IMPORTED:  # `import concurrent.futures` reads the
-            setattr(__import__(parent), child, stand_in)  # package's attribute; msgspec's
-            # own `from . import inspect` finds the stand-in in sys.modules
+            setattr(__import__(parent), child, stand_in)  # package's attribute (msgspec's
+            # own `from . import inspect` finds the stand-in in sys.modules); afterwards a
+            # _PackageHook answers for it
     for name in absent:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails
     try:
@@ -123,7 +137,61 @@ def import_runtime() -> None:
             sys.modules[name].ssl = ssl  # type: ignore[attr-defined]
         held["ssl"] = ssl
     if held:
-        _hand_over(held, [sys.modules[name] for name in sys.modules.keys() - before])
+        hooks = _hook_packages(held)
+        _hand_over(held, [sys.modules[name] for name in sys.modules.keys() - before], hooks)
+
+
+class _PackageHook:
+    """A package's ``__getattr__`` while submodules of it are held, in place of their
+    stand-ins as its attributes: the submodule asked for as an attribute
+    (``concurrent.futures.Future``, ``from concurrent import futures``, msgspec's own
+    ``from . import inspect as mi``) is the real one, imported then."""
+
+    __slots__ = ("children", "package", "previous")
+
+    def __init__(self, package: ModuleType) -> None:
+        self.package = package
+        self.children: dict[str, str] = {}
+        self.previous: Callable[[str], Any] | None = package.__dict__.get("__getattr__")
+
+    def __call__(self, attr: str) -> Any:
+        name = self.children.get(attr)
+        if name is not None:
+            return _real(name)
+        if self.previous is not None:
+            return self.previous(attr)
+        raise AttributeError(f"module {self.package.__name__!r} has no attribute {attr!r}")
+
+    def loaded(self, name: str) -> None:
+        """``name`` is imported (its package's attribute is the real module): once none is
+        held, the package is as it was."""
+        self.children.pop(name.rpartition(".")[2], None)
+        space = self.package.__dict__
+        if not self.children and space.get("__getattr__") is self:
+            if self.previous is None:
+                del space["__getattr__"]
+            else:
+                space["__getattr__"] = self.previous
+
+
+def _hook_packages(held: dict[str, _Held]) -> dict[str, _PackageHook]:
+    """Take each held submodule's stand-in out of its package's attributes, where the
+    import left it, and put a :class:`_PackageHook` there; by held name."""
+    hooks: dict[str, _PackageHook] = {}
+    by_package: dict[str, _PackageHook] = {}
+    for name, stand_in in held.items():
+        parent, _, child = name.rpartition(".")
+        package = sys.modules.get(parent) if parent else None
+        if package is None or package.__dict__.get(child) is not stand_in:
+            continue
+        hook = by_package.get(parent)
+        if hook is None:
+            hook = by_package[parent] = _PackageHook(package)
+            package.__getattr__ = hook  # type: ignore[method-assign]
+        del package.__dict__[child]
+        hook.children[child] = name
+        hooks[name] = hook
+    return hooks
 
 
 class _NoSSLSocket:
@@ -172,13 +240,13 @@ class _Logger:
 
 
 def _real(name: str) -> ModuleType:
-    module = sys.modules.get(name)
-    if module is None or isinstance(module, _Held):
-        sys.modules.pop(name, None)
-        from importlib import import_module
+    """The real module, imported now if need be; one that another thread is importing is
+    waited for, as an ``import`` waits."""
+    if isinstance(sys.modules.get(name), _Held):
+        del sys.modules[name]  # only while asyncio and msgspec are imported
+    from importlib import import_module
 
-        module = import_module(name)
-    return module
+    return import_module(name)
 
 
 class _Holder:
@@ -190,7 +258,9 @@ class _Holder:
         self.space, self.key, self.stand_in = space, key, stand_in
 
 
-def _hand_over(held: dict[str, _Held], modules: list[ModuleType]) -> None:
+def _hand_over(
+    held: dict[str, _Held], modules: list[ModuleType], hooks: dict[str, _PackageHook]
+) -> None:
     """Find the globals of ``modules`` that hold a stand-in, and have the finder give them
     the real module once it is loaded. Only the names an ``import`` binds are looked at
     (``import concurrent.futures``: ``concurrent``'s ``futures``; ``from .log import
@@ -206,7 +276,7 @@ def _hand_over(held: dict[str, _Held], modules: list[ModuleType]) -> None:
                 holders[value.__name__].append(_Holder(space, key, value))
             elif kind is _Logger and "logging" in holders:
                 holders["logging"].append(_Holder(space, key, value))
-    finder = _Finder(holders)
+    finder = _Finder(holders, hooks)
     sys.meta_path.insert(0, finder)
     for name in held:
         if name in sys.modules:  # loaded while asyncio was imported (an unexpected read)
@@ -223,8 +293,9 @@ class _Finder:
     """On the meta path until every held module is loaded: finds it as the finders after
     it would, and once it is executed, puts it where its stand-in was."""
 
-    def __init__(self, holders: dict[str, list[_Holder]]) -> None:
+    def __init__(self, holders: dict[str, list[_Holder]], hooks: dict[str, _PackageHook]) -> None:
         self._holders = holders
+        self._hooks = hooks
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name not in self._holders:
@@ -239,7 +310,13 @@ class _Finder:
         return None
 
     def give(self, module: ModuleType) -> None:
-        for holder in self._holders.pop(module.__name__, ()):
+        name = module.__name__
+        if sys.modules.get(name) is not module:  # a private copy (module_from_spec)
+            return
+        hook = self._hooks.pop(name, None)
+        if hook is not None:
+            hook.loaded(name)
+        for holder in self._holders.pop(name, ()):
             if holder.space.get(holder.key) is holder.stand_in:
                 if type(holder.stand_in) is _Logger:
                     real: object = module.getLogger(holder.stand_in.name)
@@ -263,7 +340,13 @@ class _Loader:
         return self._inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        self._inner.exec_module(module)
+        inner = self._inner
+        inner.exec_module(module)
+        spec: Any = module.__spec__
+        if spec is not None and spec.loader is self:
+            spec.loader = inner  # the module as a plain import leaves it
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = inner
         self._finder.give(module)
 
     def __getattr__(self, name: str) -> Any:

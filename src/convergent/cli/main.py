@@ -429,12 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     collections, ~9 ms this way. ``run`` turns it back on (after ``gc.freeze()``) at the
     engine's first convergence; the collector's state is restored on return.
     """
+    return _collecting_after(argv, hold=False)
+
+
+def _collecting_after(argv: list[str] | None, *, hold: bool) -> int:
+    """:func:`_main` with the collector off, then as it was. ``hold``: import asyncio and
+    msgspec with what a run does not use held back (the ``convergent`` command only: a
+    program that embeds convergent imports them as it wants)."""
     import gc
 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _main(argv)
+        return _main(argv, hold=hold)
     finally:
         if collecting:
             gc.enable()
@@ -442,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             gc.disable()
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, *, hold: bool) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words == ["--version"]:  # what argparse would print, without building the parser
         print(f"convergent {__version__}", flush=True)
@@ -457,9 +464,10 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-    from convergent.cli.lazystd import import_runtime
+    if hold:
+        from convergent.cli.lazystd import import_runtime
 
-    import_runtime()  # ssl, subprocess, logging... loaded when used (cli/lazystd.py)
+        import_runtime()  # ssl, subprocess, logging... loaded when used (cli/lazystd.py)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -485,7 +493,7 @@ def entry() -> None:
     import gc
 
     gc.disable()  # main() leaves it off: the run's garbage is never collected, only dropped
-    code = main()
+    code = _collecting_after(None, hold=True)
     _exit(code)
 
 
