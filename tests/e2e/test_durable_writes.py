@@ -80,7 +80,7 @@ def test_data_then_name_are_synced_before_a_change_is_reported(tmp_path: Path) -
     dir_fds: set[str] = set()  # descriptors open on a directory
     dir_syncs: list[int] = []
     reports: dict[str, int] = {}
-    temp = r'"(\.f\d+\.convergent-[0-9a-f]+\.tmp)"'
+    temp = r'"(\.f\d+\.convergent-[0-9a-f.]+\.tmp)"'
     for n, line in enumerate(lines):
         if m := re.search(rf"openat\(\d+, {temp}, O_WRONLY.*= (\d+)$", line):
             created[m[1]] = (n, m[2])

@@ -146,6 +146,37 @@ def test_lookalike_temp_of_another_user_is_kept(tmp_path: Path) -> None:
     assert (shared / ".conf.convergent-fedcba981.tmp").is_symlink()
 
 
+@needs_root
+def test_a_temp_file_of_a_live_writer_is_not_swept(tmp_path: Path) -> None:
+    """Two agents writing in one directory (hosts sharing a file system): one's sweep of
+    killed runs' temp files must not take the other's, still being written. A temp name
+    holds its writer's pid and PID namespace; a dead writer's is swept."""
+    work = lab(tmp_path)
+    target = work / "conf"
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    writer = subprocess.Popen(["sleep", "60"])
+    try:
+        live = work / f".conf.convergent-{writer.pid:x}.{namespace:x}.0badc0de1.tmp"
+        live.write_text("being written")
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        stale = work / f".conf.convergent-{dead.pid:x}.{namespace:x}.0badc0de1.tmp"
+        stale.write_text("half")
+        args = _policy(tmp_path, f'  - file: {target}\n    content: "x\\n"\n')
+        result = convergent(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert target.read_text() == "x\n"
+        assert live.read_text() == "being written"
+        assert not stale.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    target.unlink()  # the next run repairs the file, and sweeps its name's temp files
+    result = convergent(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _temps(work) == []
+
+
 @pytest.mark.timeout(60)
 def test_fifo_source_does_not_hang_a_one_shot_run(tmp_path: Path) -> None:
     source = tmp_path / "source"

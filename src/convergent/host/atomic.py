@@ -16,8 +16,9 @@
 - :class:`Sweeper` removes the temp files a killed agent left for a managed name: only
   regular files in that directory, matching that name's pattern, owned by the agent's
   uid (or carrying the ``trusted.convergent`` attribute, which only root can set, put on
-  temp files given to another owner), never one made by this process. A look-alike
-  made by another user stays.
+  temp files given to another owner), never one made by a process still running (its
+  name holds its pid: this process, or another agent writing in the same directory). A
+  look-alike made by another user stays.
 """
 
 from __future__ import annotations
@@ -62,9 +63,37 @@ def temp_name(name: str) -> str:
 
 
 def _run_token() -> str:
+    """This process's part of its temp names: its pid and PID namespace (a sweep by
+    another agent leaves a live writer's temp files alone) and a random token."""
     if not _token:
-        _token.append(os.urandom(4).hex())
+        _token.append(f"{os.getpid():x}.{_pid_namespace():x}.{os.urandom(4).hex()}")
     return _token[0]
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def _writer_lives(middle: str) -> bool:
+    """Whether the process that made a temp file (``middle``: what its name holds
+    between ``.convergent-`` and ``.tmp``) may still be writing it: true while its pid
+    lives, or when it is of another PID namespace (not known from here). A name without
+    a pid (written before names had one) is a killed run's."""
+    parts = middle.split(".")
+    if len(parts) != 3:
+        return False
+    if int(parts[1], 16) != _pid_namespace():
+        return True
+    try:
+        os.kill(int(parts[0], 16), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it lives, as another user
+        return True
+    return True
 
 
 def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tuple[int, str]:
@@ -155,8 +184,10 @@ class Sweeper:
     Each directory is listed once per run; :meth:`sweep` then removes the stale temp
     files of one managed name: regular files in that directory, named
     ``.NAME.convergent-XXXX.tmp``, owned by the agent's uid (or marked with the
-    ``trusted.convergent`` attribute only root can set), and not made by this process.
-    A look-alike made by another user is left alone.
+    ``trusted.convergent`` attribute only root can set), and made by a process that is
+    gone (the name holds its pid): neither this process's nor another live agent's (two
+    agents writing in one directory, hosts sharing a file system). A look-alike made by
+    another user is left alone.
     """
 
     __slots__ = ("_dirs",)
@@ -172,6 +203,8 @@ class Sweeper:
         names = index.pop(temp_prefix(at.name), None)
         removed: list[str] = []
         for name in names or ():
+            if _writer_lives(name.rpartition(".convergent-")[2][:-4]):
+                continue
             try:
                 st = os.stat(name, dir_fd=at.fd, follow_symlinks=False)
                 if not stat.S_ISREG(st.st_mode):
@@ -204,7 +237,9 @@ def _list_temps(at: At) -> dict[str, list[str]]:
         middle = tail[:-4]
         if not sep or not middle or middle.startswith(mine):
             continue
-        if not all(c in "0123456789abcdef" for c in middle):
+        if not all(
+            part and all(c in "0123456789abcdef" for c in part) for part in middle.split(".")
+        ):
             continue
         found.setdefault(f"{head}.convergent-", []).append(name)
     return found
