@@ -233,9 +233,11 @@ class Values:
     def __init__(self, problems: Problems, masked: bool) -> None:
         self.problems = problems
         self._masked = masked
-        self._done: dict[int, Any] = {}
+        # id(node) -> (node, its value): the node is kept, so that its id is not reused by
+        # another node (a rendered template's, made and dropped during the load) meanwhile
+        self._done: dict[int, tuple[Node, Any]] = {}
         self._open: set[int] = set()
-        self._spotted: set[int] = set()
+        self._spotted: dict[int, Node] = {}  # id(node) -> node, kept for the same reason
         # mark -> its Location: the entries for_each makes share the marks of one entry
         self._places: dict[int, tuple[Any, Location]] = {}
 
@@ -264,9 +266,9 @@ class Values:
                 written.setdefault(shown + path, node.value)
             return
         key = id(node)
-        if key in self._spotted:
+        if self._spotted.get(key) is node:
             return
-        self._spotted.add(key)
+        self._spotted[key] = node
         if is_list(node):
             for i, item in enumerate(node.value):
                 self.spots(item, f"{path}[{i}]", spots, written, shown)
@@ -333,8 +335,9 @@ class Values:
         if is_scalar(node):
             return self._scalar(node, resource)
         key = id(node)
-        if key in self._done:
-            return self._done[key]
+        done = self._done.get(key)
+        if done is not None and done[0] is node:
+            return done[1]
         if key in self._open:
             self.problems.at(node, "an alias refers to the value that contains it", resource)
             return None
@@ -349,7 +352,7 @@ class Values:
                 self._bad_tag(node, resource)
             result = {k: self.value(v, resource) for k, _, v in self.pairs(node, resource)}
         self._open.discard(key)
-        self._done[key] = result
+        self._done[key] = (node, result)
         return result
 
     def _scalar(self, node: ScalarNode, resource: str | None) -> Any:
