@@ -4,7 +4,7 @@
 ``ssl`` (OpenSSL), ``concurrent.futures`` with ``logging``, ``subprocess``, ``inspect``
 with ``ast`` and ``dis``, ``traceback`` and ``linecache`` with ``tokenize``, ``platform``
 (through ``uuid``), ``typing_extensions``, and msgspec's ``inspect`` and JSON schema:
-about 17 ms of a 73 ms ten-file run here (docs/performance.md). :func:`import_runtime`
+about 15 ms of a 75 ms ten-file run here (docs/performance.md). :func:`import_runtime`
 imports both with these held back:
 
 - while asyncio and msgspec are imported, each held module is a stand-in
