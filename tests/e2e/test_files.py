@@ -125,6 +125,13 @@ def test_stale_temp_files_of_a_killed_agent_are_removed(tmp_path: Path, owner: s
     assert target.read_bytes() == source.read_bytes()
 
 
+def _converge_x(tmp_path: Path, target: Path) -> None:
+    """One run of a policy that says ``target`` holds "x\\n"; it succeeds."""
+    result = convergent(*_policy(tmp_path, f'  - file: {target}\n    content: "x\\n"\n'))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert target.read_text() == "x\n"
+
+
 @needs_root
 def test_lookalike_temp_of_another_user_is_kept(tmp_path: Path) -> None:
     shared = lab(tmp_path) / "shared"
@@ -137,10 +144,7 @@ def test_lookalike_temp_of_another_user_is_kept(tmp_path: Path) -> None:
     stale = shared / ".conf.convergent-89abcdef1.tmp"  # a killed root agent's
     stale.write_text("half")
     (shared / ".conf.convergent-fedcba981.tmp").symlink_to("/etc/passwd")  # not a file
-    args = _policy(tmp_path, f'  - file: {target}\n    content: "x\\n"\n')
-    result = convergent(*args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert target.read_text() == "x\n"
+    _converge_x(tmp_path, target)
     assert lookalike.read_text() == "the user's own file\n"
     assert not stale.exists()
     assert (shared / ".conf.convergent-fedcba981.tmp").is_symlink()
@@ -162,18 +166,14 @@ def test_a_temp_file_of_a_live_writer_is_not_swept(tmp_path: Path) -> None:
         dead.wait()
         stale = work / f".conf.convergent-{dead.pid:x}.{namespace:x}.0badc0de1.tmp"
         stale.write_text("half")
-        args = _policy(tmp_path, f'  - file: {target}\n    content: "x\\n"\n')
-        result = convergent(*args)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert target.read_text() == "x\n"
+        _converge_x(tmp_path, target)
         assert live.read_text() == "being written"
         assert not stale.exists()
     finally:
         writer.kill()
         writer.wait()
     target.unlink()  # the next run repairs the file, and sweeps its name's temp files
-    result = convergent(*args)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _converge_x(tmp_path, target)
     assert _temps(work) == []
 
 

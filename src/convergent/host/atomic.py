@@ -47,6 +47,7 @@ _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _token: list[str] = []
 _counter = [0]
+_namespace: list[int] = []
 
 
 def temp_prefix(name: str) -> str:
@@ -71,10 +72,13 @@ def _run_token() -> str:
 
 
 def _pid_namespace() -> int:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return 0
+    """The inode of this process's PID namespace (0 without /proc), read once."""
+    if not _namespace:
+        try:
+            _namespace.append(os.stat("/proc/self/ns/pid").st_ino)
+        except OSError:
+            _namespace.append(0)
+    return _namespace[0]
 
 
 def _writer_lives(middle: str) -> bool:
