@@ -179,3 +179,35 @@ def test_the_end_of_a_run_finishes_the_batches_under_way(tmp_path: Path) -> None
     asyncio.run(main())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in names)
     assert all(p.read_bytes() == b"new\n" for p in names)
+
+
+def _descriptors_of(st: os.stat_result) -> list[int]:
+    """This process's descriptors open on the file ``st`` describes."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            other = os.stat(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            found.append(int(name))
+    return found
+
+
+def test_a_file_a_repair_replaced_is_let_go_by_the_end_of_the_run(tmp_path: Path) -> None:
+    """A repair holds the file it replaces across its rename and leaves its closing (where
+    the kernel frees its blocks) to the sync thread: once the run ends, no descriptor of
+    the old file is left, so its space is given back."""
+    target = tmp_path / "f"
+    target.write_bytes(b"old\n" * 4096)
+    old = os.stat(target)
+
+    async def main() -> None:
+        commits = _Commits()
+        await asyncio.wait_for(_write(commits, target, b"new\n"), TIMEOUT)
+        commits.close()
+
+    asyncio.run(main())
+    assert target.read_bytes() == b"new\n"
+    assert _descriptors_of(old) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
