@@ -20,10 +20,8 @@ fsync in the thread was measured (bench/drift.py, docs/performance.md): better u
 heavy load, worse on a quieter machine (the hand-off, a GIL switch and the two fsyncs
 contending for the disk cost more than the loop gains), so it stays on the loop.
 
-Such a repair, when it replaces a file, holds the old file (an ``O_PATH`` descriptor,
-which opens nothing: a FIFO or a device there is not touched) across its rename and
-lets the sync thread close it: the kernel frees the old file's blocks at that close,
-~150-200 us that the rename would otherwise spend before the new file is in place.
+Such a repair holds the file it replaces across its rename, freed when the sync thread
+closes it, not in the rename (:mod:`convergent.host.holds`).
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from convergent.host.fs import At, locate
+from convergent.host.holds import Holds
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,7 +54,6 @@ SYNC = "syncfs"
 # Fewer files than this in a batch are fsynced one by one instead: a repair of one file
 # should not wait for what other processes left dirty on the file system.
 SYNCFS_FROM = 8
-_HOLD = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # the file a repair replaces, held
 
 
 class Commits:
@@ -83,7 +81,7 @@ class Commits:
         "_ahead",
         "_dirs",
         "_flushes",
-        "_held",
+        "_holds",
         "_loop",
         "_paths",
         "_scheduled",
@@ -101,7 +99,7 @@ class Commits:
         self._scheduled = False
         self._ahead = 0  # batches flushed whose renames have not run yet
         self._steps: dict[_Step, None] = {}  # sent to the sync thread, next step not run
-        self._held = False  # replaced files were given to the sync thread to close
+        self._holds = Holds()  # the files repairs replaced, closed in the sync thread
         self.batch = COMMIT_BATCH
 
     def locate(self, path: str, *, create: bool = False, follow: bool = False) -> At:
@@ -164,10 +162,10 @@ class Commits:
                 batch.settle()
             elif self._ahead == 0 and len(batch.items) < SYNCFS_FROM:
                 batch.sync_data()  # a repair: all at once, no thread (see the docstring)
-                held = batch.rename(hold=True)
-                if held:
-                    self._held = True
-                    _sync_thread().later(functools.partial(_close_all, held))
+                holds = self._holds if not self._steps else None  # nothing ahead in the thread
+                held = batch.rename(holds)
+                if holds is not None:
+                    holds.release(held, _later)
                 batch.sync_dirs()
                 batch.settle()
             else:
@@ -239,8 +237,8 @@ class Commits:
             step = next(iter(self._steps))
             step.wait()
             self._next(step)
-        if self._held:  # the replaced files' descriptors: closed before the run ends
-            self._held = False
+        if self._holds.sent:  # the replaced files' descriptors: closed before the run ends
+            self._holds.sent = False
             _sync_thread().drain()
 
 
@@ -310,15 +308,19 @@ class _Batch:
             for item in items:
                 item.sync(None, errors.get(item.ident[0]))
 
-    def rename(self, hold: bool = False) -> list[int]:
-        """Put every synced file in place; a file that failed is discarded. ``hold``: the
-        files replaced are held open (``O_PATH``), their descriptors returned, so that
-        freeing them is left to whoever closes those."""
+    def rename(self, holds: Holds | None = None) -> list[int]:
+        """Put every synced file in place; a file that failed is discarded. ``holds``:
+        the files replaced are held, their descriptors returned (:mod:`.holds`)."""
         held: list[int] = []
-        for item in self.items:
-            fd = item.rename(hold)
-            if fd != -1:
-                held.append(fd)
+        try:
+            for item in self.items:
+                fd = item.rename(holds)
+                if fd != -1:
+                    held.append(fd)
+        except BaseException:
+            if holds is not None:
+                holds.drop(held)
+            raise
         return held
 
     def sync_dirs(self) -> None:
@@ -361,12 +363,6 @@ class _Batch:
         for item in self.items:
             item.drop()
         self.close_dirs()
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 def _syncfs(fd: int) -> None:
@@ -425,6 +421,7 @@ class _SyncThread(_ExecutorBase):
         self._jobs: deque[tuple[asyncio.Future[Any] | None, Callable[[], Any]]] = deque()
         self._wake = _thread.allocate_lock()  # released when jobs are waiting
         self._wake.acquire()
+        self._ident = -1  # the thread's, once it runs
         _thread.start_new_thread(self._serve, ())
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -436,14 +433,15 @@ class _SyncThread(_ExecutorBase):
         return done  # type: ignore[return-value]  # an asyncio future: see the docstring
 
     def later(self, job: Callable[[], None]) -> None:
-        """Queue ``job`` with no outcome to tell anyone (the event loop is not woken when
-        it has run; what it raises is dropped)."""
+        """Queue ``job``, its outcome told to no one (whatever it raises is dropped)."""
         self._jobs.append((None, job))
         if self._wake.locked():
             self._wake.release()
 
     def drain(self) -> None:
-        """Block until every job queued so far has run."""
+        """Block until every job queued so far has run (not from the sync thread)."""
+        if _thread.get_ident() == self._ident:
+            raise RuntimeError("the sync thread cannot wait for its own jobs")
         done = _thread.allocate_lock()
         done.acquire()
         self.later(done.release)
@@ -451,13 +449,14 @@ class _SyncThread(_ExecutorBase):
             pass
 
     def _serve(self) -> None:
+        self._ident = _thread.get_ident()
         jobs, wake = self._jobs, self._wake
         while True:
             wake.acquire()
             while jobs:
                 done, job = jobs.popleft()
                 if done is None:
-                    with contextlib.suppress(Exception):  # no one to tell; the thread goes on
+                    with contextlib.suppress(BaseException):  # no one to tell; it goes on
                         job()
                     continue
                 try:
@@ -474,6 +473,10 @@ def _outcome(done: asyncio.Future[Any], result: Any, error: BaseException | None
             done.set_result(result)
         else:
             done.set_exception(error)
+
+
+def _later(job: Callable[[], None]) -> None:
+    _sync_thread().later(job)
 
 
 def _sync_thread() -> _SyncThread:
@@ -548,10 +551,10 @@ class _Temp:
             if self.error is None:
                 self.error = exc
 
-    def rename(self, hold: bool = False) -> int:
+    def rename(self, holds: Holds | None = None) -> int:
         """Put the synced temp file in place (after removing a directory tree there), or
-        discard it when something failed. ``hold``: what the rename replaces is held open
-        (``O_PATH``, nothing opened for real) and its descriptor returned (-1: none)."""
+        discard it when something failed. ``holds``: what it replaces is held, its
+        descriptor returned (-1: none)."""
         if self.error is None:
             held = -1
             try:
@@ -559,16 +562,16 @@ class _Temp:
                     import shutil
 
                     shutil.rmtree(self.name, dir_fd=self.dir_fd)
-                elif hold:
-                    with contextlib.suppress(OSError):  # nothing there: nothing to hold
-                        held = os.open(self.name, _HOLD, dir_fd=self.dir_fd)
+                elif holds is not None:
+                    held = holds.hold(self.name, self.dir_fd, self.ident[0])
                 os.rename(self.temp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
                 self.renamed = True
                 return held
             except Exception as exc:
                 self.error = exc
-                if held != -1:
-                    os.close(held)
+            finally:
+                if held != -1 and not self.renamed and holds is not None:
+                    holds.drop([held])
         self._discard()
         return -1
 
