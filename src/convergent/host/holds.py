@@ -22,15 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import deque
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Later = Callable[[Callable[[], None]], None]  # runs a job in the sync thread, later
 
 __all__ = ["LOCAL", "MAX_HELD", "Holds"]
 
 MAX_HELD = 16  # descriptors held and not closed yet, at most
 LOCAL = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs"})
 _HOLD = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-
-Later = Callable[[Callable[[], None]], None]  # runs a job in the sync thread, later
 
 
 class Holds:
