@@ -237,8 +237,7 @@ class Commits:
             step = next(iter(self._steps))
             step.wait()
             self._next(step)
-        if self._holds.sent:  # the replaced files' descriptors: closed before the run ends
-            self._holds.sent = False
+        if self._holds.pending:  # the replaced files' descriptors: closed before the end
             _sync_thread().drain()
 
 

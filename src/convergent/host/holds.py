@@ -20,6 +20,7 @@ Held only where it pays and costs nothing else:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import deque
 from typing import TYPE_CHECKING
@@ -40,28 +41,36 @@ class Holds:
     """The replaced files of one run's repairs: :meth:`hold` before a rename,
     :meth:`release` after it."""
 
-    __slots__ = ("_local", "_out", "sent")
+    __slots__ = ("_local", "_out")
 
     def __init__(self) -> None:
         self._local: dict[int, bool] = {}  # device -> whether holding is done there
         self._out: deque[None] = deque()  # one entry per descriptor not closed yet
-        self.sent = False  # descriptors were given to the sync thread to close
+
+    @property
+    def pending(self) -> bool:
+        """Whether descriptors are held that no one has closed yet."""
+        return bool(self._out)
 
     def hold(self, name: str, dir_fd: int, dev: int) -> int:
         """An ``O_PATH`` descriptor of what is at ``name`` in ``dir_fd`` (on device
-        ``dev``), or -1: nothing there, not a local file system, or enough held."""
-        if len(self._out) >= MAX_HELD:
+        ``dev``), or -1: nothing there, not a local file system, or enough held.
+
+        Nothing is done with the descriptor but its close: when the name is swapped
+        between this open and the rename, the file held is simply not the one replaced
+        (the rename frees that one, as without a hold)."""
+        local = self._local.get(dev)
+        if local is False or len(self._out) >= MAX_HELD:
             return -1
         try:
             fd = os.open(name, _HOLD, dir_fd=dir_fd)
         except OSError:
             return -1
-        local = self._local.get(dev)
-        if local is None:
+        if local is None:  # the first file held on this device: is it local?
             local = self._local[dev] = _fs_type(dev) in LOCAL
-        if not local:
-            os.close(fd)
-            return -1
+            if not local:
+                os.close(fd)
+                return -1
         self._out.append(None)
         return fd
 
@@ -70,26 +79,16 @@ class Holds:
         through ``later``; here and now when it cannot take them."""
         if not fds:
             return
-        out = self._out
-
-        def close() -> None:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                out.pop()
-
         try:
-            later(close)
+            later(functools.partial(self.drop, fds))
         except Exception:  # no sync thread (a process or thread limit): closed here
-            close()
-            return
+            self.drop(fds)
         except BaseException:
-            close()
+            self.drop(fds)
             raise
-        self.sent = True
 
     def drop(self, fds: list[int]) -> None:
-        """Close ``fds`` (from :meth:`hold`) here and now."""
+        """Close ``fds`` (from :meth:`hold`) now, in whatever thread calls this."""
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
