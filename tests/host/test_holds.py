@@ -1,5 +1,6 @@
 """The files repairs replace are held across their renames and freed after them
-(host/holds.py, host/commits.py): bounded, never leaked, never needed for a repair."""
+(host/holds.py, host/commits.py, host/syncthread.py): bounded, never leaked, never
+needed for a repair."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convergent.host import atomic, commits, holds
+from convergent.host import atomic, holds, syncthread
 from convergent.host.atomic import Commits
 
 TIMEOUT = 5.0
@@ -47,7 +48,7 @@ def test_the_files_held_while_the_sync_thread_is_busy_stay_bounded(tmp_path: Pat
 
     async def main() -> None:
         run = Commits()
-        commits._sync_thread().later(stuck.acquire)  # the thread waits for the test
+        syncthread.sync_thread().later(stuck.acquire)  # the thread waits for the test
         try:
             for path in files:
                 await _write(run, path, b"new\n")
@@ -74,7 +75,7 @@ def test_a_repair_needs_no_sync_thread_to_free_what_it_replaced(
     def refuse() -> None:
         raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(commits, "_sync_thread", refuse)
+    monkeypatch.setattr(syncthread, "sync_thread", refuse)
 
     async def main() -> None:
         run = Commits()
