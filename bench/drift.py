@@ -3,7 +3,8 @@
 The agent (``convergent run`` without ``--converged-timeout``) is started on N files; the
 harness waits for its first line containing ``converged`` on stdout, then runs trials:
 each picks a different file, deletes it (even trials) or overwrites its content (odd
-trials), and times until the file holds the right content again. Detection uses
+trials), and times until the file holds the right content again. Trials run back to
+back unless a gap is asked for (``gap``; ``bench/run.py --drift-gap``). Detection uses
 inotify on the target directory (asyncinotify, independent of the agent's own watcher); on
 every event for that file the harness reads it, so the time recorded is when the
 harness saw the right content, an upper bound on the agent's own repair time. The
@@ -57,9 +58,13 @@ def measure_drift(
     trials: int = 200,
     trial_timeout: float = 5.0,
     start_timeout: float = 600.0,
+    gap: float = 0.0,
 ) -> DriftResult:
-    """Run the agent, wait until it has converged, then time ``trials`` repairs."""
-    return asyncio.run(_measure(inv, workload, target, log, trials, trial_timeout, start_timeout))
+    """Run the agent, wait until it has converged, then time ``trials`` repairs, each
+    ``gap`` seconds after the one before was seen (0: back to back)."""
+    return asyncio.run(
+        _measure(inv, workload, target, log, trials, trial_timeout, start_timeout, gap)
+    )
 
 
 async def _measure(
@@ -70,6 +75,7 @@ async def _measure(
     trials: int,
     trial_timeout: float,
     start_timeout: float,
+    gap: float,
 ) -> DriftResult:
     argv = list(inv.argv)
     if "--converged-timeout" in argv:
@@ -98,6 +104,8 @@ async def _measure(
         cpu_before = _cpu_seconds(proc.pid)
         with _Inotify(target, _CREATE | _MOVED_TO | _CLOSE_WRITE) as inotify:
             for i, spec in enumerate(chosen):
+                if gap:
+                    await asyncio.sleep(gap)
                 path = target / spec.name
                 expected = spec.content.encode()
                 began = time.perf_counter()

@@ -118,14 +118,14 @@ class Bench:
         self.echo(f"  {workload.label:32} {tool.name:12} {shown}")
         return result
 
-    def drift(self, tool: Tool, size: int, trials: int) -> DriftResult | None:
+    def drift(self, tool: Tool, size: int, trials: int, gap: float = 0.0) -> DriftResult | None:
         """W5 for one continuous tool; the result is verified like any other."""
         workload = wl.drift(size)
         self._reset()
         inv = tool.setup(workload, self.target, self._workdir(tool, workload))
         log = self._workdir(tool, workload) / "agent.log"
         try:
-            found = measure_drift(inv, workload, self.target, log, trials)
+            found = measure_drift(inv, workload, self.target, log, trials, gap=gap)
         except (RuntimeError, TimeoutError) as exc:
             self.echo(f"  W5 {tool.name}: {exc!r}")
             return None
@@ -154,6 +154,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--drift-size", type=int, default=10000, help="files watched in W5")
     p.add_argument("--trials", type=int, default=200, help="W5 trials")
+    p.add_argument(
+        "--drift-gap",
+        type=float,
+        default=0.0,
+        help="ms between a W5 repair seen and the next damage (default 0: back to back)",
+    )
     p.add_argument("--tools", default="", help="comma separated subset of tools")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="e.g. W1,W3")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per run")
@@ -209,11 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"convergent runs as an agent on {args.drift_size:,} files; each of "
                 f"{args.trials} trials deletes (even) or overwrites (odd) a different file "
                 "and times until the harness reads the right content again, detected with "
-                "inotify on the directory (asyncinotify, no polling). The peers have no "
-                "event-driven mode: their figure is their schedule."
+                "inotify on the directory (asyncinotify, no polling), "
+                + (
+                    f"{args.drift_gap:g} ms after the trial before. "
+                    if args.drift_gap
+                    else "right after the trial before. "
+                )
+                + "The peers have no event-driven mode: their figure is their schedule."
             )
             for tool in ours:
-                drift = bench.drift(tool, args.drift_size, args.trials)
+                drift = bench.drift(tool, args.drift_size, args.trials, args.drift_gap / 1e3)
         if "W6" in keys:
             for tool in (t for t in tools if not t.reference):
                 bench.case(
