@@ -104,7 +104,6 @@ PEERS_PIP    := salt ansible-core pyinfra py-spy pyinstrument
 .PHONY: bench bench-peers
 
 bench: $(VENV)/.installed bench-peers
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(if $(REPEATS),--repeats $(REPEATS))
 
 bench-peers: $(PEERS_VENV)/.installed

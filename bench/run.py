@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"convergent runs as an agent on {args.drift_size:,} files; each of "
                 f"{args.trials} trials deletes (even) or overwrites (odd) a different file "
                 "and times until the harness reads the right content again, detected with "
-                "inotify on the directory (asyncinotify, no polling), "
+                "inotify on the directory (no polling), "
                 + (
                     f"{args.drift_gap:g} ms after the trial before. "
                     if args.drift_gap
