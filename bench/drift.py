@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from measure import spawn
 from tools import Invocation
 from workloads import Workload
 
@@ -75,15 +76,7 @@ def measure_drift(
         del argv[at : at + 2]
     start = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=inv.cwd,
-            env=inv.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = spawn(inv, argv, out)
     try:
         _until_converged(proc, log, start_timeout)
         startup = time.perf_counter() - start

@@ -21,10 +21,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tools import Invocation
 
-__all__ = ["TIME", "RunFailed", "Sample", "Summary", "run_once", "summarize"]
+__all__ = ["TIME", "RunFailed", "Sample", "Summary", "run_once", "spawn", "summarize"]
 
 TIME = "/usr/bin/time"
 
@@ -53,21 +54,27 @@ class Summary:
     runs: int
 
 
+def spawn(inv: Invocation, argv: list[str], out: BinaryIO) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as ``inv`` says (its directory and environment), in a session of its
+    own, no input, stdout and stderr into ``out``."""
+    return subprocess.Popen(
+        argv,
+        cwd=inv.cwd,
+        env=inv.env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def run_once(inv: Invocation, log: Path, timeout: float) -> Sample:
     """Run ``inv`` to completion; its output goes to ``log``. Raises :class:`RunFailed`."""
     rss_file = log.with_suffix(".rss")
     argv = [TIME, "-f", "%M", "-o", str(rss_file), "--", *inv.argv]
     with log.open("wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv,
-            cwd=inv.cwd,
-            env=inv.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = spawn(inv, argv, out)
         timer = threading.Timer(timeout, _kill_group, (proc.pid,))
         timer.start()
         try:
