@@ -45,7 +45,9 @@ class Holds:
 
     def __init__(self) -> None:
         self._local: dict[int, bool] = {}  # device -> whether holding is done there
-        self._out: deque[None] = deque()  # one entry per descriptor not closed yet
+        # one entry per descriptor not closed yet: a deque, as the loop appends and the
+        # sync thread pops (each atomic; an int's += between two threads is not)
+        self._out: deque[None] = deque()
 
     @property
     def pending(self) -> bool:
@@ -53,8 +55,10 @@ class Holds:
         return bool(self._out)
 
     def hold(self, name: str, dir_fd: int, dev: int) -> int:
-        """An ``O_PATH`` descriptor of what is at ``name`` in ``dir_fd`` (on device
-        ``dev``), or -1: nothing there, not a local file system, or enough held.
+        """An ``O_PATH`` descriptor of what is at ``name`` (one path component) in
+        ``dir_fd`` (on device ``dev``), or -1: nothing there, not a local file system, or
+        enough held. Opened through the directory's descriptor with ``O_NOFOLLOW``: a
+        symlink there is held itself, never followed.
 
         Nothing is done with the descriptor but its close: when the name is swapped
         between this open and the rename, the file held is simply not the one replaced
