@@ -10,9 +10,11 @@ resident memory after a second storm must be what it was after the first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import sqlite3
 import stat
 import time
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ class Tree:
     root: Path
     scratch: Path  # same file system, outside the watched directories
     paths: list[Path] = field(default_factory=list)
+    last: dict[int, tuple[str, float]] = field(default_factory=dict)  # last edit, Unix time
 
     def create(self) -> None:
         """Every file in its right state, so the agent's first pass only checks."""
@@ -110,8 +113,10 @@ class Storm:
 
 def _edit(tree: Tree, rng: random.Random, serial: int, kinds: dict[str, int]) -> None:
     """One edit of a random file; a kind that finds the file gone does nothing."""
-    path = tree.paths[rng.randrange(len(tree.paths))]
+    index = rng.randrange(len(tree.paths))
+    path = tree.paths[index]
     kind = ("overwrite", "delete", "chmod", "rename")[serial % 4]
+    tree.last[index] = (kind, time.time())
     try:
         if kind == "overwrite":  # in place: open with O_TRUNC, write, close
             with open(path, "w", encoding="utf-8") as f:
@@ -152,7 +157,7 @@ def _settled(line: str) -> bool:
     return line == "converged" or line.startswith("settled with ")
 
 
-def _wait_repaired(agent: Agent, tree: Tree) -> float:
+def _wait_repaired(agent: Agent, tree: Tree, state: Path) -> float:
     """Seconds until every file is right again; each re-read follows a convergence line.
 
     No edit happens meanwhile, so a file found right stays right: only the files still
@@ -173,10 +178,39 @@ def _wait_repaired(agent: Agent, tree: Tree) -> float:
             break  # the bound is reported below, with what is still wrong
         pending = tree.wrong(pending)
     assert not pending, (
-        f"{len(pending)} file(s) not repaired within {REPAIR_BOUND} s of the last edit, "
-        f"e.g. {[str(tree.paths[i]) for i in sorted(pending)[:5]]}\nstderr: {agent.err[-20:]}"
+        f"{len(pending)} file(s) not repaired within {REPAIR_BOUND} s of the last edit:\n"
+        + "\n".join(_why(agent, tree, index, state) for index in sorted(pending)[:3])
+        + f"\nstderr: {agent.err[-20:]}"
     )
     return time.monotonic() - start
+
+
+def _why(agent: Agent, tree: Tree, index: int, state: Path) -> str:
+    """What a file left wrong is, what the agent printed about it and the last passes the
+    agent recorded for it (its event history): a missed event and a check that found a
+    wrong file right look different here."""
+    path = tree.paths[index]
+    try:
+        st = path.lstat()
+        found = f"mode {st.st_mode:o}, ino {st.st_ino}, {path.read_bytes()[:40]!r}"
+    except OSError as exc:
+        found = f"{type(exc).__name__}"
+    printed = [line for line in agent.out if str(path) in line][-4:]
+    rows: list[tuple[object, ...]] = []
+    try:
+        db = sqlite3.connect(f"file:{state}/events.db?mode=ro", uri=True)
+        with contextlib.closing(db):
+            rows = db.execute(
+                "SELECT time, outcome, cause, summary FROM events WHERE resource = ? "
+                "ORDER BY id DESC LIMIT 4",
+                (f"file[{path}]",),
+            ).fetchall()
+    except sqlite3.Error as exc:
+        rows = [("events.db not read", str(exc))]
+    edit = tree.last.get(index)
+    return (
+        f"{path}: {found}; last edit {edit}; printed {printed}; last passes (newest first) {rows}"
+    )
 
 
 def _rss(pid: int) -> int:
@@ -210,7 +244,7 @@ def test_storm_of_edits_on_10k_watched_files_ends_repaired_with_flat_memory(
             storms = []
             for seed in (1, 2):
                 storm = _storm(tree, seed)
-                storm.repair = _wait_repaired(agent, tree)
+                storm.repair = _wait_repaired(agent, tree, tmp_path / "state")
                 storms.append(storm)
                 rss.append(_rss(agent.proc.pid))
             assert agent.proc.poll() is None, agent.err

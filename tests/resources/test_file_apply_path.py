@@ -98,7 +98,9 @@ def test_a_foreign_change_right_after_the_agents_own_rename_is_still_seen(
 ) -> None:
     """Only the agent's own rename (paired by its inotify cookie) is kept from the writer's
     own watch: another subscriber of the name is told about it, and a rename by anyone
-    else right after it reaches the writer too."""
+    else right after it reaches the writer too. Here both reach it: when the agent reads
+    its own event, the name already holds the other file (a spurious call, never a missed
+    one)."""
 
     async def scenario() -> tuple[int, int]:
         watcher = FsWatcher()
@@ -118,8 +120,8 @@ def test_a_foreign_change_right_after_the_agents_own_rename_is_still_seen(
         try:
             with fs.locate(path) as at:
                 fd, temp = atomic.create_temp(at, b"ours", 0o644, -1, -1)
+                assert watcher.expect(at.dir, temp, writer, fd)
                 os.close(fd)
-                assert watcher.expect(at.dir, temp, writer)
                 os.rename(temp, at.name, src_dir_fd=at.fd, dst_dir_fd=at.fd)
             foreign = tmp_path / ".f.someone-else.tmp"
             foreign.write_bytes(b"theirs")
@@ -133,7 +135,88 @@ def test_a_foreign_change_right_after_the_agents_own_rename_is_still_seen(
 
     writer_calls, other_calls = asyncio.run(scenario())
     assert other_calls == 2
-    assert writer_calls == 1  # the foreign rename, not its own
+    assert writer_calls == 2  # the foreign rename, and its own: the name holds another file
+
+
+def test_a_foreign_rename_merged_by_the_kernel_into_the_agents_own_is_still_seen(
+    tmp_path: Path,
+) -> None:
+    """inotify merges an event into the one queued just before it when both have the same
+    watch, mask and name, whatever their rename cookies: a file renamed over the agent's
+    from a directory nobody watches, before the agent reads its events, arrives as the
+    agent's own ``IN_MOVED_TO`` (its cookie kept). The writer is still told, because what
+    is at the name then is not the file it renamed. A second inotify descriptor on the
+    directory shows that the kernel did merge the two."""
+    watched, elsewhere = tmp_path / "watched", tmp_path / "elsewhere"
+    watched.mkdir()
+    elsewhere.mkdir()  # same file system, watched by no one
+    path = str(watched / "f")
+    witness = _RawInotify(str(watched))
+
+    async def scenario() -> int:
+        watcher = FsWatcher()
+        calls = 0
+        told = asyncio.Event()
+
+        def writer() -> None:
+            nonlocal calls
+            calls += 1
+            told.set()
+
+        stop = watcher.watch(path, writer)
+        try:
+            with fs.locate(path) as at:
+                fd, temp = atomic.create_temp(at, b"ours", 0o644, -1, -1)
+                assert watcher.expect(at.dir, temp, writer, fd)
+                os.close(fd)
+                os.rename(temp, at.name, src_dir_fd=at.fd, dst_dir_fd=at.fd)
+            (elsewhere / "theirs").write_bytes(b"theirs")
+            os.rename(elsewhere / "theirs", path)  # before the loop reads the agent's events
+            await asyncio.wait_for(told.wait(), TIMEOUT)
+        finally:
+            stop()
+            watcher.close()
+        return calls
+
+    try:
+        calls = asyncio.run(scenario())
+        moved_to = [name for mask, name in witness.read() if mask & 0x80]  # IN_MOVED_TO
+    finally:
+        witness.close()
+    assert moved_to == ["f"], f"not one merged event: {moved_to}; this test tests nothing"
+    assert (watched / "f").read_bytes() == b"theirs"
+    assert calls == 1
+
+
+class _RawInotify:
+    """A plain inotify descriptor on one directory (the test's witness of what the kernel
+    queued), read once without blocking."""
+
+    def __init__(self, directory: str) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        mask = 0x40 | 0x80  # IN_MOVED_FROM | IN_MOVED_TO
+        assert self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) >= 0
+
+    def read(self) -> list[tuple[int, str]]:
+        """(mask, name) of every event queued now."""
+        try:
+            buf = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        events, offset = [], 0
+        while offset < len(buf):
+            _, mask, _, size = struct.unpack_from("iIII", buf, offset)
+            name = buf[offset + 16 : offset + 16 + size].rstrip(b"\0").decode()
+            events.append((mask, name))
+            offset += 16 + size
+        return events
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def test_a_directory_lent_for_one_batch_is_refused_after_its_flush(tmp_path: Path) -> None:

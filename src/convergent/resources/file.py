@@ -504,7 +504,7 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             from convergent.resources import fileops
 
             summary = await fileops.before_commit(self.id, check, backup, at, fd, temp, change)
-        ctx.shared(FsWatcher).expect(at.dir, temp, ctx.event)  # its own rename: no recheck
+        ctx.shared(FsWatcher).expect(at.dir, temp, ctx.event, fd)  # own rename: no recheck
         await ctx.shared(atomic.Commits).commit(fd, temp, at, change.tree)
         return summary
 

@@ -43,6 +43,8 @@ from typing import Any, Protocol
 __all__ = ["FsWatcher", "Subscription"]
 
 Callback = Callable[[], None]
+# A subscriber's own rename (expect): who made it, and the (st_dev, st_ino) it renamed.
+Own = tuple[Callback, tuple[int, int]]
 
 # From <sys/inotify.h>.
 IN_MODIFY = 0x00000002
@@ -153,6 +155,18 @@ def _each(callbacks: Callback | tuple[Callback, ...]) -> tuple[Callback, ...]:
     return callbacks if type(callbacks) is tuple else (callbacks,)  # type: ignore[return-value]
 
 
+def _still(own: Own, directory: str, name: str) -> Callback | None:
+    """Who made the rename that put ``name`` in ``directory``, if the file there is still
+    the one renamed (:meth:`FsWatcher.expect`); None: tell everyone. An ``lstat`` by path,
+    read only: whatever it finds, the worst outcome is one check too many."""
+    callback, ident = own
+    try:
+        st = os.stat(f"{directory.rstrip('/')}/{name}", follow_symlinks=False)
+    except OSError:
+        return None
+    return callback if (st.st_dev, st.st_ino) == ident else None
+
+
 def _close_after(fd: int, delay: float) -> None:
     time.sleep(delay)
     os.close(fd)
@@ -259,22 +273,32 @@ class FsWatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirs: dict[str, _Dir] = {}  # directory path -> its subscribers
         self._watches: dict[int, _Watch] = {}  # watch descriptor -> live watch
-        self._expected: dict[str, Callback] = {}  # temp name -> who renames it (expect)
-        self._moved: dict[int, Callback] = {}  # rename cookie -> who renamed (expect)
+        self._expected: dict[str, Own] = {}  # temp name -> who renames it (expect)
+        self._moved: dict[int, Own] = {}  # rename cookie -> who renamed (expect)
 
-    def expect(self, directory: str, temp: str, callback: Callback) -> bool:
-        """The subscriber ``callback`` is about to rename its own temp file ``temp`` over
-        a name it watches in ``directory``: that rename (the ``IN_MOVED_TO`` paired by its
-        cookie with ``temp``'s ``IN_MOVED_FROM``) is not told to ``callback``, which made
-        it. Every other subscriber, and every other event, is still told. Returns False
-        (nothing expected) when ``directory`` is not watched itself. A rename that never
-        happens leaves an entry that matches nothing (temp names are never reused)."""
+    def expect(self, directory: str, temp: str, callback: Callback, fd: int) -> bool:
+        """The subscriber ``callback`` is about to rename its own temp file ``temp``
+        (open as ``fd``) over a name it watches in ``directory``: that rename (the
+        ``IN_MOVED_TO`` paired by its cookie with ``temp``'s ``IN_MOVED_FROM``) is not
+        told to ``callback``, which made it, as long as the file at the name is still that
+        file (its ``st_dev``, ``st_ino``) when the event is read. Every other subscriber, and
+        every other event, is still told. Returns False (nothing expected) when
+        ``directory`` is not watched itself. A rename that never happens leaves an entry
+        that matches nothing (temp names are never reused).
+
+        Why the second condition: inotify merges an event into the one queued just before
+        it when both have the same watch, mask and name, and keeps the first one's cookie.
+        A file renamed over the name from a directory nobody watches, right after the
+        subscriber's own rename and before its events are read, arrives as that one
+        ``IN_MOVED_TO``; what is at the name then is not the temp file (both files existed
+        at once, so their inode numbers differ), and the subscriber is told."""
         d = self._dirs.get(directory)
         if d is None or d.via is not None or d.watch is None or not d.watch.alive:
             return False
         if len(self._expected) >= _EXPECT_MAX:  # renames whose events never came: spurious
             self._expected.clear()  # events from now on for those, never a missed one
-        self._expected[temp] = callback
+        st = os.fstat(fd)
+        self._expected[temp] = (callback, (st.st_dev, st.st_ino))
         return True
 
     # -- public -----------------------------------------------------------------------
@@ -458,18 +482,18 @@ class FsWatcher:
                 if self._inotify is not inotify:
                     return  # closed by a callback
 
-    def _renamed(self, mask: int, cookie: int, name: str) -> Callback | None:
+    def _renamed(self, mask: int, cookie: int, name: str) -> Own | None:
         """The subscriber that made this rename's arrival itself (:meth:`expect`), if any."""
         if mask & IN_MOVED_FROM:
-            callback = self._expected.pop(name, None)
-            if callback is not None:
+            own = self._expected.pop(name, None)
+            if own is not None:
                 if len(self._moved) >= _EXPECT_MAX:
                     self._moved.clear()
-                self._moved[cookie] = callback
+                self._moved[cookie] = own
             return None
         return self._moved.pop(cookie, None)
 
-    def _dispatch(self, wd: int, mask: int, name: str | None, own: Callback | None = None) -> None:
+    def _dispatch(self, wd: int, mask: int, name: str | None, own: Own | None = None) -> None:
         w = self._watches.get(wd)
         if w is None:
             if mask & IN_Q_OVERFLOW:
@@ -484,13 +508,14 @@ class FsWatcher:
             return
         for d in w.direct:
             callbacks = d.names.get(name)
+            maker = None if own is None or callbacks is None else _still(own, d.path, name)
             if callbacks is None:
                 pass
             elif type(callbacks) is tuple:
                 for callback in callbacks:
-                    if own is None or callback != own:  # (a bound method: equal, not same)
+                    if maker is None or callback != maker:  # (a bound method: equal, not same)
                         self._call(callback)
-            elif own is None or callbacks != own:
+            elif maker is None or callbacks != maker:
                 self._call(callbacks)  # type: ignore[arg-type]
             for callback in _each(d.names.get(_ANY, ())):
                 self._call(callback)
