@@ -116,7 +116,7 @@ def _edit(tree: Tree, rng: random.Random, serial: int, kinds: dict[str, int]) ->
     index = rng.randrange(len(tree.paths))
     path = tree.paths[index]
     kind = ("overwrite", "delete", "chmod", "rename")[serial % 4]
-    tree.last[index] = (kind, time.time())
+    began = time.time()
     try:
         if kind == "overwrite":  # in place: open with O_TRUNC, write, close
             with open(path, "w", encoding="utf-8") as f:
@@ -131,6 +131,7 @@ def _edit(tree: Tree, rng: random.Random, serial: int, kinds: dict[str, int]) ->
             os.rename(temp, path)
     except FileNotFoundError:
         return  # deleted and not repaired yet
+    tree.last[index] = (kind, began)
     kinds[kind] += 1
 
 

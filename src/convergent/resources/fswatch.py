@@ -40,11 +40,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from convergent.host import fileid
+
 __all__ = ["FsWatcher", "Subscription"]
 
 Callback = Callable[[], None]
-# A subscriber's own rename (expect): who made it, and the (st_dev, st_ino) it renamed.
-Own = tuple[Callback, tuple[int, int]]
+# A subscriber's own rename (expect): who made it, and the file it renamed (host/fileid.py).
+Own = tuple[Callback, bytes]
 
 # From <sys/inotify.h>.
 IN_MODIFY = 0x00000002
@@ -157,14 +159,10 @@ def _each(callbacks: Callback | tuple[Callback, ...]) -> tuple[Callback, ...]:
 
 def _still(own: Own, directory: str, name: str) -> Callback | None:
     """Who made the rename that put ``name`` in ``directory``, if the file there is still
-    the one renamed (:meth:`FsWatcher.expect`); None: tell everyone. An ``lstat`` by path,
-    read only: whatever it finds, the worst outcome is one check too many."""
+    the one renamed (:meth:`FsWatcher.expect`); None: tell everyone. Read only, by path:
+    a path that leads elsewhere finds another file, and costs one check too many."""
     callback, ident = own
-    try:
-        st = os.stat(f"{directory.rstrip('/')}/{name}", follow_symlinks=False)
-    except OSError:
-        return None
-    return callback if (st.st_dev, st.st_ino) == ident else None
+    return callback if fileid.of_path(f"{directory.rstrip('/')}/{name}") == ident else None
 
 
 def _close_after(fd: int, delay: float) -> None:
@@ -280,25 +278,32 @@ class FsWatcher:
         """The subscriber ``callback`` is about to rename its own temp file ``temp``
         (open as ``fd``) over a name it watches in ``directory``: that rename (the
         ``IN_MOVED_TO`` paired by its cookie with ``temp``'s ``IN_MOVED_FROM``) is not
-        told to ``callback``, which made it, as long as the file at the name is still that
-        file (its ``st_dev``, ``st_ino``) when the event is read. Every other subscriber, and
+        told to ``callback``, which made it, as long as the name still holds that file
+        (:mod:`convergent.host.fileid`) when the event is read. Every other subscriber, and
         every other event, is still told. Returns False (nothing expected) when
-        ``directory`` is not watched itself. A rename that never happens leaves an entry
+        ``directory`` is not watched itself, or ``fd`` cannot be told apart (``fstat``
+        failed). A rename that never happens leaves an entry
         that matches nothing (temp names are never reused).
 
         Why the second condition: inotify merges an event into the one queued just before
         it when both have the same watch, mask and name, and keeps the first one's cookie.
         A file renamed over the name from a directory nobody watches, right after the
         subscriber's own rename and before its events are read, arrives as that one
-        ``IN_MOVED_TO``; what is at the name then is not the temp file (both files existed
-        at once, so their inode numbers differ), and the subscriber is told."""
+        ``IN_MOVED_TO``; what is at the name then is not the temp file, and the
+        subscriber is told. Not the inode number alone: once the stranger's file has freed
+        the temp file's, ext4 gives that number to the next file made, and a second
+        stranger's rename merges into the same event; the file handle's generation tells
+        them apart."""
         d = self._dirs.get(directory)
         if d is None or d.via is not None or d.watch is None or not d.watch.alive:
             return False
         if len(self._expected) >= _EXPECT_MAX:  # renames whose events never came: spurious
             self._expected.clear()  # events from now on for those, never a missed one
-        st = os.fstat(fd)
-        self._expected[temp] = (callback, (st.st_dev, st.st_ino))
+        try:
+            ident = fileid.of_fd(fd)
+        except OSError:  # not told what the file is: its rename is told to everyone
+            return False
+        self._expected[temp] = (callback, ident)
         return True
 
     # -- public -----------------------------------------------------------------------
