@@ -30,6 +30,9 @@ def test_a_later_file_with_the_freed_inode_number_is_another_file(tmp_path: Path
     first = tmp_path / "first"
     first.write_bytes(b"1")
     number, identity = first.stat().st_ino, fileid.of_path(str(first))
+    assert identity is not None
+    if not fileid.unique(identity):
+        pytest.skip("no file handles here (overlayfs?): the caller holds the file instead")
     first.unlink()
     later = tmp_path / "later"
     later.write_bytes(b"2")
@@ -56,7 +59,7 @@ def test_a_file_system_without_file_handles_falls_back_to_the_inode() -> None:
         identity = fileid.of_fd(fd)
         st = os.fstat(fd)
         assert identity == fileid.of_path("/proc/self/status")
-        assert identity.startswith(b"i")
+        assert not fileid.unique(identity)
         assert struct.pack("Q", st.st_ino) in identity
     finally:
         os.close(fd)

@@ -5,9 +5,12 @@ a file renamed over another, then one more file made, got the freed number 20 ti
 of 20), so ``(st_dev, st_ino)`` can name two files one after the other. A file handle
 (``name_to_handle_at(2)``) also holds the inode's generation, which changes each time
 the number is used again: :func:`of_fd` and :func:`of_path` return it with the mount's
-id, as bytes to compare. A file system without file handles (or a kernel that refuses
-the call) gets ``(st_dev, st_ino)`` instead; that fallback is as good as the inode
-number is there. Both are read only: nothing is opened, a symlink is not followed.
+id, as bytes to compare. A file system without file handles (overlayfs without
+``nfs_export``, procfs) or a kernel that refuses the call (a seccomp filter) gets
+``(st_dev, st_ino)`` instead: :func:`unique` says which, and a caller that must not take
+a later file for this one keeps this one from being freed meanwhile (an ``O_PATH``
+descriptor: a number in use is not given again). Both are read only: nothing is
+opened, a symlink is not followed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import struct
 from typing import Any
 
-__all__ = ["of_fd", "of_path"]
+__all__ = ["of_fd", "of_path", "unique"]
 
 _AT_EMPTY_PATH = 0x1000
 _AT_FDCWD = -100
@@ -46,6 +49,12 @@ def of_path(path: str) -> bytes | None:
     except OSError:
         return None
     return _inode(st.st_dev, st.st_ino)
+
+
+def unique(identity: bytes) -> bool:
+    """Whether ``identity`` names its file alone (a file handle); False: only its device
+    and inode number, which name a later file too once this one is freed."""
+    return not identity.startswith(b"i")
 
 
 def _inode(dev: int, ino: int) -> bytes:

@@ -45,8 +45,10 @@ from convergent.host import fileid
 __all__ = ["FsWatcher", "Subscription"]
 
 Callback = Callable[[], None]
-# A subscriber's own rename (expect): who made it, and the file it renamed (host/fileid.py).
-Own = tuple[Callback, bytes]
+# A subscriber's own rename (expect): who made it, the file it renamed (host/fileid.py)
+# and, where that identity is only an inode number, an O_PATH descriptor holding the file
+# (-1: none) so that its number is not given to another file before the event is read.
+Own = tuple[Callback, bytes, int]
 
 # From <sys/inotify.h>.
 IN_MODIFY = 0x00000002
@@ -84,6 +86,7 @@ _READ_SIZE = 65536
 _CLOSE_DELAY = 0.002  # seconds between removing the last watches and closing (see close)
 _EXPECT_MAX = 16384  # renames announced by expect() and not seen yet (the kernel's queue)
 _MOVED = IN_MOVED_FROM | IN_MOVED_TO
+_HOLD_MAX = 128  # descriptors held at most for expect() (beyond: its rename is told)
 
 
 _ANY = ""  # the name key of a subscriber to every entry (no entry has an empty name)
@@ -161,7 +164,7 @@ def _still(own: Own, directory: str, name: str) -> Callback | None:
     """Who made the rename that put ``name`` in ``directory``, if the file there is still
     the one renamed (:meth:`FsWatcher.expect`); None: tell everyone. Read only, by path:
     a path that leads elsewhere finds another file, and costs one check too many."""
-    callback, ident = own
+    callback, ident, _ = own
     return callback if fileid.of_path(f"{directory.rstrip('/')}/{name}") == ident else None
 
 
@@ -264,7 +267,7 @@ class FsWatcher:
     from that loop. :meth:`close` releases the descriptor and every watch.
     """
 
-    __slots__ = ("_dirs", "_expected", "_inotify", "_loop", "_moved", "_watches")
+    __slots__ = ("_dirs", "_expected", "_held", "_inotify", "_loop", "_moved", "_watches")
 
     def __init__(self) -> None:
         self._inotify: _Inotify | None = None
@@ -273,6 +276,7 @@ class FsWatcher:
         self._watches: dict[int, _Watch] = {}  # watch descriptor -> live watch
         self._expected: dict[str, Own] = {}  # temp name -> who renames it (expect)
         self._moved: dict[int, Own] = {}  # rename cookie -> who renamed (expect)
+        self._held = 0  # descriptors held by the entries of those two
 
     def expect(self, directory: str, temp: str, callback: Callback, fd: int) -> bool:
         """The subscriber ``callback`` is about to rename its own temp file ``temp``
@@ -281,9 +285,10 @@ class FsWatcher:
         told to ``callback``, which made it, as long as the name still holds that file
         (:mod:`convergent.host.fileid`) when the event is read. Every other subscriber, and
         every other event, is still told. Returns False (nothing expected) when
-        ``directory`` is not watched itself, or ``fd`` cannot be told apart (``fstat``
-        failed). A rename that never happens leaves an entry
-        that matches nothing (temp names are never reused).
+        ``directory`` is not watched itself, or the file cannot be identified (``fstat``
+        failed). A rename that never happens leaves an entry that matches nothing (temp
+        names are never reused), dropped with the others at :data:`_EXPECT_MAX` entries
+        or :data:`_HOLD_MAX` descriptors held.
 
         Why the second condition: inotify merges an event into the one queued just before
         it when both have the same watch, mask and name, and keeps the first one's cookie.
@@ -293,18 +298,37 @@ class FsWatcher:
         subscriber is told. Not the inode number alone: once the stranger's file has freed
         the temp file's, ext4 gives that number to the next file made, and a second
         stranger's rename merges into the same event; the file handle's generation tells
-        them apart."""
+        them apart. Where there is no file handle (overlayfs, a seccomp filter), an
+        ``O_PATH`` descriptor holds the temp file until its event is read, so that no
+        other file gets its number meanwhile."""
         d = self._dirs.get(directory)
         if d is None or d.via is not None or d.watch is None or not d.watch.alive:
             return False
-        if len(self._expected) >= _EXPECT_MAX:  # renames whose events never came: spurious
-            self._expected.clear()  # events from now on for those, never a missed one
+        if len(self._expected) >= _EXPECT_MAX or self._held >= _HOLD_MAX:
+            self._forget()  # renames whose events never came: spurious events for those
         try:
             ident = fileid.of_fd(fd)
+            held = -1
+            if not fileid.unique(ident):  # held until its event is read: not reused
+                held = os.open(f"/proc/self/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
+                self._held += 1
         except OSError:  # not told what the file is: its rename is told to everyone
             return False
-        self._expected[temp] = (callback, ident)
+        self._expected[temp] = (callback, ident, held)
         return True
+
+    def _forget(self, *entries: dict[Any, Own]) -> None:
+        """Drop the expected renames (of ``entries``; default: all), closing what they
+        hold: their events, if they come, are told to everyone."""
+        for found in entries or (self._expected, self._moved):
+            for own in found.values():
+                self._let_go(own)
+            found.clear()
+
+    def _let_go(self, own: Own) -> None:
+        if own[2] != -1:
+            os.close(own[2])
+            self._held -= 1
 
     # -- public -----------------------------------------------------------------------
 
@@ -370,6 +394,7 @@ class FsWatcher:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(inotify.fd)
         inotify.close(self._watches)
+        self._forget()
         for w in self._watches.values():
             w.alive = False
         self._watches.clear()
@@ -481,7 +506,11 @@ class FsWatcher:
                     own = None
                     if mask & _MOVED and (self._expected or self._moved):
                         own = self._renamed(mask, cookie, name)
-                    self._dispatch(wd, mask, name, own)
+                    try:
+                        self._dispatch(wd, mask, name, own)
+                    finally:
+                        if own is not None:
+                            self._let_go(own)
                 else:
                     self._dispatch(wd, mask, None)
                 if self._inotify is not inotify:
@@ -493,7 +522,7 @@ class FsWatcher:
             own = self._expected.pop(name, None)
             if own is not None:
                 if len(self._moved) >= _EXPECT_MAX:
-                    self._moved.clear()
+                    self._forget(self._moved)
                 self._moved[cookie] = own
             return None
         return self._moved.pop(cookie, None)
@@ -502,8 +531,7 @@ class FsWatcher:
         w = self._watches.get(wd)
         if w is None:
             if mask & IN_Q_OVERFLOW:
-                self._expected.clear()
-                self._moved.clear()
+                self._forget()
                 for d in list(self._dirs.values()):
                     self._rearm(d)
             return
