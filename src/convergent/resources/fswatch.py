@@ -86,7 +86,9 @@ _READ_SIZE = 65536
 _CLOSE_DELAY = 0.002  # seconds between removing the last watches and closing (see close)
 _EXPECT_MAX = 16384  # renames announced by expect() and not seen yet (the kernel's queue)
 _MOVED = IN_MOVED_FROM | IN_MOVED_TO
-_HOLD_MAX = 128  # descriptors held at most for expect() (beyond: its rename is told)
+# Descriptors held at most for expect(); the next drops every expected rename (told, then).
+# Below Commits' batch of 256: the agent's descriptors stay under the usual 1,024.
+_HOLD_MAX = 128
 
 
 _ANY = ""  # the name key of a subscriber to every entry (no entry has an empty name)
