@@ -8,6 +8,8 @@
   reading (the kernel's blocking open is the event).
 - :func:`until_group_gone`: until no process of a process group exists, woken by the
   members' pidfds (reaping them when this process is their parent or subreaper).
+- :class:`Inotify`: the events of one directory (mask, name) as the kernel queued them,
+  read now or waited for one at a time.
 
 Every wait fails with an ``AssertionError`` naming what it waited for once its bound
 passes.
@@ -19,12 +21,13 @@ import contextlib
 import ctypes
 import os
 import select
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["open_fifo_writer", "until_group_gone", "until_in", "until_written"]
+__all__ = ["Inotify", "open_fifo_writer", "until_group_gone", "until_in", "until_written"]
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -57,6 +60,59 @@ def _drain(fd: int, deadline: float) -> bool:
         while os.read(fd, 65536):
             pass
     return True
+
+
+class Inotify:
+    """inotify on one directory, read in this process: its events as ``(mask, name)``,
+    in the kernel's order. A context manager (the descriptor is closed on the way out)."""
+
+    def __init__(self, directory: Path, mask: int) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) < 0:
+            os.close(self.fd)
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        self._read: list[tuple[int, str]] = []  # read and not taken yet, oldest first
+
+    def read(self) -> list[tuple[int, str]]:
+        """Every event queued now and not taken yet (no wait)."""
+        self._fill()
+        events, self._read = self._read, []
+        return events
+
+    def wait(self, wanted: Callable[[int, str], bool], deadline: float) -> tuple[int, str] | None:
+        """The next event for which ``wanted(mask, name)`` holds (those before it are
+        taken too); None when none came by ``deadline`` (``time.monotonic()``)."""
+        while True:
+            while self._read:
+                event = self._read.pop(0)
+                if wanted(*event):
+                    return event
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            self._fill()
+
+    def _fill(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self.fd, 65536):
+                offset = 0
+                while offset < len(data):
+                    _, mask, _, size = struct.unpack_from("iIII", data, offset)
+                    name = data[offset + 16 : offset + 16 + size].rstrip(b"\0")
+                    self._read.append((mask, name.decode()))
+                    offset += 16 + size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Inotify:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def until_written(path: Path, holds: Callable[[], bool], bound: float, what: str) -> None:

@@ -3,60 +3,19 @@ sees it and repairs again, whatever the kernel did with the two events."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import select
-import struct
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.agent import Agent
+from tests.waits import Inotify
 
 WATCHING = "converged; watching for changes (Ctrl-C to stop)"
 IN_MOVED_TO = 0x80
 ROUNDS = 20
 BOUND = 10.0  # seconds for the agent to repair once more; it takes milliseconds
-
-
-class MovedTo:
-    """inotify (``IN_MOVED_TO``) on one directory, in this process; waits are bounded."""
-
-    def __init__(self, directory: Path) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self.fd >= 0, os.strerror(ctypes.get_errno())
-        assert libc.inotify_add_watch(self.fd, os.fsencode(directory), IN_MOVED_TO) >= 0
-        self._read: list[str] = []  # names read and not waited for yet, oldest first
-
-    def wait(self, name: str, deadline: float) -> bool:
-        """Whether something was renamed to ``name`` (the next such event, each one used
-        once) before ``deadline`` (monotonic)."""
-        while True:
-            while self._read:
-                if self._read.pop(0) == name:
-                    return True
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                return False
-            data = os.read(self.fd, 65536)
-            offset = 0
-            while offset < len(data):
-                size = struct.unpack_from("iIII", data, offset)[3]
-                self._read.append(data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode())
-                offset += 16 + size
-
-    def drain(self) -> None:
-        """Forget every event so far (read or still queued)."""
-        self._read.clear()
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.fd, 65536):
-                pass
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @pytest.mark.timeout(120)
@@ -76,24 +35,25 @@ def test_a_file_renamed_over_the_agents_repair_at_once_is_repaired_again(
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"resources:\n  - file: {target}\n    content: ours\n")
     args = ("run", str(policy), "--state-dir", str(tmp_path / "state"))
+
+    def to_f(mask: int, name: str) -> bool:
+        return name == "f"
+
     with Agent(*args) as agent:
         agent.wait_for_line(lambda line: line == WATCHING, timeout=30)
-        renames = MovedTo(watched)
-        try:
+        with Inotify(watched, IN_MOVED_TO) as renames:
             for n in range(ROUNDS):
                 theirs = elsewhere / f"theirs{n}"
                 theirs.write_bytes(b"theirs\n")
-                renames.drain()  # the round waits for the repair of its own deletion
+                renames.read()  # the round waits for the repair of its own deletion
                 target.unlink()
                 deadline = time.monotonic() + BOUND
-                assert renames.wait("f", deadline), f"round {n}: no repair of the deletion"
+                assert renames.wait(to_f, deadline), f"round {n}: no repair of the deletion"
                 os.rename(theirs, target)  # right after the agent's rename
                 while target.read_bytes() != b"ours":
-                    assert renames.wait("f", deadline), (
+                    assert renames.wait(to_f, deadline), (
                         f"round {n}: {target} still holds {target.read_bytes()!r} "
                         f"{BOUND} s after another file was renamed over it\n"
                         f"stdout: {agent.out[-6:]}\nstderr: {agent.err[-6:]}"
                     )
-        finally:
-            renames.close()
         assert agent.proc.poll() is None, agent.err

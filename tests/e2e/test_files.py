@@ -4,11 +4,8 @@ never hangs a run."""
 
 from __future__ import annotations
 
-import ctypes
 import os
-import select
 import stat
-import struct
 import subprocess
 import sys
 import time
@@ -18,39 +15,10 @@ import pytest
 
 from tests.e2e.agent import TIMEOUT, convergent
 from tests.host.hostile import NOBODY, lab, needs_root
+from tests.waits import Inotify
 
 SIZE = 50 << 20
 IN_MODIFY, IN_CLOSE_WRITE, IN_CREATE = 0x2, 0x8, 0x100
-
-
-class Events:
-    """inotify on one directory, read in this process; every wait is bounded."""
-
-    def __init__(self, directory: Path, mask: int) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self.fd >= 0
-        assert self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) >= 0
-
-    def wait(self, prefix: str, mask: int, timeout: float = TIMEOUT) -> str:
-        """The name of the first entry starting with ``prefix`` that has an event in
-        ``mask``."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([self.fd], [], [], left)[0]:
-                break
-            data = os.read(self.fd, 65536)
-            offset = 0
-            while offset < len(data):
-                _, got, _, size = struct.unpack_from("iIII", data, offset)
-                name = data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode()
-                offset += 16 + size
-                if got & mask and name.startswith(prefix):
-                    return name
-        raise AssertionError(f"no event for {prefix}* within {timeout} s")
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def _policy(tmp_path: Path, body: str) -> list[str]:
@@ -71,9 +39,14 @@ def _temps(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if ".convergent-" in p.name)
 
 
-def _kill_on(proc: subprocess.Popen[bytes], events: Events, prefix: str, mask: int) -> None:
+def _kill_on(proc: subprocess.Popen[bytes], events: Inotify, prefix: str, mask: int) -> None:
+    """Kill the agent at the first event in ``mask`` of an entry starting with ``prefix``."""
     try:
-        events.wait(prefix, mask)
+        found = events.wait(
+            lambda got, name: bool(got & mask) and name.startswith(prefix),
+            time.monotonic() + TIMEOUT,
+        )
+        assert found is not None, f"no event for {prefix}* within {TIMEOUT} s"
     finally:
         proc.kill()
         proc.wait(TIMEOUT)
@@ -93,7 +66,7 @@ def test_kill_during_50mb_write_never_tears_the_target(tmp_path: Path, event: in
     source = tmp_path / "source"
     source.write_bytes(new)
     args = _policy(tmp_path, f"  - file: {target}\n    source: {source}\n")
-    events = Events(work, event)
+    events = Inotify(work, event)
     _kill_on(_start(args), events, ".big.convergent-", event)
     data = target.read_bytes()
     assert data in (old, new), f"torn: {len(data)} bytes"
@@ -113,7 +86,7 @@ def test_stale_temp_files_of_a_killed_agent_are_removed(tmp_path: Path, owner: s
     source.write_bytes(b"C" * SIZE)
     args = _policy(tmp_path, f"  - file: {target}\n    source: {source}\n    owner: {owner}\n")
     # Killed once the first bytes are in: the temp file has its owner (and mark) by then.
-    _kill_on(_start(args), Events(work, IN_MODIFY), ".conf.convergent-", IN_MODIFY)
+    _kill_on(_start(args), Inotify(work, IN_MODIFY), ".conf.convergent-", IN_MODIFY)
     stale = _temps(work)
     assert len(stale) == 1  # what the killed agent left
     st = os.stat(work / stale[0])

@@ -16,6 +16,7 @@ import pytest
 from convergent.host import atomic, fileid, fs
 from convergent.resources.fswatch import FsWatcher
 from convergent.state.events import read_events
+from tests.waits import Inotify
 
 TIMEOUT = 10.0
 
@@ -160,7 +161,7 @@ def test_a_foreign_rename_merged_by_the_kernel_into_the_agents_own_is_still_seen
     watched.mkdir()
     elsewhere.mkdir()  # same file system, watched by no one
     path = str(watched / "f")
-    witness = _RawInotify(str(watched))
+    witness = Inotify(watched, 0x40 | 0x80)  # IN_MOVED_FROM | IN_MOVED_TO
     numbers: list[int] = []  # the agent's file's inode number, then each stranger's
 
     async def scenario() -> int:
@@ -204,37 +205,6 @@ def test_a_foreign_rename_merged_by_the_kernel_into_the_agents_own_is_still_seen
         assert numbers[0] not in numbers[1:], f"the held file's number was reused: {numbers}"
     elif strangers == 2 and numbers[2] != numbers[0]:
         pytest.skip(f"this file system did not reuse inode {numbers[0]} at once (ext4 does)")
-
-
-class _RawInotify:
-    """A plain inotify descriptor on one directory (the test's witness of what the kernel
-    queued), read once without blocking."""
-
-    def __init__(self, directory: str) -> None:
-        import ctypes
-
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self.fd >= 0, os.strerror(ctypes.get_errno())
-        mask = 0x40 | 0x80  # IN_MOVED_FROM | IN_MOVED_TO
-        assert self._libc.inotify_add_watch(self.fd, os.fsencode(directory), mask) >= 0
-
-    def read(self) -> list[tuple[int, str]]:
-        """(mask, name) of every event queued now."""
-        try:
-            buf = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return []
-        events, offset = [], 0
-        while offset < len(buf):
-            _, mask, _, size = struct.unpack_from("iIII", buf, offset)
-            name = buf[offset + 16 : offset + 16 + size].rstrip(b"\0").decode()
-            events.append((mask, name))
-            offset += 16 + size
-        return events
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def test_a_directory_lent_for_one_batch_is_refused_after_its_flush(tmp_path: Path) -> None:
