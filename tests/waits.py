@@ -102,7 +102,7 @@ class Inotify:
                 while offset < len(data):
                     _, mask, _, size = struct.unpack_from("iIII", data, offset)
                     name = data[offset + 16 : offset + 16 + size].rstrip(b"\0")
-                    self._read.append((mask, name.decode()))
+                    self._read.append((mask, name.decode(errors="replace")))
                     offset += 16 + size
 
     def close(self) -> None:

@@ -8,16 +8,15 @@ is bounded.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import select
 import signal
-import struct
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+from tests.waits import Inotify
 
 __all__ = ["IN_CLOSE_WRITE", "IN_CREATE", "IN_MODIFY", "IN_MOVED_TO", "KillOn"]
 
@@ -25,7 +24,6 @@ IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
-_EVENT = struct.Struct("iIII")
 
 
 class KillOn:
@@ -35,13 +33,7 @@ class KillOn:
     def __init__(
         self, directory: Path, mask: int, name: Callable[[str], bool], nth: int = 1
     ) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self._fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1")
-        if libc.inotify_add_watch(self._fd, os.fsencode(directory), mask) < 0:
-            os.close(self._fd)
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        self._inotify = Inotify(directory, mask)
         self._mask = mask
         self._name = name
         self._nth = nth
@@ -58,27 +50,20 @@ class KillOn:
 
     def _run(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not self._done.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            ready, _, _ = select.select([self._fd], [], [], min(left, 0.2))
-            if not ready:
+        while not self._done.is_set() and time.monotonic() < deadline:
+            # at most 0.2 s at a time: the test may end the watch meanwhile
+            found = self._inotify.wait(self._matches, min(deadline, time.monotonic() + 0.2))
+            if found is None:
                 continue
-            data = os.read(self._fd, 65536)
-            offset = 0
-            while offset < len(data):
-                _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-                raw = data[offset + _EVENT.size : offset + _EVENT.size + length]
-                offset += _EVENT.size + length
-                name = raw.rstrip(b"\0").decode(errors="replace")
-                if mask & self._mask and self._name(name):
-                    self.events.append(name)
-                    self._seen += 1
-                    if self._seen == self._nth:
-                        os.kill(pid, signal.SIGKILL)
-                        self.fired.set()
-                        return
+            self.events.append(found[1])
+            self._seen += 1
+            if self._seen == self._nth:
+                os.kill(pid, signal.SIGKILL)
+                self.fired.set()
+                return
+
+    def _matches(self, mask: int, name: str) -> bool:
+        return bool(mask & self._mask) and self._name(name)
 
     def __enter__(self) -> KillOn:
         return self
@@ -92,4 +77,4 @@ class KillOn:
         self._done.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        os.close(self._fd)
+        self._inotify.close()
