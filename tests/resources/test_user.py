@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +19,7 @@ import pytest
 from convergent.host import accounts as accounts_host
 from convergent.resources.base import Context
 from convergent.resources.user import User
-from tests.e2e.agent import Agent
-from tests.e2e.test_files import Events
+from tests.e2e.agent import TIMEOUT, Agent
 from tests.host.hostile import NOBODY, needs_root, run_as_nobody
 from tests.resources.accounts_lab import (
     Accounts,
@@ -34,6 +34,7 @@ from tests.resources.accounts_lab import (
     run,
     shadow,
 )
+from tests.waits import Inotify
 
 __all__ = ["accounts"]
 
@@ -313,14 +314,14 @@ def test_a_run_killed_after_creating_the_user_sets_the_hash_next_time(
     run reads the files again and sets what is missing."""
     name = accounts.name()
     path = policy(tmp_path, entry("user", name, password_hash=HASH_A, create_home=False))
-    events = Events("/etc", IN_MOVED_TO)
-    try:
-        with Agent("run", str(path), "--state-dir", str(tmp_path / "state")) as agent:
-            events.wait("passwd", IN_MOVED_TO)
-            agent.send(signal.SIGKILL)
-            agent.wait()
-    finally:
-        events.close()
+    args = ("run", str(path), "--state-dir", str(tmp_path / "state"))
+    with Inotify(Path("/etc"), IN_MOVED_TO) as events, Agent(*args) as agent:
+        replaced = events.wait(
+            lambda mask, name: name.startswith("passwd"), time.monotonic() + TIMEOUT
+        )
+        assert replaced is not None, f"/etc/passwd not replaced within {TIMEOUT} s"
+        agent.send(signal.SIGKILL)
+        agent.wait()
     ok(run(tmp_path, entry("user", name, password_hash=HASH_A, create_home=False)))
     assert shadow()[name][1] == HASH_A
     assert changed(ok(run(tmp_path, entry("user", name, password_hash=HASH_A)))) == 0
