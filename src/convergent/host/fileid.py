@@ -1,8 +1,9 @@
 """Which file a name holds, told apart from a file that took over its inode number.
 
-ext4 and xfs give the number of a freed inode to the next file created (measured here:
-a file renamed over another, then one more file made, got the freed number 20 times out
-of 20), so ``(st_dev, st_ino)`` can name two files one after the other. A file handle
+ext4 (and overlayfs on it) gives the number of a freed inode to the next file created
+(measured here: a file renamed over another, then one more file made, got the freed
+number 20 times out of 20), so ``(st_dev, st_ino)`` can name two files one after the
+other. A file handle
 (``name_to_handle_at(2)``) also holds the inode's generation, which changes each time
 the number is used again: :func:`of_fd` and :func:`of_path` return it with the mount's
 id, as bytes to compare. A file system without file handles (overlayfs without
