@@ -14,6 +14,10 @@ Every run is verified like in ``run.py``. ``base`` is convergent from another ch
 
 Sizes: W1/W2/W4 ``--size`` files (1,000), W3 ``--small`` (10), W6 the 4 x 1 s commands,
 W7 ``--scale`` (checks of converged files, one size per ``W7:N`` key).
+
+``--dir DIR`` makes the target under ``DIR`` (default /tmp): a directory on a file system
+of its own (a loop-mounted image, say) measures the workloads there, free of what other
+processes leave behind on the root file system (docs/performance.md, "W1's floor").
 """
 
 from __future__ import annotations
@@ -58,11 +62,18 @@ def _workload(key: str, size: int, small: int) -> wl.Workload:
 
 
 def paired(
-    tools: list[Tool], keys: list[str], rounds: int, size: int, small: int, timeout: float
+    tools: list[Tool],
+    keys: list[str],
+    rounds: int,
+    size: int,
+    small: int,
+    timeout: float,
+    where: Path = Path("/tmp"),
 ) -> dict[str, dict[str, list[Sample]]]:
-    """``{workload key: {tool name: [one sample per round]}}``, rounds interleaved."""
+    """``{workload key: {tool name: [one sample per round]}}``, rounds interleaved; the
+    target and each tool's work directory are made under ``where``."""
     found: dict[str, dict[str, list[Sample]]] = {k: {t.name: [] for t in tools} for k in keys}
-    root = Path(tempfile.mkdtemp(prefix="convergent-pairs-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="convergent-pairs-", dir=where))
     target = root / "target"
     try:
         for n in range(rounds + 1):
@@ -102,12 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=1000)
     p.add_argument("--small", type=int, default=10)
     p.add_argument("--timeout", type=float, default=1800)
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/tmp"),
+        help="where the target directory is made: one on another file system measures that one",
+    )
     args = p.parse_args(argv)
     tools = [
         _base_tool(args.base) if name == "base" else by_name(name) for name in args.tools.split(",")
     ]
     keys = args.workloads.split(",")
-    found = paired(tools, keys, args.rounds, args.size, args.small, args.timeout)
+    found = paired(tools, keys, args.rounds, args.size, args.small, args.timeout, args.dir)
     ours = tools[0].name
     print(f"| workload | tool | wall s min / median / max | peak RSS MiB | {ours}/tool per round |")
     print("| --- | --- | --- | ---: | --- |")

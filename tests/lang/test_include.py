@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from convergent.policy import include
+from convergent.policy.nodes import compose, expanded_size
 from tests.lang.support import load, problems, write
 
 
@@ -105,3 +109,25 @@ def test_a_pattern_that_matches_nothing_is_an_error(tmp_path: Path) -> None:
     policy = write(tmp_path, {"site.yaml": "include: roles/*.yaml\nresources: []\n"})
     [problem] = problems(policy)
     assert "no file matches" in problem.message
+
+
+def test_the_values_of_all_the_files_of_a_policy_count_against_one_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy cannot pass the limit on values by spreading them over included files:
+    each file read takes its share, and the file that passes it is refused."""
+    files = {
+        "site.yaml": "include: [a.yaml, b.yaml]\nresources:\n  - noop: main\n",
+        "a.yaml": "resources:\n  - noop: a\n",
+        "b.yaml": "resources:\n  - noop: b\n",
+    }
+    policy = write(tmp_path, files)
+    counts = {name: expanded_size(compose(text))[0] for name, text in files.items()}  # type: ignore[arg-type]
+    monkeypatch.setattr(include, "MAX_NODES", sum(counts.values()))
+    assert sorted(load(policy).vertices) == ["noop[a]", "noop[b]", "noop[main]"]
+    monkeypatch.setattr(include, "MAX_NODES", sum(counts.values()) - 1)
+    (problem,) = problems(policy)
+    assert (problem.file, problem.line, problem.column) == (str(policy), 1, 19)  # b.yaml
+    assert problem.message.startswith(
+        f"include: {tmp_path / 'b.yaml'}: the policy is written with more than 1,000,000 values"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -268,14 +269,14 @@ _METAS = (
 )
 
 
-def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> None:
+def _random_policies(count: int) -> Iterator[str]:
+    """Policies near the fast path's shape, many in it and many just outside."""
     import random
 
     rng = random.Random(4)
     alphabet = "ab/._-09 #:'\"\\[]{},&*!|>%@`\t\n~yesnoNULLtrue"
     language = ("{{ a }}", "{%", "{#", "{{", "{ {")
-    taken = 0
-    for _ in range(1500):
+    for _ in range(count):
         lines = ["resources:"]
         dash = rng.choice((0, 2, 4))
         for _ in range(rng.randint(1, 4)):
@@ -299,7 +300,12 @@ def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> 
             lines.append(f"    pattern: {rng.choice(('/srv/in/', 'srv/', '/srv/in'))}")
         if rng.random() < 0.05:
             lines.append(rng.choice(("vars: {a: 1}", "include: []", "classes: {}")))
-        text = "\n".join(lines) + "\n"
+        yield "\n".join(lines) + "\n"
+
+
+def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> None:
+    taken = 0
+    for text in _random_policies(1500):
         fast = load_plain(text)
         if fast is None:
             continue
@@ -308,6 +314,30 @@ def test_random_plain_policies_give_the_full_paths_graph_or_are_left_to_it() -> 
         taken += 1
         assert _shape(fast) == _shape(_load_yaml(text, "p.yaml")), text
     assert taken > 80  # the comparison really ran on many policies
+
+
+def test_the_fast_path_counts_the_values_yaml_composes_and_stops_where_the_full_path_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the limit at a policy's own count of values it loads; one less, and the fast
+    path refuses it as libyaml's composer does (the same problem, at 1:1)."""
+    from convergent.policy.nodes import compose, expanded_size
+
+    texts = [textwrap.dedent(text) for text in PLAIN]
+    texts += [text for text in _random_policies(600) if load_plain(text) is not None]
+    assert len(texts) > 40
+    for text in texts:
+        root = compose(text)
+        assert root is not None
+        written = expanded_size(root)[0]
+        monkeypatch.setattr(fast, "MAX_NODES", written)
+        assert load_plain(text, "p.yaml") is not None, text
+        monkeypatch.setattr(fast, "MAX_NODES", written - 1)
+        with pytest.raises(PolicyError) as caught:
+            load_plain(text, "p.yaml")
+        (problem,) = caught.value.problems
+        assert (problem.file, problem.line, problem.column) == ("p.yaml", 1, 1)
+        assert problem.message.startswith("the policy is written with more than"), text
 
 
 # The line pattern as first written, one alternation per character: the specification

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from convergent.errors import PolicyError
-from convergent.policy import load_policy, load_policy_text
+from convergent.policy import build, fast, load_policy, load_policy_text
 from convergent.policy.fast import load_plain
-from convergent.policy.loader import MAX_POLICY_BYTES
+from convergent.policy.loader import MAX_POLICY_BYTES, _load_yaml
+from convergent.policy.nodes import TooManyValues, compose, expanded_size
 
 MIB = 1024 * 1024
 
@@ -125,3 +126,54 @@ def test_a_directory_as_the_policy_is_refused(tmp_path: Path) -> None:
         2,
         f"convergent: {tmp_path}: is a directory; give the path of a policy file\n",
     )
+
+
+def test_more_resources_than_the_limit_are_refused_at_the_first_one_past_it(
+    tmp_path: Path,
+) -> None:
+    """300,000 one-line resources (4.7 MB, under every other limit): the 250,001st is named,
+    and the check stops before converting any (0.8 s and ~160 MiB here)."""
+    policy = tmp_path / "many.yaml"
+    with policy.open("w") as f:
+        f.write("resources:\n")
+        f.writelines(f"- noop: n{i}\n" for i in range(300_000))
+    code, err, peak = _check(policy)
+    assert code == 2
+    assert err == (
+        f"{policy}:250002:3: noop[n250000]: more than 250,000 resources in one policy, the "
+        "most convergent loads (each is kept in memory and watched): give each host only its "
+        "own part (chosen by its classes), or split the resources between agents, each with "
+        "its own policy and --state-dir\n"
+    )
+    assert peak < 400, f"refusing 300,000 resources took {peak:.0f} MiB"
+
+
+@pytest.mark.parametrize("name", ["n{i}", "{i}"], ids=["fast path", "full path"])
+def test_both_paths_refuse_the_first_resource_past_the_limit_alike(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    text = "resources:\n" + "".join(f"  - noop: {name.format(i=i)}\n" for i in range(5))
+    assert (load_plain(text, "p.yaml") is None) == (name == "{i}")  # a number: the full path
+    monkeypatch.setattr(build, "MAX_RESOURCES", 3)
+    monkeypatch.setattr(fast, "MAX_RESOURCES", 3)
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(text, "p.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line, problem.column) == ("p.yaml", 5, 5)
+    assert problem.resource == f"noop[{name.format(i=3)}]"
+    assert problem.message.startswith("more than 250,000 resources in one policy")
+    with pytest.raises(PolicyError) as full:
+        _load_yaml(text, "p.yaml")
+    assert full.value.problems == caught.value.problems
+    monkeypatch.setattr(build, "MAX_RESOURCES", 5)
+    monkeypatch.setattr(fast, "MAX_RESOURCES", 5)
+    assert len(load_policy_text(text, "p.yaml").vertices) == 5
+
+
+def test_the_full_path_counts_every_value_it_composes_whatever_its_tag_and_no_alias() -> None:
+    text = "a: &x !!seq [!!str 1, 2, {b: !!int 3}]\nc: *x\nd: *x\n"
+    written = expanded_size(compose(text))[0]  # type: ignore[arg-type]
+    assert written == 10  # the mapping, a, the list, 1, 2, {b: 3} (three), c, d: no alias
+    assert compose(text, limit=written) is not None
+    with pytest.raises(TooManyValues, match=r"more than 1,000,000 values"):
+        compose(text, limit=written - 1)

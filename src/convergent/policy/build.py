@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from convergent.errors import ParamError
 from convergent.graph.collect import Collect
 from convergent.graph.core import Graph
-from convergent.policy.entries import Entry, Link, Location, Problems
+from convergent.policy.entries import (
+    MAX_RESOURCES,
+    Entry,
+    Link,
+    Location,
+    Problems,
+    too_many_resources,
+)
 from convergent.resources.base import (
     Meta,
     Params,
@@ -66,7 +73,13 @@ def build(
     """Check everything and return the graph, or None when ``problems`` is not empty.
 
     ``collect``: what the policy collects from other hosts (checked by its reader).
+    More than :data:`MAX_RESOURCES` entries are one problem, at the first one past it,
+    found before any is converted.
     """
+    if len(entries) > MAX_RESOURCES:
+        past = entries[MAX_RESOURCES]
+        problems.at(past.kind_at, too_many_resources(), past.id)
+        return None
     known = _Kinds()
     first: dict[str, Entry] = {}
     resources: list[Resource[Any]] = []

@@ -24,7 +24,9 @@ __all__ = [
     "ENTRY_KEYS",
     "ENTRY_KEY_NAMES",
     "MAX_EXPANDED_NODES",
+    "MAX_NODES",
     "MAX_POLICY_BYTES",
+    "MAX_RESOURCES",
     "TOP_KEYS",
     "Entry",
     "EntryKey",
@@ -34,6 +36,8 @@ __all__ = [
     "Recv",
     "edge",
     "mark_file",
+    "too_many_resources",
+    "too_many_values",
 ]
 
 
@@ -43,6 +47,12 @@ MAX_POLICY_BYTES = 16 * 1024 * 1024
 #: Aliases may make a policy stand for at most this many values, or four times the values
 #: written, whichever is more: beyond, a small file could describe millions of edges.
 MAX_EXPANDED_NODES = 1_000_000
+#: The most values (YAML scalars, lists and mappings) one file of a policy is written with,
+#: counted while it is read: a 16 MiB file can hold ~3,300,000, which took 1.3 GB to read.
+MAX_NODES = 1_000_000
+#: The most resources one policy declares: 2.5 times the 100,000 the benchmarks check, and
+#: few enough that checking them stays under ~700 MiB (~2.6 KiB each for the lightest kind).
+MAX_RESOURCES = 250_000
 #: The top-level keys of our policy format (``graph:`` makes it an mgmt yamlgraph).
 TOP_KEYS = (
     "resources",
@@ -280,6 +290,27 @@ class Link:
         self.label = label
         self.owner = owner
         self.recv = recv
+
+
+def too_many_values() -> str:
+    """What a policy written with more than :data:`MAX_NODES` values is told (by every
+    front end alike: the fast path counts the values YAML would make)."""
+    return (
+        f"the policy is written with more than {MAX_NODES:,} values (YAML scalars, lists "
+        "and mappings, in all its files), the most convergent reads; keep large data in "
+        "files that 'source:' copies, or split the resources between agents, each with "
+        "its own policy and --state-dir"
+    )
+
+
+def too_many_resources() -> str:
+    """What the first entry past :data:`MAX_RESOURCES` is told."""
+    return (
+        f"more than {MAX_RESOURCES:,} resources in one policy, the most convergent loads "
+        "(each is kept in memory and watched): give each host only its own part (chosen "
+        "by its classes), or split the resources between agents, each with its own "
+        "policy and --state-dir"
+    )
 
 
 def mark_file(mark: Any, default: str) -> str:

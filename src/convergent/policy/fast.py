@@ -39,7 +39,12 @@ edge key) where an entry starts, ``recv``, ``meta`` as a block, a malformed refe
 or any problem the builder finds (a duplicate resource, an unknown kind or parameter, a
 rejected value, an edge to no entry, a cycle). So the fast path never changes what a
 policy means or how a problem is reported; it only skips importing PyYAML (~14 ms) and
-building a node per scalar. ``tests/policy/test_fast.py`` checks
+building a node per scalar. Two problems it reports itself, as the full path would,
+because the full path would have to read all of a large policy first: more values than
+:data:`~convergent.policy.entries.MAX_NODES` (it counts the values YAML would compose,
+and stops at the same one), and more entries than
+:data:`~convergent.policy.entries.MAX_RESOURCES` (the builder's problem, found before it
+converts any entry). ``tests/policy/test_fast.py`` checks
 that both paths give equal graphs, ``tests/policy/test_pipeline.py`` that they give the
 builder equal entries.
 """
@@ -51,6 +56,7 @@ from collections.abc import Iterator
 from sys import intern
 from typing import Any
 
+from convergent.errors import PolicyError
 from convergent.graph.collect import Collect, normal_path
 from convergent.graph.core import Graph
 from convergent.graph.identity import format_id, parse_ref
@@ -58,11 +64,14 @@ from convergent.policy.build import build
 from convergent.policy.entries import (
     EDGE_KEYS,
     ENTRY_KEY_NAMES,
+    MAX_NODES,
+    MAX_RESOURCES,
     Entry,
     Link,
     Location,
     Problems,
     edge,
+    too_many_values,
 )
 from convergent.resources.base import Resource, get_kind
 
@@ -141,6 +150,8 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     seen: set[str] = set()
     collect = _CollectReader()
     line_match = _LINE.fullmatch
+    values = 1  # the values YAML composes from the lines so far: the top-level mapping...
+    most = MAX_NODES
     for number, line in enumerate(_lines(text), 1):
         if len(line) > _LONGEST:
             return None
@@ -154,6 +165,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 if line.rstrip(" ")[-1:] != ":" or section not in _SECTIONS or section in seen:
                     return None
                 seen.add(section)
+                values += 2  # ...each top-level key and its list...
                 continue
             if not start:  # blank
                 continue
@@ -168,10 +180,12 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 return None
             keys.add("meta")
             entry.meta = meta[1]
+            values += 2 + 2 * len(meta[1])  # ...a meta key and its mapping of pairs...
             continue
         if section == "collect":
             if not collect.line(match):
                 return None
+            values += 3 if match.group(2) else 2
             continue
         indent, item, key, double, single, plain, flow = match.groups()
         key = intern(key)  # "file", "content": one string each, not one per entry
@@ -182,6 +196,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             if item:
                 return None  # a list as a resource's name
             value = [_text(m.group(1)) for m in re.finditer(_ITEM, flow)]
+            values += len(value)  # ...the strings of a list...
         elif single is not None:
             value = single.replace("''", "'")
         elif plain in _NOT_TEXT:
@@ -190,6 +205,7 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             value = plain
         if key in _NOT_TEXT:
             return None
+        values += 2  # ...each key and its value...
         if item:
             if dash < 0:
                 dash = len(indent)
@@ -197,6 +213,9 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 return None
             if key in ENTRY_KEY_NAMES or not value.strip():
                 return None  # the full path explains what an entry starts with
+            values += 1  # ...and each entry's mapping
+            if values > most:
+                _too_many_values(filename)
             kind_at = _at(Location, (filename, number, dash + 3))
             name_at = _at(Location, (filename, number, match.end(3) + 3))
             entry = Entry.plain(key, value, kind_at, name_at)
@@ -221,12 +240,26 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 if len(shared) < _SHARED_KEPT:
                     shared[value] = value
             entry.params[key] = value
+    if values > MAX_NODES:
+        _too_many_values(filename)
     if not entries or "resources" not in seen:
         return None
     collects = collect.done() if "collect" in seen else ()
     if collects is None:
         return None
-    return build(entries, links, Problems(filename), collects)  # None: the full path reports
+    problems = Problems(filename)
+    graph = build(entries, links, problems, collects)
+    if graph is None and len(entries) > MAX_RESOURCES:
+        raise PolicyError(problems.sorted())  # the full path would compose it all to say so
+    return graph  # None: the full path reports
+
+
+def _too_many_values(filename: str) -> None:
+    """Refuse the policy as the full path does when libyaml composes its value past
+    :data:`MAX_NODES` (before anything else about it is known)."""
+    problems = Problems(filename)
+    problems.add(1, 1, too_many_values())
+    raise PolicyError(problems.sorted())
 
 
 def _meta_line(line: str) -> tuple[int, dict[str, Any]] | None:

@@ -16,11 +16,13 @@ import io
 import os
 from typing import TYPE_CHECKING
 
-from convergent.policy.entries import TOP_KEYS
+from convergent.policy.entries import MAX_NODES, TOP_KEYS
 from convergent.policy.nodes import (
+    TooManyValues,
     Values,
     compose,
     describe,
+    expanded_size,
     is_list,
     is_mapping,
     is_scalar,
@@ -48,11 +50,23 @@ class Doc:
         self.values = values
 
 
+class _Seen:
+    """What a policy's walk has read so far: the real paths of its files, and how many
+    more values its files may be written with (:data:`MAX_NODES` in all)."""
+
+    __slots__ = ("files", "values_left")
+
+    def __init__(self, values_left: int) -> None:
+        self.files: set[str] = set()
+        self.values_left = values_left
+
+
 def gather(root: MappingNode, values: Values) -> list[Doc]:
     """Every file of the policy whose root is ``root``, included ones first."""
     docs: list[Doc] = []
     main = values.problems.filename
-    _walk(root, values, main, [os.path.realpath(main)], docs, set())
+    seen = _Seen(MAX_NODES - expanded_size(root)[0])
+    _walk(root, values, main, [os.path.realpath(main)], docs, seen)
     return docs
 
 
@@ -62,7 +76,7 @@ def _walk(
     file: str,
     chain: list[str],
     docs: list[Doc],
-    done: set[str],
+    seen: _Seen,
 ) -> None:
     problems = values.problems
     keys: dict[str, tuple[Node, Node]] = {}
@@ -88,13 +102,13 @@ def _walk(
                     shown = " -> ".join([*(_short(p) for p in chain[chain.index(real) :]), path])
                     problems.at(item, f"include cycle: {shown}; remove one of these includes")
                     continue
-                if real in done:
+                if real in seen.files:
                     continue  # included twice (a diamond): read once
-                done.add(real)
-                if len(done) > MAX_FILES:
+                seen.files.add(real)
+                if len(seen.files) > MAX_FILES:
                     problems.at(item, f"a policy includes at most {MAX_FILES} files")
                     return
-                _include(path, item, values, [*chain, real], docs, done)
+                _include(path, item, values, [*chain, real], docs, seen)
     docs.append(Doc(file, keys, values))
 
 
@@ -119,7 +133,7 @@ def _paths(item: Node, file: str, values: Values) -> list[str]:
 
 
 def _include(
-    path: str, at: Node, values: Values, chain: list[str], docs: list[Doc], done: set[str]
+    path: str, at: Node, values: Values, chain: list[str], docs: list[Doc], seen: _Seen
 ) -> None:
     from convergent.policy.entries import MAX_POLICY_BYTES
 
@@ -141,7 +155,10 @@ def _include(
     stream = io.StringIO(masked if masked is not None else text)
     stream.name = path  # the marks of its nodes name the file
     try:
-        root = compose(stream)
+        root = compose(stream, seen.values_left)
+    except TooManyValues as exc:
+        problems.at(at, f"include: {path}: {exc}")
+        return
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         from convergent.policy.entries import Location
@@ -155,9 +172,9 @@ def _include(
     if root is None:
         return  # an empty file includes nothing
     from convergent.policy.entries import MAX_EXPANDED_NODES
-    from convergent.policy.nodes import expanded_size
 
     written, expanded = expanded_size(root)
+    seen.values_left -= written
     if expanded > max(MAX_EXPANDED_NODES, 4 * written):
         problems.at(
             at, f"include: aliases make {path} stand for {expanded:,} values; write them out"
@@ -166,4 +183,4 @@ def _include(
     if not is_mapping(root):
         problems.at(root, f"an included file is a mapping of top-level keys, not {describe(root)}")
         return
-    _walk(root, Values(problems, masked is not None), path, chain, docs, done)
+    _walk(root, Values(problems, masked is not None), path, chain, docs, seen)

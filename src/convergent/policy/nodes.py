@@ -13,7 +13,7 @@ from typing import IO, Any, TypeGuard
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from convergent.policy.entries import Location, Problems, mark_file
+from convergent.policy.entries import MAX_NODES, Location, Problems, mark_file, too_many_values
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -25,6 +25,7 @@ __all__ = [
     "NULL",
     "SEQ",
     "STR",
+    "TooManyValues",
     "Values",
     "compose",
     "describe",
@@ -64,8 +65,25 @@ _IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers
 _NUMBERS = yaml.constructor.SafeConstructor()  # YAML 1.1 ints (0755, 0x1f, 1_000) and floats
 
 
+class TooManyValues(yaml.YAMLError):
+    """Raised by :func:`compose` at the first value past its limit; says so and what to do."""
+
+
 class _Loader(_BaseLoader):
-    """libyaml's safe loader with a leaner tag resolver (same tags as SafeLoader's)."""
+    """libyaml's safe loader with a leaner tag resolver (same tags as SafeLoader's), which
+    counts the values it composes."""
+
+    values_left = MAX_NODES
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        """Called by the composer (libyaml's and PyYAML's alike) before it makes each value,
+        whatever its tag; an alias makes none. No path resolvers are used here, so this is
+        all it does: the count stops the load before the nodes outgrow memory (a 16 MiB
+        file can be written with millions of values, ~400 bytes each once composed)."""
+        left = self.values_left - 1
+        if left < 0:
+            raise TooManyValues(too_many_values())
+        self.values_left = left
 
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
@@ -77,13 +95,20 @@ class _Loader(_BaseLoader):
         return SEQ if kind is SequenceNode else MAP
 
 
-def compose(text: str | IO[str]) -> Node | None:
+def compose(text: str | IO[str], limit: int = MAX_NODES) -> Node | None:
     """The root node of the one YAML document in ``text`` (None when it is empty).
 
-    Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``).
+    Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``), and
+    :class:`TooManyValues` once more than ``limit`` values are composed (aliases aside:
+    :func:`expanded_size` measures what they stand for).
     """
-    node: Node | None = yaml.compose(text, Loader=_Loader)
-    return node
+    loader = _Loader(text)
+    loader.values_left = limit
+    try:
+        node: Node | None = loader.get_single_node()
+        return node
+    finally:
+        loader.dispose()
 
 
 def expanded_size(root: Node) -> tuple[int, int]:
