@@ -176,9 +176,9 @@ def test_a_file_grown_after_its_size_was_taken_is_still_read_only_up_to_the_limi
 def test_a_policy_just_under_the_size_limit_checks_in_under_a_gib(
     tmp_path: Path, name: str
 ) -> None:
-    """1,100,000 one-line resources in just under 16 MiB (2.9 GB and 17 s before the
-    limits on values and resources): refused once the values read pass 1,000,000, by
-    libyaml's composer (a number as the name) or by the fast path's count."""
+    """1,050,000 one-line resources in just under 16 MiB (2.9 GB and 17 s before the
+    limits): refused at the entry after the 250,001st, as libyaml's composer reads it (a
+    number as the name) or as the fast path does, naming the first one past the limit."""
     policy = tmp_path / "many.yaml"
     with policy.open("w") as f:
         f.write("resources:\n")
@@ -187,8 +187,8 @@ def test_a_policy_just_under_the_size_limit_checks_in_under_a_gib(
     code, err, _ = _check(policy)  # under a 1 GiB address-space limit
     assert code == 2, err[-500:]
     assert err.strip() == (
-        f"{policy}:1:1: the policy is written with more than 1,000,000 values (YAML scalars, "
-        "lists and mappings, in all its files), the most convergent reads; keep large data "
-        "in files that 'source:' copies, or split the resources between agents, each with "
-        "its own policy and --state-dir"
+        f"{policy}:250002:3: noop[{name.format(i=250000)}]: more than 250,000 resources in "
+        "one policy, the most convergent loads (each is kept in memory and watched); give "
+        "each host a policy with only its own resources, or split them between agents, "
+        "each with its own policy and --state-dir"
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.lang.support import load, problems, write
 
@@ -122,3 +125,38 @@ def test_for_each_over_something_else_is_refused(tmp_path: Path) -> None:
     )
     [problem] = problems(policy)
     assert problem.line == 4 and "expected a list, a mapping" in problem.message
+
+
+def test_making_more_resources_than_the_limit_stops_at_the_first_one_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three lines may ask for millions of entries: the language stops making them at the
+    first one past the limit (here 3), which the builder names, at the entry that made it."""
+    from convergent.policy import build, lang
+
+    made: list[object] = []
+
+    class Counted(lang._Made):
+        __slots__ = ()
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            made.append(self)
+
+    monkeypatch.setattr(lang, "_Made", Counted)
+    for module in (build, lang):
+        monkeypatch.setattr(module, "MAX_RESOURCES", 3)
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - noop: "n{{ key }}"
+                for_each: "{{ range(100000) | list }}"
+            """
+        },
+    )
+    (problem,) = problems(policy)
+    assert (problem.line, problem.column, problem.resource) == (2, 5, "noop[n3]")
+    assert problem.message.startswith("more than 250,000 resources in one policy")
+    assert len(made) == 4

@@ -129,5 +129,5 @@ def test_the_values_of_all_the_files_of_a_policy_count_against_one_limit(
     (problem,) = problems(policy)
     assert (problem.file, problem.line, problem.column) == (str(policy), 1, 19)  # b.yaml
     assert problem.message.startswith(
-        f"include: {tmp_path / 'b.yaml'}: the policy is written with more than 1,000,000 values"
+        f"include: {tmp_path / 'b.yaml'}: the policy is written with more than 3,000,000 values"
     )

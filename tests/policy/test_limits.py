@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from convergent.errors import PolicyError
-from convergent.policy import build, fast, load_policy, load_policy_text
+from convergent.policy import build, fast, load_policy, load_policy_text, nodes
 from convergent.policy.fast import load_plain
 from convergent.policy.loader import MAX_POLICY_BYTES, _load_yaml
-from convergent.policy.nodes import TooManyValues, compose, expanded_size
+from convergent.policy.nodes import TooManyResources, TooManyValues, compose, expanded_size
 
 MIB = 1024 * 1024
 
@@ -141,21 +141,24 @@ def test_more_resources_than_the_limit_are_refused_at_the_first_one_past_it(
     assert code == 2
     assert err == (
         f"{policy}:250002:3: noop[n250000]: more than 250,000 resources in one policy, the "
-        "most convergent loads (each is kept in memory and watched): give each host only its "
-        "own part (chosen by its classes), or split the resources between agents, each with "
-        "its own policy and --state-dir\n"
+        "most convergent loads (each is kept in memory and watched); give each host a policy "
+        "with only its own resources, or split them between agents, each with its own "
+        "policy and --state-dir\n"
     )
     assert peak < 400, f"refusing 300,000 resources took {peak:.0f} MiB"
 
 
+@pytest.mark.parametrize("count", [4, 6], ids=["one past", "more past"])
 @pytest.mark.parametrize("name", ["n{i}", "{i}"], ids=["fast path", "full path"])
 def test_both_paths_refuse_the_first_resource_past_the_limit_alike(
-    monkeypatch: pytest.MonkeyPatch, name: str
+    monkeypatch: pytest.MonkeyPatch, name: str, count: int
 ) -> None:
-    text = "resources:\n" + "".join(f"  - noop: {name.format(i=i)}\n" for i in range(5))
+    """With the limit at 3: the fast path, libyaml's composer (stopping at the entry after
+    the first one past: "more past") and the builder (one past) report the same problem."""
+    text = "resources:\n" + "".join(f"  - noop: {name.format(i=i)}\n" for i in range(count))
     assert (load_plain(text, "p.yaml") is None) == (name == "{i}")  # a number: the full path
-    monkeypatch.setattr(build, "MAX_RESOURCES", 3)
-    monkeypatch.setattr(fast, "MAX_RESOURCES", 3)
+    for module in (build, fast, nodes):
+        monkeypatch.setattr(module, "MAX_RESOURCES", 3)
     with pytest.raises(PolicyError) as caught:
         load_policy_text(text, "p.yaml")
     (problem,) = caught.value.problems
@@ -165,9 +168,9 @@ def test_both_paths_refuse_the_first_resource_past_the_limit_alike(
     with pytest.raises(PolicyError) as full:
         _load_yaml(text, "p.yaml")
     assert full.value.problems == caught.value.problems
-    monkeypatch.setattr(build, "MAX_RESOURCES", 5)
-    monkeypatch.setattr(fast, "MAX_RESOURCES", 5)
-    assert len(load_policy_text(text, "p.yaml").vertices) == 5
+    for module in (build, fast, nodes):
+        monkeypatch.setattr(module, "MAX_RESOURCES", count)
+    assert len(load_policy_text(text, "p.yaml").vertices) == count
 
 
 def test_the_full_path_counts_every_value_it_composes_whatever_its_tag_and_no_alias() -> None:
@@ -175,5 +178,20 @@ def test_the_full_path_counts_every_value_it_composes_whatever_its_tag_and_no_al
     written = expanded_size(compose(text))[0]  # type: ignore[arg-type]
     assert written == 10  # the mapping, a, the list, 1, 2, {b: 3} (three), c, d: no alias
     assert compose(text, limit=written) is not None
-    with pytest.raises(TooManyValues, match=r"more than 1,000,000 values"):
+    with pytest.raises(TooManyValues, match=r"more than 3,000,000 values"):
         compose(text, limit=written - 1)
+
+
+def test_libyamls_composer_stops_at_the_entry_after_the_first_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the top-level ``resources:`` list is counted as it is read (a bundle's list,
+    mgmt's mapping of kinds are the builder's to count)."""
+    monkeypatch.setattr(nodes, "MAX_RESOURCES", 3)
+    entries = "".join(f"  - noop: {i}\n" for i in range(5))
+    with pytest.raises(TooManyResources) as caught:
+        compose("vars: {}\nresources:\n" + entries)
+    assert caught.value.entry.start_mark.line == 5  # the fourth entry: the first past 3
+    assert compose("resources:\n" + entries[: entries.index("  - noop: 4")]) is not None
+    assert compose("bundles:\n  b:\n    resources:\n" + entries.replace("  -", "      -"))
+    assert compose("graph: g\nresources:\n  noop:\n" + entries.replace("noop: ", "name: "))

@@ -47,11 +47,14 @@ MAX_POLICY_BYTES = 16 * 1024 * 1024
 #: Aliases may make a policy stand for at most this many values, or four times the values
 #: written, whichever is more: beyond, a small file could describe millions of edges.
 MAX_EXPANDED_NODES = 1_000_000
-#: The most values (YAML scalars, lists and mappings) one file of a policy is written with,
-#: counted while it is read: a 16 MiB file can hold ~3,300,000, which took 1.3 GB to read.
-MAX_NODES = 1_000_000
+#: The most values (YAML scalars, lists and mappings: each key and each value) a policy
+#: is written with, in all its files, counted while they are read: 250,000 ``file``
+#: entries of 11 (path, content, mode, owner, group) fit; a 16 MiB file can hold ~8,000,000
+#: (a flow list of one-letter words), ~400 bytes each once composed.
+MAX_NODES = 3_000_000
 #: The most resources one policy declares: 2.5 times the 100,000 the benchmarks check, and
 #: few enough that checking them stays under ~700 MiB (~2.6 KiB each for the lightest kind).
+#: Counted as a file's ``resources:`` list is read, too.
 MAX_RESOURCES = 250_000
 #: The top-level keys of our policy format (``graph:`` makes it an mgmt yamlgraph).
 TOP_KEYS = (
@@ -296,10 +299,10 @@ def too_many_values() -> str:
     """What a policy written with more than :data:`MAX_NODES` values is told (by every
     front end alike: the fast path counts the values YAML would make)."""
     return (
-        f"the policy is written with more than {MAX_NODES:,} values (YAML scalars, lists "
-        "and mappings, in all its files), the most convergent reads; keep large data in "
-        "files that 'source:' copies, or split the resources between agents, each with "
-        "its own policy and --state-dir"
+        f"the policy is written with more than {MAX_NODES:,} values in all its files, the "
+        "most convergent reads (each key and each value counts: a file entry with content "
+        "and mode is 7); give each host a policy with only its own resources, or split "
+        "them between agents, each with its own policy and --state-dir"
     )
 
 
@@ -307,9 +310,8 @@ def too_many_resources() -> str:
     """What the first entry past :data:`MAX_RESOURCES` is told."""
     return (
         f"more than {MAX_RESOURCES:,} resources in one policy, the most convergent loads "
-        "(each is kept in memory and watched): give each host only its own part (chosen "
-        "by its classes), or split the resources between agents, each with its own "
-        "policy and --state-dir"
+        "(each is kept in memory and watched); give each host a policy with only its own "
+        "resources, or split them between agents, each with its own policy and --state-dir"
     )
 
 

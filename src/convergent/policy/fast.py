@@ -71,6 +71,7 @@ from convergent.policy.entries import (
     Location,
     Problems,
     edge,
+    too_many_resources,
     too_many_values,
 )
 from convergent.resources.base import Resource, get_kind
@@ -205,7 +206,6 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             value = plain
         if key in _NOT_TEXT:
             return None
-        values += 2  # ...each key and its value...
         if item:
             if dash < 0:
                 dash = len(indent)
@@ -213,17 +213,22 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 return None
             if key in ENTRY_KEY_NAMES or not value.strip():
                 return None  # the full path explains what an entry starts with
-            values += 1  # ...and each entry's mapping
+            values += 1  # ...each entry's mapping...
             if values > most:
                 _too_many_values(filename)
+            if len(entries) > MAX_RESOURCES:  # where libyaml's composer stops too
+                _too_many_resources(filename, entries[MAX_RESOURCES])
+            values += 2  # ...its first key and value...
             kind_at = _at(Location, (filename, number, dash + 3))
             name_at = _at(Location, (filename, number, match.end(3) + 3))
             entry = Entry.plain(key, value, kind_at, name_at)
             entries.append(entry)
             keys = {key}
-        elif entry is None or len(indent) != dash + 2 or key in keys or key in _NOT_PARAMS:
+            continue
+        if entry is None or len(indent) != dash + 2 or key in keys or key in _NOT_PARAMS:
             return None
-        elif key in _EDGE_KEYS:
+        values += 2  # ...and each other key and its value
+        if key in _EDGE_KEYS:
             keys.add(key)
             rid = entry.id
             for ref, ref_at in _refs(value, match, filename, number):
@@ -259,6 +264,14 @@ def _too_many_values(filename: str) -> None:
     :data:`MAX_NODES` (before anything else about it is known)."""
     problems = Problems(filename)
     problems.add(1, 1, too_many_values())
+    raise PolicyError(problems.sorted())
+
+
+def _too_many_resources(filename: str, past: Entry) -> None:
+    """Refuse the policy as the full path does when the entry after ``past``, the first
+    one past :data:`MAX_RESOURCES`, comes (and as the builder would)."""
+    problems = Problems(filename)
+    problems.at(past.kind_at, too_many_resources(), past.id)
     raise PolicyError(problems.sorted())
 
 

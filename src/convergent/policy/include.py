@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 
 from convergent.policy.entries import MAX_NODES, TOP_KEYS
 from convergent.policy.nodes import (
+    TooManyResources,
     TooManyValues,
     Values,
     compose,
     describe,
+    entry_problem,
     expanded_size,
     is_list,
     is_mapping,
@@ -158,6 +160,10 @@ def _include(
         root = compose(stream, seen.values_left)
     except TooManyValues as exc:
         problems.at(at, f"include: {path}: {exc}")
+        return
+    except TooManyResources as exc:
+        where, rid = entry_problem(exc.entry)
+        problems.at(where, str(exc), rid)
         return
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

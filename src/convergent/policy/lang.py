@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from convergent.policy.entries import Entry, Link, Problems, mark_file
+from convergent.policy.entries import MAX_RESOURCES, Entry, Link, Problems, mark_file
 from convergent.policy.nodes import MAP, NULL, SEQ, STR, Values, describe, is_list, is_mapping
 from convergent.policy.nodes import is_scalar as _is_scalar
 from convergent.policy.template import TemplateError, has_template
@@ -167,6 +167,8 @@ class Site:
             origin = id(node)
         rest = [(kn, v) for k, kn, v in pairs if k not in LANG_ENTRY_KEYS]
         for index, (key, item) in enumerate(items):
+            if len(self.made) > MAX_RESOURCES:  # one past: the builder refuses them all
+                return
             inner = dict(scope)
             if origin is not None:
                 inner["item"] = item

@@ -237,12 +237,23 @@ def _compose(text: str, problems: Problems) -> Node | None:
     """The YAML document's root node (None for an empty document), or a problem."""
     import yaml
 
-    from convergent.policy.nodes import TooManyValues, compose, expanded_size, unmask
+    from convergent.policy.nodes import (
+        TooManyResources,
+        TooManyValues,
+        compose,
+        entry_problem,
+        expanded_size,
+        unmask,
+    )
 
     try:
         node = compose(text)
     except TooManyValues as exc:
         problems.add(1, 1, str(exc))
+        return None
+    except TooManyResources as exc:
+        where, rid = entry_problem(exc.entry)
+        problems.at(where, str(exc), rid)
         return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -13,7 +13,15 @@ from typing import IO, Any, TypeGuard
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from convergent.policy.entries import MAX_NODES, Location, Problems, mark_file, too_many_values
+from convergent.policy.entries import (
+    MAX_NODES,
+    MAX_RESOURCES,
+    Location,
+    Problems,
+    mark_file,
+    too_many_resources,
+    too_many_values,
+)
 
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -25,10 +33,12 @@ __all__ = [
     "NULL",
     "SEQ",
     "STR",
+    "TooManyResources",
     "TooManyValues",
     "Values",
     "compose",
     "describe",
+    "entry_problem",
     "expanded_size",
     "is_list",
     "is_mapping",
@@ -69,21 +79,48 @@ class TooManyValues(yaml.YAMLError):
     """Raised by :func:`compose` at the first value past its limit; says so and what to do."""
 
 
+class TooManyResources(yaml.YAMLError):
+    """Raised by :func:`compose` once the top-level ``resources:`` list has more than
+    :data:`MAX_RESOURCES` entries; ``entry`` is the first one past it."""
+
+    def __init__(self, entry: Node) -> None:
+        super().__init__(too_many_resources())
+        self.entry = entry
+
+
 class _Loader(_BaseLoader):
     """libyaml's safe loader with a leaner tag resolver (same tags as SafeLoader's), which
-    counts the values it composes."""
+    counts the values it composes and the entries of the top-level ``resources:`` list."""
 
     values_left = MAX_NODES
+    _root: Node | None = None
+    _entries: Any = None  # the top-level resources: list (a SequenceNode), once it has an entry
+    _resources_next = False  # the value composed next is the top-level resources:
 
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
         """Called by the composer (libyaml's and PyYAML's alike) before it makes each value,
-        whatever its tag; an alias makes none. No path resolvers are used here, so this is
-        all it does: the count stops the load before the nodes outgrow memory (a 16 MiB
-        file can be written with millions of values, ~400 bytes each once composed)."""
+        whatever its tag, with the collection it goes in and its key or index; an alias
+        makes none. No path resolvers are used here, so this is all it does: the counts
+        stop the load before the nodes outgrow memory (a 16 MiB file can be written with
+        millions of values, ~400 bytes each once composed)."""
         left = self.values_left - 1
         if left < 0:
             raise TooManyValues(too_many_values())
         self.values_left = left
+        if current_node is None:
+            return
+        if self._root is None:
+            self._root = current_node
+        if current_node is self._root:
+            self._resources_next = (
+                type(current_index) is ScalarNode and current_index.value == "resources"
+            )
+        elif self._resources_next:
+            self._resources_next = False
+            if type(current_node) is SequenceNode:
+                self._entries = current_node
+        if current_index == MAX_RESOURCES + 1 and current_node is self._entries:
+            raise TooManyResources(current_node.value[MAX_RESOURCES])
 
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
@@ -98,9 +135,11 @@ class _Loader(_BaseLoader):
 def compose(text: str | IO[str], limit: int = MAX_NODES) -> Node | None:
     """The root node of the one YAML document in ``text`` (None when it is empty).
 
-    Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``), and
+    Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``),
     :class:`TooManyValues` once more than ``limit`` values are composed (aliases aside:
-    :func:`expanded_size` measures what they stand for).
+    :func:`expanded_size` measures what they stand for), and :class:`TooManyResources`
+    when the entry after the first one past :data:`MAX_RESOURCES` comes (one past it is
+    the builder's to refuse, as the fast path does).
     """
     loader = _Loader(text)
     loader.values_left = limit
@@ -109,6 +148,20 @@ def compose(text: str | IO[str], limit: int = MAX_NODES) -> Node | None:
         return node
     finally:
         loader.dispose()
+
+
+def entry_problem(entry: Node) -> tuple[Node, str | None]:
+    """Where the builder reports a problem of a whole entry, and the entry's
+    ``kind[name]``, from its nodes: its first key, and that key and its value as text
+    (None when they are not both plain text)."""
+    from convergent.graph.identity import format_id
+
+    if not is_mapping(entry) or not entry.value:
+        return entry, None
+    key, value = entry.value[0]
+    if not is_scalar(key) or not is_scalar(value):
+        return key, None
+    return key, format_id(str(key.value), str(value.value))
 
 
 def expanded_size(root: Node) -> tuple[int, int]:
