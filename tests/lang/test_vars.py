@@ -417,3 +417,20 @@ def test_a_plain_yaml_policy_imports_nothing_of_the_language(tmp_path: Path) -> 
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_billion_laughs_in_a_vars_file_is_refused_as_it_is_read(tmp_path: Path) -> None:
+    """520 bytes that stand for 10**9 values: a clear error naming the file, not the
+    rendering's MemoryError when a template uses the variable."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nbig: *a8\n")
+    policy = write(
+        tmp_path,
+        {"site.yaml": f'resources:\n  - file: {tmp_path / "out"}\n    content: "{{{{ big }}}}"\n'},
+    )
+    done = cli("check", str(policy), "--vars-file", str(bomb))
+    assert done.returncode == 2, done.stderr
+    assert f"--vars-file {bomb}: not YAML text: aliases ('*name') make it stand for" in done.stderr
+    assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr

@@ -44,6 +44,7 @@ __all__ = [
     "is_mapping",
     "is_null",
     "is_scalar",
+    "load_value",
     "mask_flow_refs",
     "unmask",
 ]
@@ -162,6 +163,26 @@ def entry_problem(entry: Node) -> tuple[Node, str | None]:
     if not is_scalar(key) or not is_scalar(value):
         return key, None
     return key, format_id(str(key.value), str(value.value))
+
+
+def load_value(text: str) -> Any:
+    """``yaml.safe_load(text)`` within the policy's bounds: at most :data:`MAX_NODES`
+    values written, and aliases standing for at most as many as a policy's may (a
+    "billion laughs" in a variables file is refused here, not when a template renders it).
+    Raises ``yaml.YAMLError`` (:class:`TooManyValues` among them)."""
+    from convergent.policy.entries import MAX_EXPANDED_NODES
+
+    root = compose(text)
+    if root is None:
+        return None
+    written, expanded = expanded_size(root)
+    if expanded > max(MAX_EXPANDED_NODES, 4 * written):
+        raise yaml.YAMLError(
+            f"aliases ('*name') make it stand for {expanded:,} values, from {written:,} "
+            f"written (the limit is {MAX_EXPANDED_NODES:,}, or four times the values "
+            "written); write the repeated parts out, or use fewer aliases"
+        )
+    return yaml.constructor.SafeConstructor().construct_document(root)
 
 
 def expanded_size(root: Node) -> tuple[int, int]:

@@ -80,8 +80,10 @@ def parse_assignment(text: str, option: str, *, as_yaml: bool = True) -> tuple[s
         return name, value
     import yaml
 
+    from convergent.policy.nodes import load_value
+
     try:
-        return name, yaml.safe_load(value) if value.strip() else ""
+        return name, load_value(value) if value.strip() else ""
     except yaml.YAMLError:
         return name, value
 
@@ -104,8 +106,10 @@ def _read(path: str, what: str) -> tuple[bytes, os.stat_result]:
 def _mapping(data: bytes, path: str, what: str) -> dict[str, Any]:
     import yaml
 
+    from convergent.policy.nodes import load_value
+
     try:
-        value = yaml.safe_load(data.decode("utf-8"))
+        value = load_value(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise VarsError(f"{what} {path}: not YAML text: {exc}") from None
     if value is None:
