@@ -192,3 +192,17 @@ def test_a_policy_just_under_the_size_limit_checks_in_under_a_gib(
         "each host a policy with only its own resources, or split them between agents, "
         "each with its own policy and --state-dir"
     )
+
+
+def test_a_policy_naming_its_host_is_read_only_up_to_the_size_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A policy with a top-level ``remote:`` is loaded here before it is sent: a sparse
+    64 GiB one is refused after 16 MiB and one character read, not read whole."""
+    from convergent.cli.remote import _load
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("graph: g\nremote: ssh://127.0.0.1\nresources: {}\n")
+    os.truncate(policy, 64 << 30)
+    assert _load(str(policy)) is None
+    assert "over the limit of 16,777,216 characters" in capsys.readouterr().err

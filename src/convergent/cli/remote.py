@@ -379,13 +379,13 @@ def _load(policy: str) -> Graph[Resource[Any]] | None:
     if not names_remote(policy):
         return load_graph(policy)
     from convergent.errors import ConvergentError, PolicyError
-    from convergent.policy.loader import load_policy_text
+    from convergent.policy.loader import MAX_POLICY_BYTES, load_policy_text
     from convergent.remote.fleet import strip_remote
     from convergent.render import say
 
     try:
-        with open(policy, encoding="utf-8") as f:
-            graph = load_policy_text(strip_remote(f.read()), policy)
+        with open(policy, encoding="utf-8") as f:  # one past the limit is enough to refuse
+            graph = load_policy_text(strip_remote(f.read(MAX_POLICY_BYTES + 1)), policy)
         graph.validate()
     except PolicyError as exc:
         for line in [str(problem) for problem in exc.problems] or [str(exc)]:
