@@ -10,6 +10,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from convergent.engine import Changed, Failed, Log, WouldChange
 from convergent.state.db import StateDB
 from convergent.world.keys import export_key
@@ -283,3 +285,32 @@ def test_an_export_carries_what_differs_from_the_defaults_and_is_collected_the_s
     graph = collector.graph_for(base)  # type: ignore[arg-type]
     (collected,) = graph.vertices.values()
     assert collected.params == exported.params
+
+
+def test_exports_past_the_graphs_limit_are_left_out_and_said_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Other hosts' exports join this host's graph only up to the limit a policy has
+    (here 3, with one resource of the policy's own): the rest are left out, told once."""
+    from convergent.engine import collect
+    from convergent.graph.core import Graph
+    from convergent.policy.build import Collect
+    from convergent.resources.base import get_kind
+
+    monkeypatch.setattr(collect, "MAX_RESOURCES", 3)
+    reports: list[object] = []
+    collector = collect.Collector("b", reports.append)
+    for i in range(5):
+        assert collector.seen(export_key("a", "noop", f"n{i}"), _export("noop", f"n{i}"))
+    noop = get_kind("noop")
+    assert noop is not None
+    base: Graph[object] = Graph()
+    base.add(noop("mine", noop.params_type()))  # type: ignore[arg-type]
+    base.collect = (Collect(kind="noop", where=None, pattern=None),)
+    graph = collector.graph_for(base)  # type: ignore[arg-type]
+    assert sorted(graph.vertices) == ["noop[mine]", "noop[n0]", "noop[n1]"]
+    (failed,) = reports
+    assert isinstance(failed, Failed) and failed.resource == "noop[n2]"
+    assert "graph holds 3 resources already" in failed.message
+    collector.graph_for(base)  # type: ignore[arg-type]
+    assert len(reports) == 1  # not told again while nothing changes

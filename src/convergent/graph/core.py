@@ -18,7 +18,13 @@ import msgspec
 from convergent.errors import CycleError, MissingVertexError
 from convergent.graph.collect import Collect
 
-__all__ = ["Edge", "Graph", "Identified", "parse_output_ref"]
+__all__ = ["MAX_RESOURCES", "Edge", "Graph", "Identified", "parse_output_ref"]
+
+#: The most resources one graph holds: what a policy declares (its loader refuses the
+#: first one past it) and what a run collects from other hosts. 2.5 times the 100,000 the
+#: benchmarks check, and few enough that checking them stays under ~700 MiB (~2.6 KiB
+#: each for the lightest kind).
+MAX_RESOURCES = 250_000
 
 
 class Identified(Protocol):

@@ -17,6 +17,7 @@ import re
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from convergent.errors import Problem
+from convergent.graph.core import MAX_RESOURCES
 from convergent.graph.identity import format_id
 
 __all__ = [
@@ -52,10 +53,6 @@ MAX_EXPANDED_NODES = 1_000_000
 #: entries of 11 (path, content, mode, owner, group) fit; a 16 MiB file can hold ~8,000,000
 #: (a flow list of one-letter words), ~400 bytes each once composed.
 MAX_NODES = 3_000_000
-#: The most resources one policy declares: 2.5 times the 100,000 the benchmarks check, and
-#: few enough that checking them stays under ~700 MiB (~2.6 KiB each for the lightest kind).
-#: Counted as a file's ``resources:`` list is read, too.
-MAX_RESOURCES = 250_000
 #: The top-level keys of our policy format (``graph:`` makes it an mgmt yamlgraph).
 TOP_KEYS = (
     "resources",
