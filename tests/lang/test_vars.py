@@ -434,3 +434,38 @@ def test_a_billion_laughs_in_a_vars_file_is_refused_as_it_is_read(tmp_path: Path
     assert done.returncode == 2, done.stderr
     assert f"--vars-file {bomb}: not YAML text: aliases ('*name') make it stand for" in done.stderr
     assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{{ range(100000) | list * 160 }}", "a product longer than 1,048,576"),
+        (
+            "{% for i in range(100000) %}{{ 'a' * 16000000 }}{% endfor %}",
+            "an output longer than 67,108,864 characters",
+        ),
+    ],
+    ids=["list product", "loop output"],
+)
+def test_a_template_cannot_ask_for_a_huge_list_or_output(
+    tmp_path: Path, template: str, why: str
+) -> None:
+    """A list's product is bounded by its items (~40 bytes each), a template's output by
+    its length: 16 million items, or 100,000 products each under the bound, were 600 MB
+    and 1.6 TB."""
+    policy = write(
+        tmp_path,
+        {"site.yaml": f'resources:\n  - file: {tmp_path / "out"}\n    content: "{template}"\n'},
+    )
+    (problem,) = problems(policy)
+    assert (problem.file, problem.line) == (str(policy), 3)
+    assert problem.message == f"not allowed in a template: {why}"
+
+
+def test_a_template_may_still_make_a_large_value(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    policy = write(
+        tmp_path,
+        {"site.yaml": f"resources:\n  - file: {out}\n    content: \"{{{{ 'ab' * 4000000 }}}}\"\n"},
+    )
+    assert load(policy)[f"file[{out}]"].params.content == "ab" * 4_000_000

@@ -16,7 +16,7 @@ an index) imports Jinja2.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = ["TemplateError", "has_template", "render", "render_file"]
@@ -135,9 +135,12 @@ def _leftover(text: str) -> bool:
 _ENV: Any = None
 
 
-#: The longest text or list ``*`` may make, and the largest number ``**`` may, in a
-#: template: a policy cannot ask for gigabytes with one expression.
+#: The longest text ``*`` may make (a list: ``MAX_ITEMS``), and the largest number ``**``
+#: may, in a template: a policy cannot ask for gigabytes with one expression.
 MAX_PRODUCT = 16 * 1024 * 1024
+MAX_ITEMS = 1024 * 1024  # a list's items take ~40 bytes each, a text's characters one
+#: The most characters one template renders: a loop of products stops there.
+MAX_RENDERED = 64 * 1024 * 1024
 
 
 def _env() -> Any:
@@ -153,9 +156,10 @@ def _env() -> Any:
             def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
                 if operator == "*":
                     for seq, n in ((left, right), (right, left)):
+                        most = MAX_PRODUCT if isinstance(seq, str) else MAX_ITEMS
                         sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
-                        if sized and len(seq) * n > MAX_PRODUCT:
-                            raise SecurityError(f"a product longer than {MAX_PRODUCT:,}")
+                        if sized and len(seq) * n > most:
+                            raise SecurityError(f"a product longer than {most:,}")
                 elif isinstance(left, int) and isinstance(right, int):
                     big = right > 64 and abs(left) > 1
                     if big:
@@ -178,7 +182,7 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
             if isinstance(value, jinja2.Undefined):
                 str(value)  # raises UndefinedError with the name
             return value
-        return env.from_string(text).render(**scope)
+        return _bounded(env.from_string(text).generate(**scope))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"template syntax error: {exc.message}; {_LITERAL}", exc.lineno
@@ -189,6 +193,20 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
         raise TemplateError(f"not allowed in a template: {exc}") from None
     except Exception as exc:  # a filter's own error (an int of a word...)
         raise TemplateError(f"template failed: {type(exc).__name__}: {exc}") from None
+
+
+def _bounded(parts: Iterator[str]) -> str:
+    """The parts a template generates, joined, refused once past :data:`MAX_RENDERED`."""
+    from jinja2.exceptions import SecurityError
+
+    out: list[str] = []
+    size = 0
+    for part in parts:
+        size += len(part)
+        if size > MAX_RENDERED:
+            raise SecurityError(f"an output longer than {MAX_RENDERED:,} characters")
+        out.append(part)
+    return "".join(out)
 
 
 def _undefined_message(exc: Exception) -> str:
@@ -260,7 +278,7 @@ def render_file(path: str, scope: Mapping[str, Any], read: dict[str, str] | None
             found = _COMPILED[(path, source)] = (template, names)
         template, names = found
         used = {name: scope[name] for name in names if name in scope}
-        rendered: str = template.render(used)
+        rendered = _bounded(template.generate(used))
     except jinja2.TemplateSyntaxError as exc:
         message = f"template syntax error: {exc.message}; {_LITERAL}"
         raise TemplateError(message, exc.lineno, path) from None
