@@ -370,3 +370,31 @@ def test_files_held_for_their_own_renames_are_all_let_go(
         assert open_fds() == before
 
     run(main())
+
+
+def test_a_callback_that_raises_costs_no_other_event_of_the_same_read(tmp_path: Path) -> None:
+    """A callback raising even a BaseException (``CancelledError``, from a cancelled
+    future's result) is reported; the events read with its own still reach their
+    subscribers."""
+    errors: list[BaseException] = []
+
+    def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: errors.append(context["exception"])
+        )
+        watcher = FsWatcher()
+        after = Probe()
+        watcher.watch(str(tmp_path / "first"), cancelled)
+        watcher.watch(str(tmp_path / "second"), after)
+        try:
+            _write(tmp_path / "first")  # both before the loop reads: one read, in order
+            _write(tmp_path / "second")
+            await after.called()
+            assert len(errors) >= 1 and isinstance(errors[0], asyncio.CancelledError)
+        finally:
+            watcher.close()
+
+    run(main())

@@ -577,7 +577,9 @@ class FsWatcher:
     def _call(self, callback: Callback) -> None:
         try:
             callback()
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # CancelledError too: the read's other events go on
             assert self._loop is not None
             self._loop.call_exception_handler(
                 {"message": f"FsWatcher callback {callback!r} failed", "exception": exc}
