@@ -26,7 +26,7 @@ from convergent.host.children import stat as proc_stat
 from convergent.resources.process import Process
 from convergent.resources.procfiles import LOG_LIMIT, TOKEN, Record, Store, boot_id
 from tests.e2e.agent import Agent, convergent
-from tests.waits import open_fifo_writer, until_in
+from tests.waits import until_in
 
 BOUND = 10.0
 NAME = "process[app]"
@@ -385,71 +385,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return -1
-
-
-def test_a_killed_log_keeper_costs_the_process_a_restart_not_its_output(case: Case) -> None:
-    """Killing the keeper of its log (root can) leaves the process a pipe with no reader:
-    its next write gets SIGPIPE, the running agent starts it again with a new keeper, and
-    what it writes then is in the log."""
-    fifo = case.root / "lines"
-    os.mkfifo(fifo)
-    case.write(["sh", "-c", f'while read -r line; do echo "$line"; done < {fifo}'])
-    log = Path(case.store.log_path(NAME))
-    with Agent(*case.args()) as agent:
-        agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started"))
-        writer = open_fifo_writer(fifo, 30)
-        try:
-            os.write(writer, b"one\n")
-            until_in(log.parent, lambda: b"one\n" in _bytes(log), 30, "the first line")
-            keepers = _keepers(str(log))
-            assert len(keepers) == 1, keepers
-            gone = os.pidfd_open(keepers[0])
-            try:
-                os.kill(keepers[0], signal.SIGKILL)
-                assert select.select([gone], [], [], 30)[0], "the keeper outlived SIGKILL"
-            finally:
-                os.close(gone)
-            os.write(writer, b"two\n")  # echo meets a pipe with no reader
-            line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted"))
-            assert line.endswith("was killed by SIGPIPE"), line
-            os.write(writer, b"three\n")
-            until_in(log.parent, lambda: b"three\n" in _bytes(log), 30, "a line after it")
-        finally:
-            os.close(writer)
-    assert _bytes(log).startswith(b"one\n")
-
-
-def _keepers(log: str) -> list[int]:
-    """The live keepers of ``log``: GNU split with ``L=log`` in its environment."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if argv[0] == b"split" and f"L={log}".encode() in environ:
-            found.append(int(entry))
-    return found
-
-
-@pytest.mark.parametrize("gnu", [True, False], ids=["GNU split", "no GNU split"])
-def test_the_output_goes_to_a_keeper_or_without_one_to_the_log_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gnu: bool
-) -> None:
-    """Where ``split`` is not GNU's (busybox: no ``--filter``), a keeper would leave the
-    process a pipe with no reader: the log is given to the process as it was before."""
-    from convergent.resources import procfiles
-
-    monkeypatch.setattr(procfiles, "_keeper_runs", lambda: gnu)
-    store = Store(str(tmp_path))
-    fd = store.open_log(NAME)
-    try:
-        mode = os.fstat(fd).st_mode
-        os.write(fd, b"out\n")
-    finally:
-        os.close(fd)
-    log = Path(store.log_path(NAME))
-    assert stat.S_ISFIFO(mode) == gnu and stat.S_ISREG(mode) == (not gnu)
-    until_in(log.parent, lambda: _bytes(log) == b"out\n", 30, "the line in the log")
-    assert stat.S_IMODE(log.stat().st_mode) == 0o600

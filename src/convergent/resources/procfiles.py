@@ -221,8 +221,6 @@ class Store:
 # appends the piece, or drains it should the log be unwritable (the process must not
 # get SIGPIPE for a full disk). Started in the background of a shell that exits at once,
 # so the keeper belongs to no agent: it ends when the last writer of the pipe closes it.
-# It alone holds the reading end (as its stdin, not also as fd 3, which its filters
-# would inherit): should it die, the process's next write gets SIGPIPE at once.
 _HALF = LOG_LIMIT // 2
 _FILTER = (
     f's=$(wc -c < "$L" 2>/dev/null) || s=0; [ "$s" -lt {_HALF} ] || mv -f -- "$L" "$L.1"; '
@@ -230,7 +228,7 @@ _FILTER = (
 )
 _KEEPER = (
     "umask 077; exec 3<&0; "
-    f'(split -b {_HALF} --filter="$F" - "$L." <&3 3<&- > /dev/null 2>&1 &); exec 3<&-'
+    f'(split -b {_HALF} --filter="$F" - "$L." <&3 > /dev/null 2>&1 &); exec 3<&-'
 )
 
 
