@@ -127,7 +127,7 @@ def until_in(directory: Path, holds: Callable[[], bool], bound: float, what: str
     """Return once ``holds()``; checked now and after each change of an entry of
     ``directory`` (created, written, renamed in or out, removed)."""
     deadline = time.monotonic() + bound
-    mask = IN_CREATE | IN_MODIFY | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM
+    mask = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM
     with _inotify(directory, mask) as fd:
         while not holds():
             assert _drain(fd, deadline), f"{what}: not within {bound} s"

@@ -8,20 +8,25 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+
 from convergent.resources.procfiles import LOG_LIMIT
 from tests.e2e.agent import convergent
-from tests.waits import open_fifo_writer, until_in
+from tests.waits import open_fifo_writer, until_written
 
 
 def _tail(log: Path) -> bytes:
-    try:
-        with log.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 5))
-            return f.read()
-    except FileNotFoundError:  # between a rotation and the next piece
-        return b""
+    with log.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 5))
+        return f.read()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the process writes straight into its log (O_APPEND); only a running agent "
+    "rotates it, so after a one-shot run the log grows without bound (3 GB in 4 s "
+    "with `yes`): capping it needs a pipe drained by a helper that outlives the agent",
+)
 def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> None:
     """The process writes 8 MiB only once the one-shot agent is gone (it waits on a FIFO
     the test opens after the run), so no running agent can rotate its log meanwhile."""
@@ -40,7 +45,7 @@ def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> N
     pid, log = int(found.group(1)), Path(found.group(2))
     try:
         os.close(open_fifo_writer(go, 30))  # the agent has exited: the process writes now
-        until_in(log.parent, lambda: _tail(log).endswith(b"done\n"), 30, "its last line")
+        until_written(log, lambda: _tail(log).endswith(b"done\n"), 30, "the process's last line")
         size = log.stat().st_size
     finally:
         os.killpg(pid, signal.SIGKILL)

@@ -13,11 +13,10 @@ a second one.
   paced by the meta parameters ``limit``/``burst`` (each restart is one pass); a command
   that cannot be started at all fails, paced by ``retry``/``delay``/``backoff``.
 - Its stdout and stderr go to ``STATE_DIR/processes/KEY.log`` (0600; ``convergent`` prints
-  the path in the first start's summary) through a keeper that outlives the agent
-  (``procfiles.keep_log``): the log stays under ``procfiles.LOG_LIMIT`` (1 MiB), with
-  or without an agent; each time it holds half of it, it becomes ``KEY.log.1`` and
-  starts again from empty. Without GNU ``split`` (busybox) the process writes to the log
-  itself, and only a running agent rotates it.
+  the path in the first start's summary). While an agent runs the log is kept under
+  ``procfiles.LOG_LIMIT`` (1 MiB): when it grows past it, its last 1 MiB becomes
+  ``KEY.log.1`` and it starts again from empty. With no agent running it grows until the
+  next agent starts.
 - ``state: stopped``: the stop signal to its process group, at most ``stop_timeout``
   seconds of waiting, then SIGKILL of the group.
 - A notification restarts it (``restart_on_refresh``), as does a change of ``cmd``,
@@ -142,8 +141,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
     def subscribe(self, ctx: Context) -> Callable[[], None]:
         """Watch the process's pidfd (registered when it is found or started) and its log,
-        which is rotated whenever it grows past the limit (a log its keeper does not keep
-        under it: a process started without one)."""
+        which is rotated whenever it grows past the limit."""
         self._event = ctx.event
         stop_log: Callable[[], None] | None = None
         if ctx.state is not None and not ctx.state.readonly:

@@ -186,17 +186,7 @@ class Store:
             os.unlink(os.path.join(self.path, self.key(owner) + ".json"))
 
     def open_log(self, owner: str) -> int:
-        """Where the output of ``owner``'s process goes: the writing end of a pipe whose
-        reader, a keeper that outlives the agent, appends to the log and rotates it
-        (:func:`keep_log`); where no keeper can run, the log itself opened for appending
-        (created 0600, capped first; only a running agent caps it then)."""
-        fd = self._open_log_file(owner)
-        if not _keeper_runs():
-            return fd
-        os.close(fd)  # the log exists, 0600, a regular file: the keeper appends to it
-        return keep_log(self.log_path(owner))
-
-    def _open_log_file(self, owner: str) -> int:
+        """The log of ``owner``, opened for appending (created 0600), capped first."""
         dfd = self._open_dir(create=True)
         assert dfd is not None
         try:
@@ -213,75 +203,6 @@ class Store:
             os.close(fd)
             raise
         return fd
-
-
-# The keeper: GNU split hands each HALF-sized piece of the output to the filter as it
-# comes; the filter rotates the log when it holds HALF or more (so the log and .1 keep
-# at least the last HALF between them, and the log never holds a full LOG_LIMIT), then
-# appends the piece, or drains it should the log be unwritable (the process must not
-# get SIGPIPE for a full disk). Started in the background of a shell that exits at once,
-# so the keeper belongs to no agent: it ends when the last writer of the pipe closes it.
-_HALF = LOG_LIMIT // 2
-_FILTER = (
-    f's=$(wc -c < "$L" 2>/dev/null) || s=0; [ "$s" -lt {_HALF} ] || mv -f -- "$L" "$L.1"; '
-    'cat >> "$L" || exec cat > /dev/null'
-)
-_KEEPER = (
-    "umask 077; exec 3<&0; "
-    f'(split -b {_HALF} --filter="$F" - "$L." <&3 > /dev/null 2>&1 &); exec 3<&-'
-)
-
-
-def keep_log(path: str) -> int:
-    """Start a keeper of the log at ``path``; return the writing end of its pipe (the
-    caller gives it to the process and closes its own copy). The keeper outlives the
-    agent and ends when every holder of the writing end has closed it."""
-    import subprocess
-
-    read, write = os.pipe2(os.O_CLOEXEC)
-    try:
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "SHELL": "/bin/sh", "L": path, "F": _FILTER}
-        shell = subprocess.Popen(
-            ["/bin/sh", "-c", _KEEPER],
-            stdin=read,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        shell.wait()  # it has put the keeper in the background and exited
-    except BaseException:
-        os.close(write)
-        raise
-    finally:
-        os.close(read)
-    return write
-
-
-@functools.cache
-def _keeper_runs() -> bool:
-    """Whether this host's ``split`` is GNU's, with ``--filter`` (coreutils 8.13 and
-    later); busybox's has none, and a keeper that cannot start would leave the process
-    a pipe with no reader."""
-    import subprocess
-
-    try:
-        done = subprocess.run(
-            ["split", "--version"],
-            capture_output=True,
-            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    head = done.stdout.split(b"\n", 1)[0].split()
-    if done.returncode != 0 or b"coreutils" not in b" ".join(head):
-        return False
-    try:
-        major, minor = (int(part) for part in head[-1].decode().split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (8, 13)
 
 
 def _sweep(dfd: int, prefix: str) -> None:
