@@ -25,7 +25,11 @@ def _tail(log: Path) -> bytes:
     strict=True,
     reason="the process writes straight into its log (O_APPEND); only a running agent "
     "rotates it, so after a one-shot run the log grows without bound (3 GB in 4 s "
-    "with `yes`): capping it needs a pipe drained by a helper that outlives the agent",
+    "with `yes`): capping it needs a reader that outlives the agent, one per log (a FIFO "
+    "new starts reuse, a lock against its exit), writing through the directory's "
+    "descriptor (O_NOFOLLOW, a regular file) and checking the size at each write: a "
+    "keeper per start (GNU split) was tried and reverted: it wrote by path as root, one "
+    "was left per restart whose children kept the pipe, and two on one log lost lines",
 )
 def test_a_process_log_stays_capped_after_the_agent_is_gone(tmp_path: Path) -> None:
     """The process writes 8 MiB only once the one-shot agent is gone (it waits on a FIFO
