@@ -439,20 +439,24 @@ def test_a_billion_laughs_in_a_vars_file_is_refused_as_it_is_read(tmp_path: Path
 @pytest.mark.parametrize(
     ("template", "why"),
     [
-        ("{{ range(100000) | list * 160 }}", "a product longer than 1,048,576"),
+        ("{{ range(100000) | list * 160 }}", "a product longer than 262,144"),
+        ("{{ [[0] * 262144] * 4 }}", "a value of more than 262,144 items in all"),
+        ("{{ (['x' * 16777216] * 64) | join }}", "a join longer than 16,777,216"),
+        ("{{ 'x' * 10000000 + 'y' * 10000000 }}", "a sum longer than 16,777,216"),
         (
             "{% for i in range(100000) %}{{ 'a' * 16000000 }}{% endfor %}",
             "an output longer than 67,108,864 characters",
         ),
     ],
-    ids=["list product", "loop output"],
+    ids=["list product", "nested lists", "join", "sum", "loop output"],
 )
 def test_a_template_cannot_ask_for_a_huge_list_or_output(
     tmp_path: Path, template: str, why: str
 ) -> None:
-    """A list's product is bounded by its items (~40 bytes each), a template's output by
-    its length: 16 million items, or 100,000 products each under the bound, were 600 MB
-    and 1.6 TB."""
+    """A list's product is bounded by its items (~40 bytes each), a lone expression's
+    value by its items in all, a join and a sum by their length, a template's output by
+    its length: 16 million items, four references to one long list, 64 long texts joined,
+    or 100,000 products each under the bound asked for 600 MB to 1.6 TB."""
     policy = write(
         tmp_path,
         {"site.yaml": f'resources:\n  - file: {tmp_path / "out"}\n    content: "{template}"\n'},
@@ -469,3 +473,16 @@ def test_a_template_may_still_make_a_large_value(tmp_path: Path) -> None:
         {"site.yaml": f"resources:\n  - file: {out}\n    content: \"{{{{ 'ab' * 4000000 }}}}\"\n"},
     )
     assert load(policy)[f"file[{out}]"].params.content == "ab" * 4_000_000
+
+
+def test_a_billion_laughs_in_a_set_value_is_an_error_not_a_string(tmp_path: Path) -> None:
+    """``--set`` keeps a value YAML cannot read as the text written, but one over the
+    bounds is refused, as in a vars file."""
+    lines = ["[&a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    value = ", ".join(lines) + "]"
+    policy = write(tmp_path, {"site.yaml": "resources:\n  - noop: a\n"})
+    done = cli("check", str(policy), "--set", f"big={value}")
+    assert done.returncode == 2, done.stderr
+    assert "--set big: aliases ('*name') make it stand for" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -195,3 +195,58 @@ def test_libyamls_composer_stops_at_the_entry_after_the_first_past_the_limit(
     assert compose("resources:\n" + entries[: entries.index("  - noop: 4")]) is not None
     assert compose("bundles:\n  b:\n    resources:\n" + entries.replace("  -", "      -"))
     assert compose("graph: g\nresources:\n  noop:\n" + entries.replace("noop: ", "name: "))
+
+
+def test_an_alias_past_the_limit_does_not_hide_the_entries_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An alias item makes no value of its own as the list is read: the next entry after
+    the limit still stops the load, naming the one past it (here the aliased entry)."""
+    for module in (build, nodes):
+        monkeypatch.setattr(module, "MAX_RESOURCES", 3)
+    text = "resources:\n  - &e {noop: a}\n  - noop: b\n  - noop: c\n  - *e\n" + "".join(
+        f"  - noop: n{i}\n" for i in range(5)
+    )
+    with pytest.raises(TooManyResources) as caught:
+        compose(text)
+    assert caught.value.entry.start_mark.line == 1  # the aliased entry, as written
+    with pytest.raises(PolicyError) as refused:
+        load_policy_text(text, "p.yaml")
+    (problem,) = refused.value.problems
+    assert (problem.line, problem.resource) == (2, "noop[a]")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: &l [{noop: a}, {noop: b}, {noop: c}, {noop: d}, {noop: e}]\nresources: *l\n",
+        "<<: {resources: [{noop: a}, {noop: b}, {noop: c}, {noop: d}, {noop: e}]}\n",
+    ],
+    ids=["an aliased list", "a merged key"],
+)
+def test_a_resources_list_read_whole_is_refused_before_any_entry_is_read(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    from convergent.policy import native
+
+    for module in (build, native, nodes):
+        monkeypatch.setattr(module, "MAX_RESOURCES", 3)
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(text, "p.yaml")
+    problems = [p for p in caught.value.problems if "resources in one policy" in p.message]
+    assert [p.resource for p in problems] == ["noop[d]"]
+
+
+def test_entries_the_language_may_leave_out_are_counted_as_made_not_as_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fleet's policy may write more entries than one host keeps (``if:``): the limit is
+    on the resources this host gets."""
+    from convergent.policy import lang
+
+    for module in (build, lang, nodes):
+        monkeypatch.setattr(module, "MAX_RESOURCES", 3)
+    text = "resources:\n" + "".join(
+        f"  - noop: n{i}\n    if: {'any' if i == 4 else 'windows'}\n" for i in range(6)
+    )
+    assert sorted(load_policy_text(text, "p.yaml").vertices) == ["noop[n4]"]

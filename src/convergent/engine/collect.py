@@ -185,7 +185,6 @@ class Collector:
         by_host: dict[str, str] = {}
         built = self._built
         self._built = {}
-        full = False  # the graph holds MAX_RESOURCES: the exports after are left out
         for key in sorted(exports, key=lambda k: (host_of(k), k)):
             text = exports[key]
             known = built.get(key)
@@ -202,17 +201,15 @@ class Collector:
                 whose = f"host {other}'s export" if other is not None else "this host's policy"
                 self._refuse(key, rid, f"{rid} is already in the graph ({whose} wins)")
                 continue
-            if len(graph.vertices) >= MAX_RESOURCES:
-                if not full:  # told once: the exports after it are left out as well
-                    full = True
-                    self._refuse(
-                        key,
-                        rid,
-                        f"this host's graph holds {MAX_RESOURCES:,} resources already, the "
-                        "most convergent runs, so this export and those after it are left "
-                        "out; collect fewer (a narrower pattern, or where:)",
-                    )
-                continue
+            if len(graph.vertices) >= MAX_RESOURCES:  # the exports after it are not built
+                self._refuse(
+                    key,
+                    rid,
+                    f"this host's graph holds {MAX_RESOURCES:,} resources already, the most "
+                    "convergent runs, so this export and those after it are left out; "
+                    "collect fewer (a narrower pattern, or where:)",
+                )
+                break
             by_host[rid] = host
             graph.add(resource)
         self.origins = by_host

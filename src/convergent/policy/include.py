@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING
 
 from convergent.policy.entries import MAX_NODES, TOP_KEYS
 from convergent.policy.nodes import (
-    TooManyResources,
     TooManyValues,
     Values,
     compose,
     describe,
-    entry_problem,
     expanded_size,
     is_list,
     is_mapping,
@@ -157,13 +155,9 @@ def _include(
     stream = io.StringIO(masked if masked is not None else text)
     stream.name = path  # the marks of its nodes name the file
     try:
-        root = compose(stream, seen.values_left)
+        root = compose(stream, seen.values_left, entries=False)  # counted as made
     except TooManyValues as exc:
         problems.at(at, f"include: {path}: {exc}")
-        return
-    except TooManyResources as exc:
-        where, rid = entry_problem(exc.entry)
-        problems.at(where, str(exc), rid)
         return
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -181,7 +181,7 @@ def read_invocations(text: str, filename: str) -> tuple[dict[str, Invocation], s
 
     problems = Problems(filename)
     masked = mask_flow_refs(text)
-    root = compose(masked if masked is not None else text)
+    root = compose(masked if masked is not None else text, entries=False)
     values = Values(problems, masked is not None)
     found: dict[str, Invocation] = {}
     bundles: set[str] = set()

@@ -143,7 +143,7 @@ def _load_yaml(text: str, filename: str, inputs: Inputs | None = None) -> Graph[
 
     problems = Problems(filename)
     masked = mask_flow_refs(text)
-    root = _compose(masked if masked is not None else text, problems)
+    root = _compose(masked if masked is not None else text, problems, not _may_filter(text))
     if problems:
         raise PolicyError(problems.sorted())
     if root is None:
@@ -175,26 +175,19 @@ def _load_yaml(text: str, filename: str, inputs: Inputs | None = None) -> Graph[
 
 
 _LANG_TOP_KEYS = frozenset(("vars", "classes", "include", "bundles", "invocations", "secrets"))
-_LANG_ENTRY_KEY = None  # compiled on first use
+_LANG_ENTRY_KEY: Any = None  # compiled on first use
 
 
 def _uses_language(root: MappingNode, text: str) -> bool:
     """Whether a policy needs the language's reader (:mod:`convergent.policy.lang`): a
     language key at the top, a template in a string, or a language key in an entry.
     Decided here, so that a plain policy never imports the language's modules."""
-    global _LANG_ENTRY_KEY
     for key_node, _ in root.value:
         if getattr(key_node, "value", None) in _LANG_TOP_KEYS:
             return True
     if "{{" in text or "{%" in text or "{#" in text:
         return True
-    if _LANG_ENTRY_KEY is None:
-        import re
-
-        _LANG_ENTRY_KEY = re.compile(
-            r"^[ \t]*(?:-[ \t]+)?(?:for_each|if|template)[ \t]*:", re.MULTILINE
-        )
-    return _LANG_ENTRY_KEY.search(text) is not None
+    return _uses_entry_keys(text)
 
 
 def _load_site(root: MappingNode, values: Any, inputs: Inputs | None) -> Graph[Resource[Any]]:
@@ -233,8 +226,38 @@ def _hidden(found: list[Problem], secrets: frozenset[str]) -> list[Problem]:
     ]
 
 
-def _compose(text: str, problems: Problems) -> Node | None:
-    """The YAML document's root node (None for an empty document), or a problem."""
+def _may_filter(text: str) -> bool:
+    """Whether ``text`` may use the language, whose ``if:`` and classes may leave out
+    entries written: then its entries are counted as they are made, not as they are read.
+    Decided on the text, before it is composed (``_uses_language`` decides on the nodes)."""
+    global _LANG_TOP_KEY
+    if "{{" in text or "{%" in text or "{#" in text:
+        return True
+    if _LANG_TOP_KEY is None:
+        import re
+
+        keys = "|".join(sorted(_LANG_TOP_KEYS))
+        _LANG_TOP_KEY = re.compile(rf"^[\"']?(?:{keys})[\"']?[ \t]*:", re.MULTILINE)
+    return _LANG_TOP_KEY.search(text) is not None or _uses_entry_keys(text)
+
+
+_LANG_TOP_KEY: Any = None  # compiled on first use
+
+
+def _uses_entry_keys(text: str) -> bool:
+    global _LANG_ENTRY_KEY
+    if _LANG_ENTRY_KEY is None:
+        import re
+
+        _LANG_ENTRY_KEY = re.compile(
+            r"^[ \t]*(?:-[ \t]+)?(?:for_each|if|template)[ \t]*:", re.MULTILINE
+        )
+    return _LANG_ENTRY_KEY.search(text) is not None
+
+
+def _compose(text: str, problems: Problems, entries: bool = True) -> Node | None:
+    """The YAML document's root node (None for an empty document), or a problem.
+    ``entries``: count the top-level ``resources:`` list as it is read."""
     import yaml
 
     from convergent.policy.nodes import (
@@ -247,7 +270,7 @@ def _compose(text: str, problems: Problems) -> Node | None:
     )
 
     try:
-        node = compose(text)
+        node = compose(text, entries=entries)
     except TooManyValues as exc:
         problems.add(1, 1, str(exc))
         return None

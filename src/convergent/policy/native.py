@@ -30,6 +30,7 @@ from convergent.graph.identity import format_id, parse_ref
 from convergent.policy.entries import (
     EDGE_KEYS,
     ENTRY_KEY_NAMES,
+    MAX_RESOURCES,
     TOP_KEYS,
     Entry,
     Link,
@@ -37,11 +38,13 @@ from convergent.policy.entries import (
     Problems,
     Recv,
     edge,
+    too_many_resources,
 )
 from convergent.policy.nodes import (
     STR,
     Values,
     describe,
+    entry_problem,
     is_list,
     is_mapping,
     is_null,
@@ -89,6 +92,10 @@ def read_native(root: Node, values: Values) -> tuple[list[Entry], list[Link], tu
         return entries, links, collect
     if not is_list(resources):
         _bad_resources(resources, problems)
+        return entries, links, collect
+    if len(resources.value) > MAX_RESOURCES:  # an aliased or merged list: before reading any
+        where, rid = entry_problem(resources.value[MAX_RESOURCES])
+        problems.at(where, too_many_resources(), rid)
         return entries, links, collect
     for item in resources.value:
         if not is_mapping(item):

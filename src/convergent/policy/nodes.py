@@ -94,6 +94,7 @@ class _Loader(_BaseLoader):
     counts the values it composes and the entries of the top-level ``resources:`` list."""
 
     values_left = MAX_NODES
+    entries = True  # count the top-level resources: list (a policy without the language)
     _root: Node | None = None
     _entries: Any = None  # the top-level resources: list (a SequenceNode), once it has an entry
     _resources_next = False  # the value composed next is the top-level resources:
@@ -108,7 +109,7 @@ class _Loader(_BaseLoader):
         if left < 0:
             raise TooManyValues(too_many_values())
         self.values_left = left
-        if current_node is None:
+        if current_node is None or not self.entries:
             return
         if self._root is None:
             self._root = current_node
@@ -120,7 +121,12 @@ class _Loader(_BaseLoader):
             self._resources_next = False
             if type(current_node) is SequenceNode:
                 self._entries = current_node
-        if current_index == MAX_RESOURCES + 1 and current_node is self._entries:
+        # past the limit, not at it: an alias item makes no call of its own
+        if (
+            type(current_index) is int
+            and current_index > MAX_RESOURCES
+            and current_node is self._entries
+        ):
             raise TooManyResources(current_node.value[MAX_RESOURCES])
 
     def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
@@ -133,17 +139,20 @@ class _Loader(_BaseLoader):
         return SEQ if kind is SequenceNode else MAP
 
 
-def compose(text: str | IO[str], limit: int = MAX_NODES) -> Node | None:
+def compose(text: str | IO[str], limit: int = MAX_NODES, *, entries: bool = True) -> Node | None:
     """The root node of the one YAML document in ``text`` (None when it is empty).
 
     Raises PyYAML's errors (``yaml.MarkedYAMLError``, ``yaml.reader.ReaderError``),
     :class:`TooManyValues` once more than ``limit`` values are composed (aliases aside:
-    :func:`expanded_size` measures what they stand for), and :class:`TooManyResources`
-    when the entry after the first one past :data:`MAX_RESOURCES` comes (one past it is
-    the builder's to refuse, as the fast path does).
+    :func:`expanded_size` measures what they stand for), and, with ``entries``,
+    :class:`TooManyResources` when an entry after the first one past
+    :data:`MAX_RESOURCES` comes (one past it is the builder's to refuse, as the fast path
+    does). Without ``entries`` (the language, whose ``if:`` may drop entries; variables)
+    the list is left to whoever reads it.
     """
     loader = _Loader(text)
     loader.values_left = limit
+    loader.entries = entries
     try:
         node: Node | None = loader.get_single_node()
         return node
@@ -169,15 +178,15 @@ def load_value(text: str) -> Any:
     """``yaml.safe_load(text)`` within the policy's bounds: at most :data:`MAX_NODES`
     values written, and aliases standing for at most as many as a policy's may (a
     "billion laughs" in a variables file is refused here, not when a template renders it).
-    Raises ``yaml.YAMLError`` (:class:`TooManyValues` among them)."""
+    Raises ``yaml.YAMLError``; :class:`TooManyValues` when over a bound."""
     from convergent.policy.entries import MAX_EXPANDED_NODES
 
-    root = compose(text)
+    root = compose(text, entries=False)
     if root is None:
         return None
     written, expanded = expanded_size(root)
     if expanded > max(MAX_EXPANDED_NODES, 4 * written):
-        raise yaml.YAMLError(
+        raise TooManyValues(
             f"aliases ('*name') make it stand for {expanded:,} values, from {written:,} "
             f"written (the limit is {MAX_EXPANDED_NODES:,}, or four times the values "
             "written); write the repeated parts out, or use fewer aliases"

@@ -138,7 +138,9 @@ _ENV: Any = None
 #: The longest text ``*`` may make (a list: ``MAX_ITEMS``), and the largest number ``**``
 #: may, in a template: a policy cannot ask for gigabytes with one expression.
 MAX_PRODUCT = 16 * 1024 * 1024
-MAX_ITEMS = 1024 * 1024  # a list's items take ~40 bytes each, a text's characters one
+# A list's items: ~40 bytes each (a text's characters take one), and a list longer than
+# MAX_RESOURCES has no use in a policy (a for_each over it would be refused).
+MAX_ITEMS = 256 * 1024
 #: The most characters one template renders: a loop of products stops there.
 MAX_RENDERED = 64 * 1024 * 1024
 
@@ -151,10 +153,15 @@ def _env() -> Any:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         class _Bounded(ImmutableSandboxedEnvironment):
-            intercepted_binops = frozenset(("*", "**"))
+            intercepted_binops = frozenset(("*", "**", "+"))
 
             def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-                if operator == "*":
+                if operator == "+":
+                    sized = isinstance(left, (str, list, tuple)) and type(left) is type(right)
+                    most = MAX_PRODUCT if isinstance(left, str) else MAX_ITEMS
+                    if sized and len(left) + len(right) > most:
+                        raise SecurityError(f"a sum longer than {most:,}")
+                elif operator == "*":
                     for seq, n in ((left, right), (right, left)):
                         most = MAX_PRODUCT if isinstance(seq, str) else MAX_ITEMS
                         sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
@@ -167,7 +174,45 @@ def _env() -> Any:
                 return super().call_binop(context, operator, left, right)
 
         _ENV = _Bounded(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+        _ENV.filters["join"] = _bounded_join(_ENV.filters["join"], SecurityError)
     return _ENV
+
+
+def _bounded_join(join: Any, refused: type[Exception]) -> Any:
+    """Jinja2's ``join`` filter, refusing before it joins more than :data:`MAX_PRODUCT`
+    characters (a list of long texts joined is a product ``*`` does not see)."""
+    from jinja2 import pass_eval_context
+
+    @pass_eval_context
+    def bounded(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        if isinstance(value, (list, tuple)):
+            total = sum(len(item) for item in value if isinstance(item, str))
+            if total + len(d) * max(0, len(value) - 1) > MAX_PRODUCT:
+                raise refused(f"a join longer than {MAX_PRODUCT:,}")
+        return join(eval_ctx, value, d, attribute)
+
+    return bounded
+
+
+def _within(value: Any) -> Any:
+    """A lone expression's value, refused when it holds more than :data:`MAX_ITEMS` items
+    in all (nested lists that share an inner one count each time: each becomes nodes of
+    its own) or a text longer than :data:`MAX_RENDERED`."""
+    from jinja2.exceptions import SecurityError
+
+    items = 0
+    stack = [value]
+    while stack:
+        found = stack.pop()
+        if isinstance(found, str):
+            if len(found) > MAX_RENDERED:
+                raise SecurityError(f"a text longer than {MAX_RENDERED:,} characters")
+        elif isinstance(found, (list, tuple, dict)):
+            items += len(found)
+            if items > MAX_ITEMS:
+                raise SecurityError(f"a value of more than {MAX_ITEMS:,} items in all")
+            stack.extend(found.values() if isinstance(found, dict) else found)
+    return value
 
 
 def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
@@ -181,7 +226,7 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
             value = env.compile_expression(whole.group(1), undefined_to_none=False)(**scope)
             if isinstance(value, jinja2.Undefined):
                 str(value)  # raises UndefinedError with the name
-            return value
+            return _within(value)
         return _bounded(env.from_string(text).generate(**scope))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(

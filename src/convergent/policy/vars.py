@@ -80,10 +80,12 @@ def parse_assignment(text: str, option: str, *, as_yaml: bool = True) -> tuple[s
         return name, value
     import yaml
 
-    from convergent.policy.nodes import load_value
+    from convergent.policy.nodes import TooManyValues, load_value
 
     try:
         return name, load_value(value) if value.strip() else ""
+    except TooManyValues as exc:
+        raise VarsError(f"{option} {name}: {exc}") from None
     except yaml.YAMLError:
         return name, value
 
