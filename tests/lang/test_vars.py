@@ -486,3 +486,28 @@ def test_a_billion_laughs_in_a_set_value_is_an_error_not_a_string(tmp_path: Path
     assert done.returncode == 2, done.stderr
     assert "--set big: aliases ('*name') make it stand for" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("entries", "limit", "at"),
+    [
+        ('  - file: /srv/f{i}\n    content: "{{{{ \'x\' * 40 }}}}"\n', "MAX_LOAD_TEXT", 7),
+        ('  - noop: "n{i}-{{{{ item }}}}"\n    for_each: "{{{{ range(10) | list }}}}"\n',
+         "MAX_LOAD_ITEMS", 5),
+    ],
+    ids=["characters", "items"],
+)  # fmt: skip
+def test_the_templates_of_one_load_render_a_bounded_amount_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entries: str, limit: str, at: int
+) -> None:
+    """Each template is bounded, and so is their sum: 40 entries of 16 Mi characters each
+    were 640 MB. Past the budget (here 100 characters, or 15 items), one problem at the
+    template that passed it, and nothing more is rendered."""
+    from convergent.policy import template
+
+    monkeypatch.setattr(template, limit, {"MAX_LOAD_TEXT": 100, "MAX_LOAD_ITEMS": 15}[limit])
+    text = "resources:\n" + "".join(entries.format(i=i) for i in range(5))
+    policy = write(tmp_path, {"site.yaml": text})
+    (problem,) = problems(policy)
+    assert problem.line == at
+    assert problem.message.startswith("the templates of this policy render more than")

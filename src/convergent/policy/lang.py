@@ -87,6 +87,8 @@ class Site:
         self.bundles: dict[str, Bundle] = {}
         self.classes: Any = None
         self.made: list[_Made] = []
+        # (characters, items) the templates rendered so far; None once past the budget
+        self.spent: tuple[int, int] | None = (0, 0)
         self._hits: set[str] = set()  # keys of the entry being rendered that hold a secret
         self.uses: dict[str, Node] = {}  # BUNDLE[USE] -> where it is used
         self.links: list[Link] = []  # written by bundle uses
@@ -101,14 +103,16 @@ class Site:
         A problem is reported at the string; the string is then left as written.
         """
         if _is_scalar(node):
-            if node.tag != STR or not has_template(node.value):
-                return node
+            if node.tag != STR or not has_template(node.value) or self.spent is None:
+                return node  # (spent None: the load's templates rendered all they may)
             try:
                 from convergent.policy.template import render
 
                 value = render(node.value, scope)
             except TemplateError as exc:
                 self.template_problem(node, exc, owner)
+                return node
+            if not self.afford(value, node):
                 return node
             if self.secrets and self._holds_secret(value):
                 self._hits.add("")
@@ -124,6 +128,26 @@ class Site:
                 return node
             return MappingNode(node.tag, pairs, node.start_mark, node.end_mark)
         return node
+
+    def afford(self, value: Any, node: Node) -> bool:
+        """Count what a template rendered against the load's budget; past it, one problem
+        (at ``node``) and no template is rendered any more."""
+        from convergent.policy.template import MAX_LOAD_ITEMS, MAX_LOAD_TEXT, weigh
+
+        if self.spent is None:
+            return False
+        text, items = weigh(value)
+        spent = self.spent = (self.spent[0] + text, self.spent[1] + items)
+        if spent[0] <= MAX_LOAD_TEXT and spent[1] <= MAX_LOAD_ITEMS:
+            return True
+        self.spent = None
+        self.problems.at(
+            node,
+            f"the templates of this policy render more than {MAX_LOAD_TEXT:,} characters "
+            f"or {MAX_LOAD_ITEMS:,} list items in all; render less (a for_each over fewer "
+            "items), or keep large contents in files that 'source:' copies",
+        )
+        return False
 
     def _holds_secret(self, value: Any) -> bool:
         text = value if isinstance(value, str) else repr(value)
@@ -260,6 +284,8 @@ class Site:
             path = self._paths[(here, path_node.value)] = os.path.normpath(joined)
         from convergent.policy.template import render_file
 
+        if self.spent is None:
+            return None
         try:
             text = render_file(path, scope, self.templates)
         except TemplateError as exc:
@@ -267,6 +293,8 @@ class Site:
                 self.problems.at(value_node, exc.message)
             else:
                 self.template_problem(value_node, exc, None)
+            return None
+        if not self.afford(text, value_node):
             return None
         content_key = ScalarNode(STR, "content", key_node.start_mark, key_node.end_mark)
         return content_key, ScalarNode(STR, text, value_node.start_mark, value_node.end_mark)

@@ -19,7 +19,15 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["TemplateError", "has_template", "render", "render_file"]
+__all__ = [
+    "MAX_LOAD_ITEMS",
+    "MAX_LOAD_TEXT",
+    "TemplateError",
+    "has_template",
+    "render",
+    "render_file",
+    "weigh",
+]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _EXPR = re.compile(r"\{\{\s*(" + _NAME + r"(?:\." + _NAME + r")*)\s*\}\}")
@@ -143,6 +151,10 @@ MAX_PRODUCT = 16 * 1024 * 1024
 MAX_ITEMS = 256 * 1024
 #: The most characters one template renders: a loop of products stops there.
 MAX_RENDERED = 64 * 1024 * 1024
+#: What all the templates of one load may render together: characters, and the items of
+#: the lists and mappings lone expressions give (each becomes a node, ~400 bytes).
+MAX_LOAD_TEXT = 256 * 1024 * 1024
+MAX_LOAD_ITEMS = 1024 * 1024
 
 
 def _env() -> Any:
@@ -192,6 +204,20 @@ def _bounded_join(join: Any, refused: type[Exception]) -> Any:
         return join(eval_ctx, value, d, attribute)
 
     return bounded
+
+
+def weigh(value: Any) -> tuple[int, int]:
+    """``(characters, items)`` a rendered value holds (each bounded by :func:`_within`)."""
+    text = items = 0
+    stack = [value]
+    while stack:
+        found = stack.pop()
+        if isinstance(found, str):
+            text += len(found)
+        elif isinstance(found, (list, tuple, dict)):
+            items += len(found)
+            stack.extend(found.values() if isinstance(found, dict) else found)
+    return text, items
 
 
 def _within(value: Any) -> Any:
