@@ -447,16 +447,27 @@ def test_a_billion_laughs_in_a_vars_file_is_refused_as_it_is_read(tmp_path: Path
             "{% for i in range(100000) %}{{ 'a' * 16000000 }}{% endfor %}",
             "an output longer than 67,108,864 characters",
         ),
+        (
+            "{% set ns = namespace(a='') %}{% for i in range(200) %}"
+            "{% set ns.a = ns.a ~ ('x' * 16000000) %}{% endfor %}{{ ns.a | length }}",
+            "a concatenation longer than 16,777,216",
+        ),
+        (
+            "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% else %}"
+            "{{ 'x' * 16000000 }}{% endif %}{% endmacro %}{{ f(30) | length }}",
+            "an output longer than 67,108,864 characters",
+        ),
     ],
-    ids=["list product", "nested lists", "join", "sum", "loop output"],
+    ids=["list product", "nested lists", "join", "sum", "loop output", "tilde", "macro"],
 )
 def test_a_template_cannot_ask_for_a_huge_list_or_output(
     tmp_path: Path, template: str, why: str
 ) -> None:
     """A list's product is bounded by its items (~40 bytes each), a lone expression's
-    value by its items in all, a join and a sum by their length, a template's output by
-    its length: 16 million items, four references to one long list, 64 long texts joined,
-    or 100,000 products each under the bound asked for 600 MB to 1.6 TB."""
+    value by its items in all, a join, a sum and a ``~`` by their length, what a template
+    or a macro renders by its length: 16 million items, four references to one long
+    list, 64 long texts joined, a namespace grown in a loop, a macro doubling itself, or
+    100,000 products each under the bound asked for 600 MB to 1.6 TB."""
     policy = write(
         tmp_path,
         {"site.yaml": f'resources:\n  - file: {tmp_path / "out"}\n    content: "{template}"\n'},

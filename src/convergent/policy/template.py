@@ -161,11 +161,40 @@ def _env() -> Any:
     global _ENV
     if _ENV is None:
         from jinja2 import StrictUndefined
+        from jinja2.compiler import CodeGenerator, optimizeconst
         from jinja2.exceptions import SecurityError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+        class _Codegen(CodeGenerator):
+            """``~`` through the environment's bounded join: Jinja2's own ``str_join`` is
+            one the sandbox does not see (a loop appending to a ``namespace()`` grew
+            without bound)."""
+
+            @optimizeconst
+            def visit_Concat(self, node: Any, frame: Any) -> None:
+                self.write("environment.tilde((")
+                for arg in node.nodes:
+                    self.visit(arg, frame)
+                    self.write(", ")
+                self.write("))")
+
         class _Bounded(ImmutableSandboxedEnvironment):
             intercepted_binops = frozenset(("*", "**", "+"))
+            code_generator_class = _Codegen
+
+            @staticmethod
+            def tilde(parts: Any) -> str:
+                """``a ~ b``: the parts as text, at most :data:`MAX_PRODUCT` characters."""
+                texts = [str(part) for part in parts]
+                if sum(len(text) for text in texts) > MAX_PRODUCT:
+                    raise SecurityError(f"a concatenation longer than {MAX_PRODUCT:,}")
+                return "".join(texts)
+
+            @staticmethod
+            def concat(parts: Any) -> str:
+                """What a template or a macro renders, joined: at most
+                :data:`MAX_RENDERED` characters (a macro calling itself twice doubled)."""
+                return _bounded(parts)
 
             def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
                 if operator == "+":
