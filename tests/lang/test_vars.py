@@ -514,9 +514,9 @@ def test_the_templates_of_one_load_render_a_bounded_amount_in_all(
     """Each template is bounded, and so is their sum: 40 entries of 16 Mi characters each
     were 640 MB. Past the budget (here 100 characters, or 15 items), one problem at the
     template that passed it, and nothing more is rendered."""
-    from convergent.policy import template
+    from convergent.policy import lang
 
-    monkeypatch.setattr(template, limit, {"MAX_LOAD_TEXT": 100, "MAX_LOAD_ITEMS": 15}[limit])
+    monkeypatch.setattr(lang, limit, {"MAX_LOAD_TEXT": 100, "MAX_LOAD_ITEMS": 15}[limit])
     text = "resources:\n" + "".join(entries.format(i=i) for i in range(5))
     policy = write(tmp_path, {"site.yaml": text})
     (problem,) = problems(policy)

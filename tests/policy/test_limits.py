@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from convergent.errors import PolicyError
-from convergent.policy import build, fast, load_policy, load_policy_text, nodes
+from convergent.policy import build, load_policy, load_policy_text, nodes
 from convergent.policy.fast import load_plain
 from convergent.policy.loader import MAX_POLICY_BYTES, _load_yaml
 from convergent.policy.nodes import TooManyResources, TooManyValues, compose, expanded_size
@@ -157,7 +157,7 @@ def test_both_paths_refuse_the_first_resource_past_the_limit_alike(
     the first one past: "more past") and the builder (one past) report the same problem."""
     text = "resources:\n" + "".join(f"  - noop: {name.format(i=i)}\n" for i in range(count))
     assert (load_plain(text, "p.yaml") is None) == (name == "{i}")  # a number: the full path
-    for module in (build, fast, nodes):
+    for module in (build, nodes):
         monkeypatch.setattr(module, "MAX_RESOURCES", 3)
     with pytest.raises(PolicyError) as caught:
         load_policy_text(text, "p.yaml")
@@ -168,7 +168,7 @@ def test_both_paths_refuse_the_first_resource_past_the_limit_alike(
     with pytest.raises(PolicyError) as full:
         _load_yaml(text, "p.yaml")
     assert full.value.problems == caught.value.problems
-    for module in (build, fast, nodes):
+    for module in (build, nodes):
         monkeypatch.setattr(module, "MAX_RESOURCES", count)
     assert len(load_policy_text(text, "p.yaml").vertices) == count
 

@@ -64,6 +64,16 @@ class _Kinds:
         return found
 
 
+def too_many(entries: list[Entry], problems: Problems) -> bool:
+    """Whether there are more than :data:`MAX_RESOURCES` entries; if so the problem is
+    added, at the first one past the limit (the fast path and the builder alike)."""
+    if len(entries) <= MAX_RESOURCES:
+        return False
+    past = entries[MAX_RESOURCES]
+    problems.at(past.kind_at, too_many_resources(), past.id)
+    return True
+
+
 def build(
     entries: list[Entry],
     links: list[Link],
@@ -76,9 +86,7 @@ def build(
     More than :data:`MAX_RESOURCES` entries are one problem, at the first one past it,
     found before any is converted.
     """
-    if len(entries) > MAX_RESOURCES:
-        past = entries[MAX_RESOURCES]
-        problems.at(past.kind_at, too_many_resources(), past.id)
+    if too_many(entries, problems):
         return None
     known = _Kinds()
     first: dict[str, Entry] = {}

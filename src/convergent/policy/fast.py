@@ -60,7 +60,7 @@ from convergent.errors import PolicyError
 from convergent.graph.collect import Collect, normal_path
 from convergent.graph.core import Graph
 from convergent.graph.identity import format_id, parse_ref
-from convergent.policy.build import build
+from convergent.policy.build import build, too_many
 from convergent.policy.entries import (
     EDGE_KEYS,
     ENTRY_KEY_NAMES,
@@ -71,7 +71,6 @@ from convergent.policy.entries import (
     Location,
     Problems,
     edge,
-    too_many_resources,
     too_many_values,
 )
 from convergent.resources.base import Resource, get_kind
@@ -152,7 +151,8 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
     collect = _CollectReader()
     line_match = _LINE.fullmatch
     values = 1  # the values YAML composes from the lines so far: the top-level mapping...
-    most = MAX_NODES
+    most, most_entries = MAX_NODES, MAX_RESOURCES
+    problems = Problems(filename)  # only the limits' before the builder's
     for number, line in enumerate(_lines(text), 1):
         if len(line) > _LONGEST:
             return None
@@ -216,8 +216,8 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
             values += 1  # ...each entry's mapping...
             if values > most:
                 _too_many_values(filename)
-            if len(entries) > MAX_RESOURCES:  # where libyaml's composer stops too
-                _too_many_resources(filename, entries[MAX_RESOURCES])
+            if len(entries) > most_entries and too_many(entries, problems):
+                raise PolicyError(problems.sorted())  # where libyaml's composer stops too
             values += 2  # ...its first key and value...
             kind_at = _at(Location, (filename, number, dash + 3))
             name_at = _at(Location, (filename, number, match.end(3) + 3))
@@ -245,18 +245,16 @@ def load_plain(text: str, filename: str = "<policy>") -> Graph[Resource[Any]] | 
                 if len(shared) < _SHARED_KEPT:
                     shared[value] = value
             entry.params[key] = value
-    if values > MAX_NODES:
+    if values > most:
         _too_many_values(filename)
     if not entries or "resources" not in seen:
         return None
     collects = collect.done() if "collect" in seen else ()
     if collects is None:
         return None
-    problems = Problems(filename)
-    graph = build(entries, links, problems, collects)
-    if graph is None and len(entries) > MAX_RESOURCES:
-        raise PolicyError(problems.sorted())  # the full path would compose it all to say so
-    return graph  # None: the full path reports
+    if too_many(entries, problems):  # the full path would compose it all to say so
+        raise PolicyError(problems.sorted())
+    return build(entries, links, problems, collects)  # None: the full path reports
 
 
 def _too_many_values(filename: str) -> None:
@@ -264,14 +262,6 @@ def _too_many_values(filename: str) -> None:
     :data:`MAX_NODES` (before anything else about it is known)."""
     problems = Problems(filename)
     problems.add(1, 1, too_many_values())
-    raise PolicyError(problems.sorted())
-
-
-def _too_many_resources(filename: str, past: Entry) -> None:
-    """Refuse the policy as the full path does when the entry after ``past``, the first
-    one past :data:`MAX_RESOURCES`, comes (and as the builder would)."""
-    problems = Problems(filename)
-    problems.at(past.kind_at, too_many_resources(), past.id)
     raise PolicyError(problems.sorted())
 
 

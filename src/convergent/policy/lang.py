@@ -24,7 +24,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from convergent.policy.entries import MAX_RESOURCES, Entry, Link, Problems, mark_file
 from convergent.policy.nodes import MAP, NULL, SEQ, STR, Values, describe, is_list, is_mapping
 from convergent.policy.nodes import is_scalar as _is_scalar
-from convergent.policy.template import TemplateError, has_template
+from convergent.policy.template import (
+    MAX_LOAD_ITEMS,
+    MAX_LOAD_TEXT,
+    TemplateError,
+    has_template,
+    weigh,
+)
 
 if TYPE_CHECKING:
     from convergent.graph.collect import Collect
@@ -132,11 +138,9 @@ class Site:
     def afford(self, value: Any, node: Node) -> bool:
         """Count what a template rendered against the load's budget; past it, one problem
         (at ``node``) and no template is rendered any more."""
-        from convergent.policy.template import MAX_LOAD_ITEMS, MAX_LOAD_TEXT, weigh
-
         if self.spent is None:
             return False
-        text, items = weigh(value)
+        text, items = weigh(value, MAX_LOAD_ITEMS)
         spent = self.spent = (self.spent[0] + text, self.spent[1] + items)
         if spent[0] <= MAX_LOAD_TEXT and spent[1] <= MAX_LOAD_ITEMS:
             return True

@@ -235,11 +235,13 @@ def _bounded_join(join: Any, refused: type[Exception]) -> Any:
     return bounded
 
 
-def weigh(value: Any) -> tuple[int, int]:
-    """``(characters, items)`` a rendered value holds (each bounded by :func:`_within`)."""
+def weigh(value: Any, most_items: int = MAX_LOAD_ITEMS) -> tuple[int, int]:
+    """``(characters, items)`` a rendered value holds: its texts' lengths, and the items of
+    its lists and mappings (nested lists that share an inner one count it each time: each
+    becomes nodes of its own). The walk stops once past ``most_items``."""
     text = items = 0
     stack = [value]
-    while stack:
+    while stack and items <= most_items:
         found = stack.pop()
         if isinstance(found, str):
             text += len(found)
@@ -251,22 +253,14 @@ def weigh(value: Any) -> tuple[int, int]:
 
 def _within(value: Any) -> Any:
     """A lone expression's value, refused when it holds more than :data:`MAX_ITEMS` items
-    in all (nested lists that share an inner one count each time: each becomes nodes of
-    its own) or a text longer than :data:`MAX_RENDERED`."""
+    in all or more than :data:`MAX_RENDERED` characters."""
     from jinja2.exceptions import SecurityError
 
-    items = 0
-    stack = [value]
-    while stack:
-        found = stack.pop()
-        if isinstance(found, str):
-            if len(found) > MAX_RENDERED:
-                raise SecurityError(f"a text longer than {MAX_RENDERED:,} characters")
-        elif isinstance(found, (list, tuple, dict)):
-            items += len(found)
-            if items > MAX_ITEMS:
-                raise SecurityError(f"a value of more than {MAX_ITEMS:,} items in all")
-            stack.extend(found.values() if isinstance(found, dict) else found)
+    text, items = weigh(value, MAX_ITEMS)
+    if items > MAX_ITEMS:
+        raise SecurityError(f"a value of more than {MAX_ITEMS:,} items in all")
+    if text > MAX_RENDERED:
+        raise SecurityError(f"a text longer than {MAX_RENDERED:,} characters")
     return value
 
 
