@@ -12,6 +12,7 @@ from convergent.render import say
 
 if TYPE_CHECKING:
     from convergent.graph.core import Graph
+    from convergent.policy.cache import PolicyCache
     from convergent.policy.vars import Inputs
     from convergent.resources.base import Resource
 
@@ -41,9 +42,12 @@ def _say(message: str) -> None:
 _INPUTS: dict[str, Inputs | None] = {}
 
 
-def load_graph(file: str, inputs: Inputs | None = None) -> Graph[Resource[Any]] | None:
+def load_graph(
+    file: str, inputs: Inputs | None = None, cache: PolicyCache | None = None
+) -> Graph[Resource[Any]] | None:
     """Load and validate the policy ``file`` (``inputs``: ``--set``, ``--class``...;
-    None: those ``file`` was loaded with before, if it was).
+    None: those ``file`` was loaded with before, if it was; ``cache``: where a plain
+    policy's graph is kept between runs, ``convergent run``'s).
 
     Returns None after printing what is wrong (every problem with its ``file:line:col``,
     or why the file could not be read) to stderr.
@@ -59,7 +63,7 @@ def load_graph(file: str, inputs: Inputs | None = None) -> Graph[Resource[Any]] 
         _say(f"convergent: {file}: no such file; check the path of the policy")
         return None
     try:
-        graph = load_policy(file, inputs=inputs)
+        graph = load_policy(file, inputs=inputs, cache=cache)
         graph.validate()
     except PolicyError as exc:
         for line in [str(problem) for problem in exc.problems] or [str(exc)]:

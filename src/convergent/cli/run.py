@@ -61,14 +61,20 @@ def run_command(args: argparse.Namespace) -> int:
         say(error)
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
-    graph = load_graph(args.file, inputs)
+    from convergent.state.statedir import default_state_dir, open_state_dir
+
+    state_dir = os.path.abspath(args.state_dir or default_state_dir())
+    cache = None
+    if not args.noop and not inputs:  # noop writes nothing, not even the cache
+        from convergent.policy.cache import PolicyCache
+
+        cache = PolicyCache(state_dir)
+    graph = load_graph(args.file, inputs, cache)
     if graph is None:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     from convergent.host.children import reap_orphans
-    from convergent.state.statedir import default_state_dir, open_state_dir
 
-    state_dir = os.path.abspath(args.state_dir or default_state_dir())
     cluster = None
     if any(getattr(args, name, None) for name in CLUSTER_OPTIONS):
         from convergent.cli.cluster import UsageError, cluster_config
@@ -99,6 +105,14 @@ def run_command(args: argparse.Namespace) -> int:
         say(f"convergent: {exc}")
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
+    if cache is not None:
+        if not cache.confirm(opened.path):  # kept in another directory than this one
+            graph = load_graph(args.file, inputs)
+            if graph is None:
+                opened.close()
+                print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+                return 2
+        cache.save(opened.path)
     state = opened.db
     world = None
     hostname = getattr(args, "hostname", None)

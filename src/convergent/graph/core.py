@@ -106,6 +106,20 @@ class Graph(Generic[T]):
         # add() copies it (one dict of N entries less for the engine's prepared graph).
         self._lent = False
 
+    @classmethod
+    def of(cls, vertices: dict[str, T], edges: Iterable[Edge]) -> Graph[T]:
+        """A graph of ``vertices`` (identity -> payload, taken as it is: each key must be
+        its payload's ``id``) and ``edges``, as a graph that held them gives them back
+        (:attr:`vertices`, :meth:`edges`); the way a saved graph is made again without a
+        call per vertex (policy/cache.py)."""
+        graph: Graph[T] = cls()
+        graph._vertices = vertices
+        out, into = graph._out, graph._in
+        for edge in edges:
+            out.setdefault(edge.source, {})[edge.target] = edge
+            into.setdefault(edge.target, {})[edge.source] = edge
+        return graph
+
     # -- building ---------------------------------------------------------------------
 
     def add(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from yaml.nodes import MappingNode, Node
 
+    from convergent.policy.cache import PolicyCache
     from convergent.policy.entries import Problems
     from convergent.policy.vars import Inputs
 
@@ -40,11 +41,17 @@ _EMPTY = (
 
 
 def load_policy(
-    path: str | Path, *, max_bytes: int = MAX_POLICY_BYTES, inputs: Inputs | None = None
+    path: str | Path,
+    *,
+    max_bytes: int = MAX_POLICY_BYTES,
+    inputs: Inputs | None = None,
+    cache: PolicyCache | None = None,
 ) -> Graph[Resource[Any]]:
     """Load and validate a policy file; raise PolicyError listing every problem.
 
     ``inputs``: what the command line gives the policy (``--set``, ``--class``...).
+    ``cache``: where a plain policy's graph is kept between runs (without ``inputs``
+    only): the graph kept for these bytes, if any, else the one read, kept.
 
     A file longer than ``max_bytes`` is refused before it is read (a pipe or a file that
     grows while read, as soon as it has gone past the limit).
@@ -61,6 +68,12 @@ def load_policy(
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PolicyError([_too_large(p, len(data), max_bytes, grew=True)])
+    if inputs:
+        cache = None
+    if cache is not None:
+        kept = cache.lookup(p, data)
+        if kept is not None:
+            return kept
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -71,7 +84,7 @@ def load_policy(
             [Problem(p, line, column, "not UTF-8 text; save the policy as UTF-8")]
         ) from None
     del data  # not held through the load (the policy's size again)
-    return load_policy_text(text, p, inputs=inputs)
+    return load_policy_text(text, p, inputs=inputs, cache=cache)
 
 
 def _too_large(
@@ -113,11 +126,12 @@ def load_policy_text(
     *,
     max_bytes: int = MAX_POLICY_BYTES,
     inputs: Inputs | None = None,
+    cache: PolicyCache | None = None,
 ) -> Graph[Resource[Any]]:
     """Load a policy from ``text`` (``filename`` is used in messages only).
 
     Text longer than ``max_bytes`` characters is refused, as :func:`load_policy` refuses
-    such a file.
+    such a file. ``cache``: told of a graph the fast reader made (:func:`load_policy`).
     """
     if len(text) > max_bytes:
         raise PolicyError([_too_large(filename, len(text), max_bytes, unit="characters")])
@@ -126,6 +140,8 @@ def load_policy_text(
     graph = None
     if inputs is None or not inputs:
         graph = load_plain(text, filename)  # the plainest policies, without YAML; None: others
+        if graph is not None and cache is not None:
+            cache.remember(graph)
     return graph if graph is not None else _load_yaml(text, filename, inputs)
 
 

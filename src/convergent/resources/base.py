@@ -422,6 +422,19 @@ class Resource(Generic[P]):
         self.meta = meta if meta is not None else Meta()
         self.validate()
 
+    @classmethod
+    def restored(cls, name: str, params: P, meta: Meta) -> Resource[P]:
+        """The resource a validated one of this kind with these values was, made again
+        (a policy kept between runs, policy/cache.py): only :meth:`validate` runs, for
+        what the kind derives from its parameters; the name's and the parameters' checks
+        of :meth:`__init__` were passed when they were first read."""
+        resource = cls.__new__(cls)
+        resource.name = name
+        resource.params = params
+        resource.meta = meta
+        resource.validate()
+        return resource
+
     @property
     def id(self) -> str:
         """``kind[name]``, made once (the engine asks often; one string per resource)."""

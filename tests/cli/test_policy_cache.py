@@ -1,0 +1,130 @@
+"""``convergent run`` keeps a plain policy's graph in its state directory: an unchanged
+policy is not read again, an edited one always is, and a cache file the agent cannot
+trust (another user's, one others may write, a symlink, a FIFO, one a crash cut short)
+is never used.
+
+Where a test needs to see that the kept graph was used, it plants a kept graph of
+another policy under the policy's own bytes (``_forge``): only a run that used the file
+applies that other policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from convergent.policy import load_policy_text
+from convergent.policy.cache import NAME, encode_graph
+from tests.e2e.agent import convergent
+
+
+def _policy(target: Path, content: str) -> str:
+    return f'resources:\n  - file: "{target}"\n    content: "{content}"\n    mode: "0644"\n'
+
+
+def _run(policy: Path, state: Path, *extra: str) -> None:
+    done = convergent(
+        "run", str(policy), "--state-dir", str(state), "--converged-timeout", "0", *extra
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+
+
+def _forge(policy: Path, other: str) -> bytes:
+    """A kept graph of the policy text ``other``, filed under ``policy``'s bytes."""
+    blob = encode_graph(load_policy_text(other, str(policy)), str(policy), policy.read_bytes())
+    assert blob is not None
+    return blob
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    target, policy, state = tmp_path / "motd", tmp_path / "site.yaml", tmp_path / "state"
+    policy.write_text(_policy(target, "one"))
+    return target, policy, state
+
+
+def test_an_unchanged_policy_is_made_from_what_the_last_run_kept(tmp_path: Path) -> None:
+    target, policy, state = _setup(tmp_path)
+    _run(policy, state)
+    assert target.read_text() == "one"
+    kept = state / NAME
+    assert kept.stat().st_mode & 0o777 == 0o600
+    kept.write_bytes(_forge(policy, _policy(target, "two")))
+    _run(policy, state)
+    assert target.read_text() == "two"  # the kept graph, not the file, was used
+
+
+def test_an_edited_policy_is_read_again(tmp_path: Path) -> None:
+    target, policy, state = _setup(tmp_path)
+    _run(policy, state)
+    kept = (state / NAME).read_bytes()
+    policy.write_text(_policy(target, "two"))  # the same length, another byte
+    _run(policy, state)
+    assert target.read_text() == "two"
+    assert (state / NAME).read_bytes() != kept  # kept again, for the new text
+
+
+@pytest.mark.parametrize("how", ["group-writable", "another user's", "symlink", "fifo"])
+def test_a_cache_file_the_agent_cannot_trust_is_not_used(tmp_path: Path, how: str) -> None:
+    target, policy, state = _setup(tmp_path)
+    _run(policy, state)
+    kept = state / NAME
+    forged = _forge(policy, _policy(target, "two"))
+    kept.unlink()
+    if how == "group-writable":
+        kept.write_bytes(forged)
+        kept.chmod(0o620)
+    elif how == "another user's":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the file to another user")
+        kept.write_bytes(forged)
+        os.chown(kept, 65534, 65534)
+    elif how == "symlink":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.write_bytes(forged)
+        elsewhere.chmod(0o600)
+        kept.symlink_to(elsewhere)
+    else:
+        os.mkfifo(kept, 0o600)  # no writer: a read would wait for ever
+    _run(policy, state)  # bounded: a hang fails the test
+    assert target.read_text() == "one"
+    if how == "symlink":
+        assert (tmp_path / "elsewhere").read_bytes() == forged  # not written through
+        assert not kept.is_symlink()
+
+
+def test_a_cache_a_crash_cut_short_is_read_as_none(tmp_path: Path) -> None:
+    """The states a kill -9 or a power loss leaves: the temp file half written (the kill
+    before the rename) and, as no sync follows the rename, a file renamed in place whose
+    data did not all reach the disk (cut short, or its end zeros)."""
+    target, policy, state = _setup(tmp_path)
+    _run(policy, state)
+    kept = state / NAME
+    whole = kept.read_bytes()
+    forged = _forge(policy, _policy(target, "two"))
+    for damaged in (forged[: len(forged) // 2], forged[:-1] + b"\0", b"", whole[:100]):
+        (state / ".policy.cache.tmp").write_bytes(forged[:50])
+        kept.write_bytes(damaged)
+        target.write_text("drift")
+        _run(policy, state)
+        assert target.read_text() == "one"
+        assert kept.read_bytes() == whole  # kept again, whole
+        kept.write_bytes(damaged)
+
+
+def test_noop_runs_and_runs_with_inputs_keep_nothing(tmp_path: Path) -> None:
+    target, policy, state = _setup(tmp_path)
+    state.mkdir(mode=0o700)
+    _run(policy, state)
+    (state / NAME).unlink()
+    _run(policy, state, "--noop")
+    assert not (state / NAME).exists()  # noop writes nothing in the state directory
+    _run(policy, state, "--set", "x=1")
+    assert not (state / NAME).exists()
+    language = tmp_path / "lang.yaml"
+    language.write_text(
+        f'vars:\n  word: one\nresources:\n  - file: {target}\n    content: "{{{{ word }}}}"\n'
+    )
+    _run(language, state)
+    assert not (state / NAME).exists()  # only the fast reader's graphs are kept
