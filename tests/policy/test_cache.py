@@ -196,3 +196,20 @@ def test_a_graph_kept_in_one_directory_is_not_confirmed_for_another(tmp_path: Pa
     assert use.lookup("/etc/site.yaml", data) is not None
     assert use.confirm(str(kept))
     assert not use.confirm(str(other))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '  - user: alice\n    password_hash: "$6$salt$hash"\n',
+        "  - exec: migrate\n    cmd: [/bin/true]\n    env: {DB_PASSWORD: hunter2}\n",
+        "  - download: /srv/app.tgz\n    url: http://127.0.0.1/app.tgz\n"
+        "    sha256: " + "a" * 64 + "\n    headers: {Authorization: Bearer abc}\n",
+    ],
+)
+def test_a_graph_whose_parameters_hold_a_credential_is_not_kept(entry: str) -> None:
+    """The kept file holds the policy's text and parameters: no credential goes there
+    (no file of the state directory holds one)."""
+    text = "resources:\n  - noop: first\n" + entry
+    graph = load_policy_text(text, "/etc/site.yaml")
+    assert encode_graph(graph, "/etc/site.yaml", text.encode()) is None

@@ -17,9 +17,12 @@ takes ~15 ms to read, convert and check; made again from what the run before kep
 Only graphs the fast reader made are kept: its result depends on the text alone (no
 ``--set``, vars, facts, templates or includes), and on nothing of the host. Only built-in
 kinds whose resources are made by :class:`~convergent.resources.base.Resource`'s own
-``__init__``; a graph with secrets or bundle uses is not kept. A resource made again runs
-its kind's ``validate()`` (what the kind derives from its parameters), not the conversion
-and the NUL check its parameters passed when they were first read.
+``__init__``; a graph with secrets or bundle uses is not kept, nor one where a parameter
+holds a credential (``user``'s ``password_hash``, a ``password``, ``env`` or ``headers``
+values: :func:`~convergent.resources.params.holds_credentials`): the file holds the
+policy's text and parameters, and no file of the state directory holds those. A resource
+made again runs its kind's ``validate()`` (what the kind derives from its parameters), not
+the conversion and the NUL check its parameters passed when they were first read.
 
 Read before the state directory is opened (the load comes first, and a bad policy must
 not create it), the file is trusted only from a directory of this user that no one else
@@ -45,6 +48,7 @@ import msgspec
 from convergent.graph.collect import Collect
 from convergent.graph.core import Edge, Graph
 from convergent.resources.base import Meta, Resource, builtin_classes, get_kind
+from convergent.resources.params import holds_credentials
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,6 +125,8 @@ def _keepable(graph: Graph[Resource[Any]]) -> bool:
     for resource in graph.vertices.values():
         cls = type(resource)
         if builtin.get(cls.__name__) != cls.__module__ or cls.__init__ is not Resource.__init__:
+            return False
+        if holds_credentials(resource.kind, resource.params):
             return False
     return True
 

@@ -10,9 +10,50 @@ import msgspec
 
 from convergent.errors import ParamError
 
-__all__ = ["convert_params", "param_fields", "reject_nul"]
+__all__ = [
+    "CREDENTIALS",
+    "CREDENTIAL_MAPS",
+    "convert_params",
+    "holds_credentials",
+    "is_credential",
+    "param_fields",
+    "reject_nul",
+]
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+#: (kind, parameter) whose whole value is a credential; ``*`` matches every kind.
+CREDENTIALS = frozenset({("user", "password_hash"), ("*", "password")})
+#: Mappings whose values may be credentials (their keys are not).
+CREDENTIAL_MAPS = frozenset({"headers", "env", "environment"})
+_CREDENTIAL_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key", "private_key")
+
+
+def is_credential(kind: str, name: str) -> bool:
+    """Whether the parameter ``name`` of ``kind`` holds a credential by its nature
+    (``user``'s ``password_hash``; any name that says password, secret, token or key):
+    never shown (web/params.py) nor kept outside the policy (policy/cache.py)."""
+    if (kind, name) in CREDENTIALS or ("*", name) in CREDENTIALS:
+        return True
+    lowered = name.lower()
+    return any(word in lowered for word in _CREDENTIAL_WORDS)
+
+
+_credential_fields: dict[tuple[str, type], tuple[str, ...]] = {}
+
+
+def holds_credentials(kind: str, params: msgspec.Struct) -> bool:
+    """Whether ``params`` gives a credential parameter a value, or a value to one of the
+    mappings of :data:`CREDENTIAL_MAPS` (the names are looked at once per kind)."""
+    shape = (kind, type(params))
+    names = _credential_fields.get(shape)
+    if names is None:
+        names = _credential_fields[shape] = tuple(
+            name
+            for name in params.__struct_fields__
+            if is_credential(kind, name) or name in CREDENTIAL_MAPS
+        )
+    return any(getattr(params, name) for name in names)
 
 
 def convert_params(params_type: type[S], fields: dict[str, Any]) -> S:

@@ -19,22 +19,15 @@ from typing import Any
 
 import msgspec
 
+from convergent.resources.params import CREDENTIAL_MAPS, CREDENTIALS, is_credential
+
 __all__ = ["HIDDEN", "MAX_TEXT", "SECRET", "shown_params"]
 
 SECRET = "<secret>"
 MAX_TEXT = 4096
 #: (kind, parameter) whose whole value is hidden; ``*`` matches every kind.
-HIDDEN = frozenset({("user", "password_hash"), ("*", "password")})
-_VALUES_HIDDEN = frozenset({"headers", "env", "environment"})  # mappings: keys shown
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key", "private_key")
+HIDDEN = CREDENTIALS
 _URLS = frozenset({"url", "checksum_url", "source_url"})
-
-
-def _secret_name(kind: str, name: str) -> bool:
-    if (kind, name) in HIDDEN or ("*", name) in HIDDEN:
-        return True
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def _url(text: str) -> str:
@@ -85,9 +78,9 @@ def shown_params(
             continue
         if value == defaults.get(field, msgspec.NODEFAULT):
             continue
-        if _secret_name(kind, field):
+        if is_credential(kind, field):
             shown[field] = SECRET if value else value
-        elif field in _VALUES_HIDDEN and isinstance(value, Mapping):
+        elif field in CREDENTIAL_MAPS and isinstance(value, Mapping):
             shown[field] = {hide(str(k)): SECRET for k in value}
         elif field in _URLS and isinstance(value, str):
             shown[field] = _url(hide(value))
