@@ -100,6 +100,30 @@ def test_a_state_directory_reached_through_a_users_symlink_is_refused(open_lab: 
     assert not (real / "state").exists()
 
 
+def test_a_state_directory_behind_a_users_symlink_in_a_sticky_directory_is_refused(
+    open_lab: Path,
+) -> None:
+    """In a sticky directory (as /tmp) a user's symlink is hers to point elsewhere between
+    two of the agent's steps, at a directory of hers (the kernel follows it for root
+    unless fs.protected_symlinks is on): refused before anything is written."""
+    shared = open_lab / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    real = open_lab / "real"
+    real.mkdir(mode=0o700)
+    link = shared / "state"
+    link.symlink_to(real)
+    os.lchown(link, NOBODY, NOBODY)
+    policy = open_lab / "p.yaml"
+    policy.write_text("resources:\n  - noop: x\n")
+    done = _run(link, policy)
+    assert done.returncode == 2
+    assert f"{link} is a symlink of uid {NOBODY}, who could point it at a directory" in (
+        done.stderr
+    )
+    assert os.listdir(real) == []
+
+
 def test_a_state_directory_behind_roots_own_symlink_works(open_lab: Path) -> None:
     real = open_lab / "real"
     real.mkdir(mode=0o755)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from convergent.policy import load_policy_text
-from convergent.policy.cache import NAME, encode_graph
+from convergent.policy.cache import NAME, encode_graph, key
 from tests.e2e.agent import convergent
 
 
@@ -33,9 +33,10 @@ def _run(policy: Path, state: Path, *extra: str) -> None:
 
 def _forge(policy: Path, other: str) -> bytes:
     """A kept graph of the policy text ``other``, filed under ``policy``'s bytes."""
-    blob = encode_graph(load_policy_text(other, str(policy)), str(policy), policy.read_bytes())
-    assert blob is not None
-    return blob
+    graph = load_policy_text(other, str(policy))
+    pieces = encode_graph(graph, key(str(policy), policy.read_bytes()))
+    assert pieces is not None
+    return b"".join(pieces)
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -128,3 +129,22 @@ def test_noop_runs_and_runs_with_inputs_keep_nothing(tmp_path: Path) -> None:
     )
     _run(language, state)
     assert not (state / NAME).exists()  # only the fast reader's graphs are kept
+
+
+def test_the_cache_is_written_only_into_the_directory_the_agent_locked(tmp_path: Path) -> None:
+    """The path swapped for another directory between the lock and the write: the graph
+    is neither used from it nor kept in it (``StateDir.directory`` refuses it)."""
+    from convergent.cli.load import load_graph, settle
+    from convergent.policy.cache import PolicyCache
+    from convergent.state.statedir import open_state_dir
+
+    _, policy, state = _setup(tmp_path)
+    cache = PolicyCache(str(state))
+    graph = load_graph(str(policy), None, cache)
+    assert graph is not None and not cache.used
+    with open_state_dir(str(state), mode="exclusive") as opened:
+        state.rename(tmp_path / "locked")
+        state.mkdir(mode=0o700)
+        assert settle(cache, opened, str(policy), None, graph) is graph
+        assert os.listdir(state) == []
+        assert not (tmp_path / "locked" / NAME).exists()

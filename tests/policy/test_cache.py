@@ -4,10 +4,12 @@ that one: another policy, other code, a damaged or untrusted file all read the p
 from __future__ import annotations
 
 import os
+import random
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from convergent.graph.core import Graph
@@ -71,6 +73,16 @@ POLICIES = {
         f'  - file: "/srv/bench/f{i:05d}"\n    content: "i am f{i:05d}\\n"\n    mode: "0644"\n'
         for i in range(300)
     ).join(["resources:\n", ""]),
+    "edge-orders": """
+        resources:
+          - noop: c
+          - noop: d
+            require: "noop[a]"
+          - noop: b
+            before: "noop[c]"
+          - noop: a
+            before: "noop[c]"
+        """,
     "collect": """
         resources:
           - file: /srv/a
@@ -82,22 +94,44 @@ POLICIES = {
 }
 
 
-def _slots(resource: Resource[Any]) -> dict[str, Any]:
+def _strict(value: Any) -> Any:
+    """``value`` with the type of everything in it: 300 and 300.0 differ here."""
+    if isinstance(value, msgspec.Struct):
+        fields = [(f, _strict(getattr(value, f))) for f in value.__struct_fields__]
+        return (type(value), fields)
+    if isinstance(value, (list, tuple, frozenset, set)):
+        items = sorted(map(repr, value)) if isinstance(value, (set, frozenset)) else value
+        return (type(value), [_strict(v) for v in items])
+    if isinstance(value, dict):
+        return (dict, [(_strict(k), _strict(v)) for k, v in value.items()])
+    return (type(value), value)
+
+
+def _slots(resource: Resource[Any]) -> list[Any]:
     """Every slot a resource has set, its kind's derived values included."""
-    found = {}
+    found = []
     for cls in type(resource).__mro__:
         for name in cls.__dict__.get("__slots__", ()):
             if hasattr(resource, name) and name != "_rid":
-                found[name] = getattr(resource, name)
+                found.append((name, _strict(getattr(resource, name))))
     return found
 
 
 def _shape(graph: Graph[Resource[Any]]) -> list[Any]:
+    """Everything a graph says, in its orders: vertices, edges out and in, what it
+    collects, and the topological order its grouping follows."""
     vertices = [
-        (vid, type(r), r.kind, r.name, r.params, r.meta, _slots(r))
+        (vid, type(r), r.kind, r.name, _strict(r.params), _strict(r.meta), _slots(r))
         for vid, r in graph.vertices.items()
     ]
-    return [vertices, sorted(graph.edges(), key=repr), graph.collect]
+    edges = [_strict(edge) for edge in graph.edges()]
+    return [vertices, edges, list(graph.into()), _strict(graph.collect), graph.topological_order()]
+
+
+def _blob(graph: Graph[Resource[Any]], data: bytes, name: str = "/etc/site.yaml") -> bytes:
+    pieces = encode_graph(graph, cache.key(name, data))
+    assert pieces is not None
+    return b"".join(pieces)
 
 
 def _loaded(text: str, name: str = "/etc/site.yaml") -> tuple[Graph[Resource[Any]], bytes]:
@@ -110,9 +144,8 @@ def _loaded(text: str, name: str = "/etc/site.yaml") -> tuple[Graph[Resource[Any
 @pytest.mark.parametrize("key", sorted(POLICIES))
 def test_a_kept_graph_is_the_graph_its_policy_reads(key: str) -> None:
     graph, data = _loaded(POLICIES[key])
-    blob = encode_graph(graph, "/etc/site.yaml", data)
-    assert blob is not None
-    again = decode_graph(blob, "/etc/site.yaml", data)
+    blob = _blob(graph, data)
+    again = decode_graph(blob, cache.key("/etc/site.yaml", data))
     assert again is not None
     assert _shape(again) == _shape(graph)
     again.validate()
@@ -120,12 +153,11 @@ def test_a_kept_graph_is_the_graph_its_policy_reads(key: str) -> None:
 
 def test_a_kept_graph_is_only_for_the_same_bytes_under_the_same_name() -> None:
     graph, data = _loaded(POLICIES["every-kind"])
-    blob = encode_graph(graph, "/etc/site.yaml", data)
-    assert blob is not None
+    blob = _blob(graph, data)
     changed = data.replace(b"blue", b"teal")  # same length: the whole text is compared
     assert len(changed) == len(data)
-    assert decode_graph(blob, "/etc/site.yaml", changed) is None
-    assert decode_graph(blob, "/etc/other.yaml", data) is None  # messages name the file
+    assert decode_graph(blob, cache.key("/etc/site.yaml", changed)) is None
+    assert decode_graph(blob, cache.key("/etc/other.yaml", data)) is None  # messages name the file
 
 
 def test_a_kept_graph_is_not_used_once_convergent_s_code_changed(
@@ -138,33 +170,31 @@ def test_a_kept_graph_is_not_used_once_convergent_s_code_changed(
         cache, "_code", lambda: [(str(module), info.st_ino, info.st_size, info.st_mtime_ns)]
     )
     graph, data = _loaded(POLICIES["every-kind"])
-    blob = encode_graph(graph, "/etc/site.yaml", data)
-    assert blob is not None
-    assert decode_graph(blob, "/etc/site.yaml", data) is not None
+    blob = _blob(graph, data)
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is not None
     os.utime(module, ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # edited: its time
-    assert decode_graph(blob, "/etc/site.yaml", data) is None
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is None
     os.utime(module, ns=(info.st_atime_ns, info.st_mtime_ns))
-    assert decode_graph(blob, "/etc/site.yaml", data) is not None
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is not None
     replacement = tmp_path / "new.py"
     replacement.write_text("x = 1\n")
     os.utime(replacement, ns=(info.st_atime_ns, info.st_mtime_ns))
     replacement.rename(module)  # same bytes, size and time; another file (an upgrade)
-    assert decode_graph(blob, "/etc/site.yaml", data) is None
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is None
     module.unlink()
-    assert decode_graph(blob, "/etc/site.yaml", data) is None
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is None
 
 
 def test_a_damaged_cache_never_gives_another_graph() -> None:
     graph, data = _loaded(POLICIES["every-kind"])
-    blob = encode_graph(graph, "/etc/site.yaml", data)
-    assert blob is not None
+    blob = _blob(graph, data)
     expected = _shape(graph)
     damaged = [blob[:n] for n in range(0, len(blob), 97)]
     damaged += [blob[:n] + bytes(len(blob) - n) for n in range(0, len(blob), 211)]  # zeros
     for n in range(0, len(blob), 7):  # one byte changed anywhere
         damaged.append(blob[:n] + bytes([blob[n] ^ 0x20]) + blob[n + 1 :])
     for bad in damaged:
-        again = decode_graph(bad, "/etc/site.yaml", data)
+        again = decode_graph(bad, cache.key("/etc/site.yaml", data))
         assert again is None or _shape(again) == expected
 
 
@@ -177,16 +207,17 @@ def test_only_a_graph_of_built_in_kinds_without_secrets_is_kept() -> None:
         """
     )
     assert type(graph["widget[w1]"]) is Widget
-    assert encode_graph(graph, "/etc/site.yaml", data) is None  # a plug-in's code may change
+    assert (
+        encode_graph(graph, cache.key("/etc/site.yaml", data)) is None
+    )  # a plug-in's code may change
     graph, data = _loaded(POLICIES["every-kind"])
     graph.secrets = frozenset({"hunter2"})
-    assert encode_graph(graph, "/etc/site.yaml", data) is None
+    assert encode_graph(graph, cache.key("/etc/site.yaml", data)) is None
 
 
 def test_a_graph_kept_in_one_directory_is_not_confirmed_for_another(tmp_path: Path) -> None:
     graph, data = _loaded(POLICIES["every-kind"])
-    blob = encode_graph(graph, "/etc/site.yaml", data)
-    assert blob is not None
+    blob = _blob(graph, data)
     kept, other = tmp_path / "kept", tmp_path / "other"
     kept.mkdir(mode=0o700)
     other.mkdir(mode=0o700)
@@ -194,8 +225,12 @@ def test_a_graph_kept_in_one_directory_is_not_confirmed_for_another(tmp_path: Pa
     (kept / cache.NAME).chmod(0o600)
     use = PolicyCache(str(kept))
     assert use.lookup("/etc/site.yaml", data) is not None
-    assert use.confirm(str(kept))
-    assert not use.confirm(str(other))
+    for directory, same in ((kept, True), (other, False)):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert use.confirm(fd) is same
+        finally:
+            os.close(fd)
 
 
 @pytest.mark.parametrize(
@@ -212,4 +247,47 @@ def test_a_graph_whose_parameters_hold_a_credential_is_not_kept(entry: str) -> N
     (no file of the state directory holds one)."""
     text = "resources:\n  - noop: first\n" + entry
     graph = load_policy_text(text, "/etc/site.yaml")
-    assert encode_graph(graph, "/etc/site.yaml", text.encode()) is None
+    assert encode_graph(graph, cache.key("/etc/site.yaml", text.encode())) is None
+
+
+def _random_policy(seed: int) -> str:
+    """Noops with random edges of each kind, all pointing from earlier to later entries
+    (so never a cycle), written in random places."""
+    rng = random.Random(seed)
+    count = rng.randint(2, 9)
+    lines = ["resources:"]
+    for i in range(count):
+        lines.append(f"  - noop: n{i}")
+        for key, others in (
+            ("require", range(i)),
+            ("before", range(i + 1, count)),
+            ("notify", range(i + 1, count)),
+        ):
+            if others and rng.random() < 0.5:
+                refs = rng.sample(list(others), rng.randint(1, min(3, len(others))))
+                lines.append(f"    {key}: [" + ", ".join(f'"noop[n{r}]"' for r in refs) + "]")
+        if rng.random() < 0.3:
+            lines.append(f"    meta: {{autogroup: false, retry: {rng.randint(1, 3)}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_kept_graph_keeps_every_order_of_random_graphs() -> None:
+    """The order of a vertex's sources decides the topological order, and so the groups
+    the engine makes: a graph made again must give them in the same order."""
+    for seed in range(300):
+        graph, data = _loaded(_random_policy(seed))
+        again = decode_graph(_blob(graph, data), cache.key("/etc/site.yaml", data))
+        assert again is not None
+        assert _shape(again) == _shape(graph), seed
+
+
+def test_a_kept_graph_is_not_used_by_another_installation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another copy of convergent (a new virtual environment, another version installed
+    beside this one) leaves this one's files as they were: it reads the policy again."""
+    import convergent
+
+    graph, data = _loaded(POLICIES["every-kind"])
+    blob = _blob(graph, data)
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is not None
+    monkeypatch.setattr(convergent, "__file__", "/opt/convergent-2/convergent/__init__.py")
+    assert decode_graph(blob, cache.key("/etc/site.yaml", data)) is None

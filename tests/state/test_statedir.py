@@ -186,3 +186,26 @@ def test_a_start_copies_the_database_again_only_when_it_changed(tmp_path: Path) 
         StateDB(tmp_path / BACKUP, readonly=True) as backup,
     ):
         assert backup.get_kv("k") == "two"
+
+
+def test_the_directory_an_agent_writes_in_is_the_one_it_locked(tmp_path: Path) -> None:
+    """``StateDir.directory()`` gives the locked directory, never one put at its path
+    since (what the agent writes by name relative to it, the policy cache, lands there)."""
+    path = tmp_path / "state"
+    with open_state_dir(str(path), mode="exclusive") as opened:
+        fd = opened.directory()
+        try:
+            assert os.path.samestat(os.fstat(fd), path.stat())
+        finally:
+            os.close(fd)
+        path.rename(tmp_path / "moved")
+        path.mkdir(mode=0o700)  # another directory, of the same user, at the path
+        with pytest.raises(StateError, match="no longer the directory this agent locked"):
+            opened.directory()
+        path.rmdir()
+        (tmp_path / "moved").rename(path)
+    with (
+        open_state_dir(str(path), mode="shared") as reader,
+        pytest.raises(StateError, match="not held by this agent"),
+    ):
+        reader.directory()

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from convergent.policy.cache import PolicyCache
     from convergent.policy.vars import Inputs
     from convergent.resources.base import Resource
+    from convergent.state.statedir import StateDir
 
-__all__ = ["CLUSTER_OPTIONS", "load_graph", "remote_key"]
+__all__ = ["CLUSTER_OPTIONS", "load_graph", "remote_key", "settle"]
 
 #: The options that put a run in a cluster (cli/cluster.py reads them); without any of
 #: them the run is this host's alone and imports nothing of the cluster's. A remote run
@@ -102,3 +103,27 @@ def remote_key(path: str) -> str | None:
             value = line[len("remote:") :].split(" #", 1)[0].strip().strip("'\"")
             return value or None
     return None
+
+
+def settle(
+    cache: PolicyCache,
+    opened: StateDir,
+    file: str,
+    inputs: Inputs | None,
+    graph: Graph[Resource[Any]],
+) -> Graph[Resource[Any]] | None:
+    """The graph a run goes on with, once its state directory is ``opened`` (locked):
+    ``graph``, unless ``cache`` gave it from another directory than the one locked (then
+    ``file`` read again: None, its problems said, when it no longer loads); a graph read
+    is then kept in the locked directory."""
+    try:
+        directory = opened.directory()
+    except (OSError, ConvergentError):  # the path no longer leads to it: neither used nor kept
+        return load_graph(file, inputs) if cache.used else graph
+    try:
+        if not cache.confirm(directory):
+            return load_graph(file, inputs)
+        cache.save(directory)
+    finally:
+        os.close(directory)
+    return graph

@@ -21,7 +21,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from convergent.cli.load import CLUSTER_OPTIONS, load_graph, remote_key
+from convergent.cli.load import CLUSTER_OPTIONS, load_graph, remote_key, settle
 from convergent.errors import ConvergentError
 from convergent.render import JsonRenderer, TextRenderer, outlive_readers, say
 
@@ -65,7 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     state_dir = os.path.abspath(args.state_dir or default_state_dir())
     cache = None
-    if not args.noop and not inputs:  # noop writes nothing, not even the cache
+    if not args.noop:  # noop writes nothing, not even the cache
         from convergent.policy.cache import PolicyCache
 
         cache = PolicyCache(state_dir)
@@ -106,13 +106,11 @@ def run_command(args: argparse.Namespace) -> int:
         print(NOTHING_CHANGED, file=sys.stderr, flush=True)
         return 2
     if cache is not None:
-        if not cache.confirm(opened.path):  # kept in another directory than this one
-            graph = load_graph(args.file, inputs)
-            if graph is None:
-                opened.close()
-                print(NOTHING_CHANGED, file=sys.stderr, flush=True)
-                return 2
-        cache.save(opened.path)
+        graph = settle(cache, opened, args.file, inputs, graph)
+        if graph is None:  # the policy, read again, no longer loads
+            opened.close()
+            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+            return 2
     state = opened.db
     world = None
     hostname = getattr(args, "hostname", None)

@@ -107,17 +107,23 @@ class Graph(Generic[T]):
         self._lent = False
 
     @classmethod
-    def of(cls, vertices: dict[str, T], edges: Iterable[Edge]) -> Graph[T]:
-        """A graph of ``vertices`` (identity -> payload, taken as it is: each key must be
-        its payload's ``id``) and ``edges``, as a graph that held them gives them back
-        (:attr:`vertices`, :meth:`edges`); the way a saved graph is made again without a
-        call per vertex (policy/cache.py)."""
+    def of(
+        cls,
+        vertices: dict[str, T],
+        edges: Iterable[Edge],
+        into: Iterable[tuple[str, Iterable[str]]],
+    ) -> Graph[T]:
+        """The graph another one was, from what it gave: :attr:`vertices` (taken as it
+        is: each key must be its payload's ``id``), :meth:`edges` and :meth:`into`, each
+        order kept (the order of a vertex's sources is its topological order's, and so
+        its grouping's); a saved graph made again without a call per vertex
+        (policy/cache.py)."""
         graph: Graph[T] = cls()
         graph._vertices = vertices
-        out, into = graph._out, graph._in
+        out = graph._out
         for edge in edges:
             out.setdefault(edge.source, {})[edge.target] = edge
-            into.setdefault(edge.target, {})[edge.source] = edge
+        graph._in = {target: {s: out[s][target] for s in sources} for target, sources in into}
         return graph
 
     # -- building ---------------------------------------------------------------------
@@ -215,6 +221,11 @@ class Graph(Generic[T]):
     def edges(self) -> Iterator[Edge]:
         for targets in self._out.values():
             yield from targets.values()
+
+    def into(self) -> Iterator[tuple[str, list[str]]]:
+        """Each vertex with edges in and their sources, in the order they were added."""
+        for target, sources in self._in.items():
+            yield target, list(sources)
 
     def edge(self, source: str, target: str) -> Edge | None:
         return self._out.get(source, {}).get(target)

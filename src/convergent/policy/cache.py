@@ -6,37 +6,42 @@ takes ~15 ms to read, convert and check; made again from what the run before kep
 (docs/performance.md, "The policy kept between runs"). What is kept, in
 ``STATE_DIR/policy.cache``:
 
-- the policy's file name and bytes (compared whole), the Python and msgspec
-  versions and this format's; a policy changed by one byte, or loaded under another name
-  (messages name it), is read again;
-- every convergent module the load had imported, with its inode, size and modification
-  time: an upgrade or an edit of convergent's code reads the policy again;
-- each resource's kind, name, parameters and meta parameters (msgpack, decoded into the
-  kind's own types), the edges and what the policy collects, with a digest of them.
+- the key: the policy's file name (messages name it), a BLAKE2b digest of its bytes, the
+  directory convergent runs from, the Python and msgspec versions; another policy, a
+  policy edited by one byte, or another installation reads the policy again;
+- every convergent module the process had imported when it read the policy, with its
+  inode, size and modification time: an upgrade or an edit in place reads it again;
+- each resource's kind, name, the parameters and meta parameters the policy gave
+  (msgpack, decoded into the kind's own types: those it did not give are the types'
+  own defaults, as when read), the edges in both of the graph's orders and what the
+  policy collects, with a CRC-32 of them.
 
 Only graphs the fast reader made are kept: its result depends on the text alone (no
 ``--set``, vars, facts, templates or includes), and on nothing of the host. Only built-in
 kinds whose resources are made by :class:`~convergent.resources.base.Resource`'s own
 ``__init__``; a graph with secrets or bundle uses is not kept, nor one where a parameter
 holds a credential (``user``'s ``password_hash``, a ``password``, ``env`` or ``headers``
-values: :func:`~convergent.resources.params.holds_credentials`): the file holds the
-policy's text and parameters, and no file of the state directory holds those. A resource
-made again runs its kind's ``validate()`` (what the kind derives from its parameters), not
-the conversion and the NUL check its parameters passed when they were first read.
+values: :func:`~convergent.resources.params.holds_credentials`): no file of the state
+directory holds one. A resource made again runs its kind's ``validate()`` (what the kind
+derives from its parameters), not the conversion and the NUL check its parameters passed
+when they were first read.
 
 Read before the state directory is opened (the load comes first, and a bad policy must
 not create it), the file is trusted only from a directory of this user that no one else
-may write, and as a regular file of this user that no one else may write; a run that used
-it then checks that the directory it opened, with its checks of every parent
-(:func:`~convergent.state.statedir.open_state_dir`), is the one it read from
-(:meth:`PolicyCache.confirm`), or reads the policy again. Written only by an agent holding
-the directory's lock (:meth:`PolicyCache.save`, not by ``--noop``), through a temp file and
-a rename, without a sync: a file a crash left short or empty fails its digest and is read
-as no cache. Anything wrong with it is a policy read as if there were none.
+may write, and as a regular file of this user that no one else may write, opened without
+following a symlink or waiting on a FIFO. A run that used it then checks that the
+directory it locked (:meth:`~convergent.state.statedir.StateDir.directory`, after
+:func:`~convergent.state.statedir.open_state_dir` checked every parent) is the one it read
+from (:meth:`PolicyCache.confirm`), or reads the policy again. Written only by an agent
+holding that lock, never by ``--noop`` (:meth:`PolicyCache.save`): through that
+directory's descriptor, into a new temp file, then a rename; without a sync, as a file a
+crash left short or with zeros fails its CRC and is read as no cache. Anything wrong with
+it is a policy read as if there were none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -50,6 +55,11 @@ from convergent.graph.core import Edge, Graph
 from convergent.resources.base import Meta, Resource, builtin_classes, get_kind
 from convergent.resources.params import holds_credentials
 
+try:  # hashlib's own import loads OpenSSL, ~2.5 ms of a run; BLAKE2 is built in apart
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - every CPython has it
+    from hashlib import blake2b
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -57,35 +67,42 @@ __all__ = ["MAX_CACHE_BYTES", "NAME", "PolicyCache", "decode_graph", "encode_gra
 
 NAME = "policy.cache"
 _TEMP = ".policy.cache.tmp"
-_MAGIC = b"convergent policy cache 1\n"
-#: The largest file read or written (a policy of 250,000 files makes ~45 MB).
+_MAGIC = b"convergent policy cache 2\n"
+#: The largest file read or written (a policy of 250,000 plain files makes ~25 MB).
 MAX_CACHE_BYTES = 256 * 1024 * 1024
 _DEFAULT_META = Meta()
 
 Stamp = tuple[str, int, int, int]  # a module's file: path, inode, size, mtime (ns)
+Key = tuple[str, bytes, str, str, str]  # policy name and digest, convergent's directory...
 
 
-class _Saved(msgspec.Struct, array_like=True):
-    key: tuple[str, str, str]  # the policy's file name, Python's version, msgspec's
-    policy: bytes  # the policy's bytes, compared whole
+class _Head(msgspec.Struct, array_like=True):
+    key: Key
     code: list[Stamp]
-    check: int  # the body's CRC-32: a file a crash damaged is not read
-    body: msgspec.Raw
+    check: int  # the body's CRC-32
+    size: int  # the body's length
 
 
 class _Body(msgspec.Struct, array_like=True):
     runs: list[tuple[str, msgspec.Raw]]  # consecutive resources of one kind, in order
-    edges: list[Edge]
+    edges: list[Edge]  # in Graph.edges() order
+    into: list[tuple[str, list[str]]]  # Graph.into()
     collect: list[Collect]
 
 
-_SAVED = msgspec.msgpack.Decoder(_Saved)
+_HEAD = msgspec.msgpack.Decoder(_Head)
 _BODY = msgspec.msgpack.Decoder(_Body)
 _decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+_fields: dict[type, tuple[tuple[str, Any], ...]] = {}
 
 
-def _key(filename: str) -> tuple[str, str, str]:
-    return (filename, sys.version, msgspec.__version__)
+def key(filename: str, data: bytes) -> Key:
+    """What a kept graph must have been read from and by, for ``data`` read as ``filename``."""
+    import convergent
+
+    home = os.path.dirname(os.path.abspath(convergent.__file__ or ""))
+    digest = blake2b(data, digest_size=32).digest()
+    return (filename, digest, home, sys.version, msgspec.__version__)
 
 
 def _code() -> list[Stamp] | None:
@@ -131,44 +148,64 @@ def _keepable(graph: Graph[Resource[Any]]) -> bool:
     return True
 
 
-def encode_graph(graph: Graph[Resource[Any]], filename: str, data: bytes) -> bytes | None:
-    """The file's bytes for ``graph``, read from the policy ``filename`` whose bytes are
-    ``data``; None when it is not kept."""
+def _given(value: msgspec.Struct) -> dict[str, Any]:
+    """The fields of ``value`` that do not hold their default (the very object the type
+    gives a field left out), so that decoding gives the rest the same defaults."""
+    cls = type(value)
+    fields = _fields.get(cls)
+    if fields is None:
+        fields = _fields[cls] = tuple((f.name, f.default) for f in msgspec.structs.fields(cls))
+    values = msgspec.structs.astuple(value)
+    return {
+        name: got for (name, default), got in zip(fields, values, strict=True) if got is not default
+    }
+
+
+def encode_graph(graph: Graph[Resource[Any]], key: Key) -> list[bytes] | None:
+    """The pieces of the file for ``graph`` read under ``key`` (written one after the
+    other, not joined: a copy less of what may be tens of megabytes), or None when it is
+    not kept."""
     code = _code()
     if code is None or not _keepable(graph):
         return None
     encode = msgspec.msgpack.encode
     runs: list[tuple[str, msgspec.Raw]] = []
     kind = ""
-    run: list[tuple[str, Any, Meta | None]] = []
+    run: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
     for resource in graph.vertices.values():
         if resource.kind != kind:
             if run:
                 runs.append((kind, msgspec.Raw(encode(run))))
             kind, run = resource.kind, []
-        meta = None if resource.meta == _DEFAULT_META else resource.meta
-        run.append((resource.name, resource.params, meta))
+        meta = None if resource.meta == _DEFAULT_META else _given(resource.meta)
+        run.append((resource.name, _given(resource.params), meta))
     if run:
         runs.append((kind, msgspec.Raw(encode(run))))
-    body = encode(_Body(runs, list(graph.edges()), list(graph.collect)))
-    saved = _Saved(_key(filename), data, code, crc32(body), msgspec.Raw(body))
-    blob = _MAGIC + encode(saved)
-    return blob if len(blob) <= MAX_CACHE_BYTES else None
+    del run
+    body = encode(_Body(runs, list(graph.edges()), list(graph.into()), list(graph.collect)))
+    del runs
+    head = encode(_Head(key, code, crc32(body), len(body)))
+    if len(_MAGIC) + 4 + len(head) + len(body) > MAX_CACHE_BYTES:
+        return None
+    return [_MAGIC + len(head).to_bytes(4, "little"), head, body]
 
 
-def decode_graph(blob: bytes, filename: str, data: bytes) -> Graph[Resource[Any]] | None:
-    """The graph ``blob`` holds for the policy ``filename`` whose bytes are ``data``, or
-    None (another policy, convergent's code changed since, a damaged file, a parameter
-    its kind refuses now)."""
+def decode_graph(blob: bytes, key: Key) -> Graph[Resource[Any]] | None:
+    """The graph ``blob`` holds for ``key``, or None (another policy or convergent, code
+    changed since, a damaged file, a parameter its kind refuses now)."""
     if not blob.startswith(_MAGIC):
         return None
     try:
-        saved = _SAVED.decode(memoryview(blob)[len(_MAGIC) :])
-        if saved.key != _key(filename) or saved.policy != data or not _unchanged(saved.code):
+        view = memoryview(blob)
+        start = len(_MAGIC) + 4
+        end = start + int.from_bytes(view[len(_MAGIC) : start], "little")
+        head = _HEAD.decode(view[start:end])
+        if tuple(head.key) != key or not _unchanged(head.code):
             return None
-        if crc32(saved.body) != saved.check:
+        body = view[end:]
+        if len(body) != head.size or crc32(body) != head.check:
             return None
-        parts = _BODY.decode(saved.body)
+        parts = _BODY.decode(body)
         vertices: dict[str, Resource[Any]] = {}
         for kind, raw in parts.runs:
             cls = get_kind(kind)
@@ -182,7 +219,7 @@ def decode_graph(blob: bytes, filename: str, data: bytes) -> Graph[Resource[Any]
             for name, params, meta in decoder.decode(raw):
                 resource = make(name, params, meta or _DEFAULT_META)
                 vertices[resource.id] = resource
-        graph = Graph.of(vertices, parts.edges)
+        graph = Graph.of(vertices, parts.edges, parts.into)
         graph.collect = tuple(parts.collect)
     except Exception:  # anything amiss is no cache: the policy is read
         return None
@@ -192,70 +229,67 @@ def decode_graph(blob: bytes, filename: str, data: bytes) -> Graph[Resource[Any]
 class PolicyCache:
     """One run's use of ``STATE_DIR/policy.cache`` (see the module docstring)."""
 
-    __slots__ = ("_data", "_filename", "_pending", "_read_from", "path")
+    __slots__ = ("_graph", "_key", "_read_from", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path  # the state directory, absolute
-        self._filename = ""
-        self._data: bytes | None = None  # the policy's bytes, until remember()
-        self._pending: bytes | None = None  # what save() writes
+        self._key: Key | None = None
+        self._graph: Graph[Resource[Any]] | None = None  # read, for save()
         self._read_from: tuple[int, int] | None = None  # the directory of a graph used
 
     def lookup(self, filename: str, data: bytes) -> Graph[Resource[Any]] | None:
         """The graph kept for the policy ``filename`` whose bytes are ``data``, or None."""
+        self._key = key(filename, data)
         blob, where = _read(self.path)
-        graph = decode_graph(blob, filename, data) if blob else None
+        graph = decode_graph(blob, self._key) if blob else None
         if graph is not None:
             self._read_from = where
-        else:
-            self._filename, self._data = filename, data
         return graph
 
     def remember(self, graph: Graph[Resource[Any]]) -> None:
-        """Keep ``graph``, which the fast reader made from the bytes :meth:`lookup` saw."""
-        data, self._data = self._data, None
-        if data is not None:
-            self._pending = encode_graph(graph, self._filename, data)
+        """Keep ``graph``, which the fast reader made from the bytes :meth:`lookup` saw
+        (encoded by :meth:`save`, once the load's own memory is freed)."""
+        if self._key is not None and self._read_from is None:
+            self._graph = graph
 
-    def confirm(self, opened: str) -> bool:
-        """After the state directory ``opened`` passed its checks: False when the graph
-        :meth:`lookup` gave came from another directory (the caller reads the policy)."""
+    @property
+    def used(self) -> bool:
+        """Whether :meth:`lookup` gave a kept graph."""
+        return self._read_from is not None
+
+    def confirm(self, directory: int) -> bool:
+        """False when the graph :meth:`lookup` gave came from another directory than
+        ``directory`` (the locked state directory's descriptor): the caller reads the
+        policy again."""
         if self._read_from is None:
             return True
-        try:
-            info = os.stat(opened)
-        except OSError:
-            return False
+        info = os.fstat(directory)
         return (info.st_dev, info.st_ino) == self._read_from
 
-    def save(self, opened: str) -> None:
-        """Write what :meth:`remember` kept into the state directory ``opened`` (its lock
-        held); a failure (full, read-only) leaves the cache as it was."""
-        blob, self._pending = self._pending, None
-        if blob is None:
+    def save(self, directory: int) -> None:
+        """Write the graph :meth:`remember` kept into ``directory`` (the locked state
+        directory's descriptor); a failure (full, read-only) leaves the cache as it was."""
+        graph, self._graph = self._graph, None
+        if graph is None or self._key is None:
             return
-        try:
-            directory = os.open(opened, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
+        pieces = encode_graph(graph, self._key)
+        if pieces is None:
             return
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(
-                _TEMP,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=directory,
-            )
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_TEMP, dir_fd=directory)  # what a killed run left
+            fd = os.open(_TEMP, flags, 0o600, dir_fd=directory)
             try:
-                view = memoryview(blob)
-                while view:
-                    view = view[os.write(fd, view) :]
+                for piece in pieces:
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
             os.rename(_TEMP, NAME, src_dir_fd=directory, dst_dir_fd=directory)
         except OSError:
             pass
-        finally:
-            os.close(directory)
 
 
 def _read(path: str) -> tuple[bytes, tuple[int, int] | None]:

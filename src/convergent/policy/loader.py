@@ -68,9 +68,7 @@ def load_policy(
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PolicyError([_too_large(p, len(data), max_bytes, grew=True)])
-    if inputs:
-        cache = None
-    if cache is not None:
+    if cache is not None and not inputs:  # inputs take the language's path
         kept = cache.lookup(p, data)
         if kept is not None:
             return kept

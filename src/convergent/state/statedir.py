@@ -139,6 +139,44 @@ class StateDir:
             for fd in locks:
                 os.close(fd)  # releases the flock
 
+    def directory(self) -> int:
+        """A descriptor of the directory this agent locked, for writing in it by name
+        relative to it: opened by path again, then checked to be this user's, written by
+        nobody else, and the one that holds this agent's lock file (the path may have
+        been swapped since the open). The caller closes it.
+
+        Raises :class:`StateError` when the path is no longer that directory, or when
+        this is not an exclusive (agent's) open.
+        """
+        if self.mode != "exclusive" or not self._locks:
+            raise StateError(self.path, "is not held by this agent", what="state directory")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _os_error(self.path, "cannot open", exc) from exc
+        try:
+            info = os.fstat(fd)
+            held = os.fstat(self._locks[0])
+            try:
+                lock = os.stat(LOCK, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                lock = None
+            if (
+                info.st_uid != os.geteuid()
+                or info.st_mode & 0o022
+                or lock is None
+                or (lock.st_dev, lock.st_ino) != (held.st_dev, held.st_ino)
+            ):
+                raise StateError(
+                    self.path,
+                    "is no longer the directory this agent locked (swapped under it)",
+                    what="state directory",
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def __enter__(self) -> StateDir:
         return self
 
@@ -250,16 +288,33 @@ def _refuse_unsafe_parents(path: str) -> None:
             continue
         step = os.path.join(current, name)
         try:
-            link = os.readlink(step)
+            entry = os.lstat(step)
         except FileNotFoundError:
             return  # the rest is made by this agent
-        except OSError:  # not a symlink
+        except OSError as exc:
+            raise _os_error(step, "cannot read", exc) from exc
+        if not stat.S_ISLNK(entry.st_mode):
             while todo and todo[-1] in ("", "."):
                 todo.pop()
             if not todo:
                 return  # the state directory itself: _refuse_others checks it
             current = step
             continue
+        if entry.st_uid not in (0, uid):
+            # In a sticky directory (/tmp) another user's symlink is hers to point
+            # elsewhere between two of the agent's steps (the kernel follows it for root
+            # unless fs.protected_symlinks is on).
+            raise StateError(
+                path,
+                f"{step} is a symlink of uid {entry.st_uid}, who could point it at a "
+                "directory of hers: use a state directory reached only through your own "
+                "or root's symlinks",
+                what="state directory",
+            )
+        try:
+            link = os.readlink(step)
+        except OSError as exc:
+            raise _os_error(step, "cannot read", exc) from exc
         hops += 1
         if hops > 40:
             raise StateError(path, "too many levels of symlinks", what="state directory")
