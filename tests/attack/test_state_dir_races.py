@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.agent import convergent
 from tests.host.hostile import NOBODY, Hostile, exchange, needs_root
 
@@ -122,6 +124,40 @@ def test_a_state_directory_behind_a_users_symlink_in_a_sticky_directory_is_refus
         done.stderr
     )
     assert os.listdir(real) == []
+
+
+def test_a_parent_a_user_makes_while_the_agent_makes_its_directory_is_refused(
+    open_lab: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first start through a parent that does not exist yet, in a sticky directory:
+    what a user puts there between the agent's check and its mkdir (a symlink to a
+    directory of hers, or a directory of hers) is seen before anything is written."""
+    from convergent.state import StateError, open_state_dir, statedir
+
+    shared = open_lab / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    hers = open_lab / "hers"
+    hers.mkdir(mode=0o777)
+    os.chown(hers, NOBODY, NOBODY)
+    made = statedir._make_dir
+    for how in ("symlink", "directory"):
+        parent = shared / how
+
+        def race(path: str, parent: Path = parent, how: str = how) -> None:
+            if how == "symlink":
+                parent.symlink_to(hers)
+                os.lchown(parent, NOBODY, NOBODY)
+            else:
+                parent.mkdir(mode=0o777)
+                os.chown(parent, NOBODY, NOBODY)
+            made(path)
+
+        monkeypatch.setattr(statedir, "_make_dir", race)
+        with pytest.raises(StateError, match=f"uid {NOBODY}"):
+            open_state_dir(str(parent / "state"), mode="exclusive").close()
+        target = hers if how == "symlink" else parent
+        assert os.listdir(target / "state") == []  # made, but nothing written in it
 
 
 def test_a_state_directory_behind_roots_own_symlink_works(open_lab: Path) -> None:

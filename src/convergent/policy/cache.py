@@ -9,8 +9,9 @@ takes ~15 ms to read, convert and check; made again from what the run before kep
 - the key: the policy's file name (messages name it), a BLAKE2b digest of its bytes, the
   directory convergent runs from, the Python and msgspec versions; another policy, a
   policy edited by one byte, or another installation reads the policy again;
-- every convergent module the process had imported when it read the policy, with its
-  inode, size and modification time: an upgrade or an edit in place reads it again;
+- every convergent module the process had imported when the graph was kept (those the
+  load ran among them), with its inode, size and modification time: an upgrade or an
+  edit in place reads the policy again;
 - each resource's kind, name, the parameters and meta parameters the policy gave
   (msgpack, decoded into the kind's own types: those it did not give are the types'
   own defaults, as when read), the edges in both of the graph's orders and what the
@@ -20,11 +21,13 @@ Only graphs the fast reader made are kept: its result depends on the text alone 
 ``--set``, vars, facts, templates or includes), and on nothing of the host. Only built-in
 kinds whose resources are made by :class:`~convergent.resources.base.Resource`'s own
 ``__init__``; a graph with secrets or bundle uses is not kept, nor one where a parameter
-holds a credential (``user``'s ``password_hash``, a ``password``, ``env`` or ``headers``
-values: :func:`~convergent.resources.params.holds_credentials`): no file of the state
-directory holds one. A resource made again runs its kind's ``validate()`` (what the kind
-derives from its parameters), not the conversion and the NUL check its parameters passed
-when they were first read.
+holds a credential by its name or place (``user``'s ``password_hash``, a ``password``,
+``env`` or ``headers`` values, a URL with a user or a query:
+:func:`~convergent.resources.params.holds_credentials`). What a policy writes in a
+file's ``content`` or a command's arguments is kept as its own file holds it, in a 0600
+file of the 0700 state directory. A resource made again runs its kind's ``validate()``
+(what the kind derives from its parameters), not the conversion and the NUL check its
+parameters passed when they were first read.
 
 Read before the state directory is opened (the load comes first, and a bad policy must
 not create it), the file is trusted only from a directory of this user that no one else
@@ -68,7 +71,7 @@ __all__ = ["MAX_CACHE_BYTES", "NAME", "PolicyCache", "decode_graph", "encode_gra
 NAME = "policy.cache"
 _TEMP = ".policy.cache.tmp"
 _MAGIC = b"convergent policy cache 2\n"
-#: The largest file read or written (a policy of 250,000 plain files makes ~25 MB).
+#: The largest file read or written (a policy of 250,000 plain files makes ~16 MB).
 MAX_CACHE_BYTES = 256 * 1024 * 1024
 _DEFAULT_META = Meta()
 
@@ -96,11 +99,13 @@ _decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
 _fields: dict[type, tuple[tuple[str, Any], ...]] = {}
 
 
-def key(filename: str, data: bytes) -> Key:
-    """What a kept graph must have been read from and by, for ``data`` read as ``filename``."""
-    import convergent
+#: The directory of the convergent package that runs (this module's grandparent).
+_HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    home = os.path.dirname(os.path.abspath(convergent.__file__ or ""))
+
+def key(filename: str, data: bytes, home: str = _HOME) -> Key:
+    """What a kept graph must have been read from and by, for ``data`` read as ``filename``
+    by the convergent package in ``home``."""
     digest = blake2b(data, digest_size=32).digest()
     return (filename, digest, home, sys.version, msgspec.__version__)
 
@@ -270,6 +275,11 @@ class PolicyCache:
         """Write the graph :meth:`remember` kept into ``directory`` (the locked state
         directory's descriptor); a failure (full, read-only) leaves the cache as it was."""
         graph, self._graph = self._graph, None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(_TEMP, dir_fd=directory)  # what a killed run left
+        except OSError:
+            return
         if graph is None or self._key is None:
             return
         pieces = encode_graph(graph, self._key)
@@ -277,8 +287,6 @@ class PolicyCache:
             return
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(_TEMP, dir_fd=directory)  # what a killed run left
             fd = os.open(_TEMP, flags, 0o600, dir_fd=directory)
             try:
                 for piece in pieces:

@@ -13,6 +13,7 @@ from convergent.errors import ParamError
 __all__ = [
     "CREDENTIALS",
     "CREDENTIAL_MAPS",
+    "URL_FIELDS",
     "convert_params",
     "holds_credentials",
     "is_credential",
@@ -26,6 +27,8 @@ S = TypeVar("S", bound=msgspec.Struct)
 CREDENTIALS = frozenset({("user", "password_hash"), ("*", "password")})
 #: Mappings whose values may be credentials (their keys are not).
 CREDENTIAL_MAPS = frozenset({"headers", "env", "environment"})
+#: URLs, whose user, password and query may be credentials.
+URL_FIELDS = frozenset({"url", "checksum_url", "source_url"})
 _CREDENTIAL_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key", "private_key")
 
 
@@ -43,17 +46,25 @@ _credential_fields: dict[tuple[str, type], tuple[str, ...]] = {}
 
 
 def holds_credentials(kind: str, params: msgspec.Struct) -> bool:
-    """Whether ``params`` gives a credential parameter a value, or a value to one of the
-    mappings of :data:`CREDENTIAL_MAPS` (the names are looked at once per kind)."""
+    """Whether ``params`` gives a credential parameter a value, a value to one of the
+    mappings of :data:`CREDENTIAL_MAPS`, or a URL with a user or a query (the names are
+    looked at once per kind)."""
     shape = (kind, type(params))
     names = _credential_fields.get(shape)
     if names is None:
         names = _credential_fields[shape] = tuple(
             name
             for name in params.__struct_fields__
-            if is_credential(kind, name) or name in CREDENTIAL_MAPS
+            if is_credential(kind, name) or name in CREDENTIAL_MAPS or name in URL_FIELDS
         )
-    return any(getattr(params, name) for name in names)
+    for name in names:
+        value = getattr(params, name)
+        if name in URL_FIELDS and not is_credential(kind, name):
+            if isinstance(value, str) and ("@" in value or "?" in value):
+                return True
+        elif value:
+            return True
+    return False
 
 
 def convert_params(params_type: type[S], fields: dict[str, Any]) -> S:

@@ -215,6 +215,10 @@ def open_state_dir(
     if mode == "exclusive":
         _refuse_unsafe_parents(path)
         _make_dir(path)
+        # Again, now that every step exists: one a user made in a sticky directory
+        # between the first check and the mkdir (a symlink or a directory of hers, taken
+        # by makedirs as it found it) is seen now, before anything is written.
+        _refuse_unsafe_parents(path)
         _refuse_others(path)
     elif not os.path.isdir(path):
         if os.path.lexists(path):

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from convergent.resources.params import CREDENTIAL_MAPS, CREDENTIALS, is_credential
+from convergent.resources.params import CREDENTIAL_MAPS, CREDENTIALS, URL_FIELDS, is_credential
 
 __all__ = ["HIDDEN", "MAX_TEXT", "SECRET", "shown_params"]
 
@@ -27,7 +27,6 @@ SECRET = "<secret>"
 MAX_TEXT = 4096
 #: (kind, parameter) whose whole value is hidden; ``*`` matches every kind.
 HIDDEN = CREDENTIALS
-_URLS = frozenset({"url", "checksum_url", "source_url"})
 
 
 def _url(text: str) -> str:
@@ -82,7 +81,7 @@ def shown_params(
             shown[field] = SECRET if value else value
         elif field in CREDENTIAL_MAPS and isinstance(value, Mapping):
             shown[field] = {hide(str(k)): SECRET for k in value}
-        elif field in _URLS and isinstance(value, str):
+        elif field in URL_FIELDS and isinstance(value, str):
             shown[field] = _url(hide(value))
         else:
             shown[field] = _plain(value, hide)
