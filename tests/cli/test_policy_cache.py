@@ -16,12 +16,17 @@ from pathlib import Path
 import pytest
 
 from convergent.policy import load_policy_text
-from convergent.policy.cache import NAME, encode_graph, key
+from convergent.policy.cache import CACHE_FROM, NAME, encode_graph, key
 from tests.e2e.agent import convergent
+
+#: Enough entries for the policy to be kept (a shorter one is read every time).
+PADDING = "".join(f"  - noop: pad{i:04d}\n" for i in range(1000))
+assert len(PADDING) > CACHE_FROM
 
 
 def _policy(target: Path, content: str) -> str:
-    return f'resources:\n  - file: "{target}"\n    content: "{content}"\n    mode: "0644"\n'
+    entry = f'  - file: "{target}"\n    content: "{content}"\n    mode: "0644"\n'
+    return "resources:\n" + entry + PADDING
 
 
 def _run(policy: Path, state: Path, *extra: str) -> None:
@@ -126,6 +131,7 @@ def test_noop_runs_and_runs_with_inputs_keep_nothing(tmp_path: Path) -> None:
     language = tmp_path / "lang.yaml"
     language.write_text(
         f'vars:\n  word: one\nresources:\n  - file: {target}\n    content: "{{{{ word }}}}"\n'
+        + PADDING
     )
     _run(language, state)
     assert not (state / NAME).exists()  # only the fast reader's graphs are kept
@@ -148,3 +154,12 @@ def test_the_cache_is_written_only_into_the_directory_the_agent_locked(tmp_path:
         assert settle(cache, opened, str(policy), None, graph) is graph
         assert os.listdir(state) == []
         assert not (tmp_path / "locked" / NAME).exists()
+
+
+def test_a_short_policy_is_read_every_time(tmp_path: Path) -> None:
+    """Under CACHE_FROM bytes the load costs no more than the cache's own work."""
+    target, policy, state = _setup(tmp_path)
+    policy.write_text(f'resources:\n  - file: "{target}"\n    content: "one"\n')
+    _run(policy, state)
+    assert target.read_text() == "one"
+    assert not (state / NAME).exists()

@@ -216,7 +216,7 @@ def test_only_a_graph_of_built_in_kinds_without_secrets_is_kept() -> None:
 
 
 def test_a_graph_kept_in_one_directory_is_not_confirmed_for_another(tmp_path: Path) -> None:
-    graph, data = _loaded(POLICIES["every-kind"])
+    graph, data = _loaded(POLICIES["bench"])
     blob = _blob(graph, data)
     kept, other = tmp_path / "kept", tmp_path / "other"
     kept.mkdir(mode=0o700)

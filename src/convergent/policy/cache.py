@@ -17,9 +17,10 @@ takes ~15 ms to read, convert and check; made again from what the run before kep
   own defaults, as when read), the edges in both of the graph's orders and what the
   policy collects, with a CRC-32 of them.
 
-Only graphs the fast reader made are kept: its result depends on the text alone (no
-``--set``, vars, facts, templates or includes), and on nothing of the host. Only built-in
-kinds whose resources are made by :class:`~convergent.resources.base.Resource`'s own
+Only policies of :data:`CACHE_FROM` bytes or more (a shorter one costs no more to read
+than to make again), and only graphs the fast reader made: its result depends on the
+text alone (no ``--set``, vars, facts, templates or includes), and on nothing of the
+host. Only built-in kinds whose resources are made by :class:`~convergent.resources.base.Resource`'s own
 ``__init__``; a graph with secrets or bundle uses is not kept, nor one where a parameter
 holds a credential by its name or place (``user``'s ``password_hash``, a ``password``,
 ``env`` or ``headers`` values, a URL with a user or a query:
@@ -48,7 +49,6 @@ import contextlib
 import os
 import stat
 import sys
-from binascii import crc32
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -58,21 +58,19 @@ from convergent.graph.core import Edge, Graph
 from convergent.resources.base import Meta, Resource, builtin_classes, get_kind
 from convergent.resources.params import holds_credentials
 
-try:  # hashlib's own import loads OpenSSL, ~2.5 ms of a run; BLAKE2 is built in apart
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - every CPython has it
-    from hashlib import blake2b
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MAX_CACHE_BYTES", "NAME", "PolicyCache", "decode_graph", "encode_graph"]
+__all__ = ["CACHE_FROM", "MAX_CACHE_BYTES", "NAME", "PolicyCache", "decode_graph", "encode_graph"]
 
 NAME = "policy.cache"
 _TEMP = ".policy.cache.tmp"
 _MAGIC = b"convergent policy cache 2\n"
 #: The largest file read or written (a policy of 250,000 plain files makes ~16 MB).
 MAX_CACHE_BYTES = 256 * 1024 * 1024
+#: A shorter policy is read every time: its load (~200 plain entries at most) costs no
+#: more than the cache's own work (its key, the modules' stamps, the decoders).
+CACHE_FROM = 16 * 1024
 _DEFAULT_META = Meta()
 
 Stamp = tuple[str, int, int, int]  # a module's file: path, inode, size, mtime (ns)
@@ -93,9 +91,22 @@ class _Body(msgspec.Struct, array_like=True):
     collect: list[Collect]
 
 
-_HEAD = msgspec.msgpack.Decoder(_Head)
-_BODY = msgspec.msgpack.Decoder(_Body)
-_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
+_decoders: dict[object, msgspec.msgpack.Decoder[Any]] = {}  # made on first use
+
+
+def _decoder(shape: Any) -> msgspec.msgpack.Decoder[Any]:
+    decoder = _decoders.get(shape)
+    if decoder is None:
+        decoder = _decoders[shape] = msgspec.msgpack.Decoder(shape)
+    return decoder
+
+
+def _crc32(data: bytes | memoryview) -> int:
+    from binascii import crc32  # an extension module a run without the cache never loads
+
+    return crc32(data)
+
+
 _fields: dict[type, tuple[tuple[str, Any], ...]] = {}
 
 
@@ -106,6 +117,11 @@ _HOME = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def key(filename: str, data: bytes, home: str = _HOME) -> Key:
     """What a kept graph must have been read from and by, for ``data`` read as ``filename``
     by the convergent package in ``home``."""
+    try:  # hashlib's own import loads OpenSSL, ~2.5 ms of a run; BLAKE2 is built in apart
+        from _blake2 import blake2b
+    except ImportError:  # pragma: no cover - every CPython has it
+        from hashlib import blake2b
+
     digest = blake2b(data, digest_size=32).digest()
     return (filename, digest, home, sys.version, msgspec.__version__)
 
@@ -189,7 +205,7 @@ def encode_graph(graph: Graph[Resource[Any]], key: Key) -> list[bytes] | None:
     del run
     body = encode(_Body(runs, list(graph.edges()), list(graph.into()), list(graph.collect)))
     del runs
-    head = encode(_Head(key, code, crc32(body), len(body)))
+    head = encode(_Head(key, code, _crc32(body), len(body)))
     if len(_MAGIC) + 4 + len(head) + len(body) > MAX_CACHE_BYTES:
         return None
     return [_MAGIC + len(head).to_bytes(4, "little"), head, body]
@@ -204,22 +220,19 @@ def decode_graph(blob: bytes, key: Key) -> Graph[Resource[Any]] | None:
         view = memoryview(blob)
         start = len(_MAGIC) + 4
         end = start + int.from_bytes(view[len(_MAGIC) : start], "little")
-        head = _HEAD.decode(view[start:end])
+        head = _decoder(_Head).decode(view[start:end])
         if tuple(head.key) != key or not _unchanged(head.code):
             return None
         body = view[end:]
-        if len(body) != head.size or crc32(body) != head.check:
+        if len(body) != head.size or _crc32(body) != head.check:
             return None
-        parts = _BODY.decode(body)
+        parts = _decoder(_Body).decode(body)
         vertices: dict[str, Resource[Any]] = {}
         for kind, raw in parts.runs:
             cls = get_kind(kind)
             if cls is None:
                 return None
-            decoder = _decoders.get(kind)
-            if decoder is None:
-                shape = list[tuple[str, cls.params_type, Meta | None]]  # type: ignore[name-defined]
-                decoder = _decoders[kind] = msgspec.msgpack.Decoder(shape)
+            decoder = _decoder(list[tuple[str, cls.params_type, Meta | None]])  # type: ignore[name-defined]
             make: Callable[..., Resource[Any]] = cls.restored
             for name, params, meta in decoder.decode(raw):
                 resource = make(name, params, meta or _DEFAULT_META)
@@ -243,7 +256,10 @@ class PolicyCache:
         self._read_from: tuple[int, int] | None = None  # the directory of a graph used
 
     def lookup(self, filename: str, data: bytes) -> Graph[Resource[Any]] | None:
-        """The graph kept for the policy ``filename`` whose bytes are ``data``, or None."""
+        """The graph kept for the policy ``filename`` whose bytes are ``data``, or None
+        (always for a policy shorter than :data:`CACHE_FROM`, which is not kept either)."""
+        if len(data) < CACHE_FROM:
+            return None
         self._key = key(filename, data)
         blob, where = _read(self.path)
         graph = decode_graph(blob, self._key) if blob else None
