@@ -20,15 +20,15 @@ takes ~15 ms to read, convert and check; made again from what the run before kep
 Only policies of :data:`CACHE_FROM` bytes or more (a shorter one costs no more to read
 than to make again), and only graphs the fast reader made: its result depends on the
 text alone (no ``--set``, vars, facts, templates or includes), and on nothing of the
-host. Only built-in kinds whose resources are made by :class:`~convergent.resources.base.Resource`'s own
-``__init__``; a graph with secrets or bundle uses is not kept, nor one where a parameter
-holds a credential by its name or place (``user``'s ``password_hash``, a ``password``,
-``env`` or ``headers`` values, a URL with a user or a query:
-:func:`~convergent.resources.params.holds_credentials`). What a policy writes in a
-file's ``content`` or a command's arguments is kept as its own file holds it, in a 0600
-file of the 0700 state directory. A resource made again runs its kind's ``validate()``
-(what the kind derives from its parameters), not the conversion and the NUL check its
-parameters passed when they were first read.
+host. Only built-in kinds whose resources are made by
+:class:`~convergent.resources.base.Resource`'s own ``__init__``. A graph with secrets or
+bundle uses is not kept, nor one where a parameter holds a credential by its name or
+place (``user``'s ``password_hash``, a ``password``, ``env`` or ``headers`` values, a URL
+with a user or a query: :func:`~convergent.resources.params.holds_credentials`). What a
+policy writes in a file's ``content`` or a command's arguments is kept as its own file
+holds it, in a 0600 file of the 0700 state directory. A resource made again runs its
+kind's ``validate()`` (what the kind derives from its parameters), not the conversion
+and the NUL check its parameters passed when they were first read.
 
 Read before the state directory is opened (the load comes first, and a bad policy must
 not create it), the file is trusted only from a directory of this user that no one else
