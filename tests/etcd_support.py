@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -305,6 +306,20 @@ class EtcdCluster:
             member.start(self.initial_cluster, state="existing", token=self.token, extra=self.extra)
         for member in self.members:
             member.wait_ready()
+
+    def wait_published(self, endpoint: str, bound: float = START_BOUND) -> None:
+        """Until the member at ``endpoint`` lists every member with its client URLs: a
+        member is ready before the others' publications (name, client URLs, through
+        raft) are applied on every member. Each look is one ``etcdctl member list``
+        (no timer between them); AssertionError with the last list after ``bound``."""
+        deadline = time.monotonic() + bound
+        while True:
+            listed = json.loads(etcdctl(endpoint, "member", "list", "-w", "json"))
+            urls = {url for m in listed.get("members", []) for url in m.get("clientURLs", [])}
+            if set(self.endpoints) <= urls:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{endpoint} lists {sorted(urls)}, not {self.endpoints}")
 
     def kill_all(self) -> None:
         for member in self.members:

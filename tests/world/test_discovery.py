@@ -41,6 +41,7 @@ def test_a_seed_gives_every_member_and_the_world_goes_on_over_that_connection(
     require_etcd()
     with etcd_cluster(tmp_path, 3) as cluster:
         urls = [m.endpoint for m in cluster.members]
+        cluster.wait_published(urls[1])
 
         async def main() -> None:
             async with asyncio.timeout(30):
