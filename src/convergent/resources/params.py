@@ -42,7 +42,8 @@ def is_credential(kind: str, name: str) -> bool:
     return any(word in lowered for word in _CREDENTIAL_WORDS)
 
 
-_credential_fields: dict[tuple[str, type], tuple[str, ...]] = {}
+# (kind, Params type) -> (parameters any value of which is a credential, URL parameters)
+_credential_fields: dict[tuple[str, type], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def holds_credentials(kind: str, params: msgspec.Struct) -> bool:
@@ -52,17 +53,15 @@ def holds_credentials(kind: str, params: msgspec.Struct) -> bool:
     shape = (kind, type(params))
     names = _credential_fields.get(shape)
     if names is None:
-        names = _credential_fields[shape] = tuple(
-            name
-            for name in params.__struct_fields__
-            if is_credential(kind, name) or name in CREDENTIAL_MAPS or name in URL_FIELDS
-        )
-    for name in names:
+        fields = params.__struct_fields__
+        whole = tuple(n for n in fields if is_credential(kind, n) or n in CREDENTIAL_MAPS)
+        urls = tuple(n for n in fields if n in URL_FIELDS and n not in whole)
+        names = _credential_fields[shape] = (whole, urls)
+    if any(getattr(params, name) for name in names[0]):
+        return True
+    for name in names[1]:
         value = getattr(params, name)
-        if name in URL_FIELDS and not is_credential(kind, name):
-            if isinstance(value, str) and ("@" in value or "?" in value):
-                return True
-        elif value:
+        if isinstance(value, str) and ("@" in value or "?" in value):
             return True
     return False
 

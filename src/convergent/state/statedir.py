@@ -213,12 +213,13 @@ def open_state_dir(
     """
     path = os.path.abspath(path)
     if mode == "exclusive":
-        _refuse_unsafe_parents(path)
+        whole = _refuse_unsafe_parents(path)
         _make_dir(path)
-        # Again, now that every step exists: one a user made in a sticky directory
-        # between the first check and the mkdir (a symlink or a directory of hers, taken
-        # by makedirs as it found it) is seen now, before anything is written.
-        _refuse_unsafe_parents(path)
+        if not whole:
+            # Again, now that every step exists: one a user made in a sticky directory
+            # between the first check and the mkdir (a symlink or a directory of hers,
+            # taken by makedirs as it found it) is seen now, before anything is written.
+            _refuse_unsafe_parents(path)
         _refuse_others(path)
     elif not os.path.isdir(path):
         if os.path.lexists(path):
@@ -253,11 +254,14 @@ def open_state_dir(
     return StateDir(path, mode, db, locks)
 
 
-def _refuse_unsafe_parents(path: str) -> None:
+def _refuse_unsafe_parents(path: str) -> bool:
     """Every directory on the way to ``path`` (symlinks followed, as far as it exists)
     belongs to root or this user and is written by nobody else (or is sticky, like
     /tmp): whoever may rename an entry above the state directory could swap it for a
-    directory of hers between two of the agent's steps, and read the secrets it writes."""
+    directory of hers between two of the agent's steps, and read the secrets it writes.
+
+    Returns whether the whole way exists (False: a step is missing, which the caller
+    makes and then checks again)."""
     import stat
 
     uid = os.geteuid()
@@ -285,7 +289,7 @@ def _refuse_unsafe_parents(path: str) -> None:
         while todo and todo[-1] in ("", "."):
             todo.pop()
         if not todo:
-            return
+            return True
         name = todo.pop()
         if name == "..":
             current = os.path.dirname(current)
@@ -294,14 +298,14 @@ def _refuse_unsafe_parents(path: str) -> None:
         try:
             entry = os.lstat(step)
         except FileNotFoundError:
-            return  # the rest is made by this agent
+            return False  # the rest is made by this agent
         except OSError as exc:
             raise _os_error(step, "cannot read", exc) from exc
         if not stat.S_ISLNK(entry.st_mode):
             while todo and todo[-1] in ("", "."):
                 todo.pop()
             if not todo:
-                return  # the state directory itself: _refuse_others checks it
+                return True  # the state directory itself: _refuse_others checks it
             current = step
             continue
         if entry.st_uid not in (0, uid):
