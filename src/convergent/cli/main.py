@@ -489,11 +489,21 @@ def entry() -> None:
     of a 10-file run here. Call :func:`main` to run the command line in-process. Nor is
     the garbage collected after :func:`main` (it found the collector off, so leaves it
     off): the engine's cyclic objects would be, ~8 K instructions a resource.
+
+    The modules it imports come from the start-up cache when they are in it
+    (:mod:`convergent.cli.codecache`), which is written again at the end when they were
+    not.
     """
     import gc
+    import os
+
+    from convergent.cli.codecache import install
 
     gc.disable()  # main() leaves it off: the run's garbage is never collected, only dropped
+    cache = install(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = _collecting_after(None, hold=True)
+    if cache is not None:
+        cache.save()
     _exit(code)
 
 
