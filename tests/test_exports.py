@@ -107,11 +107,12 @@ def test_version_imports_nothing_but_the_command_line() -> None:
     )
     modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
     ours = sorted(m for m in modules if m.startswith("convergent"))
-    # the start-up cache's finder (cli/codecache.py) is the command's too
+    # the start-up cache (cli/codecache.py, its file codefile.py) is the command's too
     assert ours == [
         "convergent",
         "convergent.cli",
         "convergent.cli.codecache",
+        "convergent.cli.codefile",
         "convergent.cli.main",
     ]
     assert not modules & {"asyncio", "msgspec", "yaml", "ssl"}

@@ -19,13 +19,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import convergent
-from convergent.cli.codecache import Entry, read, write
+from convergent.cli.codefile import Entry, read, write
 
 PACKAGE = Path(convergent.__file__).resolve().parent
 FORGED = "module made from the forged cache entry"
@@ -150,7 +151,7 @@ def test_the_second_run_takes_its_modules_from_the_cache_file(site: Site) -> Non
     assert first.served == [] and "repaired: 3" in first.stdout
     path = site.cache_file()
     info = path.stat()
-    assert info.st_mode & 0o022 == 0 and info.st_uid == os.geteuid()
+    assert info.st_mode & 0o777 == 0o600 and info.st_uid == os.geteuid()  # code: not for all
     second = _ok(site)
     # asyncio's, msgspec's and convergent's own modules of the run path
     assert {"asyncio.base_events", "msgspec._utils", "convergent.engine.runner"} <= set(
@@ -194,6 +195,9 @@ def test_a_module_from_the_cache_is_the_one_a_plain_import_makes(site: Site) -> 
         "        bad.append((name, mine, theirs))\n"
         "    if inspect.getsource(module) != open(spec.origin).read():\n"
         "        bad.append((name, 'source'))\n"
+        "    M = importlib.machinery\n"
+        "    if M.FrozenImporter.find_spec(name) or M.BuiltinImporter.find_spec(name):\n"
+        "        bad.append((name, 'frozen or built in'))\n"
         "print('checked', cache.served, bad)\n"
     )
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -205,6 +209,35 @@ def test_a_module_from_the_cache_is_the_one_a_plain_import_makes(site: Site) -> 
     _, served, bad = done.stdout.split(" ", 2)
     assert int(served) > 50  # those the imports above did not load before the finder
     assert bad.strip() == "[]"
+
+
+def test_a_frozen_module_stays_frozen(site: Site) -> None:
+    """A module the interpreter has frozen comes from there, even after a command under
+    ``-X frozen_modules=off`` kept it from its source."""
+    probe = site.script.parent / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "from convergent.cli.codecache import install\n"
+        f"cache = install({str(site.package)!r})\n"
+        "import importlib.util\n"
+        "loader = importlib.util.__spec__.loader\n"
+        "print(loader.__name__ if isinstance(loader, type) else type(loader).__name__)\n"
+        "cache.save()\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environ["PYTHONPATH"] = str(site.src)
+    loaders = []
+    for flags in (["-X", "frozen_modules=off"], ["-X", "frozen_modules=off"], []):
+        done = subprocess.run(
+            [sys.executable, *flags, str(probe)],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        loaders.append(done.stdout.strip())
+    assert loaders == ["SourceFileLoader", "_Loader", "FrozenImporter"]
 
 
 @pytest.mark.parametrize("how", ["edited", "replaced, same size and time"])
@@ -324,13 +357,111 @@ def test_a_writer_killed_before_its_rename_leaves_the_last_file(site: Site) -> N
     killed = _run(site, KILL_AT_RENAME="1")
     assert killed.returncode == -signal.SIGKILL
     assert path.read_bytes() == before  # the last whole file, never a part of the new one
-    temps = list(path.parent.glob(path.name + ".*.tmp"))
-    assert len(temps) == 1
+    (left,) = path.parent.glob(path.name + ".*.tmp")
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    writing = path.parent / f"{path.name}.1-0123456789ab.tmp"  # another writer's, now
+    writing.write_bytes(b"")
     ran = _ok(site)
     assert "convergent.render" not in ran.served  # the edit is seen
-    assert not temps[0].exists()  # the dead writer's temp file removed
+    assert not left.exists()  # the killed writer's temp file removed
+    assert writing.exists()  # a recent one is not: its writer may be at work
     assert "convergent.render" in _ok(site).served
     found = read(str(path))
     assert found is not None
     entry: Entry = found[1]["convergent.render"][0]
     assert entry[4] == source.stat().st_size  # the edited source's code
+
+
+def test_older_cache_files_go_once_a_directory_holds_eight(site: Site) -> None:
+    _ok(site)
+    folder = site.cache_file().parent
+    hour_ago = time.time() - 3600
+    for n in range(10):  # other sys.path's files, as old as can be
+        other = folder / f"startup.{sys.implementation.cache_tag}-{n:08x}.bin"
+        other.write_bytes(b"")
+        os.utime(other, (hour_ago + n, hour_ago + n))
+    (site.package / "render.py").write_text((site.package / "render.py").read_text() + "#\n")
+    _ok(site)  # writes its own file again
+    left = sorted(folder.glob("startup.*.bin"))
+    assert len(left) == 8
+    assert f"startup.{sys.implementation.cache_tag}-00000000.bin" not in {p.name for p in left}
+    assert len(_ok(site).served) > 100  # its own file among them
+
+
+def test_a_stale_pyc_is_not_made_to_last(site: Site) -> None:
+    """Python takes a .pyc for its source's when the source's modification second and
+    size are those in its header: a file put in place with another's size and time (cp -p,
+    tar) runs the old code in a plain import. The cache does not copy such a .pyc: it
+    keeps the code compiled from the source, and a removed .pyc is of no consequence."""
+    source = site.package / "render.py"
+    text = source.read_text()
+    source.write_text(text + "import sys as _s\n_s.stderr.write('RENDER-A\\n')\n")
+    assert "RENDER-A" in _ok(site).stderr
+    assert "RENDER-A" in _ok(site).stderr
+    info = source.stat()
+    other = source.with_suffix(".new")  # the same size and times, other bytes
+    other.write_text(text + "import sys as _s\n_s.stderr.write('RENDER-B\\n')\n")
+    os.utime(other, ns=(info.st_atime_ns, info.st_mtime_ns))
+    other.replace(source)
+    _ok(site)  # a plain import of render: the old .pyc (Python's check), the cache: not it
+    ran = _ok(site)
+    assert "convergent.render" in ran.served
+    assert "RENDER-B" in ran.stderr and "RENDER-A" not in ran.stderr
+
+
+def test_code_from_the_cache_names_the_source_where_it_is_now(site: Site) -> None:
+    """Code compiled where the tree was before (a copied .pyc, a moved tree) names the
+    source where it is now, as Python's own loader makes it."""
+    _ok(site)
+    path = site.cache_file()
+    found = read(str(path))
+    assert found is not None
+    head, entries = found
+    entry, _ = entries["convergent.render"]
+    said = "__file__ + ' ' + TextRenderer.__init__.__code__.co_filename + '\\n'"
+    text = Path(entry[0]).read_text() + f"\nimport sys as _s\n_s.stderr.write({said})\n"
+    elsewhere = "/elsewhere/convergent/render.py"
+    entries["convergent.render"] = entry, marshal.dumps(compile(text, elsewhere, "exec"))
+    write(str(path), head, entries)
+    ran = _ok(site)
+    assert "convergent.render" in ran.served
+    origin = str(site.package / "render.py")
+    assert f"{origin} {origin}" in ran.stderr.splitlines()
+    assert elsewhere not in ran.stderr
+
+
+def test_a_package_put_beside_a_kept_module_is_imported(site: Site) -> None:
+    _ok(site)
+    assert "convergent.render" in _ok(site).served
+    package = site.package / "render"
+    package.mkdir()  # a package of the same name comes first in a plain import
+    (package / "__init__.py").write_text(
+        (site.package / "render.py").read_text() + "\nimport sys\nsys.stderr.write('PKG\\n')\n"
+    )
+    ran = _ok(site)
+    assert "PKG" in ran.stderr
+    assert "convergent.render" not in ran.served
+
+
+def test_a_file_that_is_no_module_does_not_turn_the_cache_off(site: Site) -> None:
+    _ok(site)
+    (site.script.parent / "sqlite3").write_text("#!/bin/sh\n")  # a program, as in /usr/bin
+    (site.script.parent / "typing.txt").write_text("notes\n")
+    assert len(_ok(site).served) > 100
+
+
+def test_a_cache_file_for_a_changing_sys_path_is_written_once_a_minute(site: Site) -> None:
+    _ok(site)
+    path = site.cache_file()
+    (site.src / "a.txt").write_text("")  # the PYTHONPATH directory changed
+    first = path.stat()
+    old = first.st_mtime - 120
+    os.utime(path, (old, old))  # written two minutes ago
+    assert _ok(site).served == []
+    again = path.stat()
+    assert again.st_ino != first.st_ino  # written again, for the directory as it is now
+    assert len(_ok(site).served) > 100
+    (site.src / "b.txt").write_text("")  # and changed again, within the minute
+    assert _ok(site).served == []
+    assert path.stat().st_ino == again.st_ino  # not written again so soon
