@@ -47,6 +47,17 @@ __all__ = ["run_command", "run_with_signals"]
 NOTHING_CHANGED = "nothing was changed"
 
 
+def _may_keep(file: str) -> bool:
+    """Whether the policy ``file`` is long enough to be kept between runs (a shorter one
+    is read every time, and the cache is not imported for it)."""
+    from convergent.policy.entries import CACHE_FROM
+
+    try:
+        return os.stat(file).st_size >= CACHE_FROM
+    except OSError:
+        return False  # load_graph says what is wrong
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
     outlive_readers()  # an agent whose output lost its reader goes on
@@ -65,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     state_dir = os.path.abspath(args.state_dir or default_state_dir())
     cache = None
-    if not args.noop:  # noop writes nothing, not even the cache
+    if not args.noop and _may_keep(args.file):  # noop writes nothing, not even the cache
         from convergent.policy.cache import PolicyCache
 
         cache = PolicyCache(state_dir)

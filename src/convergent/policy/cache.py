@@ -55,6 +55,7 @@ import msgspec
 
 from convergent.graph.collect import Collect
 from convergent.graph.core import Edge, Graph
+from convergent.policy.entries import CACHE_FROM
 from convergent.resources.base import Meta, Resource, builtin_classes, get_kind
 from convergent.resources.params import holds_credentials
 
@@ -68,9 +69,6 @@ _TEMP = ".policy.cache.tmp"
 _MAGIC = b"convergent policy cache 2\n"
 #: The largest file read or written (a policy of 250,000 plain files makes ~16 MB).
 MAX_CACHE_BYTES = 256 * 1024 * 1024
-#: A shorter policy is read every time: its load (~200 plain entries at most) costs no
-#: more than the cache's own work (its key, the modules' stamps, the decoders).
-CACHE_FROM = 16 * 1024
 _DEFAULT_META = Meta()
 
 Stamp = tuple[str, int, int, int]  # a module's file: path, inode, size, mtime (ns)

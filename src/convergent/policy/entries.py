@@ -21,6 +21,7 @@ from convergent.graph.core import MAX_RESOURCES
 from convergent.graph.identity import format_id
 
 __all__ = [
+    "CACHE_FROM",
     "EDGE_KEYS",
     "ENTRY_KEYS",
     "ENTRY_KEY_NAMES",
@@ -45,6 +46,11 @@ __all__ = [
 #: The largest policy file read (16 MiB): a thousand times the size of a large policy,
 #: and small enough that loading it never takes more than a few hundred MiB.
 MAX_POLICY_BYTES = 16 * 1024 * 1024
+#: A policy shorter than this is read every time, never kept between runs
+#: (``policy/cache.py``): its load (~200 plain entries at most) costs no more than the
+#: cache's own work (its key, the modules' stamps, the decoders), and ``convergent run``
+#: does not even import the cache for it.
+CACHE_FROM = 16 * 1024
 #: Aliases may make a policy stand for at most this many values, or four times the values
 #: written, whichever is more: beyond, a small file could describe millions of edges.
 MAX_EXPANDED_NODES = 1_000_000
