@@ -13,6 +13,7 @@ its mark.
 
 from __future__ import annotations
 
+import importlib.util
 import marshal
 import os
 import shutil
@@ -111,10 +112,11 @@ def site(tmp_path: Path) -> Site:
     return here
 
 
-def _run(site: Site, script: str | None = None, **env: str) -> Ran:
+def _run(site: Site, script: str | None = None, *, under: tuple[str, ...] = (), **env: str) -> Ran:
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     environ.update(PYTHONPATH=str(site.src), **env)
-    argv = [sys.executable, script or str(site.script), "run", str(site.root / "site.yaml")]
+    argv = [*under, sys.executable, script or str(site.script), "run"]
+    argv.append(str(site.root / "site.yaml"))
     argv += ["--state-dir", str(site.root / "state"), "--converged-timeout", "0"]
     done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=120)
     served: list[str] = []
@@ -126,8 +128,8 @@ def _run(site: Site, script: str | None = None, **env: str) -> Ran:
     return Ran(done.returncode, done.stdout, done.stderr, served)
 
 
-def _ok(site: Site, script: str | None = None, **env: str) -> Ran:
-    ran = _run(site, script, **env)
+def _ok(site: Site, script: str | None = None, *, under: tuple[str, ...] = (), **env: str) -> Ran:
+    ran = _run(site, script, under=under, **env)
     assert ran.returncode == 0, ran.stderr
     assert "failed: 0" in ran.stdout
     return ran
@@ -292,7 +294,9 @@ def test_a_module_kept_from_the_first_directory_is_not_taken_from_another(site: 
     assert len(ran.served) > 100  # the same cache file, the rest of it used
 
 
-@pytest.mark.parametrize("damage", ["cut short", "zeros", "garbage", "empty", "code cut"])
+@pytest.mark.parametrize(
+    "damage", ["cut short", "zeros", "garbage", "empty", "code cut", "head length"]
+)
 def test_a_damaged_cache_file_is_not_used_and_is_written_again(site: Site, damage: str) -> None:
     _ok(site)
     path = site.cache_file()
@@ -305,12 +309,16 @@ def test_a_damaged_cache_file_is_not_used_and_is_written_again(site: Site, damag
         path.write_bytes(os.urandom(len(data)))
     elif damage == "empty":
         path.write_bytes(b"")
+    elif damage == "head length":  # says ~4 GB: never read (nor allocated) past the file
+        magic = data.index(b"\n") + 1
+        path.write_bytes(data[:magic] + (0xFFFFFF00).to_bytes(4, "little") + data[magic + 4 :])
     else:  # the index whole, every module's code cut to its first bytes
         found = read(str(path))
         assert found is not None
         head, entries = found
         write(str(path), head, {n: (e, code[:9]) for n, (e, code) in entries.items()})
-    ran = _ok(site)
+    # a head said to be ~4 GB long is not read: 1 GB of address space is enough
+    ran = _ok(site, under=("prlimit", "--as=1000000000") if damage == "head length" else ())
     assert ran.stdout.count("repaired: 0") == 1
     found = read(str(site.cache_file()))
     assert found is not None  # written again, whole
@@ -442,6 +450,113 @@ def test_a_package_put_beside_a_kept_module_is_imported(site: Site) -> None:
     ran = _ok(site)
     assert "PKG" in ran.stderr
     assert "convergent.render" not in ran.served
+
+
+def test_a_package_made_of_a_directory_beside_a_kept_module_is_imported(site: Site) -> None:
+    """A directory named as a module, beside it: an ``__init__.py`` put in it later makes
+    the package that a plain import takes, and changes only that directory's time."""
+    (site.package / "render").mkdir()
+    _ok(site)
+    ran = _ok(site)
+    assert "convergent.render" not in ran.served  # not kept while the directory is there
+    assert len(ran.served) > 100
+    (site.package / "render" / "__init__.py").write_text(
+        (site.package / "render.py").read_text() + "\nimport sys\nsys.stderr.write('PKG\\n')\n"
+    )
+    assert "PKG" in _ok(site).stderr
+
+
+def _probe(site: Site, body: str) -> str:
+    """Run ``body`` after the cache's finder is installed, by a script in the command's
+    directory (the command's sys.path: its cache file), and give its output."""
+    probe = site.script.parent / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "from convergent.cli.codecache import install\n"
+        f"cache = install({str(site.package)!r})\n" + body
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environ["PYTHONPATH"] = str(site.src)
+    done = subprocess.run(
+        [sys.executable, str(probe)], env=environ, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_sys_path_changed_after_start_up_is_searched_as_usual(site: Site) -> None:
+    import graphlib
+
+    _ok(site)
+    assert "graphlib" in _ok(site).served
+    vendored = site.root / "vendored"
+    vendored.mkdir()
+    (vendored / "graphlib.py").write_text(
+        Path(graphlib.__file__).read_text() + "\nprint('VENDORED')\n"
+    )
+    said = _probe(site, f"sys.path.insert(0, {str(vendored)!r})\nimport graphlib\n")
+    assert "VENDORED" in said
+
+
+def test_imports_after_the_start_up_window_are_searched_as_usual(site: Site) -> None:
+    _ok(site)
+    assert "graphlib" in _ok(site).served
+    said = _probe(
+        site,
+        "import graphlib, heapq\n"  # heapq: within the window
+        "from convergent.cli import codecache\n"
+        "cache._until = 0.0  # as if the window were over\n"
+        "del sys.modules['graphlib']\n"
+        "import graphlib\n"
+        "loader = type(graphlib.__spec__.loader).__name__\n"
+        "print('LOADER', loader, type(heapq.__spec__.loader).__name__)\n",
+    )
+    assert "LOADER SourceFileLoader _Loader" in said
+
+
+def test_a_module_with_a_hash_based_pyc_is_not_kept(site: Site) -> None:
+    """Python checks a hash-based .pyc against its source's bytes (or not at all, when
+    unchecked): the cache, which checks times, leaves such a module to it."""
+    import py_compile
+
+    source = site.package / "render.py"
+    py_compile.compile(
+        str(source),
+        cfile=importlib.util.cache_from_source(str(source)),
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    _ok(site)
+    ran = _ok(site)
+    assert "convergent.render" not in ran.served
+    assert len(ran.served) > 100
+
+
+def test_a_removed_working_directory_does_not_break_the_command(site: Site) -> None:
+    gone = site.root / "gone"
+    gone.mkdir()
+    code = (
+        "import sys; sys.argv = ['convergent', '--version']; "
+        "from convergent.cli.main import entry; entry()"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environ["PYTHONPATH"] = str(site.src)
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'cd "$1" && rmdir "$1" && exec "$2" -c "$3"',
+            "sh",
+            gone,
+            sys.executable,
+            code,
+        ],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("convergent ")
 
 
 def test_a_file_that_is_no_module_does_not_turn_the_cache_off(site: Site) -> None:

@@ -3,7 +3,7 @@ search.
 
 Each module a ``convergent`` command imports from source costs the import system ~80 us
 here before its code runs (the search along ``sys.path``, the ``.pyc`` opened, read and
-checked against its source): ~170 modules a run (asyncio's, msgspec's, convergent's),
+checked against its source): ~140 modules a run (asyncio's, msgspec's, convergent's),
 about a tenth of a ten-file run. :func:`install` puts a finder on ``sys.meta_path``, just
 before the path finder, that answers from one file, ``__pycache__/startup.TAG-KEY.bin``
 beside convergent's own ``.pyc`` files (:mod:`convergent.cli.codefile`): each module's
@@ -25,7 +25,14 @@ What a module from the file is, and when it is not used:
   name, an extension module), checked at each import. Its code is kept from its
   ``.pyc`` only when that ``.pyc`` was written after the source last changed, else
   compiled from the source: a ``.pyc`` that Python takes for the source's (it compares
-  seconds and size) may be an older version's, and is not made to last.
+  seconds and size) may be an older version's, and is not made to last. A module whose
+  ``.pyc`` is hash-based (Python checks it against the source's bytes, or not at all),
+  or that has a directory of its name where the search looks first (an ``__init__.py``
+  put in it would change only that directory's time), is not kept.
+- The finder answers for the first :data:`WINDOW` seconds after it is put in place,
+  while ``sys.path`` is the list it checked: the imports of a command's start and first
+  steps. Later ones (a long-running agent's reloaded policy, a plug-in that changes
+  ``sys.path``) search as usual.
 - The file is for one interpreter, one user, one optimisation level and one
   ``sys.path`` but its first directory (the script's, or the working directory of
   ``python -m``): its name holds a digest of them. It is not used at all when another
@@ -59,13 +66,17 @@ if TYPE_CHECKING:
     from types import CodeType
     from typing import Any
 
-__all__ = ["KEEP_BYTES", "CodeCache", "install"]
+__all__ = ["KEEP_BYTES", "WINDOW", "CodeCache", "install"]
 
 #: Past this, a save keeps only what this command imported (not every module any command
 #: with this ``sys.path`` imported: a run's are ~2.5 MB, with the web view's and etcd's ~13).
 KEEP_BYTES = 16 * 1024 * 1024
 _FIRST_READ = 64 * 1024  # the head (key and index) of a usual file, in one read
 _AGAIN_NS = 60 * 10**9  # a file refused for its sys.path is not written again sooner
+#: The finder answers for this long after it is put in place (seconds): the imports of a
+#: command's start and first steps. A long-running agent's later imports (a policy
+#: reloaded with other kinds, a plug-in) search as usual.
+WINDOW = 5.0
 
 
 def _name(finder: object) -> str:
@@ -100,6 +111,17 @@ def _where() -> tuple[tuple[int, int, int] | None, ...]:
         else:
             marks.append((info.st_dev, info.st_ino, info.st_mtime_ns))
     return tuple(marks)
+
+
+def _first() -> tuple[int, int, int] | None:
+    """The inode and modification time of the first ``sys.path`` directory, kept apart
+    from the key: when it is the one the file was written with, nothing was added there
+    since, and :func:`_shadowed` need not list it."""
+    try:
+        info = os.stat(sys.path[0] or ".")
+    except (OSError, ValueError, IndexError):
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns
 
 
 def _shadowed(index: dict[str, Entry]) -> bool:
@@ -176,7 +198,13 @@ class CodeCache:
         self._base = base  # where its compiled code begins
         self._index = index
         self._before = set(sys.modules)  # imported before the finder: never from it
-        roots = [entry or os.getcwd() for entry in sys.path]  # as the path finder has them
+        self._path = list(sys.path)  # as the key and the marks saw it
+        self._until = time.monotonic() + WINDOW
+        try:
+            cwd = os.getcwd()
+        except OSError:  # removed: the path finder finds nothing through "" either
+            cwd = ""
+        roots = [entry or cwd for entry in sys.path]  # as the path finder has them
         self._roots = {*roots, *map(os.path.abspath, roots)}
         self._dirs: dict[str, int | None] = {}  # directory -> mtime ns, stat'ed once
         self._stale: set[str] = set()  # kept in an older version than the source's
@@ -194,6 +222,8 @@ class CodeCache:
         entry = self._index.get(name)
         if entry is None or target is not None:
             return None
+        if sys.path != self._path or time.monotonic() > self._until:
+            return None  # sys.path is no longer the one checked, or start-up is over
         origin, package = entry[0], entry[1]
         where = os.path.dirname(origin)  # a module's directory, a package's own
         found_in = os.path.dirname(where) if package else where  # where the search found it
@@ -267,7 +297,7 @@ class CodeCache:
                 if name in self._before or (name in self._index and name not in self._stale):
                     continue
                 found = compiled(module, _LOADERS)
-                if found is not None:
+                if found is not None and not _directory_before(name, found[0]):
                     new[name] = found
             if new or self._stale:
                 self._write(new)
@@ -290,14 +320,36 @@ class CodeCache:
         write(self.path, self._head, entries)
 
 
+def _directory_before(name: str, entry: Entry) -> bool:
+    """Whether a directory named as the module is where the search looks before it:
+    beside a module, or in a ``sys.path`` directory before a top-level one's. An
+    ``__init__.py`` put in it would make a package that comes first, and change only that
+    directory's time: such a module is not kept."""
+    tail = name.rpartition(".")[2]
+    where = os.path.dirname(entry[0])
+    found_in = os.path.dirname(where) if entry[1] else where
+    if not entry[1] and os.path.isdir(os.path.join(where, tail)):
+        return True
+    if "." in name:
+        return False
+    for folder in sys.path:
+        folder = folder or "."
+        if os.path.abspath(folder) == found_in:
+            return False
+        if os.path.isdir(os.path.join(folder, tail)):
+            return True
+    return False
+
+
 def _read(fd: int) -> tuple[tuple[object, ...], int, dict[str, Entry]] | None:
     """The head, where the compiled code begins and the index of the file ``fd``."""
     try:
         data = os.pread(fd, _FIRST_READ, 0)
         found = parse(data)
         if found is None and len(data) == _FIRST_READ:  # a longer head: read it whole
-            size = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "little")
-            found = parse(os.pread(fd, len(MAGIC) + 4 + size, 0))
+            end = len(MAGIC) + 4 + int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "little")
+            if end <= os.fstat(fd).st_size:
+                found = parse(os.pread(fd, end, 0))
     except (OSError, ValueError, OverflowError):
         return None
     return found
@@ -306,21 +358,32 @@ def _read(fd: int) -> tuple[tuple[object, ...], int, dict[str, Entry]] | None:
 def install(package: str) -> CodeCache | None:
     """Put the finder of ``package``'s cache file (``package``: the directory of
     convergent's ``__init__.py``) on ``sys.meta_path``, before the path finder; None
-    when this interpreter keeps no compiled modules (no cache tag)."""
+    when there is none (no cache tag for .pyc files, or anything amiss: the command
+    imports as usual)."""
+    try:
+        return _install(package)
+    except Exception:
+        return None
+
+
+def _install(package: str) -> CodeCache | None:
     try:
         folder = os.path.dirname(cache_from_source(os.path.join(package, "__init__.py")))
     except (ValueError, NotImplementedError):
         return None
     key = _key()
     path = os.path.join(folder, f"startup.{sys.implementation.cache_tag}-{_digest(repr(key))}.bin")
-    head = (key, _where())
-    cache = CodeCache(path, head, None, 0, {})
+    marks, first = _where(), _first()
+    cache = CodeCache(path, (key, marks, first), None, 0, {})
     fd = open_trusted(path)
     if fd is not None:
         found = _read(fd)
-        if found is not None and found[0] == head and not _shadowed(found[2]):
-            cache = CodeCache(path, head, fd, found[1], found[2])
-        else:
+        if found is not None and len(found[0]) == 3 and found[0][:2] == (key, marks):
+            unchanged = first is not None and found[0][2] == first
+            if unchanged or not _shadowed(found[2]):
+                cache = CodeCache(path, (key, marks, first), fd, found[1], found[2])
+                fd = None
+        if fd is not None:
             try:
                 if found is not None:  # whole, for sys.path as it was: not written too often
                     cache.refused = os.fstat(fd).st_mtime_ns

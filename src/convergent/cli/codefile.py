@@ -42,7 +42,8 @@ def compiled(module: ModuleType, loaders: tuple[type, ...]) -> tuple[Entry, byte
     ``.pyc``'s when that ``.pyc`` was written after its source last changed (ctime) and
     its header names the source as it is now; else compiled here from the source (a
     ``.pyc`` that Python takes for its source's, by seconds and size, may be an older
-    version's: it is not copied, so not kept past an edit)."""
+    version's: it is not copied, so not kept past an edit). None for a module whose
+    ``.pyc`` is hash-based (Python checks it against the source's bytes, or not at all)."""
     spec = getattr(module, "__spec__", None)
     if spec is None or not spec.has_location or type(spec.loader) not in loaders:
         return None
@@ -54,7 +55,9 @@ def compiled(module: ModuleType, loaders: tuple[type, ...]) -> tuple[Entry, byte
         where = os.stat(os.path.dirname(origin)).st_mtime_ns
         with open(origin, "rb") as source:
             info = os.fstat(source.fileno())
-            code = _from_pyc(cached, info)
+            hashed, code = _from_pyc(cached, info)
+            if hashed:
+                return None
             if code is None:
                 code = marshal.dumps(compile(source.read(), origin, "exec", dont_inherit=True))
     except (OSError, ValueError, NotImplementedError, SyntaxError):
@@ -63,24 +66,27 @@ def compiled(module: ModuleType, loaders: tuple[type, ...]) -> tuple[Entry, byte
     return (origin, package, info.st_ino, info.st_mtime_ns, info.st_size, 0, 0, cached, where), code
 
 
-def _from_pyc(cached: str, source: os.stat_result) -> bytes | None:
-    """The code in the ``.pyc`` ``cached`` if it is certainly ``source``'s, else None."""
+def _from_pyc(cached: str, source: os.stat_result) -> tuple[bool, bytes | None]:
+    """Whether the ``.pyc`` ``cached`` is hash-based (Python checks it against the
+    source's bytes, or not at all: such a module is left to it), and its code if it is
+    certainly ``source``'s (else None)."""
     try:
         with open(cached, "rb") as file:
             written = os.fstat(file.fileno()).st_mtime_ns
             data = file.read()
     except OSError:
-        return None
+        return False, None
+    if len(data) >= 16 and data[:4] == MAGIC_NUMBER and data[4:8] != bytes(4):
+        return True, None
     if (
         written <= source.st_ctime_ns  # the source changed since (or in the same tick)
         or len(data) < 16
         or data[:4] != MAGIC_NUMBER
-        or int.from_bytes(data[4:8], "little") != 0  # hash-based: not by timestamp
         or int.from_bytes(data[8:12], "little") != int(source.st_mtime) & 0xFFFFFFFF
         or int.from_bytes(data[12:16], "little") != source.st_size & 0xFFFFFFFF
     ):
-        return None
-    return data[16:]
+        return False, None
+    return False, data[16:]
 
 
 def parse(data: bytes) -> tuple[tuple[object, ...], int, dict[str, Entry]] | None:

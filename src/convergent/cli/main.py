@@ -503,7 +503,10 @@ def entry() -> None:
     cache = install(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = _collecting_after(None, hold=True)
     if cache is not None:
-        cache.save()
+        import contextlib
+
+        with contextlib.suppress(KeyboardInterrupt):  # the command is done: its code stands
+            cache.save()
     _exit(code)
 
 
