@@ -172,6 +172,28 @@ def test_a_forged_entry_runs_only_when_the_file_is_used(site: Site) -> None:
     assert FORGED in ran.stderr and "convergent.render" in ran.served
 
 
+def test_a_package_made_later_in_the_script_directory_is_imported(site: Site) -> None:
+    """A directory named as a kept module, made in the script's directory after the
+    module was kept; then a save for another reason; then an ``__init__.py`` put in it
+    (which leaves the script directory's time as the save saw it): a plain import takes
+    that package."""
+    import graphlib
+
+    _ok(site)
+    assert "graphlib" in _ok(site).served
+    folder = site.script.parent / "graphlib"
+    folder.mkdir()
+    assert "graphlib" in _ok(site).served  # a directory alone is no package
+    render = site.package / "render.py"
+    render.write_text(render.read_text() + "#\n")  # the next run writes the file
+    _ok(site)
+    (folder / "__init__.py").write_text(
+        Path(graphlib.__file__).read_text() + "\nimport sys\nsys.stderr.write('SHADOW\\n')\n"
+    )
+    ran = _ok(site)
+    assert "SHADOW" in ran.stderr and "graphlib" not in ran.served
+
+
 def _probe(site: Site, body: str, *flags: str) -> str:
     """Run ``body`` after the cache's finder is installed, by a script in the command's
     directory (the command's sys.path: its cache file), and give its output."""

@@ -309,8 +309,8 @@ class CodeCache:
         for name, entry in self._index.items():
             if name in new or name in self._stale or self._fd is None:
                 continue
-            if self._damaged and name not in self._served:
-                continue
+            if (self._damaged and name not in self._served) or _directory_before(name, entry):
+                continue  # unread code of a damaged file; or see _directory_before
             data = os.pread(self._fd, entry[6], self._base + entry[5])
             if len(data) == entry[6]:
                 entries[name] = entry, data
