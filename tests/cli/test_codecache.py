@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import convergent
-from convergent.cli.codefile import Entry, read, write
+from convergent.cli.codefile import Entry, parse, write
 
 PACKAGE = Path(convergent.__file__).resolve().parent
 FORGED = "module made from the forged cache entry"
@@ -60,6 +60,17 @@ sys.stderr.write("PACKAGE " + os.path.dirname(convergent.__file__) + "\\n")
 from convergent.cli.main import entry
 entry()
 """
+
+
+def read(path: str) -> tuple[tuple[object, ...], dict[str, tuple[Entry, bytes]]] | None:
+    """A cache file's head and entries (what ``write`` takes), whatever it was written
+    for; None when it is not one."""
+    data = Path(path).read_bytes()
+    found = parse(data)
+    if found is None:
+        return None
+    head, base, index = found
+    return head, {name: (e, data[base + e[5] : base + e[5] + e[6]]) for name, e in index.items()}
 
 
 @dataclass

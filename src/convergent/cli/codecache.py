@@ -99,11 +99,14 @@ def _key() -> tuple[object, ...]:
     )
 
 
-def _where() -> tuple[tuple[int, int, int] | None, ...]:
-    """The inode and modification time of each ``sys.path`` directory but the first
-    (None: not there): a file added to one could now come first."""
+def _marks() -> tuple[tuple[int, int, int] | None, ...]:
+    """The inode and modification time of each ``sys.path`` directory (None: not
+    there): a file added to one could now come first. The first one's (the script's, or
+    the working directory under ``python -m``, which change often) is kept apart from
+    the key: when it is the one the file was written with, nothing was added there
+    since, and :func:`_shadowed` need not list it."""
     marks: list[tuple[int, int, int] | None] = []
-    for entry in sys.path[1:]:
+    for entry in sys.path:
         try:
             info = os.stat(entry or ".")
         except (OSError, ValueError):
@@ -111,17 +114,6 @@ def _where() -> tuple[tuple[int, int, int] | None, ...]:
         else:
             marks.append((info.st_dev, info.st_ino, info.st_mtime_ns))
     return tuple(marks)
-
-
-def _first() -> tuple[int, int, int] | None:
-    """The inode and modification time of the first ``sys.path`` directory, kept apart
-    from the key: when it is the one the file was written with, nothing was added there
-    since, and :func:`_shadowed` need not list it."""
-    try:
-        info = os.stat(sys.path[0] or ".")
-    except (OSError, ValueError, IndexError):
-        return None
-    return info.st_dev, info.st_ino, info.st_mtime_ns
 
 
 def _shadowed(index: dict[str, Entry]) -> bool:
@@ -373,22 +365,26 @@ def _install(package: str) -> CodeCache | None:
         return None
     key = _key()
     path = os.path.join(folder, f"startup.{sys.implementation.cache_tag}-{_digest(repr(key))}.bin")
-    marks, first = _where(), _first()
-    cache = CodeCache(path, (key, marks, first), None, 0, {})
-    fd = open_trusted(path)
+    marks = _marks()
+    first, rest = (marks[0], marks[1:]) if marks else (None, ())
+    head = (key, rest, first)
+    fd, base, index = open_trusted(path), 0, {}
+    refused = None
     if fd is not None:
         found = _read(fd)
-        if found is not None and len(found[0]) == 3 and found[0][:2] == (key, marks):
+        if found is not None and len(found[0]) == 3 and found[0][:2] == head[:2]:
             unchanged = first is not None and found[0][2] == first
             if unchanged or not _shadowed(found[2]):
-                cache = CodeCache(path, (key, marks, first), fd, found[1], found[2])
-                fd = None
-        if fd is not None:
+                base, index = found[1], found[2]
+        if not index:
             try:
                 if found is not None:  # whole, for sys.path as it was: not written too often
-                    cache.refused = os.fstat(fd).st_mtime_ns
+                    refused = os.fstat(fd).st_mtime_ns
             finally:
                 os.close(fd)
+                fd = None
+    cache = CodeCache(path, head, fd, base, index)
+    cache.refused = refused
     try:
         at = sys.meta_path.index(PathFinder)
     except ValueError:

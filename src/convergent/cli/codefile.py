@@ -25,7 +25,7 @@ TYPE_CHECKING = False  # as in convergent/__init__.py: typing is not imported fo
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["MAGIC", "MAX_BYTES", "Entry", "compiled", "open_trusted", "parse", "read", "write"]
+__all__ = ["MAGIC", "MAX_BYTES", "Entry", "compiled", "open_trusted", "parse", "write"]
 
 MAGIC = b"convergent startup cache 2\n"
 MAX_BYTES = 64 * 1024 * 1024  # more is not a cache of one command's modules
@@ -132,21 +132,6 @@ def open_trusted(path: str) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def read(path: str) -> tuple[tuple[object, ...], dict[str, tuple[Entry, bytes]]] | None:
-    """A cache file's head and entries (what :func:`write` was given), whatever it was
-    written for; None when it is not one."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError:
-        return None
-    found = parse(data)
-    if found is None:
-        return None
-    head, base, index = found
-    return head, {name: (e, data[base + e[5] : base + e[5] + e[6]]) for name, e in index.items()}
 
 
 def write(path: str, head: tuple[object, ...], entries: dict[str, tuple[Entry, bytes]]) -> None:
