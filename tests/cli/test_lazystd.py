@@ -333,6 +333,16 @@ assert not errors, errors
 del stand_in
 """,
     ),
+    "asyncio's TLS protocol": (
+        "asyncio.sslproto",
+        """
+import asyncio, sys
+proto = asyncio.sslproto  # the package's attribute, as a plain import leaves it
+assert proto is sys.modules["asyncio.sslproto"] and proto.__file__
+assert asyncio.base_events.sslproto is proto and asyncio.selector_events.sslproto is proto
+assert proto.SSLProtocol.__name__ == "SSLProtocol"
+""",
+    ),
     "typing_extensions and msgspec": (
         "typing_extensions",
         """
@@ -407,3 +417,103 @@ def test_what_a_stand_in_answers_is_what_the_real_module_has() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "subprocess" in done.stdout and "logging" in done.stdout
+
+
+# The names of `datetime` and what each is, as `repr`s, and its spec (a plain import's).
+DATETIME = textwrap.dedent(
+    """
+    import sys
+    if sys.argv[1] == "runtime":
+        from convergent.cli.lazystd import import_runtime
+        import_runtime()
+    import datetime
+    import _datetime
+    for key, value in sorted(vars(datetime).items()):
+        if key in ("__builtins__", "__loader__"):
+            value = type(value).__name__
+        elif not key.startswith("_"):
+            same = getattr(_datetime, key, None) is value
+            value = f"{type(value).__name__} {getattr(value, '__name__', '')} (_datetime's: {same})"
+        print(key, value if key != "__spec__" else (value.name, value.origin, value.cached))
+    loader = datetime.__loader__
+    print("loader", type(loader).__name__, datetime.__spec__.loader is loader)
+    """
+)
+
+
+def test_datetime_is_the_module_a_plain_import_makes() -> None:
+    """``datetime`` after the run path's imports (made from ``_datetime`` without running
+    3.11's pure-Python version) has the names, values, docstring, spec and loader of a
+    plain ``import datetime``; msgspec encodes its values as before."""
+    found = {}
+    for way in ("plain", "runtime"):
+        done = subprocess.run(
+            [sys.executable, "-c", DATETIME, way], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        found[way] = done.stdout
+    assert found["runtime"] == found["plain"]
+    assert "datetime type datetime (_datetime's: True)" in found["plain"]
+    assert "loader SourceFileLoader True" in found["plain"]
+
+
+# A process started like the CLI runs POLICY (twice: the second run of a long policy is
+# made from the policy cache) and lists where compile() was called from, but the import
+# system (a module compiled from its source, as when no .pyc is written).
+NO_COMPILE = textwrap.dedent(
+    """
+    import builtins, sys
+    real, calls = builtins.compile, []
+    def compile(*args, **kwargs):
+        where = sys._getframe(1).f_code
+        if "importlib" not in where.co_filename:
+            calls.append(f"{where.co_filename}:{where.co_name}")
+        return real(*args, **kwargs)
+    builtins.compile = compile
+    from convergent.cli.lazystd import import_runtime
+    from convergent.cli.main import main
+
+    policy, state = sys.argv[1:3]
+    import_runtime()
+    for _ in range(2):
+        code = main(["run", policy, "--converged-timeout", "0", "--state-dir", state])
+        assert code == 0, code
+    print("compile() called from:", calls)
+    """
+)
+
+
+@pytest.mark.parametrize("policy", ["ten files", "exec", "kept graph"])
+def test_a_run_compiles_no_annotation(tmp_path: Path, policy: str) -> None:
+    """No ``compile()`` in a run of a plain policy (file, exec, or the graph kept in the
+    policy cache): the first one in a process costs ~1 ms, making the ``ast`` node types.
+    typing compiles an annotation that is a string (a NamedTuple's field, a Struct's
+    field that msgspec resolves); the types named where the classes are made
+    (``convergent/hints.py``) and msgspec's import-time probe answered by a stand-in
+    (cli/lazystd.py) keep them out."""
+    target = tmp_path / "files"
+    target.mkdir()
+    if policy == "exec":
+        text = (
+            "resources:\n  - exec: one\n    cmd: [/bin/true]\n"
+            "  - exec: two\n    cmd: [/bin/true]\n    require: [exec[one]]\n"
+        )
+    else:
+        count = 10 if policy == "ten files" else 400
+        text = "resources:\n" + "".join(
+            f'  - file: "{target}/f{i}"\n    content: "line {i}\\n"\n' for i in range(count)
+        )
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_COMPILE, str(path), str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "compile() called from: []", done.stdout
+    if policy == "kept graph":
+        assert (tmp_path / "state" / "policy.cache").is_file()
+    elif policy == "ten files":
+        assert (target / "f9").read_text() == "line 9\n"

@@ -18,7 +18,13 @@ imports both with these held back:
   ``get_type_hints``, ``Required`` and ``NotRequired`` from ``typing``, which has them;
 - ``ssl`` is absent while asyncio is imported (asyncio takes it for missing), then a
   stand-in in asyncio's ``ssl`` globals, which answers ``SSLSocket`` (asyncio checks
-  every socket it connects against it) without loading OpenSSL.
+  every socket it connects against it) without loading OpenSSL;
+- ``datetime`` (msgspec's C core takes its types at its init) is made as Python 3.12
+  makes it: the names of the ``_datetime`` extension, ``__all__`` and ``sys`` in the
+  module of ``datetime.py``'s spec, without running the pure-Python version that 3.11's
+  ``datetime.py`` defines before it replaces it with those same names (~100 KB of
+  compiled code, ~1 ms). The module is the one a plain import leaves: the same names,
+  values, spec and loader.
 
 Afterwards no stand-in is in ``sys.modules``, nor an attribute of a package (a hook
 answers ``concurrent.futures`` and ``msgspec.inspect`` with the real module, so a
@@ -48,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["HELD", "Forward", "import_runtime"]
 
 _IMPORTED = ("asyncio", "msgspec")  # what import_runtime imports
-_SSL_USERS = ("asyncio.sslproto", "asyncio.base_events", "asyncio.selector_events")
+_SSL_USERS = ("asyncio.base_events", "asyncio.selector_events")
 
 
 def _system() -> str:
@@ -90,6 +96,7 @@ HELD: dict[str, dict[str, object]] = {
     "traceback": {"extract_stack": _extract_stack},
     "linecache": {},
     "msgspec.inspect": {},
+    "asyncio.sslproto": {},  # TLS over asyncio: base_events and selector_events call it
     "msgspec._json_schema": {
         "schema": Forward("msgspec._json_schema", "schema"),
         "schema_components": Forward("msgspec._json_schema", "schema_components"),
@@ -118,13 +125,16 @@ def import_runtime() -> None:
             # _PackageHook answers for it
     for name in absent:
         sys.modules[name] = None  # type: ignore[assignment]  # `import name` fails
+    if "datetime" not in before:
+        sys.meta_path.insert(0, _DATETIME)
     try:
         import asyncio
-        import asyncio.selector_events
-        import asyncio.sslproto  # noqa: F401
+        import asyncio.selector_events  # noqa: F401
 
-        import msgspec  # noqa: F401
+        _import_msgspec()
     finally:
+        if _DATETIME in sys.meta_path:
+            sys.meta_path.remove(_DATETIME)
         for name in absent:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
@@ -136,9 +146,110 @@ def import_runtime() -> None:
         for name in _SSL_USERS:
             sys.modules[name].ssl = ssl  # type: ignore[attr-defined]
         held["ssl"] = ssl
+    for name, stand_in in held.items():  # a package's submodule that its modules imported
+        parent, _, child = name.rpartition(".")  # from sys.modules (`from . import sslproto`)
+        package = sys.modules.get(parent) if parent in _IMPORTED else None
+        if package is not None and child not in package.__dict__:  # is its attribute after
+            setattr(package, child, stand_in)  # a plain import: a _PackageHook answers for it
     if held:
         hooks = _hook_packages(held)
         _hand_over(held, [sys.modules[name] for name in sys.modules.keys() - before], hooks)
+
+
+def _probe(
+    arg: str, is_argument: bool = True, module: Any = None, *, is_class: bool = False
+) -> None:
+    """``typing.ForwardRef`` while msgspec is imported: it accepts what 3.11's takes."""
+
+
+def _import_msgspec() -> None:
+    """``import msgspec``, with ``typing.ForwardRef`` a stand-in meanwhile: its only use
+    then is ``msgspec._utils``'s probe of the ``is_class`` argument, which 3.11's
+    accepts, and the real one would make it the run's first ``compile()``, ~1 ms (the
+    first in a process makes the ``ast`` node types)."""
+    typing: Any = sys.modules.get("typing")  # asyncio imported it
+    real = None if typing is None or "msgspec" in sys.modules else typing.ForwardRef
+    if real is not None:
+        typing.ForwardRef = _probe
+    try:
+        import msgspec  # noqa: F401
+    finally:
+        if real is not None:
+            typing.ForwardRef = real
+
+
+def _find_after(finder: Any, name: str, path: Any, target: Any) -> Any:
+    """The spec the finders after ``finder`` on the meta path give for ``name``."""
+    for after in sys.meta_path[sys.meta_path.index(finder) + 1 :]:
+        find: Callable[..., Any] | None = getattr(after, "find_spec", None)
+        spec = None if find is None else find(name, path, target)
+        if spec is not None:
+            return spec
+    return None
+
+
+# The names of Python 3.12's datetime.py (3.11's defines the pure-Python version first).
+_DATETIME_ALL = (
+    "date", "datetime", "time", "timedelta", "timezone", "tzinfo", "MINYEAR", "MAXYEAR", "UTC",
+)  # fmt: skip
+
+
+class _DatetimeFinder:
+    """On the meta path while asyncio and msgspec are imported: ``datetime``'s spec as
+    the finders after it give it, with a :class:`_DatetimeLoader`."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "datetime":
+            return None
+        spec = _find_after(self, name, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _DatetimeLoader(spec.loader)
+        return spec
+
+
+class _DatetimeLoader:
+    """Fills the module as Python 3.12's ``datetime.py`` does (``import sys``, ``from
+    _datetime import *`` and its ``__doc__``, ``__all__``) when ``_datetime`` is there,
+    else runs the module's own code; then gives the module its own loader back. Not by
+    ``exec`` of that source: the first ``compile`` in a process costs ~1 ms."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def create_module(self, spec: Any) -> Any:
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        inner = self._inner
+        try:
+            import _datetime  # type: ignore[import-not-found]
+        except ImportError:
+            inner.exec_module(module)
+        else:
+            import builtins
+
+            space = module.__dict__
+            space.setdefault("__builtins__", builtins.__dict__)
+            space["sys"] = sys
+            space.update((k, v) for k, v in vars(_datetime).items() if not k.startswith("_"))
+            space["__doc__"] = _datetime.__doc__
+            space["__all__"] = _DATETIME_ALL
+        _give_loader_back(module, self, inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+_DATETIME = _DatetimeFinder()
+
+
+def _give_loader_back(module: ModuleType, loader: Any, inner: Any) -> None:
+    """The module's own loader in place of ``loader``, as a plain import leaves it."""
+    spec: Any = module.__spec__
+    if spec is not None and spec.loader is loader:
+        spec.loader = inner
+    if getattr(module, "__loader__", None) is loader:
+        module.__loader__ = inner
 
 
 class _PackageHook:
@@ -300,14 +411,10 @@ class _Finder:
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name not in self._holders:
             return None
-        for finder in sys.meta_path[sys.meta_path.index(self) + 1 :]:
-            find: Callable[..., Any] | None = getattr(finder, "find_spec", None)
-            spec = None if find is None else find(name, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _Loader(spec.loader, self)
-                return spec
-        return None
+        spec = _find_after(self, name, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Loader(spec.loader, self)
+        return spec
 
     def give(self, module: ModuleType) -> None:
         name = module.__name__
@@ -342,11 +449,7 @@ class _Loader:
     def exec_module(self, module: ModuleType) -> None:
         inner = self._inner
         inner.exec_module(module)
-        spec: Any = module.__spec__
-        if spec is not None and spec.loader is self:
-            spec.loader = inner  # the module as a plain import leaves it
-        if getattr(module, "__loader__", None) is self:
-            module.__loader__ = inner
+        _give_loader_back(module, self, inner)
         self._finder.give(module)
 
     def __getattr__(self, name: str) -> Any:

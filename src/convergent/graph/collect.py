@@ -10,8 +10,6 @@ mgmt's meaning: a collected file is placed in that directory under its own base 
 with the exporting host's name and never applies the export.
 """
 
-from __future__ import annotations
-
 import posixpath
 
 import msgspec

@@ -17,6 +17,7 @@ import msgspec
 
 from convergent.errors import CycleError, MissingVertexError
 from convergent.graph.collect import Collect
+from convergent.hints import as_types
 
 __all__ = ["MAX_RESOURCES", "Edge", "Graph", "Identified", "parse_output_ref"]
 
@@ -48,6 +49,9 @@ class Edge(msgspec.Struct, frozen=True):
     target: str
     notify: bool = False
     recv: tuple[tuple[str, str], ...] = ()
+
+
+as_types(Edge)  # decoded from the policy cache (hints.py)
 
 
 def _ref_id(ref: str | Identified) -> str:

@@ -43,8 +43,6 @@ crash left short or with zeros fails its CRC and is read as no cache. Anything w
 it is a policy read as if there were none.
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 import stat

@@ -72,12 +72,12 @@ TOP_KEYS = (
 )
 
 
-class Location(NamedTuple):
+# Its fields are given as types, not as annotations: this module's annotations are
+# strings, and typing would compile each one (the first ``compile()`` of a run ~1 ms).
+class Location(NamedTuple("Location", [("file", str), ("line", int), ("col", int)])):
     """Where something is written: file, line and column, both 1-based."""
 
-    file: str
-    line: int
-    col: int
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"

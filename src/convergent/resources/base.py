@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import msgspec
 
 from convergent.errors import ParamError
+from convergent.hints import as_types
 from convergent.resources.params import convert_params, param_fields, reject_nul
 
 if typing.TYPE_CHECKING:
@@ -195,6 +196,9 @@ class Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
             seen.add(sema_id)
             found.append((sema_id, size))
         return found
+
+
+as_types(Meta)  # decoded from the policy cache (hints.py)
 
 
 class Change:

@@ -27,9 +27,12 @@ group unless ``group`` is given, and its supplementary groups, looked up through
 them); switching needs an agent running as root (a clear error otherwise, before anything
 runs). The switch is made in the child before ``exec`` (``host.process.run``): the agent's
 own supplementary groups are never inherited.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the annotations of ExecParams and IfNewer
+are types when the classes are made, which msgspec reads as they are (as strings it
+compiles each one at the first ``exec`` of a run, and the first ``compile()`` in a
+process costs ~1 ms); the names only imported for type checking are quoted.
+"""
 
 import os
 import signal
@@ -223,20 +226,20 @@ class Exec(Resource[ExecParams], kind="exec"):
 
     # -- under noop (the Predicts ability) ---------------------------------------------
 
-    async def check_predicted(self, ctx: Context, view: View) -> Change | None:
+    async def check_predicted(self, ctx: Context, view: "View") -> Change | None:
         """The guards through the predicted state: ``creates``, ``removes`` and
         ``ifnewer`` see predicted existence and order; a guard command cannot (it may run)."""
         if self.params.refresh_only or await self._skip_reason(ctx, view) is not None:
             return None
         return Change(f"would run: {_describe(self.params.cmd)}")
 
-    async def predict_refresh(self, ctx: Context, view: View) -> str | None:
+    async def predict_refresh(self, ctx: Context, view: "View") -> str | None:
         """What a refresh would do: run, unless a guard says skip."""
         if await self._skip_reason(ctx, view) is not None:
             return None
         return f"would run on refresh: {_describe(self.params.cmd)}"
 
-    def predict(self, ctx: Context, change: Change | None, view: View) -> Effects:
+    def predict(self, ctx: Context, change: Change | None, view: "View") -> "Effects":
         """What the command leaves behind, as its guards declare it: ``creates`` exists,
         ``removes`` is gone, ``ifnewer.target`` is newer than its sources; its outputs
         are known once it ran. Without such a guard, its effect is described by nothing."""
@@ -254,7 +257,7 @@ class Exec(Resource[ExecParams], kind="exec"):
 
     # -- helpers ----------------------------------------------------------------------
 
-    async def _skip_reason(self, ctx: Context, view: View | None = None) -> str | None:
+    async def _skip_reason(self, ctx: Context, view: "View | None" = None) -> str | None:
         """Why the guards say not to run (None: run). Guards run in the documented order.
         ``view``: under noop, the predicted state the path guards read."""
         p = self.params
@@ -423,7 +426,7 @@ def _stat_mtime(path: str) -> int | None:
         return None
 
 
-def _up_to_date(ctx: Context, ifnewer: IfNewer, view: View | None = None) -> bool:
+def _up_to_date(ctx: Context, ifnewer: IfNewer, view: "View | None" = None) -> bool:
     """True when the target exists and is at least as new as every source.
 
     A missing target means "run" before any source is looked at, so a noop preview of a
