@@ -343,6 +343,43 @@ assert asyncio.base_events.sslproto is proto and asyncio.selector_events.sslprot
 assert proto.SSLProtocol.__name__ == "SSLProtocol"
 """,
     ),
+    "locale, held while subprocess is loaded": (
+        "subprocess,locale",
+        """
+import subprocess, sys
+assert subprocess.run(["true"]).returncode == 0
+assert "locale" not in sys.modules, "a binary command loaded locale"
+assert subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout == "hi\\n"
+import locale
+assert subprocess.locale is locale and locale.getencoding()
+""",
+    ),
+    "asyncio's happy eyeballs and socket transports": (
+        "asyncio.staggered,asyncio.trsock",
+        """
+import asyncio, socket, sys
+async def echo_once():
+    async def echo(reader, writer):
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    assert type(server.sockets[0]).__name__ == "TransportSocket"
+    async with asyncio.timeout(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, happy_eyeballs_delay=0.1)
+        writer.write(b"hello\\n")
+        line = await reader.readline()
+        assert writer.get_extra_info("socket").family == socket.AF_INET
+        writer.close()
+    server.close()
+    await server.wait_closed()
+    return line
+assert asyncio.run(echo_once()) == b"hello\\n"
+assert asyncio.base_events.staggered is sys.modules["asyncio.staggered"]
+assert asyncio.selector_events.trsock is sys.modules["asyncio.trsock"] is asyncio.trsock
+""",
+    ),
     "typing_extensions and msgspec": (
         "typing_extensions",
         """

@@ -528,3 +528,22 @@ def test_independent_branches_overlap_in_time(tmp_path: Path) -> None:
     ai, bi = interval("independent")
     assert a1 <= b1 <= a2 <= b2 <= a3 <= b3, "chain members overlapped: upstream must end first"
     assert max(ai, a2) < min(bi, b2), "the independent command did not run beside the chain"
+
+
+def test_a_command_is_summarised_as_shlex_writes_it() -> None:
+    """Reports show an argv as ``shlex.join`` does (``host.process.summary``, without
+    shlex), cut to the limit; a shell string with its white space runs made one."""
+    import shlex
+
+    from convergent.host.process import summary
+
+    words = [
+        "", "plain", "a b", "it's", "é", "$HOME", "a;b", "-x=1,2", "~user", "tab\there",
+        "new\nline", "'", '"', "*", "100%", "a@b:c/d.e", "back\\slash", "\x00nul",
+    ]  # fmt: skip
+    for word in words:
+        for argv in ([word], ["cmd", word, "x"]):
+            assert summary(argv, 1000) == shlex.join(argv), argv
+    assert summary(["echo", "x" * 100]) == shlex.join(["echo", "x" * 100])[:57] + "..."
+    assert len(summary(["echo", "x" * 100])) == 60
+    assert summary("echo   a \n b") == "echo a b"

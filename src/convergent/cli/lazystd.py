@@ -3,9 +3,10 @@
 ``import asyncio`` and ``import msgspec`` load modules that a plain run never touches:
 ``ssl`` (OpenSSL), ``concurrent.futures`` with ``logging``, ``subprocess``, ``inspect``
 with ``ast`` and ``dis``, ``traceback`` and ``linecache`` with ``tokenize``, ``platform``
-(through ``uuid``), ``typing_extensions``, and msgspec's ``inspect`` and JSON schema:
-about 15 ms of a 75 ms ten-file run here (docs/performance.md). :func:`import_runtime`
-imports both with these held back:
+(through ``uuid``), ``typing_extensions``, msgspec's ``inspect`` and JSON schema, and
+asyncio's own ``sslproto``, ``staggered`` and ``trsock`` (TLS, happy eyeballs, socket
+transports): about 16 ms of a 75 ms ten-file run here (docs/performance.md).
+:func:`import_runtime` imports both with these held back:
 
 - while asyncio and msgspec are imported, each held module is a stand-in
   (:class:`_Held`) with the few values they read at that time (``subprocess.PIPE``,
@@ -24,17 +25,23 @@ imports both with these held back:
   module of ``datetime.py``'s spec, without running the pure-Python version that 3.11's
   ``datetime.py`` defines before it replaces it with those same names (~100 KB of
   compiled code, ~1 ms). The module is the one a plain import leaves: the same names,
-  values, spec and loader.
+  values, spec and loader;
+- ``typing.ForwardRef`` is a stand-in while msgspec is imported: ``msgspec._utils``
+  probes it for the ``is_class`` argument, which would be the first ``compile()`` of
+  the run, ~1 ms (the first in a process makes the ``ast`` node types; a run makes no
+  other: tests/cli/test_lazystd.py).
 
 Afterwards no stand-in is in ``sys.modules``, nor an attribute of a package (a hook
-answers ``concurrent.futures`` and ``msgspec.inspect`` with the real module, so a
-from-import gets it). The first ``import X`` anywhere (the exec kind's ``subprocess``,
-httpx's ``ssl``, ...) or the first use of a stand-in loads the real module (waiting, as
-an ``import`` does, for another thread that is importing it), and a finder on the meta
-path then puts it (and the real logger) in every global that held the stand-in and gives
-the module its own loader back: from then on asyncio is as a plain ``import asyncio``
-leaves it (tests/cli/test_lazystd.py: TLS, subprocesses, executors, logging, ``inspect``
-and debug mode's tracebacks through asyncio after a run's start-up, in the same process).
+answers ``concurrent.futures``, ``msgspec.inspect`` or ``asyncio.sslproto`` with the
+real module, so a from-import gets it). The first ``import X`` anywhere (the exec
+kind's ``subprocess``, httpx's ``ssl``, ...) or the first use of a stand-in loads the
+real module (waiting, as an ``import`` does, for another thread that is importing it),
+and a finder on the meta path then puts it (and the real logger) in every global that
+held the stand-in and gives the module its own loader back: from then on asyncio is as a
+plain ``import asyncio`` leaves it (tests/cli/test_lazystd.py: TLS, subprocesses,
+executors, logging, ``inspect`` and debug mode's tracebacks through asyncio after a run's
+start-up, in the same process). ``subprocess`` loaded so is loaded with ``locale`` held
+in turn (:data:`_HELD_BY`).
 
 Only the ``convergent`` command does this (``cli.main.entry``); :func:`~convergent.cli.main.main`
 called by another program leaves its imports alone.
@@ -96,7 +103,12 @@ HELD: dict[str, dict[str, object]] = {
     "traceback": {"extract_stack": _extract_stack},
     "linecache": {},
     "msgspec.inspect": {},
-    "asyncio.sslproto": {},  # TLS over asyncio: base_events and selector_events call it
+    # asyncio's modules that base_events and selector_events call only at run time: TLS,
+    # happy eyeballs (whose annotations build typing generics at import), the socket
+    # wrapper of a socket transport
+    "asyncio.sslproto": {},
+    "asyncio.staggered": {},
+    "asyncio.trsock": {},
     "msgspec._json_schema": {
         "schema": Forward("msgspec._json_schema", "schema"),
         "schema_components": Forward("msgspec._json_schema", "schema_components"),
@@ -104,6 +116,10 @@ HELD: dict[str, dict[str, object]] = {
 }
 if sys.platform == "linux":
     HELD["platform"] = {"system": _system}
+# What a held module imports that a run does not use, held in turn while it is loaded:
+# ``subprocess`` reads ``locale`` only for a text-mode command without an encoding (the
+# agent's pipes are binary), and ``locale`` is ~1 ms at the first command of a run.
+_HELD_BY: dict[str, tuple[str, ...]] = {"subprocess": ("locale",)}
 
 
 def import_runtime() -> None:
@@ -435,6 +451,19 @@ class _Finder:
         if not self._holders and self in sys.meta_path:
             sys.meta_path.remove(self)
 
+    def hold(self, stand_ins: dict[str, _Held], module: ModuleType) -> None:
+        """``module`` was executed with ``stand_ins`` in place of modules it imports: the
+        real one goes to its globals that hold a stand-in once it is loaded (at once, if
+        another thread loaded it meanwhile)."""
+        space = module.__dict__
+        for name, stand_in in stand_ins.items():
+            found = [_Holder(space, key, v) for key, v in space.items() if v is stand_in]
+            if found:
+                self._holders.setdefault(name, []).extend(found)
+            real = sys.modules.get(name)
+            if real is not None and not isinstance(real, _Held):
+                self.give(real)
+
 
 class _Loader:
     """A held module's own loader, then :meth:`_Finder.give`."""
@@ -448,8 +477,18 @@ class _Loader:
 
     def exec_module(self, module: ModuleType) -> None:
         inner = self._inner
-        inner.exec_module(module)
+        later = [name for name in _HELD_BY.get(module.__name__, ()) if name not in sys.modules]
+        stand_ins = {name: _Held(name, {}) for name in later}
+        sys.modules.update(stand_ins)
+        try:
+            inner.exec_module(module)
+        finally:
+            for name, stand_in in stand_ins.items():
+                if sys.modules.get(name) is stand_in:
+                    del sys.modules[name]
         _give_loader_back(module, self, inner)
+        if stand_ins:
+            self._finder.hold(stand_ins, module)
         self._finder.give(module)
 
     def __getattr__(self, name: str) -> Any:

@@ -84,6 +84,7 @@ __all__ = [
     "reap_orphans",
     "run",
     "spawn_detached",
+    "summary",
 ]
 
 CAPTURE = 65536  # bytes kept at the end of stdout and of stderr
@@ -169,6 +170,27 @@ def size(count: int) -> str:
         if value < 1024 or unit == "GiB":
             break
     return f"{value:.1f} {unit}".replace(".0 ", " ")
+
+
+# What shlex.quote leaves unquoted (its pattern: not [\w@%+=:,./-] in ASCII).
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_@%+=:,./-")
+
+
+def summary(cmd: Sequence[str] | str, limit: int = 60) -> str:
+    """A command on one line for reports, at most ``limit`` characters (cut with
+    ``...``): an argv as ``shlex.join`` writes it (without importing shlex, whose import
+    compiles a pattern), a shell string with its runs of white space made one space."""
+    words = cmd.split() if isinstance(cmd, str) else map(_quote, cmd)
+    text = " ".join(words)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quote(word: str) -> str:
+    if not word:
+        return "''"
+    if _PLAIN.issuperset(word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
 
 
 class _Pipe:

@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Exec", "ExecParams", "IfNewer"]
 
-_SHOWN = 60  # characters of a command shown in summaries
 _OCTAL = frozenset("01234567")
 
 
@@ -205,7 +204,7 @@ class Exec(Resource[ExecParams], kind="exec"):
         """Run the guards (assumed read only: they run under noop too); None when one says skip."""
         if self.params.refresh_only or await self._skip_reason(ctx) is not None:
             return None
-        return Change(f"would run: {_describe(self.params.cmd)}")
+        return Change(f"would run: {process.summary(self.params.cmd)}")
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
         seconds = await self._run(ctx)
@@ -231,13 +230,13 @@ class Exec(Resource[ExecParams], kind="exec"):
         ``ifnewer`` see predicted existence and order; a guard command cannot (it may run)."""
         if self.params.refresh_only or await self._skip_reason(ctx, view) is not None:
             return None
-        return Change(f"would run: {_describe(self.params.cmd)}")
+        return Change(f"would run: {process.summary(self.params.cmd)}")
 
     async def predict_refresh(self, ctx: Context, view: "View") -> str | None:
         """What a refresh would do: run, unless a guard says skip."""
         if await self._skip_reason(ctx, view) is not None:
             return None
-        return f"would run on refresh: {_describe(self.params.cmd)}"
+        return f"would run on refresh: {process.summary(self.params.cmd)}"
 
     def predict(self, ctx: Context, change: Change | None, view: "View") -> "Effects":
         """What the command leaves behind, as its guards declare it: ``creates`` exists,
@@ -276,9 +275,9 @@ class Exec(Resource[ExecParams], kind="exec"):
         if p.onlyif is not None:
             code = await self._guard(ctx, "onlyif", p.onlyif)
             if code != 0:
-                return f"onlyif: {_describe(p.onlyif)} exited with code {code}"
+                return f"onlyif: {process.summary(p.onlyif)} exited with code {code}"
         if p.unless is not None and await self._guard(ctx, "unless", p.unless) == 0:
-            return f"unless: {_describe(p.unless)} exited with code 0"
+            return f"unless: {process.summary(p.unless)} exited with code 0"
         return None
 
     async def _guard(self, ctx: Context, name: str, guard: list[str] | str) -> int:
@@ -399,17 +398,6 @@ def _exists(path: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def _describe(cmd: list[str] | str) -> str:
-    """A short one-line rendering of a command for summaries."""
-    if isinstance(cmd, str):
-        text = " ".join(cmd.split())
-    else:
-        import shlex
-
-        text = shlex.join(cmd)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def _signal_name(number: int) -> str:

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Process", "ProcessParams"]
 
-_SHOWN = 60  # characters of a command shown in summaries
 # The processes this agent started, by PID: whichever resource instance finds one later
 # (after a policy reload) can still reap it. Entries leave when reaped.
 _OURS: dict[int, subprocess.Popen[bytes]] = {}
@@ -241,8 +240,10 @@ class Process(Resource[ProcessParams], kind="process"):
         if self.params.state == "stopped":
             return Change(f"stop pid {live.pid}") if live is not None else None
         if live is None:
+            from convergent.host.process import summary
+
             why = f" ({self._exit})" if self._exit else ""
-            return Change(f"start: {_describe(self.params.cmd)}{why}")
+            return Change(f"start: {summary(self.params.cmd)}{why}")
         if live.fingerprint != self._fingerprint():
             return Change(f"restart pid {live.pid}: its command or settings changed")
         return None
@@ -452,13 +453,6 @@ def _how(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
-
-
-def _describe(cmd: list[str]) -> str:
-    import shlex
-
-    text = shlex.join(cmd)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def _credentials(
