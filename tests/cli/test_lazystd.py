@@ -341,6 +341,21 @@ proto = asyncio.sslproto  # the package's attribute, as a plain import leaves it
 assert proto is sys.modules["asyncio.sslproto"] and proto.__file__
 assert asyncio.base_events.sslproto is proto and asyncio.selector_events.sslproto is proto
 assert proto.SSLProtocol.__name__ == "SSLProtocol"
+import logging
+assert proto.logger is logging.getLogger("asyncio")  # taken from the stand-in, then given
+""",
+    ),
+    "asyncio's logger stand-in kept by a later module": (
+        "logging",
+        """
+import asyncio.log
+kept = asyncio.log.logger  # the stand-in, taken before logging is loaded
+import io, logging
+assert asyncio.log.logger is logging.getLogger("asyncio")
+out = io.StringIO()
+logging.basicConfig(stream=out, level=logging.DEBUG, format="%(filename)s:%(lineno)d %(message)s")
+kept.debug("said here")  # line 8: the record names this line, not the stand-in's
+assert out.getvalue() == "<string>:8 said here\\n", out.getvalue()
 """,
     ),
     "locale, held while subprocess is loaded": (
@@ -554,3 +569,62 @@ def test_a_run_compiles_no_annotation(tmp_path: Path, policy: str) -> None:
         assert (tmp_path / "state" / "policy.cache").is_file()
     elif policy == "ten files":
         assert (target / "f9").read_text() == "line 9\n"
+
+
+# A thread reads typing's forward references in a loop while import_runtime runs.
+THREAD_AND_TYPING = textwrap.dedent(
+    """
+    import threading, typing
+    class C:
+        x: "int"
+    seen, started, stop = [], threading.Event(), threading.Event()
+    def reader():
+        while not stop.is_set():
+            try:
+                hints = typing.get_type_hints(C)
+            except Exception as exc:
+                seen.append(repr(exc))
+                return
+            if hints["x"] is not int:
+                seen.append(repr(hints))
+                return
+            started.set()
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert started.wait(30)
+    from convergent.cli.lazystd import import_runtime
+    import_runtime()
+    stop.set()
+    thread.join(30)
+    print("the other thread saw:", seen)
+    """
+)
+
+
+def test_a_thread_using_typing_meanwhile_sees_the_real_forward_refs() -> None:
+    """``typing.ForwardRef`` is a stand-in during msgspec's import only when no other
+    thread runs: a thread evaluating annotations meanwhile gets the real ones."""
+    done = subprocess.run(
+        [sys.executable, "-c", THREAD_AND_TYPING], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the other thread saw: []"
+
+
+def test_a_datetime_module_before_the_standard_one_runs_as_it_is(tmp_path: Path) -> None:
+    """Only the standard library's ``datetime.py`` is made from ``_datetime``: one in the
+    script's directory (or on ``PYTHONPATH``) that comes first runs as a plain import
+    would run it."""
+    (tmp_path / "datetime.py").write_text("from _datetime import *\nLOCAL_MARK = 1\n")
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "from convergent.cli.lazystd import import_runtime\n"
+        "import_runtime()\n"
+        "import datetime\n"
+        "print(datetime.__file__, datetime.LOCAL_MARK)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tmp_path / 'datetime.py'} 1"

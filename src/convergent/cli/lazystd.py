@@ -179,12 +179,15 @@ def _probe(
 
 
 def _import_msgspec() -> None:
-    """``import msgspec``, with ``typing.ForwardRef`` a stand-in meanwhile: its only use
-    then is ``msgspec._utils``'s probe of the ``is_class`` argument, which 3.11's
-    accepts, and the real one would make it the run's first ``compile()``, ~1 ms (the
-    first in a process makes the ``ast`` node types)."""
+    """``import msgspec``, with ``typing.ForwardRef`` a stand-in meanwhile when no other
+    thread runs: its only use then is ``msgspec._utils``'s probe of the ``is_class``
+    argument, which 3.11's accepts, and the real one would make it the run's first
+    ``compile()``, ~1 ms (the first in a process makes the ``ast`` node types)."""
+    import _thread
+
     typing: Any = sys.modules.get("typing")  # asyncio imported it
-    real = None if typing is None or "msgspec" in sys.modules else typing.ForwardRef
+    alone = _thread._count() == 0  # no other thread can see typing meanwhile
+    real = None if typing is None or "msgspec" in sys.modules or not alone else typing.ForwardRef
     if real is not None:
         typing.ForwardRef = _probe
     try:
@@ -212,13 +215,16 @@ _DATETIME_ALL = (
 
 class _DatetimeFinder:
     """On the meta path while asyncio and msgspec are imported: ``datetime``'s spec as
-    the finders after it give it, with a :class:`_DatetimeLoader`."""
+    the finders after it give it, with a :class:`_DatetimeLoader` when it is the
+    standard library's ``datetime.py`` (one found before it, in the script's directory
+    or on ``PYTHONPATH``, runs as it is)."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name != "datetime":
             return None
         spec = _find_after(self, name, path, target)
-        if spec is not None and spec.loader is not None:
+        standard = os.path.join(os.path.dirname(os.__file__), "datetime.py")
+        if spec is not None and spec.loader is not None and spec.origin == standard:
             spec.loader = _DatetimeLoader(spec.loader)
         return spec
 
@@ -360,7 +366,8 @@ class _Logger:
     def _below_warning(self, level: str, args: Any, kwargs: Any) -> None:
         logging = sys.modules.get("logging")
         if logging is not None and not isinstance(logging, _Held):
-            getattr(logging.getLogger(self.name), level)(*args, **kwargs)
+            kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 2  # the record's caller is
+            getattr(logging.getLogger(self.name), level)(*args, **kwargs)  # the one of debug()
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(_real("logging").getLogger(self.name), attr)
@@ -439,6 +446,10 @@ class _Finder:
         hook = self._hooks.pop(name, None)
         if hook is not None:
             hook.loaded(name)
+        loggers = self._holders.get("logging")
+        if loggers is not None:  # a held module loaded now took asyncio's logger stand-in
+            space = module.__dict__  # (sslproto's `from .log import logger`)
+            loggers += [_Holder(space, k, v) for k, v in space.items() if type(v) is _Logger]
         for holder in self._holders.pop(name, ()):
             if holder.space.get(holder.key) is holder.stand_in:
                 if type(holder.stand_in) is _Logger:

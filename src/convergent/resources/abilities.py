@@ -145,6 +145,9 @@ if TYPE_CHECKING:
 else:  # the same tuple, made without typing compiling the annotations' strings (~1 ms
     # for the first compile() of a run)
     Member = namedtuple("Member", ("resource", "ctx", "change"))
+    Member.__doc__ = (
+        "One member's part of a group apply: the resource, its own Context, its Change."
+    )
 
 
 class ChecksGroup(Protocol):
