@@ -256,7 +256,7 @@ def test_a_module_from_the_cache_is_the_one_a_plain_import_makes(site: Site) -> 
         "print('checked', cache.served, bad)\n",
     )
     _, served, bad = said.strip().split(" ", 2)
-    assert int(served) > 100
+    assert int(served) > 80  # most of what a run imports
     assert bad == "[]"
 
 
