@@ -24,6 +24,7 @@ __all__ = [
     "KILL_WAIT",
     "TOKEN",
     "Stat",
+    "boot_id",
     "carries",
     "children_dir",
     "pids",
@@ -83,11 +84,13 @@ def children_dir(state_dir: str) -> str:
 
 
 @functools.cache
-def _boot() -> str:
+def boot_id() -> str:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``; empty when unreadable): a
+    PID recorded under another boot is not the same process."""
     try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:  # bytes: no codec to load
+            return f.read().strip().decode()
+    except (OSError, UnicodeDecodeError):
         return ""
 
 
@@ -113,7 +116,7 @@ def write_record(path: str, pid: int, token: str, owner: str) -> str:
     me, child = stat("self"), stat(pid)
     if me is None or child is None:  # /proc is not mounted: nothing can be reaped
         return ""
-    record = _Record(_boot(), os.getpid(), me.start, pid, child.start, token, owner)
+    record = _Record(boot_id(), os.getpid(), me.start, pid, child.start, token, owner)
     name = f"{pid}-{child.start}.json"
     dfd = _open_children(path)
     try:
@@ -256,7 +259,7 @@ def reap_orphans(state_dir: str) -> list[int]:
     try:
         for name in os.listdir(dfd):
             record = _read_record(dfd, name)
-            if record is not None and record.boot == _boot():
+            if record is not None and record.boot == boot_id():
                 agent = stat(record.agent)
                 alive = agent is not None and agent.state not in DEAD
                 if alive and agent is not None and agent.start == record.agent_start:

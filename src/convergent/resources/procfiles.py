@@ -21,13 +21,12 @@ the machine (after a reboot the boot id differs and no recorded process runs).
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 
 import msgspec
 
-from convergent.host.children import DEAD, Stat, pids, stat
+from convergent.host.children import DEAD, Stat, boot_id, pids, stat
 
 __all__ = [
     "LOG_LIMIT",
@@ -53,15 +52,6 @@ class Record(msgspec.Struct, frozen=True):
     fingerprint: str
     pid: int = 0  # 0: the spawn is under way (an intent)
     start: int = 0
-
-
-@functools.cache
-def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def live(pid: int, start: int) -> Stat | None:
