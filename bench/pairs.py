@@ -33,7 +33,7 @@ from pathlib import Path
 
 import workloads as wl
 from measure import RunFailed, Sample, run_once
-from tools import Invocation, Tool, by_name, clean_env
+from tools import Invocation, Tool, by_name, clean_env, fresh_startup_cache
 
 __all__ = ["main", "paired"]
 
@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         _base_tool(args.base) if name == "base" else by_name(name) for name in args.tools.split(",")
     ]
     keys = args.workloads.split(",")
+    for tool in tools:  # each convergent's warm-up writes its start-up cache afresh
+        if tool.name == "convergent":
+            fresh_startup_cache()
+        elif tool.name == "base":
+            fresh_startup_cache(args.base / ".venv" / "bin")
     found = paired(tools, keys, args.rounds, args.size, args.small, args.timeout, args.dir)
     ours = tools[0].name
     print(f"| workload | tool | wall s min / median / max | peak RSS MiB | {ours}/tool per round |")

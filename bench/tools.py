@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "Tool",
     "by_name",
     "clean_env",
+    "fresh_startup_cache",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +35,30 @@ PROJECT_BIN = REPO / ".venv" / "bin"
 PEERS_BIN = REPO / "bench" / ".peers-venv" / "bin"
 
 Generator = Callable[[Workload, Path], str]
+
+
+_WHERE = "import convergent, os; print(os.path.dirname(convergent.__file__))"
+
+
+def fresh_startup_cache(bin_dir: Path = PROJECT_BIN) -> list[Path]:
+    """Remove the start-up cache files of the convergent that ``bin_dir``'s Python
+    imports (``__pycache__/startup.*.bin``, written by the ``convergent`` command): the
+    bench's warm-up writes one with the modules of its own runs, as a host running one
+    policy has, not one grown by every command run there before (a larger index to read
+    at each start). The files removed."""
+    where = subprocess.run(
+        [str(bin_dir / "python"), "-c", _WHERE],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    if where.returncode != 0:
+        return []
+    found = sorted(Path(where.stdout.strip(), "__pycache__").glob("startup.*.bin"))
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
