@@ -223,7 +223,8 @@ class _DatetimeFinder:
         if name != "datetime":
             return None
         spec = _find_after(self, name, path, target)
-        standard = os.path.join(os.path.dirname(os.__file__), "datetime.py")
+        where = getattr(os, "__file__", None)  # the standard library's directory
+        standard = None if where is None else os.path.join(os.path.dirname(where), "datetime.py")
         if spec is not None and spec.loader is not None and spec.origin == standard:
             spec.loader = _DatetimeLoader(spec.loader)
         return spec
