@@ -369,6 +369,20 @@ import locale
 assert subprocess.locale is locale and locale.getencoding()
 """,
     ),
+    "locale, not held while another thread runs": (
+        "subprocess",
+        """
+import sys, threading
+go = threading.Event()
+other = threading.Thread(target=go.wait, args=(30,))
+other.start()
+import subprocess  # another thread could import locale meanwhile and keep a stand-in
+go.set()
+other.join(30)
+real = sys.modules["locale"]
+assert type(real).__name__ != "_Held" and subprocess.locale is real and real.__file__
+""",
+    ),
     "asyncio's happy eyeballs and socket transports": (
         "asyncio.staggered,asyncio.trsock",
         """
@@ -628,3 +642,43 @@ def test_a_datetime_module_before_the_standard_one_runs_as_it_is(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{tmp_path / 'datetime.py'} 1"
+
+
+# A datetime module from another importer (no file: origin None) in a Python whose os
+# module has no __file__ either.
+OTHER_DATETIME = textwrap.dedent(
+    """
+    import os, sys
+    from importlib.machinery import ModuleSpec
+    del os.__file__
+
+    class Loader:
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            import _datetime
+            module.__dict__.update(vars(_datetime))
+            module.ran_own_code = True
+
+    class Finder:
+        def find_spec(self, name, path=None, target=None):
+            return ModuleSpec(name, Loader()) if name == "datetime" else None
+
+    sys.meta_path.insert(0, Finder())
+    from convergent.cli.lazystd import import_runtime
+    import_runtime()
+    import datetime
+    print("its own code ran:", getattr(datetime, "ran_own_code", False))
+    """
+)
+
+
+def test_a_datetime_module_of_another_importer_runs_its_own_code() -> None:
+    """Where the standard library's directory is unknown (``os`` without a file), no
+    ``datetime`` is taken for the standard one: an importer's module runs its code."""
+    done = subprocess.run(
+        [sys.executable, "-c", OTHER_DATETIME], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "its own code ran: True"

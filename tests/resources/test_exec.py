@@ -547,3 +547,4 @@ def test_a_command_is_summarised_as_shlex_writes_it() -> None:
     assert summary(["echo", "x" * 100]) == shlex.join(["echo", "x" * 100])[:57] + "..."
     assert len(summary(["echo", "x" * 100])) == 60
     assert summary("echo   a \n b") == "echo a b"
+    assert summary(["echo", "x" * 10], 0) == "..."  # a limit under 3 counts as 3

@@ -116,7 +116,8 @@ HELD: dict[str, dict[str, object]] = {
 }
 if sys.platform == "linux":
     HELD["platform"] = {"system": _system}
-# What a held module imports that a run does not use, held in turn while it is loaded:
+# What a held module imports that a run does not use, held in turn while it is loaded
+# (when no other thread runs, which could import it meanwhile and keep the stand-in):
 # ``subprocess`` reads ``locale`` only for a text-mode command without an encoding (the
 # agent's pipes are binary), and ``locale`` is ~1 ms at the first command of a run.
 _HELD_BY: dict[str, tuple[str, ...]] = {"subprocess": ("locale",)}
@@ -224,8 +225,9 @@ class _DatetimeFinder:
             return None
         spec = _find_after(self, name, path, target)
         where = getattr(os, "__file__", None)  # the standard library's directory
-        standard = None if where is None else os.path.join(os.path.dirname(where), "datetime.py")
-        if spec is not None and spec.loader is not None and spec.origin == standard:
+        if where is None or spec is None or spec.loader is None:
+            return spec
+        if spec.origin == os.path.join(os.path.dirname(where), "datetime.py"):
             spec.loader = _DatetimeLoader(spec.loader)
         return spec
 
@@ -488,10 +490,15 @@ class _Loader:
         return self._inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
+        import _thread
+
         inner = self._inner
-        later = [name for name in _HELD_BY.get(module.__name__, ()) if name not in sys.modules]
-        stand_ins = {name: _Held(name, {}) for name in later}
-        sys.modules.update(stand_ins)
+        stand_ins: dict[str, _Held] = {}
+        if _thread._count() == 0:  # in sys.modules a stand-in is seen by every thread
+            for name in _HELD_BY.get(module.__name__, ()):
+                stand_in = _Held(name, {})
+                if sys.modules.setdefault(name, stand_in) is stand_in:  # never over a real one
+                    stand_ins[name] = stand_in
         try:
             inner.exec_module(module)
         finally:

@@ -178,8 +178,10 @@ _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 def summary(cmd: Sequence[str] | str, limit: int = 60) -> str:
     """A command on one line for reports, at most ``limit`` characters (cut with
-    ``...``): an argv as ``shlex.join`` writes it (without importing shlex, whose import
-    compiles a pattern), a shell string with its runs of white space made one space."""
+    ``...``; a limit under 3 counts as 3): an argv as ``shlex.join`` writes it (without
+    importing shlex, whose import compiles a pattern), a shell string with its runs of
+    white space made one space."""
+    limit = max(limit, 3)
     words = cmd.split() if isinstance(cmd, str) else map(_quote, cmd)
     text = " ".join(words)
     return text if len(text) <= limit else text[: limit - 3] + "..."
