@@ -43,8 +43,10 @@ executors, logging, ``inspect`` and debug mode's tracebacks through asyncio afte
 start-up, in the same process). ``subprocess`` loaded so is loaded with ``locale`` held
 in turn (:data:`_HELD_BY`).
 
-Only the ``convergent`` command does this (``cli.main.entry``); :func:`~convergent.cli.main.main`
-called by another program leaves its imports alone.
+Only the ``convergent`` command does this (``cli.main.entry``), and only while no other
+thread runs (one would see the stand-ins in ``sys.modules``: then asyncio and msgspec are
+imported as usual); :func:`~convergent.cli.main.main` called by another program leaves
+its imports alone.
 """
 
 from __future__ import annotations
@@ -125,7 +127,18 @@ _HELD_BY: dict[str, tuple[str, ...]] = {"subprocess": ("locale",)}
 
 def import_runtime() -> None:
     """Import asyncio and msgspec with :data:`HELD`, ``ssl`` and ``typing_extensions``
-    held back (a module already imported is not held)."""
+    held back (a module already imported is not held); with another thread running (it
+    would see the stand-ins in ``sys.modules``), as a plain import does."""
+    import _thread
+
+    if _thread._count():
+        import asyncio
+        import asyncio.selector_events
+        import asyncio.sslproto
+
+        import msgspec  # noqa: F401
+
+        return
     before = set(sys.modules)
     held = {name: _Held(name, values) for name, values in HELD.items() if name not in before}
     absent = [
@@ -180,15 +193,13 @@ def _probe(
 
 
 def _import_msgspec() -> None:
-    """``import msgspec``, with ``typing.ForwardRef`` a stand-in meanwhile when no other
-    thread runs: its only use then is ``msgspec._utils``'s probe of the ``is_class``
-    argument, which 3.11's accepts, and the real one would make it the run's first
-    ``compile()``, ~1 ms (the first in a process makes the ``ast`` node types)."""
-    import _thread
-
+    """``import msgspec``, with ``typing.ForwardRef`` a stand-in meanwhile (no other
+    thread runs: :func:`import_runtime`): its only use then is ``msgspec._utils``'s
+    probe of the ``is_class`` argument, which 3.11's accepts, and the real one would
+    make it the run's first ``compile()``, ~1 ms (the first in a process makes the
+    ``ast`` node types)."""
     typing: Any = sys.modules.get("typing")  # asyncio imported it
-    alone = _thread._count() == 0  # no other thread can see typing meanwhile
-    real = None if typing is None or "msgspec" in sys.modules or not alone else typing.ForwardRef
+    real = None if typing is None or "msgspec" in sys.modules else typing.ForwardRef
     if real is not None:
         typing.ForwardRef = _probe
     try:
