@@ -152,6 +152,8 @@ def write(path: str, head: tuple[object, ...], entries: dict[str, tuple[Entry, b
 
 def _replace(path: str, pieces: list[bytes]) -> None:
     """Write ``pieces`` to a new file beside ``path``, sync it, rename it over ``path``."""
+    from convergent.host.atomic import write_all  # at the command's end only: not at start
+
     directory, name = os.path.split(path)
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -162,9 +164,7 @@ def _replace(path: str, pieces: list[bytes]) -> None:
         try:
             try:
                 for piece in pieces:
-                    view = memoryview(piece)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, piece)
                 os.fsync(fd)
             finally:
                 os.close(fd)

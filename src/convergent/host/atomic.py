@@ -39,6 +39,7 @@ __all__ = [
     "replace",
     "temp_name",
     "temp_prefix",
+    "write_all",
     "write_file",
 ]
 
@@ -124,9 +125,7 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
             if uid not in (-1, _euid()):
                 with contextlib.suppress(OSError):
                     os.setxattr(fd, MARK, b"1")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         if not direct or os.fstat(fd).st_mode & 0o7777 != final:
             os.fchmod(fd, final)
     except BaseException:
@@ -135,6 +134,13 @@ def create_temp(at: At, data: bytes, mode: int | None, uid: int, gid: int) -> tu
             os.unlink(temp, dir_fd=at.fd)
         raise
     return fd, temp
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _euid() -> int:

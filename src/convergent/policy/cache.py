@@ -53,6 +53,7 @@ import msgspec
 
 from convergent.graph.collect import Collect
 from convergent.graph.core import Edge, Graph
+from convergent.host.atomic import write_all
 from convergent.policy.entries import CACHE_FROM
 from convergent.resources.base import Meta, Resource, builtin_classes, get_kind
 from convergent.resources.params import holds_credentials
@@ -302,9 +303,7 @@ class PolicyCache:
             fd = os.open(_TEMP, flags, 0o600, dir_fd=directory)
             try:
                 for piece in pieces:
-                    view = memoryview(piece)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, piece)
             finally:
                 os.close(fd)
             os.rename(_TEMP, NAME, src_dir_fd=directory, dst_dir_fd=directory)

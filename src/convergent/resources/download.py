@@ -371,9 +371,7 @@ class Download(Resource[DownloadParams], kind="download"):
                     if size > p.max_size:
                         raise self._too_large(p.url, size)
                     digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    atomic.write_all(fd, chunk)
             got = digest.hexdigest()
             if got != expected:
                 raise ResourceError(

@@ -26,6 +26,7 @@ import os
 
 import msgspec
 
+from convergent.host.atomic import write_all
 from convergent.host.children import DEAD, Stat, boot_id, pids, stat
 
 __all__ = [
@@ -239,9 +240,7 @@ def cap_log(path: str, limit: int = LOG_LIMIT) -> bool:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(temp, flags, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out, view) :]
+            write_all(out, data)
             os.fsync(out)
         finally:
             os.close(out)
