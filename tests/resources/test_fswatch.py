@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
-from collections.abc import Callable, Coroutine
+import subprocess
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convergent.host import fileid
-from convergent.resources.fswatch import _HOLD_MAX, FsWatcher
+from convergent.resources.fswatch import _HOLD_MAX, NOISE_DRAINS, PACE, FsWatcher
 
 TIMEOUT = 5.0
 
@@ -394,6 +396,82 @@ def test_a_callback_that_raises_costs_no_other_event_of_the_same_read(tmp_path: 
             _write(tmp_path / "second")
             await after.called()
             assert len(errors) >= 1 and isinstance(errors[0], asyncio.CancelledError)
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+class _Timed(FsWatcher):
+    """An FsWatcher that notes when each of its wake-ups read events (loop time)."""
+
+    __slots__ = ("enough", "times", "want")
+
+    def __init__(self, want: int) -> None:
+        super().__init__()
+        self.times: list[float] = []
+        self.want = want
+        self.enough = asyncio.Event()
+
+    def _on_readable(self) -> None:
+        before = self.reads
+        super()._on_readable()
+        if self.reads != before:
+            self.times.append(asyncio.get_running_loop().time())
+            if len(self.times) >= self.want:
+                self.enough.set()
+
+
+@contextlib.contextmanager
+def _busy_stranger(path: Path) -> Iterator[None]:
+    """Another process writing ``path`` without pause, one line per write."""
+    writer = subprocess.Popen(["/bin/sh", "-c", f"while :; do echo x; done > '{path}'"])
+    try:
+        yield
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_strangers_busy_file_beside_a_watched_one_is_read_at_a_pace(tmp_path: Path) -> None:
+    """A file nobody watches, written in a loop in a watched directory, made the agent
+    read one event at a time as fast as it could (a whole core). After NOISE_DRAINS
+    wake-ups that told no one, the descriptor is read at most once per PACE."""
+    want = NOISE_DRAINS + 20
+
+    async def main() -> None:
+        watcher = _Timed(want)
+        probe = Probe()
+        watcher.watch(str(tmp_path / "watched"), probe)
+        try:
+            with _busy_stranger(tmp_path / "log"):
+                await asyncio.wait_for(watcher.enough.wait(), 30)
+            paced = watcher.times[NOISE_DRAINS:want]
+            gaps = [b - a for a, b in itertools.pairwise(paced)]
+            assert min(gaps) >= PACE * 0.9, gaps
+            assert probe.calls == 0
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_an_event_for_a_watched_name_is_told_through_a_strangers_noise(tmp_path: Path) -> None:
+    """While the descriptor is read at a pace, a change of a watched name is still told
+    (at most PACE later), and the next one too."""
+
+    async def main() -> None:
+        watcher = _Timed(NOISE_DRAINS + 5)
+        probe = Probe()
+        target = tmp_path / "watched"
+        watcher.watch(str(target), probe)
+        try:
+            with _busy_stranger(tmp_path / "log"):
+                await asyncio.wait_for(watcher.enough.wait(), 30)  # paced by now
+                _write(target)
+                await probe.called()
+                target.unlink()
+                await probe.called(lambda: not target.exists())
         finally:
             watcher.close()
 

@@ -17,14 +17,19 @@ How it works:
   directories of a ``recurse`` or ``source`` tree), on the same per-directory watches.
 - A queue overflow re-arms everything and calls every callback.
 - No task of its own: the descriptor is registered with ``loop.add_reader`` and events
-  are drained in the reader callback.
+  are drained in the reader callback: reads until one leaves the queue empty, at most
+  ``_DRAIN_READS`` (then the loop's other work runs, and the reader is called again).
+- A watched directory reports every entry, watched or not: a stranger's file written
+  without pause beside a watched one (a log, ``while :; do echo; done > f``) made the
+  agent read one event at a time as fast as it could, a whole core. After
+  :data:`NOISE_DRAINS` wake-ups in a row whose events concern no subscriber, the
+  descriptor is read at most once per :data:`PACE` seconds (the kernel merges a file's
+  repeated events meanwhile), until an event for a subscriber comes: an event for a
+  watched name in such a directory waits at most ``PACE`` more; none is lost.
 
-The three inotify calls go through ctypes and the event records are parsed with
-``struct``, not through asyncinotify: measured here, importing asyncinotify costs
-~13 ms (it imports ctypes.util and runs ``find_library``, which spawns ldconfig)
-against ~3 ms for ctypes alone, and its reader builds a ``Path``, an ``IntFlag`` and an
-``Event`` per record: 6.5-8 us per event against 0.9 us parsed here. Applying 1,000
-files makes ~6,000 events.
+The descriptor is :class:`convergent.host.inotify.Inotify` (ctypes); its event records
+are parsed here with ``struct``, 0.9 us an event. Applying 1,000 files makes ~6,000
+events.
 
 Limitation: only the parent directory is watched, so renaming a grandparent directory
 (``mv /etc /etc.old`` while watching ``/etc/ssh/sshd_config``) goes unnoticed.
@@ -36,11 +41,20 @@ import asyncio
 import errno
 import os
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from convergent.host import fileid
+from convergent.host.inotify import (
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    Inotify,
+)
 
 __all__ = ["FsWatcher", "Subscription"]
 
@@ -50,40 +64,11 @@ Callback = Callable[[], None]
 # (-1: none) so that its number is not given to another file before the event is read.
 Own = tuple[Callback, bytes, int]
 
-# From <sys/inotify.h>.
-IN_MODIFY = 0x00000002
-IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_UNMOUNT = 0x00002000
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-IN_EXCL_UNLINK = 0x04000000
-
-_MASK = (
-    IN_CREATE
-    | IN_DELETE
-    | IN_MODIFY
-    | IN_ATTRIB
-    | IN_CLOSE_WRITE
-    | IN_MOVED_FROM
-    | IN_MOVED_TO
-    | IN_DELETE_SELF
-    | IN_MOVE_SELF
-    | IN_ONLYDIR
-    | IN_EXCL_UNLINK
-)
 _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 # Errors of inotify_add_watch that mean "this directory is not there (yet)": walk up.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _READ_SIZE = 65536
-_CLOSE_DELAY = 0.002  # seconds between removing the last watches and closing (see close)
+_FULL = _READ_SIZE - 16 - 256  # a read this long may have left events (a record: 16 + name)
 _EXPECT_MAX = 16384  # renames announced by expect() and not seen yet (the kernel's queue)
 _MOVED = IN_MOVED_FROM | IN_MOVED_TO
 # Descriptors held at most for expect(); the next drops every expected rename (told, then).
@@ -92,69 +77,12 @@ _HOLD_MAX = 128
 
 
 _ANY = ""  # the name key of a subscriber to every entry (no entry has an empty name)
-
-
-class _Inotify:
-    """The inotify descriptor: non-blocking, close-on-exec."""
-
-    __slots__ = ("_add", "_errno", "_rm", "fd", "unpack")
-
-    def __init__(self) -> None:
-        import ctypes
-        import struct
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "inotify_init1"):  # a statically linked Python
-            import ctypes.util
-
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.inotify_init1.argtypes = (ctypes.c_int,)
-        libc.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
-        libc.inotify_rm_watch.argtypes = (ctypes.c_int, ctypes.c_int)
-        self._add: Any = libc.inotify_add_watch
-        self._rm: Any = libc.inotify_rm_watch
-        # struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len].
-        self.unpack = struct.Struct("iIII").unpack_from
-        fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"inotify_init1: {os.strerror(code)}")
-        self.fd = fd
-        self._errno: Callable[[], int] = ctypes.get_errno
-
-    def add_watch(self, path: str) -> int:
-        wd: int = self._add(self.fd, os.fsencode(path), _MASK)
-        if wd < 0:
-            code = self._errno()
-            if code == errno.ENOSPC:
-                raise OSError(
-                    code,
-                    "inotify watch limit reached; raise it with "
-                    "sysctl fs.inotify.max_user_watches=N",
-                    path,
-                )
-            raise OSError(code, os.strerror(code), path)
-        return wd
-
-    def rm_watch(self, wd: int) -> None:
-        self._rm(self.fd, wd)  # fails only when the kernel already removed it: fine
-
-    def close(self, watches: Iterable[int]) -> None:
-        """Remove ``watches`` (those still held), then close the descriptor, without
-        waiting for the kernel to free them.
-
-        Closing an inotify descriptor that holds watches, or whose watches were removed
-        just before, waits for an SRCU grace period while the kernel frees them: 8-16 ms
-        measured here, on the exit path of every run. Removing the watches first and
-        closing ~2 ms later costs ~0.1 ms, so a short-lived thread closes it meanwhile.
-        """
-        for wd in watches:
-            self._rm(self.fd, wd)
-        import threading
-
-        threading.Thread(
-            target=_close_after, args=(self.fd, _CLOSE_DELAY), name="inotify close", daemon=True
-        ).start()
+_DRAIN_READS = 16  # reads of the descriptor per wake-up; then the loop's other work runs
+# Wake-ups in a row whose events concern no subscriber (a stranger's busy file beside a
+# watched one): from then on the descriptor is read at most once per PACE seconds, until
+# an event for a subscriber comes.
+NOISE_DRAINS = 16
+PACE = 0.002
 
 
 def _each(callbacks: Callback | tuple[Callback, ...]) -> tuple[Callback, ...]:
@@ -168,11 +96,6 @@ def _still(own: Own, directory: str, name: str) -> Callback | None:
     a path that leads elsewhere finds another file, and costs one check too many."""
     callback, ident, _ = own
     return callback if fileid.of_path(f"{directory.rstrip('/')}/{name}") == ident else None
-
-
-def _close_after(fd: int, delay: float) -> None:
-    time.sleep(delay)
-    os.close(fd)
 
 
 class _Dir:
@@ -269,16 +192,30 @@ class FsWatcher:
     from that loop. :meth:`close` releases the descriptor and every watch.
     """
 
-    __slots__ = ("_dirs", "_expected", "_held", "_inotify", "_loop", "_moved", "_watches")
+    __slots__ = (
+        "_dirs",
+        "_expected",
+        "_held",
+        "_inotify",
+        "_loop",
+        "_moved",
+        "_noise",
+        "_paused",
+        "_watches",
+        "reads",
+    )
 
     def __init__(self) -> None:
-        self._inotify: _Inotify | None = None
+        self._inotify: Inotify | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dirs: dict[str, _Dir] = {}  # directory path -> its subscribers
         self._watches: dict[int, _Watch] = {}  # watch descriptor -> live watch
         self._expected: dict[str, Own] = {}  # temp name -> who renames it (expect)
         self._moved: dict[int, Own] = {}  # rename cookie -> who renamed (expect)
         self._held = 0  # descriptors held by the entries of those two
+        self._noise = 0  # wake-ups in a row that told no subscriber (NOISE_DRAINS)
+        self._paused: asyncio.TimerHandle | None = None  # the read put off (PACE)
+        self.reads = 0  # wake-ups that read events (the noise bench and tests count them)
 
     def expect(self, directory: str, temp: str, callback: Callback, fd: int) -> bool:
         """The subscriber ``callback`` is about to rename its own temp file ``temp``
@@ -393,6 +330,9 @@ class FsWatcher:
         inotify, self._inotify = self._inotify, None
         if inotify is None:
             return
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(inotify.fd)
         inotify.close(self._watches)
@@ -409,9 +349,9 @@ class FsWatcher:
         if self._inotify is not None:
             return
         loop = asyncio.get_running_loop()
-        inotify = _Inotify()
+        inotify = Inotify()
         loop.add_reader(inotify.fd, self._on_readable)
-        self._inotify, self._loop = inotify, loop
+        self._inotify, self._loop, self._noise = inotify, loop, 0
 
     def _arm(self, path: str, *, strict: bool) -> tuple[_Watch, str | None] | None:
         """Watch ``path`` or, while it is missing, its nearest existing ancestor.
@@ -493,11 +433,13 @@ class FsWatcher:
         # os.fsdecode without its Python layers (~1.5 us a name; applying 1,000 files
         # makes ~6,000 events)
         encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-        while self._inotify is inotify:
+        told = read = False
+        for _ in range(_DRAIN_READS):
             try:
                 buf = os.read(fd, _READ_SIZE)
             except BlockingIOError:
-                return
+                break
+            read = True
             offset, end = 0, len(buf)
             while offset < end:
                 wd, mask, cookie, size = unpack(buf, offset)
@@ -509,14 +451,32 @@ class FsWatcher:
                     if mask & _MOVED and (self._expected or self._moved):
                         own = self._renamed(mask, cookie, name)
                     try:
-                        self._dispatch(wd, mask, name, own)
+                        told = self._dispatch(wd, mask, name, own) or told
                     finally:
                         if own is not None:
                             self._let_go(own)
                 else:
-                    self._dispatch(wd, mask, None)
+                    told = self._dispatch(wd, mask, None) or told
                 if self._inotify is not inotify:
                     return  # closed by a callback
+            if end < _FULL:  # the queue was empty after this read: later events are new
+                break
+        if not read:
+            return
+        self.reads += 1
+        if told:
+            self._noise = 0
+            return
+        self._noise += 1
+        if self._noise >= NOISE_DRAINS:  # only strangers' names: read again in PACE s
+            assert self._loop is not None
+            self._loop.remove_reader(fd)
+            self._paused = self._loop.call_later(PACE, self._resume, inotify)
+
+    def _resume(self, inotify: Inotify) -> None:
+        self._paused = None
+        if self._inotify is inotify and self._loop is not None:
+            self._loop.add_reader(inotify.fd, self._on_readable)
 
     def _renamed(self, mask: int, cookie: int, name: str) -> Own | None:
         """The subscriber that made this rename's arrival itself (:meth:`expect`), if any."""
@@ -529,35 +489,44 @@ class FsWatcher:
             return None
         return self._moved.pop(cookie, None)
 
-    def _dispatch(self, wd: int, mask: int, name: str | None, own: Own | None = None) -> None:
+    def _dispatch(self, wd: int, mask: int, name: str | None, own: Own | None = None) -> bool:
+        """Tell the subscribers of the event; whether it concerned any (or a watch)."""
         w = self._watches.get(wd)
         if w is None:
             if mask & IN_Q_OVERFLOW:
                 self._forget()
                 for d in list(self._dirs.values()):
                     self._rearm(d)
-            return
+                return True
+            return False
         if name is None:  # the watched directory itself
             if mask & _GONE:
                 self._lost(w, released_by_kernel=bool(mask & IN_IGNORED))
-            return
+            return True
+        told = False
         for d in w.direct:
             callbacks = d.names.get(name)
             maker = None if own is None or callbacks is None else _still(own, d.path, name)
             if callbacks is None:
                 pass
             elif type(callbacks) is tuple:
+                told = True
                 for callback in callbacks:
                     if maker is None or callback != maker:  # (a bound method: equal, not same)
                         self._call(callback)
-            elif maker is None or callbacks != maker:
-                self._call(callbacks)  # type: ignore[arg-type]
+            else:
+                told = True
+                if maker is None or callbacks != maker:
+                    self._call(callbacks)  # type: ignore[arg-type]
             for callback in _each(d.names.get(_ANY, ())):
+                told = True
                 self._call(callback)
         waiting = w.pending.get(name)
         if waiting is not None:
             for d in waiting:
                 self._rearm(d)
+            return True
+        return told
 
     def _lost(self, w: _Watch, *, released_by_kernel: bool) -> None:
         """The watched directory was deleted, moved or unmounted: re-arm its users."""
