@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from convergent.host import fileid
-from convergent.resources.fswatch import _HOLD_MAX, NOISE_DRAINS, PACE, FsWatcher
+from convergent.resources.fswatch import _HOLD_MAX, MERGED, NOISE_DRAINS, PACE, FsWatcher
 
 TIMEOUT = 5.0
 
@@ -403,23 +403,45 @@ def test_a_callback_that_raises_costs_no_other_event_of_the_same_read(tmp_path: 
 
 
 class _Timed(FsWatcher):
-    """An FsWatcher that notes when each of its wake-ups read events (loop time)."""
+    """An FsWatcher that notes each of its wake-ups that read events: when it began
+    (loop time), how many reads it made, and the noise count and pause it left."""
 
-    __slots__ = ("enough", "times", "want")
+    __slots__ = ("calls", "enough", "read_calls", "wakeups", "want")
 
     def __init__(self, want: int) -> None:
         super().__init__()
-        self.times: list[float] = []
+        self.wakeups: list[tuple[float, int, int, bool]] = []
         self.want = want
         self.enough = asyncio.Event()
+        self.read_calls = 0  # os.read calls on this descriptor (see _counting_reads)
+
+    @property
+    def times(self) -> list[float]:
+        return [wakeup[0] for wakeup in self.wakeups]
 
     def _on_readable(self) -> None:
-        before = self.reads
+        began, before, calls = asyncio.get_running_loop().time(), self.reads, self.read_calls
         super()._on_readable()
         if self.reads != before:
-            self.times.append(asyncio.get_running_loop().time())
-            if len(self.times) >= self.want:
+            reads = self.read_calls - calls
+            self.wakeups.append((began, reads, self._noise, self._paused is not None))
+            if len(self.wakeups) >= self.want:
                 self.enough.set()
+
+
+@contextlib.contextmanager
+def _counting_reads(watcher: _Timed) -> Iterator[None]:
+    """Count the reads of ``watcher``'s descriptor (``watcher.read_calls``)."""
+    real = os.read
+
+    def read(fd: int, size: int) -> bytes:
+        if fd == watcher.fileno():
+            watcher.read_calls += 1
+        return real(fd, size)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "read", read)
+        yield
 
 
 @contextlib.contextmanager
@@ -436,7 +458,8 @@ def _busy_stranger(path: Path) -> Iterator[None]:
 def test_a_strangers_busy_file_beside_a_watched_one_is_read_at_a_pace(tmp_path: Path) -> None:
     """A file nobody watches, written in a loop in a watched directory, made the agent
     read one event at a time as fast as it could (a whole core). After NOISE_DRAINS
-    wake-ups that told no one, the descriptor is read at most once per PACE."""
+    wake-ups that told no one the descriptor is read at most once per PACE, one read
+    each (what came during the pause; not again at once for the writer's next line)."""
     want = NOISE_DRAINS + 20
 
     async def main() -> None:
@@ -444,11 +467,13 @@ def test_a_strangers_busy_file_beside_a_watched_one_is_read_at_a_pace(tmp_path: 
         probe = Probe()
         watcher.watch(str(tmp_path / "watched"), probe)
         try:
-            with _busy_stranger(tmp_path / "log"):
+            with _counting_reads(watcher), _busy_stranger(tmp_path / "log"):
                 await asyncio.wait_for(watcher.enough.wait(), 30)
+            paced_reads = {reads for _, reads, _, _ in watcher.wakeups[NOISE_DRAINS:want]}
+            assert paced_reads == {1}, watcher.wakeups
             paced = watcher.times[NOISE_DRAINS:want]
             gaps = [b - a for a, b in itertools.pairwise(paced)]
-            assert min(gaps) >= PACE * 0.9, gaps
+            assert min(gaps) >= PACE, gaps
             assert probe.calls == 0
         finally:
             watcher.close()
@@ -457,8 +482,9 @@ def test_a_strangers_busy_file_beside_a_watched_one_is_read_at_a_pace(tmp_path: 
 
 
 def test_an_event_for_a_watched_name_is_told_through_a_strangers_noise(tmp_path: Path) -> None:
-    """While the descriptor is read at a pace, a change of a watched name is still told
-    (at most PACE later), and the next one too."""
+    """While the descriptor is read at a pace, a change of a watched name is told, the
+    wake-up that told it ends the pace (the next one is read at once, the count starts
+    again), and the next change is told too."""
 
     async def main() -> None:
         watcher = _Timed(NOISE_DRAINS + 5)
@@ -468,10 +494,63 @@ def test_an_event_for_a_watched_name_is_told_through_a_strangers_noise(tmp_path:
         try:
             with _busy_stranger(tmp_path / "log"):
                 await asyncio.wait_for(watcher.enough.wait(), 30)  # paced by now
+                assert watcher.wakeups[-1][3], "paced"
+                seen = len(watcher.wakeups)
                 _write(target)
                 await probe.called()
+                # the stranger's events are few: only the probe's could reset the count
+                after = watcher.wakeups[seen:]
+                assert any(noise == 0 and not paused for _, _, noise, paused in after), after
                 target.unlink()
                 await probe.called(lambda: not target.exists())
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_events_that_do_not_merge_end_the_pace(tmp_path: Path) -> None:
+    """Pausing helps only while the kernel merges a stranger's events; a wake-up that
+    reads more than MERGED bytes of them (a burst of other names, here 300 files made
+    while the loop does not read) ends the pace: waiting would only make a backlog, and
+    the next pause waits for twice as many wake-ups."""
+
+    async def main() -> None:
+        watcher = _Timed(NOISE_DRAINS + 5)
+        watcher.watch(str(tmp_path / "watched"), Probe())
+        try:
+            with _busy_stranger(tmp_path / "log"):
+                await asyncio.wait_for(watcher.enough.wait(), 30)
+                assert watcher.wakeups[-1][3], "paced"
+                seen = len(watcher.wakeups)
+                for i in range(300):  # no await: all of it queued before the next read
+                    (tmp_path / f"burst-{i:04d}").touch()
+                assert MERGED < 300 * 32
+                watcher.enough.clear()
+                watcher.want = seen + 1
+                await asyncio.wait_for(watcher.enough.wait(), 30)
+                after = watcher.wakeups[seen:]
+                assert any(noise == 0 and not paused for _, _, noise, paused in after), after
+                assert watcher._needed == 2 * NOISE_DRAINS  # the next try comes later
+        finally:
+            watcher.close()
+
+    run(main())
+
+
+def test_a_watch_after_close_starts_afresh(tmp_path: Path) -> None:
+    """close() then watch() in a directory watched before: the new subscriber is told
+    (it was left without a descriptor)."""
+
+    async def main() -> None:
+        watcher = FsWatcher()
+        watcher.watch(str(tmp_path / "a"), Probe())
+        watcher.close()
+        probe = Probe()
+        watcher.watch(str(tmp_path / "a"), probe)
+        try:
+            _write(tmp_path / "a")
+            await probe.called()
         finally:
             watcher.close()
 

@@ -17,15 +17,20 @@ How it works:
   directories of a ``recurse`` or ``source`` tree), on the same per-directory watches.
 - A queue overflow re-arms everything and calls every callback.
 - No task of its own: the descriptor is registered with ``loop.add_reader`` and events
-  are drained in the reader callback: reads until one leaves the queue empty, at most
-  ``_DRAIN_READS`` (then the loop's other work runs, and the reader is called again).
+  are drained in the reader callback, at most ``_DRAIN_READS`` reads at a time (then the
+  loop's other work runs, and the reader is called again).
 - A watched directory reports every entry, watched or not: a stranger's file written
   without pause beside a watched one (a log, ``while :; do echo; done > f``) made the
   agent read one event at a time as fast as it could, a whole core. After
-  :data:`NOISE_DRAINS` wake-ups in a row whose events concern no subscriber, the
-  descriptor is read at most once per :data:`PACE` seconds (the kernel merges a file's
-  repeated events meanwhile), until an event for a subscriber comes: an event for a
-  watched name in such a directory waits at most ``PACE`` more; none is lost.
+  :data:`NOISE_DRAINS` wake-ups in a row whose events concern no subscriber and were few
+  (at most :data:`MERGED` bytes), the descriptor is read at most once per :data:`PACE`
+  seconds (the kernel merges a file's repeated events meanwhile), until an event for a
+  subscriber comes or a wake-up reads more than ``MERGED`` bytes (events that do not
+  merge: opened and closed for each line, several files in turn; pausing would only
+  make a backlog, so each pause that met one makes the next wait for twice as many
+  wake-ups, up to ``_NOISE_MAX``). An event for a watched name in such a directory waits at most
+  ``PACE`` more; none is lost. A ``watch_entries`` directory's events all concern its
+  subscriber: never paced.
 
 The descriptor is :class:`convergent.host.inotify.Inotify` (ctypes); its event records
 are parsed here with ``struct``, 0.9 us an event. Applying 1,000 files makes ~6,000
@@ -68,7 +73,6 @@ _GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
 # Errors of inotify_add_watch that mean "this directory is not there (yet)": walk up.
 _ABSENT = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 _READ_SIZE = 65536
-_FULL = _READ_SIZE - 16 - 256  # a read this long may have left events (a record: 16 + name)
 _EXPECT_MAX = 16384  # renames announced by expect() and not seen yet (the kernel's queue)
 _MOVED = IN_MOVED_FROM | IN_MOVED_TO
 # Descriptors held at most for expect(); the next drops every expected rename (told, then).
@@ -79,10 +83,13 @@ _HOLD_MAX = 128
 _ANY = ""  # the name key of a subscriber to every entry (no entry has an empty name)
 _DRAIN_READS = 16  # reads of the descriptor per wake-up; then the loop's other work runs
 # Wake-ups in a row whose events concern no subscriber (a stranger's busy file beside a
-# watched one): from then on the descriptor is read at most once per PACE seconds, until
-# an event for a subscriber comes.
+# watched one), each of at most MERGED bytes: from then on the descriptor is read at most
+# once per PACE seconds, until an event for a subscriber comes or a wake-up reads more
+# (events the kernel could not merge meanwhile: waiting only makes a backlog to parse).
 NOISE_DRAINS = 16
 PACE = 0.002
+MERGED = 4096
+_NOISE_MAX = 65536  # wake-ups before a pause, at most, after pauses that did not merge
 
 
 def _each(callbacks: Callback | tuple[Callback, ...]) -> tuple[Callback, ...]:
@@ -199,8 +206,10 @@ class FsWatcher:
         "_inotify",
         "_loop",
         "_moved",
+        "_needed",
         "_noise",
         "_paused",
+        "_resumed",
         "_watches",
         "reads",
     )
@@ -213,7 +222,9 @@ class FsWatcher:
         self._expected: dict[str, Own] = {}  # temp name -> who renames it (expect)
         self._moved: dict[int, Own] = {}  # rename cookie -> who renamed (expect)
         self._held = 0  # descriptors held by the entries of those two
-        self._noise = 0  # wake-ups in a row that told no subscriber (NOISE_DRAINS)
+        self._noise = 0  # wake-ups in a row that told no subscriber
+        self._needed = NOISE_DRAINS  # ... before a pause (more after pauses that failed)
+        self._resumed = False  # the wake-up to come is the first after a pause
         self._paused: asyncio.TimerHandle | None = None  # the read put off (PACE)
         self.reads = 0  # wake-ups that read events (the noise bench and tests count them)
 
@@ -342,6 +353,7 @@ class FsWatcher:
         self._watches.clear()
         for d in self._dirs.values():
             d.watch = d.via = None
+        self._dirs.clear()  # a watch() after close() starts afresh, with a new descriptor
 
     # -- setting watches up -----------------------------------------------------------
 
@@ -351,7 +363,8 @@ class FsWatcher:
         loop = asyncio.get_running_loop()
         inotify = Inotify()
         loop.add_reader(inotify.fd, self._on_readable)
-        self._inotify, self._loop, self._noise = inotify, loop, 0
+        self._inotify, self._loop = inotify, loop
+        self._noise, self._needed, self._resumed = 0, NOISE_DRAINS, False
 
     def _arm(self, path: str, *, strict: bool) -> tuple[_Watch, str | None] | None:
         """Watch ``path`` or, while it is missing, its nearest existing ancestor.
@@ -433,14 +446,16 @@ class FsWatcher:
         # os.fsdecode without its Python layers (~1.5 us a name; applying 1,000 files
         # makes ~6,000 events)
         encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-        told = read = False
+        resumed, self._resumed = self._resumed, False
+        told = False
+        got = 0
         for _ in range(_DRAIN_READS):
             try:
                 buf = os.read(fd, _READ_SIZE)
             except BlockingIOError:
                 break
-            read = True
             offset, end = 0, len(buf)
+            got += end
             while offset < end:
                 wd, mask, cookie, size = unpack(buf, offset)
                 offset += 16
@@ -459,22 +474,30 @@ class FsWatcher:
                     told = self._dispatch(wd, mask, None) or told
                 if self._inotify is not inotify:
                     return  # closed by a callback
-            if end < _FULL:  # the queue was empty after this read: later events are new
-                break
-        if not read:
+            if resumed and end <= MERGED:  # what came during the pause, and it was little:
+                break  # the next lines of a busy file wait for the next wake-up
+        if not got:
             return
         self.reads += 1
         if told:
             self._noise = 0
             return
+        if got > MERGED:  # not merged by the kernel: waiting would only make a backlog
+            self._noise = 0
+            if resumed:  # a pause did not help: the next try comes after twice as many
+                self._needed = min(2 * self._needed, _NOISE_MAX)
+            return
+        if resumed:  # a pause that merged the stranger's events: pause again at once
+            self._needed = NOISE_DRAINS
         self._noise += 1
-        if self._noise >= NOISE_DRAINS:  # only strangers' names: read again in PACE s
+        if self._noise >= self._needed:  # only strangers' names: read again in PACE s
             assert self._loop is not None
             self._loop.remove_reader(fd)
             self._paused = self._loop.call_later(PACE, self._resume, inotify)
 
     def _resume(self, inotify: Inotify) -> None:
         self._paused = None
+        self._resumed = True
         if self._inotify is inotify and self._loop is not None:
             self._loop.add_reader(inotify.fd, self._on_readable)
 
