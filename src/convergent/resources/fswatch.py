@@ -28,9 +28,9 @@ How it works:
   subscriber comes or a wake-up reads more than ``MERGED`` bytes (events that do not
   merge: opened and closed for each line, several files in turn; pausing would only
   make a backlog, so each pause that met one makes the next wait for twice as many
-  wake-ups, up to ``_NOISE_MAX``). An event for a watched name in such a directory waits at most
-  ``PACE`` more; none is lost. A ``watch_entries`` directory's events all concern its
-  subscriber: never paced.
+  wake-ups, up to ``_NOISE_MAX``). An event for a watched name in such a directory
+  waits about ``PACE`` more at most (and what came before it is parsed first); none is
+  lost. A ``watch_entries`` directory's events all concern its subscriber: never paced.
 
 The descriptor is :class:`convergent.host.inotify.Inotify` (ctypes); its event records
 are parsed here with ``struct``, 0.9 us an event. Applying 1,000 files makes ~6,000
@@ -226,7 +226,7 @@ class FsWatcher:
         self._needed = NOISE_DRAINS  # ... before a pause (more after pauses that failed)
         self._resumed = False  # the wake-up to come is the first after a pause
         self._paused: asyncio.TimerHandle | None = None  # the read put off (PACE)
-        self.reads = 0  # wake-ups that read events (the noise bench and tests count them)
+        self.reads = 0  # wake-ups that read events (tests count them)
 
     def expect(self, directory: str, temp: str, callback: Callback, fd: int) -> bool:
         """The subscriber ``callback`` is about to rename its own temp file ``temp``
