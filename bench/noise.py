@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shutil
 import statistics
 import subprocess
@@ -44,6 +45,20 @@ def _policy(target: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _until_converged(fd: int, bound: float) -> None:
+    """Read the agent's output until its line "converged; watching ..." (at most
+    ``bound`` seconds)."""
+    seen, deadline = b"", time.monotonic() + bound
+    while b"\nconverged" not in b"\n" + seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise SystemExit(f"noise: the agent did not converge within {bound:g} s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit("noise: the agent ended before it converged: " + seen.decode())
+        seen += chunk
+
+
 def measure(src: Path, work: Path, where: str, seconds: float) -> float:
     """The agent's CPU (share of a core) while the stranger writes ``where``."""
     shutil.rmtree(work, ignore_errors=True)
@@ -60,14 +75,10 @@ def measure(src: Path, work: Path, where: str, seconds: float) -> float:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
         assert agent.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in agent.stdout:  # the agent prints "converged; watching ..." once there
-            if line.startswith("converged") or time.monotonic() > deadline:
-                break
+        _until_converged(agent.stdout.fileno(), 60)
         log = (target if where == "beside" else other) / "log"
         writer = subprocess.Popen(["/bin/sh", "-c", f"while :; do echo x; done > '{log}'"])
         try:

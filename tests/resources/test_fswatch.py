@@ -406,7 +406,7 @@ class _Timed(FsWatcher):
     """An FsWatcher that notes each of its wake-ups that read events: when it began
     (loop time), how many reads it made, and the noise count and pause it left."""
 
-    __slots__ = ("calls", "enough", "read_calls", "wakeups", "want")
+    __slots__ = ("enough", "read_calls", "wakeups", "want")
 
     def __init__(self, want: int) -> None:
         super().__init__()
