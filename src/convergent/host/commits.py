@@ -361,14 +361,12 @@ class _Batch:
 
 def _syncfs(fd: int) -> None:
     """``syncfs(2)`` of the file system holding ``fd`` (Python has no binding of its own)."""
+    from convergent.host import libc
+
     if not _libc:
-        import ctypes
-
-        _libc.append(ctypes.CDLL(None, use_errno=True))
-    if _libc[0].syncfs(fd) != 0:
-        import ctypes
-
-        errno = ctypes.get_errno()
+        _libc.append(libc.function("syncfs", libc.c_int, libc.c_int))
+    if _libc[0](fd) != 0:
+        errno = libc.get_errno()
         raise OSError(errno, os.strerror(errno))
 
 

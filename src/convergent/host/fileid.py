@@ -80,26 +80,19 @@ def _handle(dir_fd: int, name: bytes, flags: int) -> bytes | None:
 
 
 def _load() -> None:
-    import ctypes
+    from convergent.host import libc
 
-    class Handle(ctypes.Structure):
+    class Handle(libc.Structure):
         _fields_ = (
-            ("handle_bytes", ctypes.c_uint),
-            ("handle_type", ctypes.c_int),
-            ("f_handle", ctypes.c_ubyte * _MAX_HANDLE_SZ),
+            ("handle_bytes", libc.c_uint32),
+            ("handle_type", libc.c_int),
+            ("f_handle", libc.c_ubyte * _MAX_HANDLE_SZ),
         )
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    call = getattr(libc, "name_to_handle_at", None)
-    if call is None:
+    args = (libc.c_int, libc.c_char_p, libc.POINTER(Handle), libc.POINTER(libc.c_int), libc.c_int)
+    try:
+        call = libc.function("name_to_handle_at", libc.c_int, *args)
+    except AttributeError:
         _calls.extend((None, None, None))
         return
-    call.argtypes = (
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.POINTER(Handle),
-        ctypes.POINTER(ctypes.c_int),
-        ctypes.c_int,
-    )
-    call.restype = ctypes.c_int
-    _calls.extend((call, Handle, ctypes.c_int))
+    _calls.extend((call, Handle, libc.c_int))

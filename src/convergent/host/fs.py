@@ -355,34 +355,27 @@ def _check(a: os.stat_result, a_path: str, b: os.stat_result, b_path: str) -> No
 
 
 class _Openat2:
-    """The openat2 syscall (437) through ctypes, for one fixed ``struct open_how``:
-    ``O_PATH|O_DIRECTORY|O_CLOEXEC`` with ``RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS``."""
+    """The openat2 syscall (437) through :mod:`convergent.host.libc`, for one fixed
+    ``struct open_how``: ``O_PATH|O_DIRECTORY|O_CLOEXEC`` with
+    ``RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS``."""
 
     __slots__ = ("_how", "_ref", "_size", "_syscall", "works")
 
     def __init__(self) -> None:
-        import ctypes
+        from convergent.host import libc
 
-        class How(ctypes.Structure):
+        class How(libc.Structure):
             _fields_ = (
-                ("flags", ctypes.c_uint64),
-                ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64),
+                ("flags", libc.c_uint64),
+                ("mode", libc.c_uint64),
+                ("resolve", libc.c_uint64),
             )
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._syscall: Any = libc.syscall
-        self._syscall.restype = ctypes.c_long
-        self._syscall.argtypes = (
-            ctypes.c_long,
-            ctypes.c_int,
-            ctypes.c_char_p,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-        )
+        args = (libc.c_long, libc.c_int, libc.c_char_p, libc.c_void_p, libc.c_ulong)
+        self._syscall: Any = libc.function("syscall", libc.c_long, *args)
         self._how = How(_DIR, 0, 0x04 | 0x02)
-        self._ref = ctypes.byref(self._how)
-        self._size = ctypes.sizeof(How)
+        self._ref = libc.byref(self._how)
+        self._size = libc.sizeof(How)
         probe = self(b"/")
         self.works = probe >= 0  # ENOSYS (old kernel) or a seccomp filter: walk always
         if self.works:

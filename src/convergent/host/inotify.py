@@ -1,12 +1,13 @@
-"""The inotify descriptor, bound through ctypes: its flags, the watch mask a watched
-directory gets, and :class:`Inotify` (init, add and remove a watch, close without
-waiting for the kernel).
+"""The inotify descriptor, bound through :mod:`convergent.host.libc`: its flags, the
+watch mask a watched directory gets, and :class:`Inotify` (init, add and remove a
+watch, close without waiting for the kernel).
 
 Not asyncinotify: importing it costs ~13 ms here (it imports ``ctypes.util`` and runs
-``find_library``, which spawns ldconfig) against ~3 ms for ctypes alone, and its reader
-builds a ``Path``, an ``IntFlag`` and an ``Event`` per record: 6.5-8 us per event
-against 0.9 us for :mod:`convergent.resources.fswatch`'s parse of the records that
-``Inotify.unpack`` reads.
+``find_library``, which spawns ldconfig) against ~3 ms for ctypes alone (~0.5 ms for
+its C core, as bound here), and its reader builds a ``Path``, an ``IntFlag`` and an
+``Event`` per record: 6.5-8 us per event against 0.9 us for
+:mod:`convergent.resources.fswatch`'s parse of the records that ``Inotify.unpack``
+reads.
 """
 
 from __future__ import annotations
@@ -80,27 +81,22 @@ class Inotify:
     __slots__ = ("_add", "_errno", "_rm", "fd", "unpack")
 
     def __init__(self) -> None:
-        import ctypes
         import struct
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "inotify_init1"):  # a statically linked Python
-            import ctypes.util
+        from convergent.host import libc
 
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.inotify_init1.argtypes = (ctypes.c_int,)
-        libc.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
-        libc.inotify_rm_watch.argtypes = (ctypes.c_int, ctypes.c_int)
-        self._add: Any = libc.inotify_add_watch
-        self._rm: Any = libc.inotify_rm_watch
+        init = libc.function("inotify_init1", libc.c_int, libc.c_int)
+        add = (libc.c_int, libc.c_char_p, libc.c_uint32)
+        self._add: Any = libc.function("inotify_add_watch", libc.c_int, *add)
+        self._rm: Any = libc.function("inotify_rm_watch", libc.c_int, libc.c_int, libc.c_int)
         # struct inotify_event: int wd; uint32_t mask, cookie, len; char name[len].
         self.unpack = struct.Struct("iIII").unpack_from
-        fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        fd: int = init(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            code = ctypes.get_errno()
+            code = libc.get_errno()
             raise OSError(code, f"inotify_init1: {os.strerror(code)}")
         self.fd = fd
-        self._errno: Callable[[], int] = ctypes.get_errno
+        self._errno: Callable[[], int] = libc.get_errno
 
     def add_watch(self, path: str) -> int:
         wd: int = self._add(self.fd, os.fsencode(path), MASK)

@@ -281,13 +281,10 @@ class _Pipe:
 
 @functools.cache
 def _prctl() -> Callable[..., int]:
-    import ctypes
+    from convergent.host import libc
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-    call: Callable[..., int] = prctl
-    return call
+    args = (libc.c_int, libc.c_ulong, libc.c_ulong, libc.c_ulong, libc.c_ulong)
+    return libc.function("prctl", libc.c_int, *args)
 
 
 def _die_with(parent: int) -> Callable[[], None]:

@@ -32,9 +32,9 @@ How it works:
   waits about ``PACE`` more at most (and what came before it is parsed first); none is
   lost. A ``watch_entries`` directory's events all concern its subscriber: never paced.
 
-The descriptor is :class:`convergent.host.inotify.Inotify` (ctypes); its event records
-are parsed here with ``struct``, 0.9 us an event. Applying 1,000 files makes ~6,000
-events.
+The descriptor is :class:`convergent.host.inotify.Inotify` (host/libc.py); its event
+records are parsed here with ``struct``, 0.9 us an event. Applying 1,000 files makes
+~6,000 events.
 
 Limitation: only the parent directory is watched, so renaming a grandparent directory
 (``mv /etc /etc.old`` while watching ``/etc/ssh/sshd_config``) goes unnoticed.

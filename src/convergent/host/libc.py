@@ -1,0 +1,172 @@
+"""The C library calls that the ``os`` module lacks (``prctl``, ``inotify_*``,
+``name_to_handle_at``, ``syncfs``, the ``openat2`` system call), bound through ctypes'
+C core alone.
+
+``import ctypes`` runs the Python package around ``_ctypes`` (its classes, ``struct``,
+the byte-order module): ~1 ms here, on the path of most starts (the first command's
+death signal, the first file watched, written or synced). What a binding needs of it
+is a few lines: the C types by their ``struct`` codes, a function pointer type that
+keeps ``errno``, and a handle of the process's own symbols. Measured in the agent:
+1.38-1.68 ms for the ``prctl`` binding through ``ctypes`` against 0.44-0.65 ms through
+``_ctypes`` (docs/performance.md). Where ``_ctypes`` is not as this module expects
+(another Python), the ``ctypes`` package gives the same names.
+
+:func:`function` finds a function of the C library with its argument and result types;
+``get_errno``, ``byref``, ``sizeof``, ``POINTER`` and ``Structure`` are ctypes' own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "POINTER",
+    "Structure",
+    "byref",
+    "c_char_p",
+    "c_int",
+    "c_long",
+    "c_ubyte",
+    "c_uint32",
+    "c_uint64",
+    "c_ulong",
+    "c_void_p",
+    "function",
+    "get_errno",
+    "sizeof",
+]
+
+if TYPE_CHECKING:
+    from ctypes import (
+        POINTER,
+        Structure,
+        byref,
+        c_char_p,
+        c_int,
+        c_long,
+        c_ubyte,
+        c_uint32,
+        c_uint64,
+        c_ulong,
+        c_void_p,
+        get_errno,
+        sizeof,
+    )
+
+    _FuncPtr: Any
+
+    def dlopen(name: str | None, mode: int) -> int: ...
+else:
+    try:
+        from _ctypes import (
+            FUNCFLAG_CDECL,
+            FUNCFLAG_USE_ERRNO,
+            POINTER,
+            CFuncPtr,
+            Structure,
+            _SimpleCData,
+            byref,
+            dlopen,
+            get_errno,
+            sizeof,
+        )
+    except ImportError:  # not CPython's ctypes core: the package has the same names
+        from ctypes import (
+            POINTER,
+            Structure,
+            byref,
+            c_char_p,
+            c_int,
+            c_long,
+            c_ubyte,
+            c_uint32,
+            c_uint64,
+            c_ulong,
+            c_void_p,
+            get_errno,
+            sizeof,
+        )
+
+        _FuncPtr = None
+    else:
+        # As ctypes defines them on Linux (LP64): each is its struct code.
+        class c_ubyte(_SimpleCData):
+            _type_ = "B"
+
+        class c_int(_SimpleCData):
+            _type_ = "i"
+
+        class c_uint32(_SimpleCData):
+            _type_ = "I"
+
+        class c_long(_SimpleCData):
+            _type_ = "l"
+
+        class c_ulong(_SimpleCData):
+            _type_ = "L"
+
+        class c_uint64(_SimpleCData):
+            _type_ = "Q"
+
+        class c_char_p(_SimpleCData):
+            _type_ = "z"
+
+        class c_void_p(_SimpleCData):
+            _type_ = "P"
+
+        class _FuncPtr(CFuncPtr):
+            """A C function; ``errno`` kept for :func:`get_errno` (``use_errno=True``)."""
+
+            _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
+            _restype_ = c_int
+
+
+class _Library:
+    """What a function pointer is looked up in: an object with a ``_handle``."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: int) -> None:
+        self._handle = handle
+
+
+@functools.cache
+def _own() -> _Library:
+    """The process's own symbols (``dlopen(NULL)``: the C library the interpreter uses)."""
+    return _Library(dlopen(None, 0))  # _ctypes adds RTLD_NOW
+
+
+def function(name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
+    """The C library's ``name`` with these types; ``errno`` after a call: :func:`get_errno`.
+
+    AttributeError when the C library has no such function (an old one, or an
+    interpreter linked statically: then the shared C library is asked, as ctypes'
+    ``find_library("c")`` names it)."""
+    if _FuncPtr is None:
+        return _from_package(name, restype, argtypes)
+    try:
+        found: Any = _FuncPtr((name, _own()))
+    except AttributeError:
+        return _from_package(name, restype, argtypes)
+    found.restype = restype
+    found.argtypes = argtypes
+    call: Callable[..., Any] = found
+    return call
+
+
+def _from_package(name: str, restype: Any, argtypes: tuple[Any, ...]) -> Callable[..., Any]:
+    """``name`` through the ctypes package: the process's symbols, else the C library."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, name):  # a statically linked Python
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    found: Any = getattr(libc, name)
+    found.restype = restype
+    found.argtypes = argtypes
+    call: Callable[..., Any] = found
+    return call
