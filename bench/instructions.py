@@ -43,7 +43,11 @@ import convergent.host.fs as F
 if hasattr(F, "_Openat2"):
     _FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
     def _call(self, path):
-        fd = self._syscall(257, -100, path, _FLAGS, 0)
+        call = self._syscall
+        types = call.argtypes  # openat's flags where openat2 takes its struct: a long
+        if types[3] is not types[0]:
+            call.argtypes = (types[0], types[1], types[2], types[0], types[4])
+        fd = call(257, -100, path, _FLAGS, 0)
         return fd if fd >= 0 else -1
     F._Openat2.__call__ = _call
 """

@@ -40,6 +40,26 @@ def test_a_function_the_c_library_lacks_is_refused_by_name() -> None:
         libc.function("no_such_function_here", libc.c_int)
 
 
+def test_a_missing_function_is_refused_without_asking_another_library() -> None:
+    """The loader's own refusal, at once: no ``ctypes`` package, no ``ldconfig`` run
+    (``find_library``) for a C library the process already has."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from convergent.host import libc
+        try:
+            libc.function("no_such_function_here", libc.c_int)
+        except AttributeError as exc:
+            print("refused:", exc)
+        print("ctypes loaded:", "ctypes" in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "no_such_function_here" in done.stdout, done.stdout
+    assert done.stdout.splitlines()[-1] == "ctypes loaded: False", done.stdout
+
+
 def test_the_ctypes_package_binding_gives_the_same_answers() -> None:
     """The fallback (another Python, or a statically linked one) through ``ctypes``."""
     getppid = libc._from_package("getppid", libc.c_int, ())

@@ -26,7 +26,10 @@ _AT_EMPTY_PATH = 0x1000
 _AT_FDCWD = -100
 _MAX_HANDLE_SZ = 128
 _pack = struct.Struct("ii").pack
-# [name_to_handle_at, its struct file_handle type, c_int], or Nones: not available
+_header = struct.Struct("=Ii")  # struct file_handle's handle_bytes and handle_type
+_HEADER = _header.size
+# [name_to_handle_at, a buffer type of struct file_handle's size, c_int, byref], or
+# Nones: not available
 _calls: list[Any] = []
 
 
@@ -67,32 +70,26 @@ def _handle(dir_fd: int, name: bytes, flags: int) -> bytes | None:
     None when there is none (no such file, or no file handles: the caller falls back)."""
     if not _calls:
         _load()
-    call, handle_type, c_int = _calls
+    call, buffer_type, c_int, byref = _calls
     if call is None:
         return None
-    handle = handle_type()
-    handle.handle_bytes = _MAX_HANDLE_SZ
+    handle = buffer_type()  # struct file_handle: u32 handle_bytes; int handle_type; data
+    _header.pack_into(handle, 0, _MAX_HANDLE_SZ, 0)
     mount = c_int()
-    if call(dir_fd, name, handle, mount, flags) != 0:
+    if call(dir_fd, name, handle, byref(mount), flags) != 0:
         return None
-    size = handle.handle_bytes
-    return _pack(mount.value, handle.handle_type) + bytes(handle.f_handle[:size])
+    size, kind = _header.unpack_from(handle, 0)
+    return _pack(mount.value, kind) + bytes(handle)[_HEADER : _HEADER + size]
 
 
 def _load() -> None:
     from convergent.host import libc
 
-    class Handle(libc.Structure):
-        _fields_ = (
-            ("handle_bytes", libc.c_uint32),
-            ("handle_type", libc.c_int),
-            ("f_handle", libc.c_ubyte * _MAX_HANDLE_SZ),
-        )
-
-    args = (libc.c_int, libc.c_char_p, libc.POINTER(Handle), libc.POINTER(libc.c_int), libc.c_int)
+    args = (libc.c_int, libc.c_char_p, libc.c_void_p, libc.c_void_p, libc.c_int)
     try:
         call = libc.function("name_to_handle_at", libc.c_int, *args)
-    except AttributeError:
-        _calls.extend((None, None, None))
+    except AttributeError:  # an old C library: no file handles
+        _calls.extend((None, None, None, None))
         return
-    _calls.extend((call, Handle, libc.c_int))
+    buffer_type = libc.c_ubyte * (_HEADER + _MAX_HANDLE_SZ)
+    _calls.extend((call, buffer_type, libc.c_int, libc.byref))

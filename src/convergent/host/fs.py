@@ -359,23 +359,18 @@ class _Openat2:
     ``struct open_how``: ``O_PATH|O_DIRECTORY|O_CLOEXEC`` with
     ``RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS``."""
 
-    __slots__ = ("_how", "_ref", "_size", "_syscall", "works")
+    __slots__ = ("_how", "_size", "_syscall", "works")
 
     def __init__(self) -> None:
+        import struct
+
         from convergent.host import libc
 
-        class How(libc.Structure):
-            _fields_ = (
-                ("flags", libc.c_uint64),
-                ("mode", libc.c_uint64),
-                ("resolve", libc.c_uint64),
-            )
-
-        args = (libc.c_long, libc.c_int, libc.c_char_p, libc.c_void_p, libc.c_ulong)
+        args = (libc.c_long, libc.c_int, libc.c_char_p, libc.c_char_p, libc.c_ulong)
         self._syscall: Any = libc.function("syscall", libc.c_long, *args)
-        self._how = How(_DIR, 0, 0x04 | 0x02)
-        self._ref = libc.byref(self._how)
-        self._size = libc.sizeof(How)
+        # struct open_how: u64 flags, mode, resolve (read by the kernel, never written)
+        self._how = struct.pack("=QQQ", _DIR, 0, 0x04 | 0x02)
+        self._size = len(self._how)
         probe = self(b"/")
         self.works = probe >= 0  # ENOSYS (old kernel) or a seccomp filter: walk always
         if self.works:
@@ -383,7 +378,7 @@ class _Openat2:
 
     def __call__(self, path: bytes) -> int:
         """A descriptor of the directory ``path``, or -1 (symlink on the way, missing...)."""
-        fd: int = self._syscall(437, -100, path, self._ref, self._size)
+        fd: int = self._syscall(437, -100, path, self._how, self._size)
         return fd if fd >= 0 else -1
 
 

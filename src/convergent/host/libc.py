@@ -8,11 +8,14 @@ death signal, the first file watched, written or synced). What a binding needs o
 is a few lines: the C types by their ``struct`` codes, a function pointer type that
 keeps ``errno``, and a handle of the process's own symbols. Measured in the agent:
 1.38-1.68 ms for the ``prctl`` binding through ``ctypes`` against 0.44-0.65 ms through
-``_ctypes`` (docs/performance.md). Where ``_ctypes`` is not as this module expects
-(another Python), the ``ctypes`` package gives the same names.
+``_ctypes`` (docs/performance.md); each type below costs ~30-60 us to make. Where
+``_ctypes`` is not as this module expects (another Python), the ``ctypes`` package gives
+the same names.
 
 :func:`function` finds a function of the C library with its argument and result types;
-``get_errno``, ``byref``, ``sizeof``, ``POINTER`` and ``Structure`` are ctypes' own.
+``get_errno`` and ``byref`` are ctypes' own. No ``Structure``: newer Pythons' ctypes core
+imports the ``ctypes`` package to lay one out; a structure is packed with ``struct``
+into bytes (read by the call) or a ``c_ubyte`` array (written by it).
 """
 
 from __future__ import annotations
@@ -22,37 +25,29 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
-    "POINTER",
-    "Structure",
     "byref",
     "c_char_p",
     "c_int",
     "c_long",
     "c_ubyte",
     "c_uint32",
-    "c_uint64",
     "c_ulong",
     "c_void_p",
     "function",
     "get_errno",
-    "sizeof",
 ]
 
 if TYPE_CHECKING:
     from ctypes import (
-        POINTER,
-        Structure,
         byref,
         c_char_p,
         c_int,
         c_long,
         c_ubyte,
         c_uint32,
-        c_uint64,
         c_ulong,
         c_void_p,
         get_errno,
-        sizeof,
     )
 
     _FuncPtr: Any
@@ -63,30 +58,23 @@ else:
         from _ctypes import (
             FUNCFLAG_CDECL,
             FUNCFLAG_USE_ERRNO,
-            POINTER,
             CFuncPtr,
-            Structure,
             _SimpleCData,
             byref,
             dlopen,
             get_errno,
-            sizeof,
         )
     except ImportError:  # not CPython's ctypes core: the package has the same names
         from ctypes import (
-            POINTER,
-            Structure,
             byref,
             c_char_p,
             c_int,
             c_long,
             c_ubyte,
             c_uint32,
-            c_uint64,
             c_ulong,
             c_void_p,
             get_errno,
-            sizeof,
         )
 
         _FuncPtr = None
@@ -106,9 +94,6 @@ else:
 
         class c_ulong(_SimpleCData):
             _type_ = "L"
-
-        class c_uint64(_SimpleCData):
-            _type_ = "Q"
 
         class c_char_p(_SimpleCData):
             _type_ = "z"
@@ -141,15 +126,20 @@ def _own() -> _Library:
 def function(name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
     """The C library's ``name`` with these types; ``errno`` after a call: :func:`get_errno`.
 
-    AttributeError when the C library has no such function (an old one, or an
-    interpreter linked statically: then the shared C library is asked, as ctypes'
-    ``find_library("c")`` names it)."""
+    AttributeError (the loader's message, naming the symbol) when the C library has no
+    such function. Only an interpreter linked statically, whose own symbols lack even
+    ``getpid``, is given the shared C library instead (as ctypes' ``find_library("c")``
+    names it)."""
     if _FuncPtr is None:
         return _from_package(name, restype, argtypes)
     try:
         found: Any = _FuncPtr((name, _own()))
     except AttributeError:
-        return _from_package(name, restype, argtypes)
+        try:
+            _FuncPtr(("getpid", _own()))
+        except AttributeError:  # no C library among the process's symbols
+            return _from_package(name, restype, argtypes)
+        raise
     found.restype = restype
     found.argtypes = argtypes
     call: Callable[..., Any] = found
@@ -161,7 +151,7 @@ def _from_package(name: str, restype: Any, argtypes: tuple[Any, ...]) -> Callabl
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, name):  # a statically linked Python
+    if not hasattr(libc, name) and not hasattr(libc, "getpid"):  # a statically linked Python
         import ctypes.util
 
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
