@@ -37,7 +37,25 @@ __all__ = [
     "get_errno",
 ]
 
-if TYPE_CHECKING:
+# The C types, as ctypes defines them on Linux (LP64): each is its struct code.
+_CODES = {
+    "c_ubyte": "B",
+    "c_int": "i",
+    "c_uint32": "I",
+    "c_long": "l",
+    "c_ulong": "L",
+    "c_char_p": "z",
+    "c_void_p": "P",
+}
+
+try:
+    from _ctypes import FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, CFuncPtr, _SimpleCData, dlopen
+except ImportError:  # not CPython's ctypes core: the package has the same names
+    _CORE = False
+else:
+    _CORE = True
+
+if TYPE_CHECKING or not _CORE:
     from ctypes import (
         byref,
         c_char_p,
@@ -50,62 +68,19 @@ if TYPE_CHECKING:
         get_errno,
     )
 
-    _FuncPtr: Any
-
-    def dlopen(name: str | None, mode: int) -> int: ...
+    _FuncPtr: Any = None
 else:
-    try:
-        from _ctypes import (
-            FUNCFLAG_CDECL,
-            FUNCFLAG_USE_ERRNO,
-            CFuncPtr,
-            _SimpleCData,
-            byref,
-            dlopen,
-            get_errno,
-        )
-    except ImportError:  # not CPython's ctypes core: the package has the same names
-        from ctypes import (
-            byref,
-            c_char_p,
-            c_int,
-            c_long,
-            c_ubyte,
-            c_uint32,
-            c_ulong,
-            c_void_p,
-            get_errno,
-        )
+    from _ctypes import byref, get_errno
 
-        _FuncPtr = None
-    else:
-        # As ctypes defines them on Linux (LP64): each is its struct code.
-        class c_ubyte(_SimpleCData):
-            _type_ = "B"
+    globals().update(
+        (name, type(name, (_SimpleCData,), {"_type_": code})) for name, code in _CODES.items()
+    )
 
-        class c_int(_SimpleCData):
-            _type_ = "i"
+    class _FuncPtr(CFuncPtr):
+        """A C function; ``errno`` kept for :func:`get_errno` (``use_errno=True``)."""
 
-        class c_uint32(_SimpleCData):
-            _type_ = "I"
-
-        class c_long(_SimpleCData):
-            _type_ = "l"
-
-        class c_ulong(_SimpleCData):
-            _type_ = "L"
-
-        class c_char_p(_SimpleCData):
-            _type_ = "z"
-
-        class c_void_p(_SimpleCData):
-            _type_ = "P"
-
-        class _FuncPtr(CFuncPtr):
-            """A C function; ``errno`` kept for :func:`get_errno` (``use_errno=True``)."""
-
-            _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
-            _restype_ = c_int
+        _flags_ = FUNCFLAG_CDECL | FUNCFLAG_USE_ERRNO
+        _restype_ = c_int
 
 
 class _Library:
@@ -120,7 +95,7 @@ class _Library:
 @functools.cache
 def _own() -> _Library:
     """The process's own symbols (``dlopen(NULL)``: the C library the interpreter uses)."""
-    return _Library(dlopen(None, 0))  # _ctypes adds RTLD_NOW
+    return _Library(dlopen(None, 0))  # type: ignore[arg-type]  # NULL; _ctypes adds RTLD_NOW
 
 
 def function(name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
