@@ -3,9 +3,9 @@ watch mask a watched directory gets, and :class:`Inotify` (init, add and remove 
 watch, close without waiting for the kernel).
 
 Not asyncinotify: importing it costs ~13 ms here (it imports ``ctypes.util`` and runs
-``find_library``, which spawns ldconfig) against ~3 ms for ctypes alone (~1 ms for
-its C core and the types bound here), and its reader builds a ``Path``, an ``IntFlag`` and an
-``Event`` per record: 6.5-8 us per event against 0.9 us for
+``find_library``, which spawns ldconfig) against ~3 ms for ctypes alone (~1 ms for its
+C core and the types bound here), and its reader builds a ``Path``, an ``IntFlag`` and
+an ``Event`` per record: 6.5-8 us per event against 0.9 us for
 :mod:`convergent.resources.fswatch`'s parse of the records that ``Inotify.unpack``
 reads.
 """
