@@ -108,3 +108,18 @@ def test_a_run_makes_its_c_calls_without_the_ctypes_package(tmp_path: Path) -> N
     assert done.stdout.splitlines()[-1] == "ctypes loaded: False", done.stdout
     assert (target / "f2").read_text() == "two\n"
     assert (target / "ran").read_text() == "ran\n"
+
+
+def test_syncfs_says_which_error_the_c_library_gave(tmp_path: Path) -> None:
+    """The run's group commit syncs each file system once (``host/commits.py``): a sync
+    that fails raises the C library's errno, and one that works returns."""
+    from convergent.host.commits import _syncfs
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _syncfs(fd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as raised:
+        _syncfs(fd)  # closed now
+    assert raised.value.errno == errno.EBADF

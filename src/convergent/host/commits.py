@@ -361,12 +361,13 @@ class _Batch:
 
 def _syncfs(fd: int) -> None:
     """``syncfs(2)`` of the file system holding ``fd`` (Python has no binding of its own)."""
-    from convergent.host import libc
+    if not _libc:  # bound on first use: (syncfs, get_errno)
+        from convergent.host import libc
 
-    if not _libc:
-        _libc.append(libc.function("syncfs", libc.c_int, libc.c_int))
-    if _libc[0](fd) != 0:
-        errno = libc.get_errno()
+        _libc.extend((libc.function("syncfs", libc.c_int, libc.c_int), libc.get_errno))
+    syncfs, get_errno = _libc
+    if syncfs(fd) != 0:
+        errno = get_errno()
         raise OSError(errno, os.strerror(errno))
 
 
