@@ -77,17 +77,20 @@ CHILD = textwrap.dedent(
     import_runtime()
     code = main(["run", policy, "--converged-timeout", "0", "--state-dir", state])
     assert code == 0, code
-    from convergent.host import fs, process
+    from convergent.host import forked, fs
     from convergent.resources import fswatch
-    print("bound:", process._prctl.cache_info().currsize, fs._openat2_works())
+    print("bound:", forked._prctl.cache_info().currsize, fs._openat2_works())
     print("ctypes loaded:", "ctypes" in sys.modules)
     """
 )
 
 
 def test_a_run_makes_its_c_calls_without_the_ctypes_package(tmp_path: Path) -> None:
-    """A command (its death signal: ``prctl``), a file in a watched directory
-    (``inotify_*``) and a directory found again (``openat2``): none loads ``ctypes``."""
+    """A command forked with its death signal (``prctl``: a user switch, here to root
+    itself), a file in a watched directory (``inotify_*``) and a directory found again
+    (``openat2``): none loads ``ctypes``."""
+    if os.geteuid() != 0:
+        pytest.skip("the command's user switch needs root")
     target = tmp_path / "files"
     target.mkdir()
     policy = tmp_path / "policy.yaml"
@@ -96,6 +99,7 @@ def test_a_run_makes_its_c_calls_without_the_ctypes_package(tmp_path: Path) -> N
         f'  - file: "{target}/f1"\n    content: "one\\n"\n'
         f'  - file: "{target}/f2"\n    content: "two\\n"\n'
         f'  - exec: touch\n    cmd: [/bin/sh, -c, "echo ran > {target}/ran"]\n'
+        "    user: root\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(policy), str(tmp_path / "state")],

@@ -111,13 +111,18 @@ def _open_children(path: str) -> int:
     return fd
 
 
-def write_record(path: str, pid: int, token: str, owner: str) -> str:
-    """Record the running command ``pid`` durably; return the record's name."""
-    me, child = stat("self"), stat(pid)
-    if me is None or child is None:  # /proc is not mounted: nothing can be reaped
+def write_record(path: str, pid: int, token: str, owner: str, start: int | None = None) -> str:
+    """Record the running command ``pid`` durably; return the record's name. ``start``:
+    its start time, when its parent read it (the spawner, which may have reaped it
+    since: what it left in its session is still to be reaped after a kill)."""
+    me = stat("self")
+    if start is None:
+        child = stat(pid)
+        start = None if child is None else child.start
+    if me is None or start is None:  # /proc is not mounted: nothing can be reaped
         return ""
-    record = _Record(boot_id(), os.getpid(), me.start, pid, child.start, token, owner)
-    name = f"{pid}-{child.start}.json"
+    record = _Record(boot_id(), os.getpid(), me.start, pid, start, token, owner)
+    name = f"{pid}-{start}.json"
     dfd = _open_children(path)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC

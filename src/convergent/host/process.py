@@ -2,9 +2,13 @@
 whole group, their output kept within bounds.
 
 ``run(argv, ...)`` starts a command in a new session (its session and process group ids
-are its PID) with ``PR_SET_PDEATHSIG(SIGKILL)`` set in the child before ``exec``, so the
-command dies with the agent, and returns a :class:`Finished`: the exit status (negative:
-killed by that signal) and a :class:`Capture` of stdout and of stderr.
+are its PID) that dies with the agent, and returns a :class:`Finished`: the exit status
+(negative: killed by that signal) and a :class:`Capture` of stdout and of stderr. The
+command is started by the agent's spawner (``host/spawner.py``: a small process forked
+once from the agent, the parent of its commands, which SIGKILLs their process groups the
+moment the agent dies); a command that switches user or group, a ``finish`` command and
+a command line too large for the spawner are forked from the agent as before, with
+``PR_SET_PDEATHSIG(SIGKILL)`` set in the child before ``exec`` (``finish``: without it).
 
 - The command's own exit ends the run. Output still open ``DRAIN`` seconds after it (a
   process it left in the background holds the pipe) is left to whatever holds it: our ends
@@ -30,13 +34,15 @@ killed by that signal) and a :class:`Capture` of stdout and of stderr.
   PermissionError before the spawn). The death signal is set after the switch (the kernel
   clears it when credentials change). ``umask`` is the child's umask.
 
-What is guaranteed and what is not: PR_SET_PDEATHSIG reaches the direct child only (and
-is dropped by the kernel when it executes a set-user-ID program); the processes it started
-outlive a killed agent until the next agent opens the state directory and reaps them
-(under systemd, the unit's cgroup is killed at once). A process that leaves the session
-(``setsid``, a daemon) is no longer the command's and is never killed. The death signal
-follows the thread that spawned the child: call :func:`run` from the event loop's thread,
-which lives as long as the agent.
+What is guaranteed and what is not: when the agent dies (kill -9 included), the spawner
+kills the process group of every command still running; a command forked from the agent
+gets the death signal, which reaches the direct child only (and is dropped by the kernel
+when it executes a set-user-ID program). What is left (a process of a command that ended,
+or one of a forked command's children) outlives a killed agent until the next agent opens
+the state directory and reaps it (under systemd, the unit's cgroup is killed at once). A
+process that leaves the session (``setsid``, a daemon) is no longer the command's and is
+never killed. The death signal follows the thread that spawned the child: call
+:func:`run` from the event loop's thread, which lives as long as the agent.
 
 ``spawn_detached(argv, ...)`` is the other way to start a command: in its own session too,
 but *without* the death signal and unrecorded, so it outlives the agent (the ``process``
@@ -48,12 +54,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from convergent.host import forked, spawner
 from convergent.host.children import (
     KILL_WAIT,
     TOKEN,
@@ -65,7 +71,7 @@ from convergent.host.children import (
 from convergent.host.sessions import GRACE, group_alive, kill_group, spawn_detached
 
 if TYPE_CHECKING:
-    import subprocess
+    pass
 
 __all__ = [
     "CAPTURE",
@@ -95,7 +101,6 @@ TAIL = 10  # lines of stderr in an error's tail
 TAIL_CHARS = 4096  # at most this many characters of them
 
 _CHUNK = 65536
-_PR_SET_PDEATHSIG = 1
 
 
 class RecordError(Exception):
@@ -279,27 +284,6 @@ class _Pipe:
             self._say(f"... {size(hidden)} more not shown")
 
 
-@functools.cache
-def _prctl() -> Callable[..., int]:
-    from convergent.host import libc
-
-    args = (libc.c_int, libc.c_ulong, libc.c_ulong, libc.c_ulong, libc.c_ulong)
-    return libc.function("prctl", libc.c_int, *args)
-
-
-def _die_with(parent: int) -> Callable[[], None]:
-    """What the child runs before exec: SIGKILL when the parent dies (already dead: exit)."""
-    prctl = _prctl()
-    kill = int(signal.SIGKILL)
-
-    def child() -> None:
-        prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
-        if os.getppid() != parent:  # the agent died before the line above
-            os._exit(1)
-
-    return child
-
-
 class Credentials:
     """Who a command runs as: ``user`` (uid), ``group`` (gid), supplementary ``groups``
     (None: none at all), and its ``umask``; None for a field: the agent's own."""
@@ -352,12 +336,14 @@ def _spawn(
     feed: bool = False,
     creds: Credentials | None = None,
     finish: bool = False,
-) -> tuple[subprocess.Popen[bytes], int | None, int | None, int | None]:
-    """Start ``argv`` in a new session; return it, the read ends of its stdout/stderr and
-    (with ``feed``) the write end of its stdin."""
-    import subprocess
+) -> tuple[int, int | None, asyncio.Future[int], int | None, int | None, int | None]:
+    """Start ``argv`` in a new session; return its PID, its start time when known (None:
+    read it from /proc, it is not reaped yet), the future of its exit status, the read
+    ends of its stdout/stderr and (with ``feed``) the write end of its stdin.
 
-    extra = creds.popen_args() if creds is not None else {}
+    Through the spawner (``host/spawner.py``) when it takes the command; forked from the
+    agent with the death signal set before ``exec`` otherwise (a user or group switch, a
+    ``finish`` command without the death signal, a spawner that cannot run)."""
     ends: list[int] = []
     stdin_ends: list[int] = []
     try:
@@ -366,17 +352,22 @@ def _spawn(
             ends += os.pipe2(os.O_CLOEXEC)
         if feed:
             stdin_ends += os.pipe2(os.O_CLOEXEC)
-        popen = subprocess.Popen(  # type: ignore[call-overload]
-            list(argv),
-            stdin=stdin_ends[0] if feed else subprocess.DEVNULL,
-            stdout=ends[1] if output else subprocess.DEVNULL,
-            stderr=ends[3] if output else subprocess.DEVNULL,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=None if finish else _die_with(os.getpid()),
-            **extra,
+        stdio = (
+            stdin_ends[0] if feed else None,
+            ends[1] if output else None,
+            ends[3] if output else None,
         )
+        started = None
+        if not finish and (creds is None or not creds.switches):
+            umask = creds.umask if creds is not None else None
+            started = spawner.spawn(argv, env, cwd, umask, stdio)
+        start = None
+        if started is not None:
+            pid, start, exited = started.pid, started.start, started.exited
+        else:
+            extra = creds.popen_args() if creds is not None else {}
+            popen = forked.fork(argv, cwd, env, stdio, extra, death_signal=not finish)
+            pid, exited = popen.pid, forked.exited(asyncio.get_running_loop(), popen)
     except BaseException:
         for fd in ends + stdin_ends:
             os.close(fd)
@@ -386,10 +377,10 @@ def _spawn(
         os.close(stdin_ends[0])
         writer = stdin_ends[1]
     if not output:
-        return popen, None, None, writer
+        return pid, start, exited, None, None, writer
     os.close(ends[1])
     os.close(ends[3])
-    return popen, ends[0], ends[2], writer
+    return pid, start, exited, ends[0], ends[2], writer
 
 
 class _Feed:
@@ -425,32 +416,6 @@ class _Feed:
             self.loop.remove_writer(self.fd)
             os.close(self.fd)
             self.fd = None
-
-
-def _exited(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:
-    """A future of the exit status of ``popen``, set (and the child reaped) when it exits."""
-    try:
-        pidfd = os.pidfd_open(popen.pid)
-    except OSError:  # no pidfd (Linux before 5.3): a thread waits
-        return asyncio.ensure_future(loop.run_in_executor(None, popen.wait))
-    done: asyncio.Future[int] = loop.create_future()
-
-    def ready() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-        code = popen.wait()
-        if not done.done():
-            done.set_result(code)
-
-    loop.add_reader(pidfd, ready)
-
-    def cancelled(future: asyncio.Future[int]) -> None:
-        if future.cancelled():
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-
-    done.add_done_callback(cancelled)
-    return done
 
 
 async def run(
@@ -497,13 +462,15 @@ async def run(
     creds = None
     if user is not None or group is not None or groups is not None or umask is not None:
         creds = Credentials(user, group, groups, umask)
-    popen, out_fd, err_fd, in_fd = _spawn(argv, cwd, full, output, stdin is not None, creds, finish)
+    pid, start, exited, out_fd, err_fd, in_fd = _spawn(
+        argv, cwd, full, output, stdin is not None, creds, finish
+    )
     record = None
     if children is not None and token is not None:
         try:
-            record = write_record(children, popen.pid, token, owner)
+            record = write_record(children, pid, token, owner, start)
         except OSError as exc:
-            _kill_now(popen)
+            await _kill_now(pid, exited)
             for fd in (out_fd, err_fd, in_fd):
                 if fd is not None:
                     os.close(fd)
@@ -514,7 +481,6 @@ async def run(
     feed = _Feed(loop, in_fd, stdin or b"") if in_fd is not None else None
     gone = False
     pipes: list[_Pipe] = []
-    exited = _exited(loop, popen)
     try:
         if out_fd is not None and err_fd is not None:
             stdout, stderr = Capture(), Capture()
@@ -529,9 +495,9 @@ async def run(
         except BaseException as exc:  # a timeout or a cancellation (or worse): kill the group
             if finish and isinstance(exc, asyncio.CancelledError):  # unless it may finish
                 await asyncio.wait([exited], timeout=min(time_limit or FINISH, FINISH))
-                gone = popen.returncode is not None or await _stop(popen, exited)
+                gone = _ended(exited) or await _stop(pid, exited)
             else:
-                gone = await _stop(popen, exited)
+                gone = await _stop(pid, exited)
             raise
         gone = True  # the leader ended by itself: what it left running is its business
         if pipes:
@@ -549,18 +515,24 @@ async def run(
     return Finished(code, stdout, stderr)
 
 
-async def _stop(popen: subprocess.Popen[bytes], exited: asyncio.Future[int]) -> bool:
-    """Kill the group of ``popen`` and reap it; True once no process of it is left."""
-    gone = await kill_group(popen.pid)
+async def _stop(pid: int, exited: asyncio.Future[int]) -> bool:
+    """Kill the group of ``pid`` and wait for its exit; True once no process of it is left."""
+    gone = await kill_group(pid)
     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
         async with asyncio.timeout(KILL_WAIT):
             await asyncio.shield(exited)
-    return gone and popen.returncode is not None
+    return gone and _ended(exited)
 
 
-def _kill_now(popen: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the group of ``popen`` at once and reap its leader (bounded)."""
+async def _kill_now(pid: int, exited: asyncio.Future[int]) -> None:
+    """SIGKILL the group of ``pid`` at once and wait (bounded) for its exit."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
-        popen.wait(timeout=KILL_WAIT)
+        async with asyncio.timeout(KILL_WAIT):
+            await asyncio.shield(exited)
+
+
+def _ended(exited: asyncio.Future[int]) -> bool:
+    """Whether the command's exit status is known."""
+    return exited.done() and not exited.cancelled() and exited.exception() is None

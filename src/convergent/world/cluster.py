@@ -12,8 +12,8 @@
 - ``endpoints``: a cluster someone else runs; no member is ever started.
 
 The member is the agent's child in every sense: started through
-:func:`convergent.host.process.run` (its own session, ``PR_SET_PDEATHSIG(SIGKILL)``, so
-it dies with the agent, kill -9 included), recorded in ``STATE_DIR/children`` so that the
+:func:`convergent.host.process.run` (its own session, killed by the agent's spawner
+the moment the agent dies, kill -9 included), recorded in ``STATE_DIR/children`` so that the
 next agent on that state directory kills one a killed agent left behind
 (``reap_orphans``), and stopped (SIGTERM, then SIGKILL) when the run ends. Membership is
 fixed: the members named at start. Changing it later is a matter of more or fewer
