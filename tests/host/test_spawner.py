@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,22 @@ import pytest
 from convergent.host import process, spawner
 
 BOUND = 10.0
+_GLIBC = (1 << 31) | (1 << 32)  # signals 32 and 33, which glibc's posix_spawn ignores
 
 
 def run(argv: list[str], **kwargs: Any) -> process.Finished:
-    return asyncio.run(asyncio.wait_for(process.run(argv, **kwargs), BOUND))
+    """``process.run`` through a spawner that takes commands."""
+
+    async def through() -> process.Finished:
+        assert await spawner.started(), "the spawner did not start"
+        return await process.run(argv, **kwargs)
+
+    return asyncio.run(asyncio.wait_for(through(), BOUND))
+
+
+def _spawner_pid() -> int:
+    assert spawner._SPAWNER.pid
+    return spawner._SPAWNER.pid
 
 
 def _ppid(pid: int) -> int:
@@ -42,6 +55,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return raw[raw.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :][:1].decode()
 
 
 def _wait_exit(pid: int) -> None:
@@ -64,40 +86,41 @@ def kill_at_end() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
 
 
+# An agent: runs its command through the spawner and, once the command printed its first
+# line, prints the spawner's PID and the command's.
 _AGENT = """
-import asyncio, json, os, sys
+import asyncio, json, sys
 from convergent.host import process, spawner
 
+def told(line):
+    pids = {"spawner": spawner._SPAWNER.pid, "command": list(spawner._SPAWNER.running)}
+    print(json.dumps(pids), flush=True)
+
 async def main():
-    task = asyncio.ensure_future(process.run(json.loads(sys.argv[1])))
-    await asyncio.sleep(0)  # the run starts its command before its first wait
-    [pid] = spawner._SPAWNER.running
-    print(json.dumps({"spawner": spawner._SPAWNER.pid, "command": pid}), flush=True)
-    await task
+    assert await spawner.started()
+    await process.run(json.loads(sys.argv[1]), log=told)
 
 asyncio.run(main())
 """
 
 
 def _agent(argv: list[str]) -> tuple[subprocess.Popen[str], int, int]:
-    """A Python child that runs ``argv`` through ``process.run``; it, the spawner's PID and
-    the command's, once the command runs."""
+    """A Python child running ``argv`` (which prints a line first) through the spawner;
+    it, the spawner's PID and the command's, once the command runs."""
     agent = subprocess.Popen(
-        [sys.executable, "-c", _AGENT, json.dumps(argv)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", _AGENT, json.dumps(argv)], stdout=subprocess.PIPE, text=True
     )
     assert agent.stdout is not None
-    ready = select.select([agent.stdout], [], [], BOUND)[0]
-    assert ready, "the agent did not start its command"
+    assert select.select([agent.stdout], [], [], BOUND)[0], "the command did not start"
     pids = json.loads(agent.stdout.readline())
-    return agent, pids["spawner"], pids["command"]
+    (command,) = pids["command"]
+    return agent, pids["spawner"], command
 
 
 def test_a_command_is_started_by_the_spawner_and_not_forked_from_the_agent() -> None:
     done = run(["sh", "-c", "echo $PPID; ps -o ppid= -p $PPID"])
     parent, grandparent = (int(word) for word in done.stdout.text().split())
-    assert parent == spawner._SPAWNER.pid != os.getpid()
+    assert parent == _spawner_pid() != os.getpid()
     assert grandparent == os.getpid()
 
 
@@ -106,11 +129,11 @@ def test_a_command_started_by_the_spawner_gets_what_the_agents_own_fork_gives(
 ) -> None:
     """Signals (ignored, blocked), descriptors, directory, umask, environment, session:
     the same through the spawner as through a fork of the agent (a switch to root, the
-    user it already is, takes the fork path)."""
+    user it already is, takes the fork path), but for glibc's two internal signals."""
     if os.geteuid() != 0:
         pytest.skip("the fork path is taken here by a user switch, which needs root")
     script = (
-        "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd; umask; pwd; "
+        "grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/self/fd; umask; pwd; "
         "echo $FROM; echo $$; ps -o sid=,pgid= -p $$"
     )
 
@@ -118,18 +141,20 @@ def test_a_command_started_by_the_spawner_gets_what_the_agents_own_fork_gives(
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: None)  # as the agent does
         loop.add_signal_handler(signal.SIGINT, lambda: None)
+        assert await spawner.started()
         kwargs: dict[str, Any] = {"cwd": str(tmp_path), "env": {"FROM": "agent"}, "umask": 0o027}
         through = await process.run(["sh", "-c", script], **kwargs)
-        assert spawner._SPAWNER.pid  # it went through the spawner
         forked = await process.run(["sh", "-c", script], user=0, **kwargs)
         return through.stdout.text().splitlines(), forked.stdout.text().splitlines()
 
     through, forked = asyncio.run(asyncio.wait_for(both(), BOUND))
-    assert through[:-2] == forked[:-2]
-    assert through[:2] == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]
-    assert through[2:-2] == ["0", "1", "2", "3", "0027", str(tmp_path), "agent"]  # 3: ls's
     for lines in (through, forked):
+        ignored = int(lines[1].split()[1], 16)
+        lines[1] = f"SigIgn: {ignored & ~_GLIBC:016x}"
         assert lines[-1].split() == [lines[-2], lines[-2]]  # its own session and group
+    assert through[:-2] == forked[:-2]
+    assert through[:2] == ["SigBlk:\t0000000000000000", "SigIgn: 0000000000000000"]
+    assert through[2:-2] == ["0", "1", "2", "3", "0027", str(tmp_path), "agent"]  # 3: ls's
 
 
 def test_a_start_that_fails_raises_what_popen_raises(tmp_path: Path) -> None:
@@ -150,26 +175,32 @@ def test_a_start_that_fails_raises_what_popen_raises(tmp_path: Path) -> None:
 
 def test_a_ctrl_c_meant_for_the_agent_does_not_end_the_spawner() -> None:
     assert run(["true"]).code == 0
-    pid = spawner._SPAWNER.pid
-    os.kill(pid, signal.SIGINT)
-    os.kill(pid, signal.SIGTERM)
+    pid = _spawner_pid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        os.kill(pid, sig)
     assert run(["true"]).code == 0
-    assert spawner._SPAWNER.pid == pid and _alive(pid)
+    assert _spawner_pid() == pid and _alive(pid)
 
 
 def test_the_spawner_holds_no_descriptor_of_the_agent() -> None:
     assert run(["true"]).code == 0
-    pid = spawner._SPAWNER.pid
+    pid = _spawner_pid()
     fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     assert [fds[n] for n in (0, 1, 2)] == ["/dev/null"] * 3
-    others = sorted(target.split(":")[0] for n, target in fds.items() if n > 2)
-    assert others == ["anon_inode", "socket"]  # its epoll and its end of the socket
+    kinds = {"/": "directory", "anon_inode:[eventpoll]": "epoll", "anon_inode:[pidfd]": "pidfd"}
+    others = sorted(
+        kinds.get(target[:1], kinds.get(target, target.split(":")[0]))
+        for n, target in fds.items()
+        if n > 2
+    )
+    # its working directory (the agent's), its epoll, the agent's pidfd, its end of the socket
+    assert others == ["directory", "epoll", "pidfd", "socket"], fds
 
 
 def test_the_command_and_its_group_die_the_moment_the_agent_is_killed(
     kill_at_end: list[int],
 ) -> None:
-    agent, spawner_pid, command = _agent(["sh", "-c", "sleep 300 & wait"])
+    agent, spawner_pid, command = _agent(["sh", "-c", "sleep 300 & echo up; wait"])
     kill_at_end += [agent.pid, spawner_pid, command]
     assert _ppid(command) == spawner_pid and _ppid(spawner_pid) == agent.pid
     members = [
@@ -188,11 +219,15 @@ def test_a_spawner_killed_under_a_running_command_fails_it_and_a_new_one_takes_o
     kill_at_end: list[int],
 ) -> None:
     async def scenario() -> tuple[BaseException | None, int, int]:
-        task = asyncio.ensure_future(process.run(["sleep", "300"]))
-        await asyncio.sleep(0)  # the run starts its command before its first wait
+        assert await spawner.started()
+        up = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(
+            process.run(["sh", "-c", "echo up; exec sleep 300"], log=lambda _: up.set_result(1))
+        )
+        await up
         [command] = spawner._SPAWNER.running
         kill_at_end.append(command)
-        os.kill(spawner._SPAWNER.pid, signal.SIGKILL)
+        os.kill(_spawner_pid(), signal.SIGKILL)
         try:
             await task
         except ChildProcessError as exc:
@@ -202,24 +237,23 @@ def test_a_spawner_killed_under_a_running_command_fails_it_and_a_new_one_takes_o
         again = await process.run(["true"])
         return error, command, again.code
 
-    old = spawner._SPAWNER.pid
     error, command, code = asyncio.run(asyncio.wait_for(scenario(), BOUND))
     assert error is not None and "exit status is unknown" in str(error)
     _wait_exit(command)
-    assert code == 0 and spawner._SPAWNER.pid != old
+    assert code == 0
 
 
 def test_a_spawner_that_died_while_idle_is_replaced_at_the_next_command() -> None:
     assert run(["true"]).code == 0
-    old = spawner._SPAWNER.pid
+    old = _spawner_pid()
     os.kill(old, signal.SIGKILL)
     _wait_exit(old)
     assert run(["true"]).code == 0
-    assert spawner._SPAWNER.pid != old
+    assert _spawner_pid() != old
 
 
 def test_the_spawner_ends_with_an_agent_that_exits() -> None:
-    agent, spawner_pid, _command = _agent(["true"])
+    agent, spawner_pid, _command = _agent(["echo", "up"])
     agent.wait(BOUND)
     _wait_exit(spawner_pid)
 
@@ -241,3 +275,90 @@ def test_many_commands_at_once_each_get_their_own_exit_status() -> None:
 
 def test_a_command_killed_by_a_signal_reports_it_negative() -> None:
     assert run(["sh", "-c", "kill -TERM $$"]).code == -signal.SIGTERM
+
+
+def _children_of(parent: int, cmdline: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if _ppid(int(entry)) == parent and (
+                    Path(f"/proc/{entry}/cmdline").read_bytes() == cmdline
+                ):
+                    found.append(int(entry))
+    return found
+
+
+def test_a_command_whose_start_was_cancelled_is_killed_when_it_starts() -> None:
+    async def scenario() -> None:
+        assert await spawner.started()
+        task = asyncio.ensure_future(process.run(["sleep", "301"]))
+        await asyncio.sleep(0)  # the request is sent, its answer not read yet
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await process.run(["true"])).code == 0  # answered after the cancelled one
+
+    asyncio.run(asyncio.wait_for(scenario(), BOUND))
+    for pid in _children_of(_spawner_pid(), b"sleep\x00301\x00"):
+        _wait_exit(pid)
+
+
+def test_an_ended_command_stays_unreaped_until_its_run_is_over() -> None:
+    """Its PID is its process group's id: while the run may still kill the group, no
+    other process may get it."""
+
+    async def scenario() -> str | None:
+        assert await spawner.started()
+        started = await spawner.spawn(["true"], None, None, None, (None, None, None))
+        assert started is not None
+        await started.exited
+        state = _state(started.pid)
+        spawner.release(started.pid)
+        assert (await process.run(["true"])).code == 0  # the release was read before
+        assert _state(started.pid) is None
+        return state
+
+    assert asyncio.run(asyncio.wait_for(scenario(), BOUND)) == "Z"
+
+
+def test_a_command_run_from_another_thread_is_forked_as_before() -> None:
+    result: list[str] = []
+
+    def in_thread() -> None:
+        done = asyncio.run(asyncio.wait_for(process.run(["sh", "-c", "echo $PPID"]), BOUND))
+        result.append(done.stdout.text().strip())
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join(BOUND)
+    assert result == [str(os.getpid())]
+
+
+_FORKING_AGENT = _AGENT.replace(
+    "    await process.run(",
+    "    import os, time\n"
+    "    if os.fork() == 0:  # a fork that keeps the agent's end of the socket open\n"
+    "        os.read(os.open('/dev/stdin', os.O_RDONLY), 1)\n"
+    "        os._exit(0)\n"
+    "    await process.run(",
+)
+
+
+def test_commands_die_with_the_agent_even_while_a_fork_of_it_holds_the_socket(
+    kill_at_end: list[int],
+) -> None:
+    agent = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_AGENT, json.dumps(["sh", "-c", "echo up; exec sleep 302"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert agent.stdout is not None and agent.stdin is not None
+    assert select.select([agent.stdout], [], [], BOUND)[0], "the command did not start"
+    (command,) = json.loads(agent.stdout.readline())["command"]
+    kill_at_end += [agent.pid, command]
+    agent.kill()
+    agent.wait(BOUND)
+    _wait_exit(command)
+    agent.stdin.close()  # the fork ends

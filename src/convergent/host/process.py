@@ -4,11 +4,13 @@ whole group, their output kept within bounds.
 ``run(argv, ...)`` starts a command in a new session (its session and process group ids
 are its PID) that dies with the agent, and returns a :class:`Finished`: the exit status
 (negative: killed by that signal) and a :class:`Capture` of stdout and of stderr. The
-command is started by the agent's spawner (``host/spawner.py``: a small process forked
-once from the agent, the parent of its commands, which SIGKILLs their process groups the
-moment the agent dies); a command that switches user or group, a ``finish`` command and
-a command line too large for the spawner are forked from the agent as before, with
-``PR_SET_PDEATHSIG(SIGKILL)`` set in the child before ``exec`` (``finish``: without it).
+command is started by the agent's spawner (``host/spawner.py``: an interpreter of its
+own, started at the first command, the parent of the agent's commands, which SIGKILLs
+their process groups the moment the agent dies); a command that switches user or group,
+a ``finish`` command, a command line too large for the spawner, a command run from
+another thread than the main one, and the commands before the spawner is ready are
+forked from the agent as before (``host/forked.py``), with ``PR_SET_PDEATHSIG(SIGKILL)``
+set in the child before ``exec`` (``finish``: without it).
 
 - The command's own exit ends the run. Output still open ``DRAIN`` seconds after it (a
   process it left in the background holds the pipe) is left to whatever holds it: our ends
@@ -57,7 +59,6 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from convergent.host import forked, spawner
 from convergent.host.children import (
@@ -69,9 +70,6 @@ from convergent.host.children import (
     write_record,
 )
 from convergent.host.sessions import GRACE, group_alive, kill_group, spawn_detached
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "CAPTURE",
@@ -328,7 +326,7 @@ class Credentials:
         return args
 
 
-def _spawn(
+async def _spawn(
     argv: Sequence[str],
     cwd: str | None,
     env: dict[str, str] | None,
@@ -360,7 +358,7 @@ def _spawn(
         started = None
         if not finish and (creds is None or not creds.switches):
             umask = creds.umask if creds is not None else None
-            started = spawner.spawn(argv, env, cwd, umask, stdio)
+            started = await spawner.spawn(argv, env, cwd, umask, stdio)
         start = None
         if started is not None:
             pid, start, exited = started.pid, started.start, started.exited
@@ -462,7 +460,7 @@ async def run(
     creds = None
     if user is not None or group is not None or groups is not None or umask is not None:
         creds = Credentials(user, group, groups, umask)
-    pid, start, exited, out_fd, err_fd, in_fd = _spawn(
+    pid, start, exited, out_fd, err_fd, in_fd = await _spawn(
         argv, cwd, full, output, stdin is not None, creds, finish
     )
     record = None
@@ -470,10 +468,13 @@ async def run(
         try:
             record = write_record(children, pid, token, owner, start)
         except OSError as exc:
-            await _kill_now(pid, exited)
-            for fd in (out_fd, err_fd, in_fd):
-                if fd is not None:
-                    os.close(fd)
+            try:
+                await _kill_now(pid, exited)
+            finally:
+                for fd in (out_fd, err_fd, in_fd):
+                    if fd is not None:
+                        os.close(fd)
+                spawner.release(pid)
             raise RecordError(
                 f"cannot record the running command in {children}: {exc.strerror or exc}; "
                 "check that the state directory is writable"
@@ -510,8 +511,10 @@ async def run(
                 os.close(fd)
         for pipe in pipes:
             pipe.close()
-        if record is not None and gone:
-            remove_record(children, record)
+        if gone:
+            if record is not None:
+                remove_record(children, record)
+            spawner.release(pid)  # its group's id may be another's once it is reaped
     return Finished(code, stdout, stderr)
 
 

@@ -1,82 +1,77 @@
-"""The spawner: a small process of the agent's that starts its commands with
+"""The agent's spawner: a small process of the agent's that starts its commands with
 ``posix_spawn`` and kills the ones still running when the agent dies.
 
 A command must die with the agent, kill -9 included. The kernel's way, the death signal
 (``PR_SET_PDEATHSIG``), has to be set in the child between ``fork`` and ``exec``, so
 every command forked the whole agent: 2 ms at 30 MiB, 7-9 ms at 250 MiB, with the event
-loop stopped. The spawner carries that guarantee instead. It is forked from the agent
-once, at the first command, and from then on is the parent of every command
-:func:`convergent.host.process.run` starts without a user switch: ``posix_spawn`` makes
-them with ``vfork`` (no copy of anyone's memory, ~0.3 ms a command here). Its end of a
-socket pair is the one it reads; the other end is the agent's alone. When that end closes
-(the agent exited, or was killed), the spawner SIGKILLs the process group of every
-command it started that is still running and exits; a command that left its group (a
-new session, a daemon) is left, as the death signal left it.
+loop stopped. The spawner carries that guarantee instead: an interpreter of its own
+(``python -I -S``, ``host/spawnserver.py``, ~10 MiB, ready ~10 ms after its start),
+started at the agent's first command and from then on the parent of every command
+:func:`convergent.host.process.run` starts without a user switch, each made with
+``vfork`` (~0.3 ms, the loop never stopped). It watches the agent (a pidfd) and its end of
+a socket pair; when the agent dies, it SIGKILLs the process group of every command the
+agent has not released, and exits. A command that left its group (a new session, a
+daemon) is left, as the death signal left it.
 
-The contract, from the agent's side (:func:`spawn`):
+From the agent's side (:func:`spawn`, :func:`release`):
 
-- A command is started exactly as ``subprocess.Popen(..., start_new_session=True)``
-  would start it from the agent: its own session, stdin/stdout/stderr the descriptors
-  given (/dev/null otherwise), no other descriptor, the environment given, the program
-  searched in that environment's ``PATH``, SIGPIPE and SIGXFSZ at their defaults, the
-  signals the agent handles in Python at their defaults, the ones it ignores ignored, the
-  agent's working directory and umask unless ``cwd``/``umask`` say otherwise. A start that
-  fails raises the ``OSError`` ``Popen`` would raise (``filename``: the program, or
-  ``cwd``).
-- Each start answers at once with the PID; the exit status comes later, as the result of
-  the returned future, set by the event loop's reader of the socket.
-- If the spawner dies (a root user or the OOM killer), the commands it was running are
-  SIGKILLed by the agent (through descriptors that name them exactly) and their futures
-  fail with ``ChildProcessError``; the next command starts a new spawner.
-- Not for commands that switch user or group (``posix_spawn`` cannot) nor for ``finish``
-  commands (no death signal): :func:`spawn` returns None for a request it does not take,
-  and the caller forks as before.
-
-Every call comes from the thread of the running event loop.
+- A command is started as ``Popen(..., start_new_session=True)`` would start it from the
+  agent: its own session, stdin/stdout/stderr the descriptors given (/dev/null
+  otherwise) and no other, the environment given, the program searched along that
+  environment's ``PATH``, SIGPIPE, SIGXFSZ and the signals that reach a process group at
+  their defaults and the ones the agent ignores ignored, in ``cwd`` with ``umask`` if
+  given; otherwise in the directory and with the umask, limits, niceness and OOM score
+  the agent had when it started the spawner (the agent changes none of them later).
+  glibc's ``posix_spawn`` leaves its two internal signals (32, 33) ignored, which no
+  program can use through the C library. A start that fails raises the ``OSError``
+  ``Popen`` would raise (``filename``: the program, or ``cwd``).
+- The start is awaited (the loop keeps running); the exit status is a future set by the
+  loop's reader of the socket. A command stays unreaped (a zombie after its exit) until
+  :func:`release`, so its process group's id stays its own while the agent may kill it.
+- If the spawner dies (a root user, the OOM killer), the agent SIGKILLs the commands it
+  was running through pidfds that name them exactly, fails their runs with
+  ``ChildProcessError``, and starts a new spawner at the next command; a command being
+  started at that moment is found by its run's token (``host/children.py``) and killed.
+- Not for commands that switch user or group (``posix_spawn`` cannot), ``finish``
+  commands (no death signal), a command line larger than one message, nor calls from a
+  thread other than the main one, nor while the spawner is starting: :func:`spawn`
+  returns None, and the caller forks as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
+import collections
 import contextlib
 import errno
-import gc
 import marshal
 import os
 import select
 import signal
 import socket
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, NoReturn
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from convergent.host.children import stat
+from convergent.host import spawnserver as wire
+from convergent.host.children import TOKEN, pids
 
-if TYPE_CHECKING:
-    import subprocess
+__all__ = ["ANSWER", "READY_WAIT", "Started", "release", "spawn", "started"]
 
-__all__ = ["ANSWER", "Started", "spawn"]
-
-ANSWER = 30.0  # seconds the spawner may take to say a command started
-_REQUEST = 196608  # bytes: a larger request (a huge argv) is forked as before
-_BUFFER = 262144
-_START, _FAILED, _EXIT = 0, 1, 2
-_SURVIVES = {
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGALRM,
-}
+ANSWER = 30.0  # seconds a command may take to start (exec on a hung file system)
+READY_WAIT = 10.0  # seconds :func:`started` waits for a new spawner
+_CHRT = "/usr/bin/chrt"  # util-linux: starts the spawner at the idle priority
+_REQUEST = 196608  # bytes: a larger request (a huge argv or environment) is forked
+_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from convergent.host.spawnserver import main; main(*map(int, sys.argv[2:]))"
+)
 
 
 class Started:
-    """A command the spawner started: its PID, its start time (``/proc``'s, read before
-    the spawner could reap it; None without ``/proc``) and the future of its exit status
-    (negative: killed by that signal)."""
+    """A command the spawner started: its PID, its start time (``/proc``'s; None when
+    unknown) and the future of its exit status (negative: killed by that signal)."""
 
     __slots__ = ("exited", "pid", "start")
 
@@ -87,48 +82,52 @@ class Started:
 
 
 class _Spawner:
-    """The agent's side: the socket, the spawner's PID, the commands it runs."""
+    """The agent's side: the spawner process, its socket, the starts awaited in order,
+    the commands it runs."""
 
     def __init__(self) -> None:
+        self.pid = 0  # the spawner's; 0: none
         self.sock: socket.socket | None = None
-        self.pid = 0
-        self.running: dict[int, tuple[asyncio.Future[int], int]] = {}  # pid -> exit, pidfd
+        self.ready = False
+        self.waiters: list[asyncio.Future[None]] = []  # of the spawner being ready
         self.loop: asyncio.AbstractEventLoop | None = None  # where the reader is
-        self.gone: list[int] = []  # spawners not reaped yet
-        self.usable = _pidfds()
-        self.hooked = False
+        self.pending: collections.deque[tuple[asyncio.Future[Started], str | None]] = (
+            collections.deque()
+        )
+        self.running: dict[int, tuple[asyncio.Future[int], int]] = {}  # pid -> exit, pidfd
+        self.abandoned: set[int] = set()  # released as soon as they end
+        self.usable = _usable()
+        self.later = False  # a start is scheduled
 
-    def open(self) -> socket.socket | None:
-        if self.sock is not None:
-            return self.sock
-        if not self.usable:
-            return None
-        import subprocess  # noqa: F401  (the spawner's Popen, imported once for both)
-
-        self._reap()
-        handled = _handled()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the spawner (not waited for) if there is none. It starts at the idle
+        priority (``chrt --idle``: its ~10 ms of start-up never slows the agent nor the
+        commands forked meanwhile) and takes the agent's back before it says it is ready."""
+        if self.pid or not self.usable:
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        root = os.path.dirname(os.path.dirname(os.path.dirname(wire.__file__ or "")))
+        policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+        argv = [sys.executable, "-I", "-S", "-c", _BOOT, root, str(os.getpid())]
+        argv += [str(theirs.fileno()), str(policy), str(priority)]
+        if os.access(_CHRT, os.X_OK):  # glibc's posix_spawn refuses SCHED_IDLE itself
+            argv = [_CHRT, "--idle", "0", *argv]
+        null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
         try:
-            pid = os.fork()
+            os.set_inheritable(theirs.fileno(), True)  # this descriptor and no other
+            self.pid = os.posix_spawn(argv[0], argv, {}, file_actions=null)
         except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             ours.close()
-            theirs.close()
             self.usable = False
-            return None
-        if pid == 0:
-            _serve(theirs, handled, mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        theirs.close()
+            return
+        finally:
+            theirs.close()
         ours.setblocking(False)
-        self.sock, self.pid = ours, pid
-        if not self.hooked:
-            atexit.register(self.close)
-            self.hooked = True
-        return ours
+        self.sock = ours
+        self.ready = False
+        self._listen(loop)
 
-    def spawn(
+    async def spawn(
         self,
         argv: Sequence[str],
         env: Mapping[str, str] | None,
@@ -136,168 +135,251 @@ class _Spawner:
         umask: int | None,
         stdio: Sequence[int | None],
     ) -> Started | None:
+        if threading.current_thread() is not threading.main_thread() or not argv:
+            return None
         loop = asyncio.get_running_loop()
-        request = marshal.dumps(
-            (
-                [os.fsdecode(a) for a in argv],
-                dict(os.environ if env is None else env),
-                None if cwd is None else os.fsdecode(cwd),
-                umask,
-                [fd is not None for fd in stdio],
+        if self.sock is None or not self.ready:
+            self._later(loop)
+            return None
+        self._listen(loop)
+        whole = os.environ if env is None else env
+        try:
+            request = marshal.dumps(
+                (
+                    wire.START,
+                    [os.fsdecode(a) for a in argv],
+                    {os.fsdecode(k): os.fsdecode(v) for k, v in whole.items()},
+                    None if cwd is None else os.fsdecode(cwd),
+                    umask,
+                    [fd is not None for fd in stdio],
+                )
             )
-        )
+        except (TypeError, ValueError):  # not what Popen takes either: it says so
+            return None
         if len(request) > _REQUEST:
             return None
-        sock = self._send(request, [fd for fd in stdio if fd is not None])
-        if sock is None:
+        fds = [fd for fd in stdio if fd is not None]
+        try:
+            socket.send_fds(self.sock, [request], fds, socket.MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
             return None
-        answer, passed = self._answer(sock)
-        if answer[0] == _FAILED:
-            raise _error(answer)
-        _kind, pid, start = answer
-        exited: asyncio.Future[int] = loop.create_future()
-        self.running[pid] = (exited, passed[0])
-        self._listen(loop)
-        return Started(pid, None if start < 0 else start, exited)
-
-    def _send(self, request: bytes, fds: list[int]) -> socket.socket | None:
-        """Send the request (to a new spawner if the last one died while idle); the
-        socket it went to, or None when no spawner can be had."""
-        for attempt in (0, 1):
-            sock = self.open()
-            if sock is None:
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
                 return None
-            try:
-                socket.send_fds(sock, [request], fds, socket.MSG_NOSIGNAL)
-            except (BrokenPipeError, ConnectionResetError):
-                self.lost("it was gone")
-                if attempt:
-                    return None
-                continue
-            return sock
-        return None
+            self.lost("was gone")
+            self._later(loop)  # for the next command; this one is forked
+            return None
+        answer: asyncio.Future[Started] = loop.create_future()
+        self.pending.append((answer, whole.get(TOKEN)))
+        try:
+            async with asyncio.timeout(ANSWER):
+                return await asyncio.shield(answer)
+        except BaseException as exc:
+            answer.add_done_callback(self._abandon)
+            if isinstance(exc, TimeoutError):
+                raise OSError(
+                    errno.ETIMEDOUT,
+                    f"the command did not start within {ANSWER:g} s (its program or "
+                    "directory on a file system that does not answer?); it is killed "
+                    "if it starts later",
+                    os.fsdecode(argv[0]),
+                ) from None
+            raise
 
-    def _answer(self, sock: socket.socket) -> tuple[tuple[int, ...], list[int]]:
-        """The answer to the request just sent; exits read on the way are handed out."""
-        deadline = time.monotonic() + ANSWER
-        poll = select.poll()
-        poll.register(sock, select.POLLIN)
-        while True:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(
-                    sock, _BUFFER, 1, socket.MSG_CMSG_CLOEXEC
-                )
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0 or not poll.poll(left * 1000):
-                    self.lost(f"it did not answer in {ANSWER:g} s")
-                    raise ChildProcessError(
-                        errno.ETIMEDOUT,
-                        f"convergent's spawner did not say in {ANSWER:g} s whether the "
-                        "command started; it was stopped",
-                    ) from None
-                continue
-            except OSError:
-                data, fds = b"", []
-            if not data:
-                self.lost("it died")
-                raise ChildProcessError(
-                    errno.ECHILD,
-                    "convergent's spawner died while starting the command (it may have "
-                    "started and been killed); the next command starts a new spawner",
-                )
-            message: tuple[int, ...] = marshal.loads(data)
-            if message[0] == _EXIT:
-                self._exit(message)
-                continue
-            return message, fds
+    def release(self, pid: int) -> None:
+        """The agent is done with ``pid``: the spawner may reap it once it ended."""
+        entry = self.running.get(pid)
+        if entry is None or self.sock is None:
+            return
+        exited, pidfd = entry
+        if pid not in self.abandoned:  # the first release: the spawner is told
+            with contextlib.suppress(OSError):
+                self.sock.send(marshal.dumps((wire.RELEASE, pid)), socket.MSG_NOSIGNAL)
+        if exited.done() or exited.get_loop().is_closed():
+            del self.running[pid]
+            self.abandoned.discard(pid)
+            if pidfd >= 0:
+                os.close(pidfd)
+        else:
+            self.abandoned.add(pid)  # forgotten when its exit comes
+
+    def _later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the spawner once what runs now has run: after the fork of the command
+        that asked, and of the others started in the same pass."""
+        if not self.pid and self.usable and not self.later:
+            self.later = True
+            loop.call_soon(self._start_later, loop)
+
+    def _start_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.later = False
+        self.start(loop)
+
+    def check(self) -> None:
+        """Forget a spawner that ended while nobody read its socket (between loops)."""
+        if self.pid and os.waitpid(self.pid, os.WNOHANG)[0]:
+            self.pid = 0  # reaped just now
+            self.lost("was gone")
+
+    def _abandon(self, answer: asyncio.Future[Started]) -> None:
+        """A start nobody waits for any more: kill what it started, let it be reaped."""
+        if answer.cancelled() or answer.exception() is not None:
+            return
+        pid = answer.result().pid
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # not released: the group id is still its own
+        self.release(pid)
 
     def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.loop is loop or self.sock is None:
             return
         if self.loop is not None and not self.loop.is_closed():
             self.loop.remove_reader(self.sock.fileno())
-        loop.add_reader(self.sock.fileno(), self._read)
+        loop.add_reader(self.sock.fileno(), self._read, loop)
         self.loop = loop
 
-    def _read(self) -> None:
-        sock = self.sock
-        while sock is not None:
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self.sock is not None:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(
-                    sock, _BUFFER, 1, socket.MSG_CMSG_CLOEXEC
+                    self.sock, wire.BUFFER, 1, socket.MSG_CMSG_CLOEXEC
                 )
             except BlockingIOError:
                 return
             except OSError:
                 data, fds = b"", []
-            for fd in fds:  # only a start's answer carries one, and none is awaited here
-                os.close(fd)
             if not data:
-                self.lost("it died")
+                self.lost("ended")
                 return
-            message = marshal.loads(data)
-            if message[0] == _EXIT:
-                self._exit(message)
+            self._message(loop, marshal.loads(data), fds)
 
-    def _exit(self, message: tuple[int, ...]) -> None:
-        entry = self.running.pop(message[1], None)
-        if entry is None:
-            return
-        exited, pidfd = entry
-        os.close(pidfd)
-        if not exited.done() and not exited.get_loop().is_closed():
-            exited.set_result(message[2])
+    def _message(
+        self, loop: asyncio.AbstractEventLoop, message: tuple[object, ...], fds: list[int]
+    ) -> None:
+        kind = message[0]
+        if kind == wire.READY:
+            self.ready = True
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                _settle(waiter, None)
+        elif kind == wire.EXITED:
+            pid, code = message[1], message[2]
+            assert isinstance(pid, int) and isinstance(code, int)
+            entry = self.running.get(pid)
+            if entry is not None and not entry[0].done() and not entry[0].get_loop().is_closed():
+                entry[0].set_result(code)
+            if pid in self.abandoned:
+                self.release(pid)
+        elif kind == wire.STARTED:
+            answer, _token = self.pending.popleft()
+            pid, start = message[1], message[2]
+            assert isinstance(pid, int) and isinstance(start, int)
+            self.running[pid] = (loop.create_future(), fds[0] if fds else -1)
+            if not fds:  # no room for its pidfd here: kill it, it started in vain
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                self.release(pid)
+                _settle(answer, OSError(errno.EMFILE, os.strerror(errno.EMFILE)))
+                return
+            _settle(answer, Started(pid, None if start < 0 else start, self.running[pid][0]))
+        elif kind == wire.FAILED:
+            answer, _token = self.pending.popleft()
+            _settle(answer, _error(message))
 
     def lost(self, why: str) -> None:
-        """The spawner is gone or stuck: kill it and what it ran, fail their waits."""
+        """The spawner is gone: kill what it ran, fail what waits on it, forget it."""
         sock, self.sock = self.sock, None
         if sock is not None:
             if self.loop is not None and not self.loop.is_closed():
                 self.loop.remove_reader(sock.fileno())
             sock.close()
         self.loop = None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        self.gone.append(self.pid)
-        self._reap()
+        pid, self.pid = self.pid, 0
+        if pid:
+            _end(pid)
+            if not self.ready:
+                self.usable = False  # it could not even start: fork from now on
+        self.ready = False
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            _settle(waiter, None)
+        name = f"convergent's spawner (pid {pid or '?'}) {why}"
+        pending, self.pending = self.pending, collections.deque()
+        tokens = {token for _answer, token in pending if token is not None}
+        if tokens:
+            _kill_strays(tokens)
+        for answer, _token in pending:
+            _settle(
+                answer,
+                ChildProcessError(
+                    errno.ECHILD,
+                    f"{name} while starting the command; if it had started, it was killed",
+                ),
+            )
         running, self.running = self.running, {}
+        self.abandoned.clear()
         for pid, (exited, pidfd) in running.items():
-            with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            if pidfd >= 0:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                os.close(pidfd)
+            _settle(
+                exited,
+                ChildProcessError(
+                    errno.ECHILD,
+                    f"{name}; the command (pid {pid}) was killed and its exit status is unknown",
+                ),
+            )
+
+
+def _end(pid: int) -> None:
+    """SIGKILL the spawner ``pid`` if it still runs and reap it (waiting 1 s at most)."""
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        pidfd = os.pidfd_open(pid)
+        try:
+            select.select([pidfd], [], [], 1.0)
+        finally:
             os.close(pidfd)
-            if not exited.done() and not exited.get_loop().is_closed():
-                exited.set_exception(
-                    ChildProcessError(
-                        errno.ECHILD,
-                        f"convergent's spawner (pid {self.pid}) was lost ({why}); the "
-                        f"command (pid {pid}) was killed and its exit status is unknown",
-                    )
-                )
-
-    def _reap(self) -> None:
-        for pid in list(self.gone):
-            try:
-                done, _status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self.gone.remove(pid)
-
-    def close(self) -> None:
-        """End the spawner: it kills what it still runs and exits (not waited for)."""
-        sock, self.sock = self.sock, None
-        if sock is None:
-            return
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(sock.fileno())
-        self.loop = None
-        sock.close()
-        self.gone.append(self.pid)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
-def _pidfds() -> bool:
-    """Whether this kernel gives pidfds (Linux 5.3): the spawner waits on them."""
+def _settle(future: asyncio.Future[Any], value: object) -> None:
+    if future.done() or future.get_loop().is_closed():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+def _kill_strays(tokens: set[str]) -> None:
+    """SIGKILL the sessions of the processes whose environment holds one of ``tokens``:
+    commands started by a spawner that died before it could say so."""
+    marks = [f"{TOKEN}={token}\0".encode() for token in tokens]
+    for pid in pids():
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+            if any(mark in environ for mark in marks) and os.getsid(pid) == pid:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)  # the pidfd holds it: not reused
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+
+
+def _usable() -> bool:
+    """Whether the spawner can run here: pidfds (Linux 5.3), ``posix_spawn``, an
+    interpreter to start it with."""
+    if not sys.executable or not hasattr(os, "posix_spawn"):
+        return False
     try:
         os.close(os.pidfd_open(os.getpid()))
     except (AttributeError, OSError):
@@ -314,134 +396,40 @@ def _error(answer: tuple[object, ...]) -> Exception:
     return OSError(code, text, filename)
 
 
-def _handled() -> list[int]:
-    """The signals the spawner catches (with a handler that does nothing): those the
-    agent handles in Python (the agent's code never runs there) and those that end a
-    process by default and reach a whole process group (a Ctrl-C, a SIGTERM to the
-    group), unless the agent ignores them. A command gets a caught signal at its
-    default, as ``exec`` gives a command forked from the agent; an ignored one stays
-    ignored, as it would."""
-    handled = []
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        with contextlib.suppress(ValueError, OSError):
-            now = signal.getsignal(sig)
-            if callable(now) or (sig in _SURVIVES and now == signal.SIG_DFL):
-                handled.append(int(sig))
-    return handled
-
-
-def _quiet(_sig: int, _frame: object) -> None:
-    """The spawner's handler of the signals the agent handles: it lives until its socket
-    says the agent is gone, not until a Ctrl-C or a SIGTERM meant for the agent."""
-
-
-def _serve(sock: socket.socket, handled: list[int], mask: Iterable[int]) -> NoReturn:
-    """The spawner's life, in the forked child; never returns into the agent's code."""
-    status = 70
-    try:
-        gc.disable()  # a collection could finalize the agent's objects here
-        with contextlib.suppress(ValueError):  # only a loop outside the main thread
-            signal.set_wakeup_fd(-1)
-            for sig in handled:
-                signal.signal(sig, _quiet)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)  # the agent's output is not held open by the spawner
-        mine = sock.fileno()
-        os.closerange(3, mine)
-        os.closerange(mine + 1, 0x7FFFFFFF)
-        status = _loop(sock)
-    finally:
-        os._exit(status)
-
-
-def _loop(sock: socket.socket) -> int:
-    """Serve the agent until its end of the socket closes (or anything fails here): then
-    SIGKILL the group of every command still running, and end."""
-    running: dict[int, subprocess.Popen[bytes]] = {}  # pid -> the command
-    try:
-        _requests(sock, running)
-    finally:
-        for pid in running:  # not reaped: the group's id is still theirs
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-    return 0
-
-
-def _requests(sock: socket.socket, running: dict[int, subprocess.Popen[bytes]]) -> None:
-    poller = select.epoll()
-    poller.register(sock.fileno(), select.EPOLLIN)
-    pidfds: dict[int, int] = {}  # pidfd -> pid
-    while True:
-        for fd, _events in poller.poll():
-            if fd != sock.fileno():
-                child = running.pop(pidfds.pop(fd))
-                poller.unregister(fd)
-                os.close(fd)
-                sock.send(marshal.dumps((_EXIT, child.pid, child.wait())))
-                continue
-            data, fds, _flags, _addr = socket.recv_fds(sock, _BUFFER, 3, socket.MSG_CMSG_CLOEXEC)
-            if not data:  # the agent is gone
-                return
-            try:
-                child = _start(marshal.loads(data), fds)
-            except Exception as exc:  # told to the agent, which raises it
-                sock.send(marshal.dumps(_failure(exc)))
-                continue
-            finally:
-                for passed in fds:
-                    os.close(passed)
-            running[child.pid] = child
-            pidfd = os.pidfd_open(child.pid)
-            pidfds[pidfd] = child.pid
-            poller.register(pidfd, select.EPOLLIN)
-            started = stat(child.pid)  # not reaped yet: always there
-            start = -1 if started is None else started.start
-            socket.send_fds(sock, [marshal.dumps((_START, child.pid, start))], [pidfd])
-
-
-def _start(request: tuple[object, ...], fds: list[int]) -> subprocess.Popen[bytes]:
-    """``Popen`` in the spawner: no ``preexec_fn``, so the interpreter starts it with
-    ``vfork``; the command is then what the agent's own ``Popen`` would have made."""
-    import subprocess  # imported by the agent before the fork
-
-    argv, env, cwd, umask, given = request
-    assert isinstance(argv, list) and isinstance(env, dict) and isinstance(given, list)
-    passed = iter(fds)
-    stdin, stdout, stderr = (next(passed) if has else subprocess.DEVNULL for has in given)
-    return subprocess.Popen(
-        [str(a) for a in argv],
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd if isinstance(cwd, str) else None,
-        env={str(k): str(v) for k, v in env.items()},
-        start_new_session=True,
-        umask=umask if isinstance(umask, int) else -1,
-    )
-
-
-def _failure(exc: Exception) -> tuple[int, int | None, str | None, str | None]:
-    if isinstance(exc, OSError):
-        filename = None if exc.filename is None else os.fsdecode(exc.filename)
-        return (_FAILED, exc.errno, exc.strerror, filename)
-    return (_FAILED, None, str(exc), type(exc).__name__)
-
-
 _SPAWNER = _Spawner()
 
 
-def spawn(
+async def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None,
     cwd: str | None,
     umask: int | None,
     stdio: Sequence[int | None],
 ) -> Started | None:
-    """Start ``argv`` through the spawner (see the module's text); None when it cannot
-    take the request (then fork as before). ``stdio``: the descriptors for the command's
+    """Start ``argv`` through the spawner (see the module's text); None when it does not
+    take the request (then fork as before). ``stdio``: the descriptors of the command's
     stdin, stdout and stderr (None: /dev/null). Raises what ``Popen`` would raise."""
-    return _SPAWNER.spawn(argv, env, cwd, umask, stdio)
+    return await _SPAWNER.spawn(argv, env, cwd, umask, stdio)
+
+
+def release(pid: int) -> None:
+    """The run of ``pid`` is over: the spawner may reap it once it ended."""
+    _SPAWNER.release(pid)
+
+
+async def started(bound: float = READY_WAIT) -> bool:
+    """Start the spawner if there is none and wait (at most ``bound`` seconds) until it
+    takes commands; False when it cannot run here."""
+    loop = asyncio.get_running_loop()
+    _SPAWNER.check()
+    _SPAWNER.start(loop)
+    if _SPAWNER.sock is None:
+        return False
+    _SPAWNER._listen(loop)
+    if not _SPAWNER.ready:
+        waiter: asyncio.Future[None] = loop.create_future()
+        _SPAWNER.waiters.append(waiter)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                await waiter
+    return _SPAWNER.ready
