@@ -110,8 +110,8 @@ class _Spawner:
         policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
         argv = [sys.executable, "-I", "-S", "-c", _BOOT, root, str(os.getpid())]
         argv += [str(theirs.fileno()), str(policy), str(priority)]
-        if os.access(_CHRT, os.X_OK):  # glibc's posix_spawn refuses SCHED_IDLE itself
-            argv = [_CHRT, "--idle", "0", *argv]
+        if os.geteuid() == 0 and os.access(_CHRT, os.X_OK):  # only root takes it back
+            argv = [_CHRT, "--idle", "0", *argv]  # glibc's posix_spawn refuses SCHED_IDLE
         null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
         try:
             os.set_inheritable(theirs.fileno(), True)  # this descriptor and no other
