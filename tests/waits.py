@@ -8,6 +8,7 @@
   reading (the kernel's blocking open is the event).
 - :func:`until_group_gone`: until no process of a process group exists, woken by the
   members' pidfds (reaping them when this process is their parent or subreaper).
+- :func:`until_exited`: until a process has ended (a zombie has), woken by its pidfd.
 - :class:`Inotify`: the events of one directory (mask, name) as the kernel queued them,
   read now or waited for one at a time.
 
@@ -37,7 +38,14 @@ from convergent.host.inotify import (
     IN_MOVED_TO,
 )
 
-__all__ = ["Inotify", "open_fifo_writer", "until_group_gone", "until_in", "until_written"]
+__all__ = [
+    "Inotify",
+    "open_fifo_writer",
+    "until_exited",
+    "until_group_gone",
+    "until_in",
+    "until_written",
+]
 
 
 @contextlib.contextmanager
@@ -175,6 +183,18 @@ def _members(pgid: int) -> list[int]:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             found.append(int(entry))
     return found
+
+
+def until_exited(pid: int, bound: float) -> None:
+    """Until process ``pid`` has ended (gone already: at once)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], bound)[0], f"process {pid} is still running"
+    finally:
+        os.close(fd)
 
 
 def until_group_gone(pgid: int, bound: float) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from convergent.policy.reference import render_reference
 from convergent.resources.base import builtin_kinds
 from convergent.resources.exec import Exec
 from tests.e2e.agent import Agent, convergent
+from tests.waits import until_exited
 
 WATCHING = "converged; watching for changes (Ctrl-C to stop)"
 
@@ -54,15 +54,7 @@ def _running(*, pgrp: int | None = None, session: int | None = None) -> list[int
 
 
 def _wait_exit(pid: int, bound: float = 10.0) -> None:
-    """Wait (bounded) until ``pid`` has exited, on its pidfd."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        assert select.select([fd], [], [], bound)[0], f"process {pid} is still running"
-    finally:
-        os.close(fd)
+    until_exited(pid, bound)
 
 
 @pytest.fixture
@@ -264,8 +256,9 @@ resources:
 
 @pytest.mark.timeout(60)
 def test_commands_die_with_a_killed_agent(tmp_path: Path, sessions: list[int]) -> None:
-    """The command itself dies with the agent (PR_SET_PDEATHSIG); what it started dies
-    when the next agent opens the state directory, before it runs anything."""
+    """The command itself dies with the agent (a run's first command is forked with
+    PR_SET_PDEATHSIG while the spawner starts); what it started dies when the next agent
+    opens the state directory, before it runs anything."""
     log = tmp_path / "log"
     policy = _write(
         tmp_path / "p.yaml",

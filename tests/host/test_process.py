@@ -7,7 +7,6 @@ Real processes in tmp_path; every wait is bounded, none is a sleep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -16,7 +15,6 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 
 from convergent.host import process
 from convergent.host.children import TOKEN, children_dir, reap_orphans
+from tests.waits import until_exited
 
 BOUND = 10.0
 
@@ -50,20 +49,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_exit(pid: int) -> None:
-    fd = os.pidfd_open(pid)
-    try:
-        assert select.select([fd], [], [], BOUND)[0], f"process {pid} is still running"
-    finally:
-        os.close(fd)
-
-
-@pytest.fixture
-def kill_at_end() -> Iterator[list[int]]:
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    until_exited(pid, BOUND)
 
 
 # -- capture and log ----------------------------------------------------------------------

@@ -17,13 +17,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convergent.host import process, spawner
+from tests.waits import until_exited
 
 BOUND = 10.0
 _GLIBC = (1 << 31) | (1 << 32)  # signals 32 and 33, which glibc's posix_spawn ignores
@@ -67,23 +67,7 @@ def _state(pid: int) -> str | None:
 
 
 def _wait_exit(pid: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        assert select.select([fd], [], [], BOUND)[0], f"process {pid} is still running"
-    finally:
-        os.close(fd)
-
-
-@pytest.fixture
-def kill_at_end() -> Iterator[list[int]]:
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    until_exited(pid, BOUND)
 
 
 # An agent: runs its command through the spawner and, once the command printed its first

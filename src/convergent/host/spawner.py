@@ -135,6 +135,10 @@ class _Spawner:
         umask: int | None,
         stdio: Sequence[int | None],
     ) -> Started | None:
+        """Start ``argv`` through the spawner (see the module's text); None when it does
+        not take the request (then fork as before). ``stdio``: the descriptors of the
+        command's stdin, stdout and stderr (None: /dev/null). Raises what ``Popen``
+        would raise."""
         if threading.current_thread() is not threading.main_thread() or not argv:
             return None
         loop = asyncio.get_running_loop()
@@ -187,7 +191,7 @@ class _Spawner:
             raise
 
     def release(self, pid: int) -> None:
-        """The agent is done with ``pid``: the spawner may reap it once it ended."""
+        """The run of ``pid`` is over: the spawner may reap it once it ended."""
         entry = self.running.get(pid)
         if entry is None or self.sock is None:
             return
@@ -399,22 +403,8 @@ def _error(answer: tuple[object, ...]) -> Exception:
 _SPAWNER = _Spawner()
 
 
-async def spawn(
-    argv: Sequence[str],
-    env: Mapping[str, str] | None,
-    cwd: str | None,
-    umask: int | None,
-    stdio: Sequence[int | None],
-) -> Started | None:
-    """Start ``argv`` through the spawner (see the module's text); None when it does not
-    take the request (then fork as before). ``stdio``: the descriptors of the command's
-    stdin, stdout and stderr (None: /dev/null). Raises what ``Popen`` would raise."""
-    return await _SPAWNER.spawn(argv, env, cwd, umask, stdio)
-
-
-def release(pid: int) -> None:
-    """The run of ``pid`` is over: the spawner may reap it once it ended."""
-    _SPAWNER.release(pid)
+spawn = _SPAWNER.spawn
+release = _SPAWNER.release
 
 
 async def started(bound: float = READY_WAIT) -> bool:
