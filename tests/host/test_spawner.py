@@ -346,3 +346,22 @@ def test_commands_die_with_the_agent_even_while_a_fork_of_it_holds_the_socket(
     agent.wait(BOUND)
     _wait_exit(command)
     agent.stdin.close()  # the fork ends
+
+
+def test_a_start_scheduled_on_a_loop_closed_before_it_ran_is_scheduled_again() -> None:
+    """An API user's loop may close right after its first command: the next loop's
+    commands still get a spawner."""
+    fresh = spawner._Spawner()
+    closed = asyncio.new_event_loop()
+    fresh._later(closed)  # the loop closes before the start runs
+    closed.close()
+
+    async def next_loop() -> bool:
+        fresh._later(asyncio.get_running_loop())
+        await asyncio.sleep(0)  # the scheduled start runs
+        return fresh.pid != 0
+
+    try:
+        assert asyncio.run(asyncio.wait_for(next_loop(), BOUND))
+    finally:
+        fresh.lost("ended with the test")

@@ -97,7 +97,7 @@ class _Spawner:
         self.running: dict[int, tuple[asyncio.Future[int], int]] = {}  # pid -> exit, pidfd
         self.abandoned: set[int] = set()  # released as soon as they end
         self.usable = _usable()
-        self.later = False  # a start is scheduled
+        self.later: asyncio.AbstractEventLoop | None = None  # where a start is scheduled
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the spawner (not waited for) if there is none. It starts at the idle
@@ -210,12 +210,12 @@ class _Spawner:
     def _later(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the spawner once what runs now has run: after the fork of the command
         that asked, and of the others started in the same pass."""
-        if not self.pid and self.usable and not self.later:
-            self.later = True
+        if not self.pid and self.usable and self.later is not loop:
+            self.later = loop  # another loop's start, closed before it ran, is forgotten
             loop.call_soon(self._start_later, loop)
 
     def _start_later(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.later = False
+        self.later = None
         self.start(loop)
 
     def check(self) -> None:
