@@ -35,7 +35,6 @@ import marshal
 import os
 import select
 import struct
-import sys
 
 __all__ = ["EXITED", "FAILED", "READY", "RELEASE", "START", "STARTED", "main"]
 
@@ -247,7 +246,3 @@ def _started(pid: int) -> int:
         return int(raw[raw.rfind(b")") + 2 :].split()[19])
     except (OSError, IndexError, ValueError):
         return -1
-
-
-if __name__ == "__main__":
-    main(*map(int, sys.argv[1:]))
