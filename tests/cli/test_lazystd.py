@@ -337,6 +337,17 @@ assert not errors, errors
 del stand_in
 """,
     ),
+    "a held module's first use leaves importlib alone": (
+        "traceback",
+        """
+import asyncio, sys
+assert "importlib" not in sys.modules, "a run loads importlib: this check no longer sees it"
+lines = asyncio.base_tasks.traceback.format_exception_only(ValueError("x"))  # the stand-in
+assert lines == ["ValueError: x\\n"], lines
+assert "traceback" in sys.modules and "importlib" not in sys.modules
+import traceback
+""",
+    ),
     "asyncio's TLS protocol": (
         "asyncio.sslproto",
         """

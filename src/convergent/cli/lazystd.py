@@ -388,13 +388,16 @@ class _Logger:
 
 
 def _real(name: str) -> ModuleType:
-    """The real module, imported now if need be; one that another thread is importing is
-    waited for, as an ``import`` waits."""
+    """The real module, imported now if need be, as an ``import`` statement imports it
+    (one that another thread is importing is waited for). Not through ``importlib``: a
+    run does not load it, and CPython 3.11 gives a thread that imports
+    ``importlib.machinery`` while another one is importing ``importlib`` a second, bare
+    copy of the import system (``NameError: name 'sys' is not defined`` in
+    ``_find_and_load`` from then on; tests/cli/test_lazystd.py)."""
     if isinstance(sys.modules.get(name), _Held):
         del sys.modules[name]  # only while asyncio and msgspec are imported
-    from importlib import import_module
-
-    return import_module(name)
+    __import__(name)
+    return sys.modules[name]
 
 
 class _Holder:
