@@ -14,6 +14,7 @@ APT_PACKAGES += dbus-daemon  # a private system bus for the D-Bus tests (tests/s
 APT_PACKAGES += packagekit  # pkg's PackageKit backend, activated on that bus
 APT_PACKAGES += openssh-server  # sshd for the remote tests (tests/sshd_support.py)
 APT_PACKAGES += chromium  # the web view's browser test (headless, driven by playwright)
+APT_PACKAGES += strace  # attaches to the spawner to kill it at a chosen system call
 
 .PHONY: run test lint typecheck unit system-deps clean install dist docs-screenshot
 

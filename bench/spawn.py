@@ -1,7 +1,11 @@
 """A command's cost to the agent: ``host.process.run(["/bin/true"])`` one after another,
 in an agent of 30 MiB and of 250 MiB (objects made to weigh what a large graph weighs).
 
-    .venv/bin/python bench/spawn.py [--runs 40] [--base CHECKOUT]
+    .venv/bin/python bench/spawn.py [--runs 40] [--base CHECKOUT] [--along-path]
+
+``--along-path`` runs ``true`` found along the PATH systemd gives a service
+(``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``: ``/usr/bin/true`` is
+the fourth place looked at) instead of ``/bin/true``.
 
 Per command, medians with min-max over the runs, ms:
 
@@ -33,11 +37,12 @@ except ImportError:  # a checkout without the spawner
     spawner = None
 weight = [{"i": i, "s": str(i)} for i in range(int(sys.argv[1]))]
 runs = int(sys.argv[2])
+command = [sys.argv[3]]
 
 async def main():
     if spawner is not None:
         await spawner.started()
-    await process.run(["/bin/true"])
+    await process.run(command)
     out = []
     for _ in range(runs):
         gaps = [0.0]
@@ -54,7 +59,7 @@ async def main():
         ticker = asyncio.ensure_future(tick())
         await asyncio.sleep(0)  # the ticker runs from here on
         t0 = time.perf_counter()
-        await process.run(["/bin/true"])
+        await process.run(command)
         took = time.perf_counter() - t0
         stop = True
         await ticker
@@ -68,10 +73,14 @@ asyncio.run(main())
 _WEIGHTS = {"30 MiB": 60_000, "250 MiB": 900_000}
 
 
-def _measure(src: Path, weight: int, runs: int) -> dict[str, object]:
+_SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _measure(src: Path, weight: int, runs: int, along_path: bool) -> dict[str, object]:
+    command, path = ("true", _SYSTEMD_PATH) if along_path else ("/bin/true", "/usr/bin:/bin")
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(weight), str(runs)],
-        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-c", _CHILD, str(weight), str(runs), command],
+        env={"PYTHONPATH": str(src), "PATH": path},
         capture_output=True,
         text=True,
         check=True,
@@ -89,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--base", type=Path, help="another checkout to compare with")
+    parser.add_argument(
+        "--along-path", action="store_true", help="run `true` found along systemd's PATH"
+    )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent.parent
     trees = {"convergent": here / "src"}
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         trees["base"] = args.base.resolve() / "src"
     for label, weight in _WEIGHTS.items():
         for name, src in trees.items():
-            result = _measure(src, weight, args.runs)
+            result = _measure(src, weight, args.runs, args.along_path)
             runs = result["runs"]
             assert isinstance(runs, list)
             print(f"{name} ({src.parent}), agent of {label} (RSS {result['rss_mib']:.0f} MiB):")

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -365,3 +367,75 @@ def test_a_start_scheduled_on_a_loop_closed_before_it_ran_is_scheduled_again() -
         assert asyncio.run(asyncio.wait_for(next_loop(), BOUND))
     finally:
         fresh.lost("ended with the test")
+
+
+_STARTS = ["-e", "trace=clone,clone3,vfork,sendmsg"]  # the spawner's starts and answers
+
+
+async def _trace_spawner(trace: Path, *options: str) -> asyncio.subprocess.Process:
+    """strace attached to the spawner (writing ``trace``), once it is attached."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (Debian: apt-get install strace; make test)")
+    assert await spawner.started()
+    tracer = await asyncio.create_subprocess_exec(
+        strace, "-p", str(_spawner_pid()), "-o", str(trace), *options, stderr=subprocess.PIPE
+    )
+    assert tracer.stderr is not None
+    said = await tracer.stderr.readline()
+    assert b"attached" in said, said
+    return tracer
+
+
+def _children_in(trace: Path) -> list[int]:
+    """The PIDs of the processes the traced spawner started, in order."""
+    text = trace.read_text()
+    return [int(p) for p in re.findall(r"^(?:clone3?|vfork)\(.*\) = (\d+)$", text, re.M)]
+
+
+def test_a_command_found_along_path_is_started_once(tmp_path: Path) -> None:
+    """The directories of PATH without the program are skipped without a start (a
+    ``vfork`` and a failed ``exec`` each), as ``execvpe`` skips them in a fork."""
+    trace = tmp_path / "trace"
+    path = f"{tmp_path / 'a'}:{tmp_path / 'b'}:{tmp_path / 'c'}:/usr/bin:/bin"
+
+    async def scenario() -> int:
+        tracer = await _trace_spawner(trace, *_STARTS)
+        try:
+            return (await process.run(["true"], env={"PATH": path})).code
+        finally:
+            tracer.terminate()  # strace detaches
+            await tracer.wait()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), BOUND)) == 0
+    assert len(_children_in(trace)) == 1, trace.read_text()
+
+
+def test_a_command_whose_start_the_spawner_died_before_answering_is_killed(
+    tmp_path: Path, kill_at_end: list[int]
+) -> None:
+    """strace SIGKILLs the spawner at the system call that would answer a start (its
+    fault injection: the real tracer, no stand-in): the command runs and the agent was
+    never told its PID. The run fails and the agent finds the command by its run's token
+    (every command has one in its environment) and kills it."""
+    trace = tmp_path / "trace"
+
+    async def scenario() -> BaseException | None:
+        tracer = await _trace_spawner(trace, *_STARTS, "-e", "inject=sendmsg:signal=KILL")
+        kill_at_end.append(tracer.pid)
+        try:
+            await process.run(["sleep", "303"])
+        except ChildProcessError as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        await tracer.wait()
+        return error
+
+    error = asyncio.run(asyncio.wait_for(scenario(), BOUND))
+    started, text = _children_in(trace), trace.read_text()
+    assert started and text.rstrip().endswith("+++ killed by SIGKILL +++"), text
+    command = started[-1]  # the spawner's last child: the command, not answered
+    kill_at_end.append(command)
+    assert error is not None and "while starting the command" in str(error)
+    until_exited(command, BOUND)

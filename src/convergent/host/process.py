@@ -435,7 +435,8 @@ async def run(
 ) -> Finished:
     """Run ``argv`` in a new session until it exits; return its status and output.
 
-    ``env`` is added to the agent's environment. ``output`` False sends stdout and stderr
+    ``env`` is added to the agent's environment, and ``CONVERGENT_RUN`` (a random token of
+    this run: how the agent finds the command again). ``output`` False sends stdout and stderr
     to /dev/null; otherwise both are captured and, with ``log``, logged line by line as
     they arrive (``stdout: ...``, ``stderr: ...``). ``children``: the directory where the
     running command is recorded for :func:`reap_orphans` (``owner`` names who ran it).
@@ -451,12 +452,8 @@ async def run(
     it cannot be recorded (it is killed first); a cancellation kills the group too.
     """
     loop = asyncio.get_running_loop()
-    token = os.urandom(8).hex() if children is not None else None
-    full = None
-    if env or token:
-        full = {**os.environ, **(env or {})}
-        if token is not None:
-            full[TOKEN] = token
+    token = os.urandom(8).hex()  # in its environment: how a start never answered, or a
+    full = {**os.environ, **(env or {}), TOKEN: token}  # record's command, is found
     creds = None
     if user is not None or group is not None or groups is not None or umask is not None:
         creds = Credentials(user, group, groups, umask)
@@ -464,7 +461,7 @@ async def run(
         argv, cwd, full, output, stdin is not None, creds, finish
     )
     record = None
-    if children is not None and token is not None:
+    if children is not None:
         try:
             record = write_record(children, pid, token, owner, start)
         except OSError as exc:

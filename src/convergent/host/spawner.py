@@ -371,8 +371,8 @@ def _kill_strays(tokens: set[str]) -> None:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 environ = f.read()
             if any(mark in environ for mark in marks) and os.getsid(pid) == pid:
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)  # the pidfd holds it: not reused
+                with contextlib.suppress(OSError):  # read after the pidfd was opened: it
+                    os.killpg(pid, signal.SIGKILL)  # is ours (a zombie's reads empty)
         except OSError:
             pass
         finally:

@@ -208,6 +208,13 @@ def _first(
     error: OSError | None = None
     last: OSError | None = None
     for path in paths:
+        if len(paths) > 1:  # a search: a missing file is skipped without a vfork
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    last = exc
+                    continue
         try:
             return os.posix_spawn(
                 path, argv, env, file_actions=actions, setsid=True, setsigdef=defaults

@@ -74,7 +74,8 @@ class ExecParams(Params, frozen=True):
       of its output, the first 64 KiB of stdout and of stderr are logged, the last 64 KiB kept
     shell: run ``cmd`` (a string) with /bin/sh -c
     cwd: absolute working directory for the command and its guards
-    env: variables added to the agent's environment for the command and its guards
+    env: variables added to the agent's environment for the command and its guards (which
+      also get CONVERGENT_RUN, a random token of the run)
     timeout: seconds after which the command's (or a guard's) process group is killed; null: never
     creates: absolute path; skip the command when it exists
     unless: a guard command (string: /bin/sh -c; list: argv); skip when it exits 0
