@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 KILL_WAIT = 5.0  # seconds to wait for killed processes to be gone
-TOKEN = "CONVERGENT_RUN"  # in every command's environment, its run's: proves it is ours
+TOKEN = "CONVERGENT_RUN"  # in every command's environment, its own: proves it is ours
 DEAD = (b"Z", b"X")
 _POLL = 0.02
 

@@ -436,7 +436,7 @@ async def run(
     """Run ``argv`` in a new session until it exits; return its status and output.
 
     ``env`` is added to the agent's environment, and ``CONVERGENT_RUN`` (a random token of
-    this run: how the agent finds the command again). ``output`` False sends stdout and stderr
+    its own: how the agent finds the command again). ``output`` False sends stdout and stderr
     to /dev/null; otherwise both are captured and, with ``log``, logged line by line as
     they arrive (``stdout: ...``, ``stderr: ...``). ``children``: the directory where the
     running command is recorded for :func:`reap_orphans` (``owner`` names who ran it).

@@ -55,7 +55,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convergent.host import spawnserver as wire
-from convergent.host.children import TOKEN, pids
+from convergent.host.children import DEAD, TOKEN, pids, stat
 
 __all__ = ["ANSWER", "READY_WAIT", "Started", "release", "spawn", "started"]
 
@@ -98,6 +98,7 @@ class _Spawner:
         self.abandoned: set[int] = set()  # released as soon as they end
         self.usable = _usable()
         self.later: asyncio.AbstractEventLoop | None = None  # where a start is scheduled
+        self.since = 0  # the spawner's start time (clock ticks): its commands start later
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the spawner (not waited for) if there is none. It starts at the idle
@@ -116,6 +117,8 @@ class _Spawner:
         try:
             os.set_inheritable(theirs.fileno(), True)  # this descriptor and no other
             self.pid = os.posix_spawn(argv[0], argv, {}, file_actions=null)
+            began = stat(self.pid)
+            self.since = 0 if began is None else began.start
         except OSError:
             ours.close()
             self.usable = False
@@ -310,7 +313,7 @@ class _Spawner:
         pending, self.pending = self.pending, collections.deque()
         tokens = {token for _answer, token in pending if token is not None}
         if tokens:
-            _kill_strays(tokens)
+            _kill_strays(tokens, self.since)
         for answer, _token in pending:
             _settle(
                 answer,
@@ -358,11 +361,18 @@ def _settle(future: asyncio.Future[Any], value: object) -> None:
         future.set_result(value)
 
 
-def _kill_strays(tokens: set[str]) -> None:
+def _kill_strays(tokens: set[str], since: int) -> None:
     """SIGKILL the sessions of the processes whose environment holds one of ``tokens``:
-    commands started by a spawner that died before it could say so."""
+    commands started by a spawner that died before it could say so. Only session leaders
+    started since the spawner (``since``, clock ticks) are read (``/proc/PID/stat``), and
+    only their environment then. The socket's end held by a command between ``vfork`` and
+    its ``exec`` (close-on-exec) keeps the spawner's death unseen until the command is
+    there to be found."""
     marks = [f"{TOKEN}={token}\0".encode() for token in tokens]
     for pid in pids():
+        seen = stat(pid)
+        if seen is None or seen.session != pid or seen.start < since or seen.state in DEAD:
+            continue
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
@@ -370,9 +380,12 @@ def _kill_strays(tokens: set[str]) -> None:
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 environ = f.read()
-            if any(mark in environ for mark in marks) and os.getsid(pid) == pid:
-                with contextlib.suppress(OSError):  # read after the pidfd was opened: it
-                    os.killpg(pid, signal.SIGKILL)  # is ours (a zombie's reads empty)
+            if not any(mark in environ for mark in marks):
+                continue
+            if select.select([pidfd], [], [], 0)[0]:
+                continue  # it ended: what was read may be a newer process's of that PID
+            with contextlib.suppress(OSError):  # alive: its PID is its group's id
+                os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
         finally:

@@ -75,7 +75,7 @@ class ExecParams(Params, frozen=True):
     shell: run ``cmd`` (a string) with /bin/sh -c
     cwd: absolute working directory for the command and its guards
     env: variables added to the agent's environment for the command and its guards (which
-      also get CONVERGENT_RUN, a random token of the run)
+      also get CONVERGENT_RUN, a random token of their own)
     timeout: seconds after which the command's (or a guard's) process group is killed; null: never
     creates: absolute path; skip the command when it exists
     unless: a guard command (string: /bin/sh -c; list: argv); skip when it exits 0
