@@ -490,12 +490,21 @@ def entry() -> None:
     the garbage collected after :func:`main` (it found the collector off, so leaves it
     off): the engine's cyclic objects would be, ~8 K instructions a resource.
 
+    As process 1 of its PID namespace (a container's entry point), it forks first and
+    runs the command in the child while process 1 reaps orphans and forwards signals
+    (:mod:`convergent.cli.pid1`).
+
     The modules it imports come from the start-up cache when they are in it
     (:mod:`convergent.cli.codecache`), which is written again at the end when they were
     not.
     """
     import gc
     import os
+
+    if os.getpid() == 1:  # a container's entry point: an init stays process 1 (cli/pid1.py)
+        from convergent.cli.pid1 import become_init
+
+        become_init()
 
     from convergent.cli.codecache import install
 
