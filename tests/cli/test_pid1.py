@@ -11,6 +11,8 @@ import pty
 import select
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import termios
@@ -23,6 +25,8 @@ from tests.waits import open_fifo_writer, until_exited
 
 BOUND = 20.0
 UNSHARE = shutil.which("unshare")
+_NAMESPACE = [str(UNSHARE), "--pid", "--fork", "--kill-child", "--mount-proc"]
+TICKING = "resources:\n  - timer: tick\n    interval: 1\n"
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or UNSHARE is None,
     reason="a PID namespace needs root and unshare (util-linux)",
@@ -33,12 +37,20 @@ class Agent:
     """``convergent run POLICY`` as process 1 of a new PID namespace; its output read
     line by line."""
 
-    def __init__(self, tmp_path: Path, policy: str, *args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, policy: str, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         path = tmp_path / "policy.yaml"
         path.write_text(policy)
-        argv = [str(UNSHARE), "--pid", "--fork", "--mount-proc", sys.executable, "-m"]
-        argv += ["convergent", "run", str(path), "--state-dir", str(tmp_path / "state"), *args]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        argv = [*_NAMESPACE, sys.executable, "-m", "convergent", "run", str(path)]
+        argv += ["--state-dir", str(tmp_path / "state"), *args]
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
         self.seen = b""
 
     def until(self, text: str) -> str:
@@ -64,7 +76,7 @@ class Agent:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()  # unshare: the namespace's process 1 gets SIGKILL with it
+            self.proc.kill()  # unshare --kill-child: its process 1 gets SIGKILL with it
             self.proc.wait(BOUND)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
@@ -75,6 +87,15 @@ def _children(pid: int) -> list[int]:
     for task in os.listdir(f"/proc/{pid}/task"):
         found += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
     return found
+
+
+def _reaped(pidfd: int) -> bool:
+    """Whether the process of ``pidfd`` is gone (a zombie still takes a signal 0)."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _comm(pid: int) -> str:
@@ -101,10 +122,11 @@ def test_orphans_of_the_agents_commands_are_reaped_by_process_1(tmp_path: Path) 
         os.close(writer)
         for pid in left:
             until_exited(pid, BOUND)
-        agent.until("timer[tick]")  # the agent runs on after they ended
+        deadline = time.monotonic() + BOUND
+        while not all(_reaped(pidfd) for pidfd in pidfds):  # looked at again at each tick
+            assert time.monotonic() < deadline, "the orphans stay zombies"
+            agent.until("timer[tick]")
         for pidfd in pidfds:
-            with pytest.raises(ProcessLookupError):  # reaped; a zombie would take it
-                signal.pidfd_send_signal(pidfd, 0)
             os.close(pidfd)
         os.kill(init, signal.SIGTERM)  # docker stop
         agent.until("SIGTERM: stopping")
@@ -131,7 +153,7 @@ def test_process_1_ends_with_the_agents_exit_status(tmp_path: Path) -> None:
 
 
 def test_an_agent_killed_ends_process_1_with_128_plus_the_signal(tmp_path: Path) -> None:
-    agent = Agent(tmp_path, "resources:\n  - timer: tick\n    interval: 1\n")
+    agent = Agent(tmp_path, TICKING)
     try:
         agent.until("timer[tick]")
         (command,) = _children(agent.init())  # the agent: process 2
@@ -152,13 +174,13 @@ def _read_until(fd: int, text: bytes, seen: bytes) -> bytes:
 
 
 def test_ctrl_c_on_the_terminal_stops_the_agent_once(tmp_path: Path) -> None:
-    """The terminal sends SIGINT to its whole foreground group, process 1 and the agent
-    alike: process 1 does not send it again (the agent would say it twice)."""
+    """The terminal sends SIGINT to its foreground group: the agent's own, which process
+    1 is not in (were it, it would pass the signal on and the agent say it twice)."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text("resources:\n  - timer: tick\n    interval: 1\n")
+    policy.write_text(TICKING)
     master, terminal = pty.openpty()
-    argv = [str(UNSHARE), "--pid", "--fork", "--mount-proc", sys.executable, "-m"]
-    argv += ["convergent", "run", str(policy), "--state-dir", str(tmp_path / "state")]
+    argv = [*_NAMESPACE, sys.executable, "-m", "convergent", "run", str(policy)]
+    argv += ["--state-dir", str(tmp_path / "state")]
     proc = subprocess.Popen(
         argv,
         stdin=terminal,
@@ -179,3 +201,75 @@ def test_ctrl_c_on_the_terminal_stops_the_agent_once(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(BOUND)
         os.close(master)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [signal.SIGPWR, signal.SIGRTMIN + 4],
+    ids=["SIGPWR (lxc-stop)", "SIGRTMIN+4 (machinectl poweroff)"],
+)
+def test_a_container_managers_stop_request_stops_the_agent(tmp_path: Path, sent: int) -> None:
+    agent = Agent(tmp_path, TICKING)
+    try:
+        agent.until("timer[tick]")
+        os.kill(agent.init(), sent)
+        agent.until("SIGTERM: stopping")
+        assert agent.proc.wait(BOUND) == 0
+    finally:
+        agent.close()
+
+
+def test_a_signal_the_agent_does_not_act_on_is_dropped(tmp_path: Path) -> None:
+    """SIGUSR1 would end the agent (it has no handler); process 1 drops it, as the kernel
+    drops it for a process 1 that has none."""
+    agent = Agent(tmp_path, TICKING)
+    try:
+        agent.until("timer[tick]")
+        os.kill(agent.init(), signal.SIGUSR1)
+        agent.until("timer[tick]")  # a tick after it: still running
+        agent.until("timer[tick]")
+        os.kill(agent.init(), signal.SIGTERM)
+        agent.until("SIGTERM: stopping")
+        assert agent.proc.wait(BOUND) == 0
+    finally:
+        agent.close()
+
+
+def test_a_signal_to_process_1s_group_reaches_the_agent_once(tmp_path: Path) -> None:
+    """``timeout``, or a shell's job control, signals a whole process group: the agent's
+    is its own, so it gets the signal once, from process 1."""
+    agent = Agent(tmp_path, TICKING)
+    try:
+        agent.until("timer[tick]")
+        os.killpg(agent.proc.pid, signal.SIGTERM)  # unshare's group, process 1's too
+        said = agent.until("resources: ")
+        assert agent.proc.wait(BOUND) == 0
+        assert said.count("SIGTERM: stopping") == 1, said
+    finally:
+        agent.close()
+
+
+def test_under_notify_socket_convergent_stays_process_1(tmp_path: Path) -> None:
+    """systemd (``NotifyAccess=main``) and ``systemd-nspawn --notify-ready`` take readiness
+    from process 1 only: with ``NOTIFY_SOCKET`` set there is no init, and READY=1 comes
+    from process 1 itself (the sender's credentials, as the kernel gives them)."""
+    address = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(address))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        agent = Agent(tmp_path, TICKING, env={"NOTIFY_SOCKET": str(address)})
+        try:
+            senders = set()
+            deadline = time.monotonic() + BOUND
+            while True:
+                left = deadline - time.monotonic()
+                assert left > 0 and select.select([listener], [], [], left)[0], senders
+                data, ancillary, _flags, _addr = listener.recvmsg(4096, 256)
+                for level, kind, raw in ancillary:
+                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+                        senders.add(struct.unpack("3i", raw[:12])[0])
+                if b"READY=1" in data.split(b"\n"):
+                    break
+            assert senders == {agent.init()}
+        finally:
+            agent.close()

@@ -491,7 +491,7 @@ def entry() -> None:
     off): the engine's cyclic objects would be, ~8 K instructions a resource.
 
     As process 1 of its PID namespace (a container's entry point), it forks first and
-    runs the command in the child while process 1 reaps orphans and forwards signals
+    runs the command in the child while process 1 reaps orphans and passes signals on
     (:mod:`convergent.cli.pid1`).
 
     The modules it imports come from the start-up cache when they are in it

@@ -12,16 +12,23 @@ a minimal init, as ``tini`` or ``docker run --init`` are:
 - it reaps every child it gets, and ends, with the command's exit status (128 + N when
   a signal N ended it), once the command has ended; the kernel then ends every other
   process of the namespace;
-- it forwards to the command the signals sent to it alone (``docker stop``'s SIGTERM,
-  ``docker kill --signal HUP``'s SIGHUP: sent by a process). A signal the kernel sent
-  to the terminal's whole foreground process group (Ctrl-C's SIGINT) has reached the
-  command already and is not sent twice;
-- the signals a fault raises (SIGSEGV, SIGBUS, ...) and the terminal's stop signals
-  are left to the kernel.
+- the command runs in a process group of its own, the terminal's foreground one when
+  its stdin is its terminal (a Ctrl-C reaches it, not process 1); a signal sent to
+  process 1's group (``timeout``, a shell's job control) reaches process 1 alone;
+- it passes on the signals the agent acts on (SIGTERM, SIGINT, SIGHUP: ``docker stop``,
+  ``docker kill --signal HUP``) and turns a container manager's stop requests into
+  SIGTERM (SIGPWR from ``lxc-stop``; SIGRTMIN+3, +4, +5 from ``machinectl`` and
+  ``systemd-nspawn``: halt, power-off, reboot). Any other signal sent to it is dropped,
+  as the kernel drops it for a process 1 without a handler (a SIGUSR1 would end the
+  agent, which has none): the agent is not stopped mid-change by a signal it does not
+  act on. The signals a fault raises (SIGSEGV, SIGBUS, ...) and the terminal's stop
+  signals are left to the kernel.
 
 It does nothing else: it prints nothing, reads nothing, runs no Python code between
-signals. Outside process 1, :func:`become_init` is not called (``entry`` checks
-``os.getpid()``).
+signals (~10 MiB of memory, 5 of it its own: ``docker run --init`` needs less). With
+``NOTIFY_SOCKET`` set (a systemd unit or ``systemd-nspawn --notify-ready``, which take
+readiness from process 1 only), convergent stays process 1 and there is no init.
+Outside process 1, :func:`become_init` is not called (``entry`` checks ``os.getpid()``).
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ import signal
 
 __all__ = ["become_init"]
 
-_SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's, to its group)
 _LEFT_TO_THE_KERNEL = {
     signal.SIGKILL,
     signal.SIGSTOP,
@@ -45,12 +51,25 @@ _LEFT_TO_THE_KERNEL = {
     signal.SIGTTIN,
     signal.SIGTTOU,
 }
+# What process 1 sends the agent for each signal it passes on.
+_PASSED: dict[int, signal.Signals] = {
+    signal.SIGTERM: signal.SIGTERM,
+    signal.SIGINT: signal.SIGINT,
+    signal.SIGHUP: signal.SIGHUP,
+    signal.SIGPWR: signal.SIGTERM,
+    signal.SIGRTMIN + 3: signal.SIGTERM,
+    signal.SIGRTMIN + 4: signal.SIGTERM,
+    signal.SIGRTMIN + 5: signal.SIGTERM,
+}
 
 
 def become_init() -> None:
-    """Fork: return in the child, which runs the command; in process 1, reap and forward
-    signals until the child ends, then exit with its status (never returns there). If
-    the fork fails, return: the command runs as process 1, without an init."""
+    """Fork: return in the child, which runs the command; in process 1, reap and pass
+    signals on until the child ends, then exit with its status (never returns there).
+    If the fork fails, or under ``NOTIFY_SOCKET``, return: the command runs as process
+    1, without an init."""
+    if "NOTIFY_SOCKET" in os.environ:
+        return
     watched = set(signal.valid_signals()) - _LEFT_TO_THE_KERNEL
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # ignored, children would not be waited
     before = signal.pthread_sigmask(signal.SIG_BLOCK, watched)  # none lost from here on
@@ -60,13 +79,27 @@ def become_init() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
         return
     if child == 0:
+        _own_group()
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
         return
     os._exit(_serve(child, watched))
 
 
+def _own_group() -> None:
+    """The child's own process group, made the terminal's foreground one if its stdin
+    is the controlling terminal (SIGTTOU is blocked meanwhile: a background group may
+    not take it otherwise)."""
+    os.setpgid(0, 0)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        if os.isatty(0) and os.tcgetpgrp(0) == os.getpgid(os.getppid()):
+            os.tcsetpgrp(0, os.getpgrp())
+    except OSError:  # not its controlling terminal: nothing to take
+        pass
+
+
 def _serve(child: int, watched: set[signal.Signals]) -> int:
-    """Wait for signals: reap at each SIGCHLD, forward the others to ``child``; the
+    """Wait for signals: reap at each SIGCHLD, pass the agent's on to ``child``; the
     child's exit status once it has ended."""
     while True:
         info = signal.sigwaitinfo(watched)
@@ -74,10 +107,12 @@ def _serve(child: int, watched: set[signal.Signals]) -> int:
             code = _reap(child)
             if code is not None:
                 return code
-        elif info.si_code != _SI_KERNEL:
+            continue
+        passed = _PASSED.get(info.si_signo)
+        if passed is not None:
             try:  # noqa: SIM105 (contextlib: one more import for process 1 to hold)
-                os.kill(child, info.si_signo)
-            except ProcessLookupError:  # ended: its SIGCHLD is pending
+                os.kill(child, passed)
+            except OSError:  # ended: its SIGCHLD is pending
                 pass
 
 
