@@ -44,6 +44,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _runtime(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad_value(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):  # also rejects nan
+        raise _bad_value(f"{text!r}: give more than 0 seconds, or leave the option out")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -106,6 +116,7 @@ RUN_OPTIONS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "--noop": ("noop", None),
     "--diff": ("diff", None),
     "--converged-timeout": ("converged_timeout", _seconds),
+    "--max-runtime": ("max_runtime", _runtime),
     "--sema": ("sema", _count),
     "--state-dir": ("state_dir", str),
     "--log-format": ("log_format", _log_format),
@@ -246,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="exit N seconds after everything converged (0: as soon as it converges); "
         "without it, keep running and repairing drift until stopped",
+    )
+    run.add_argument(
+        "--max-runtime",
+        metavar="N",
+        type=_runtime,
+        default=None,
+        help="stop after N seconds, converged or not, as SIGTERM stops it (exit code 1 "
+        "if it has not converged by then); without it, no limit",
     )
     run.add_argument(
         "--sema",

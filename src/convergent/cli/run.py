@@ -21,6 +21,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from convergent.cli.load import CLUSTER_OPTIONS, load_graph, remote_key, settle
 from convergent.errors import ConvergentError
 from convergent.render import JsonRenderer, TextRenderer, outlive_readers, say
@@ -62,6 +64,13 @@ def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
     outlive_readers()  # an agent whose output lost its reader goes on
     if getattr(args, "remote", None) or getattr(args, "more_files", None) or remote_key(args.file):
+        if getattr(args, "max_runtime", None) is not None:
+            say(
+                "convergent: --max-runtime bounds this host's own run; a run on remote "
+                "hosts does not take it (leave it out; --converged-timeout ends them)"
+            )
+            print(NOTHING_CHANGED, file=sys.stderr, flush=True)
+            return 2
         from convergent.cli.remote import remote_command  # the policy goes to other hosts
 
         return remote_command(args)
@@ -162,6 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
                 graph,
                 noop=args.noop,
                 converged_timeout=args.converged_timeout,
+                max_runtime=getattr(args, "max_runtime", None),
                 reporter=renderer,
                 sema=args.sema,
                 state=state,
@@ -194,6 +204,7 @@ async def run_with_signals(
     noop: bool,
     converged_timeout: float | None,
     reporter: TextRenderer,
+    max_runtime: float | None = None,
     sema: int | None = None,
     state: StateDB | None = None,
     policy: str | None = None,
@@ -207,7 +218,9 @@ async def run_with_signals(
 
     ``policy``: the file ``graph`` was loaded from, reloaded whenever it is saved or on
     SIGHUP (not when ``converged_timeout`` is 0: that run is over before anyone could edit
-    it). ``notifier``: systemd's, told about readiness, state, reloads and liveness.
+    it). ``max_runtime``: stop after that many seconds, as SIGTERM stops it, but the
+    result says whether it converged (exit code 1 if not). ``notifier``: systemd's, told
+    about readiness, state, reloads and liveness.
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
@@ -227,6 +240,7 @@ async def run_with_signals(
                 noop=noop,
                 converged_timeout=converged_timeout,
                 reporter=reporter,
+                max_runtime=max_runtime,
                 sema=sema,
                 state=state,
                 policy=policy,
@@ -259,11 +273,15 @@ async def run_with_signals(
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     reload = _Reload()
 
-    def stop(sig: signal.Signals) -> None:
+    stopped: list[str] = []  # why, first cause first
+
+    def stop(sig: signal.Signals | str) -> None:
         engine.stop()  # first: nothing said about it may keep the run from stopping
-        reporter.note(f"{sig.name}: stopping", error=True, event="stopping")
+        why = sig if isinstance(sig, str) else sig.name
+        stopped.append(why)
+        reporter.note(f"{why}: stopping", error=True, event="stopping")
         if notifier is not None:
-            notifier.stopping(sig.name)
+            notifier.stopping(why)
 
     def hangup(sig: signal.Signals) -> None:
         if reload.follows:
@@ -285,9 +303,25 @@ async def run_with_signals(
         tasks.append(asyncio.create_task(notifier.keep_alive(), name="systemd watchdog"))
     if observer is not None:
         tasks.extend(observer.start(engine, reporter.note))
+    limit = reason = None
+    if max_runtime is not None:
+        reason = f"max runtime ({max_runtime:g} s) reached"
+
+        def out_of_time() -> None:
+            if not stopped:
+                left = _unsettled(engine.vertex_states())
+                stop(f"{reason}{f' before {left} settled' if left else ''}")
+
+        limit = loop.call_later(max_runtime, out_of_time)
     try:
-        return await engine.run()
+        result = await engine.run()
+        if reason is not None and stopped and stopped[0].startswith(reason):
+            # not an interruption: its exit code says whether it converged
+            result = msgspec.structs.replace(result, interrupted=False)
+        return result
     finally:
+        if limit is not None:
+            limit.cancel()
         if web is not None:
             await web.close()
         for task in tasks:
@@ -295,6 +329,17 @@ async def run_with_signals(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         restore()
+
+
+def _unsettled(states: dict[str, str], shown: int = 5) -> str:
+    """``exec[a] (running), file[/b] (retrying)``: the vertices not settled, the first
+    ``shown`` of them and how many more."""
+    left = [f"{vid} ({state})" for vid, state in states.items() if state not in _SETTLED]
+    more = f" and {len(left) - shown} more" if len(left) > shown else ""
+    return ", ".join(left[:shown]) + more
+
+
+_SETTLED = ("converged", "failed", "blocked", "removed")
 
 
 def _on_signals(
