@@ -50,7 +50,9 @@ def _runtime(text: str) -> float:
     except ValueError:
         raise _bad_value(f"{text!r} is not a number of seconds") from None
     if not 0 < value < float("inf"):  # also rejects nan
-        raise _bad_value(f"{text!r}: give more than 0 seconds, or leave the option out")
+        raise _bad_value(
+            f"{text!r}: give a finite number of seconds over 0, or leave the option out"
+        )
     return value
 
 

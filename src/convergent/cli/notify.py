@@ -62,9 +62,13 @@ class SystemdNotifier:
         return cls(address, watchdog)
 
     def send(self, *lines: str) -> bool:
-        """Send one message of ``lines``; False when it could not be sent."""
+        """Send one message of ``lines`` (each one line: a control character in it, such as
+        a newline in a resource's name, is escaped); False when it could not be sent."""
+        from convergent.render import escape
+
         try:
-            self._socket.sendto("\n".join(lines).encode("utf-8"), self.address)
+            message = "\n".join(map(escape, lines))
+            self._socket.sendto(message.encode("utf-8", "backslashreplace"), self.address)
         except OSError:
             return False
         return True

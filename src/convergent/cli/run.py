@@ -19,6 +19,7 @@ import gc
 import os
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -62,6 +63,7 @@ def _may_keep(file: str) -> bool:
 
 def run_command(args: argparse.Namespace) -> int:
     """Load, converge, print the summary; the exit code says converged (0) or not (1)."""
+    began = time.monotonic()  # --max-runtime counts from here
     outlive_readers()  # an agent whose output lost its reader goes on
     if getattr(args, "remote", None) or getattr(args, "more_files", None) or remote_key(args.file):
         if getattr(args, "max_runtime", None) is not None:
@@ -172,6 +174,7 @@ def run_command(args: argparse.Namespace) -> int:
                 noop=args.noop,
                 converged_timeout=args.converged_timeout,
                 max_runtime=getattr(args, "max_runtime", None),
+                began=began,
                 reporter=renderer,
                 sema=args.sema,
                 state=state,
@@ -205,6 +208,7 @@ async def run_with_signals(
     converged_timeout: float | None,
     reporter: TextRenderer,
     max_runtime: float | None = None,
+    began: float | None = None,
     sema: int | None = None,
     state: StateDB | None = None,
     policy: str | None = None,
@@ -218,8 +222,9 @@ async def run_with_signals(
 
     ``policy``: the file ``graph`` was loaded from, reloaded whenever it is saved or on
     SIGHUP (not when ``converged_timeout`` is 0: that run is over before anyone could edit
-    it). ``max_runtime``: stop after that many seconds, as SIGTERM stops it, but the
-    result says whether it converged (exit code 1 if not). ``notifier``: systemd's, told
+    it). ``max_runtime``: stop that many seconds after ``began`` (``time.monotonic()``;
+    default: now), as SIGTERM stops it, but the result says whether it converged (exit
+    code 1 if not). ``notifier``: systemd's, told
     about readiness, state, reloads and liveness.
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
@@ -241,6 +246,7 @@ async def run_with_signals(
                 converged_timeout=converged_timeout,
                 reporter=reporter,
                 max_runtime=max_runtime,
+                began=began,
                 sema=sema,
                 state=state,
                 policy=policy,
@@ -308,11 +314,18 @@ async def run_with_signals(
         reason = f"max runtime ({max_runtime:g} s) reached"
 
         def out_of_time() -> None:
-            if not stopped:
-                left = _unsettled(engine.vertex_states())
-                stop(f"{reason}{f' before {left} settled' if left else ''}")
+            if stopped or engine.ended:  # a signal stopped it, or it ended and cleans up
+                return
+            left = _unsettled(engine.vertex_states())
+            if left:
+                stop(f"{reason} before {left} settled")
+            elif engine.converged:
+                stop(reason)
+            else:  # a swap (policy reload) under way, or the world not yet in step
+                stop(f"{reason} before the run converged")
 
-        limit = loop.call_later(max_runtime, out_of_time)
+        spent = 0.0 if began is None else time.monotonic() - began
+        limit = loop.call_later(max(0.0, max_runtime - spent), out_of_time)
     try:
         result = await engine.run()
         if reason is not None and stopped and stopped[0].startswith(reason):
@@ -332,14 +345,22 @@ async def run_with_signals(
 
 
 def _unsettled(states: dict[str, str], shown: int = 5) -> str:
-    """``exec[a] (running), file[/b] (retrying)``: the vertices not settled, the first
-    ``shown`` of them and how many more."""
-    left = [f"{vid} ({state})" for vid, state in states.items() if state not in _SETTLED]
-    more = f" and {len(left) - shown} more" if len(left) > shown else ""
-    return ", ".join(left[:shown]) + more
-
-
-_SETTLED = ("converged", "failed", "blocked", "removed")
+    """``exec[a] (running), file[/b] (retrying) and 7 waiting``: the vertices at work
+    (checking or applying: running) or retrying, the first ``shown`` of them and how many
+    more, then how many wait for them; empty when none is unsettled."""
+    busy = [
+        f"{vid} ({'retrying' if state == 'retrying' else 'running'})"
+        for vid, state in states.items()
+        if state in ("checking", "applying", "retrying")
+    ]
+    waiting = sum(state == "waiting" for state in states.values())
+    parts = busy[:shown]
+    if len(busy) > shown:
+        parts.append(f"{len(busy) - shown} more")
+    if waiting:
+        noun = "" if busy else " resource" if waiting == 1 else " resources"
+        parts.append(f"{waiting} waiting{noun}")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
 
 
 def _on_signals(

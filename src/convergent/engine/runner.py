@@ -135,6 +135,7 @@ class Engine:
             events.hide = self._exchange.hide
         self.events = events
         self._stop = asyncio.Event()
+        self.ended = False  # the run's end came (stop() or convergence): it cleans up now
         self._services: dict[Callable[[], Any], Any] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._swap_lock: asyncio.Lock | None = None
@@ -303,6 +304,7 @@ class Engine:
                 )
                 await asyncio.wait({stop_task, until_done}, return_when=asyncio.FIRST_COMPLETED)
                 interrupted = stop_task.done()
+                self.ended = True
                 raise _Done
         except* _Done:
             pass
