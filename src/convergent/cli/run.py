@@ -224,8 +224,8 @@ async def run_with_signals(
     SIGHUP (not when ``converged_timeout`` is 0: that run is over before anyone could edit
     it). ``max_runtime``: stop that many seconds after ``began`` (``time.monotonic()``;
     default: now), as SIGTERM stops it, but the result says whether it converged (exit
-    code 1 if not). ``notifier``: systemd's, told
-    about readiness, state, reloads and liveness.
+    code 1 if not). ``notifier``: systemd's, told about readiness, state, reloads and
+    liveness.
     ``world``: every resource's ``ctx.world`` (None: the local world). ``cluster``: the
     world is the cluster's (:func:`convergent.world.cluster.open_world`: the agent's
     etcd member, if it runs one, starts first and stops last); a ClusterError before
