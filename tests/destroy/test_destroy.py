@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,12 +187,9 @@ def test_a_policy_that_fails_to_load_is_refused_whole(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def pids() -> Iterator[list[int]]:
-    found: list[int] = []
-    yield found
-    for pid in found:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+def pids(kill_at_end: list[int]) -> list[int]:
+    """PIDs of the processes a test's run started, killed at the end."""
+    return kill_at_end
 
 
 def _find(token: str) -> list[int]:

@@ -58,13 +58,9 @@ def _wait_exit(pid: int, bound: float = 10.0) -> None:
 
 
 @pytest.fixture
-def leftovers() -> Iterator[list[int]]:
+def leftovers(kill_at_end: list[int]) -> list[int]:
     """PIDs a test leaves behind on purpose (daemons), killed at the end."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    return kill_at_end
 
 
 @pytest.fixture

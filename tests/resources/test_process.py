@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import stat
 import subprocess
@@ -26,6 +25,7 @@ from convergent.host.children import stat as proc_stat
 from convergent.resources.process import Process
 from convergent.resources.procfiles import LOG_LIMIT, TOKEN, Record, Store, boot_id
 from tests.e2e.agent import Agent, convergent
+from tests.waits import until_exited
 
 BOUND = 10.0
 NAME = "process[app]"
@@ -87,17 +87,6 @@ def _pid(line: str) -> int:
     return int(line.split("(pid ", 1)[1].split(")", 1)[0].split(";", 1)[0])
 
 
-def _wait_gone(pid: int) -> None:
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        assert select.select([fd], [], [], BOUND)[0], f"pid {pid} is still running"
-    finally:
-        os.close(fd)
-
-
 def _alive(pid: int) -> bool:
     try:
         raw = Path(f"/proc/{pid}/stat").read_bytes()
@@ -148,7 +137,7 @@ def test_a_record_naming_a_strangers_pid_is_neither_adopted_nor_killed(
     case.write(SLEEPER)
     pid = _pid(case.once().stdout)
     os.kill(pid, signal.SIGKILL)
-    _wait_gone(pid)
+    until_exited(pid, BOUND)
     hostile = {"user": 65534, "group": 65534} if os.geteuid() == 0 else {}
     stranger = subprocess.Popen(["sleep", "300"], **hostile)  # type: ignore[call-overload]
     try:

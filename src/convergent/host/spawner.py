@@ -31,7 +31,8 @@ From the agent's side (:func:`spawn`, :func:`release`):
 - If the spawner dies (a root user, the OOM killer), the agent SIGKILLs the commands it
   was running through pidfds that name them exactly, fails their runs with
   ``ChildProcessError``, and starts a new spawner at the next command; a command being
-  started at that moment is found by its run's token (``host/children.py``) and killed.
+  started at that moment is found by the token in its environment (``CONVERGENT_RUN``,
+  ``host/children.py``) and killed.
 - Not for commands that switch user or group (``posix_spawn`` cannot), ``finish``
   commands (no death signal), a command line larger than one message, nor calls from a
   thread other than the main one, nor while the spawner is starting: :func:`spawn`

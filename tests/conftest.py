@@ -1,4 +1,4 @@
-"""Fixtures of the host layer's tests."""
+"""Fixtures shared by the tests."""
 
 from __future__ import annotations
 
