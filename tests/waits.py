@@ -185,6 +185,23 @@ def _members(pgid: int) -> list[int]:
     return found
 
 
+def keepers_of(log: Path) -> list[int]:
+    """The PIDs of the running keepers of the ``process`` log ``log``
+    (``convergent.host.logkeeper``, found by their command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ours = any(b"convergent.host.logkeeper" in arg for arg in argv)
+        if ours and os.fsencode(log.name) in argv:
+            found.append(int(entry))
+    return sorted(found)
+
+
 def until_exited(pid: int, bound: float) -> None:
     """Until process ``pid`` has ended (gone already: at once)."""
     try:

@@ -11,6 +11,7 @@ import glob
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -23,6 +24,7 @@ from convergent.remote.dist_files import version
 from tests.dist import pyz as P
 from tests.dist_support import built_pyz
 from tests.e2e.agent import EXAMPLES
+from tests.waits import keepers_of, until_written
 
 HELLO_PREFIX = "/tmp/convergent-hello"
 
@@ -31,6 +33,42 @@ def _empty(tmp_path: Path) -> Path:
     where = tmp_path / "empty"
     where.mkdir()
     return where
+
+
+@P.needs_system_python
+def test_a_process_started_from_the_file_has_its_log_kept(tmp_path: Path) -> None:
+    """The log's keeper is started from the single file too (its module imported from
+    the zip by the system Python), and writes what the process prints."""
+    pyz = built_pyz()
+    cwd = _empty(tmp_path)
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "resources:\n  - process: talker\n"
+        "    cmd: [sh, -c, 'echo from the single file; exec sleep 300']\n",
+        encoding="utf-8",
+    )
+    done = P.run(
+        pyz,
+        "run",
+        str(policy),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--converged-timeout",
+        "0",
+        cwd=cwd,
+        cache=tmp_path / "cache",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = re.search(r"started \(pid (\d+); output to (\S+)\)", done.stdout)
+    assert found, done.stdout
+    pid, log = int(found.group(1)), Path(found.group(2))
+    try:
+        until_written(
+            log, lambda: log.read_bytes() == b"from the single file\n", P.TIMEOUT, "its line"
+        )
+        assert len(keepers_of(log)) == 1
+    finally:
+        os.killpg(pid, signal.SIGKILL)
 
 
 @P.needs_system_python

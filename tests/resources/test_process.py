@@ -25,7 +25,7 @@ from convergent.host.children import stat as proc_stat
 from convergent.resources.process import Process
 from convergent.resources.procfiles import LOG_LIMIT, TOKEN, Record, Store, boot_id
 from tests.e2e.agent import Agent, convergent
-from tests.waits import until_exited
+from tests.waits import keepers_of, open_fifo_writer, until_exited, until_in, until_written
 
 BOUND = 10.0
 NAME = "process[app]"
@@ -334,7 +334,94 @@ def test_a_log_growing_past_the_limit_is_rotated_while_it_runs(case: Case) -> No
     case.write(["sh", "-c", script])
     with Agent(*case.args()) as agent:
         pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
-        agent.wait_for_line(lambda line: line.startswith(f"{NAME}: log over 1024 KiB: rotated"))
-        old = Path(case.store.log_path(NAME) + ".1")
+        log = Path(case.store.log_path(NAME))
+        old = Path(f"{log}.1")
+        until_in(log.parent, lambda: old.exists() and log.exists(), BOUND, "the rotation")
+        until_written(log, lambda: _size(log) == 1500000 - LOG_LIMIT, BOUND, "the rest")
         assert old.stat().st_size == LOG_LIMIT and old.read_bytes()[:10] == b"y" * 10
         assert case.marked() == [pid]  # rotated under it: it runs on
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def test_its_output_reaches_the_log_after_the_agent_is_killed(case: Case) -> None:
+    """SIGKILL of the agent: the log's keeper is no child of it to die with it; what the
+    process writes afterwards (once the test opens its FIFO) lands in the log."""
+    go = case.root / "go"
+    os.mkfifo(go)
+    case.write(["sh", "-c", f"echo before; cat {go}; echo after; exec sleep 300"])
+    with Agent(*case.args()) as agent:
+        agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started"))
+        agent.wait_for_line(lambda line: line.startswith("converged"))
+        agent.send(signal.SIGKILL)
+        agent.wait()
+    log = Path(case.store.log_path(NAME))
+    assert len(keepers_of(log)) == 1
+    os.close(open_fifo_writer(go, BOUND))
+    until_written(log, lambda: log.read_bytes() == b"before\nafter\n", BOUND, "the line after")
+
+
+def test_stopping_it_ends_its_logs_keeper(case: Case) -> None:
+    case.write(SLEEPER)
+    case.once()
+    log = Path(case.store.log_path(NAME))
+    (keeper,) = keepers_of(log)
+    case.write(SLEEPER, state="stopped")
+    case.once()
+    until_exited(keeper, BOUND)  # the pipe's last writer is gone
+    assert keepers_of(log) == []
+
+
+def test_a_restart_hands_the_log_to_a_new_keeper(case: Case) -> None:
+    """The old process and its keeper end; the new keeper appends to the same log."""
+    case.write(["sh", "-c", "echo one; exec sleep 300"])
+    case.once()
+    log = Path(case.store.log_path(NAME))
+    (first,) = keepers_of(log)
+    until_written(log, lambda: log.read_bytes() == b"one\n", BOUND, "the first line")
+    case.write(["sh", "-c", "echo two; exec sleep 301"])
+    case.once()
+    until_exited(first, BOUND)
+    (second,) = keepers_of(log)
+    assert second != first
+    until_written(log, lambda: log.read_bytes() == b"one\ntwo\n", BOUND, "the second line")
+
+
+def test_restarts_under_one_agent_keep_one_keeper(case: Case) -> None:
+    """The agent holds its end of the keeper's pipe: each restart's process writes to the
+    same keeper (no interpreter started per restart), in the same log."""
+    case.write(["sh", "-c", "echo up; exec sleep 300"])
+    log = Path(case.store.log_path(NAME))
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        (keeper,) = keepers_of(log)
+        for _ in range(2):
+            os.kill(pid, signal.SIGKILL)
+            pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted")))
+        until_written(log, lambda: log.read_bytes() == b"up\n" * 3, BOUND, "three starts")
+        assert keepers_of(log) == [keeper]
+
+
+def test_a_killed_keeper_is_replaced_at_the_next_start(case: Case) -> None:
+    """Its keeper killed, the process is restarted (its own kill here) with a new keeper,
+    not the dead one's pipe (a write there would kill it with SIGPIPE)."""
+    case.write(["sh", "-c", "echo up; exec sleep 300"])
+    log = Path(case.store.log_path(NAME))
+    with Agent(*case.args()) as agent:
+        pid = _pid(agent.wait_for_line(lambda line: line.startswith(f"{NAME}: started")))
+        until_written(log, lambda: log.read_bytes() == b"up\n", BOUND, "the first start")
+        (keeper,) = keepers_of(log)
+        os.kill(keeper, signal.SIGKILL)
+        until_exited(keeper, BOUND)
+        os.kill(pid, signal.SIGKILL)
+        line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted"))
+        assert line.endswith("was killed by SIGKILL"), line
+        until_written(log, lambda: log.read_bytes() == b"up\n" * 2, BOUND, "the restart")
+        (second,) = keepers_of(log)
+        assert second != keeper
+        assert not [line for line in agent.out if "SIGPIPE" in line], agent.out

@@ -12,11 +12,14 @@ a second one.
   the agent hears it at once and starts it again, within milliseconds. A crash loop is
   paced by the meta parameters ``limit``/``burst`` (each restart is one pass); a command
   that cannot be started at all fails, paced by ``retry``/``delay``/``backoff``.
-- Its stdout and stderr go to ``STATE_DIR/processes/KEY.log`` (0600; ``convergent`` prints
-  the path in the first start's summary). While an agent runs the log is kept under
-  ``procfiles.LOG_LIMIT`` (1 MiB): when it grows past it, its last 1 MiB becomes
-  ``KEY.log.1`` and it starts again from empty. With no agent running it grows until the
-  next agent starts.
+- Its stdout and stderr go to a pipe whose keeper (``convergent.host.logkeeper``, started
+  with it, outliving the agent as it does) writes ``STATE_DIR/processes/KEY.log`` (0600;
+  ``convergent`` prints the path in the first start's summary), agent or no agent: when
+  the log reaches ``procfiles.LOG_LIMIT`` (1 MiB), it becomes ``KEY.log.1`` (the older
+  part replaced) and a new one begins, cut at a line end when the output has one. While
+  an agent runs it holds a writing end of that pipe, so a restart's process writes to
+  the same keeper; the keeper ends when the pipe's last writer does (the process, any
+  child that kept its output, the agent once it stops or the process is stopped).
 - ``state: stopped``: the stop signal to its process group, at most ``stop_timeout``
   seconds of waiting, then SIGKILL of the group.
 - A notification restarts it (``restart_on_refresh``), as does a change of ``cmd``,
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from convergent.resources.predicted import Effects, View
+    from convergent.resources.procfiles import Store
 
 __all__ = ["Process", "ProcessParams"]
 
@@ -54,7 +58,8 @@ class ProcessParams(Params, frozen=True):
     """Parameters of ``process``: a command kept running, which outlives the agent.
 
     cmd: the command, an argv list (no shell: [sh, -c, "..."] for one); it must stay in
-      the foreground. stdout and stderr go to a log under the state directory (1 MiB, rotated)
+      the foreground. stdout and stderr go to a log under the state directory (rotated at
+      1 MiB, also when no agent runs)
     cwd: absolute working directory of the command
     env: variables added to the agent's environment for the command
     user: user name or uid to run it as (the agent must be root); its groups come with it
@@ -139,33 +144,18 @@ class Process(Resource[ProcessParams], kind="process"):
     # -- watching ---------------------------------------------------------------------
 
     def subscribe(self, ctx: Context) -> Callable[[], None]:
-        """Watch the process's pidfd (registered when it is found or started) and its log,
-        which is rotated whenever it grows past the limit."""
+        """Watch the process's pidfd (registered when it is found or started)."""
         self._event = ctx.event
-        stop_log: Callable[[], None] | None = None
-        if ctx.state is not None and not ctx.state.readonly:
-            from convergent.resources.fswatch import FsWatcher
-            from convergent.resources.procfiles import Store
-
-            path = Store(os.path.dirname(ctx.state.path)).log_path(ctx.id)
-            stop_log = ctx.shared(FsWatcher).watch(path, lambda: self._cap(ctx, path))
         ctx.ready()
 
         def unsubscribe() -> None:
-            if stop_log is not None:
-                stop_log()
             self._event = None
+            _release_log(ctx.id)
             live, self._live = self._live, None
             if live is not None:  # the process runs on: only our watch of it ends
                 _unwatch(live)
 
         return unsubscribe
-
-    def _cap(self, ctx: Context, path: str) -> None:
-        from convergent.resources.procfiles import LOG_LIMIT, cap_log
-
-        if cap_log(path):
-            ctx.log(f"log over {LOG_LIMIT // 1024} KiB: rotated to {path}.1")
 
     def _on_exit(self) -> None:
         """The pidfd is readable: the process ended. Reap it if it is ours; check again."""
@@ -251,6 +241,7 @@ class Process(Resource[ProcessParams], kind="process"):
     async def apply(self, ctx: Context, change: Change) -> str | None:
         live = self._find(ctx)
         if self.params.state == "stopped":
+            _release_log(ctx.id)
             if live is None:
                 return "already stopped"
             await self._stop(ctx, live)
@@ -296,6 +287,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
     async def reverse(self, ctx: Context) -> str | None:
         """Removed from the policy with ``meta: {reverse: true}``: stop it."""
+        _release_log(ctx.id)
         live = self._find(ctx)
         if live is None:
             return None
@@ -352,10 +344,18 @@ class Process(Resource[ProcessParams], kind="process"):
             # The intent first: if we die between the spawn and the record of its PID,
             # the next agent finds the process by this token instead of starting another.
             store.write(Record(ctx.id, boot_id(), token, fingerprint))
-            log = store.open_log(ctx.id)
         except OSError as exc:
             raise ResourceError(
                 ctx.id, f"cannot write its record in {store.path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            log = _log_pipe(ctx.id, store)
+        except OSError as exc:
+            store.remove(ctx.id)
+            raise ResourceError(
+                ctx.id,
+                f"cannot start the keeper of its log {store.log_path(ctx.id)}: "
+                f"{exc.strerror or exc}",
             ) from exc
         env = {**os.environ, **(p.env or {}), TOKEN: token}
         try:
@@ -365,8 +365,6 @@ class Process(Resource[ProcessParams], kind="process"):
         except OSError as exc:
             store.remove(ctx.id)
             raise ResourceError(ctx.id, _spawn_error(exc, p.cmd[0], p.cwd, p.user)) from exc
-        finally:
-            os.close(log)
         pidfd = os.pidfd_open(popen.pid)
         seen = stat(popen.pid)  # our unreaped child: /proc has it even if it exited
         start = seen.start if seen is not None else 0
@@ -424,6 +422,67 @@ def _reap(live: _Live) -> int | None:
     if code is not None:
         _OURS.pop(popen.pid, None)
     return code
+
+
+class _Keeper:
+    """A log's keeper this agent started: its PID, the pidfd that says when it ended, and
+    the writing end of its pipe, which this agent holds (-1 once released)."""
+
+    __slots__ = ("pid", "pidfd", "pipe")
+
+    def __init__(self, pid: int, pidfd: int, pipe: int) -> None:
+        self.pid, self.pidfd, self.pipe = pid, pidfd, pipe
+
+
+# Per resource: the keeper of its log while this agent runs. The agent holds a writing
+# end of the keeper's pipe, so that a restart gives the new process the same keeper (no
+# new interpreter per restart); released when the process is stopped for good or the
+# resource is no longer watched (the end of a run): the keeper then ends with the
+# process.
+_KEEPERS: dict[str, _Keeper] = {}
+
+
+def _log_pipe(rid: str, store: Store) -> int:
+    """The writing end of the pipe to the keeper of ``rid``'s log, for the process's
+    stdout and stderr (held here: the caller does not close it); a keeper is started
+    when there is none."""
+    keeper = _KEEPERS.get(rid)
+    if keeper is not None:
+        import select
+
+        if not select.select([keeper.pidfd], [], [], 0)[0]:
+            return keeper.pipe
+        _release_log(rid)  # it ended (killed?) and its reaping is still to run
+    pipe, pid = store.keep_log(rid)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        os.close(pipe)  # the keeper has ended already: no one would read the process
+        raise
+    keeper = _KEEPERS[rid] = _Keeper(pid, pidfd, pipe)
+    loop = asyncio.get_running_loop()
+
+    def ended() -> None:  # reaped here; the next start gets a new one
+        loop.remove_reader(pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        _release_log(rid, keeper)
+        os.close(pidfd)
+
+    loop.add_reader(pidfd, ended)
+    return pipe
+
+
+def _release_log(rid: str, keeper: _Keeper | None = None) -> None:
+    """Let go of the keeper of ``rid``'s log (only ``keeper``, when given): its pipe's
+    end held here is closed, so that the keeper ends when the process does."""
+    held = _KEEPERS.get(rid)
+    if held is None or (keeper is not None and held is not keeper):
+        return
+    del _KEEPERS[rid]
+    if held.pipe >= 0:
+        os.close(held.pipe)
+        held.pipe = -1
 
 
 def _unwatch(live: _Live) -> None:

@@ -3,6 +3,8 @@
 ``STATE_DIR/processes/`` (mode 0700, owned by the agent) holds, per ``process``
 resource, a record ``KEY.json`` and its output ``KEY.log`` (with ``KEY.log.1``, the
 part before the last rotation), all mode 0600; ``KEY`` is a hash of the resource's name.
+The process writes its output to a pipe; the log's keeper (:mod:`convergent.host.logkeeper`,
+started with it, outliving the agent as it does) writes the log and rotates it.
 
 A record names the boot, the process's PID and its start time (clock ticks after boot,
 field 22 of ``/proc/PID/stat``), a random token that is also in the process's
@@ -26,7 +28,6 @@ import os
 
 import msgspec
 
-from convergent.host.atomic import write_all
 from convergent.host.children import DEAD, Stat, boot_id, pids, stat
 
 __all__ = [
@@ -35,14 +36,13 @@ __all__ = [
     "Record",
     "Store",
     "boot_id",
-    "cap_log",
     "carries",
     "find_by_token",
     "live",
 ]
 
 TOKEN = "CONVERGENT_PROCESS"  # in the environment of a managed process: its token
-LOG_LIMIT = 1024 * 1024  # bytes a log may hold before it is rotated (one old part kept)
+LOG_LIMIT = 1024 * 1024  # bytes a log holds before it is rotated (one older part kept)
 _READ_MAX = 65536
 
 
@@ -176,24 +176,26 @@ class Store:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(self.path, self.key(owner) + ".json"))
 
-    def open_log(self, owner: str) -> int:
-        """The log of ``owner``, opened for appending (created 0600), capped first."""
+    def keep_log(self, owner: str) -> tuple[int, int]:
+        """The writing end of a pipe whose keeper (:mod:`convergent.host.logkeeper`)
+        appends to the log of ``owner`` (created 0600) and rotates it, and the keeper's
+        PID (the caller's child, to reap once it ends)."""
+        from convergent.host import logkeeper
+
         dfd = self._open_dir(create=True)
         assert dfd is not None
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(self.key(owner) + ".log", flags | os.O_NONBLOCK, 0o600, dir_fd=dfd)
+            try:
+                if not _regular(fd):
+                    raise IsADirectoryError(21, "is not a regular file", self.log_path(owner))
+                os.set_blocking(fd, True)
+                return logkeeper.start(dfd, fd, self.key(owner) + ".log", LOG_LIMIT)
+            finally:
+                os.close(fd)
         finally:
             os.close(dfd)
-        try:
-            if not _regular(fd):
-                raise IsADirectoryError(21, "is not a regular file", self.log_path(owner))
-            os.set_blocking(fd, True)
-            cap_log(self.log_path(owner))
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
 
 def _sweep(dfd: int, prefix: str) -> None:
@@ -210,49 +212,3 @@ def _regular(fd: int) -> bool:
     import stat as stat_module
 
     return stat_module.S_ISREG(os.fstat(fd).st_mode)
-
-
-def cap_log(path: str, limit: int = LOG_LIMIT) -> bool:
-    """Rotate the log at ``path`` when it holds more than ``limit`` bytes; True if it did.
-
-    The running process keeps its descriptor (opened with O_APPEND), so the log is
-    rotated by copy and truncate: its last ``limit`` bytes go to ``path.1`` (a temp file,
-    fsync, rename), then it is truncated to 0 and the process's next write lands at its
-    start. What the process writes between the copy and the truncation is lost.
-    """
-    # Read only until it must change: closing a descriptor opened for writing is an
-    # inotify event (IN_CLOSE_WRITE) for the watch that called us, which would loop.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if st.st_size <= limit or not _regular(fd):
-            return False
-        data = os.pread(fd, limit, st.st_size - limit)
-        temp = f"{path}.1.{os.getpid()}.tmp"
-        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            _sweep(dfd, os.path.basename(path) + ".1.")
-        finally:
-            os.close(dfd)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        out = os.open(temp, flags, 0o600)
-        try:
-            write_all(out, data)
-            os.fsync(out)
-        finally:
-            os.close(out)
-        os.rename(temp, path + ".1")
-        writer = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if os.fstat(writer).st_ino == st.st_ino:
-                os.ftruncate(writer, 0)
-        finally:
-            os.close(writer)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
