@@ -209,7 +209,9 @@ def until_exited(pid: int, bound: float) -> None:
     except ProcessLookupError:
         return
     try:
-        assert select.select([fd], [], [], bound)[0], f"process {pid} is still running"
+        poller = select.poll()  # not select(): the descriptor may be past 1,024
+        poller.register(fd, select.POLLIN)
+        assert poller.poll(bound * 1000), f"process {pid} is still running"
     finally:
         os.close(fd)
 

@@ -170,12 +170,28 @@ def start(dfd: int, log: int, name: str, limit: int) -> tuple[int, int]:
     return write, pid
 
 
+def _close_inherited() -> None:
+    """Close what the agent was given without close-on-exec (and so passed on): the open
+    descriptors past the log's, as ``/proc`` lists them (``closerange`` to 2**31 would
+    close each number in turn where the kernel has no ``close_range``)."""
+    try:
+        opened = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: up to the limit of descriptors
+        opened = list(range(LOG_FD + 1, os.sysconf("SC_OPEN_MAX")))
+    for fd in opened:
+        if fd > LOG_FD:
+            try:
+                os.close(fd)
+            except OSError:
+                continue  # listdir's own, closed already
+
+
 def main(argv: list[str]) -> int:
     """``NAME LIMIT``, with the pipe on fd 0, the directory on fd 3 and the log on fd 4."""
     name, limit = argv[0], int(argv[1])
     if "/" in name or name in ("", ".", "..") or limit <= 0:
         return 2
-    os.closerange(LOG_FD + 1, 2**31 - 1)  # what the agent inherited without close-on-exec
+    _close_inherited()
     os.chdir("/")  # holds no mount of the agent's working directory
     try:
         keep(0, DIR_FD, name, limit, LOG_FD)

@@ -17,9 +17,11 @@ a second one.
   ``convergent`` prints the path in the first start's summary), agent or no agent: when
   the log reaches ``procfiles.LOG_LIMIT`` (1 MiB), it becomes ``KEY.log.1`` (the older
   part replaced) and a new one begins, cut at a line end when the output has one. While
-  an agent runs it holds a writing end of that pipe, so a restart's process writes to
-  the same keeper; the keeper ends when the pipe's last writer does (the process, any
-  child that kept its output, the agent once it stops or the process is stopped).
+  an agent runs it holds a writing end of that pipe (``proclog``), so a restart's process
+  writes to the same keeper; the keeper ends when the pipe's last writer does (the
+  process, any child that kept its output, the agent once it stops or the process is
+  stopped). A keeper killed while its process runs gets the process restarted, with a
+  new one; so does a process writing straight to its log (an older convergent's start).
 - ``state: stopped``: the stop signal to its process group, at most ``stop_timeout``
   seconds of waiting, then SIGKILL of the group.
 - A notification restarts it (``restart_on_refresh``), as does a change of ``cmd``,
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     import subprocess
 
     from convergent.resources.predicted import Effects, View
-    from convergent.resources.procfiles import Store
+    from convergent.resources.proclog import Keeper
 
 __all__ = ["Process", "ProcessParams"]
 
@@ -82,9 +84,10 @@ class ProcessParams(Params, frozen=True):
 
 
 class _Live:
-    """The process a resource watches: identity, pidfd, and its Popen when we started it."""
+    """The process a resource watches: identity, pidfd, its Popen when we started it, and
+    the keeper of its log we started it with (None: another agent's start)."""
 
-    __slots__ = ("fingerprint", "pid", "pidfd", "popen", "start")
+    __slots__ = ("fingerprint", "keeper", "pid", "pidfd", "popen", "start")
 
     def __init__(
         self,
@@ -99,6 +102,7 @@ class _Live:
         self.pidfd = pidfd
         self.popen = popen
         self.fingerprint = fingerprint
+        self.keeper: Keeper | None = None
 
 
 class Process(Resource[ProcessParams], kind="process"):
@@ -150,7 +154,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
         def unsubscribe() -> None:
             self._event = None
-            _release_log(ctx.id)
+            _release(ctx.id)
             live, self._live = self._live, None
             if live is not None:  # the process runs on: only our watch of it ends
                 _unwatch(live)
@@ -232,24 +236,38 @@ class Process(Resource[ProcessParams], kind="process"):
         if live is None:
             from convergent.host.process import summary
 
-            why = f" ({self._exit})" if self._exit else ""
-            return Change(f"start: {summary(self.params.cmd)}{why}")
+            was = f" ({self._exit})" if self._exit else ""
+            return Change(f"start: {summary(self.params.cmd)}{was}")
+        why = self._restart_why(ctx, live)
+        return Change(f"restart pid {live.pid}: {why}") if why else None
+
+    def _restart_why(self, ctx: Context, live: _Live) -> str | None:
+        """Why the running process ``live`` must be started again (None: it need not)."""
         if live.fingerprint != self._fingerprint():
-            return Change(f"restart pid {live.pid}: its command or settings changed")
+            return "its command or settings changed"
+        if live.keeper is not None:
+            if live.keeper.lost:
+                return "the keeper of its log ended (its output had nowhere to go)"
+        elif ctx.state is not None and _writes_straight_to(live.pid, ctx):
+            return "it writes straight to its log (an older convergent started it)"
         return None
+
+    def _keeper_gone(self) -> None:
+        if self._event is not None:
+            self._event()
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
         live = self._find(ctx)
         if self.params.state == "stopped":
-            _release_log(ctx.id)
+            _release(ctx.id)
             if live is None:
                 return "already stopped"
             await self._stop(ctx, live)
             return f"stopped (pid {live.pid})"
         why = self._exit
         if live is not None:
+            why = self._restart_why(ctx, live) or "its command or settings changed"
             await self._stop(ctx, live)
-            why = "its command or settings changed"
         first = why is None
         new = self._start(ctx)
         if first:
@@ -287,7 +305,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
     async def reverse(self, ctx: Context) -> str | None:
         """Removed from the policy with ``meta: {reverse: true}``: stop it."""
-        _release_log(ctx.id)
+        _release(ctx.id)
         live = self._find(ctx)
         if live is None:
             return None
@@ -326,6 +344,7 @@ class Process(Resource[ProcessParams], kind="process"):
     def _start(self, ctx: Context) -> _Live:
         from convergent.host import process
         from convergent.host.children import stat
+        from convergent.resources import proclog
         from convergent.resources.procfiles import TOKEN, Record, Store, boot_id
 
         p = self.params
@@ -349,7 +368,7 @@ class Process(Resource[ProcessParams], kind="process"):
                 ctx.id, f"cannot write its record in {store.path}: {exc.strerror or exc}"
             ) from exc
         try:
-            log = _log_pipe(ctx.id, store)
+            log, keeper = proclog.output_for(ctx.id, store, self._keeper_gone)
         except OSError as exc:
             store.remove(ctx.id)
             raise ResourceError(
@@ -365,6 +384,8 @@ class Process(Resource[ProcessParams], kind="process"):
         except OSError as exc:
             store.remove(ctx.id)
             raise ResourceError(ctx.id, _spawn_error(exc, p.cmd[0], p.cwd, p.user)) from exc
+        finally:
+            os.close(log)
         pidfd = os.pidfd_open(popen.pid)
         seen = stat(popen.pid)  # our unreaped child: /proc has it even if it exited
         start = seen.start if seen is not None else 0
@@ -383,6 +404,7 @@ class Process(Resource[ProcessParams], kind="process"):
         self._exit = None
         _OURS[popen.pid] = popen
         new = _Live(popen.pid, start, pidfd, popen, fingerprint)
+        new.keeper = keeper
         self._watch(new)
         return new
 
@@ -424,65 +446,23 @@ def _reap(live: _Live) -> int | None:
     return code
 
 
-class _Keeper:
-    """A log's keeper this agent started: its PID, the pidfd that says when it ended, and
-    the writing end of its pipe, which this agent holds (-1 once released)."""
+def _release(rid: str) -> None:
+    from convergent.resources import proclog
 
-    __slots__ = ("pid", "pidfd", "pipe")
-
-    def __init__(self, pid: int, pidfd: int, pipe: int) -> None:
-        self.pid, self.pidfd, self.pipe = pid, pidfd, pipe
+    proclog.release(rid)
 
 
-# Per resource: the keeper of its log while this agent runs. The agent holds a writing
-# end of the keeper's pipe, so that a restart gives the new process the same keeper (no
-# new interpreter per restart); released when the process is stopped for good or the
-# resource is no longer watched (the end of a run): the keeper then ends with the
-# process.
-_KEEPERS: dict[str, _Keeper] = {}
+def _writes_straight_to(pid: int, ctx: Context) -> bool:
+    """Whether process ``pid``'s stdout is the log file itself (a start by a convergent
+    before log keepers, whose log nothing caps now)."""
+    from convergent.resources.procfiles import Store
 
-
-def _log_pipe(rid: str, store: Store) -> int:
-    """The writing end of the pipe to the keeper of ``rid``'s log, for the process's
-    stdout and stderr (held here: the caller does not close it); a keeper is started
-    when there is none."""
-    keeper = _KEEPERS.get(rid)
-    if keeper is not None:
-        import select
-
-        if not select.select([keeper.pidfd], [], [], 0)[0]:
-            return keeper.pipe
-        _release_log(rid)  # it ended (killed?) and its reaping is still to run
-    pipe, pid = store.keep_log(rid)
+    assert ctx.state is not None
     try:
-        pidfd = os.pidfd_open(pid)
+        target = os.readlink(f"/proc/{pid}/fd/1")
     except OSError:
-        os.close(pipe)  # the keeper has ended already: no one would read the process
-        raise
-    keeper = _KEEPERS[rid] = _Keeper(pid, pidfd, pipe)
-    loop = asyncio.get_running_loop()
-
-    def ended() -> None:  # reaped here; the next start gets a new one
-        loop.remove_reader(pidfd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        _release_log(rid, keeper)
-        os.close(pidfd)
-
-    loop.add_reader(pidfd, ended)
-    return pipe
-
-
-def _release_log(rid: str, keeper: _Keeper | None = None) -> None:
-    """Let go of the keeper of ``rid``'s log (only ``keeper``, when given): its pipe's
-    end held here is closed, so that the keeper ends when the process does."""
-    held = _KEEPERS.get(rid)
-    if held is None or (keeper is not None and held is not keeper):
-        return
-    del _KEEPERS[rid]
-    if held.pipe >= 0:
-        os.close(held.pipe)
-        held.pipe = -1
+        return False
+    return target == Store(os.path.dirname(ctx.state.path)).log_path(ctx.id)
 
 
 def _unwatch(live: _Live) -> None:
