@@ -446,11 +446,19 @@ def test_a_process_making_its_output_non_blocking_does_not_pass_it_on(case: Case
     assert log.read_bytes() == b"blocking: True\n"
 
 
-def test_a_process_writing_straight_to_its_log_is_restarted_with_a_keeper(case: Case) -> None:
+@pytest.mark.parametrize("through", ["a path", "a symlink"])
+def test_a_process_writing_straight_to_its_log_is_restarted_with_a_keeper(
+    case: Case, through: str
+) -> None:
     """A process an older convergent started writes to its log file itself, which
-    nothing caps any more: the next run restarts it, with a keeper, and says why."""
+    nothing caps any more: the next run restarts it, with a keeper, and says why (also
+    with the state directory given through a symlink: the files are compared, not
+    their names)."""
     cmd = ["sh", "-c", "echo started; exec sleep 300"]
     case.write(cmd)
+    if through == "a symlink":
+        (case.root / "real-state").mkdir(mode=0o700)
+        case.state.symlink_to(case.root / "real-state")
     store = case.store
     log = Path(store.log_path(NAME))
     log.parent.mkdir(parents=True, mode=0o700)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from convergent import Graph, Process, run
-from convergent.resources import proclog
+from convergent import Graph, Meta, Process, run
 from convergent.resources.procfiles import Store
+from convergent.resources.proclog import Keepers
 from tests.waits import keepers_of, until_exited, until_written
 
 BOUND = 30.0
@@ -57,34 +57,43 @@ def test_a_held_keeper_is_reused_with_descriptors_past_1024(
     store = Store(str(tmp_path))
 
     async def twice() -> tuple[int, int]:
-        first, keeper = proclog.output_for("process[a]", store, lambda: None)
-        os.close(first)
-        assert keeper.pidfd >= 1024
-        second, again = proclog.output_for("process[a]", store, lambda: None)
-        os.close(second)
-        proclog.release("process[a]")
-        return keeper.pid, again.pid
+        keepers = Keepers()
+        try:
+            first, keeper = keepers.output_for("process[a]", store, lambda: None)
+            os.close(first)
+            assert keeper.pidfd >= 1024
+            second, again = keepers.output_for("process[a]", store, lambda: None)
+            os.close(second)
+            return keeper.pid, again.pid
+        finally:
+            keepers.close()
 
     first, second = asyncio.run(twice())
     assert first == second  # the same keeper, found running
     until_exited(first, BOUND)
 
 
-def test_a_keeper_let_go_of_at_the_end_of_a_run_is_reaped_after_it(tmp_path: Path) -> None:
-    """``run()`` returns with the process running; when it ends, so does its keeper,
-    which is reaped although the run's event loop is closed: no zombie, no descriptor
-    left behind."""
+@pytest.mark.parametrize("poll", [0.0, 3600.0], ids=["watched", "polled"])
+def test_a_keeper_let_go_of_at_the_end_of_a_run_is_reaped_after_it(
+    tmp_path: Path, kill_at_end: list[int], poll: float
+) -> None:
+    """``run()`` returns with the process running (watched, or polled with
+    ``meta.poll``: never unsubscribed); when it ends, so does its keeper, which is reaped
+    although the run's event loop is closed: no zombie, no descriptor left behind."""
     before = _pidfds()
     graph: Graph = Graph()  # type: ignore[type-arg]
-    graph.add(Process("api", cmd=["sh", "-c", "echo from the api; exec sleep 300"]))
-    result = run(graph, converged_timeout=0, state_dir=str(tmp_path / "state"))
+    cmd = ["sh", "-c", "echo from the api; exec sleep 300"]
+    graph.add(Process("api", cmd=cmd, meta=Meta(poll=poll)))
+    state = tmp_path / "state"
+    result = run(graph, converged_timeout=0, state_dir=str(state))
+    record = Store(str(state)).read("process[api]")
+    assert record is not None
+    kill_at_end.append(-record.pid)  # its group
     assert result.converged
-    log = Path(Store(str(tmp_path / "state")).log_path("process[api]"))
+    log = Path(Store(str(state)).log_path("process[api]"))
     until_written(log, lambda: log.read_bytes() == b"from the api\n", BOUND, "its line")
     (keeper,) = keepers_of(log)
     (reaper,) = [t for t in threading.enumerate() if t.name == f"reap log keeper {keeper}"]
-    record = Store(str(tmp_path / "state")).read("process[api]")
-    assert record is not None
     os.killpg(record.pid, signal.SIGKILL)
     reaper.join(BOUND)
     assert not reaper.is_alive()

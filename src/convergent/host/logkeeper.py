@@ -176,8 +176,9 @@ def _close_inherited() -> None:
     close each number in turn where the kernel has no ``close_range``)."""
     try:
         opened = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # no /proc: up to the limit of descriptors
-        opened = list(range(LOG_FD + 1, os.sysconf("SC_OPEN_MAX")))
+    except OSError:  # no /proc: every number up to the limit (close_range where it can)
+        os.closerange(LOG_FD + 1, os.sysconf("SC_OPEN_MAX"))
+        return
     for fd in opened:
         if fd > LOG_FD:
             try:

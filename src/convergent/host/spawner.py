@@ -346,11 +346,19 @@ def _end(pid: int) -> None:
     with contextlib.suppress(OSError):
         pidfd = os.pidfd_open(pid)
         try:
-            select.select([pidfd], [], [], 1.0)
+            _readable(pidfd, 1.0)
         finally:
             os.close(pidfd)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is readable within ``timeout`` seconds (``poll``: a descriptor past
+    1,024, which ``select`` refuses, is common in an agent)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _settle(future: asyncio.Future[Any], value: object) -> None:
@@ -383,7 +391,7 @@ def _kill_strays(tokens: set[str], since: int) -> None:
                 environ = f.read()
             if not any(mark in environ for mark in marks):
                 continue
-            if select.select([pidfd], [], [], 0)[0]:
+            if _readable(pidfd, 0):
                 continue  # it ended: what was read may be a newer process's of that PID
             with contextlib.suppress(OSError):  # alive: its PID is its group's id
                 os.killpg(pid, signal.SIGKILL)

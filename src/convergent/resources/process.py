@@ -154,7 +154,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
         def unsubscribe() -> None:
             self._event = None
-            _release(ctx.id)
+            _release(ctx)
             live, self._live = self._live, None
             if live is not None:  # the process runs on: only our watch of it ends
                 _unwatch(live)
@@ -173,7 +173,13 @@ class Process(Resource[ProcessParams], kind="process"):
             self._event()
 
     def _watch(self, live: _Live) -> None:
+        """Know ``live`` as the process; watch its pidfd when subscribed (a ``process``
+        polled with ``meta.poll`` is never unsubscribed: its checks find an exit through
+        ``/proc``, and no pidfd outlives its run)."""
         self._live = live
+        if self._event is None:
+            _unwatch(live)
+            return
         asyncio.get_running_loop().add_reader(live.pidfd, self._on_exit)
 
     # -- finding it -------------------------------------------------------------------
@@ -259,7 +265,7 @@ class Process(Resource[ProcessParams], kind="process"):
     async def apply(self, ctx: Context, change: Change) -> str | None:
         live = self._find(ctx)
         if self.params.state == "stopped":
-            _release(ctx.id)
+            _release(ctx)
             if live is None:
                 return "already stopped"
             await self._stop(ctx, live)
@@ -305,7 +311,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
     async def reverse(self, ctx: Context) -> str | None:
         """Removed from the policy with ``meta: {reverse: true}``: stop it."""
-        _release(ctx.id)
+        _release(ctx)
         live = self._find(ctx)
         if live is None:
             return None
@@ -344,8 +350,8 @@ class Process(Resource[ProcessParams], kind="process"):
     def _start(self, ctx: Context) -> _Live:
         from convergent.host import process
         from convergent.host.children import stat
-        from convergent.resources import proclog
         from convergent.resources.procfiles import TOKEN, Record, Store, boot_id
+        from convergent.resources.proclog import Keepers
 
         p = self.params
         state = ctx.state
@@ -368,7 +374,7 @@ class Process(Resource[ProcessParams], kind="process"):
                 ctx.id, f"cannot write its record in {store.path}: {exc.strerror or exc}"
             ) from exc
         try:
-            log, keeper = proclog.output_for(ctx.id, store, self._keeper_gone)
+            log, keeper = ctx.shared(Keepers).output_for(ctx.id, store, self._keeper_gone)
         except OSError as exc:
             store.remove(ctx.id)
             raise ResourceError(
@@ -446,23 +452,27 @@ def _reap(live: _Live) -> int | None:
     return code
 
 
-def _release(rid: str) -> None:
-    from convergent.resources import proclog
+def _release(ctx: Context) -> None:
+    from convergent.resources.proclog import Keepers
 
-    proclog.release(rid)
+    ctx.shared(Keepers).release(ctx.id)
 
 
 def _writes_straight_to(pid: int, ctx: Context) -> bool:
     """Whether process ``pid``'s stdout is the log file itself (a start by a convergent
-    before log keepers, whose log nothing caps now)."""
+    before log keepers, whose log nothing caps now): the same file, by inode (the state
+    directory may be reached through a symlink)."""
+    import stat
+
     from convergent.resources.procfiles import Store
 
     assert ctx.state is not None
+    log = Store(os.path.dirname(ctx.state.path)).log_path(ctx.id)
     try:
-        target = os.readlink(f"/proc/{pid}/fd/1")
+        out, ours = os.stat(f"/proc/{pid}/fd/1"), os.stat(log, follow_symlinks=False)
     except OSError:
         return False
-    return target == Store(os.path.dirname(ctx.state.path)).log_path(ctx.id)
+    return stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def _unwatch(live: _Live) -> None:
