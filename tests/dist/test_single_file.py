@@ -35,7 +35,27 @@ def _empty(tmp_path: Path) -> Path:
     return where
 
 
+def _run_once(
+    pyz: Path, policy: Path, tmp_path: Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``convergent.pyz run POLICY --converged-timeout 0`` with the test's state and cache
+    directories."""
+    state = str(tmp_path / "state")
+    return P.run(
+        pyz,
+        "run",
+        str(policy),
+        "--state-dir",
+        state,
+        "--converged-timeout",
+        "0",
+        cwd=cwd,
+        cache=tmp_path / "cache",
+    )
+
+
 @P.needs_system_python
+@pytest.mark.timeout(300)
 def test_a_process_started_from_the_file_has_its_log_kept(tmp_path: Path) -> None:
     """The log's keeper is started from the single file too (its module imported from
     the zip by the system Python), and writes what the process prints."""
@@ -47,17 +67,7 @@ def test_a_process_started_from_the_file_has_its_log_kept(tmp_path: Path) -> Non
         "    cmd: [sh, -c, 'echo from the single file; exec sleep 300']\n",
         encoding="utf-8",
     )
-    done = P.run(
-        pyz,
-        "run",
-        str(policy),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--converged-timeout",
-        "0",
-        cwd=cwd,
-        cache=tmp_path / "cache",
-    )
+    done = _run_once(pyz, policy, tmp_path, cwd)
     assert done.returncode == 0, done.stdout + done.stderr
     found = re.search(r"started \(pid (\d+); output to (\S+)\)", done.stdout)
     assert found, done.stdout
@@ -92,17 +102,7 @@ def test_the_file_converges_hello_with_only_the_system_python(tmp_path: Path) ->
     assert HELLO_PREFIX in text
     policy.write_text(text.replace(HELLO_PREFIX, str(root)), encoding="utf-8")
 
-    done = P.run(
-        pyz,
-        "run",
-        str(policy),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--converged-timeout",
-        "0",
-        cwd=cwd,
-        cache=tmp_path / "cache",
-    )
+    done = _run_once(pyz, policy, tmp_path, cwd)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert (root / "f1").read_text() == "i am f1\n"
@@ -144,9 +144,7 @@ def test_a_python_of_another_abi_is_told_what_the_file_needs(tmp_path: Path) -> 
 def _other_pythons() -> list[str]:
     """Interpreters on this machine that are not of the build's ABI: another minor
     version on PATH, or pyenv's."""
-    found = {shutil.which(f"python3.{minor}") for minor in range(6, 16)} | {
-        shutil.which("python2")
-    }
+    found = {shutil.which(f"python3.{minor}") for minor in range(6, 16)} | {shutil.which("python2")}
     root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     found |= set(glob.glob(f"{root}/versions/*/bin/python"))
     return sorted(p for p in found if p and abi_of_cached(p) not in ("", abi_tag()))
