@@ -187,7 +187,8 @@ def _members(pgid: int) -> list[int]:
 
 def keepers_of(log: Path) -> list[int]:
     """The PIDs of the running keepers of the ``process`` log ``log``
-    (``convergent.host.logkeeper``, found by their command line)."""
+    (``convergent.host.logkeeper``, found by their command line and the directory they
+    hold: every test's ``process[app]`` has a log of the same name)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -197,7 +198,13 @@ def keepers_of(log: Path) -> list[int]:
         except OSError:
             continue
         ours = any(b"convergent.host.logkeeper" in arg for arg in argv)
-        if ours and os.fsencode(log.name) in argv:
+        if not ours or os.fsencode(log.name) not in argv:
+            continue
+        try:
+            held, parent = os.stat(f"/proc/{entry}/fd/3"), log.parent.stat()
+        except OSError:
+            continue
+        if (held.st_dev, held.st_ino) == (parent.st_dev, parent.st_ino):
             found.append(int(entry))
     return sorted(found)
 

@@ -133,6 +133,7 @@ def test_two_keepers_of_one_log_lose_no_line(tmp_path: Path, keepers: list[Keepe
         thread.start()
     for thread in threads:
         thread.join(BOUND)
+        assert not thread.is_alive(), "a feeder is still blocked on its pipe"
     first.end()
     second.end()
     old, new = (tmp_path / f"{NAME}.1").read_bytes(), (tmp_path / NAME).read_bytes()

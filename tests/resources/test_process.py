@@ -351,8 +351,9 @@ def _size(path: Path) -> int:
 
 
 def test_its_output_reaches_the_log_after_the_agent_is_killed(case: Case) -> None:
-    """SIGKILL of the agent: the log's keeper is no child of it to die with it; what the
-    process writes afterwards (once the test opens its FIFO) lands in the log."""
+    """SIGKILL of the agent: the log's keeper, though the agent's child, has no death
+    signal and a session of its own: it outlives the agent, and what the process writes
+    afterwards (once the test opens its FIFO) lands in the log."""
     go = case.root / "go"
     os.mkfifo(go)
     case.write(["sh", "-c", f"echo before; cat {go}; echo after; exec sleep 300"])
@@ -367,7 +368,7 @@ def test_its_output_reaches_the_log_after_the_agent_is_killed(case: Case) -> Non
     until_written(log, lambda: log.read_bytes() == b"before\nafter\n", BOUND, "the line after")
 
 
-def test_stopping_it_ends_its_logs_keeper(case: Case) -> None:
+def test_stopping_it_ends_the_keeper_of_its_log(case: Case) -> None:
     case.write(SLEEPER)
     case.once()
     log = Path(case.store.log_path(NAME))
@@ -450,8 +451,8 @@ def test_a_process_making_its_output_non_blocking_does_not_pass_it_on(case: Case
 def test_a_process_writing_straight_to_its_log_is_restarted_with_a_keeper(
     case: Case, through: str
 ) -> None:
-    """A process an older convergent started writes to its log file itself, which
-    nothing caps any more: the next run restarts it, with a keeper, and says why (also
+    """A process an older convergent started writes to its log file itself, which no
+    keeper caps: the next run restarts it, with a keeper, and says why (also
     with the state directory given through a symlink: the files are compared, not
     their names)."""
     cmd = ["sh", "-c", "echo started; exec sleep 300"]

@@ -78,8 +78,9 @@ def test_a_keeper_let_go_of_at_the_end_of_a_run_is_reaped_after_it(
     tmp_path: Path, kill_at_end: list[int], poll: float
 ) -> None:
     """``run()`` returns with the process running (watched, or polled with
-    ``meta.poll``: never unsubscribed); when it ends, so does its keeper, which is reaped
-    although the run's event loop is closed: no zombie, no descriptor left behind."""
+    ``meta.poll``: never subscribed, so never unsubscribed); when it ends, so does its
+    keeper, which is reaped although the run's event loop is closed: no zombie, no
+    descriptor left behind."""
     before = _pidfds()
     graph: Graph = Graph()  # type: ignore[type-arg]
     cmd = ["sh", "-c", "echo from the api; exec sleep 300"]

@@ -27,6 +27,7 @@ __all__ = [
     "boot_id",
     "carries",
     "children_dir",
+    "ended",
     "pids",
     "reap_orphans",
     "remove_record",
@@ -38,6 +39,15 @@ KILL_WAIT = 5.0  # seconds to wait for killed processes to be gone
 TOKEN = "CONVERGENT_RUN"  # in every command's environment, its own: proves it is ours
 DEAD = (b"Z", b"X")
 _POLL = 0.02
+
+
+def ended(pidfd: int, timeout: float = 0.0) -> bool:
+    """Whether the process of ``pidfd`` has ended (waiting ``timeout`` seconds at most).
+    ``poll``, not ``select``: a descriptor past 1,024, which ``select`` refuses, is common
+    in an agent."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 class Stat(msgspec.Struct, frozen=True):

@@ -25,8 +25,11 @@ renames the log to ``NAME.1`` (the older part, replaced) and goes on in a new, e
 ``NAME``. Two keepers may write one log (a restart whose old process left a child
 holding the old pipe): a rotation is made under a lock of the directory
 (``flock``), by the keeper whose file the name still holds; the other opens the new
-file. A log that cannot be rotated (its directory removed) is emptied instead; a write
-that fails (a full disk) drops its bytes, and the keeper reads on.
+file; while two keepers write at once the log may pass the limit by one read (``CHUNK``)
+at most. A log that cannot be rotated (its directory removed, no inode left for the new
+file) is emptied instead: after a rename that was made, that is the file now named
+``NAME.1``, so both parts are lost then. A write that fails (a full disk) drops its
+bytes, and the keeper reads on.
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ import contextlib
 import errno
 import marshal
 import os
-import select
 import signal
 import socket
 import sys
@@ -56,7 +55,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convergent.host import spawnserver as wire
-from convergent.host.children import DEAD, TOKEN, pids, stat
+from convergent.host.children import DEAD, TOKEN, ended, pids, stat
 
 __all__ = ["ANSWER", "READY_WAIT", "Started", "release", "spawn", "started"]
 
@@ -346,19 +345,11 @@ def _end(pid: int) -> None:
     with contextlib.suppress(OSError):
         pidfd = os.pidfd_open(pid)
         try:
-            _readable(pidfd, 1.0)
+            ended(pidfd, 1.0)
         finally:
             os.close(pidfd)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _readable(fd: int, timeout: float) -> bool:
-    """Whether ``fd`` is readable within ``timeout`` seconds (``poll``: a descriptor past
-    1,024, which ``select`` refuses, is common in an agent)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
 
 
 def _settle(future: asyncio.Future[Any], value: object) -> None:
@@ -391,7 +382,7 @@ def _kill_strays(tokens: set[str], since: int) -> None:
                 environ = f.read()
             if not any(mark in environ for mark in marks):
                 continue
-            if _readable(pidfd, 0):
+            if ended(pidfd):
                 continue  # it ended: what was read may be a newer process's of that PID
             with contextlib.suppress(OSError):  # alive: its PID is its group's id
                 os.killpg(pid, signal.SIGKILL)

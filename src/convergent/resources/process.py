@@ -20,8 +20,10 @@ a second one.
   an agent runs it holds a writing end of that pipe (``proclog``), so a restart's process
   writes to the same keeper; the keeper ends when the pipe's last writer does (the
   process, any child that kept its output, the agent once it stops or the process is
-  stopped). A keeper killed while its process runs gets the process restarted, with a
-  new one; so does a process writing straight to its log (an older convergent's start).
+  stopped). A keeper that ends while the agent that started it holds it gets the process
+  restarted with a new one; one killed while no agent runs is not noticed (the process
+  gets EPIPE or SIGPIPE at its next write). A process an older convergent started, with
+  the log file itself as its output (which no keeper caps), is restarted once.
 - ``state: stopped``: the stop signal to its process group, at most ``stop_timeout``
   seconds of waiting, then SIGKILL of the group.
 - A notification restarts it (``restart_on_refresh``), as does a change of ``cmd``,
@@ -85,7 +87,8 @@ class ProcessParams(Params, frozen=True):
 
 class _Live:
     """The process a resource watches: identity, pidfd, its Popen when we started it, and
-    the keeper of its log we started it with (None: another agent's start)."""
+    the keeper of its log we started it with (None: not started by this resource in this
+    run)."""
 
     __slots__ = ("fingerprint", "keeper", "pid", "pidfd", "popen", "start")
 
@@ -174,7 +177,7 @@ class Process(Resource[ProcessParams], kind="process"):
 
     def _watch(self, live: _Live) -> None:
         """Know ``live`` as the process; watch its pidfd when subscribed (a ``process``
-        polled with ``meta.poll`` is never unsubscribed: its checks find an exit through
+        polled with ``meta.poll`` is never subscribed: its checks find an exit through
         ``/proc``, and no pidfd outlives its run)."""
         self._live = live
         if self._event is None:
@@ -272,7 +275,7 @@ class Process(Resource[ProcessParams], kind="process"):
             return f"stopped (pid {live.pid})"
         why = self._exit
         if live is not None:
-            why = self._restart_why(ctx, live) or "its command or settings changed"
+            why = self._restart_why(ctx, live) or _checked_why(change.summary)
             await self._stop(ctx, live)
         first = why is None
         new = self._start(ctx)
@@ -380,7 +383,8 @@ class Process(Resource[ProcessParams], kind="process"):
             raise ResourceError(
                 ctx.id,
                 f"cannot start the keeper of its log {store.log_path(ctx.id)}: "
-                f"{exc.strerror or exc}",
+                f"{exc.strerror or exc} (the log must be a regular file the agent can open: "
+                "remove anything else there)",
             ) from exc
         env = {**os.environ, **(p.env or {}), TOKEN: token}
         try:
@@ -452,6 +456,13 @@ def _reap(live: _Live) -> int | None:
     return code
 
 
+def _checked_why(summary: str) -> str:
+    """The reason a check gave for a restart (``restart pid N: WHY``); for a process the
+    check did not see running, that it was running by the time of the apply."""
+    head, _, why = summary.partition(": ")
+    return why if head.startswith("restart pid") and why else "found running after the check"
+
+
 def _release(ctx: Context) -> None:
     from convergent.resources.proclog import Keepers
 
@@ -459,9 +470,9 @@ def _release(ctx: Context) -> None:
 
 
 def _writes_straight_to(pid: int, ctx: Context) -> bool:
-    """Whether process ``pid``'s stdout is the log file itself (a start by a convergent
-    before log keepers, whose log nothing caps now): the same file, by inode (the state
-    directory may be reached through a symlink)."""
+    """Whether process ``pid``'s stdout is the log file itself (started by an older
+    convergent, which gave it the log file itself: no keeper caps it): the same file, by
+    inode (the state directory may be reached through a symlink)."""
     import stat
 
     from convergent.resources.procfiles import Store

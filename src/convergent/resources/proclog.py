@@ -13,8 +13,8 @@ interpreter is started per restart.
 - :meth:`Keepers.release` lets go of a resource's keeper when its process is stopped for
   good or the resource is no longer watched (a swap); :meth:`Keepers.close`, at the end
   of the run, of every one (a ``process`` polled with ``meta.poll`` is never
-  unsubscribed). A keeper let go of ends when its process does, and a thread of its own
-  reaps it then (the run's event loop may be closed by then).
+  subscribed, so never unsubscribed). A keeper let go of ends when its process does,
+  and a thread of its own reaps it then (the run's event loop may be closed by then).
 - A keeper that ends while it is held (killed, out of memory) is reaped on the event
   loop and marked :attr:`Keeper.lost`; its resource is told (``notify``), and its check
   restarts the process, whose output had nowhere to go.
@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from convergent.host.children import ended
 
 if TYPE_CHECKING:
     from convergent.resources.procfiles import Store
@@ -59,7 +60,7 @@ class Keepers:
         when none is, or the one held has ended. ``notify`` is called if the keeper ends
         while held. Raises OSError when no keeper can be started."""
         keeper = self._held.get(rid)
-        if keeper is not None and _ended(keeper.pidfd):
+        if keeper is not None and ended(keeper.pidfd):
             self._gone(rid, keeper)  # its reaping was still to run
             keeper = None
         if keeper is None:
@@ -126,12 +127,6 @@ class Keepers:
             keeper.pipe = -1
             keeper.lost = True
             keeper.notify()
-
-
-def _ended(pidfd: int) -> bool:
-    poller = select.poll()  # not select(): descriptors past 1,024 are common in agents
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _reap(pid: int, pidfd: int) -> None:
