@@ -316,6 +316,22 @@ def test_it_runs_as_the_user_asked_for_and_cannot_touch_its_records(case: Case) 
     assert log.stat().st_uid == 0 and stat.S_IMODE(log.stat().st_mode) == 0o600
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_process_run_as_a_user_may_open_its_output_again(case: Case) -> None:
+    """A server told to log to /dev/stderr (nginx's ``error_log /dev/stderr``) opens its
+    stderr again by name: the pipe is the user's, as under a shell, while the log and
+    the keeper stay root's."""
+    script = "echo plain; echo again >/dev/stderr; echo and-again >/dev/stdout; exec sleep 300"
+    case.write(["sh", "-c", script], user="nobody", cwd=str(case.root))
+    case.once()
+    log = Path(case.store.log_path(NAME))
+    expected = b"plain\nagain\nand-again\n"
+    until_written(log, lambda: log.read_bytes() == expected, BOUND, "its three lines")
+    assert log.stat().st_uid == 0 and stat.S_IMODE(log.stat().st_mode) == 0o600
+    (keeper,) = keepers_of(log)
+    assert os.stat(f"/proc/{keeper}").st_uid == 0
+
+
 def test_a_killed_agent_leaves_it_running_and_the_next_agent_adopts_it(case: Case) -> None:
     """SIGKILL of the agent itself: the process is not the agent's child to reap (no death
     signal, no children record), and the next agent adopts it."""

@@ -20,10 +20,12 @@ a second one.
   an agent runs it holds a writing end of that pipe (``proclog``), so a restart's process
   writes to the same keeper; the keeper ends when the pipe's last writer does (the
   process, any child that kept its output, the agent once it stops or the process is
-  stopped). A keeper that ends while the agent that started it holds it gets the process
-  restarted with a new one; one killed while no agent runs is not noticed (the process
-  gets EPIPE or SIGPIPE at its next write). A process an older convergent started, with
-  the log file itself as its output (which no keeper caps), is restarted once.
+  stopped). With ``user``/``group`` the pipe is theirs (a server logging to /dev/stderr
+  opens it again); the log and its keeper stay the agent's. A keeper that ends while the
+  agent that started it holds it gets the process restarted with a new one; one killed
+  while no agent runs is not noticed (the process gets EPIPE or SIGPIPE at its next
+  write). A process an older convergent started, with the log file itself as its output
+  (which no keeper caps), is restarted once.
 - ``state: stopped``: the stop signal to its process group, at most ``stop_timeout``
   seconds of waiting, then SIGKILL of the group.
 - A notification restarts it (``restart_on_refresh``), as does a change of ``cmd``,
@@ -388,6 +390,11 @@ class Process(Resource[ProcessParams], kind="process"):
             ) from exc
         env = {**os.environ, **(p.env or {}), TOKEN: token}
         try:
+            if uid is not None or gid is not None:
+                # The pipe is the user's, as its stdout would be under a shell: a command
+                # that opens /dev/stdout or /dev/stderr again (a server's "log to
+                # /dev/stderr") may. The keeper's end stays out of its reach.
+                os.fchown(log, -1 if uid is None else uid, -1 if gid is None else gid)
             popen = process.spawn_detached(
                 p.cmd, cwd=p.cwd, env=env, output=log, user=uid, group=gid, groups=groups
             )
