@@ -437,7 +437,8 @@ def test_a_killed_keeper_restarts_the_process_with_a_new_one(case: Case) -> None
         (keeper,) = keepers_of(log)
         os.kill(keeper, signal.SIGKILL)
         line = agent.wait_for_line(lambda line: line.startswith(f"{NAME}: restarted"))
-        assert line.endswith("the keeper of its log ended (its output had nowhere to go)"), line
+        expected = "the keeper of its log was killed by SIGKILL (its output had nowhere to go)"
+        assert line.endswith(expected), line
         assert _pid(line) != pid
         until_written(log, lambda: log.read_bytes() == b"up\n" * 2, BOUND, "the restart")
         (second,) = keepers_of(log)

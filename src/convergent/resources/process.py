@@ -258,7 +258,9 @@ class Process(Resource[ProcessParams], kind="process"):
             return "its command or settings changed"
         if live.keeper is not None:
             if live.keeper.lost:
-                return "the keeper of its log ended (its output had nowhere to go)"
+                return (
+                    f"the keeper of its log {_how(live.keeper.code)} (its output had nowhere to go)"
+                )
         elif ctx.state is not None and _writes_straight_to(live.pid, ctx):
             return "it writes straight to its log (an older convergent started it)"
         return None

@@ -39,13 +39,15 @@ __all__ = ["Keeper", "Keepers"]
 class Keeper:
     """A log's keeper this run started and holds: its PID, the pidfd that says when it
     ended (-1 once handed to its reaper), the writing end of its pipe (-1 once let go
-    of), whether it ended while held (``lost``), and what to tell then."""
+    of), whether it ended while held (``lost``) and its exit status then (``code``:
+    negative, the signal that killed it; None if unknown), and what to tell then."""
 
-    __slots__ = ("lost", "notify", "pid", "pidfd", "pipe")
+    __slots__ = ("code", "lost", "notify", "pid", "pidfd", "pipe")
 
     def __init__(self, pid: int, pidfd: int, pipe: int, notify: Callable[[], None]) -> None:
         self.pid, self.pidfd, self.pipe, self.notify = pid, pidfd, pipe, notify
         self.lost = False
+        self.code: int | None = None
 
 
 class Keepers:
@@ -117,7 +119,9 @@ class Keepers:
         with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop().remove_reader(keeper.pidfd)
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(keeper.pid, os.WNOHANG)
+            pid, status = os.waitpid(keeper.pid, os.WNOHANG)
+            if pid:
+                keeper.code = os.waitstatus_to_exitcode(status)
         os.close(keeper.pidfd)
         keeper.pidfd = -1
         if self._held.get(rid) is keeper:
