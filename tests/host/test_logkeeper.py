@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import shutil
 import stat
 import threading
@@ -163,6 +164,30 @@ def test_a_keeper_finding_its_file_rotated_by_another_goes_on_in_the_new_one(
     second.end()
     assert old.read_bytes() == line * 10
     assert log.read_bytes() == b"first's eleventh\nsecond's line\n"
+
+
+def test_a_rotation_that_cannot_make_the_new_file_keeps_the_older_part(
+    tmp_path: Path, keepers: list[Keeper]
+) -> None:
+    """The new file is made before anything is renamed: a keeper that cannot make it (no
+    inode left; here, no descriptor: its limit lowered below the lowest free number)
+    empties the full log and leaves ``NAME.1`` as it was, rather than losing both
+    parts."""
+    log, old = tmp_path / NAME, tmp_path / f"{NAME}.1"
+    keeper = _keeper(keepers, tmp_path, 1000)
+    first = b"o" * 99 + b"\n"
+    keeper.feed(first * 10 + b"new\n")  # one rotation that works
+    until_in(tmp_path, lambda: old.exists() and log.exists(), BOUND, "the first rotation")
+    until_written(log, lambda: log.read_bytes() == b"new\n", BOUND, "the new log's line")
+    assert old.read_bytes() == first * 10
+    held = {int(fd) for fd in os.listdir(f"/proc/{keeper.pid}/fd")}
+    lowest_free = min(set(range(len(held) + 1)) - held)  # a new descriptor's number
+    resource.prlimit(keeper.pid, resource.RLIMIT_NOFILE, (lowest_free, lowest_free))
+    keeper.feed(b"n" * 2000)  # fills the log: the rotation's new file cannot be made
+    keeper.end()
+    assert old.read_bytes() == first * 10
+    assert log.stat().st_size <= 1000
+    assert not (tmp_path / f".{NAME}.new").exists()
 
 
 def test_a_log_whose_directory_is_gone_stays_capped(tmp_path: Path, keepers: list[Keeper]) -> None:

@@ -26,10 +26,9 @@ renames the log to ``NAME.1`` (the older part, replaced) and goes on in a new, e
 holding the old pipe): a rotation is made under a lock of the directory
 (``flock``), by the keeper whose file the name still holds; the other opens the new
 file; while two keepers write at once the log may pass the limit by one read (``CHUNK``)
-at most. A log that cannot be rotated (its directory removed, no inode left for the new
-file) is emptied instead: after a rename that was made, that is the file now named
-``NAME.1``, so both parts are lost then. A write that fails (a full disk) drops its
-bytes, and the keeper reads on.
+at most. The new file is made before the renames: a log that cannot be rotated (its
+directory removed, no inode left) is emptied instead, and ``NAME.1`` is kept. A write
+that fails (a full disk) drops its bytes, and the keeper reads on.
 """
 
 from __future__ import annotations
@@ -57,12 +56,15 @@ class _Log:
     def __init__(self, dfd: int, name: str, limit: int, fd: int) -> None:
         self.dfd, self.name, self.limit, self.fd = dfd, name, limit, fd
 
-    def _open(self) -> None:
-        fd = os.open(self.name, _OPEN, 0o600, dir_fd=self.dfd)
+    def _open(self, name: str, flags: int = 0) -> int:
+        fd = os.open(name, _OPEN | flags, 0o600, dir_fd=self.dfd)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise OSError(21, "the log is not a regular file", self.name)
+            raise OSError(21, "the log is not a regular file", name)
         os.set_blocking(fd, True)
+        return fd
+
+    def _switch(self, fd: int) -> None:
         os.close(self.fd)
         self.fd = fd
 
@@ -92,7 +94,9 @@ class _Log:
                 return
 
     def _rotate(self) -> None:
-        """``NAME`` -> ``NAME.1`` and a new ``NAME``, once among the keepers of this log."""
+        """``NAME`` -> ``NAME.1`` and a new ``NAME``, once among the keepers of this log.
+        The new file is made first (as ``.NAME.new``): when it cannot be (no inode left,
+        the directory gone), nothing is renamed, and the full file is emptied instead."""
         fcntl.flock(self.dfd, fcntl.LOCK_EX)
         try:
             mine = os.fstat(self.fd)
@@ -100,13 +104,30 @@ class _Log:
                 named = os.stat(self.name, dir_fd=self.dfd, follow_symlinks=False)
             except FileNotFoundError:
                 named = None
-            if named is not None and (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino):
+            if named is None or (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+                self._switch(self._open(self.name))  # another keeper's rotation made it
+                return
+            temp = f".{self.name}.new"  # a killed keeper's is replaced (under the lock)
+            self._unlink(temp)
+            new = self._open(temp, os.O_EXCL)
+            try:
                 os.rename(self.name, self.name + ".1", src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
-            self._open()  # a new file, or the one another keeper's rotation made
-        except OSError:  # cannot rotate (the directory is gone): stay capped
+                os.rename(temp, self.name, src_dir_fd=self.dfd, dst_dir_fd=self.dfd)
+            except OSError:
+                os.close(new)
+                self._unlink(temp)
+                raise
+            self._switch(new)
+        except OSError:  # cannot rotate: stay capped
             self._empty()
         finally:
             fcntl.flock(self.dfd, fcntl.LOCK_UN)
+
+    def _unlink(self, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=self.dfd)
+        except OSError:
+            return  # none there (or the directory is gone: the open that follows says so)
 
     def _empty(self) -> None:
         try:
