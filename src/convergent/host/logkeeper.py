@@ -11,7 +11,8 @@ which holds a writing end while it runs so that a restart's process writes to th
 keeper (``resources/process.py``).
 
 The keeper is this module's :func:`main` in the agent's interpreter (``python -I -S``:
-only the standard library's ``os``, ``fcntl``, ``stat`` and ``sys``; ~9 MiB resident). It is given:
+only the standard library's ``os``, ``fcntl``, ``stat`` and ``sys``; ~9 MiB resident).
+It is given:
 
 - fd 0: the pipe's reading end; fd 3: the log's directory (the state directory's
   ``processes``, opened by the agent without following a symlink); fd 4: the log,
@@ -19,10 +20,9 @@ only the standard library's ``os``, ``fcntl``, ``stat`` and ``sys``; ~9 MiB resi
   cannot open fails the start, not the keeper); stdout and stderr: ``/dev/null``;
 - the log's name in that directory and the limit in bytes.
 
-It writes each read to the log. When a write would take the log
-past the limit, it writes what fits (up to the last line end in it, when there is one),
-renames the log to ``NAME.1`` (the older part, replaced) and goes on in a new, empty
-``NAME``. Two keepers may write one log (a restart whose old process left a child
+It writes each read to the log. When a write would take the log past the limit, it
+writes what fits (up to the last line end in it, when there is one), renames the log to
+``NAME.1`` (the older part, replaced) and goes on in a new, empty ``NAME``. Two keepers may write one log (a restart whose old process left a child
 holding the old pipe): a rotation is made under a lock of the directory
 (``flock``), by the keeper whose file the name still holds; the other opens the new
 file; while two keepers write at once the log may pass the limit by one read (``CHUNK``)
