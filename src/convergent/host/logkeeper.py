@@ -22,13 +22,14 @@ It is given:
 
 It writes each read to the log. When a write would take the log past the limit, it
 writes what fits (up to the last line end in it, when there is one), renames the log to
-``NAME.1`` (the older part, replaced) and goes on in a new, empty ``NAME``. Two keepers may write one log (a restart whose old process left a child
-holding the old pipe): a rotation is made under a lock of the directory
-(``flock``), by the keeper whose file the name still holds; the other opens the new
-file; while two keepers write at once the log may pass the limit by one read (``CHUNK``)
-at most. The new file is made before the renames: a log that cannot be rotated (its
-directory removed, no inode left) is emptied instead, and ``NAME.1`` is kept. A write
-that fails (a full disk) drops its bytes, and the keeper reads on.
+``NAME.1`` (the older part, replaced) and goes on in a new, empty ``NAME``. Two keepers
+may write one log (a restart whose old process left a child holding the old pipe): a
+rotation is made under a lock of the directory (``flock``), by the keeper whose file the
+name still holds; the other opens the new file; while two keepers write at once the log
+may pass the limit by one read (``CHUNK``) at most. The new file is made before the
+renames: a log that cannot be rotated (its directory removed, no inode left) is emptied
+instead, and ``NAME.1`` is kept. A write that fails (a full disk) drops its bytes, and
+the keeper reads on.
 """
 
 from __future__ import annotations
