@@ -279,7 +279,8 @@ class Process(Resource[ProcessParams], kind="process"):
             return f"stopped (pid {live.pid})"
         why = self._exit
         if live is not None:
-            why = self._restart_why(ctx, live) or _checked_why(change.summary)
+            # None: the check saw no process, and one runs now (started meanwhile)
+            why = self._restart_why(ctx, live) or "found running after the check"
             await self._stop(ctx, live)
         first = why is None
         new = self._start(ctx)
@@ -463,13 +464,6 @@ def _reap(live: _Live) -> int | None:
     if code is not None:
         _OURS.pop(popen.pid, None)
     return code
-
-
-def _checked_why(summary: str) -> str:
-    """The reason a check gave for a restart (``restart pid N: WHY``); for a process the
-    check did not see running, that it was running by the time of the apply."""
-    head, _, why = summary.partition(": ")
-    return why if head.startswith("restart pid") and why else "found running after the check"
 
 
 def _release(ctx: Context) -> None:
