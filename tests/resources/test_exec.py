@@ -373,6 +373,7 @@ def test_cancelling_apply_kills_the_process_group(
         ({"cmd": ["ls"], "unless": ""}, "unless", ["empty"]),
         ({"cmd": ["ls"], "onlyif": []}, "onlyif", ["empty"]),
         ({"cmd": ["ls"], "env": {"A=B": "x"}}, "env", ["A=B"]),
+        ({"cmd": ["ls"], "env": {"CONVERGENT_RUN": "x"}}, "env", ["CONVERGENT_RUN", "name"]),
         ({"cmd": ["ls"], "ifnewer": {"target": "t", "sources": []}}, "ifnewer.target", []),
     ],
 )

@@ -273,6 +273,8 @@ def test_a_missing_program_fails_with_its_name(case: Case) -> None:
         ({"cmd": ["x"], "stop_signal": "NOPE"}, "stop_signal"),
         ({"cmd": ["x"], "stop_timeout": 0}, "stop_timeout"),
         ({"cmd": ["x"], "user": -1}, "user"),
+        ({"cmd": ["x"], "env": {"A=B": "x"}}, "env"),
+        ({"cmd": ["x"], "env": {"CONVERGENT_RUN": "x"}}, "env"),
     ],
 )
 def test_bad_parameters_are_refused_naming_the_field(fields: dict[str, object], field: str) -> None:

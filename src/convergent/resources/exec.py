@@ -47,6 +47,7 @@ from convergent.host import posix, process
 from convergent.resources import runas
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.params import check_env
 
 if TYPE_CHECKING:
     from convergent.resources.predicted import Effects, View
@@ -75,7 +76,7 @@ class ExecParams(Params, frozen=True):
     shell: run ``cmd`` (a string) with /bin/sh -c
     cwd: absolute working directory for the command and its guards
     env: variables added to the agent's environment for the command and its guards (which
-      also get CONVERGENT_RUN, a random token of their own)
+      also get CONVERGENT_RUN, a random token of their own: env may not set it)
     timeout: seconds after which the command's (or a guard's) process group is killed; null: never
     creates: absolute path; skip the command when it exists
     unless: a guard command (string: /bin/sh -c; list: argv); skip when it exits 0
@@ -169,9 +170,7 @@ class Exec(Resource[ExecParams], kind="exec"):
                 continue
             if not (guard.strip() if isinstance(guard, str) else guard and guard[0]):
                 raise ParamError(name, "the guard command is empty")
-        for key in p.env or {}:
-            if not key or "=" in key or "\0" in key:
-                raise ParamError("env", f"{key!r} is not a valid environment variable name")
+        check_env(p.env)
 
     # -- the contract -----------------------------------------------------------------
 

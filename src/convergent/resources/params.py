@@ -14,6 +14,7 @@ __all__ = [
     "CREDENTIALS",
     "CREDENTIAL_MAPS",
     "URL_FIELDS",
+    "check_env",
     "convert_params",
     "holds_credentials",
     "is_credential",
@@ -120,6 +121,23 @@ def convert_params(params_type: type[S], fields: dict[str, Any]) -> S:
 
 
 _NUL = "contains a NUL byte (\\0); remove it"
+
+
+def check_env(env: dict[str, str] | None) -> None:
+    """Raise ParamError for a name ``env`` (a command's variables) may not hold: empty,
+    with ``=``, or the one convergent sets itself in every command's environment (the
+    token by which it finds its own commands again: a policy's value would be replaced)."""
+    from convergent.host.children import TOKEN
+
+    for key in env or {}:
+        if not key or "=" in key:
+            raise ParamError("env", f"{key!r} is not a valid environment variable name")
+        if key == TOKEN:
+            raise ParamError(
+                "env",
+                f"{TOKEN} is set by convergent in every command's environment (a token "
+                "of its own); give the variable another name",
+            )
 
 
 def reject_nul(params: msgspec.Struct) -> None:

@@ -46,6 +46,7 @@ import msgspec
 
 from convergent.errors import ParamError, ResourceError
 from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.params import check_env
 
 if TYPE_CHECKING:
     import subprocess
@@ -67,7 +68,8 @@ class ProcessParams(Params, frozen=True):
       the foreground. stdout and stderr go to a log under the state directory (rotated at
       1 MiB, also when no agent runs)
     cwd: absolute working directory of the command
-    env: variables added to the agent's environment for the command
+    env: variables added to the agent's environment for the command (which also gets
+      CONVERGENT_RUN, a random token of its own: env may not set it)
     user: user name or uid to run it as (the agent must be root); its groups come with it
     group: group name or gid to run it as (default: the user's primary group)
     state: "running" (started again within milliseconds whenever it exits) or "stopped"
@@ -137,9 +139,7 @@ class Process(Resource[ProcessParams], kind="process"):
             raise ParamError("cmd", "the command is empty; give at least the program")
         if not p.cwd.startswith("/"):
             raise ParamError("cwd", f"{p.cwd!r} is not an absolute path; write it from /")
-        for key in p.env or {}:
-            if not key or "=" in key:
-                raise ParamError("env", f"{key!r} is not a valid environment variable name")
+        check_env(p.env)
         for field in ("user", "group"):
             value = getattr(p, field)
             if (isinstance(value, int) and value < 0) or value == "":
