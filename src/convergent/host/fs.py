@@ -44,9 +44,12 @@ from typing import Any
 
 __all__ = [
     "MAX_READ",
+    "SPECIAL_BITS",
     "At",
     "PathRefused",
     "default_mode",
+    "grants",
+    "kept_mode",
     "kind_name",
     "locate",
     "lstat",
@@ -58,6 +61,7 @@ __all__ = [
     "read_regular",
     "remove",
     "set_meta",
+    "untrusted",
 ]
 
 MAX_HOPS = 32  # symlinks followed in one path, as systemd's CHASE_MAX
@@ -84,6 +88,7 @@ _PASS_MAX = 32  # directories kept for one pass's checks (each a descriptor held
 _this_pass: dict[str, tuple[int, tuple[int, int], int]] = {}
 _pass_loop: list[Any] = [None]  # the loop whose pass _this_pass belongs to
 _umask: list[int] = []
+SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID  # what chown(2) clears on a regular file
 
 
 class PathRefused(OSError):
@@ -539,6 +544,38 @@ def set_meta(fd: int, mode: int | None, uid: int = -1, gid: int = -1) -> None:
         os.fchown(fd, uid, gid)
     if mode is not None:
         os.fchmod(fd, mode)
+
+
+def untrusted(st: os.stat_result) -> str | None:
+    """Why someone else may have written the regular file ``st`` describes (another
+    user owns it, or its group or others may write it), None when only this process's
+    user can have: its content is then as trusted as the agent."""
+    if st.st_uid != os.geteuid():
+        return f"it belongs to uid {st.st_uid}"
+    if st.st_mode & 0o022:
+        return "its group or others may write it"
+    return None
+
+
+def grants(st: os.stat_result, mode: int | None, uid: int = -1, gid: int = -1) -> bool:
+    """Whether setting ``mode``/``uid``/``gid`` (None / -1: kept) on the file ``st``
+    describes gives its content rights it does not have: another owner or group, or a
+    setuid or setgid bit. Done in place to a file someone else may have written
+    (:func:`untrusted`), that hands that user's bytes (and an open descriptor she may
+    still write through) to the new owner: a root-owned setuid program of hers."""
+    if (uid != -1 and uid != st.st_uid) or (gid != -1 and gid != st.st_gid):
+        return True
+    return mode is not None and bool(mode & SPECIAL_BITS & ~st.st_mode)
+
+
+def kept_mode(st: os.stat_result, uid: int, gid: int) -> int:
+    """The mode of the file ``st`` describes, carried to a new file of owner ``uid`` and
+    group ``gid``: without setuid and setgid when the owner or group changes and
+    someone else may have set them (as chown(2) clears them)."""
+    mode = stat.S_IMODE(st.st_mode)
+    if (uid != st.st_uid or gid != st.st_gid) and untrusted(st) is not None:
+        mode &= ~SPECIAL_BITS
+    return mode
 
 
 def default_mode(directory: bool = False) -> int:

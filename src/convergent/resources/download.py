@@ -21,7 +21,11 @@
   old file as it was.
 - Its directory must exist (a missing one is an error, never created: manage it with a
   ``file``, which comes first by itself). Without ``mode``/``owner``/``group`` a new
-  file gets 0666 & ~umask and the agent's owner, and a replaced one keeps its own. A
+  file gets 0666 & ~umask and the agent's owner, and a replaced one keeps its own (its
+  setuid and setgid bits only with its owner and group, or when only the agent could
+  have set them). A new owner, group or setuid/setgid bit for a file someone else may
+  have written (another user's, or writable by its group or others) comes with a new
+  copy fetched, never by chown/chmod of that file in place. A
   symlink or anything but a regular file at the path is refused, never followed. The
   path is watched: a file removed or changed by hand is fetched again (the server is not
   watched: ``meta: {poll: N}`` checks a ``checksum_url`` every N seconds).
@@ -232,6 +236,11 @@ class Download(Resource[DownloadParams], kind="download"):
             gid = -1
         if not parts:
             return None
+        why = fs.untrusted(st)
+        if why is not None and fs.grants(st, mode, uid, gid):
+            # chown/chmod in place would give another user's bytes (she may rewrite
+            # them through a descriptor, or swap the name, until then) the new rights
+            return DownloadChange(f"{', '.join(parts)} (a new copy: {why})", "fetch", expected)
         return DownloadChange(", ".join(parts), "meta", expected, mode, uid, gid)
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
@@ -243,8 +252,16 @@ class Download(Resource[DownloadParams], kind="download"):
         try:
             if change.action == "meta":
                 with fs.locate(self._path) as at:
-                    fd, _ = fs.open_node(at, directory=False, change=True)
+                    fd, st = fs.open_node(at, directory=False, change=True)
                     try:
+                        why = fs.untrusted(st)
+                        if why is not None and fs.grants(st, change.mode, change.uid, change.gid):
+                            raise ResourceError(
+                                self.id,
+                                f"{self._path} was replaced or made writable since its check "
+                                f"({why}); nothing was changed: its next check fetches a new "
+                                "copy",
+                            )
                         fs.set_meta(fd, change.mode, change.uid, change.gid)
                     finally:
                         os.close(fd)
@@ -347,9 +364,9 @@ class Download(Resource[DownloadParams], kind="download"):
         try:
             st = fs.lstat(at)
             if st is not None and stat.S_ISREG(st.st_mode):  # keep what is not asked for
-                mode = stat.S_IMODE(st.st_mode) if mode is None else mode
                 uid = st.st_uid if uid == -1 else uid
                 gid = st.st_gid if gid == -1 else gid
+                mode = fs.kept_mode(st, uid, gid) if mode is None else mode
             ctx.shared(atomic.Sweeper).sweep(at)
             final = fs.default_mode() if mode is None else mode
             fd, temp = atomic.create_temp(at, b"", 0o600, uid, gid)

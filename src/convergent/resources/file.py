@@ -308,20 +308,42 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         if not parts:
             return None
         summary = ", ".join(parts)
+        why = fs.untrusted(st)
+        if why is not None and fs.grants(st, mode, uid, gid) and not rewrite:
+            if wanted is None:
+                self._refuse_in_place(st, mode, why)
+            else:  # chown/chmod in place would give another user's bytes the new rights
+                summary += f" (a new file: {why})"
+                rewrite = True
         if rewrite and wanted is not None:
             # A new inode replaces the file: carry over whatever is not being changed.
+            new_uid = st.st_uid if uid == -1 else uid
+            new_gid = st.st_gid if gid == -1 else gid
             change = FileChange(
                 summary,
                 None,
                 "write",
                 wanted,
-                stat.S_IMODE(st.st_mode) if mode is None else mode,
-                st.st_uid if uid == -1 else uid,
-                st.st_gid if gid == -1 else gid,
+                fs.kept_mode(st, new_uid, new_gid) if mode is None else mode,
+                new_uid,
+                new_gid,
             ).diff_later(path, old or b"", wanted, created=False)
             change.replaces = change.validate = True
             return change
         return FileChange(summary, None, "meta", b"", mode, uid, gid)
+
+    def _refuse_in_place(self, st: os.stat_result, mode: int | None, why: str) -> None:
+        """A file of unmanaged content someone else may have written is not made setuid or
+        setgid for another owner or group (nor for its own by a bit it lacks): only a new
+        file from content or source may be."""
+        final = stat.S_IMODE(st.st_mode) & ~_SPECIAL_BITS if mode is None else mode  # chown
+        if final & _SPECIAL_BITS:
+            raise ResourceError(
+                self.id,
+                f"{self._path} may hold anyone's bytes ({why}): convergent does not make it "
+                f"setuid or setgid (mode {final:04o}) for another owner or group in place; "
+                "give content or source (a new file then replaces it), or fix it by hand",
+            )
 
     def _plan_directory(
         self, at: fs.At, st: os.stat_result, ctx: Context | None
@@ -429,8 +451,11 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             parts.append(f"group {self._group(st.st_gid)} -> {self._group(gid)}")
         else:
             gid = -1
-        if mode is None and (uid != -1 or gid != -1) and old_mode & _SPECIAL_BITS and not link:
-            mode = old_mode  # chown clears setuid/setgid: put them back
+        # chown clears setuid/setgid: put them back, unless another user may have set them
+        # (and written the file) for the new owner (a directory's are not cleared)
+        chown = uid != -1 or gid != -1
+        if mode is None and chown and old_mode & _SPECIAL_BITS and not link:
+            mode = old_mode if directory or fs.untrusted(st) is None else None
         return mode, uid, gid
 
     def _plan_absent(self, at: fs.At, st: os.stat_result) -> FileChange:
@@ -515,8 +540,18 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         if self.params.state == "link":
             os.chown(at.name, change.uid, change.gid, dir_fd=at.fd, follow_symlinks=False)
             return
-        fd, _ = fs.open_node(at, directory=self.params.state == "directory", change=True)
+        fd, st = fs.open_node(at, directory=self.params.state == "directory", change=True)
         try:
+            why = fs.untrusted(st) if stat.S_ISREG(st.st_mode) else None
+            if why is not None and fs.grants(st, change.mode, change.uid, change.gid):
+                if self._data is None and self._source is None:
+                    self._refuse_in_place(st, change.mode, why)
+                else:
+                    raise ResourceError(
+                        self.id,
+                        f"{self._path} was replaced or made writable since its check ({why});"
+                        " nothing was changed: its next check writes a new file",
+                    )
             fs.set_meta(fd, change.mode, change.uid, change.gid)
         finally:
             os.close(fd)

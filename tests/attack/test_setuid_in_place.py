@@ -1,0 +1,147 @@
+"""Another user's bytes are never given to a new owner, or made setuid/setgid, in place.
+
+A file a local user may have written (hers, or writable by its group or others) sits
+at a path the root agent manages with ``owner: root`` and ``mode: "4755"``. A chown and
+chmod of that file in place would make her program a root-owned setuid one: the bytes
+checked a moment before need not be the bytes chowned (she rewrites them through a
+descriptor she keeps, or swaps the name between the check and the apply). So:
+
+- ``file`` with content or source, and ``download``, replace such a file with a new
+  one of their own content (a new inode: her descriptor writes to the old one);
+- ``file`` without content refuses to make such a file setuid or setgid;
+- the setuid and setgid bits of such a file are not carried to a new owner or group;
+- a file swapped in between the check and the apply is refused, not chowned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convergent.errors import ResourceError
+from convergent.resources.download import Download
+from convergent.resources.file import File
+from tests.host.hostile import NOBODY, needs_root
+from tests.resources.httpserver import Server
+from tests.resources.kinds import apply, check, converge
+
+pytestmark = needs_root
+BODY = b"#!/bin/sh\necho the tool\n"
+SUM = hashlib.sha256(BODY).hexdigest()
+HERS = b"#!/bin/sh\nid\n"
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with Server() as running:
+        running.files["/tool"] = BODY
+        yield running
+
+
+def _planted(directory: Path, name: str, data: bytes, mode: int, uid: int = NOBODY) -> Path:
+    path = directory / name
+    path.write_bytes(data)
+    os.chown(path, uid, uid)
+    path.chmod(mode)
+    return path
+
+
+def _kinds(server: Server, path: Path, **fields: Any) -> dict[str, Any]:
+    return {
+        "download": Download(str(path), url=server.url("/tool"), sha256=SUM, **fields),
+        "file": File(str(path), content=BODY.decode(), **fields),
+    }
+
+
+@pytest.mark.parametrize("kind", ["download", "file"])
+@pytest.mark.parametrize("owner", ["hers", "group-writable"])
+def test_a_file_another_user_may_write_gets_a_new_copy_for_its_new_owner(
+    server: Server, tmp_path: Path, kind: str, owner: str
+) -> None:
+    """Her file already holds the right bytes: only owner and mode differ. The result is
+    a new root-owned setuid file; what she writes through her descriptor goes to the
+    old one."""
+    if owner == "hers":
+        target = _planted(tmp_path, "tool", BODY, 0o644)
+    else:
+        target = _planted(tmp_path, "tool", BODY, 0o664, uid=0)
+    before = target.stat()
+    her_descriptor = os.open(target, os.O_WRONLY)
+    try:
+        change = converge(_kinds(server, target, owner="root", mode="4755")[kind])
+        assert change is not None and "(a new " in change.summary, change
+        os.write(her_descriptor, HERS)
+    finally:
+        os.close(her_descriptor)
+    after = target.stat()
+    assert after.st_ino != before.st_ino
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
+    assert target.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("kind", ["download", "file"])
+def test_her_setuid_bit_is_not_carried_to_a_new_owner(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    target = _planted(tmp_path, "tool", HERS, 0o4755)
+    converge(_kinds(server, target, owner="root")[kind])
+    after = target.stat()
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o755)
+    assert target.read_bytes() == BODY
+
+
+def test_a_file_without_content_is_not_made_setuid_for_another_owner(tmp_path: Path) -> None:
+    target = _planted(tmp_path, "tool", HERS, 0o755)
+    with pytest.raises(ResourceError) as caught:
+        check(File(str(target), owner="root", mode="4755"))
+    assert "does not make it setuid or setgid" in str(caught.value)
+    assert "it belongs to uid 65534" in str(caught.value)
+    after = target.stat()
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (NOBODY, 0o755)
+
+
+def test_a_file_without_content_given_to_root_loses_her_setuid_bit(tmp_path: Path) -> None:
+    """chown(2) clears the bits; convergent does not put hers back for root."""
+    target = _planted(tmp_path, "tool", HERS, 0o4755)
+    converge(File(str(target), owner="root"))
+    after = target.stat()
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o755)
+
+
+def test_a_root_file_keeps_its_setuid_bit_for_a_new_group(tmp_path: Path) -> None:
+    """Only the agent could have set the bit of a root-owned file nobody else may write:
+    a new group keeps it (chown clears it; it is set again)."""
+    target = _planted(tmp_path, "tool", BODY, 0o4755, uid=0)
+    converge(File(str(target), group=str(NOBODY)))
+    after = target.stat()
+    assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (NOBODY, 0o4755)
+
+
+@pytest.mark.parametrize("kind", ["download", "file"])
+def test_a_file_swapped_in_between_check_and_apply_is_not_made_setuid(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    """The check sees root's file with the right bytes (a mode change in place is safe);
+    then she renames her own copy over it (she may write the directory). The apply
+    finds her file and refuses; the next check replaces it with a new copy."""
+    target = _planted(tmp_path, "tool", BODY, 0o755, uid=0)
+    resource = _kinds(server, target, owner="root", mode="4755")[kind]
+    change = check(resource)
+    assert change is not None and "(a new " not in change.summary
+    hers = _planted(tmp_path, "hers", BODY, 0o755)
+    os.rename(hers, target)
+    with pytest.raises(ResourceError) as caught:
+        apply(resource, change)
+    assert "was replaced or made writable since its check" in str(caught.value)
+    after = target.stat()
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (NOBODY, 0o755)
+    converge(resource)
+    after = target.stat()
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
+    assert target.read_bytes() == BODY
