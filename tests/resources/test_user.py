@@ -272,6 +272,14 @@ def test_a_user_removed_by_hand_is_recreated_by_a_running_agent(
         ("  - user: cvt8bad\n    password_hash: hunter2secret\n", ":3:20:", "crypt(3)"),
         ("  - group: cvt8bad\n    gid: 4294967295\n", ":3:10:", "out of range"),
         ("  - group: cvt8bad\n    system: maybe\n", ":3:13:", "expected bool"),
+        ('  - user: "#cvt8bad"\n', ":2:11:", "cannot start with '#'"),
+        ('  - user: "+cvt8bad"\n', ":2:11:", "cannot start with '+'"),
+        ('  - group: "#cvt8bad"\n', ":2:12:", "cannot start with '#'"),
+        ('  - user: cvt8bad\n    group: "\u00b2"\n', ":3:12:", "ASCII only"),
+        ('  - user: cvt8bad\n    password_hash: "$6$"\n', ":3:20:", "crypt(3)"),
+        ('  - user: cvt8bad\n    password_hash: "!$6$salt"\n', ":3:20:", "crypt(3)"),
+        ("  - user: cvt8bad\n    home: /home/../etc/cvt8bad\n", ":3:11:", ". or .."),
+        ('  - user: cvt8bad\n    shell: "/bin/sh\\n"\n', ":3:12:", "newline"),
     ],
 )
 def test_bad_values_are_refused_at_load_with_their_place(

@@ -36,6 +36,7 @@ __all__ = [
     "Group",
     "ToolError",
     "User",
+    "home_refused",
     "read_groups",
     "read_hash",
     "read_users",
@@ -87,16 +88,23 @@ def tool_lock() -> asyncio.Lock:
 def valid_name(name: str) -> str | None:
     """Why ``name`` cannot be a user or group name (None: it can).
 
-    Stricter than useradd where it matters for the files: no ``:``, ``,``, ``/``,
-    whitespace or control characters, not starting with ``-`` (it would be an option),
-    not only digits (it would be taken for an id), at most 32 characters.
+    Stricter than useradd where it matters for the files: ASCII only, no ``:``, ``,``,
+    ``/``, whitespace or control characters, not starting with ``-`` (it would be an
+    option), ``+`` or ``#`` (the files' NIS lines and comments, which every reader
+    skips: the account would never be seen again), not only digits (it would be taken
+    for an id), at most 32 characters.
     """
     if not name:
         return "an account name cannot be empty"
     if len(name) > NAME_MAX:
         return f"an account name has at most {NAME_MAX} characters, not {len(name)}"
-    if name.startswith("-"):
-        return "an account name cannot start with '-'"
+    if name[0] in "-+#":
+        return (
+            f"an account name cannot start with {name[0]!r} (an option, or a line the "
+            "account files skip)"
+        )
+    if not name.isascii():
+        return "an account name is ASCII only (letters, digits, '.', '_', '-'), as useradd's"
     if name.isdigit():
         return "an account name cannot be only digits (it would be read as an id)"
     if name in (".", ".."):
@@ -168,6 +176,67 @@ def _tool(name: str) -> str:
         if os.access(path, os.X_OK):
             return path
     return name
+
+
+def home_refused(home: str, uid: int | None) -> str | None:
+    """Why useradd may not make ``home`` (``-m``) for a new user of ``uid`` (None: not
+    known yet), None when it may.
+
+    useradd makes the directory, gives it to the user and copies /etc/skel into it, by
+    name, following symlinks. So every directory on its way (as written, and as it
+    resolves) must be root's and writable by no one else: a user who may write one of
+    them could put a symlink or a directory of hers where the home is made (root then
+    chowns whatever it leads to, or the new user gets her files). A home that exists
+    already must be root's or the new user's: useradd leaves it as it is, and what is in
+    it, to the new user.
+    """
+    import stat
+
+    for path in (os.path.normpath(home), os.path.realpath(home)):
+        parts = [part for part in path.split("/") if part]
+        where = ""
+        shared = ""  # the directory before, when others may add names to it (sticky)
+        for i, part in enumerate(parts):
+            parent, where = where or "/", where + "/" + part
+            try:
+                st = os.lstat(where)
+            except FileNotFoundError:
+                if shared:
+                    return (
+                        f"{where} does not exist and others may make it in {parent} first; "
+                        + _HOME_FIX
+                    )
+                break  # made below directories only root may change
+            last = i == len(parts) - 1
+            if stat.S_ISLNK(st.st_mode):
+                if st.st_uid != 0 or last:
+                    return f"{where} is a symlink (of uid {st.st_uid}): useradd would follow it"
+                shared = ""
+                continue  # root's own symlink: the resolved path is checked too
+            if last:
+                if not stat.S_ISDIR(st.st_mode):
+                    return f"{where} exists and is not a directory"
+                if st.st_uid not in (0, uid):
+                    return (
+                        f"{where} exists and belongs to uid {st.st_uid}: useradd would leave "
+                        "it, and what is in it, to the new user; remove it, or give it to root"
+                    )
+                break
+            if st.st_uid != 0:
+                return f"{where} is uid {st.st_uid}'s: " + _HOME_FIX
+            shared = ""
+            if st.st_mode & 0o022:
+                if not st.st_mode & stat.S_ISVTX:
+                    return f"{where} is writable by others: " + _HOME_FIX
+                shared = where  # others may add a name here, not replace root's
+    return None
+
+
+_HOME_FIX = (
+    "a user could put a symlink or a directory of hers where the home is made; choose a "
+    "home under directories only root may write (like /home), or set create_home: false "
+    "and make it with a file resource (state: directory, owner: the user)"
+)
 
 
 async def run_tool(argv: Sequence[str], lock: asyncio.Lock, stdin: bytes | None = None) -> None:

@@ -22,6 +22,13 @@ What is managed is only what is given: a parameter left out is left as it is. ``
 ``create_home`` and a default home or primary group matter only when the user is created.
 A changed ``home`` is written to /etc/passwd; the directory is not moved. ``state:
 absent`` runs ``userdel`` without ``-r``: the home directory and mail spool stay.
+
+A home that useradd makes must lie below directories only root may write (a sticky one
+such as /tmp only on the way to a directory of root's that exists), and one that exists
+already must be root's or the user's uid's: otherwise another local user could have
+useradd follow her symlink or hand her directory to the new user, and the user is not
+created (the error says why). A group named in ``group`` or ``groups`` that does not exist
+fails the resource before any tool runs.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ class UserParams(Params, frozen=True):
     groups: supplementary groups, names or gids
     groups_exclusive: true: in exactly ``groups`` (taken out of others); false: at least in them
     home: absolute path of the home directory (default at creation: useradd's, /home/NAME)
-    create_home: at creation, make the home directory from /etc/skel (default: true, not for system)
+    create_home: at creation, make the home from /etc/skel (default: true, not for system);
+      only below directories no other user may write
     shell: absolute path of the login shell
     comment: the GECOS field (a full name), without ':' or newline
     system: create a system account (uid below UID_MIN); only at creation
@@ -71,13 +79,18 @@ class UserParams(Params, frozen=True):
 def group_uid(value: str | int) -> str:
     """The autoedge uid of a group given by name or gid (``group:staff``, ``gid:50``)."""
     text = str(value)
-    return f"gid:{text}" if text.isdigit() else f"group:{text}"
+    return f"gid:{text}" if _numeric(text) else f"group:{text}"
+
+
+def _numeric(text: str) -> bool:
+    """An id, not a name: ASCII digits only (``"²".isdigit()`` is true, ``int("²")`` fails)."""
+    return text.isascii() and text.isdigit()
 
 
 def _check_id(field: str, value: str | int | None) -> None:
     if value is None:
         return
-    if isinstance(value, int) or value.isdigit():
+    if isinstance(value, int) or _numeric(value):
         if not 0 <= int(value) <= MAX_ID:
             raise ParamError(field, f"{value} is out of range: an id is 0 to {MAX_ID}")
         return
@@ -93,7 +106,7 @@ def _check_hash(value: str) -> None:
         why = "is empty (an empty hash lets anyone log in without a password)"
     elif ":" in value or not value.isprintable() or " " in value:
         why = "cannot contain ':', spaces or control characters"
-    elif value.lstrip("!") not in ("", "*") and not value.lstrip("!").startswith("$"):
+    elif value.lstrip("!") not in ("", "*") and not _crypt_form(value.lstrip("!")):
         why = "does not look like a crypt(3) hash (old DES hashes are refused)"
     if why is not None:
         raise ParamError(
@@ -101,6 +114,13 @@ def _check_hash(value: str) -> None:
             f"{why}; give a hash as made by `mkpasswd -m sha-512` or `openssl passwd -6` "
             "(like $6$salt$...), or ! or * to lock the account (the value is not shown)",
         )
+
+
+def _crypt_form(value: str) -> bool:
+    """``$id$salt$hash`` (``$id$param$salt$hash`` for ``$6$rounds=N``, yescrypt's ``$y$``):
+    a ``$``, then at least three non-empty fields."""
+    fields = value.split("$")
+    return len(fields) >= 4 and fields[0] == "" and all(fields[1:])
 
 
 class User(Resource[UserParams], kind="user"):
@@ -137,6 +157,10 @@ class User(Resource[UserParams], kind="user"):
             value = getattr(p, field)
             if value is not None and (not value.startswith("/") or ":" in value):
                 raise ParamError(field, f"{value!r}: give an absolute path without ':'")
+            if value is not None and not value.isprintable():
+                raise ParamError(field, "cannot contain a newline or control characters")
+            if value is not None and {".", ".."} & set(value.split("/")):
+                raise ParamError(field, f"{value!r}: give the path without . or .. parts")
         if p.comment is not None and (":" in p.comment or not p.comment.isprintable()):
             raise ParamError("comment", "cannot contain ':', a newline or control characters")
         if p.password_hash is not None:
@@ -166,7 +190,7 @@ class User(Resource[UserParams], kind="user"):
         return Change(", ".join(parts)) if parts else None
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
-        parts, commands = self._plan(ctx)
+        parts, commands = self._plan(ctx, applying=True)
         lock = ctx.shared(accounts.tool_lock)
         for argv, stdin in commands:
             try:
@@ -203,8 +227,11 @@ class User(Resource[UserParams], kind="user"):
 
     # -- planning -----------------------------------------------------------------------
 
-    def _plan(self, ctx: Context) -> tuple[list[str], list[tuple[list[str], bytes | None]]]:
-        """What differs (summary parts, never a hash) and the tool runs that fix it."""
+    def _plan(
+        self, ctx: Context, applying: bool = False
+    ) -> tuple[list[str], list[tuple[list[str], bytes | None]]]:
+        """What differs (summary parts, never a hash) and the tool runs that fix it
+        (``applying``: about to run them, so the groups they name must exist)."""
         p = self.params
         name = self.name
         try:
@@ -220,10 +247,19 @@ class User(Resource[UserParams], kind="user"):
                 stored = accounts.read_hash(name)
         except OSError as exc:
             raise ResourceError(ctx.id, f"cannot read the account files: {_why(exc)}") from None
+        if applying:  # under noop, a group made earlier in the run is not there yet
+            missing = _missing_groups(groups, p.group, p.groups or ())
+            if missing:
+                raise ResourceError(
+                    ctx.id,
+                    f"{missing} does not exist: create it (a `group` resource comes first "
+                    "by itself), or leave it out; nothing was changed",
+                )
         feed = None
         if p.password_hash is not None and stored != p.password_hash:
             feed = f"{name}:{p.password_hash}\n".encode()
         if current is None:
+            self._refuse_home(ctx)
             return self._create(groups, feed)
         parts: list[str] = []
         argv: list[str] = []
@@ -287,6 +323,16 @@ class User(Resource[UserParams], kind="user"):
             summary += " with a password hash"
         return [summary], commands
 
+    def _refuse_home(self, ctx: Context) -> None:
+        """A new user's home is made only where no other user can redirect it."""
+        p = self.params
+        if not (p.create_home if p.create_home is not None else not p.system):
+            return
+        home = p.home if p.home is not None else f"/home/{self.name}"
+        why = accounts.home_refused(home, p.uid)
+        if why is not None:
+            raise ResourceError(ctx.id, f"home: {why}; nothing was changed")
+
     def _supplementary(self, groups: dict[str, accounts.Group], parts: list[str]) -> list[str]:
         """usermod's arguments for the supplementary groups (and the summary's words)."""
         p = self.params
@@ -326,7 +372,7 @@ _DEFAULTS = UserParams()
 
 def _gid(groups: dict[str, accounts.Group], value: str | int) -> int | None:
     text = str(value)
-    if text.isdigit():
+    if _numeric(text):
         return int(text)
     found = groups.get(text)
     return found.gid if found is not None else None
@@ -334,12 +380,28 @@ def _gid(groups: dict[str, accounts.Group], value: str | int) -> int | None:
 
 def _group_name(groups: dict[str, accounts.Group], value: str | int) -> str:
     text = str(value)
-    if not text.isdigit():
+    if not _numeric(text):
         return text
     for group in groups.values():
         if group.gid == int(text):
             return group.name
     return text
+
+
+def _missing_groups(
+    groups: dict[str, accounts.Group], primary: str | int | None, more: Sequence[str | int]
+) -> str | None:
+    """``group 'x'`` (or ``group 50``) when the primary or a supplementary group does not
+    exist: useradd and usermod would fail on it after taking the account files' locks
+    (and the agent's own watch of them would try again at once)."""
+    gids = {group.gid for group in groups.values()}
+    for value in (primary, *more) if primary is not None else more:
+        text = str(value)
+        if _numeric(text) and int(text) not in gids:
+            return f"group {text}"
+        if not _numeric(text) and text not in groups:
+            return f"group {text!r}"
+    return None
 
 
 def _why(exc: OSError) -> str:
