@@ -43,10 +43,14 @@ class Server:
     ``/hold/...``: sets ``requested``, then answers as for ``/...`` once ``release`` is set.
     ``/oversize``: declares a Content-Length of 10**12 and sends 10 bytes.
     ``/endless``: no Content-Length, 1 MiB sent in chunks, then the connection is closed.
+    ``redirects`` (path -> URL): answered 302 to that URL. ``headers`` (path -> headers):
+    sent with that file (a ``Content-Encoding``, whatever the request asked).
     """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
+        self.headers: dict[str, dict[str, str]] = {}
         self.log: list[Request] = []
         self.requested = threading.Event()
         self.release = threading.Event()
@@ -86,6 +90,13 @@ class Server:
                         self.wfile.write(b"x" * 65536)
                     self.close_connection = True
                     return
+                if path in server.redirects:
+                    request.status = 302
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.files.get(path.partition("?")[0])
                 if body is None:
                     request.status = 404
@@ -105,6 +116,8 @@ class Server:
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("ETag", etag)
                 self.send_header("Last-Modified", LAST_MODIFIED)
+                for name, value in server.headers.get(path, {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -5,6 +5,7 @@ failures that leave the old file intact, noop inert."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import os
 import stat
@@ -292,3 +293,74 @@ def test_httpx_is_not_imported_by_loading_a_policy_with_downloads() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# -- what a server or a policy may hold against the agent ---------------------------------
+
+
+def test_a_compressed_answer_is_saved_as_sent_never_inflated(
+    server: Server, tmp_path: Path
+) -> None:
+    """A 64 MiB body gzipped twice is a few hundred bytes on the wire; decoded before it
+    is counted it would be inflated in memory whatever max_size says. The agent asks for
+    the body as it is and saves (and hashes) the bytes the server sent, as curl does."""
+    sent = gzip.compress(gzip.compress(bytes(64 << 20)))
+    server.files["/bomb"] = sent
+    server.headers["/bomb"] = {"Content-Encoding": "gzip, gzip"}
+    target = tmp_path / "bomb"
+    digest = hashlib.sha256(sent).hexdigest()
+    converge(Download(str(target), url=server.url("/bomb"), sha256=digest, max_size=10_000))
+    assert target.read_bytes() == sent
+    assert server.requests("/bomb")[0].headers.get("Accept-Encoding") == "identity"
+
+
+@pytest.mark.timeout(60)
+def test_a_local_file_over_max_size_is_replaced_unread(server: Server, tmp_path: Path) -> None:
+    """A sparse 8 TiB file takes no disk and hours to hash: over max_size it cannot be
+    the download, so it is not read."""
+    target = tmp_path / "tool"
+    with target.open("wb") as sparse:
+        sparse.truncate(8 << 40)
+    resource = Download(str(target), url=server.url("/tool"), sha256=SUM, max_size=1 << 20)
+    change = converge(resource)
+    assert change is not None
+    assert change.summary.startswith(f"content changed (over max_size ({8 << 40} bytes)")
+    assert target.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("value", ["Bearer S3CRETTOKEN ", "\tS3CRETTOKEN", "S3CRETTOKEN\u20ac"])
+def test_a_header_value_http_cannot_carry_is_refused_unshown(server: Server, value: str) -> None:
+    with pytest.raises(ParamError) as caught:
+        Download("/tmp/x", url=server.url("/tool"), sha256=SUM, headers={"Authorization": value})
+    assert caught.value.field == "headers.Authorization"
+    assert "S3CRET" not in str(caught.value)
+
+
+def test_a_url_that_does_not_parse_is_refused_unshown() -> None:
+    with pytest.raises(ParamError) as caught:
+        Download("/tmp/x", url="http://user:S3CRET/PW@127.0.0.1:1/x", sha256=SUM)
+    assert caught.value.field == "url"
+    assert "S3CRET" not in str(caught.value) and "percent-encoded" in str(caught.value)
+
+
+def test_a_redirect_to_a_bad_url_fails_naming_the_url(server: Server, tmp_path: Path) -> None:
+    server.redirects["/r"] = "http://127.0.0.1:99999/x"
+    with pytest.raises(ResourceError) as caught:
+        converge(Download(str(tmp_path / "t"), url=server.url("/r"), sha256=SUM))
+    assert f"fetching {server.url('/r')} failed: " in str(caught.value)
+    assert _files(tmp_path) == []
+
+
+def test_headers_stay_with_their_origin_across_a_redirect(server: Server, tmp_path: Path) -> None:
+    """Another host (here another port) gets no ``headers``: they hold tokens for the
+    first one (httpx itself drops only Authorization and Cookie)."""
+    with Server() as other:
+        other.files["/tool"] = BODY
+        server.redirects["/r"] = other.url("/tool")
+        headers = {"X-Api-Key": "k1", "Authorization": "Bearer t1"}
+        target = tmp_path / "tool"
+        converge(Download(str(target), url=server.url("/r"), sha256=SUM, headers=headers))
+        assert target.read_bytes() == BODY
+        assert server.requests("/r")[0].headers.get("X-Api-Key") == "k1"
+        there = other.requests("/tool")[0].headers
+        assert "X-Api-Key" not in there and "Authorization" not in there, there

@@ -30,10 +30,15 @@
   path is watched: a file removed or changed by hand is fetched again (the server is not
   watched: ``meta: {poll: N}`` checks a ``checksum_url`` every N seconds).
 - The HTTP client is httpx, imported only when a download is checked; redirects are
-  followed, certificates checked against certifi's CA bundle, proxy variables of the
-  environment not read; each request has a client of its own (nothing stays open
-  between checks). Messages show the URL without its user, password and query (which
-  may hold tokens); ``headers`` values are never shown.
+  followed (``headers`` are not sent to another scheme, host or port than the URL's),
+  certificates checked against certifi's CA bundle, proxy variables of the environment
+  not read; each request has a client of its own (nothing stays open between checks).
+  The body is asked for as it is (``Accept-Encoding: identity``) and saved, hashed and
+  counted against ``max_size`` as sent, never decoded (a server's ``Content-Encoding``
+  is kept, as curl keeps it). A local file larger than ``max_size`` is replaced without
+  being read. Messages show the URL without its user, password and query (which may
+  hold tokens); ``headers`` values are never shown, and a value HTTP cannot carry
+  (spaces around it, a non-ASCII or control character) is refused at load.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _TOKEN = frozenset("!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _OCTAL = frozenset("01234567")
 _SSL: list[ssl.SSLContext] = []
+# The body as the server sends it: what sha256 pins (as curl saves it), and never a
+# small compressed answer inflated past max_size in memory before it is counted.
+_IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class DownloadParams(Params, frozen=True):
@@ -79,8 +87,9 @@ class DownloadParams(Params, frozen=True):
     owner: user name or numeric uid (default: a new file's is the agent's, a replaced one's kept)
     group: group name or numeric gid (default: as owner)
     timeout: seconds one fetch may take in all (connecting, waiting and reading), default 60
-    headers: HTTP headers sent with each request (an Authorization token...); never shown
-    max_size: the most bytes accepted; a larger body fails the fetch (default 1 GiB)
+    headers: HTTP headers sent with each request (an Authorization token...), not to
+      another host after a redirect; never shown
+    max_size: the most bytes accepted, as sent; a larger body fails the fetch (default 1 GiB)
     """
 
     url: str
@@ -181,6 +190,12 @@ class Download(Resource[DownloadParams], kind="download"):
                 )
             if "\n" in value or "\r" in value:
                 raise ParamError(f"headers.{name}", "the value holds a line end; remove it")
+            if value != value.strip(" \t") or not all(" " <= c <= "~" or c == "\t" for c in value):
+                raise ParamError(
+                    f"headers.{name}",
+                    "the value starts or ends with a space, or holds a character an HTTP "
+                    "header cannot (non-ASCII, a control character); the value is not shown",
+                )
         if p.mode is not None and (len(p.mode) not in (3, 4) or not _OCTAL.issuperset(p.mode)):
             raise ParamError(
                 "mode", f'expected an octal string like "0755" or "644", got {p.mode!r}'
@@ -214,8 +229,11 @@ class Download(Resource[DownloadParams], kind="download"):
             return DownloadChange("downloaded", "fetch", expected)
         digest, st = found
         if digest != expected:
+            was = f"sha256 {digest[:12]}..."
+            if digest.startswith("over "):
+                was = f"{digest}: not read"
             return DownloadChange(
-                f"content changed (sha256 {digest[:12]}... -> {expected[:12]}...)",
+                f"content changed ({was} -> {expected[:12]}...)",
                 "fetch",
                 expected,
             )
@@ -297,6 +315,8 @@ class Download(Resource[DownloadParams], kind="download"):
                 )
             fd, st = fs.open_node(at, directory=False)
             try:
+                if st.st_size > self.params.max_size:  # not it: not read (a sparse 15 TiB)
+                    return f"over max_size ({st.st_size} bytes)", st
                 key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
                 if self._hashed is not None and self._hashed[0] == key:
                     return self._hashed[1], st
@@ -383,7 +403,7 @@ class Download(Resource[DownloadParams], kind="download"):
                 length = response.headers.get("Content-Length")
                 if length is not None and length.isdigit() and int(length) > p.max_size:
                     raise self._too_large(p.url, int(length))
-                async for chunk in response.aiter_bytes(CHUNK):
+                async for chunk in response.aiter_raw(CHUNK):
                     size += len(chunk)
                     if size > p.max_size:
                         raise self._too_large(p.url, size)
@@ -417,13 +437,26 @@ class Download(Resource[DownloadParams], kind="download"):
         import httpx
 
         timeout = self.params.timeout
+        origin = _origin(httpx.URL(url))
+        own = [name for name in self.params.headers if name.lower() != "accept-encoding"]
+
+        async def cross_origin(request: httpx.Request) -> None:
+            if _origin(request.url) != origin:  # a redirect elsewhere: not its tokens
+                for name in own:
+                    request.headers.pop(name, None)
+
         try:
             async with (
                 asyncio.timeout(timeout),
                 httpx.AsyncClient(
-                    follow_redirects=True, trust_env=False, verify=_ssl_context()
+                    follow_redirects=True,
+                    trust_env=False,
+                    verify=_ssl_context(),
+                    event_hooks={"request": [cross_origin]},
                 ) as client,
-                client.stream("GET", url, headers=headers, timeout=timeout) as response,
+                client.stream(
+                    "GET", url, headers=_with_identity(headers), timeout=timeout
+                ) as response,
             ):
                 yield response
         except (TimeoutError, httpx.TimeoutException):
@@ -432,10 +465,31 @@ class Download(Resource[DownloadParams], kind="download"):
                 f"fetching {shown_url(url)} timed out after {timeout:g} s; raise timeout "
                 "or check the server",
             ) from None
-        except httpx.HTTPError as exc:
-            raise ResourceError(
-                self.id, f"fetching {shown_url(url)} failed: {type(exc).__name__}: {exc}"
-            ) from None
+        except (
+            httpx.HTTPError,
+            httpx.InvalidURL,
+            httpx.StreamError,
+            ValueError,  # a redirect's bad port, among others
+            OverflowError,
+            ExceptionGroup,  # the same from the connection's own task group
+        ) as exc:
+            cause: BaseException = exc
+            while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+                cause = cause.exceptions[0]
+            said = self._scrub(f"{type(cause).__name__}: {cause}", url)
+            raise ResourceError(self.id, f"fetching {shown_url(url)} failed: {said}") from None
+
+    def _scrub(self, text: str, url: str) -> str:
+        """``text`` (an HTTP library's message) without the header values and the URL's
+        password and query, which it may quote."""
+        from urllib.parse import urlsplit
+
+        secrets = [value for value in self.params.headers.values() if value.strip()]
+        parts = urlsplit(url)
+        secrets += [s for s in (parts.password, parts.query, url) if s]
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "<hidden>")
+        return text
 
     def _expect_ok(self, url: str, response: httpx.Response) -> None:
         if response.status_code != 200:
@@ -448,7 +502,7 @@ class Download(Resource[DownloadParams], kind="download"):
     async def _read_capped(self, url: str, response: httpx.Response, cap: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes(CHUNK):
+        async for chunk in response.aiter_raw(CHUNK):
             size += len(chunk)
             if size > cap:
                 raise self._too_large(url, size, cap)
@@ -497,6 +551,17 @@ class Download(Resource[DownloadParams], kind="download"):
         return (path_uids("file:", self._path), *owners)
 
 
+def _with_identity(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers``, asking for the body as it is unless they ask for an encoding."""
+    if any(name.lower() == "accept-encoding" for name in headers):
+        return dict(headers)
+    return {**_IDENTITY, **headers}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
 def shown_url(url: str) -> str:
     """``url`` without its user, password, query and fragment (they may hold tokens)."""
     from urllib.parse import urlsplit
@@ -517,8 +582,13 @@ def _check_url(field: str, url: str) -> None:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (a bad port raises here)
-    except ValueError as exc:
-        raise ParamError(field, f"is not a valid URL: {exc}") from None
+    except ValueError:
+        raise ParamError(
+            field,
+            "is not a valid URL (a port that is not a number, or a bracket out of place; a "
+            "password's / ? # @ must be percent-encoded); the URL is not shown: it may hold "
+            "a password",
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ParamError(field, f"{shown_url(url)!r} is not an http:// or https:// URL with a host")
 
