@@ -16,6 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from convergent.host import accounts as accounts_host
 from tests.host.hostile import NOBODY, needs_root, run_as_nobody
 from tests.resources.accounts_lab import Accounts, accounts, entry, needs_shadow, passwd, run
 
@@ -89,3 +90,25 @@ def test_a_missing_group_fails_once_and_the_run_ends(tmp_path: Path, accounts: A
     assert done.returncode == 1, text
     assert text.count(f"group {group!r} does not exist") == 1, text
     assert name not in passwd()
+
+
+def test_an_existing_home_others_may_write_is_refused(
+    open_lab: Path, tmp_path: Path, accounts: Accounts
+) -> None:
+    """Root's, but anyone may add to it (a .profile the new user's login runs)."""
+    name = accounts.name()
+    home = open_lab / "shared"
+    home.mkdir()
+    home.chmod(0o1777)
+    run_as_nobody(lambda: (home / ".profile").write_text("echo hers\n"))
+    _refused(tmp_path, entry("user", name, home=str(home)), "others may write it")
+    assert name not in passwd()
+
+
+def test_the_home_checked_is_useradds_own_default(tmp_path: Path) -> None:
+    """Without ``home``, useradd's base (``HOME=`` of its defaults) is the one checked,
+    and given to useradd with -d: the two cannot differ."""
+    defaults = tmp_path / "useradd"
+    defaults.write_text("# useradd defaults\nSHELL=/bin/sh\nHOME=/srv/people/\n")
+    assert accounts_host.default_home("ann", str(defaults)) == "/srv/people/ann"
+    assert accounts_host.default_home("ann", str(tmp_path / "none")) == "/home/ann"

@@ -10,7 +10,12 @@ descriptor she keeps, or swaps the name between the check and the apply). So:
   one of their own content (a new inode: her descriptor writes to the old one);
 - ``file`` without content refuses to make such a file setuid or setgid;
 - the setuid and setgid bits of such a file are not carried to a new owner or group;
-- a file swapped in between the check and the apply is refused, not chowned.
+- a file swapped in between the check and the apply is refused, not chowned;
+- a change that makes such a file look as trusted as root's own (root's, written by
+  no one else) makes a new file too: her descriptors and shared maps (writes through
+  which keep a setuid bit) would keep writing the old one. So do trees (``recurse``,
+  ``source``) and ``cron`` entries;
+- a file that stays hers (no ``owner``) is not made setgid for a group it did not have.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import pytest
 
 from convergent.errors import ResourceError
+from convergent.resources.cron import Cron
 from convergent.resources.download import Download
 from convergent.resources.file import File
 from tests.host.hostile import NOBODY, needs_root
@@ -145,3 +151,72 @@ def test_a_file_swapped_in_between_check_and_apply_is_not_made_setuid(
     after = target.stat()
     assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
     assert target.read_bytes() == BODY
+
+
+def test_a_tree_given_to_root_keeps_none_of_her_setuid_bits(tmp_path: Path) -> None:
+    """``recurse`` owns no bytes: files are chowned in place (a service's open log
+    stays its log), and chown's clearing of setuid is not undone for her file."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    os.chown(tree, NOBODY, NOBODY)
+    evil = _planted(tree, "evil", HERS, 0o4755)
+    converge(File(str(tree), state="directory", recurse=True, owner="root", group="root"))
+    after = evil.stat()
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o755)
+    _planted(tree, "plain", HERS, 0o755)
+    with pytest.raises(ResourceError) as caught:
+        converge(File(str(tree), state="directory", recurse=True, owner="root", mode="4755"))
+    assert "not made setuid or setgid" in str(caught.value), caught.value
+    assert stat.S_IMODE((tree / "plain").stat().st_mode) == 0o755
+
+
+def test_a_copied_tree_over_her_identical_file_makes_a_new_file(tmp_path: Path) -> None:
+    source, tree = tmp_path / "src", tmp_path / "t"
+    source.mkdir()
+    (source / "tool").write_bytes(BODY)
+    (source / "tool").chmod(0o4755)
+    tree.mkdir()
+    theirs = _planted(tree, "tool", BODY, 0o755)
+    before = theirs.stat()
+    her_descriptor = os.open(theirs, os.O_WRONLY)
+    try:
+        converge(File(str(tree), state="directory", source=str(source), owner="root"))
+        os.write(her_descriptor, HERS)
+    finally:
+        os.close(her_descriptor)
+    after = theirs.stat()
+    assert after.st_ino != before.st_ino
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
+    assert theirs.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("kind", ["download", "file"])
+def test_a_file_that_stays_hers_is_not_made_setgid_for_another_group(
+    server: Server, tmp_path: Path, kind: str
+) -> None:
+    target = _planted(tmp_path, "tool", HERS, 0o755)
+    with pytest.raises(ResourceError) as caught:
+        converge(_kinds(server, target, group="root", mode="2755")[kind])
+    assert f"it would stay uid {NOBODY}'s" in str(caught.value)
+    after = target.stat()
+    assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (NOBODY, 0o755)
+
+
+def test_a_file_others_may_write_made_roots_own_is_a_new_file(tmp_path: Path) -> None:
+    """Only the mode changes (0666 -> 0644, root's already): in place, a descriptor she
+    opened while she could write would keep adding lines root's cron runs."""
+    resource = Cron("job", cmd="/bin/true", cron_dir=str(tmp_path))
+    converge(resource)
+    entry = tmp_path / "job"
+    entry.chmod(0o666)
+    before = entry.stat()
+    her_descriptor = os.open(entry, os.O_WRONLY | os.O_APPEND)
+    try:
+        change = converge(resource)
+        assert change is not None and "(a new file: " in change.summary
+        os.write(her_descriptor, b"* * * * * root /tmp/evil\n")
+    finally:
+        os.close(her_descriptor)
+    assert entry.stat().st_ino != before.st_ino
+    assert b"/tmp/evil" not in entry.read_bytes()
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o644

@@ -69,15 +69,26 @@ def test_a_changed_schedule_rewrites_the_entry_with_a_diff(tmp_path: Path) -> No
 
 @needs_root
 def test_mode_and_owner_drift_is_corrected_without_rewriting(tmp_path: Path) -> None:
+    """Drift only root could have made is put right in place; a file another user may
+    have written (hers, or writable by others) is replaced: her open descriptor would
+    keep writing lines root's cron runs (tests/attack/test_setuid_in_place.py)."""
     converge(cron(tmp_path))
     target = tmp_path / "backup"
     inode = target.stat().st_ino
+    target.chmod(0o600)
+    os.chown(target, 0, 65534)
+    change = converge(cron(tmp_path))
+    assert change is not None
+    assert change.summary == "mode 0600 -> 0644, owner 0:65534 -> 0:0"
+    assert target.stat().st_ino == inode
     target.chmod(0o666)
     os.chown(target, 65534, 65534)
     change = converge(cron(tmp_path))
     assert change is not None
-    assert change.summary == "mode 0666 -> 0644, owner 65534:65534 -> 0:0"
-    assert target.stat().st_ino == inode
+    assert change.summary == (
+        "mode 0666 -> 0644, owner 65534:65534 -> 0:0 (a new file: it belongs to uid 65534)"
+    )
+    assert target.stat().st_ino != inode
 
 
 def test_absent_removes_the_file_and_a_missing_one_needs_nothing(tmp_path: Path) -> None:

@@ -364,3 +364,12 @@ def test_headers_stay_with_their_origin_across_a_redirect(server: Server, tmp_pa
         assert server.requests("/r")[0].headers.get("X-Api-Key") == "k1"
         there = other.requests("/tool")[0].headers
         assert "X-Api-Key" not in there and "Authorization" not in there, there
+
+
+def test_a_url_the_http_client_refuses_fails_naming_it(tmp_path: Path) -> None:
+    """urlsplit takes it at load; httpx refuses its host (an invalid IDNA label) before
+    any lookup: a resource error that names the URL, not the library's bare text."""
+    resource = Download(str(tmp_path / "t"), url="http://xn--zz.example/x", sha256=SUM)
+    with pytest.raises(ResourceError) as caught:
+        converge(resource)
+    assert "fetching http://xn--zz.example/x failed: " in str(caught.value)

@@ -36,6 +36,7 @@ __all__ = [
     "Group",
     "ToolError",
     "User",
+    "default_home",
     "home_refused",
     "read_groups",
     "read_hash",
@@ -178,6 +179,21 @@ def _tool(name: str) -> str:
     return name
 
 
+def default_home(name: str, defaults: str = "/etc/default/useradd") -> str:
+    """The home useradd gives ``name`` when none is given: ``HOME`` of its defaults file
+    (``useradd -D``), /home when it sets none, then the name."""
+    base = "/home"
+    try:
+        with open(defaults, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                key, sep, value = line.strip().partition("=")
+                if sep and key == "HOME" and value.strip().startswith("/"):
+                    base = value.strip()
+    except OSError:
+        pass
+    return f"{base.rstrip('/')}/{name}"
+
+
 def home_refused(home: str, uid: int | None) -> str | None:
     """Why useradd may not make ``home`` (``-m``) for a new user of ``uid`` (None: not
     known yet), None when it may.
@@ -220,6 +236,11 @@ def home_refused(home: str, uid: int | None) -> str | None:
                     return (
                         f"{where} exists and belongs to uid {st.st_uid}: useradd would leave "
                         "it, and what is in it, to the new user; remove it, or give it to root"
+                    )
+                if st.st_mode & 0o022:
+                    return (
+                        f"{where} exists and others may write it: useradd would leave it, "
+                        "and what they put in it, to the new user; choose another home"
                     )
                 break
             if st.st_uid != 0:

@@ -54,6 +54,7 @@ __all__ = [
     "locate",
     "lstat",
     "make_directory",
+    "new_inode_needed",
     "open_node",
     "read_all",
     "read_checked",
@@ -61,6 +62,7 @@ __all__ = [
     "read_regular",
     "remove",
     "set_meta",
+    "special_refused",
     "untrusted",
 ]
 
@@ -576,6 +578,46 @@ def kept_mode(st: os.stat_result, uid: int, gid: int) -> int:
     if (uid != st.st_uid or gid != st.st_gid) and untrusted(st) is not None:
         mode &= ~SPECIAL_BITS
     return mode
+
+
+def new_inode_needed(st: os.stat_result, mode: int | None, uid: int, gid: int) -> str | None:
+    """Why setting ``mode``/``uid``/``gid`` (None / -1: kept) on the regular file ``st``
+    describes must make a new file instead (None: in place is safe): someone else may
+    have written it (:func:`untrusted`) and the change :func:`grants` it rights, or makes
+    it look as trusted as the agent's own (root's, written by no one else): her open
+    descriptors and shared maps would keep writing the inode, setuid bits and all."""
+    why = untrusted(st)
+    if why is None or not stat.S_ISREG(st.st_mode):
+        return None
+    if grants(st, mode, uid, gid):
+        return why
+    new_uid = st.st_uid if uid == -1 else uid
+    new_mode = stat.S_IMODE(st.st_mode) if mode is None else mode
+    return why if new_uid == os.geteuid() and not new_mode & 0o022 else None
+
+
+def special_refused(
+    st: os.stat_result, mode: int | None, uid: int, gid: int, *, content: bool
+) -> str | None:
+    """Why the regular file ``st`` describes may not become setuid or setgid (None: it
+    may): another user's bytes would be (``content`` False: no content of the resource
+    replaces them), or the file would stay hers (no ``uid`` given) and setgid for a group
+    or a bit it did not have: she could change its bytes afterwards (setuid, it is only
+    ever hers)."""
+    why = untrusted(st)
+    if why is None or not stat.S_ISREG(st.st_mode):
+        return None
+    new_uid = st.st_uid if uid == -1 else uid
+    new_gid = st.st_gid if gid == -1 else gid
+    final = kept_mode(st, new_uid, new_gid) if mode is None else mode
+    if not final & SPECIAL_BITS:
+        return None
+    if not content and new_inode_needed(st, mode, uid, gid) is not None:
+        return f"its bytes may be anyone's ({why})"
+    added = new_gid != st.st_gid or not st.st_mode & stat.S_ISGID
+    if new_uid == st.st_uid != os.geteuid() and final & stat.S_ISGID and added:
+        return f"it would stay uid {st.st_uid}'s, who could change its bytes afterwards"
+    return None
 
 
 def default_mode(directory: bool = False) -> int:

@@ -207,7 +207,12 @@ class Cron(Resource[CronParams], kind="cron"):
             parts.append(f"mode {stat.S_IMODE(st.st_mode):04o} -> {MODE:04o}")
         if (st.st_uid, st.st_gid) != (0, 0):
             parts.append(f"owner {st.st_uid}:{st.st_gid} -> 0:0")
-        return CronChange(", ".join(parts), None, "meta") if parts else None
+        if not parts:
+            return None
+        why = fs.new_inode_needed(st, MODE, 0, 0)
+        if why is not None:  # her descriptor would keep writing what root's cron reads
+            return CronChange(f"{', '.join(parts)} (a new file: {why})", None, "write")
+        return CronChange(", ".join(parts), None, "meta")
 
     async def apply(self, ctx: Context, change: Change) -> str | None:
         action = change.action if isinstance(change, CronChange) else "write"
@@ -220,8 +225,16 @@ class Cron(Resource[CronParams], kind="cron"):
                     pass
             elif action == "meta":
                 with fs.locate(self._path) as at:
-                    fd, _ = fs.open_node(at, directory=False, change=True)
+                    fd, st = fs.open_node(at, directory=False, change=True)
                     try:
+                        why = fs.new_inode_needed(st, MODE, 0, 0)
+                        if why is not None:
+                            raise ResourceError(
+                                self.id,
+                                f"{self._path} was replaced or made writable since its check "
+                                f"({why}); nothing was changed: its next check writes a new "
+                                "file",
+                            )
                         fs.set_meta(fd, MODE, 0, 0)
                     finally:
                         os.close(fd)

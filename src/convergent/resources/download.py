@@ -254,10 +254,11 @@ class Download(Resource[DownloadParams], kind="download"):
             gid = -1
         if not parts:
             return None
-        why = fs.untrusted(st)
-        if why is not None and fs.grants(st, mode, uid, gid):
-            # chown/chmod in place would give another user's bytes (she may rewrite
-            # them through a descriptor, or swap the name, until then) the new rights
+        self._refuse_special(st, mode, uid, gid)
+        why = fs.new_inode_needed(st, mode, uid, gid)
+        if why is not None:
+            # chown/chmod in place: her descriptors and shared maps (or a name she swaps
+            # in meanwhile) would keep writing what gets the new rights
             return DownloadChange(f"{', '.join(parts)} (a new copy: {why})", "fetch", expected)
         return DownloadChange(", ".join(parts), "meta", expected, mode, uid, gid)
 
@@ -272,8 +273,8 @@ class Download(Resource[DownloadParams], kind="download"):
                 with fs.locate(self._path) as at:
                     fd, st = fs.open_node(at, directory=False, change=True)
                     try:
-                        why = fs.untrusted(st)
-                        if why is not None and fs.grants(st, change.mode, change.uid, change.gid):
+                        why = fs.new_inode_needed(st, change.mode, change.uid, change.gid)
+                        if why is not None:
                             raise ResourceError(
                                 self.id,
                                 f"{self._path} was replaced or made writable since its check "
@@ -288,6 +289,15 @@ class Download(Resource[DownloadParams], kind="download"):
         except (fs.PathRefused, posix.NoSuchName) as exc:
             raise self._error(exc) from None
         return f"{change.summary}, {size} bytes"
+
+    def _refuse_special(self, st: os.stat_result, mode: int | None, uid: int, gid: int) -> None:
+        refused = fs.special_refused(st, mode, uid, gid, content=True)
+        if refused is not None:
+            raise ResourceError(
+                self.id,
+                f"{self._path}: convergent does not make it setuid or setgid: {refused}; "
+                "give owner",
+            )
 
     def _error(self, exc: fs.PathRefused | posix.NoSuchName) -> ResourceError:
         if isinstance(exc, posix.NoSuchName):
@@ -384,6 +394,7 @@ class Download(Resource[DownloadParams], kind="download"):
         try:
             st = fs.lstat(at)
             if st is not None and stat.S_ISREG(st.st_mode):  # keep what is not asked for
+                self._refuse_special(st, mode, uid, gid)
                 uid = st.st_uid if uid == -1 else uid
                 gid = st.st_gid if gid == -1 else gid
                 mode = fs.kept_mode(st, uid, gid) if mode is None else mode
@@ -437,15 +448,16 @@ class Download(Resource[DownloadParams], kind="download"):
         import httpx
 
         timeout = self.params.timeout
-        origin = _origin(httpx.URL(url))
         own = [name for name in self.params.headers if name.lower() != "accept-encoding"]
+        origin: list[tuple[str, str, int | None]] = []
 
         async def cross_origin(request: httpx.Request) -> None:
-            if _origin(request.url) != origin:  # a redirect elsewhere: not its tokens
+            if _origin(request.url) != origin[0]:  # a redirect elsewhere: not its tokens
                 for name in own:
                     request.headers.pop(name, None)
 
         try:
+            origin.append(_origin(httpx.URL(url)))  # httpx may refuse what urlsplit took
             async with (
                 asyncio.timeout(timeout),
                 httpx.AsyncClient(

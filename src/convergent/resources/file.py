@@ -308,13 +308,18 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         if not parts:
             return None
         summary = ", ".join(parts)
-        why = fs.untrusted(st)
-        if why is not None and fs.grants(st, mode, uid, gid) and not rewrite:
-            if wanted is None:
-                self._refuse_in_place(st, mode, why)
-            else:  # chown/chmod in place would give another user's bytes the new rights
-                summary += f" (a new file: {why})"
-                rewrite = True
+        ours = self._owns_content()  # a new file of its content may replace it
+        refused = fs.special_refused(st, mode, uid, gid, content=ours)
+        if refused is not None:
+            raise ResourceError(
+                self.id,
+                f"{path}: convergent does not make it setuid or setgid: {refused}; give "
+                "owner (and content or source: a new file then replaces it), or fix it by hand",
+            )
+        why = fs.new_inode_needed(st, mode, uid, gid) if ours and not rewrite else None
+        if why is not None:  # in place, her descriptors would keep writing it
+            summary += f" (a new file: {why})"
+            rewrite = True
         if rewrite and wanted is not None:
             # A new inode replaces the file: carry over whatever is not being changed.
             new_uid = st.st_uid if uid == -1 else uid
@@ -332,18 +337,12 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             return change
         return FileChange(summary, None, "meta", b"", mode, uid, gid)
 
-    def _refuse_in_place(self, st: os.stat_result, mode: int | None, why: str) -> None:
-        """A file of unmanaged content someone else may have written is not made setuid or
-        setgid for another owner or group (nor for its own by a bit it lacks): only a new
-        file from content or source may be."""
-        final = stat.S_IMODE(st.st_mode) & ~_SPECIAL_BITS if mode is None else mode  # chown
-        if final & _SPECIAL_BITS:
-            raise ResourceError(
-                self.id,
-                f"{self._path} may hold anyone's bytes ({why}): convergent does not make it "
-                f"setuid or setgid (mode {final:04o}) for another owner or group in place; "
-                "give content or source (a new file then replaces it), or fix it by hand",
-            )
+    def _owns_content(self) -> bool:
+        """Whether a new file of this resource's own bytes (content or source) may replace
+        the file: not when it has none, nor with ``replace: false``. A file of bytes it
+        does not own is changed in place (a service's open log stays its log); only a
+        setuid or setgid result is refused there (:func:`fs.special_refused`)."""
+        return (self._data is not None or self._source is not None) and self.params.replace
 
     def _plan_directory(
         self, at: fs.At, st: os.stat_result, ctx: Context | None
@@ -542,16 +541,15 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             return
         fd, st = fs.open_node(at, directory=self.params.state == "directory", change=True)
         try:
-            why = fs.untrusted(st) if stat.S_ISREG(st.st_mode) else None
-            if why is not None and fs.grants(st, change.mode, change.uid, change.gid):
-                if self._data is None and self._source is None:
-                    self._refuse_in_place(st, change.mode, why)
-                else:
-                    raise ResourceError(
-                        self.id,
-                        f"{self._path} was replaced or made writable since its check ({why});"
-                        " nothing was changed: its next check writes a new file",
-                    )
+            ours = self._owns_content()
+            why = fs.new_inode_needed(st, change.mode, change.uid, change.gid) if ours else None
+            refused = fs.special_refused(st, change.mode, change.uid, change.gid, content=ours)
+            if why is not None or refused is not None:
+                raise ResourceError(
+                    self.id,
+                    f"{self._path} was replaced or made writable since its check "
+                    f"({why or refused}); nothing was changed: its next check sees it",
+                )
             fs.set_meta(fd, change.mode, change.uid, change.gid)
         finally:
             os.close(fd)

@@ -251,9 +251,16 @@ class _Walk:
             return modes.with_search(mode.octal)
         return mode.apply(old, directory=directory)
 
-    def meta(self, fd: int, st: os.stat_result, base: int | None, owner: int, entry: str) -> bool:
+    def meta(
+        self, fd: int, st: os.stat_result, base: int | None, owner: int, entry: str,
+        at: tuple[int, str], data: bytes | None = None,
+    ) -> bool:  # fmt: skip
         """Set mode (from ``base``, the source's mode, or the entry's own) and owner on
-        the opened entry; whether anything differed."""
+        the opened entry (``at``: its directory's descriptor and its name; ``data``: the
+        source's bytes it holds); whether anything differed. A regular file someone else
+        may have written gets a new file of ``data`` instead when in place would give it
+        rights (:func:`fs.new_inode_needed`), and is never made setuid or setgid from its
+        own bytes."""
         old = stat.S_IMODE(st.st_mode)
         mode = self.want(old if base is None else base, stat.S_ISDIR(st.st_mode))
         uid = self.uid if self.uid not in (-1, st.st_uid) else -1
@@ -267,8 +274,40 @@ class _Walk:
                 f"{st.st_uid} and sits in a directory of uid {owner}: it may be another file "
                 "linked in, so its mode and owner are left alone; remove the extra links",
             )
+        if stat.S_ISREG(st.st_mode) and fs.untrusted(st) is not None:
+            asked = None if self.mode is None and base is None else mode
+            return self._renew(fd, st, asked, entry, at, data)
         if self.act:
             fs.set_meta(fd, mode, uid, gid)
+        return True
+
+    def _renew(
+        self, fd: int, st: os.stat_result, mode: int | None, entry: str,
+        at: tuple[int, str], data: bytes | None,
+    ) -> bool:  # fmt: skip
+        """Mode and owner for a file someone else may have written (``mode`` None: not
+        asked, its own kept): a new file of the source's ``data`` when in place would give
+        it rights; without ``data`` (``recurse``: bytes the tree does not own, a
+        service's open log among them) in place, never setuid or setgid."""
+        uid = self.uid if self.uid not in (-1, st.st_uid) else -1
+        gid = self.gid if self.gid not in (-1, st.st_gid) else -1
+        refused = fs.special_refused(st, mode, uid, gid, content=data is not None)
+        if refused is not None:
+            raise fs.PathRefused(
+                errno.EPERM, f"{self.top}/{entry}: not made setuid or setgid: {refused}"
+            )
+        new_uid = st.st_uid if uid == -1 else uid
+        new_gid = st.st_gid if gid == -1 else gid
+        final = fs.kept_mode(st, new_uid, new_gid) if mode is None else mode
+        if data is None or fs.new_inode_needed(st, mode, uid, gid) is None:
+            if final == stat.S_IMODE(st.st_mode) and uid == -1 and gid == -1:
+                return False
+            if self.act:
+                fs.set_meta(fd, final, uid, gid)
+            return True
+        if self.act:
+            dfd, name = at
+            self.write(dfd, name, entry, data, final, new_uid, new_gid, os.fstat(dfd).st_uid)
         return True
 
     def recurse(self, dfd: int, rel: str) -> None:
@@ -281,7 +320,7 @@ class _Walk:
                 continue  # a symlink, a special file, or gone
             fd, st = opened
             try:
-                if self.meta(fd, st, None, owner, rel + name):
+                if self.meta(fd, st, None, owner, rel + name, (dfd, name)):
                     self.tally.note("updated", rel + name)
                 if stat.S_ISDIR(st.st_mode):
                     self.recurse(fd, f"{rel}{name}/")
@@ -337,7 +376,7 @@ class _Walk:
                     return
                 fd, st = opened
                 try:
-                    if self.meta(fd, st, stat.S_IMODE(sst.st_mode), owner, entry):
+                    if self.meta(fd, st, stat.S_IMODE(sst.st_mode), owner, entry, (dfd, name)):
                         self.tally.note("updated", entry)
                     self.copy(child_src, fd, entry + "/")
                 finally:
@@ -383,7 +422,7 @@ class _Walk:
             fd, st = opened
             try:
                 if fs.read_all(fd, st.st_size) == data:
-                    if self.meta(fd, st, base, owner, entry):
+                    if self.meta(fd, st, base, owner, entry, (dfd, name), data):
                         self.tally.note("updated", entry)
                     return
             finally:

@@ -25,10 +25,12 @@ absent`` runs ``userdel`` without ``-r``: the home directory and mail spool stay
 
 A home that useradd makes must lie below directories only root may write (a sticky one
 such as /tmp only on the way to a directory of root's that exists), and one that exists
-already must be root's or the user's uid's: otherwise another local user could have
-useradd follow her symlink or hand her directory to the new user, and the user is not
-created (the error says why). A group named in ``group`` or ``groups`` that does not exist
-fails the resource before any tool runs.
+already must be root's or the user's uid's and written by no one else: otherwise another
+local user could have useradd follow her symlink or hand her directory to the new user,
+and the user is not created (the error says why). Without ``home``, useradd's own default
+(``HOME=`` of /etc/default/useradd, then the name) is checked and given to it. A group
+named in ``group`` or ``groups`` that does not exist fails the resource before any tool
+runs.
 """
 
 from __future__ import annotations
@@ -218,7 +220,7 @@ class User(Resource[UserParams], kind="user"):
             if p.group is None and self.name not in groups:
                 effects.accounts[f"group:{self.name}"] = Account(True)
             if p.create_home if p.create_home is not None else not p.system:
-                home = p.home if p.home is not None else f"/home/{self.name}"
+                home = self._home()
                 if os.path.lexists(home):  # useradd leaves it as it is
                     return effects
                 node = Node("directory", self.id, uid=uid) if p.home else Node("unknown", self.id)
@@ -305,9 +307,9 @@ class User(Resource[UserParams], kind="user"):
             argv += ["-g", self.name]
         if p.groups:
             argv += ["-G", ",".join(str(g) for g in p.groups)]
-        if p.home is not None:
-            argv += ["-d", p.home]
         create_home = p.create_home if p.create_home is not None else not p.system
+        if p.home is not None or create_home:
+            argv += ["-d", self._home()]
         argv.append("-m" if create_home else "-M")
         if p.shell is not None:
             argv += ["-s", p.shell]
@@ -323,13 +325,18 @@ class User(Resource[UserParams], kind="user"):
             summary += " with a password hash"
         return [summary], commands
 
+    def _home(self) -> str:
+        """The home given, or the one useradd would choose (given to it as ``-d``: the
+        home checked is the one made)."""
+        p = self.params
+        return p.home if p.home is not None else accounts.default_home(self.name)
+
     def _refuse_home(self, ctx: Context) -> None:
         """A new user's home is made only where no other user can redirect it."""
         p = self.params
         if not (p.create_home if p.create_home is not None else not p.system):
             return
-        home = p.home if p.home is not None else f"/home/{self.name}"
-        why = accounts.home_refused(home, p.uid)
+        why = accounts.home_refused(self._home(), p.uid)
         if why is not None:
             raise ResourceError(ctx.id, f"home: {why}; nothing was changed")
 
