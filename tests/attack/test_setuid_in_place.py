@@ -220,3 +220,54 @@ def test_a_file_others_may_write_made_roots_own_is_a_new_file(tmp_path: Path) ->
     assert entry.stat().st_ino != before.st_ino
     assert b"/tmp/evil" not in entry.read_bytes()
     assert stat.S_IMODE(entry.stat().st_mode) == 0o644
+
+
+def test_her_setgid_bit_without_group_execute_is_dropped_at_a_chown(tmp_path: Path) -> None:
+    """chown(2) keeps S_ISGID when S_IXGRP is not set; the agent drops it itself, so a
+    later g+x cannot make her bytes a program of root's group."""
+    target = _planted(tmp_path, "f", HERS, 0o2644)
+    converge(File(str(target), group="root"))
+    assert (target.stat().st_gid, stat.S_IMODE(target.stat().st_mode)) == (0, 0o644)
+    converge(File(str(target), mode="g+x"))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o654
+
+
+def test_a_source_tree_does_not_make_her_file_setgid_for_roots_group(tmp_path: Path) -> None:
+    source, tree = tmp_path / "src", tmp_path / "t"
+    source.mkdir()
+    (source / "f").write_bytes(BODY)
+    (source / "f").chmod(0o2755)
+    tree.mkdir()
+    theirs = _planted(tree, "f", HERS, 0o644)
+    with pytest.raises(ResourceError) as caught:
+        converge(File(str(tree), state="directory", source=str(source), group="root"))
+    assert f"it would stay uid {NOBODY}'s" in str(caught.value)
+    assert (theirs.read_bytes(), theirs.stat().st_gid) == (HERS, NOBODY)
+
+
+def test_a_symbolic_setuid_mode_never_keeps_her_write_bits(tmp_path: Path) -> None:
+    target = _planted(tmp_path, "f", HERS, 0o777)
+    with pytest.raises(ResourceError) as caught:
+        converge(File(str(target), content=BODY.decode(), owner="root", mode="u+s"))
+    assert "setuid or setgid and writable by others" in str(caught.value)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777
+
+
+def test_a_setgid_file_of_roots_is_made_less_writable_in_place(tmp_path: Path) -> None:
+    """Its bit was there already: taking write access away gives it nothing."""
+    tree = tmp_path / "games"
+    tree.mkdir()
+    shared = _planted(tree, "b", BODY, 0o2775, uid=0)
+    _planted(tree, "a", BODY, 0o666, uid=0)
+    converge(File(str(tree), state="directory", recurse=True, mode="go-w"))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o2755
+    assert stat.S_IMODE((tree / "a").stat().st_mode) == 0o644
+
+
+def test_noop_refuses_a_download_setgid_for_her_as_the_run_does(
+    server: Server, tmp_path: Path
+) -> None:
+    target = _planted(tmp_path, "tool", HERS, 0o755)
+    with pytest.raises(ResourceError) as caught:
+        check(Download(str(target), url=server.url("/tool"), sha256=SUM, group="root", mode="2755"))
+    assert f"it would stay uid {NOBODY}'s" in str(caught.value)

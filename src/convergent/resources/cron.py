@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
-from convergent.host import fs
+from convergent.host import fs, trust
 from convergent.resources.base import Change, Context, Params, Resource
 from convergent.resources.fswatch import FsWatcher
 from convergent.resources.textfile import absolute, directory_missing, read, write
@@ -209,7 +209,7 @@ class Cron(Resource[CronParams], kind="cron"):
             parts.append(f"owner {st.st_uid}:{st.st_gid} -> 0:0")
         if not parts:
             return None
-        why = fs.new_inode_needed(st, MODE, 0, 0)
+        why = trust.new_inode_needed(st, MODE, 0, 0)
         if why is not None:  # her descriptor would keep writing what root's cron reads
             return CronChange(f"{', '.join(parts)} (a new file: {why})", None, "write")
         return CronChange(", ".join(parts), None, "meta")
@@ -227,7 +227,7 @@ class Cron(Resource[CronParams], kind="cron"):
                 with fs.locate(self._path) as at:
                     fd, st = fs.open_node(at, directory=False, change=True)
                     try:
-                        why = fs.new_inode_needed(st, MODE, 0, 0)
+                        why = trust.new_inode_needed(st, MODE, 0, 0)
                         if why is not None:
                             raise ResourceError(
                                 self.id,

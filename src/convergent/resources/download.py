@@ -51,14 +51,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
-from convergent.host import atomic, fs, posix
+from convergent.host import atomic, fs, posix, trust
+from convergent.resources import downloadurl
 from convergent.resources.base import Change, Context, Params, Resource
+from convergent.resources.downloadurl import shown_url
 from convergent.resources.fswatch import FsWatcher
 from convergent.resources.textfile import absolute, directory_missing
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
 
     from convergent.resources.predicted import Effects, View
@@ -66,14 +66,9 @@ if TYPE_CHECKING:
 __all__ = ["Download", "DownloadChange", "DownloadParams", "shown_url"]
 
 CHUNK = 1 << 16
-_HEX = frozenset("0123456789abcdefABCDEF")
 # An HTTP header name (RFC 9110's token); sets, not regular expressions: cheaper to load.
 _TOKEN = frozenset("!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _OCTAL = frozenset("01234567")
-_SSL: list[ssl.SSLContext] = []
-# The body as the server sends it: what sha256 pins (as curl saves it), and never a
-# small compressed answer inflated past max_size in memory before it is counted.
-_IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class DownloadParams(Params, frozen=True):
@@ -129,18 +124,6 @@ class DownloadChange(Change):
         self.gid = gid
 
 
-def _ssl_context() -> ssl.SSLContext:
-    """The TLS settings of every download (httpx's: certifi's CA bundle), made once per
-    process: a client is made per request, and loading the CA bundle is its dear part."""
-    if not _SSL:
-        import ssl
-
-        import certifi
-
-        _SSL.append(ssl.create_default_context(cafile=certifi.where()))
-    return _SSL[0]
-
-
 class Download(Resource[DownloadParams], kind="download"):
     """See the module docstring; parameters are documented on :class:`DownloadParams`."""
 
@@ -169,16 +152,16 @@ class Download(Resource[DownloadParams], kind="download"):
                 f"give the file's path (the resource name {self.name!r} is not an absolute path)",
             )
         self._path = absolute("path", p.path if p.path is not None else self.name)
-        _check_url("url", p.url)
+        downloadurl.check_url("url", p.url)
         if (p.sha256 is None) == (p.checksum_url is None):
             raise ParamError(
                 "sha256",
                 "give sha256 (the content's hash) or checksum_url (where to read it), one of them",
             )
-        if p.sha256 is not None and not _is_sum(p.sha256):
+        if p.sha256 is not None and not downloadurl.is_sum(p.sha256):
             raise ParamError("sha256", f"{p.sha256!r} is not 64 hex digits (sha256sum's output)")
         if p.checksum_url is not None:
-            _check_url("checksum_url", p.checksum_url)
+            downloadurl.check_url("checksum_url", p.checksum_url)
         if not 0 < p.timeout < float("inf"):
             raise ParamError("timeout", f"must be a number of seconds > 0, not {p.timeout}")
         if p.max_size < 1:
@@ -228,6 +211,7 @@ class Download(Resource[DownloadParams], kind="download"):
                 )
             return DownloadChange("downloaded", "fetch", expected)
         digest, st = found
+        self._refuse_special(st, self._mode, *self._owner_ids())  # a new copy keeps no bits
         if digest != expected:
             was = f"sha256 {digest[:12]}..."
             if digest.startswith("over "):
@@ -255,7 +239,7 @@ class Download(Resource[DownloadParams], kind="download"):
         if not parts:
             return None
         self._refuse_special(st, mode, uid, gid)
-        why = fs.new_inode_needed(st, mode, uid, gid)
+        why = trust.new_inode_needed(st, mode, uid, gid)
         if why is not None:
             # chown/chmod in place: her descriptors and shared maps (or a name she swaps
             # in meanwhile) would keep writing what gets the new rights
@@ -273,7 +257,7 @@ class Download(Resource[DownloadParams], kind="download"):
                 with fs.locate(self._path) as at:
                     fd, st = fs.open_node(at, directory=False, change=True)
                     try:
-                        why = fs.new_inode_needed(st, change.mode, change.uid, change.gid)
+                        why = trust.new_inode_needed(st, change.mode, change.uid, change.gid)
                         if why is not None:
                             raise ResourceError(
                                 self.id,
@@ -291,7 +275,7 @@ class Download(Resource[DownloadParams], kind="download"):
         return f"{change.summary}, {size} bytes"
 
     def _refuse_special(self, st: os.stat_result, mode: int | None, uid: int, gid: int) -> None:
-        refused = fs.special_refused(st, mode, uid, gid, content=True)
+        refused = trust.special_refused(st, mode, uid, gid, content=True)
         if refused is not None:
             raise ResourceError(
                 self.id,
@@ -369,9 +353,9 @@ class Download(Resource[DownloadParams], kind="download"):
             body = await self._read_capped(url, response, 1 << 20)
             etag = response.headers.get("ETag")
             modified = response.headers.get("Last-Modified")
-        digest = _pick_sum(body.decode(errors="replace"), self.params.url)
+        digest = downloadurl.pick_sum(body.decode(errors="replace"), self.params.url)
         if digest is None:
-            name = _file_name(self.params.url)
+            name = downloadurl.file_name(self.params.url)
             raise ResourceError(
                 self.id,
                 f"the checksum file {shown_url(url)} has no SHA-256 for {name!r}; it should "
@@ -397,7 +381,7 @@ class Download(Resource[DownloadParams], kind="download"):
                 self._refuse_special(st, mode, uid, gid)
                 uid = st.st_uid if uid == -1 else uid
                 gid = st.st_gid if gid == -1 else gid
-                mode = fs.kept_mode(st, uid, gid) if mode is None else mode
+                mode = trust.kept_mode(st, uid, gid) if mode is None else mode
             ctx.shared(atomic.Sweeper).sweep(at)
             final = fs.default_mode() if mode is None else mode
             fd, temp = atomic.create_temp(at, b"", 0o600, uid, gid)
@@ -449,25 +433,25 @@ class Download(Resource[DownloadParams], kind="download"):
 
         timeout = self.params.timeout
         own = [name for name in self.params.headers if name.lower() != "accept-encoding"]
-        origin: list[tuple[str, str, int | None]] = []
+        first: list[tuple[str, str, int | None]] = []
 
         async def cross_origin(request: httpx.Request) -> None:
-            if _origin(request.url) != origin[0]:  # a redirect elsewhere: not its tokens
+            if downloadurl.origin(request.url) != first[0]:  # a redirect elsewhere: no tokens
                 for name in own:
                     request.headers.pop(name, None)
 
         try:
-            origin.append(_origin(httpx.URL(url)))  # httpx may refuse what urlsplit took
+            first.append(downloadurl.origin(httpx.URL(url)))  # httpx may refuse what urlsplit took
             async with (
                 asyncio.timeout(timeout),
                 httpx.AsyncClient(
                     follow_redirects=True,
                     trust_env=False,
-                    verify=_ssl_context(),
+                    verify=downloadurl.ssl_context(),
                     event_hooks={"request": [cross_origin]},
                 ) as client,
                 client.stream(
-                    "GET", url, headers=_with_identity(headers), timeout=timeout
+                    "GET", url, headers=downloadurl.with_identity(headers), timeout=timeout
                 ) as response,
             ):
                 yield response
@@ -561,73 +545,3 @@ class Download(Resource[DownloadParams], kind="download"):
             if value is not None
         ]
         return (path_uids("file:", self._path), *owners)
-
-
-def _with_identity(headers: Mapping[str, str]) -> dict[str, str]:
-    """``headers``, asking for the body as it is unless they ask for an encoding."""
-    if any(name.lower() == "accept-encoding" for name in headers):
-        return dict(headers)
-    return {**_IDENTITY, **headers}
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port
-
-
-def shown_url(url: str) -> str:
-    """``url`` without its user, password, query and fragment (they may hold tokens)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}{'?...' if parts.query else ''}"
-
-
-def _check_url(field: str, url: str) -> None:
-    from urllib.parse import urlsplit
-
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        raise ParamError(field, "holds whitespace or a control character; percent-encode it")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (a bad port raises here)
-    except ValueError:
-        raise ParamError(
-            field,
-            "is not a valid URL (a port that is not a number, or a bracket out of place; a "
-            "password's / ? # @ must be percent-encoded); the URL is not shown: it may hold "
-            "a password",
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ParamError(field, f"{shown_url(url)!r} is not an http:// or https:// URL with a host")
-
-
-def _is_sum(text: str) -> bool:
-    return len(text) == 64 and _HEX.issuperset(text)
-
-
-def _file_name(url: str) -> str:
-    from urllib.parse import unquote, urlsplit
-
-    return unquote(urlsplit(url).path.rpartition("/")[2])
-
-
-def _pick_sum(text: str, url: str) -> str | None:
-    """The SHA-256 in a checksum file for ``url``'s file name (or its only bare hash)."""
-    name = _file_name(url)
-    found: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        fields = line.split(None, 1)
-        if not fields or not _is_sum(fields[0]):
-            continue
-        other = fields[1].strip().lstrip("*") if len(fields) > 1 else ""
-        found.append((fields[0].lower(), other))
-    for digest, other in found:
-        if other and (other == name or other.rpartition("/")[2] == name):
-            return digest
-    if len(found) == 1 and not found[0][1]:
-        return found[0][0]
-    return None

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import stat
@@ -35,7 +34,7 @@ from typing import Literal
 
 from convergent.errors import ParamError, ResourceError
 from convergent.graph.autoedge import path_uids
-from convergent.host import atomic, fs, modes, posix
+from convergent.host import atomic, fs, modes, posix, trust
 from convergent.resources import fileparams, filetree
 from convergent.resources.base import Change, Context, Resource
 from convergent.resources.fileabilities import FileAbilities
@@ -309,14 +308,14 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
             return None
         summary = ", ".join(parts)
         ours = self._owns_content()  # a new file of its content may replace it
-        refused = fs.special_refused(st, mode, uid, gid, content=ours)
+        refused = trust.special_refused(st, mode, uid, gid, content=ours)
         if refused is not None:
             raise ResourceError(
                 self.id,
                 f"{path}: convergent does not make it setuid or setgid: {refused}; give "
                 "owner (and content or source: a new file then replaces it), or fix it by hand",
             )
-        why = fs.new_inode_needed(st, mode, uid, gid) if ours and not rewrite else None
+        why = trust.new_inode_needed(st, mode, uid, gid) if ours and not rewrite else None
         if why is not None:  # in place, her descriptors would keep writing it
             summary += f" (a new file: {why})"
             rewrite = True
@@ -329,7 +328,7 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
                 None,
                 "write",
                 wanted,
-                fs.kept_mode(st, new_uid, new_gid) if mode is None else mode,
+                trust.kept_mode(st, new_uid, new_gid) if mode is None else mode,
                 new_uid,
                 new_gid,
             ).diff_later(path, old or b"", wanted, created=False)
@@ -338,10 +337,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         return FileChange(summary, None, "meta", b"", mode, uid, gid)
 
     def _owns_content(self) -> bool:
-        """Whether a new file of this resource's own bytes (content or source) may replace
-        the file: not when it has none, nor with ``replace: false``. A file of bytes it
-        does not own is changed in place (a service's open log stays its log); only a
-        setuid or setgid result is refused there (:func:`fs.special_refused`)."""
+        """Whether a new file of its own bytes (content or source; not with ``replace:
+        false``) may replace the file; else it is changed in place (an open log stays)."""
         return (self._data is not None or self._source is not None) and self.params.replace
 
     def _plan_directory(
@@ -454,7 +451,7 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         # (and written the file) for the new owner (a directory's are not cleared)
         chown = uid != -1 or gid != -1
         if mode is None and chown and old_mode & _SPECIAL_BITS and not link:
-            mode = old_mode if directory or fs.untrusted(st) is None else None
+            mode = old_mode if directory or not trust.untrusted(st) else old_mode & ~_SPECIAL_BITS
         return mode, uid, gid
 
     def _plan_absent(self, at: fs.At, st: os.stat_result) -> FileChange:
@@ -542,8 +539,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         fd, st = fs.open_node(at, directory=self.params.state == "directory", change=True)
         try:
             ours = self._owns_content()
-            why = fs.new_inode_needed(st, change.mode, change.uid, change.gid) if ours else None
-            refused = fs.special_refused(st, change.mode, change.uid, change.gid, content=ours)
+            why = trust.new_inode_needed(st, change.mode, change.uid, change.gid) if ours else None
+            refused = trust.special_refused(st, change.mode, change.uid, change.gid, content=ours)
             if why is not None or refused is not None:
                 raise ResourceError(
                     self.id,
@@ -576,21 +573,9 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
 
     def remove_path(self) -> None:
         """Remove what is at the path (a non-empty directory only with ``force``)."""
-        try:
-            at = fs.locate(self._path)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        with at:
-            try:
-                fs.remove(at, tree=self.params.force)
-            except OSError as exc:
-                if exc.errno != errno.ENOTEMPTY:  # filled since check
-                    raise
-                raise ResourceError(
-                    self.id,
-                    f"{self._path} is a directory that is not empty; set force: true to "
-                    "remove it with everything in it",
-                ) from exc
+        from convergent.resources import fileops
+
+        fileops.remove_path(self.id, self._path, force=self.params.force)
 
     # -- automatic edges ----------------------------------------------------------------
 
@@ -612,21 +597,3 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
 
         owners = ((uid,) for uid in needs(self.params.owner, self.params.group))
         return (own, path_uids("file:", self._path), *owners)
-
-    def record_reverse(self, ctx: Context, change: Change) -> None:
-        """meta.reverse: keep how to undo the first change (later ones keep the first)."""
-        from convergent.resources import filereverse
-
-        filereverse.record_reverse(self, ctx, change)
-
-    def plan_reverse(self, ctx: Context) -> str | None:
-        """What :meth:`reverse` would do (read only), or None."""
-        from convergent.resources.filereverse import plan_reverse
-
-        return plan_reverse(self, ctx)
-
-    async def reverse(self, ctx: Context) -> str | None:
-        """Undo what this resource did; None when there is nothing to undo."""
-        from convergent.resources.filereverse import reverse
-
-        return await reverse(self, ctx)

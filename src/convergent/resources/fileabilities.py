@@ -1,5 +1,6 @@
 """The abilities of ``file`` that a plain run never uses: ``Predicts`` (a noop run's
-check through the predicted state) and ``Destroyable`` (its absent form). A base of
+check through the predicted state), ``Destroyable`` (its absent form) and ``Reversible``
+(``meta.reverse``, :mod:`.filereverse`). A base of
 :class:`~convergent.resources.file.File`; their code (:mod:`.filepredict`,
 :mod:`.fileabsent`) is imported on first use, not at every start."""
 
@@ -50,3 +51,21 @@ class FileAbilities:
         except (fs.PathRefused, posix.NoSuchName) as exc:
             error: ResourceError = self.error(exc)  # type: ignore[attr-defined]
             raise error from None
+
+    def record_reverse(self, ctx: Context, change: Change) -> None:
+        """meta.reverse: keep how to undo the first change (later ones keep the first)."""
+        from convergent.resources import filereverse
+
+        filereverse.record_reverse(self, ctx, change)  # type: ignore[arg-type]
+
+    def plan_reverse(self, ctx: Context) -> str | None:
+        """What :meth:`reverse` would do (read only), or None."""
+        from convergent.resources.filereverse import plan_reverse
+
+        return plan_reverse(self, ctx)  # type: ignore[arg-type]
+
+    async def reverse(self, ctx: Context) -> str | None:
+        """Undo what this resource did; None when there is nothing to undo."""
+        from convergent.resources.filereverse import reverse
+
+        return await reverse(self, ctx)  # type: ignore[arg-type]

@@ -207,3 +207,22 @@ def same_file_system(rid: str, path: str, target: str) -> None:
             f"cannot hard link {path} to {target}: they are on different file systems "
             "(a hard link cannot cross them); use state: link (a symlink) or copy it with source",
         )
+
+
+def remove_path(rid: str, path: str, *, force: bool) -> None:
+    """Remove what is at ``path`` (a non-empty directory only with ``force``)."""
+    try:
+        at = fs.locate(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with at:
+        try:
+            fs.remove(at, tree=force)
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:  # filled since check
+                raise
+            raise ResourceError(
+                rid,
+                f"{path} is a directory that is not empty; set force: true to remove it "
+                "with everything in it",
+            ) from exc

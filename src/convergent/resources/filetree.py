@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from convergent.host import atomic, fs, modes
+from convergent.host import atomic, fs, modes, trust
 from convergent.resources.fswatch import FsWatcher
 
 __all__ = [
@@ -259,7 +259,7 @@ class _Walk:
         the opened entry (``at``: its directory's descriptor and its name; ``data``: the
         source's bytes it holds); whether anything differed. A regular file someone else
         may have written gets a new file of ``data`` instead when in place would give it
-        rights (:func:`fs.new_inode_needed`), and is never made setuid or setgid from its
+        rights (:func:`trust.new_inode_needed`), and is never made setuid or setgid from its
         own bytes."""
         old = stat.S_IMODE(st.st_mode)
         mode = self.want(old if base is None else base, stat.S_ISDIR(st.st_mode))
@@ -274,7 +274,7 @@ class _Walk:
                 f"{st.st_uid} and sits in a directory of uid {owner}: it may be another file "
                 "linked in, so its mode and owner are left alone; remove the extra links",
             )
-        if stat.S_ISREG(st.st_mode) and fs.untrusted(st) is not None:
+        if stat.S_ISREG(st.st_mode) and trust.untrusted(st) is not None:
             asked = None if self.mode is None and base is None else mode
             return self._renew(fd, st, asked, entry, at, data)
         if self.act:
@@ -291,15 +291,15 @@ class _Walk:
         service's open log among them) in place, never setuid or setgid."""
         uid = self.uid if self.uid not in (-1, st.st_uid) else -1
         gid = self.gid if self.gid not in (-1, st.st_gid) else -1
-        refused = fs.special_refused(st, mode, uid, gid, content=data is not None)
+        refused = trust.special_refused(st, mode, uid, gid, content=data is not None)
         if refused is not None:
             raise fs.PathRefused(
                 errno.EPERM, f"{self.top}/{entry}: not made setuid or setgid: {refused}"
             )
         new_uid = st.st_uid if uid == -1 else uid
         new_gid = st.st_gid if gid == -1 else gid
-        final = fs.kept_mode(st, new_uid, new_gid) if mode is None else mode
-        if data is None or fs.new_inode_needed(st, mode, uid, gid) is None:
+        final = trust.kept_mode(st, new_uid, new_gid) if mode is None else mode
+        if data is None or trust.new_inode_needed(st, mode, uid, gid) is None:
             if final == stat.S_IMODE(st.st_mode) and uid == -1 and gid == -1:
                 return False
             if self.act:
@@ -427,6 +427,13 @@ class _Walk:
                     return
             finally:
                 os.close(fd)
+            refused = trust.special_refused(
+                st, self.want(base, False), self.uid, self.gid, content=True
+            )
+            if refused is not None:
+                raise fs.PathRefused(
+                    errno.EPERM, f"{self.top}/{entry}: not made setuid or setgid: {refused}"
+                )
             self.tally.note("updated", entry)
             if self.act:
                 uid = st.st_uid if self.uid == -1 else self.uid
