@@ -211,7 +211,11 @@ class Download(Resource[DownloadParams], kind="download"):
                 )
             return DownloadChange("downloaded", "fetch", expected)
         digest, st = found
-        self._refuse_special(st, self._mode, *self._owner_ids())  # a new copy keeps no bits
+        try:
+            uid, gid = self._owner_ids()
+        except posix.NoSuchName as exc:
+            raise self._error(exc) from None
+        self._refuse_special(st, self._mode, uid, gid)  # a new copy keeps no bits
         if digest != expected:
             was = f"sha256 {digest[:12]}..."
             if digest.startswith("over "):
@@ -227,7 +231,6 @@ class Download(Resource[DownloadParams], kind="download"):
             parts.append(f"mode {stat.S_IMODE(st.st_mode):04o} -> {mode:04o}")
         else:
             mode = None
-        uid, gid = self._owner_ids()
         if uid not in (-1, st.st_uid):
             parts.append(f"owner {st.st_uid} -> {uid}")
         else:
