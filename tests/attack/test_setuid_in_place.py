@@ -65,6 +65,23 @@ def _kinds(server: Server, path: Path, **fields: Any) -> dict[str, Any]:
     }
 
 
+def _made_anew(target: Path, resource: Any) -> Any:
+    """Converge ``resource`` while she holds a descriptor of ``target`` open for writing
+    (then writes through it): the path ends a new root-owned setuid file of BODY."""
+    before = target.stat()
+    her_descriptor = os.open(target, os.O_WRONLY)
+    try:
+        change = converge(resource)
+        os.write(her_descriptor, HERS)
+    finally:
+        os.close(her_descriptor)
+    after = target.stat()
+    assert after.st_ino != before.st_ino
+    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
+    assert target.read_bytes() == BODY
+    return change
+
+
 @pytest.mark.parametrize("kind", ["download", "file"])
 @pytest.mark.parametrize("owner", ["hers", "group-writable"])
 def test_a_file_another_user_may_write_gets_a_new_copy_for_its_new_owner(
@@ -77,18 +94,8 @@ def test_a_file_another_user_may_write_gets_a_new_copy_for_its_new_owner(
         target = _planted(tmp_path, "tool", BODY, 0o644)
     else:
         target = _planted(tmp_path, "tool", BODY, 0o664, uid=0)
-    before = target.stat()
-    her_descriptor = os.open(target, os.O_WRONLY)
-    try:
-        change = converge(_kinds(server, target, owner="root", mode="4755")[kind])
-        assert change is not None and "(a new " in change.summary, change
-        os.write(her_descriptor, HERS)
-    finally:
-        os.close(her_descriptor)
-    after = target.stat()
-    assert after.st_ino != before.st_ino
-    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
-    assert target.read_bytes() == BODY
+    change = _made_anew(target, _kinds(server, target, owner="root", mode="4755")[kind])
+    assert change is not None and "(a new " in change.summary, change
 
 
 @pytest.mark.parametrize("kind", ["download", "file"])
@@ -177,17 +184,7 @@ def test_a_copied_tree_over_her_identical_file_makes_a_new_file(tmp_path: Path) 
     (source / "tool").chmod(0o4755)
     tree.mkdir()
     theirs = _planted(tree, "tool", BODY, 0o755)
-    before = theirs.stat()
-    her_descriptor = os.open(theirs, os.O_WRONLY)
-    try:
-        converge(File(str(tree), state="directory", source=str(source), owner="root"))
-        os.write(her_descriptor, HERS)
-    finally:
-        os.close(her_descriptor)
-    after = theirs.stat()
-    assert after.st_ino != before.st_ino
-    assert (after.st_uid, stat.S_IMODE(after.st_mode)) == (0, 0o4755)
-    assert theirs.read_bytes() == BODY
+    _made_anew(theirs, File(str(tree), state="directory", source=str(source), owner="root"))
 
 
 @pytest.mark.parametrize("kind", ["download", "file"])

@@ -19,6 +19,7 @@ __all__ = [
     "grants",
     "kept_mode",
     "new_inode_needed",
+    "not_special",
     "special_refused",
     "untrusted",
 ]
@@ -98,3 +99,8 @@ def special_refused(
     if new_uid == st.st_uid != os.geteuid() and final & stat.S_ISGID and added:
         return f"it would stay uid {st.st_uid}'s, who could change its bytes afterwards"
     return None
+
+
+def not_special(path: str, why: str, fix: str) -> str:
+    """The message of a :func:`special_refused` refusal for the file at ``path``."""
+    return f"{path}: convergent does not make it setuid or setgid: {why}; {fix}"

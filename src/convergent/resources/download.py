@@ -280,11 +280,7 @@ class Download(Resource[DownloadParams], kind="download"):
     def _refuse_special(self, st: os.stat_result, mode: int | None, uid: int, gid: int) -> None:
         refused = trust.special_refused(st, mode, uid, gid, content=True)
         if refused is not None:
-            raise ResourceError(
-                self.id,
-                f"{self._path}: convergent does not make it setuid or setgid: {refused}; "
-                "give owner",
-            )
+            raise ResourceError(self.id, trust.not_special(self._path, refused, "give owner"))
 
     def _error(self, exc: fs.PathRefused | posix.NoSuchName) -> ResourceError:
         if isinstance(exc, posix.NoSuchName):

@@ -310,11 +310,8 @@ class File(FileAbilities, Resource[FileParams], kind="file"):
         ours = self._owns_content()  # a new file of its content may replace it
         refused = trust.special_refused(st, mode, uid, gid, content=ours)
         if refused is not None:
-            raise ResourceError(
-                self.id,
-                f"{path}: convergent does not make it setuid or setgid: {refused}; give "
-                "owner (and content or source: a new file then replaces it), or fix it by hand",
-            )
+            fix = "give owner (and content or source: a new file then replaces it)"
+            raise ResourceError(self.id, trust.not_special(path, refused, fix))
         why = trust.new_inode_needed(st, mode, uid, gid) if ours and not rewrite else None
         if why is not None:  # in place, her descriptors would keep writing it
             summary += f" (a new file: {why})"
