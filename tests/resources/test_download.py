@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,65 @@ def test_a_url_the_http_client_refuses_fails_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ResourceError) as caught:
         converge(resource)
     assert "fetching http://xn--zz.example/x failed: " in str(caught.value)
+
+
+def test_a_large_local_file_is_hashed_while_the_loop_goes_on(
+    server: Server, tmp_path: Path
+) -> None:
+    """A file of 64 MiB at the path is hashed in a thread: another task of the loop runs
+    while the check waits for it (a synchronous hash would hold the loop, signals and
+    every other resource, for its whole length: ~1.2 s a GiB)."""
+    target = tmp_path / "big"
+    with target.open("wb") as sparse:
+        sparse.truncate(64 << 20)
+    resource = Download(str(target), url=server.url("/tool"), sha256=SUM)
+    shared = Shared()
+
+    async def main() -> tuple[int, Any]:
+        ticks, checked = 0, asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not checked.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        change = await resource.check(context(resource, shared))
+        checked.set()
+        await task
+        await shared.aclose()
+        return ticks, change
+
+    ticks, change = run(main())
+    assert change is not None and change.summary.startswith("content changed (sha256 ")
+    assert ticks > 1
+    assert not server.log  # a check fetches nothing
+
+
+def test_a_cancelled_check_stops_its_hash_and_closes_the_file(
+    server: Server, tmp_path: Path
+) -> None:
+    target = tmp_path / "big"
+    with target.open("wb") as sparse:
+        sparse.truncate(1 << 30)
+    resource = Download(str(target), url=server.url("/tool"), sha256=SUM, max_size=2 << 30)
+    shared = Shared()
+    before = len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        task = asyncio.create_task(resource.check(context(resource, shared)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await shared.aclose()
+
+    run(main())
+    for thread in threading.enumerate():
+        if thread.name == "download hash":
+            thread.join(10)
+            assert not thread.is_alive()
+    assert len(os.listdir("/proc/self/fd")) == before

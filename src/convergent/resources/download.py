@@ -8,7 +8,8 @@
       mode: "0755"
 
 - ``sha256`` pins the content: a file that already has it is never fetched again (no
-  request at all; its hash is computed once per inode and modification time). Or
+  request at all; its hash is computed once per inode and modification time, a file of
+  8 MiB or more in a thread while the agent goes on, one over ``max_size`` never). Or
   ``checksum_url`` names a checksum file (``sha256sum`` output: ``HEX  NAME`` lines, the
   one for the URL's file name is used, or a single bare hash): it is fetched at each
   check with a conditional request (``If-None-Match``/``If-Modified-Since`` from its last
@@ -199,7 +200,7 @@ class Download(Resource[DownloadParams], kind="download"):
         p = self.params
         expected = p.sha256.lower() if p.sha256 is not None else await self._published(ctx)
         try:
-            found = self._local()
+            found = await self._local()
         except (fs.PathRefused, posix.NoSuchName) as exc:
             raise self._error(exc) from None
         if found is None:
@@ -290,7 +291,7 @@ class Download(Resource[DownloadParams], kind="download"):
 
     # -- the local file -----------------------------------------------------------------
 
-    def _local(self) -> tuple[str, os.stat_result] | None:
+    async def _local(self) -> tuple[str, os.stat_result] | None:
         """The SHA-256 and stat of the file at the path; None when there is none."""
         try:
             at = fs.locate(self._path)
@@ -307,20 +308,14 @@ class Download(Resource[DownloadParams], kind="download"):
                     "convergent does not follow or replace it: remove it",
                 )
             fd, st = fs.open_node(at, directory=False)
-            try:
-                if st.st_size > self.params.max_size:  # not it: not read (a sparse 15 TiB)
-                    return f"over max_size ({st.st_size} bytes)", st
-                key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                if self._hashed is not None and self._hashed[0] == key:
-                    return self._hashed[1], st
-                import hashlib
-
-                digest = hashlib.sha256()
-                while chunk := os.read(fd, CHUNK * 16):
-                    digest.update(chunk)
-            finally:
-                os.close(fd)
-        self._hashed = (key, digest.hexdigest())
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if st.st_size > self.params.max_size or (self._hashed and self._hashed[0] == key):
+            os.close(fd)
+            if st.st_size > self.params.max_size:  # not it: not read (a sparse 15 TiB)
+                return f"over max_size ({st.st_size} bytes)", st
+            assert self._hashed is not None
+            return self._hashed[1], st
+        self._hashed = (key, await downloadurl.sha256_of(fd, st.st_size))
         return self._hashed[1], st
 
     def _owner_ids(self) -> tuple[int, int]:

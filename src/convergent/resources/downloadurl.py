@@ -1,8 +1,11 @@
 """The HTTP side of ``download``: URLs as checked and shown, the TLS settings, the
-request headers, and the hash picked out of a checksum file."""
+request headers, the hash picked out of a checksum file, and the hash of a local file
+(:func:`sha256_of`: a large one in a thread, so the event loop goes on)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -10,6 +13,7 @@ from convergent.errors import ParamError
 
 if TYPE_CHECKING:
     import ssl
+    import threading
 
     import httpx
 
@@ -19,12 +23,15 @@ __all__ = [
     "is_sum",
     "origin",
     "pick_sum",
+    "sha256_of",
     "shown_url",
     "ssl_context",
     "with_identity",
 ]
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_READ = 1 << 20
+_THREAD_AT = 8 << 20  # bytes: a larger file is hashed in a thread while the loop goes on
 _SSL: list[ssl.SSLContext] = []
 # The body as the server sends it: what sha256 pins (as curl saves it), and never a
 # small compressed answer inflated past max_size in memory before it is counted.
@@ -111,3 +118,58 @@ def pick_sum(text: str, url: str) -> str | None:
     if len(found) == 1 and not found[0][1]:
         return found[0][0]
     return None
+
+
+async def sha256_of(fd: int, size: int) -> str:
+    """The SHA-256 of what ``fd`` (a regular file of ``size`` bytes) holds; it is closed.
+
+    A file of ``_THREAD_AT`` bytes or more is read in a thread of its own, which owns
+    the descriptor (hashlib lets go of the GIL): the agent's other resources, signals and
+    drift go on meanwhile. A cancelled check stops it at its next read.
+    """
+    if size < _THREAD_AT:
+        try:
+            return _digest(fd, None)
+        finally:
+            os.close(fd)
+    import asyncio
+    import threading
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str] = loop.create_future()
+    stop = threading.Event()
+
+    def settle(result: str | None, error: BaseException | None) -> None:
+        if not done.done():
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result or "")
+
+    def work() -> None:
+        result, error = None, None
+        try:
+            result = _digest(fd, stop)
+        except BaseException as exc:  # handed to the check that waits for it
+            error = exc
+        finally:
+            os.close(fd)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="download hash", daemon=True).start()
+    try:
+        return await done
+    finally:
+        stop.set()
+
+
+def _digest(fd: int, stop: threading.Event | None) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    while chunk := os.read(fd, _READ):
+        if stop is not None and stop.is_set():
+            return ""
+        digest.update(chunk)
+    return digest.hexdigest()
