@@ -118,3 +118,24 @@ def test_report_of_an_empty_history_says_so_and_a_bad_window_changes_nothing(
     assert bad.returncode == 2
     assert "'soon' is not a duration" in bad.stderr
     assert not state.exists()
+
+
+def test_a_relative_report_path_is_the_working_directorys(tmp_path: Path) -> None:
+    """Not / (the host layer's paths start there): ``--report-json report.json`` run in
+    a directory writes that directory's report.json."""
+    import subprocess
+    import sys
+
+    policy = _policy(tmp_path)
+    state = str(tmp_path / "state")
+    run = ["run", str(policy), "--state-dir", state, "--converged-timeout", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "convergent", *run, "--report-json", "rel-report.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _valid(json.loads((tmp_path / "rel-report.json").read_text()))["kind"] == "run"
+    assert not Path("/rel-report.json").exists()

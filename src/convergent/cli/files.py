@@ -16,11 +16,14 @@ def write_text(path: str, text: str, *, mode: int | None = 0o644) -> None:
     """Replace ``path`` by a file holding ``text`` (UTF-8) with permission bits ``mode``
     (None: 0666 less the umask).
 
-    The directory must exist. A symlink at ``path`` is replaced, not followed.
+    The directory must exist. A symlink at ``path`` is replaced, not followed. A
+    relative path is the working directory's (the host layer takes paths from /).
     """
+    import os
+
     from convergent.host.atomic import write_file
 
-    write_file(path, text.encode("utf-8"), mode=mode)
+    write_file(os.path.abspath(path), text.encode("utf-8"), mode=mode)
 
 
 def emit(text: str, output: str | None, *, mode: int | None = 0o644) -> int:
