@@ -13,6 +13,7 @@ status, seen on a pidfd.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import signal
@@ -62,17 +63,39 @@ def fork(
     import subprocess
 
     stdin, stdout, stderr = (subprocess.DEVNULL if fd is None else fd for fd in stdio)
-    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
-        list(argv),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_die_with(os.getpid()) if death_signal else None,
-        **extra,
-    )
+    dies = _die_with(os.getpid()) if death_signal else None
+    preexec, cwd_now = dies, cwd
+    if cwd is not None and ("user" in extra or "group" in extra):
+        # The child's chdir comes before its user switch: made as root, a user would
+        # run in (and read) a directory she may not enter. preexec_fn runs after it.
+        preexec, cwd_now = _enter_as_switched(cwd, dies), None
+    try:
+        return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd_now,
+            env=env,
+            start_new_session=True,
+            preexec_fn=preexec,
+            **extra,
+        )
+    except subprocess.SubprocessError:
+        if cwd_now is None and cwd is not None:  # the switched child could not enter cwd
+            raise PermissionError(
+                errno.EACCES, "the user may not enter the working directory", cwd
+            ) from None
+        raise
+
+
+def _enter_as_switched(cwd: str, then: Callable[[], None] | None) -> Callable[[], None]:
+    def child() -> None:
+        os.chdir(cwd)  # as the user now: her permissions, her view of symlinks
+        if then is not None:
+            then()
+
+    return child
 
 
 def exited(loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes]) -> asyncio.Future[int]:

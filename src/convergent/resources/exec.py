@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from convergent.errors import CommandError, ParamError, ResourceError
-from convergent.host import posix, process
+from convergent.host import fs, posix, process
 from convergent.resources import runas
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
@@ -74,7 +74,8 @@ class ExecParams(Params, frozen=True):
     cmd: the command: an argv list, or a string run by /bin/sh -c when ``shell`` is true;
       of its output, the first 64 KiB of stdout and of stderr are logged, the last 64 KiB kept
     shell: run ``cmd`` (a string) with /bin/sh -c
-    cwd: absolute working directory for the command and its guards
+    cwd: absolute working directory for the command and its guards (entered as ``user``
+      when given; for root, never through another user's symlink)
     env: variables added to the agent's environment for the command and its guards (which
       also get CONVERGENT_RUN, a random token of their own: env may not set it)
     timeout: seconds after which the command's (or a guard's) process group is killed; null: never
@@ -328,6 +329,8 @@ class Exec(Resource[ExecParams], kind="exec"):
         if state is not None and not state.readonly:
             children = process.children_dir(os.path.dirname(state.path))
         env, creds = runas.credentials(ctx.id, prefix, p.user, p.group, p.env)
+        if p.cwd is not None and p.user is None and p.group is None:
+            _safe_cwd(ctx.id, prefix, p.cwd)
         try:
             return await process.run(
                 argv,
@@ -450,11 +453,27 @@ def _up_to_date(ctx: Context, ifnewer: IfNewer, view: "View | None" = None) -> b
     return newest is None or target >= newest
 
 
+def _safe_cwd(rid: str, prefix: str, cwd: str) -> None:
+    """A root command's working directory is found as every path the agent changes: a
+    symlink of one user never leads it into what another user owns (CHASE_SAFE). The
+    command's own ``chdir`` follows the same path (a swap after this check is not
+    seen); a command run as a user enters it as that user instead."""
+    try:
+        with fs.locate(cwd, follow=True):
+            pass
+    except fs.PathRefused as exc:
+        raise CommandError(rid, f"{prefix}cwd: {exc.message}", None) from None
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the spawn says so, with its own words
+
+
 def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
     if isinstance(exc, FileNotFoundError):
         if cwd is not None and exc.filename == cwd:
             return f"cwd {cwd} does not exist (create it first, or require the resource that does)"
         return f"command not found: {program} (is it installed and on PATH?)"
     if isinstance(exc, PermissionError):
+        if cwd is not None and exc.filename == cwd:
+            return f"cwd {cwd}: the command's user may not enter it (it runs there as them)"
         return f"cannot run {program}: permission denied (is it executable?)"
     return f"cannot run {program}: {exc.strerror or exc}"

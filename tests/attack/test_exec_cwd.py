@@ -1,0 +1,60 @@
+"""An ``exec``'s working directory gives its command nothing its user could not reach.
+
+A command run as a user (``user:``) enters its ``cwd`` as that user: the interpreter's
+child code would ``chdir`` as root, before the user switch, and the command would then
+read a directory she may not enter. A root command's ``cwd`` is found as every path the
+agent changes (CHASE_SAFE): another user's symlink never steers it into root's places.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.e2e.agent import convergent
+from tests.host.hostile import NOBODY, needs_root, run_as_nobody
+
+pytestmark = needs_root
+
+
+def _run(lab: Path, body: str) -> tuple[int, str]:
+    policy = lab / "p.yaml"
+    policy.write_text("resources:\n" + body)
+    done = convergent(
+        "run", str(policy), "--converged-timeout", "0", "--state-dir", str(lab / "state")
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _private(lab: Path) -> Path:
+    """``lab/priv/pub``: readable inside, behind a directory only root may enter."""
+    pub = lab / "priv" / "pub"
+    pub.mkdir(parents=True)
+    (lab / "priv").chmod(0o700)
+    (pub / "data").write_text("TOPSECRET\n")
+    return pub
+
+
+def test_a_users_command_enters_its_cwd_as_that_user(open_lab: Path) -> None:
+    pub = _private(open_lab)
+    body = (
+        f"  - exec: peek\n    cmd: [cat, data]\n    cwd: {pub}\n    user: nobody\n"
+        f"  - exec: fine\n    cmd: [pwd]\n    cwd: {open_lab}\n    user: nobody\n"
+    )
+    code, out = _run(open_lab, body)
+    assert code == 1, out
+    assert "TOPSECRET" not in out
+    assert f"cwd {pub}: the command's user may not enter it" in out
+    assert f"exec[fine]: stdout: {open_lab}" in out
+
+
+def test_a_root_command_is_not_steered_by_another_users_symlink(open_lab: Path) -> None:
+    pub = _private(open_lab)
+    hers = open_lab / "hers"
+    hers.mkdir()
+    os.chown(hers, NOBODY, NOBODY)
+    run_as_nobody(lambda: os.symlink(pub, hers / "work"))
+    code, out = _run(open_lab, f"  - exec: r\n    cmd: [touch, steered]\n    cwd: {hers}/work\n")
+    assert code == 1, out
+    assert f"the symlink {hers}/work is owned by nobody" in out
+    assert not (pub / "steered").exists()
