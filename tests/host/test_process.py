@@ -293,3 +293,29 @@ def test_kill_group_sends_the_signal_asked_for(kill_at_end: list[int]) -> None:
 
     assert asyncio.run(asyncio.wait_for(stop(), BOUND))
     assert child.wait(timeout=BOUND) == -signal.SIGINT
+
+
+def test_a_killed_command_takes_a_child_with_a_group_of_its_own(tmp_path: Path) -> None:
+    """A child that left the command's group (setpgid) but not its session dies with the
+    command: a cancelled run (as a timeout: one path) kills the group, then what is left
+    of the session. Only a process that leaves the session (setsid, a daemon) outlives
+    it."""
+    from tests.waits import until_in
+
+    mark = tmp_path / "pid"
+    child = (
+        f"import os,time; os.setpgid(0,0); open({str(mark)!r}, 'w').write(str(os.getpid()));"
+        " time.sleep(1000)"
+    )
+    argv = ["sh", "-c", f'{sys.executable} -c "{child}" & wait']
+
+    async def main() -> None:
+        task = asyncio.create_task(process.run(argv))
+        holds = lambda: mark.exists() and mark.read_text() != ""  # noqa: E731
+        await asyncio.to_thread(until_in, tmp_path, holds, 20, "the child's pid")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    until_exited(int(mark.read_text()), 10)

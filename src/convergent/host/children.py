@@ -28,6 +28,7 @@ __all__ = [
     "carries",
     "children_dir",
     "ended",
+    "kill_session",
     "pids",
     "reap_orphans",
     "remove_record",
@@ -252,6 +253,17 @@ def _reap(record: _Record, deadline: float) -> tuple[list[int], bool]:
             for fd in waiting:
                 os.close(fd)
     return killed, True
+
+
+def kill_session(session: int, start: int | None, token: str, bound: float = KILL_WAIT) -> bool:
+    """Kill what is left of a command's session once its group was killed (a child that
+    made a group of its own, still in the session): its processes started with it or
+    after, or carrying its ``token`` once its leader is gone. Whether none is left."""
+    if start is None:
+        leader = stat(session)
+        start = leader.start if leader is not None else 0
+    record = _Record(boot_id(), 0, 0, session, start, token, "")
+    return _reap(record, time.monotonic() + bound)[1]
 
 
 def reap_orphans(state_dir: str) -> list[int]:

@@ -65,6 +65,7 @@ from convergent.host.children import (
     KILL_WAIT,
     TOKEN,
     children_dir,
+    kill_session,
     reap_orphans,
     remove_record,
     write_record,
@@ -496,6 +497,9 @@ async def run(
                 gone = _ended(exited) or await _stop(pid, exited)
             else:
                 gone = await _stop(pid, exited)
+            if not finish:  # a child that made a group of its own is still in the session
+                rest = await asyncio.to_thread(kill_session, pid, start, token)
+                gone = gone and rest
             raise
         gone = True  # the leader ended by itself: what it left running is its business
         if pipes:
