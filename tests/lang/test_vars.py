@@ -340,6 +340,39 @@ def test_secret_values_reach_the_file_but_never_the_report(tmp_path: Path) -> No
     assert "content changed (secret)" in again.stdout + again.stderr
 
 
+def test_a_multi_line_secret_is_hidden_line_by_line_in_a_commands_output(
+    tmp_path: Path,
+) -> None:
+    """A key file from ``secrets:``: a command that prints it is logged a line at a
+    time, so each line is hidden on its own (not only the whole value)."""
+    out = tmp_path / "key.pem"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            secrets: secrets.yaml
+            resources:
+              - file: {out}
+                mode: "0600"
+                content: "{{{{ tls }}}}"
+              - exec: show
+                cmd: [cat, {out}]
+                require: [file[{out}]]
+            """,
+            "secrets.yaml": "tls: |\n  -----BEGIN KEY-----\n  MIIEvQIBADANBg\n  Zm9vYmFyYmF6\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o600)
+    done = cli(
+        "run", str(policy), "--state-dir", str(tmp_path / "state"), "--converged-timeout", "0"
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout + done.stderr
+    assert "exec[show]: stdout: <secret>" in text
+    for line in ("BEGIN KEY", "MIIEvQIBADANBg", "Zm9vYmFyYmF6"):
+        assert line not in text, text
+
+
 def test_set_and_vars_file_from_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "out"
     policy = write(

@@ -7,7 +7,8 @@ remembers every value such an output had in this run (:class:`Secrets`) and, onc
 is one, passes each report through :func:`hide_report`:
 
 - every occurrence of a secret value in a summary, a diff, a log line or an error
-  message becomes ``<secret>``;
+  message becomes ``<secret>``, and so does each line of 8 or more characters of a
+  multi-line secret (a key file: a command's output is logged a line at a time);
 - the diff of a resource that *received* a secret (``recv`` from a secret output) is
   replaced by a note, ``content changed (secret)``: a diff of its content would show the
   secret in pieces, or the value it replaced.
@@ -27,6 +28,7 @@ __all__ = ["SECRET", "Secrets", "hide_report"]
 
 SECRET = "<secret>"
 _FRAGMENT = 4  # a run this long that occurs in a secret counts as a piece of it
+_LINE = 8  # a line of a multi-line secret this long is hidden on its own (not "}")
 
 
 class Secrets:
@@ -51,6 +53,8 @@ class Secrets:
             text = value if isinstance(value, str) else str(value)
             if text:
                 self.values.add(text)
+            if "\n" in text:  # output is logged a line at a time: each line is a secret
+                self.values.update(line for line in text.splitlines() if len(line.strip()) >= _LINE)
         if len(self.values) != before:
             self._ordered = sorted(self.values, key=len, reverse=True)
 
