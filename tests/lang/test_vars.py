@@ -340,6 +340,34 @@ def test_secret_values_reach_the_file_but_never_the_report(tmp_path: Path) -> No
     assert "content changed (secret)" in again.stdout + again.stderr
 
 
+def test_a_secret_shown_through_a_filter_is_hidden_as_the_secret_itself(tmp_path: Path) -> None:
+    """``urlencode`` or ``upper`` print a secret in another form (none of it verbatim):
+    what a template made from a secret is a secret's content (``content changed
+    (secret)``)."""
+    out = tmp_path / "db.env"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            resources:
+              - file: {out}
+                content: "url=pg://app:{{{{ pw | urlencode }}}}@db u={{{{ pw | upper }}}}\\n"
+            """,
+        },
+    )
+    common = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0", "--diff"]
+    done = cli("run", str(policy), *common, "--set-secret", "pw=s3cr3t/p@ss")
+    assert done.returncode == 0, done.stderr
+    assert "app:s3cr3t/p%40ss@db" in out.read_text()
+    out.write_text("old\n")
+    again = cli("run", str(policy), *common, "--set-secret", "pw=s3cr3t/p@ss")
+    text = again.stdout + again.stderr
+    assert again.returncode == 0, text
+    for form in ("s3cr3t", "S3CR3T", "p%40ss"):
+        assert form not in text, text
+    assert "content changed (secret)" in text
+
+
 def test_a_multi_line_secret_is_hidden_line_by_line_in_a_commands_output(
     tmp_path: Path,
 ) -> None:

@@ -120,7 +120,9 @@ class Site:
                 return node
             if not self.afford(value, node):
                 return node
-            if self.secrets and self._holds_secret(value):
+            if self.secrets and (
+                self._holds_secret(value) or self._shows_secret(node.value, scope, value)
+            ):
                 self._hits.add("")
             return to_node(value, node)
         if is_list(node):
@@ -156,6 +158,20 @@ class Site:
     def _holds_secret(self, value: Any) -> bool:
         text = value if isinstance(value, str) else repr(value)
         return any(secret in text for secret in self.secrets)
+
+    def _shows_secret(self, text: str, scope: Mapping[str, Any], value: Any) -> bool:
+        """Whether ``text`` rendered ``value`` from a secret in another form (``urlencode``,
+        ``tojson``, ``upper``...): rendered again with every secret changed, it differs."""
+        from convergent.policy.template import render
+
+        other = {
+            name: held + "\x01" if isinstance(held, str) and held in self.secrets else held
+            for name, held in scope.items()
+        }
+        try:
+            return bool(render(text, other) != value)
+        except TemplateError:
+            return True
 
     def template_problem(self, node: Node, exc: TemplateError, owner: str | None) -> None:
         if exc.file is not None:
