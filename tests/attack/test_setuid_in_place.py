@@ -33,7 +33,7 @@ from convergent.errors import ResourceError
 from convergent.resources.cron import Cron
 from convergent.resources.download import Download
 from convergent.resources.file import File
-from tests.host.hostile import NOBODY, needs_root
+from tests.host.hostile import NOBODY, lab, needs_root, run_as_nobody
 from tests.resources.httpserver import Server
 from tests.resources.kinds import apply, check, converge
 
@@ -268,3 +268,39 @@ def test_noop_refuses_a_download_setgid_for_her_as_the_run_does(
     with pytest.raises(ResourceError) as caught:
         check(Download(str(target), url=server.url("/tool"), sha256=SUM, group="root", mode="2755"))
     assert f"it would stay uid {NOBODY}'s" in str(caught.value)
+
+
+def _acl(*entries: tuple[int, int, int]) -> bytes:
+    """A POSIX ACL as the kernel stores it (``system.posix_acl_access``)."""
+    import struct
+
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+def test_a_line_edit_keeps_the_files_acl_and_grants_its_group_nothing(tmp_path: Path) -> None:
+    """The group bits of a file with an ACL are the ACL's mask: a new file with the same
+    mode and no ACL would give the owning group what only the named user had."""
+    from convergent.resources.line import Line
+
+    undefined = 0xFFFFFFFF
+    acl = _acl(
+        (0x01, 6, undefined),  # user::rw-
+        (0x02, 4, 1),  # user:daemon:r--
+        (0x04, 0, undefined),  # group::---
+        (0x10, 4, undefined),  # mask::r--
+        (0x20, 0, undefined),  # other::---
+    )
+    target = _planted(lab(tmp_path), "app.env", b"token=abc\n", 0o600, uid=0)
+    os.chown(target, 0, NOBODY)
+    os.setxattr(target, "system.posix_acl_access", acl)
+    converge(Line("acl", path=str(target), text="x=2"))
+    assert target.read_text() == "token=abc\nx=2\n"
+
+    def read() -> str:
+        try:
+            return target.read_text()
+        except PermissionError:
+            return "refused"
+
+    assert run_as_nobody(read) == "refused"
+    assert os.getxattr(target, "system.posix_acl_access") == acl

@@ -161,7 +161,7 @@ class Line(Resource[LineParams], kind="line"):
             now = self.plan(diff=False)
             if now is None:
                 return None
-            await write(ctx, self._path, now.data, now.mode, now.uid, now.gid)
+            await write(ctx, self._path, now.data, now.mode, now.uid, now.gid, keep_acl=True)
             return now.summary
 
     # -- under noop (the Predicts ability) ---------------------------------------------

@@ -15,6 +15,8 @@ each other's edits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Hashable
@@ -87,9 +89,12 @@ async def write(
     gid: int = -1,
     *,
     parents: bool = False,
+    keep_acl: bool = False,
 ) -> None:
     """Replace ``path`` by a file holding ``data`` with that mode and owner, atomically
-    (errors name ``ctx.id``). ``parents``: create missing directories."""
+    (errors name ``ctx.id``). ``parents``: create missing directories. ``keep_acl``:
+    the file there now keeps its POSIX ACL (without it, the ACL's mask, shown as the
+    group bits of ``mode``, would become the owning group's own access)."""
     resource = ctx.id
     try:
         at = fs.locate(path, create=parents)
@@ -100,12 +105,41 @@ async def write(
     except fs.PathRefused as exc:
         raise ResourceError(resource, exc.message) from None
     try:
+        acl = _acl_of(at) if keep_acl else None
         ctx.shared(atomic.Sweeper).sweep(at)
         fd, temp = atomic.create_temp(at, data, mode, uid, gid)
     except BaseException:
         at.close()
         raise
+    if acl is not None:
+        try:
+            os.setxattr(fd, _ACL, acl)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=at.fd)
+            at.close()
+            raise
     await ctx.shared(atomic.Commits).commit(fd, temp, at, False)
+
+
+_ACL = "system.posix_acl_access"
+
+
+def _acl_of(at: fs.At) -> bytes | None:
+    """The POSIX ACL of the regular file at ``at`` (None: none, or no file there)."""
+    try:
+        fd, _ = fs.open_node(at, directory=False)
+    except FileNotFoundError:
+        return None
+    try:
+        return os.getxattr(fd, _ACL)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+            return None
+        raise
+    finally:
+        os.close(fd)
 
 
 class PathLocks:
