@@ -130,7 +130,7 @@ def _acl_of(at: fs.At) -> bytes | None:
     """The POSIX ACL of the regular file at ``at`` (None: none, or no file there)."""
     try:
         fd, _ = fs.open_node(at, directory=False)
-    except FileNotFoundError:
+    except (FileNotFoundError, fs.PathRefused):  # no file (a symlink is replaced, not read)
         return None
     try:
         return os.getxattr(fd, _ACL)
