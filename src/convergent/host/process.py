@@ -498,8 +498,11 @@ async def run(
             else:
                 gone = await _stop(pid, exited)
             if not finish:  # a child that made a group of its own is still in the session
-                rest = await asyncio.to_thread(kill_session, pid, start, token)
-                gone = gone and rest
+                rest = asyncio.ensure_future(asyncio.to_thread(kill_session, pid, start, token))
+                with contextlib.suppress(asyncio.CancelledError):  # a second cancellation
+                    await asyncio.shield(rest)
+                told = rest.done() and not rest.cancelled() and rest.exception() is None
+                gone = gone and told and rest.result()
             raise
         gone = True  # the leader ended by itself: what it left running is its business
         if pipes:
