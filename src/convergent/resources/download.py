@@ -309,12 +309,13 @@ class Download(Resource[DownloadParams], kind="download"):
                 )
             fd, st = fs.open_node(at, directory=False)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if st.st_size > self.params.max_size or (self._hashed and self._hashed[0] == key):
+        hashed = self._hashed
+        if st.st_size > self.params.max_size:  # not it: not read (a sparse 15 TiB)
             os.close(fd)
-            if st.st_size > self.params.max_size:  # not it: not read (a sparse 15 TiB)
-                return f"over max_size ({st.st_size} bytes)", st
-            assert self._hashed is not None
-            return self._hashed[1], st
+            return f"over max_size ({st.st_size} bytes)", st
+        if hashed is not None and hashed[0] == key:
+            os.close(fd)
+            return hashed[1], st
         self._hashed = (key, await downloadurl.sha256_of(fd, st.st_size))
         return self._hashed[1], st
 
