@@ -3,16 +3,18 @@
 A command run as a user (``user:``) enters its ``cwd`` as that user: the interpreter's
 child code would ``chdir`` as root, before the user switch, and the command would then
 read a directory she may not enter. A root command's ``cwd`` is found as every path the
-agent changes (CHASE_SAFE): another user's symlink never steers it into root's places.
+agent changes (CHASE_SAFE) and entered through the descriptor found: another user's
+symlink never steers it into root's places, not even one swapped in after the check.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.agent import convergent
-from tests.host.hostile import NOBODY, needs_root, run_as_nobody
+from tests.host.hostile import NOBODY, Hostile, exchange, needs_root, run_as_nobody
 
 pytestmark = needs_root
 
@@ -58,3 +60,44 @@ def test_a_root_command_is_not_steered_by_another_users_symlink(open_lab: Path) 
     assert code == 1, out
     assert f"the symlink {hers}/work is owned by nobody" in out
     assert not (pub / "steered").exists()
+
+
+def test_a_root_command_runs_in_the_directory_checked_when_its_path_is_swapped(
+    open_lab: Path,
+) -> None:
+    """Another user swaps her directory with her symlink into root's private directory
+    as fast as she can, while 150 root commands run there: each command enters the
+    directory the agent checked (a descriptor), never what the name leads to a moment
+    later. Some find the symlink at their check and are refused; none runs in root's
+    directory."""
+    pub = _private(open_lab)
+    hers = open_lab / "hers"
+    hers.mkdir()
+    os.chown(hers, NOBODY, NOBODY)
+    work, link = hers / "work", hers / "work.link"
+
+    def prepare() -> None:
+        work.mkdir(mode=0o777)
+        work.chmod(0o777)
+        os.symlink(pub, link)
+
+    run_as_nobody(prepare)
+
+    def swap(stopped: Callable[[], bool]) -> int:
+        swaps = 0
+        while not stopped():
+            swaps += exchange(str(work), str(link))
+        return swaps
+
+    count = 150
+    body = "".join(
+        f"  - exec: r{i}\n    cmd: [touch, ran-{i}]\n    cwd: {work}\n" for i in range(count)
+    )
+    with Hostile(swap) as user:
+        _code, out = _run(open_lab, body)
+    assert user.result > 0
+    steered = sorted(p.name for p in pub.iterdir() if p.name.startswith("ran-"))
+    assert steered == [], out
+    real = work if not work.is_symlink() else link
+    ran = [p for p in real.iterdir() if p.name.startswith("ran-")]
+    assert ran, out  # some commands ran (in her directory, as checked)

@@ -279,6 +279,20 @@ def test_missing_cwd_is_reported(tmp_path: Path) -> None:
     assert f"cwd {tmp_path / 'nope'} does not exist" in str(error)
 
 
+def test_a_cwd_that_is_a_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("")
+    error = apply_error(Exec("x", cmd=["true"], cwd=str(tmp_path / "plain")))
+    assert f"cwd {tmp_path / 'plain'} is not a directory" in str(error)
+
+
+def test_a_cwd_reached_through_roots_own_symlink_is_entered(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    converge_once(Exec("touch", cmd=["touch", "here"], cwd=str(tmp_path / "link")))
+    assert (real / "here").exists()
+
+
 # -- failures --------------------------------------------------------------------------
 
 

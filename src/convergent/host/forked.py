@@ -56,16 +56,21 @@ def fork(
     stdio: Sequence[int | None],
     extra: Mapping[str, object],
     death_signal: bool = True,
+    cwd_fd: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session, forked from this process; ``stdio``: stdin,
     stdout, stderr (None: /dev/null); ``extra``: more ``Popen`` arguments (a user or group
-    switch, a umask); ``death_signal``: SIGKILL when this process dies."""
+    switch, a umask); ``death_signal``: SIGKILL when this process dies; ``cwd_fd``: a
+    descriptor of ``cwd``, entered instead of its name (without a user switch)."""
     import subprocess
 
     stdin, stdout, stderr = (subprocess.DEVNULL if fd is None else fd for fd in stdio)
     dies = _die_with(os.getpid()) if death_signal else None
     preexec, cwd_now = dies, cwd
-    if cwd is not None and ("user" in extra or "group" in extra):
+    switched = cwd is not None and ("user" in extra or "group" in extra)
+    if cwd_fd is not None and not switched:
+        preexec, cwd_now = _enter_by_descriptor(cwd_fd, dies), None
+    elif switched and cwd is not None:
         # The child's chdir comes before its user switch: made as root, a user would
         # run in (and read) a directory she may not enter. preexec_fn runs after it.
         preexec, cwd_now = _enter_as_switched(cwd, dies), None
@@ -82,11 +87,20 @@ def fork(
             **extra,
         )
     except subprocess.SubprocessError:
-        if cwd_now is None and cwd is not None:  # the switched child could not enter cwd
+        if switched:  # the switched child could not enter cwd
             raise PermissionError(
                 errno.EACCES, "the user may not enter the working directory", cwd
             ) from None
         raise
+
+
+def _enter_by_descriptor(fd: int, then: Callable[[], None] | None) -> Callable[[], None]:
+    def child() -> None:
+        os.fchdir(fd)  # the directory checked, whatever its path names now
+        if then is not None:
+            then()
+
+    return child
 
 
 def _enter_as_switched(cwd: str, then: Callable[[], None] | None) -> Callable[[], None]:

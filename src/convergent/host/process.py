@@ -335,6 +335,7 @@ async def _spawn(
     feed: bool = False,
     creds: Credentials | None = None,
     finish: bool = False,
+    cwd_fd: int | None = None,
 ) -> tuple[int, int | None, asyncio.Future[int], int | None, int | None, int | None]:
     """Start ``argv`` in a new session; return its PID, its start time when known (None:
     read it from /proc, it is not reaped yet), the future of its exit status, the read
@@ -359,13 +360,15 @@ async def _spawn(
         started = None
         if not finish and (creds is None or not creds.switches):
             umask = creds.umask if creds is not None else None
-            started = await spawner.spawn(argv, env, cwd, umask, stdio)
+            started = await spawner.spawn(argv, env, cwd, umask, stdio, cwd_fd)
         start = None
         if started is not None:
             pid, start, exited = started.pid, started.start, started.exited
         else:
             extra = creds.popen_args() if creds is not None else {}
-            popen = forked.fork(argv, cwd, env, stdio, extra, death_signal=not finish)
+            popen = forked.fork(
+                argv, cwd, env, stdio, extra, death_signal=not finish, cwd_fd=cwd_fd
+            )
             pid, exited = popen.pid, forked.exited(asyncio.get_running_loop(), popen)
     except BaseException:
         for fd in ends + stdin_ends:
@@ -433,6 +436,7 @@ async def run(
     groups: Sequence[int] | None = None,
     umask: int | None = None,
     finish: bool = False,
+    cwd_fd: int | None = None,
 ) -> Finished:
     """Run ``argv`` in a new session until it exits; return its status and output.
 
@@ -446,7 +450,10 @@ async def run(
     switching needs root (PermissionError otherwise). ``finish``: a short command whose
     interruption would leave the host inconsistent (a shadow tool between two account
     files): it gets no death signal, and a cancellation waits up to ``FINISH`` seconds
-    for it to end before killing it (no ``children`` record with it).
+    for it to end before killing it (no ``children`` record with it). ``cwd_fd``: a
+    descriptor of ``cwd`` (``O_PATH`` will do; the caller keeps it), entered instead of
+    the name, so a command not switching users runs in the directory its caller checked
+    even if the path was swapped since (``cwd`` still names it in messages).
 
     Raises OSError when it cannot be started (``filename`` says what was missing),
     TimeoutError after ``time_limit`` seconds (the group is killed first), RecordError when
@@ -459,7 +466,7 @@ async def run(
     if user is not None or group is not None or groups is not None or umask is not None:
         creds = Credentials(user, group, groups, umask)
     pid, start, exited, out_fd, err_fd, in_fd = await _spawn(
-        argv, cwd, full, output, stdin is not None, creds, finish
+        argv, cwd, full, output, stdin is not None, creds, finish, cwd_fd
     )
     record = None
     if children is not None:

@@ -137,11 +137,12 @@ class _Spawner:
         cwd: str | None,
         umask: int | None,
         stdio: Sequence[int | None],
+        cwd_fd: int | None = None,
     ) -> Started | None:
         """Start ``argv`` through the spawner (see the module's text); None when it does
         not take the request (then fork as before). ``stdio``: the descriptors of the
-        command's stdin, stdout and stderr (None: /dev/null). Raises what ``Popen``
-        would raise."""
+        command's stdin, stdout and stderr (None: /dev/null); ``cwd_fd``: a descriptor
+        of ``cwd``, entered instead of its name. Raises what ``Popen`` would raise."""
         if threading.current_thread() is not threading.main_thread() or not argv:
             return None
         loop = asyncio.get_running_loop()
@@ -156,7 +157,7 @@ class _Spawner:
                     wire.START,
                     [os.fsdecode(a) for a in argv],
                     {os.fsdecode(k): os.fsdecode(v) for k, v in whole.items()},
-                    None if cwd is None else os.fsdecode(cwd),
+                    True if cwd_fd is not None else None if cwd is None else os.fsdecode(cwd),
                     umask,
                     [fd is not None for fd in stdio],
                 )
@@ -166,6 +167,8 @@ class _Spawner:
         if len(request) > _REQUEST:
             return None
         fds = [fd for fd in stdio if fd is not None]
+        if cwd_fd is not None:
+            fds.append(cwd_fd)
         try:
             socket.send_fds(self.sock, [request], fds, socket.MSG_NOSIGNAL)
         except (BlockingIOError, InterruptedError):

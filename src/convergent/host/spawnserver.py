@@ -10,7 +10,10 @@ Messages (``marshal``; at most one descriptor each, as ``SCM_RIGHTS``):
 
 - agent -> spawner: ``(START, argv, env, cwd, umask, given)`` with the descriptors of
   the command's stdin/stdout/stderr that ``given`` says are passed (/dev/null for the
-  others); ``(RELEASE, pid)``: the agent is done with that command, which may be reaped.
+  others), then, when ``cwd`` is True, a descriptor of the directory the command runs
+  in (entered with ``fchdir``: the directory the agent checked, whatever its path names
+  now; a ``cwd`` string is entered by name); ``(RELEASE, pid)``: the agent is done with
+  that command, which may be reaped.
 - spawner -> agent: ``(READY,)`` once; per start, in order, ``(STARTED, pid, start)``
   with a pidfd of the command (``start``: its start time in ``/proc``, -1 if unknown), or
   ``(FAILED, errno, strerror, filename)``; ``(EXITED, pid, code)`` when a command ends
@@ -125,7 +128,7 @@ def _serve(
                     _reap(commands.pop(command.pid))
                 continue
             data, ancillary, _flags, _addr = sock.recvmsg(
-                BUFFER, _socket.CMSG_SPACE(12), _socket.MSG_CMSG_CLOEXEC
+                BUFFER, _socket.CMSG_SPACE(16), _socket.MSG_CMSG_CLOEXEC
             )
             if not data:
                 return
@@ -177,7 +180,9 @@ def _start(request: tuple[object, ...], fds: list[int], home: int, defaults: lis
             actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, flags, 0))
     program = str(argv[0])
     paths = [program] if "/" in program else [os.path.join(d, program) for d in _path(env)]
-    if isinstance(cwd, str):
+    if cwd is True:
+        os.fchdir(fds[-1])
+    elif isinstance(cwd, str):
         os.chdir(cwd)
     old = os.umask(umask) if isinstance(umask, int) else None
     try:

@@ -34,6 +34,7 @@ compiles each one at the first ``exec`` of a run, and the first ``compile()`` in
 process costs ~1 ms); the names only imported for type checking are quoted.
 """
 
+import errno
 import os
 import signal
 import time
@@ -329,12 +330,14 @@ class Exec(Resource[ExecParams], kind="exec"):
         if state is not None and not state.readonly:
             children = process.children_dir(os.path.dirname(state.path))
         env, creds = runas.credentials(ctx.id, prefix, p.user, p.group, p.env)
+        cwd_fd = None
         if p.cwd is not None and p.user is None and p.group is None:
-            _safe_cwd(ctx.id, prefix, p.cwd)
+            cwd_fd = _safe_cwd(ctx.id, prefix, p.cwd)
         try:
             return await process.run(
                 argv,
                 cwd=p.cwd,
+                cwd_fd=cwd_fd,
                 env=env,
                 time_limit=p.timeout,
                 output=output,
@@ -358,6 +361,9 @@ class Exec(Resource[ExecParams], kind="exec"):
             raise CommandError(ctx.id, prefix + _spawn_error(exc, argv[0], p.cwd), None) from exc
         except process.RecordError as exc:
             raise CommandError(ctx.id, prefix + str(exc), None) from exc
+        finally:
+            if cwd_fd is not None:
+                os.close(cwd_fd)
 
     # -- automatic edges ----------------------------------------------------------------
 
@@ -453,18 +459,31 @@ def _up_to_date(ctx: Context, ifnewer: IfNewer, view: "View | None" = None) -> b
     return newest is None or target >= newest
 
 
-def _safe_cwd(rid: str, prefix: str, cwd: str) -> None:
-    """A root command's working directory is found as every path the agent changes: a
-    symlink of one user never leads it into what another user owns (CHASE_SAFE). The
-    command's own ``chdir`` follows the same path (a swap after this check is not
-    seen); a command run as a user enters it as that user instead."""
+def _safe_cwd(rid: str, prefix: str, cwd: str) -> int:
+    """A descriptor of a root command's working directory, found as every path the
+    agent changes: a symlink of one user never leads it into what another user owns
+    (CHASE_SAFE). The command enters this descriptor, not the name: a path swapped
+    after this check does not move it. A command run as a user enters the name as that
+    user instead. A missing one is not entered later by name either."""
     try:
-        with fs.locate(cwd, follow=True):
-            pass
+        with fs.locate(cwd, follow=True) as at:
+            return os.open(at.name, _CWD_FLAGS, dir_fd=at.fd)
     except fs.PathRefused as exc:
         raise CommandError(rid, f"{prefix}cwd: {exc.message}", None) from None
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # the spawn says so, with its own words
+    except FileNotFoundError:
+        missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)
+        raise CommandError(rid, prefix + _spawn_error(missing, "", cwd), None) from None
+    except NotADirectoryError:
+        raise CommandError(rid, f"{prefix}cwd {cwd} is not a directory", None) from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise CommandError(
+            rid, f"{prefix}cwd {cwd} was replaced by a symlink while it was checked", None
+        ) from None
+
+
+_CWD_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
