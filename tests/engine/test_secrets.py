@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from convergent.engine import Changed, Engine, Failed, Report, WouldChange
+from convergent.engine.redact import Secrets
 from convergent.errors import ResourceError
 from convergent.graph import Graph
 from convergent.render import TextRenderer
@@ -114,3 +115,18 @@ def test_a_secret_shortened_in_a_summary_is_still_hidden(tmp_path: Path) -> None
     assert "would run: " in text
     pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
     assert not [p for p in pieces if p in text], "a piece of the secret was shown"
+
+
+def test_what_a_cut_leaves_of_a_secret_is_hidden_and_nothing_else() -> None:
+    """``...`` marks a cut (an error's tail, a long line logged in pieces, a shortened
+    summary): the end of a secret just after it and the start of one just before it are
+    hidden; text that only shares three characters with a secret, or a cut far from
+    one, stays as it was."""
+    secrets = Secrets()
+    secrets.add("Mango5Kiwi7Plum")
+    assert secrets.hide("...i7Plum rest") == "...<secret> rest"
+    assert secrets.hide("stdout: zzMango5...") == "stdout: zz<secret>..."
+    assert secrets.hide("a Mango...go5Kiwi7Plum b") == "a <secret>...<secret> b"
+    assert secrets.hide("Loading... done") == "Loading... done"
+    assert secrets.hide("Man... lum") == "Man... lum"
+    assert secrets.hide("Mango5 alone") == "Mango5 alone"  # no cut: only whole values

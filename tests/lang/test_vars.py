@@ -401,6 +401,46 @@ def test_a_multi_line_secret_is_hidden_line_by_line_in_a_commands_output(
         assert line not in text, text
 
 
+def test_the_piece_of_a_secret_that_a_cut_in_a_commands_output_leaves_is_hidden(
+    tmp_path: Path,
+) -> None:
+    """Output is cut where the log stops (the first 64 KiB) and where an error's tail
+    stops (4,096 characters): a secret cut there shows neither its beginning before the
+    cut nor its end after it."""
+    key = tmp_path / "key"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            secrets: secrets.yaml
+            resources:
+              - file: {key}
+                mode: "0600"
+                content: "{{{{ token }}}}"
+              - exec: long
+                cmd: "printf '%065530d' 0; cat {key}; echo"
+                shell: true
+                require: [file[{key}]]
+              - exec: tail
+                cmd: "cat {key} >&2; printf '%04085d' 0 >&2; exit 3"
+                shell: true
+                require: [file[{key}]]
+            """,
+            "secrets.yaml": "token: Mango5Kiwi7Plum\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o600)
+    done = cli(
+        "run", str(policy), "--state-dir", str(tmp_path / "state"), "--converged-timeout", "0"
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text
+    assert "0<secret>..." in text  # the log's cut, after the first 64 KiB
+    assert "...<secret>0000" in text  # the start of the error's one long line
+    for piece in ("Mango", "ngo5", "Kiwi", "7Plum", "iwi7"):
+        assert piece not in text, piece
+
+
 def test_set_and_vars_file_from_the_command_line(tmp_path: Path) -> None:
     out = tmp_path / "out"
     policy = write(

@@ -217,6 +217,7 @@ class _Pipe:
         self.log = log
         self.pending = b""
         self.shown = 0
+        self.continued = False  # the last line logged was a piece cut short
         self.eof: asyncio.Future[None] = loop.create_future()
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._read)
@@ -243,17 +244,23 @@ class _Pipe:
         for line in lines:
             self._emit(line)
         if len(self.pending) > _CHUNK:  # a very long line: log it in pieces
-            self._emit(self.pending)
+            self._emit(self.pending, cut=True)
             self.pending = b""
         if self.shown >= SHOWN:
             if self.pending:
-                self._emit(self.pending)
+                self._emit(self.pending, cut=True)
                 self.pending = b""
             self._say(f"... (only the first {size(SHOWN)} are shown)")
 
-    def _emit(self, raw: bytes) -> None:
+    def _emit(self, raw: bytes, *, cut: bool = False) -> None:
+        """Log one line; a piece of a longer line ends with ``...`` and the next piece
+        begins with it (the engine hides what a cut leaves of a secret on either side)."""
         assert self.log is not None
-        self.log(self.prefix + raw.decode("utf-8", "replace"))
+        text = raw.decode("utf-8", "replace")
+        if self.continued:
+            text = "..." + text
+        self.continued = cut
+        self.log(self.prefix + text + ("..." if cut else ""))
 
     def _say(self, text: str) -> None:
         assert self.log is not None
