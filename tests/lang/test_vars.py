@@ -99,6 +99,25 @@ def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
     assert found and all("hunter22pw" not in str(p) for p in found)
 
 
+def test_a_secret_in_another_form_never_appears_in_an_error(tmp_path: Path) -> None:
+    """A value a filter made from a secret (``upper``) is quoted by the error about it
+    only as ``<secret>``."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - exec: x
+                cmd: ["true"]
+                creates: "rel{{ pw | upper }}"
+            """
+        },
+    )
+    found = problems(policy, secret_sets={"pw": "kiwi77secret"})
+    assert found and all("KIWI77SECRET" not in str(p) for p in found), found
+    assert any("<secret>" in p.message for p in found), found
+
+
 def test_a_lone_expression_keeps_its_type(tmp_path: Path) -> None:
     policy = write(
         tmp_path,
@@ -366,6 +385,39 @@ def test_a_secret_shown_through_a_filter_is_hidden_as_the_secret_itself(tmp_path
     for form in ("s3cr3t", "S3CR3T", "p%40ss"):
         assert form not in text, text
     assert "content changed (secret)" in text
+
+
+def test_a_secret_in_another_form_is_hidden_in_a_commands_summary_and_output(
+    tmp_path: Path,
+) -> None:
+    """A command made with a secret through a filter shows that form neither in its
+    summary nor when it prints it."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - exec: show
+                cmd: "echo pg://app:{{ pw | urlencode }}@db"
+                shell: true
+            """,
+        },
+    )
+    done = cli(
+        "run",
+        str(policy),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--converged-timeout",
+        "0",
+        "--set-secret",
+        "pw=s3cr3t/p@ss",
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert "exec[show]: stdout: pg://app:<secret>@db" in text
+    for form in ("s3cr3t", "p%40ss", "%2Fp"):
+        assert form not in text, text
 
 
 def test_a_multi_line_secret_is_hidden_line_by_line_in_a_commands_output(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["LANG_ENTRY_KEYS", "LANG_TOP_KEYS", "Read", "Site", "read_site"]
 
 #: Top-level keys of the language (besides ``resources`` and ``collect``).
+_FORM = 4  # the shortest secret in another form kept as a secret of its own
 LANG_TOP_KEYS = ("vars", "classes", "include", "bundles", "invocations", "secrets")
 #: Keys of an entry the language reads (never passed to a kind).
 LANG_ENTRY_KEYS = ("for_each", "if", "template")
@@ -90,6 +91,7 @@ class Site:
         self.inputs = inputs
         self.scope: dict[str, Any] = {}
         self.secrets: set[str] = set()
+        self.shown: set[str] = set()  # secrets in another form (Site._keep_form)
         self.bundles: dict[str, Bundle] = {}
         self.classes: Any = None
         self.made: list[_Made] = []
@@ -124,6 +126,8 @@ class Site:
                 self._holds_secret(value) or self._shows_secret(node.value, scope, value)
             ):
                 self._hits.add("")
+                if not self._holds_secret(value):
+                    self._keep_form(node.value, scope, value)
             return to_node(value, node)
         if is_list(node):
             items = [self.render(item, scope, owner) for item in node.value]
@@ -172,6 +176,37 @@ class Site:
             return bool(render(text, other) != value)
         except TemplateError:
             return True
+
+    def _keep_form(self, text: str, scope: Mapping[str, Any], value: Any) -> None:
+        """Keep, as a secret of its own, the part of ``value`` that a secret in another
+        form (``urlencode``, ``upper``...) made: where ``value`` and a rendering with every
+        secret framed differently part (4 characters or more). Reports and load errors
+        then hide it as they hide the secret itself."""
+        if not isinstance(value, str):
+            return
+        from convergent.policy.template import render
+
+        other_scope = {
+            name: "\x02" + held + "\x02" if isinstance(held, str) and held in self.secrets else held
+            for name, held in scope.items()
+        }
+        try:
+            other = render(text, other_scope)
+        except TemplateError:
+            other = None
+        if not isinstance(other, str):
+            if len(value) >= _FORM:
+                self.shown.add(value)
+            return
+        start = 0
+        while start < min(len(value), len(other)) and value[start] == other[start]:
+            start += 1
+        end = 0
+        while end < min(len(value), len(other)) - start and value[-1 - end] == other[-1 - end]:
+            end += 1
+        form = value[start : len(value) - end]
+        if len(form) >= _FORM:
+            self.shown.add(form)
 
     def template_problem(self, node: Node, exc: TemplateError, owner: str | None) -> None:
         if exc.file is not None:
@@ -458,7 +493,7 @@ def _read_made(site: Site, read: Read, read_entry: ReadEntry) -> None:
                 )
     read.links.extend(site.links)
     read.clusters = {key: tuple(ids) for key, ids in members.items()}
-    read.secrets = frozenset(site.secrets)
+    read.secrets = frozenset(site.secrets | site.shown)
     if read.clusters:
         read.links = _bundle_links(read.links, read.clusters)
 
