@@ -280,6 +280,16 @@ def test_a_user_removed_by_hand_is_recreated_by_a_running_agent(
         ('  - user: cvt8bad\n    password_hash: "!$6$salt"\n', ":3:20:", "crypt(3)"),
         ("  - user: cvt8bad\n    home: /home/../etc/cvt8bad\n", ":3:11:", ". or .."),
         ('  - user: cvt8bad\n    shell: "/bin/sh\\n"\n', ":3:12:", "newline"),
+        (
+            "  - user: cvt8bad\n    uid: 4321\n  - user: cvt8bad2\n    uid: 4321\n",
+            ":5:10:",
+            "uid 4321 is also user[cvt8bad]'s (line 3)",
+        ),
+        (
+            "  - group: cvt8bad\n    gid: 4321\n  - group: cvt8bad2\n    gid: 4321\n",
+            ":5:10:",
+            "gid 4321 is also group[cvt8bad]'s (line 3)",
+        ),
     ],
 )
 def test_bad_values_are_refused_at_load_with_their_place(

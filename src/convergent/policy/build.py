@@ -114,6 +114,7 @@ def build(
     valid = _check_links(links, first, problems)
     _check_cycles(valid, first, problems)
     _check_semaphores(resources, first, problems)
+    _check_ids(resources, first, problems)
     if any(link.recv is not None for link in valid):
         _check_recv(valid, resources, problems)
     _check_exports(valid, resources, first, problems)
@@ -273,6 +274,35 @@ def _check_semaphores(
                     "give it the same size everywhere",
                     resource.id,
                 )
+
+
+# Accounts whose number is theirs alone: a second account of the same number would own
+# every file of the first (useradd and groupadd refuse it, halfway through a run).
+_UNIQUE_IDS = {"user": "uid", "group": "gid"}
+
+
+def _check_ids(
+    resources: list[Resource[Any]], entries: dict[str, Entry], problems: Problems
+) -> None:
+    """Two ``user`` resources (two ``group`` ones) present with the same uid (gid)."""
+    seen: dict[tuple[str, int], tuple[Location, str]] = {}
+    for resource in resources:
+        field = _UNIQUE_IDS.get(resource.kind)
+        if field is None:
+            continue
+        params = resource.params
+        number = getattr(params, field, None)
+        if number is None or getattr(params, "state", "present") != "present":
+            continue
+        at = entries[resource.id].locate(field)[0]
+        known = seen.setdefault((resource.kind, number), (at, resource.id))
+        if known[1] != resource.id:
+            problems.at(
+                at,
+                f"{field} {number} is also {known[1]}'s ({_place(known[0], at, column=False)}); "
+                f"two accounts of one {field} own each other's files: give each its own",
+                resource.id,
+            )
 
 
 def _check_recv(links: list[Link], resources: list[Resource[Any]], problems: Problems) -> None:

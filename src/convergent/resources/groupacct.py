@@ -32,7 +32,8 @@ class GroupParams(Params, frozen=True):
     """A local group; the resource's name is the group's name.
 
     state: present or absent (absent: groupdel, refused for a user's primary group)
-    gid: numeric gid, 0-4294967294 (default: the next free one at creation, then left alone)
+    gid: numeric gid, 0-4294967294 (default: the next free one at creation, then left alone);
+      one group's only: a second group of the policy with it is refused at load
     system: create a system group (gid below GID_MIN); only at creation
     """
 

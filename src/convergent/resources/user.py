@@ -52,7 +52,8 @@ class UserParams(Params, frozen=True):
     """A local user account; the resource's name is the user's name.
 
     state: present or absent (absent: userdel; the home directory stays)
-    uid: numeric uid, 0-4294967294 (default: the next free one at creation, then left alone)
+    uid: numeric uid, 0-4294967294 (default: the next free one at creation, then left alone);
+      one user's only: a second user of the policy with it is refused at load
     group: primary group, a name or a gid (default at creation: a group named after the user)
     groups: supplementary groups, names or gids
     groups_exclusive: true: in exactly ``groups`` (taken out of others); false: at least in them
