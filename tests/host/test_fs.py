@@ -57,8 +57,23 @@ def test_a_users_symlink_into_a_root_directory_is_refused_naming_link_and_owners
         fs.locate(str(home / "sub" / "passwd"))
     message = str(info.value)
     assert f"the symlink {home / 'sub'} is owned by nobody (uid {NOBODY})" in message
-    assert "owned by root (uid 0)" in message
+    assert "leads to /etc (from /, owned by root (uid 0))" in message  # its target, named
     assert "Fix:" in message
+
+
+@needs_root
+def test_a_users_relative_symlink_is_refused_naming_the_directory_it_leads_to(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    _mine(home)
+    (tmp_path / "root-only").mkdir()
+    (home / "sub").symlink_to("../root-only")
+    _mine(home / "sub")
+    with pytest.raises(fs.PathRefused) as info:
+        fs.locate(str(home / "sub" / "f"))
+    assert f"leads to {tmp_path} (owned by root (uid 0))" in str(info.value)
 
 
 @needs_root

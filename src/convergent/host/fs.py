@@ -298,7 +298,7 @@ def _walk(path: str, *, create: bool, follow: bool) -> tuple[int, os.stat_result
                     fd = root
                     st = os.fstat(fd)
                     where = ""
-                    _check(cst, here, st, "/")
+                    _check(cst, here, st, "/", target)
                 came_from, came_path = cst, here
                 todo.extend(target.split("/")[::-1])
                 continue
@@ -333,8 +333,11 @@ def _mkdir(fd: int, name: str, parent: os.stat_result) -> None:
         os.close(made)
 
 
-def _check(a: os.stat_result, a_path: str, b: os.stat_result, b_path: str) -> None:
-    """systemd's unsafe_transition: from a non-root owner only into the same owner."""
+def _check(
+    a: os.stat_result, a_path: str, b: os.stat_result, b_path: str, target: str = ""
+) -> None:
+    """systemd's unsafe_transition: from a non-root owner only into the same owner.
+    ``target``: an absolute symlink's target, whose walk starts at ``b_path`` (/)."""
     if a.st_uid == 0 or a.st_uid == b.st_uid:
         return
     from convergent.host.posix import user_name
@@ -348,7 +351,8 @@ def _check(a: os.stat_result, a_path: str, b: os.stat_result, b_path: str) -> No
     raise PathRefused(
         errno.EPERM,
         f"unsafe path: the {what} {a_path} is owned by {owner(a.st_uid)} and leads to "
-        f"{b_path}, owned by {owner(b.st_uid)}; the agent runs as root and never lets "
+        + (f"{target} (from {b_path}, owned by " if target else f"{b_path} (owned by ")
+        + f"{owner(b.st_uid)}); the agent runs as root and never lets "
         f"one user steer it into what another owns. Fix: make {fix} own {a_path}, "
         "replace a symlink by a real directory, or name the real path in the policy",
     )
