@@ -94,6 +94,26 @@ def test_a_success_resets_the_retry_counter() -> None:
     run_virtual(main())
 
 
+def test_a_run_stopped_while_a_resource_waits_to_retry_counts_it_and_fails() -> None:
+    """SIGTERM (``stop()``) during a retry's delay: the summary says the resource was
+    retrying (its last try failed), and the exit code is 1, not a clean 0."""
+    box = Box(fail_apply=True)
+    probe = Probe.make("p", box, meta=Meta(retry=5, delay=30))
+
+    async def main() -> None:
+        rec = Recorder()
+        engine = Engine(graph_of(probe), reporter=rec)
+        task = asyncio.create_task(engine.run())
+        await rec.wait_for(lambda r: "retry 1/5 in 30 s" in getattr(r, "message", ""))
+        engine.stop()
+        result = await task
+        assert result.interrupted and result.failed == 0 and result.retrying == 1
+        assert result.exit_code == 1
+        assert "failed: 0, retrying: 1," in result.summary()
+
+    run_virtual(main())
+
+
 def test_a_permanent_failure_blocks_dependents_until_it_succeeds() -> None:
     bad_box, down_box = Box(fail_apply=True), Box()
     bad = Probe.make("bad", bad_box, meta=Meta(retry=1, delay=2))

@@ -85,7 +85,7 @@ def destroy_command(args: argparse.Namespace) -> int:
     renderer.note(f"destroy: {len(plan.forms)} resource(s) taken down, {len(plan.left)} left alone")
     # Not result.exit_code: the watches of what was just removed may fire between the
     # convergence that ended the run and the result, making it read "not converged".
-    return 1 if result.failed or result.blocked else 0
+    return 1 if result.failed or result.blocked or result.retrying else 0
 
 
 def _run(

@@ -259,8 +259,9 @@ def _invoke(
     if result is None:
         update(db, record, "failed", "the run could not start")
         return 2
-    outcome: Outcome = "failed" if result.failed or result.blocked else "ok"
-    update(db, record, outcome, changed=result.changed, failed=result.failed + result.blocked)
+    unsettled = result.failed + result.blocked + result.retrying
+    outcome: Outcome = "failed" if unsettled else "ok"
+    update(db, record, outcome, changed=result.changed, failed=unsettled)
     return 1 if outcome == "failed" else 0
 
 

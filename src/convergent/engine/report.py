@@ -230,11 +230,13 @@ class RunResult(msgspec.Struct, frozen=True):
     converged: bool  # the graph was converged when the run ended
     interrupted: bool = False  # ended by stop() (SIGINT/SIGTERM), not by converged-timeout
     repairs: int = 0  # changes made (a resource repaired 20 times counts 20)
+    retrying: int = 0  # resources whose last try failed, stopped while waiting to retry
 
     @property
     def exit_code(self) -> int:
-        """0 when converged with no failure; 1 when a resource failed or was blocked."""
-        if self.failed or self.blocked:
+        """0 when converged with no failure; 1 when a resource failed or was blocked, or
+        the run was stopped while a resource waited to retry a failed try."""
+        if self.failed or self.blocked or self.retrying:
             return 1
         return 0 if self.converged or self.interrupted else 1
 
@@ -246,5 +248,6 @@ class RunResult(msgspec.Struct, frozen=True):
         return (
             f"resources: {self.resources}, repaired: {repaired}, failed: {self.failed}"
             + (f", blocked: {self.blocked}" if self.blocked else "")
+            + (f", retrying: {self.retrying}" if self.retrying else "")
             + f", time: {self.seconds:.2f} s"
         )

@@ -323,6 +323,7 @@ class Engine:
             seconds=time.perf_counter() - start,
             converged=self.converged,
             interrupted=interrupted,
+            retrying=sum(w.state is State.RETRYING for w in self._workers.values()),
         )
 
     async def _close_services(self) -> None:
