@@ -101,3 +101,53 @@ def test_a_root_command_runs_in_the_directory_checked_when_its_path_is_swapped(
     real = work if not work.is_symlink() else link
     ran = [p for p in real.iterdir() if p.name.startswith("ran-")]
     assert ran, out  # some commands ran (in her directory, as checked)
+
+
+def test_a_cwd_written_with_a_trailing_slash_or_dot_is_that_directory(open_lab: Path) -> None:
+    """``cwd: /srv/app/`` runs in /srv/app (never in /), and a missing one is an error."""
+    app = open_lab / "app"
+    app.mkdir()
+    body = (
+        f"  - exec: slash\n    cmd: [pwd]\n    cwd: {app}/\n"
+        f"  - exec: dot\n    cmd: [pwd]\n    cwd: {app}/.\n"
+        f"  - exec: gone\n    cmd: [pwd]\n    cwd: {open_lab}/nope/\n"
+    )
+    code, out = _run(open_lab, body)
+    assert code == 1, out
+    assert f"exec[slash]: stdout: {app}\n" in out and f"exec[dot]: stdout: {app}\n" in out
+    assert f"cwd {open_lab}/nope/ does not exist" in out
+    assert "exec[gone]: stdout" not in out
+
+
+def test_a_cwd_ending_in_dotdot_is_the_parent_the_walk_checked(open_lab: Path) -> None:
+    """``cwd: .../evil/d/..`` while she swaps ``d`` with her directory inside root's
+    sticky ``pub``: the parent a command enters is the one the walk reached and checked
+    (hers), never root's ``pub``, which the walk refuses."""
+    evil, pub = open_lab / "evil", open_lab / "pub"
+    evil.mkdir()
+    os.chown(evil, NOBODY, NOBODY)
+    pub.mkdir()
+    pub.chmod(0o1777)
+
+    def prepare() -> None:
+        (evil / "d").mkdir()
+        (pub / "e").mkdir()
+        (evil / "d").chmod(0o777)
+
+    run_as_nobody(prepare)
+
+    def swap(stopped: Callable[[], bool]) -> int:
+        swaps = 0
+        while not stopped():
+            swaps += exchange(str(evil / "d"), str(pub / "e"))
+        return swaps
+
+    count = 150
+    body = "".join(
+        f"  - exec: r{i}\n    cmd: [touch, ran-{i}]\n    cwd: {evil}/d/..\n" for i in range(count)
+    )
+    with Hostile(swap) as user:
+        _code, out = _run(open_lab, body)
+    assert user.result > 0
+    assert sorted(p.name for p in pub.iterdir() if p.name.startswith("ran-")) == [], out
+    assert [p for p in evil.iterdir() if p.name.startswith("ran-")], out

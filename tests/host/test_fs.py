@@ -442,3 +442,51 @@ def test_read_checked_after_a_parent_swap_reads_the_directory_found_safely(
         return same_pass and same_pass[0]
 
     assert asyncio.run(passes()) == b"mine"
+
+
+@needs_root
+def test_a_followed_final_name_is_judged_alike_with_its_directory_known_or_not(
+    tmp_path: Path,
+) -> None:
+    """``locate(follow=True)`` steps into the final name: from a user's directory into
+    root's it is refused, also once that directory was walked before (the shortcut
+    through a known directory checks the last step as the walk does)."""
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "ok").mkdir()
+    (evil / "R").mkdir()
+    _mine(evil)
+    _mine(evil / "ok")
+    with fs.locate(str(evil / "ok"), follow=True):
+        pass  # evil is known now
+    with pytest.raises(fs.PathRefused, match=f"the directory {evil} is owned by nobody"):
+        fs.locate(str(evil / "R"), follow=True)
+
+
+@needs_root
+def test_open_directory_checks_every_step_and_returns_what_it_checked(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    for path in (f"{real}", f"{real}/", f"{real}/.", f"{tmp_path}/link", f"{real}/../real"):
+        fd = fs.open_directory(path)
+        try:
+            assert os.path.samestat(os.fstat(fd), real.stat()), path
+        finally:
+            os.close(fd)
+    fd = fs.open_directory("/")
+    os.close(fd)
+    with pytest.raises(FileNotFoundError):
+        fs.open_directory(f"{tmp_path}/missing/")
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(NotADirectoryError):
+        fs.open_directory(f"{tmp_path}/plain")
+    hers = tmp_path / "hers"
+    hers.mkdir()
+    _mine(hers)
+    (hers / "up").symlink_to(tmp_path)
+    _mine(hers / "up")
+    with pytest.raises(fs.PathRefused):
+        fs.open_directory(f"{hers}/up/")
+    with pytest.raises(fs.PathRefused):
+        fs.open_directory(f"{hers}/..")  # from her directory into root's

@@ -306,9 +306,9 @@ def test_it_runs_as_the_user_asked_for_and_cannot_touch_its_records(case: Case) 
     """As nobody (65534) the process runs with that uid and gid; its record and log stay
     root's, 0600, in a 0700 directory it cannot enter."""
     case.write(
-        ["sh", "-c", "id -u; id -g; cat ../state/processes/* 2>&1; exec sleep 300"],
+        ["sh", "-c", f"id -u; id -g; cat {case.state}/processes/* 2>&1; exec sleep 300"],
         user="nobody",
-        cwd=str(case.root),
+        cwd="/",
     )
     pid = _pid(case.once().stdout)
     status = Path(f"/proc/{pid}/status").read_text()
@@ -319,12 +319,39 @@ def test_it_runs_as_the_user_asked_for_and_cannot_touch_its_records(case: Case) 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_process_run_as_a_user_enters_its_cwd_as_that_user(case: Case) -> None:
+    """The start's ``chdir`` is made as the user: a directory she may not enter (the
+    test's own, inside root's 0700 ``pytest-of-root``) is refused, not entered as root."""
+    case.write(["sleep", "300"], user="nobody", cwd=str(case.root))
+    done = convergent(*case.args("--converged-timeout", "0"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cwd {case.root}: the command's user may not enter it" in done.stdout + done.stderr
+    assert case.marked() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_root_process_refuses_another_users_symlink_as_its_cwd(case: Case) -> None:
+    """A root process's ``cwd`` is found as every path the agent changes (and entered
+    through the directory found): nobody's symlink into root's directory is refused."""
+    hers = case.root / "hers"
+    hers.mkdir()
+    os.chown(hers, 65534, 65534)
+    (hers / "work").symlink_to(case.root)
+    os.chown(hers / "work", 65534, 65534, follow_symlinks=False)
+    case.write(["sleep", "300"], cwd=str(hers / "work"))
+    done = convergent(*case.args("--converged-timeout", "0"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"the symlink {hers}/work is owned by nobody" in done.stdout + done.stderr
+    assert case.marked() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
 def test_a_process_run_as_a_user_may_open_its_output_again(case: Case) -> None:
     """A server told to log to /dev/stderr (nginx's ``error_log /dev/stderr``) opens its
     stderr again by name: the pipe is the user's, as under a shell, while the log and
     the keeper stay root's."""
     script = "echo plain; echo again >/dev/stderr; echo and-again >/dev/stdout; exec sleep 300"
-    case.write(["sh", "-c", script], user="nobody", cwd=str(case.root))
+    case.write(["sh", "-c", script], user="nobody", cwd="/")
     case.once()
     log = Path(case.store.log_path(NAME))
     expected = b"plain\nagain\nand-again\n"

@@ -240,12 +240,9 @@ class Engine:
         from convergent.engine.follow import Observed  # not on the start-up path
 
         if self.observed is None:
+            hosts, want = (lambda: self._hosts), self._want_converged
             self.observed = Observed(
-                lambda: self._workers,
-                lambda: self._plan,
-                self._exchange,
-                lambda: self._hosts,
-                self._want_converged,
+                lambda: self._workers, lambda: self._plan, self._exchange, hosts, want
             )
         return self.observed
 
@@ -323,7 +320,7 @@ class Engine:
             seconds=time.perf_counter() - start,
             converged=self.converged,
             interrupted=interrupted,
-            retrying=sum(w.state is State.RETRYING for w in self._workers.values()),
+            retrying=sum(state is State.RETRYING for state in self._states()),
         )
 
     async def _close_services(self) -> None:

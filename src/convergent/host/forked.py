@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["exited", "fork"]
+__all__ = ["entering", "exited", "fork", "not_entered"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -66,14 +66,8 @@ def fork(
 
     stdin, stdout, stderr = (subprocess.DEVNULL if fd is None else fd for fd in stdio)
     dies = _die_with(os.getpid()) if death_signal else None
-    preexec, cwd_now = dies, cwd
-    switched = cwd is not None and ("user" in extra or "group" in extra)
-    if cwd_fd is not None and not switched:
-        preexec, cwd_now = _enter_by_descriptor(cwd_fd, dies), None
-    elif switched and cwd is not None:
-        # The child's chdir comes before its user switch: made as root, a user would
-        # run in (and read) a directory she may not enter. preexec_fn runs after it.
-        preexec, cwd_now = _enter_as_switched(cwd, dies), None
+    switched = "user" in extra or "group" in extra
+    preexec, cwd_now = entering(cwd, cwd_fd, switched, dies)
     try:
         return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
             list(argv),
@@ -87,11 +81,32 @@ def fork(
             **extra,
         )
     except subprocess.SubprocessError:
-        if switched:  # the switched child could not enter cwd
-            raise PermissionError(
-                errno.EACCES, "the user may not enter the working directory", cwd
-            ) from None
+        if cwd is not None and cwd_now is None:  # the child could not enter cwd
+            raise not_entered(cwd) from None
         raise
+
+
+def entering(
+    cwd: str | None, cwd_fd: int | None, switched: bool, then: Callable[[], None] | None
+) -> tuple[Callable[[], None] | None, str | None]:
+    """The ``preexec_fn`` (running ``then`` last) and the ``cwd`` for ``Popen``: a
+    command switching users enters ``cwd`` as that user (``Popen``'s own ``chdir`` comes
+    before the switch: as root, she would run in, and read, a directory she may not
+    enter); one that does not enters ``cwd_fd`` when given (the directory its caller
+    checked, whatever the name leads to now); else ``Popen`` enters ``cwd``."""
+    if cwd is not None and switched:
+        return _enter_as_switched(cwd, then), None
+    if cwd_fd is not None:
+        return _enter_by_descriptor(cwd_fd, then), None
+    return then, cwd
+
+
+def not_entered(cwd: str) -> OSError:
+    """Why a child could not enter ``cwd`` (its ``preexec_fn`` says only that it
+    failed): missing, or not to be entered."""
+    if not os.path.isdir(cwd):
+        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)
+    return PermissionError(errno.EACCES, "the working directory cannot be entered", cwd)
 
 
 def _enter_by_descriptor(fd: int, then: Callable[[], None] | None) -> Callable[[], None]:

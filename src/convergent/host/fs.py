@@ -42,6 +42,8 @@ import stat
 import sys
 from typing import Any
 
+from convergent.host.chase import PathRefused, check_transition, open_directory, walk
+
 __all__ = [
     "MAX_READ",
     "At",
@@ -51,6 +53,7 @@ __all__ = [
     "locate",
     "lstat",
     "make_directory",
+    "open_directory",
     "open_node",
     "read_all",
     "read_checked",
@@ -60,12 +63,10 @@ __all__ = [
     "set_meta",
 ]
 
-MAX_HOPS = 32  # symlinks followed in one path, as systemd's CHASE_MAX
 #: The largest file read into memory (to compare, edit or copy it): a user's sparse
 #: 64 GiB file at a managed path must not make the agent allocate 64 GiB.
 MAX_READ = 256 << 20
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_NODE = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _KIND_NAMES = {
     stat.S_IFREG: "file",
@@ -84,18 +85,6 @@ _PASS_MAX = 32  # directories kept for one pass's checks (each a descriptor held
 _this_pass: dict[str, tuple[int, tuple[int, int], int]] = {}
 _pass_loop: list[Any] = [None]  # the loop whose pass _this_pass belongs to
 _umask: list[int] = []
-
-
-class PathRefused(OSError):
-    """A path convergent will not act on: an unsafe transition, a symlink or special file
-    where none may be. ``str()`` is the whole message (what, where, how to fix)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(code, message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def kind_name(mode: int) -> str:
@@ -174,13 +163,13 @@ def locate(path: str, *, create: bool = False, follow: bool = False, check: bool
         if fd >= 0:
             st = os.fstat(fd)
             ident = known[0]
-            if (st.st_dev, st.st_ino) == ident and not (follow and _is_link(fd, name)):
+            if (st.st_dev, st.st_ino) == ident and not (follow and _walk_final(fd, st, path)):
                 if check:
                     _remember(parent, fd, ident, st.st_uid)
                 return At(fd, name, parent, ident, st.st_uid)
             os.close(fd)
         _known.pop(parent, None)
-    fd, st, final, where, linked = _walk(path, create=create, follow=follow)
+    fd, st, final, where, linked = walk(path, create=create, follow=follow)
     ident = (st.st_dev, st.st_ino)
     if not linked and where == parent and _openat2_works():
         if len(_known) >= _KNOWN_MAX:
@@ -239,123 +228,19 @@ def _end_pass() -> None:
     _pass_loop[0] = None
 
 
-def _is_link(fd: int, name: str) -> bool:
+def _walk_final(fd: int, st: os.stat_result, path: str) -> bool:
+    """For a followed final name in the directory ``fd`` (``st``): True when it is a
+    symlink (the full walk follows it); the step into it checked as the walk checks it
+    (PathRefused), so that the shortcut and the walk agree."""
+    head, _, name = path.rpartition("/")
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+        node = os.stat(name, dir_fd=fd, follow_symlinks=False)
     except OSError:
         return False
-
-
-def _walk(path: str, *, create: bool, follow: bool) -> tuple[int, os.stat_result, str, str, bool]:
-    """Walk ``path`` from / (systemd's chase with CHASE_SAFE); see :func:`locate`.
-
-    Returns the directory descriptor, its stat, the final name, the directory's path and
-    whether a symlink was followed.
-    """
-    todo = path.split("/")[::-1]  # a stack: the next component is last
-    fd = os.open("/", _DIR)
-    st = os.fstat(fd)
-    came_from, came_path = st, "/"  # what the next transition is judged from
-    where = ""  # the path of fd ("" is /)
-    hops = 0
-    linked = False
-    try:
-        while True:
-            while todo and todo[-1] in ("", "."):
-                todo.pop()
-            if not todo:
-                raise IsADirectoryError(errno.EISDIR, f"{path} names a directory", path)
-            name = todo.pop()
-            last = not any(part not in ("", ".") for part in todo)
-            if last and name != ".." and not follow:
-                return fd, st, name, where or "/", linked
-            here = f"{where}/{name}" if name != ".." else (where.rpartition("/")[0])
-            try:
-                child = os.open(name, _DIR if name == ".." else _NODE, dir_fd=fd)
-            except FileNotFoundError:
-                if not create or last:
-                    if last:
-                        return fd, st, name, where or "/", linked
-                    raise FileNotFoundError(
-                        errno.ENOENT, "No such file or directory", here
-                    ) from None
-                _mkdir(fd, name, st)
-                child = os.open(name, _NODE, dir_fd=fd)
-            cst = os.fstat(child)
-            _check(came_from, came_path, cst, here or "/")
-            if stat.S_ISLNK(cst.st_mode):
-                hops += 1
-                linked = True
-                try:
-                    if hops > MAX_HOPS:
-                        raise OSError(errno.ELOOP, "Too many levels of symbolic links", path)
-                    target = os.readlink("", dir_fd=child)
-                finally:
-                    os.close(child)
-                if target.startswith("/"):
-                    root = os.open("/", _DIR)
-                    os.close(fd)
-                    fd = root
-                    st = os.fstat(fd)
-                    where = ""
-                    _check(cst, here, st, "/", target)
-                came_from, came_path = cst, here
-                todo.extend(target.split("/")[::-1])
-                continue
-            if last:
-                os.close(child)
-                return fd, st, name, where or "/", linked
-            if not stat.S_ISDIR(cst.st_mode):
-                os.close(child)
-                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", here)
-            os.close(fd)
-            fd, st, where = child, cst, here
-            came_from, came_path = cst, here or "/"
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _mkdir(fd: int, name: str, parent: os.stat_result) -> None:
-    """A missing directory on the way (0777 & ~umask, like ``mkdir -p``). Inside a
-    user's directory it is given to that user, as they would have made it themselves
-    (and as the walk's owner rule then expects)."""
-    try:
-        os.mkdir(name, 0o777, dir_fd=fd)
-    except FileExistsError:
-        return
-    if parent.st_uid == 0:
-        return
-    made = os.open(name, _OPEN | os.O_DIRECTORY, dir_fd=fd)
-    try:
-        os.fchown(made, parent.st_uid, parent.st_gid)
-    finally:
-        os.close(made)
-
-
-def _check(
-    a: os.stat_result, a_path: str, b: os.stat_result, b_path: str, target: str = ""
-) -> None:
-    """systemd's unsafe_transition: from a non-root owner only into the same owner.
-    ``target``: an absolute symlink's target, whose walk starts at ``b_path`` (/)."""
-    if a.st_uid == 0 or a.st_uid == b.st_uid:
-        return
-    from convergent.host.posix import user_name
-
-    def owner(uid: int) -> str:
-        name = user_name(uid)
-        return f"uid {uid}" if name == str(uid) else f"{name} (uid {uid})"
-
-    what = "symlink" if stat.S_ISLNK(a.st_mode) else "directory"
-    fix = "root" if b.st_uid == 0 else f"root or {owner(b.st_uid)}"
-    raise PathRefused(
-        errno.EPERM,
-        f"unsafe path: the {what} {a_path} is owned by {owner(a.st_uid)} and leads to "
-        + (f"{target} (from {b_path}, owned by " if target else f"{b_path} (owned by ")
-        + f"{owner(b.st_uid)}); the agent runs as root and never lets "
-        f"one user steer it into what another owns. Fix: make {fix} own {a_path}, "
-        "replace a symlink by a real directory, or name the real path in the policy",
-    )
+    if stat.S_ISLNK(node.st_mode):
+        return True
+    check_transition(st, head or "/", node, path)
+    return False
 
 
 class _Openat2:

@@ -65,6 +65,7 @@ def spawn_detached(
     user: int | None = None,
     group: int | None = None,
     groups: Sequence[int] | None = None,
+    cwd_fd: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session that does not die with the agent; return it.
 
@@ -74,6 +75,8 @@ def spawn_detached(
     the agent's). ``user``/``group``/``groups``: the uid, gid and supplementary gids to run
     as (set before exec; needs root; with a user or group and no ``groups``, none: the
     agent's own, root's, are never inherited). The caller reaps it (``Popen.poll``) once it exits.
+    ``cwd`` is entered as the user switched to; without a switch, ``cwd_fd`` (a
+    descriptor of ``cwd``) is entered instead of the name when given.
 
     Raises OSError when it cannot be started (``filename`` says what was missing).
     """
@@ -81,19 +84,29 @@ def spawn_detached(
 
     if groups is None and (user is not None or group is not None):
         groups = ()  # a switched command never keeps the agent's (root's) groups
+    from convergent.host.forked import entering, not_entered
+
     sink = subprocess.DEVNULL if output is None else output
-    return subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=sink,
-        stderr=sink,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        user=user,
-        group=group,
-        extra_groups=list(groups) if groups is not None else None,
-    )
+    switched = user is not None or group is not None
+    preexec, cwd_now = entering(cwd, cwd_fd, switched, None)
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+            cwd=cwd_now,
+            env=env,
+            start_new_session=True,
+            user=user,
+            group=group,
+            extra_groups=list(groups) if groups is not None else None,
+            preexec_fn=preexec,
+        )
+    except subprocess.SubprocessError:
+        if cwd is not None and cwd_now is None:
+            raise not_entered(cwd) from None
+        raise
 
 
 def group_alive(pgid: int) -> bool:

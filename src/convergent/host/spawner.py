@@ -157,9 +157,10 @@ class _Spawner:
                     wire.START,
                     [os.fsdecode(a) for a in argv],
                     {os.fsdecode(k): os.fsdecode(v) for k, v in whole.items()},
-                    True if cwd_fd is not None else None if cwd is None else os.fsdecode(cwd),
+                    None if cwd is None else os.fsdecode(cwd),
                     umask,
                     [fd is not None for fd in stdio],
+                    cwd_fd is not None,
                 )
             )
         except (TypeError, ValueError):  # not what Popen takes either: it says so

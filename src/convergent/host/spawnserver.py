@@ -6,14 +6,15 @@ end of a ``SOCK_SEQPACKET`` socket pair as a descriptor) and imports only C modu
 that need nothing else (``_socket``, ``_signal``, ``select``, ``marshal``, ``struct``),
 so it is ready ~10 ms after its start and holds none of the agent's memory.
 
-Messages (``marshal``; at most one descriptor each, as ``SCM_RIGHTS``):
+Messages (``marshal``; descriptors as ``SCM_RIGHTS``, at most four):
 
-- agent -> spawner: ``(START, argv, env, cwd, umask, given)`` with the descriptors of
-  the command's stdin/stdout/stderr that ``given`` says are passed (/dev/null for the
-  others), then, when ``cwd`` is True, a descriptor of the directory the command runs
-  in (entered with ``fchdir``: the directory the agent checked, whatever its path names
-  now; a ``cwd`` string is entered by name); ``(RELEASE, pid)``: the agent is done with
-  that command, which may be reaped.
+- agent -> spawner: ``(START, argv, env, cwd, umask, given, by_fd)`` with the
+  descriptors of the command's stdin/stdout/stderr that ``given`` says are passed
+  (/dev/null for the others), then, when ``by_fd``, a descriptor of the directory
+  ``cwd`` names, entered with ``fchdir`` (the directory the agent checked, whatever the
+  name leads to now; without it ``cwd`` is entered by name); ``(RELEASE, pid)``: the
+  agent is done with that command, which may be reaped. A start whose descriptors did
+  not all arrive fails.
 - spawner -> agent: ``(READY,)`` once; per start, in order, ``(STARTED, pid, start)``
   with a pidfd of the command (``start``: its start time in ``/proc``, -1 if unknown), or
   ``(FAILED, errno, strerror, filename)``; ``(EXITED, pid, code)`` when a command ends
@@ -127,8 +128,8 @@ def _serve(
                 if command.released:
                     _reap(commands.pop(command.pid))
                 continue
-            data, ancillary, _flags, _addr = sock.recvmsg(
-                BUFFER, _socket.CMSG_SPACE(16), _socket.MSG_CMSG_CLOEXEC
+            data, ancillary, flags, _addr = sock.recvmsg(
+                BUFFER, _socket.CMSG_SPACE(4 * 4), _socket.MSG_CMSG_CLOEXEC
             )
             if not data:
                 return
@@ -142,6 +143,8 @@ def _serve(
                 continue
             fds = _descriptors(ancillary)
             try:
+                if flags & _socket.MSG_CTRUNC:
+                    raise OSError(errno.EBADMSG, "the command's descriptors did not arrive")
                 pid = _start(request, fds, home, defaults)
             except OSError as exc:
                 sock.sendmsg([marshal.dumps((FAILED, exc.errno, exc.strerror, exc.filename))])
@@ -168,8 +171,11 @@ def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
 
 
 def _start(request: tuple[object, ...], fds: list[int], home: int, defaults: list[int]) -> int:
-    _kind, argv, env, cwd, umask, given = request
+    _kind, argv, env, cwd, umask, given, *more = request
+    by_fd = bool(more and more[0])
     assert isinstance(argv, list) and isinstance(env, dict) and isinstance(given, list)
+    if len(fds) != sum(1 for has in given if has) + (1 if by_fd else 0):
+        raise OSError(errno.EBADMSG, "the command's descriptors did not arrive")
     actions: list[tuple[object, ...]] = []
     passed = iter(fds)
     for target, has in enumerate(given):
@@ -180,8 +186,11 @@ def _start(request: tuple[object, ...], fds: list[int], home: int, defaults: lis
             actions.append((os.POSIX_SPAWN_OPEN, target, os.devnull, flags, 0))
     program = str(argv[0])
     paths = [program] if "/" in program else [os.path.join(d, program) for d in _path(env)]
-    if cwd is True:
-        os.fchdir(fds[-1])
+    if by_fd:
+        try:
+            os.fchdir(fds[-1])
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, cwd) from None
     elif isinstance(cwd, str):
         os.chdir(cwd)
     old = os.umask(umask) if isinstance(umask, int) else None

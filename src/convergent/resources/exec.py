@@ -34,7 +34,6 @@ compiles each one at the first ``exec`` of a run, and the first ``compile()`` in
 process costs ~1 ms); the names only imported for type checking are quoted.
 """
 
-import errno
 import os
 import signal
 import time
@@ -44,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from convergent.errors import CommandError, ParamError, ResourceError
-from convergent.host import fs, posix, process
+from convergent.host import posix, process
 from convergent.resources import runas
 from convergent.resources.abilities import Output
 from convergent.resources.base import Change, Context, Params, Resource
@@ -332,7 +331,7 @@ class Exec(Resource[ExecParams], kind="exec"):
         env, creds = runas.credentials(ctx.id, prefix, p.user, p.group, p.env)
         cwd_fd = None
         if p.cwd is not None and p.user is None and p.group is None:
-            cwd_fd = _safe_cwd(ctx.id, prefix, p.cwd)
+            cwd_fd = runas.root_cwd(ctx.id, prefix, p.cwd)
         try:
             return await process.run(
                 argv,
@@ -358,7 +357,9 @@ class Exec(Resource[ExecParams], kind="exec"):
                 None,
             ) from None
         except OSError as exc:
-            raise CommandError(ctx.id, prefix + _spawn_error(exc, argv[0], p.cwd), None) from exc
+            switched = p.user is not None or p.group is not None
+            message = _spawn_error(exc, argv[0], p.cwd, switched)
+            raise CommandError(ctx.id, prefix + message, None) from exc
         except process.RecordError as exc:
             raise CommandError(ctx.id, prefix + str(exc), None) from exc
         finally:
@@ -459,40 +460,11 @@ def _up_to_date(ctx: Context, ifnewer: IfNewer, view: "View | None" = None) -> b
     return newest is None or target >= newest
 
 
-def _safe_cwd(rid: str, prefix: str, cwd: str) -> int:
-    """A descriptor of a root command's working directory, found as every path the
-    agent changes: a symlink of one user never leads it into what another user owns
-    (CHASE_SAFE). The command enters this descriptor, not the name: a path swapped
-    after this check does not move it. A command run as a user enters the name as that
-    user instead. A missing one is not entered later by name either."""
-    try:
-        with fs.locate(cwd, follow=True) as at:
-            return os.open(at.name, _CWD_FLAGS, dir_fd=at.fd)
-    except fs.PathRefused as exc:
-        raise CommandError(rid, f"{prefix}cwd: {exc.message}", None) from None
-    except FileNotFoundError:
-        missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)
-        raise CommandError(rid, prefix + _spawn_error(missing, "", cwd), None) from None
-    except NotADirectoryError:
-        raise CommandError(rid, f"{prefix}cwd {cwd} is not a directory", None) from None
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise CommandError(
-            rid, f"{prefix}cwd {cwd} was replaced by a symlink while it was checked", None
-        ) from None
-
-
-_CWD_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
+def _spawn_error(exc: OSError, program: str, cwd: str | None, switched: bool) -> str:
+    if cwd is not None and exc.filename == cwd:
+        return runas.cwd_error(exc, cwd, switched)
     if isinstance(exc, FileNotFoundError):
-        if cwd is not None and exc.filename == cwd:
-            return f"cwd {cwd} does not exist (create it first, or require the resource that does)"
         return f"command not found: {program} (is it installed and on PATH?)"
     if isinstance(exc, PermissionError):
-        if cwd is not None and exc.filename == cwd:
-            return f"cwd {cwd}: the command's user may not enter it (it runs there as them)"
         return f"cannot run {program}: permission denied (is it executable?)"
     return f"cannot run {program}: {exc.strerror or exc}"

@@ -360,6 +360,7 @@ class Process(Resource[ProcessParams], kind="process"):
         from convergent.host.children import stat
         from convergent.resources.procfiles import TOKEN, Record, Store, boot_id
         from convergent.resources.proclog import Keepers
+        from convergent.resources.runas import root_cwd
 
         p = self.params
         state = ctx.state
@@ -392,20 +393,35 @@ class Process(Resource[ProcessParams], kind="process"):
                 "remove anything else there)",
             ) from exc
         env = {**os.environ, **(p.env or {}), TOKEN: token}
+        cwd_fd = None
         try:
+            if uid is None and gid is None:  # root's: entered through what was checked
+                cwd_fd = root_cwd(ctx.id, "", p.cwd)
             if uid is not None or gid is not None:
                 # The pipe is the user's, as its stdout would be under a shell: a command
                 # that opens /dev/stdout or /dev/stderr again (a server's "log to
                 # /dev/stderr") may. The keeper's end stays out of its reach.
                 os.fchown(log, -1 if uid is None else uid, -1 if gid is None else gid)
             popen = process.spawn_detached(
-                p.cmd, cwd=p.cwd, env=env, output=log, user=uid, group=gid, groups=groups
+                p.cmd,
+                cwd=p.cwd,
+                env=env,
+                output=log,
+                user=uid,
+                group=gid,
+                groups=groups,
+                cwd_fd=cwd_fd,
             )
         except OSError as exc:
             store.remove(ctx.id)
             raise ResourceError(ctx.id, _spawn_error(exc, p.cmd[0], p.cwd, p.user)) from exc
+        except ResourceError:
+            store.remove(ctx.id)
+            raise
         finally:
             os.close(log)
+            if cwd_fd is not None:
+                os.close(cwd_fd)
         pidfd = os.pidfd_open(popen.pid)
         seen = stat(popen.pid)  # our unreaped child: /proc has it even if it exited
         start = seen.start if seen is not None else 0
@@ -555,9 +571,11 @@ def _credentials(
 
 
 def _spawn_error(exc: OSError, program: str, cwd: str, user: str | int | None) -> str:
+    if exc.filename == cwd:
+        from convergent.resources import runas
+
+        return runas.cwd_error(exc, cwd, user is not None)
     if isinstance(exc, FileNotFoundError):
-        if exc.filename == cwd:
-            return f"cwd {cwd} does not exist (create it first, or require the resource that does)"
         return f"command not found: {program} (is it installed and on PATH?)"
     if isinstance(exc, PermissionError):
         if user is not None and os.geteuid() != 0:

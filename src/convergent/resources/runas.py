@@ -15,12 +15,13 @@ sets the group as the only one. Switching needs root: an agent running as anothe
 gets a CommandError before anything runs, unless it already is that user and group.
 """
 
+import errno
 import os
 from typing import NamedTuple
 
 from convergent.errors import CommandError
 
-__all__ = ["RunAs", "credentials", "needs"]
+__all__ = ["RunAs", "credentials", "cwd_error", "needs", "root_cwd"]
 
 
 # No ``from __future__ import annotations`` in this module: RunAs's annotations are types,
@@ -106,3 +107,37 @@ def credentials(
             "run the agent as root, or remove user:/group:"
         )
     return {**extra, **(env or {})}, RunAs(uid, gid, groups)
+
+
+def root_cwd(rid: str, prefix: str, cwd: str) -> int:
+    """A descriptor of the working directory of a command run as root (the agent's
+    own), every step to it (the last one too) checked as every path the agent changes:
+    a symlink of one user never leads it into what another user owns (CHASE_SAFE). The
+    command enters this descriptor, not the name: a path swapped after this check does
+    not move it. (A command run as a user enters the name as that user instead.)"""
+    from convergent.host import fs
+
+    try:
+        return fs.open_directory(cwd)
+    except fs.PathRefused as exc:
+        raise CommandError(rid, f"{prefix}cwd: {exc.message}", None) from None
+    except FileNotFoundError as exc:
+        missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)
+        where = "" if exc.filename in (None, cwd) else f" ({exc.filename} is missing)"
+        raise CommandError(rid, prefix + cwd_error(missing, cwd, False) + where, None) from None
+    except NotADirectoryError as exc:
+        what = "" if exc.filename in (None, cwd) else f" ({exc.filename} is not one)"
+        raise CommandError(rid, f"{prefix}cwd {cwd} is not a directory{what}", None) from None
+    except OSError as exc:
+        raise CommandError(rid, f"{prefix}cwd {cwd}: {exc.strerror or exc}", None) from None
+
+
+def cwd_error(exc: OSError, cwd: str, switched: bool) -> str:
+    """What a start that could not enter ``cwd`` says (``switched``: as another user)."""
+    if isinstance(exc, FileNotFoundError):
+        return f"cwd {cwd} does not exist (create it first, or require the resource that does)"
+    if isinstance(exc, PermissionError):
+        if switched:
+            return f"cwd {cwd}: the command's user may not enter it (it runs there as them)"
+        return f"cwd {cwd}: permission denied (the agent may not enter it)"
+    return f"cwd {cwd}: {exc.strerror or exc}"
