@@ -117,16 +117,17 @@ def test_a_secret_shortened_in_a_summary_is_still_hidden(tmp_path: Path) -> None
     assert not [p for p in pieces if p in text], "a piece of the secret was shown"
 
 
-def test_what_a_cut_leaves_of_a_secret_is_hidden_and_nothing_else() -> None:
-    """``...`` marks a cut (an error's tail, a long line logged in pieces, a shortened
-    summary): the end of a secret just after it and the start of one just before it are
-    hidden; text that only shares three characters with a secret, or a cut far from
-    one, stays as it was."""
+def test_beside_a_cut_as_many_characters_as_a_secret_less_one_go_whatever_they_are() -> None:
+    """``[...]`` marks where a command's output was cut (the log's 64 KiB end inside a
+    line; an error's tail begins inside one): what the cut may have left of a secret on
+    the side it cut goes, judged by length only (judged by content, the rule would tell
+    what a secret begins with); a line's ``stdout: `` stays, and so does the rest."""
     secrets = Secrets()
-    secrets.add("Mango5Kiwi7Plum")
-    assert secrets.hide("...i7Plum rest") == "...<secret> rest"
-    assert secrets.hide("stdout: zzMango5...") == "stdout: zz<secret>..."
-    assert secrets.hide("a Mango...go5Kiwi7Plum b") == "a <secret>...<secret> b"
-    assert secrets.hide("Loading... done") == "Loading... done"
-    assert secrets.hide("Man... lum") == "Man... lum"
-    assert secrets.hide("Mango5 alone") == "Mango5 alone"  # no cut: only whole values
+    secrets.add("Mango5Kiwi7Plum")  # 15 characters: 14 go
+    assert secrets.hide("stdout: abcdefghijklmnopqrstuvwxyz[...]") == ("stdout: abcdefghijkl[...]")
+    assert secrets.hide("stdout: zzMango5[...]") == "stdout: [...]"
+    tail = "exited with code 1: [...]i7Plum and the rest of the line\nnext"
+    assert secrets.hide(tail) == "exited with code 1: [...] rest of the line\nnext"
+    assert secrets.hide("abcdefghijklmnopqrstuvwxyz[...]").endswith("abcdefghijkl[...]")
+    assert secrets.hide("Loading... done") == "Loading... done"  # no cut of ours
+    assert Secrets().hide("stdout: abc[...]") == "stdout: abc[...]"  # no secret: as it is

@@ -73,7 +73,7 @@ def test_the_error_tail_is_the_last_lines_within_a_bound() -> None:
     long = process.Capture(100_000)
     long.add(b"y" * 50_000 + b"\n")
     (only,) = long.tail(10, 100)
-    assert only.startswith("...") and len(only) == 100
+    assert only.startswith("[...]") and len(only) == 100
 
 
 def test_the_log_gets_the_first_64_kib_and_a_count_of_the_rest() -> None:

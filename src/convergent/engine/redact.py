@@ -8,8 +8,9 @@ is one, passes each report through :func:`hide_report`:
 
 - every occurrence of a secret value in a summary, a diff, a log line or an error
   message becomes ``<secret>``, and so does each line of 8 or more characters of a
-  multi-line secret (a key file: a command's output is logged a line at a time), and the
-  piece (4 characters or more) of one that a cut (``...``) leaves on either side of it;
+  multi-line secret (a key file: a command's output is logged a line at a time); where a
+  command's output was cut short (``[...]``), as many characters beside the cut as the
+  longest secret has, less one, are dropped, whatever they are;
 - the diff of a resource that *received* a secret (``recv`` from a secret output) is
   replaced by a note, ``content changed (secret)``: a diff of its content would show the
   secret in pieces, or the value it replaced.
@@ -28,7 +29,8 @@ from convergent.resources.base import Change
 __all__ = ["SECRET", "Secrets", "hide_report"]
 
 SECRET = "<secret>"
-CUT = "..."  # where a text was cut short (host/process.py, the summaries of commands)
+CUT = "[...]"  # where host/process.py cut a command's output short (process.CUT)
+_STREAMS = ("stdout: ", "stderr: ")  # how a command's logged lines begin (same length)
 _FRAGMENT = 4  # a run this long that occurs in a secret counts as a piece of it
 _LINE = 8  # a line of a multi-line secret this long is hidden on its own (not "}")
 
@@ -62,45 +64,34 @@ class Secrets:
 
     def hide(self, text: str) -> str:
         """``text`` with every known secret replaced by ``<secret>`` (longest first), and
-        the piece of one that a cut (``...``) leaves on either side of it."""
+        the characters next to a cut (``[...]``) that could be a piece of one dropped."""
         for value in self._ordered:
             if value in text:
                 text = text.replace(value, SECRET)
         if CUT in text and self._ordered:
-            text = self._hide_cuts(text)
+            text = self._around_cuts(text)
         return text
 
-    def _hide_cuts(self, text: str) -> str:
-        """Where output or a command was cut short (``...``: a line's start dropped from
-        an error's tail, a very long line logged in pieces, a summary shortened), the text
-        just before the cut may begin a secret and the text just after it may end one."""
+    def _around_cuts(self, text: str) -> str:
+        """A command's output cut short (``[...]``: the log's first 64 KiB end inside a
+        line, an error's tail starts inside one) may leave a piece of a secret beside the
+        cut. As many characters as the longest secret has, less one, go on the side the
+        text was cut (before a cut that ends its line, else after it), whatever they are:
+        a rule that looked at them would tell, piece by piece, what a secret begins or
+        ends with. A line's ``stdout: `` or ``stderr: `` stays."""
+        width = len(self._ordered[0]) - 1
         parts = text.split(CUT)
-        last = len(parts) - 1
-        for i, part in enumerate(parts):
-            if i > 0:
-                head = self._edge(part, ending=True)
-                if head:
-                    part = SECRET + part[head:]
-            if i < last:
-                tail = self._edge(part, ending=False)
-                if tail:
-                    part = part[: len(part) - tail] + SECRET
-            parts[i] = part
+        for i in range(len(parts) - 1):
+            before, after = parts[i], parts[i + 1]
+            if after == "" or after.startswith("\n"):  # the cut ended its line
+                start = before.rfind("\n") + 1
+                if before.startswith(_STREAMS, start):
+                    start += len(_STREAMS[0])
+                parts[i] = before[: max(start, len(before) - width)]
+            else:
+                end = after.find("\n")
+                parts[i + 1] = after[min(width, len(after) if end < 0 else end) :]
         return CUT.join(parts)
-
-    def _edge(self, part: str, *, ending: bool) -> int:
-        """The length of the longest start of ``part`` that ends a secret (``ending``), or
-        of the longest end of ``part`` that begins one; 0 under 4 characters."""
-        best = 0
-        for value in self._ordered:
-            for length in range(min(len(value), len(part)), max(best, _FRAGMENT - 1), -1):
-                if ending and value.endswith(part[:length]):
-                    best = length
-                    break
-                if not ending and value.startswith(part[len(part) - length :]):
-                    best = length
-                    break
-        return best
 
     def hide_fragments(self, text: str) -> str:
         """``text`` with every run of 4 or more characters found inside a secret hidden too.

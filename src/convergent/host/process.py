@@ -74,6 +74,7 @@ from convergent.host.sessions import GRACE, group_alive, kill_group, spawn_detac
 
 __all__ = [
     "CAPTURE",
+    "CUT",
     "DRAIN",
     "FINISH",
     "GRACE",
@@ -98,6 +99,9 @@ DRAIN = 0.5  # seconds to read output left in the pipes after the command exited
 FINISH = 10.0  # seconds a cancelled ``finish`` command is given to end by itself
 TAIL = 10  # lines of stderr in an error's tail
 TAIL_CHARS = 4096  # at most this many characters of them
+#: Marks where output was cut short (a tail's first line, a line past ``SHOWN``): the
+#: engine drops what such a cut may leave of a secret beside it (engine/redact.py).
+CUT = "[...]"
 
 _CHUNK = 65536
 
@@ -146,7 +150,7 @@ class Capture:
         lines = lines[-count:]
         while lines and sum(len(line) + 1 for line in lines) > chars:
             if len(lines) == 1:
-                lines[0] = "..." + lines[0][-(chars - 3) :]
+                lines[0] = CUT + lines[0][-(chars - len(CUT)) :]
                 break
             lines.pop(0)
         return lines
@@ -253,14 +257,14 @@ class _Pipe:
             self._say(f"... (only the first {size(SHOWN)} are shown)")
 
     def _emit(self, raw: bytes, *, cut: bool = False) -> None:
-        """Log one line; a piece of a longer line ends with ``...`` and the next piece
-        begins with it (the engine hides what a cut leaves of a secret on either side)."""
+        """Log one line; a piece of a longer line ends with :data:`CUT` and the next
+        piece begins with it (the engine drops what a cut may leave of a secret)."""
         assert self.log is not None
         text = raw.decode("utf-8", "replace")
         if self.continued:
-            text = "..." + text
+            text = CUT + text
         self.continued = cut
-        self.log(self.prefix + text + ("..." if cut else ""))
+        self.log(self.prefix + text + (CUT if cut else ""))
 
     def _say(self, text: str) -> None:
         assert self.log is not None

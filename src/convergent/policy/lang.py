@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["LANG_ENTRY_KEYS", "LANG_TOP_KEYS", "Read", "Site", "read_site"]
 
 #: Top-level keys of the language (besides ``resources`` and ``collect``).
-_FORM = 4  # the shortest secret in another form kept as a secret of its own
 LANG_TOP_KEYS = ("vars", "classes", "include", "bundles", "invocations", "secrets")
 #: Keys of an entry the language reads (never passed to a kind).
 LANG_ENTRY_KEYS = ("for_each", "if", "template")
@@ -91,7 +90,11 @@ class Site:
         self.inputs = inputs
         self.scope: dict[str, Any] = {}
         self.secrets: set[str] = set()
-        self.shown: set[str] = set()  # secrets in another form (Site._keep_form)
+        self.shown: set[str] = set()  # secrets in another form (Site._secret_in)
+        self._shift_cache: tuple[Mapping[str, Any], int, Mapping[str, Any]] | None = None
+        self._memo: dict[int, tuple[Any, Any]] = {}  # secretforms.shift_scope's
+        self._memo_for = 0  # how many secrets and forms the memo is for
+        self.template_secret = False  # the last template file rendered holds a secret
         self.bundles: dict[str, Bundle] = {}
         self.classes: Any = None
         self.made: list[_Made] = []
@@ -113,21 +116,21 @@ class Site:
         if _is_scalar(node):
             if node.tag != STR or not has_template(node.value) or self.spent is None:
                 return node  # (spent None: the load's templates rendered all they may)
-            try:
-                from convergent.policy.template import render
+            from convergent.policy.template import render
 
+            try:
                 value = render(node.value, scope)
             except TemplateError as exc:
+                if self.secrets:
+                    self._error_forms(exc, lambda shifted: render(node.value, shifted), scope)
                 self.template_problem(node, exc, owner)
                 return node
             if not self.afford(value, node):
                 return node
-            if self.secrets and (
-                self._holds_secret(value) or self._shows_secret(node.value, scope, value)
+            if self.secrets and self._secret_in(
+                value, lambda shifted: render(node.value, shifted), scope
             ):
                 self._hits.add("")
-                if not self._holds_secret(value):
-                    self._keep_form(node.value, scope, value)
             return to_node(value, node)
         if is_list(node):
             items = [self.render(item, scope, owner) for item in node.value]
@@ -163,50 +166,46 @@ class Site:
         text = value if isinstance(value, str) else repr(value)
         return any(secret in text for secret in self.secrets)
 
-    def _shows_secret(self, text: str, scope: Mapping[str, Any], value: Any) -> bool:
-        """Whether ``text`` rendered ``value`` from a secret in another form (``urlencode``,
-        ``tojson``, ``upper``...): rendered again with every secret changed, it differs."""
-        from convergent.policy.template import render
+    def _secret_in(self, value: Any, again: Callable[[Any], Any], scope: Mapping[str, Any]) -> bool:
+        """Whether ``value`` (what ``again`` renders in ``scope``) holds a secret, as it
+        is or in another form (``urlencode``, ``upper``, a variable that holds it...):
+        rendered again with every secret changed, it differs. The parts that differ are
+        kept as secrets of their own (:mod:`convergent.policy.secretforms`)."""
+        from convergent.policy.secretforms import forms
 
-        other = {
-            name: held + "\x01" if isinstance(held, str) and held in self.secrets else held
-            for name, held in scope.items()
-        }
         try:
-            return bool(render(text, other) != value)
+            other = again(self._shifted(scope))
         except TemplateError:
-            return True
+            other = None  # the changed secrets broke it: all of it counts
+        self.shown.update(forms(value, other))
+        return other != value or self._holds_secret(value)
 
-    def _keep_form(self, text: str, scope: Mapping[str, Any], value: Any) -> None:
-        """Keep, as a secret of its own, the part of ``value`` that a secret in another
-        form (``urlencode``, ``upper``...) made: where ``value`` and a rendering with every
-        secret framed differently part (4 characters or more). Reports and load errors
-        then hide it as they hide the secret itself."""
-        if not isinstance(value, str):
-            return
-        from convergent.policy.template import render
+    def _error_forms(
+        self, error: TemplateError, again: Callable[[Any], Any], scope: Mapping[str, Any]
+    ) -> None:
+        """Keep what a failed template's message quotes of a secret (``'dict object' has
+        no attribute 'HUNTER2'``): the part that differs in the message of the same
+        failure with every secret changed."""
+        from convergent.policy.secretforms import forms
 
-        other_scope = {
-            name: "\x02" + held + "\x02" if isinstance(held, str) and held in self.secrets else held
-            for name, held in scope.items()
-        }
         try:
-            other = render(text, other_scope)
-        except TemplateError:
-            other = None
-        if not isinstance(other, str):
-            if len(value) >= _FORM:
-                self.shown.add(value)
-            return
-        start = 0
-        while start < min(len(value), len(other)) and value[start] == other[start]:
-            start += 1
-        end = 0
-        while end < min(len(value), len(other)) - start and value[-1 - end] == other[-1 - end]:
-            end += 1
-        form = value[start : len(value) - end]
-        if len(form) >= _FORM:
-            self.shown.add(form)
+            again(self._shifted(scope))
+        except TemplateError as other:
+            self.shown.update(forms(error.message, other.message))
+
+    def _shifted(self, scope: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``scope`` with every secret, and every form of one found so far, changed."""
+        from convergent.policy.secretforms import shift_scope
+
+        hidden = (*self.secrets, *self.shown)
+        cached = self._shift_cache
+        if cached is not None and cached[0] is scope and cached[1] == len(hidden):
+            return cached[2]
+        if self._memo_for != len(hidden):
+            self._memo, self._memo_for = {}, len(hidden)
+        shifted = shift_scope(scope, hidden, self._memo)
+        self._shift_cache = (scope, len(hidden), shifted)
+        return shifted
 
     def template_problem(self, node: Node, exc: TemplateError, owner: str | None) -> None:
         if exc.file is not None:
@@ -276,7 +275,7 @@ class Site:
                 content = self.template(lang["template"], rest, values, inner)
                 if content is None:
                     continue
-                if self.secrets and self._holds_secret(content[1].value):
+                if self.template_secret:
                     hits.add("content")
                 new_pairs.append(content)
             made = MappingNode(node.tag, new_pairs, node.start_mark, node.end_mark)
@@ -341,9 +340,16 @@ class Site:
 
         if self.spent is None:
             return None
+
+        def again(shifted: Mapping[str, Any]) -> str:
+            return render_file(path, shifted, self.templates)
+
+        self.template_secret = False
         try:
             text = render_file(path, scope, self.templates)
         except TemplateError as exc:
+            if self.secrets:
+                self._error_forms(exc, again, scope)
             if exc.file is None:
                 self.problems.at(value_node, exc.message)
             else:
@@ -351,6 +357,8 @@ class Site:
             return None
         if not self.afford(text, value_node):
             return None
+        if self.secrets:
+            self.template_secret = self._secret_in(text, again, scope)
         content_key = ScalarNode(STR, "content", key_node.start_mark, key_node.end_mark)
         return content_key, ScalarNode(STR, text, value_node.start_mark, value_node.end_mark)
 

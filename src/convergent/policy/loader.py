@@ -224,14 +224,19 @@ def _load_site(root: MappingNode, values: Any, inputs: Inputs | None) -> Graph[R
 
 def _hidden(found: list[Problem], secrets: frozenset[str]) -> list[Problem]:
     """``found`` with every secret value in a message or a name replaced by ``<secret>``
-    (a template's error may quote the value it failed on)."""
+    (a template's error may quote the value it failed on); where one was cut short
+    (``...``), as many characters before the cut as the longest secret has, less one,
+    go too, whatever they are."""
     if not secrets:
         return found
     ordered = sorted(secrets, key=len, reverse=True)
+    width = len(ordered[0]) - 1
 
     def hide(text: str) -> str:
         for value in ordered:
             text = text.replace(value, "<secret>")
+        if text.endswith("..."):  # cut short (entries._clip): its end may begin a secret
+            text = text[: max(0, len(text) - 3 - width)] + "..."
         return text
 
     return [

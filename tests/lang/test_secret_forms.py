@@ -1,0 +1,118 @@
+"""What a template makes of a secret, in any form, is hidden as the secret is: filters
+(``upper``, ``urlencode``, ``reverse``), variables and mappings that hold it, template
+files, lone expressions that make a list, and the messages of templates that fail."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from convergent.policy.secretforms import forms, shifted
+from tests.lang.support import cli, problems, write
+
+PW, TOK = "hunter2abc", "Zq9xTok55"
+FORMS = (
+    PW,
+    PW.upper(),
+    PW[::-1],
+    PW.upper()[::-1],
+    TOK.lower(),
+    "hunter2",
+    "HUNTER2",
+    "cba2ret",
+    "zq9xtok",
+)
+
+
+def _policy(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            secrets: secrets.yaml
+            vars:
+              conn: "postgres://app:{{{{ pw }}}}@db/x"
+              cfg: {{pw: "{{{{ pw }}}}"}}
+              lst: ["{{{{ pw }}}}"]
+              enc: "{{{{ pw | urlencode }}}}"
+            resources:
+              - file: {out}/t.conf
+                template: t.j2
+                parents: true
+              - exec: both
+                cmd: "echo {{{{ pw }}}} >/dev/null; echo {{{{ pw | upper }}}}"
+                shell: true
+              - exec: conn
+                cmd: "echo {{{{ conn | urlencode }}}}"
+                shell: true
+              - exec: nested
+                cmd: "echo {{{{ cfg.pw | upper }}}} {{{{ lst[0] | reverse }}}} {{{{ enc|upper }}}}"
+                shell: true
+              - exec: lone
+                cmd: "{{{{ ['sh', '-c', 'echo ' ~ (pw | upper | reverse)] }}}}"
+              - exec: two
+                cmd: "echo {{{{ pw | upper }}}} and then the status of {{{{ tok | lower }}}}"
+                shell: true
+            """,
+            "t.j2": "pw={{ pw | upper }}\nrev={{ pw | reverse }}\nplain=kept\n",
+            "secrets.yaml": f"pw: {PW}\ntok: {TOK}\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o600)
+    return policy
+
+
+def test_every_form_a_template_makes_of_a_secret_is_hidden(tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    state = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0", "--diff"]
+    done = cli("run", str(policy), *state)
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert (tmp_path / "out" / "t.conf").read_text().startswith(f"pw={PW.upper()}\n")
+    for form in FORMS:
+        assert form not in text, form
+    assert "exec[two]: stdout: <secret> and then the status of <secret>" in text
+    assert "content changed (secret)" in text  # the template file's diff
+    report = cli("report", "--state-dir", str(tmp_path / "state"))
+    for form in FORMS:
+        assert form not in report.stdout + report.stderr, form
+
+
+def test_a_failed_templates_message_never_quotes_a_secrets_form(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - file: /out
+                content: "{{ {}[pw | upper] }}"
+              - file: /other
+                template: t.j2
+            """,
+            "t.j2": "{{ {}[pw | reverse] }}\n",
+        },
+    )
+    found = problems(policy, secret_sets={"pw": PW})
+    assert len(found) == 2, found
+    for form in (PW.upper(), PW[::-1]):
+        assert all(form not in str(p) for p in found), found
+
+
+def test_the_forms_are_the_parts_that_differ_each_on_its_own() -> None:
+    """Two secrets in one string are two forms: the text between them is no secret (a
+    resource holding a secret hides every piece of one, so it would be hidden too)."""
+    value = "auth=ALICE%40X then check the status of the service then tok%21"
+    other = value.replace("ALICE%40X", shifted("ALICE@X")).replace("tok%21", shifted("tok!"))
+    assert forms(value, other) == ["ALICE%40X", "tok%21"]
+    value = "echo hunter2abc >/dev/null; echo HUNTER2ABC"  # a letter matching by chance
+    other = value.replace("hunter2abc", shifted("hunter2abc")).replace(
+        "HUNTER2ABC", shifted("hunter2abc").upper()
+    )
+    assert forms(value, other) == ["hunter2abc", "HUNTER2ABC"]
+    assert forms(["a", {"k": "secretvalue"}], ["a", {"k": shifted("secretvalue")}]) == [
+        "secretvalue"
+    ]
+    assert forms(["a", "b"], None) == []  # too short to be kept, whatever the shape
+    assert len(shifted("aaaaaaaXYZ")) == 10
+    assert all(a != b for a, b in zip("aaaaaaaXYZ-ä", shifted("aaaaaaaXYZ-ä"), strict=True))
