@@ -116,3 +116,27 @@ def test_the_forms_are_the_parts_that_differ_each_on_its_own() -> None:
     assert forms(["a", "b"], None) == []  # too short to be kept, whatever the shape
     assert len(shifted("aaaaaaaXYZ")) == 10
     assert all(a != b for a, b in zip("aaaaaaaXYZ-ä", shifted("aaaaaaaXYZ-ä"), strict=True))
+
+
+def test_a_piece_of_a_secret_in_the_failure_of_a_resource_holding_it_is_hidden(
+    tmp_path: Path,
+) -> None:
+    """A resource that holds a secret has every piece of it hidden in what it says, its
+    failure included (its stderr line and the error that quotes the same line)."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            resources:
+              - exec: cut
+                cmd: "echo {{ pw }} | cut -c1-7 >&2; exit 1"
+                shell: true
+            """,
+        },
+    )
+    common = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0"]
+    done = cli("run", str(policy), *common, "--set-secret", f"pw={PW}")
+    text = done.stdout + done.stderr
+    assert done.returncode == 1, text
+    assert "exited with code 1: <secret>" in text, text
+    assert "hunter2" not in text

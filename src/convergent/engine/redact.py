@@ -20,7 +20,7 @@ The original Change (a file's holds the bytes it writes) is not kept in the repo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from convergent.engine.report import Changed, ChangeText, Failed, Log, Report, WouldChange
 from convergent.errors import CommandError, ResourceError
@@ -181,21 +181,18 @@ def _chain_texts(error: BaseException) -> list[str]:
     return texts
 
 
-def _hide_error(resource: str, error: BaseException, secrets: Secrets) -> BaseException:
-    if all(secrets.hide(text) == text for text in _chain_texts(error)):
+def _hide_error(resource: str, error: BaseException, hide: Callable[[str], str]) -> BaseException:
+    if all(hide(text) == text for text in _chain_texts(error)):
         return error
     hidden: ResourceError
     if isinstance(error, CommandError):
         hidden = CommandError(
-            error.resource,
-            secrets.hide(error.message),
-            error.exit_code,
-            secrets.hide(error.stderr_tail),
+            error.resource, hide(error.message), error.exit_code, hide(error.stderr_tail)
         )
     elif isinstance(error, ResourceError):
-        hidden = ResourceError(error.resource, secrets.hide(error.message))
+        hidden = ResourceError(error.resource, hide(error.message))
     else:
-        hidden = ResourceError(resource, secrets.hide(str(error)))
+        hidden = ResourceError(resource, hide(str(error)))
     hidden.__suppress_context__ = True  # the originals hold the secret: none is passed on
     return hidden
 
@@ -216,5 +213,5 @@ def hide_report(report: Report, secrets: Secrets, held: Mapping[str, tuple[str, 
     if isinstance(report, Log):
         return Log(report.resource, hide(report.message))
     if isinstance(report, Failed):
-        return Failed.of(report.resource, _hide_error(report.resource, report.error, secrets))
+        return Failed.of(report.resource, _hide_error(report.resource, report.error, hide))
     return report
