@@ -151,3 +151,44 @@ def test_a_cwd_ending_in_dotdot_is_the_parent_the_walk_checked(open_lab: Path) -
     assert user.result > 0
     assert sorted(p.name for p in pub.iterdir() if p.name.startswith("ran-")) == [], out
     assert [p for p in evil.iterdir() if p.name.startswith("ran-")], out
+
+
+def test_a_root_command_with_a_group_or_as_root_by_name_is_not_steered(open_lab: Path) -> None:
+    """``group:`` alone, ``user: root`` or ``user: 0`` leave the command root: its cwd is
+    walked and entered like any root command's, never by name."""
+    pub = _private(open_lab)
+    hers = open_lab / "hers"
+    hers.mkdir()
+    os.chown(hers, NOBODY, NOBODY)
+    run_as_nobody(lambda: os.symlink(pub, hers / "work"))
+    body = "".join(
+        f"  - exec: {name}\n    cmd: [cat, data]\n    cwd: {hers}/work\n    {who}\n"
+        for name, who in (("g", "group: nogroup"), ("r", "user: root"), ("z", "user: 0"))
+    )
+    code, out = _run(open_lab, body)
+    assert code == 1, out
+    assert "TOPSECRET" not in out
+    assert out.count(f"the symlink {hers}/work is owned by nobody") == 3, out
+
+
+def test_a_users_symlink_to_dot_does_not_lead_a_root_command_into_its_directory(
+    open_lab: Path,
+) -> None:
+    """Her ``b -> .`` in root's sticky directory (``cwd: /tmp/build`` and she made
+    ``/tmp/build -> .``): the step from her symlink into root's directory is refused."""
+    sticky = open_lab / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    run_as_nobody(lambda: os.symlink(".", sticky / "b"))
+    code, out = _run(open_lab, f"  - exec: x\n    cmd: [pwd]\n    cwd: {sticky}/b\n")
+    assert code == 1, out
+    assert f"the symlink {sticky}/b is owned by nobody" in out
+    assert "stdout" not in out
+
+
+def test_a_users_cwd_that_is_a_file_is_named_as_such(open_lab: Path) -> None:
+    (open_lab / "plain").write_text("")
+    body = f"  - exec: x\n    cmd: [pwd]\n    cwd: {open_lab}/plain\n    user: nobody\n"
+    code, out = _run(open_lab, body)
+    assert code == 1, out
+    assert f"cwd {open_lab}/plain is not a directory" in out

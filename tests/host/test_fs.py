@@ -490,3 +490,24 @@ def test_open_directory_checks_every_step_and_returns_what_it_checked(tmp_path: 
         fs.open_directory(f"{hers}/up/")
     with pytest.raises(fs.PathRefused):
         fs.open_directory(f"{hers}/..")  # from her directory into root's
+
+
+@needs_root
+def test_a_followed_name_swapped_after_its_walk_is_judged_on_what_is_opened(
+    tmp_path: Path,
+) -> None:
+    """``source:`` and ``follow: true`` step into the final name: when she renames
+    root's file over it after the walk judged hers, the open judges root's and refuses
+    it (the walk's verdict was on another file)."""
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "src.txt").write_text("hers\n")
+    (own / ".secret").write_text("ROOTSECRET\n")
+    _mine(own)
+    _mine(own / "src.txt")
+    with fs.locate(str(own / "src.txt"), follow=True) as at:
+        os.rename(own / ".secret", own / "src.txt")  # her rename, in her directory
+        with pytest.raises(fs.PathRefused, match="is owned by nobody"):
+            fs.read_regular(at)
+        with pytest.raises(fs.PathRefused, match="is owned by nobody"):
+            fs.read_if_regular(at)

@@ -60,7 +60,8 @@ def walk(
             while todo and todo[-1] in ("", "."):
                 todo.pop()
             if not todo:
-                if keep:  # "/" (or "/."): the directory walked so far is the final one
+                if keep:  # "/", "/.", a symlink to ".": the directory walked so far
+                    check_transition(came_from, came_path, st, where or "/")
                     return fd, st, ".", where or "/", linked
                 raise IsADirectoryError(errno.EISDIR, f"{path} names a directory", path)
             name = todo.pop()

@@ -17,6 +17,7 @@ import errno
 import functools
 import os
 import signal
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -89,23 +90,28 @@ def fork(
 def entering(
     cwd: str | None, cwd_fd: int | None, switched: bool, then: Callable[[], None] | None
 ) -> tuple[Callable[[], None] | None, str | None]:
-    """The ``preexec_fn`` (running ``then`` last) and the ``cwd`` for ``Popen``: a
+    """The ``preexec_fn`` (running ``then`` last) and the ``cwd`` for ``Popen``: given
+    ``cwd_fd`` (a command that runs as root, its group switched or not), that directory
+    is entered (the one its caller checked, whatever the name leads to now); else a
     command switching users enters ``cwd`` as that user (``Popen``'s own ``chdir`` comes
     before the switch: as root, she would run in, and read, a directory she may not
-    enter); one that does not enters ``cwd_fd`` when given (the directory its caller
-    checked, whatever the name leads to now); else ``Popen`` enters ``cwd``."""
-    if cwd is not None and switched:
-        return _enter_as_switched(cwd, then), None
+    enter); else ``Popen`` enters ``cwd``."""
     if cwd_fd is not None:
         return _enter_by_descriptor(cwd_fd, then), None
+    if cwd is not None and switched:
+        return _enter_as_switched(cwd, then), None
     return then, cwd
 
 
 def not_entered(cwd: str) -> OSError:
     """Why a child could not enter ``cwd`` (its ``preexec_fn`` says only that it
-    failed): missing, or not to be entered."""
-    if not os.path.isdir(cwd):
-        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)
+    failed): missing, not a directory, a symlink loop, or not to be entered."""
+    try:
+        st = os.stat(cwd)
+    except OSError as exc:
+        return type(exc)(exc.errno, exc.strerror, cwd)
+    if not stat.S_ISDIR(st.st_mode):
+        return NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), cwd)
     return PermissionError(errno.EACCES, "the working directory cannot be entered", cwd)
 
 

@@ -97,19 +97,28 @@ class At:
 
     Owns ``fd`` (closed by :meth:`close` or on leaving a ``with`` block, unless
     :meth:`take` handed it on). ``dir`` is the directory's path (for messages),
-    ``ident`` its ``(st_dev, st_ino)`` and ``owner`` its uid.
+    ``ident`` its ``(st_dev, st_ino)`` and ``owner`` its uid. ``entered``: the final
+    name was followed (``locate(follow=True)``), so the step into it is judged as every
+    other step, on what :func:`open_node` and :func:`read_if_regular` open.
     """
 
-    __slots__ = ("dir", "fd", "ident", "name", "owner")
+    __slots__ = ("dir", "entered", "fd", "ident", "name", "owner")
 
     def __init__(
-        self, fd: int, name: str, directory: str, ident: tuple[int, int], owner: int
+        self,
+        fd: int,
+        name: str,
+        directory: str,
+        ident: tuple[int, int],
+        owner: int,
+        entered: bool = False,
     ) -> None:
         self.fd = fd
         self.name = name
         self.dir = directory
         self.ident = ident
         self.owner = owner
+        self.entered = entered
 
     @property
     def path(self) -> str:
@@ -117,7 +126,7 @@ class At:
 
     def take(self) -> At:
         """A new owner of the descriptor; this one no longer closes it."""
-        taken = At(self.fd, self.name, self.dir, self.ident, self.owner)
+        taken = At(self.fd, self.name, self.dir, self.ident, self.owner, self.entered)
         self.fd = -1
         return taken
 
@@ -166,7 +175,7 @@ def locate(path: str, *, create: bool = False, follow: bool = False, check: bool
             if (st.st_dev, st.st_ino) == ident and not (follow and _walk_final(fd, st, path)):
                 if check:
                     _remember(parent, fd, ident, st.st_uid)
-                return At(fd, name, parent, ident, st.st_uid)
+                return At(fd, name, parent, ident, st.st_uid, follow)
             os.close(fd)
         _known.pop(parent, None)
     fd, st, final, where, linked = walk(path, create=create, follow=follow)
@@ -177,7 +186,16 @@ def locate(path: str, *, create: bool = False, follow: bool = False, check: bool
         _known[parent] = (ident, os.fsencode(parent))
         if check:
             _remember(parent, fd, ident, st.st_uid)
-    return At(fd, final, where, ident, st.st_uid)
+    return At(fd, final, where, ident, st.st_uid, follow)
+
+
+def _judge_entered(at: At, st: os.stat_result) -> None:
+    """The step into a followed final name, judged on the node opened (the walk judged
+    the one it found, which may have been swapped since): from a non-root owner's
+    directory only into that owner's."""
+    if at.entered and at.owner != 0 and st.st_uid != at.owner:
+        parent = os.stat_result((stat.S_IFDIR, 0, 0, 0, at.owner, 0, 0, 0, 0, 0))
+        check_transition(parent, at.dir, st, at.path)
 
 
 def _in_pass() -> bool:
@@ -318,6 +336,11 @@ def open_node(
             raise PathRefused(errno.ENXIO, f"{at.path} is a socket; remove it") from None
         raise
     st = os.fstat(fd)
+    try:
+        _judge_entered(at, st)
+    except PathRefused:
+        os.close(fd)
+        raise
     if stat.S_IFMT(st.st_mode) not in _ACCEPT[directory]:
         os.close(fd)
         raise PathRefused(
@@ -340,7 +363,7 @@ def read_if_regular(at: At) -> tuple[bytes | None, os.stat_result | None]:
     """The bytes and stat of the final component if it is a regular file; otherwise
     None and its own stat (None when nothing is there). Opened like :func:`open_node`:
     a FIFO or device is never read, a symlink never followed."""
-    return _read_in(at.fd, at.name, at.path)
+    return _read_in(at.fd, at.name, at.path, at)
 
 
 def read_checked(path: str) -> tuple[bytes | None, os.stat_result | None] | None:
@@ -354,7 +377,9 @@ def read_checked(path: str) -> tuple[bytes | None, os.stat_result | None] | None
     return _read_in(found[0], name, path)
 
 
-def _read_in(dir_fd: int, name: str, path: str) -> tuple[bytes | None, os.stat_result | None]:
+def _read_in(
+    dir_fd: int, name: str, path: str, at: At | None = None
+) -> tuple[bytes | None, os.stat_result | None]:
     try:
         fd = os.open(name, _OPEN, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -367,6 +392,8 @@ def _read_in(dir_fd: int, name: str, path: str) -> tuple[bytes | None, os.stat_r
         return None, None
     try:
         st = os.fstat(fd)
+        if at is not None:
+            _judge_entered(at, st)
         if not stat.S_ISREG(st.st_mode):
             return None, st
         size = st.st_size

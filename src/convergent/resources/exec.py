@@ -330,7 +330,7 @@ class Exec(Resource[ExecParams], kind="exec"):
             children = process.children_dir(os.path.dirname(state.path))
         env, creds = runas.credentials(ctx.id, prefix, p.user, p.group, p.env)
         cwd_fd = None
-        if p.cwd is not None and p.user is None and p.group is None:
+        if p.cwd is not None and creds.user in (None, 0):  # root's (a group switch too)
             cwd_fd = runas.root_cwd(ctx.id, prefix, p.cwd)
         try:
             return await process.run(
@@ -357,8 +357,7 @@ class Exec(Resource[ExecParams], kind="exec"):
                 None,
             ) from None
         except OSError as exc:
-            switched = p.user is not None or p.group is not None
-            message = _spawn_error(exc, argv[0], p.cwd, switched)
+            message = _spawn_error(exc, argv[0], p.cwd, cwd_fd is None)
             raise CommandError(ctx.id, prefix + message, None) from exc
         except process.RecordError as exc:
             raise CommandError(ctx.id, prefix + str(exc), None) from exc

@@ -395,7 +395,7 @@ class Process(Resource[ProcessParams], kind="process"):
         env = {**os.environ, **(p.env or {}), TOKEN: token}
         cwd_fd = None
         try:
-            if uid is None and gid is None:  # root's: entered through what was checked
+            if uid in (None, 0):  # root's (a group switch too): entered as checked
                 cwd_fd = root_cwd(ctx.id, "", p.cwd)
             if uid is not None or gid is not None:
                 # The pipe is the user's, as its stdout would be under a shell: a command
@@ -414,7 +414,8 @@ class Process(Resource[ProcessParams], kind="process"):
             )
         except OSError as exc:
             store.remove(ctx.id)
-            raise ResourceError(ctx.id, _spawn_error(exc, p.cmd[0], p.cwd, p.user)) from exc
+            who = None if cwd_fd is not None else p.user
+            raise ResourceError(ctx.id, _spawn_error(exc, p.cmd[0], p.cwd, who)) from exc
         except ResourceError:
             store.remove(ctx.id)
             raise

@@ -123,19 +123,25 @@ def root_cwd(rid: str, prefix: str, cwd: str) -> int:
         raise CommandError(rid, f"{prefix}cwd: {exc.message}", None) from None
     except FileNotFoundError as exc:
         missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)
-        where = "" if exc.filename in (None, cwd) else f" ({exc.filename} is missing)"
+        where = "" if _same(exc.filename, cwd) else f" ({exc.filename} is missing)"
         raise CommandError(rid, prefix + cwd_error(missing, cwd, False) + where, None) from None
     except NotADirectoryError as exc:
-        what = "" if exc.filename in (None, cwd) else f" ({exc.filename} is not one)"
+        what = "" if _same(exc.filename, cwd) else f" ({exc.filename} is not one)"
         raise CommandError(rid, f"{prefix}cwd {cwd} is not a directory{what}", None) from None
     except OSError as exc:
         raise CommandError(rid, f"{prefix}cwd {cwd}: {exc.strerror or exc}", None) from None
+
+
+def _same(found: str | None, cwd: str) -> bool:
+    return found is None or os.path.normpath(found) == os.path.normpath(cwd)
 
 
 def cwd_error(exc: OSError, cwd: str, switched: bool) -> str:
     """What a start that could not enter ``cwd`` says (``switched``: as another user)."""
     if isinstance(exc, FileNotFoundError):
         return f"cwd {cwd} does not exist (create it first, or require the resource that does)"
+    if isinstance(exc, NotADirectoryError):
+        return f"cwd {cwd} is not a directory"
     if isinstance(exc, PermissionError):
         if switched:
             return f"cwd {cwd}: the command's user may not enter it (it runs there as them)"
