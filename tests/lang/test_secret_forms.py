@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from convergent.policy.secretforms import forms, shifted
 from tests.lang.support import cli, problems, write
@@ -101,21 +102,30 @@ def test_a_failed_templates_message_never_quotes_a_secrets_form(tmp_path: Path) 
 
 def test_the_forms_are_the_parts_that_differ_each_on_its_own() -> None:
     """Two secrets in one string are two forms: the text between them is no secret (a
-    resource holding a secret hides every piece of one, so it would be hidden too)."""
+    resource holding a secret hides every piece of one, so it would be hidden too); a
+    form made of parts close together is kept whole and in its parts; characters the
+    change lines up by chance (a secret holding ``ana`` and ``nan``) do not cut one."""
     value = "auth=ALICE%40X then check the status of the service then tok%21"
-    other = value.replace("ALICE%40X", shifted("ALICE@X")).replace("tok%21", shifted("tok!"))
-    assert forms(value, other) == ["ALICE%40X", "tok%21"]
-    value = "echo hunter2abc >/dev/null; echo HUNTER2ABC"  # a letter matching by chance
-    other = value.replace("hunter2abc", shifted("hunter2abc")).replace(
-        "HUNTER2ABC", shifted("hunter2abc").upper()
+    other = value.replace("ALICE%40X", quote(shifted("ALICE@X"))).replace(
+        "tok%21", quote(shifted("tok!"))
     )
-    assert forms(value, other) == ["hunter2abc", "HUNTER2ABC"]
+    found = forms(value, other)
+    assert "ALICE%40X" in found and "tok%21" in found
+    assert not [form for form in found if "check" in form or "then" in form], found
+    pw, pin = "Banana123", "161616"
+    value = f"{pw.upper()}, {pin[::-1]} and {pw.lower()}"
+    other = f"{shifted(pw).upper()}, {shifted(pin)[::-1]} and {shifted(pw).lower()}"
+    found = forms(value, other)
+    for part in (pw.upper(), pin[::-1], pw.lower()):
+        assert part in found, found
     assert forms(["a", {"k": "secretvalue"}], ["a", {"k": shifted("secretvalue")}]) == [
         "secretvalue"
     ]
     assert forms(["a", "b"], None) == []  # too short to be kept, whatever the shape
-    assert len(shifted("aaaaaaaXYZ")) == 10
-    assert all(a != b for a, b in zip("aaaaaaaXYZ-ä", shifted("aaaaaaaXYZ-ä"), strict=True))
+    for keep in (False, True):
+        changed = shifted("aaaaaaaXYZ-\u00e4", keep)
+        assert len(changed) == 12
+        assert all(a != b for a, b in zip("aaaaaaaXYZ-\u00e4", changed, strict=True))
 
 
 def test_a_piece_of_a_secret_in_the_failure_of_a_resource_holding_it_is_hidden(
@@ -140,3 +150,78 @@ def test_a_piece_of_a_secret_in_the_failure_of_a_resource_holding_it_is_hidden(
     assert done.returncode == 1, text
     assert "exited with code 1: <secret>" in text, text
     assert "hunter2" not in text
+
+
+def test_a_variable_made_of_a_secret_stands_for_it_whatever_its_type(tmp_path: Path) -> None:
+    """A variable that holds a secret as a list of its characters, a number or a piece
+    shows the secret in whatever is made of it later; two forms side by side are hidden
+    each on its own too (a command that prints one of them)."""
+    out = tmp_path / "out.txt"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            vars:
+              chars: "{{{{ pw | list }}}}"
+              n: "{{{{ pin | int }}}}"
+            resources:
+              - file: {out}
+                content: "A={{{{ chars|join|upper }}}} B={{{{ n + 1 }}}}\\n"
+              - exec: pair
+                cmd: "echo {{{{ pw|upper }}}}, {{{{ pw|reverse }}}} | cut -d, -f1"
+                shell: true
+            """,
+        },
+    )
+    common = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0", "--diff"]
+    secrets = ["--set-secret", f"pw={PW}", "--set-secret", "pin=735119"]
+    out.write_text("old\n")
+    done = cli("run", str(policy), *common, *secrets)
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text
+    assert out.read_text() == f"A={PW.upper()} B=735120\n"
+    assert "content changed (secret)" in text
+    for form in (PW.upper(), "735120", PW[::-1]):
+        assert form not in text, form
+    assert "exec[pair]: stdout: <secret>" in text
+
+
+def test_a_name_that_holds_a_secret_is_refused_at_load(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {"site.yaml": 'resources:\n  - file: "/tmp/{{ pw }}"\n    content: x\n'},
+    )
+    found = problems(policy, secret_sets={"pw": PW})
+    assert [p.line for p in found] == [2], found
+    assert "this name holds a secret" in found[0].message
+    assert all(PW not in str(p) for p in found)
+
+
+def test_a_secret_with_a_trailing_newline_or_quotes_is_hidden_as_printed(
+    tmp_path: Path,
+) -> None:
+    """``pw: |`` gives a value ending in a newline, which a command prints as a line
+    without it; a value with a backslash and quotes is quoted by ``repr`` in an error."""
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            secrets: secrets.yaml
+            resources:
+              - file: {tmp_path}/k
+                mode: "0600"
+                content: "{{{{ pw }}}}"
+              - exec: show
+                cmd: [cat, {tmp_path}/k]
+                require: [file[{tmp_path}/k]]
+            """,
+            "secrets.yaml": "pw: |\n  s3cr3t!\n",
+        },
+    )
+    os.chmod(tmp_path / "secrets.yaml", 0o600)
+    done = cli("run", str(policy), "--state-dir", str(tmp_path / "s"), "--converged-timeout", "0")
+    assert done.returncode == 0, done.stderr
+    assert "s3cr3t" not in done.stdout + done.stderr
+    bad = write(tmp_path / "b", {"site.yaml": 'resources:\n  - file: /x\n    mode: "{{ pw }}"\n'})
+    found = problems(bad, secret_sets={"pw": "Ab\\c\"d'e(fgh"})
+    assert found and all("fgh" not in str(p) for p in found), found

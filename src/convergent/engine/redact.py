@@ -57,6 +57,8 @@ class Secrets:
             text = value if isinstance(value, str) else str(value)
             if text:
                 self.values.add(text)
+            if text.strip() and text.strip() != text:  # ``pw: |`` ends with a newline
+                self.values.add(text.strip())
             if "\n" in text:  # output is logged a line at a time: each line is a secret
                 self.values.update(line for line in text.splitlines() if len(line.strip()) >= _LINE)
         if len(self.values) != before:

@@ -276,6 +276,7 @@ def use_bundle(
                 use_id,
             )
             continue
+        site.last_shows = False
         value = values.value(site.render(value_node, scope), use_id)
         if param.type == "str" and isinstance(value, (int, float)):
             value = str(value)  # as Jinja2 writes it (a bool is an int too)
@@ -285,6 +286,8 @@ def use_bundle(
             )
             continue
         given[key] = value
+        if is_scalar(value_node):  # its second rendering stands for it (Site.shifted_as)
+            site.shifted_as(key, value)
     inner = dict(site.scope)
     for key, param in bundle.params.items():
         if key in given:

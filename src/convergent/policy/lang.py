@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["LANG_ENTRY_KEYS", "LANG_TOP_KEYS", "Read", "Site", "read_site"]
 
 #: Top-level keys of the language (besides ``resources`` and ``collect``).
+_NOTHING = object()
 LANG_TOP_KEYS = ("vars", "classes", "include", "bundles", "invocations", "secrets")
 #: Keys of an entry the language reads (never passed to a kind).
 LANG_ENTRY_KEYS = ("for_each", "if", "template")
@@ -91,9 +92,11 @@ class Site:
         self.scope: dict[str, Any] = {}
         self.secrets: set[str] = set()
         self.shown: set[str] = set()  # secrets in another form (Site._secret_in)
-        self._shift_cache: tuple[Mapping[str, Any], int, Mapping[str, Any]] | None = None
-        self._memo: dict[int, tuple[Any, Any]] = {}  # secretforms.shift_scope's
-        self._memo_for = 0  # how many secrets and forms the memo is for
+        self._shift_cache: dict[bool, tuple[Mapping[str, Any], int, dict[str, Any]]] = {}
+        self._memos: dict[bool, dict[Any, tuple[Any, Any]]] = {False: {}, True: {}}
+        self.shifted_names: dict[str, tuple[Any, Any]] = {}  # Site.shifted_as
+        self.last_shows = False  # the last template rendered showed a secret
+        self.last_other: Any = None  # and what it rendered to with the secrets changed
         self.template_secret = False  # the last template file rendered holds a secret
         self.bundles: dict[str, Bundle] = {}
         self.classes: Any = None
@@ -173,12 +176,19 @@ class Site:
         kept as secrets of their own (:mod:`convergent.policy.secretforms`)."""
         from convergent.policy.secretforms import forms
 
-        try:
-            other = again(self._shifted(scope))
-        except TemplateError:
-            other = None  # the changed secrets broke it: all of it counts
+        other: Any = None
+        self.last_other = None
+        for keep in (False, True):  # a template that needs letters or digits: the second
+            try:
+                other = again(self._shifted(scope, keep))
+            except TemplateError:
+                other = None  # the changed secrets broke it: all of it counts
+                continue
+            self.last_other = other
+            break
         self.shown.update(forms(value, other))
-        return other != value or self._holds_secret(value)
+        self.last_shows = other != value or self._holds_secret(value)
+        return self.last_shows
 
     def _error_forms(
         self, error: TemplateError, again: Callable[[Any], Any], scope: Mapping[str, Any]
@@ -189,22 +199,31 @@ class Site:
         from convergent.policy.secretforms import forms
 
         try:
-            again(self._shifted(scope))
+            again(self._shifted(scope, False))
         except TemplateError as other:
             self.shown.update(forms(error.message, other.message))
 
-    def _shifted(self, scope: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``scope`` with every secret, and every form of one found so far, changed."""
+    def shifted_as(self, name: str, value: Any) -> None:
+        """The variable (or bundle parameter) ``name`` was just rendered to ``value``:
+        when that showed a secret, its second rendering stands for it in every later
+        one, whatever its type (a list of a secret's characters, a number)."""
+        if self.last_shows and self.last_other is not None:
+            self.shifted_names[name] = (value, self.last_other)
+
+    def _shifted(self, scope: Mapping[str, Any], keep: bool) -> Mapping[str, Any]:
+        """``scope`` with every secret changed (``secretforms.shifted``), and each
+        variable that showed one given its second rendering."""
         from convergent.policy.secretforms import shift_scope
 
-        hidden = (*self.secrets, *self.shown)
-        cached = self._shift_cache
-        if cached is not None and cached[0] is scope and cached[1] == len(hidden):
+        cached = self._shift_cache.get(keep)
+        if cached is not None and cached[0] is scope and cached[1] == len(self.shifted_names):
             return cached[2]
-        if self._memo_for != len(hidden):
-            self._memo, self._memo_for = {}, len(hidden)
-        shifted = shift_scope(scope, hidden, self._memo)
-        self._shift_cache = (scope, len(hidden), shifted)
+        shifted = shift_scope(scope, tuple(self.secrets), self._memos[keep], keep)
+        if not keep:
+            for name, (held, other) in self.shifted_names.items():
+                if scope.get(name, _NOTHING) is held:
+                    shifted[name] = other
+        self._shift_cache[keep] = (scope, len(self.shifted_names), shifted)
         return shifted
 
     def template_problem(self, node: Node, exc: TemplateError, owner: str | None) -> None:
@@ -492,6 +511,13 @@ def _read_made(site: Site, read: Read, read_entry: ReadEntry) -> None:
             members[cluster].append(rid)
         if made.secret_keys:
             read.held[rid] = tuple(sorted(k for k in made.secret_keys if k))
+            if entry.kind in made.secret_keys:
+                site.problems.at(
+                    entry.name_at,
+                    "this name holds a secret, and a name is shown in every report, log "
+                    "and history; name the resource without it (its parameters may hold it)",
+                    rid,
+                )
             if entry.kind == "value" or entry.meta.get("export"):
                 site.problems.at(
                     entry.name_at,

@@ -229,7 +229,9 @@ def _hidden(found: list[Problem], secrets: frozenset[str]) -> list[Problem]:
     go too, whatever they are."""
     if not secrets:
         return found
-    ordered = sorted(secrets, key=len, reverse=True)
+    quoted = {repr(value)[1:-1] for value in secrets}  # as a message quotes it with repr()
+    stripped = {value.strip() for value in secrets if value.strip()}
+    ordered = sorted(secrets | quoted | stripped, key=len, reverse=True)
     width = len(ordered[0]) - 1
 
     def hide(text: str) -> str:

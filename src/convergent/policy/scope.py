@@ -92,7 +92,10 @@ def make_scope(site: SiteView, docs: list[Doc]) -> None:
     site.scope = scope
     for name, (node, values) in written.items():  # vars may use facts and earlier vars
         if name not in given and _templated(node):
+            site.last_shows = False
             scope[name] = values.value(site.render(node, scope))
+            if is_scalar(node):  # one template made it: its second rendering stands for it
+                site.shifted_as(name, scope[name])
 
 
 def _templated(node: Node) -> bool:

@@ -4,18 +4,21 @@ by rendering the same template again with every secret changed.
 
 ::
 
-    other = render(text, shift_scope(scope, hidden))     # every secret changed
-    found = forms(value, other)                          # where the two renderings part
+    other = render(text, shift_scope(scope, secrets, memo))   # every secret changed
+    found = forms(value, other)                                # where the two part
 
-:func:`shift_scope` replaces, in a copy of the scope, every occurrence of a secret (or
-of a form found so far) inside any string, list or mapping, with :func:`shifted` of it:
-each character changed (letters rotated by 13, digits by 5, anything else made ``x``
-or ``y``), the length kept, so that what a filter or a slice makes of it changes too.
-:func:`forms` compares the two renderings (strings in step, lists and mappings walked
-together) and returns the parts of the first that differ, each at least
-:data:`SHORTEST` characters, two parts closer than :data:`GAP` characters taken as
-one. The loader keeps those parts as secrets of their own: reports, diffs and load
-errors hide them as they hide the secret.
+:func:`shift_scope` replaces, in a copy of the scope, every occurrence of a secret
+inside any string, list or dict with :func:`shifted` of it: each character made one of
+Unicode's private use area, the length kept, so that what a filter or a slice makes of
+it changes too and nothing in the template's own text lines up with it by chance (a
+template that needs letters or digits, ``int``, gets a second try with letters and
+digits rotated). The loader also gives a variable or bundle parameter that showed a
+secret its own second rendering, whatever its type (``Site.shifted_as``). :func:`forms`
+compares the two renderings (strings in step, lists and dicts walked together) and
+returns the parts of the first that differ, each on its own and, where parts are
+closer than :data:`GAP` characters, together, each of :data:`SHORTEST` to
+:data:`LONGEST` characters. The loader keeps them as secrets of their own: reports,
+diffs and load errors hide them as they hide the secret.
 """
 
 from __future__ import annotations
@@ -26,56 +29,82 @@ from typing import Any
 __all__ = ["GAP", "SHORTEST", "forms", "shift_scope", "shifted"]
 
 SHORTEST = 3  # a part shorter than this is not kept (a secret that short is hidden whole)
-GAP = 3  # parts separated by fewer equal characters are one form (``p%40ss``)
+GAP = 3  # parts separated by fewer equal characters are also kept as one (``p%40ss``)
+LONGEST = 16384  # a longer part is not kept (a whole file: its diff is hidden instead)
 _BY_LINE = 4096  # longer strings are compared a line at a time (the matcher is quadratic)
 _DIGITS = "0123456789"
+_PRIVATE = 0xE000  # Unicode's private use area: no policy text holds these characters
+_SHIFTED: dict[tuple[str, bool], str] = {}
 
 
-def shifted(text: str) -> str:
-    """``text`` with every character changed, its length kept."""
-    out = []
-    for char in text:
-        if "a" <= char <= "z":
-            out.append(chr((ord(char) - 97 + 13) % 26 + 97))
-        elif "A" <= char <= "Z":
-            out.append(chr((ord(char) - 65 + 13) % 26 + 65))
-        elif char in _DIGITS:
-            out.append(_DIGITS[(int(char) + 5) % 10])
-        else:
-            out.append("y" if char == "x" else "x")
-    return "".join(out)
+def shifted(text: str, keep_classes: bool = False) -> str:
+    """``text`` with every character changed, its length kept: into characters of the
+    private use area (no literal text of a template has them, so nothing lines up by
+    chance), or, with ``keep_classes`` (for a template that needs letters or digits,
+    ``int``), letters rotated by 13, digits by 5, anything else made ``x`` or ``y``."""
+    key = (text, keep_classes)
+    found = _SHIFTED.get(key)
+    if found is not None:
+        return found
+    if not keep_classes:
+        found = "".join(chr(_PRIVATE + ord(char) % 0x1900) for char in text)
+    else:
+        out = []
+        for char in text:
+            if "a" <= char <= "z":
+                out.append(chr((ord(char) - 97 + 13) % 26 + 97))
+            elif "A" <= char <= "Z":
+                out.append(chr((ord(char) - 65 + 13) % 26 + 65))
+            elif char in _DIGITS:
+                out.append(_DIGITS[(int(char) + 5) % 10])
+            else:
+                out.append("y" if char == "x" else "x")
+        found = "".join(out)
+    if len(_SHIFTED) > 65536:
+        _SHIFTED.clear()
+    _SHIFTED[key] = found
+    return found
 
 
 def shift_scope(
-    scope: Mapping[str, Any], hidden: Sequence[str], memo: dict[int, tuple[Any, Any]]
+    scope: Mapping[str, Any],
+    secrets: Sequence[str],
+    memo: dict[Any, tuple[Any, Any]],
+    keep_classes: bool = False,
 ) -> dict[str, Any]:
-    """A copy of ``scope`` with every occurrence of each of ``hidden`` (longest first) in
-    a string, a list or a mapping :func:`shifted`. ``memo``: what lists and mappings
-    became, by identity, for the same ``hidden`` (a scope's variables and facts are
-    shared by every entry: each is walked once); a container with nothing to shift is
-    itself."""
-    ordered = sorted((h for h in hidden if h), key=len, reverse=True)
-    return {name: _shift(value, ordered, memo) for name, value in scope.items()}
+    """A copy of ``scope`` with every occurrence of each of ``secrets`` (longest first)
+    in a string, a list or a dict :func:`shifted`. ``memo``: what strings (by value),
+    lists and dicts (by identity) became, for the same ``secrets`` and flavour (a
+    scope's variables are shared by every entry: each is looked at once per load); a
+    container with nothing to shift is itself. Other mappings (``facts``, read on
+    first use) are left as they are."""
+    ordered = sorted((h for h in secrets if h), key=len, reverse=True)
+    return {name: _shift(value, ordered, memo, keep_classes) for name, value in scope.items()}
 
 
-def _shift(value: Any, ordered: list[str], memo: dict[int, tuple[Any, Any]]) -> Any:
-    if isinstance(value, str):
+def _shift(value: Any, ordered: list[str], memo: dict[Any, tuple[Any, Any]], keep: bool) -> Any:
+    if isinstance(value, str):  # by value: each text is looked at once per load
+        known = memo.get(value)
+        if known is not None:
+            return known[1]
+        text = value
         for secret in ordered:
-            if secret in value:
-                value = value.replace(secret, shifted(secret))
-        return value
-    if not isinstance(value, (Mapping, list, tuple)):
+            if secret in text:
+                text = text.replace(secret, shifted(secret, keep))
+        memo[value] = (value, text)
+        return text
+    if not isinstance(value, (dict, list, tuple)):
         return value
     known = memo.get(id(value))
     if known is not None and known[0] is value:
         return known[1]
     result: Any
-    if isinstance(value, Mapping):
-        items = {key: _shift(item, ordered, memo) for key, item in value.items()}
+    if isinstance(value, dict):
+        items = {key: _shift(item, ordered, memo, keep) for key, item in value.items()}
         same = all(items[key] is item for key, item in value.items())
         result = value if same else items
     else:
-        made = [_shift(item, ordered, memo) for item in value]
+        made = [_shift(item, ordered, memo, keep) for item in value]
         same = all(a is b for a, b in zip(made, value, strict=True))
         result = value if same else type(value)(made)
     memo[id(value)] = (value, result)  # the value itself is held: its id stays its own
@@ -94,7 +123,7 @@ def _walk(value: Any, other: Any, found: list[str]) -> None:
     if isinstance(value, str):
         if isinstance(other, str):
             found.extend(_parts(value, other))
-        elif len(value) >= SHORTEST:
+        elif SHORTEST <= len(value) <= LONGEST:
             found.append(value)
     elif isinstance(value, Mapping):
         same = isinstance(other, Mapping) and list(other) == list(value)
@@ -116,16 +145,19 @@ def _parts(a: str, b: str) -> list[str]:
         return _trimmed(a, b)
     from difflib import SequenceMatcher
 
-    spans: list[list[int]] = []
+    spans: list[tuple[int, int]] = []
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     for tag, i1, i2, _j1, _j2 in matcher.get_opcodes():
-        if tag == "equal":  # (an insert marks where b has more: a span of no width)
-            continue
-        if spans and i1 - spans[-1][1] < GAP:
-            spans[-1][1] = max(spans[-1][1], i2)
+        if tag != "equal":  # (an insert marks where b has more: a span of no width)
+            spans.append((i1, i2))
+    merged: list[list[int]] = []
+    for i, j in spans:
+        if merged and i - merged[-1][1] < GAP:
+            merged[-1][1] = max(merged[-1][1], j)
         else:
-            spans.append([i1, i2])
-    return [a[i:j] for i, j in spans if j - i >= SHORTEST]
+            merged.append([i, j])
+    kept = {a[i:j] for i, j in (*spans, *map(tuple, merged))}  # each part, and together
+    return sorted(part for part in kept if SHORTEST <= len(part) <= LONGEST)
 
 
 def _trimmed(a: str, b: str) -> list[str]:
@@ -137,4 +169,4 @@ def _trimmed(a: str, b: str) -> list[str]:
     while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
         end += 1
     part = a[start : len(a) - end]
-    return [part] if len(part) >= SHORTEST else []
+    return [part] if SHORTEST <= len(part) <= LONGEST else []

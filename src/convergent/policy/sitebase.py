@@ -26,8 +26,11 @@ class SiteView(Protocol):
     uses: dict[str, Node]
     links: list[Link]
     classes: Any
+    last_shows: bool  # the last template rendered showed a secret
 
     def render(self, node: Node, scope: Any, owner: str | None = None) -> Node: ...
+
+    def shifted_as(self, name: str, value: Any) -> None: ...
 
     def expand(
         self,

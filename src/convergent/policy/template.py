@@ -272,11 +272,11 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
     whole = _WHOLE.fullmatch(stripped)
     try:
         if whole is not None and stripped == text and "}}" not in whole.group(1):
-            value = env.compile_expression(whole.group(1), undefined_to_none=False)(**scope)
+            value = _compiled(env, text, whole.group(1))(**scope)
             if isinstance(value, jinja2.Undefined):
                 str(value)  # raises UndefinedError with the name
             return _within(value)
-        return _bounded(env.from_string(text).generate(**scope))
+        return _bounded(_compiled(env, text, None).generate(**scope))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             f"template syntax error: {exc.message}; {_LITERAL}", exc.lineno
@@ -287,6 +287,24 @@ def _jinja(text: str, scope: Mapping[str, Any]) -> Any:
         raise TemplateError(f"not allowed in a template: {exc}") from None
     except Exception as exc:  # a filter's own error (an int of a word...)
         raise TemplateError(f"template failed: {type(exc).__name__}: {exc}") from None
+
+
+_FROM_TEXT: dict[str, Any] = {}  # compiled templates and lone expressions, by text
+
+
+def _compiled(env: Any, text: str, expression: str | None) -> Any:
+    """``text`` compiled (``expression``: its lone expression), once per load and text:
+    a policy with secrets renders each template twice (policy/secretforms.py)."""
+    found = _FROM_TEXT.get(text)
+    if found is None:
+        if expression is not None:
+            found = env.compile_expression(expression, undefined_to_none=False)
+        else:
+            found = env.from_string(text)
+        if len(_FROM_TEXT) >= 4096:
+            _FROM_TEXT.clear()
+        _FROM_TEXT[text] = found
+    return found
 
 
 def _bounded(parts: Iterator[str]) -> str:
