@@ -225,3 +225,46 @@ def test_a_secret_with_a_trailing_newline_or_quotes_is_hidden_as_printed(
     bad = write(tmp_path / "b", {"site.yaml": 'resources:\n  - file: /x\n    mode: "{{ pw }}"\n'})
     found = problems(bad, secret_sets={"pw": "Ab\\c\"d'e(fgh"})
     assert found and all("fgh" not in str(p) for p in found), found
+
+
+def test_a_bundle_use_named_with_a_secret_is_refused_at_load(tmp_path: Path) -> None:
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": """\
+            bundles:
+              b:
+                resources:
+                  - noop: fixed
+            resources:
+              - b: "use-{{ pw }}"
+            """,
+        },
+    )
+    found = problems(policy, secret_sets={"pw": PW})
+    assert any("holds a secret" in p.message for p in found), found
+    assert all(PW not in str(p) for p in found)
+
+
+def test_a_secret_given_to_an_mgmt_policy_is_hidden_too(tmp_path: Path) -> None:
+    """mgmt's format has no templates, but a value given with --set-secret that a
+    command prints is hidden as in the other formats."""
+    key = tmp_path / "key"
+    key.write_text(PW + "\n")
+    policy = tmp_path / "m.yaml"
+    policy.write_text(
+        f"graph: g\nresources:\n  exec:\n    - name: show\n      cmd: cat {key}\n"
+        "      shell: /bin/sh\n"
+    )
+    common = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0"]
+    done = cli("run", str(policy), *common, "--set-secret", f"pw={PW}")
+    text = done.stdout + done.stderr
+    assert "stdout: <secret>" in text, text
+    assert PW not in text
+
+
+def test_a_secret_that_is_not_utf8_is_refused_with_its_name_only(tmp_path: Path) -> None:
+    policy = write(tmp_path, {"site.yaml": "resources:\n  - noop: a\n"})
+    done = cli("check", str(policy), "--set-secret", "pw=ab\udcff\udcfecd")
+    assert done.returncode == 2
+    assert "--set-secret pw: the value is not valid UTF-8" in done.stderr

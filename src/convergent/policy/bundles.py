@@ -233,7 +233,16 @@ def use_bundle(
 
     problems = site.problems
     kind_node, name_node = pairs[0]
+    site.last_shows = False
     name_node = site.render(name_node, scope)
+    if site.last_shows:
+        problems.at(
+            name_node,
+            f"the name of this use of bundle '{bundle.name}' holds a secret, and a name is "
+            "shown in every report, log and graph; name it without it (its parameters may "
+            "hold it)",
+        )
+        return
     if not is_scalar(name_node) or not str(name_node.value).strip():
         problems.at(
             name_node,

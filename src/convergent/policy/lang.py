@@ -219,10 +219,9 @@ class Site:
         if cached is not None and cached[0] is scope and cached[1] == len(self.shifted_names):
             return cached[2]
         shifted = shift_scope(scope, tuple(self.secrets), self._memos[keep], keep)
-        if not keep:
-            for name, (held, other) in self.shifted_names.items():
-                if scope.get(name, _NOTHING) is held:
-                    shifted[name] = other
+        for name, (held, other) in self.shifted_names.items():
+            if scope.get(name, _NOTHING) is held:
+                shifted[name] = other
         self._shift_cache[keep] = (scope, len(self.shifted_names), shifted)
         return shifted
 

@@ -185,6 +185,8 @@ def _load_yaml(text: str, filename: str, inputs: Inputs | None = None) -> Graph[
     graph = build(entries, links, problems, collect)
     if graph is None:
         raise PolicyError(problems.sorted())
+    if inputs is not None and inputs.secret_sets:  # no template uses them: hidden still
+        graph.secrets = frozenset(value for value in inputs.secret_sets.values() if value)
     return graph
 
 

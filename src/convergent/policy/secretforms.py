@@ -31,7 +31,8 @@ __all__ = ["GAP", "SHORTEST", "forms", "shift_scope", "shifted"]
 SHORTEST = 3  # a part shorter than this is not kept (a secret that short is hidden whole)
 GAP = 3  # parts separated by fewer equal characters are also kept as one (``p%40ss``)
 LONGEST = 16384  # a longer part is not kept (a whole file: its diff is hidden instead)
-_BY_LINE = 4096  # longer strings are compared a line at a time (the matcher is quadratic)
+_MATCHED = 512  # longer middles are compared a line at a time (the matcher is quadratic)
+_PARTS: dict[tuple[str, str], list[str]] = {}  # each pair of renderings compared once
 _DIGITS = "0123456789"
 _PRIVATE = 0xE000  # Unicode's private use area: no policy text holds these characters
 _SHIFTED: dict[tuple[str, bool], str] = {}
@@ -138,20 +139,48 @@ def _walk(value: Any, other: Any, found: list[str]) -> None:
 def _parts(a: str, b: str) -> list[str]:
     if a == b:
         return []
-    if len(a) > _BY_LINE or len(b) > _BY_LINE:
+    key = (a, b)
+    found = _PARTS.get(key)
+    if found is None:
+        found = _PARTS[key] = _compare(a, b)
+        if len(_PARTS) > 4096:
+            _PARTS.clear()
+    return found
+
+
+def _compare(a: str, b: str) -> list[str]:
+    """The parts of ``a`` that differ from ``b``: what they share at either end left out
+    first (cheap), the middle matched character by character when short, else a line at
+    a time, else taken whole."""
+    start, end = _shared_ends(a, b)
+    mid_a, mid_b = a[start : len(a) - end], b[start : len(b) - end]
+    if len(mid_a) > _MATCHED or len(mid_b) > _MATCHED:
         lines_a, lines_b = a.split("\n"), b.split("\n")
         if len(lines_a) == len(lines_b) and len(lines_a) > 1:
-            return [part for x, y in zip(lines_a, lines_b, strict=True) for part in _parts(x, y)]
-        return _trimmed(a, b)
+            return sorted(
+                {part for x, y in zip(lines_a, lines_b, strict=True) for part in _parts(x, y)}
+            )
+        return [mid_a] if SHORTEST <= len(mid_a) <= LONGEST else []
     from difflib import SequenceMatcher
 
+    # (tag, from, to) over all of ``a``: the shared ends are equal runs too
+    runs = [("equal", 0, start)]
+    matcher = SequenceMatcher(None, mid_a, mid_b, autojunk=False)
+    runs += [(tag, start + i1, start + i2) for tag, i1, i2, _, _ in matcher.get_opcodes()]
+    runs.append(("equal", len(a) - end, len(a)))
     spans: list[tuple[int, int]] = []
-    matcher = SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, _j1, _j2 in matcher.get_opcodes():
-        if tag != "equal":  # (an insert marks where b has more: a span of no width)
-            spans.append((i1, i2))
+    for k, (tag, i, j) in enumerate(runs):
+        if tag == "equal":  # (an insert marks where b has more: a span of no width)
+            continue
+        spans.append((i, j))
+        # an equal run this short beside it may be the change lining up by chance
+        before = runs[k - 1] if k and runs[k - 1][0] == "equal" else None
+        after = runs[k + 1] if k + 1 < len(runs) and runs[k + 1][0] == "equal" else None
+        wide_i = before[1] if before is not None and before[2] - before[1] < GAP else i
+        wide_j = after[2] if after is not None and after[2] - after[1] < GAP else j
+        spans.append((wide_i, wide_j))
     merged: list[list[int]] = []
-    for i, j in spans:
+    for i, j in sorted(spans):
         if merged and i - merged[-1][1] < GAP:
             merged[-1][1] = max(merged[-1][1], j)
         else:
@@ -160,13 +189,13 @@ def _parts(a: str, b: str) -> list[str]:
     return sorted(part for part in kept if SHORTEST <= len(part) <= LONGEST)
 
 
-def _trimmed(a: str, b: str) -> list[str]:
-    """The part of ``a`` between what it shares with ``b`` at either end."""
+def _shared_ends(a: str, b: str) -> tuple[int, int]:
+    """How many characters ``a`` and ``b`` share at their start and then at their end."""
+    most = min(len(a), len(b))
     start = 0
-    while start < min(len(a), len(b)) and a[start] == b[start]:
+    while start < most and a[start] == b[start]:
         start += 1
     end = 0
-    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+    while end < most - start and a[-1 - end] == b[-1 - end]:
         end += 1
-    part = a[start : len(a) - end]
-    return [part] if SHORTEST <= len(part) <= LONGEST else []
+    return start, end

@@ -72,10 +72,17 @@ def parse_assignment(text: str, option: str, *, as_yaml: bool = True) -> tuple[s
     """``NAME=VALUE`` of ``--set`` (VALUE read as YAML) or ``--set-secret`` (text)."""
     name, eq, value = text.partition("=")
     if not eq or not _valid_name(name):
+        shown = text if as_yaml else f"{name[:64]}=..."
         raise VarsError(
-            f"{option} {text!r}: write NAME=VALUE, NAME a word of letters, digits and _ "
+            f"{option} {shown!r}: write NAME=VALUE, NAME a word of letters, digits and _ "
             "(not facts, item, key, name or classes)"
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the command line had that are not UTF-8
+        raise VarsError(
+            f"{option} {name}: the value is not valid UTF-8; give it as UTF-8 text"
+        ) from None
     if not as_yaml:
         return name, value
     import yaml
