@@ -131,3 +131,10 @@ def test_beside_a_cut_as_many_characters_as_a_secret_less_one_go_whatever_they_a
     assert secrets.hide("abcdefghijklmnopqrstuvwxyz[...]").endswith("abcdefghijkl[...]")
     assert secrets.hide("Loading... done") == "Loading... done"  # no cut of ours
     assert Secrets().hide("stdout: abc[...]") == "stdout: abc[...]"  # no secret: as it is
+
+
+def test_the_engine_knows_the_cut_mark_the_host_layer_writes() -> None:
+    from convergent.engine import redact
+    from convergent.host import process
+
+    assert redact.CUT == process.CUT
