@@ -268,3 +268,28 @@ def test_a_secret_that_is_not_utf8_is_refused_with_its_name_only(tmp_path: Path)
     done = cli("check", str(policy), "--set-secret", "pw=ab\udcff\udcfecd")
     assert done.returncode == 2
     assert "--set-secret pw: the value is not valid UTF-8" in done.stderr
+
+
+def test_what_holds_no_secret_is_shown_whole_in_a_policy_with_secrets(tmp_path: Path) -> None:
+    """Variables rendered one after another (``b`` from ``a``), in a policy that has a
+    secret elsewhere: the second rendering sees each variable as rendered, so a file
+    made of them alone shows its diff."""
+    out = tmp_path / "out"
+    policy = write(
+        tmp_path,
+        {
+            "site.yaml": f"""\
+            vars:
+              a: "{{{{ 'al' ~ 'pha' }}}}"
+              b: "{{{{ a }}}}-beta"
+            resources:
+              - file: {out}
+                content: "{{{{ b }}}}\\n"
+            """,
+        },
+    )
+    out.write_text("old\n")
+    common = ["--state-dir", str(tmp_path / "state"), "--converged-timeout", "0", "--diff"]
+    done = cli("run", str(policy), *common, "--set-secret", f"pw={PW}")
+    assert done.returncode == 0, done.stderr
+    assert "+alpha-beta" in done.stdout and "(secret)" not in done.stdout, done.stdout

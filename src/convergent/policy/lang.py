@@ -92,7 +92,8 @@ class Site:
         self.scope: dict[str, Any] = {}
         self.secrets: set[str] = set()
         self.shown: set[str] = set()  # secrets in another form (Site._secret_in)
-        self._shift_cache: dict[bool, tuple[Mapping[str, Any], int, dict[str, Any]]] = {}
+        self._shift_cache: dict[bool, tuple[Mapping[str, Any], tuple[int, ...], dict[str, Any]]]
+        self._shift_cache = {}
         self._memos: dict[bool, dict[Any, tuple[Any, Any]]] = {False: {}, True: {}}
         self.shifted_names: dict[str, tuple[Any, Any]] = {}  # Site.shifted_as
         self.last_shows = False  # the last template rendered showed a secret
@@ -215,14 +216,16 @@ class Site:
         variable that showed one given its second rendering."""
         from convergent.policy.secretforms import shift_scope
 
+        # the scope of variables changes as each is rendered: what it holds is the key
+        held = (len(self.shifted_names), *map(id, scope.values()))
         cached = self._shift_cache.get(keep)
-        if cached is not None and cached[0] is scope and cached[1] == len(self.shifted_names):
+        if cached is not None and cached[0] is scope and cached[1] == held:
             return cached[2]
         shifted = shift_scope(scope, tuple(self.secrets), self._memos[keep], keep)
         for name, (held, other) in self.shifted_names.items():
             if scope.get(name, _NOTHING) is held:
                 shifted[name] = other
-        self._shift_cache[keep] = (scope, len(self.shifted_names), shifted)
+        self._shift_cache[keep] = (scope, held, shifted)
         return shifted
 
     def template_problem(self, node: Node, exc: TemplateError, owner: str | None) -> None:
