@@ -62,7 +62,7 @@ def fork(
     """Start ``argv`` in a new session, forked from this process; ``stdio``: stdin,
     stdout, stderr (None: /dev/null); ``extra``: more ``Popen`` arguments (a user or group
     switch, a umask); ``death_signal``: SIGKILL when this process dies; ``cwd_fd``: a
-    descriptor of ``cwd``, entered instead of its name (without a user switch)."""
+    descriptor of ``cwd``, entered instead of its name (a command that stays root)."""
     import subprocess
 
     stdin, stdout, stderr = (subprocess.DEVNULL if fd is None else fd for fd in stdio)

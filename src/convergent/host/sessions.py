@@ -75,8 +75,8 @@ def spawn_detached(
     the agent's). ``user``/``group``/``groups``: the uid, gid and supplementary gids to run
     as (set before exec; needs root; with a user or group and no ``groups``, none: the
     agent's own, root's, are never inherited). The caller reaps it (``Popen.poll``) once it exits.
-    ``cwd`` is entered as the user switched to; without a switch, ``cwd_fd`` (a
-    descriptor of ``cwd``) is entered instead of the name when given.
+    ``cwd_fd`` (a descriptor of ``cwd``, for a process that stays root) is entered
+    instead of the name when given; else ``cwd`` is entered as the user switched to.
 
     Raises OSError when it cannot be started (``filename`` says what was missing).
     """
