@@ -221,7 +221,6 @@ class _Pipe:
         self.log = log
         self.pending = b""
         self.shown = 0
-        self.continued = False  # the last line logged was a piece cut short
         self.eof: asyncio.Future[None] = loop.create_future()
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._read)
@@ -247,24 +246,17 @@ class _Pipe:
         *lines, self.pending = (self.pending + part).split(b"\n")
         for line in lines:
             self._emit(line)
-        if len(self.pending) > _CHUNK:  # a very long line: log it in pieces
-            self._emit(self.pending, cut=True)
-            self.pending = b""
-        if self.shown >= SHOWN:
+        if self.shown >= SHOWN:  # (so a line never grows past SHOWN bytes in pending)
             if self.pending:
                 self._emit(self.pending, cut=True)
                 self.pending = b""
             self._say(f"... (only the first {size(SHOWN)} are shown)")
 
     def _emit(self, raw: bytes, *, cut: bool = False) -> None:
-        """Log one line; a piece of a longer line ends with :data:`CUT` and the next
-        piece begins with it (the engine drops what a cut may leave of a secret)."""
+        """Log one line; one cut short at ``SHOWN`` ends with :data:`CUT` (the engine
+        drops what a cut may leave of a secret)."""
         assert self.log is not None
-        text = raw.decode("utf-8", "replace")
-        if self.continued:
-            text = CUT + text
-        self.continued = cut
-        self.log(self.prefix + text + (CUT if cut else ""))
+        self.log(self.prefix + raw.decode("utf-8", "replace") + (CUT if cut else ""))
 
     def _say(self, text: str) -> None:
         assert self.log is not None
